@@ -1,0 +1,6 @@
+"""Values <-> bytes: msgpack with netlet's extension types and limits. No I/O here."""
+
+from netlet.codec._codec import Buffer, Codec, rebuild_exception, register_exception
+from netlet.codec._types import Ext, Limits, RemoteRef
+
+__all__ = ["Buffer", "Codec", "Ext", "Limits", "RemoteRef", "rebuild_exception", "register_exception"]

@@ -1,0 +1,366 @@
+"""msgpack encoding and decoding of netlet values, with limits and out-of-band buffers.
+
+One ``Codec`` serves one connection: it knows whether pickle was agreed, how to
+turn remote handles into local proxies, and the limits that bound decoding.
+Encoding may run on any thread; each call keeps its own state.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import pickle
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgpack
+
+from netlet import errors
+from netlet.codec._types import Ext, Limits, RemoteRef
+from netlet.errors import DecodeError, EncodeError, RemoteError
+
+__all__ = ["Buffer", "Codec", "register_exception", "rebuild_exception"]
+
+Buffer = bytes | bytearray | memoryview
+RefEncoder = Callable[[object], RemoteRef | None]
+RefDecoder = Callable[[RemoteRef], object]
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+# Exception types that may be rebuilt from a peer: never anything whose
+# construction could run arbitrary code, never the ones that stop a process.
+_SAFE_EXCEPTIONS: dict[str, type[BaseException]] = {}
+_NEVER_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
+
+
+def register_exception(cls: type[BaseException]) -> type[BaseException]:
+    """Let ``cls`` raised remotely arrive as ``cls`` (usable as a decorator).
+
+    Its constructor must accept its own ``args``; both ends must register it.
+    """
+    _SAFE_EXCEPTIONS[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def _register_builtin_exceptions() -> None:
+    for name in dir(builtins):
+        obj = getattr(builtins, name)
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, BaseException)
+            and name not in _NEVER_REBUILT
+            and not name.startswith("_")
+        ):
+            _SAFE_EXCEPTIONS[f"builtins.{name}"] = obj
+    for name in errors.__all__:
+        register_exception(getattr(errors, name))
+
+
+_register_builtin_exceptions()
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def rebuild_exception(
+    type_name: str, args: list[Any], message: str, tb_text: str
+) -> BaseException:
+    """The exception a remote peer raised, as its own type when that is safe."""
+    cls = _SAFE_EXCEPTIONS.get(type_name)
+    exc: BaseException
+    if cls is RemoteError and len(args) == 3:
+        exc = RemoteError(*args)
+    elif cls is None:
+        exc = RemoteError(type_name, message, tb_text)
+    else:
+        try:
+            exc = cls(*args)
+        except Exception:
+            exc = RemoteError(type_name, message, tb_text)
+    try:
+        exc.remote_traceback = tb_text  # type: ignore[attr-defined]
+        if tb_text:
+            exc.add_note(f"Remote traceback (most recent call last):\n{tb_text.rstrip()}")
+    except (AttributeError, TypeError):
+        pass
+    return exc
+
+
+def _is_ndarray(obj: object) -> bool:
+    cls = type(obj)
+    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
+
+
+class Codec:
+    """Turns netlet values into (body, buffers) and back, for one connection."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        allow_pickle: bool = False,
+        ref_encoder: RefEncoder | None = None,
+        ref_decoder: RefDecoder | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.allow_pickle = allow_pickle
+        self._ref_encoder = ref_encoder
+        self._ref_decoder = ref_decoder
+
+    # -- encoding ---------------------------------------------------------
+
+    def encode(self, message: list[Any]) -> tuple[bytes, list[Buffer]]:
+        """Pack a message (a list); large top-level binaries go out of band."""
+        buffers: list[Buffer] = []
+        threshold = self.limits.oob_threshold
+        lifted = [self._lift(x, buffers, threshold) for x in message]
+        body = self._pack(lifted, buffers)
+        size = len(body) + sum(memoryview(b).nbytes for b in buffers)
+        if size > self.limits.max_frame:
+            raise EncodeError(f"message of {size} bytes exceeds the limit of {self.limits.max_frame}")
+        return body, buffers
+
+    def encode_value(self, value: Any) -> bytes:
+        """One value to self-contained bytes, all inline (for storage and tests)."""
+        return self._pack(value, [])
+
+    def decode_value(self, data: Buffer) -> Any:
+        """The inverse of ``encode_value``."""
+        return self.decode(data, ())
+
+    def _pack(self, value: Any, buffers: list[Buffer]) -> bytes:
+        try:
+            return msgpack.packb(  # type: ignore[no-any-return]
+                value, default=self._default_for(buffers), strict_types=True, datetime=False
+            )
+        except (EncodeError, RecursionError):
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise EncodeError(f"cannot encode value: {e}") from e
+
+    def _lift(self, x: Any, buffers: list[Buffer], threshold: int) -> Any:
+        t = type(x)
+        if t is bytes or t is bytearray or t is memoryview:
+            if len(x) >= threshold:
+                buffers.append(x)
+                return msgpack.ExtType(Ext.BUFFER, msgpack.packb(len(buffers) - 1))
+            return x
+        if t is list:
+            return [self._lift(v, buffers, threshold) for v in x]
+        if t is dict:
+            return {k: self._lift(v, buffers, threshold) for k, v in x.items()}
+        return x
+
+    def _default_for(self, buffers: list[Buffer]) -> Callable[[Any], Any]:
+        def default(obj: Any) -> Any:
+            return self._ext(obj, buffers, default)
+
+        return default
+
+    def _ext(self, obj: Any, buffers: list[Buffer], default: Callable[[Any], Any]) -> Any:
+        def pack(v: Any) -> bytes:
+            return msgpack.packb(v, default=default, strict_types=True, datetime=False)  # type: ignore[no-any-return]
+
+        cls = type(obj)
+        if cls is tuple:
+            return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
+        if cls is set:
+            return msgpack.ExtType(Ext.SET, pack(list(obj)))
+        if cls is frozenset:
+            return msgpack.ExtType(Ext.FROZENSET, pack(list(obj)))
+        if cls is int:  # only called for ints msgpack cannot hold
+            return msgpack.ExtType(Ext.BIGINT, str(obj).encode())
+        if cls is dt.datetime:
+            return msgpack.ExtType(Ext.DATETIME, obj.isoformat().encode())
+        if cls is dt.date:
+            return msgpack.ExtType(Ext.DATE, obj.isoformat().encode())
+        if cls is dt.timedelta:
+            return msgpack.ExtType(Ext.TIMEDELTA, pack([obj.days, obj.seconds, obj.microseconds]))
+        if cls is Decimal:
+            return msgpack.ExtType(Ext.DECIMAL, str(obj).encode())
+        if cls is uuid.UUID:
+            return msgpack.ExtType(Ext.UUID, obj.bytes)
+        if cls is complex:
+            return msgpack.ExtType(Ext.COMPLEX, pack([obj.real, obj.imag]))
+        if isinstance(obj, BaseException):
+            return self._exception(obj, pack)
+        if _is_ndarray(obj):
+            return self._ndarray(obj, buffers, pack)
+        ref = getattr(obj, "__netlet_ref__", None)
+        if ref is not None:
+            r = ref()
+            return msgpack.ExtType(Ext.REF, pack([r.node, r.address, r.name, r.kind]))
+        if self._ref_encoder is not None:
+            r = self._ref_encoder(obj)
+            if r is not None:
+                return msgpack.ExtType(Ext.REF, pack([r.node, r.address, r.name, r.kind]))
+        # Subclasses of the plain types travel as their base (IntEnum, namedtuple, ...).
+        for base in (bool, int, float, str, bytes, tuple, list, dict):
+            if isinstance(obj, base):
+                if base is tuple:
+                    return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
+                return base(obj)
+        if self.allow_pickle:
+            return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(obj))
+        raise EncodeError(
+            f"cannot send a value of type {cls.__module__}.{cls.__qualname__}: expose it, "
+            "convert it to plain data, or enable pickle between authenticated peers"
+        )
+
+    def _exception(self, exc: BaseException, pack: Callable[[Any], bytes]) -> msgpack.ExtType:
+        tb_text = getattr(exc, "remote_traceback", None)
+        if tb_text is None:
+            tb_text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+        if isinstance(exc, RemoteError):
+            args: list[Any] = [exc.remote_type, exc.message, exc.remote_traceback]
+        else:
+            args = list(exc.args)
+        try:
+            packed_args = pack(args)
+        except (EncodeError, TypeError, ValueError, OverflowError):
+            packed_args = pack([str(a) for a in args])
+        payload = pack(
+            [_type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
+        )
+        return msgpack.ExtType(Ext.EXCEPTION, payload)
+
+    def _ndarray(
+        self, arr: Any, buffers: list[Buffer], pack: Callable[[Any], bytes]
+    ) -> msgpack.ExtType:
+        if arr.dtype.hasobject:
+            if self.allow_pickle:
+                return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(arr))
+            raise EncodeError("numpy arrays of Python objects need pickle")
+        import numpy as np
+
+        arr = np.ascontiguousarray(arr)
+        data: Any
+        if arr.nbytes >= self.limits.oob_threshold:
+            buffers.append(memoryview(arr).cast("B"))
+            data = len(buffers) - 1
+        else:
+            data = arr.tobytes()
+        return msgpack.ExtType(Ext.NDARRAY, pack([arr.dtype.str, list(arr.shape), data]))
+
+    # -- decoding ---------------------------------------------------------
+
+    def decode(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
+        """Unpack one message body; every failure is a ``DecodeError``."""
+        lim = self.limits
+        depth = [0]
+
+        def unpack(data: bytes) -> Any:
+            return msgpack.unpackb(
+                data,
+                ext_hook=hook,
+                raw=False,
+                strict_map_key=False,
+                timestamp=0,
+                max_str_len=lim.max_str,
+                max_bin_len=lim.max_bin,
+                max_array_len=lim.max_array,
+                max_map_len=lim.max_map,
+                max_ext_len=lim.max_frame,
+            )
+
+        def hook(code: int, data: bytes) -> Any:
+            depth[0] += 1
+            if depth[0] > lim.max_depth:
+                raise DecodeError(f"values nested deeper than {lim.max_depth} levels")
+            try:
+                return self._from_ext(code, data, unpack, buffers)
+            finally:
+                depth[0] -= 1
+
+        try:
+            return unpack(body)
+        except DecodeError:
+            raise
+        except Exception as e:  # msgpack raises many types for garbage input
+            raise DecodeError(f"undecodable message: {type(e).__name__}: {e}") from None
+
+    def _from_ext(
+        self, code: int, data: bytes, unpack: Callable[[bytes], Any], buffers: Sequence[Buffer]
+    ) -> Any:
+        if code == Ext.TUPLE:
+            return tuple(_expect(unpack(data), list))
+        if code == Ext.SET:
+            return set(_expect(unpack(data), list))
+        if code == Ext.FROZENSET:
+            return frozenset(_expect(unpack(data), list))
+        if code == Ext.DATETIME:
+            return dt.datetime.fromisoformat(data.decode())
+        if code == Ext.DATE:
+            return dt.date.fromisoformat(data.decode())
+        if code == Ext.TIMEDELTA:
+            d, s, us = _expect(unpack(data), list)
+            return dt.timedelta(days=d, seconds=s, microseconds=us)
+        if code == Ext.DECIMAL:
+            return Decimal(data.decode())
+        if code == Ext.UUID:
+            return uuid.UUID(bytes=data)
+        if code == Ext.BIGINT:
+            if len(data) > 4300:  # CPython's own int-from-str limit guards the rest
+                raise DecodeError("integer too long")
+            return int(data.decode())
+        if code == Ext.COMPLEX:
+            re, im = _expect(unpack(data), list)
+            return complex(re, im)
+        if code == Ext.EXCEPTION:
+            type_name, packed_args, message, tb_text = _expect(unpack(data), list)
+            args = _expect(unpack(packed_args.data), list)
+            return rebuild_exception(str(type_name), args, str(message), str(tb_text))
+        if code == Ext.REF:
+            node, address, name, kind = _expect(unpack(data), list)
+            ref = RemoteRef(str(node), str(address), str(name), str(kind))
+            return self._ref_decoder(ref) if self._ref_decoder is not None else ref
+        if code == Ext.BUFFER:
+            return bytes(_buffer(buffers, unpack(data)))
+        if code == Ext.NDARRAY:
+            return _ndarray_from(unpack(data), buffers)
+        if code == Ext.PICKLE:
+            if not self.allow_pickle:
+                raise DecodeError("pickled value on a connection that did not agree to pickle")
+            return pickle.loads(data)
+        if code == 0:
+            return msgpack.ExtType(0, data)  # opaque inner payload (exception args)
+        raise DecodeError(f"unknown extension type {code}")
+
+
+def _expect(value: Any, cls: type) -> Any:
+    if type(value) is not cls:
+        raise DecodeError(f"expected {cls.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _buffer(buffers: Sequence[Buffer], index: Any) -> Buffer:
+    if type(index) is not int or not 0 <= index < len(buffers):
+        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
+    return buffers[index]
+
+
+def _ndarray_from(spec: Any, buffers: Sequence[Buffer]) -> Any:
+    try:
+        import numpy as np
+    except ImportError:
+        raise DecodeError("received a numpy array but numpy is not installed") from None
+    dtype_str, shape, data = _expect(spec, list)
+    dtype = np.dtype(dtype_str)
+    if dtype.hasobject:
+        raise DecodeError("numpy object arrays are not accepted")
+    raw = _buffer(buffers, data) if type(data) is int else data
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]

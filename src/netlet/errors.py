@@ -1,0 +1,148 @@
+"""The whole netlet exception tree, branched by what the caller can do about it.
+
+::
+
+    NetletError
+    ├── ConfigError(ValueError)             bad settings or arguments given locally
+    │   └── InsecureListenError             listening beyond loopback with no key
+    ├── ProtocolError(ValueError)           the peer sent something we refuse
+    │   ├── FrameTooLarge                   a frame over the size limit
+    │   ├── DecodeError                     bytes that are not a valid netlet value
+    │   └── HandshakeError                  the opening exchange failed
+    │       ├── VersionMismatch             peers speak different protocol versions
+    │       └── AuthenticationError         a peer could not prove it holds the key
+    ├── EncodeError(TypeError)              a value netlet cannot send
+    ├── NetletConnectionError(ConnectionError)
+    │   ├── PeerUnreachable                 could not connect at all
+    │   └── ConnectionLost                  the connection dropped with calls pending
+    ├── CallTimeout(TimeoutError)           no answer within the call's timeout
+    ├── CallCancelled                       the caller cancelled the call
+    ├── NotExposed(AttributeError)          the name is not exposed for remote calls
+    ├── NoSuchObject(LookupError)           nothing is served under that name
+    ├── RemoteError                         the remote code raised something we
+    │                                       cannot rebuild safely; carries its text
+    ├── NodeClosed                          the local node is shut down
+    └── ChannelClosed                       the channel was closed (see netlet.channel)
+
+Every exception that crosses the wire keeps its remote traceback as text in
+``remote_traceback`` (and as a PEP 678 note), so the caller sees where it
+happened without netlet ever unpickling anything from the peer.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CallCancelled",
+    "CallTimeout",
+    "ChannelClosed",
+    "ConfigError",
+    "ConnectionLost",
+    "DecodeError",
+    "EncodeError",
+    "FrameTooLarge",
+    "HandshakeError",
+    "InsecureListenError",
+    "NetletConnectionError",
+    "NetletError",
+    "NoSuchObject",
+    "NodeClosed",
+    "NotExposed",
+    "PeerUnreachable",
+    "ProtocolError",
+    "RemoteError",
+    "VersionMismatch",
+]
+
+
+class NetletError(Exception):
+    """Root of every error netlet raises on purpose."""
+
+
+class ConfigError(NetletError, ValueError):
+    """A setting or argument given to netlet locally is invalid."""
+
+
+class InsecureListenError(ConfigError):
+    """Refusing to listen beyond loopback without a cluster key (or ``insecure=True``)."""
+
+
+class ProtocolError(NetletError, ValueError):
+    """The peer sent bytes or a message that breaks the protocol; the connection is closed."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame announced a size above the configured limit."""
+
+
+class DecodeError(ProtocolError):
+    """Bytes that do not decode to an allowed netlet value (garbage, unknown type, limit)."""
+
+
+class HandshakeError(ProtocolError):
+    """The opening exchange (version, codec, authentication) failed."""
+
+
+class VersionMismatch(HandshakeError):
+    """The two ends speak incompatible protocol versions."""
+
+
+class AuthenticationError(HandshakeError, PermissionError):
+    """A peer failed to prove it holds the cluster key (or did not answer in time)."""
+
+
+class EncodeError(NetletError, TypeError):
+    """A value has a type netlet cannot put on the wire (or exceeds a limit)."""
+
+
+class NetletConnectionError(NetletError, ConnectionError):
+    """The link to a peer failed; the call may or may not have run remotely."""
+
+
+class PeerUnreachable(NetletConnectionError):
+    """No connection could be made to the address."""
+
+
+class ConnectionLost(NetletConnectionError):
+    """The connection dropped while the call was pending."""
+
+
+class CallTimeout(NetletError, TimeoutError):
+    """No reply came within the call's timeout; the remote side was asked to cancel."""
+
+
+class CallCancelled(NetletError):
+    """The call was cancelled by the caller before a reply came."""
+
+
+class NotExposed(NetletError, AttributeError):
+    """The method is private, a dunder, or not marked with ``@expose``."""
+
+
+class NoSuchObject(NetletError, LookupError):
+    """No object is served under that name on the node."""
+
+
+class NodeClosed(NetletError, RuntimeError):
+    """The local node was closed; no more calls can be made through it."""
+
+
+class ChannelClosed(NetletError):
+    """The channel is closed: no more values will come through it."""
+
+
+class RemoteError(NetletError):
+    """The remote code raised an exception that cannot be rebuilt here safely.
+
+    ``remote_type`` is its qualified type name and ``remote_traceback`` the text
+    of the traceback where it was raised.
+    """
+
+    def __init__(self, remote_type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{remote_type}: {message}")
+        self.remote_type = remote_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.remote_type, self.message, self.remote_traceback))

@@ -1,0 +1,111 @@
+"""The one seam every transport plugs into: a framed, bidirectional connection.
+
+Call order:
+
+1. The transport creates the connection with its loop and starts reading.
+2. The owner calls ``set_handlers(on_message, on_close)``; frames that arrived
+   before are held until then. Both handlers run on the connection's loop.
+3. ``send`` may be called from any thread, any number of times; it never blocks
+   (bytes the kernel will not take yet are queued and written when it will).
+4. ``close`` may be called from any thread, any number of times; ``on_close``
+   runs exactly once, with the reason (``None`` for a clean close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from netlet.codec import Buffer
+from netlet.transport._framing import MessageHandler
+
+__all__ = ["CloseHandler", "Connection", "PeerInfo", "log"]
+
+log = logging.getLogger("netlet.transport")
+
+CloseHandler = Callable[[BaseException | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What the handshake established about the other end."""
+
+    node: str
+    address: str
+    """The address the peer listens on ("" if none) as it announced it."""
+    authenticated: bool
+    pickle: bool
+    """Both ends authenticated and agreed to accept pickled values."""
+
+
+class Connection(ABC):
+    """A framed connection; see the module docstring for the call order."""
+
+    loop: asyncio.AbstractEventLoop
+    remote: str
+    """A printable name for the other end (for logs and errors)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, remote: str) -> None:
+        self.loop = loop
+        self.remote = remote
+        self._on_message: MessageHandler | None = None
+        self._on_close: CloseHandler | None = None
+        self._held: list[tuple[memoryview | bytes, list[Buffer]]] = []
+        self._close_reason: BaseException | None = None
+        self._closed = False
+        self._loop_thread = threading.get_ident()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def set_handlers(self, on_message: MessageHandler, on_close: CloseHandler) -> None:
+        """Install the handlers; must run on the loop thread."""
+        self._on_message, self._on_close = on_message, on_close
+        held, self._held = self._held, []
+        for body, bufs in held:
+            on_message(memoryview(body), bufs)
+        if self._closed:
+            on_close(self._close_reason)
+
+    def _deliver(self, body: memoryview, buffers: list[Buffer]) -> None:
+        if self._on_message is None:
+            self._held.append((bytes(body), [bytes(b) for b in buffers]))
+        else:
+            self._on_message(body, buffers)
+
+    def _finish(self, reason: BaseException | None) -> None:
+        """Record the close and tell the owner, exactly once (loop thread)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_reason = reason
+        if self._on_close is not None:
+            handler, self._on_close = self._on_close, None
+            handler(reason)
+
+    @abstractmethod
+    def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
+        """Queue one frame; thread-safe; raises ``ConnectionLost`` once closed."""
+
+    @abstractmethod
+    def close(self, reason: BaseException | None = None) -> None:
+        """Close at once, dropping unsent frames; thread-safe."""
+
+    async def drain_and_close(self, timeout: float = 1.0) -> None:
+        """Close after queued frames are written (or ``timeout`` passes)."""
+        self.close()
+
+    @abstractmethod
+    def pending_bytes(self) -> int:
+        """Bytes queued but not yet taken by the kernel (for backpressure)."""
+
+    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:  # noqa: B027
+        """Raise the frame limits once the handshake is done (no-op if not framed)."""

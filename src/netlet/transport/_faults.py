@@ -1,0 +1,165 @@
+"""A connection wrapper that misbehaves on purpose, per direction, for tests.
+
+Wrap any transport's connection: drop, delay, duplicate or reorder frames, cap
+bandwidth, cut the connection after N frames, or partition it (silently drop
+everything both ways) until healed. Randomness comes from a seeded generator so
+a failing test can be replayed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from netlet.codec import Buffer
+from netlet.errors import ConfigError, ConnectionLost
+from netlet.transport._base import CloseHandler, Connection
+from netlet.transport._framing import MessageHandler
+
+__all__ = ["Faults", "FaultyConnection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """What to do to frames going one way. Probabilities are per frame."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    """Hold a frame back and let the next one overtake it."""
+    delay: float = 0.0
+    """Seconds added to every frame (order kept)."""
+    jitter: float = 0.0
+    """Extra random delay in [0, jitter) seconds; frames may then overtake each other."""
+    bandwidth: float | None = None
+    """Bytes per second at most."""
+    cut_after: int | None = None
+    """Close the connection when this many frames have gone this way."""
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "reorder"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"Faults.{name} is a probability in [0, 1]")
+        if self.delay < 0 or self.jitter < 0 or (self.bandwidth is not None and self.bandwidth <= 0):
+            raise ConfigError("Faults delays and bandwidth must be positive")
+
+
+_Frame = tuple[bytes, list[bytes]]
+
+
+class _Direction:
+    """Applies one ``Faults`` to a stream of frames, then emits them."""
+
+    def __init__(self, conn: FaultyConnection, faults: Faults, emit: object) -> None:
+        self.conn = conn
+        self.faults = faults
+        self.emit = emit  # Callable[[_Frame], None], run on the loop
+        self.count = 0
+        self.held: _Frame | None = None
+        self.next_free = 0.0
+        self.last_due = 0.0
+
+    def push(self, frame: _Frame) -> None:
+        """Loop thread: decide the fate of one frame."""
+        f, conn = self.faults, self.conn
+        if conn.partitioned:
+            return
+        self.count += 1
+        if f.cut_after is not None and self.count > f.cut_after:
+            conn.close(ConnectionLost("fault injection: connection cut"))
+            return
+        rng = conn.rng
+        if f.drop and rng.random() < f.drop:
+            return
+        copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
+        if f.reorder and self.held is None and rng.random() < f.reorder:
+            self.held = frame
+            return
+        for _ in range(copies):
+            self._schedule(frame)
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._schedule(held)
+
+    def _schedule(self, frame: _Frame) -> None:
+        f, loop = self.faults, self.conn.loop
+        now = loop.time()
+        due = now + f.delay + (self.conn.rng.random() * f.jitter if f.jitter else 0.0)
+        if f.bandwidth is not None:
+            size = len(frame[0]) + sum(len(b) for b in frame[1])
+            start = max(now, self.next_free)
+            self.next_free = start + size / f.bandwidth
+            due = max(due, self.next_free)
+        if not f.jitter:
+            due = max(due, self.last_due)  # a plain delay keeps order
+        self.last_due = due
+        if due <= now:
+            self.emit(frame)  # type: ignore[operator]
+        else:
+            loop.call_at(due, self.emit, frame)
+
+
+class FaultyConnection(Connection):
+    """Wraps ``inner``; ``out`` applies to frames we send, ``into`` to frames we receive."""
+
+    def __init__(
+        self,
+        inner: Connection,
+        out: Faults | None = None,
+        into: Faults | None = None,
+        *,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(inner.loop, inner.remote)
+        self.inner = inner
+        self.rng = random.Random(seed)
+        self.partitioned = False
+        self._lock = threading.Lock()
+        self._out = _Direction(self, out or Faults(), self._emit_out)
+        self._in = _Direction(self, into or Faults(), self._emit_in)
+        self._loop_thread = inner._loop_thread
+
+    # Partition and heal are the knobs tests turn while traffic flows.
+    def partition(self) -> None:
+        self.partitioned = True
+
+    def heal(self) -> None:
+        self.partitioned = False
+
+    def set_handlers(self, on_message: MessageHandler, on_close: CloseHandler) -> None:
+        self._on_message, self._on_close = on_message, on_close
+        self.inner.set_handlers(self._incoming, self._finish)
+
+    def _incoming(self, body: memoryview, buffers: list[Buffer]) -> None:
+        self._in.push((bytes(body), [bytes(b) for b in buffers]))
+
+    def _emit_in(self, frame: _Frame) -> None:
+        if not self._closed and self._on_message is not None:
+            self._on_message(memoryview(frame[0]), list(frame[1]))
+
+    def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
+        if self._closed or self.inner.closed:
+            raise ConnectionLost(f"connection to {self.remote} is closed")
+        frame = (bytes(body), [bytes(b) for b in buffers])
+        if self.in_loop_thread():
+            self._out.push(frame)
+        else:
+            self.loop.call_soon_threadsafe(self._out.push, frame)
+
+    def _emit_out(self, frame: _Frame) -> None:
+        if not self._closed and not self.inner.closed:
+            try:
+                self.inner.send(frame[0], frame[1])
+            except ConnectionLost:
+                pass
+
+    def pending_bytes(self) -> int:
+        return self.inner.pending_bytes()
+
+    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
+        self.inner.set_max_frame(max_frame, max_buffers)
+
+    def close(self, reason: BaseException | None = None) -> None:
+        self.inner.close(reason)

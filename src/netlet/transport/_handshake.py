@@ -1,0 +1,158 @@
+"""The opening exchange: protocol version, node ids, HMAC authentication, codec choice.
+
+Frames before the end of the handshake are small (``Limits.handshake_max``),
+carry no out-of-band buffers and are decoded as plain msgpack maps with no
+extension types: nothing a peer sends is interpreted until it has proven it
+holds the key (when one is set). See docs/PROTOCOL.md for the byte layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+import msgpack
+
+from netlet.codec import Buffer
+from netlet.errors import (
+    AuthenticationError,
+    ConnectionLost,
+    HandshakeError,
+    ProtocolError,
+    VersionMismatch,
+)
+from netlet.transport._base import Connection, PeerInfo
+from netlet.transport._config import TransportConfig
+
+__all__ = ["PROTOCOL_VERSION", "client_handshake", "server_handshake"]
+
+PROTOCOL_VERSION = 1
+_AUTH = "hmac-sha256"
+
+
+def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
+          client_node: str, server_node: str) -> bytes:
+    msg = b"\0".join((label, client_nonce, server_nonce, client_node.encode(), server_node.encode()))
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+class _Inbox:
+    """Collects handshake frames from a connection until the handshake ends."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        conn.set_handlers(self._on_message, self._on_close)
+
+    def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
+        if buffers:
+            self.queue.put_nowait(ProtocolError("buffers are not allowed in the handshake"))
+            return
+        try:
+            msg = msgpack.unpackb(body, raw=False, max_str_len=4096, max_bin_len=4096,
+                                  max_array_len=64, max_map_len=64, max_ext_len=0)
+        except Exception as e:
+            self.queue.put_nowait(HandshakeError(f"malformed handshake frame: {type(e).__name__}"))
+            return
+        if not isinstance(msg, dict):
+            self.queue.put_nowait(HandshakeError("handshake frame is not a map"))
+            return
+        self.queue.put_nowait(msg)
+
+    def _on_close(self, reason: BaseException | None) -> None:
+        self.queue.put_nowait(ConnectionLost(f"closed during handshake: {reason}"))
+
+    async def get(self) -> dict[str, Any]:
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        if "error" in item:
+            kind, text = item.get("error"), str(item.get("message", ""))
+            if kind == "version":
+                raise VersionMismatch(text)
+            if kind == "auth":
+                raise AuthenticationError(text)
+            raise HandshakeError(text)
+        return item
+
+
+def _send(conn: Connection, msg: dict[str, Any]) -> None:
+    conn.send(msgpack.packb(msg))
+
+
+def _bytes(msg: dict[str, Any], field: str, size: int) -> bytes:
+    value = msg.get(field)
+    if not isinstance(value, bytes) or len(value) != size:
+        raise HandshakeError(f"handshake field {field!r} is missing or malformed")
+    return value
+
+
+async def client_handshake(
+    conn: Connection, config: TransportConfig, node: str, listen_address: str
+) -> PeerInfo:
+    """Run the client side; returns who the server is or raises ``HandshakeError``."""
+    async with asyncio.timeout(config.handshake_timeout):
+        inbox = _Inbox(conn)
+        cn = secrets.token_bytes(32)
+        _send(conn, {"netlet": PROTOCOL_VERSION, "node": node, "address": listen_address,
+                     "nonce": cn, "auth": _AUTH if config.key else None,
+                     "pickle": config.allow_pickle and config.key is not None})
+        reply = await inbox.get()
+        if reply.get("netlet") != PROTOCOL_VERSION:
+            raise VersionMismatch(f"server speaks protocol {reply.get('netlet')!r}, "
+                                  f"we speak {PROTOCOL_VERSION}")
+        server_node = str(reply.get("node", ""))
+        authenticated = False
+        if config.key is not None:
+            if reply.get("auth") != _AUTH:
+                raise AuthenticationError("the server did not authenticate; refusing to talk to it")
+            sn = _bytes(reply, "nonce", 32)
+            expected = proof(config.key, b"server", cn, sn, node, server_node)
+            if not hmac.compare_digest(expected, _bytes(reply, "proof", 32)):
+                raise AuthenticationError("the server does not hold our cluster key")
+            _send(conn, {"proof": proof(config.key, b"client", cn, sn, node, server_node)})
+            if (await inbox.get()).get("ok") is not True:
+                raise AuthenticationError("the server refused our proof")
+            authenticated = True
+        return PeerInfo(server_node, str(reply.get("address", "")), authenticated,
+                        bool(reply.get("pickle")) and authenticated)
+
+
+async def server_handshake(
+    conn: Connection, config: TransportConfig, node: str, listen_address: str
+) -> PeerInfo:
+    """Run the server side; on failure tells the client why (when it can) and raises."""
+    try:
+        async with asyncio.timeout(config.handshake_timeout):
+            inbox = _Inbox(conn)
+            hello = await inbox.get()
+            version = hello.get("netlet")
+            if version != PROTOCOL_VERSION:
+                _send(conn, {"error": "version",
+                             "message": f"server speaks netlet protocol {PROTOCOL_VERSION}"})
+                raise VersionMismatch(f"client speaks protocol {version!r}")
+            client_node = str(hello.get("node", ""))
+            cn = _bytes(hello, "nonce", 32)
+            reply: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
+                                     "address": listen_address}
+            if config.key is None:
+                _send(conn, {**reply, "auth": None, "pickle": False})
+                return PeerInfo(client_node, str(hello.get("address", "")), False, False)
+            if hello.get("auth") != _AUTH:
+                _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
+                raise AuthenticationError("client offered no authentication")
+            sn = secrets.token_bytes(32)
+            agreed = bool(hello.get("pickle")) and config.allow_pickle
+            _send(conn, {**reply, "auth": _AUTH, "nonce": sn, "pickle": agreed,
+                         "proof": proof(config.key, b"server", cn, sn, client_node, node)})
+            answer = await inbox.get()
+            expected = proof(config.key, b"client", cn, sn, client_node, node)
+            if not hmac.compare_digest(expected, _bytes(answer, "proof", 32)):
+                _send(conn, {"error": "auth", "message": "wrong cluster key"})
+                raise AuthenticationError("client does not hold the cluster key")
+            _send(conn, {"ok": True})
+            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed)
+    except TimeoutError:
+        raise AuthenticationError("handshake timed out") from None

@@ -1,0 +1,213 @@
+"""Plain TCP and unix-socket connections, driven by the loop's reader/writer hooks.
+
+Any thread may write: a frame goes straight to the kernel with one ``sendmsg``
+when nothing is queued ahead of it (no hop to the loop thread on the blocking
+call path). Frames sent from the loop thread are batched until the end of the
+loop iteration, so pipelined calls share syscalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import deque
+from collections.abc import Sequence
+from itertools import islice
+
+from netlet.codec import Buffer
+from netlet.errors import ConnectionLost, ProtocolError
+from netlet.transport._base import Connection, log
+from netlet.transport._framing import FrameReader, frame_parts
+
+__all__ = ["SocketConnection"]
+
+_IOV_MAX = 512
+
+
+class SocketConnection(Connection):
+    """One non-blocking stream socket owned by a loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        remote: str,
+        max_frame: int,
+        max_buffers: int = 0,
+    ) -> None:
+        super().__init__(loop, remote)
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._reader = FrameReader(self._deliver, max_frame, max_buffers)
+        self._lock = threading.Lock()
+        self._queue: deque[memoryview] = deque()
+        self._queued = 0
+        self._flush_scheduled = False
+        self._writer_armed = False
+        self._reading = True
+        loop.add_reader(self._fd, self._on_readable)
+
+    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
+        self._reader.max_frame = max_frame
+        self._reader.max_buffers = max_buffers
+
+    def pending_bytes(self) -> int:
+        return self._queued
+
+    # -- reading (loop thread) ------------------------------------------
+
+    def _on_readable(self) -> None:
+        reader = self._reader
+        try:
+            n = self._sock.recv_into(reader.get_buffer())
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._close_now(ConnectionLost(f"connection to {self.remote} failed: {e}"))
+            return
+        if n == 0:
+            self._close_now(ConnectionLost(f"{self.remote} closed the connection"))
+            return
+        try:
+            reader.buffer_updated(n)
+        except ProtocolError as e:
+            log.warning("closing connection from %s: %s", self.remote, e)
+            self._close_now(e)
+
+    def pause_reading(self) -> None:
+        if self._reading and not self._closed:
+            self._reading = False
+            self.loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closed:
+            self._reading = True
+            self.loop.add_reader(self._fd, self._on_readable)
+
+    # -- writing (any thread) -------------------------------------------
+
+    def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
+        parts = frame_parts(body, buffers)
+        on_loop = self.in_loop_thread()
+        with self._lock:
+            if self._closed:
+                raise ConnectionLost(f"connection to {self.remote} is closed")
+            if not self._queue and not on_loop:
+                try:
+                    sent = self._sock.sendmsg(parts)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as e:
+                    self.loop.call_soon_threadsafe(self._close_now, ConnectionLost(str(e)))
+                    raise ConnectionLost(f"send to {self.remote} failed: {e}") from None
+                self._enqueue(parts, sent)
+                if self._queue and not self._writer_armed:
+                    self._writer_armed = True
+                    self.loop.call_soon_threadsafe(self._arm_writer)
+                return
+            self._enqueue(parts, 0)
+            if self._flush_scheduled or self._writer_armed:
+                return
+            self._flush_scheduled = True
+        if on_loop:
+            self.loop.call_soon(self._flush)
+        else:
+            self.loop.call_soon_threadsafe(self._flush)
+
+    def _enqueue(self, parts: list[Buffer], skip: int) -> None:
+        """Queue what is left of ``parts`` after ``skip`` bytes were sent (lock held)."""
+        for p in parts:
+            mv = memoryview(p).cast("B")
+            n = mv.nbytes
+            if skip >= n:
+                skip -= n
+                continue
+            if skip:
+                mv, skip = mv[skip:], 0
+            self._queue.append(mv)
+            self._queued += mv.nbytes
+
+    def _write_some(self) -> None:
+        """Write as much of the queue as the kernel takes (lock held)."""
+        q = self._queue
+        while q:
+            iov = list(islice(q, _IOV_MAX))
+            try:
+                sent = self._sock.sendmsg(iov)
+            except (BlockingIOError, InterruptedError):
+                return
+            self._queued -= sent
+            while sent:
+                head = q[0]
+                if sent < head.nbytes:
+                    q[0] = head[sent:]
+                    return  # the kernel took only part: wait until writable
+                sent -= head.nbytes
+                q.popleft()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+            if self._closed:
+                return
+            try:
+                self._write_some()
+            except OSError as e:
+                err = e
+            else:
+                if self._queue and not self._writer_armed:
+                    self._writer_armed = True
+                    self.loop.add_writer(self._fd, self._on_writable)
+                return
+        self._close_now(ConnectionLost(f"send to {self.remote} failed: {err}"))
+
+    def _arm_writer(self) -> None:
+        if not self._closed:
+            self.loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        with self._lock:
+            try:
+                self._write_some()
+            except OSError as e:
+                err = e
+            else:
+                if not self._queue:
+                    self._writer_armed = False
+                    self.loop.remove_writer(self._fd)
+                return
+        self._close_now(ConnectionLost(f"send to {self.remote} failed: {err}"))
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self, reason: BaseException | None = None) -> None:
+        if self.in_loop_thread():
+            self._close_now(reason)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._close_now, reason)
+
+    async def drain_and_close(self, timeout: float = 1.0) -> None:
+        deadline = self.loop.time() + timeout
+        while self._queue and not self._closed and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        self.close()
+
+    def _close_now(self, reason: BaseException | None) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            self._queue.clear()
+            self._queued = 0
+        try:
+            self.loop.remove_reader(self._fd)
+            self.loop.remove_writer(self._fd)
+        except (ValueError, RuntimeError):  # loop already closed
+            pass
+        try:
+            self._sock.close()
+        finally:
+            self._finish(reason)

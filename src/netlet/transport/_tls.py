@@ -1,0 +1,94 @@
+"""TLS connections on asyncio's SSL transport (the ``ssl`` module does the crypto).
+
+Writes from other threads hop to the loop: the SSL transport is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from netlet.codec import Buffer
+from netlet.errors import ConnectionLost, ProtocolError
+from netlet.transport._base import Connection, log
+from netlet.transport._framing import FrameReader, frame_parts
+
+__all__ = ["StreamConnection"]
+
+
+class StreamConnection(Connection, asyncio.BufferedProtocol):
+    """A connection over any asyncio transport (used for TLS)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, remote: str, max_frame: int, max_buffers: int = 0
+    ) -> None:
+        Connection.__init__(self, loop, remote)
+        self._reader = FrameReader(self._deliver, max_frame, max_buffers)
+        self._transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[None] = loop.create_future()
+
+    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
+        self._reader.max_frame = max_frame
+        self._reader.max_buffers = max_buffers
+
+    def pending_bytes(self) -> int:
+        t = self._transport
+        return t.get_write_buffer_size() if t is not None else 0
+
+    # -- asyncio.BufferedProtocol ----------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self._reader.buffer_updated(nbytes)
+        except ProtocolError as e:
+            log.warning("closing connection from %s: %s", self.remote, e)
+            self._close_now(e)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(ConnectionLost(f"{self.remote} closed the connection: {exc or 'EOF'}"))
+
+    # -- Connection -----------------------------------------------------
+
+    def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
+        if self._closed or self._transport is None:
+            raise ConnectionLost(f"connection to {self.remote} is closed")
+        parts = frame_parts(body, buffers)
+        if self.in_loop_thread():
+            self._transport.writelines(parts)
+        else:
+            self.loop.call_soon_threadsafe(self._write, [bytes(p) for p in parts])
+
+    def _write(self, parts: list[bytes]) -> None:
+        if not self._closed and self._transport is not None:
+            self._transport.writelines(parts)
+
+    def close(self, reason: BaseException | None = None) -> None:
+        if self.in_loop_thread():
+            self._close_now(reason)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._close_now, reason)
+
+    async def drain_and_close(self, timeout: float = 1.0) -> None:
+        deadline = self.loop.time() + timeout
+        while self.pending_bytes() and not self._closed and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        self.close()
+
+    def _close_now(self, reason: BaseException | None) -> None:
+        if self._closed:
+            return
+        if self._transport is not None:
+            self._transport.abort() if reason is not None else self._transport.close()
+        self._finish(reason)
