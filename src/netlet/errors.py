@@ -18,6 +18,7 @@
     ├── CallTimeout(TimeoutError)           no answer within the call's timeout
     ├── CallCancelled                       the caller cancelled the call
     ├── NotExposed(AttributeError)          the name is not exposed for remote calls
+    ├── BadArguments(TypeError)             the call's arguments do not fit the method
     ├── NoSuchObject(LookupError)           nothing is served under that name
     ├── RemoteError                         the remote code raised something we
     │                                       cannot rebuild safely; carries its text
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BadArguments",
     "CallCancelled",
     "CallTimeout",
     "ChannelClosed",
@@ -117,6 +119,10 @@ class CallCancelled(NetletError):
 
 class NotExposed(NetletError, AttributeError):
     """The method is private, a dunder, or not marked with ``@expose``."""
+
+
+class BadArguments(NetletError, TypeError):
+    """The arguments do not match the remote method's signature."""
 
 
 class NoSuchObject(NetletError, LookupError):

@@ -1,0 +1,23 @@
+"""A process's endpoint: connections, dispatch, proxies and calls in every style."""
+
+from netlet.node._expose import MethodInfo, exposed_methods, expose, is_exposed
+from netlet.node._link import Link
+from netlet.node._messages import Kind
+from netlet.node._node import Node, NodeConfig, RefFactory, default_node, open_node
+from netlet.node._proxy import Method, Proxy
+
+__all__ = [
+    "Kind",
+    "Link",
+    "Method",
+    "MethodInfo",
+    "Node",
+    "NodeConfig",
+    "Proxy",
+    "RefFactory",
+    "default_node",
+    "expose",
+    "exposed_methods",
+    "is_exposed",
+    "open_node",
+]

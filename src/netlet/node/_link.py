@@ -1,0 +1,237 @@
+"""One authenticated connection to a peer node: calls out, calls in, replies.
+
+Calls in both directions share the connection (so a server can call back a
+client that does not listen). Call ids are per direction; a reply settles the
+waiter registered under its id exactly once, and late or duplicate replies are
+dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from netlet.codec import Buffer, Codec
+from netlet.errors import (
+    ConnectionLost,
+    DecodeError,
+    EncodeError,
+    NoSuchObject,
+    NotExposed,
+    ProtocolError,
+)
+from netlet.node._messages import Kind
+from netlet.transport import Connection, PeerInfo
+
+if TYPE_CHECKING:
+    from netlet.node._node import Node
+
+__all__ = ["Link", "Waiter"]
+
+log = logging.getLogger("netlet.node")
+
+Waiter = Callable[[bool, Any], None]
+"""Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
+
+_CALL, _REPLY, _ERROR, _CANCEL, _PING, _PONG, _BYE = (
+    Kind.CALL, Kind.REPLY, Kind.ERROR, Kind.CANCEL, Kind.PING, Kind.PONG, Kind.BYE)
+_SEEN_WINDOW = 4096
+
+
+class Link:
+    """The node's view of one connection."""
+
+    def __init__(self, node: Node, conn: Connection, peer: PeerInfo) -> None:
+        self.node = node
+        self.conn = conn
+        self.peer = peer
+        self.codec = Codec(
+            node.config.transport.limits,
+            allow_pickle=peer.pickle,
+            ref_encoder=lambda obj: node._ref_for(obj, self),
+            ref_decoder=lambda ref: node._from_ref(ref, self),
+        )
+        self.pending: dict[int, Waiter] = {}
+        self._ids = itertools.count(1)
+        self._incoming: dict[int, Callable[[], None]] = {}  # call id -> cancel
+        self._seen: set[int] = set()
+        self._seen_order: deque[int] = deque()
+        self.closed = False
+        self.close_reason: BaseException | None = None
+        self.exported: set[str] = set()  # auto-served object ids handed to this peer
+        self._send_lock = threading.Lock()
+        conn.set_handlers(self._on_message, self._on_close)
+
+    def __repr__(self) -> str:
+        return f"<Link to {self.peer.node[:8]} {self.conn.remote}>"
+
+    # -- outgoing -----------------------------------------------------------
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def send(self, message: list[Any]) -> None:
+        """Encode and send from any thread; raises EncodeError or ConnectionLost."""
+        body, buffers = self.codec.encode(message)
+        self.conn.send(body, buffers)
+
+    def start_call(self, waiter: Waiter | None, target: str, method: str,
+                   args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> int:
+        """Register ``waiter`` and send the CALL; returns the call id (0 for oneway)."""
+        if self.closed:
+            raise ConnectionLost(f"connection to {self.conn.remote} is closed")
+        cid = next(self._ids) if waiter is not None else 0
+        if waiter is not None:
+            self.pending[cid] = waiter
+        try:
+            body, buffers = self.codec.encode([_CALL, cid, target, method, list(args), kwargs])
+            self.conn.send(body, buffers)
+        except BaseException:
+            self.pending.pop(cid, None)
+            raise
+        return cid
+
+    def abandon(self, cid: int) -> None:
+        """Stop waiting for ``cid`` and ask the peer to cancel it."""
+        if self.pending.pop(cid, None) is not None and not self.closed:
+            try:
+                self.send([_CANCEL, cid])
+            except (ConnectionLost, EncodeError):
+                pass
+
+    # -- incoming (loop thread) ---------------------------------------------
+
+    def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
+        try:
+            msg = self.codec.decode(body, buffers)
+        except DecodeError as e:
+            self._undecodable(body, e)
+            return
+        try:
+            kind = msg[0]
+            if kind == _REPLY:
+                waiter = self.pending.pop(msg[1], None)
+                if waiter is not None:
+                    waiter(True, msg[2])
+            elif kind == _ERROR:
+                waiter = self.pending.pop(msg[1], None)
+                if waiter is not None:
+                    exc = msg[2]
+                    waiter(False, exc if isinstance(exc, BaseException)
+                           else ProtocolError(f"malformed error reply: {exc!r}"))
+            elif kind == _CALL:
+                self._on_call(msg[1], msg[2], msg[3], msg[4], msg[5])
+            elif kind == _CANCEL:
+                cancel = self._incoming.pop(msg[1], None)
+                if cancel is not None:
+                    cancel()
+            elif kind == _PING:
+                self.send([_PONG, msg[1]])
+            elif kind == _PONG:
+                self.node._on_pong(self, msg[1])
+            elif kind == _BYE:
+                self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {msg[1]}"))
+            else:
+                raise ProtocolError(f"unknown message kind {kind!r}")
+        except (IndexError, TypeError, KeyError, ValueError) as e:
+            log.warning("closing %s: malformed message (%s)", self.conn.remote, e)
+            self.conn.close(ProtocolError(f"malformed message: {e}"))
+
+    def _undecodable(self, body: memoryview, error: DecodeError) -> None:
+        """A body that does not decode: answer the call if we can tell which it was."""
+        try:
+            unpacker = msgpack.Unpacker(max_buffer_size=len(body) or 1)
+            unpacker.feed(body)
+            size = unpacker.read_array_header()
+            kind, cid = unpacker.unpack(), unpacker.unpack()
+        except Exception:
+            size, kind, cid = 0, None, None
+        if size >= 2 and type(cid) is int:
+            if kind == _CALL and cid:
+                log.warning("refused a call from %s: %s", self.conn.remote, error)
+                self._reply(cid, False, error)
+                return
+            if kind in (_REPLY, _ERROR):
+                waiter = self.pending.pop(cid, None)
+                if waiter is not None:
+                    waiter(False, error)
+                return
+        log.warning("closing connection from %s: %s", self.conn.remote, error)
+        self.conn.close(error)
+
+    def _on_call(self, cid: int, target: str, method: str, args: list[Any],
+                 kwargs: dict[str, Any] | None) -> None:
+        if type(args) is not list or (kwargs is not None and type(kwargs) is not dict):
+            raise TypeError("call arguments must be a list and a map")
+        if cid:
+            if cid in self._seen:
+                return  # a duplicate of a call we already ran or are running
+            self._remember(cid)
+        actor = self.node._actors.get(target)
+        if actor is None:
+            self._reply(cid, False, NoSuchObject(f"no object named {target!r} on this node"))
+            return
+        info = actor.methods.get(method)
+        if info is None:
+            self._reply(cid, False, NotExposed(
+                f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
+            return
+        if not cid:
+            actor.submit(info, args, kwargs, _log_oneway_failure(target, method))
+            return
+        # Register the cancel hook before starting: a pool thread may reply at once.
+        started: list[Callable[[], None]] = []
+        self._incoming[cid] = lambda: started[0]() if started else None
+
+        def reply(ok: bool, value: Any) -> None:
+            self._incoming.pop(cid, None)
+            self._reply(cid, ok, value)
+
+        started.append(actor.submit(info, args, kwargs, reply))
+
+    def _remember(self, cid: int) -> None:
+        self._seen.add(cid)
+        self._seen_order.append(cid)
+        if len(self._seen_order) > _SEEN_WINDOW:
+            self._seen.discard(self._seen_order.popleft())
+
+    def _reply(self, cid: int, ok: bool, value: Any) -> None:
+        """Send a call's outcome; runs on whichever thread finished the call."""
+        if not cid or self.closed:
+            return
+        try:
+            self.send([_REPLY, cid, value] if ok else [_ERROR, cid, value])
+        except EncodeError as e:
+            # The result cannot travel: tell the caller why instead of leaving it waiting.
+            try:
+                self.send([_ERROR, cid, e])
+            except (EncodeError, ConnectionLost):
+                pass
+        except ConnectionLost:
+            pass
+
+    def _on_close(self, reason: BaseException | None) -> None:
+        self.closed = True
+        self.close_reason = reason
+        error = reason if isinstance(reason, ConnectionLost) else ConnectionLost(
+            f"connection to {self.conn.remote} closed: {reason or 'by us'}")
+        pending, self.pending = self.pending, {}
+        for waiter in pending.values():
+            waiter(False, error)
+        incoming, self._incoming = self._incoming, {}
+        for cancel in incoming.values():
+            cancel()
+        self.node._link_closed(self)
+
+
+def _log_oneway_failure(target: str, method: str) -> Callable[[bool, Any], None]:
+    def reply(ok: bool, value: Any) -> None:
+        if not ok:
+            log.warning("oneway call %s.%s raised %r", target, method, value)
+    return reply

@@ -1,0 +1,562 @@
+"""The node: one per process (or several in tests), owning a loop and its links.
+
+The async core runs on one event loop. ``Node(...)`` starts that loop in a
+background thread and gives a blocking face; ``open_node()`` runs the same core
+on the caller's loop, so async code pays no thread hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from netlet.codec import RemoteRef
+from netlet.errors import (
+    CallTimeout,
+    ConfigError,
+    ConnectionLost,
+    NodeClosed,
+)
+from netlet.node._actor import Actor
+from netlet.node._expose import is_exposed
+from netlet.node._link import Link, Waiter
+from netlet.node._proxy import Proxy
+from netlet.transport import (
+    Connection,
+    Listener,
+    PeerInfo,
+    TLSConfig,
+    TransportConfig,
+    connect,
+    listen,
+    load_key,
+)
+
+__all__ = ["Node", "NodeConfig", "RefFactory", "default_node", "open_node"]
+
+log = logging.getLogger("netlet.node")
+
+RefFactory = Callable[["Node", RemoteRef, Link | None], object]
+"""Turns a received handle of some ``kind`` into a local object (channels use this)."""
+
+_SWEEP = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node needs to know; passed explicitly, never read from the environment."""
+
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    call_timeout: float | None = 30.0
+    """Default seconds a call waits for its reply (``None``: forever)."""
+    max_threads: int = 32
+    """Threads for the plain methods of concurrent objects."""
+    wrap_connection: Callable[[Connection], Connection] | None = None
+    """Hook applied to every connection after its handshake (fault injection in tests)."""
+
+    def __post_init__(self) -> None:
+        if self.call_timeout is not None and self.call_timeout <= 0:
+            raise ConfigError("call_timeout must be positive or None")
+        if self.max_threads < 1:
+            raise ConfigError("max_threads must be at least 1")
+
+
+def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:
+    """Fold the convenience keywords (key=, insecure=, tls=, ...) into a NodeConfig."""
+    config = config or NodeConfig()
+    t: dict[str, Any] = {}
+    if "key_file" in options:
+        path = options.pop("key_file")
+        if path is not None:
+            t["key"] = load_key(path)
+    for name in ("key", "insecure", "allow_pickle", "tls", "limits",
+                 "handshake_timeout", "connect_timeout"):
+        if name in options:
+            t[name] = options.pop(name)
+    if isinstance(t.get("tls"), dict):
+        t["tls"] = TLSConfig(**t["tls"])
+    n = {k: options.pop(k) for k in ("call_timeout", "max_threads", "wrap_connection")
+         if k in options}
+    if options:
+        raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
+    if t:
+        n["transport"] = replace(config.transport, **t)
+    return replace(config, **n) if n else config
+
+
+class _SyncWaiter:
+    """A one-shot rendezvous for a blocking caller; a bare lock is the cheapest wake-up."""
+
+    __slots__ = ("_lock", "ok", "value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.ok = False
+        self.value: Any = None
+
+    def __call__(self, ok: bool, value: Any) -> None:
+        self.ok, self.value = ok, value
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
+
+
+class Node:
+    """A process's endpoint: serves exposed objects and calls remote ones.
+
+    ``Node(listen="tcp://127.0.0.1:7000")`` starts at once on a background loop
+    thread; use it from plain code and close it (or use ``with``). For async
+    code use ``async with open_node(...)`` instead.
+    """
+
+    def __init__(self, listen: str | None = None, *, config: NodeConfig | None = None,
+                 start: bool = True, **options: Any) -> None:
+        self.config = _make_config(config, options)
+        self.id = uuid.uuid4().hex
+        self.listen_spec = listen
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id: int | None = None
+        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
+        self._actors: dict[str, Actor] = {}
+        self._auto_names: dict[int, str] = {}
+        self._export_counts: dict[str, int] = {}
+        self._links: set[Link] = set()
+        self._links_by_node: dict[str, Link] = {}
+        self._links_by_addr: dict[str, Link] = {}
+        self._connecting: dict[str, asyncio.Task[Link]] = {}
+        self._ref_kinds: dict[str, RefFactory] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._deadlines: list[tuple[float, int, Link, int]] = []
+        self._deadline_lock = threading.Lock()
+        self._deadline_seq = itertools.count()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = threading.Event()
+        self._closing = False
+        if start:
+            self._start_thread()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def address(self) -> str | None:
+        """The address this node listens on (with the real port), or None."""
+        return self._listener.address if self._listener is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def _start_thread(self) -> None:
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.astart())
+            except BaseException as e:
+                ready.set_exception(e)
+                loop.close()
+                return
+            ready.set_result(None)
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="netlet-node", daemon=True)
+        self._thread.start()
+        ready.result()
+
+    async def astart(self) -> None:
+        """Start on the running loop: listen (if asked) and begin sweeping timeouts."""
+        if self.loop is not None:
+            raise RuntimeError("node already started")
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread_id = threading.get_ident()
+        self._sweeper = self.loop.create_task(self._sweep())
+        if self.listen_spec is not None:
+            try:
+                self._listener = await listen(self.listen_spec, self.config.transport,
+                                              self.id, self._accepted)
+            except BaseException:
+                self._sweeper.cancel()
+                raise
+
+    async def aclose(self) -> None:
+        """Stop listening, say goodbye to peers, fail pending calls, stop threads."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._listener is not None:
+            await self._listener.close()
+        for task in list(self._connecting.values()):
+            task.cancel()
+        links = list(self._links)
+        for link in links:
+            with contextlib.suppress(Exception):
+                link.send([7, "node closing"])
+        await asyncio.gather(*(link.conn.drain_and_close(0.5) for link in links),
+                             return_exceptions=True)
+        for link in links:  # fail whatever still waits, with the clearer reason
+            pending, link.pending = link.pending, {}
+            for waiter in pending.values():
+                waiter(False, NodeClosed("the node was closed"))
+        for actor in list(self._actors.values()):
+            await asyncio.to_thread(actor.close)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed.set()
+
+    def close(self) -> None:
+        """Close a node started with its own thread (blocking)."""
+        loop, thread = self.loop, self._thread
+        if thread is None or loop is None:
+            if self._closing:
+                return
+            raise RuntimeError("this node runs on your loop: use 'await node.aclose()'")
+        if threading.get_ident() == self._loop_thread_id:
+            raise RuntimeError("close() called from the node's own loop; use aclose()")
+        if not self._closing and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=15)
+        if loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=15)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the node is closed (from another thread or a signal handler)."""
+        return self._closed.wait(timeout)
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<netlet.Node {self.id[:8]} at {self.address or '(not listening)'}>"
+
+    # -- serving -----------------------------------------------------------------
+
+    def serve(self, obj: object, name: str | None = None) -> RemoteRef:
+        """Make an exposed object callable under ``name`` (default: a fresh id)."""
+        if not is_exposed(obj):
+            raise ConfigError(f"{type(obj).__name__} has nothing exposed; mark it with @expose")
+        name = name or f"obj-{uuid.uuid4().hex[:12]}"
+        if name in self._actors:
+            raise ConfigError(f"a different object is already served as {name!r}")
+        self._actors[name] = Actor(obj, name, self._get_loop, self._get_pool)
+        return RemoteRef(self.id, self.address or "", name)
+
+    def unserve(self, name: str) -> None:
+        actor = self._actors.pop(name, None)
+        if actor is not None:
+            self._auto_names.pop(id(actor.obj), None)
+            actor.close()
+
+    def register_ref_kind(self, kind: str, factory: RefFactory) -> None:
+        """Let a higher layer turn received handles of ``kind`` into local objects."""
+        self._ref_kinds[kind] = factory
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            raise NodeClosed("the node is not started")
+        return self.loop
+
+    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.config.max_threads, thread_name_prefix="netlet-pool")
+        return self._pool
+
+    def _ref_for(self, obj: object, link: Link) -> RemoteRef | None:
+        """Exposed objects passed as values are served automatically, for that peer."""
+        if not is_exposed(obj):
+            return None
+        name = self._auto_names.get(id(obj))
+        if name is None or name not in self._actors:
+            name = f"auto-{uuid.uuid4().hex[:12]}"
+            self._actors[name] = Actor(obj, name, self._get_loop, self._get_pool)
+            self._auto_names[id(obj)] = name
+        if name not in link.exported:
+            link.exported.add(name)
+            self._export_counts[name] = self._export_counts.get(name, 0) + 1
+        return RemoteRef(self.id, self.address or "", name)
+
+    def _from_ref(self, ref: RemoteRef, link: Link | None) -> object:
+        if ref.kind != "object":
+            factory = self._ref_kinds.get(ref.kind)
+            return factory(self, ref, link) if factory is not None else ref
+        if ref.node == self.id:
+            actor = self._actors.get(ref.name)
+            if actor is not None:
+                return actor.obj
+        via = link if link is not None and link.peer.node == ref.node else None
+        return Proxy(self, ref, link=via)
+
+    # -- proxies -----------------------------------------------------------------
+
+    def proxy(self, address: str, name: str, *, timeout: float | None = -1.0) -> Proxy:
+        """A proxy for ``name`` served at ``address``; connects on first use."""
+        ref = RemoteRef("", address, name)
+        if timeout == -1.0:
+            return Proxy(self, ref)
+        return Proxy(self, ref, timeout=timeout)
+
+    def proxy_for(self, ref: RemoteRef) -> Proxy:
+        return Proxy(self, ref)
+
+    # -- links -------------------------------------------------------------------
+
+    def _accepted(self, conn: Connection, peer: PeerInfo) -> None:
+        self._add_link(conn, peer, None)
+
+    def _add_link(self, conn: Connection, peer: PeerInfo, dialed: str | None) -> Link:
+        if self.config.wrap_connection is not None:
+            conn = self.config.wrap_connection(conn)
+        link = Link(self, conn, peer)
+        if self._closing:
+            conn.close()
+            return link
+        self._links.add(link)
+        self._links_by_node[peer.node] = link
+        for addr in (dialed, peer.address):
+            if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
+                self._links_by_addr[addr] = link
+        return link
+
+    def _link_closed(self, link: Link) -> None:
+        self._links.discard(link)
+        if self._links_by_node.get(link.peer.node) is link:
+            del self._links_by_node[link.peer.node]
+        for addr in [a for a, lk in self._links_by_addr.items() if lk is link]:
+            del self._links_by_addr[addr]
+        for name in link.exported:
+            left = self._export_counts.get(name, 1) - 1
+            if left <= 0:
+                self._export_counts.pop(name, None)
+                self.unserve(name)
+            else:
+                self._export_counts[name] = left
+
+    async def _link_to(self, ref: RemoteRef) -> Link:
+        """The live link to the owner of ``ref``, connecting if needed (loop thread)."""
+        if self._closing:
+            raise NodeClosed("the node is closed")
+        if ref.node:
+            link = self._links_by_node.get(ref.node)
+            if link is not None and not link.closed:
+                return link
+        addr = ref.address
+        if not addr:
+            raise ConnectionLost(
+                f"no route to node {ref.node[:8]}: it does not listen and its connection is gone")
+        link = self._links_by_addr.get(addr)
+        if link is not None and not link.closed:
+            return link
+        task = self._connecting.get(addr)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._dial(addr))
+            self._connecting[addr] = task
+            task.add_done_callback(lambda _: self._connecting.pop(addr, None))
+        return await asyncio.shield(task)
+
+    async def _dial(self, addr: str) -> Link:
+        conn, peer = await connect(addr, self.config.transport, self.id, self.address or "")
+        return self._add_link(conn, peer, addr)
+
+    def _link_blocking(self, proxy: Proxy) -> Link:
+        link = proxy._link
+        if link is not None and not link.closed:
+            return link
+        loop = self.loop
+        if loop is None or self._closing:
+            raise NodeClosed("the node is closed")
+        if threading.get_ident() == self._loop_thread_id:
+            raise RuntimeError(
+                "blocking netlet call on the node's event loop would deadlock it; "
+                "use 'await proxy.method.aio(...)' in async code")
+        t = self.config.transport
+        fut = asyncio.run_coroutine_threadsafe(self._link_to(proxy._ref), loop)
+        try:
+            link = fut.result(timeout=t.connect_timeout + t.handshake_timeout + 1)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise CallTimeout(f"could not reach {proxy._ref.address} in time") from None
+        proxy._link = link
+        return link
+
+    # -- calls -------------------------------------------------------------------
+
+    def _call_blocking(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                       kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+        link = proxy._link
+        if link is None or link.closed:
+            link = self._link_blocking(proxy)
+        waiter = _SyncWaiter()
+        cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
+        if not waiter.wait(timeout):
+            link.abandon(cid)
+            if not waiter.wait(0):  # the reply did not slip in meanwhile
+                raise CallTimeout(f"{proxy._ref.name}.{method}() got no reply in {timeout} s")
+        if waiter.ok:
+            return waiter.value
+        raise waiter.value
+
+    async def _call_async(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                          kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # another loop: run on ours, await the bridge
+            if self.loop is None or self._closing:
+                raise NodeClosed("the node is closed")
+            cf = asyncio.run_coroutine_threadsafe(
+                self._call_async(proxy, method, args, kwargs, timeout), self.loop)
+            return await asyncio.wrap_future(cf)
+        link = proxy._link
+        if link is None or link.closed:
+            link = proxy._link = await self._link_to(proxy._ref)
+        fut = loop.create_future()
+
+        def waiter(ok: bool, value: Any) -> None:
+            if not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+        cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
+        if timeout is not None:
+            self._add_deadline(timeout, link, cid)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            link.abandon(cid)
+            raise
+
+    def _call_future(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None,
+                     timeout: float | None) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+
+        def waiter(ok: bool, value: Any) -> None:
+            if not fut.done():
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+        def start(link: Link) -> None:
+            try:
+                cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
+            except BaseException as e:
+                waiter(False, e)
+                return
+            if timeout is not None:
+                self._add_deadline(timeout, link, cid)
+            fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
+
+        link = proxy._link
+        if link is not None and not link.closed:
+            start(link)
+        else:
+            threading.Thread(target=self._start_later, args=(proxy, start, waiter),
+                             daemon=True).start()
+        return fut
+
+    def _start_later(self, proxy: Proxy, start: Callable[[Link], None], fail: Waiter) -> None:
+        try:
+            link = self._link_blocking(proxy)
+        except BaseException as e:
+            fail(False, e)
+            return
+        start(link)
+
+    def _call_oneway(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None) -> None:
+        link = proxy._link
+        if link is None or link.closed:
+            link = self._link_blocking(proxy)
+        link.start_call(None, proxy._ref.name, method, args, kwargs)
+
+    # -- timeouts ----------------------------------------------------------------
+
+    def _add_deadline(self, timeout: float, link: Link, cid: int) -> None:
+        entry = (time.monotonic() + timeout, next(self._deadline_seq), link, cid)
+        with self._deadline_lock:
+            heapq.heappush(self._deadlines, entry)
+
+    async def _sweep(self) -> None:
+        """Fail calls whose deadline passed (async and future calls; resolution 50 ms)."""
+        while True:
+            await asyncio.sleep(_SWEEP)
+            now = time.monotonic()
+            expired = []
+            with self._deadline_lock:
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    expired.append(heapq.heappop(self._deadlines))
+            for _, _, link, cid in expired:
+                waiter = link.pending.get(cid)
+                if waiter is not None:
+                    link.abandon(cid)
+                    waiter(False, CallTimeout(f"call {cid} to {link.conn.remote} got no reply"))
+
+    def _on_pong(self, link: Link, token: Any) -> None:
+        """Pongs answer pings a higher layer sends; nothing waits on them here yet."""
+
+
+@contextlib.asynccontextmanager
+async def open_node(listen: str | None = None, *, config: NodeConfig | None = None,
+                    **options: Any) -> AsyncIterator[Node]:
+    """A node on the running loop, closed when the block ends."""
+    node = Node(listen, config=config, start=False, **options)
+    await node.astart()
+    try:
+        yield node
+    finally:
+        await node.aclose()
+
+
+_default: Node | None = None
+_default_lock = threading.Lock()
+
+
+def default_node() -> Node:
+    """The process-wide client node behind ``netlet.connect`` (started on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Node()
+            atexit.register(_close_default)
+        return _default
+
+
+def _close_default() -> None:
+    global _default
+    node, _default = _default, None
+    if node is not None and not node.closed:
+        with contextlib.suppress(Exception):
+            node.close()
+

@@ -1,0 +1,97 @@
+"""Proxies: local stand-ins for remote objects, in every call style.
+
+``proxy.m(x)`` blocks; ``await proxy.m.aio(x)`` awaits; ``proxy.m.future(x)``
+returns a ``concurrent.futures.Future``; ``proxy.m.oneway(x)`` returns at once.
+One proxy may be shared by any number of threads and tasks.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from netlet.codec import RemoteRef
+
+if TYPE_CHECKING:
+    from netlet.node._link import Link
+    from netlet.node._node import Node
+
+__all__ = ["Method", "Proxy"]
+
+_UNSET: Any = object()
+
+
+class Proxy:
+    """A handle to an object served by some node; calls go over the network."""
+
+    __slots__ = ("_link", "_methods", "_node", "_ref", "_timeout")
+
+    def __init__(self, node: Node, ref: RemoteRef, *, timeout: float | None = _UNSET,
+                 link: Link | None = None) -> None:
+        self._node = node
+        self._ref = ref
+        self._timeout: float | None = node.config.call_timeout if timeout is _UNSET else timeout
+        self._link = link
+        self._methods: dict[str, Method] = {}
+
+    def __getattr__(self, name: str) -> Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        m = self._methods.get(name)
+        if m is None:
+            m = self._methods[name] = Method(self, name)
+        return m
+
+    def __netlet_ref__(self) -> RemoteRef:
+        return self._ref
+
+    def with_options(self, *, timeout: float | None = _UNSET) -> Proxy:
+        """A copy of this proxy with other call options (``timeout=None``: wait forever)."""
+        return Proxy(self._node, self._ref, link=self._link,
+                     timeout=self._timeout if timeout is _UNSET else timeout)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Proxy) and other._ref == self._ref
+
+    def __hash__(self) -> int:
+        return hash(self._ref)
+
+    def __repr__(self) -> str:
+        where = self._ref.address or f"node {self._ref.node[:8]}"
+        return f"<netlet.Proxy {self._ref.name!r} at {where}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("proxies travel as netlet values, not pickles: pass them as arguments")
+
+
+class Method:
+    """One remote method; call it directly or pick another style."""
+
+    __slots__ = ("_name", "_proxy")
+
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        self._proxy = proxy
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        p = self._proxy
+        return p._node._call_blocking(p, self._name, args, kwargs or None, p._timeout)
+
+    def aio(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Await the call on the running event loop."""
+        p = self._proxy
+        return p._node._call_async(p, self._name, args, kwargs or None, p._timeout)
+
+    def future(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Start the call and return a future; ``cancel()`` asks the peer to stop it."""
+        p = self._proxy
+        return p._node._call_future(p, self._name, args, kwargs or None, p._timeout)
+
+    def oneway(self, *args: Any, **kwargs: Any) -> None:
+        """Send the call and return at once; no result, errors are logged remotely."""
+        p = self._proxy
+        p._node._call_oneway(p, self._name, args, kwargs or None)
+
+    def __repr__(self) -> str:
+        return f"<netlet method {self._name!r} of {self._proxy!r}>"
