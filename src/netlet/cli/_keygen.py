@@ -1,0 +1,70 @@
+"""``netlet keygen``: write a new cluster key file; the key itself is never printed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from netlet.errors import ConfigError
+from netlet.transport import write_key
+
+__all__ = ["keygen"]
+
+DEFAULT_PATH = "netlet.key"
+
+
+def _write_new(path: Path, force: bool) -> None:
+    """Write a fresh 0600 key file; with ``force`` replace ``path`` atomically.
+
+    ``write_key(force=True)`` truncates in place, which keeps an old file's
+    permissions and writes through a symlink; writing beside the target and
+    renaming over it does neither.
+    """
+    if os.path.lexists(path) and not force:
+        raise ConfigError(f"{path} already exists; pass --force to replace it")
+    if not force:
+        write_key(path)  # O_EXCL: still refuses a file that appeared meanwhile
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    write_key(tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@click.command()
+@click.argument(
+    "path", default=DEFAULT_PATH, metavar="[PATH]",
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--force", is_flag=True,
+    help="Replace an existing key file. Nodes that hold the old key can no longer join.",
+)
+def keygen(path: Path, force: bool) -> None:
+    """Write a new random cluster key to PATH (default: netlet.key).
+
+    The key is 32 random bytes, stored as hex in a file only you can read
+    (mode 0600); it is never printed. Every node of a cluster loads the same
+    key file and proves it holds the key before anything else is exchanged.
+    Nodes refuse to listen beyond loopback without one.
+
+    An existing file is kept unless --force is given.
+    """
+    try:
+        _write_new(path, force)
+    except OSError as e:
+        raise ConfigError(f"cannot write a key to {path}: {e.strerror or e}") from None
+    where = os.path.abspath(path)
+    click.echo(f"Wrote a new cluster key to {where} (mode 0600; the key is not shown).")
+    click.echo(
+        "Every node of the cluster needs this same file:\n"
+        "  - copy it to each machine over a secure channel and keep it private;\n"
+        f"  - netlet commands that listen or connect take it as --key {where};\n"
+        f'  - in Python: TransportConfig(key=load_key("{where}")).'
+    )
