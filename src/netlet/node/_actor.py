@@ -75,6 +75,40 @@ class Actor:
         self._async_lock: asyncio.Lock | None = None
         self._all_async = bool(self.methods) and all(m.is_async for m in self.methods.values())
         self._closed = False
+        self.lock = threading.Lock()
+        """Held while a plain method of a serial actor runs, whichever thread runs it."""
+
+    def run_inline(self, info: MethodInfo, args: list[Any],
+                   kwargs: dict[str, Any] | None, reply: Reply) -> None:
+        """Run one call on the calling thread (a direct-connection thread), same rules."""
+        if info.is_async:
+            if self.concurrent or self._all_async:
+                fut = asyncio.run_coroutine_threadsafe(
+                    self._run_async(info, args, kwargs, reply), self._loop())
+                fut.result()
+                return
+            with self.lock:
+                self._run_async_from_thread(info, args, kwargs, reply)
+            return
+        func = getattr(self.obj, info.name)
+        if self.concurrent:
+            run_method(func, info.name, args, kwargs, reply)
+            return
+        with self.lock:
+            run_method(func, info.name, args, kwargs, reply)
+
+    def _run_async_from_thread(self, info: MethodInfo, args: list[Any],
+                               kwargs: dict[str, Any] | None, reply: Reply) -> None:
+        func = getattr(self.obj, info.name)
+        try:
+            coro = func(*args, **kwargs or {})
+            result = asyncio.run_coroutine_threadsafe(coro, self._loop()).result()
+        except TypeError as e:
+            reply(False, _bad_arguments(e, info.name))
+        except BaseException as e:
+            reply(False, e)
+        else:
+            reply(True, result)
 
     def submit(self, info: MethodInfo, args: list[Any], kwargs: dict[str, Any] | None,
                reply: Reply) -> Callable[[], None]:
@@ -136,19 +170,12 @@ class Actor:
                 return
             if call.cancelled:
                 continue
-            if call.info.is_async:  # an async method on a mixed actor: still one at a time
-                func = getattr(self.obj, call.info.name)
-                try:
-                    coro = func(*call.args, **call.kwargs or {})
-                    fut = asyncio.run_coroutine_threadsafe(coro, self._loop())
-                    call.reply(True, fut.result())
-                except TypeError as e:
-                    call.reply(False, _bad_arguments(e, call.info.name))
-                except BaseException as e:
-                    call.reply(False, e)
-                continue
-            run_method(getattr(self.obj, call.info.name), call.info.name,
-                       call.args, call.kwargs, call.reply)
+            with self.lock:
+                if call.info.is_async:  # an async method on a mixed actor: still one at a time
+                    self._run_async_from_thread(call.info, call.args, call.kwargs, call.reply)
+                else:
+                    run_method(getattr(self.obj, call.info.name), call.info.name,
+                               call.args, call.kwargs, call.reply)
 
     def close(self) -> None:
         with self._thread_lock:

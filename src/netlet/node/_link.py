@@ -26,7 +26,6 @@ from netlet.errors import (
     NotExposed,
     ProtocolError,
 )
-from netlet.node._messages import Kind
 from netlet.transport import Connection, PeerInfo
 
 if TYPE_CHECKING:
@@ -39,8 +38,13 @@ log = logging.getLogger("netlet.node")
 Waiter = Callable[[bool, Any], None]
 """Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
 
-_CALL, _REPLY, _ERROR, _CANCEL, _PING, _PONG, _BYE = (
-    Kind.CALL, Kind.REPLY, Kind.ERROR, Kind.CANCEL, Kind.PING, Kind.PONG, Kind.BYE)
+from netlet.node._messages import BYE as _BYE
+from netlet.node._messages import CALL as _CALL
+from netlet.node._messages import CANCEL as _CANCEL
+from netlet.node._messages import ERROR as _ERROR
+from netlet.node._messages import PING as _PING
+from netlet.node._messages import PONG as _PONG
+from netlet.node._messages import REPLY as _REPLY
 _SEEN_WINDOW = 4096
 
 
@@ -65,6 +69,7 @@ class Link:
         self.closed = False
         self.close_reason: BaseException | None = None
         self.exported: set[str] = set()  # auto-served object ids handed to this peer
+        self.dial_address = ""  # where to open side connections to this peer ("" if none)
         self._send_lock = threading.Lock()
         conn.set_handlers(self._on_message, self._on_close)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Kind"]
+__all__ = ["BYE", "CALL", "CANCEL", "ERROR", "PING", "PONG", "REPLY", "Kind"]
 
 
 class Kind(IntEnum):
@@ -19,3 +19,7 @@ class Kind(IntEnum):
     PING = 5    # [5, token]
     PONG = 6    # [6, token]
     BYE = 7     # [7, reason: str]
+
+
+# Plain ints for the hot path: the codec packs exact ints without a detour.
+CALL, REPLY, ERROR, CANCEL, PING, PONG, BYE = (int(k) for k in Kind)

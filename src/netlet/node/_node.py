@@ -14,6 +14,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -29,13 +30,16 @@ from netlet.errors import (
     NodeClosed,
 )
 from netlet.node._actor import Actor
+from netlet.node._direct import DirectPool, serve_direct
 from netlet.node._expose import is_exposed
 from netlet.node._link import Link, Waiter
 from netlet.node._proxy import Proxy
 from netlet.transport import (
+    BlockingFramer,
     Connection,
     Listener,
     PeerInfo,
+    SocketConnection,
     TLSConfig,
     TransportConfig,
     connect,
@@ -64,6 +68,9 @@ class NodeConfig:
     """Threads for the plain methods of concurrent objects."""
     wrap_connection: Callable[[Connection], Connection] | None = None
     """Hook applied to every connection after its handshake (fault injection in tests)."""
+    direct_calls: bool = True
+    """Blocking calls over TCP/unix use a side connection per calling thread (no thread
+    hops); turn off to send everything over the one main connection."""
 
     def __post_init__(self) -> None:
         if self.call_timeout is not None and self.call_timeout <= 0:
@@ -86,7 +93,8 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
             t[name] = options.pop(name)
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
-    n = {k: options.pop(k) for k in ("call_timeout", "max_threads", "wrap_connection")
+    n = {k: options.pop(k) for k in ("call_timeout", "max_threads", "wrap_connection",
+                                     "direct_calls")
          if k in options}
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
@@ -145,6 +153,9 @@ class Node:
         self._deadline_lock = threading.Lock()
         self._deadline_seq = itertools.count()
         self._sweeper: asyncio.Task[None] | None = None
+        self._direct_pools: dict[str, DirectPool] = {}
+        self._direct_sockets: set[BlockingFramer] = set()
+        self._direct_threads: set[threading.Thread] = set()
         self._closed = threading.Event()
         self._closing = False
         if start:
@@ -218,6 +229,12 @@ class Node:
             pending, link.pending = link.pending, {}
             for waiter in pending.values():
                 waiter(False, NodeClosed("the node was closed"))
+        for pool in list(self._direct_pools.values()):
+            pool.close()
+        for framer in list(self._direct_sockets):
+            framer.close()
+        for thread in list(self._direct_threads):
+            await asyncio.to_thread(thread.join, 5)
         for actor in list(self._actors.values()):
             await asyncio.to_thread(actor.close)
         if self._sweeper is not None:
@@ -331,12 +348,29 @@ class Node:
     # -- links -------------------------------------------------------------------
 
     def _accepted(self, conn: Connection, peer: PeerInfo) -> None:
+        if peer.role == "direct":
+            sock = conn.detach() if type(conn) is SocketConnection and not self._closing else None
+            if sock is None:
+                conn.close()
+                return
+            thread = threading.Thread(target=self._serve_direct, args=(sock, peer, conn.remote),
+                                      name=f"netlet-direct-{peer.node[:8]}", daemon=True)
+            self._direct_threads.add(thread)
+            thread.start()
+            return
         self._add_link(conn, peer, None)
+
+    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
+        try:
+            serve_direct(self, sock, peer, remote)
+        finally:
+            self._direct_threads.discard(threading.current_thread())
 
     def _add_link(self, conn: Connection, peer: PeerInfo, dialed: str | None) -> Link:
         if self.config.wrap_connection is not None:
             conn = self.config.wrap_connection(conn)
         link = Link(self, conn, peer)
+        link.dial_address = dialed or peer.address
         if self._closing:
             conn.close()
             return link
@@ -349,6 +383,9 @@ class Node:
 
     def _link_closed(self, link: Link) -> None:
         self._links.discard(link)
+        pool = self._direct_pools.pop(link.peer.node, None)
+        if pool is not None:
+            pool.close()
         if self._links_by_node.get(link.peer.node) is link:
             del self._links_by_node[link.peer.node]
         for addr in [a for a, lk in self._links_by_addr.items() if lk is link]:
@@ -415,6 +452,17 @@ class Node:
         link = proxy._link
         if link is None or link.closed:
             link = self._link_blocking(proxy)
+        pool = self._direct_pool(link)
+        if pool is not None:
+            client = pool.acquire()
+            if client is not None:
+                try:
+                    ok, value = client.call(proxy._ref.name, method, args, kwargs, timeout)
+                finally:
+                    pool.release(client)
+                if ok:
+                    return value
+                raise value
         waiter = _SyncWaiter()
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         if not waiter.wait(timeout):
@@ -493,6 +541,17 @@ class Node:
             fail(False, e)
             return
         start(link)
+
+    def _direct_pool(self, link: Link) -> DirectPool | None:
+        """The direct-call pool for a link's peer, when that path is possible."""
+        pool = self._direct_pools.get(link.peer.node)
+        if pool is not None:
+            return None if pool.disabled else pool
+        if (not self.config.direct_calls or type(link.conn) is not SocketConnection
+                or not link.dial_address or link.closed):
+            return None
+        pool = self._direct_pools[link.peer.node] = DirectPool(self, link.dial_address)
+        return pool
 
     def _call_oneway(self, proxy: Proxy, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any] | None) -> None:

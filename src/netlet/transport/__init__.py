@@ -3,21 +3,25 @@
 from netlet.transport._address import Address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
 from netlet.transport._base import Connection, PeerInfo
+from netlet.transport._blocking import BlockingFramer
 from netlet.transport._config import TLSConfig, TransportConfig, generate_key, load_key, write_key
 from netlet.transport._faults import Faults, FaultyConnection
 from netlet.transport._framing import FrameReader, frame_parts
+from netlet.transport._socket import SocketConnection
 from netlet.transport._handshake import PROTOCOL_VERSION
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Accepted",
     "Address",
+    "BlockingFramer",
     "Connection",
     "Faults",
     "FaultyConnection",
     "FrameReader",
     "Listener",
     "PeerInfo",
+    "SocketConnection",
     "TLSConfig",
     "TransportConfig",
     "connect",

@@ -61,7 +61,8 @@ async def _open(addr: Address, config: TransportConfig) -> Connection:
 
 
 async def connect(
-    address: str, config: TransportConfig, node: str, listen_address: str = ""
+    address: str, config: TransportConfig, node: str, listen_address: str = "",
+    role: str = "link",
 ) -> tuple[Connection, PeerInfo]:
     """Connect and authenticate; raises ``PeerUnreachable`` or a ``HandshakeError``."""
     addr = parse_address(address)
@@ -71,7 +72,7 @@ async def connect(
     except (OSError, TimeoutError) as e:
         raise PeerUnreachable(f"cannot connect to {addr}: {e or 'timed out'}") from None
     try:
-        peer = await client_handshake(conn, config, node, listen_address)
+        peer = await client_handshake(conn, config, node, listen_address, role)
     except TimeoutError:
         conn.close()
         raise HandshakeError(f"{addr} did not complete the handshake in time") from None

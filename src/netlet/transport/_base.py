@@ -40,6 +40,8 @@ class PeerInfo:
     authenticated: bool
     pickle: bool
     """Both ends authenticated and agreed to accept pickled values."""
+    role: str = "link"
+    """"link" for a node's main connection, "direct" for a blocking-call side channel."""
 
 
 class Connection(ABC):

@@ -74,6 +74,9 @@ class FrameReader:
         self._end += nbytes
         self._parse()
 
+    def has_data(self) -> bool:
+        return self._big is not None or self._end > self._start
+
     def _compact(self) -> None:
         n = self._end - self._start
         if self._start:

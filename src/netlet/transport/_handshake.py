@@ -90,14 +90,15 @@ def _bytes(msg: dict[str, Any], field: str, size: int) -> bytes:
 
 
 async def client_handshake(
-    conn: Connection, config: TransportConfig, node: str, listen_address: str
+    conn: Connection, config: TransportConfig, node: str, listen_address: str,
+    role: str = "link",
 ) -> PeerInfo:
     """Run the client side; returns who the server is or raises ``HandshakeError``."""
     async with asyncio.timeout(config.handshake_timeout):
         inbox = _Inbox(conn)
         cn = secrets.token_bytes(32)
         _send(conn, {"netlet": PROTOCOL_VERSION, "node": node, "address": listen_address,
-                     "nonce": cn, "auth": _AUTH if config.key else None,
+                     "nonce": cn, "auth": _AUTH if config.key else None, "role": role,
                      "pickle": config.allow_pickle and config.key is not None})
         reply = await inbox.get()
         if reply.get("netlet") != PROTOCOL_VERSION:
@@ -117,7 +118,7 @@ async def client_handshake(
                 raise AuthenticationError("the server refused our proof")
             authenticated = True
         return PeerInfo(server_node, str(reply.get("address", "")), authenticated,
-                        bool(reply.get("pickle")) and authenticated)
+                        bool(reply.get("pickle")) and authenticated, role)
 
 
 async def server_handshake(
@@ -134,12 +135,13 @@ async def server_handshake(
                              "message": f"server speaks netlet protocol {PROTOCOL_VERSION}"})
                 raise VersionMismatch(f"client speaks protocol {version!r}")
             client_node = str(hello.get("node", ""))
+            role = "direct" if hello.get("role") == "direct" else "link"
             cn = _bytes(hello, "nonce", 32)
             reply: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
                                      "address": listen_address}
             if config.key is None:
                 _send(conn, {**reply, "auth": None, "pickle": False})
-                return PeerInfo(client_node, str(hello.get("address", "")), False, False)
+                return PeerInfo(client_node, str(hello.get("address", "")), False, False, role)
             if hello.get("auth") != _AUTH:
                 _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
                 raise AuthenticationError("client offered no authentication")
@@ -153,6 +155,6 @@ async def server_handshake(
                 _send(conn, {"error": "auth", "message": "wrong cluster key"})
                 raise AuthenticationError("client does not hold the cluster key")
             _send(conn, {"ok": True})
-            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed)
+            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role)
     except TimeoutError:
         raise AuthenticationError("handshake timed out") from None

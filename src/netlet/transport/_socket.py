@@ -182,6 +182,29 @@ class SocketConnection(Connection):
                 return
         self._close_now(ConnectionLost(f"send to {self.remote} failed: {err}"))
 
+    def detach(self) -> socket.socket | None:
+        """Hand the socket to a thread doing blocking I/O (loop thread; after the handshake).
+
+        Returns None if bytes already arrived beyond the handshake: the caller
+        then keeps using this connection on the loop.
+        """
+        if self._closed or self._reader.has_data():
+            return None
+        with self._lock:
+            try:
+                self._write_some()  # the handshake's last frame may still be queued
+            except OSError:
+                return None
+            if self._queue:
+                return None
+            if self._writer_armed:
+                self.loop.remove_writer(self._fd)
+        self.loop.remove_reader(self._fd)
+        self._closed = True  # this object is done; the socket lives on elsewhere
+        sock, self._sock = self._sock, socket.socket()
+        self._sock.close()
+        return sock
+
     # -- closing ----------------------------------------------------------
 
     def close(self, reason: BaseException | None = None) -> None:

@@ -1,0 +1,227 @@
+"""The direct path for blocking calls: a side connection per calling thread.
+
+Going through the event loop costs two thread hops per blocking call (the
+caller hands the reply wait to the loop thread; the server's loop hands the
+call to the actor's thread), and a hop costs tens of microseconds. So a thread
+making a blocking call borrows a *direct* connection to that peer: it writes
+the call and reads its own reply on the socket. The server serves each direct
+connection with a thread of its own, which runs the call inline (under the
+actor's lock, so an actor still handles one call at a time).
+
+The main link always exists first and carries everything else: async calls,
+callbacks from the server, pings. A direct connection carries only calls from
+the client and their replies, one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from netlet.codec import Codec
+from netlet.errors import (
+    CallTimeout,
+    ConnectionLost,
+    DecodeError,
+    EncodeError,
+    NetletError,
+    NoSuchObject,
+    NotExposed,
+    ProtocolError,
+)
+from netlet.transport import BlockingFramer, PeerInfo, SocketConnection, connect
+
+if TYPE_CHECKING:
+    from netlet.node._link import Link
+    from netlet.node._node import Node
+
+__all__ = ["DirectPool", "serve_direct"]
+
+log = logging.getLogger("netlet.node")
+
+from netlet.node._messages import CALL as _CALL
+from netlet.node._messages import CANCEL as _CANCEL
+from netlet.node._messages import ERROR as _ERROR
+from netlet.node._messages import REPLY as _REPLY
+MAX_DIRECT_PER_PEER = 16
+
+
+def _codec(node: Node, peer: PeerInfo) -> Codec:
+    def link() -> Link | None:
+        return node._links_by_node.get(peer.node)
+
+    def encode_ref(obj: object) -> Any:
+        main = link()
+        return node._ref_for(obj, main) if main is not None else None
+
+    return Codec(node.config.transport.limits, allow_pickle=peer.pickle,
+                 ref_encoder=encode_ref, ref_decoder=lambda ref: node._from_ref(ref, link()))
+
+
+class _DirectClient:
+    """One direct connection, used by one thread at a time."""
+
+    def __init__(self, framer: BlockingFramer, codec: Codec) -> None:
+        self.framer = framer
+        self.codec = codec
+        self.next_id = 1
+        self.broken = False
+
+    def call(self, target: str, method: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any] | None, timeout: float | None) -> tuple[bool, Any]:
+        cid = self.next_id
+        self.next_id += 1
+        body, buffers = self.codec.encode([_CALL, cid, target, method, list(args), kwargs])
+        try:
+            self.framer.send(body, buffers)
+            while True:
+                rbody, rbufs = self.framer.recv(timeout)
+                try:
+                    msg = self.codec.decode(rbody, rbufs)
+                except DecodeError as e:
+                    return False, e  # the frame was consumed whole: the connection is fine
+                if msg[0] in (_REPLY, _ERROR) and msg[1] == cid:
+                    return msg[0] == _REPLY, msg[2]
+                # Anything else is a late reply to an abandoned call: skip it.
+        except TimeoutError:
+            self.broken = True
+            try:
+                self.framer.send(self.codec.encode([_CANCEL, cid])[0])
+            except NetletError:
+                pass
+            raise CallTimeout(f"{target}.{method}() got no reply in {timeout} s") from None
+        except (NetletError, OSError, IndexError, TypeError):
+            self.broken = True
+            raise
+
+
+class DirectPool:
+    """Free direct connections to one peer node, created on demand."""
+
+    def __init__(self, node: Node, address: str) -> None:
+        self.node = node
+        self.address = address
+        self._free: list[_DirectClient] = []
+        self._lock = threading.Lock()
+        self._count = 0
+        self.disabled = False
+
+    def acquire(self) -> _DirectClient | None:
+        """A free connection, a new one, or None (use the main link instead)."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            if self.disabled or self._count >= MAX_DIRECT_PER_PEER:
+                return None
+            self._count += 1
+        try:
+            return self._open()
+        except (NetletError, OSError, TimeoutError) as e:
+            log.info("no direct connection to %s (%s); using the main link", self.address, e)
+            with self._lock:
+                self._count -= 1
+                self.disabled = True
+            return None
+
+    def release(self, client: _DirectClient) -> None:
+        if client.broken:
+            client.framer.close()
+            with self._lock:
+                self._count -= 1
+            return
+        with self._lock:
+            self._free.append(client)
+
+    def _open(self) -> _DirectClient:
+        node = self.node
+        loop = node._get_loop()
+
+        async def dial() -> tuple[socket.socket | None, PeerInfo]:
+            conn, peer = await connect(self.address, node.config.transport, node.id,
+                                       node.address or "", role="direct")
+            sock = conn.detach() if isinstance(conn, SocketConnection) else None
+            if sock is None:
+                conn.close()
+            return sock, peer
+
+        t = node.config.transport
+        sock, peer = asyncio.run_coroutine_threadsafe(dial(), loop).result(
+            t.connect_timeout + t.handshake_timeout + 1)
+        if sock is None:
+            raise ConnectionLost("direct connection unavailable on this transport")
+        limits = t.limits
+        return _DirectClient(BlockingFramer(sock, limits.max_frame, limits.max_buffers),
+                             _codec(node, peer))
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+            self.disabled = True
+        for client in free:
+            client.framer.close()
+
+
+def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
+    """Server side: a thread reads calls from one direct connection and runs them."""
+    limits = node.config.transport.limits
+    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers)
+    codec = _codec(node, peer)
+    node._direct_sockets.add(framer)
+    try:
+        while not node.closed:
+            try:
+                body, bufs = framer.recv()
+            except (ConnectionLost, OSError):
+                return
+            try:
+                msg = codec.decode(body, bufs)
+            except DecodeError as e:
+                log.warning("closing direct connection from %s: %s", remote, e)
+                return
+            try:
+                if msg[0] == _CANCEL:
+                    continue  # the call it names already finished: we run one at a time
+                if msg[0] != _CALL:
+                    raise ProtocolError(f"unexpected message kind {msg[0]!r}")
+                _, cid, target, method, args, kwargs = msg
+                if type(args) is not list or (kwargs is not None and type(kwargs) is not dict):
+                    raise ProtocolError("call arguments must be a list and a map")
+            except (ValueError, TypeError, IndexError) as e:
+                log.warning("closing direct connection from %s: malformed message (%s)",
+                            remote, e)
+                return
+            _run_call(node, framer, codec, cid, target, method, args, kwargs)
+    finally:
+        node._direct_sockets.discard(framer)
+        framer.close()
+
+
+def _run_call(node: Node, framer: BlockingFramer, codec: Codec, cid: int, target: str,
+              method: str, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+    def reply(ok: bool, value: Any) -> None:
+        if not cid:
+            if not ok:
+                log.warning("oneway call %s.%s raised %r", target, method, value)
+            return
+        try:
+            body, buffers = codec.encode([_REPLY, cid, value] if ok else [_ERROR, cid, value])
+        except EncodeError as e:
+            body, buffers = codec.encode([_ERROR, cid, e])
+        try:
+            framer.send(body, buffers)
+        except ConnectionLost:
+            pass
+
+    actor = node._actors.get(target)
+    if actor is None:
+        reply(False, NoSuchObject(f"no object named {target!r} on this node"))
+        return
+    info = actor.methods.get(method)
+    if info is None:
+        reply(False, NotExposed(
+            f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
+        return
+    actor.run_inline(info, args, kwargs, reply)
