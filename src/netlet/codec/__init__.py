@@ -3,4 +3,12 @@
 from netlet.codec._codec import Buffer, Codec, rebuild_exception, register_exception
 from netlet.codec._types import Ext, Limits, RemoteRef
 
-__all__ = ["Buffer", "Codec", "Ext", "Limits", "RemoteRef", "rebuild_exception", "register_exception"]
+__all__ = [
+    "Buffer",
+    "Codec",
+    "Ext",
+    "Limits",
+    "RemoteRef",
+    "rebuild_exception",
+    "register_exception",
+]

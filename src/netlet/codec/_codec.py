@@ -22,7 +22,7 @@ from netlet import errors
 from netlet.codec._types import Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
-__all__ = ["Buffer", "Codec", "register_exception", "rebuild_exception"]
+__all__ = ["Buffer", "Codec", "rebuild_exception", "register_exception"]
 
 Buffer = bytes | bytearray | memoryview
 RefEncoder = Callable[[object], RemoteRef | None]
@@ -122,7 +122,8 @@ class Codec:
         body = self._pack(lifted, buffers)
         size = len(body) + sum(memoryview(b).nbytes for b in buffers)
         if size > self.limits.max_frame:
-            raise EncodeError(f"message of {size} bytes exceeds the limit of {self.limits.max_frame}")
+            raise EncodeError(
+                f"message of {size} bytes exceeds the limit of {self.limits.max_frame}")
         return body, buffers
 
     def encode_value(self, value: Any) -> bytes:
@@ -200,10 +201,11 @@ class Codec:
             if r is not None:
                 return msgpack.ExtType(Ext.REF, pack([r.node, r.address, r.name, r.kind]))
         # Subclasses of the plain types travel as their base (IntEnum, namedtuple, ...).
-        for base in (bool, int, float, str, bytes, tuple, list, dict):
+        if isinstance(obj, tuple):
+            return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
+        base: Any
+        for base in (bool, int, float, str, bytes, list, dict):
             if isinstance(obj, base):
-                if base is tuple:
-                    return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
                 return base(obj)
         if self.allow_pickle:
             return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(obj))
@@ -254,7 +256,7 @@ class Codec:
         lim = self.limits
         depth = [0]
 
-        def unpack(data: bytes) -> Any:
+        def unpack(data: Buffer) -> Any:
             return msgpack.unpackb(
                 data,
                 ext_hook=hook,
@@ -285,7 +287,7 @@ class Codec:
             raise DecodeError(f"undecodable message: {type(e).__name__}: {e}") from None
 
     def _from_ext(
-        self, code: int, data: bytes, unpack: Callable[[bytes], Any], buffers: Sequence[Buffer]
+        self, code: int, data: bytes, unpack: Callable[[Buffer], Any], buffers: Sequence[Buffer]
     ) -> Any:
         if code == Ext.TUPLE:
             return tuple(_expect(unpack(data), list))
@@ -320,7 +322,7 @@ class Codec:
             ref = RemoteRef(str(node), str(address), str(name), str(kind))
             return self._ref_decoder(ref) if self._ref_decoder is not None else ref
         if code == Ext.BUFFER:
-            return bytes(_buffer(buffers, unpack(data)))
+            return bytes(_buffer(buffers, unpack(bytes(data))))
         if code == Ext.NDARRAY:
             return _ndarray_from(unpack(data), buffers)
         if code == Ext.PICKLE:

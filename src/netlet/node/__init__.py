@@ -1,6 +1,6 @@
 """A process's endpoint: connections, dispatch, proxies and calls in every style."""
 
-from netlet.node._expose import MethodInfo, exposed_methods, expose, is_exposed
+from netlet.node._expose import MethodInfo, expose, exposed_methods, is_exposed
 from netlet.node._link import Link
 from netlet.node._messages import Kind
 from netlet.node._node import Node, NodeConfig, RefFactory, default_node, open_node

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from netlet.errors import BadArguments
@@ -47,6 +47,12 @@ def run_method(func: Callable[..., Any], name: str, args: list[Any],
         reply(False, e)
     else:
         reply(True, result)
+
+
+def _canceller(job: asyncio.Task[None] | Future[None]) -> Callable[[], None]:
+    def cancel() -> None:
+        job.cancel()
+    return cancel
 
 
 class _Call:
@@ -115,11 +121,11 @@ class Actor:
         """Start or queue one call (loop thread); returns a function that cancels it."""
         if info.is_async and (self.concurrent or self._all_async):
             task = self._loop().create_task(self._run_async(info, args, kwargs, reply))
-            return task.cancel
+            return _canceller(task)
         if self.concurrent:
             func = getattr(self.obj, info.name)
             fut = self._pool().submit(run_method, func, info.name, args, kwargs, reply)
-            return lambda: fut.cancel() and None  # type: ignore[func-returns-value]
+            return _canceller(fut)
         call = _Call(info, args, kwargs, reply)
         self._mailbox.put(call)
         self._ensure_thread()

@@ -32,6 +32,18 @@ from netlet.errors import (
     NotExposed,
     ProtocolError,
 )
+from netlet.node._messages import (
+    CALL as _CALL,
+)
+from netlet.node._messages import (
+    CANCEL as _CANCEL,
+)
+from netlet.node._messages import (
+    ERROR as _ERROR,
+)
+from netlet.node._messages import (
+    REPLY as _REPLY,
+)
 from netlet.transport import BlockingFramer, PeerInfo, SocketConnection, connect
 
 if TYPE_CHECKING:
@@ -42,10 +54,6 @@ __all__ = ["DirectPool", "serve_direct"]
 
 log = logging.getLogger("netlet.node")
 
-from netlet.node._messages import CALL as _CALL
-from netlet.node._messages import CANCEL as _CANCEL
-from netlet.node._messages import ERROR as _ERROR
-from netlet.node._messages import REPLY as _REPLY
 MAX_DIRECT_PER_PEER = 16
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 
 from netlet.errors import ConfigError
 
-__all__ = ["MethodInfo", "exposed_methods", "expose", "is_exposed"]
+__all__ = ["MethodInfo", "expose", "exposed_methods", "is_concurrent", "is_exposed"]
 
 T = TypeVar("T")
 

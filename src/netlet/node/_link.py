@@ -26,6 +26,27 @@ from netlet.errors import (
     NotExposed,
     ProtocolError,
 )
+from netlet.node._messages import (
+    BYE as _BYE,
+)
+from netlet.node._messages import (
+    CALL as _CALL,
+)
+from netlet.node._messages import (
+    CANCEL as _CANCEL,
+)
+from netlet.node._messages import (
+    ERROR as _ERROR,
+)
+from netlet.node._messages import (
+    PING as _PING,
+)
+from netlet.node._messages import (
+    PONG as _PONG,
+)
+from netlet.node._messages import (
+    REPLY as _REPLY,
+)
 from netlet.transport import Connection, PeerInfo
 
 if TYPE_CHECKING:
@@ -38,13 +59,6 @@ log = logging.getLogger("netlet.node")
 Waiter = Callable[[bool, Any], None]
 """Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
 
-from netlet.node._messages import BYE as _BYE
-from netlet.node._messages import CALL as _CALL
-from netlet.node._messages import CANCEL as _CANCEL
-from netlet.node._messages import ERROR as _ERROR
-from netlet.node._messages import PING as _PING
-from netlet.node._messages import PONG as _PONG
-from netlet.node._messages import REPLY as _REPLY
 _SEEN_WINDOW = 4096
 
 

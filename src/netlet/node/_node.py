@@ -93,9 +93,8 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
             t[name] = options.pop(name)
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
-    n = {k: options.pop(k) for k in ("call_timeout", "max_threads", "wrap_connection",
-                                     "direct_calls")
-         if k in options}
+    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls")
+    n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
     if t:

@@ -7,8 +7,8 @@ from netlet.transport._blocking import BlockingFramer
 from netlet.transport._config import TLSConfig, TransportConfig, generate_key, load_key, write_key
 from netlet.transport._faults import Faults, FaultyConnection
 from netlet.transport._framing import FrameReader, frame_parts
-from netlet.transport._socket import SocketConnection
 from netlet.transport._handshake import PROTOCOL_VERSION
+from netlet.transport._socket import SocketConnection
 
 __all__ = [
     "PROTOCOL_VERSION",

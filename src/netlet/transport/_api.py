@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
+import ssl
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from netlet.errors import (
+    ConfigError,
     HandshakeError,
     InsecureListenError,
     NetletError,
@@ -17,7 +21,7 @@ from netlet.errors import (
 )
 from netlet.transport._address import Address, parse_address
 from netlet.transport._base import Connection, PeerInfo, log
-from netlet.transport._config import TransportConfig
+from netlet.transport._config import TLSConfig, TransportConfig
 from netlet.transport._handshake import client_handshake, server_handshake
 from netlet.transport._mem import MemConnection, mem_connect, mem_listen, mem_unlisten
 from netlet.transport._socket import SocketConnection
@@ -26,6 +30,15 @@ from netlet.transport._tls import StreamConnection
 __all__ = ["Accepted", "Listener", "connect", "listen"]
 
 Accepted = Callable[[Connection, PeerInfo], None]
+
+
+@functools.lru_cache(maxsize=16)
+def _tls_context(tls: TLSConfig, *, server: bool) -> ssl.SSLContext:
+    """Built once per configuration: reading certificates per connection would block the loop."""
+    try:
+        return tls.server_context() if server else tls.client_context()
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"cannot load TLS certificates: {e}") from None
 
 
 def _max_buffers(config: TransportConfig) -> int:
@@ -40,7 +53,7 @@ async def _open(addr: Address, config: TransportConfig) -> Connection:
     if addr.scheme == "tcp" and config.tls is not None:
         conn = StreamConnection(loop, str(addr), hs_max)
         await loop.create_connection(
-            lambda: conn, addr.host, addr.port, ssl=config.tls.client_context(),
+            lambda: conn, addr.host, addr.port, ssl=_tls_context(config.tls, server=False),
             server_hostname=addr.host if config.tls.check_hostname else "",
         )
         return conn
@@ -70,7 +83,8 @@ async def connect(
         async with asyncio.timeout(config.connect_timeout):
             conn = await _open(addr, config)
     except (OSError, TimeoutError) as e:
-        raise PeerUnreachable(f"cannot connect to {addr}: {e or 'timed out'}") from None
+        why = str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
+        raise PeerUnreachable(f"cannot connect to {addr}: {why}") from None
     try:
         peer = await client_handshake(conn, config, node, listen_address, role)
     except TimeoutError:
@@ -102,6 +116,8 @@ class Listener:
 
     async def start(self) -> None:
         addr, cfg = self.bound, self.config
+        if cfg.tls is not None:
+            _tls_context(cfg.tls, server=True)  # bad certificate paths fail here, not per peer
         if not addr.is_loopback and cfg.key is None:
             if not cfg.insecure:
                 raise InsecureListenError(
@@ -145,8 +161,8 @@ class Listener:
             remote = f"{self.bound.scheme}://{peer[0]}:{peer[1]}" if peer else str(self.bound)
             self._track(self._accept_socket(csock, remote))
 
-    def _track(self, coro: object) -> None:
-        task = self._loop.create_task(coro)  # type: ignore[arg-type]
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
@@ -158,7 +174,7 @@ class Listener:
             try:
                 async with asyncio.timeout(self.config.handshake_timeout):
                     await self._loop.connect_accepted_socket(
-                        lambda: sconn, csock, ssl=self.config.tls.server_context())
+                        lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
             except (OSError, TimeoutError) as e:
                 log.warning("TLS handshake with %s failed: %s", remote, e)
                 csock.close()

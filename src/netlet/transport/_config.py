@@ -26,6 +26,10 @@ class TLSConfig:
     check_hostname: bool = False
     """Node certificates name nodes, not DNS hosts; the private CA is the trust anchor."""
 
+    def __post_init__(self) -> None:
+        if self.check_hostname and self.cafile is None:
+            raise ConfigError("check_hostname needs a cafile to check against")
+
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.cafile)
         ctx.load_cert_chain(self.certfile, self.keyfile)
@@ -67,7 +71,9 @@ def generate_key() -> bytes:
     return secrets.token_bytes(32)
 
 
-def write_key(path: str | os.PathLike[str], key: bytes | None = None, *, force: bool = False) -> bytes:
+def write_key(
+    path: str | os.PathLike[str], key: bytes | None = None, *, force: bool = False
+) -> bytes:
     """Write a key file readable only by its owner; refuse to overwrite unless ``force``."""
     key = key if key is not None else generate_key()
     p = Path(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netlet.codec import Buffer
@@ -42,7 +42,8 @@ class Faults:
         for name in ("drop", "duplicate", "reorder"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"Faults.{name} is a probability in [0, 1]")
-        if self.delay < 0 or self.jitter < 0 or (self.bandwidth is not None and self.bandwidth <= 0):
+        bad_bw = self.bandwidth is not None and self.bandwidth <= 0
+        if self.delay < 0 or self.jitter < 0 or bad_bw:
             raise ConfigError("Faults delays and bandwidth must be positive")
 
 
@@ -52,7 +53,8 @@ _Frame = tuple[bytes, list[bytes]]
 class _Direction:
     """Applies one ``Faults`` to a stream of frames, then emits them."""
 
-    def __init__(self, conn: FaultyConnection, faults: Faults, emit: object) -> None:
+    def __init__(self, conn: FaultyConnection, faults: Faults,
+                 emit: Callable[[_Frame], None]) -> None:
         self.conn = conn
         self.faults = faults
         self.emit = emit  # Callable[[_Frame], None], run on the loop
@@ -96,7 +98,7 @@ class _Direction:
             due = max(due, self.last_due)  # a plain delay keeps order
         self.last_due = due
         if due <= now:
-            self.emit(frame)  # type: ignore[operator]
+            self.emit(frame)
         else:
             loop.call_at(due, self.emit, frame)
 

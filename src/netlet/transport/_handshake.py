@@ -35,7 +35,8 @@ _AUTH = "hmac-sha256"
 
 def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
           client_node: str, server_node: str) -> bytes:
-    msg = b"\0".join((label, client_nonce, server_nonce, client_node.encode(), server_node.encode()))
+    parts = (label, client_nonce, server_nonce, client_node.encode(), server_node.encode())
+    msg = b"\0".join(parts)
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, PeerUnreachable
@@ -16,7 +17,7 @@ from netlet.transport._base import Connection
 
 __all__ = ["MemConnection", "mem_connect", "mem_listen", "mem_unlisten"]
 
-Acceptor = Callable[["MemConnection"], Awaitable[None]]
+Acceptor = Callable[["MemConnection"], Coroutine[Any, Any, None]]
 
 _lock = threading.Lock()
 _listeners: dict[str, tuple[asyncio.AbstractEventLoop, Acceptor]] = {}

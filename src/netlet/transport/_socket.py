@@ -9,6 +9,7 @@ loop iteration, so pipelined calls share syscalls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections import deque
@@ -49,6 +50,7 @@ class SocketConnection(Connection):
         self._flush_scheduled = False
         self._writer_armed = False
         self._reading = True
+        self._drained: asyncio.Future[None] | None = None
         loop.add_reader(self._fd, self._on_readable)
 
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
@@ -179,6 +181,8 @@ class SocketConnection(Connection):
                 if not self._queue:
                     self._writer_armed = False
                     self.loop.remove_writer(self._fd)
+                    if self._drained is not None and not self._drained.done():
+                        self._drained.set_result(None)
                 return
         self._close_now(ConnectionLost(f"send to {self.remote} failed: {err}"))
 
@@ -214,9 +218,16 @@ class SocketConnection(Connection):
             self.loop.call_soon_threadsafe(self._close_now, reason)
 
     async def drain_and_close(self, timeout: float = 1.0) -> None:
-        deadline = self.loop.time() + timeout
-        while self._queue and not self._closed and self.loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        with self._lock:
+            if self._queue and not self._closed:
+                self._drained = self.loop.create_future()
+                if not self._writer_armed:
+                    self._writer_armed = True
+                    self.loop.add_writer(self._fd, self._on_writable)
+        if self._drained is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._drained
         self.close()
 
     def _close_now(self, reason: BaseException | None) -> None:
@@ -225,6 +236,8 @@ class SocketConnection(Connection):
         with self._lock:
             self._queue.clear()
             self._queued = 0
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         try:
             self.loop.remove_reader(self._fd)
             self.loop.remove_writer(self._fd)

@@ -81,10 +81,10 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
             self.loop.call_soon_threadsafe(self._close_now, reason)
 
     async def drain_and_close(self, timeout: float = 1.0) -> None:
-        deadline = self.loop.time() + timeout
-        while self.pending_bytes() and not self._closed and self.loop.time() < deadline:
-            await asyncio.sleep(0.005)
-        self.close()
+        # An asyncio transport's close() already flushes what is buffered.
+        if not self._closed and self._transport is not None:
+            self._transport.close()
+            self._finish(None)
 
     def _close_now(self, reason: BaseException | None) -> None:
         if self._closed:
