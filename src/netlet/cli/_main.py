@@ -159,4 +159,5 @@ main = netlet
 
 # -- the commands: one module each, one line each (see the module docstring) --
 netlet.add_lazy_command("certs", "netlet.cli._certs:certs")
+netlet.add_lazy_command("demo", "netlet.cli._demo:demo")
 netlet.add_lazy_command("keygen", "netlet.cli._keygen:keygen")
