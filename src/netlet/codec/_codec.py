@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import pickle
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,7 +29,11 @@ Buffer = bytes | bytearray | memoryview
 RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
 
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_BINARY = (bytes, bytearray, memoryview)
+
+
+def _size(x: Buffer) -> int:
+    return x.nbytes if type(x) is memoryview else len(x)
 
 # Exception types that may be rebuilt from a peer: never anything whose
 # construction could run arbitrary code, never the ones that stop a process.
@@ -111,19 +116,31 @@ class Codec:
         self.allow_pickle = allow_pickle
         self._ref_encoder = ref_encoder
         self._ref_decoder = ref_decoder
+        self._tls = threading.local()
+        lim = self.limits
+        self._unpack_options: dict[str, Any] = {
+            "raw": False, "strict_map_key": False, "timestamp": 0,
+            "max_str_len": lim.max_str, "max_bin_len": lim.max_bin,
+            "max_array_len": lim.max_array, "max_map_len": lim.max_map,
+            "max_ext_len": lim.max_frame}
 
     # -- encoding ---------------------------------------------------------
 
     def encode(self, message: list[Any]) -> tuple[bytes, list[Buffer]]:
         """Pack a message (a list); large top-level binaries go out of band."""
         buffers: list[Buffer] = []
-        threshold = self.limits.oob_threshold
-        lifted = [self._lift(x, buffers, threshold) for x in message]
-        body = self._pack(lifted, buffers)
-        size = len(body) + sum(memoryview(b).nbytes for b in buffers)
-        if size > self.limits.max_frame:
+        if self._has_large_binary(message):
+            threshold = self.limits.oob_threshold
+            message = [self._lift(x, buffers, threshold) for x in message]
+        body = self._pack(message, buffers)
+        if buffers:
+            size = len(body) + sum(len(b) for b in buffers)
+            if size > self.limits.max_frame:
+                raise EncodeError(
+                    f"message of {size} bytes exceeds the limit of {self.limits.max_frame}")
+        elif len(body) > self.limits.max_frame:
             raise EncodeError(
-                f"message of {size} bytes exceeds the limit of {self.limits.max_frame}")
+                f"message of {len(body)} bytes exceeds the limit of {self.limits.max_frame}")
         return body, buffers
 
     def encode_value(self, value: Any) -> bytes:
@@ -135,20 +152,48 @@ class Codec:
         return self.decode(data, ())
 
     def _pack(self, value: Any, buffers: list[Buffer]) -> bytes:
+        # One Packer per thread: building one per message costs more than the packing.
+        tls = self._tls
+        packer = getattr(tls, "packer", None)
+        if packer is None:
+            packer = tls.packer = msgpack.Packer(
+                default=self._tls_default, strict_types=True, datetime=False)
+        tls.buffers = buffers
         try:
-            return msgpack.packb(  # type: ignore[no-any-return]
-                value, default=self._default_for(buffers), strict_types=True, datetime=False
-            )
-        except (EncodeError, RecursionError):
+            return packer.pack(value)  # type: ignore[no-any-return]
+        except BaseException as e:
+            tls.packer = None  # its internal buffer may hold a partial message
+            if isinstance(e, (EncodeError, RecursionError)):
+                raise
+            if isinstance(e, (TypeError, ValueError, OverflowError)):
+                raise EncodeError(f"cannot encode value: {e}") from e
             raise
-        except (TypeError, ValueError, OverflowError) as e:
-            raise EncodeError(f"cannot encode value: {e}") from e
+
+    def _tls_default(self, obj: Any) -> Any:
+        return self._ext(obj, self._tls.buffers, self._tls_default)
+
+    def _has_large_binary(self, message: list[Any]) -> bool:
+        threshold = self.limits.oob_threshold
+        for x in message:
+            t = type(x)
+            if t in _BINARY:
+                if _size(x) >= threshold:
+                    return True
+            elif t is list:
+                for v in x:
+                    if type(v) in _BINARY and _size(v) >= threshold:
+                        return True
+            elif t is dict:
+                for v in x.values():
+                    if type(v) in _BINARY and _size(v) >= threshold:
+                        return True
+        return False
 
     def _lift(self, x: Any, buffers: list[Buffer], threshold: int) -> Any:
         t = type(x)
-        if t is bytes or t is bytearray or t is memoryview:
-            if len(x) >= threshold:
-                buffers.append(x)
+        if t in _BINARY:
+            if _size(x) >= threshold:
+                buffers.append(memoryview(x).cast("B") if t is memoryview else x)
                 return msgpack.ExtType(Ext.BUFFER, msgpack.packb(len(buffers) - 1))
             return x
         if t is list:
@@ -156,12 +201,6 @@ class Codec:
         if t is dict:
             return {k: self._lift(v, buffers, threshold) for k, v in x.items()}
         return x
-
-    def _default_for(self, buffers: list[Buffer]) -> Callable[[Any], Any]:
-        def default(obj: Any) -> Any:
-            return self._ext(obj, buffers, default)
-
-        return default
 
     def _ext(self, obj: Any, buffers: list[Buffer], default: Callable[[Any], Any]) -> Any:
         def pack(v: Any) -> bytes:
@@ -253,38 +292,30 @@ class Codec:
 
     def decode(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
         """Unpack one message body; every failure is a ``DecodeError``."""
-        lim = self.limits
-        depth = [0]
-
-        def unpack(data: Buffer) -> Any:
-            return msgpack.unpackb(
-                data,
-                ext_hook=hook,
-                raw=False,
-                strict_map_key=False,
-                timestamp=0,
-                max_str_len=lim.max_str,
-                max_bin_len=lim.max_bin,
-                max_array_len=lim.max_array,
-                max_map_len=lim.max_map,
-                max_ext_len=lim.max_frame,
-            )
-
-        def hook(code: int, data: bytes) -> Any:
-            depth[0] += 1
-            if depth[0] > lim.max_depth:
-                raise DecodeError(f"values nested deeper than {lim.max_depth} levels")
-            try:
-                return self._from_ext(code, data, unpack, buffers)
-            finally:
-                depth[0] -= 1
-
+        tls = self._tls
+        saved = getattr(tls, "in_buffers", ()), getattr(tls, "depth", 0)
+        tls.in_buffers, tls.depth = buffers, 0
         try:
-            return unpack(body)
+            return msgpack.unpackb(body, ext_hook=self._hook, **self._unpack_options)
         except DecodeError:
             raise
         except Exception as e:  # msgpack raises many types for garbage input
             raise DecodeError(f"undecodable message: {type(e).__name__}: {e}") from None
+        finally:
+            tls.in_buffers, tls.depth = saved
+
+    def _unpack(self, data: Buffer) -> Any:
+        return msgpack.unpackb(data, ext_hook=self._hook, **self._unpack_options)
+
+    def _hook(self, code: int, data: bytes) -> Any:
+        tls = self._tls
+        tls.depth += 1
+        if tls.depth > self.limits.max_depth:
+            raise DecodeError(f"values nested deeper than {self.limits.max_depth} levels")
+        try:
+            return self._from_ext(code, data, self._unpack, tls.in_buffers)
+        finally:
+            tls.depth -= 1
 
     def _from_ext(
         self, code: int, data: bytes, unpack: Callable[[Buffer], Any], buffers: Sequence[Buffer]

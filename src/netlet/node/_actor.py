@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -65,7 +66,18 @@ class _Call:
 
 
 class Actor:
-    """A served object and the machinery that runs calls on it."""
+    """A served object and the machinery that runs calls on it.
+
+    Three ways to run, fixed by the class:
+
+    - concurrent (``@expose(concurrent=True)``): every call at once; async ones as
+      tasks, plain ones on the node's thread pool.
+    - serial, plain methods only: a thread of its own drains a mailbox; direct
+      connections run calls inline under ``lock``.
+    - serial with ``async def`` methods: one worker task on the loop drains a
+      queue, so async methods pay no thread hop; plain methods of such a class go
+      to the pool and are awaited, keeping one call at a time across both kinds.
+    """
 
     def __init__(self, obj: object, name: str, loop: Callable[[], asyncio.AbstractEventLoop],
                  pool: Callable[[], ThreadPoolExecutor]) -> None:
@@ -73,75 +85,98 @@ class Actor:
         self.name = name
         self.methods = exposed_methods(type(obj))
         self.concurrent = is_concurrent(type(obj))
+        self.on_loop = not self.concurrent and any(m.is_async for m in self.methods.values())
         self._loop = loop
         self._pool = pool
         self._mailbox: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
-        self._async_lock: asyncio.Lock | None = None
-        self._all_async = bool(self.methods) and all(m.is_async for m in self.methods.values())
+        self._queue: deque[_Call] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._current: asyncio.Future[Any] | None = None
         self._closed = False
         self.lock = threading.Lock()
-        """Held while a plain method of a serial actor runs, whichever thread runs it."""
+        """Held while a plain method of a serial thread-mode actor runs, on any thread."""
 
-    def run_inline(self, info: MethodInfo, args: list[Any],
-                   kwargs: dict[str, Any] | None, reply: Reply) -> None:
-        """Run one call on the calling thread (a direct-connection thread), same rules."""
-        if info.is_async:
-            if self.concurrent or self._all_async:
-                fut = asyncio.run_coroutine_threadsafe(
-                    self._run_async(info, args, kwargs, reply), self._loop())
-                fut.result()
-                return
-            with self.lock:
-                self._run_async_from_thread(info, args, kwargs, reply)
-            return
-        func = getattr(self.obj, info.name)
-        if self.concurrent:
-            run_method(func, info.name, args, kwargs, reply)
-            return
-        with self.lock:
-            run_method(func, info.name, args, kwargs, reply)
-
-    def _run_async_from_thread(self, info: MethodInfo, args: list[Any],
-                               kwargs: dict[str, Any] | None, reply: Reply) -> None:
-        func = getattr(self.obj, info.name)
-        try:
-            coro = func(*args, **kwargs or {})
-            result = asyncio.run_coroutine_threadsafe(coro, self._loop()).result()
-        except TypeError as e:
-            reply(False, _bad_arguments(e, info.name))
-        except BaseException as e:
-            reply(False, e)
-        else:
-            reply(True, result)
+    # -- entry points -----------------------------------------------------------
 
     def submit(self, info: MethodInfo, args: list[Any], kwargs: dict[str, Any] | None,
                reply: Reply) -> Callable[[], None]:
         """Start or queue one call (loop thread); returns a function that cancels it."""
-        if info.is_async and (self.concurrent or self._all_async):
-            task = self._loop().create_task(self._run_async(info, args, kwargs, reply))
-            return _canceller(task)
         if self.concurrent:
+            if info.is_async:
+                task = self._loop().create_task(self._run_coro(info, args, kwargs, reply))
+                return _canceller(task)
             func = getattr(self.obj, info.name)
             fut = self._pool().submit(run_method, func, info.name, args, kwargs, reply)
             return _canceller(fut)
         call = _Call(info, args, kwargs, reply)
+        if self.on_loop:
+            self._queue.append(call)
+            if self._worker is None:
+                self._worker = self._loop().create_task(self._drain())
+            return lambda: self._cancel_queued(call)
         self._mailbox.put(call)
         self._ensure_thread()
         return lambda: setattr(call, "cancelled", True)
 
-    async def _run_async(self, info: MethodInfo, args: list[Any],
-                         kwargs: dict[str, Any] | None, reply: Reply) -> None:
+    def run_inline(self, info: MethodInfo, args: list[Any],
+                   kwargs: dict[str, Any] | None, reply: Reply) -> None:
+        """Run one call from a direct-connection thread, with the same rules."""
+        if self.concurrent and not info.is_async:
+            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+            return
+        if self.concurrent or self.on_loop:
+            done = threading.Event()
+
+            def settle(ok: bool, value: Any) -> None:
+                reply(ok, value)
+                done.set()
+
+            self._loop().call_soon_threadsafe(self.submit, info, args, kwargs, settle)
+            done.wait()
+            return
+        with self.lock:
+            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+
+    # -- serial on the loop -----------------------------------------------------
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                call = self._queue.popleft()
+                if call.cancelled:
+                    continue
+                if call.info.is_async:
+                    self._current = loop.create_task(
+                        self._run_coro(call.info, call.args, call.kwargs, call.reply))
+                else:
+                    func = getattr(self.obj, call.info.name)
+                    self._current = loop.run_in_executor(
+                        self._pool(), run_method, func, call.info.name, call.args,
+                        call.kwargs, call.reply)
+                try:
+                    await self._current
+                except asyncio.CancelledError:
+                    if self._closed:
+                        raise
+                finally:
+                    self._current = None
+        finally:
+            self._worker = None
+
+    def _cancel_queued(self, call: _Call) -> None:
+        call.cancelled = True
+        current = self._current
+        if current is not None and call not in self._queue:
+            current.cancel()  # it is the one running
+
+    async def _run_coro(self, info: MethodInfo, args: list[Any],
+                        kwargs: dict[str, Any] | None, reply: Reply) -> None:
         func = getattr(self.obj, info.name)
         try:
-            if self.concurrent:
-                result = await (func(*args, **kwargs or {}))
-            else:
-                if self._async_lock is None:
-                    self._async_lock = asyncio.Lock()
-                async with self._async_lock:
-                    result = await (func(*args, **kwargs or {}))
+            result = await (func(*args, **kwargs) if kwargs else func(*args))
         except asyncio.CancelledError:
             return  # cancelled on the caller's request: it is no longer listening
         except TypeError as e:
@@ -150,6 +185,8 @@ class Actor:
             reply(False, e)
         else:
             reply(True, result)
+
+    # -- serial on a thread -----------------------------------------------------
 
     def _ensure_thread(self) -> None:
         if self._thread is not None:
@@ -177,16 +214,15 @@ class Actor:
             if call.cancelled:
                 continue
             with self.lock:
-                if call.info.is_async:  # an async method on a mixed actor: still one at a time
-                    self._run_async_from_thread(call.info, call.args, call.kwargs, call.reply)
-                else:
-                    run_method(getattr(self.obj, call.info.name), call.info.name,
-                               call.args, call.kwargs, call.reply)
+                run_method(getattr(self.obj, call.info.name), call.info.name,
+                           call.args, call.kwargs, call.reply)
 
     def close(self) -> None:
         with self._thread_lock:
             self._closed = True
             thread = self._thread
+        if self._worker is not None:
+            self._worker.get_loop().call_soon_threadsafe(self._worker.cancel)
         if thread is not None:
             self._mailbox.put(None)
             if thread is not threading.current_thread():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +78,7 @@ class Link:
         self._ids = itertools.count(1)
         self._incoming: dict[int, Callable[[], None]] = {}  # call id -> cancel
         self._seen: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        self._max_seen = 0
         self.closed = False
         self.close_reason: BaseException | None = None
         self.exported: set[str] = set()  # auto-served object ids handed to this peer
@@ -215,10 +214,14 @@ class Link:
         started.append(actor.submit(info, args, kwargs, reply))
 
     def _remember(self, cid: int) -> None:
-        self._seen.add(cid)
-        self._seen_order.append(cid)
-        if len(self._seen_order) > _SEEN_WINDOW:
-            self._seen.discard(self._seen_order.popleft())
+        """Remember recent call ids (ids only grow, so old ones are pruned in bulk)."""
+        seen = self._seen
+        seen.add(cid)
+        if cid > self._max_seen:
+            self._max_seen = cid
+        if len(seen) > 2 * _SEEN_WINDOW:
+            floor = self._max_seen - _SEEN_WINDOW
+            self._seen = {c for c in seen if c > floor}
 
     def _reply(self, cid: int, ok: bool, value: Any) -> None:
         """Send a call's outcome; runs on whichever thread finished the call."""

@@ -11,14 +11,12 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import heapq
-import itertools
 import logging
 import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -148,9 +146,9 @@ class Node:
         self._ref_kinds: dict[str, RefFactory] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._deadlines: list[tuple[float, int, Link, int]] = []
+        # Deadlines of async and future calls, in buckets of _SWEEP seconds.
+        self._deadlines: dict[int, list[tuple[Link, int]]] = {}
         self._deadline_lock = threading.Lock()
-        self._deadline_seq = itertools.count()
         self._sweeper: asyncio.Task[None] | None = None
         self._direct_pools: dict[str, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
@@ -472,19 +470,19 @@ class Node:
             return waiter.value
         raise waiter.value
 
-    async def _call_async(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                          kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+    def _call_async(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
+        """Start a call from async code; eager when the link is up (no task per call)."""
         loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # another loop: run on ours, await the bridge
-            if self.loop is None or self._closing:
-                raise NodeClosed("the node is closed")
-            cf = asyncio.run_coroutine_threadsafe(
-                self._call_async(proxy, method, args, kwargs, timeout), self.loop)
-            return await asyncio.wrap_future(cf)
         link = proxy._link
-        if link is None or link.closed:
-            link = proxy._link = await self._link_to(proxy._ref)
-        fut = loop.create_future()
+        if loop is not self.loop or link is None or link.closed:
+            return loop.create_task(self._call_async_slow(proxy, method, args, kwargs, timeout))
+        return self._start_async(loop, link, proxy, method, args, kwargs, timeout)
+
+    def _start_async(self, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
+                     method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                     timeout: float | None) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = loop.create_future()
 
         def waiter(ok: bool, value: Any) -> None:
             if not fut.done():
@@ -496,11 +494,22 @@ class Node:
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         if timeout is not None:
             self._add_deadline(timeout, link, cid)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            link.abandon(cid)
-            raise
+        fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
+        return fut
+
+    async def _call_async_slow(self, proxy: Proxy, method: str, args: tuple[Any, ...],
+                               kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # another loop: run on ours, await the bridge
+            if self.loop is None or self._closing:
+                raise NodeClosed("the node is closed")
+            cf = asyncio.run_coroutine_threadsafe(
+                self._call_async_slow(proxy, method, args, kwargs, timeout), self.loop)
+            return await asyncio.wrap_future(cf)
+        link = proxy._link
+        if link is None or link.closed:
+            link = proxy._link = await self._link_to(proxy._ref)
+        return await self._start_async(loop, link, proxy, method, args, kwargs, timeout)
 
     def _call_future(self, proxy: Proxy, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any] | None,
@@ -562,20 +571,23 @@ class Node:
     # -- timeouts ----------------------------------------------------------------
 
     def _add_deadline(self, timeout: float, link: Link, cid: int) -> None:
-        entry = (time.monotonic() + timeout, next(self._deadline_seq), link, cid)
+        slot = int((time.monotonic() + timeout) / _SWEEP) + 1
         with self._deadline_lock:
-            heapq.heappush(self._deadlines, entry)
+            bucket = self._deadlines.get(slot)
+            if bucket is None:
+                bucket = self._deadlines[slot] = []
+            bucket.append((link, cid))
 
     async def _sweep(self) -> None:
         """Fail calls whose deadline passed (async and future calls; resolution 50 ms)."""
         while True:
             await asyncio.sleep(_SWEEP)
-            now = time.monotonic()
-            expired = []
+            now_slot = int(time.monotonic() / _SWEEP)
+            expired: list[tuple[Link, int]] = []
             with self._deadline_lock:
-                while self._deadlines and self._deadlines[0][0] <= now:
-                    expired.append(heapq.heappop(self._deadlines))
-            for _, _, link, cid in expired:
+                for slot in [s for s in self._deadlines if s <= now_slot]:
+                    expired.extend(self._deadlines.pop(slot))
+            for link, cid in expired:
                 waiter = link.pending.get(cid)
                 if waiter is not None:
                     link.abandon(cid)

@@ -8,7 +8,7 @@ One proxy may be shared by any number of threads and tasks.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from netlet.codec import RemoteRef
@@ -78,8 +78,11 @@ class Method:
         p = self._proxy
         return p._node._call_blocking(p, self._name, args, kwargs or None, p._timeout)
 
-    def aio(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
-        """Await the call on the running event loop."""
+    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        """Send the call now and return an awaitable for its result.
+
+        Call it from async code; cancelling the awaitable asks the peer to stop.
+        """
         p = self._proxy
         return p._node._call_async(p, self._name, args, kwargs or None, p._timeout)
 

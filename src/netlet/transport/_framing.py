@@ -30,7 +30,7 @@ def frame_parts(body: Buffer, buffers: Sequence[Buffer] = ()) -> list[Buffer]:
     """The pieces to write for one frame, without copying body or buffers."""
     if not buffers:
         return [_HEAD.pack(len(body), 0), body]
-    lens = [memoryview(b).nbytes for b in buffers]
+    lens = [len(b) for b in buffers]  # one byte per item: the codec casts memoryviews
     head = _HEAD.pack(len(body), len(lens)) + struct.pack(f">{len(lens)}I", *lens)
     return [head, body, *buffers]
 

@@ -45,7 +45,7 @@ class SocketConnection(Connection):
         self._fd = sock.fileno()
         self._reader = FrameReader(self._deliver, max_frame, max_buffers)
         self._lock = threading.Lock()
-        self._queue: deque[memoryview] = deque()
+        self._queue: deque[Buffer] = deque()
         self._queued = 0
         self._flush_scheduled = False
         self._writer_armed = False
@@ -121,17 +121,21 @@ class SocketConnection(Connection):
             self.loop.call_soon_threadsafe(self._flush)
 
     def _enqueue(self, parts: list[Buffer], skip: int) -> None:
-        """Queue what is left of ``parts`` after ``skip`` bytes were sent (lock held)."""
+        """Queue what is left of ``parts`` after ``skip`` bytes were sent (lock held).
+
+        Parts are bytes-like with one byte per item (the codec sees to that), so
+        ``len`` is their size and nothing is copied or cast unless cut.
+        """
+        q = self._queue
         for p in parts:
-            mv = memoryview(p).cast("B")
-            n = mv.nbytes
-            if skip >= n:
-                skip -= n
-                continue
+            n = len(p)
             if skip:
-                mv, skip = mv[skip:], 0
-            self._queue.append(mv)
-            self._queued += mv.nbytes
+                if skip >= n:
+                    skip -= n
+                    continue
+                p, n, skip = memoryview(p)[skip:], n - skip, 0
+            q.append(p)
+            self._queued += n
 
     def _write_some(self) -> None:
         """Write as much of the queue as the kernel takes (lock held)."""
@@ -145,10 +149,10 @@ class SocketConnection(Connection):
             self._queued -= sent
             while sent:
                 head = q[0]
-                if sent < head.nbytes:
-                    q[0] = head[sent:]
+                if sent < len(head):
+                    q[0] = memoryview(head)[sent:]
                     return  # the kernel took only part: wait until writable
-                sent -= head.nbytes
+                sent -= len(head)
                 q.popleft()
 
     def _flush(self) -> None:

@@ -22,7 +22,8 @@ DEFAULT_SCRYPT_N = 2**14
 _R, _P, _DKLEN, _SALT_BYTES = 8, 1, 32, 16
 _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16  # refuse stored parameters that would exhaust memory
 _PIN = re.compile(r"[0-9]{4,12}")
-_HASH = re.compile(r"scrypt\$(\d{1,8})\$(\d{1,3})\$(\d{1,3})\$([A-Za-z0-9_=-]{4,88})\$([A-Za-z0-9_=-]{4,88})")
+_B64 = r"([A-Za-z0-9_=-]{4,88})"
+_HASH = re.compile(rf"scrypt\$(\d{{1,8}})\$(\d{{1,3}})\$(\d{{1,3}})\${_B64}\${_B64}")
 
 
 def check_pin_format(pin: object) -> str:

@@ -1,0 +1,604 @@
+"""The bank's ledger: a double-entry journal in SQLite, committed in groups by one writer thread.
+
+Every acknowledged command must survive a crash, so commits are fsync'd (WAL,
+``synchronous=FULL``); one fsync per command would cap throughput, so one
+writer thread gathers the commands that queue up while it commits into a single
+transaction (a SAVEPOINT each, so one refusal spoils nothing else) and wakes
+each caller after the commit. Readers use a small pool of their own
+connections: WAL lets them read while the writer writes. Money moves only as
+double entries, deposits and withdrawals against the system account ``@cash``,
+so the journal always sums to zero; ``accounts.balance`` is a cache of each
+account's journal sum, kept in the same transaction and checked by ``audit()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from netlet.apps.bank._commands import (
+    CASH,
+    AccountClosed,
+    BankError,
+    CardLocked,
+    Command,
+    IdempotencyConflict,
+    InvalidCommand,
+    LedgerClosed,
+    StorageError,
+    UnknownAccount,
+    WrongPin,
+    check_key,
+    command_from_record,
+    error_from_record,
+    error_to_record,
+)
+from netlet.apps.bank._pins import verify_pin
+from netlet.errors import ConfigError
+
+__all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    account TEXT PRIMARY KEY, owner TEXT NOT NULL, pin_hash TEXT NOT NULL,
+    status TEXT NOT NULL,                  -- open, closed or system
+    balance INTEGER NOT NULL DEFAULT 0,    -- cache of SUM(entries.amount)
+    opened_at REAL NOT NULL,
+    failed_pins INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+    record TEXT NOT NULL,                  -- canonical JSON of Command.to_record()
+    ok INTEGER NOT NULL, outcome TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, account TEXT NOT NULL,
+    amount INTEGER NOT NULL,               -- credit > 0, debit < 0
+    counterparty TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_by_account ON entries(account, id);
+CREATE TABLE IF NOT EXISTS reversals (original_key TEXT PRIMARY KEY, reversal_key TEXT NOT NULL);
+"""
+
+_Done = tuple[Any, BaseException | None]
+_Job = Callable[[sqlite3.Connection, float], _Done]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatistics:
+    """A snapshot of the writer: ``commits`` is also the number of fsyncs."""
+
+    commands: int
+    writes: int
+    commits: int
+    mean_batch_size: float
+    max_batch_size: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Outcome:
+    """What happened to the command journaled under ``key``: a result or a refusal."""
+
+    seq: int
+    key: str
+    command: Command
+    result: dict[str, Any] | None
+    error: BankError | None
+    at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def unwrap(self) -> dict[str, Any]:
+        """The result, or raise the refusal."""
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@dataclass(frozen=True, slots=True)
+class StatementEntry:
+    """One line of a statement: ``amount`` > 0 is a credit, < 0 a debit."""
+
+    key: str
+    kind: str
+    amount: int
+    counterparty: str
+    timestamp: float
+    balance_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    account: str
+    owner: str
+    status: str
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """``ok`` when the journal balances, nobody is overdrawn and the caches agree."""
+
+    ok: bool
+    n_entries: int
+    n_commands: int
+    total: int
+    violations: tuple[str, ...]
+
+
+class _Book:
+    """The :class:`Book` a command sees: SQL on the writer's connection, inside its savepoint."""
+
+    def __init__(self, conn: sqlite3.Connection, key: str, seq: int) -> None:
+        self.conn, self.key, self.seq = conn, key, seq
+
+    def _one(self, sql: str, *args: object) -> Any:
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    def status(self, account: str) -> str | None:
+        status: str | None = self._one("SELECT status FROM accounts WHERE account=?", account)
+        return None if status == "system" else status
+
+    def balance(self, account: str) -> int:
+        return int(self._one("SELECT balance FROM accounts WHERE account=?", account) or 0)
+
+    def create(self, account: str, owner: str, pin_hash: str) -> None:
+        self.conn.execute(
+            "INSERT INTO accounts(account, owner, pin_hash, status, opened_at)"
+            " VALUES (?, ?, ?, 'open', ?)",
+            (account, owner, pin_hash, time.time()),
+        )
+
+    def close(self, account: str) -> None:
+        self.conn.execute("UPDATE accounts SET status='closed' WHERE account=?", (account,))
+
+    def move(self, src: str, dst: str, amount: int) -> None:
+        self.conn.executemany(
+            "INSERT INTO entries(seq, account, amount, counterparty) VALUES (?, ?, ?, ?)",
+            [(self.seq, src, -amount, dst), (self.seq, dst, amount, src)],
+        )
+        self.conn.executemany(
+            "UPDATE accounts SET balance = balance + ? WHERE account=?",
+            [(-amount, src), (amount, dst)],
+        )
+
+    def stored(self, key: str) -> tuple[Command, bool] | None:
+        row = self.conn.execute("SELECT record, ok FROM commands WHERE key=?", (key,)).fetchone()
+        return None if row is None else (command_from_record(json.loads(row[0])), bool(row[1]))
+
+    def reversed_by(self, key: str) -> str | None:
+        by: str | None = self._one("SELECT reversal_key FROM reversals WHERE original_key=?", key)
+        return by
+
+    def mark_reversed(self, key: str) -> None:
+        self.conn.execute("INSERT INTO reversals VALUES (?, ?)", (key, self.key))
+
+
+def _canonical(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _outcome(row: tuple[Any, ...]) -> Outcome:
+    seq, key, record, ok, text, at = row
+    value = json.loads(text)
+    return Outcome(
+        seq=seq,
+        key=key,
+        command=command_from_record(json.loads(record)),
+        result=value if ok else None,
+        error=None if ok else error_from_record(value),
+        at=at,
+    )
+
+
+_OUTCOME_SQL = "SELECT seq, key, record, ok, outcome, at FROM commands"
+
+
+class Ledger:
+    """The journal of one bank, in the SQLite file at ``path``; thread-safe.
+
+    ``execute`` returns once its command is committed and fsync'd. With
+    ``group_commit`` one writer commits up to ``max_batch`` commands together,
+    waiting at most ``max_wait`` seconds for callers that are on their way;
+    without it every command gets its own transaction.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        group_commit: bool = True,
+        max_batch: int = 256,
+        max_wait: float = 0.002,
+        lock_seconds: float = 300.0,
+        max_pin_attempts: int = 3,
+    ) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigError(f"max_batch must be a positive int, not {max_batch!r}")
+        if not 0 <= max_wait <= 1:
+            raise ConfigError(f"max_wait must be between 0 and 1 second, not {max_wait!r}")
+        if lock_seconds < 0 or max_pin_attempts < 1:
+            raise ConfigError("lock_seconds must be >= 0 and max_pin_attempts >= 1")
+        self.path = os.fspath(path)
+        self._group_commit, self._max_batch, self._max_wait = group_commit, max_batch, max_wait
+        self._lock_seconds, self._max_pin_attempts = lock_seconds, max_pin_attempts
+        self._conn = self._connect()
+        try:
+            self._create_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._lock = threading.Lock()
+        self._closed = False
+        self._active = 0  # callers between submitting and being woken: the batch to wait for
+        self._pool: list[sqlite3.Connection] = []
+        self._queue: queue.SimpleQueue[tuple[_Job, Future[Any], bool] | None] = queue.SimpleQueue()
+        self._stats = [0, 0, 0, 0]  # commands, writes, commits, max batch
+        self._writer = threading.Thread(target=self._write_loop, name="netlet-ledger", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+
+    def _create_schema(self) -> None:
+        conn = self._conn
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ConfigError(f"{self.path!r} cannot use a write-ahead log (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise ConfigError(f"{self.path!r} has ledger schema {version}, newer than this code")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR IGNORE INTO accounts(account, owner, pin_hash, status, opened_at)"
+            " VALUES (?, 'the bank', '', 'system', ?)",
+            (CASH, time.time()),
+        )
+        conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    # -- writing ------------------------------------------------------------
+
+    def execute(self, command: Command, idem_key: str) -> dict[str, Any]:
+        """Apply ``command`` once under ``idem_key``; return its result after the commit.
+
+        A malformed command raises InvalidCommand and is not journaled. A refusal
+        (InsufficientFunds, ...) is journaled, so a retry with the same key gets
+        it again; the same key with another command raises IdempotencyConflict.
+        """
+        if not isinstance(command, Command):
+            raise InvalidCommand(f"expected a bank Command, not {type(command).__name__}")
+        check_key(idem_key)
+        command.validate()
+        record = command.to_record()
+        text = _canonical(record)
+
+        def run(conn: sqlite3.Connection, now: float) -> _Done:
+            return self._apply(conn, now, command, idem_key, record["type"], text)
+
+        result: dict[str, Any] = self._submit(run, is_command=True)
+        return result
+
+    @staticmethod
+    def _apply(
+        conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str, text: str
+    ) -> _Done:
+        sql = "SELECT record, ok, outcome FROM commands WHERE key=?"
+        row = conn.execute(sql, (key,)).fetchone()
+        if row is not None:
+            if row[0] != text:
+                raise IdempotencyConflict(key)
+            stored = json.loads(row[2])
+            return (stored, None) if row[1] else (None, error_from_record(stored))
+        cursor = conn.execute(
+            "INSERT INTO commands(key, kind, record, ok, outcome, at) VALUES (?, ?, ?, 1, '', ?)",
+            (key, kind, text, now),
+        )
+        seq = cursor.lastrowid
+        assert seq is not None
+        conn.execute("SAVEPOINT apply")
+        try:
+            result = command.apply(_Book(conn, key, seq))
+        except BankError as exc:
+            conn.execute("ROLLBACK TO apply")
+            conn.execute("RELEASE apply")
+            outcome = _canonical(error_to_record(exc))
+            conn.execute("UPDATE commands SET ok=0, outcome=? WHERE seq=?", (outcome, seq))
+            return None, exc
+        conn.execute("RELEASE apply")
+        conn.execute("UPDATE commands SET outcome=? WHERE seq=?", (_canonical(result), seq))
+        return result, None
+
+    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+            self._active += 1
+            self._queue.put((job, future, is_command))
+        try:
+            return future.result()
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def _write_loop(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        while True:
+            item = get()
+            if item is None:
+                return
+            batch, stop, deadline = [item], False, 0.0
+            while self._group_commit and len(batch) < self._max_batch:
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    if len(batch) >= self._active:  # nobody else is on the way: commit now
+                        break
+                    deadline = deadline or time.monotonic() + self._max_wait
+                    try:
+                        item = get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[_Job, Future[Any], bool]]) -> None:
+        conn, done = self._conn, []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            now = time.time()
+            for job, future, _ in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value, error = job(conn, now)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO job")
+                    value, error = None, StorageError(f"ledger storage failed: {exc}")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    value, error = None, exc
+                conn.execute("RELEASE job")
+                done.append((future, value, error))
+            conn.execute("COMMIT")
+        except Exception as exc:  # nothing of this batch was committed
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            for _, future, _ in batch:
+                future.set_exception(StorageError(f"ledger commit failed: {exc}"))
+            return
+        with self._lock:
+            stats = self._stats
+            stats[0] += sum(1 for item in batch if item[2])
+            stats[1] += len(batch)
+            stats[2] += 1
+            stats[3] = max(stats[3], len(batch))
+        for future, value, error in done:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    # -- PINs -----------------------------------------------------------------
+
+    def check_pin(self, account: str, pin: str, now: float | None = None) -> bool:
+        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones."""
+        now = time.time() if now is None else now
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT status, pin_hash, failed_pins, locked_until FROM accounts"
+                " WHERE account=? AND status != 'system'",
+                (account,),
+            ).fetchone()
+        if row is None:
+            raise UnknownAccount(account)
+        status, pin_hash, failed, locked_until = row
+        if status != "open":
+            raise AccountClosed(account)
+        if locked_until > now:
+            raise CardLocked(account, locked_until - now)
+        try:
+            good = verify_pin(pin, pin_hash)  # slow on purpose: outside the writer
+        except ValueError:
+            good = False
+        if good and failed == 0 and locked_until == 0:
+            return True
+
+        def record(conn: sqlite3.Connection, _now: float) -> _Done:
+            return self._record_pin(conn, account, good, now)
+
+        ok: bool = self._submit(record)
+        return ok
+
+    def _record_pin(self, conn: sqlite3.Connection, account: str, good: bool, now: float) -> _Done:
+        failed, locked_until = conn.execute(
+            "SELECT failed_pins, locked_until FROM accounts WHERE account=?", (account,)
+        ).fetchone()
+        if locked_until > now:
+            return None, CardLocked(account, locked_until - now)
+        failed = 0 if good or locked_until else failed  # an expired lock starts afresh
+        failed += 0 if good else 1
+        error: BankError | None = None
+        if failed >= self._max_pin_attempts:
+            failed, locked_until = 0, now + self._lock_seconds
+            error = CardLocked(account, self._lock_seconds)
+        else:
+            locked_until = 0
+            if not good:
+                error = WrongPin(account, self._max_pin_attempts - failed)
+        conn.execute(
+            "UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
+            (failed, locked_until, account),
+        )
+        return (None, error) if error else (True, None)
+
+    # -- reading ----------------------------------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+            conn = self._pool.pop() if self._pool else None
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            with self._lock:
+                keep = not self._closed and len(self._pool) < 16
+                if keep:
+                    self._pool.append(conn)
+            if not keep:
+                conn.close()
+
+    def outcome(self, idem_key: str) -> Outcome | None:
+        """What happened under ``idem_key``, or None if the ledger never saw it."""
+        with self._reader() as conn:
+            row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (idem_key,)).fetchone()
+        return None if row is None else _outcome(row)
+
+    def journal(self, after: int = 0, limit: int = 1000) -> list[Outcome]:
+        """Journaled commands with ``seq`` > ``after``, oldest first, for replay."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"{_OUTCOME_SQL} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+        return [_outcome(row) for row in rows]
+
+    def balance(self, account: str) -> int:
+        """The account's balance in minor units (zero once closed)."""
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
+            ).fetchone()
+        if row is None:
+            raise UnknownAccount(account)
+        return int(row[0])
+
+    def statement(self, account: str, limit: int = 10) -> list[StatementEntry]:
+        """The account's last ``limit`` entries, newest first."""
+        if not isinstance(limit, int) or limit < 0:
+            raise InvalidCommand(f"limit must be an int >= 0, not {limit!r}")
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            row = conn.execute(
+                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
+            ).fetchone()
+            if row is None:
+                raise UnknownAccount(account)
+            rows = conn.execute(
+                "SELECT c.key, c.kind, e.amount, e.counterparty, c.at FROM entries e"
+                " JOIN commands c ON c.seq = e.seq WHERE e.account=? ORDER BY e.id DESC LIMIT ?",
+                (account, limit),
+            ).fetchall()
+        balance, entries = int(row[0]), []
+        for key, kind, amount, counterparty, at in rows:
+            entries.append(StatementEntry(key, kind, amount, counterparty, at, balance))
+            balance -= amount
+        return entries
+
+    def accounts(self) -> list[AccountInfo]:
+        """Every customer account, open or closed, by id."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT account, owner, status, balance FROM accounts"
+                " WHERE status != 'system' ORDER BY account"
+            ).fetchall()
+        return [AccountInfo(*row) for row in rows]
+
+    def audit(self) -> AuditReport:
+        """Recompute every balance from the journal and check the books."""
+        violations: list[str] = []
+        sums: dict[str, int] = {}
+        n_entries = total = 0
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            current, running = None, 0
+            for seq, account, amount in conn.execute(
+                "SELECT seq, account, amount FROM entries ORDER BY seq, id"
+            ):
+                if seq != current:
+                    if running:
+                        violations.append(f"transaction {current} sums to {running}, not 0")
+                    current, running = seq, 0
+                running += amount
+                total += amount
+                n_entries += 1
+                sums[account] = sums.get(account, 0) + amount
+            if running:
+                violations.append(f"transaction {current} sums to {running}, not 0")
+            for account, status, cached in conn.execute(
+                "SELECT account, status, balance FROM accounts"
+            ):
+                journal = sums.pop(account, 0)
+                if cached != journal:
+                    violations.append(f"{account}: cached balance {cached} != journal {journal}")
+                if status != "system" and journal < 0:
+                    violations.append(f"{account}: negative balance {journal}")
+            violations.extend(f"entries for unknown account {a!r}" for a in sorted(sums))
+            orphans = conn.execute(
+                "SELECT COUNT(*) FROM entries e LEFT JOIN commands c ON c.seq = e.seq"
+                " WHERE c.seq IS NULL OR c.ok = 0"
+            ).fetchone()[0]
+            if orphans:
+                violations.append(f"{orphans} entries belong to no successful command")
+            n_commands = conn.execute("SELECT COUNT(*) FROM commands").fetchone()[0]
+        if total:
+            violations.append(f"the journal sums to {total}, not 0")
+        return AuditReport(not violations, n_entries, n_commands, total, tuple(violations))
+
+    def statistics(self) -> LedgerStatistics:
+        """A snapshot of how many commands, writes and commits the writer has done."""
+        with self._lock:
+            commands, writes, commits, largest = self._stats
+        mean = writes / commits if commits else 0.0
+        return LedgerStatistics(commands, writes, commits, mean, largest)
+
+    # -- lifetime ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish the commands already queued, stop the writer and close every connection."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._writer.join()
+        with self._lock:
+            pool, self._pool = self._pool, []
+        for conn in pool:
+            conn.close()
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
