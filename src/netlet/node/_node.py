@@ -186,6 +186,7 @@ class Node:
                 loop.run_forever()
             finally:
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="netlet-node", daemon=True)

@@ -33,8 +33,15 @@ class BlockingFramer:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
+        self._timeout: float | None = None
 
     def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
+        if not buffers and len(body) < 16384:
+            try:
+                self.sock.sendall(_HEAD.pack(len(body), 0) + body)
+            except OSError as e:
+                raise ConnectionLost(f"send failed: {e}") from None
+            return
         parts = [memoryview(p).cast("B") for p in frame_parts(body, buffers)]
         try:
             while parts:
@@ -69,13 +76,22 @@ class BlockingFramer:
                 raise ConnectionLost("the peer closed the connection")
             view = view[n:]
 
+    def _set_timeout(self, timeout: float | None) -> None:
+        # The kernel's receive timeout: a socket timeout in Python would add a poll()
+        # before every recv.
+        if timeout != self._timeout:
+            t = 0.0 if timeout is None else max(timeout, 1e-3)
+            sec = int(t)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 struct.pack("ll", sec, int((t - sec) * 1e6)))
+            self._timeout = timeout
+
     def recv(self, timeout: float | None = None) -> tuple[memoryview, list[Buffer]]:
         """One frame; the body is valid until the next ``recv``. Raises TimeoutError."""
         try:
             if self._end - self._start < 8:
-                self.sock.settimeout(timeout)
+                self._set_timeout(timeout)
                 self._fill(8)
-                self.sock.settimeout(None)  # a frame has started: finish it
             body_len, nbufs = _HEAD.unpack_from(self._buf, self._start)
             if nbufs > self.max_buffers:
                 raise ProtocolError(f"frame announces {nbufs} buffers")
@@ -103,8 +119,8 @@ class BlockingFramer:
             self._read_exact(memoryview(big)[have:])
             view = memoryview(big)
             return view[:body_len], _split(view, body_len, lens, copy=False)
-        except TimeoutError:
-            raise
+        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired, maybe mid-frame
+            raise TimeoutError("no complete frame within the timeout") from None
         except OSError as e:
             raise ConnectionLost(f"receive failed: {e}") from None
 
