@@ -69,6 +69,7 @@ __all__ = [
     "check_amount",
     "check_key",
     "command_from_record",
+    "command_record",
     "error_from_record",
     "error_to_record",
     "format_amount",
@@ -535,6 +536,15 @@ class Reversal(Command):
 _COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls for cls in (OpenAccount, CloseAccount, Deposit, Withdraw, Transfer, Reversal)
 }
+
+
+def command_record(command: object) -> dict[str, Any]:
+    """The record of one of the bank's own commands once it validates; else InvalidCommand."""
+    cls = type(command)
+    if _COMMANDS.get(cls.__name__) is not cls or not isinstance(command, Command):
+        raise InvalidCommand(f"expected a bank command, not {type(command).__name__}")
+    command.validate()
+    return command.to_record()
 
 
 def command_from_record(record: object) -> Command:

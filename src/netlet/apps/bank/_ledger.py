@@ -39,6 +39,7 @@ from netlet.apps.bank._commands import (
     WrongPin,
     check_key,
     command_from_record,
+    command_record,
     error_from_record,
     error_to_record,
 )
@@ -281,11 +282,8 @@ class Ledger:
         (InsufficientFunds, ...) is journaled, so a retry with the same key gets
         it again; the same key with another command raises IdempotencyConflict.
         """
-        if not isinstance(command, Command):
-            raise InvalidCommand(f"expected a bank Command, not {type(command).__name__}")
         check_key(idem_key)
-        command.validate()
-        record = command.to_record()
+        record = command_record(command)
         text = _canonical(record)
 
         def run(conn: sqlite3.Connection, now: float) -> _Done:
@@ -305,23 +303,16 @@ class Ledger:
                 raise IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
-        cursor = conn.execute(
-            "INSERT INTO commands(key, kind, record, ok, outcome, at) VALUES (?, ?, ?, 1, '', ?)",
-            (key, kind, text, now),
-        )
-        seq = cursor.lastrowid
-        assert seq is not None
-        conn.execute("SAVEPOINT apply")
+        seq = conn.execute("SELECT IFNULL(MAX(seq), 0) + 1 FROM commands").fetchone()[0]
+        insert = "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)"
         try:
             result = command.apply(_Book(conn, key, seq))
         except BankError as exc:
-            conn.execute("ROLLBACK TO apply")
-            conn.execute("RELEASE apply")
+            conn.execute("ROLLBACK TO job")  # jobs run inside this savepoint (see _commit)
             outcome = _canonical(error_to_record(exc))
-            conn.execute("UPDATE commands SET ok=0, outcome=? WHERE seq=?", (outcome, seq))
+            conn.execute(insert, (seq, key, kind, text, 0, outcome, now))
             return None, exc
-        conn.execute("RELEASE apply")
-        conn.execute("UPDATE commands SET outcome=? WHERE seq=?", (_canonical(result), seq))
+        conn.execute(insert, (seq, key, kind, text, 1, _canonical(result), now))
         return result, None
 
     def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
