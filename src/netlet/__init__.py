@@ -20,6 +20,19 @@ and call it from anywhere::
 
 import logging as _logging
 
+from netlet.channel import (
+    Channel,
+    RemoteChannel,
+    Tasklet,
+    aselect,
+    channel,
+    connect_channel,
+    receiving,
+    select,
+    sending,
+    spawn,
+    tasklet,
+)
 from netlet.codec import Limits, RemoteRef, register_exception
 from netlet.errors import (
     AuthenticationError,
@@ -27,6 +40,7 @@ from netlet.errors import (
     CallCancelled,
     CallTimeout,
     ChannelClosed,
+    ChannelTimeout,
     ConfigError,
     ConnectionLost,
     DecodeError,
@@ -42,7 +56,9 @@ from netlet.errors import (
     PeerUnreachable,
     ProtocolError,
     RemoteError,
+    TaskletExit,
     VersionMismatch,
+    WouldBlock,
 )
 from netlet.node import Node, NodeConfig, Proxy, default_node, expose, open_node
 from netlet.transport import TLSConfig, TransportConfig, generate_key, load_key
@@ -52,7 +68,9 @@ __all__ = [
     "BadArguments",
     "CallCancelled",
     "CallTimeout",
+    "Channel",
     "ChannelClosed",
+    "ChannelTimeout",
     "ConfigError",
     "ConnectionLost",
     "DecodeError",
@@ -71,19 +89,31 @@ __all__ = [
     "PeerUnreachable",
     "ProtocolError",
     "Proxy",
+    "RemoteChannel",
     "RemoteError",
     "RemoteRef",
     "TLSConfig",
+    "Tasklet",
+    "TaskletExit",
     "TransportConfig",
     "VersionMismatch",
+    "WouldBlock",
     "__version__",
+    "aselect",
+    "channel",
     "connect",
+    "connect_channel",
     "default_node",
     "expose",
     "generate_key",
     "load_key",
     "open_node",
+    "receiving",
     "register_exception",
+    "select",
+    "sending",
+    "spawn",
+    "tasklet",
 ]
 
 __version__ = "0.1.0"

@@ -23,7 +23,10 @@
     ├── RemoteError                         the remote code raised something we
     │                                       cannot rebuild safely; carries its text
     ├── NodeClosed                          the local node is shut down
-    └── ChannelClosed                       the channel was closed (see netlet.channel)
+    ├── ChannelClosed                       the channel was closed (see netlet.channel)
+    ├── ChannelTimeout(TimeoutError)        a channel operation's timeout passed
+    ├── WouldBlock                          a *_nowait operation could not finish at once
+    └── TaskletExit                         raised inside a tasklet that was cancelled
 
 Every exception that crosses the wire keeps its remote traceback as text in
 ``remote_traceback`` (and as a PEP 678 note), so the caller sees where it
@@ -38,6 +41,7 @@ __all__ = [
     "CallCancelled",
     "CallTimeout",
     "ChannelClosed",
+    "ChannelTimeout",
     "ConfigError",
     "ConnectionLost",
     "DecodeError",
@@ -53,7 +57,9 @@ __all__ = [
     "PeerUnreachable",
     "ProtocolError",
     "RemoteError",
+    "TaskletExit",
     "VersionMismatch",
+    "WouldBlock",
 ]
 
 
@@ -135,6 +141,18 @@ class NodeClosed(NetletError, RuntimeError):
 
 class ChannelClosed(NetletError):
     """The channel is closed: no more values will come through it."""
+
+
+class ChannelTimeout(NetletError, TimeoutError):
+    """A channel send or receive did not complete within its timeout; nothing moved."""
+
+
+class WouldBlock(NetletError):
+    """A non-blocking channel operation could not complete at once; nothing moved."""
+
+
+class TaskletExit(NetletError):
+    """Raised inside a cancelled tasklet where it blocks on a channel."""
 
 
 class RemoteError(NetletError):

@@ -3,7 +3,16 @@
 from netlet.node._expose import MethodInfo, expose, exposed_methods, is_exposed
 from netlet.node._link import Link
 from netlet.node._messages import Kind
-from netlet.node._node import Node, NodeConfig, RefFactory, default_node, open_node
+from netlet.node._node import (
+    Node,
+    NodeConfig,
+    RefFactory,
+    RefProvider,
+    default_node,
+    open_node,
+    register_ref_type,
+    register_serve_adapter,
+)
 from netlet.node._proxy import Method, Proxy
 
 __all__ = [
@@ -15,9 +24,12 @@ __all__ = [
     "NodeConfig",
     "Proxy",
     "RefFactory",
+    "RefProvider",
     "default_node",
     "expose",
     "exposed_methods",
     "is_exposed",
     "open_node",
+    "register_ref_type",
+    "register_serve_adapter",
 ]

@@ -83,6 +83,9 @@ class Link:
         self.close_reason: BaseException | None = None
         self.exported: set[str] = set()  # auto-served object ids handed to this peer
         self.dial_address = ""  # where to open side connections to this peer ("" if none)
+        self.last_heard = conn.loop.time()
+        self._max_inflight = node.config.max_inflight
+        self._paused = False
         self._send_lock = threading.Lock()
         conn.set_handlers(self._on_message, self._on_close)
 
@@ -126,6 +129,7 @@ class Link:
     # -- incoming (loop thread) ---------------------------------------------
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
+        self.last_heard = self.conn.loop.time()
         try:
             msg = self.codec.decode(body, buffers)
         except DecodeError as e:
@@ -210,8 +214,18 @@ class Link:
         def reply(ok: bool, value: Any) -> None:
             self._incoming.pop(cid, None)
             self._reply(cid, ok, value)
+            if self._paused and len(self._incoming) < self._max_inflight // 2:
+                self.conn.loop.call_soon_threadsafe(self._resume)
 
         started.append(actor.submit(info, args, kwargs, reply))
+        if len(self._incoming) >= self._max_inflight and not self._paused:
+            self._paused = True  # backpressure: stop reading until calls finish
+            self.conn.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and len(self._incoming) < self._max_inflight // 2:
+            self._paused = False
+            self.conn.resume_reading()
 
     def _remember(self, cid: int) -> None:
         """Remember recent call ids (ids only grow, so old ones are pruned in bulk)."""

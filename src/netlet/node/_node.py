@@ -45,12 +45,44 @@ from netlet.transport import (
     load_key,
 )
 
-__all__ = ["Node", "NodeConfig", "RefFactory", "default_node", "open_node"]
+__all__ = [
+    "Node",
+    "NodeConfig",
+    "RefFactory",
+    "RefProvider",
+    "default_node",
+    "open_node",
+    "register_ref_type",
+    "register_serve_adapter",
+]
 
 log = logging.getLogger("netlet.node")
 
 RefFactory = Callable[["Node", RemoteRef, Link | None], object]
 """Turns a received handle of some ``kind`` into a local object (channels use this)."""
+RefProvider = Callable[["Node", object], RemoteRef | None]
+"""Turns a local object of a higher layer into a handle others can use (serving it)."""
+
+_REF_FACTORIES: dict[str, RefFactory] = {}
+_REF_PROVIDERS: list[RefProvider] = []
+_SERVE_ADAPTERS: dict[type, Callable[[Node, Any, str], object]] = {}
+
+
+def register_serve_adapter(cls: type, adapter: Callable[[Node, Any, str], object]) -> None:
+    """Let ``node.serve`` accept instances of ``cls`` by serving ``adapter(node, obj, name)``."""
+    _SERVE_ADAPTERS[cls] = adapter
+
+
+def register_ref_type(kind: str, provider: RefProvider, factory: RefFactory) -> None:
+    """Let a layer above the node send its own objects by reference (e.g. channels).
+
+    ``provider(node, obj)`` returns a handle when it recognises ``obj`` (serving
+    it on ``node`` as needed); ``factory(node, ref, link)`` builds the local
+    stand-in for a received handle of ``kind``.
+    """
+    _REF_FACTORIES[kind] = factory
+    if provider not in _REF_PROVIDERS:
+        _REF_PROVIDERS.append(provider)
 
 _SWEEP = 0.05
 
@@ -66,6 +98,12 @@ class NodeConfig:
     """Threads for the plain methods of concurrent objects."""
     wrap_connection: Callable[[Connection], Connection] | None = None
     """Hook applied to every connection after its handshake (fault injection in tests)."""
+    keepalive: float | None = 2.0
+    """Ping a peer we are waiting on after this many silent seconds; after three such
+    intervals with no word from it, close the link so waiters fail instead of hanging."""
+    max_inflight: int = 1024
+    """Incoming calls running at once per connection; beyond it the connection is not
+    read (TCP then slows the sender), so a fast peer cannot grow our memory unbounded."""
     direct_calls: bool = True
     """Blocking calls over TCP/unix use a side connection per calling thread (no thread
     hops); turn off to send everything over the one main connection."""
@@ -91,7 +129,8 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
             t[name] = options.pop(name)
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
-    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls")
+    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
+                   "keepalive", "max_inflight")
     n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
@@ -143,7 +182,6 @@ class Node:
         self._links_by_node: dict[str, Link] = {}
         self._links_by_addr: dict[str, Link] = {}
         self._connecting: dict[str, asyncio.Task[Link]] = {}
-        self._ref_kinds: dict[str, RefFactory] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # Deadlines of async and future calls, in buckets of _SWEEP seconds.
@@ -274,7 +312,11 @@ class Node:
     # -- serving -----------------------------------------------------------------
 
     def serve(self, obj: object, name: str | None = None) -> RemoteRef:
-        """Make an exposed object callable under ``name`` (default: a fresh id)."""
+        """Make an exposed object (or a channel) reachable under ``name`` (default: an id)."""
+        adapter = _SERVE_ADAPTERS.get(type(obj))
+        if adapter is not None:
+            name = name or f"obj-{uuid.uuid4().hex[:12]}"
+            return replace(self.serve(adapter(self, obj, name), name), kind="channel")
         if not is_exposed(obj):
             raise ConfigError(f"{type(obj).__name__} has nothing exposed; mark it with @expose")
         name = name or f"obj-{uuid.uuid4().hex[:12]}"
@@ -288,10 +330,6 @@ class Node:
         if actor is not None:
             self._auto_names.pop(id(actor.obj), None)
             actor.close()
-
-    def register_ref_kind(self, kind: str, factory: RefFactory) -> None:
-        """Let a higher layer turn received handles of ``kind`` into local objects."""
-        self._ref_kinds[kind] = factory
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
@@ -309,6 +347,10 @@ class Node:
     def _ref_for(self, obj: object, link: Link) -> RemoteRef | None:
         """Exposed objects passed as values are served automatically, for that peer."""
         if not is_exposed(obj):
+            for provider in _REF_PROVIDERS:
+                ref = provider(self, obj)
+                if ref is not None:
+                    return ref
             return None
         name = self._auto_names.get(id(obj))
         if name is None or name not in self._actors:
@@ -322,7 +364,7 @@ class Node:
 
     def _from_ref(self, ref: RemoteRef, link: Link | None) -> object:
         if ref.kind != "object":
-            factory = self._ref_kinds.get(ref.kind)
+            factory = _REF_FACTORIES.get(ref.kind)
             return factory(self, ref, link) if factory is not None else ref
         if ref.node == self.id:
             actor = self._actors.get(ref.name)
@@ -580,9 +622,14 @@ class Node:
             bucket.append((link, cid))
 
     async def _sweep(self) -> None:
-        """Fail calls whose deadline passed (async and future calls; resolution 50 ms)."""
+        """Fail calls whose deadline passed (async and future calls; resolution 50 ms),
+        and keep links we wait on honest: ping quiet ones, close dead ones."""
+        ticks = 0
         while True:
             await asyncio.sleep(_SWEEP)
+            ticks += 1
+            if ticks % 10 == 0:
+                self._check_liveness()
             now_slot = int(time.monotonic() / _SWEEP)
             expired: list[tuple[Link, int]] = []
             with self._deadline_lock:
@@ -594,8 +641,27 @@ class Node:
                     link.abandon(cid)
                     waiter(False, CallTimeout(f"call {cid} to {link.conn.remote} got no reply"))
 
+    def _check_liveness(self) -> None:
+        interval = self.config.keepalive
+        if interval is None or self.loop is None:
+            return
+        now = self.loop.time()
+        for link in list(self._links):
+            if not link.pending or link.closed:
+                continue
+            silent = now - link.last_heard
+            if silent > 3 * interval:
+                log.warning("closing %r: no word from the peer for %.1f s", link, silent)
+                link.conn.close(ConnectionLost(
+                    f"{link.conn.remote} stopped answering ({silent:.1f} s without a word)"))
+            elif silent > interval:
+                try:
+                    link.send([5, 0])
+                except (ConnectionLost, NodeClosed):
+                    pass
+
     def _on_pong(self, link: Link, token: Any) -> None:
-        """Pongs answer pings a higher layer sends; nothing waits on them here yet."""
+        """A pong only proves the peer is alive; ``last_heard`` already recorded it."""
 
 
 @contextlib.asynccontextmanager

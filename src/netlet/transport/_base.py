@@ -109,5 +109,11 @@ class Connection(ABC):
     def pending_bytes(self) -> int:
         """Bytes queued but not yet taken by the kernel (for backpressure)."""
 
+    def pause_reading(self) -> None:  # noqa: B027 - optional: not every transport can
+        """Stop delivering frames until ``resume_reading`` (loop thread)."""
+
+    def resume_reading(self) -> None:  # noqa: B027
+        """Deliver frames again (loop thread)."""
+
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:  # noqa: B027
         """Raise the frame limits once the handshake is done (no-op if not framed)."""

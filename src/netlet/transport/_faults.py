@@ -160,6 +160,12 @@ class FaultyConnection(Connection):
     def pending_bytes(self) -> int:
         return self.inner.pending_bytes()
 
+    def pause_reading(self) -> None:
+        self.inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner.resume_reading()
+
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
         self.inner.set_max_frame(max_frame, max_buffers)
 

@@ -53,6 +53,14 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
             log.warning("closing connection from %s: %s", self.remote, e)
             self._close_now(e)
 
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
     def eof_received(self) -> bool:
         return False
 

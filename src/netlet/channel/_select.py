@@ -1,0 +1,126 @@
+"""``select``: wait on several channel operations at once and take exactly one.
+
+All the channels involved are locked together (in a fixed order, so two
+selects cannot deadlock); if no case is ready, one waiter is parked on every
+channel, and whichever channel claims it first is the case taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from netlet.channel._channel import Case, Channel, _unwrap, current_waiter_hook
+from netlet.channel._waiter import Waiter
+from netlet.errors import ChannelTimeout, ConfigError, WouldBlock
+
+__all__ = ["Case", "aselect", "receiving", "select", "sending"]
+
+
+def sending(ch: Any, value: Any) -> Case:
+    return Case(ch, True, value)
+
+
+def receiving(ch: Any) -> Case:
+    return Case(ch, False)
+
+
+def _start(cases: Sequence[Case], waiter: Waiter) -> bool:
+    """Take a ready case now (True), or park ``waiter`` on every channel (False)."""
+    channels = sorted({id(c.channel): c.channel for c in cases}.values(), key=id)
+    for ch in channels:
+        ch._lock.acquire()
+    try:
+        for i, case in enumerate(cases):
+            if case.send:
+                if case.channel._try_send(waiter, i, case.value):
+                    return True
+            elif case.channel._try_receive(waiter, i)[0]:
+                return True
+        for i, case in enumerate(cases):
+            if case.send:
+                case.channel._park_sender(waiter, i, case.value)
+            else:
+                case.channel._park_receiver(waiter, i)
+        return False
+    finally:
+        for ch in reversed(channels):
+            ch._lock.release()
+
+
+def _check(cases: Sequence[Case]) -> None:
+    if not cases:
+        raise ConfigError("select needs at least one case")
+    for c in cases:
+        if not isinstance(c, Case):
+            raise ConfigError("select takes cases made by ch.sending(v) / ch.receiving()")
+        if not isinstance(c.channel, Channel):
+            raise ConfigError(
+                "select works on channels owned by this process; to select on another "
+                "node's channels, ask that node (its channels are local there)")
+
+
+def _result(cases: Sequence[Case], waiter: Waiter) -> tuple[int, Any]:
+    if waiter.error is not None:
+        raise waiter.error
+    i = waiter.index
+    return i, None if cases[i].send else _unwrap(waiter.value)
+
+
+def select(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
+    """Block until one case happens; returns (its index, the value received or None).
+
+    ``timeout=0`` takes a ready case or raises ``WouldBlock``; a timeout that
+    passes raises ``ChannelTimeout`` and no case happens.
+    """
+    _check(cases)
+    waiter = Waiter()
+    if _start(cases, waiter):
+        return _result(cases, waiter)
+    if timeout == 0:
+        if waiter.claim():
+            raise WouldBlock("no case of the select is ready")
+        waiter.wait(None)
+        return _result(cases, waiter)
+    hook = current_waiter_hook.on_block
+    if hook is not None:
+        hook(waiter)
+    try:
+        if not waiter.wait(timeout):
+            if waiter.claim():
+                raise ChannelTimeout(f"select timed out after {timeout} s")
+            waiter.wait(None)
+    finally:
+        if hook is not None:
+            hook(None)
+    return _result(cases, waiter)
+
+
+async def aselect(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
+    """``select`` for async code."""
+    _check(cases)
+    waiter = Waiter(asyncio.get_running_loop())
+    if _start(cases, waiter):
+        return _result(cases, waiter)
+    if timeout == 0 and waiter.claim():
+        raise WouldBlock("no case of the select is ready")
+    try:
+        done = await waiter.wait_async(None if timeout == 0 else timeout)
+    except asyncio.CancelledError:
+        channels = {id(c.channel): c.channel for c in cases}.values()
+        for ch in sorted(channels, key=id):
+            ch._lock.acquire()
+        try:
+            withdrawn = waiter.claim()
+        finally:
+            for ch in channels:
+                ch._lock.release()
+        if not withdrawn and waiter.error is None and not cases[waiter.index].send:
+            cases[waiter.index].channel.requeue_front(waiter.value)
+        raise
+    if not done:
+        if waiter.claim():
+            raise ChannelTimeout(f"select timed out after {timeout} s")
+        await waiter.wait_async(None)
+    return _result(cases, waiter)
