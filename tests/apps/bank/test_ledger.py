@@ -138,6 +138,7 @@ BAD_AMOUNTS = [
     -MAX_AMOUNT,
     MAX_AMOUNT + 1,
     10**30,
+    pytest.param(10**10_000, id="10**10000"),
     True,
     False,
     1.0,
@@ -616,6 +617,14 @@ def test_errors_rebuild_from_args(exc: BankError) -> None:
         assert copy.args == exc.args
         assert str(copy) == str(exc)
     assert isinstance(exc, NetletError)
+
+
+def test_every_error_is_listed() -> None:
+    def walk(cls: type[BankError]) -> set[type[BankError]]:
+        return {cls}.union(*(walk(sub) for sub in cls.__subclasses__()))
+
+    public = {c for c in walk(BankError) if not c.__name__.startswith("_")}
+    assert set(bank.ERROR_TYPES) == public == {type(e) for e in ERRORS}
 
 
 def test_errors_subclass_builtins() -> None:

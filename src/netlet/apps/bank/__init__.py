@@ -7,6 +7,7 @@ build on this package.
 
 from netlet.apps.bank._commands import (
     CASH,
+    ERROR_TYPES,
     MAX_AMOUNT,
     MAX_TOTAL,
     AccountClosed,
@@ -50,6 +51,7 @@ from netlet.apps.bank._pins import hash_pin, verify_pin
 
 __all__ = [
     "CASH",
+    "ERROR_TYPES",
     "MAX_AMOUNT",
     "MAX_TOTAL",
     "AccountClosed",

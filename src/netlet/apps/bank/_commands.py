@@ -39,6 +39,7 @@ from netlet.errors import NetletError
 
 __all__ = [
     "CASH",
+    "ERROR_TYPES",
     "MAX_AMOUNT",
     "MAX_TOTAL",
     "AccountClosed",
@@ -227,15 +228,13 @@ class StorageError(BankError, OSError):
     """SQLite failed; whether the command committed is unknown, so retry with its key."""
 
 
-_ERRORS: dict[str, type[BankError]] = {
-    cls.__name__: cls
-    for cls in (
-        BankError, InvalidCommand, InvalidAmount, UnknownAccount, AccountExists, AccountClosed,
-        AccountNotEmpty, InsufficientFunds, LimitExceeded, IdempotencyConflict,
-        UnknownTransaction, NotReversible, AlreadyReversed, WrongPin, CardLocked, LedgerClosed,
-        StorageError,
-    )
-}  # fmt: skip
+ERROR_TYPES: tuple[type[BankError], ...] = (
+    BankError, InvalidCommand, InvalidAmount, UnknownAccount, AccountExists, AccountClosed,
+    AccountNotEmpty, InsufficientFunds, LimitExceeded, IdempotencyConflict, UnknownTransaction,
+    NotReversible, AlreadyReversed, WrongPin, CardLocked, LedgerClosed, StorageError,
+)  # fmt: skip
+"""Every bank exception, for registering with the codec so each arrives as its own type."""
+_ERRORS = {cls.__name__: cls for cls in ERROR_TYPES}
 
 
 def error_to_record(exc: BankError) -> dict[str, Any]:
@@ -260,7 +259,8 @@ def check_amount(amount: object) -> int:
     if type(amount) is not int:
         raise InvalidAmount(f"an amount must be an int in minor units, not {type(amount).__name__}")
     if not 0 < amount <= MAX_AMOUNT:
-        raise InvalidAmount(f"an amount must be between 1 and {MAX_AMOUNT}, not {amount}")
+        shown = amount if amount.bit_length() < 128 else "a huge number"
+        raise InvalidAmount(f"an amount must be between 1 and {MAX_AMOUNT}, not {shown}")
     return amount
 
 

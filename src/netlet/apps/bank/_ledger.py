@@ -120,6 +120,8 @@ class StatementEntry:
 
 @dataclass(frozen=True, slots=True)
 class AccountInfo:
+    """One row of :meth:`Ledger.accounts`; ``status`` is ``open`` or ``closed``."""
+
     account: str
     owner: str
     status: str
