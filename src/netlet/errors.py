@@ -14,7 +14,8 @@
     ├── EncodeError(TypeError)              a value netlet cannot send
     ├── NetletConnectionError(ConnectionError)
     │   ├── PeerUnreachable                 could not connect at all
-    │   └── ConnectionLost                  the connection dropped with calls pending
+    │   ├── ConnectionLost                  the connection dropped with calls pending
+    │   └── WorkerLost                      a task's worker died more often than it may retry
     ├── CallTimeout(TimeoutError)           no answer within the call's timeout
     ├── CallCancelled                       the caller cancelled the call
     ├── NotExposed(AttributeError)          the name is not exposed for remote calls
@@ -59,6 +60,7 @@ __all__ = [
     "RemoteError",
     "TaskletExit",
     "VersionMismatch",
+    "WorkerLost",
     "WouldBlock",
 ]
 
@@ -113,6 +115,10 @@ class PeerUnreachable(NetletConnectionError):
 
 class ConnectionLost(NetletConnectionError):
     """The connection dropped while the call was pending."""
+
+
+class WorkerLost(NetletConnectionError):
+    """The worker running a task died, and the task used up its retries."""
 
 
 class CallTimeout(NetletError, TimeoutError):

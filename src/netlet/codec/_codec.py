@@ -38,7 +38,9 @@ def _size(x: Buffer) -> int:
 # Exception types that may be rebuilt from a peer: never anything whose
 # construction could run arbitrary code, never the ones that stop a process.
 _SAFE_EXCEPTIONS: dict[str, type[BaseException]] = {}
-_NEVER_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit"}
+# StopIteration would end a generator or break an asyncio future where it is raised.
+_NEVER_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration",
+                  "StopAsyncIteration"}
 
 
 def register_exception(cls: type[BaseException]) -> type[BaseException]:
@@ -189,17 +191,20 @@ class Codec:
                         return True
         return False
 
-    def _lift(self, x: Any, buffers: list[Buffer], threshold: int) -> Any:
+    def _lift(self, x: Any, buffers: list[Buffer], threshold: int, depth: int = 0) -> Any:
+        """Lift large binaries out of the message itself and one container below it."""
         t = type(x)
         if t in _BINARY:
-            if _size(x) >= threshold:
+            if _size(x) >= threshold and len(buffers) < self.limits.max_buffers:
                 buffers.append(memoryview(x).cast("B") if t is memoryview else x)
                 return msgpack.ExtType(Ext.BUFFER, msgpack.packb(len(buffers) - 1))
             return x
+        if depth >= 1:
+            return x
         if t is list:
-            return [self._lift(v, buffers, threshold) for v in x]
+            return [self._lift(v, buffers, threshold, 1) for v in x]
         if t is dict:
-            return {k: self._lift(v, buffers, threshold) for k, v in x.items()}
+            return {k: self._lift(v, buffers, threshold, 1) for k, v in x.items()}
         return x
 
     def _ext(self, obj: Any, buffers: list[Buffer], default: Callable[[Any], Any]) -> Any:
@@ -242,8 +247,10 @@ class Codec:
         # Subclasses of the plain types travel as their base (IntEnum, namedtuple, ...).
         if isinstance(obj, tuple):
             return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
+        if isinstance(obj, str):
+            return str.__str__(obj)  # the value, also for (str, Enum) members
         base: Any
-        for base in (bool, int, float, str, bytes, list, dict):
+        for base in (bool, int, float, bytes, list, dict):
             if isinstance(obj, base):
                 return base(obj)
         if self.allow_pickle:
@@ -281,7 +288,7 @@ class Codec:
 
         arr = np.ascontiguousarray(arr)
         data: Any
-        if arr.nbytes >= self.limits.oob_threshold:
+        if arr.nbytes >= self.limits.oob_threshold and len(buffers) < self.limits.max_buffers:
             buffers.append(memoryview(arr).cast("B"))
             data = len(buffers) - 1
         else:
@@ -345,7 +352,13 @@ class Codec:
             re, im = _expect(unpack(data), list)
             return complex(re, im)
         if code == Ext.EXCEPTION:
-            type_name, packed_args, message, tb_text = _expect(unpack(data), list)
+            self._tls.in_exception = getattr(self._tls, "in_exception", 0) + 1
+            try:
+                type_name, packed_args, message, tb_text = _expect(unpack(data), list)
+            finally:
+                self._tls.in_exception -= 1
+            if type(packed_args) is not msgpack.ExtType or packed_args.code != 0:
+                raise DecodeError("malformed exception payload")
             args = _expect(unpack(packed_args.data), list)
             return rebuild_exception(str(type_name), args, str(message), str(tb_text))
         if code == Ext.REF:
@@ -360,7 +373,7 @@ class Codec:
             if not self.allow_pickle:
                 raise DecodeError("pickled value on a connection that did not agree to pickle")
             return pickle.loads(data)
-        if code == 0:
+        if code == 0 and self._tls.__dict__.get("in_exception"):
             return msgpack.ExtType(0, data)  # opaque inner payload (exception args)
         raise DecodeError(f"unknown extension type {code}")
 

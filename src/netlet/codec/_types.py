@@ -74,3 +74,7 @@ class RemoteRef:
     """Name (or generated id) the object is served under on its node."""
     kind: str = "object"
     """"object" for exposed objects, "channel" for channels."""
+
+    def __netlet_ref__(self) -> RemoteRef:
+        """A bare ref travels as a handle too (the receiver gets a proxy)."""
+        return self

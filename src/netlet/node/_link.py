@@ -175,9 +175,10 @@ class Link:
         except Exception:
             size, kind, cid = 0, None, None
         if size >= 2 and type(cid) is int:
-            if kind == _CALL and cid:
+            if kind == _CALL:
                 log.warning("refused a call from %s: %s", self.conn.remote, error)
-                self._reply(cid, False, error)
+                if cid:
+                    self._reply(cid, False, error)
                 return
             if kind in (_REPLY, _ERROR):
                 waiter = self.pending.pop(cid, None)
@@ -189,8 +190,14 @@ class Link:
 
     def _on_call(self, cid: int, target: str, method: str, args: list[Any],
                  kwargs: dict[str, Any] | None) -> None:
-        if type(args) is not list or (kwargs is not None and type(kwargs) is not dict):
-            raise TypeError("call arguments must be a list and a map")
+        if type(cid) is not int or cid < 0:
+            raise TypeError("call ids are non-negative integers")
+        if (type(target) is not str or type(method) is not str or type(args) is not list
+                or (kwargs is not None and type(kwargs) is not dict)):
+            if cid:
+                self._reply(cid, False, ProtocolError(
+                    "a call is [1, id, target: str, method: str, args: list, kwargs: map|nil]"))
+            return
         if cid:
             if cid in self._seen:
                 return  # a duplicate of a call we already ran or are running

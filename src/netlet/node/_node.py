@@ -191,6 +191,7 @@ class Node:
         self._direct_pools: dict[str, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
         self._direct_threads: set[threading.Thread] = set()
+        self._peer_listeners: list[Callable[[str, bool], None]] = []
         self._closed = threading.Event()
         self._closing = False
         if start:
@@ -416,13 +417,30 @@ class Node:
             return link
         self._links.add(link)
         self._links_by_node[peer.node] = link
+        self._notify_peer(peer.node, True)
         for addr in (dialed, peer.address):
             if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
                 self._links_by_addr[addr] = link
         return link
 
+    def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
+        """Call ``listener(peer_node_id, connected)`` on the loop when a link opens or closes."""
+        self._peer_listeners.append(listener)
+
+    def connected_peers(self) -> set[str]:
+        return {lk.peer.node for lk in self._links if not lk.closed}
+
+    def _notify_peer(self, node_id: str, connected: bool) -> None:
+        for listener in list(self._peer_listeners):
+            try:
+                listener(node_id, connected)
+            except Exception:
+                log.exception("peer listener failed")
+
     def _link_closed(self, link: Link) -> None:
         self._links.discard(link)
+        if not any(lk.peer.node == link.peer.node for lk in self._links):
+            self._notify_peer(link.peer.node, False)
         pool = self._direct_pools.pop(link.peer.node, None)
         if pool is not None:
             pool.close()

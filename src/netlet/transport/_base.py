@@ -77,6 +77,12 @@ class Connection(ABC):
         if self._closed:
             on_close(self._close_reason)
 
+    def hold(self, frames: list[tuple[bytes, list[Buffer]]]) -> None:
+        """Keep ``frames`` and any later ones until the next ``set_handlers`` (loop thread)."""
+        self._on_message = None
+        self._on_close = None
+        self._held = list(frames) + self._held
+
     def _deliver(self, body: memoryview, buffers: list[Buffer]) -> None:
         if self._on_message is None:
             self._held.append((bytes(body), [bytes(b) for b in buffers]))
@@ -89,7 +95,7 @@ class Connection(ABC):
             return
         self._closed = True
         self._close_reason = reason
-        if self._on_close is not None:
+        if self._on_close is not None:  # with no owner yet, set_handlers reports it
             handler, self._on_close = self._on_close, None
             handler(reason)
 

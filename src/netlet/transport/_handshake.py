@@ -33,6 +33,10 @@ PROTOCOL_VERSION = 1
 _AUTH = "hmac-sha256"
 
 
+def _is_version(value: Any) -> bool:
+    return type(value) is int and value == PROTOCOL_VERSION
+
+
 def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
           client_node: str, server_node: str) -> bytes:
     parts = (label, client_nonce, server_nonce, client_node.encode(), server_node.encode())
@@ -41,13 +45,25 @@ def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
 
 
 class _Inbox:
-    """Collects handshake frames from a connection until the handshake ends."""
+    """Collects handshake frames from a connection until the handshake ends.
+
+    Frames that arrive after the last handshake frame belong to the protocol
+    proper: ``release`` hands them back to the connection undecoded.
+    """
 
     def __init__(self, conn: Connection) -> None:
+        self.conn = conn
         self.queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        self.raw: list[tuple[bytes, list[Buffer]]] = []
+        self.taken = 0
         conn.set_handlers(self._on_message, self._on_close)
 
+    def release(self) -> None:
+        """Stop listening; later frames (and any already received) wait for the next owner."""
+        self.conn.hold(self.raw[self.taken:])
+
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
+        self.raw.append((bytes(body), [bytes(b) for b in buffers]))
         if buffers:
             self.queue.put_nowait(ProtocolError("buffers are not allowed in the handshake"))
             return
@@ -67,6 +83,7 @@ class _Inbox:
 
     async def get(self) -> dict[str, Any]:
         item = await self.queue.get()
+        self.taken += 1
         if isinstance(item, BaseException):
             raise item
         if "error" in item:
@@ -102,7 +119,7 @@ async def client_handshake(
                      "nonce": cn, "auth": _AUTH if config.key else None, "role": role,
                      "pickle": config.allow_pickle and config.key is not None})
         reply = await inbox.get()
-        if reply.get("netlet") != PROTOCOL_VERSION:
+        if not _is_version(reply.get("netlet")):
             raise VersionMismatch(f"server speaks protocol {reply.get('netlet')!r}, "
                                   f"we speak {PROTOCOL_VERSION}")
         server_node = str(reply.get("node", ""))
@@ -118,8 +135,9 @@ async def client_handshake(
             if (await inbox.get()).get("ok") is not True:
                 raise AuthenticationError("the server refused our proof")
             authenticated = True
-        return PeerInfo(server_node, str(reply.get("address", "")), authenticated,
-                        bool(reply.get("pickle")) and authenticated, role)
+        inbox.release()
+        agreed = config.allow_pickle and authenticated and reply.get("pickle") is True
+        return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role)
 
 
 async def server_handshake(
@@ -131,7 +149,7 @@ async def server_handshake(
             inbox = _Inbox(conn)
             hello = await inbox.get()
             version = hello.get("netlet")
-            if version != PROTOCOL_VERSION:
+            if not _is_version(version):
                 _send(conn, {"error": "version",
                              "message": f"server speaks netlet protocol {PROTOCOL_VERSION}"})
                 raise VersionMismatch(f"client speaks protocol {version!r}")
@@ -142,6 +160,7 @@ async def server_handshake(
                                      "address": listen_address}
             if config.key is None:
                 _send(conn, {**reply, "auth": None, "pickle": False})
+                inbox.release()
                 return PeerInfo(client_node, str(hello.get("address", "")), False, False, role)
             if hello.get("auth") != _AUTH:
                 _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
@@ -156,6 +175,7 @@ async def server_handshake(
                 _send(conn, {"error": "auth", "message": "wrong cluster key"})
                 raise AuthenticationError("client does not hold the cluster key")
             _send(conn, {"ok": True})
+            inbox.release()
             return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role)
     except TimeoutError:
         raise AuthenticationError("handshake timed out") from None
