@@ -94,6 +94,7 @@ class Actor:
         self._queue: deque[_Call] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._current: asyncio.Future[Any] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.lock = threading.Lock()
         """Held while a plain method of a serial thread-mode actor runs, on any thread."""
@@ -106,6 +107,8 @@ class Actor:
         if self.concurrent:
             if info.is_async:
                 task = self._loop().create_task(self._run_coro(info, args, kwargs, reply))
+                self._tasks.add(task)  # a oneway call's task has no other owner
+                task.add_done_callback(self._tasks.discard)
                 return _canceller(task)
             func = getattr(self.obj, info.name)
             fut = self._pool().submit(run_method, func, info.name, args, kwargs, reply)

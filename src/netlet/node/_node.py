@@ -224,6 +224,12 @@ class Node:
             try:
                 loop.run_forever()
             finally:
+                # As asyncio.run does: nothing outlives the loop half-done or unreported.
+                leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in leftover:
+                    task.cancel()
+                if leftover:
+                    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()

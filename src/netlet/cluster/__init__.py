@@ -1,0 +1,28 @@
+"""A cluster: head (names, membership, scheduler), workers, tasks with futures, actors."""
+
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
+
+from netlet.cluster._client import Cluster, Executor
+from netlet.cluster._embedded import EmbeddedCluster
+from netlet.cluster._functions import function_ref, resolve_path
+from netlet.cluster._head import Head, HeadConfig
+from netlet.cluster._store import HeadStore
+from netlet.cluster._worker import WorkerOptions, run_worker
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "Cluster",
+    "EmbeddedCluster",
+    "Executor",
+    "Head",
+    "HeadConfig",
+    "HeadStore",
+    "WorkerOptions",
+    "as_completed",
+    "function_ref",
+    "resolve_path",
+    "run_worker",
+    "wait",
+]

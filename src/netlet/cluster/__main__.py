@@ -1,0 +1,5 @@
+"""``python -m netlet.cluster --join ADDR``: one worker process (see ``_worker``)."""
+
+from netlet.cluster._worker import main
+
+main()

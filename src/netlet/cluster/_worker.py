@@ -1,0 +1,267 @@
+"""A worker: joins a head, pulls tasks with a credit, runs them, reports results.
+
+Tasks run on the worker's main thread, one at a time, while the node's loop
+thread keeps the connection and heartbeats alive. The worker asks for at most
+``credit`` tasks beyond the one it runs, so it never hoards the queue; with
+``credit="auto"`` it asks for enough to cover one round trip to the head when
+tasks are shorter than that (and 1 otherwise). A lost head is rejoined with
+backoff, for ever, unless the worker belongs to an embedded cluster.
+
+Run as ``python -m netlet.cluster --join ADDR`` (what ``netlet worker``
+and the embedded cluster start), reading the cluster key from stdin if asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+from netlet.cluster._functions import FunctionCache, run_chunk
+from netlet.codec import Codec, RemoteRef
+from netlet.errors import (
+    ConfigError,
+    EncodeError,
+    NetletConnectionError,
+    NetletError,
+    NodeClosed,
+    NoSuchObject,
+)
+from netlet.node import Node, expose
+
+__all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
+
+log = logging.getLogger("netlet.cluster")
+
+HEAD_NAME = "netlet.head"
+
+
+@expose
+class WorkerControl:
+    """What the head may ask of a worker: host an object (``cluster.spawn``)."""
+
+    def __init__(self, node: Node, functions: FunctionCache, codec: Codec) -> None:
+        self._node = node
+        self._functions = functions
+        self._codec = codec
+
+    def create(self, cls: str, body: bytes, name: str, functions: dict[str, bytes]) -> RemoteRef:
+        self._functions.add_payloads(functions)
+        factory = self._functions.get(cls)
+        args, kwargs = self._codec.decode_value(body)
+        obj = factory(*args, **(kwargs or {}))
+        return self._node.serve(obj, name)
+
+    def drop(self, name: str) -> None:
+        self._node.unserve(name)
+
+
+class WorkerOptions:
+    def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
+                 credit: int | str = 1, listen: str | None = None,
+                 exit_with_head: bool = False, name: str | None = None) -> None:
+        if credit != "auto" and (not isinstance(credit, int) or credit < 0):
+            raise ConfigError("credit is a non-negative int or 'auto'")
+        self.head = head
+        self.key = key
+        self.allow_pickle = allow_pickle
+        self.credit = credit
+        self.listen = listen
+        self.exit_with_head = exit_with_head
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _listen_address(head: str) -> str:
+    """Listen where the head can reach us: loopback for a local head, else our LAN side."""
+    if head.startswith(("unix://", "mem://")):
+        return f"unix:///tmp/netlet-worker-{uuid.uuid4().hex[:12]}.sock"
+    host = head.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return "tcp://127.0.0.1:0"
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((host, 9))  # no packet is sent; this only picks the route
+        return f"tcp://{probe.getsockname()[0]}:0"
+    finally:
+        probe.close()
+
+
+class Worker:
+    def __init__(self, opts: WorkerOptions) -> None:
+        self.opts = opts
+        self.node = Node(listen=opts.listen or _listen_address(opts.head), key=opts.key,
+                         allow_pickle=opts.allow_pickle, call_timeout=None)
+        self.functions = FunctionCache()
+        self.codec = Codec(self.node.config.transport.limits,
+                           allow_pickle=opts.allow_pickle and opts.key is not None,
+                           ref_decoder=lambda ref: self.node._from_ref(ref, None))
+        self.control = WorkerControl(self.node, self.functions, self.codec)
+        self.node.serve(self.control, "netlet.worker")
+        self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
+        self.stop = threading.Event()
+        self.done = 0
+        self.failed = 0
+        self._rtt = 0.001
+        self._task_time = 0.001
+
+    def join(self) -> None:
+        """Join the head, retrying with backoff while it is away."""
+        delay = 0.05
+        while not self.stop.is_set():
+            try:
+                info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
+                        "address": self.node.address or "", "cores": os.cpu_count() or 1}
+                self.head.join(self.node.id, "worker", info, self.control)
+                log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
+                return
+            except (NetletConnectionError, NetletError, OSError) as e:
+                if self.opts.exit_with_head:
+                    raise SystemExit(f"head {self.opts.head} unreachable: {e}") from None
+                log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _want(self) -> int:
+        credit = self.opts.credit
+        if credit == "auto":
+            credit = max(1, min(64, int(self._rtt / max(self._task_time, 1e-6)) + 1))
+        return int(credit) + 1
+
+    def heartbeat_loop(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                known = self.head.with_options(timeout=2).heartbeat(
+                    self.node.id, {"done": self.done, "failed": self.failed})
+                if not known:
+                    self.join()
+            except (NetletError, OSError):
+                if self.opts.exit_with_head:
+                    self.stop.set()
+
+    def run(self) -> None:
+        self.join()
+        threading.Thread(target=self.heartbeat_loop, name="netlet-heartbeat",
+                         daemon=True).start()
+        local: collections.deque[list[Any]] = collections.deque()
+        pending = None
+        asked = 0.0
+        while not self.stop.is_set():
+            if pending is None and len(local) < self._want():
+                asked = time.perf_counter()
+                try:
+                    pending = self.head.with_options(timeout=None).pull.future(
+                        self.node.id, self._want() - len(local))
+                except (NetletError, OSError):
+                    pending = None
+            if pending is not None and (not local or pending.done()):
+                try:
+                    batch, fns = pending.result()
+                except NoSuchObject:  # the head forgot us (restarted): join again
+                    pending = None
+                    self.join()
+                    continue
+                except (NetletConnectionError, NodeClosed, OSError) as e:
+                    pending = None
+                    if self.opts.exit_with_head or self.stop.is_set():
+                        return
+                    log.warning("lost the head (%s); rejoining", e)
+                    self.stop.wait(0.1)
+                    self.join()
+                    continue
+                pending = None
+                if batch:
+                    self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - asked)
+                self.functions.add_payloads(fns)
+                local.extend(batch)
+                continue
+            if not local:
+                self.stop.wait(0.1)  # the pull could not even be sent: do not spin
+                continue
+            tid, fn_id, body = local.popleft()
+            result = self._run_one(tid, fn_id, body)
+            try:
+                self.head.report.oneway(self.node.id, [result])
+            except (NetletError, OSError) as e:
+                log.warning("could not report %s (%s); the head will rerun it", tid, e)
+
+    def _run_one(self, tid: str, fn_id: str, body: bytes) -> list[Any]:
+        t0 = time.perf_counter()
+        try:
+            args, kwargs = self.codec.decode_value(body)
+            if fn_id.startswith("chunk:"):
+                value = run_chunk(self.functions.get(fn_id[6:]), args)
+            else:
+                value = self.functions.get(fn_id)(*args, **(kwargs or {}))
+            ok = True
+        except BaseException as e:  # the task's own failure goes back to its caller
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            value, ok = e, False  # type: ignore[assignment]
+        self._task_time = 0.8 * self._task_time + 0.2 * (time.perf_counter() - t0)
+        try:
+            out = self.codec.encode_value(value)
+        except (EncodeError, RecursionError) as e:
+            ok, out = False, self.codec.encode_value(
+                EncodeError(f"the result of task {tid} cannot be sent: {e}"))
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        return [tid, ok, out]
+
+    def close(self) -> None:
+        self.stop.set()
+        try:
+            self.head.with_options(timeout=1).leave.oneway(self.node.id)
+        except (NetletError, OSError):
+            pass
+        self.node.close()
+
+
+def run_worker(opts: WorkerOptions) -> None:
+    worker = Worker(opts)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+def _watch_parent() -> None:
+    """Embedded workers exit when their parent goes away (stdin reaches EOF)."""
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(1024):
+                pass
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m netlet.cluster")
+    p.add_argument("--join", required=True)
+    p.add_argument("--key-stdin", action="store_true", help="read the cluster key (hex) on stdin")
+    p.add_argument("--pickle", action="store_true")
+    p.add_argument("--credit", default="1")
+    p.add_argument("--listen")
+    p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
+    a = p.parse_args(argv)
+    key = bytes.fromhex(sys.stdin.readline().strip()) if a.key_stdin else None
+    if a.embedded:
+        _watch_parent()
+    credit: int | str = a.credit if a.credit == "auto" else int(a.credit)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(message)s")
+    try:
+        run_worker(WorkerOptions(a.join, key=key, allow_pickle=a.pickle, credit=credit,
+                                 listen=a.listen, exit_with_head=a.embedded))
+    except KeyboardInterrupt:
+        pass
+
