@@ -1,0 +1,491 @@
+"""Shared fixtures and helpers for the netlet test suite.
+
+Everything here is usable from any test file, either as a fixture (by name, no
+import needed) or as a plain helper (``from tests.conftest import RawClient``).
+
+Fixtures
+--------
+
+``server_process``
+    A factory that starts a netlet server in a real subprocess and returns a
+    :class:`ServerProcess`; every process it started is killed (and its pipes
+    closed) when the test ends, whatever happened::
+
+        def test_x(server_process):
+            srv = server_process(SCRIPT, "arg1")     # source text or a Path
+            srv.address                               # "tcp://127.0.0.1:40123"
+            srv.stderr.wait_for(r"refused connection")  # a log line, or fail
+            assert srv.alive()
+
+    The script must print its listening address (``tcp://...``, ``unix://...``)
+    as a line on stdout; the factory waits for it (``ready=`` another regex,
+    ``timeout=`` seconds). The child runs with ``PYTHONUNBUFFERED=1``, so what
+    it prints or logs arrives line by line. :data:`LOGGING_PRELUDE` is a snippet
+    a script can start with to send netlet's log records to stderr.
+
+``short_tmp``
+    A short temporary directory (unix socket paths are limited to ~100 bytes,
+    which ``tmp_path`` can exceed), removed afterwards.
+
+``free_mem_address``
+    A fresh, unique ``mem://`` address.
+
+``node_factory``
+    ``node_factory(listen=None, **options)`` starts an in-process
+    ``netlet.Node`` (its own loop thread) with the given options (``key=``,
+    ``wrap_connection=``, ``call_timeout=`` ...); every node it made is closed
+    when the test ends, servers last.
+
+Helpers
+-------
+
+:class:`LineReader`
+    Collects the lines of a text stream (a subprocess pipe) in a background
+    thread; ``wait_for(pattern, timeout)`` returns the first matching line (a
+    ``re.Match``) or fails the test showing everything read so far; ``mark()``
+    and ``wait_for(..., since=mark)`` look only at lines that came later.
+
+:func:`wait_for_line`
+    ``wait_for_line(proc, pattern, timeout)``: the same for any ``Popen`` with
+    ``stdout=PIPE, text=True`` (a reader is attached to the process on first use).
+
+:class:`RawClient`
+    A blocking socket that speaks netlet's wire format by hand (frames,
+    handshake, messages), for tests that must send what a well-behaved peer
+    never would. It records every byte it sends (``sent``) so a session can be
+    replayed.
+
+:func:`arun`
+    ``asyncio.run`` with an overall time limit, so a hung test fails quickly.
+
+:func:`frame`
+    The bytes of one frame: ``frame(body, *buffers)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgpack
+import pytest
+
+__all__ = [
+    "LOGGING_PRELUDE",
+    "LineReader",
+    "RawClient",
+    "ServerProcess",
+    "arun",
+    "frame",
+    "hmac_proof",
+    "wait_for_line",
+]
+
+T = TypeVar("T")
+
+STEP = 10.0
+"""Default seconds to wait for any one thing (well inside pytest-timeout)."""
+
+LOGGING_PRELUDE = """\
+import logging, sys
+logging.basicConfig(stream=sys.stderr, level=logging.DEBUG,
+                    format="LOG %(levelname)s %(name)s: %(message)s")
+logging.getLogger("asyncio").setLevel(logging.WARNING)
+"""
+"""Start a server script with this to get every netlet log record on stderr as
+``LOG <LEVEL> <logger>: <message>``."""
+
+_HEAD = struct.Struct(">II")
+
+
+# -- async ------------------------------------------------------------------------
+
+
+def arun(coro: Coroutine[Any, Any, T], timeout: float = STEP) -> T:
+    """Run ``coro`` in a fresh event loop; fail if it takes longer than ``timeout``."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+# -- subprocess output --------------------------------------------------------------
+
+
+class LineReader:
+    """The lines of a text stream, read by a background thread as they come."""
+
+    def __init__(self, stream: Any, name: str = "stream") -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self.eof = False
+        self._stream = stream
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"reader-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for line in self._stream:
+                with self._cond:
+                    self.lines.append(line.rstrip("\n"))
+                    self._cond.notify_all()
+        except (OSError, ValueError):  # the stream was closed under us
+            pass
+        finally:
+            with self._cond:
+                self.eof = True
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        """How many lines were read so far: pass to ``wait_for(since=...)``."""
+        with self._cond:
+            return len(self.lines)
+
+    def text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def find(self, pattern: str | re.Pattern[str], since: int = 0) -> re.Match[str] | None:
+        """The first line (from line ``since`` on) that matches, without waiting."""
+        rx = re.compile(pattern)
+        with self._cond:
+            for line in self.lines[since:]:
+                m = rx.search(line)
+                if m is not None:
+                    return m
+        return None
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = STEP,
+                 since: int = 0) -> re.Match[str]:
+        """The first line (from line ``since`` on) matching ``pattern``; fails on timeout or EOF."""
+        return self.wait_for_index(pattern, timeout, since)[1]
+
+    def wait_for_index(self, pattern: str | re.Pattern[str], timeout: float = STEP,
+                       since: int = 0) -> tuple[int, re.Match[str]]:
+        """Like ``wait_for``, also giving the matching line's index."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = since
+        with self._cond:
+            while True:
+                for i in range(seen, len(self.lines)):
+                    m = rx.search(self.lines[i])
+                    if m is not None:
+                        return i, m
+                seen = max(seen, len(self.lines))
+                left = deadline - time.monotonic()
+                if self.eof or left <= 0:
+                    why = "ended" if self.eof else f"had nothing after {timeout} s"
+                    tail = "\n".join(self.lines[-60:])
+                    pytest.fail(f"{self.name} {why} matching {rx.pattern!r}; it said:\n{tail}")
+                self._cond.wait(left)
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+
+def wait_for_line(proc: subprocess.Popen[str], pattern: str | re.Pattern[str],
+                  timeout: float = STEP) -> re.Match[str]:
+    """Wait for a line on ``proc``'s stdout (``stdout=PIPE, text=True``) matching ``pattern``.
+
+    The first call attaches a :class:`LineReader` to the process; later calls
+    look only at lines after the previous match.
+    """
+    reader: LineReader | None = getattr(proc, "_netlet_stdout", None)
+    if reader is None:
+        assert proc.stdout is not None, "start the process with stdout=subprocess.PIPE"
+        reader = LineReader(proc.stdout, f"stdout of pid {proc.pid}")
+        proc._netlet_stdout = reader  # type: ignore[attr-defined]
+        proc._netlet_pos = 0  # type: ignore[attr-defined]
+    since: int = proc._netlet_pos  # type: ignore[attr-defined]
+    index, m = reader.wait_for_index(pattern, timeout, since)
+    proc._netlet_pos = index + 1  # type: ignore[attr-defined]
+    return m
+
+
+# -- server subprocesses --------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A netlet server running in a child process."""
+
+    proc: subprocess.Popen[str]
+    stdout: LineReader
+    stderr: LineReader
+    address: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGKILL) -> int:
+        """Stop the process (SIGKILL by default), reap it and close its pipes."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(STEP)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(STEP)
+        self.stdout.join()
+        self.stderr.join()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: ``server_process(script, *args, ready=..., timeout=..., env=...)``."""
+    started: list[ServerProcess] = []
+
+    def start(script: str | Path, *args: str | Path, ready: str = r"^(?:tcp|unix|mem)://\S+$",
+              timeout: float = STEP, env: dict[str, str] | None = None) -> ServerProcess:
+        if isinstance(script, str):
+            path = tmp_path / f"server_{len(started)}.py"
+            path.write_text(script)
+        else:
+            path = script
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, str(path), *map(str, args)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=child_env,
+        )
+        srv = ServerProcess(proc, LineReader(proc.stdout, f"stdout of {path.name}"),
+                            LineReader(proc.stderr, f"stderr of {path.name}"))
+        started.append(srv)
+        try:
+            srv.address = srv.stdout.wait_for(ready, timeout).group(0).strip()
+        except BaseException:
+            srv.stop()
+            print(srv.stderr.text(), file=sys.stderr)
+            raise
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in started:
+            srv.stop()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temporary directory (for unix socket paths)."""
+    path = Path(tempfile.mkdtemp(prefix="nl-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def node_factory() -> Iterator[Callable[..., Any]]:
+    """Factory: ``node_factory(listen=None, **options) -> netlet.Node``, closed afterwards."""
+    import netlet
+
+    made: list[netlet.Node] = []
+
+    def make(listen: str | None = None, **options: Any) -> netlet.Node:
+        node = netlet.Node(listen, **options)
+        made.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        # Clients first, so servers see their peers leave before they close.
+        for node in sorted(made, key=lambda n: n.listen_spec is not None):
+            node.close()
+
+
+@pytest.fixture
+def free_mem_address() -> str:
+    return f"mem://test-{uuid.uuid4().hex[:12]}"
+
+
+# -- raw wire access ---------------------------------------------------------------------
+
+
+def frame(body: bytes, *buffers: bytes) -> bytes:
+    """One frame: ``body_len:u32be nbufs:u32be buf_len:u32be*`` then body and buffers."""
+    head = _HEAD.pack(len(body), len(buffers)) + b"".join(struct.pack(">I", len(b))
+                                                          for b in buffers)
+    return head + body + b"".join(buffers)
+
+
+def hmac_proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
+               client_node: str, server_node: str) -> bytes:
+    """The handshake's HMAC-SHA256 proof, computed independently of netlet's code."""
+    msg = b"\0".join((label, client_nonce, server_nonce, client_node.encode(),
+                      server_node.encode()))
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+@dataclass
+class RawClient:
+    """A blocking TCP/unix socket speaking netlet frames by hand."""
+
+    sock: socket.socket
+    sent: bytearray = field(default_factory=bytearray)
+    node: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _buf: bytearray = field(default_factory=bytearray)
+
+    @classmethod
+    def connect(cls, address: str, timeout: float = STEP) -> RawClient:
+        if address.startswith("unix://"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = address[len("unix://"):]
+        else:
+            host, _, port = address.removeprefix("tcp://").rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            target = (host.strip("[]"), int(port))
+        sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @property
+    def local_port(self) -> int:
+        """Our port: the server names us ``tcp://127.0.0.1:<port>`` in its logs."""
+        return int(self.sock.getsockname()[1])
+
+    # bytes and frames
+
+    def send_raw(self, data: bytes) -> None:
+        self.sent += data
+        self.sock.sendall(data)
+
+    def send_frame(self, body: bytes, *buffers: bytes) -> None:
+        self.send_raw(frame(body, *buffers))
+
+    def send_msg(self, value: Any) -> None:
+        self.send_frame(msgpack.packb(value))
+
+    def _recv_exact(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(f"EOF after {len(self._buf)} of {n} bytes")
+            self._buf += chunk
+        data, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        return data
+
+    def recv_frame(self) -> tuple[bytes, list[bytes]]:
+        body_len, nbufs = _HEAD.unpack(self._recv_exact(8))
+        lens = struct.unpack(f">{nbufs}I", self._recv_exact(4 * nbufs)) if nbufs else ()
+        body = self._recv_exact(body_len)
+        return body, [self._recv_exact(n) for n in lens]
+
+    def recv_msg(self) -> Any:
+        """The next frame's body as plain msgpack (extension types left as ``ExtType``)."""
+        body, _ = self.recv_frame()
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+    def recv_frame_or_eof(self, timeout: float = STEP) -> tuple[bytes, list[bytes]] | None:
+        """The next frame, or None if the peer closes first; TimeoutError if neither comes."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.recv_frame()
+        except ConnectionError:
+            return None
+        finally:
+            self.sock.settimeout(STEP)
+
+    def still_open(self) -> bool:
+        """True if the peer has not closed the connection (checked without waiting)."""
+        self.sock.settimeout(0.0)  # with a timeout set, recv would wait for readiness
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:  # nothing to read, and no EOF
+            return True
+        except ConnectionError:
+            return False
+        finally:
+            self.sock.settimeout(STEP)
+        return bool(data)
+
+    def closed_by_peer(self, timeout: float = STEP) -> bool:
+        """True when the peer closes (EOF or reset) within ``timeout``, ignoring what it sends."""
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not self.sock.recv(65536):
+                    return True
+        except ConnectionError:
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.sock.settimeout(STEP)
+        return False
+
+    # the handshake
+
+    def hello(self, *, key: bytes | None = None, role: str = "link", pickle: bool = False,
+              nonce: bytes | None = None, **extra: Any) -> bytes:
+        """Send the client hello; returns our nonce."""
+        nonce = nonce if nonce is not None else secrets.token_bytes(32)
+        msg = {"netlet": 1, "node": self.node, "address": "", "nonce": nonce,
+               "auth": "hmac-sha256" if key else None, "role": role, "pickle": pickle,
+               **extra}
+        self.send_msg(msg)
+        return nonce
+
+    def handshake(self, key: bytes | None = None, *, role: str = "link",
+                  pickle: bool = False) -> dict[str, Any]:
+        """Run the whole client handshake; returns the server's hello (fails if refused)."""
+        cn = self.hello(key=key, role=role, pickle=pickle)
+        reply = self.recv_msg()
+        assert "error" not in reply, f"server refused the handshake: {reply}"
+        if key is not None:
+            assert reply["auth"] == "hmac-sha256"
+            sn = reply["nonce"]
+            assert reply["proof"] == hmac_proof(key, b"server", cn, sn, self.node, reply["node"])
+            self.send_msg({"proof": hmac_proof(key, b"client", cn, sn, self.node,
+                                               reply["node"])})
+            ok = self.recv_msg()
+            assert ok == {"ok": True}, f"server refused our proof: {ok}"
+        return dict(reply)

@@ -1,0 +1,154 @@
+"""Where a node may listen without a key, and that keys never leak into logs or reprs.
+
+Loopback (and unix/mem, which only this machine reaches) needs nothing; any
+other address needs a cluster key, or an explicit ``insecure=True`` that is
+logged loudly.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import netlet
+from netlet.errors import AuthenticationError, ConfigError, InsecureListenError
+from netlet.transport import TransportConfig, write_key
+from tests.conftest import RawClient, arun, hmac_proof
+
+KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7abcd")
+WRONG = bytes.fromhex("badbadbadbadbadbadbadbadbadbadbadbadbadbadbadbadbadbadbadbad0123")
+
+NodeFactory = Callable[..., netlet.Node]
+
+
+@netlet.expose
+class Echo:
+    def echo(self, value: object) -> object:
+        return value
+
+
+@pytest.fixture
+def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)  # every logger, every level
+    return caplog
+
+
+def warnings_from_netlet(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("netlet") and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("address", [
+    "tcp://0.0.0.0:0", "0.0.0.0:0", "tcp://[::]:0", "tcp://192.0.2.1:0", "tcp://example.com:0",
+])
+def test_listening_beyond_loopback_without_a_key_is_refused(address: str) -> None:
+    with pytest.raises(InsecureListenError, match="without a cluster key"):
+        netlet.Node(listen=address)
+
+
+def test_open_node_refuses_too() -> None:
+    async def main() -> None:
+        async with netlet.open_node("tcp://0.0.0.0:0"):
+            pytest.fail("listened on 0.0.0.0 with no key")
+
+    with pytest.raises(InsecureListenError):
+        arun(main())
+
+
+def test_insecure_listens_and_says_so(node_factory: NodeFactory,
+                                      all_logs: pytest.LogCaptureFixture) -> None:
+    node = node_factory("tcp://0.0.0.0:0", insecure=True)
+    assert node.address is not None
+    assert node.address.startswith("tcp://0.0.0.0:")
+    warnings = warnings_from_netlet(all_logs)
+    assert any("INSECURE" in w and "0.0.0.0" in w for w in warnings), warnings
+    node.serve(Echo(), "echo")
+    port = node.address.rsplit(":", 1)[1]
+    client = node_factory()
+    assert client.proxy(f"tcp://127.0.0.1:{port}", "echo").echo("open") == "open"
+
+
+def test_with_a_key_it_listens_quietly(node_factory: NodeFactory,
+                                       all_logs: pytest.LogCaptureFixture) -> None:
+    node = node_factory("tcp://0.0.0.0:0", key=KEY)
+    assert node.address is not None
+    node.serve(Echo(), "echo")
+    port = node.address.rsplit(":", 1)[1]
+    client = node_factory(key=KEY)
+    assert client.proxy(f"tcp://127.0.0.1:{port}", "echo").echo("ok") == "ok"
+    assert warnings_from_netlet(all_logs) == []
+
+
+@pytest.mark.parametrize("kind", ["loopback", "localhost", "ipv6-loopback", "unix", "mem"])
+def test_local_addresses_need_no_key(kind: str, node_factory: NodeFactory, short_tmp: Path,
+                                     free_mem_address: str,
+                                     all_logs: pytest.LogCaptureFixture) -> None:
+    address = {"loopback": "tcp://127.0.0.1:0", "localhost": "tcp://localhost:0",
+               "ipv6-loopback": "tcp://[::1]:0", "unix": f"unix://{short_tmp}/n.sock",
+               "mem": free_mem_address}[kind]
+    try:
+        node = node_factory(address)
+    except OSError as e:  # a host without IPv6
+        pytest.skip(f"cannot listen on {address}: {e}")
+    assert node.address is not None
+    assert warnings_from_netlet(all_logs) == []
+
+
+def test_keys_do_not_appear_in_reprs(tmp_path: Path) -> None:
+    cfg = TransportConfig(key=KEY, allow_pickle=True)
+    node_cfg = netlet.NodeConfig(transport=cfg)
+    for text in (repr(cfg), str(cfg), repr(node_cfg), str(node_cfg)):
+        assert_no_key(text, KEY)
+    node = netlet.Node(config=node_cfg, start=False)
+    assert_no_key(repr(node), KEY)
+    path = tmp_path / "cluster.key"
+    write_key(path, KEY)
+    from_file = netlet.Node(key_file=path, start=False)
+    assert from_file.config.transport.key == KEY
+    assert_no_key(repr(from_file.config), KEY)
+
+
+def test_bad_keys_are_refused_without_echoing_them() -> None:
+    short = b"s3cr3t-but-short"[:15]
+    with pytest.raises(ConfigError) as err:
+        TransportConfig(key=short)
+    assert_no_key(str(err.value), short)
+
+
+def test_keys_never_appear_in_logs(node_factory: NodeFactory,
+                                   all_logs: pytest.LogCaptureFixture) -> None:
+    server = node_factory("tcp://127.0.0.1:0", key=KEY, handshake_timeout=0.3)
+    server.serve(Echo(), "echo")
+    assert server.address is not None
+    # Every outcome a handshake can have, each of which may log something.
+    assert node_factory(key=KEY).proxy(server.address, "echo").echo(1) == 1
+    for client_options in ({"key": WRONG}, {}):
+        with pytest.raises(AuthenticationError):
+            node_factory(**client_options).proxy(server.address, "echo", timeout=3).echo(1)
+    with RawClient.connect(server.address) as raw:
+        cn = raw.hello(key=WRONG)
+        reply = raw.recv_msg()
+        raw.send_msg({"proof": hmac_proof(WRONG, b"client", cn, reply["nonce"], raw.node,
+                                          reply["node"])})
+        assert raw.closed_by_peer(5)
+    with RawClient.connect(server.address) as raw:
+        assert raw.closed_by_peer(5)  # silent: cut off by the handshake timeout
+    keyless = node_factory("tcp://127.0.0.1:0")
+    with pytest.raises(AuthenticationError):
+        node_factory(key=KEY).proxy(keyless.address, "echo", timeout=3).echo(1)
+
+    text = "\n".join(
+        f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in all_logs.records)
+    assert "refused connection" in text  # the scenarios above did log
+    assert_no_key(text, KEY)
+    assert_no_key(text, WRONG)
+
+
+def assert_no_key(text: str, key: bytes) -> None:
+    for form in (key.hex(), key.hex().upper(), repr(key), str(key), key[:8].hex(),
+                 base64.b64encode(key).decode(), key.decode("latin-1")):
+        assert form not in text, f"the key appears (as {form!r}) in: {text[:300]}"
