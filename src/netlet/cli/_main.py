@@ -160,4 +160,7 @@ main = netlet
 # -- the commands: one module each, one line each (see the module docstring) --
 netlet.add_lazy_command("certs", "netlet.cli._certs:certs")
 netlet.add_lazy_command("demo", "netlet.cli._demo:demo")
+netlet.add_lazy_command("head", "netlet.cli._cluster:head")
 netlet.add_lazy_command("keygen", "netlet.cli._keygen:keygen")
+netlet.add_lazy_command("status", "netlet.cli._cluster:status")
+netlet.add_lazy_command("worker", "netlet.cli._cluster:worker")

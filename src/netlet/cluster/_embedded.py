@@ -52,6 +52,7 @@ class EmbeddedCluster:
         return proc
 
     def close(self) -> None:
+        self.head.stop()
         for proc in self.procs:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):

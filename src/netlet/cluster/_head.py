@@ -93,7 +93,7 @@ class Head:
         self._queue: deque[str] = deque()
         self._functions: dict[str, bytes] = {}
         self._members: dict[str, Member] = {}
-        self._clients: dict[str, Proxy] = {}
+        self._clients: dict[str, Any] = {}  # a Proxy, or the sink itself when on our node
         self._outbox: dict[str, list[list[Any]]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
@@ -103,6 +103,7 @@ class Head:
         self._actors: dict[str, ActorSpec] = {}
         self._subscribers: dict[str, Proxy] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
         self.started = time.time()
         node.on_peer_change(self._peer_changed)
         if store is not None:
@@ -113,6 +114,10 @@ class Head:
     def start(self) -> None:
         loop = self._node._get_loop()
         loop.call_soon_threadsafe(self._start_sweeper)
+
+    def stop(self) -> None:
+        """The host is shutting down: members leaving now is expected, not news."""
+        self._stopping = True
 
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
@@ -194,7 +199,8 @@ class Head:
 
     def _member_died(self, member: Member, why: str) -> None:
         member.alive = False
-        log.warning("%s %s is gone (%s)", member.role, member.node[:8], why)
+        level = logging.INFO if why == "left" or self._stopping else logging.WARNING
+        log.log(level, "%s %s is gone (%s)", member.role, member.node[:8], why)
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
         if member.role == "worker":
@@ -391,7 +397,7 @@ class Head:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _deliver(self, client: str, sink: Proxy, batch: list[list[Any]]) -> None:
+    async def _deliver(self, client: str, sink: Any, batch: list[list[Any]]) -> None:
         """Forget results only once the client acknowledged them."""
         try:
             if isinstance(sink, Proxy):

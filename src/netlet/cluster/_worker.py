@@ -29,6 +29,7 @@ from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     ConfigError,
     EncodeError,
+    HandshakeError,
     NetletConnectionError,
     NetletError,
     NodeClosed,
@@ -121,6 +122,8 @@ class Worker:
                 self.head.join(self.node.id, "worker", info, self.control)
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
+            except HandshakeError as e:
+                raise SystemExit(f"the head refused this worker: {e}") from None
             except (NetletConnectionError, NetletError, OSError) as e:
                 if self.opts.exit_with_head:
                     raise SystemExit(f"head {self.opts.head} unreachable: {e}") from None

@@ -1,0 +1,186 @@
+"""``netlet head``, ``netlet worker``, ``netlet status``: run and inspect a cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netlet.cluster import Cluster, Head, HeadConfig, HeadStore
+from netlet.errors import ConfigError, NetletError
+from netlet.node import Node
+from netlet.transport import load_key
+
+__all__ = ["head", "status", "worker"]
+
+_key_option = click.option(
+    "--key-file", type=click.Path(dir_okay=False), default=None,
+    help="Cluster key written by `netlet keygen`; required to listen beyond loopback.")
+
+
+def _load_key(path: str | None) -> bytes | None:
+    return load_key(path) if path else None
+
+
+@click.command()
+@click.option("--listen", default="tcp://127.0.0.1:7340", show_default=True,
+              help="Address to serve the head on.")
+@_key_option
+@click.option("--insecure", is_flag=True,
+              help="Listen beyond loopback WITHOUT a key (anyone reaching it can run code).")
+@click.option("--state", type=click.Path(dir_okay=False), default=None,
+              help="SQLite file keeping the queue and names; a restarted head resumes from it.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Let authenticated peers send functions by value (needs --key-file).")
+def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
+         allow_pickle: bool) -> None:
+    """Start a head: name service, membership and task scheduler.
+
+    Workers join it with `netlet worker --join ADDR`; programs use it through
+    `netlet.Cluster(ADDR)` or `netlet.Executor(ADDR)`. Stops on Ctrl-C or SIGTERM.
+    """
+    key = _load_key(key_file)
+    if allow_pickle and key is None:
+        raise ConfigError("--allow-pickle needs --key-file: pickles only travel between "
+                          "peers that proved they hold the key")
+    store = HeadStore(state) if state else None
+    try:
+        node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
+                    call_timeout=None)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+    head_obj = Head(node, HeadConfig(), store)
+    node.serve(head_obj, "netlet.head")
+    head_obj.start()
+    Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]"
+                               + (f", state in {state}" if state else ""))
+    print(node.address, flush=True)
+    _wait_for_signal(node)
+    if store is not None:
+        store.close()
+
+
+def _wait_for_signal(node: Node) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    node.close()
+
+
+@click.command()
+@click.option("--join", "join_addr", required=True, help="The head's address.")
+@click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
+              help="Worker processes to run [default: the machine's cores].")
+@_key_option
+@click.option("--credit", default="1", show_default=True,
+              help="Tasks a worker holds beyond the one it runs, or 'auto' to cover a round trip.")
+@click.option("--allow-pickle", is_flag=True, help="Accept functions by value (needs a key).")
+@click.option("--listen", default=None,
+              help="Where each worker serves objects placed on it "
+                   "[default: an address the head can reach].")
+def worker(join_addr: str, processes: int | None, key_file: str | None, credit: str,
+           allow_pickle: bool, listen: str | None) -> None:
+    """Join worker processes to a head; they pull and run tasks until stopped.
+
+    A worker whose process dies is started again. While the head is away the
+    workers retry joining with backoff, and rejoin a restarted head by themselves.
+    """
+    if credit != "auto" and not credit.isdigit():
+        raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
+    key = _load_key(key_file)
+    n = processes or os.cpu_count() or 1
+    cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit]
+    if key is not None:
+        cmd.append("--key-stdin")
+    if allow_pickle:
+        cmd.append("--pickle")
+    if listen:
+        cmd += ["--listen", listen]
+    console = Console(stderr=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+        assert proc.stdin is not None
+        if key is not None:
+            proc.stdin.write(key.hex().encode() + b"\n")
+            proc.stdin.flush()
+        return proc
+
+    procs = [start() for _ in range(n)]
+    console.print(f"{n} worker process(es) joining [cyan]{join_addr}[/]")
+    failures = 0
+    try:
+        while not stop.wait(0.5):
+            for i, proc in enumerate(procs):
+                code = proc.poll()
+                if code is None:
+                    continue
+                failures += 1
+                if failures > 10 * n:
+                    raise click.ClickException(
+                        "workers keep exiting (wrong key? see the messages above); giving up")
+                console.print(f"worker {proc.pid} exited with {code}; starting another")
+                procs[i] = start()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+@click.command()
+@click.option("--head", "head_addr", default="tcp://127.0.0.1:7340", show_default=True)
+@_key_option
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+def status(head_addr: str, key_file: str | None, as_json: bool) -> None:
+    """Show a cluster's nodes, names and task counts."""
+    try:
+        with Cluster(head_addr, key_file=key_file) as cluster:
+            info = cluster.status()
+    except NetletError as e:
+        raise click.ClickException(f"cannot reach the head at {head_addr}: {e}") from None
+    if as_json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    _print_status(info)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    console = Console()
+    nodes = Table(title=f"nodes (head {info['head'][:8]})")
+    for col in ("node", "role", "address", "host", "up", "heartbeat", "running", "done",
+                "failed"):
+        nodes.add_column(col)
+    now = time.time()
+    for n in info["nodes"]:
+        if n["role"] == "client" and not n["alive"]:
+            continue
+        nodes.add_row(n["node"][:8], n["role"] + ("" if n["alive"] else " (dead)"),
+                      n["address"], n["host"], f"{now - n['since']:.0f} s",
+                      f"{n['heartbeat_age']:.1f} s ago", str(n["running"]), str(n["done"]),
+                      str(n["failed"]))
+    console.print(nodes)
+    names = Table(title="names")
+    for col in ("name", "kind", "address", "owner"):
+        names.add_column(col)
+    for name, (kind, address, owner) in sorted(info["names"].items()):
+        names.add_row(name, kind, address, owner[:8])
+    console.print(names)
+    console.print(f"tasks: {info['queued']} queued, {info['running']} running")
