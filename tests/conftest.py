@@ -21,7 +21,9 @@ Fixtures
     as a line on stdout; the factory waits for it (``ready=`` another regex,
     ``timeout=`` seconds). The child runs with ``PYTHONUNBUFFERED=1``, so what
     it prints or logs arrives line by line. :data:`LOGGING_PRELUDE` is a snippet
-    a script can start with to send netlet's log records to stderr.
+    a script can start with to send netlet's log records to stderr. For a
+    server shared by a whole module, call :func:`start_server` from a
+    module-scoped fixture and ``stop()`` it yourself.
 
 ``short_tmp``
     A short temporary directory (unix socket paths are limited to ~100 bytes,
@@ -97,6 +99,7 @@ __all__ = [
     "arun",
     "frame",
     "hmac_proof",
+    "start_server",
     "wait_for_line",
 ]
 
@@ -163,9 +166,10 @@ class LineReader:
         with self._cond:
             return len(self.lines)
 
-    def text(self) -> str:
+    def text(self, since: int = 0) -> str:
+        """Everything read so far (from line ``since`` on), as one string."""
         with self._cond:
-            return "\n".join(self.lines)
+            return "\n".join(self.lines[since:])
 
     def find(self, pattern: str | re.Pattern[str], since: int = 0) -> re.Match[str] | None:
         """The first line (from line ``since`` on) that matches, without waiting."""
@@ -262,33 +266,42 @@ class ServerProcess:
         return code
 
 
+def start_server(script: str | Path, *args: str | Path, workdir: Path,
+                 ready: str = r"^(?:tcp|unix|mem)://\S+$", timeout: float = STEP,
+                 env: dict[str, str] | None = None) -> ServerProcess:
+    """Start ``script`` (source text, written into ``workdir``, or a path) in a child
+    process and wait for its address line. The caller must ``stop()`` it; prefer
+    the ``server_process`` fixture, which does."""
+    if isinstance(script, str):
+        path = Path(tempfile.mkstemp(prefix="server_", suffix=".py", dir=workdir)[1])
+        path.write_text(script)
+    else:
+        path = script
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, str(path), *map(str, args)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=child_env,
+    )
+    srv = ServerProcess(proc, LineReader(proc.stdout, f"stdout of {path.name}"),
+                        LineReader(proc.stderr, f"stderr of {path.name}"))
+    try:
+        srv.address = srv.stdout.wait_for(ready, timeout).group(0).strip()
+    except BaseException:
+        srv.stop()
+        print(srv.stderr.text(), file=sys.stderr)
+        raise
+    return srv
+
+
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: ``server_process(script, *args, ready=..., timeout=..., env=...)``."""
     started: list[ServerProcess] = []
 
-    def start(script: str | Path, *args: str | Path, ready: str = r"^(?:tcp|unix|mem)://\S+$",
-              timeout: float = STEP, env: dict[str, str] | None = None) -> ServerProcess:
-        if isinstance(script, str):
-            path = tmp_path / f"server_{len(started)}.py"
-            path.write_text(script)
-        else:
-            path = script
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = subprocess.Popen(
-            [sys.executable, str(path), *map(str, args)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=child_env,
-        )
-        srv = ServerProcess(proc, LineReader(proc.stdout, f"stdout of {path.name}"),
-                            LineReader(proc.stderr, f"stderr of {path.name}"))
+    def start(script: str | Path, *args: str | Path, **options: Any) -> ServerProcess:
+        srv = start_server(script, *args, workdir=tmp_path, **options)
         started.append(srv)
-        try:
-            srv.address = srv.stdout.wait_for(ready, timeout).group(0).strip()
-        except BaseException:
-            srv.stop()
-            print(srv.stderr.text(), file=sys.stderr)
-            raise
         return srv
 
     try:

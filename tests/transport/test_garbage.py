@@ -1,6 +1,7 @@
 """Bad input at a live port: the server (a real subprocess) survives all of it.
 
-Each test connects with a raw socket and misbehaves: random bytes, truncated or
+One server process serves the whole module (a fresh one replaces it if a test
+killed it); each test connects with a raw socket and misbehaves: random bytes, truncated or
 huge frames, garbage msgpack after a valid handshake, calls to names that are not
 exposed, unknown message kinds, pickles on a connection that did not agree to
 them. Afterwards: the bad connection was closed (or answered with an error, as
@@ -15,7 +16,7 @@ import pickle
 import random
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pytest
 import netlet
 from netlet.codec import Codec, Ext
 from netlet.transport import write_key
-from tests.conftest import LOGGING_PRELUDE, RawClient, ServerProcess
+from tests.conftest import LOGGING_PRELUDE, RawClient, ServerProcess, start_server
 
 KEY = bytes(range(32, 64))
 
@@ -67,13 +68,15 @@ class Harness:
     server: ServerProcess
     client: netlet.Node
     balance: int
+    since: int
+    """The first line of the server's stderr that belongs to this test."""
 
     def raw(self) -> RawClient:
         return RawClient.connect(self.server.address)
 
     def check_healthy(self) -> None:
         """The server lives, serves a good client on both paths, and changed nothing."""
-        assert self.server.alive(), self.server.stderr.text()
+        assert self.server.alive(), self.server.stderr.text(self.since)
         acct = self.client.proxy(self.server.address, "acct", timeout=5)
         assert acct.echo("blocking") == "blocking"            # direct path
         assert acct.echo.future("future").result(5) == "future"  # main link
@@ -86,22 +89,51 @@ class Harness:
         # The server logs before it closes or answers, so the line is already on its
         # way: a short wait is plenty.
         line = self.server.stderr.wait_for(
-            rf"^LOG \w+ netlet[\w.]*: .*127\.0\.0\.1:{port}\b.*(?:{reason})", timeout=0.5)
-        stderr = self.server.stderr.text()
+            rf"^LOG \w+ netlet[\w.]*: .*127\.0\.0\.1:{port}\b.*(?:{reason})", timeout=0.5,
+            since=self.since)
+        stderr = self.server.stderr.text(self.since)
         assert "Traceback" not in stderr, f"the server dumped a traceback:\n{stderr}"
         return line.string
 
 
+class Shared:
+    """One server process for the module (restarted if a test killed it) and one client."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.key_file = workdir / "cluster.key"
+        write_key(self.key_file, KEY)
+        self.client = netlet.Node(key=KEY)
+        self.server: ServerProcess | None = None
+
+    def live_server(self) -> ServerProcess:
+        if self.server is None or not self.server.alive():
+            if self.server is not None:
+                self.server.stop()
+            self.server = start_server(SERVER, self.key_file, workdir=self.workdir)
+        return self.server
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    sh = Shared(tmp_path_factory.mktemp("garbage"))
+    try:
+        yield sh
+    finally:
+        sh.close()
+
+
 @pytest.fixture
-def harness(server_process: Callable[..., ServerProcess], node_factory: Callable[..., Any],
-            tmp_path: Path) -> Harness:
-    key_file = tmp_path / "cluster.key"
-    write_key(key_file, KEY)
-    server = server_process(SERVER, key_file)
-    client = node_factory(key=KEY)
-    acct = client.proxy(server.address, "acct", timeout=5)
-    balance = acct.deposit(100)
-    h = Harness(server, client, balance)
+def harness(shared: Shared) -> Harness:
+    server = shared.live_server()
+    since = server.stderr.mark()
+    balance = shared.client.proxy(server.address, "acct", timeout=5).balance()
+    h = Harness(server, shared.client, balance, since)
     h.check_healthy()
     return h
 
