@@ -55,6 +55,12 @@ def _parser(ids: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
     p.add_argument("--match", help="only variants whose name contains this (case-insensitive)")
     p.add_argument("--timeout", type=float, help="seconds per variant run (default: per workload)")
+    p.add_argument(
+        "--pin",
+        choices=("split", "same", "none"),
+        default="split",
+        help="CPUs of client and bench server: one each (default), one for both, or free",
+    )
     p.add_argument("--list", action="store_true", help="list workloads and variants, then exit")
     return p
 
@@ -85,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:  # make, CI, a pipe: wide enough for every column
         console = Console(width=max(console.width, 150))
     signal.signal(signal.SIGTERM, _sigterm)
-    machine = machine_info()
+    machine = {**machine_info(), "pin": args.pin}
     console.print(
         f"netlet bench: {machine['cores']} cores, python {machine['python']}, "
-        f"{'quick, ' if args.quick else ''}{repeat} runs per variant, "
+        f"{'quick, ' if args.quick else ''}{repeat} runs per variant, --pin {args.pin}, "
         f"load {machine['loadavg_at_start']}",
         highlight=False,
     )
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 repeat=repeat,
                 timeout=args.timeout,
                 match=args.match,
+                pin=args.pin,
                 progress=lambda line: console.print(line, highlight=False, markup=False),
             )
             results.append(result)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench._measure import Figures, Params
+from bench.servers import PIN_ENV
 
 __all__ = [
     "Metric",
@@ -146,6 +147,7 @@ class WorkloadResult:
     repeat: int
     variants: list[VariantResult]
     seconds: float = 0.0
+    pin: str = "split"
 
     def variant(self, name: str) -> VariantResult | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -171,6 +173,7 @@ def run_workload(
     repeat: int,
     timeout: float | None = None,
     match: str | None = None,
+    pin: str = "split",
     progress: Progress = print,
 ) -> WorkloadResult:
     params = workload.sizes(quick)
@@ -187,11 +190,11 @@ def run_workload(
                     continue
                 run_params = {**params, **variant.params, "repetition": rep}
                 label = f"{workload.id} {rep + 1}/{repeat} {variant.name}"
-                outcome, seconds = _run_once(variant, run_params, limit, Path(tmp), label)
+                outcome, seconds = _run_once(variant, run_params, limit, Path(tmp), label, pin)
                 _record(result, outcome, seconds)
                 progress(_progress_line(label, result, outcome, seconds))
     return WorkloadResult(
-        workload, params, repeat, list(results.values()), time.monotonic() - started
+        workload, params, repeat, list(results.values()), time.monotonic() - started, pin
     )
 
 
@@ -221,7 +224,7 @@ def _progress_line(label: str, result: VariantResult, outcome: dict[str, Any], s
 
 
 def _run_once(
-    variant: Variant, params: Params, limit: float, tmp: Path, label: str
+    variant: Variant, params: Params, limit: float, tmp: Path, label: str, pin: str
 ) -> tuple[dict[str, Any], float]:
     """Run ``variant`` once in a new session; always kill its process group after."""
     stem = uuid.uuid4().hex[:12]
@@ -234,7 +237,7 @@ def _run_once(
         "root": str(ROOT),
     }
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0", PIN_ENV: pin}
     started = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

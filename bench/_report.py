@@ -26,6 +26,14 @@ from bench._harness import ROOT, Target, VariantResult, Workload, WorkloadResult
 
 __all__ = ["TargetOutcome", "machine_info", "print_workload", "write_results"]
 
+PLACEMENT = {
+    "split": "client pinned to one CPU, bench server to another",
+    "same": "client and bench server pinned to the same CPU",
+    "none": "left to the scheduler",
+}
+"""How ``--pin`` places the processes of variants that use ``bench/servers.py``; the
+workers Ray, Dask and ProcessPoolExecutor start are never pinned (nor their clients)."""
+
 _PACKAGES = ("netlet", "msgpack", "pyro5", "serpent", "ray", "dask", "distributed", "numpy")
 
 
@@ -165,7 +173,7 @@ def print_workload(result: WorkloadResult, console: Console) -> None:
         style = "bold" if row.name == result.reference else None
         table.add_row(row.name, str(len(row.runs)), *_cells(result, row), style=style)
     console.print()
-    console.print(f"[dim]{w.summary}[/dim]")
+    console.print(f"[dim]{w.summary} Placement: {PLACEMENT[result.pin]}.[/dim]")
     console.print(table)
     for row in result.variants:
         if note := _note(result, row):
@@ -183,12 +191,18 @@ def _markdown(results: list[WorkloadResult], machine: dict[str, Any], argv: list
         f"- date: {machine['date']}; command: `python -m bench {' '.join(argv)}`",
         f"- cores: {machine['cores']}; python {machine['python']}; {machine['platform']}",
         f"- load average at start: {machine['loadavg_at_start']}; commit {machine['git_commit']}",
+        f"- placement (--pin {machine.get('pin')}): {PLACEMENT.get(machine.get('pin', ''), '')}",
         "- " + ", ".join(f"{k} {v}" for k, v in pk.items()),
         "",
     ]
     for result in results:
         w = result.workload
-        lines += [f"## {_title(result)}", "", w.summary, ""]
+        lines += [
+            f"## {_title(result)}",
+            "",
+            f"{w.summary} Placement: {PLACEMENT[result.pin]}.",
+            "",
+        ]
         heads = _headers(w)
         lines.append("| " + " | ".join(heads) + " |")
         lines.append("|---|" + "---:|" * (len(heads) - 1))
@@ -213,6 +227,7 @@ def _json(results: list[WorkloadResult], machine: dict[str, Any], argv: list[str
             "title": w.title,
             "params": result.params,
             "repeat": result.repeat,
+            "pin": result.pin,
             "seconds": round(result.seconds, 1),
             "reference": result.reference,
             "metrics": [{"key": m.key, "label": m.label, "better": m.better} for m in w.metrics],

@@ -35,8 +35,19 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["BIG_FRAME", "ServerFailed", "big_limits", "split_hostport", "start"]
+__all__ = [
+    "BIG_FRAME",
+    "PIN_ENV",
+    "ServerFailed",
+    "big_limits",
+    "placement",
+    "split_hostport",
+    "start",
+]
 
+PIN_ENV = "BENCH_PIN"
+"""How ``start`` places client and server on CPUs: "split", "same" or "none"."""
+_CPU_ENV = "BENCH_SERVER_CPU"
 _HDR4 = struct.Struct("!I")
 _HDR8 = struct.Struct("!Q")
 
@@ -47,17 +58,38 @@ class ServerFailed(RuntimeError):
 
 @contextlib.contextmanager
 def start(kind: str, startup_timeout: float = 60.0) -> Iterator[str]:
-    """Run ``python -m bench.servers kind``; yield its address; stop it on exit."""
+    """Run ``python -m bench.servers kind``; yield its address; stop it on exit.
+
+    Placement follows ``$BENCH_PIN`` (set by the harness from ``--pin``): "split" pins
+    the calling thread (so the threads it starts later) to one CPU and the server to
+    another, "same" pins both to one CPU, "none" leaves it to the scheduler.
+    """
+    env = dict(os.environ)
+    client_cpu, server_cpu = placement(os.environ.get(PIN_ENV, "none"))
+    if client_cpu is not None and server_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+        env[_CPU_ENV] = str(server_cpu)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.servers", kind],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        env=env,
     )
     try:
         yield _await_ready(proc, kind, startup_timeout)
     finally:
         _stop(proc)
+
+
+def placement(pin: str) -> tuple[int | None, int | None]:
+    """(client CPU, server CPU) for a pin mode, or (None, None) to leave both free."""
+    if pin == "none" or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "same" or len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
 
 
 def _await_ready(proc: subprocess.Popen[str], kind: str, timeout: float) -> str:
@@ -293,6 +325,8 @@ def main(argv: list[str]) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         sys.exit("parent already gone")
+    if cpu := os.environ.get(_CPU_ENV):
+        os.sched_setaffinity(0, {int(cpu)})  # before any thread starts: all inherit it
     _KINDS[argv[0]]()
 
 
