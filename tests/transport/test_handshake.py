@@ -13,7 +13,7 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -43,10 +43,31 @@ class Recorder:
         return fn(x)
 
 
+class _Notify(logging.Handler):
+    """Wakes waiters whenever a record reaches the root logger (from any node thread).
+
+    Added to the root logger during the test, so it runs after caplog's handler:
+    when it wakes a waiter, caplog already holds the record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
+_notify = _Notify()
+
+
 @pytest.fixture
-def netlet_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+def netlet_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     caplog.set_level(logging.DEBUG, logger="netlet")
-    return caplog
+    try:
+        yield caplog
+    finally:
+        logging.getLogger().removeHandler(_notify)
 
 
 def served(node_factory: NodeFactory, **options: Any) -> tuple[netlet.Node, Recorder]:
@@ -61,15 +82,25 @@ def log_text(caplog: pytest.LogCaptureFixture) -> str:
 
 
 def wait_for_log(caplog: pytest.LogCaptureFixture, needle: str, timeout: float = 5.0) -> str:
-    """The first captured log message containing ``needle`` (records come from node threads)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """The first log message captured by caplog containing ``needle``; records come
+    from node threads, so wait (on a condition, woken by each new record) until it
+    is there."""
+
+    def find() -> str | None:
         for r in list(caplog.records):
             if needle in r.getMessage():
                 return r.getMessage()
-        if time.monotonic() > deadline:
+        return None
+
+    with _notify.cond:
+        root = logging.getLogger()
+        if _notify not in root.handlers:
+            root.addHandler(_notify)
+        if not _notify.cond.wait_for(lambda: find() is not None, timeout):
             pytest.fail(f"no log message containing {needle!r}; got:\n{log_text(caplog)}")
-        time.sleep(0.01)  # polling a log, not synchronising with it
+    found = find()
+    assert found is not None
+    return found
 
 
 # -- keys -------------------------------------------------------------------------------
