@@ -415,7 +415,6 @@ def ext_bytes(code: int, data: bytes) -> bytes:
 
 @pytest.mark.parametrize(("code", "data"), [
     (0, b"\x90"),         # netlet's inner payload code, outside an exception
-    (-1, b"\0\0\0\0"),     # msgpack's own timestamp: not a netlet type
     (-2, b"x"),
     (16, b""),
     (127, b"x"),
@@ -428,6 +427,12 @@ def test_unknown_extension_types_are_refused(code: int, data: bytes) -> None:
     except DecodeError:
         return
     pytest.fail(f"ext type {code} decoded to {got!r} instead of raising DecodeError")
+
+
+def test_msgpack_timestamps_arrive_as_utc_datetimes() -> None:
+    # ext -1 is msgpack's standard timestamp, what a client in another language sends.
+    got = Codec().decode(b"\x92\x01" + ext_bytes(-1, b"\0\0\0\x01"))
+    assert got == [1, dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)]
 
 
 def test_uuid_and_dates_are_compact() -> None:

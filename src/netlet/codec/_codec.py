@@ -121,7 +121,8 @@ class Codec:
         self._tls = threading.local()
         lim = self.limits
         self._unpack_options: dict[str, Any] = {
-            "raw": False, "strict_map_key": False, "timestamp": 0,
+            # ext -1 is msgpack's standard timestamp: it arrives as an aware UTC datetime.
+            "raw": False, "strict_map_key": False, "timestamp": 3,
             "max_str_len": lim.max_str, "max_bin_len": lim.max_bin,
             "max_array_len": lim.max_array, "max_map_len": lim.max_map,
             "max_ext_len": lim.max_frame}
@@ -165,8 +166,10 @@ class Codec:
             return packer.pack(value)  # type: ignore[no-any-return]
         except BaseException as e:
             tls.packer = None  # its internal buffer may hold a partial message
-            if isinstance(e, (EncodeError, RecursionError)):
+            if isinstance(e, EncodeError):
                 raise
+            if isinstance(e, RecursionError):
+                raise EncodeError("value nested too deeply to encode") from None
             if isinstance(e, (TypeError, ValueError, OverflowError)):
                 raise EncodeError(f"cannot encode value: {e}") from e
             raise
@@ -284,16 +287,16 @@ class Codec:
             if self.allow_pickle:
                 return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(arr))
             raise EncodeError("numpy arrays of Python objects need pickle")
-        import numpy as np
 
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
         data: Any
         if arr.nbytes >= self.limits.oob_threshold and len(buffers) < self.limits.max_buffers:
             buffers.append(memoryview(arr).cast("B"))
             data = len(buffers) - 1
         else:
             data = arr.tobytes()
-        return msgpack.ExtType(Ext.NDARRAY, pack([arr.dtype.str, list(arr.shape), data]))
+        return msgpack.ExtType(Ext.NDARRAY, pack([_dtype_descr(arr.dtype), list(arr.shape), data]))
 
     # -- decoding ---------------------------------------------------------
 
@@ -395,13 +398,31 @@ def _ndarray_from(spec: Any, buffers: Sequence[Buffer]) -> Any:
         import numpy as np
     except ImportError:
         raise DecodeError("received a numpy array but numpy is not installed") from None
-    dtype_str, shape, data = _expect(spec, list)
-    dtype = np.dtype(dtype_str)
+    descr, shape, data = _expect(spec, list)
+    try:
+        dtype = np.lib.format.descr_to_dtype(_tuples(descr))
+    except (TypeError, ValueError) as e:
+        raise DecodeError(f"bad numpy dtype {descr!r}: {e}") from None
     if dtype.hasobject:
         raise DecodeError("numpy object arrays are not accepted")
     raw = _buffer(buffers, data) if type(data) is int else data
-    arr = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    arr = np.frombuffer(raw, dtype=dtype).reshape(tuple(_expect(shape, list)))
     return arr if arr.flags.writeable else arr.copy()
+
+
+def _dtype_descr(dtype: Any) -> Any:
+    """A dtype as plain data: a string, or a list of fields for structured dtypes."""
+    import numpy as np
+
+    descr = np.lib.format.dtype_to_descr(dtype)
+    return [list(f) for f in descr] if isinstance(descr, list) else descr
+
+
+def _tuples(descr: Any) -> Any:
+    """Inverse of ``_dtype_descr``'s list-of-lists (msgpack has no tuples)."""
+    if isinstance(descr, list):
+        return [tuple(_tuples(x) for x in f) if isinstance(f, list) else f for f in descr]
+    return descr
 
 
 def _pickle_dumps(obj: Any) -> bytes:

@@ -182,33 +182,59 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -
         while not node.closed:
             try:
                 body, bufs = framer.recv()
-            except (ConnectionLost, OSError):
+            except ConnectionLost as e:
+                if framer.has_partial():
+                    log.warning("direct connection from %s closed mid-frame: a truncated "
+                                "frame was dropped", remote)
+                else:
+                    log.debug("direct connection from %s closed: %s", remote, e)
+                return
+            except ProtocolError as e:  # a frame over the limits
+                log.warning("closing direct connection from %s: %s", remote, e)
+                return
+            except OSError:
                 return
             try:
                 msg = codec.decode(body, bufs)
             except DecodeError as e:
                 log.warning("closing direct connection from %s: %s", remote, e)
                 return
-            try:
-                if msg[0] == _CANCEL:
-                    continue  # the call it names already finished: we run one at a time
-                if msg[0] != _CALL:
-                    raise ProtocolError(f"unexpected message kind {msg[0]!r}")
-                _, cid, target, method, args, kwargs = msg
-                if type(args) is not list or (kwargs is not None and type(kwargs) is not dict):
-                    raise ProtocolError("call arguments must be a list and a map")
-            except (ValueError, TypeError, IndexError) as e:
-                log.warning("closing direct connection from %s: malformed message (%s)",
-                            remote, e)
+            problem = _check_call(msg)
+            if problem == "cancel":
+                continue  # the call it names already finished: we run one at a time
+            if problem:
+                log.warning("closing direct connection from %s: %s", remote, problem)
                 return
-            _run_call(node, framer, codec, cid, target, method, args, kwargs)
+            _, cid, target, method, args, kwargs = msg
+            _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
     finally:
         node._direct_sockets.discard(framer)
         framer.close()
 
 
-def _run_call(node: Node, framer: BlockingFramer, codec: Codec, cid: int, target: str,
-              method: str, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+def _check_call(msg: Any) -> str:
+    """What is wrong with a message on a direct connection ("" for a good call)."""
+    if type(msg) is not list or not msg:
+        return "malformed message: not a non-empty array"
+    if msg[0] == _CANCEL:
+        return "cancel"
+    if msg[0] != _CALL:
+        return f"unexpected message kind {msg[0]!r} on a direct connection"
+    if len(msg) != 6:
+        return "malformed message: a call has 6 elements"
+    _, cid, target, method, args, kwargs = msg
+    if type(cid) is not int or cid < 0:
+        return "malformed message: call ids are non-negative integers"
+    if type(target) is not str or type(method) is not str:
+        return "malformed message: target and method are strings"
+    if type(args) is not list or (kwargs is not None and type(kwargs) is not dict):
+        return "malformed message: call arguments must be a list and a map"
+    return ""
+
+
+def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid: int,
+              target: str, method: str, args: list[Any],
+              kwargs: dict[str, Any] | None) -> None:
     def reply(ok: bool, value: Any) -> None:
         if not cid:
             if not ok:
@@ -225,10 +251,12 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, cid: int, target
 
     actor = node._actors.get(target)
     if actor is None:
+        log.warning("refused a call from %s: no object named %r", remote, target)
         reply(False, NoSuchObject(f"no object named {target!r} on this node"))
         return
     info = actor.methods.get(method)
     if info is None:
+        log.warning("refused a call from %s: %s.%s is not exposed", remote, target, method)
         reply(False, NotExposed(
             f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
         return

@@ -194,6 +194,8 @@ class Link:
             raise TypeError("call ids are non-negative integers")
         if (type(target) is not str or type(method) is not str or type(args) is not list
                 or (kwargs is not None and type(kwargs) is not dict)):
+            log.warning("refused a call from %s: malformed call (target %r, method %r, "
+                        "arguments must be a list and a map)", self.conn.remote, target, method)
             if cid:
                 self._reply(cid, False, ProtocolError(
                     "a call is [1, id, target: str, method: str, args: list, kwargs: map|nil]"))
@@ -204,10 +206,13 @@ class Link:
             self._remember(cid)
         actor = self.node._actors.get(target)
         if actor is None:
+            log.warning("refused a call from %s: no object named %r", self.conn.remote, target)
             self._reply(cid, False, NoSuchObject(f"no object named {target!r} on this node"))
             return
         info = actor.methods.get(method)
         if info is None:
+            log.warning("refused a call from %s: %s.%s is not exposed",
+                        self.conn.remote, target, method)
             self._reply(cid, False, NotExposed(
                 f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
             return

@@ -396,7 +396,9 @@ class Node:
 
     def _accepted(self, conn: Connection, peer: PeerInfo) -> None:
         if peer.role == "direct":
-            sock = conn.detach() if type(conn) is SocketConnection and not self._closing else None
+            direct_ok = (not self._closing and self.config.wrap_connection is None
+                         and self.config.direct_calls)
+            sock = conn.detach() if direct_ok and type(conn) is SocketConnection else None
             if sock is None:
                 conn.close()
                 return
@@ -623,6 +625,7 @@ class Node:
         if pool is not None:
             return None if pool.disabled else pool
         if (not self.config.direct_calls or type(link.conn) is not SocketConnection
+                or self.config.wrap_connection is not None
                 or not link.dial_address or link.closed):
             return None
         pool = self._direct_pools[link.peer.node] = DirectPool(self, link.dial_address)

@@ -76,6 +76,10 @@ class BlockingFramer:
                 raise ConnectionLost("the peer closed the connection")
             view = view[n:]
 
+    def has_partial(self) -> bool:
+        """Bytes of an unfinished frame are buffered (the peer stopped mid-frame)."""
+        return self._end > self._start
+
     def _set_timeout(self, timeout: float | None) -> None:
         # The kernel's receive timeout: a socket timeout in Python would add a poll()
         # before every recv.

@@ -78,12 +78,18 @@ class _Direction:
         copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
         if f.reorder and self.held is None and rng.random() < f.reorder:
             self.held = frame
+            conn.loop.call_later(0.05, self._release_held, frame)  # never strand it
             return
         for _ in range(copies):
             self._schedule(frame)
         if self.held is not None:
             held, self.held = self.held, None
             self._schedule(held)
+
+    def _release_held(self, frame: _Frame) -> None:
+        if self.held is frame:
+            self.held = None
+            self._schedule(frame)
 
     def _schedule(self, frame: _Frame) -> None:
         f, loop = self.faults, self.conn.loop

@@ -72,6 +72,9 @@ class SocketConnection(Connection):
             self._close_now(ConnectionLost(f"connection to {self.remote} failed: {e}"))
             return
         if n == 0:
+            if reader.has_data():
+                log.warning("connection from %s closed mid-frame: a truncated frame was dropped",
+                            self.remote)
             self._close_now(ConnectionLost(f"{self.remote} closed the connection"))
             return
         try:
