@@ -188,7 +188,7 @@ def _markdown(results: list[WorkloadResult], machine: dict[str, Any], argv: list
     lines = [
         "# netlet benchmark results",
         "",
-        f"- date: {machine['date']}; command: `python -m bench {' '.join(argv)}`",
+        f"- date: {machine['date']}; command: `{' '.join(['python -m bench', *argv])}`",
         f"- cores: {machine['cores']}; python {machine['python']}; {machine['platform']}",
         f"- load average at start: {machine['loadavg_at_start']}; commit {machine['git_commit']}",
         f"- placement (--pin {machine.get('pin')}): {PLACEMENT.get(machine.get('pin', ''), '')}",
