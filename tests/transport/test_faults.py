@@ -6,15 +6,13 @@ layer must hold whatever the network does. Faults are seeded, so a failure can
 be replayed.
 
 About the direct path: a blocking call over tcp/unix normally goes over a side
-connection that is never handed to ``wrap_connection``. What actually happens:
-
-* client side: a node whose ``wrap_connection`` returns anything but a plain
-  socket connection never opens direct connections (``Node._direct_pool`` checks
-  the link's connection type), so its blocking calls do go through the wrapper;
-* server side: a server's ``wrap_connection`` is *not* applied to the direct
-  connections clients open to it, so faults injected on the server are bypassed
-  by plain clients' blocking calls unless those clients set ``direct_calls=False``
-  (see ``test_server_side_faults_apply_to_blocking_calls``).
+connection that the node serves in a thread of its own, outside the main link.
+A node with ``wrap_connection`` set opens no direct connections (client side)
+and accepts none (server side: the side connection is closed and the client
+falls back to the main link), so injected faults apply to every call style.
+Before commit 5f59417 the server side did serve them, unwrapped, and a plain
+client's blocking calls bypassed the server's faults
+(``test_server_side_faults_apply_to_blocking_calls``).
 """
 
 from __future__ import annotations
