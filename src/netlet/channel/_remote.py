@@ -16,6 +16,9 @@ connection, never the blocking side path, so the owner sees a waiter vanish.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 from netlet.channel._channel import Channel, Raise
 from netlet.channel._select import Case, aselect
 from netlet.codec import RemoteRef
-from netlet.errors import ChannelClosed, NoSuchObject
+from netlet.errors import (
+    ChannelClosed,
+    ChannelTimeout,
+    ConnectionLost,
+    NetletError,
+    NoSuchObject,
+    WouldBlock,
+)
 from netlet.node import (
     Node,
     Proxy,
@@ -51,6 +61,28 @@ class ChannelEndpoint:
 
     async def send(self, value: Any, timeout: float | None = None) -> None:
         await self._channel._send_async(value, timeout)
+
+    async def push(self, values: list[Any]) -> None:
+        """A batch of pipelined sends from one remote sender, placed in order."""
+        ch, i, n = self._channel, 0, len(values)
+        with ch._lock:  # place what fits now under one lock; await only when full
+            while i < n and ch._try_send(None, 0, values[i]):
+                i += 1
+        for value in values[i:]:
+            await ch._send_async(value, None)
+
+    async def send_nowait(self, value: Any) -> None:
+        self._channel._send_now(value)
+
+    async def receive_nowait(self) -> Any:
+        with self._channel._lock:
+            ok, value = self._channel._try_receive(None, 0)
+        if not ok:
+            raise WouldBlock(f"nothing to receive on {self._channel.name}")
+        return self._pass(value)
+
+    async def capacity(self) -> int:
+        return self._channel.capacity
 
     async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
         await self._channel._send_async(Raise(exc), timeout)
@@ -168,12 +200,21 @@ class _RemoteSend:
         self._rc = rc
 
     def __call__(self, value: Any, timeout: float | None = None) -> None:
-        p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
+        rc = self._rc
+        if rc._capacity() > 0:
+            rc._send_pipelined(value, timeout)
+            return
+        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
         p.send.future(value, timeout).result()
 
     async def aio(self, value: Any, timeout: float | None = None) -> None:
+        self._rc._check_pipeline()
         p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
         await p.send.aio(value, timeout)
+
+    def nowait(self, value: Any) -> None:
+        self._rc._check_pipeline()
+        self._rc._proxy.send_nowait.future(value).result()
 
 
 class _RemoteReceive:
@@ -190,16 +231,105 @@ class _RemoteReceive:
         p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
         return _result(await p.receive.aio(timeout))
 
+    def nowait(self) -> Any:
+        return _result(self._rc._proxy.receive_nowait.future().result())
+
 
 class RemoteChannel:
     """A channel owned by another node, with the same API as a local one."""
 
     def __init__(self, node: Node, ref: RemoteRef, link: Link | None = None) -> None:
         self._ref = ref
+        self._node = node
         self._proxy = Proxy(node, ref, link=link, timeout=None)
         self.name = ref.name
         self.send = _RemoteSend(self)
         self.receive = _RemoteReceive(self)
+        # Pipelined sends (buffered channels only): see _send_pipelined.
+        self._cap: int | None = None
+        self._window = threading.Condition()
+        self._outbox: list[Any] = []
+        self._inflight = 0
+        self._pushing = False
+        self._broken: BaseException | None = None
+
+    # -- pipelined sends ----------------------------------------------------------------
+    #
+    # A send to a buffered remote channel returns once its value is queued within a
+    # window of the channel's capacity; one batch at a time goes to the owner, which
+    # places it in order and confirms it. The next batch carries whatever queued up
+    # meanwhile, so throughput grows with load and nothing waits for a timer.
+
+    def _capacity(self) -> int:
+        if self._cap is None:
+            self._cap = int(self._proxy.capacity.future().result())
+        return self._cap
+
+    def _check_pipeline(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _send_pipelined(self, value: Any, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cap = self._capacity()
+        with self._window:
+            while True:
+                self._check_pipeline()
+                if len(self._outbox) + self._inflight < cap:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ChannelTimeout(f"send on {self.name} timed out after {timeout} s")
+                self._window.wait(left)
+            self._outbox.append(value)
+            start = not self._pushing
+            self._pushing = True
+        if start:
+            self._node._get_loop().call_soon_threadsafe(self._push_next)
+
+    def _push_next(self) -> None:
+        with self._window:
+            batch, self._outbox = self._outbox, []
+            self._inflight = len(batch)
+            if not batch:
+                self._pushing = False
+                self._window.notify_all()
+                return
+        try:
+            fut = asyncio.ensure_future(self._proxy.push.aio(batch))
+        except NetletError as e:
+            self._pipeline_failed(e, len(batch))
+            return
+        fut.add_done_callback(lambda f: self._pushed(f, len(batch)))
+
+    def _pushed(self, fut: asyncio.Future[Any], n: int) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._pipeline_failed(fut.exception() if not fut.cancelled() else None, n)
+            return
+        with self._window:
+            self._inflight = 0
+            self._window.notify_all()
+        self._push_next()
+
+    def _pipeline_failed(self, error: BaseException | None, n: int) -> None:
+        with self._window:
+            self._broken = ConnectionLost(
+                f"sends to {self.name} failed ({error}); {n + len(self._outbox)} value(s) "
+                "sent but not confirmed may be lost")
+            self._inflight, self._outbox, self._pushing = 0, [], False
+            self._window.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every pipelined send was placed on the owner."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._window:
+            while self._pushing or self._outbox:
+                self._check_pipeline()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ChannelTimeout(f"flush of {self.name} timed out")
+                self._window.wait(left)
+            self._check_pipeline()
 
     def __netlet_ref__(self) -> RemoteRef:
         return self._ref
@@ -222,6 +352,7 @@ class RemoteChannel:
         return bool(self._proxy.closed.future().result())
 
     def close(self) -> None:
+        self.flush()  # values sent before close() arrive before it
         self._proxy.close.future().result()
 
     def statistics(self) -> dict[str, Any]:

@@ -162,6 +162,9 @@ class Codec:
             packer = tls.packer = msgpack.Packer(
                 default=self._tls_default, strict_types=True, datetime=False)
         tls.buffers = buffers
+        if tls.__dict__.get("spare") is None:
+            tls.spare = msgpack.Packer(
+                default=self._tls_default, strict_types=True, datetime=False)
         try:
             return packer.pack(value)  # type: ignore[no-any-return]
         except BaseException as e:
@@ -212,7 +215,20 @@ class Codec:
 
     def _ext(self, obj: Any, buffers: list[Buffer], default: Callable[[Any], Any]) -> Any:
         def pack(v: Any) -> bytes:
-            return msgpack.packb(v, default=default, strict_types=True, datetime=False)  # type: ignore[no-any-return]
+            # A spare Packer per thread for nested values; packb builds one per call.
+            tls = self._tls
+            spare = tls.__dict__.get("spare")
+            if spare is None or tls.__dict__.get("spare_busy"):
+                return msgpack.packb(  # type: ignore[no-any-return]
+                    v, default=default, strict_types=True, datetime=False)
+            tls.spare_busy = True
+            try:
+                return spare.pack(v)  # type: ignore[no-any-return]
+            except BaseException:
+                tls.spare = None  # its buffer may hold half a value
+                raise
+            finally:
+                tls.spare_busy = False
 
         cls = type(obj)
         if cls is tuple:
