@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(BSTAMP): pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench-native]' 2>/dev/null \
+	  || echo "note: primesieve could not be installed (needs libprimesieve-dev); P2 shows it as n/a"
 	touch $@
 
 run: $(STAMP)

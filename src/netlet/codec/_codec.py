@@ -385,7 +385,12 @@ class Codec:
             ref = RemoteRef(str(node), str(address), str(name), str(kind))
             return self._ref_decoder(ref) if self._ref_decoder is not None else ref
         if code == Ext.BUFFER:
-            return bytes(_buffer(buffers, unpack(bytes(data))))
+            index = unpack(bytes(data))
+            _check_buffer_index(buffers, index)
+            as_bytes = getattr(buffers, "as_bytes", None)
+            if as_bytes is not None:  # received straight into the bytes we return
+                return as_bytes(index)
+            return bytes(buffers[index])
         if code == Ext.NDARRAY:
             return _ndarray_from(unpack(data), buffers)
         if code == Ext.PICKLE:
@@ -401,6 +406,11 @@ def _expect(value: Any, cls: type) -> Any:
     if type(value) is not cls:
         raise DecodeError(f"expected {cls.__name__}, got {type(value).__name__}")
     return value
+
+
+def _check_buffer_index(buffers: Sequence[Buffer], index: Any) -> None:
+    if type(index) is not int or not 0 <= index < len(buffers):
+        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
 
 
 def _buffer(buffers: Sequence[Buffer], index: Any) -> Buffer:

@@ -34,8 +34,9 @@ class Ext(IntEnum):
 class Limits:
     """Bounds on what a peer may make us decode; a violation fails that frame only."""
 
-    max_frame: int = 64 * 1024 * 1024
-    """Largest frame (body plus out-of-band buffers), in bytes."""
+    max_frame: int = 64 * 1024 * 1024 + 64 * 1024
+    """Largest frame (body plus out-of-band buffers), in bytes: 64 MiB of data plus
+    room for the message around it, so a 64 MiB value fits."""
     max_depth: int = 32
     """Deepest nesting of extension values (tuples, sets, exceptions, ...).
     Plain lists and maps are also capped by msgpack itself at 1024 levels."""

@@ -7,15 +7,19 @@ through the event loop.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import socket
 import struct
+import sys
 from collections.abc import Sequence
+from typing import overload
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._framing import frame_parts
 
-__all__ = ["BlockingFramer"]
+__all__ = ["BlockingFramer", "LazyBuffers"]
 
 _HEAD = struct.Struct(">II")
 
@@ -34,6 +38,7 @@ class BlockingFramer:
         self._start = 0
         self._end = 0
         self._timeout: float | None = None
+        self._pending: LazyBuffers | None = None
 
     def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
         if not buffers and len(body) < 16384:
@@ -76,6 +81,29 @@ class BlockingFramer:
                 raise ConnectionLost("the peer closed the connection")
             view = view[n:]
 
+    def _read_body(self, head: int, body_len: int) -> memoryview:
+        """The body of a frame whose buffers are read separately."""
+        if head + body_len <= len(self._buf):
+            self._fill(head + body_len)
+            p0 = self._start + head
+            self._start += head + body_len
+            return self._view[p0 : p0 + body_len]
+        body = bytearray(body_len)
+        self._start += head
+        self.read_into(memoryview(body))
+        return memoryview(body)
+
+    def read_into(self, target: memoryview) -> None:
+        """Fill ``target`` with the next bytes of the stream (buffered ones first)."""
+        k = min(self._end - self._start, target.nbytes)
+        if k:
+            target[:k] = self._view[self._start : self._start + k]
+            self._start += k
+            if self._start == self._end:
+                self._start = self._end = 0
+        if k < target.nbytes:
+            self._read_exact(target[k:])
+
     def has_partial(self) -> bool:
         """Bytes of an unfinished frame are buffered (the peer stopped mid-frame)."""
         return self._end > self._start
@@ -90,8 +118,14 @@ class BlockingFramer:
                                  struct.pack("ll", sec, int((t - sec) * 1e6)))
             self._timeout = timeout
 
-    def recv(self, timeout: float | None = None) -> tuple[memoryview, list[Buffer]]:
-        """One frame; the body is valid until the next ``recv``. Raises TimeoutError."""
+    def recv(self, timeout: float | None = None) -> tuple[memoryview, Sequence[Buffer]]:
+        """One frame; the body is valid until the next ``recv``. Raises TimeoutError.
+
+        Large out-of-band buffers come as a ``LazyBuffers``: read from the socket
+        when the decoder asks for them (the rest are read by the next ``recv``).
+        """
+        if self._pending is not None:
+            self._pending.drain()
         try:
             if self._end - self._start < 8:
                 self._set_timeout(timeout)
@@ -106,6 +140,11 @@ class BlockingFramer:
             payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
+            if nbufs and payload > len(self._buf):
+                # Large buffers are read when the decoder asks, into what it will keep.
+                body = self._read_body(head, body_len)
+                self._pending = LazyBuffers(self, lens[:])
+                return body, self._pending
             if head + payload <= len(self._buf):
                 self._fill(head + payload)
                 p0 = self._start + head
@@ -143,3 +182,95 @@ def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -
         bufs.append(bytes(view[pos : pos + n]) if copy else view[pos : pos + n])
         pos += n
     return bufs
+
+
+_POPULATE_FROM = 1 << 20
+_BYTES_HEADER = bytes.__basicsize__ - 1  # where a bytes object's data starts (CPython)
+_new_bytes = None
+if sys.implementation.name == "cpython":
+    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+    _new_bytes.restype = ctypes.py_object
+    _new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+
+
+def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
+    """A new, still private bytes object of length ``n`` and a writable view of it.
+
+    Exactly what CPython's own ``socket.recv`` does inside: allocate the bytes
+    object, then let the kernel fill it. Only valid until the object is shared;
+    the caller fills it completely before handing it out. None off CPython.
+    """
+    if _new_bytes is None:
+        return None
+    obj = _new_bytes(None, n)
+    window = (ctypes.c_char * n).from_address(id(obj) + _BYTES_HEADER)
+    return obj, memoryview(window).cast("B")
+
+
+def fresh_buffer(n: int) -> Buffer:
+    """A writable buffer for ``n`` bytes; large ones are pre-faulted in one system call."""
+    if n >= _POPULATE_FROM and hasattr(mmap, "MAP_POPULATE"):
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
+        return memoryview(mmap.mmap(-1, n, flags=flags))  # the view keeps the map alive
+    return bytearray(n)
+
+
+class LazyBuffers(Sequence[Buffer]):
+    """The out-of-band buffers of one frame, read in order as the decoder asks.
+
+    ``as_bytes(i)`` receives buffer ``i`` straight into the ``bytes`` object the
+    caller keeps; indexing receives into a writable buffer (numpy arrays view it).
+    """
+
+    def __init__(self, framer: BlockingFramer, lens: tuple[int, ...]) -> None:
+        self._framer = framer
+        self._lens = lens
+        self._got: list[Buffer] = []
+
+    def __len__(self) -> int:
+        return len(self._lens)
+
+    def _read_until(self, index: int) -> None:
+        while len(self._got) < index:
+            n = self._lens[len(self._got)]
+            buf = fresh_buffer(n)
+            self._framer.read_into(memoryview(buf))
+            self._got.append(buf)
+
+    @overload
+    def __getitem__(self, index: int) -> Buffer: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Buffer]: ...
+
+    def __getitem__(self, index: int | slice) -> Buffer | Sequence[Buffer]:
+        if isinstance(index, slice):
+            self._read_until(len(self._lens))
+            return self._got[index]
+        if not 0 <= index < len(self._lens):
+            raise IndexError(index)
+        self._read_until(index + 1)
+        return self._got[index]
+
+    def as_bytes(self, index: int) -> bytes:
+        if not 0 <= index < len(self._lens):
+            raise IndexError(index)
+        if index < len(self._got):
+            return bytes(self._got[index])
+        self._read_until(index)
+        n = self._lens[index]
+        fresh = fresh_bytes(n)
+        if fresh is None:
+            buf = bytearray(n)
+            self._framer.read_into(memoryview(buf))
+            self._got.append(buf)
+            return bytes(buf)
+        obj, window = fresh
+        self._framer.read_into(window)
+        self._got.append(obj)
+        return obj
+
+    def drain(self) -> None:
+        """Read whatever the decoder did not ask for, so the next frame starts right."""
+        self._read_until(len(self._lens))
+        if self._framer._pending is self:
+            self._framer._pending = None
