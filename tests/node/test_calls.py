@@ -188,7 +188,8 @@ def test_server_calls_back_a_client_that_does_not_listen(server: Server,
     receiver = Receiver()
     assert client.address is None
     assert svc.call_back(receiver, 7) == ("got", 7)
-    assert receiver.threads and receiver.threads[0] != threading.get_ident()
+    assert receiver.threads
+    assert receiver.threads[0] != threading.get_ident()
 
     async def main() -> Any:
         async with netlet.open_node() as node:
@@ -232,7 +233,8 @@ def test_large_binaries_and_arrays(server: Server, client: netlet.Node) -> None:
     assert svc.echo(data) == data
     arr = np.arange(1_000_000, dtype=np.float64).reshape(1000, 1000)
     back = svc.echo(arr)
-    assert back.dtype == arr.dtype and (back == arr).all()
+    assert back.dtype == arr.dtype
+    assert (back == arr).all()
 
 
 def test_blocking_call_on_the_loop_is_refused(server: Server) -> None:
@@ -270,7 +272,11 @@ def test_many_large_buffers_in_one_call_keep_the_stream_in_step(
     arr = np.arange(200_000, dtype=np.int32)
     value = [big[0], {"a": big[1]}, arr, big[2]]
     back = svc.echo(value)
-    assert back[0] == big[0] and back[1] == {"a": big[1]} and back[3] == big[2]
-    assert type(back[0]) is bytes and (back[2] == arr).all() and back[2].flags.writeable
+    assert back[0] == big[0]
+    assert back[1] == {"a": big[1]}
+    assert back[3] == big[2]
+    assert type(back[0]) is bytes
+    assert (back[2] == arr).all()
+    assert back[2].flags.writeable
     assert svc.length(big[2]) == len(big[2])
     assert svc.echo("after") == "after"
