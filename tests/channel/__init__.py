@@ -1,0 +1,1 @@
+"""Channel tests: local semantics, the same table across processes, select, tasklets, failures."""
