@@ -47,7 +47,16 @@ from netlet.cluster import Cluster
 from netlet.errors import NetletError
 from tests.conftest import LineReader
 
-__all__ = ["STEP", "ClusterKit", "Proc", "free_port", "netlet_command", "wait_until"]
+__all__ = [
+    "REPO",
+    "STEP",
+    "ClusterKit",
+    "Proc",
+    "child_env",
+    "free_port",
+    "netlet_command",
+    "wait_until",
+]
 
 T = TypeVar("T")
 

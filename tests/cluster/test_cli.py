@@ -6,15 +6,28 @@ import json
 import os
 import signal
 import socket
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import pytest
 
 from netlet.cli import main
+from netlet.errors import NetletError
 from netlet.transport import write_key
 from tests.cluster import tasks
-from tests.cluster.conftest import STEP, ClusterKit, free_port, netlet_command, wait_until
+from tests.cluster.conftest import (
+    STEP,
+    ClusterKit,
+    child_env,
+    free_port,
+    netlet_command,
+    wait_until,
+)
+
+T = TypeVar("T")
 
 COMMANDS = main.list_commands(click.Context(main))
 
@@ -125,3 +138,46 @@ def test_head_stops_cleanly_on_sigterm(cluster_kit: ClusterKit) -> None:
     assert head.wait() == 0
     assert "Traceback" not in head.stderr.text()
 
+
+
+def test_head_survives_its_log_reader_going_away(cluster_kit: ClusterKit) -> None:
+    """``netlet head 2>&1 | tee log`` and tee dies: the head must keep serving."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([*netlet_command(), "head", "--listen", "tcp://127.0.0.1:0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=write_end,
+                            text=True, env=child_env())
+    os.close(write_end)
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://127.0.0.1:")
+        worker = cluster_kit.worker(address)
+        cluster = cluster_kit.client(address)
+        cluster_kit.wait_workers(cluster, 1)
+
+        os.close(read_end)  # nobody reads the head's log any more
+        read_end = -1
+        worker.kill()  # the head logs a warning about it
+
+        def still_serving(call: Callable[[], T]) -> T:
+            try:
+                return call()
+            except NetletError as e:
+                pytest.fail(f"the head stopped serving once its stderr went away: {e!r}")
+
+        wait_until(lambda: not [n for n in still_serving(cluster.status)["nodes"]
+                                if n["role"] == "worker" and n["alive"]],
+                   STEP, "the head noticing the dead worker")
+        # A new connection: its handshake runs on the head's event loop.
+        newcomer = still_serving(lambda: cluster_kit.client(address))
+        cluster_kit.worker(address)
+        cluster_kit.wait_workers(newcomer, 1)
+        assert newcomer.submit(tasks.add, 2, 2).result(STEP) == 4
+        assert proc.poll() is None
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()

@@ -41,8 +41,6 @@ from netlet.errors import RemoteError
 from tests.cluster import tasks
 from tests.cluster.conftest import REPO, STEP, ClusterKit, wait_until
 
-pytestmark = pytest.mark.slow
-
 Executor = concurrent.futures.Executor
 
 
@@ -343,6 +341,26 @@ def test_executor_on_a_running_cluster(cluster_kit: ClusterKit) -> None:
     assert len(cluster_kit.alive_workers(cluster)) == 2
 
 
+def test_cancelled_right_after_submit_never_runs(cluster_kit: ClusterKit,
+                                                 tmp_path: Path) -> None:
+    """A future cancelled at once is dropped even if its submit is still on its way."""
+    trace = tmp_path / "trace"
+    head = cluster_kit.head()
+    cluster = cluster_kit.client(head.address)
+    futures = []
+    for x in range(10):
+        futures.append(cluster.submit(tasks.square_and_record, str(trace), x))
+        if x % 2 == 0:
+            assert futures[-1].cancel()
+
+    cluster_kit.worker(head.address)  # no worker could take anything before this
+    assert [f.result(STEP) for f in futures[1::2]] == [1, 9, 25, 49, 81]
+    # One worker runs in order: a cancelled task still queued would run before this.
+    assert cluster.submit(tasks.square_and_record, str(trace), 100).result(STEP) == 10000
+    assert ran(trace) == [1, 3, 5, 7, 9, 100]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("credit", ["1", "auto"])
 def test_idle_workers_share_a_burst(cluster_kit: ClusterKit, credit: str) -> None:
     """Pull-based scheduling: two equal workers each run about half of a burst of tasks.

@@ -21,8 +21,6 @@ from netlet.transport import generate_key, write_key
 from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, free_port, wait_until
 
-pytestmark = pytest.mark.slow
-
 
 def pids_in(trace: Path) -> set[int]:
     return {int(line[0]) for line in tasks.read_trace(trace)}
@@ -31,6 +29,7 @@ def pids_in(trace: Path) -> set[int]:
 # -- workers dying and joining ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_map_survives_a_worker_killed_midway(cluster_kit: ClusterKit, tmp_path: Path) -> None:
     trace = tmp_path / "trace"
     _, workers, cluster = cluster_kit.start(workers=3)
@@ -52,6 +51,7 @@ def test_map_survives_a_worker_killed_midway(cluster_kit: ClusterKit, tmp_path: 
     assert len(cluster_kit.alive_workers(cluster)) == 2
 
 
+@pytest.mark.slow
 def test_worker_joining_midjob_gets_work(cluster_kit: ClusterKit) -> None:
     head, (first,), cluster = cluster_kit.start(workers=1)
     futures = [cluster.submit(tasks.pid_after, 0.2) for _ in range(20)]
@@ -71,18 +71,23 @@ def test_head_restarted_workers_rejoin_and_new_jobs_run(cluster_kit: ClusterKit)
     port = free_port()
     head, workers, cluster = cluster_kit.start(workers=2, port=port)
     assert list(cluster.map(tasks.slow_square, range(4))) == [0, 1, 4, 9]
+    before = [cluster.submit(tasks.slow_square, x, 0.2) for x in range(8)]
+    assert before[0].result(STEP) == 0
 
     head.kill()
     head = cluster_kit.head(port)
 
     # Nobody restarts or tells the workers: they notice and rejoin by themselves.
     cluster_kit.wait_workers(cluster, 2)
+    # With no --state the new head knows nothing: the client resubmits what it waits for.
+    assert [f.result(STEP) for f in before] == [x * x for x in range(8)]
     pids = set(cluster.map(tasks.pid_after, [0.1] * 8))
     assert pids <= {w.pid for w in workers}
     assert all(w.alive() for w in workers)
     assert list(cluster.map(tasks.slow_square, range(4))) == [0, 1, 4, 9]
 
 
+@pytest.mark.slow
 def test_head_restarted_with_state_loses_no_submitted_task(
         cluster_kit: ClusterKit, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="netlet.cluster")
@@ -141,6 +146,7 @@ def test_worker_death_is_retried_then_worker_lost(cluster_kit: ClusterKit, tmp_p
     assert [w.wait() for w in workers] == [-signal.SIGKILL] * 3
 
 
+@pytest.mark.slow
 def test_late_result_from_a_worker_declared_dead_counts_once(
         cluster_kit: ClusterKit, tmp_path: Path) -> None:
     trace = tmp_path / "trace"

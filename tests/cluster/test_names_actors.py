@@ -18,8 +18,6 @@ from netlet.node import Proxy
 from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, wait_until
 
-pytestmark = pytest.mark.slow
-
 NAME_OWNER = """\
 import sys, threading
 from netlet.cluster import Cluster
