@@ -1,0 +1,277 @@
+"""``netlet primes``: count (and list) the primes in a range on a cluster, with a live view.
+
+Without ``--head`` it starts an embedded cluster (a head in this process and
+``--workers`` local worker processes); with ``--head`` it uses a running
+cluster, whose workers may join and leave while it runs. The live view (on
+stderr, when it is a terminal) shows the bar, primes found, numbers checked
+per second and each node's share; the summary goes to stdout, as a table or,
+with ``--json``, as one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import progress as rp
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from netlet.apps.primes._coordinator import (
+    PrimeSearch,
+    Progress,
+    SearchConfig,
+    Summary,
+    check_state,
+)
+from netlet.apps.primes._methods import METHODS
+from netlet.cluster import Cluster, Executor
+from netlet.errors import ConfigError, NetletError
+from netlet.transport import load_key
+
+__all__ = ["primes"]
+
+_NUMBER = re.compile(
+    r"^(?:(\d+(?:_\d+)*)\s*\*(?!\*)\s*)?(\d+(?:_\d+)*)\s*(?:(?:\*\*|\^)\s*(\d+)|[eE](\d+))?$")
+
+
+class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
+    """A whole number: ``1000000``, ``1_000_000``, ``10**9``, ``10^9``, ``1e9``, ``5*10**7``."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value)
+        sign = -1 if text.strip().startswith("-") else 1
+        m = _NUMBER.match(text.strip().lstrip("-").strip())
+        if m is None:
+            self.fail(f"{text!r} is not a whole number (write 1000000, 1_000_000, 10**6, "
+                      "1e6 or 5*10**6)", param, ctx)
+        factor, base, power, exponent = m.groups()
+        raised = power or exponent
+        if raised is not None and len(raised) > 3:
+            self.fail(f"{text!r} is far too large", param, ctx)
+        number = int(base)
+        if power is not None:
+            number = number ** int(power)
+        elif exponent is not None:
+            number = number * 10 ** int(exponent)
+        return sign * number * int(factor or 1)
+
+
+NUMBER = _Number()
+
+
+@click.command()
+@click.option("--start", type=NUMBER, default=0, show_default=True,
+              help="First number of the range [start, end).")
+@click.option("--end", type=NUMBER, required=True,
+              help="End of the range (not included): --end 10**9 counts pi(10^9).")
+@click.option("--method", type=click.Choice(sorted(METHODS)), default="sieve",
+              show_default=True,
+              help="sieve: segmented sieve of Eratosthenes (numpy); naive: trial division.")
+@click.option("--workers", "-w", type=click.IntRange(1, 1024), default=None,
+              help="Local worker processes of the embedded cluster [default: the machine's "
+                   "cores]. Not with --head.")
+@click.option("--head", "head_addr", default=None,
+              help="Use the running cluster at this address (see `netlet head`).")
+@click.option("--key-file", type=click.Path(dir_okay=False), default=None,
+              help="The cluster key, for a head beyond loopback (with --head).")
+@click.option("--chunk", type=NUMBER, default=None,
+              help="Numbers per chunk of work [default: by method and worker count].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the primes to this file, ascending, one per line.")
+@click.option("--resume", is_flag=True,
+              help="Continue the unfinished run of this same search (after a crash or Ctrl-C).")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The state file [default: .netlet-primes-<hash>.db here].")
+@click.option("--keep-state", is_flag=True, help="Keep the state file after a successful run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def primes(start: int, end: int, method: str, workers: int | None, head_addr: str | None,
+           key_file: str | None, chunk: int | None, out: Path | None, resume: bool,
+           state: Path | None, keep_state: bool, as_json: bool) -> None:
+    """Count the primes in [start, end) on a cluster, and optionally list them.
+
+    Without --head it runs an embedded cluster of --workers local processes.
+    With --head it uses a running cluster: `netlet worker --join ADDR` on any
+    machine, even while this runs, adds workers that take a share. A worker that
+    dies loses nothing: its chunks go to another. Finished chunks are recorded
+    in a state file, so after a crash the same command with --resume goes on
+    where it stopped. The answer is checked against known values of pi(N).
+
+    Examples: `netlet primes --end 10**9`, `netlet primes --method naive --end
+    300000 --workers 2`, `netlet primes --head tcp://10.0.0.5:7340 --end 10**10`.
+    """
+    if head_addr is not None and workers is not None:
+        raise click.UsageError("--workers starts local workers; with --head the cluster's "
+                               "own workers do the work")
+    if key_file is not None and head_addr is None:
+        raise click.UsageError("--key-file is for a running cluster: give --head too")
+    config = SearchConfig(start, end, method, chunk, out=out, state=state, resume=resume,
+                          keep_state=keep_state)
+    if method == "sieve" and head_addr is None:
+        try:
+            import numpy  # noqa: F401 -- the local workers will need it
+        except ImportError:
+            raise ConfigError("the sieve method needs numpy: pip install 'netlet[numpy]' "
+                              "(or use --method naive)") from None
+    check_state(config)
+    err = Console(stderr=True)
+    if resume and not config.state_path().exists():
+        err.print(f"nothing to resume ({config.state_path()} does not exist): "
+                  "starting from the beginning", soft_wrap=True)
+    executor: Executor | None = None
+    cluster: Cluster | None = None
+    try:
+        t0 = time.monotonic()
+        executor, cluster = _connect(head_addr, key_file, workers)
+        startup = time.monotonic() - t0
+        search = PrimeSearch(cluster, config,
+                             workers=None if head_addr else _local_workers(workers))
+        summary = _run(search, err)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
+                  "run the same command with --resume to go on", soft_wrap=True)
+        raise SystemExit(130) from None
+    except (ConfigError, click.ClickException):
+        raise
+    except Exception as e:
+        where = "; ".join(getattr(e, "__notes__", ()))
+        raise click.ClickException(
+            f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
+            + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
+            "run the same command with --resume") from e
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        elif cluster is not None:
+            cluster.close()
+    if as_json:
+        print(json.dumps({**summary.as_dict(), "head": head_addr,
+                          "startup_seconds": round(startup, 6)}))
+    else:
+        _print_summary(summary, startup)
+    if summary.matches_known is False:
+        raise click.ClickException(f"{summary.count} primes differ from the known "
+                                   f"pi({summary.end}) = {summary.known_pi}")
+
+
+def _local_workers(workers: int | None) -> int:
+    return workers or os.cpu_count() or 1
+
+
+def _connect(head_addr: str | None, key_file: str | None,
+             workers: int | None) -> tuple[Executor | None, Cluster]:
+    if head_addr is None:
+        n = _local_workers(workers)
+        executor = Executor(max_workers=n)
+        _wait_for_workers(executor.cluster, n)
+        return executor, executor.cluster
+    # The key is read here and passed as bytes: Cluster(key_file=...) drops it (see
+    # netlet.node._node._make_config, which lets the key=None it is also given win).
+    key = load_key(key_file) if key_file is not None else None
+    try:
+        return None, Cluster(head_addr, key=key)
+    except ConfigError as e:
+        raise click.ClickException(f"cannot use the head at {head_addr}: {e}") from None
+    except (NetletError, OSError) as e:
+        raise click.ClickException(f"cannot reach the head at {head_addr}: {e}") from None
+
+
+def _wait_for_workers(cluster: Cluster, n: int, timeout: float = 15.0) -> None:
+    """Let the embedded workers join before the clock starts (the search works without)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        nodes = cluster.status()["nodes"]
+        if sum(1 for node in nodes if node["role"] == "worker" and node["alive"]) >= n:
+            return
+        time.sleep(0.02)
+
+
+# --- the live view and the summary ------------------------------------------------------
+
+
+def _run(search: PrimeSearch, err: Console) -> Summary:
+    if not err.is_terminal:
+        return search.run()
+    view = _LiveView(search, err)
+    with Live(view.render(), console=err, refresh_per_second=8, transient=True) as live:
+        def show(p: Progress) -> None:
+            view.update(p)
+            live.update(view.render())
+
+        return search.run(show)
+
+
+class _LiveView:
+    """The bar, primes found, the rate and each node's share, redrawn as chunks finish."""
+
+    def __init__(self, search: PrimeSearch, console: Console) -> None:
+        cfg = search.config
+        self.bar = rp.Progress(
+            rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
+            rp.TextColumn("[green]{task.fields[primes]}[/] primes"),
+            rp.TextColumn("[cyan]{task.fields[rate]}[/]"),
+            rp.TimeElapsedColumn(), rp.TextColumn("eta"), rp.TimeRemainingColumn(),
+            console=console)
+        self.task = self.bar.add_task(f"{cfg.method} [{cfg.start:,}, {cfg.end:,})",
+                                      total=max(1, cfg.end - cfg.start), primes="0", rate="")
+        self.latest: Progress | None = None
+
+    def update(self, p: Progress) -> None:
+        self.latest = p
+        self.bar.update(self.task, completed=p.numbers_done, primes=f"{p.primes:,}",
+                        rate=f"{_si(p.rate)} numbers/s")
+
+    def render(self) -> Group:
+        p = self.latest
+        if p is None:
+            return Group(self.bar, "waiting for workers...")
+        return Group(self.bar, f"chunks {p.chunks_done:,}/{p.chunks_total:,} of {p.chunk:,} "
+                               f"numbers, {p.workers} worker(s)", _nodes_table(p))
+
+
+def _nodes_table(p: Progress) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("node", "chunks", "numbers", "primes", "busy", "share"):
+        table.add_column(col, justify="left" if col == "node" else "right")
+    for n in p.nodes:
+        table.add_row(n.node, f"{n.chunks:,}", f"{n.numbers:,}", f"{n.primes:,}",
+                      f"{n.seconds:.2f} s", f"{n.share:6.1%}")
+    return table
+
+
+def _si(x: float) -> str:
+    for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= factor:
+            return f"{x / factor:.2f} {unit}"
+    return f"{x:.0f}"
+
+
+def _print_summary(s: Summary, startup: float) -> None:
+    console = Console()
+    check = ""
+    if s.matches_known is not None:
+        check = (" [green]= the known pi(N)[/]" if s.matches_known
+                 else f" [bold red]!= the known pi(N) = {s.known_pi:,}[/]")
+    console.print(f"[bold]{s.count:,}[/] primes in [{s.start:,}, {s.end:,}) "
+                  f"by {s.method}{check}", soft_wrap=True)
+    resumed = f", {s.chunks_resumed:,} resumed from the state file" if s.chunks_resumed else ""
+    console.print(f"{s.elapsed:.3f} s (+{startup:.2f} s starting the cluster), "
+                  f"{_si(s.rate)} numbers/s, {_si(s.primes_rate)} primes/s; "
+                  f"{s.chunks_total:,} chunks of {s.chunk:,}{resumed}; {s.workers} worker(s)",
+                  soft_wrap=True)
+    if s.out is not None:
+        console.print(f"primes written to {s.out}")
+    if s.state is not None:
+        console.print(f"state kept in {s.state}")
+    console.print(_nodes_table(s))

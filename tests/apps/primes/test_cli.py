@@ -1,0 +1,331 @@
+"""Tests for ``netlet primes``: the real command, real worker processes, on loopback.
+
+The answers are checked against known values of pi(N) and a reference list;
+the failures are real ones: a worker SIGKILLed mid-run under ``netlet head``,
+a worker that joins mid-run, the coordinator itself SIGKILLed and resumed.
+"Mid-run" is read from the state file the coordinator commits to as chunks
+finish (with a deadline), never from sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from netlet.apps.primes import KNOWN_PI, count_sieve
+from netlet.apps.primes._cli import NUMBER
+from netlet.cli import main
+from netlet.transport import write_key
+from tests.apps.primes.test_coordinator import reference_primes
+from tests.cluster.conftest import (
+    STEP,
+    ClusterKit,
+    child_env,
+    free_port,
+    netlet_command,
+    wait_until,
+)
+
+__all__: list[str] = []
+
+pytestmark = pytest.mark.slow
+
+
+class Coordinators:
+    """Runs ``netlet primes`` in the test's directory; SIGKILLs whatever is left at the end.
+
+    Each gets a private, short ``TMPDIR`` (removed at the end), where an embedded
+    cluster puts its sockets: a SIGKILLed coordinator cannot clean up after itself.
+    """
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.tmp = tempfile.mkdtemp(prefix="primes-")
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str | Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([*netlet_command(), "primes", *map(str, args)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=child_env(TMPDIR=self.tmp), cwd=self.cwd)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = self.start(*args)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"netlet primes {args} still ran after {timeout} s; stderr:\n{err}")
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def summary(self, *args: str | Path, timeout: float = 60) -> dict[str, Any]:
+        """Run with ``--json`` and return the parsed summary (fails on a non-zero exit)."""
+        done = self.run(*args, "--json", timeout=timeout)
+        assert done.returncode == 0, done.stderr
+        return finish(done)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=STEP)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def finish(done: subprocess.CompletedProcess[str] | subprocess.Popen[str],
+           timeout: float = 60) -> dict[str, Any]:
+    """The JSON summary a finished (or finishing) ``netlet primes --json`` printed."""
+    if isinstance(done, subprocess.Popen):
+        out, err = done.communicate(timeout=timeout)
+        assert done.returncode == 0, err
+    else:
+        out = done.stdout
+    summary: dict[str, Any] = json.loads(out)
+    return summary
+
+
+@pytest.fixture
+def primes(tmp_path: Path) -> Iterator[Coordinators]:
+    runner = Coordinators(tmp_path)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> Iterator[ClusterKit]:
+    k = ClusterKit(tmp_path)
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+def finished_chunks(state: Path) -> list[tuple[int, int]]:
+    """``(chunk index, worker pid)`` of the chunks the state file records as finished."""
+    if not state.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True,
+                                                timeout=STEP)) as db:
+            return db.execute("SELECT idx, pid FROM chunks").fetchall()
+    except sqlite3.OperationalError:  # created but not yet set up
+        return []
+
+
+def shares(summary: dict[str, Any]) -> dict[int, int]:
+    """Chunks per worker pid, from a JSON summary."""
+    return {n["pid"]: n["chunks"] for n in summary["nodes"]}
+
+
+# --- answers on the embedded cluster -----------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["naive", "sieve"])
+def test_pi_of_a_million(primes: Coordinators, tmp_path: Path, method: str) -> None:
+    summary = primes.summary("--end", "10**6", "--method", method, "--workers", "2")
+
+    assert summary["count"] == KNOWN_PI[10**6] == 78_498
+    assert summary["matches_known"] is True
+    assert summary["workers"] == 2
+    assert summary["computed_chunks"] == summary["chunks"]
+    assert len(summary["nodes"]) <= 2
+    assert sum(n["share"] for n in summary["nodes"]) == pytest.approx(1)
+    assert summary["numbers_per_second"] > 0
+    assert not list(tmp_path.glob(".netlet-primes-*")), "no state is left after a good run"
+
+
+def test_pi_of_ten_million_by_sieve_with_the_human_summary(primes: Coordinators) -> None:
+    done = primes.run("--end", "1e7", "--workers", "2")
+
+    assert done.returncode == 0, done.stderr
+    assert "664,579 primes in [0, 10,000,000) by sieve = the known pi(N)" in done.stdout
+    assert "share" in done.stdout
+
+
+@pytest.mark.parametrize("method", ["naive", "sieve"])
+def test_out_lists_exactly_the_primes(primes: Coordinators, tmp_path: Path,
+                                      method: str) -> None:
+    out = tmp_path / "primes.txt"
+    summary = primes.summary("--start", "1000", "--end", "100_000", "--method", method,
+                             "--workers", "2", "--chunk", "3001", "--out", out)
+
+    expected = reference_primes(1_000, 100_000)
+    assert out.read_text() == "".join(f"{p}\n" for p in expected)
+    assert summary["count"] == len(expected)
+    assert summary["known_pi"] is None
+
+
+# --- failures, with a running head -------------------------------------------------------
+
+
+def test_worker_killed_mid_run_loses_nothing(kit: ClusterKit, primes: Coordinators,
+                                             tmp_path: Path) -> None:
+    head = kit.head()
+    first, second = kit.workers(head.address, 2)
+    state = tmp_path / "state.db"
+    run = primes.start("--head", head.address, "--method", "naive", "--end", "2_000_000",
+                       "--chunk", "20_000", "--state", state, "--json")
+    wait_until(lambda: sum(pid == first.pid for _, pid in finished_chunks(state)) >= 2,
+               STEP * 2, "the first worker finishing two chunks")
+
+    first.kill()
+    assert run.poll() is None, "the run is still going when the worker dies"
+    summary = finish(run)
+
+    assert summary["count"] == count_sieve(0, 2_000_000) == 148_933
+    done_by = shares(summary)
+    assert set(done_by) <= {first.pid, second.pid}
+    assert 2 <= done_by[first.pid] < 100
+    assert done_by[second.pid] > 0
+    assert sum(done_by.values()) == summary["chunks"] == 100
+    head.stderr.wait_for(r"worker \w+ is gone")
+
+
+def test_worker_joining_mid_run_takes_a_share(kit: ClusterKit, primes: Coordinators,
+                                              tmp_path: Path) -> None:
+    head = kit.head()
+    first = kit.worker(head.address)
+    state = tmp_path / "state.db"
+    run = primes.start("--head", head.address, "--method", "naive", "--end", "3_000_000",
+                       "--chunk", "20_000", "--state", state, "--json")
+    wait_until(lambda: finished_chunks(state), STEP * 2, "the run getting under way")
+
+    late = kit.worker(head.address)
+    summary = finish(run)
+
+    assert summary["count"] == count_sieve(0, 3_000_000)
+    done_by = shares(summary)
+    assert set(done_by) == {first.pid, late.pid}
+    assert done_by[late.pid] >= 1
+    assert sum(done_by.values()) == 150
+
+
+def test_head_restarted_mid_run(kit: ClusterKit, primes: Coordinators, tmp_path: Path) -> None:
+    port = free_port()
+    head = kit.head(port)
+    kit.workers(head.address, 2)
+    state = tmp_path / "state.db"
+    run = primes.start("--head", head.address, "--method", "naive", "--end", "2_000_000",
+                       "--chunk", "20_000", "--state", state, "--json")
+    wait_until(lambda: len(finished_chunks(state)) >= 2, STEP * 2, "the run getting under way")
+
+    head.kill()
+    assert run.poll() is None, "the run is still going when the head dies"
+    kit.head(port)  # a new head, knowing nothing: the client resubmits, the workers rejoin
+    summary = finish(run)
+
+    assert summary["count"] == 148_933
+    assert sum(shares(summary).values()) == 100
+
+
+def test_a_head_that_needs_the_cluster_key(kit: ClusterKit, primes: Coordinators,
+                                           tmp_path: Path) -> None:
+    key_file = tmp_path / "cluster.key"
+    key = write_key(key_file)
+    head = kit.head(key_file=key_file)
+    worker = kit.worker(head.address, key=key)
+
+    summary = primes.summary("--head", head.address, "--key-file", key_file, "--end", "10**6")
+    assert summary["count"] == KNOWN_PI[10**6]
+    assert set(shares(summary)) == {worker.pid}
+
+    refused = primes.run("--head", head.address, "--end", "10**6")
+    assert refused.returncode == 1
+    assert "requires the cluster key" in refused.stderr
+
+
+def test_unreachable_head(primes: Coordinators) -> None:
+    done = primes.run("--end", "100", "--head", f"tcp://127.0.0.1:{free_port()}")
+    assert done.returncode == 1
+    assert "cannot reach the head at tcp://127.0.0.1:" in done.stderr
+
+
+# --- the coordinator dying -----------------------------------------------------------------
+
+
+def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: Path) -> None:
+    args = ("--method", "naive", "--end", "2_000_000", "--chunk", "20_000", "--workers", "2")
+    run = primes.start(*args, "--json")
+    found = wait_until(lambda: next(tmp_path.glob(".netlet-primes-*.db"), None), STEP,
+                       "the state file")
+    assert found is not None
+    state: Path = found
+    wait_until(lambda: len(finished_chunks(state)) >= 10, STEP * 2, "ten finished chunks")
+
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=STEP)
+    finished = len(finished_chunks(state))
+    assert 10 <= finished < 100
+
+    refused = primes.run(*args)
+    assert refused.returncode == 1
+    assert "add --resume to continue it" in refused.stderr
+
+    summary = primes.summary(*args, "--resume")
+
+    assert summary["count"] == 148_933
+    assert summary["resumed_chunks"] == finished
+    assert summary["computed_chunks"] == 100 - finished
+    assert sum(n["chunks"] for n in summary["nodes"]) == 100
+    assert not state.exists()
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--end", "5", "--start", "10"], "end (5) is below start (10)"),
+    (["--end", "-5"], "end must be 0 or more"),
+    (["--start", "-1", "--end", "5"], "start must be 0 or more"),
+    (["--end", "lots"], "'lots' is not a whole number"),
+    (["--end", "10**99999"], "far too large"),
+    (["--end", "10**17"], "the sieve method goes up to end=10**16"),
+    (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers"),
+    (["--end", "100", "--chunk", "10**11"], "a chunk holds 1 to 10**10 numbers"),
+    (["--end", "100", "--chunk", "10**9", "--out", "p.txt"], "when writing the primes out"),
+    (["--end", "10**12", "--method", "naive", "--chunk", "1"], "use larger chunks"),
+    (["--end", "100", "--method", "fast"], "'fast' is not one of"),
+    (["--end", "100", "--workers", "0"], "--workers"),
+    (["--end", "100", "--head", "tcp://127.0.0.1:1", "--workers", "2"], "with --head"),
+    (["--end", "100", "--key-file", "k"], "give --head too"),
+    (["--end", "100", "--head", "nowhere"], "cannot use the head at nowhere"),
+    (["--end", "1__0"], "'1__0' is not a whole number"),
+    ([], "Missing option '--end'"),
+])
+def test_bad_input(args: list[str], message: str, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["primes", *args])
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir()), "nothing started, nothing written"
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("300000", 300_000), ("1_000_000", 10**6), ("10**9", 10**9), ("10^9", 10**9),
+    ("1e9", 10**9), ("5*10**7", 5 * 10**7), ("2 * 1e3", 2_000)])
+def test_numbers_can_be_written_as_powers(text: str, value: int) -> None:
+    assert NUMBER.convert(text, None, None) == value
+
+
+def test_listed_in_help() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "primes" in result.output
