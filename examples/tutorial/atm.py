@@ -99,15 +99,17 @@ def main() -> int:
         tls = netlet.TLSConfig(certfile=f"{args.tls_dir}/{args.tls_name}.pem",
                                keyfile=f"{args.tls_dir}/{args.tls_name}.key",
                                cafile=f"{args.tls_dir}/ca.pem")
-    with netlet.Node(key_file=args.key, tls=tls) as node:
-        bank = node.proxy(args.bank, "bank")
-        try:
+    try:
+        with netlet.Node(key_file=args.key, tls=tls) as node:
+            bank = node.proxy(args.bank, "bank")
             if not commands:
                 return interactive(bank, user, args.account)
             ok = all(run(bank, user, args.account, c, a) for c, a in commands)
-        except netlet.NetletError as e:
-            print(f"cannot use the bank at {args.bank}: {e}", file=sys.stderr)
-            return 1
+    except netlet.NetletError as e:  # unreachable, wrong key, bad key file...
+        print(f"cannot use the bank at {args.bank}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 0 if ok else 1
 
 

@@ -81,6 +81,8 @@ def main() -> int:
                 inbox.close()  # the handlers' loops end
     except KeyboardInterrupt:
         pass
+    except netlet.ConfigError as e:  # e.g. listening beyond loopback, which needs a key
+        parser.exit(2, f"message_server.py: error: {e}\n")
     return 0
 
 

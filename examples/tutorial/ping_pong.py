@@ -83,7 +83,8 @@ def two_processes(rounds: int) -> int:
     assert child.stdout is not None
     try:
         address = child.stdout.readline().strip()  # pong's first line: its address
-        echo = threading.Thread(target=_echo, args=(child.stdout, f"  [pid {child.pid}] "))
+        echo = threading.Thread(target=_echo, args=(child.stdout, f"  [pid {child.pid}] "),
+                                daemon=True)
         echo.start()  # show what pong prints, as it prints it
         ping_client(address, rounds)
         echo.join()
@@ -125,6 +126,9 @@ def main() -> int:
             one_process(args.rounds)
     except KeyboardInterrupt:
         return 130
+    except netlet.NetletConnectionError as e:  # pong is not there, or went away
+        print(f"ping_pong.py: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

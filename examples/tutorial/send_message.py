@@ -46,8 +46,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true",
                         help="parse each MESSAGE as JSON (send numbers, lists, dicts)")
     args = parser.parse_args()
-    for text in args.messages:
-        message = json.loads(text) if args.json else text
+    try:
+        messages = [json.loads(m) for m in args.messages] if args.json else args.messages
+    except json.JSONDecodeError as e:
+        parser.error(f"not JSON: {e}")
+    for message in messages:
         try:
             reply = send_message(args.address, message)
         except netlet.NetletConnectionError as e:
