@@ -115,7 +115,7 @@ def deliver(three: tuple[OwnerProcess, OwnerProcess, netlet.Node], buffer: int,
             assert last.get((p, k), -1) < i
             last[(p, k)] = i
     stats = rc.statistics()
-    assert stats["sent"] == stats["received"] == len(everything)
+    assert stats.sent == stats.received == len(everything)
 
 
 process_plan = st.tuples(st.lists(st.integers(0, 20), max_size=3), st.integers(0, 3))

@@ -20,7 +20,14 @@ from typing import Any
 from netlet.channel._waiter import Waiter
 from netlet.errors import ChannelClosed, ChannelTimeout, ConfigError, WouldBlock
 
-__all__ = ["Case", "Channel", "ChannelStatistics", "Raise", "channel", "current_waiter_hook"]
+__all__ = [
+    "Case",
+    "Channel",
+    "ChannelStatistics",
+    "Raise",
+    "channel",
+    "current_waiter_hook",
+]
 
 _ids = itertools.count(1)
 
@@ -122,6 +129,7 @@ class Channel:
         self._senders: deque[tuple[Waiter, int, Any]] = deque()
         self._receivers: deque[tuple[Waiter, int]] = deque()
         self._closed = False
+        self._reserved = 0  # buffer slots promised to remote senders (see _remote)
         self._sent = 0
         self._received = 0
         self.send = _SendOp(self)
@@ -159,8 +167,9 @@ class Channel:
                 return
             self._closed = True
             senders, self._senders = self._senders, deque()
-            receivers = self._receivers if not self._buffer else deque()
-            if not self._buffer:
+            drained = not self._buffer and not self._reserved
+            receivers = self._receivers if drained else deque()
+            if drained:
                 self._receivers = deque()
         for w, idx, _ in senders:
             if w.claim():
@@ -211,7 +220,7 @@ class Channel:
             if waiter is not None:
                 waiter.complete(index)
             return True
-        if len(self._buffer) < self.capacity:
+        if len(self._buffer) + self._reserved < self.capacity:
             if waiter is not None and not waiter.claim():
                 return True
             self._buffer.append(value)
@@ -229,6 +238,7 @@ class Channel:
             value = self._buffer.popleft()
             self._received += 1
             self._refill()
+            self._wake_if_drained()
             if waiter is not None:
                 waiter.complete(index, value)
             return True, value
@@ -248,25 +258,75 @@ class Channel:
             if waiter is not None:
                 waiter.complete(index, value)
             return True, value
-        if self._closed:
+        if self._closed and not self._reserved:  # reserved slots: values still on the way
             raise ChannelClosed(f"{self.name} is closed and empty")
         return False, None
 
     def _refill(self) -> None:
-        """A buffer slot freed up: move the first waiting sender's value in."""
-        while self._senders and len(self._buffer) < self.capacity:
+        """Buffer room freed up: move the first waiting sender's value in."""
+        while self._senders and len(self._buffer) + self._reserved < self.capacity:
             sw, sidx, value = self._senders.popleft()
-            if sw.claim():
-                self._buffer.append(value)
-                self._sent += 1
-                sw.complete(sidx)
-                return
+            if not sw.claim():
+                continue
+            self._buffer.append(value)
+            self._sent += 1
+            sw.complete(sidx)
+            return
+
+    # -- reservations: how remote senders pipeline (see _remote) -------------------
+
+    def reserve_now(self, want: int) -> int:
+        """Promise up to ``want`` free buffer slots now; lock held. Raises if closed."""
+        if self._closed:
+            raise ChannelClosed(f"{self.name} is closed")
+        k = max(0, min(want, self.capacity - len(self._buffer) - self._reserved))
+        self._reserved += k
+        return k
+
+    def put_reserved(self, value: Any) -> None:
+        """Fill one promised slot (also after close: the slot was taken before it)."""
+        with self._lock:
+            self._reserved -= 1
+            self._sent += 1
+            while self._receivers:
+                rw, ridx = self._receivers.popleft()
+                if rw.claim():
+                    self._received += 1
+                    rw.complete(ridx, value)
+                    self._refill()  # the promised slot was not needed: room for the next
+                    self._wake_if_drained()
+                    return
+            self._buffer.append(value)
+
+    def release(self, n: int) -> None:
+        """Give back promised slots that will not be used."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - n)
+            self._refill()
+            self._wake_if_drained()
+
+    def _wake_if_drained(self) -> None:
+        """Closed, empty and nothing on the way: waiting receivers learn it now (lock held)."""
+        if self._closed and not self._buffer and not self._reserved and self._receivers:
+            receivers, self._receivers = self._receivers, deque()
+            for rw, ridx in receivers:
+                if rw.claim():
+                    rw.complete(ridx, error=ChannelClosed(f"{self.name} was closed"))
 
     def _park_sender(self, waiter: Waiter, index: int, value: Any) -> None:
+        if len(self._senders) > 64 and len(self._senders) % 64 == 0:
+            self._senders = deque(e for e in self._senders if not e[0].claimed)
         self._senders.append((waiter, index, value))
 
     def _park_receiver(self, waiter: Waiter, index: int) -> None:
+        if len(self._receivers) > 64 and len(self._receivers) % 64 == 0:
+            self._receivers = deque(e for e in self._receivers if not e[0].claimed)
         self._receivers.append((waiter, index))
+
+    def _forget(self, waiter: Waiter) -> None:
+        """Drop a withdrawn waiter (timed out or cancelled) from the queues; lock held."""
+        self._senders = deque(e for e in self._senders if e[0] is not waiter)
+        self._receivers = deque(e for e in self._receivers if e[0] is not waiter)
 
     def requeue_front(self, value: Any) -> None:
         """Give back a value whose receiver vanished before it could be delivered."""
@@ -318,6 +378,8 @@ class Channel:
         try:
             if not waiter.wait(timeout):
                 if waiter.claim():  # withdrawn: nobody can complete it any more
+                    with self._lock:
+                        self._forget(waiter)
                     raise ChannelTimeout(f"{what} on {self.name} timed out after {timeout} s")
                 waiter.wait(None)  # a peer claimed it an instant ago; completion follows
         finally:
@@ -353,11 +415,15 @@ class Channel:
         except asyncio.CancelledError:
             with self._lock:  # a peer completing us holds this lock: let it finish first
                 withdrawn = waiter.claim()
+                if withdrawn:
+                    self._forget(waiter)
             if not withdrawn and keep_value and waiter.error is None:
                 self.requeue_front(waiter.value)  # taken for us, never delivered: give back
             raise
         if not done:
             if waiter.claim():
+                with self._lock:
+                    self._forget(waiter)
                 raise ChannelTimeout(f"{what} on {self.name} timed out after {timeout} s")
             await waiter.wait_async(None)  # a peer claimed us an instant ago
         if waiter.error is not None:

@@ -17,14 +17,21 @@ connection, never the blocking side path, so the owner sees a waiter vanish.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from netlet.channel._channel import Channel, Raise
+from netlet.channel._channel import (
+    Channel,
+    ChannelStatistics,
+    Raise,
+    current_waiter_hook,
+)
 from netlet.channel._select import Case, aselect
+from netlet.channel._waiter import Waiter
 from netlet.codec import RemoteRef
 from netlet.errors import (
     ChannelClosed,
@@ -32,6 +39,7 @@ from netlet.errors import (
     ConnectionLost,
     NetletError,
     NoSuchObject,
+    ProtocolError,
     WouldBlock,
 )
 from netlet.node import (
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["ChannelEndpoint", "RemoteChannel", "connect_channel"]
 
 _MARGIN = 5.0  # extra seconds the call waits beyond the operation's own timeout
+_IDLE = 0.02  # seconds without sends after which a handle gives back its credits
 
 
 @expose(concurrent=True)
@@ -58,18 +67,58 @@ class ChannelEndpoint:
     def __init__(self, channel: Channel, node: Node) -> None:
         self._channel = channel
         self._node = node
+        self._reserved: dict[str, int] = {}
+        self._tickets: dict[str, asyncio.Task[Any] | None] = {}
+        self._unacked: dict[str, Any] = {}
+        node.on_peer_change(self._peer_changed)
 
     async def send(self, value: Any, timeout: float | None = None) -> None:
         await self._channel._send_async(value, timeout)
 
-    async def push(self, values: list[Any]) -> None:
-        """A batch of pipelined sends from one remote sender, placed in order."""
-        ch, i, n = self._channel, 0, len(values)
-        with ch._lock:  # place what fits now under one lock; await only when full
-            while i < n and ch._try_send(None, 0, values[i]):
-                i += 1
-        for value in values[i:]:
-            await ch._send_async(value, None)
+    # Pipelined sends from remote senders: they reserve buffer slots, then fill them.
+
+    async def send_reserving(self, sender: str, value: Any, raise_it: bool, want: int,
+                             timeout: float | None = None) -> int:
+        """Send ``value``; if it went in at once, also promise up to ``want`` more slots.
+
+        A value that must wait parks here with the value itself, like a local sender,
+        so room that frees up takes it in the same step.
+        """
+        ch = self._channel
+        item = Raise(value) if raise_it else value
+        with ch._lock:
+            placed = ch._try_send(None, 0, item)  # raises ChannelClosed when closed
+            extra = ch.reserve_now(int(want)) if placed and want > 0 else 0
+        if not placed:
+            await ch._send_async(item, timeout)
+            return 0
+        self._reserved[sender] = self._reserved.get(sender, 0) + extra
+        return extra
+
+    async def push(self, sender: str, values: list[Any], raises: list[int]) -> None:
+        """Fill slots ``sender`` reserved, in order (``raises``: indexes of exceptions)."""
+        ch = self._channel
+        held = self._reserved.get(sender, 0)
+        if len(values) > held:
+            raise ProtocolError(f"{len(values)} values pushed with {held} slots reserved")
+        self._reserved[sender] = held - len(values)
+        marked = set(raises)
+        for i, value in enumerate(values):
+            ch.put_reserved(Raise(value) if i in marked else value)
+
+    async def release(self, sender: str, n: int) -> None:
+        held = self._reserved.get(sender, 0)
+        n = max(0, min(int(n), held))
+        self._reserved[sender] = held - n
+        self._channel.release(n)
+
+    def _peer_changed(self, node: str, connected: bool) -> None:
+        if connected:
+            return
+        for sender in [s for s in self._reserved if s.startswith(node + ":")]:
+            self._channel.release(self._reserved.pop(sender))  # a sender died: free its slots
+        for ticket in [t for t in self._unacked if t.startswith(node + ":")]:
+            self._give_back(ticket)  # a receiver died before its value reached it
 
     async def send_nowait(self, value: Any) -> None:
         self._channel._send_now(value)
@@ -87,20 +136,43 @@ class ChannelEndpoint:
     async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
         await self._channel._send_async(Raise(exc), timeout)
 
-    async def receive(self, timeout: float | None = None) -> Any:
+    # Remote receives with a ticket are acknowledged: the owner keeps each value it
+    # handed out until the receiving node confirms it arrived (which that node does
+    # before its application sees the value). A receiver that cancels, or whose link
+    # closes first, gets nothing: the value goes back to the front of the channel.
+
+    async def receive(self, timeout: float | None = None, ticket: str | None = None) -> Any:
         with self._channel._lock:
             ok, value = self._channel._try_receive(None, 0)
-        if ok:
-            return self._pass(value)
-        return self._pass(await self._receive_raw(timeout))
+        if not ok:
+            if ticket is not None:
+                self._tickets[ticket] = asyncio.current_task()
+            try:
+                value = await self._receive_raw(timeout)
+            finally:
+                if ticket is not None:
+                    self._tickets.pop(ticket, None)
+        if ticket is not None:
+            self._unacked[ticket] = value
+        return self._pass(value)
+
+    async def ack(self, ticket: str) -> None:
+        self._unacked.pop(ticket, None)
+
+    async def cancel_receive(self, ticket: str) -> None:
+        """The remote caller gave up: stop waiting for it, or take back what it was given."""
+        task = self._tickets.pop(ticket, None)
+        if task is not None:
+            task.cancel()  # _wait_async puts a value it already holds back at the front
+        self._give_back(ticket)
+
+    def _give_back(self, ticket: str) -> None:
+        if ticket in self._unacked:
+            self._channel.requeue_front(self._unacked.pop(ticket))
 
     async def _receive_raw(self, timeout: float | None) -> Any:
         # Like Channel._receive_async, but keeps a queued exception wrapped so it
         # travels as a value and is raised on the receiving side.
-        import asyncio
-
-        from netlet.channel._waiter import Waiter
-
         ch = self._channel
         with ch._lock:
             ok, value = ch._try_receive(None, 0)
@@ -159,7 +231,8 @@ def _provide(node: Node, obj: object) -> RemoteRef | None:
 
 
 def _factory(node: Node, ref: RemoteRef, link: Link | None) -> object:
-    if ref.node == node.id:
+    # A handle made by connect_channel has no node id, only the owner's address.
+    if ref.node == node.id or (not ref.node and ref.address and ref.address == node.address):
         try:
             return _local_channel(node, ref.name)
         except NoSuchObject:
@@ -200,21 +273,25 @@ class _RemoteSend:
         self._rc = rc
 
     def __call__(self, value: Any, timeout: float | None = None) -> None:
-        rc = self._rc
-        if rc._capacity() > 0:
-            rc._send_pipelined(value, timeout)
-            return
-        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
-        p.send.future(value, timeout).result()
+        self._rc._send(value, timeout, raise_it=False)
 
     async def aio(self, value: Any, timeout: float | None = None) -> None:
-        self._rc._check_pipeline()
-        p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
+        rc = self._rc
+        if rc._cap is None:  # never block the loop we run on for the lookup
+            rc._cap = int(await rc._proxy.capacity.aio())
+        if rc._cap and rc._take_credit(value, False):
+            return
+        if rc._pushing or rc._outbox:
+            await asyncio.to_thread(rc.flush)
+        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
         await p.send.aio(value, timeout)
 
     def nowait(self, value: Any) -> None:
-        self._rc._check_pipeline()
-        self._rc._proxy.send_nowait.future(value).result()
+        rc = self._rc
+        if rc._capacity() and rc._take_credit(value, False):
+            return
+        rc.flush()
+        rc._proxy.send_nowait.future(value).result()
 
 
 class _RemoteReceive:
@@ -224,15 +301,60 @@ class _RemoteReceive:
         self._rc = rc
 
     def __call__(self, timeout: float | None = None) -> Any:
-        p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
-        return _result(p.receive.future(timeout).result())
+        rc = self._rc
+        rc._settle()
+        ticket, state = rc._ticket()
+        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
+        fut = p.receive.future(timeout, ticket)
+        fut.add_done_callback(lambda f: rc._acknowledge(f, ticket, state))
+        return _result(_wait_cancellable(fut, lambda: rc._abandon_receive(ticket, state)))
 
     async def aio(self, timeout: float | None = None) -> Any:
-        p = self._rc._proxy.with_options(timeout=_call_timeout(timeout))
-        return _result(await p.receive.aio(timeout))
+        rc = self._rc
+        if rc._pushing:
+            await asyncio.to_thread(rc.flush)
+        ticket, state = rc._ticket()
+        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
+        fut: Any
+        if asyncio.get_running_loop() is rc._node.loop:
+            fut = asyncio.ensure_future(p.receive.aio(timeout, ticket))
+            waiting = asyncio.shield(fut)
+        else:  # run the call on the node's loop: it must not die with this one
+            fut = p.receive.future(timeout, ticket)
+            waiting = asyncio.shield(asyncio.wrap_future(fut))
+        fut.add_done_callback(lambda f: rc._acknowledge(f, ticket, state))
+        try:
+            return _result(await waiting)
+        except asyncio.CancelledError:
+            rc._abandon_receive(ticket, state)
+            raise
 
     def nowait(self) -> Any:
+        self._rc._settle()
         return _result(self._rc._proxy.receive_nowait.future().result())
+
+
+def _wait_cancellable(fut: concurrent.futures.Future[Any], on_cancel: Any) -> Any:
+    """Wait for ``fut``; a tasklet's cancel() wakes us (running ``on_cancel``) too."""
+    hook = current_waiter_hook.on_block
+    if hook is None:
+        return fut.result()
+    waiter = Waiter()
+
+    def done(_: Any) -> None:
+        if waiter.claim():
+            waiter.complete(0)
+
+    fut.add_done_callback(done)
+    hook(waiter)
+    try:
+        waiter.wait(None)
+    finally:
+        hook(None)
+    if waiter.error is not None:
+        on_cancel()
+        raise waiter.error
+    return fut.result()
 
 
 class RemoteChannel:
@@ -245,20 +367,26 @@ class RemoteChannel:
         self.name = ref.name
         self.send = _RemoteSend(self)
         self.receive = _RemoteReceive(self)
-        # Pipelined sends (buffered channels only): see _send_pipelined.
+        # Pipelined sends (buffered channels only): see _send.
         self._cap: int | None = None
+        self._sender = f"{node.id}:{uuid.uuid4().hex[:8]}"
         self._window = threading.Condition()
         self._outbox: list[Any] = []
-        self._inflight = 0
+        self._raises: list[int] = []
+        self._credits = 0
+        self._want = 1
+        self._last_use = 0.0
         self._pushing = False
         self._broken: BaseException | None = None
 
     # -- pipelined sends ----------------------------------------------------------------
     #
-    # A send to a buffered remote channel returns once its value is queued within a
-    # window of the channel's capacity; one batch at a time goes to the owner, which
-    # places it in order and confirms it. The next batch carries whatever queued up
-    # meanwhile, so throughput grows with load and nothing waits for a timer.
+    # A buffered channel's owner promises this handle some of its free slots (credits).
+    # A send that holds a credit returns at once, its value queued here; one batch at a
+    # time travels to the owner and fills the promised slots in order. So a send returns
+    # exactly when its value has room in the buffer, as on a local channel, and a stream
+    # of sends costs one message per batch. Credits are asked for in doubling amounts and
+    # given back when the handle goes quiet, so an idle sender does not hold room.
 
     def _capacity(self) -> int:
         if self._cap is None:
@@ -269,34 +397,54 @@ class RemoteChannel:
         if self._broken is not None:
             raise self._broken
 
-    def _send_pipelined(self, value: Any, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        cap = self._capacity()
+    def _take_credit(self, value: Any, raise_it: bool) -> bool:
+        """Queue ``value`` on a credit if one is held (True), else leave it (False)."""
         with self._window:
-            while True:
-                self._check_pipeline()
-                if len(self._outbox) + self._inflight < cap:
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise ChannelTimeout(f"send on {self.name} timed out after {timeout} s")
-                self._window.wait(left)
+            self._check_pipeline()
+            if self._credits <= 0:
+                return False
+            self._credits -= 1
+            if raise_it:
+                self._raises.append(len(self._outbox))
             self._outbox.append(value)
+            self._last_use = time.monotonic()
             start = not self._pushing
-            self._pushing = True
+            self._pushing = self._pushing or start
         if start:
             self._node._get_loop().call_soon_threadsafe(self._push_next)
+        return True
+
+    def _send(self, value: Any, timeout: float | None, raise_it: bool) -> None:
+        if self._capacity() == 0:  # rendezvous: every send meets its receiver
+            self.flush()
+            p = self._proxy.with_options(timeout=_call_timeout(timeout))
+            method = p.send_exception if raise_it else p.send
+            method.future(value, timeout).result()
+            return
+        if self._take_credit(value, raise_it):
+            return
+        # No credit: send this value with a request for more (after what is queued).
+        self._settle()
+        want = self._want
+        p = self._proxy.with_options(timeout=_call_timeout(timeout))
+        got = int(p.send_reserving.future(self._sender, value, raise_it, want, timeout).result())
+        with self._window:
+            self._credits += got
+            self._last_use = time.monotonic()
+            self._want = min(self._cap or 1, want * 2)
+        if got:
+            self._schedule_idle_release()
 
     def _push_next(self) -> None:
         with self._window:
             batch, self._outbox = self._outbox, []
-            self._inflight = len(batch)
+            raises, self._raises = self._raises, []
             if not batch:
                 self._pushing = False
                 self._window.notify_all()
                 return
         try:
-            fut = asyncio.ensure_future(self._proxy.push.aio(batch))
+            fut = asyncio.ensure_future(self._proxy.push.aio(self._sender, batch, raises))
         except NetletError as e:
             self._pipeline_failed(e, len(batch))
             return
@@ -304,20 +452,61 @@ class RemoteChannel:
 
     def _pushed(self, fut: asyncio.Future[Any], n: int) -> None:
         if fut.cancelled() or fut.exception() is not None:
-            self._pipeline_failed(fut.exception() if not fut.cancelled() else None, n)
+            self._pipeline_failed(None if fut.cancelled() else fut.exception(), n)
             return
-        with self._window:
-            self._inflight = 0
-            self._window.notify_all()
         self._push_next()
 
     def _pipeline_failed(self, error: BaseException | None, n: int) -> None:
         with self._window:
             self._broken = ConnectionLost(
                 f"sends to {self.name} failed ({error}); {n + len(self._outbox)} value(s) "
-                "sent but not confirmed may be lost")
-            self._inflight, self._outbox, self._pushing = 0, [], False
+                "that had buffer room may be lost")
+            self._outbox, self._raises, self._pushing, self._credits = [], [], False, 0
             self._window.notify_all()
+
+    def _schedule_idle_release(self) -> None:
+        loop = self._node._get_loop()
+        loop.call_soon_threadsafe(loop.call_later, _IDLE, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        with self._window:
+            if self._credits <= 0 or self._pushing:
+                return
+            if time.monotonic() - self._last_use < _IDLE:
+                self._node._get_loop().call_later(_IDLE, self._release_if_idle)
+                return
+            n, self._credits = self._credits, 0
+            self._want = max(1, self._want // 2)
+        try:
+            self._proxy.release.oneway(self._sender, n)
+        except NetletError:
+            pass
+
+    def _ticket(self) -> tuple[str, dict[str, bool]]:
+        # The node id prefix tells the owner whose link closing gives the value back.
+        return f"{self._node.id}:{uuid.uuid4().hex[:16]}", {"cancelled": False}
+
+    def _acknowledge(self, fut: Any, ticket: str, state: dict[str, bool]) -> None:
+        """The reply landed: confirm it before anyone sees the value, unless we gave up."""
+        if state["cancelled"] or fut.cancelled() or fut.exception() is not None:
+            return
+        try:
+            self._proxy.ack.oneway(ticket)
+        except NetletError:
+            pass
+
+    def _abandon_receive(self, ticket: str, state: dict[str, bool]) -> None:
+        """Our receive was cancelled: the owner stops waiting, or takes the value back."""
+        state["cancelled"] = True
+        try:
+            self._proxy.cancel_receive.oneway(ticket)
+        except NetletError:
+            pass
+
+    def _settle(self) -> None:
+        """Before any other operation: this handle's earlier sends go first."""
+        if self._pushing or self._outbox:
+            self.flush()
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every pipelined send was placed on the owner."""
@@ -345,6 +534,7 @@ class RemoteChannel:
 
     @property
     def balance(self) -> int:
+        self._settle()
         return int(self._proxy.balance.future().result())
 
     @property
@@ -353,16 +543,21 @@ class RemoteChannel:
 
     def close(self) -> None:
         self.flush()  # values sent before close() arrive before it
+        with self._window:
+            unused, self._credits = self._credits, 0
+        if unused:  # room we will not fill must not look like values on their way
+            self._proxy.release.future(self._sender, unused).result()
         self._proxy.close.future().result()
 
-    def statistics(self) -> dict[str, Any]:
-        return dict(self._proxy.statistics.future().result())
+    def statistics(self) -> ChannelStatistics:
+        self._settle()
+        return ChannelStatistics(**self._proxy.statistics.future().result())
 
     def send_exception(self, exc: BaseException | type[BaseException], *args: Any,
                        timeout: float | None = None) -> None:
         error = exc(*args) if isinstance(exc, type) else exc
-        p = self._proxy.with_options(timeout=_call_timeout(timeout))
-        p.send_exception.future(error, timeout).result()
+        self._send(error, timeout, raise_it=True)
+        self.flush()  # rare, and worth being certain of: confirmed before returning
 
     def sending(self, value: Any) -> Case:
         return Case(self, True, value)

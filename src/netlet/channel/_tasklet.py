@@ -33,6 +33,7 @@ class Tasklet:
     """A handle on one concurrently running function."""
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+        self._observed = True  # until set up, there is nothing to report from __del__
         if not callable(fn):
             raise ConfigError("a tasklet runs a callable")
         self.fn = fn
@@ -145,7 +146,9 @@ class Tasklet:
         return f"<netlet.Tasklet {self.name} {state}>"
 
     def __del__(self) -> None:
-        fut = self._future
+        fut = getattr(self, "_future", None)
+        if fut is None:
+            return
         if fut.done() and not self._observed and not fut.cancelled():
             exc = fut.exception()
             if exc is not None and not isinstance(exc, TaskletExit):

@@ -158,6 +158,8 @@ main = netlet
 """The console-script entry point (``netlet = "netlet.cli:main"``)."""
 
 # -- the commands: one module each, one line each (see the module docstring) --
+netlet.add_lazy_command("atm", "netlet.apps.bank._cli:atm")
+netlet.add_lazy_command("bank", "netlet.apps.bank._cli:bank")
 netlet.add_lazy_command("certs", "netlet.cli._certs:certs")
 netlet.add_lazy_command("demo", "netlet.cli._demo:demo")
 netlet.add_lazy_command("head", "netlet.cli._cluster:head")

@@ -192,6 +192,7 @@ class Node:
         self._direct_sockets: set[BlockingFramer] = set()
         self._direct_threads: set[threading.Thread] = set()
         self._peer_listeners: list[Callable[[str, bool], None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._closing = False
         if start:
@@ -490,9 +491,20 @@ class Node:
         conn, peer = await connect(addr, self.config.transport, self.id, self.address or "")
         return self._add_link(conn, peer, addr)
 
+    def _known_link(self, ref: RemoteRef) -> Link | None:
+        """A live link to the owner of ``ref`` we already have (no connecting)."""
+        link = self._links_by_node.get(ref.node) if ref.node else None
+        if link is None and ref.address:
+            link = self._links_by_addr.get(ref.address)
+        return link if link is not None and not link.closed else None
+
     def _link_blocking(self, proxy: Proxy) -> Link:
         link = proxy._link
         if link is not None and not link.closed:
+            return link
+        link = self._known_link(proxy._ref)
+        if link is not None:
+            proxy._link = link
             return link
         loop = self.loop
         if loop is None or self._closing:
@@ -635,6 +647,18 @@ class Node:
                      kwargs: dict[str, Any] | None) -> None:
         link = proxy._link
         if link is None or link.closed:
+            link = self._known_link(proxy._ref)
+        if link is None and threading.get_ident() == self._loop_thread_id:
+            # On the loop: connect in a task rather than block the loop we need.
+            async def send_later() -> None:
+                lk = await self._link_to(proxy._ref)
+                lk.start_call(None, proxy._ref.name, method, args, kwargs)
+
+            task = self._get_loop().create_task(send_later())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        if link is None:
             link = self._link_blocking(proxy)
         link.start_call(None, proxy._ref.name, method, args, kwargs)
 
@@ -674,6 +698,12 @@ class Node:
             return
         now = self.loop.time()
         for link in list(self._links):
+            if link._paused and not link.closed:
+                # Busy, not dead: we stopped reading them, so say so before they decide.
+                try:
+                    link.send([5, 0])
+                except (ConnectionLost, NodeClosed):
+                    pass
             if not link.pending or link.closed:
                 continue
             silent = now - link.last_heard

@@ -59,6 +59,7 @@ class Connection(ABC):
         self._held: list[tuple[memoryview | bytes, list[Buffer]]] = []
         self._close_reason: BaseException | None = None
         self._closed = False
+        self._hold_delivery = False  # paused (backpressure): held frames wait too
         self._loop_thread = threading.get_ident()
 
     @property
@@ -71,11 +72,15 @@ class Connection(ABC):
     def set_handlers(self, on_message: MessageHandler, on_close: CloseHandler) -> None:
         """Install the handlers; must run on the loop thread."""
         self._on_message, self._on_close = on_message, on_close
-        held, self._held = self._held, []
-        for body, bufs in held:
-            on_message(memoryview(body), bufs)
-        if self._closed:
+        self._replay_held()
+        if self._closed and not self._held:
             on_close(self._close_reason)
+
+    def _replay_held(self) -> None:
+        """Deliver frames that arrived before there was an owner, stopping if paused."""
+        while self._held and self._on_message is not None and not self._hold_delivery:
+            body, bufs = self._held.pop(0)
+            self._on_message(memoryview(body), bufs)
 
     def hold(self, frames: list[tuple[bytes, list[Buffer]]]) -> None:
         """Keep ``frames`` and any later ones until the next ``set_handlers`` (loop thread)."""
@@ -115,11 +120,14 @@ class Connection(ABC):
     def pending_bytes(self) -> int:
         """Bytes queued but not yet taken by the kernel (for backpressure)."""
 
-    def pause_reading(self) -> None:  # noqa: B027 - optional: not every transport can
+    def pause_reading(self) -> None:
         """Stop delivering frames until ``resume_reading`` (loop thread)."""
+        self._hold_delivery = True
 
-    def resume_reading(self) -> None:  # noqa: B027
+    def resume_reading(self) -> None:
         """Deliver frames again (loop thread)."""
+        self._hold_delivery = False
+        self._replay_held()
 
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:  # noqa: B027
         """Raise the frame limits once the handshake is done (no-op if not framed)."""

@@ -50,6 +50,8 @@ class FrameReader:
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
+        self.paused = False
+        """Set by the owner to stop delivery after the current frame (backpressure)."""
         # A large frame in progress: its own buffer and how much is filled.
         self._big: bytearray | None = None
         self._big_lens: tuple[int, ...] = ()
@@ -83,9 +85,14 @@ class FrameReader:
             self._buf[:n] = self._buf[self._start : self._end]
         self._start, self._end = 0, n
 
+    def resume(self) -> None:
+        """Deliver the frames that waited while paused."""
+        self.paused = False
+        self._parse()
+
     def _parse(self) -> None:
         buf, view = self._buf, self._view
-        while True:
+        while not self.paused:
             start = self._start
             avail = self._end - start
             if avail < 8:

@@ -84,14 +84,22 @@ class SocketConnection(Connection):
             self._close_now(e)
 
     def pause_reading(self) -> None:
+        super().pause_reading()
+        self._reader.paused = True  # frames already read wait too
         if self._reading and not self._closed:
             self._reading = False
             self.loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
+        super().resume_reading()
         if not self._reading and not self._closed:
             self._reading = True
             self.loop.add_reader(self._fd, self._on_readable)
+            try:
+                self._reader.resume()
+            except ProtocolError as e:
+                log.warning("closing connection from %s: %s", self.remote, e)
+                self._close_now(e)
 
     # -- writing (any thread) -------------------------------------------
 

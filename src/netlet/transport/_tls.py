@@ -54,12 +54,20 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
             self._close_now(e)
 
     def pause_reading(self) -> None:
+        super().pause_reading()
+        self._reader.paused = True
         if self._transport is not None and not self._closed:
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
+        super().resume_reading()
         if self._transport is not None and not self._closed:
             self._transport.resume_reading()
+        try:
+            self._reader.resume()
+        except ProtocolError as e:
+            log.warning("closing connection from %s: %s", self.remote, e)
+            self._close_now(e)
 
     def eof_received(self) -> bool:
         return False

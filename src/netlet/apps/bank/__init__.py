@@ -1,10 +1,24 @@
-"""The bank reference system: a durable double-entry ledger (pure, no networking).
+"""The bank reference system: a durable double-entry ledger, its service, and ATMs.
 
 Operations are command objects executed by a :class:`Ledger` under an
-idempotency key; amounts are ints in minor units. The service and the ATMs
-build on this package.
+idempotency key; amounts are ints in minor units. :class:`BankService` serves
+a ledger over netlet (card sessions, validation, the operator gate);
+:class:`BankClient` and :class:`CardSession` are the ATM side, retrying a
+request under its own key until the bank answers; :class:`Swarm` runs many
+simulated ATMs and checks the bank's books afterwards. The ``netlet bank`` and
+``netlet atm`` commands live in ``_cli`` and are imported only when they run.
+See docs/bank.md.
 """
 
+from netlet.apps.bank._atm import (
+    BankClient,
+    BankUnavailable,
+    CardSession,
+    OutcomeUnknown,
+    RetryNotice,
+    new_key,
+    run_terminal,
+)
 from netlet.apps.bank._commands import (
     CASH,
     ERROR_TYPES,
@@ -48,21 +62,36 @@ from netlet.apps.bank._ledger import (
     StatementEntry,
 )
 from netlet.apps.bank._pins import hash_pin, verify_pin
+from netlet.apps.bank._service import (
+    SERVICE_NAME,
+    BankService,
+    KeySettled,
+    NotPermitted,
+    ServiceError,
+    SessionExpired,
+    register_errors,
+)
+from netlet.apps.bank._swarm import Swarm, SwarmConfig, SwarmReport
 
 __all__ = [
     "CASH",
     "ERROR_TYPES",
     "MAX_AMOUNT",
     "MAX_TOTAL",
+    "SERVICE_NAME",
     "AccountClosed",
     "AccountExists",
     "AccountInfo",
     "AccountNotEmpty",
     "AlreadyReversed",
     "AuditReport",
+    "BankClient",
     "BankError",
+    "BankService",
+    "BankUnavailable",
     "Book",
     "CardLocked",
+    "CardSession",
     "CloseAccount",
     "Command",
     "Deposit",
@@ -70,16 +99,25 @@ __all__ = [
     "InsufficientFunds",
     "InvalidAmount",
     "InvalidCommand",
+    "KeySettled",
     "Ledger",
     "LedgerClosed",
     "LedgerStatistics",
     "LimitExceeded",
+    "NotPermitted",
     "NotReversible",
     "OpenAccount",
     "Outcome",
+    "OutcomeUnknown",
+    "RetryNotice",
     "Reversal",
+    "ServiceError",
+    "SessionExpired",
     "StatementEntry",
     "StorageError",
+    "Swarm",
+    "SwarmConfig",
+    "SwarmReport",
     "Transfer",
     "UnknownAccount",
     "UnknownTransaction",
@@ -88,6 +126,9 @@ __all__ = [
     "command_from_record",
     "format_amount",
     "hash_pin",
+    "new_key",
     "parse_amount",
+    "register_errors",
+    "run_terminal",
     "verify_pin",
 ]

@@ -1,0 +1,569 @@
+"""``netlet bank`` (serve, open, close, list, audit) and ``netlet atm`` (terminal, scripts, swarm).
+
+This is the only bank module that reads files, stdin and signals; it turns
+options into a Ledger, a Node and the service, or into a BankClient.
+Exit status of the scripted ATM: 0 success, 1 refused or failed, 3 outcome
+unknown (the key is printed: ask with ``netlet atm ... outcome KEY``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from netlet.apps.bank._atm import BankClient, OutcomeUnknown, outcome_error, run_terminal
+from netlet.apps.bank._commands import (
+    AccountNotEmpty,
+    BankError,
+    InsufficientFunds,
+    format_amount,
+    parse_amount,
+)
+from netlet.apps.bank._ledger import Ledger
+from netlet.apps.bank._pins import check_pin_format
+from netlet.apps.bank._service import SERVICE_NAME, SESSION_TTL, BankService, ServiceError
+from netlet.apps.bank._swarm import Swarm, SwarmConfig, SwarmProgress, SwarmReport
+from netlet.errors import ConfigError, NetletError
+from netlet.node import Node
+from netlet.transport import TLSConfig, load_key, parse_address
+
+__all__ = ["atm", "bank"]
+
+DEFAULT_BANK = "tcp://127.0.0.1:7350"
+EXIT_UNKNOWN = 3
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _options(*decorators: Callable[[_F], _F]) -> Callable[[_F], _F]:
+    def apply(func: _F) -> _F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+    return apply
+
+
+_security = _options(
+    click.option("--key-file", type=click.Path(dir_okay=False), default=None,
+                 help="Key from `netlet keygen`; needed beyond loopback, and it is what "
+                      "makes a caller an operator."),
+    click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+                 help="This node's certificate (from `netlet certs node`)."),
+    click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+                 help="This node's private key."),
+    click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
+                 help="CA to verify the other end with (mutual TLS)."),
+)
+_bank_option = click.option("--bank", "bank_addr", default=DEFAULT_BANK, show_default=True,
+                            help="The bank's address.")
+
+
+@dataclass(frozen=True)
+class _Security:
+    key: bytes | None
+    tls: TLSConfig | None
+
+
+def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | None,
+                   tls_ca: str | None) -> _Security:
+    if (tls_cert is None) != (tls_key is None) or (tls_ca and not tls_cert):
+        raise ConfigError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
+    tls = TLSConfig(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    return _Security(load_key(key_file) if key_file else None, tls)
+
+
+def _client(bank_addr: str, sec: _Security, timeout: float = 10.0,
+            retry_for: float = 30.0) -> BankClient:
+    return BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout, retry_for=retry_for)
+
+
+def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
+    if pin_stdin:
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = click.prompt("PIN", hide_input=True, confirmation_prompt=confirm)
+    try:
+        return check_pin_format(pin)
+    except ValueError:
+        raise click.BadParameter("a PIN is 4 to 12 digits", param_hint="PIN") from None
+
+
+def _refused(exc: BankError | ServiceError) -> click.ClickException:
+    """A refusal as one sentence, amounts shown as money rather than cents."""
+    if isinstance(exc, InsufficientFunds):
+        text = (f"account {exc.account!r} holds {format_amount(exc.balance)}, "
+                f"less than {format_amount(exc.amount)}; nothing was taken")
+    elif isinstance(exc, AccountNotEmpty):
+        text = f"account {exc.account!r} still holds {format_amount(exc.balance)}; empty it first"
+    else:
+        text = str(exc) or type(exc).__name__
+    return click.ClickException(f"refused: {text}")
+
+
+# -- netlet bank ------------------------------------------------------------------------
+
+
+@click.group()
+def bank() -> None:
+    """Run the bank and manage its accounts (see docs/bank.md).
+
+    \b
+    netlet bank serve --listen tcp://127.0.0.1:7350 --db bank.db
+    netlet bank open alice --bank tcp://127.0.0.1:7350
+    netlet bank list / close NAME / audit --db bank.db
+    """
+
+
+@bank.command()
+@click.option("--listen", default=DEFAULT_BANK, show_default=True, help="Address to serve on.")
+@click.option("--db", default="bank.db", show_default=True, type=click.Path(dir_okay=False),
+              help="The ledger's SQLite file (created if missing).")
+@_security
+@click.option("--insecure", is_flag=True,
+              help="Listen beyond loopback without a key (customers only: operator calls "
+                   "are then refused).")
+@click.option("--group-commit/--no-group-commit", default=True, show_default=True,
+              help="Commit many requests with one fsync, or one fsync per request.")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=256, show_default=True)
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+              help="How long a group waits for requests on their way.")
+@click.option("--lock-seconds", type=click.FloatRange(0), default=300.0, show_default=True,
+              help="How long three wrong PINs lock a card.")
+@click.option("--session-ttl", type=click.FloatRange(1), default=SESSION_TTL, show_default=True,
+              help="Seconds a card session's token stays valid.")
+@click.option("--head", "head_addr", default=None,
+              help="Register the bank in this cluster head's name service.")
+@click.option("--name", default=SERVICE_NAME, show_default=True,
+              help="Name to register under with --head.")
+def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
+          tls_key: str | None, tls_ca: str | None, insecure: bool, group_commit: bool,
+          max_batch: int, max_wait_ms: float, lock_seconds: float, session_ttl: float,
+          head_addr: str | None, name: str) -> None:
+    """Serve the bank; stops on Ctrl-C or SIGTERM, after committing what is queued.
+
+    Prints its address on stdout once it listens. Operator calls (open, close,
+    list) are allowed when the bank has a key, or when it listens on loopback only.
+    """
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
+                    max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds)
+    try:
+        node = Node(listen=listen, key=sec.key, tls=sec.tls, insecure=insecure,
+                    max_threads=256, call_timeout=None)
+    except OSError as e:
+        ledger.close()
+        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+    except BaseException:
+        ledger.close()
+        raise
+    assert node.address is not None
+    operator = sec.key is not None or parse_address(node.address).is_loopback
+    service = BankService(ledger, operator=operator, session_ttl=session_ttl)
+    ref = node.serve(service, SERVICE_NAME)
+    console = Console(stderr=True)
+    cluster = None
+    try:
+        if head_addr:
+            from netlet.cluster import Cluster
+
+            cluster = Cluster(head_addr, node=node)
+            cluster.register(name, node.proxy_for(ref))
+        mode = "group commit" if group_commit else "one fsync per request"
+        console.print(f"netlet bank listening on [cyan]{node.address}[/], ledger {db} ({mode}); "
+                      f"operator calls {'allowed' if operator else 'refused (no key)'}"
+                      + (f"; registered as {name!r} at {head_addr}" if cluster else ""),
+                      soft_wrap=True)
+        print(node.address, flush=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+    finally:
+        if cluster is not None:
+            cluster.close()
+        node.close()
+        ledger.close()
+
+
+@bank.command("open")
+@click.argument("account")
+@click.option("--owner", default=None, help="The owner's name [default: ACCOUNT].")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
+@_bank_option
+@_security
+def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
+          key_file: str | None, tls_cert: str | None, tls_key: str | None,
+          tls_ca: str | None) -> None:
+    """Open ACCOUNT (an operator call); asks for its PIN, hashed here with scrypt."""
+    pin = _read_pin(pin_stdin, confirm=True)
+    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
+        try:
+            client.open_account(account, owner or account, pin)
+        except (BankError, ServiceError) as exc:
+            raise _refused(exc) from None
+    click.echo(f"opened account {account}")
+
+
+@bank.command()
+@click.argument("account")
+@_bank_option
+@_security
+def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
+          tls_key: str | None, tls_ca: str | None) -> None:
+    """Close ACCOUNT, which must be empty (an operator call)."""
+    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
+        try:
+            client.close_account(account)
+        except (BankError, ServiceError) as exc:
+            raise _refused(exc) from None
+    click.echo(f"closed account {account}")
+
+
+@bank.command("list")
+@click.option("--prefix", default="", help="Only accounts whose id starts with this.")
+@_bank_option
+@_security
+def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
+          tls_key: str | None, tls_ca: str | None) -> None:
+    """List the accounts with their owner, status and balance (an operator call)."""
+    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
+        try:
+            rows = client.accounts(prefix)
+        except (BankError, ServiceError) as exc:
+            raise _refused(exc) from None
+    table = Table(title=f"accounts at {bank_addr}")
+    for col, justify in (("account", "left"), ("owner", "left"), ("status", "left"),
+                         ("balance", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(row["account"], row["owner"], row["status"], format_amount(row["balance"]))
+    Console().print(table)
+
+
+@bank.command()
+@click.option("--db", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The ledger's SQLite file (a running bank may keep using it).")
+def audit(db: str) -> None:
+    """Recompute every balance from the journal; exit 1 if the books do not balance."""
+    with Ledger(db) as ledger:
+        report = ledger.audit()
+    click.echo(f"{report.n_commands} commands, {report.n_entries} entries, "
+               f"journal total {report.total}")
+    if not report.ok:
+        for violation in report.violations:
+            click.echo(f"VIOLATION: {violation}", err=True)
+        raise SystemExit(1)
+    click.echo("audit OK: every transaction balances, no account is negative, "
+               "cached balances match the journal")
+
+
+# -- netlet atm ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AtmOptions:
+    bank: str
+    account: str | None
+    pin_stdin: bool
+    sec: _Security
+    timeout: float
+    retry_for: float
+
+
+@click.group(invoke_without_command=True)
+@_bank_option
+@click.option("--account", default=None, help="Account for a scripted operation.")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
+@_security
+@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds one attempt waits for the bank.")
+@click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds to keep retrying a request while the bank does not answer.")
+@click.option("--head", "head_addr", default=None,
+              help="Find the bank in this cluster head's name service instead of --bank.")
+@click.option("--name", default=SERVICE_NAME, show_default=True,
+              help="The bank's name at --head.")
+@click.pass_context
+def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool,
+        key_file: str | None, tls_cert: str | None, tls_key: str | None, tls_ca: str | None,
+        timeout: float, retry_for: float, head_addr: str | None, name: str) -> None:
+    """An ATM: interactive without a command, scripted with one, or a swarm for load.
+
+    \b
+    netlet atm --bank ADDR                                   # at the terminal
+    netlet atm --bank ADDR --account A --pin-stdin deposit 12.34
+    netlet atm swarm --bank ADDR --atms 64 --seconds 30
+
+    Scripted operations exit 0 on success, 1 when refused, 3 when the bank did
+    not answer in time (the request's key is printed; it was applied at most once).
+    """
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    if head_addr:
+        bank_addr = _look_up(head_addr, name, sec)
+    opts = _AtmOptions(bank_addr, account, pin_stdin, sec, timeout, retry_for)
+    ctx.obj = opts
+    if ctx.invoked_subcommand is None:
+        with _client(opts.bank, opts.sec, timeout, retry_for) as client:
+            try:
+                run_terminal(client)
+            except KeyboardInterrupt:
+                click.echo("\nGoodbye.")
+
+
+def _look_up(head_addr: str, name: str, sec: _Security) -> str:
+    """The address the bank registered under ``name`` at the cluster head."""
+    from netlet.cluster import Cluster
+
+    node = Node(key=sec.key, tls=sec.tls, call_timeout=10)
+    try:
+        with Cluster(head_addr, node=node) as cluster:
+            found = cluster.lookup(name)
+    except NetletError as exc:
+        raise click.ClickException(f"cannot ask the head at {head_addr}: {exc}") from None
+    finally:
+        node.close()
+    address = getattr(found, "__netlet_ref__", lambda: None)()
+    if address is None or not address.address:
+        raise click.ClickException(f"no bank is registered as {name!r} at {head_addr}")
+    return str(address.address)
+
+
+def _scripted(ctx: click.Context, what: str, run: Any) -> None:
+    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit."""
+    opts: _AtmOptions = ctx.obj
+    if not opts.account:
+        raise click.UsageError(f"{what} needs --account (and the PIN, e.g. --pin-stdin)")
+    pin = _read_pin(opts.pin_stdin)
+    with _client(opts.bank, opts.sec, opts.timeout, opts.retry_for) as client:
+        card = client.card(opts.account, pin)
+        try:
+            message = run(card)
+        except OutcomeUnknown as exc:
+            click.echo(f"UNKNOWN: {exc}\nkey: {exc.key}", err=True)
+            ctx.exit(EXIT_UNKNOWN)
+        except (BankError, ServiceError) as exc:
+            raise _refused(exc) from None
+        finally:
+            card.sign_out()
+    click.echo(message)
+
+
+_key_arg = click.option("--key", "idem_key", default=None,
+                        help="Idempotency key to use (repeat a call with the same key to "
+                             "retry it safely) [default: a new one].")
+
+
+_AMOUNT_ARGS = {"ignore_unknown_options": True}  # so "-5" reaches parse_amount and is refused
+
+
+def _amount(text: str) -> int:
+    try:
+        return parse_amount(text)
+    except BankError as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT") from None
+
+
+@atm.command(context_settings=_AMOUNT_ARGS)
+@click.argument("amount")
+@_key_arg
+@click.pass_context
+def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
+    """Deposit AMOUNT (like 12.34)."""
+    cents = _amount(amount)
+
+    def run(card: Any) -> str:
+        r = card.deposit(cents, key=idem_key)
+        return f"deposited {format_amount(cents)}; balance {format_amount(r['balance'])}"
+    _scripted(ctx, "deposit", run)
+
+
+@atm.command(context_settings=_AMOUNT_ARGS)
+@click.argument("amount")
+@_key_arg
+@click.pass_context
+def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
+    """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
+    cents = _amount(amount)
+
+    def run(card: Any) -> str:
+        r = card.withdraw(cents, key=idem_key)
+        return f"withdrew {format_amount(cents)}; balance {format_amount(r['balance'])}"
+    _scripted(ctx, "withdraw", run)
+
+
+@atm.command(context_settings=_AMOUNT_ARGS)
+@click.argument("dst")
+@click.argument("amount")
+@_key_arg
+@click.pass_context
+def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) -> None:
+    """Transfer AMOUNT to account DST."""
+    cents = _amount(amount)
+
+    def run(card: Any) -> str:
+        r = card.transfer(dst, cents, key=idem_key)
+        return (f"transferred {format_amount(cents)} to {dst}; "
+                f"balance {format_amount(r['src_balance'])}")
+    _scripted(ctx, "transfer", run)
+
+
+@atm.command()
+@click.pass_context
+def balance(ctx: click.Context) -> None:
+    """Print the balance."""
+    _scripted(ctx, "balance", lambda card: format_amount(card.balance()))
+
+
+@atm.command()
+@click.option("-n", "limit", type=click.IntRange(0, 100), default=10, show_default=True)
+@click.pass_context
+def statement(ctx: click.Context, limit: int) -> None:
+    """Print the last N entries, newest first: key, kind, amount, balance after."""
+    def run(card: Any) -> str:
+        return "\n".join(f"{e['key']}\t{e['kind']}\t{format_amount(e['amount'])}\t"
+                         f"{format_amount(e['balance_after'])}" for e in card.statement(limit))
+    _scripted(ctx, "statement", run)
+
+
+@atm.command()
+@click.argument("key")
+@click.pass_context
+def outcome(ctx: click.Context, key: str) -> None:
+    """What became of the request with KEY (asking settles it: an unseen key never applies)."""
+    def run(card: Any) -> str:
+        answer = card.outcome(key)
+        if answer is None:
+            return f"{key}: not applied (the bank never saw it, and now never will)"
+        error = outcome_error(answer)
+        if error is not None:
+            return f"{key}: refused: {error}"
+        return f"{key}: applied: {json.dumps(answer['result'], sort_keys=True)}"
+    _scripted(ctx, "outcome", run)
+
+
+# -- netlet atm swarm ----------------------------------------------------------------------
+
+
+@atm.command()
+@click.option("--bank", "bank_addr", default=None, help="The bank's address [default: atm's].")
+@click.option("--atms", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.1), default=30.0, show_default=True)
+@click.option("--accounts", type=click.IntRange(2, 1_000_000), default=1000, show_default=True)
+@click.option("--grace", type=click.FloatRange(0), default=20.0, show_default=True,
+              help="After the run, seconds an unanswered request keeps retrying.")
+@click.option("--seed", type=int, default=None, help="Seed for the random operations.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write the summary and every request (key, status) as JSON here.")
+@click.option("--plain", is_flag=True, help="Progress as plain lines, not a live display.")
+@click.pass_context
+def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, accounts: int,
+          grace: float, seed: int | None, report: str | None, plain: bool) -> None:
+    """Many simulated ATMs doing random operations, then a check of the bank's books.
+
+    Exits 0 when every acknowledged request was applied exactly once, no refused
+    one was, the money adds up and the bank's audit is clean; 1 otherwise.
+    """
+    opts: _AtmOptions = ctx.obj
+    address = bank_addr or opts.bank
+    config = SwarmConfig(atms=atms, seconds=seconds, accounts=accounts, grace=grace,
+                         timeout=min(opts.timeout, 5.0), seed=seed)
+    console = Console(stderr=True)
+    sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
+    try:
+        console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
+        try:
+            sw.prepare()
+        except (BankError, NetletError) as exc:
+            raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
+        _run_with_display(sw, console, plain or not console.is_terminal)
+        console.print("checking the bank's books against what the ATMs saw ...")
+        try:
+            result = sw.verify()
+        except (BankError, NetletError) as exc:
+            raise click.ClickException(f"cannot check against the bank: {exc}") from None
+    finally:
+        sw.close()
+    _print_report(sw, result)
+    if report:
+        with open(report, "w") as f:
+            json.dump({"run": sw.run_id, "summary": dataclasses.asdict(result),
+                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, f)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _run_with_display(sw: Swarm, console: Console, plain: bool) -> None:
+    last = [0.0]
+
+    def line(p: SwarmProgress) -> None:
+        if p.elapsed - last[0] >= 1.0:
+            last[0] = p.elapsed
+            console.print(f"progress t={p.elapsed:.1f}s answered={p.answered} "
+                          f"refused={p.refused} unknown={p.unknown} retrying={p.retrying} "
+                          f"rate={p.rate:.0f}/s p50={p.p50_ms:.1f}ms p99={p.p99_ms:.1f}ms",
+                          highlight=False, soft_wrap=True)
+
+    try:
+        if plain:
+            sw.run(line)
+            return
+        with Live(_progress_table(sw.progress()), console=console, refresh_per_second=4) as live:
+            sw.run(lambda p: live.update(_progress_table(p)))
+    except KeyboardInterrupt:
+        console.print("stopping: no new requests; those in flight finish or give up")
+        sw.stop()
+        sw.join()
+
+
+def _progress_table(p: SwarmProgress) -> Table:
+    table = Table(title=f"ATM swarm: {min(p.elapsed, p.seconds):.1f} / {p.seconds:.0f} s",
+                  show_header=False)
+    table.add_column(justify="right", style="bold")
+    table.add_column()
+    done = min(1.0, p.elapsed / p.seconds) if p.seconds else 1.0
+    bar = int(40 * done)
+    table.add_row("progress", f"[green]{'#' * bar}[/]{'.' * (40 - bar)}")
+    table.add_row("answered", f"{p.answered:,} ({p.refused:,} refused)")
+    table.add_row("throughput", f"{p.rate:,.0f} ops/s")
+    table.add_row("latency", f"p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms (recent)")
+    state = "[red]bank not answering[/]" if p.retrying else "[green]bank answering[/]"
+    table.add_row("ATMs retrying", f"{p.retrying} {state}")
+    table.add_row("outcome unknown", str(p.unknown))
+    if p.last_problem:
+        table.add_row("last problem", p.last_problem[:80])
+    return table
+
+
+def _print_report(sw: Swarm, r: SwarmReport) -> None:
+    info = r.bank
+    click.echo(f"swarm {sw.run_id}: {sw.config.atms} ATMs, {r.seconds:g} s, "
+               f"{sw.config.accounts} accounts, bank {sw.address}")
+    click.echo(f"answered: {r.answered} ({r.applied} applied, {r.refused} refused), "
+               f"{r.ops_per_s:.0f} ops/s")
+    click.echo(f"latency: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, max {r.max_ms:.1f} ms")
+    click.echo(f"unknown at the end, settled with the bank: {r.resolved_applied} applied, "
+               f"{r.resolved_not_applied} not applied")
+    if "commits" in info:
+        click.echo(f"bank: {info['commands']} commands in {info['commits']} commits "
+                   f"(mean batch {info['mean_batch_size']:.1f}) since it started")
+    if r.ok:
+        click.echo("check OK: every acknowledged request applied exactly once, no refused one "
+                   "applied, money adds up, audit clean")
+        return
+    click.echo(f"check FAILED: {len(r.problems)} problem(s)", err=True)
+    for problem in r.problems[:50]:
+        click.echo(f"  {problem}", err=True)
+
