@@ -277,8 +277,11 @@ class _RemoteSend:
 
     async def aio(self, value: Any, timeout: float | None = None) -> None:
         rc = self._rc
-        if rc._cap is None:  # never block the loop we run on for the lookup
-            rc._cap = int(await rc._proxy.capacity.aio())
+        if rc._cap is None:  # never block the loop we run on; one lookup per handle
+            lookup = rc._cap_lookup
+            if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+                rc._cap_lookup = asyncio.ensure_future(rc._proxy.capacity.aio())
+            rc._cap = int(await asyncio.shield(rc._cap_lookup))
         if rc._cap and rc._take_credit(value, False):
             return
         if rc._pushing or rc._outbox:
@@ -369,6 +372,7 @@ class RemoteChannel:
         self.receive = _RemoteReceive(self)
         # Pipelined sends (buffered channels only): see _send.
         self._cap: int | None = None
+        self._cap_lookup: asyncio.Future[Any] | None = None
         self._sender = f"{node.id}:{uuid.uuid4().hex[:8]}"
         self._window = threading.Condition()
         self._outbox: list[Any] = []
