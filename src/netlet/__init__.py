@@ -71,10 +71,12 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "ChannelTimeout",
+    "Cluster",
     "ConfigError",
     "ConnectionLost",
     "DecodeError",
     "EncodeError",
+    "Executor",
     "FrameTooLarge",
     "HandshakeError",
     "InsecureListenError",
@@ -97,6 +99,7 @@ __all__ = [
     "TaskletExit",
     "TransportConfig",
     "VersionMismatch",
+    "WorkerLost",
     "WouldBlock",
     "__version__",
     "aselect",
@@ -119,6 +122,20 @@ __all__ = [
 __version__ = "0.1.0"
 
 _logging.getLogger("netlet").addHandler(_logging.NullHandler())
+
+
+_LAZY = {"Cluster": "netlet.cluster", "Executor": "netlet.cluster",
+         "WorkerLost": "netlet.errors"}
+
+
+def __getattr__(name: str) -> object:
+    """The cluster's names, imported on first use (worker start-up stays fast)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netlet' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def connect(address: str, name: str, *, timeout: float | None = -1.0) -> Proxy:

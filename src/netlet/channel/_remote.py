@@ -280,8 +280,8 @@ class _RemoteSend:
         if rc._cap is None:  # never block the loop we run on; one lookup per handle
             lookup = rc._cap_lookup
             if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
-                rc._cap_lookup = asyncio.ensure_future(rc._proxy.capacity.aio())
-            rc._cap = int(await asyncio.shield(rc._cap_lookup))
+                lookup = rc._cap_lookup = asyncio.ensure_future(rc._proxy.capacity.aio())
+            rc._cap = int(await asyncio.shield(lookup))
         if rc._cap and rc._take_credit(value, False):
             return
         if rc._pushing or rc._outbox:

@@ -120,8 +120,14 @@ def _configure_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Whoever read our log went away: go quiet. (Rich's default raises
+            # SystemExit, which would kill a head's event loop at its next log line.)
+            self.quiet = True
+
     handler = RichHandler(
-        console=Console(stderr=True),
+        console=_Console(stderr=True),
         level=level,
         show_path=verbose >= 2,
         rich_tracebacks=verbose >= 2,

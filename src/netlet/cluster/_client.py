@@ -154,6 +154,10 @@ class Cluster:
             for t in tids:
                 self._futures.pop(t, None)
                 self._specs.pop(t, None)
+            unsent = {t for t in tids if any(s[0] == t for s in self._outbox)}
+            if unsent:  # never sent: dropping it here is the whole cancel
+                self._outbox = [s for s in self._outbox if s[0] not in unsent]
+                tids = [t for t in tids if t not in unsent]
         if tids and not self._closed:
             try:
                 self._head.cancel.future(tids)

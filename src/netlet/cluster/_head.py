@@ -97,11 +97,12 @@ class Head:
         self._outbox: dict[str, list[list[Any]]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
+        self._cancelled_early: set[str] = set()
         self._jobs: set[asyncio.Task[None]] = set()
         self._pullers: deque[tuple[str, int, asyncio.Future[None]]] = deque()
         self._names: dict[str, tuple[RemoteRef, str]] = {}
         self._actors: dict[str, ActorSpec] = {}
-        self._subscribers: dict[str, Proxy] = {}
+        self._subscribers: dict[str, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self.started = time.time()
@@ -229,13 +230,17 @@ class Head:
     def _event(self, kind: str, member: Member) -> None:
         for key, sink in list(self._subscribers.items()):
             try:
-                sink.event.oneway(kind, member.node, member.role, member.info)
+                if isinstance(sink, Proxy):
+                    sink.event.oneway(kind, member.node, member.role, member.info)
+                else:  # a subscriber on the head's own node
+                    self._spawn(sink.event(kind, member.node, member.role, member.info))
             except (ConnectionLost, OSError):
                 self._subscribers.pop(key, None)
 
-    async def subscribe(self, sink: Proxy) -> None:
+    async def subscribe(self, sink: Any) -> None:
         """Membership events: ``sink.event(kind, node, role, info)``, kind join/leave."""
-        self._subscribers[repr(sink._ref)] = sink
+        key = repr(sink._ref) if isinstance(sink, Proxy) else f"local-{id(sink)}"
+        self._subscribers[key] = sink
 
     # -- names ----------------------------------------------------------------------
 
@@ -278,6 +283,9 @@ class Head:
         for tid, fn, body, retries in tasks:
             if tid in self._tasks:
                 continue  # a resubmission after a reconnect: already queued or done
+            if tid in self._cancelled_early:
+                self._cancelled_early.discard(tid)  # its cancel overtook its submit
+                continue
             task = Task(tid, client, fn, body, int(retries))
             self._tasks[tid] = task
             self._queue.append(tid)
@@ -301,7 +309,13 @@ class Head:
         cancelled = []
         for tid in tasks:
             task = self._tasks.get(tid)
-            if task is not None and task.state == QUEUED:
+            if task is None:  # not submitted yet (the cancel overtook it): skip it later
+                self._cancelled_early.add(tid)
+                if len(self._cancelled_early) > 100_000:
+                    self._cancelled_early.pop()
+                cancelled.append(tid)
+                continue
+            if task.state == QUEUED:
                 task.state = DONE
                 self._tasks.pop(tid, None)
                 cancelled.append(tid)

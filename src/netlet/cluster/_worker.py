@@ -140,8 +140,12 @@ class Worker:
     def heartbeat_loop(self) -> None:
         while not self.stop.wait(0.5):
             try:
+                t0 = time.perf_counter()
                 known = self.head.with_options(timeout=2).heartbeat(
                     self.node.id, {"done": self.done, "failed": self.failed})
+                # Heartbeats are answered at once: they measure the round trip that
+                # credit="auto" covers (a pull may wait at the head for work).
+                self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - t0)
                 if not known:
                     self.join()
             except (NetletError, OSError):
@@ -154,10 +158,8 @@ class Worker:
                          daemon=True).start()
         local: collections.deque[list[Any]] = collections.deque()
         pending = None
-        asked = 0.0
         while not self.stop.is_set():
             if pending is None and len(local) < self._want():
-                asked = time.perf_counter()
                 try:
                     pending = self.head.with_options(timeout=None).pull.future(
                         self.node.id, self._want() - len(local))
@@ -179,8 +181,6 @@ class Worker:
                     self.join()
                     continue
                 pending = None
-                if batch:
-                    self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - asked)
                 self.functions.add_payloads(fns)
                 local.extend(batch)
                 continue

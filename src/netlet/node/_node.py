@@ -126,7 +126,10 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
     for name in ("key", "insecure", "allow_pickle", "tls", "limits",
                  "handshake_timeout", "connect_timeout"):
         if name in options:
-            t[name] = options.pop(name)
+            value = options.pop(name)
+            if name == "key" and value is None and "key" in t:
+                continue  # key=None must not drop a key read from key_file
+            t[name] = value
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
     node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",

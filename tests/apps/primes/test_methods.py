@@ -295,7 +295,10 @@ def test_exports(module: object) -> None:
 
 
 def test_package_reexports_everything() -> None:
-    assert set(primes_pkg.__all__) == set(_methods.__all__) | set(_chunks.__all__)
+    from netlet.apps.primes import _coordinator
+
+    expected = set(_methods.__all__) | set(_chunks.__all__) | set(_coordinator.__all__)
+    assert set(primes_pkg.__all__) == expected
 
 
 # --- chunks -------------------------------------------------------------------
