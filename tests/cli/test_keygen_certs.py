@@ -106,6 +106,9 @@ def test_verbose_sets_up_rich_logging_only_when_run() -> None:
     from rich.logging import RichHandler
 
     logger = logging.getLogger("netlet")
+    # Another test may have run the CLI in this process already: start from clean.
+    for h in [h for h in logger.handlers if isinstance(h, RichHandler)]:
+        logger.removeHandler(h)
     assert not any(isinstance(h, RichHandler) for h in logger.handlers)
     for flags, level in (([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG)):
         assert invoke(*flags, "keygen", "--help").exit_code == 0
