@@ -280,3 +280,25 @@ def test_many_large_buffers_in_one_call_keep_the_stream_in_step(
     assert back[2].flags.writeable
     assert svc.length(big[2]) == len(big[2])
     assert svc.echo("after") == "after"
+
+
+def test_a_frozen_peer_fails_a_blocking_call_with_no_timeout(server: Server) -> None:
+    # SIGSTOP: the peer neither answers nor closes. Keepalive must still end the wait.
+    node = netlet.Node(keepalive=0.3)
+    try:
+        svc = node.proxy(server.address, "svc", timeout=None)
+        assert svc.echo("warm") == "warm"
+        probe = node.proxy(server.address, "probe", timeout=5)
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(svc.sleep, 30)
+            started = time.monotonic()
+            while probe.active() < 1:
+                assert time.monotonic() - started < 5, "the call never started"
+            server.proc.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(netlet.ConnectionLost, match="stopped answering"):
+                call.result(15)
+            assert time.monotonic() - t0 < 5
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        node.close()

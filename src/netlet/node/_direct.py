@@ -19,6 +19,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.codec import Codec
@@ -40,6 +41,9 @@ from netlet.node._messages import (
 )
 from netlet.node._messages import (
     ERROR as _ERROR,
+)
+from netlet.node._messages import (
+    PING as _PING,
 )
 from netlet.node._messages import (
     REPLY as _REPLY,
@@ -72,21 +76,53 @@ def _codec(node: Node, peer: PeerInfo) -> Codec:
 class _DirectClient:
     """One direct connection, used by one thread at a time."""
 
-    def __init__(self, framer: BlockingFramer, codec: Codec) -> None:
+    def __init__(self, framer: BlockingFramer, codec: Codec, node: Node, peer: str) -> None:
         self.framer = framer
         self.codec = codec
         self.next_id = 1
         self.broken = False
+        self.node = node
+        self.peer = peer
+        self.keepalive = node.config.keepalive
+
+    def _check_peer(self, pinged: float | None) -> float:
+        """Ping the peer over its main link; give up once a ping went unanswered long."""
+        link = self.node._links_by_node.get(self.peer)
+        if link is None or link.closed:
+            raise ConnectionLost("the connection to the peer is gone")
+        loop = link.conn.loop
+        now = loop.time()
+        if pinged is not None and link.last_heard < pinged and self.keepalive is not None \
+                and now - pinged > 3 * self.keepalive:
+            raise ConnectionLost(
+                f"{link.conn.remote} stopped answering ({now - pinged:.1f} s after a ping)")
+        if pinged is None or link.last_heard >= pinged:
+            link.send([_PING, 0])  # its pong refreshes last_heard
+            return now
+        return pinged
 
     def call(self, target: str, method: str, args: tuple[Any, ...],
              kwargs: dict[str, Any] | None, timeout: float | None) -> tuple[bool, Any]:
         cid = self.next_id
         self.next_id += 1
         body, buffers = self.codec.encode([_CALL, cid, target, method, list(args), kwargs])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pinged: float | None = None
         try:
             self.framer.send(body, buffers)
             while True:
-                rbody, rbufs = self.framer.recv(timeout)
+                # Wait in keepalive slices: between them, make sure the peer still lives
+                # (a frozen peer never closes this socket, and nothing else would notice).
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                ka = self.keepalive
+                wait = left if ka is None else (ka if left is None else min(ka, left))
+                try:
+                    rbody, rbufs = self.framer.recv(wait)
+                except TimeoutError:
+                    if left is not None and time.monotonic() >= deadline:  # type: ignore[operator]
+                        raise
+                    pinged = self._check_peer(pinged)
+                    continue
                 try:
                     msg = self.codec.decode(rbody, rbufs)
                 except DecodeError as e:
@@ -162,7 +198,7 @@ class DirectPool:
             raise ConnectionLost("direct connection unavailable on this transport")
         limits = t.limits
         return _DirectClient(BlockingFramer(sock, limits.max_frame, limits.max_buffers),
-                             _codec(node, peer))
+                             _codec(node, peer), node, peer.node)
 
     def close(self) -> None:
         with self._lock:

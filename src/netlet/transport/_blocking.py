@@ -24,6 +24,10 @@ __all__ = ["BlockingFramer", "LazyBuffers"]
 _HEAD = struct.Struct(">II")
 
 
+class _NoFrame(Exception):
+    """The wait timed out before any byte of a frame came (the stream is intact)."""
+
+
 class BlockingFramer:
     """Send and receive whole frames on a blocking socket."""
 
@@ -129,7 +133,12 @@ class BlockingFramer:
         try:
             if self._end - self._start < 8:
                 self._set_timeout(timeout)
-                self._fill(8)
+                try:
+                    self._fill(8)
+                except (TimeoutError, BlockingIOError):
+                    if self._end == self._start:  # nothing of a frame yet: safe to wait on
+                        raise _NoFrame from None
+                    raise
             body_len, nbufs = _HEAD.unpack_from(self._buf, self._start)
             if nbufs > self.max_buffers:
                 raise ProtocolError(f"frame announces {nbufs} buffers")
@@ -162,8 +171,10 @@ class BlockingFramer:
             self._read_exact(memoryview(big)[have:])
             view = memoryview(big)
             return view[:body_len], _split(view, body_len, lens, copy=False)
-        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired, maybe mid-frame
-            raise TimeoutError("no complete frame within the timeout") from None
+        except _NoFrame:
+            raise TimeoutError("no frame within the timeout") from None
+        except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired in mid-frame
+            raise ConnectionLost("the peer stalled in the middle of a frame") from None
         except OSError as e:
             raise ConnectionLost(f"receive failed: {e}") from None
 
