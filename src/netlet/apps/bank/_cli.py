@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from netlet.apps.bank._atm import BankClient, OutcomeUnknown, outcome_error, run_terminal
@@ -33,7 +32,7 @@ from netlet.apps.bank._commands import (
 from netlet.apps.bank._ledger import Ledger
 from netlet.apps.bank._pins import check_pin_format
 from netlet.apps.bank._service import SERVICE_NAME, SESSION_TTL, BankService, ServiceError
-from netlet.apps.bank._swarm import Swarm, SwarmConfig, SwarmProgress, SwarmReport
+from netlet.apps.bank._swarm import Swarm, SwarmConfig, run_with_display
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import TLSConfig, load_key, parse_address
@@ -488,7 +487,7 @@ def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, 
             sw.prepare()
         except (BankError, NetletError) as exc:
             raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
-        _run_with_display(sw, console, plain or not console.is_terminal)
+        run_with_display(sw, console, plain=plain or not console.is_terminal)
         console.print("checking the bank's books against what the ATMs saw ...")
         try:
             result = sw.verify()
@@ -496,74 +495,13 @@ def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, 
             raise click.ClickException(f"cannot check against the bank: {exc}") from None
     finally:
         sw.close()
-    _print_report(sw, result)
+    lines = sw.summary(result)
+    click.echo("\n".join(lines[:6]))
+    for line in lines[6:]:
+        click.echo(line, err=True)
     if report:
         with open(report, "w") as f:
             json.dump({"run": sw.run_id, "summary": dataclasses.asdict(result),
                        "ops": [dataclasses.asdict(op) for op in sw.ops]}, f)
     if not result.ok:
         raise SystemExit(1)
-
-
-def _run_with_display(sw: Swarm, console: Console, plain: bool) -> None:
-    last = [0.0]
-
-    def line(p: SwarmProgress) -> None:
-        if p.elapsed - last[0] >= 1.0:
-            last[0] = p.elapsed
-            console.print(f"progress t={p.elapsed:.1f}s answered={p.answered} "
-                          f"refused={p.refused} unknown={p.unknown} retrying={p.retrying} "
-                          f"rate={p.rate:.0f}/s p50={p.p50_ms:.1f}ms p99={p.p99_ms:.1f}ms",
-                          highlight=False, soft_wrap=True)
-
-    try:
-        if plain:
-            sw.run(line)
-            return
-        with Live(_progress_table(sw.progress()), console=console, refresh_per_second=4) as live:
-            sw.run(lambda p: live.update(_progress_table(p)))
-    except KeyboardInterrupt:
-        console.print("stopping: no new requests; those in flight finish or give up")
-        sw.stop()
-        sw.join()
-
-
-def _progress_table(p: SwarmProgress) -> Table:
-    table = Table(title=f"ATM swarm: {min(p.elapsed, p.seconds):.1f} / {p.seconds:.0f} s",
-                  show_header=False)
-    table.add_column(justify="right", style="bold")
-    table.add_column()
-    done = min(1.0, p.elapsed / p.seconds) if p.seconds else 1.0
-    bar = int(40 * done)
-    table.add_row("progress", f"[green]{'#' * bar}[/]{'.' * (40 - bar)}")
-    table.add_row("answered", f"{p.answered:,} ({p.refused:,} refused)")
-    table.add_row("throughput", f"{p.rate:,.0f} ops/s")
-    table.add_row("latency", f"p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms (recent)")
-    state = "[red]bank not answering[/]" if p.retrying else "[green]bank answering[/]"
-    table.add_row("ATMs retrying", f"{p.retrying} {state}")
-    table.add_row("outcome unknown", str(p.unknown))
-    if p.last_problem:
-        table.add_row("last problem", p.last_problem[:80])
-    return table
-
-
-def _print_report(sw: Swarm, r: SwarmReport) -> None:
-    info = r.bank
-    click.echo(f"swarm {sw.run_id}: {sw.config.atms} ATMs, {r.seconds:g} s, "
-               f"{sw.config.accounts} accounts, bank {sw.address}")
-    click.echo(f"answered: {r.answered} ({r.applied} applied, {r.refused} refused), "
-               f"{r.ops_per_s:.0f} ops/s")
-    click.echo(f"latency: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, max {r.max_ms:.1f} ms")
-    click.echo(f"unknown at the end, settled with the bank: {r.resolved_applied} applied, "
-               f"{r.resolved_not_applied} not applied")
-    if "commits" in info:
-        click.echo(f"bank: {info['commands']} commands in {info['commits']} commits "
-                   f"(mean batch {info['mean_batch_size']:.1f}) since it started")
-    if r.ok:
-        click.echo("check OK: every acknowledged request applied exactly once, no refused one "
-                   "applied, money adds up, audit clean")
-        return
-    click.echo(f"check FAILED: {len(r.problems)} problem(s)", err=True)
-    for problem in r.problems[:50]:
-        click.echo(f"  {problem}", err=True)
-

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlet.apps.bank._atm import BankClient, BankUnavailable, CardSession
 from netlet.apps.bank._commands import BankError
@@ -38,7 +38,11 @@ from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import TLSConfig
 
-__all__ = ["Swarm", "SwarmConfig", "SwarmOp", "SwarmProgress", "SwarmReport"]
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+__all__ = ["Swarm", "SwarmConfig", "SwarmOp", "SwarmProgress", "SwarmReport", "run_with_display"]
 
 _SWARM_PIN_COST = 16  # synthetic accounts: see the module docstring
 _SETTLE_PATIENCE = 30.0  # seconds the check waits for a bank that is away
@@ -363,8 +367,77 @@ class Swarm:
             max_ms=(latencies[-1] * 1e3 if latencies else 0.0), problems=tuple(problems),
             bank=bank)
 
+    def summary(self, r: SwarmReport) -> list[str]:
+        """The report as lines: six that always appear, then one per problem."""
+        info = r.bank
+        batch = (f"bank: {info['commands']} commands in {info['commits']} commits (mean batch "
+                 f"{info['mean_batch_size']:.1f}) since it started" if "commits" in info else
+                 "bank: no commit statistics")
+        verdict = ("check OK: every acknowledged request applied exactly once, no refused one "
+                   "applied, money adds up, audit clean" if r.ok else
+                   f"check FAILED: {len(r.problems)} problem(s)")
+        return [
+            f"swarm {self.run_id}: {self.config.atms} ATMs, {r.seconds:g} s, "
+            f"{self.config.accounts} accounts, bank {self.address}",
+            f"answered: {r.answered} ({r.applied} applied, {r.refused} refused), "
+            f"{r.ops_per_s:.0f} ops/s",
+            f"latency: p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, max {r.max_ms:.1f} ms",
+            f"unknown at the end, settled with the bank: {r.resolved_applied} applied, "
+            f"{r.resolved_not_applied} not applied",
+            batch, verdict, *(f"  {problem}" for problem in r.problems[:50])]
+
     def close(self) -> None:
         for client in self._clients:
             client.close()
         for node in self._nodes:
             node.close()
+
+
+# -- the display ----------------------------------------------------------------------
+
+
+def run_with_display(sw: Swarm, console: Console, *, plain: bool) -> None:
+    """Run ``sw`` with live progress (a rich table, or a line a second); Ctrl-C stops it."""
+    from rich.live import Live  # the display only: importing the package stays light
+
+    last = [0.0]
+
+    def line(p: SwarmProgress) -> None:
+        if p.elapsed - last[0] >= 1.0:
+            last[0] = p.elapsed
+            console.print(f"progress t={p.elapsed:.1f}s answered={p.answered} "
+                          f"refused={p.refused} unknown={p.unknown} retrying={p.retrying} "
+                          f"rate={p.rate:.0f}/s p50={p.p50_ms:.1f}ms p99={p.p99_ms:.1f}ms",
+                          highlight=False, soft_wrap=True)
+
+    try:
+        if plain:
+            sw.run(line)
+            return
+        with Live(_progress_table(sw.progress()), console=console, refresh_per_second=4) as live:
+            sw.run(lambda p: live.update(_progress_table(p)))
+    except KeyboardInterrupt:
+        console.print("stopping: no new requests; those in flight finish or give up")
+        sw.stop()
+        sw.join()
+
+
+def _progress_table(p: SwarmProgress) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"ATM swarm: {min(p.elapsed, p.seconds):.1f} / {p.seconds:.0f} s",
+                  show_header=False)
+    table.add_column(justify="right", style="bold")
+    table.add_column()
+    done = min(1.0, p.elapsed / p.seconds) if p.seconds else 1.0
+    bar = int(40 * done)
+    table.add_row("progress", f"[green]{'#' * bar}[/]{'.' * (40 - bar)}")
+    table.add_row("answered", f"{p.answered:,} ({p.refused:,} refused)")
+    table.add_row("throughput", f"{p.rate:,.0f} ops/s")
+    table.add_row("latency", f"p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms (recent)")
+    state = "[red]bank not answering[/]" if p.retrying else "[green]bank answering[/]"
+    table.add_row("ATMs retrying", f"{p.retrying} {state}")
+    table.add_row("outcome unknown", str(p.unknown))
+    if p.last_problem:
+        table.add_row("last problem", p.last_problem[:80])
+    return table
