@@ -395,7 +395,6 @@ def test_a_bank_with_a_key_serves_only_atms_with_it(start: Start,
 
 
 def test_a_bank_and_atm_over_mutual_tls(start: Start, tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
     certs, key = tmp_path / "certs", tmp_path / "cluster.key"
     for args in (["certs", "init", "--dir", str(certs)],
                  ["certs", "node", "bank", "--dir", str(certs), "--host", "127.0.0.1"],

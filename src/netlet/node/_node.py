@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -140,6 +141,16 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
     if t:
         n["transport"] = replace(config.transport, **t)
     return replace(config, **n) if n else config
+
+
+def _settle(fut: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool,
+            value: Any) -> None:
+    """Complete a call's future (asyncio or concurrent) once with its outcome."""
+    if not fut.done():
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 class _SyncWaiter:
@@ -567,14 +578,7 @@ class Node:
                      method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                      timeout: float | None) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = loop.create_future()
-
-        def waiter(ok: bool, value: Any) -> None:
-            if not fut.done():
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-
+        waiter = functools.partial(_settle, fut)
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         if timeout is not None:
             self._add_deadline(timeout, link, cid)
@@ -600,13 +604,7 @@ class Node:
                      timeout: float | None) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
-
-        def waiter(ok: bool, value: Any) -> None:
-            if not fut.done():
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+        waiter = functools.partial(_settle, fut)
 
         def start(link: Link) -> None:
             try:
