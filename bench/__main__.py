@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(ids).parse_args(argv)
     if args.only:
         wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()]
-        unknown = sorted(set(wanted) - set(ids))
+        unknown = sorted(set(wanted) - {i.upper() for i in ids})
         if unknown:
             _parser(ids).error(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(ids)}")
-        workloads = [w for w in workloads if w.id in wanted]
+        workloads = [w for w in workloads if w.id.upper() in wanted]
     if args.list:
         for w in workloads:
             print(f"{w.id}: {w.title}")
