@@ -283,20 +283,24 @@ class Channel:
         self._reserved += k
         return k
 
-    def put_reserved(self, value: Any) -> None:
-        """Fill one promised slot (also after close: the slot was taken before it)."""
+    def put_reserved(self, values: list[Any]) -> None:
+        """Fill promised slots in order (also after close: they were taken before it)."""
         with self._lock:
-            self._reserved -= 1
-            self._sent += 1
-            while self._receivers:
-                rw, ridx = self._receivers.popleft()
-                if rw.claim():
-                    self._received += 1
-                    rw.complete(ridx, value)
-                    self._refill()  # the promised slot was not needed: room for the next
-                    self._wake_if_drained()
-                    return
-            self._buffer.append(value)
+            for value in values:
+                self._reserved -= 1
+                self._sent += 1
+                handed = False
+                while self._receivers:
+                    rw, ridx = self._receivers.popleft()
+                    if rw.claim():
+                        self._received += 1
+                        rw.complete(ridx, value)
+                        handed = True
+                        break
+                if not handed:
+                    self._buffer.append(value)
+            self._refill()  # slots handed straight to receivers leave room for others
+            self._wake_if_drained()
 
     def release(self, n: int) -> None:
         """Give back promised slots that will not be used."""

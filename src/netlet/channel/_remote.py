@@ -102,9 +102,10 @@ class ChannelEndpoint:
         if len(values) > held:
             raise ProtocolError(f"{len(values)} values pushed with {held} slots reserved")
         self._reserved[sender] = held - len(values)
-        marked = set(raises)
-        for i, value in enumerate(values):
-            ch.put_reserved(Raise(value) if i in marked else value)
+        if raises:
+            marked = set(raises)
+            values = [Raise(v) if i in marked else v for i, v in enumerate(values)]
+        ch.put_reserved(values)
 
     async def release(self, sender: str, n: int) -> None:
         held = self._reserved.get(sender, 0)
