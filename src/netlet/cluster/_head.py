@@ -345,6 +345,14 @@ class Head:
                 return [[], {}]
         return self._assign(member, want)
 
+    async def exchange(self, worker: str, results: list[list[Any]], want: int) -> list[Any]:
+        """``report`` then ``pull`` in one round trip: what a busy worker sends per task."""
+        if results:
+            await self.report(worker, results)
+        if want <= 0:
+            return [[], {}]
+        return await self.pull(worker, want)
+
     def _assign(self, member: Member, want: int) -> list[Any]:
         batch: list[list[Any]] = []
         fns: dict[str, bytes] = {}

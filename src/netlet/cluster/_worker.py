@@ -157,12 +157,15 @@ class Worker:
         threading.Thread(target=self.heartbeat_loop, name="netlet-heartbeat",
                          daemon=True).start()
         local: collections.deque[list[Any]] = collections.deque()
+        done: list[list[Any]] = []  # results not yet reported
         pending = None
         while not self.stop.is_set():
-            if pending is None and len(local) < self._want():
+            if pending is None and (done or len(local) < self._want()):
+                # Results ride with the next pull: one round trip per task, not two.
                 try:
-                    pending = self.head.with_options(timeout=None).pull.future(
-                        self.node.id, self._want() - len(local))
+                    pending = self.head.with_options(timeout=None).exchange.future(
+                        self.node.id, done, max(0, self._want() - len(local)))
+                    done = []
                 except (NetletError, OSError):
                     pending = None
             if pending is not None and (not local or pending.done()):
@@ -188,11 +191,13 @@ class Worker:
                 self.stop.wait(0.1)  # the pull could not even be sent: do not spin
                 continue
             tid, fn_id, body = local.popleft()
-            result = self._run_one(tid, fn_id, body)
-            try:
-                self.head.report.oneway(self.node.id, [result])
-            except (NetletError, OSError) as e:
-                log.warning("could not report %s (%s); the head will rerun it", tid, e)
+            done.append(self._run_one(tid, fn_id, body))
+            if pending is not None:  # a pull is out (maybe waiting for work): report now
+                try:
+                    self.head.report.oneway(self.node.id, done)
+                except (NetletError, OSError) as e:
+                    log.warning("could not report %s (%s); the head will rerun it", tid, e)
+                done = []
 
     def _run_one(self, tid: str, fn_id: str, body: bytes) -> list[Any]:
         t0 = time.perf_counter()
