@@ -72,7 +72,10 @@ class Variant:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal the project set: ``netlet <op> factor x peer`` on one figure."""
+    """A goal the project set: ``netlet <op> factor x peer`` on one figure.
+
+    With ``peer=""`` the bound is absolute: ``netlet <op> factor``.
+    """
 
     netlet: str
     peer: str

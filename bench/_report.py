@@ -81,6 +81,8 @@ def _target_text(t: Target, w: Workload) -> str:
     if t.text:
         return t.text
     label = w.metric(t.metric).label
+    if not t.peer:
+        return f"{t.netlet} {label} {t.op} {t.factor:g}"
     factor = "" if t.factor == 1 else f"{t.factor:g}x "
     return f"{t.netlet} {label} {t.op} {factor}{t.peer} {label}"
 
@@ -90,7 +92,7 @@ def evaluate(result: WorkloadResult) -> list[TargetOutcome]:
     outcomes = []
     for t in w.targets:
         text = _target_text(t, w)
-        mine, peer = result.variant(t.netlet), result.variant(t.peer)
+        mine, peer = result.variant(t.netlet), result.variant(t.peer or t.netlet)
         if mine is None or peer is None:
             outcomes.append(TargetOutcome(text, "n/a", "variant not run"))
             continue
@@ -101,6 +103,11 @@ def evaluate(result: WorkloadResult) -> list[TargetOutcome]:
             outcomes.append(TargetOutcome(text, "n/a", why))
             continue
         m = w.metric(t.metric)
+        if not t.peer:  # an absolute bound
+            status = "met" if t.check(a, 1.0) else "NOT met"
+            outcomes.append(TargetOutcome(text, status, f"{m.format(a)} {m.label}; needs "
+                                          f"{t.op} {t.factor:g}"))
+            continue
         ratio = a / b if b else float("inf")
         detail = (
             f"{m.format(a)} vs {m.format(b)} {m.label} = {ratio:.2f}x; needs {t.op} {t.factor:.2f}x"
