@@ -32,6 +32,14 @@ log = logging.getLogger("netlet.cluster")
 HEAD_NAME = "netlet.head"
 
 
+class _TaskFuture(concurrent.futures.Future[Any]):
+    """A task's future, knowing its task id (a cancel needs it)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+
+
 @expose(concurrent=True)
 class _ResultSink:
     """Receives finished tasks from the head (on the client's loop)."""
@@ -41,6 +49,15 @@ class _ResultSink:
 
     async def results(self, batch: list[list[Any]]) -> None:
         self._cluster._on_results(batch)
+
+    async def started(self, tids: list[str]) -> None:
+        """A remote head handed these tasks to workers: their futures are RUNNING."""
+        for tid in tids:
+            self._cluster._claim(tid)
+
+    def claim(self, tid: str) -> bool:
+        """Called by a head on this very node, on its loop, before a task starts."""
+        return self._cluster._claim(tid)
 
     async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
         for callback in list(self._cluster._subscribers):
@@ -112,7 +129,7 @@ class Cluster:
             raise RuntimeError("cannot schedule new tasks after the cluster was closed")
         tid = f"{self._prefix}{next(self._ids)}"
         body = self._codec.encode_value(call)
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut = _TaskFuture(tid)
         spec = [tid, fn_id, body, retries]
         with self._lock:
             self._futures[tid] = fut
@@ -147,22 +164,34 @@ class Cluster:
             self._start_reconnect()
 
     def _on_future_done(self, fut: concurrent.futures.Future[Any]) -> None:
-        if not fut.cancelled():
+        if not fut.cancelled() or not isinstance(fut, _TaskFuture):
             return
+        tid = fut.task_id
         with self._lock:
-            tids = [t for t, f in self._futures.items() if f is fut]
-            for t in tids:
-                self._futures.pop(t, None)
-                self._specs.pop(t, None)
-            unsent = {t for t in tids if any(s[0] == t for s in self._outbox)}
+            self._futures.pop(tid, None)
+            self._specs.pop(tid, None)
+            unsent = any(s[0] == tid for s in self._outbox)
             if unsent:  # never sent: dropping it here is the whole cancel
-                self._outbox = [s for s in self._outbox if s[0] not in unsent]
-                tids = [t for t in tids if t not in unsent]
-        if tids and not self._closed:
+                self._outbox = [s for s in self._outbox if s[0] != tid]
+        if not unsent and not self._closed:
             try:
-                self._head.cancel.future(tids)
+                self._head.cancel.future([tid])
             except NetletError:
                 pass
+
+    def _claim(self, tid: str) -> bool:
+        """Mark a task's future RUNNING; False if it was cancelled (the task must not run)."""
+        fut = self._futures.get(tid)
+        if fut is None:
+            return False  # cancelled and forgotten, or already answered
+        if fut.running():
+            return True
+        if fut.cancelled():
+            return False
+        try:
+            return fut.set_running_or_notify_cancel()
+        except RuntimeError:  # finished meanwhile (a late duplicate): nothing to run
+            return False
 
     def _on_results(self, batch: list[list[Any]]) -> None:
         for tid, ok, body, error in batch:

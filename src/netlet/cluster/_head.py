@@ -95,6 +95,7 @@ class Head:
         self._members: dict[str, Member] = {}
         self._clients: dict[str, Any] = {}  # a Proxy, or the sink itself when on our node
         self._outbox: dict[str, list[list[Any]]] = {}
+        self._started: dict[str, list[str]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
         self._cancelled_early: set[str] = set()
@@ -361,12 +362,39 @@ class Head:
             task = self._tasks.get(tid)
             if task is None or task.state != QUEUED:
                 continue
+            if not self._claim(task):
+                continue  # its future was cancelled: the task never runs
             task.state, task.worker = RUNNING, member.node
             member.running.add(tid)
             batch.append([tid, task.fn, task.body])
             if task.fn.startswith("pickle:"):
                 fns[task.fn] = self._functions[task.fn]
         return [batch, fns]
+
+    def _claim(self, task: Task) -> bool:
+        """Tell the client its task starts; False if its future was cancelled meanwhile.
+
+        A client on this node answers at once (its future turns RUNNING, or is
+        found cancelled and the task dropped), exactly like ProcessPoolExecutor.
+        A remote client is told in a batch per loop turn; a cancel racing that
+        message loses only the result, not the run.
+        """
+        if task.attempts:
+            return True  # a rerun: the future is already running
+        sink = self._clients.get(task.client)
+        if sink is None:
+            return True
+        if isinstance(sink, Proxy):
+            self._started.setdefault(task.client, []).append(task.id)
+            self._schedule_flush()
+            return True
+        if sink.claim(task.id):
+            return True
+        task.state = DONE
+        self._tasks.pop(task.id, None)
+        if self._store is not None:
+            self._store.forget([task.id])
+        return False
 
     def _dispatch(self) -> None:
         """Wake waiting pullers while there is work."""
@@ -405,6 +433,14 @@ class Head:
     def _flush(self) -> None:
         """Send finished results to their clients: one message per client per turn."""
         self._flush_scheduled = False
+        started, self._started = self._started, {}
+        for client, tids in started.items():
+            sink = self._clients.get(client)
+            if isinstance(sink, Proxy):
+                try:
+                    sink.started.oneway(tids)
+                except (ConnectionLost, OSError):
+                    pass  # only the RUNNING state is lost; results still wait for it
         for client, batch in list(self._outbox.items()):
             sink = self._clients.get(client)
             if sink is None or not batch or client in self._delivering:
