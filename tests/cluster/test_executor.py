@@ -9,10 +9,9 @@ the :class:`Flavour` says so and the test asserts each side's behaviour:
   RUNNING when a worker takes its task, so ``cancel()`` of a running task
   returns False and its result is delivered (kept as flags so a flavour whose
   semantics differ can say so).
-* ``rebuilds_custom_exceptions``: netlet rebuilds builtin exception types and
-  registered ones; a type of the program's own arrives as ``netlet.RemoteError``
-  carrying its name, message and remote traceback (it never unpickles what a
-  peer sends), where ProcessPoolExecutor unpickles it.
+* Exception types of the program's own arrive as themselves under both; netlet
+  pickles them only because the embedded cluster's ends share a key and agreed
+  to pickle (``test_remote_futures`` covers peers that did not).
 * ``runs_lambdas``: the embedded cluster shares a key with its workers, so
   lambdas and closures travel by value (cloudpickle); ProcessPoolExecutor
   cannot pickle them.
@@ -34,7 +33,6 @@ import pytest
 import netlet
 import netlet.cluster
 import netlet.errors
-from netlet.errors import RemoteError
 from tests.cluster import tasks
 from tests.cluster.conftest import REPO, STEP, ClusterKit, wait_until
 
@@ -57,15 +55,14 @@ class Flavour:
     make: Callable[[int], Executor]
     cancels_running: bool
     reports_running: bool
-    rebuilds_custom_exceptions: bool
     runs_lambdas: bool
 
 
 FLAVOURS = [
     Flavour("process-pool", process_pool, cancels_running=False, reports_running=True,
-            rebuilds_custom_exceptions=True, runs_lambdas=False),
+            runs_lambdas=False),
     Flavour("netlet", netlet_embedded, cancels_running=False, reports_running=True,
-            rebuilds_custom_exceptions=False, runs_lambdas=True),
+            runs_lambdas=True),
 ]
 
 
@@ -142,18 +139,10 @@ def test_task_exception_keeps_type_and_message(
     assert executor.submit(tasks.add, 1, 1).result(STEP) == 2
 
 
-def test_exception_of_the_programs_own_type(make_executor: Callable[..., Executor],
-                                            flavour: Flavour) -> None:
+def test_exception_of_the_programs_own_type(make_executor: Callable[..., Executor]) -> None:
     future = make_executor(1).submit(tasks.raise_error, "CustomError", "mine")
-    if flavour.rebuilds_custom_exceptions:
-        with pytest.raises(tasks.CustomError, match="mine"):
-            future.result(STEP)
-    else:
-        with pytest.raises(RemoteError) as raised:
-            future.result(STEP)
-        assert raised.value.remote_type == "tests.cluster.tasks.CustomError"
-        assert raised.value.message == "mine"
-        assert "raise exc_type(message)" in raised.value.remote_traceback
+    with pytest.raises(tasks.CustomError, match="mine"):
+        future.result(STEP)
 
 
 def test_lambda(make_executor: Callable[..., Executor], flavour: Flavour) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netlet.errors import RemoteError
 from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, wait_until
 
@@ -47,3 +48,15 @@ def test_a_queued_task_cancels_and_never_runs(cluster_kit: ClusterKit, tmp_path:
     assert [f.result(STEP) for f in queued[:-1]] == [0, 1, 4]
     assert cluster.submit(tasks.square_and_record, str(trace), 7).result(STEP) == 49
     assert [int(words[2]) for words in tasks.read_trace(trace)] == [100, 0, 1, 2, 7]
+
+
+def test_own_exception_types_arrive_as_remote_error_without_pickle(
+        cluster_kit: ClusterKit) -> None:
+    # No key, no pickle agreed: the client never unpickles what a worker sends.
+    _, _, cluster = cluster_kit.start(workers=1)
+    future = cluster.submit(tasks.raise_error, "CustomError", "mine")
+    with pytest.raises(RemoteError) as raised:
+        future.result(STEP)
+    assert raised.value.remote_type == "tests.cluster.tasks.CustomError"
+    assert raised.value.message == "mine"
+    assert "raise exc_type(message)" in raised.value.remote_traceback

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import math
+import pickle
 import uuid
 from collections import namedtuple
 from decimal import Decimal
@@ -439,3 +440,60 @@ def test_uuid_and_dates_are_compact() -> None:
     u = uuid.uuid4()
     assert len(Codec().encode_value(u)) == 18  # ext8 header + 16 raw bytes
     assert same(roundtrip([u, dt.date(2000, 2, 29)]), [u, dt.date(2000, 2, 29)])
+
+
+# -- exceptions between peers that agreed to pickle ---------------------------------------
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{code}: {why}")  # args no longer match __init__: unpicklable
+
+
+def test_unknown_exception_types_arrive_as_themselves_when_pickle_was_agreed() -> None:
+    try:
+        _fail_deeply()
+    except UnknownToPeers as e:
+        exc = e
+    out = roundtrip(exc, Codec(allow_pickle=True))
+    assert type(out) is UnknownToPeers
+    assert out.args == ("secret sauce", 7)
+    assert "_fail_deeply" in out.remote_traceback
+    assert any("_fail_deeply" in note for note in out.__notes__)
+
+
+def test_exceptions_that_cannot_unpickle_fall_back_to_remote_error() -> None:
+    out = roundtrip(NeedsTwoArgs(3, "no"), Codec(allow_pickle=True))
+    assert type(out) is RemoteError
+    assert out.remote_type == f"{__name__}.NeedsTwoArgs"
+    assert out.message == "3: no"
+
+
+def test_control_flow_exceptions_are_never_rebuilt_even_with_pickle() -> None:
+    for exc in (SystemExit(3), KeyboardInterrupt(), GeneratorExit(), StopIteration(1)):
+        assert type(roundtrip(exc, Codec(allow_pickle=True))) is RemoteError
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_record_unpickled, ())
+
+
+UNPICKLED: list[int] = []
+
+
+def _record_unpickled() -> ValueError:
+    UNPICKLED.append(1)
+    return ValueError("unpickled")
+
+
+def test_a_pickled_exception_is_ignored_without_agreement() -> None:
+    # What a hostile peer could send: a pickle that runs code when loaded.
+    hostile = msgpack.packb(["x.Y", msgpack.ExtType(0, msgpack.packb([])), "m", "",
+                             pickle.dumps(_Boom())])
+    out = Codec().decode_value(msgpack.packb(msgpack.ExtType(11, hostile)))
+    assert type(out) is RemoteError
+    assert UNPICKLED == []
+    # A codec that did not agree never adds the pickle either.
+    plain = Codec().encode_value(UnknownToPeers("a"))
+    assert type(Codec(allow_pickle=True).decode_value(plain)) is RemoteError

@@ -89,6 +89,17 @@ def rebuild_exception(
             exc = cls(*args)
         except Exception:
             exc = RemoteError(type_name, message, tb_text)
+    return _with_traceback(exc, tb_text)
+
+
+# Raised where they arrive, these would stop the process or end a generator or
+# future: they always arrive as RemoteError, pickle or not.
+_NEVER_REBUILT = (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration,
+                  StopAsyncIteration)
+
+
+def _with_traceback(exc: BaseException, tb_text: str) -> BaseException:
+    """Attach the remote traceback as ``remote_traceback`` and as a note."""
     try:
         exc.remote_traceback = tb_text  # type: ignore[attr-defined]
         if tb_text:
@@ -96,6 +107,21 @@ def rebuild_exception(
     except (AttributeError, TypeError):
         pass
     return exc
+
+
+def _unpickle_exception(data: bytes, tb_text: str) -> BaseException | None:
+    """A pickled exception from a peer that agreed to pickle, or None if it does not load.
+
+    Classes whose ``__init__`` does not take their own ``args`` fail to unpickle
+    (a long-standing Python limit); the caller then rebuilds a ``RemoteError``.
+    """
+    try:
+        exc = pickle.loads(data)
+    except Exception:
+        return None
+    if not isinstance(exc, BaseException) or isinstance(exc, _NEVER_REBUILT):
+        return None
+    return _with_traceback(exc, tb_text)
 
 
 def _is_ndarray(obj: object) -> bool:
@@ -291,10 +317,21 @@ class Codec:
             packed_args = pack(args)
         except (EncodeError, TypeError, ValueError, OverflowError):
             packed_args = pack([str(a) for a in args])
-        payload = pack(
-            [_type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
-        )
-        return msgpack.ExtType(Ext.EXCEPTION, payload)
+        fields = [_type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
+        pickled = self._pickled_exception(exc)
+        if pickled is not None:
+            fields.append(pickled)
+        return msgpack.ExtType(Ext.EXCEPTION, pack(fields))
+
+    def _pickled_exception(self, exc: BaseException) -> bytes | None:
+        """The exception itself, for a peer that agreed to pickle and cannot rebuild its type."""
+        if (not self.allow_pickle or isinstance(exc, (RemoteError, *_NEVER_REBUILT))
+                or _SAFE_EXCEPTIONS.get(_type_name(exc)) is type(exc)):
+            return None
+        try:
+            return _pickle_dumps(exc)
+        except Exception:  # unpicklable args or class: the peer gets a RemoteError
+            return None
 
     def _ndarray(
         self, arr: Any, buffers: list[Buffer], pack: Callable[[Any], bytes]
@@ -373,11 +410,18 @@ class Codec:
         if code == Ext.EXCEPTION:
             self._tls.in_exception = getattr(self._tls, "in_exception", 0) + 1
             try:
-                type_name, packed_args, message, tb_text = _expect(unpack(data), list)
+                fields = _expect(unpack(data), list)
             finally:
                 self._tls.in_exception -= 1
+            if len(fields) not in (4, 5):
+                raise DecodeError("malformed exception payload")
+            type_name, packed_args, message, tb_text = fields[:4]
             if type(packed_args) is not msgpack.ExtType or packed_args.code != 0:
                 raise DecodeError("malformed exception payload")
+            if len(fields) == 5 and self.allow_pickle and isinstance(fields[4], bytes):
+                unpickled = _unpickle_exception(fields[4], str(tb_text))
+                if unpickled is not None:
+                    return unpickled
             args = _expect(unpack(packed_args.data), list)
             return rebuild_exception(str(type_name), args, str(message), str(tb_text))
         if code == Ext.REF:
