@@ -41,6 +41,9 @@ _SAFE_EXCEPTIONS: dict[str, type[BaseException]] = {}
 # StopIteration would end a generator or break an asyncio future where it is raised.
 _NEVER_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration",
                   "StopAsyncIteration"}
+# ...the same, as types: they arrive as RemoteError even between peers that pickle.
+_NEVER_REBUILT_TYPES: tuple[type[BaseException], ...] = (
+    SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration, StopAsyncIteration)
 
 
 def register_exception(cls: type[BaseException]) -> type[BaseException]:
@@ -92,12 +95,6 @@ def rebuild_exception(
     return _with_traceback(exc, tb_text)
 
 
-# Raised where they arrive, these would stop the process or end a generator or
-# future: they always arrive as RemoteError, pickle or not.
-_NEVER_REBUILT = (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration,
-                  StopAsyncIteration)
-
-
 def _with_traceback(exc: BaseException, tb_text: str) -> BaseException:
     """Attach the remote traceback as ``remote_traceback`` and as a note."""
     try:
@@ -119,7 +116,7 @@ def _unpickle_exception(data: bytes, tb_text: str) -> BaseException | None:
         exc = pickle.loads(data)
     except Exception:
         return None
-    if not isinstance(exc, BaseException) or isinstance(exc, _NEVER_REBUILT):
+    if not isinstance(exc, BaseException) or isinstance(exc, _NEVER_REBUILT_TYPES):
         return None
     return _with_traceback(exc, tb_text)
 
@@ -325,7 +322,7 @@ class Codec:
 
     def _pickled_exception(self, exc: BaseException) -> bytes | None:
         """The exception itself, for a peer that agreed to pickle and cannot rebuild its type."""
-        if (not self.allow_pickle or isinstance(exc, (RemoteError, *_NEVER_REBUILT))
+        if (not self.allow_pickle or isinstance(exc, (RemoteError, *_NEVER_REBUILT_TYPES))
                 or _SAFE_EXCEPTIONS.get(_type_name(exc)) is type(exc)):
             return None
         try:
