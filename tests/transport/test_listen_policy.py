@@ -63,7 +63,7 @@ def test_insecure_listens_and_says_so(node_factory: NodeFactory,
                                       all_logs: pytest.LogCaptureFixture) -> None:
     node = node_factory("tcp://0.0.0.0:0", insecure=True)
     assert node.address is not None
-    assert node.address.startswith("tcp://0.0.0.0:")
+    assert not node.address.startswith("tcp://0.0.0.0:")  # it advertises a dialable host
     warnings = warnings_from_netlet(all_logs)
     assert any("INSECURE" in w and "0.0.0.0" in w for w in warnings), warnings
     node.serve(Echo(), "echo")
@@ -165,3 +165,38 @@ def assert_no_key(text: str, key: bytes) -> None:
     for form in (key.hex(), key.hex().upper(), repr(key), str(key), key[:8].hex(),
                  base64.b64encode(key).decode(), key.decode("latin-1")):
         assert form not in text, f"the key appears (as {form!r}) in: {text[:300]}"
+
+
+# -- what a node listening on every interface hands out ---------------------------------
+
+
+def test_a_wildcard_listener_advertises_a_dialable_address(node_factory: NodeFactory) -> None:
+    node = node_factory("tcp://0.0.0.0:0", key=KEY)
+    assert node.address is not None
+    assert "0.0.0.0" not in node.address  # a peer dialling 0.0.0.0 would reach itself
+    ref = node.serve(Echo(), "echo")
+    assert ref.address == node.address
+    # A handle passed on is dialled as it is: it must reach this node.
+    client = node_factory(key=KEY)
+    assert client.proxy(ref.address, "echo").echo("via the handle") == "via the handle"
+
+
+def test_advertise_names_the_host_peers_dial(node_factory: NodeFactory) -> None:
+    node = node_factory("tcp://0.0.0.0:0", key=KEY, advertise="127.0.0.1")
+    assert node.address is not None
+    host, port = node.address.removeprefix("tcp://").rsplit(":", 1)
+    assert host == "127.0.0.1"
+    assert int(port) > 0
+    client = node_factory(key=KEY)
+    ref = node.serve(Echo(), "echo")
+    assert client.proxy_for(ref).echo(1) == 1
+
+
+def test_advertised_address_keeps_specific_and_local_addresses() -> None:
+    from netlet.transport import advertised_address
+
+    assert advertised_address("tcp://10.1.2.3:5") == "tcp://10.1.2.3:5"
+    assert advertised_address("unix:///tmp/x.sock", "ignored") == "unix:///tmp/x.sock"
+    assert advertised_address("tcp://0.0.0.0:5", "bank.example") == "tcp://bank.example:5"
+    assert advertised_address("tcp://[::]:5", "::1") == "tcp://[::1]:5"
+    assert not advertised_address("tcp://0.0.0.0:5").startswith("tcp://0.0.0.0")

@@ -42,8 +42,11 @@ def _load_key(path: str | None) -> bytes | None:
               help="SQLite file keeping the queue and names; a restarted head resumes from it.")
 @click.option("--allow-pickle", is_flag=True,
               help="Let authenticated peers send functions by value (needs --key-file).")
+@click.option("--advertise", metavar="HOST", default=None,
+              help="Host name or IP others dial to reach this head, when --listen is "
+                   "0.0.0.0 or :: (default: this machine's outward address).")
 def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool) -> None:
+         allow_pickle: bool, advertise: str | None) -> None:
     """Start a head: name service, membership and task scheduler.
 
     Workers join it with `netlet worker --join ADDR`; programs use it through
@@ -56,7 +59,7 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     store = HeadStore(state) if state else None
     try:
         node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
-                    call_timeout=None)
+                    call_timeout=None, advertise=advertise)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
     head_obj = Head(node, HeadConfig(), store)

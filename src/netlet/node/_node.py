@@ -41,6 +41,7 @@ from netlet.transport import (
     SocketConnection,
     TLSConfig,
     TransportConfig,
+    advertised_address,
     connect,
     listen,
     load_key,
@@ -108,6 +109,10 @@ class NodeConfig:
     direct_calls: bool = True
     """Blocking calls over TCP/unix use a side connection per calling thread (no thread
     hops); turn off to send everything over the one main connection."""
+    advertise: str | None = None
+    """Host name or IP that peers should dial to reach this node, put in its handles
+    and handshakes. Default: the listen host, or for a wildcard listen (0.0.0.0, ::)
+    this machine's outward address."""
 
     def __post_init__(self) -> None:
         if self.call_timeout is not None and self.call_timeout <= 0:
@@ -134,7 +139,7 @@ def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConf
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
     node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
-                   "keepalive", "max_inflight")
+                   "keepalive", "max_inflight", "advertise")
     n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
@@ -209,6 +214,7 @@ class Node:
         self._background: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._closing = False
+        self._advertised: str | None = None
         if start:
             self._start_thread()
 
@@ -216,8 +222,16 @@ class Node:
 
     @property
     def address(self) -> str | None:
-        """The address this node listens on (with the real port), or None."""
-        return self._listener.address if self._listener is not None else None
+        """Where peers reach this node (the listen address with its real port), or None.
+
+        A wildcard listen (0.0.0.0, ::) gives the advertised host instead: see
+        ``NodeConfig.advertise``.
+        """
+        if self._listener is None:
+            return None
+        if self._advertised is None:
+            self._advertised = advertised_address(self._listener.address, self.config.advertise)
+        return self._advertised
 
     @property
     def closed(self) -> bool:

@@ -1,6 +1,6 @@
 """Frames between two endpoints: tcp (optionally TLS), unix, mem, and fault injection."""
 
-from netlet.transport._address import Address, parse_address
+from netlet.transport._address import Address, advertised_address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
 from netlet.transport._base import Connection, PeerInfo
 from netlet.transport._blocking import BlockingFramer
@@ -24,6 +24,7 @@ __all__ = [
     "SocketConnection",
     "TLSConfig",
     "TransportConfig",
+    "advertised_address",
     "connect",
     "frame_parts",
     "generate_key",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 
 from netlet.errors import ConfigError
 
-__all__ = ["Address", "parse_address"]
+__all__ = ["Address", "advertised_address", "parse_address"]
 
 SCHEMES = ("tcp", "unix", "mem")
 
@@ -65,3 +66,39 @@ def parse_address(text: str) -> Address:
     if not 0 <= port <= 65535:
         raise ConfigError(f"port out of range in {text!r}")
     return Address("tcp", host=host or "127.0.0.1", port=port)
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def advertised_address(bound: str, advertise: str | None = None) -> str:
+    """The address peers should dial to reach a listener bound at ``bound``.
+
+    A listener on a wildcard host (``0.0.0.0``, ``::``) cannot hand that host
+    out: a peer dialling ``0.0.0.0`` reaches itself. Such a listener advertises
+    ``advertise`` if given, else this machine's outward address. ``advertise``
+    is a host name or IP; the port is always the bound one.
+    """
+    addr = parse_address(bound)
+    if addr.scheme != "tcp":
+        return bound
+    if advertise:
+        return str(replace(addr, host=advertise.strip("[]")))
+    if addr.host not in WILDCARD_HOSTS:
+        return bound
+    return str(replace(addr, host=outward_host(ipv6=addr.host == "::")))
+
+
+def outward_host(*, ipv6: bool = False) -> str:
+    """This machine's address on the route out (no packet is sent), or its host name."""
+    probes = [(socket.AF_INET6, "2001:db8::1")] if ipv6 else []
+    probes.append((socket.AF_INET, "192.0.2.1"))  # documentation ranges: never routed to
+    for family, target in probes:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                host: str = probe.getsockname()[0]
+                return host
+        except OSError:
+            continue
+    return socket.gethostname()
