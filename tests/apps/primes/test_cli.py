@@ -15,6 +15,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -316,6 +317,16 @@ def test_bad_input(args: list[str], message: str, tmp_path: Path,
     assert message in result.output
     assert "Traceback" not in result.output
     assert not list(tmp_path.iterdir()), "nothing started, nothing written"
+
+
+def test_sieve_without_numpy_says_what_to_install(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy fails; find_spec says so
+    result = CliRunner().invoke(main, ["primes", "--end", "100"])
+    assert result.exit_code == 1
+    assert "the sieve method needs numpy: pip install 'netlet[numpy]'" in result.output
+    assert not list(tmp_path.iterdir()), "nothing started"
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import os
 import random
+import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -343,6 +346,97 @@ def test_kept_state_answers_a_resume_and_is_replaced_by_a_new_run(
     check_state(SearchConfig(0, 300_000, "naive"))  # a finished run's state is no obstacle
     assert search(fresh, SearchConfig(0, 300_000, "naive", 10_000)).chunks_resumed == 0
     assert len(fresh.submitted) == 30
+
+
+# --- the state file's commits ---------------------------------------------------------------
+
+
+def test_a_search_within_one_interval_writes_no_state_file(
+        fake: Callable[..., FakeCluster]) -> None:
+    config = SearchConfig(0, 300_000, "naive", 10_000)
+    seen: list[bool] = []
+    summary = PrimeSearch(cast(Cluster, fake()), config, workers=3).run(
+        lambda p: seen.append(config.state_path().exists()), interval=60)
+
+    assert summary.count == KNOWN_PI[300_000]
+    assert seen
+    assert not any(seen), "nothing committed before the first interval is over"
+
+
+def test_a_failing_search_commits_every_finished_chunk(
+        fake: Callable[..., FakeCluster]) -> None:
+    config = SearchConfig(0, 100_000, "naive", 10_000, per_worker=1)  # one chunk at a time
+    with pytest.raises(ValueError, match="blew up"):
+        PrimeSearch(cast(Cluster, fake(fail={90_000})), config, workers=1).run(interval=60)
+    assert [idx for idx, _, _ in state_rows(config.state_path())] == list(range(9))
+
+
+def test_commits_wait_for_the_interval_or_a_flush(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    params = {"start": "0", "end": "100", "method": "naive", "out": "", "chunk": "10"}
+    log = _coordinator._ChunkLog(path, params, False, check_chunk=True, commit_every=60)
+    log.record([(0, 0, 10, 4, "h", 1, 0.1)], None)
+    assert not path.exists()
+    log.flush()
+    log.record([(1, 10, 20, 4, "h", 1, 0.1)], None)
+    assert state_rows(path) == [(0, 0, 10)]
+    log.finish()
+    assert state_rows(path) == [(0, 0, 10), (1, 10, 20)]
+    log.close()
+
+    every = _coordinator._ChunkLog(tmp_path / "t.db", params, False, check_chunk=True)
+    every.record([(0, 0, 10, 4, "h", 1, 0.1)], None)
+    assert state_rows(tmp_path / "t.db") == [(0, 0, 10)], "commit_every=0: each record"
+    every.close()
+
+
+# --- warming the workers up ------------------------------------------------------------------
+
+
+class WarmUpCluster:
+    """Answers warm-up tasks as ``workers`` workers would; the first ``greedy`` rounds all
+    land on one worker (a worker that pulls several tasks at once), and ``error`` fails them."""
+
+    def __init__(self, workers: int, greedy: int = 0, error: Exception | None = None) -> None:
+        self.workers = workers
+        self.greedy = greedy
+        self.error = error
+        self.calls = 0
+
+    def submit(self, fn: str, method: str) -> concurrent.futures.Future[Any]:
+        assert (fn, method) == (_tasks.WARM_UP, "sieve")
+        per_round = _coordinator._WARM_UPS_PER_WORKER * self.workers
+        rnd, self.calls = self.calls // per_round, self.calls + 1
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self.error is not None:
+            fut.set_exception(self.error)
+        else:
+            fut.set_result(f"h:{0 if rnd < self.greedy else self.calls % self.workers}")
+        return fut
+
+    @property
+    def rounds(self) -> int:
+        return -(-self.calls // (_coordinator._WARM_UPS_PER_WORKER * self.workers))
+
+
+def test_warm_up_goes_on_until_every_worker_ran_one() -> None:
+    for greedy, rounds in ((0, 1), (1, 2), (5, 3)):
+        cluster = WarmUpCluster(3, greedy)
+        warmed = PrimeSearch(cast(Cluster, cluster), SearchConfig(0, 10), workers=3).warm_up()
+        assert (warmed, cluster.rounds) == (1 if greedy >= 3 else 3, rounds)
+
+
+def test_warm_up_leaves_failures_to_the_search() -> None:
+    cluster = WarmUpCluster(2, error=ImportError("no numpy here"))
+    assert PrimeSearch(cast(Cluster, cluster), SearchConfig(0, 10), workers=2).warm_up() == 0
+
+
+def test_warm_up_task_loads_the_method() -> None:
+    assert _tasks.warm_up("sieve") == f"{socket.gethostname()}:{os.getpid()}"
+    assert "numpy" in sys.modules
+    assert _tasks.warm_up("naive").endswith(f":{os.getpid()}")
+    with pytest.raises(ValueError, match="unknown prime method"):
+        _tasks.warm_up("fast")
 
 
 # --- progress ------------------------------------------------------------------------------

@@ -10,17 +10,16 @@ with ``--json``, as one JSON object.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich import progress as rp
 from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 
 from netlet.apps.primes._coordinator import (
@@ -34,6 +33,9 @@ from netlet.apps.primes._methods import METHODS
 from netlet.cluster import Cluster, Executor
 from netlet.errors import ConfigError, NetletError
 from netlet.transport import load_key
+
+if TYPE_CHECKING:
+    from rich import progress as rp
 
 __all__ = ["primes"]
 
@@ -118,12 +120,9 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
         raise click.UsageError("--key-file is for a running cluster: give --head too")
     config = SearchConfig(start, end, method, chunk, out=out, state=state, resume=resume,
                           keep_state=keep_state)
-    if method == "sieve" and head_addr is None:
-        try:
-            import numpy  # noqa: F401 -- the local workers will need it
-        except ImportError:
-            raise ConfigError("the sieve method needs numpy: pip install 'netlet[numpy]' "
-                              "(or use --method naive)") from None
+    if method == "sieve" and head_addr is None and not _have_numpy():
+        raise ConfigError("the sieve method needs numpy: pip install 'netlet[numpy]' "
+                          "(or use --method naive)")
     check_state(config)
     err = Console(stderr=True)
     if resume and not config.state_path().exists():
@@ -134,9 +133,14 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     try:
         t0 = time.monotonic()
         executor, cluster = _connect(head_addr, key_file, workers)
-        startup = time.monotonic() - t0
         search = PrimeSearch(cluster, config,
                              workers=None if head_addr else _local_workers(workers))
+        if executor is not None:
+            # Embedded workers load the method (numpy for the sieve) as they join, while
+            # the others still start, instead of in their first chunk.
+            search.warm_up()
+            _wait_for_workers(cluster, _local_workers(workers))
+        startup = time.monotonic() - t0
         summary = _run(search, err)
     except KeyboardInterrupt:
         err.print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
@@ -165,6 +169,14 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                    f"pi({summary.end}) = {summary.known_pi}")
 
 
+def _have_numpy() -> bool:
+    """Whether the local workers can import numpy; found, not imported (that costs ~40 ms)."""
+    try:
+        return importlib.util.find_spec("numpy") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["numpy"] is None
+        return False
+
+
 def _local_workers(workers: int | None) -> int:
     return workers or os.cpu_count() or 1
 
@@ -172,9 +184,7 @@ def _local_workers(workers: int | None) -> int:
 def _connect(head_addr: str | None, key_file: str | None,
              workers: int | None) -> tuple[Executor | None, Cluster]:
     if head_addr is None:
-        n = _local_workers(workers)
-        executor = Executor(max_workers=n)
-        _wait_for_workers(executor.cluster, n)
+        executor = Executor(max_workers=_local_workers(workers))
         return executor, executor.cluster
     # The key is read here and passed as bytes: Cluster(key_file=...) drops it (see
     # netlet.node._node._make_config, which lets the key=None it is also given win).
@@ -203,6 +213,8 @@ def _wait_for_workers(cluster: Cluster, n: int, timeout: float = 15.0) -> None:
 def _run(search: PrimeSearch, err: Console) -> Summary:
     if not err.is_terminal:
         return search.run()
+    from rich.live import Live  # only for the live view: ~20 ms of imports otherwise spared
+
     view = _LiveView(search, err)
     with Live(view.render(), console=err, refresh_per_second=8, transient=True) as live:
         def show(p: Progress) -> None:
@@ -216,8 +228,10 @@ class _LiveView:
     """The bar, primes found, the rate and each node's share, redrawn as chunks finish."""
 
     def __init__(self, search: PrimeSearch, console: Console) -> None:
+        from rich import progress as rp
+
         cfg = search.config
-        self.bar = rp.Progress(
+        self.bar: rp.Progress = rp.Progress(
             rp.TextColumn("[bold]{task.description}"), rp.BarColumn(), rp.TaskProgressColumn(),
             rp.TextColumn("[green]{task.fields[primes]}[/] primes"),
             rp.TextColumn("[cyan]{task.fields[rate]}[/]"),

@@ -18,9 +18,12 @@ note naming the chunk.
 State
 =====
 
-Every finished chunk is recorded in a small SQLite file (its count and which
-host and pid did it) before the next progress report, so a coordinator that
-dies loses at most the chunks in flight. ``resume=True`` opens the file of an
+Finished chunks are recorded in a small SQLite file (each chunk's count and
+which host and pid did it), committed together once per progress interval
+(a quarter of a second by default), and all of them when a run fails or is
+interrupted; so a coordinator that dies loses at most the chunks in flight and
+those of its last interval. A search that ends within its first interval never
+writes the file (creating it costs milliseconds). ``resume=True`` opens the file of an
 earlier, unfinished run of the same search (same range, method, output file
 and chunk size) and submits only the chunks it does not list: the answer is
 the same, and finished chunks are not computed again. The file is removed after
@@ -49,7 +52,7 @@ from typing import IO, Any, Final
 
 from netlet.apps.primes._chunks import MAX_CHUNKS
 from netlet.apps.primes._methods import KNOWN_PI, MAX_SIEVE_END, METHODS
-from netlet.apps.primes._tasks import TASK
+from netlet.apps.primes._tasks import TASK, WARM_UP
 from netlet.cluster import Cluster
 from netlet.errors import ConfigError, NetletError, WorkerLost
 
@@ -83,6 +86,10 @@ _OUT_CHUNK_CEILING: Final = 10**7
 
 _CHUNKS_PER_WORKER: Final = 16
 """A default chunk size aims at this many chunks per worker, for an even spread."""
+
+_WARM_UPS_PER_WORKER: Final = 4
+"""Warm-up tasks per worker in one round: a head hands each worker waiting for work a
+few tasks at once, so a round of several per worker reaches every waiting worker."""
 
 _RESUBMITS: Final = 3
 """Times a chunk lost with its workers (``WorkerLost``) is submitted again from here."""
@@ -274,32 +281,60 @@ CREATE TABLE IF NOT EXISTS chunks (
 
 
 class _ChunkLog:
-    """The finished chunks of one search, in SQLite (WAL: one commit per batch of results)."""
+    """The finished chunks of one search, in SQLite (WAL, one commit per ``commit_every``).
+
+    A fresh run's file is created at its first commit, not up front: creating it
+    costs milliseconds (SQLite syncs the new file and its switch to WAL), which a
+    short search would otherwise spend before its first chunk and again on
+    removing the file.
+    """
 
     def __init__(self, path: Path, params: dict[str, str], resume: bool, *,
-                 check_chunk: bool) -> None:
+                 check_chunk: bool, commit_every: float = 0.0) -> None:
         self.path = path
+        self.commit_every = commit_every
+        self._db: sqlite3.Connection | None = None
+        self._rows: list[tuple[int, int, int, int, str, int, float]] = []
+        self._offset: int | None = None
+        self._committed = time.monotonic()
         if path.exists() and not resume:
             _refuse_unfinished(path)
             _remove(path)  # a finished run's kept state: a new run replaces it
-        try:
-            self._db = sqlite3.connect(path)
-            self._db.executescript(_SCHEMA)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as e:
-            with contextlib.suppress(Exception):
-                self._db.close()
-            raise ConfigError(f"{path} is not a prime-search state file ({e})") from None
+        db = self._connect() if path.exists() else None
+        stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if db else {}
         self.resumed = bool(stored)
         if stored:
             self._check(stored, params, check_chunk)
             self.meta = stored
         else:
             self.meta = {**params, "version": _STATE_VERSION, "out_offset": "0"}
-            with self._db:
-                self._db.executemany("INSERT INTO meta VALUES (?, ?)", self.meta.items())
+            if db is not None:  # an empty file someone left: fill it now
+                self._create()
+
+    def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(self.path)
+            # WAL first: the schema and every commit after it then skip the fsyncs.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
+            raise ConfigError(f"{self.path} is not a prime-search state file ({e})") from None
+        self._db = db
+        return db
+
+    def _create(self) -> sqlite3.Connection:
+        db = self._db if self._db is not None else self._connect()
+        with db:
+            db.executemany("INSERT INTO meta VALUES (?, ?)", self.meta.items())
+        return db
+
+    def _writer(self) -> sqlite3.Connection:
+        """The open database, created with this run's parameters if it is not yet."""
+        return self._db if self._db is not None else self._create()
 
     def _check(self, stored: dict[str, str], params: dict[str, str], check_chunk: bool) -> None:
         if stored.get("version") != _STATE_VERSION:
@@ -319,34 +354,59 @@ class _ChunkLog:
     def done(self) -> array[int]:
         """Indices of the finished chunks, ascending."""
         found = array("q")
-        for (idx,) in self._db.execute("SELECT idx FROM chunks ORDER BY idx"):
-            found.append(idx)
+        if self._db is not None:
+            for (idx,) in self._db.execute("SELECT idx FROM chunks ORDER BY idx"):
+                found.append(idx)
         return found
 
     def shares(self) -> list[tuple[str, int, int, int, int, float]]:
         """(host, pid, chunks, numbers, primes, seconds) per worker, from the finished chunks."""
+        if self._db is None:
+            return []
         return self._db.execute(
             "SELECT host, pid, COUNT(*), SUM(hi - lo), SUM(count), SUM(seconds) FROM chunks"
             " GROUP BY host, pid").fetchall()
 
     def record(self, rows: list[tuple[int, int, int, int, str, int, float]],
                out_offset: int | None) -> None:
-        """Add finished chunks ``(idx, lo, hi, count, host, pid, seconds)`` in one commit."""
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 rows)
-            if out_offset is not None:
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'out_offset'",
-                                 (str(out_offset),))
+        """Add finished chunks ``(idx, lo, hi, count, host, pid, seconds)``.
+
+        They are committed together with those before them once ``commit_every``
+        seconds have passed since the last commit (or the log was opened), or by
+        ``flush``: a search shorter than that never writes its state file.
+        """
+        self._rows.extend(rows)
+        if out_offset is not None:
+            self._offset = out_offset
+        if time.monotonic() - self._committed >= self.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the chunks recorded since the last commit, in one transaction."""
+        self._committed = time.monotonic()
+        if not self._rows and self._offset is None:
+            return
+        db = self._writer()
+        with db:
+            db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           self._rows)
+            if self._offset is not None:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'out_offset'",
+                           (str(self._offset),))
+        self._rows, self._offset = [], None
 
     def finish(self) -> None:
-        """Mark the run finished: a later run may replace this file without --resume."""
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
+        """Commit what is pending and mark the run finished: a later run may replace
+        this file without --resume."""
+        self.flush()
+        db = self._writer()
+        with db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
 
     def close(self, remove: bool = False) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
         if remove:
             _remove(self.path)
 
@@ -460,6 +520,34 @@ class PrimeSearch:
             self._polled = time.monotonic()
         return self.config.per_worker * max(1, self._workers)
 
+    # -- warming up -------------------------------------------------------------------
+
+    def warm_up(self, timeout: float = 10.0) -> int:
+        """Have the workers load the method (numpy for the sieve) before the search's clock.
+
+        A fresh worker otherwise loads it in its first chunk: for the sieve, ~50 ms
+        of importing numpy on each worker, inside the search. Best effort: rounds
+        of small tasks until every worker has run one, or three rounds, or
+        ``timeout``; a failure (a worker without numpy) is left for the search to
+        report with its chunk. Returns how many distinct workers ran one.
+        """
+        deadline = time.monotonic() + timeout
+        seen: set[str] = set()
+        for _ in range(3):
+            wanted = max(1, self._workers)
+            futures = [self.cluster.submit(WARM_UP, self.config.method)
+                       for _ in range(_WARM_UPS_PER_WORKER * wanted)]
+            done, late = concurrent.futures.wait(futures,
+                                                 timeout=max(0.0, deadline - time.monotonic()))
+            for fut in late:
+                fut.cancel()
+            for fut in done:
+                if not fut.cancelled() and fut.exception() is None:
+                    seen.add(str(fut.result()))
+            if len(seen) >= wanted or late or time.monotonic() >= deadline:
+                break
+        return len(seen)
+
     # -- running ----------------------------------------------------------------------
 
     def _bounds(self, idx: int) -> tuple[int, int]:
@@ -479,14 +567,18 @@ class PrimeSearch:
         params = {"start": str(cfg.start), "end": str(cfg.end), "method": cfg.method,
                   "out": str(cfg.out.resolve()) if cfg.out is not None else "",
                   "chunk": str(self.chunk)}
-        log = _ChunkLog(self.state_path, params, cfg.resume, check_chunk=cfg.chunk is not None)
+        log = _ChunkLog(self.state_path, params, cfg.resume, check_chunk=cfg.chunk is not None,
+                        commit_every=interval)
         self.chunk = int(log.meta["chunk"])  # a resumed run keeps its chunk size
         try:
             summary = self._run(log, t0, on_progress, interval)
             if cfg.keep_state:
                 log.finish()
         except BaseException:
-            log.close()
+            try:
+                log.flush()  # every finished chunk stays for --resume
+            finally:
+                log.close()
             raise
         log.close(remove=not cfg.keep_state)
         return summary
