@@ -302,3 +302,39 @@ def test_a_frozen_peer_fails_a_blocking_call_with_no_timeout(server: Server) -> 
     finally:
         server.proc.send_signal(signal.SIGCONT)
         node.close()
+
+
+def test_closing_a_server_lets_running_calls_reply_and_refuses_new_ones() -> None:
+    started = threading.Event()
+
+    @netlet.expose
+    class Slow:
+        def work(self, seconds: float) -> str:
+            started.set()
+            time.sleep(seconds)  # the call's own work, running while the server closes
+            return "finished"
+
+        async def awork(self, seconds: float) -> str:
+            started.set()
+            await asyncio.sleep(seconds)
+            return "finished async"
+
+    server = netlet.Node(listen="tcp://127.0.0.1:0")
+    server.serve(Slow(), "slow")
+    client = netlet.Node()
+    try:
+        slow = client.proxy(server.address, "slow")
+        with ThreadPoolExecutor(1) as pool:
+            blocking = pool.submit(slow.work, 0.3)  # the direct path
+            assert started.wait(10)
+            started.clear()
+            via_link = slow.awork.future(0.3)  # the main connection
+            assert started.wait(10)
+            server.close()
+            assert blocking.result(10) == "finished"
+            assert via_link.result(10) == "finished async"
+        with pytest.raises((netlet.NodeClosed, netlet.NetletConnectionError)):
+            slow.work(0)
+    finally:
+        client.close()
+        server.close()

@@ -8,6 +8,8 @@ dropped.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -21,6 +23,7 @@ from netlet.errors import (
     ConnectionLost,
     DecodeError,
     EncodeError,
+    NodeClosed,
     NoSuchObject,
     NotExposed,
     ProtocolError,
@@ -77,6 +80,7 @@ class Link:
         self.pending: dict[int, Waiter] = {}
         self._ids = itertools.count(1)
         self._incoming: dict[int, Callable[[], None]] = {}  # call id -> cancel
+        self._idle: asyncio.Event | None = None  # set once _incoming empties, while closing
         self._seen: set[int] = set()
         self._max_seen = 0
         self.closed = False
@@ -204,6 +208,9 @@ class Link:
             if cid in self._seen:
                 return  # a duplicate of a call we already ran or are running
             self._remember(cid)
+        if self.node.closed:
+            self._reply(cid, False, NodeClosed("the node is closing"))
+            return
         actor = self.node._actors.get(target)
         if actor is None:
             log.warning("refused a call from %s: no object named %r", self.conn.remote, target)
@@ -226,6 +233,8 @@ class Link:
         def reply(ok: bool, value: Any) -> None:
             self._incoming.pop(cid, None)
             self._reply(cid, ok, value)
+            if self._idle is not None and not self._incoming:
+                self.conn.loop.call_soon_threadsafe(self._idle.set)
             if self._paused and len(self._incoming) < self._max_inflight // 2:
                 self.conn.loop.call_soon_threadsafe(self._resume)
 
@@ -233,6 +242,15 @@ class Link:
         if len(self._incoming) >= self._max_inflight and not self._paused:
             self._paused = True  # backpressure: stop reading until calls finish
             self.conn.pause_reading()
+
+    async def calls_replied(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) until every call the peer made here has replied."""
+        self._idle = asyncio.Event()  # before the check: reply() sets it from any thread
+        if not self._incoming:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
 
     def _resume(self) -> None:
         if self._paused and len(self._incoming) < self._max_inflight // 2:

@@ -282,8 +282,13 @@ class Node:
                 self._sweeper.cancel()
                 raise
 
-    async def aclose(self) -> None:
-        """Stop listening, say goodbye to peers, fail pending calls, stop threads."""
+    async def aclose(self, grace: float = 1.0) -> None:
+        """Stop listening, let running calls reply (up to ``grace`` s), say goodbye, stop.
+
+        New calls are refused from the start; a call already running gets to send
+        its reply, so a caller is not told "connection lost" about a call that
+        finished. Then pending outgoing calls fail and every thread stops.
+        """
         if self._closing:
             return
         self._closing = True
@@ -291,6 +296,7 @@ class Node:
             await self._listener.close()
         for task in list(self._connecting.values()):
             task.cancel()
+        await self._let_running_calls_reply(grace)
         links = list(self._links)
         for link in links:
             with contextlib.suppress(Exception):
@@ -316,6 +322,15 @@ class Node:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._closed.set()
+
+    async def _let_running_calls_reply(self, grace: float) -> None:
+        for framer in list(self._direct_sockets):
+            framer.shutdown_read()  # its thread ends after the call it is running, if any
+        deadline = time.monotonic() + grace
+        for thread in list(self._direct_threads):
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+        for link in list(self._links):
+            await link.calls_replied(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Close a node started with its own thread (blocking)."""

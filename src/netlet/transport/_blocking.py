@@ -178,6 +178,13 @@ class BlockingFramer:
         except OSError as e:
             raise ConnectionLost(f"receive failed: {e}") from None
 
+    def shutdown_read(self) -> None:
+        """End the reading side: a blocked ``recv`` returns EOF, replies can still go out."""
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
     def close(self) -> None:
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
