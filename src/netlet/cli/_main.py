@@ -5,14 +5,14 @@ Adding a command
 
 1. Write one module holding one click command or group, named for it::
 
-       # src/netlet/cli/_demo.py  (a docstring and __all__ first, as everywhere)
+       # src/netlet/cli/_hello.py  (a docstring and __all__ first, as everywhere)
        import click
 
        @click.command()
-       def demo() -> None:
+       def hello() -> None:
            '''One line that `netlet --help` lists.
 
-           The rest of the help text (`netlet demo --help`).
+           The rest of the help text (`netlet hello --help`).
            '''
 
    The module imports what the command needs (``netlet.cluster``, ...), reads
@@ -22,14 +22,15 @@ Adding a command
 
 2. Add one line to the table at the bottom of this module::
 
-       netlet.add_lazy_command("demo", "netlet.cli._demo:demo")
+       netlet.add_lazy_command("hello", "netlet.cli._hello:hello")
 
 That is all. Commands are registered by import path and imported only when
 they run (or when ``netlet --help`` lists them), so ``netlet keygen`` does not
 pay for the web stack, and a command may live above this layer: the
 ``netlet.apps`` packages sit on top of ``netlet.cli`` in the import-linter
 layers and nothing may import them, so ``netlet bank`` is registered as
-``"netlet.apps.bank.cli:bank"`` (for example) without an import statement
+``"netlet.apps.bank._cli:bank"`` and ``netlet demo`` (the tour, which runs
+the apps) as ``"netlet.apps.tour._cli:demo"``, without an import statement
 here. A module that cannot be imported (an optional dependency missing)
 leaves a stub that explains why when run; the other commands still work.
 
@@ -167,7 +168,7 @@ main = netlet
 netlet.add_lazy_command("atm", "netlet.apps.bank._cli:atm")
 netlet.add_lazy_command("bank", "netlet.apps.bank._cli:bank")
 netlet.add_lazy_command("certs", "netlet.cli._certs:certs")
-netlet.add_lazy_command("demo", "netlet.cli._demo:demo")
+netlet.add_lazy_command("demo", "netlet.apps.tour._cli:demo")
 netlet.add_lazy_command("head", "netlet.cli._cluster:head")
 netlet.add_lazy_command("keygen", "netlet.cli._keygen:keygen")
 netlet.add_lazy_command("primes", "netlet.apps.primes._cli:primes")
