@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+import linecache
 import pickle
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from types import TracebackType
 from typing import Any
 
 import msgpack
@@ -93,6 +95,69 @@ def rebuild_exception(
         except Exception:
             exc = RemoteError(type_name, message, tb_text)
     return _with_traceback(exc, tb_text)
+
+
+_REPEAT_CUTOFF = 3  # as the traceback module: identical frames beyond three are counted
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """``traceback.format_exception(exc)`` as text, without the ``^^^`` markers.
+
+    The markers cost a parse of every frame's source line (hundreds of µs for a
+    deep stack), paid on every exception a call raises; the frames, lines and
+    chained causes are what a remote reader needs. Exception groups keep the
+    standard format.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+
+    def one(e: BaseException) -> None:
+        seen.add(id(e))
+        if isinstance(e, BaseExceptionGroup):
+            parts.append("".join(traceback.format_exception(e, chain=False)))
+            return
+        cause, context = e.__cause__, e.__context__
+        if cause is not None and id(cause) not in seen:
+            one(cause)
+            parts.append(_CAUSE)
+        elif context is not None and not e.__suppress_context__ and id(context) not in seen:
+            one(context)
+            parts.append(_CONTEXT)
+        if e.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            _frames(e.__traceback__, parts)
+        parts.extend(traceback.format_exception_only(type(e), e))
+
+    one(exc)
+    return "".join(parts)
+
+
+def _frames(tb: TracebackType, parts: list[str]) -> None:
+    """The frames of ``tb`` as the standard format writes them, repeats collapsed alike."""
+    last, repeats = None, 0
+    for frame, lineno in traceback.walk_tb(tb):
+        code = frame.f_code
+        where = (code.co_filename, lineno, code.co_name)
+        if where == last:
+            repeats += 1
+            if repeats >= _REPEAT_CUTOFF:
+                continue
+        else:
+            _repeated(repeats, parts)
+            last, repeats = where, 0
+        parts.append(f'  File "{where[0]}", line {lineno}, in {where[2]}\n')
+        line = linecache.getline(where[0], lineno, frame.f_globals).strip()
+        if line:
+            parts.append(f"    {line}\n")
+    _repeated(repeats, parts)
+
+
+def _repeated(repeats: int, parts: list[str]) -> None:
+    if repeats >= _REPEAT_CUTOFF:
+        more = repeats - _REPEAT_CUTOFF + 1
+        parts.append(f"  [Previous line repeated {more} more time{'s' if more > 1 else ''}]\n")
 
 
 def _with_traceback(exc: BaseException, tb_text: str) -> BaseException:
@@ -305,7 +370,7 @@ class Codec:
     def _exception(self, exc: BaseException, pack: Callable[[Any], bytes]) -> msgpack.ExtType:
         tb_text = getattr(exc, "remote_traceback", None)
         if tb_text is None:
-            tb_text = "".join(traceback.format_exception(exc)) if exc.__traceback__ else ""
+            tb_text = format_traceback(exc) if exc.__traceback__ else ""
         if isinstance(exc, RemoteError):
             args: list[Any] = [exc.remote_type, exc.message, exc.remote_traceback]
         else:
