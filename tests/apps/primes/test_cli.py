@@ -151,6 +151,14 @@ def test_pi_of_a_million(primes: Coordinators, tmp_path: Path, method: str) -> N
     assert not list(tmp_path.glob(".netlet-primes-*")), "no state is left after a good run"
 
 
+def test_resume_with_nothing_to_resume_says_so(primes: Coordinators) -> None:
+    done = primes.run("--end", "1000", "--method", "naive", "--workers", "1", "--resume")
+
+    assert done.returncode == 0, done.stderr
+    assert "nothing to resume" in done.stderr
+    assert "168 primes in [0, 1,000) by naive" in done.stdout
+
+
 def test_pi_of_ten_million_by_sieve_with_the_human_summary(primes: Coordinators) -> None:
     done = primes.run("--end", "1e7", "--workers", "2")
 

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console, Group
-from rich.table import Table
 
 from netlet.apps.primes._coordinator import (
     PrimeSearch,
@@ -36,6 +34,8 @@ from netlet.transport import load_key
 
 if TYPE_CHECKING:
     from rich import progress as rp
+    from rich.console import Console, Group
+    from rich.table import Table
 
 __all__ = ["primes"]
 
@@ -124,15 +124,16 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
         raise ConfigError("the sieve method needs numpy: pip install 'netlet[numpy]' "
                           "(or use --method naive)")
     check_state(config)
-    err = Console(stderr=True)
-    if resume and not config.state_path().exists():
-        err.print(f"nothing to resume ({config.state_path()} does not exist): "
-                  "starting from the beginning", soft_wrap=True)
+    afresh = resume and not config.state_path().exists()
     executor: Executor | None = None
     cluster: Cluster | None = None
     try:
         t0 = time.monotonic()
         executor, cluster = _connect(head_addr, key_file, workers)
+        err = _stderr()  # imports rich (~15 ms) while the workers start
+        if afresh:
+            err.print(f"nothing to resume ({config.state_path()} does not exist): "
+                      "starting from the beginning", soft_wrap=True)
         search = PrimeSearch(cluster, config,
                              workers=None if head_addr else _local_workers(workers))
         if executor is not None:
@@ -143,7 +144,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
         startup = time.monotonic() - t0
         summary = _run(search, err)
     except KeyboardInterrupt:
-        err.print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
+        _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
                   "run the same command with --resume to go on", soft_wrap=True)
         raise SystemExit(130) from None
     except (ConfigError, click.ClickException):
@@ -167,6 +168,12 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     if summary.matches_known is False:
         raise click.ClickException(f"{summary.count} primes differ from the known "
                                    f"pi({summary.end}) = {summary.known_pi}")
+
+
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _have_numpy() -> bool:
@@ -247,6 +254,8 @@ class _LiveView:
                         rate=f"{_si(p.rate)} numbers/s")
 
     def render(self) -> Group:
+        from rich.console import Group
+
         p = self.latest
         if p is None:
             return Group(self.bar, "waiting for workers...")
@@ -255,6 +264,8 @@ class _LiveView:
 
 
 def _nodes_table(p: Progress) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for col in ("node", "chunks", "numbers", "primes", "busy", "share"):
         table.add_column(col, justify="left" if col == "node" else "right")
@@ -272,6 +283,8 @@ def _si(x: float) -> str:
 
 
 def _print_summary(s: Summary, startup: float) -> None:
+    from rich.console import Console
+
     console = Console()
     check = ""
     if s.matches_known is not None:
