@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from netlet.codec import RemoteRef
@@ -29,22 +29,22 @@ from netlet.errors import (
     NodeClosed,
 )
 from netlet.node._actor import Actor
+from netlet.node._config import NodeConfig, make_config
 from netlet.node._direct import DirectPool, serve_direct
 from netlet.node._expose import is_exposed
 from netlet.node._link import Link, Waiter
+from netlet.node._messages import BYE
 from netlet.node._proxy import Proxy
+from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
     Connection,
     Listener,
     PeerInfo,
     SocketConnection,
-    TLSConfig,
-    TransportConfig,
     advertised_address,
     connect,
     listen,
-    load_key,
 )
 
 __all__ = [
@@ -86,66 +86,6 @@ def register_ref_type(kind: str, provider: RefProvider, factory: RefFactory) -> 
     if provider not in _REF_PROVIDERS:
         _REF_PROVIDERS.append(provider)
 
-_SWEEP = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """Everything a node needs to know; passed explicitly, never read from the environment."""
-
-    transport: TransportConfig = field(default_factory=TransportConfig)
-    call_timeout: float | None = 30.0
-    """Default seconds a call waits for its reply (``None``: forever)."""
-    max_threads: int = 32
-    """Threads for the plain methods of concurrent objects."""
-    wrap_connection: Callable[[Connection], Connection] | None = None
-    """Hook applied to every connection after its handshake (fault injection in tests)."""
-    keepalive: float | None = 2.0
-    """Ping a peer we are waiting on after this many silent seconds; after three such
-    intervals with no word from it, close the link so waiters fail instead of hanging."""
-    max_inflight: int = 1024
-    """Incoming calls running at once per connection; beyond it the connection is not
-    read (TCP then slows the sender), so a fast peer cannot grow our memory unbounded."""
-    direct_calls: bool = True
-    """Blocking calls over TCP/unix use a side connection per calling thread (no thread
-    hops); turn off to send everything over the one main connection."""
-    advertise: str | None = None
-    """Host name or IP that peers should dial to reach this node, put in its handles
-    and handshakes. Default: the listen host, or for a wildcard listen (0.0.0.0, ::)
-    this machine's outward address."""
-
-    def __post_init__(self) -> None:
-        if self.call_timeout is not None and self.call_timeout <= 0:
-            raise ConfigError("call_timeout must be positive or None")
-        if self.max_threads < 1:
-            raise ConfigError("max_threads must be at least 1")
-
-
-def _make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:
-    """Fold the convenience keywords (key=, insecure=, tls=, ...) into a NodeConfig."""
-    config = config or NodeConfig()
-    t: dict[str, Any] = {}
-    if "key_file" in options:
-        path = options.pop("key_file")
-        if path is not None:
-            t["key"] = load_key(path)
-    for name in ("key", "insecure", "allow_pickle", "tls", "limits",
-                 "handshake_timeout", "connect_timeout"):
-        if name in options:
-            value = options.pop(name)
-            if name == "key" and value is None and "key" in t:
-                continue  # key=None must not drop a key read from key_file
-            t[name] = value
-    if isinstance(t.get("tls"), dict):
-        t["tls"] = TLSConfig(**t["tls"])
-    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
-                   "keepalive", "max_inflight", "advertise")
-    n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
-    if options:
-        raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
-    if t:
-        n["transport"] = replace(config.transport, **t)
-    return replace(config, **n) if n else config
 
 
 def _settle(fut: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool,
@@ -187,7 +127,7 @@ class Node:
 
     def __init__(self, listen: str | None = None, *, config: NodeConfig | None = None,
                  start: bool = True, **options: Any) -> None:
-        self.config = _make_config(config, options)
+        self.config = make_config(config, options)
         self.id = uuid.uuid4().hex
         self.listen_spec = listen
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -203,9 +143,7 @@ class Node:
         self._connecting: dict[str, asyncio.Task[Link]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        # Deadlines of async and future calls, in buckets of _SWEEP seconds.
-        self._deadlines: dict[int, list[tuple[Link, int]]] = {}
-        self._deadline_lock = threading.Lock()
+        self._watch = Watchdog(self.config.keepalive)
         self._sweeper: asyncio.Task[None] | None = None
         self._direct_pools: dict[str, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
@@ -273,7 +211,7 @@ class Node:
             raise RuntimeError("node already started")
         self.loop = asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
-        self._sweeper = self.loop.create_task(self._sweep())
+        self._sweeper = self.loop.create_task(self._watch.run(lambda: self._links))
         if self.listen_spec is not None:
             try:
                 self._listener = await listen(self.listen_spec, self.config.transport,
@@ -300,7 +238,7 @@ class Node:
         links = list(self._links)
         for link in links:
             with contextlib.suppress(Exception):
-                link.send([7, "node closing"])
+                link.send([BYE, "node closing"])
         await asyncio.gather(*(link.conn.drain_and_close(0.5) for link in links),
                              return_exceptions=True)
         for link in links:  # fail whatever still waits, with the clearer reason
@@ -610,7 +548,7 @@ class Node:
         waiter = functools.partial(_settle, fut)
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         if timeout is not None:
-            self._add_deadline(timeout, link, cid)
+            self._watch.add_deadline(timeout, link, cid)
         fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
         return fut
 
@@ -642,7 +580,7 @@ class Node:
                 waiter(False, e)
                 return
             if timeout is not None:
-                self._add_deadline(timeout, link, cid)
+                self._watch.add_deadline(timeout, link, cid)
             fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
 
         link = proxy._link
@@ -691,61 +629,6 @@ class Node:
         if link is None:
             link = self._link_blocking(proxy)
         link.start_call(None, proxy._ref.name, method, args, kwargs)
-
-    # -- timeouts ----------------------------------------------------------------
-
-    def _add_deadline(self, timeout: float, link: Link, cid: int) -> None:
-        slot = int((time.monotonic() + timeout) / _SWEEP) + 1
-        with self._deadline_lock:
-            bucket = self._deadlines.get(slot)
-            if bucket is None:
-                bucket = self._deadlines[slot] = []
-            bucket.append((link, cid))
-
-    async def _sweep(self) -> None:
-        """Fail calls whose deadline passed (async and future calls; resolution 50 ms),
-        and keep links we wait on honest: ping quiet ones, close dead ones."""
-        ticks = 0
-        while True:
-            await asyncio.sleep(_SWEEP)
-            ticks += 1
-            if ticks % 10 == 0:
-                self._check_liveness()
-            now_slot = int(time.monotonic() / _SWEEP)
-            expired: list[tuple[Link, int]] = []
-            with self._deadline_lock:
-                for slot in [s for s in self._deadlines if s <= now_slot]:
-                    expired.extend(self._deadlines.pop(slot))
-            for link, cid in expired:
-                waiter = link.pending.get(cid)
-                if waiter is not None:
-                    link.abandon(cid)
-                    waiter(False, CallTimeout(f"call {cid} to {link.conn.remote} got no reply"))
-
-    def _check_liveness(self) -> None:
-        interval = self.config.keepalive
-        if interval is None or self.loop is None:
-            return
-        now = self.loop.time()
-        for link in list(self._links):
-            if link._paused and not link.closed:
-                # Busy, not dead: we stopped reading them, so say so before they decide.
-                try:
-                    link.send([5, 0])
-                except (ConnectionLost, NodeClosed):
-                    pass
-            if not link.pending or link.closed:
-                continue
-            silent = now - link.last_heard
-            if silent > 3 * interval:
-                log.warning("closing %r: no word from the peer for %.1f s", link, silent)
-                link.conn.close(ConnectionLost(
-                    f"{link.conn.remote} stopped answering ({silent:.1f} s without a word)"))
-            elif silent > interval:
-                try:
-                    link.send([5, 0])
-                except (ConnectionLost, NodeClosed):
-                    pass
 
     def _on_pong(self, link: Link, token: Any) -> None:
         """A pong only proves the peer is alive; ``last_heard`` already recorded it."""

@@ -1,0 +1,71 @@
+"""A node's settings, and the keyword shortcuts ``Node(...)`` folds into them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from netlet.errors import ConfigError
+from netlet.transport import Connection, TLSConfig, TransportConfig, load_key
+
+__all__ = ["NodeConfig", "make_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node needs to know; passed explicitly, never read from the environment."""
+
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    call_timeout: float | None = 30.0
+    """Default seconds a call waits for its reply (``None``: forever)."""
+    max_threads: int = 32
+    """Threads for the plain methods of concurrent objects."""
+    wrap_connection: Callable[[Connection], Connection] | None = None
+    """Hook applied to every connection after its handshake (fault injection in tests)."""
+    keepalive: float | None = 2.0
+    """Ping a peer we are waiting on after this many silent seconds; after three such
+    intervals with no word from it, close the link so waiters fail instead of hanging."""
+    max_inflight: int = 1024
+    """Incoming calls running at once per connection; beyond it the connection is not
+    read (TCP then slows the sender), so a fast peer cannot grow our memory unbounded."""
+    direct_calls: bool = True
+    """Blocking calls over TCP/unix use a side connection per calling thread (no thread
+    hops); turn off to send everything over the one main connection."""
+    advertise: str | None = None
+    """Host name or IP that peers should dial to reach this node, put in its handles
+    and handshakes. Default: the listen host, or for a wildcard listen (0.0.0.0, ::)
+    this machine's outward address."""
+
+    def __post_init__(self) -> None:
+        if self.call_timeout is not None and self.call_timeout <= 0:
+            raise ConfigError("call_timeout must be positive or None")
+        if self.max_threads < 1:
+            raise ConfigError("max_threads must be at least 1")
+
+
+def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:
+    """Fold the convenience keywords (key=, insecure=, tls=, ...) into a NodeConfig."""
+    config = config or NodeConfig()
+    t: dict[str, Any] = {}
+    if "key_file" in options:
+        path = options.pop("key_file")
+        if path is not None:
+            t["key"] = load_key(path)
+    for name in ("key", "insecure", "allow_pickle", "tls", "limits",
+                 "handshake_timeout", "connect_timeout"):
+        if name in options:
+            value = options.pop(name)
+            if name == "key" and value is None and "key" in t:
+                continue  # key=None must not drop a key read from key_file
+            t[name] = value
+    if isinstance(t.get("tls"), dict):
+        t["tls"] = TLSConfig(**t["tls"])
+    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
+                   "keepalive", "max_inflight", "advertise")
+    n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
+    if options:
+        raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
+    if t:
+        n["transport"] = replace(config.transport, **t)
+    return replace(config, **n) if n else config
