@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -107,6 +108,19 @@ def test_quick_tour_runs_every_part_and_leaves_nothing_behind(
     assert "netlet bank serve --listen tcp://0.0.0.0:7350" in out
     assert "all 4 part(s) passed" in out
     assert "FAILED" not in out
+    assert_nothing_left(tour)
+
+
+def test_full_prime_search_stays_exact_while_a_worker_joins_and_one_is_killed(
+        run_tour: Callable[..., Tour]) -> None:
+    tour = run_tour("--part", "primes")
+    assert tour.code == 0, tour.out
+    assert "pi(10^6) = 78,498 by naive" in tour.out
+    if importlib.util.find_spec("numpy") is not None:
+        assert "pi(10^10) = 455,052,511 by sieve" in tour.out
+        assert re.search(r"\+ worker process \d+ starts and joins at", tour.out)
+        assert re.search(r"x worker process \d+ SIGKILLed at \d+%: its chunks go to the others",
+                         tour.out)
     assert_nothing_left(tour)
 
 

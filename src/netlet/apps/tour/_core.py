@@ -157,6 +157,22 @@ class Tour:
             time.sleep(0.02)
         self.check()
 
+    def add_worker(self) -> int:
+        """Start one more local worker; it joins the running cluster. Returns its pid."""
+        embedded = self._embedded
+        if embedded is None:
+            raise PartFailed("no cluster to add a worker to")
+        return embedded.add_worker().pid
+
+    def kill_worker(self) -> int:
+        """SIGKILL the first worker still running, as a crash would. Returns its pid."""
+        embedded = self._embedded
+        alive = [p for p in embedded.procs if p.poll() is None] if embedded else []
+        if not alive:
+            raise PartFailed("no worker left to kill")
+        alive[0].kill()
+        return alive[0].pid
+
     @staticmethod
     def alive_workers(cluster: Cluster) -> list[dict[str, Any]]:
         return [n for n in cluster.status()["nodes"] if n["role"] == "worker" and n["alive"]]

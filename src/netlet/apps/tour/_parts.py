@@ -8,8 +8,10 @@ primes``), so what the tour shows is what the commands do.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import socket
+from collections.abc import Callable
 
 from rich.live import Live
 from rich.table import Table
@@ -85,11 +87,16 @@ def primes(tour: Tour) -> Figures:
                           "(pip install 'netlet[numpy]')")
             figures.append("sieve skipped (no numpy)")
             continue
+        churn = _Churn(tour) if method == "sieve" and not tour.quick else None
         console.print(f"[bold]{method}[/] ({_METHOD_NOTE[method]}) over [0, {_pow10(end)}) "
-                      f"on {tour.workers} workers:")
+                      f"on {tour.workers} workers"
+                      + (": one more joins mid-search, and one is SIGKILLed" if churn else ":"))
         config = SearchConfig(0, end, method, state=tour.tmp / f"primes-{method}.db")
-        search = PrimeSearch(cl, config, workers=tour.workers)
-        s = _search(search, tour)
+        # With churn the coordinator asks the head how many workers are alive, once a
+        # second, as it does with --head, so that the newcomer gets its share.
+        search = PrimeSearch(cl, config, workers=None if churn else tour.workers)
+        search.warm_up(timeout=5.0)
+        s = _search(search, tour, churn)
         tour.check()
         check = ("[green]= the known pi(N) ✓[/]" if s.matches_known
                  else f"[bold red]!= the known pi(N) = {s.known_pi}[/]")
@@ -100,44 +107,79 @@ def primes(tour: Tour) -> Figures:
             raise PartFailed(f"{s.count:,} primes below {end:,} by {method}, but "
                              f"pi({_pow10(end)}) = {s.known_pi}")
         figures.append(f"pi({_pow10(end)}) = {s.count:,} by {method} in {s.elapsed:.2f} s "
-                       f"({_si(s.rate)} numbers/s)")
+                       f"({_si(s.rate)} numbers/s{churn.told() if churn else ''})")
     return figures
 
 
-def _search(search: PrimeSearch, tour: Tour) -> Summary:
+class _Churn:
+    """Mid-search, a worker joins (at 20 %) and another is SIGKILLed (at 50 %).
+
+    The head gives the dead worker's chunks to the others and the newcomer
+    pulls its share, so the count must still be exact: the design's promise,
+    shown rather than told.
+    """
+
+    def __init__(self, tour: Tour) -> None:
+        self.tour = tour
+        self.joined = self.killed = 0
+
+    def __call__(self, p: Progress) -> None:
+        if not self.joined and p.fraction >= 0.2:
+            self.joined = self.tour.add_worker()
+            self.tour.console.print(f"  + worker process {self.joined} starts and joins "
+                                    f"at {p.fraction:.0%}")
+        elif self.joined and not self.killed and p.fraction >= 0.5:
+            self.killed = self.tour.kill_worker()
+            self.tour.console.print(f"  x worker process {self.killed} SIGKILLed at "
+                                    f"{p.fraction:.0%}: its chunks go to the others")
+
+    def told(self) -> str:
+        """What happened, for the summary: ``"; +1 worker, 1 killed mid-search"``."""
+        done = [what for what, pid in (("+1 worker", self.joined), ("1 killed", self.killed))
+                if pid]
+        return f"; {', '.join(done)} mid-search" if done else ""
+
+
+def _search(search: PrimeSearch, tour: Tour,
+            churn: Callable[[Progress], None] | None) -> Summary:
     """Run with the live view of ``netlet primes`` on a terminal, a line a second elsewhere.
 
-    The coordinator reports progress every quarter second even when no chunk
+    The coordinator reports progress every ``interval`` even when no chunk
     finishes, so checking for an abort there stops a search whose workers are gone.
     """
     console = tour.console
+    interval = 0.1 if churn is not None else 0.25  # churn needs reports between 20 and 50 %
     if console.is_terminal:
         view = _LiveView(search, console)
         with Live(view.render(), console=console, refresh_per_second=8, transient=True) as live:
             def show(p: Progress) -> None:
                 tour.check()
+                if churn is not None:
+                    churn(p)
                 view.update(p)
                 live.update(view.render())
 
-            return search.run(show)
+            return search.run(show, interval)
     last = [0.0]
 
     def line(p: Progress) -> None:
         tour.check()
+        if churn is not None:
+            churn(p)
         if p.elapsed - last[0] >= 1.0:
             last[0] = p.elapsed
             console.print(f"  {p.fraction:4.0%} {p.primes:,} primes, {_si(p.rate)} numbers/s, "
                           f"{p.workers} workers", highlight=False)
 
-    return search.run(line)
+    return search.run(line, interval)
 
 
 def _have_numpy() -> bool:
+    """Whether the local workers can run the sieve; found, not imported (that costs ~40 ms)."""
     try:
-        import numpy  # noqa: F401 -- the workers run the sieve with it
-    except ImportError:
+        return importlib.util.find_spec("numpy") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def _pow10(n: int) -> str:
