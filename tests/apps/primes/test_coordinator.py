@@ -366,9 +366,15 @@ def test_a_search_within_one_interval_writes_no_state_file(
 def test_a_failing_search_commits_every_finished_chunk(
         fake: Callable[..., FakeCluster]) -> None:
     config = SearchConfig(0, 100_000, "naive", 10_000, per_worker=1)  # one chunk at a time
-    with pytest.raises(ValueError, match="blew up"):
-        PrimeSearch(cast(Cluster, fake(fail={90_000})), config, workers=1).run(interval=60)
-    assert [idx for idx, _, _ in state_rows(config.state_path())] == list(range(9))
+    with pytest.raises(ValueError, match="blew up"):  # chunk 0 is handed out last
+        PrimeSearch(cast(Cluster, fake(fail={0})), config, workers=1).run(interval=60)
+    assert [idx for idx, _, _ in state_rows(config.state_path())] == list(range(1, 10))
+
+
+def test_chunks_are_handed_out_last_first(fake: Callable[..., FakeCluster]) -> None:
+    cluster = fake()
+    search(cluster, SearchConfig(0, 100_000, "naive", 10_000, per_worker=1), workers=1)
+    assert [lo for lo, _ in cluster.submitted] == list(range(90_000, -1, -10_000))
 
 
 def test_commits_wait_for_the_interval_or_a_flush(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ How a search runs
 ``[start, end)`` is cut into ``n`` chunks of ``chunk`` numbers (chunk ``i`` is
 ``[start + i*chunk, start + (i+1)*chunk)``, the last one shorter), computed
 on the fly, so a range of millions of chunks never becomes millions of objects.
+They are handed out last first (ascending with ``out``, which writes in order):
+the chunks of larger numbers cost more, and the cheap ones, coming last, even
+out when the workers finish.
 The coordinator submits ``search_chunk`` tasks through a ``Cluster`` and keeps
 at most ``per_worker`` chunks in flight per worker (the embedded cluster's
 count, or the head's live workers, asked once a second, so a worker that joins
@@ -441,13 +444,19 @@ def check_state(config: SearchConfig) -> None:
         _refuse_unfinished(path)
 
 
-def _pending(first: int, n: int, done: array[int]) -> Iterator[int]:
-    """Chunk indices in ``[first, n)`` not in ``done`` (ascending), without building a set."""
-    j = 0
-    for idx in range(first, n):
-        while j < len(done) and done[j] < idx:
-            j += 1
-        if j < len(done) and done[j] == idx:
+def _pending(n: int, done: array[int]) -> Iterator[int]:
+    """Chunk indices in ``[0, n)`` not in ``done`` (ascending), last first, without a set.
+
+    Last first: the chunks of larger numbers cost more (trial division's divisors
+    grow with the square root, the sieve's base primes too), and a search ends
+    when its slowest last chunk does; handing out the dear chunks first leaves
+    the cheap ones to even out the workers' finishing times.
+    """
+    j = len(done) - 1
+    for idx in range(n - 1, -1, -1):
+        while j >= 0 and done[j] > idx:
+            j -= 1
+        if j >= 0 and done[j] == idx:
             continue
         yield idx
 
@@ -595,7 +604,7 @@ class PrimeSearch:
         done = log.done()
         out = self._open_out(log, done)
         next_write = len(done)  # with out, the finished chunks are always a prefix
-        todo = _pending(0, n, done) if out is None else iter(range(next_write, n))
+        todo = _pending(n, done) if out is None else iter(range(next_write, n))
         del done
         in_flight: dict[concurrent.futures.Future[Any], int] = {}
         waiting: dict[int, dict[str, Any]] = {}
