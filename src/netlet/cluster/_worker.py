@@ -42,6 +42,10 @@ __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 log = logging.getLogger("netlet.cluster")
 
 HEAD_NAME = "netlet.head"
+_REPORT_BATCH = 64
+"""Results a worker holds back at most while a pull is out (they go in one message)."""
+_REPORT_DELAY = 0.002
+"""Seconds a finished result may wait for the next pull before it is sent alone."""
 
 
 @expose
@@ -158,13 +162,16 @@ class Worker:
                          daemon=True).start()
         local: collections.deque[list[Any]] = collections.deque()
         done: list[list[Any]] = []  # results not yet reported
+        done_since = 0.0
         pending = None
         while not self.stop.is_set():
-            if pending is None and (done or len(local) < self._want()):
-                # Results ride with the next pull: one round trip per task, not two.
+            want = self._want()
+            if pending is None and (done or len(local) <= want // 2):
+                # Results ride with the next pull: one round trip per task, not two; and
+                # with a large credit, refills come in batches rather than one by one.
                 try:
                     pending = self.head.with_options(timeout=None).exchange.future(
-                        self.node.id, done, max(0, self._want() - len(local)))
+                        self.node.id, done, max(0, want - len(local)))
                     done = []
                 except (NetletError, OSError):
                     pending = None
@@ -191,8 +198,13 @@ class Worker:
                 self.stop.wait(0.1)  # the pull could not even be sent: do not spin
                 continue
             tid, fn_id, body = local.popleft()
+            if not done:
+                done_since = time.monotonic()
             done.append(self._run_one(tid, fn_id, body))
-            if pending is not None:  # a pull is out (maybe waiting for work): report now
+            # A pull is out (and may wait at the head for work): results do not wait for
+            # it when we are about to idle, have many, or have held them a while.
+            if pending is not None and (not local or len(done) >= _REPORT_BATCH
+                                        or time.monotonic() - done_since > _REPORT_DELAY):
                 try:
                     self.head.report.oneway(self.node.id, done)
                 except (NetletError, OSError) as e:
