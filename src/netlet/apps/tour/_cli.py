@@ -43,6 +43,7 @@ DEFAULT_TIME_LIMIT = 120.0
 
 _ELSEWHERE = {
     "calls": [
+        ("A", "netlet keygen cluster.key     # copy it to B, privately"),
         ("A", 'node = netlet.Node(listen="tcp://0.0.0.0:7000", key_file="cluster.key")'),
         ("A", 'node.serve(Account(), "account"); node.wait()'),
         ("B", 'acct = netlet.Node(key_file="cluster.key").proxy("tcp://A:7000", "account")'),
@@ -50,7 +51,7 @@ _ELSEWHERE = {
     "cluster": [
         ("A", "netlet keygen cluster.key     # copy it to every machine, privately"),
         ("A", "netlet head --listen tcp://0.0.0.0:7340 --key-file cluster.key"),
-        ("B, C", "netlet worker --join tcp://A:7340 --key-file cluster.key"),
+        ("B,C", "netlet worker --join tcp://A:7340 --key-file cluster.key"),
         ("any", 'netlet.Executor("tcp://A:7340", key_file="cluster.key")'),
     ],
     "primes": [
@@ -139,15 +140,15 @@ def _summary(console: Console, results: list[PartResult], seconds: float) -> Non
         table.add_row(r.part.name, "\n".join(r.figures) or "-", f"{r.seconds:.1f} s", outcome)
     table.add_row("total", "", f"{seconds:.1f} s", "", style="dim")
     console.print(table)
-    machines = Table(title="the same on several machines (A, B, C: hosts; keys copied privately)",
-                     title_justify="left", show_header=False, box=None, padding=(0, 1))
-    machines.add_column(style="bold")
-    machines.add_column(justify="right", style="dim")
-    machines.add_column(overflow="fold")
+    # Plain lines, never wrapped by rich, so that each command can be copied whole.
+    console.print("[bold]the same on several machines[/] (A, B, C are hosts; copy each key "
+                  "to them privately):", soft_wrap=True)
     for r in results:
-        for i, (host, command) in enumerate(_ELSEWHERE[r.part.name]):
-            machines.add_row(r.part.name if i == 0 else "", host, command)
-    console.print(machines)
+        console.print(f"  [bold]{r.part.name}[/]")
+        for host, command in _ELSEWHERE[r.part.name]:
+            prompt = "$" if command.startswith("netlet ") else ">>>"
+            console.print(f"    [dim]{host:>4} {prompt}[/] {command}", soft_wrap=True,
+                          highlight=False)
     console.print("More: README.md, docs/tutorial.md, docs/primes.md, docs/bank.md.")
     failed = [r.part.name for r in results if not r.ok]
     if failed:
