@@ -65,6 +65,6 @@ def keygen(path: Path, force: bool) -> None:
     click.echo(
         "Every node of the cluster needs this same file:\n"
         "  - copy it to each machine over a secure channel and keep it private;\n"
-        f"  - netlet commands that listen or connect take it as --key {where};\n"
+        f"  - netlet commands that listen or connect take it as --key-file {where};\n"
         f'  - in Python: TransportConfig(key=load_key("{where}")).'
     )
