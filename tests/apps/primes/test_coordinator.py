@@ -432,6 +432,16 @@ def test_warm_up_goes_on_until_every_worker_ran_one() -> None:
         assert (warmed, cluster.rounds) == (1 if greedy >= 3 else 3, rounds)
 
 
+def test_warm_up_remembers_the_workers_it_reached() -> None:
+    cluster = WarmUpCluster(3, greedy=1)
+    search = PrimeSearch(cast(Cluster, cluster), SearchConfig(0, 10), workers=3)
+    assert search.warm_up(rounds=1) == 1  # the only worker there yet took the round
+    assert search.warm_up() == 3
+    assert cluster.rounds == 2
+    assert search.warm_up() == 3
+    assert cluster.rounds == 2, "all reached: no more rounds"
+
+
 def test_warm_up_leaves_failures_to_the_search() -> None:
     cluster = WarmUpCluster(2, error=ImportError("no numpy here"))
     assert PrimeSearch(cast(Cluster, cluster), SearchConfig(0, 10), workers=2).warm_up() == 0

@@ -137,10 +137,12 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
         search = PrimeSearch(cluster, config,
                              workers=None if head_addr else _local_workers(workers))
         if executor is not None:
-            # Embedded workers load the method (numpy for the sieve) as they join, while
-            # the others still start, instead of in their first chunk.
-            search.warm_up()
+            # Embedded workers load the method (numpy for the sieve) before the search
+            # instead of in their first chunk: the first to join while the others still
+            # start, then any the first round missed, once all have joined.
+            search.warm_up(rounds=1)
             _wait_for_workers(cluster, _local_workers(workers))
+            search.warm_up()
         startup = time.monotonic() - t0
         summary = _run(search, err)
     except KeyboardInterrupt:

@@ -510,6 +510,7 @@ class PrimeSearch:
         self._fixed_workers = workers
         self._workers = workers if workers is not None else self._alive_workers(1)
         self._polled = time.monotonic()
+        self._warmed: set[str] = set()
         self.state_path = config.state_path()
         self.chunk = config.chunk or default_chunk(config.method, config.start, config.end,
                                                    self._workers, out=config.out is not None)
@@ -531,19 +532,21 @@ class PrimeSearch:
 
     # -- warming up -------------------------------------------------------------------
 
-    def warm_up(self, timeout: float = 10.0) -> int:
+    def warm_up(self, timeout: float = 10.0, rounds: int = 3) -> int:
         """Have the workers load the method (numpy for the sieve) before the search's clock.
 
         A fresh worker otherwise loads it in its first chunk: for the sieve, ~50 ms
-        of importing numpy on each worker, inside the search. Best effort: rounds
-        of small tasks until every worker has run one, or three rounds, or
-        ``timeout``; a failure (a worker without numpy) is left for the search to
-        report with its chunk. Returns how many distinct workers ran one.
+        of importing numpy and building its tables, inside the search. Best effort:
+        rounds of small tasks until every worker has run one (as far as this search
+        knows, across calls), or ``rounds`` rounds, or ``timeout``; a failure (a
+        worker without numpy) is left for the search to report with its chunk.
+        Returns how many distinct workers have run one.
         """
         deadline = time.monotonic() + timeout
-        seen: set[str] = set()
-        for _ in range(3):
+        for _ in range(rounds):
             wanted = max(1, self._workers)
+            if len(self._warmed) >= wanted:
+                break
             futures = [self.cluster.submit(WARM_UP, self.config.method)
                        for _ in range(_WARM_UPS_PER_WORKER * wanted)]
             done, late = concurrent.futures.wait(futures,
@@ -552,10 +555,10 @@ class PrimeSearch:
                 fut.cancel()
             for fut in done:
                 if not fut.cancelled() and fut.exception() is None:
-                    seen.add(str(fut.result()))
-            if len(seen) >= wanted or late or time.monotonic() >= deadline:
+                    self._warmed.add(str(fut.result()))
+            if late or time.monotonic() >= deadline:
                 break
-        return len(seen)
+        return len(self._warmed)
 
     # -- running ----------------------------------------------------------------------
 
