@@ -499,11 +499,12 @@ def test_bad_configuration(kwargs: dict[str, Any], message: str) -> None:
 
 
 def test_default_chunk_sizes() -> None:
-    assert default_chunk("sieve", 0, 10**9, 2) == 10**9 // 32
+    assert default_chunk("sieve", 0, 10**9, 2) == 10**9 // 16
     assert default_chunk("sieve", 0, 10**12, 2) == 10**8
     assert default_chunk("sieve", 0, 10**12, 2, out=True) == 10**7
     assert default_chunk("sieve", 0, 100, 2) == 10**6
-    assert default_chunk("naive", 0, 300_000, 2) == 9_375
+    assert default_chunk("naive", 0, 300_000, 2) == 18_750
+    assert default_chunk("naive", 2, 300_000, 2) == 18_750  # P1: 16 chunks
     assert default_chunk("naive", 0, 10**9, 8) == 20_000
     assert default_chunk("naive", 0, 100, 0) == 1_000
 

@@ -87,8 +87,11 @@ _CHUNK_BOUNDS: Final = {"sieve": (10**6, 10**8), "naive": (1_000, 20_000)}
 _OUT_CHUNK_CEILING: Final = 10**7
 """Largest default chunk with ``out``: at most ~5 MB of primes wait in memory per chunk."""
 
-_CHUNKS_PER_WORKER: Final = 16
-"""A default chunk size aims at this many chunks per worker, for an even spread."""
+_CHUNKS_PER_WORKER: Final = 8
+"""A default chunk size aims at this many chunks per worker: enough for an even spread
+(handed out last first, the cheap chunks even out the finish), few enough that the
+per-chunk costs stay small. It decides only for short searches; longer ones hit the
+method's largest chunk and get more chunks, for a smooth live view and resume."""
 
 _WARM_UPS_PER_WORKER: Final = 4
 """Warm-up tasks per worker in one round: a head hands each worker waiting for work a
@@ -107,7 +110,7 @@ def _pow10(n: int) -> str:
 
 
 def default_chunk(method: str, start: int, end: int, workers: int, *, out: bool = False) -> int:
-    """A chunk size giving each of ``workers`` ~16 chunks, within the method's bounds."""
+    """A chunk size giving each of ``workers`` ~8 chunks, within the method's bounds."""
     floor, ceiling = _CHUNK_BOUNDS[method]
     if out:
         ceiling = min(ceiling, _OUT_CHUNK_CEILING)
