@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 from netlet.cluster._functions import function_ref
 from netlet.codec import Codec, RemoteRef
-from netlet.errors import ConfigError, NetletError, WorkerLost
+from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
 
 __all__ = ["Cluster", "Executor"]
@@ -336,14 +337,21 @@ class Cluster:
     # -- closing ------------------------------------------------------------------------
 
     def close(self, cancel_pending: bool = True) -> None:
+        """Leave the cluster. Queued tasks are cancelled; a running task's future fails
+        with ``NodeClosed``, since its result can no longer reach us (never left pending)."""
         if self._closed:
             return
         self._closed = True
-        if cancel_pending:
-            with self._lock:
-                futures = list(self._futures.values())
-            for f in futures:
-                f.cancel()
+        with self._lock:
+            futures = list(self._futures.values())
+            self._futures.clear()
+            self._specs.clear()
+        for f in futures:
+            if (cancel_pending and f.cancel()) or f.done():
+                continue
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                f.set_exception(NodeClosed(
+                    "the cluster client was closed before this task's result came"))
         try:
             self._head.with_options(timeout=2).leave(self.node.id)
         except (NetletError, OSError):

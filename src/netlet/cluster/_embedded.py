@@ -9,17 +9,22 @@ functions with us because both ends hold that key, and exit when we do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 from netlet.cluster._head import Head, HeadConfig
 from netlet.node import Node
 from netlet.transport import generate_key
 
 __all__ = ["EmbeddedCluster"]
+
+log = logging.getLogger("netlet.cluster")
 
 
 class EmbeddedCluster:
@@ -36,30 +41,71 @@ class EmbeddedCluster:
         assert self.node.address is not None
         self.address = self.node.address
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
         for _ in range(workers):
             self.add_worker(credit)
 
     def add_worker(self, credit: int | str = "auto") -> subprocess.Popen[bytes]:
+        """Start one more worker process; it is replaced whenever it dies."""
+        with self._lock:
+            slot = len(self.procs)
+            proc = self._start(slot, credit)
+            self.procs.append(proc)
+        threading.Thread(target=self._keep, args=(slot, credit), daemon=True,
+                         name=f"netlet-embedded-worker-{slot}").start()
+        return proc
+
+    def _start(self, slot: int, credit: int | str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "netlet.cluster", "--join", self.address,
              "--key-stdin", "--pickle", "--embedded", "--credit", str(credit),
-             "--listen", f"unix://{self._dir}/worker-{len(self.procs)}.sock"],
+             "--listen", f"unix://{self._dir}/worker-{slot}-{time.monotonic_ns()}.sock"],
             stdin=subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(self.key.hex().encode() + b"\n")
         proc.stdin.flush()  # stdin stays open: its EOF tells the worker we are gone
-        self.procs.append(proc)
         return proc
 
+    def _keep(self, slot: int, credit: int | str) -> None:
+        """Replace the worker in ``slot`` when it dies, as multiprocessing.Pool does.
+
+        The head reruns what it was running (up to each task's max_retries), so a
+        task that kills its worker every time ends as WorkerLost, not a crash loop;
+        a worker that dies at once again and again is restarted ever more slowly.
+        """
+        backoff = 0.0
+        while True:
+            proc = self.procs[slot]
+            started = time.monotonic()
+            code = proc.wait()
+            if self._closing.is_set():
+                return
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            backoff = min(max(backoff * 2, 0.1), 5.0) if time.monotonic() - started < 2 else 0.0
+            log.warning("embedded worker %d (pid %d) exited with %s; starting another%s",
+                        slot, proc.pid, code, f" in {backoff:.1f} s" if backoff else "")
+            if self._closing.wait(backoff):
+                return
+            with self._lock:
+                if self._closing.is_set():
+                    return
+                self.procs[slot] = self._start(slot, credit)
+
     def close(self) -> None:
+        self._closing.set()
         self.head.stop()
-        for proc in self.procs:
+        with self._lock:
+            procs = list(self.procs)
+        for proc in procs:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs:
+        for proc in procs:
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:

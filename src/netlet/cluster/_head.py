@@ -170,9 +170,12 @@ class Head:
         return True
 
     async def leave(self, node: str) -> None:
+        """A member says goodbye; a client that leaves takes its unfinished tasks along."""
         member = self._members.get(node)
         if member is not None:
             self._member_died(member, "left")
+            if member.role == "client":
+                self._forget_client(node)
 
     def _peer_changed(self, node: str, connected: bool) -> None:
         if node == self._node.id:
@@ -483,8 +486,10 @@ class Head:
         gone = [tid for tid, t in self._tasks.items() if t.client == client]
         for tid in gone:
             self._tasks.pop(tid, None)
-        if gone and self._store is not None:
-            self._store.forget(gone)
+        if gone:
+            self._queue = deque(t for t in self._queue if t in self._tasks)
+            if self._store is not None:
+                self._store.forget(gone)
 
     # -- actors ---------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 Tasks run on the worker's main thread, one at a time, while the node's loop
 thread keeps the connection and heartbeats alive. The worker asks for at most
 ``credit`` tasks beyond the one it runs, so it never hoards the queue; with
-``credit="auto"`` it asks for enough to cover one round trip to the head when
-tasks are shorter than that (and 1 otherwise). A lost head is rejoined with
+``credit="auto"`` (the embedded cluster's) it asks for enough to cover one
+round trip to the head, and none beyond the running one for tasks far longer
+than a round trip or not yet measured. A lost head is rejoined with
 backoff, for ever, unless the worker belongs to an embedded cluster.
 
 Run as ``python -m netlet.cluster --join ADDR`` (what ``netlet worker``
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -114,7 +117,7 @@ class Worker:
         self.done = 0
         self.failed = 0
         self._rtt = 0.001
-        self._task_time = 0.001
+        self._task_time: float | None = None  # unknown: assume long until measured
 
     def join(self) -> None:
         """Join the head, retrying with backoff while it is away."""
@@ -138,7 +141,11 @@ class Worker:
     def _want(self) -> int:
         credit = self.opts.credit
         if credit == "auto":
-            credit = max(1, min(64, int(self._rtt / max(self._task_time, 1e-6)) + 1))
+            # Prefetch what covers a round trip to the head, and nothing for tasks far
+            # longer than one: that costs them under 5 % and lets a worker that joins a
+            # moment later take its share instead of finding it held here.
+            ratio = 0.0 if self._task_time is None else self._rtt / max(self._task_time, 1e-6)
+            credit = 0 if ratio < 0.05 else min(64, math.ceil(ratio))
         return int(credit) + 1
 
     def heartbeat_loop(self) -> None:
@@ -224,7 +231,8 @@ class Worker:
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             value, ok = e, False  # type: ignore[assignment]
-        self._task_time = 0.8 * self._task_time + 0.2 * (time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        self._task_time = took if self._task_time is None else 0.8 * self._task_time + 0.2 * took
         try:
             out = self.codec.encode_value(value)
         except (EncodeError, RecursionError) as e:
@@ -254,10 +262,18 @@ def run_worker(opts: WorkerOptions) -> None:
 
 
 def _watch_parent() -> None:
-    """Embedded workers exit when their parent goes away (stdin reaches EOF)."""
+    """Embedded workers exit when their parent goes away (stdin reaches EOF).
+
+    Ctrl-C in a terminal reaches the whole process group: an embedded worker
+    leaves it to its parent, which decides when the workers stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     def watch() -> None:
+        # The raw descriptor, not sys.stdin: a daemon thread blocked inside a
+        # buffered reader aborts the interpreter at exit.
         try:
-            while sys.stdin.buffer.read(1024):
+            while os.read(0, 1024):
                 pass
         finally:
             os._exit(0)

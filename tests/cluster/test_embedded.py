@@ -1,0 +1,115 @@
+"""The embedded cluster (``netlet.Executor()`` with no address) looking after its workers.
+
+Its worker processes belong to the program: one that dies is replaced (and
+its task rerun), Ctrl-C in a terminal is the program's to handle, and closing
+a client never leaves a future pending for ever.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import netlet
+from netlet.errors import NodeClosed
+from tests.cluster import tasks
+from tests.cluster.conftest import REPO, STEP, ClusterKit, child_env, wait_until
+
+
+@pytest.fixture(autouse=True)
+def _importable_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # embedded workers import tests.cluster.tasks
+
+
+def test_a_killed_worker_is_replaced_and_its_task_reruns(tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    with netlet.Executor(max_workers=1) as ex:
+        future = ex.submit(tasks.sleep_and_record, str(trace), 0.3, "value")
+        first = wait_until(lambda: tasks.read_trace(trace), STEP, "the task starting")
+        victim = int(first[0][0])
+        os.kill(victim, signal.SIGKILL)
+
+        assert future.result(STEP) == "value"  # run again, by the replacement
+        runs = tasks.read_trace(trace)
+        assert [w[1] for w in runs] == ["started", "started", "finished"]
+        replacement = int(runs[-1][0])
+        assert replacement != victim
+        assert ex.submit(tasks.pid_after).result(STEP) == replacement
+
+
+def test_closing_a_client_fails_running_futures_and_drops_queued_tasks(
+        cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    _, _, cluster = cluster_kit.start(workers=1)
+    running = cluster.submit(tasks.square_and_record, str(trace), 100, 0.5)
+    wait_until(lambda: tasks.read_trace(trace), STEP, "the first task starting")
+    queued = [cluster.submit(tasks.square_and_record, str(trace), x) for x in range(5)]
+
+    cluster.close()
+
+    with pytest.raises(NodeClosed):
+        running.result(STEP)  # its result can no longer reach us: never pending for ever
+    assert all(f.done() for f in queued)
+    observer = cluster_kit.client(cluster.address)
+    wait_until(lambda: observer.status()["running"] == 0, STEP, "the running task ending")
+    assert observer.status()["queued"] == 0
+    # The worker moves on to new work, and ran at most what it had already taken.
+    assert observer.submit(tasks.square_and_record, str(trace), 7).result(STEP) == 49
+    ran = [int(w[2]) for w in tasks.read_trace(trace)]
+    assert ran[0] == 100
+    assert ran[-1] == 7
+    assert len(ran) <= 4  # 100, what the worker held beyond it (its credit), then 7
+
+
+PROGRAM = textwrap.dedent("""
+    import sys, netlet
+    from tests.cluster import tasks
+    with netlet.Executor(max_workers=2) as ex:
+        futures = [ex.submit(tasks.sleep_and_record, sys.argv[1], 1.0, i) for i in range(2)]
+        print("submitted", flush=True)
+        try:
+            print("results", [f.result() for f in futures], flush=True)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            raise
+""")
+
+
+def test_ctrl_c_is_the_programs_to_handle(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (a terminal's Ctrl-C): the workers finish
+    their tasks, the program's ``with`` block waits for them, everything exits."""
+    trace = tmp_path / "trace"
+    proc = subprocess.Popen([sys.executable, "-c", PROGRAM, str(trace)], cwd=REPO,
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_until(lambda: len(tasks.read_trace(trace)) == 2, STEP, "both tasks starting")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=STEP)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "interrupted" in out
+    assert "KeyboardInterrupt" in err
+    assert "Fatal Python error" not in err
+    runs = tasks.read_trace(trace)
+    assert sorted(w[1] for w in runs) == ["finished", "finished", "started", "started"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no process of the group is left
+
+
+def test_an_executor_future_is_never_left_pending_by_shutdown() -> None:
+    ex = netlet.Executor(max_workers=1)
+    future = ex.submit(tasks.slow_square, 3, 0.2)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert future.done()
+    assert future.cancelled() or future.result() == 9
+    assert isinstance(future, concurrent.futures.Future)
