@@ -139,18 +139,27 @@ def run_calls(console: Console, *, quick: bool = False,
                 pipe.close()
 
 
-def _read_address(server: subprocess.Popen[str]) -> str:
-    """The first line the server prints, or an error after ``_START_TIMEOUT`` s."""
-    stdout = server.stdout
+def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line a child prints (stripped), or "" if none comes within ``timeout`` s.
+
+    Read on a helper thread: a blocking readline has no timeout of its own.
+    """
+    stdout = proc.stdout
     assert stdout is not None
     box: list[str] = []
     reader = threading.Thread(target=lambda: box.append(stdout.readline().strip()), daemon=True)
     reader.start()
-    reader.join(_START_TIMEOUT)
-    if not box or not box[0]:
+    reader.join(timeout)
+    return box[0] if box else ""
+
+
+def _read_address(server: subprocess.Popen[str]) -> str:
+    """The first line the server prints, or an error after ``_START_TIMEOUT`` s."""
+    line = first_line(server, _START_TIMEOUT)
+    if not line:
         server.kill()
         raise RuntimeError(f"the demo server did not start within {_START_TIMEOUT:g} s")
-    return box[0]
+    return line
 
 
 def _calls(console: Console, address: str, server: subprocess.Popen[str],

@@ -13,12 +13,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from netlet.apps.bank import Ledger, Swarm, SwarmConfig
 from netlet.apps.bank._swarm import run_with_display
 from netlet.apps.tour._core import Figures, PartFailed, Tour
+from netlet.cli._demo import first_line
 from netlet.transport import write_key
 
 __all__ = ["SWARM_FULL", "SWARM_QUICK", "bank"]
@@ -103,16 +103,11 @@ def _swarm(tour: Tour, address: str, key: bytes, config: SwarmConfig) -> Figures
 
 def _first_line(proc: subprocess.Popen[str], log: Path) -> str:
     """The address the bank prints once it listens; fail if it does not within the limit."""
-    stdout = proc.stdout
-    assert stdout is not None
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(stdout.readline().strip()), daemon=True)
-    reader.start()
-    reader.join(_START_TIMEOUT)
-    if not box or not box[0]:
+    line = first_line(proc, _START_TIMEOUT)
+    if not line:
         proc.kill()
         raise PartFailed(f"the bank did not start within {_START_TIMEOUT:g} s: {_tail(log)}")
-    return box[0]
+    return line
 
 
 def _stop(proc: subprocess.Popen[str]) -> int:
