@@ -17,6 +17,7 @@ away, and reports success only after the bank acknowledged it.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import threading
 import time
@@ -68,6 +69,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     NetletConnectionError, CallTimeout, StorageError, LedgerClosed)
 """Failures after which a request's fate is unknown: send it again under the same key."""
 _FIRST_DELAY, _MAX_DELAY = 0.05, 1.0
+_SIGN_INS = 3  # sign-ins one request may need when the bank keeps forgetting the session
 
 
 class BankUnavailable(NetletConnectionError):
@@ -131,23 +133,25 @@ class BankClient:
 
         Raises BankUnavailable on giving up, or whatever the bank raised.
         """
-        start = time.monotonic()
-        deadline = start + self.retry_for if deadline is None else deadline
-        func, attempt, delay = getattr(self.bank, method), 0, _FIRST_DELAY
+        func, retry = getattr(self.bank, method), _Retry(self, what, deadline)
         while True:
-            attempt += 1
             try:
                 return func(*args)
             except RETRYABLE as exc:
-                now = time.monotonic()
-                if now + delay > deadline or self.stop.is_set():
-                    raise BankUnavailable(f"the bank did not answer for {now - start:.0f} s "
-                                          f"({_describe(exc)})") from exc
-                if self.on_retry is not None:
-                    self.on_retry(RetryNotice(what, attempt, exc, delay, now - start))
-                if self.stop.wait(delay):
+                if self.stop.wait(retry.delay_after(exc)):
                     raise BankUnavailable("stopped while the bank was not answering") from exc
-                delay = min(delay * 2, _MAX_DELAY)
+
+    async def call_aio(self, method: str, *args: Any, what: str = "request",
+                       deadline: float | None = None) -> Any:
+        """:meth:`call` from async code on the client node's loop: the task waits, not a thread."""
+        func, retry = getattr(self.bank, method).aio, _Retry(self, what, deadline)
+        while True:
+            try:
+                return await func(*args)
+            except RETRYABLE as exc:
+                await asyncio.sleep(retry.delay_after(exc))
+                if self.stop.is_set():
+                    raise BankUnavailable("stopped while the bank was not answering") from exc
 
     # -- operator calls -----------------------------------------------------------
 
@@ -198,6 +202,31 @@ class BankClient:
         self.close()
 
 
+class _Retry:
+    """When one request is sent again: backoff from _FIRST_DELAY to _MAX_DELAY, to a deadline."""
+
+    __slots__ = ("attempt", "client", "deadline", "delay", "start", "what")
+
+    def __init__(self, client: BankClient, what: str, deadline: float | None) -> None:
+        self.client, self.what = client, what
+        self.start = time.monotonic()
+        self.deadline = self.start + client.retry_for if deadline is None else deadline
+        self.attempt, self.delay = 0, _FIRST_DELAY
+
+    def delay_after(self, exc: BaseException) -> float:
+        """Seconds to wait before the next attempt; BankUnavailable if it is time to give up."""
+        self.attempt += 1
+        now, delay = time.monotonic(), self.delay
+        if now + delay > self.deadline or self.client.stop.is_set():
+            raise BankUnavailable(f"the bank did not answer for {now - self.start:.0f} s "
+                                  f"({_describe(exc)})") from exc
+        if self.client.on_retry is not None:
+            self.client.on_retry(RetryNotice(self.what, self.attempt, exc, delay,
+                                             now - self.start))
+        self.delay = min(delay * 2, _MAX_DELAY)
+        return delay
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 120 else text[:117] + "..."
@@ -235,17 +264,21 @@ class CardSession:
               sent: list[bool] | None = None) -> Any:
         """Call with the session's token; ``sent`` becomes ``[True]`` once the request left."""
         deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
-        for _ in range(3):
+        for _ in range(_SIGN_INS):
             token = self._token or self.sign_in(deadline)
             if sent is not None:
                 sent[:] = [True]
             try:
                 return self.client.call(method, token, *args, what=what, deadline=deadline)
             except SessionExpired:
-                self._token = None
-                if self.on_sign_in_again is not None:
-                    self.on_sign_in_again()
+                self._forget()
         raise SessionExpired()
+
+    def _forget(self) -> None:
+        """The bank forgot the session (it restarted): sign in again before the next try."""
+        self._token = None
+        if self.on_sign_in_again is not None:
+            self.on_sign_in_again()
 
     def _mutate(self, method: str, *args: Any, key: str | None, what: str,
                 deadline: float | None) -> dict[str, Any]:
@@ -255,9 +288,7 @@ class CardSession:
             result: dict[str, Any] = self._call(method, *args, key, what=what,
                                                 deadline=deadline, sent=sent)
         except BankUnavailable as exc:
-            if not sent:  # could not even sign in: the request never left this ATM
-                raise BankUnavailable(f"{exc}; nothing was sent") from exc
-            raise OutcomeUnknown(key, exc.args[0] if exc.args else str(exc)) from exc
+            raise _unanswered(exc, key, sent) from exc
         return result
 
     def deposit(self, amount: int, *, key: str | None = None,
@@ -278,6 +309,35 @@ class CardSession:
         return self._mutate("transfer", dst, amount, key=key, deadline=deadline,
                             what=f"transfer of {_money(amount)} to {dst}")
 
+    # -- the same from async code on the client node's loop (the swarm's ATMs) ----------
+
+    async def sign_in_aio(self, deadline: float | None = None) -> str:
+        """:meth:`sign_in` from async code."""
+        answer = await self.client.call_aio("login", self.account, self._pin,
+                                            what="signing in", deadline=deadline)
+        self._token = str(answer["token"])
+        return self._token
+
+    async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
+                         deadline: float | None = None) -> dict[str, Any]:
+        """``deposit``, ``withdraw`` or ``transfer`` (by ``method``) from async code."""
+        key = key or new_key()
+        deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
+        sent = False
+        try:
+            for _ in range(_SIGN_INS):
+                token = self._token or await self.sign_in_aio(deadline)
+                sent = True
+                try:
+                    result: dict[str, Any] = await self.client.call_aio(
+                        method, token, *args, key, what=method, deadline=deadline)
+                    return result
+                except SessionExpired:
+                    self._forget()
+        except BankUnavailable as exc:
+            raise _unanswered(exc, key, [sent] if sent else []) from exc
+        raise SessionExpired()
+
     def balance(self) -> int:
         return int(self._call("balance", what="balance enquiry", deadline=None))
 
@@ -289,6 +349,13 @@ class CardSession:
         answer: dict[str, Any] | None = self._call("outcome", key, what="asking for an outcome",
                                                    deadline=None)
         return answer
+
+
+def _unanswered(exc: BankUnavailable, key: str, sent: list[bool]) -> BankUnavailable:
+    """What a mutating request that got no answer raises: unknown outcome once it was sent."""
+    if not sent:  # could not even sign in: the request never left this ATM
+        return BankUnavailable(f"{exc}; nothing was sent")
+    return OutcomeUnknown(key, exc.args[0] if exc.args else str(exc))
 
 
 def _money(amount: object) -> str:

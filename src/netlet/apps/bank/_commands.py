@@ -381,10 +381,17 @@ class Command:
 
     def to_record(self) -> dict[str, Any]:
         """A plain dict with ``type`` and the fields; see :func:`command_from_record`."""
-        record: dict[str, Any] = {"type": type(self).__name__}
-        for f in dataclasses.fields(self):
-            record[f.name] = getattr(self, f.name)
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(self))
+        record: dict[str, Any] = {"type": cls.__name__}
+        for name in names:
+            record[name] = getattr(self, name)
         return record
+
+
+_FIELD_NAMES: dict[type[Command], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True)

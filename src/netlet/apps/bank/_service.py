@@ -25,6 +25,7 @@ this machine's users reach it). A bank listening beyond loopback with
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import threading
@@ -211,8 +212,9 @@ class BankService:
             self._sessions[token] = _Session(account, now + self._ttl)
         return {"token": token, "account": account, "expires_in": self._ttl}
 
-    def logout(self, token: object) -> None:
-        """End a card session; an unknown token is ignored."""
+    async def logout(self, token: object) -> None:
+        """End a card session; an unknown token is ignored. (Async: it never waits, so it
+        runs on the node's loop rather than costing a thread hop.)"""
         if isinstance(token, str):
             with self._cond:
                 self._sessions.pop(token, None)
@@ -234,19 +236,21 @@ class BankService:
 
     # -- customer operations ------------------------------------------------------
 
-    def deposit(self, token: object, amount: object, key: object) -> dict[str, Any]:
+    async def deposit(self, token: object, amount: object, key: object) -> dict[str, Any]:
         """Put ``amount`` cents into the session's account; ``{account, amount, balance}``."""
-        return self._execute(Deposit(self._account(token), amount), key)  # type: ignore[arg-type]
+        command = Deposit(self._account(token), amount)  # type: ignore[arg-type]
+        return await self._execute_async(command, key)
 
-    def withdraw(self, token: object, amount: object, key: object) -> dict[str, Any]:
+    async def withdraw(self, token: object, amount: object, key: object) -> dict[str, Any]:
         """Take ``amount`` cents out; InsufficientFunds rather than an overdraft."""
-        return self._execute(Withdraw(self._account(token), amount), key)  # type: ignore[arg-type]
+        command = Withdraw(self._account(token), amount)  # type: ignore[arg-type]
+        return await self._execute_async(command, key)
 
-    def transfer(self, token: object, dst: object, amount: object,
-                 key: object) -> dict[str, Any]:
+    async def transfer(self, token: object, dst: object, amount: object,
+                       key: object) -> dict[str, Any]:
         """Move ``amount`` cents from the session's account to ``dst``."""
-        src = self._account(token)
-        return self._execute(Transfer(src, dst, amount), key)  # type: ignore[arg-type]
+        command = Transfer(self._account(token), dst, amount)  # type: ignore[arg-type]
+        return await self._execute_async(command, key)
 
     def balance(self, token: object) -> int:
         """The session's account balance in cents, as committed."""
@@ -335,6 +339,38 @@ class BankService:
         command.validate()  # refuse malformed requests before any bookkeeping
         with self._running(key):
             return self._ledger.execute(command, key)
+
+    async def _execute_async(self, command: Command, key: object) -> dict[str, Any]:
+        key = check_key(key)
+        command.validate()
+        with self._cond:
+            fast = key not in self._settling
+            if fast:
+                if key in self._settled:
+                    raise KeySettled(key)
+                self._inflight[key] = self._inflight.get(key, 0) + 1
+        if not fast:  # rare: an outcome() is reading this key; wait for it off the loop
+            await asyncio.to_thread(self._enter, key)
+        try:
+            return await self._ledger.execute_async(command, key)
+        finally:
+            self._leave(key)
+
+    def _enter(self, key: str) -> None:
+        with self._cond:
+            while key in self._settling:
+                self._cond.wait()
+            if key in self._settled:
+                raise KeySettled(key)
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+
+    def _leave(self, key: str) -> None:
+        with self._cond:
+            left = self._inflight.pop(key) - 1
+            if left:
+                self._inflight[key] = left
+            else:
+                self._cond.notify_all()
 
     @contextmanager
     def _running(self, key: str) -> Iterator[None]:

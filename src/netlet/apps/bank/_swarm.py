@@ -19,7 +19,9 @@ a realistic PIN cost would make sign-ins, not the ledger, the bottleneck.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import math
 import random
 import secrets
@@ -46,7 +48,6 @@ __all__ = ["Swarm", "SwarmConfig", "SwarmOp", "SwarmProgress", "SwarmReport", "r
 
 _SWARM_PIN_COST = 16  # synthetic accounts: see the module docstring
 _SETTLE_PATIENCE = 30.0  # seconds the check waits for a bank that is away
-_ATMS_PER_NODE = 16  # a node gives at most this many threads a direct connection each
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +143,9 @@ class Swarm:
         self.run_id = secrets.token_hex(3)
         self.prefix = f"swarm-{self.run_id}-"
         self._pin = f"{secrets.randbelow(10**6):06d}"
-        self._nodes = [Node(key=key, tls=tls, call_timeout=config.timeout)
-                       for _ in range(math.ceil(config.atms / _ATMS_PER_NODE))]
-        self._clients = [BankClient(address, node=self._nodes[i // _ATMS_PER_NODE],
-                                    timeout=config.timeout, retry_for=config.grace)
-                         for i in range(config.atms)]
+        self._node = Node(key=key, tls=tls, call_timeout=config.timeout)
+        self._clients = [BankClient(address, node=self._node, timeout=config.timeout,
+                                    retry_for=config.grace) for _ in range(config.atms)]
         self.ops: list[SwarmOp] = []
         self._recent: collections.deque[float] = collections.deque(maxlen=4000)
         self._latencies: list[list[float]] = [[] for _ in range(config.atms)]
@@ -155,7 +154,7 @@ class Swarm:
         self._lock = threading.Lock()
         self._started = self._ends = 0.0
         self._stop_new = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._running: concurrent.futures.Future[None] | None = None
         self.last_problem = ""
 
     def account(self, n: int) -> str:
@@ -183,10 +182,8 @@ class Swarm:
         """Run the ATMs for ``seconds``, then let unanswered requests retry for ``grace``."""
         self._started = time.monotonic()
         self._ends = self._started + self.config.seconds
-        self._threads = [threading.Thread(target=self._atm, args=(i,), name=f"swarm-atm-{i}",
-                                          daemon=True) for i in range(self.config.atms)]
-        for t in self._threads:
-            t.start()
+        self._running = asyncio.run_coroutine_threadsafe(self._run_atms(),
+                                                         self._node._get_loop())
         while not self._stop_new.wait(max(0.0, min(interval, self._ends - time.monotonic()))):
             if time.monotonic() >= self._ends:
                 self._stop_new.set()
@@ -197,9 +194,12 @@ class Swarm:
     def join(self, on_progress: Callable[[SwarmProgress], None] | None = None,
              interval: float = 0.25) -> None:
         """Wait for every ATM to finish its last request (answered, or given up)."""
-        for t in self._threads:
-            while t.is_alive():
-                t.join(interval)
+        running = self._running
+        while running is not None:
+            try:
+                running.result(interval)
+                break
+            except concurrent.futures.TimeoutError:
                 if on_progress is not None:
                     on_progress(self.progress())
         if on_progress is not None:
@@ -211,7 +211,10 @@ class Swarm:
         for client in self._clients:
             client.stop.set()
 
-    def _atm(self, i: int) -> None:
+    async def _run_atms(self) -> None:
+        await asyncio.gather(*(self._atm(i) for i in range(self.config.atms)))
+
+    async def _atm(self, i: int) -> None:
         rng = random.Random(None if self.config.seed is None else self.config.seed * 7919 + i)
         client = self._clients[i]
 
@@ -222,7 +225,7 @@ class Swarm:
         while not self._stop_new.is_set():
             card = client.card(self.account(rng.randrange(self.config.accounts)), self._pin)
             try:
-                card.sign_in(deadline=self._ends)
+                await card.sign_in_aio(deadline=self._ends)
             except (BankError, NetletError) as exc:
                 self._problem(f"sign-in: {exc}", quiet=isinstance(exc, BankUnavailable))
                 continue
@@ -231,10 +234,10 @@ class Swarm:
             for _ in range(rng.randint(1, 8)):
                 if self._stop_new.is_set():
                     break
-                self._one(i, card, rng)
+                await self._one(i, card, rng)
             card.sign_out()
 
-    def _one(self, i: int, card: CardSession, rng: random.Random) -> None:
+    async def _one(self, i: int, card: CardSession, rng: random.Random) -> None:
         top, x = self.config.max_amount, rng.random()
         if x < 0.4:
             op = SwarmOp("", "Deposit", card.account, "", rng.randint(1, top))
@@ -249,14 +252,10 @@ class Swarm:
         with self._lock:
             self.ops.append(op)  # known before it is sent, whatever happens next
         deadline = self._ends + self.config.grace
+        args = (op.dst, op.amount) if op.kind == "Transfer" else (op.amount,)
         t0 = time.perf_counter()
         try:
-            if op.kind == "Deposit":
-                card.deposit(op.amount, key=op.key, deadline=deadline)
-            elif op.kind == "Withdraw":
-                card.withdraw(op.amount, key=op.key, deadline=deadline)
-            else:
-                card.transfer(op.dst, op.amount, key=op.key, deadline=deadline)
+            await card.mutate_aio(op.kind.lower(), *args, key=op.key, deadline=deadline)
             op.status = "ok"
         except (BankUnavailable, ServiceError) as exc:  # no answer, or none we expect
             op.status, op.error = "unknown", type(exc).__name__
@@ -389,8 +388,7 @@ class Swarm:
     def close(self) -> None:
         for client in self._clients:
             client.close()
-        for node in self._nodes:
-            node.close()
+        self._node.close()
 
 
 # -- the display ----------------------------------------------------------------------
