@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from netlet.apps.primes import KNOWN_PI, count_sieve
+from netlet.apps.primes import KNOWN_PI, _cli, count_sieve
 from netlet.apps.primes._cli import NUMBER
 from netlet.cli import main
 from netlet.transport import write_key
@@ -335,6 +336,17 @@ def test_sieve_without_numpy_says_what_to_install(tmp_path: Path,
     assert result.exit_code == 1
     assert "the sieve method needs numpy: pip install 'netlet[numpy]'" in result.output
     assert not list(tmp_path.iterdir()), "nothing started"
+
+
+def test_local_workers_get_one_blas_thread_unless_the_user_chose(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    with _cli._one_blas_thread():
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["MKL_NUM_THREADS"] == "3"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    assert os.environ["MKL_NUM_THREADS"] == "3"
 
 
 @pytest.mark.parametrize(("text", "value"), [

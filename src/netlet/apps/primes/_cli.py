@@ -10,13 +10,15 @@ with ``--json``, as one JSON object.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -127,41 +129,43 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     afresh = resume and not config.state_path().exists()
     executor: Executor | None = None
     cluster: Cluster | None = None
-    try:
-        t0 = time.monotonic()
-        executor, cluster = _connect(head_addr, key_file, workers)
-        err = _stderr()  # imports rich (~15 ms) while the workers start
-        if afresh:
-            err.print(f"nothing to resume ({config.state_path()} does not exist): "
-                      "starting from the beginning", soft_wrap=True)
-        search = PrimeSearch(cluster, config,
-                             workers=None if head_addr else _local_workers(workers))
-        if executor is not None:
-            # Embedded workers load the method (numpy for the sieve) before the search
-            # instead of in their first chunk: the first to join while the others still
-            # start, then any the first round missed, once all have joined.
-            search.warm_up(rounds=1)
-            _wait_for_workers(cluster, _local_workers(workers))
-            search.warm_up()
-        startup = time.monotonic() - t0
-        summary = _run(search, err)
-    except KeyboardInterrupt:
-        _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
-                  "run the same command with --resume to go on", soft_wrap=True)
-        raise SystemExit(130) from None
-    except (ConfigError, click.ClickException):
-        raise
-    except Exception as e:
-        where = "; ".join(getattr(e, "__notes__", ()))
-        raise click.ClickException(
-            f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
-            + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
-            "run the same command with --resume") from e
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        elif cluster is not None:
-            cluster.close()
+    # Local workers start with one BLAS thread each, also those started to replace one.
+    with _one_blas_thread() if head_addr is None else contextlib.nullcontext():
+        try:
+            t0 = time.monotonic()
+            executor, cluster = _connect(head_addr, key_file, workers)
+            err = _stderr()  # imports rich (~15 ms) while the workers start
+            if afresh:
+                err.print(f"nothing to resume ({config.state_path()} does not exist): "
+                          "starting from the beginning", soft_wrap=True)
+            search = PrimeSearch(cluster, config,
+                                 workers=None if head_addr else _local_workers(workers))
+            if executor is not None:
+                # Embedded workers load the method (numpy for the sieve) before the search
+                # instead of in their first chunk: the first to join while the others still
+                # start, then any the first round missed, once all have joined.
+                search.warm_up(rounds=1)
+                _wait_for_workers(cluster, _local_workers(workers))
+                search.warm_up()
+            startup = time.monotonic() - t0
+            summary = _run(search, err)
+        except KeyboardInterrupt:
+            _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
+                            "run the same command with --resume to go on", soft_wrap=True)
+            raise SystemExit(130) from None
+        except (ConfigError, click.ClickException):
+            raise
+        except Exception as e:
+            where = "; ".join(getattr(e, "__notes__", ()))
+            raise click.ClickException(
+                f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
+                + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
+                "run the same command with --resume") from e
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+            elif cluster is not None:
+                cluster.close()
     if as_json:
         print(json.dumps({**summary.as_dict(), "head": head_addr,
                           "startup_seconds": round(startup, 6)}))
@@ -176,6 +180,31 @@ def _stderr() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+_BLAS_THREADS: Final = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Local workers get one BLAS thread each (unless the user chose otherwise).
+
+    The sieve uses no BLAS, but numpy's OpenBLAS starts a thread per core at
+    import, and they spin ~50 ms of CPU each: on the cores the workers are
+    about to compute on, during their first chunks. Workers inherit this
+    process's environment when they start; it is restored on leaving.
+    """
+    saved = {name: os.environ.get(name) for name in _BLAS_THREADS}
+    for name in _BLAS_THREADS:
+        os.environ.setdefault(name, "1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _have_numpy() -> bool:
