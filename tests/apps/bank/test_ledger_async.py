@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,36 @@ flat_values = st.one_of(st.integers(-(10**20), 10**20), st.text(max_size=20), st
 def test_canonical_text_is_json_dumps(record: dict[str, Any]) -> None:
     assert _canonical(record) == json.dumps(record, sort_keys=True, separators=(",", ":"),
                                             ensure_ascii=False)
+
+
+# -- other connections to the same file ------------------------------------------------
+
+
+def test_changes_by_another_connection_are_seen(tmp_path: Path) -> None:
+    """Every decision reads the file as committed, whoever committed it."""
+    path = tmp_path / "bank.db"
+    with Ledger(path) as led:
+        led.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
+        led.execute(Deposit("ann", 100), "d1")
+        raw = sqlite3.connect(path)
+        with raw:
+            raw.execute("UPDATE accounts SET balance = 5 WHERE account = 'ann'")
+        raw.close()
+        with pytest.raises(InsufficientFunds):
+            led.execute(Withdraw("ann", 50), "w1")  # decided on 5, not on the 100 it knew
+        assert led.execute(Deposit("ann", 1), "d2")["balance"] == 6
+
+
+def test_two_ledgers_on_one_file_take_turns(tmp_path: Path) -> None:
+    path = tmp_path / "bank.db"
+    with Ledger(path) as one, Ledger(path) as two:
+        one.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
+        for i in range(5):
+            one.execute(Deposit("ann", 10), f"a{i}")
+            two.execute(Withdraw("ann", 10), f"b{i}")
+        with pytest.raises(InsufficientFunds):  # neither may spend what the other took
+            one.execute(Withdraw("ann", 1), "c")
+        assert two.execute(Deposit("ann", 3), "d")["balance"] == 3
+        assert one.balance("ann") == 3
+        assert [o.seq for o in one.journal()] == list(range(1, 14))
+        assert one.audit().ok
