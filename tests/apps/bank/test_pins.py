@@ -19,7 +19,8 @@ from netlet.apps.bank import (
     hash_pin,
     verify_pin,
 )
-from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, is_pin_hash
+from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, is_pin_hash, pin_check_is_cheap
+from tests.conftest import arun
 
 CHEAP = 16  # scrypt n for tests; the default costs tens of milliseconds on purpose
 
@@ -180,3 +181,36 @@ def test_pins_never_stored_or_shown_in_clear(tmp_path: Path) -> None:
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"97531" not in data
     assert b"86420" not in data
+
+
+@pytest.mark.parametrize("n", [16, 1024], ids=["cheap-checked-inline", "costly-on-a-thread"])
+def test_async_check_locks_the_card_like_the_sync_one(tmp_path: Path, n: int) -> None:
+    stored = hash_pin("2468", n=n)
+    assert pin_check_is_cheap(stored) is (n == 16)
+    with Ledger(tmp_path / "bank.db", lock_seconds=300) as led:
+        led.execute(OpenAccount("alice", "Alice", stored), "open-alice")
+
+        def check(pin: str, now: float) -> bool:
+            return arun(led.check_pin_async("alice", pin, now=now))
+
+        before = led.statistics().writes
+        assert check("2468", 1_000.0) is True
+        assert led.statistics().writes == before  # nothing to record
+        with pytest.raises(WrongPin) as first:
+            check("1111", 1_000.0)
+        assert first.value.attempts_left == 2
+        with pytest.raises(WrongPin):
+            check("12", 1_001.0)  # malformed counts as wrong
+        with pytest.raises(CardLocked):
+            check("3333", 1_002.0)
+        with pytest.raises(CardLocked):
+            check("2468", 1_100.0)  # even the right PIN
+        assert check("2468", 1_303.0) is True
+        assert led.check_pin("alice", "2468", now=1_304.0) is True  # the same record
+
+
+def test_cheap_means_scrypt_over_little_memory() -> None:
+    assert pin_check_is_cheap(hash_pin("1234", n=64))  # 128 * 8 * 64 = 64 KiB
+    assert not pin_check_is_cheap(hash_pin("1234", n=128))
+    assert not pin_check_is_cheap(hash_pin("1234"))  # the default: 16 MiB
+    assert pin_check_is_cheap("not a hash")  # refused at once, whatever it costs

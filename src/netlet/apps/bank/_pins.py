@@ -14,7 +14,15 @@ import hmac
 import re
 import secrets
 
-__all__ = ["DEFAULT_SCRYPT_N", "check_pin_format", "hash_pin", "is_pin_hash", "verify_pin"]
+__all__ = [
+    "CHEAP_CHECK_MEMORY",
+    "DEFAULT_SCRYPT_N",
+    "check_pin_format",
+    "hash_pin",
+    "is_pin_hash",
+    "pin_check_is_cheap",
+    "verify_pin",
+]
 
 DEFAULT_SCRYPT_N = 2**14
 """Default scrypt cost: about 30 ms and 16 MiB per hash on a current CPU."""
@@ -66,6 +74,20 @@ def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
     except ValueError:
         return None
     return n, r, p, salt, digest
+
+
+CHEAP_CHECK_MEMORY = 64 * 1024
+"""A hash whose scrypt check needs at most this much memory takes tens of microseconds."""
+
+
+def pin_check_is_cheap(stored: str) -> bool:
+    """Whether checking a PIN against ``stored`` is cheap (scrypt over <= CHEAP_CHECK_MEMORY).
+
+    The default cost is not (16 MiB, tens of milliseconds); the swarm's synthetic
+    accounts are. A malformed hash counts as cheap: its check fails at once.
+    """
+    parsed = _parse(stored)
+    return parsed is None or 128 * parsed[0] * parsed[1] * parsed[2] <= CHEAP_CHECK_MEMORY
 
 
 def is_pin_hash(stored: object) -> bool:

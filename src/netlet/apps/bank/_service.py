@@ -192,8 +192,8 @@ class BankService:
 
     # -- card sessions ---------------------------------------------------------
 
-    def login(self, account: object, pin: object) -> dict[str, Any]:
-        """Check the PIN (slow on purpose) and open a card session; returns its token.
+    async def login(self, account: object, pin: object) -> dict[str, Any]:
+        """Check the PIN (slow on purpose: off the loop unless the hash is cheap), open a session.
 
         Raises UnknownAccount, AccountClosed, WrongPin (with attempts left) or
         CardLocked. A PIN that is not 4 to 12 digits is refused as malformed
@@ -204,7 +204,7 @@ class BankService:
             pin = check_pin_format(pin)
         except ValueError:
             raise InvalidCommand("a PIN is a string of 4 to 12 digits") from None
-        self._ledger.check_pin(account, pin)
+        await self._ledger.check_pin_async(account, pin)
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._cond:
