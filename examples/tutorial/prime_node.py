@@ -71,7 +71,11 @@ def main() -> int:
         print(f"{args.name}: no prime server there (is the search over?): {e}", file=sys.stderr)
         return 1
     except netlet.NetletConnectionError as e:
-        print(f"{args.name}: lost the server: {e}", file=sys.stderr)
+        if checker.chunks == 0:  # it went away before giving us any work: we came late
+            print(f"{args.name}: no prime server there (is the search over?): {e}",
+                  file=sys.stderr)
+        else:
+            print(f"{args.name}: lost the server: {e}", file=sys.stderr)
         return 1
     except netlet.ConfigError as e:  # a bad key file
         parser.exit(2, f"prime_node.py: error: {e}\n")

@@ -95,8 +95,13 @@ class ChannelEndpoint:
         self._reserved[sender] = self._reserved.get(sender, 0) + extra
         return extra
 
-    async def push(self, sender: str, values: list[Any], raises: list[int]) -> None:
-        """Fill slots ``sender`` reserved, in order (``raises``: indexes of exceptions)."""
+    async def push(self, sender: str, values: list[Any], raises: list[int],
+                   want: int = 0) -> int:
+        """Fill slots ``sender`` reserved, in order (``raises``: indexes of exceptions),
+        then promise it up to ``want`` more free slots; returns how many.
+
+        Granting in the reply keeps a steady stream going without a stall per refill.
+        """
         ch = self._channel
         held = self._reserved.get(sender, 0)
         if len(values) > held:
@@ -106,6 +111,13 @@ class ChannelEndpoint:
             marked = set(raises)
             values = [Raise(v) if i in marked else v for i, v in enumerate(values)]
         ch.put_reserved(values)
+        if want <= 0:
+            return 0
+        with ch._lock:
+            extra = 0 if ch._closed else ch.reserve_now(int(want))
+        if extra:
+            self._reserved[sender] = self._reserved.get(sender, 0) + extra
+        return extra
 
     async def release(self, sender: str, n: int) -> None:
         held = self._reserved.get(sender, 0)
@@ -287,6 +299,8 @@ class _RemoteSend:
             return
         if rc._pushing or rc._outbox:
             await asyncio.to_thread(rc.flush)
+            if rc._cap and rc._take_credit(value, False):  # the last push granted room
+                return
         p = rc._proxy.with_options(timeout=_call_timeout(timeout))
         await p.send.aio(value, timeout)
 
@@ -295,6 +309,8 @@ class _RemoteSend:
         if rc._capacity() and rc._take_credit(value, False):
             return
         rc.flush()
+        if rc._cap and rc._take_credit(value, False):  # the last push granted room
+            return
         rc._proxy.send_nowait.future(value).result()
 
 
@@ -382,6 +398,7 @@ class RemoteChannel:
         self._want = 1
         self._last_use = 0.0
         self._pushing = False
+        self._idle_armed = False
         self._broken: BaseException | None = None
 
     # -- pipelined sends ----------------------------------------------------------------
@@ -428,8 +445,14 @@ class RemoteChannel:
             return
         if self._take_credit(value, raise_it):
             return
-        # No credit: send this value with a request for more (after what is queued).
+        # A push in flight brings more credits when the owner has room: wait for it.
+        if self._credit_from_push(timeout) and self._take_credit(value, raise_it):
+            return
+        # No credit: send this value with a request for more (after what is queued,
+        # whose last reply may have brought credits after all).
         self._settle()
+        if self._take_credit(value, raise_it):
+            return
         want = self._want
         p = self._proxy.with_options(timeout=_call_timeout(timeout))
         got = int(p.send_reserving.future(self._sender, value, raise_it, want, timeout).result())
@@ -438,7 +461,20 @@ class RemoteChannel:
             self._last_use = time.monotonic()
             self._want = min(self._cap or 1, want * 2)
         if got:
-            self._schedule_idle_release()
+            self._node._get_loop().call_soon_threadsafe(self._arm_idle_release)
+
+    def _credit_from_push(self, timeout: float | None) -> bool:
+        """Wait while a push is out for the credits its reply may carry; True if any came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._window:
+            if self._credits <= 0 and self._pushing:  # we ran dry: ask for more next time
+                self._want = min(self._cap or 1, self._want * 2)
+            while self._credits <= 0 and self._pushing and self._broken is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._window.wait(left)
+            return self._credits > 0
 
     def _push_next(self) -> None:
         with self._window:
@@ -448,8 +484,10 @@ class RemoteChannel:
                 self._pushing = False
                 self._window.notify_all()
                 return
+            top_up = max(0, self._want - self._credits)  # keep about _want slots ahead
         try:
-            fut = asyncio.ensure_future(self._proxy.push.aio(self._sender, batch, raises))
+            fut = asyncio.ensure_future(
+                self._proxy.push.aio(self._sender, batch, raises, top_up))
         except NetletError as e:
             self._pipeline_failed(e, len(batch))
             return
@@ -459,6 +497,13 @@ class RemoteChannel:
         if fut.cancelled() or fut.exception() is not None:
             self._pipeline_failed(None if fut.cancelled() else fut.exception(), n)
             return
+        granted = int(fut.result() or 0)  # an owner from before push grants says None
+        if granted:
+            with self._window:
+                self._credits += granted
+                self._last_use = time.monotonic()
+                self._window.notify_all()
+            self._arm_idle_release()
         self._push_next()
 
     def _pipeline_failed(self, error: BaseException | None, n: int) -> None:
@@ -469,17 +514,21 @@ class RemoteChannel:
             self._outbox, self._raises, self._pushing, self._credits = [], [], False, 0
             self._window.notify_all()
 
-    def _schedule_idle_release(self) -> None:
-        loop = self._node._get_loop()
-        loop.call_soon_threadsafe(loop.call_later, _IDLE, self._release_if_idle)
+    def _arm_idle_release(self) -> None:
+        """(Loop thread) Watch the credits held: give them back once the handle idles."""
+        if not self._idle_armed:
+            self._idle_armed = True
+            self._node._get_loop().call_later(_IDLE, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         with self._window:
-            if self._credits <= 0 or self._pushing:
+            if self._credits <= 0:
+                self._idle_armed = False
                 return
-            if time.monotonic() - self._last_use < _IDLE:
+            if self._pushing or time.monotonic() - self._last_use < _IDLE:
                 self._node._get_loop().call_later(_IDLE, self._release_if_idle)
                 return
+            self._idle_armed = False
             n, self._credits = self._credits, 0
             self._want = max(1, self._want // 2)
         try:

@@ -23,9 +23,9 @@ from netlet.errors import (
     ConnectionLost,
     DecodeError,
     EncodeError,
-    NodeClosed,
     NoSuchObject,
     NotExposed,
+    PeerUnreachable,
     ProtocolError,
 )
 from netlet.node._messages import (
@@ -208,8 +208,9 @@ class Link:
             if cid in self._seen:
                 return  # a duplicate of a call we already ran or are running
             self._remember(cid)
-        if self.node.closed:
-            self._reply(cid, False, NodeClosed("the node is closing"))
+        if self.node.closed:  # not run: the caller may safely try elsewhere
+            self._reply(cid, False, PeerUnreachable(
+                f"{self.node.address or 'the node'} is shutting down; the call was not run"))
             return
         actor = self.node._actors.get(target)
         if actor is None:
