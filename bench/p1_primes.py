@@ -93,7 +93,7 @@ def _chunks(p: Params, workers: int) -> tuple[list[tuple[int, int]], str]:
 def _run(p: Params, make_row: Callable[[str], list[str]], workers: int) -> Figures:
     chunks, text = _chunks(p, workers)
     figures, result = with_baseline(python_program(_SERIAL, text), make_row(text),
-                                    ANSWERS[p["end"]], {"chunks": len(chunks)})
+                                    ANSWERS[p["end"]], {"chunks": float(len(chunks))})
     if "chunks" in result and result["chunks"] != len(chunks):
         raise RuntimeError(f"netlet cut {result['chunks']} chunks, the peers {len(chunks)}")
     return figures
@@ -104,7 +104,7 @@ def serial(p: Params) -> Figures:
     chunks, text = _chunks(p, 2)
     result, wall = run_program(python_program(_SERIAL, text), ANSWERS[p["end"]])
     return {"speedup": 1.0, "seconds": float(result["seconds"]), "wall_speedup": 1.0,
-            "wall": wall, "chunks": len(chunks)}
+            "wall": wall, "chunks": float(len(chunks))}
 
 
 def plain_processes(p: Params) -> Figures:
