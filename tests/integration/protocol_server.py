@@ -2,7 +2,8 @@
 
     python protocol_server.py [--key-file PATH]
 
-Listens on a free loopback port, serves a ``Calc`` under the name ``calc``,
+Listens on a free loopback port, serves a ``Calc`` under the name ``calc`` and
+a channel with a buffer of 4 under the name ``box``,
 prints its address (``tcp://127.0.0.1:PORT``) as the first line on stdout and
 runs until it is killed. The test reads that line to know the server is ready.
 """
@@ -54,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     with netlet.Node(listen="tcp://127.0.0.1:0", key_file=args.key_file) as node:
         node.serve(Calc(), "calc")
+        node.serve(netlet.channel(4), "box")
         print(node.address, flush=True)
         node.wait()
 

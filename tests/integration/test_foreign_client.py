@@ -505,3 +505,48 @@ def test_keyed_server_survives_garbage(keyed_server: tuple[str, int], key: bytes
     with Client(keyed_server) as good:
         good.handshake(key)
         assert good.call("calc", "add", 5, 5) == (REPLY, 10)
+
+
+# -- a served channel (§15) ---------------------------------------------------------------
+
+
+def test_channel_send_receive_ack_and_pipelined_sends(server: tuple[str, int]) -> None:
+    with Client(server) as c:
+        c.handshake()
+        assert c.call("box", "capacity") == (REPLY, 4)
+        assert c.call("box", "send", "plain", None) == (REPLY, None)
+        # Pipelined: one value placed and 2 slots lent, then a push fills them and
+        # asks for 1 more, which the buffer of 4 still has.
+        sender = f"{c.node}:h1"
+        assert c.call("box", "send_reserving", sender, "r0", False, 2, None) == (REPLY, 2)
+        assert c.call("box", "push", sender, ["p1", "p2"], [], 1) == (REPLY, 0)
+        kind, exc = c.call("box", "push", sender, ["too many"], [], 0)
+        assert kind == ERROR
+        assert exc.type_name == "netlet.errors.ProtocolError"
+        assert c.call("box", "statistics")[1]["buffered"] == 4
+        kind, exc = c.call("box", "send_nowait", "full")
+        assert (kind, exc.type_name) == (ERROR, "netlet.errors.WouldBlock")
+        # Acknowledged receives, in order.
+        got = []
+        for i in range(4):
+            ticket = f"{c.node}:t{i}"
+            kind, (tag, value) = c.call("box", "receive", 1.0, ticket)
+            assert (kind, tag) == (REPLY, "value")
+            assert c.call("box", "ack", ticket) == (REPLY, None)
+            got.append(value)
+        assert got == ["plain", "r0", "p1", "p2"]
+
+
+def test_channel_value_not_acknowledged_goes_back_when_the_receiver_leaves(
+        server: tuple[str, int]) -> None:
+    with Client(server) as first:
+        first.handshake()
+        assert first.call("box", "send", "precious", None) == (REPLY, None)
+        kind, (_, value) = first.call("box", "receive", 1.0, f"{first.node}:t")
+        assert (kind, value) == (REPLY, "precious")
+        # ...and the connection closes without an ack.
+    with Client(server) as second:
+        second.handshake()
+        kind, (_, value) = second.call("box", "receive", 5.0, f"{second.node}:t")
+        assert (kind, value) == (REPLY, "precious")
+        assert second.call("box", "ack", f"{second.node}:t") == (REPLY, None)
