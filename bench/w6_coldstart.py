@@ -1,9 +1,9 @@
 """W6: cold start, from a fresh process until a 2-worker cluster returned one task.
 
 Each measurement is a new interpreter (imports included), timed from its first
-line to the first result; the figure is seconds (median of the runs). The bench compiles netlet's bytecode
-first (``bench/__main__.py``), as installing a wheel does; a source tree whose
-bytecode must be compiled at every import starts ~60 ms slower per process.
+line to the first result; the figure is seconds (median of the runs). The bench compiles netlet's
+bytecode first (``bench/__main__.py``), as installing a wheel does; a tree
+whose bytecode is compiled at every import starts ~60 ms slower per process.
 """
 
 from __future__ import annotations
