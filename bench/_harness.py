@@ -107,6 +107,8 @@ class Workload:
     timeout: Callable[[bool], float]
     """Hard limit in seconds for one run of one variant."""
     targets: tuple[Target, ...] = ()
+    pinned: bool = False
+    """Whether its variants start ``bench/servers.py`` servers, which ``--pin`` places."""
 
     def metric(self, key: str) -> Metric:
         return next(m for m in self.metrics if m.key == key)

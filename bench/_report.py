@@ -180,7 +180,7 @@ def print_workload(result: WorkloadResult, console: Console) -> None:
         style = "bold" if row.name == result.reference else None
         table.add_row(row.name, str(len(row.runs)), *_cells(result, row), style=style)
     console.print()
-    console.print(f"[dim]{w.summary} Placement: {PLACEMENT[result.pin]}.[/dim]")
+    console.print(f"[dim]{w.summary} {_placement(result)}[/dim]")
     console.print(table)
     for row in result.variants:
         if note := _note(result, row):
@@ -188,6 +188,12 @@ def print_workload(result: WorkloadResult, console: Console) -> None:
     for outcome in evaluate(result):
         colour = {"met": "green", "NOT met": "red"}.get(outcome.status, "yellow")
         console.print(f"[{colour}]{outcome.line()}[/{colour}]", highlight=False)
+
+
+def _placement(result: WorkloadResult) -> str:
+    if result.workload.pinned:
+        return f"Placement: {PLACEMENT[result.pin]}."
+    return "Placement: every process left to the scheduler (--pin applies to bench servers)."
 
 
 def _markdown(results: list[WorkloadResult], machine: dict[str, Any], argv: list[str]) -> str:
@@ -207,7 +213,7 @@ def _markdown(results: list[WorkloadResult], machine: dict[str, Any], argv: list
         lines += [
             f"## {_title(result)}",
             "",
-            f"{w.summary} Placement: {PLACEMENT[result.pin]}.",
+            f"{w.summary} {_placement(result)}",
             "",
         ]
         heads = _headers(w)

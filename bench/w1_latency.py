@@ -187,6 +187,7 @@ WORKLOAD = Workload(
         Variant("netlet async (.aio)", netlet_async, {"object": "echo"}, netlet=True),
         Variant("netlet (async method)", netlet_blocking, {"object": "aecho"}, netlet=True),
     ),
+    pinned=True,
     reference=NETLET,
     sizes=_sizes,
     timeout=lambda quick: 60.0 if quick else 180.0,

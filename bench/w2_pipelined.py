@@ -204,6 +204,7 @@ WORKLOAD = Workload(
         Variant(NETLET, netlet_async, netlet=True),
         Variant("netlet futures from sync code (1,000 out)", netlet_futures, netlet=True),
     ),
+    pinned=True,
     reference=NETLET,
     sizes=_sizes,
     timeout=lambda quick: 60.0 if quick else 240.0,

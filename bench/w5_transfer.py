@@ -189,6 +189,7 @@ WORKLOAD = Workload(
         Variant(NETLET, netlet_blocking, netlet=True),
         Variant(NETLET_BIG, netlet_big_limits, netlet=True),
     ),
+    pinned=True,
     reference=NETLET,
     sizes=_sizes,
     timeout=lambda quick: 90.0 if quick else 180.0,
