@@ -73,9 +73,12 @@ def _sizes(quick: bool) -> Params:
     return {"end": 10**8 if quick else 10**9}
 
 
-def _run(p: Params, row: list[str]) -> Figures:
+def _run(p: Params, row: list[str], workers: int = 0) -> Figures:
     end = p["end"]
-    figures, _ = with_baseline(python_program(_NUMPY, str(end)), row, ANSWERS[end])
+    figures, result = with_baseline(python_program(_NUMPY, str(end)), row, ANSWERS[end])
+    if workers and result["chunks"] != len(chunks_of(METHOD, 0, end, workers)):
+        raise RuntimeError(f"netlet cut {result['chunks']} chunks, a pool would get "
+                           f"{len(chunks_of(METHOD, 0, end, workers))}")
     figures["rate"] = end / float(figures["seconds"]) / 1e6
     return figures
 
@@ -105,7 +108,7 @@ def primesieve(p: Params) -> Figures:
 def netlet_primes(p: Params) -> Figures:
     require("numpy", "numpy")
     return _run(p, netlet_command("primes", "--method", METHOD, "--end", str(p["end"]),
-                                  "--workers", str(p["workers"]), "--json"))
+                                  "--workers", str(p["workers"]), "--json"), p["workers"])
 
 
 NETLET = "netlet primes --method sieve -w 2"
