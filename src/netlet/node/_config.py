@@ -27,8 +27,27 @@ class NodeConfig:
     """Ping a peer we are waiting on after this many silent seconds; after three such
     intervals with no word from it, close the link so waiters fail instead of hanging."""
     max_inflight: int = 1024
-    """Incoming calls running at once per connection; beyond it the connection is not
-    read (TCP then slows the sender), so a fast peer cannot grow our memory unbounded."""
+    """Incoming calls (oneway ones too) running or queued at once per connection;
+    beyond it the connection is not read (TCP then slows the sender). Their size is
+    bounded by ``max_connection_memory``."""
+    max_memory: int = 256 * 1024 * 1024
+    """Bytes (256 MiB) the node holds for all its peers together: frames being received,
+    calls queued or running (their arguments), replies not yet read. Past it, every
+    connection that brings more is not read until the total is back under 3/4. Fits a
+    machine with 1 GiB of memory and still lets two 64 MiB values (``Limits.max_frame``)
+    travel each way at once."""
+    max_connection_memory: int = 128 * 1024 * 1024
+    """Bytes (128 MiB) one connection may make the node hold: one largest frame each way.
+    Past it the connection is not read until it is back under half; a peer whose unread
+    replies pass twice this is disconnected. A connection still in the handshake holds
+    at most 32 KiB (none until its first byte)."""
+    max_connections: int = 1024
+    """Accepted connections open at once (handshaking, linked or direct); one more is
+    answered ``{"error": "busy"}`` and closed. Below the usual 1024-descriptor limit's
+    reach of harm: when descriptors still run out, accepting pauses and resumes."""
+    max_direct_threads: int = 64
+    """Threads serving direct connections (one each). Past it a new direct connection
+    is served on the event loop like a main link: slower, but no more threads."""
     direct_calls: bool = True
     """Blocking calls over TCP/unix use a side connection per calling thread (no thread
     hops); turn off to send everything over the one main connection."""
@@ -42,6 +61,13 @@ class NodeConfig:
             raise ConfigError("call_timeout must be positive or None")
         if self.max_threads < 1:
             raise ConfigError("max_threads must be at least 1")
+        if self.max_connection_memory < 1024 * 1024:
+            raise ConfigError("max_connection_memory must be at least 1 MiB (1048576)")
+        if self.max_memory < self.max_connection_memory:
+            raise ConfigError("max_memory must be at least max_connection_memory")
+        if self.max_connections < 0 or self.max_direct_threads < 0:
+            raise ConfigError("max_connections and max_direct_threads cannot be negative "
+                              "(0 means no cap)")
 
 
 def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:
@@ -62,7 +88,8 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
     node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
-                   "keepalive", "max_inflight", "advertise")
+                   "keepalive", "max_inflight", "advertise", "max_memory",
+                   "max_connection_memory", "max_connections", "max_direct_threads")
     n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")

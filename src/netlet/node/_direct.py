@@ -211,7 +211,8 @@ class DirectPool:
 def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
     """Server side: a thread reads calls from one direct connection and runs them."""
     limits = node.config.transport.limits
-    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers)
+    account = node.budget.account()
+    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account)
     codec = _codec(node, peer)
     node._direct_sockets.add(framer)
     try:
@@ -242,10 +243,14 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -
                 log.warning("closing direct connection from %s: %s", remote, problem)
                 return
             _, cid, target, method, args, kwargs = msg
+            del msg, body, bufs
             _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
+            del args, kwargs
+            framer.release()  # the call is over: its frame leaves the budget
     finally:
         node._direct_sockets.discard(framer)
         framer.close()
+        account.close()
 
 
 def _check_call(msg: Any) -> str:

@@ -91,6 +91,12 @@ class Link:
         self._max_inflight = node.config.max_inflight
         self._paused = False
         self._send_lock = threading.Lock()
+        # Memory budget: bytes of each call the peer made here, until it replies.
+        self._account = conn.account
+        self._frame_size = 0
+        self._call_bytes: dict[int, int] = {}
+        self._oneways = 0  # oneway calls queued or running (they count as in flight)
+        self._count_lock = threading.Lock()
         conn.set_handlers(self._on_message, self._on_close)
 
     def __repr__(self) -> str:
@@ -134,6 +140,7 @@ class Link:
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
         self.last_heard = self.conn.loop.time()
+        self._frame_size = body.nbytes + (sum(map(len, buffers)) if buffers else 0)
         try:
             msg = self.codec.decode(body, buffers)
         except DecodeError as e:
@@ -156,6 +163,7 @@ class Link:
             elif kind == _CANCEL:
                 cancel = self._incoming.pop(msg[1], None)
                 if cancel is not None:
+                    self._give_back(msg[1])
                     cancel()
             elif kind == _PING:
                 self.send([_PONG, msg[1]])
@@ -224,25 +232,76 @@ class Link:
             self._reply(cid, False, NotExposed(
                 f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
             return
+        size = self._frame_size
+        if self._account is not None:
+            self._account.charge(size)
         if not cid:
-            actor.submit(info, args, kwargs, _log_oneway_failure(target, method))
+            with self._count_lock:
+                self._oneways += 1
+            actor.submit(info, args, kwargs, self._oneway_done(target, method, size))
+            self._maybe_pause()
             return
         # Register the cancel hook before starting: a pool thread may reply at once.
         started: list[Callable[[], None]] = []
         self._incoming[cid] = lambda: started[0]() if started else None
+        self._call_bytes[cid] = size
 
         def reply(ok: bool, value: Any) -> None:
             self._incoming.pop(cid, None)
+            self._give_back(cid)
             self._reply(cid, ok, value)
             if self._idle is not None and not self._incoming:
                 self.conn.loop.call_soon_threadsafe(self._idle.set)
-            if self._paused and len(self._incoming) < self._max_inflight // 2:
+            if self._paused and self._inflight() < self._max_inflight // 2:
                 self.conn.loop.call_soon_threadsafe(self._resume)
 
         started.append(actor.submit(info, args, kwargs, reply))
-        if len(self._incoming) >= self._max_inflight and not self._paused:
-            self._paused = True  # backpressure: stop reading until calls finish
+        self._maybe_pause()
+
+    # -- the memory budget and backpressure ----------------------------------
+
+    def _inflight(self) -> int:
+        return len(self._incoming) + self._oneways
+
+    def _give_back(self, cid: int) -> None:
+        """The call ``cid`` replied or was cancelled: its bytes leave the budget."""
+        n = self._call_bytes.pop(cid, 0)
+        if n and self._account is not None:
+            self._account.release(n)
+
+    def _oneway_done(self, target: str, method: str, size: int) -> Callable[[bool, Any], None]:
+        log_failure = _log_oneway_failure(target, method)
+
+        def done(ok: bool, value: Any) -> None:
+            with self._count_lock:
+                self._oneways -= 1
+            if self._account is not None:
+                self._account.release(size)
+            log_failure(ok, value)
+            if self._paused and self._inflight() < self._max_inflight // 2:
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self.conn.loop.call_soon_threadsafe(self._resume)
+        return done
+
+    def _maybe_pause(self) -> None:
+        """Stop reading the peer while too many of its calls run or it holds too much memory.
+
+        TCP then slows the sender. Reading resumes once half the calls replied and
+        the connection is back under half its memory limit (see ``Account``).
+        """
+        if self._paused:
+            return
+        acct = self._account
+        if self._inflight() >= self._max_inflight or (acct is not None and acct.over()):
+            self._paused = True
             self.conn.pause_reading()
+            if acct is not None and acct.over():
+                acct.when_under(self._wake)
+
+    def _wake(self) -> None:
+        """From any thread: memory was given back; see whether to read again."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self.conn.loop.call_soon_threadsafe(self._resume)
 
     async def calls_replied(self, timeout: float) -> None:
         """Wait (up to ``timeout`` s) until every call the peer made here has replied."""
@@ -254,9 +313,15 @@ class Link:
                 await self._idle.wait()
 
     def _resume(self) -> None:
-        if self._paused and len(self._incoming) < self._max_inflight // 2:
-            self._paused = False
-            self.conn.resume_reading()
+        if not self._paused or self.closed or self._inflight() >= self._max_inflight // 2:
+            return  # the next reply calls this again
+        acct = self._account
+        if acct is not None and (acct.used > acct.limit // 2
+                                 or acct.budget.used > acct.budget.total * 3 // 4):
+            acct.when_under(self._wake)
+            return
+        self._paused = False
+        self.conn.resume_reading()
 
     def _remember(self, cid: int) -> None:
         """Remember recent call ids (ids only grow, so old ones are pruned in bulk)."""
@@ -274,6 +339,13 @@ class Link:
             return
         try:
             self.send([_REPLY, cid, value] if ok else [_ERROR, cid, value])
+            acct = self._account
+            if acct is not None and self.conn.pending_bytes() > 2 * acct.limit:
+                log.warning("closing %s: it does not read its replies (%d bytes queued, "
+                            "over twice max_connection_memory)", self.conn.remote,
+                            self.conn.pending_bytes())
+                self.conn.close(ConnectionLost(
+                    f"{self.conn.remote} did not read its replies: over the memory budget"))
         except EncodeError as e:
             # The result cannot travel: tell the caller why instead of leaving it waiting.
             try:
@@ -294,6 +366,7 @@ class Link:
         incoming, self._incoming = self._incoming, {}
         for cancel in incoming.values():
             cancel()
+        self._call_bytes.clear()  # the connection gave its whole account back
         self.node._link_closed(self)
 
 

@@ -38,6 +38,7 @@ from netlet.node._proxy import Proxy
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
+    Budget,
     Connection,
     Listener,
     PeerInfo,
@@ -153,6 +154,7 @@ class Node:
         self._closed = threading.Event()
         self._closing = False
         self._advertised: str | None = None
+        self.budget = Budget(self.config.max_memory, self.config.max_connection_memory)
         if start:
             self._start_thread()
 
@@ -215,7 +217,8 @@ class Node:
         if self.listen_spec is not None:
             try:
                 self._listener = await listen(self.listen_spec, self.config.transport,
-                                              self.id, self._accepted)
+                                              self.id, self._accepted, self.budget,
+                                              self.config.max_connections)
             except BaseException:
                 self._sweeper.cancel()
                 raise
@@ -380,22 +383,35 @@ class Node:
         if peer.role == "direct":
             direct_ok = (not self._closing and self.config.wrap_connection is None
                          and self.config.direct_calls)
+            cap = self.config.max_direct_threads
+            if direct_ok and cap and len(self._direct_threads) >= cap:
+                # No more threads: serve it on the loop, as the main link would be. It
+                # carries only calls and their replies, which a side link handles too.
+                log.info("direct connection from %s served on the event loop: %d direct "
+                         "threads already (max_direct_threads)", conn.remote, cap)
+                self._links.add(Link(self, conn, peer))  # closed with the node
+                return
             sock = conn.detach() if direct_ok and type(conn) is SocketConnection else None
             if sock is None:
                 conn.close()
                 return
-            thread = threading.Thread(target=self._serve_direct, args=(sock, peer, conn.remote),
+            slot, conn.slot = conn.slot, None
+            thread = threading.Thread(target=self._serve_direct,
+                                      args=(sock, peer, conn.remote, slot),
                                       name=f"netlet-direct-{peer.node[:8]}", daemon=True)
             self._direct_threads.add(thread)
             thread.start()
             return
         self._add_link(conn, peer, None)
 
-    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
+    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
+                      slot: Callable[[], None] | None) -> None:
         try:
             serve_direct(self, sock, peer, remote)
         finally:
             self._direct_threads.discard(threading.current_thread())
+            if slot is not None:
+                slot()
 
     def _add_link(self, conn: Connection, peer: PeerInfo, dialed: str | None) -> Link:
         if self.config.wrap_connection is not None:
@@ -469,7 +485,8 @@ class Node:
         return await asyncio.shield(task)
 
     async def _dial(self, addr: str) -> Link:
-        conn, peer = await connect(addr, self.config.transport, self.id, self.address or "")
+        conn, peer = await connect(addr, self.config.transport, self.id, self.address or "",
+                                   budget=self.budget)
         return self._add_link(conn, peer, addr)
 
     def _known_link(self, ref: RemoteRef) -> Link | None:

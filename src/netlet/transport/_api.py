@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import logging
 import os
 import socket
 import ssl
 import stat
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+import msgpack
 
 from netlet.errors import (
     ConfigError,
@@ -21,6 +27,7 @@ from netlet.errors import (
 )
 from netlet.transport._address import Address, parse_address
 from netlet.transport._base import Connection, PeerInfo, log
+from netlet.transport._budget import Budget
 from netlet.transport._config import TLSConfig, TransportConfig
 from netlet.transport._handshake import client_handshake, server_handshake
 from netlet.transport._mem import MemConnection, mem_connect, mem_listen, mem_unlisten
@@ -30,6 +37,32 @@ from netlet.transport._tls import StreamConnection
 __all__ = ["Accepted", "Listener", "connect", "listen"]
 
 Accepted = Callable[[Connection, PeerInfo], None]
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+"""While accept fails for want of descriptors or memory, stop watching the socket and
+retry after a pause doubling from 50 ms to 1 s (asyncio's own servers retry at once
+and spin; trio sleeps). Waiting clients stay in the kernel's backlog meanwhile."""
+
+
+class RateLimitedLog:
+    """At most one line per ``interval`` seconds; the next one says how many were skipped."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = -interval
+        self._skipped = 0
+
+    def __call__(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._skipped += 1
+            return
+        if self._skipped:
+            msg += f" ({self._skipped} more like this in the last {now - self._last:.0f} s)"
+        self._last, self._skipped = now, 0
+        log.log(level, msg, *args)
 
 
 @functools.lru_cache(maxsize=16)
@@ -45,13 +78,14 @@ def _max_buffers(config: TransportConfig) -> int:
     return config.limits.max_buffers
 
 
-async def _open(addr: Address, config: TransportConfig) -> Connection:
+async def _open(addr: Address, config: TransportConfig, budget: Budget | None) -> Connection:
     loop = asyncio.get_running_loop()
     hs_max = config.limits.handshake_max
     if addr.scheme == "mem":
         return await mem_connect(addr.path)
     if addr.scheme == "tcp" and config.tls is not None:
-        conn = StreamConnection(loop, str(addr), hs_max)
+        conn = StreamConnection(loop, str(addr), hs_max,
+                                account=budget.account() if budget is not None else None)
         await loop.create_connection(
             lambda: conn, addr.host, addr.port, ssl=_tls_context(config.tls, server=False),
             server_hostname=addr.host if config.tls.check_hostname else "",
@@ -70,18 +104,22 @@ async def _open(addr: Address, config: TransportConfig) -> Connection:
     except BaseException:
         sock.close()
         raise
-    return SocketConnection(loop, sock, str(addr), hs_max)
+    return SocketConnection(loop, sock, str(addr), hs_max,
+                            account=budget.account() if budget is not None else None)
 
 
 async def connect(
     address: str, config: TransportConfig, node: str, listen_address: str = "",
-    role: str = "link",
+    role: str = "link", budget: Budget | None = None,
 ) -> tuple[Connection, PeerInfo]:
-    """Connect and authenticate; raises ``PeerUnreachable`` or a ``HandshakeError``."""
+    """Connect and authenticate; raises ``PeerUnreachable`` or a ``HandshakeError``.
+
+    With a ``budget``, what the connection holds is charged to it.
+    """
     addr = parse_address(address)
     try:
         async with asyncio.timeout(config.connect_timeout):
-            conn = await _open(addr, config)
+            conn = await _open(addr, config, budget)
     except (OSError, TimeoutError) as e:
         why = str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
         raise PeerUnreachable(f"cannot connect to {addr}: {why}") from None
@@ -98,17 +136,37 @@ async def connect(
 
 
 class Listener:
-    """Accepts connections on one address and hands authenticated ones to a callback."""
+    """Accepts connections on one address and hands authenticated ones to a callback.
+
+    At most ``max_connections`` accepted sockets are open at once (0: no cap),
+    counting those still in the handshake and direct connections handed to a
+    thread; one more is told ``{"error": "busy"}`` and closed. What each
+    connection holds is charged to ``budget``.
+    """
 
     def __init__(self, addr: Address, config: TransportConfig, node: str,
-                 on_connection: Accepted) -> None:
+                 on_connection: Accepted, budget: Budget | None = None,
+                 max_connections: int = 0) -> None:
         self.bound = addr
         self.config = config
         self.node = node
         self.on_connection = on_connection
+        self.budget = budget
+        self.max_connections = max_connections
         self._sock: socket.socket | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
+        self._open = 0
+        self._open_lock = threading.Lock()
+        self._backoff = 0.0
+        self._retry: asyncio.TimerHandle | None = None
+        self._log_accept = RateLimitedLog()
+        self._log_busy = RateLimitedLog()
+
+    @property
+    def open_connections(self) -> int:
+        """Accepted sockets still open (in the handshake, linked, or served directly)."""
+        return self._open
 
     @property
     def address(self) -> str:
@@ -149,17 +207,61 @@ class Listener:
         self._loop.add_reader(sock.fileno(), self._on_accept)
 
     def _on_accept(self) -> None:
-        assert self._sock is not None
+        if self._sock is None:
+            return
         for _ in range(64):
             try:
                 csock, peer = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # out of file descriptors, etc.
-                log.error("accept on %s failed: %s", self.bound, e)
+            except OSError as e:
+                if e.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting(e)
+                else:
+                    self._log_accept(logging.ERROR, "accept on %s failed: %s", self.bound, e)
                 return
+            if self._backoff:
+                log.warning("accepting on %s again", self.bound)
+                self._backoff = 0.0
             remote = f"{self.bound.scheme}://{peer[0]}:{peer[1]}" if peer else str(self.bound)
+            if self.max_connections and self._open >= self.max_connections:
+                self._refuse_busy(csock, remote)
+                continue
+            with self._open_lock:
+                self._open += 1
             self._track(self._accept_socket(csock, remote))
+
+    def _pause_accepting(self, error: OSError) -> None:
+        """Out of descriptors (or memory): stop watching the socket for a while."""
+        assert self._sock is not None
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX) if self._backoff else _BACKOFF_FIRST
+        self._log_accept(logging.ERROR, "accept on %s failed: %s; pausing accepts (%d open "
+                         "connections; raise the descriptor limit with ulimit -n, or lower "
+                         "max_connections)", self.bound, error, self._open)
+        self._loop.remove_reader(self._sock.fileno())
+        self._retry = self._loop.call_later(self._backoff, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._retry = None
+        if self._sock is not None:
+            self._loop.add_reader(self._sock.fileno(), self._on_accept)
+            self._on_accept()
+
+    def _refuse_busy(self, csock: socket.socket, remote: str) -> None:
+        """Over the connection cap: say why in the handshake's error form, then close."""
+        self._log_busy(logging.WARNING, "refused connection from %s: %d connections open "
+                       "(max_connections)", remote, self._open)
+        msg = msgpack.packb({"error": "busy", "message":
+                             f"the node has {self._open} connections open, its limit; "
+                             "try again later"})
+        with contextlib.suppress(OSError):
+            csock.setblocking(False)
+            csock.send(len(msg).to_bytes(4, "big") + bytes(4) + msg)
+        csock.close()
+
+    def _release_slot(self) -> None:
+        with self._open_lock:
+            self._open -= 1
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
@@ -168,20 +270,30 @@ class Listener:
 
     async def _accept_socket(self, csock: socket.socket, remote: str) -> None:
         hs_max = self.config.limits.handshake_max
-        conn: Connection
-        if self.config.tls is not None:
-            sconn = StreamConnection(self._loop, remote, hs_max)
-            try:
-                async with asyncio.timeout(self.config.handshake_timeout):
-                    await self._loop.connect_accepted_socket(
-                        lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
-            except (OSError, TimeoutError) as e:
-                log.warning("TLS handshake with %s failed: %s", remote, e)
-                csock.close()
-                return
-            conn = sconn
-        else:
-            conn = SocketConnection(self._loop, csock, remote, hs_max)
+        account = self.budget.account() if self.budget is not None else None
+        conn: Connection | None = None
+        try:
+            if self.config.tls is not None:
+                sconn = conn = StreamConnection(self._loop, remote, hs_max, account=account)
+                sconn.slot = self._release_slot
+                try:
+                    async with asyncio.timeout(self.config.handshake_timeout):
+                        await self._loop.connect_accepted_socket(
+                            lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
+                except (OSError, TimeoutError) as e:
+                    log.warning("TLS handshake with %s failed: %s", remote, e)
+                    csock.close()
+                    sconn.close()
+                    return
+                conn = sconn
+            else:
+                conn = SocketConnection(self._loop, csock, remote, hs_max, account=account)
+                conn.slot = self._release_slot
+        except BaseException:
+            csock.close()
+            if conn is None:
+                self._release_slot()
+            raise
         await self._handshake(conn)
 
     async def _accept_mem(self, conn: MemConnection) -> None:
@@ -194,12 +306,18 @@ class Listener:
             log.warning("refused connection from %s: %s", conn.remote, e)
             await conn.drain_and_close(0.2)
             return
+        except BaseException:
+            conn.close()  # cancelled (the listener is closing): free the socket now
+            raise
         conn.set_max_frame(self.config.limits.max_frame, _max_buffers(self.config))
         self.on_connection(conn, peer)
 
     async def close(self) -> None:
         if self.bound.scheme == "mem":
             mem_unlisten(self.bound.path)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._sock is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -232,8 +350,10 @@ def _remove_stale_unix_socket(path: str) -> None:
 
 
 async def listen(address: str, config: TransportConfig, node: str,
-                 on_connection: Accepted) -> Listener:
+                 on_connection: Accepted, budget: Budget | None = None,
+                 max_connections: int = 0) -> Listener:
     """Listen on ``address``; refuses non-loopback without a key unless insecure."""
-    listener = Listener(parse_address(address), config, node, on_connection)
+    listener = Listener(parse_address(address), config, node, on_connection, budget,
+                        max_connections)
     await listener.start()
     return listener

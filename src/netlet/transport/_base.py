@@ -9,6 +9,10 @@ Call order:
    (bytes the kernel will not take yet are queued and written when it will).
 4. ``close`` may be called from any thread, any number of times; ``on_close``
    runs exactly once, with the reason (``None`` for a clean close).
+
+On close a connection gives back everything it charged to its ``Account`` and
+drops its handlers, so no reference cycle keeps its buffers (or its owner)
+alive until the cyclic garbage collector happens to run.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netlet.codec import Buffer
+from netlet.transport._budget import Account
 from netlet.transport._framing import MessageHandler
 
 __all__ = ["CloseHandler", "Connection", "PeerInfo", "log"]
@@ -51,9 +56,15 @@ class Connection(ABC):
     remote: str
     """A printable name for the other end (for logs and errors)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, remote: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, remote: str,
+                 account: Account | None = None) -> None:
         self.loop = loop
         self.remote = remote
+        self.account = account
+        """Where the memory this connection holds is counted (None: not counted)."""
+        self.slot: Callable[[], None] | None = None
+        """Called once when the connection (or, after ``detach``, its socket) is gone:
+        frees its place under the listener's connection cap."""
         self._on_message: MessageHandler | None = None
         self._on_close: CloseHandler | None = None
         self._held: list[tuple[memoryview | bytes, list[Buffer]]] = []
@@ -74,6 +85,7 @@ class Connection(ABC):
         self._on_message, self._on_close = on_message, on_close
         self._replay_held()
         if self._closed and not self._held:
+            self._on_message = self._on_close = None
             on_close(self._close_reason)
 
     def _replay_held(self) -> None:
@@ -100,9 +112,28 @@ class Connection(ABC):
             return
         self._closed = True
         self._close_reason = reason
+        self._drop_buffers()
+        self._release_account()
+        self.release_slot()
         if self._on_close is not None:  # with no owner yet, set_handlers reports it
             handler, self._on_close = self._on_close, None
+            self._on_message = None  # break the cycle owner -> connection -> owner
             handler(reason)
+        else:
+            self._on_message = None
+
+    def _drop_buffers(self) -> None:  # noqa: B027
+        """Free the receive buffers (closing; loop thread)."""
+
+    def _release_account(self) -> None:
+        if self.account is not None:
+            self.account.close()
+
+    def release_slot(self) -> None:
+        """Free this connection's place under the connection cap (once; any thread)."""
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot()
 
     @abstractmethod
     def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:

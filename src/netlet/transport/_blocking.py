@@ -3,25 +3,32 @@
 Same wire format as ``_framing``; used when a thread sends a request and reads
 its own reply, which saves two thread hops per call compared with going
 through the event loop.
+
+As on the loop, a large frame's memory grows as its bytes arrive
+(``GrowingBuffer``), never from its header alone; with an ``Account`` it is
+charged, and a read that would pass the budget waits (the peer is slowed by
+TCP) until memory is given back, or fails after ``budget_wait`` seconds.
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
 import socket
 import struct
 import sys
+import time
 from collections.abc import Sequence
 from typing import overload
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
+from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._framing import frame_parts
 
 __all__ = ["BlockingFramer", "LazyBuffers"]
 
 _HEAD = struct.Struct(">II")
+_SMALL = 64 * 1024
 
 
 class _NoFrame(Exception):
@@ -31,11 +38,15 @@ class _NoFrame(Exception):
 class BlockingFramer:
     """Send and receive whole frames on a blocking socket."""
 
-    def __init__(self, sock: socket.socket, max_frame: int, max_buffers: int) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int, max_buffers: int,
+                 account: Account | None = None, budget_wait: float = 30.0) -> None:
         sock.setblocking(True)
         self.sock = sock
         self.max_frame = max_frame
         self.max_buffers = max_buffers
+        self.account = account
+        self.budget_wait = budget_wait
+        self._held: list[GrowingBuffer] = []
         # Small frames are read whole, usually with a single recv, into a reused buffer.
         self._buf = bytearray(64 * 1024)
         self._view = memoryview(self._buf)
@@ -92,10 +103,55 @@ class BlockingFramer:
             p0 = self._start + head
             self._start += head + body_len
             return self._view[p0 : p0 + body_len]
-        body = bytearray(body_len)
         self._start += head
-        self.read_into(memoryview(body))
-        return memoryview(body)
+        return self.read_growing(body_len)
+
+    def read_growing(self, n: int) -> memoryview:
+        """The next ``n`` bytes of the stream in memory that grows as they arrive."""
+        if n < _SMALL:
+            small = bytearray(n)
+            self.read_into(memoryview(small))
+            return memoryview(small)
+        account = self.account
+        if account is not None:
+            self._wait_for_budget(account)
+        g = GrowingBuffer(n, account)
+        if account is not None:
+            self._held.append(g)
+        pos = min(self._end - self._start, n)
+        if pos:
+            g.window(0)[:pos] = self._view[self._start : self._start + pos]
+            self._start += pos
+            if self._start == self._end:
+                self._start = self._end = 0
+        sock = self.sock
+        while pos < n:
+            if account is not None and pos == g.ready:
+                self._wait_for_budget(account)
+            got = sock.recv_into(g.window(pos))
+            if got == 0:
+                raise ConnectionLost("the peer closed the connection")
+            pos += got
+        return memoryview(g.map)
+
+    def _wait_for_budget(self, account: Account) -> None:
+        """Stop reading while the rest of the node is over its memory budget (TCP slows
+        the peer). This connection's own frame never makes it wait: that could not end."""
+        budget = account.budget
+        if budget.used - account.used <= budget.total:
+            return
+        deadline = time.monotonic() + self.budget_wait
+        while budget.used - account.used > budget.total:
+            if time.monotonic() > deadline:
+                raise ConnectionLost(f"no memory left in the node's budget for "
+                                     f"{self.budget_wait:.0f} s; the frame was not read")
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        """Give back the memory of the frames read so far (their call finished)."""
+        held, self._held = self._held, []
+        for g in held:
+            g.give_back()
 
     def read_into(self, target: memoryview) -> None:
         """Fill ``target`` with the next bytes of the stream (buffered ones first)."""
@@ -163,13 +219,9 @@ class BlockingFramer:
                 view = self._view[p0 : p0 + payload]
                 bufs = _split(view, body_len, lens, copy=True)
                 return view[:body_len], bufs
-            # A large frame: give it a buffer of its own, and receive straight into it.
-            big = bytearray(payload)
-            have = min(self._end - self._start - head, payload)
-            big[:have] = self._view[self._start + head : self._start + head + have]
-            self._start = self._end = 0
-            self._read_exact(memoryview(big)[have:])
-            view = memoryview(big)
+            # A large frame: a buffer of its own that grows as the bytes come.
+            self._start += head
+            view = self.read_growing(payload)
             return view[:body_len], _split(view, body_len, lens, copy=False)
         except _NoFrame:
             raise TimeoutError("no frame within the timeout") from None
@@ -202,7 +254,6 @@ def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -
     return bufs
 
 
-_POPULATE_FROM = 1 << 20
 _BYTES_HEADER = bytes.__basicsize__ - 1  # where a bytes object's data starts (CPython)
 _new_bytes = None
 if sys.implementation.name == "cpython":
@@ -225,14 +276,6 @@ def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
     return obj, memoryview(window).cast("B")
 
 
-def fresh_buffer(n: int) -> Buffer:
-    """A writable buffer for ``n`` bytes; large ones are pre-faulted in one system call."""
-    if n >= _POPULATE_FROM and hasattr(mmap, "MAP_POPULATE"):
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-        return memoryview(mmap.mmap(-1, n, flags=flags))  # the view keeps the map alive
-    return bytearray(n)
-
-
 class LazyBuffers(Sequence[Buffer]):
     """The out-of-band buffers of one frame, read in order as the decoder asks.
 
@@ -251,9 +294,7 @@ class LazyBuffers(Sequence[Buffer]):
     def _read_until(self, index: int) -> None:
         while len(self._got) < index:
             n = self._lens[len(self._got)]
-            buf = fresh_buffer(n)
-            self._framer.read_into(memoryview(buf))
-            self._got.append(buf)
+            self._got.append(self._framer.read_growing(n))
 
     @overload
     def __getitem__(self, index: int) -> Buffer: ...

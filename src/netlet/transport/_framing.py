@@ -6,6 +6,12 @@
 ``FrameReader`` follows asyncio's BufferedProtocol call order (``get_buffer`` then
 ``buffer_updated``), so sockets read straight into it; large frames get a buffer
 of their own, so their payload is received once and never copied again.
+
+Memory follows the bytes that came, never what a header announces: the ring is
+allocated on the first byte, starts at 4 KiB and doubles only when full (up to
+256 KiB once the handshake is done, 32 KiB before); a large frame's buffer is
+filled page by page (``GrowingBuffer``). All of it is charged to the
+connection's ``Account`` and given back on ``close``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from collections.abc import Callable, Sequence
 
 from netlet.codec import Buffer
 from netlet.errors import FrameTooLarge, ProtocolError
+from netlet.transport._budget import Account, GrowingBuffer
 
 __all__ = ["FrameReader", "MessageHandler", "frame_parts", "frame_size"]
 
 _HEAD = struct.Struct(">II")
+_RING_MIN = 4 * 1024
+_RING_HANDSHAKE = 32 * 1024
 _RING = 256 * 1024
 _BIG = _RING // 2
 
@@ -42,42 +51,73 @@ def frame_size(parts: Sequence[Buffer]) -> int:
 class FrameReader:
     """Incremental frame parser with a reusable ring buffer."""
 
-    def __init__(self, on_message: MessageHandler, max_frame: int, max_buffers: int) -> None:
+    def __init__(self, on_message: MessageHandler, max_frame: int, max_buffers: int,
+                 account: Account | None = None) -> None:
         self.on_message = on_message
         self.max_frame = max_frame
         self.max_buffers = max_buffers
-        self._buf = bytearray(_RING)
+        self.account = account
+        self._ring_max = _RING_HANDSHAKE
+        self._buf = bytearray()  # allocated when the first byte comes
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
         self.paused = False
         """Set by the owner to stop delivery after the current frame (backpressure)."""
         # A large frame in progress: its own buffer and how much is filled.
-        self._big: bytearray | None = None
+        self._big: GrowingBuffer | None = None
         self._big_lens: tuple[int, ...] = ()
         self._big_pos = 0
 
+    def authenticated(self) -> None:
+        """The handshake is done: let the ring grow to its full size when busy."""
+        self._ring_max = _RING
+
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        if self._big is not None:
-            return memoryview(self._big)[self._big_pos :]
+        big = self._big
+        if big is not None:
+            return big.window(self._big_pos)
         if self._end == len(self._buf):
-            self._compact()
+            if self._start:
+                self._compact()
+            else:
+                self._grow(len(self._buf) + 1)
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         """Account for ``nbytes`` received; deliver every complete frame."""
-        if self._big is not None:
+        big = self._big
+        if big is not None:
             self._big_pos += nbytes
-            if self._big_pos == len(self._big):
-                big, lens = self._big, self._big_lens
+            if self._big_pos == big.size:
+                lens = self._big_lens
                 self._big = None
-                self._deliver_big(big, lens)
+                big.give_back()
+                self._deliver_big(memoryview(big.map), lens)
             return
         self._end += nbytes
         self._parse()
 
     def has_data(self) -> bool:
         return self._big is not None or self._end > self._start
+
+    def memory(self) -> int:
+        """Bytes this reader holds right now (ring and any large frame so far)."""
+        return len(self._buf) + (self._big.ready if self._big is not None else 0)
+
+    def _grow(self, need: int) -> None:
+        """A larger ring (doubling), keeping the unread bytes at its start."""
+        size = max(len(self._buf), _RING_MIN // 2)
+        while size < need:
+            size *= 2
+        size = min(size, max(self._ring_max, need))
+        old, n = self._view, self._end - self._start
+        buf = bytearray(size)
+        buf[:n] = old[self._start : self._end]
+        if self.account is not None:
+            self.account.charge(size - len(self._buf))
+        self._buf, self._view = buf, memoryview(buf)
+        self._start, self._end = 0, n
 
     def _compact(self) -> None:
         n = self._end - self._start
@@ -89,6 +129,21 @@ class FrameReader:
         """Deliver the frames that waited while paused."""
         self.paused = False
         self._parse()
+
+    def close(self) -> None:
+        """Drop every buffer and give the memory back; nothing is delivered after this."""
+        if self._big is not None:
+            self._big.give_back()
+            self._big = None
+        if self.account is not None:
+            self.account.release(len(self._buf))
+            self.account = None
+        self._view.release()
+        self._buf = bytearray()
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0
+        self.paused = True
+        self.on_message = _dropped
 
     def _parse(self) -> None:
         buf, view = self._buf, self._view
@@ -102,6 +157,10 @@ class FrameReader:
                 raise ProtocolError(f"frame announces {nbufs} buffers (limit {self.max_buffers})")
             head = 8 + 4 * nbufs
             if avail < head:
+                if start + head > len(buf):
+                    self._compact()
+                    if head > len(self._buf):
+                        self._grow(head)
                 break
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", buf, start + 8) if nbufs else ()
@@ -119,15 +178,15 @@ class FrameReader:
                     self._deliver_small(view, b0, body_len, lens)
                 continue
             if payload > _BIG:
-                # Move what we have into a frame-sized buffer and read the rest into it.
-                big = bytearray(payload)
+                # Move what we have into a buffer of its own and read the rest into it.
+                big = GrowingBuffer(payload, self.account)
                 have = avail - head
-                big[:have] = view[start + head : self._end]
+                big.window(0)[:have] = view[start + head : self._end]
                 self._big, self._big_lens, self._big_pos = big, (body_len, *lens), have
                 self._start = self._end = 0
                 return
             if start + total > len(buf):
-                self._compact()
+                self._compact()  # the ring grows (in get_buffer) only once this is full
             break
         if self._start == self._end:
             self._start = self._end = 0
@@ -143,7 +202,7 @@ class FrameReader:
             pos += n
         self.on_message(view[b0 : b0 + body_len], bufs)
 
-    def _deliver_big(self, big: bytearray, lens: tuple[int, ...]) -> None:
+    def _deliver_big(self, big: Buffer, lens: tuple[int, ...]) -> None:
         view = memoryview(big)
         body_len, *buf_lens = lens
         pos = body_len
@@ -152,3 +211,7 @@ class FrameReader:
             bufs.append(view[pos : pos + n])
             pos += n
         self.on_message(view[:body_len], bufs)
+
+
+def _dropped(body: memoryview, buffers: list[Buffer]) -> None:
+    """The handler of a closed reader (holds no reference to its old owner)."""

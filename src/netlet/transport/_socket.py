@@ -19,6 +19,7 @@ from itertools import islice
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
 from netlet.transport._base import Connection, log
+from netlet.transport._budget import Account
 from netlet.transport._framing import FrameReader, frame_parts
 
 __all__ = ["SocketConnection"]
@@ -36,14 +37,15 @@ class SocketConnection(Connection):
         remote: str,
         max_frame: int,
         max_buffers: int = 0,
+        account: Account | None = None,
     ) -> None:
-        super().__init__(loop, remote)
+        super().__init__(loop, remote, account)
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
-        self._reader = FrameReader(self._deliver, max_frame, max_buffers)
+        self._reader = FrameReader(self._deliver, max_frame, max_buffers, account)
         self._lock = threading.Lock()
         self._queue: deque[Buffer] = deque()
         self._queued = 0
@@ -56,6 +58,7 @@ class SocketConnection(Connection):
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
         self._reader.max_frame = max_frame
         self._reader.max_buffers = max_buffers
+        self._reader.authenticated()
 
     def pending_bytes(self) -> int:
         return self._queued
@@ -138,6 +141,7 @@ class SocketConnection(Connection):
         ``len`` is their size and nothing is copied or cast unless cut.
         """
         q = self._queue
+        added = 0
         for p in parts:
             n = len(p)
             if skip:
@@ -146,7 +150,11 @@ class SocketConnection(Connection):
                     continue
                 p, n, skip = memoryview(p)[skip:], n - skip, 0
             q.append(p)
-            self._queued += n
+            added += n
+        if added:
+            self._queued += added
+            if self.account is not None:
+                self.account.charge(added)
 
     def _write_some(self) -> None:
         """Write as much of the queue as the kernel takes (lock held)."""
@@ -158,6 +166,8 @@ class SocketConnection(Connection):
             except (BlockingIOError, InterruptedError):
                 return
             self._queued -= sent
+            if self.account is not None:
+                self.account.release(sent)
             while sent:
                 head = q[0]
                 if sent < len(head):
@@ -220,11 +230,16 @@ class SocketConnection(Connection):
                 self.loop.remove_writer(self._fd)
         self.loop.remove_reader(self._fd)
         self._closed = True  # this object is done; the socket lives on elsewhere
+        self._reader.close()
+        self._release_account()
         sock, self._sock = self._sock, socket.socket()
         self._sock.close()
         return sock
 
     # -- closing ----------------------------------------------------------
+
+    def _drop_buffers(self) -> None:
+        self._reader.close()
 
     def close(self, reason: BaseException | None = None) -> None:
         if self.in_loop_thread():
@@ -253,6 +268,7 @@ class SocketConnection(Connection):
             self._queued = 0
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
+            self._drained = None
         try:
             self.loop.remove_reader(self._fd)
             self.loop.remove_writer(self._fd)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
 from netlet.transport._base import Connection, log
+from netlet.transport._budget import Account
 from netlet.transport._framing import FrameReader, frame_parts
 
 __all__ = ["StreamConnection"]
@@ -20,16 +21,21 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
     """A connection over any asyncio transport (used for TLS)."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, remote: str, max_frame: int, max_buffers: int = 0
+        self, loop: asyncio.AbstractEventLoop, remote: str, max_frame: int, max_buffers: int = 0,
+        account: Account | None = None,
     ) -> None:
-        Connection.__init__(self, loop, remote)
-        self._reader = FrameReader(self._deliver, max_frame, max_buffers)
+        Connection.__init__(self, loop, remote, account)
+        self._reader = FrameReader(self._deliver, max_frame, max_buffers, account)
         self._transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
 
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
         self._reader.max_frame = max_frame
         self._reader.max_buffers = max_buffers
+        self._reader.authenticated()
+
+    def _drop_buffers(self) -> None:
+        self._reader.close()
 
     def pending_bytes(self) -> int:
         t = self._transport
