@@ -31,6 +31,9 @@ __all__ = ["PROTOCOL_VERSION", "client_handshake", "server_handshake"]
 
 PROTOCOL_VERSION = 1
 _AUTH = "hmac-sha256"
+_MAX_AHEAD = 4
+"""Frames read ahead of the handshake's progress; more wait in the socket (TCP slows
+the peer), so a peer cannot make us copy and hold frames before it authenticated."""
 
 
 def _is_version(value: Any) -> bool:
@@ -53,36 +56,54 @@ class _Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.queue: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
+        # A list and one future, not an asyncio.Queue: a queue costs four deques (4 KiB),
+        # and thousands of connections may sit in the handshake at once.
+        self.items: list[dict[str, Any] | BaseException] = []
+        self._ready: asyncio.Future[None] | None = None
         self.raw: list[tuple[bytes, list[Buffer]]] = []
         self.taken = 0
+        self._paused = False
         conn.set_handlers(self._on_message, self._on_close)
 
     def release(self) -> None:
         """Stop listening; later frames (and any already received) wait for the next owner."""
         self.conn.hold(self.raw[self.taken:])
+        if self._paused:
+            self.conn.resume_reading()
+
+    def _put(self, item: dict[str, Any] | BaseException) -> None:
+        self.items.append(item)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
         self.raw.append((bytes(body), [bytes(b) for b in buffers]))
+        if len(self.raw) - self.taken >= _MAX_AHEAD and not self._paused:
+            self._paused = True  # read no further ahead until the handshake ends
+            self.conn.pause_reading()
         if buffers:
-            self.queue.put_nowait(ProtocolError("buffers are not allowed in the handshake"))
+            self._put(ProtocolError("buffers are not allowed in the handshake"))
             return
         try:
             msg = msgpack.unpackb(body, raw=False, max_str_len=4096, max_bin_len=4096,
                                   max_array_len=64, max_map_len=64, max_ext_len=0)
         except Exception as e:
-            self.queue.put_nowait(HandshakeError(f"malformed handshake frame: {type(e).__name__}"))
+            self._put(HandshakeError(f"malformed handshake frame: {type(e).__name__}"))
             return
         if not isinstance(msg, dict):
-            self.queue.put_nowait(HandshakeError("handshake frame is not a map"))
+            self._put(HandshakeError("handshake frame is not a map"))
             return
-        self.queue.put_nowait(msg)
+        self._put(msg)
 
     def _on_close(self, reason: BaseException | None) -> None:
-        self.queue.put_nowait(ConnectionLost(f"closed during handshake: {reason}"))
+        self._put(ConnectionLost(f"closed during handshake: {reason}"))
 
     async def get(self) -> dict[str, Any]:
-        item = await self.queue.get()
+        while not self.items:
+            self._ready = self.conn.loop.create_future()
+            await self._ready
+        self._ready = None
+        item = self.items.pop(0)
         self.taken += 1
         if isinstance(item, BaseException):
             raise item
