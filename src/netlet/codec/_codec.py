@@ -234,6 +234,13 @@ class Codec:
                 f"message of {len(body)} bytes exceeds the limit of {self.limits.max_frame}")
         return body, buffers
 
+    def release(self) -> None:
+        """Drop the per-thread packers (and their grown buffers): the connection is gone.
+
+        They refer back to this codec, so without this the pair waits for the cyclic GC.
+        """
+        self._tls = threading.local()
+
     def encode_value(self, value: Any) -> bytes:
         """One value to self-contained bytes, all inline (for storage and tests)."""
         return self._pack(value, [])

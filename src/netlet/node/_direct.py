@@ -173,6 +173,7 @@ class DirectPool:
     def release(self, client: _DirectClient) -> None:
         if client.broken:
             client.framer.close()
+            client.codec.release()
             with self._lock:
                 self._count -= 1
             return
@@ -206,6 +207,7 @@ class DirectPool:
             self.disabled = True
         for client in free:
             client.framer.close()
+            client.codec.release()
 
 
 def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
@@ -250,7 +252,9 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -
     finally:
         node._direct_sockets.discard(framer)
         framer.close()
+        framer.release()
         account.close()
+        codec.release()
 
 
 def _check_call(msg: Any) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -71,11 +72,12 @@ class Link:
         self.node = node
         self.conn = conn
         self.peer = peer
+        me = weakref.ref(self)  # no cycle link -> codec -> link: freed without the GC
         self.codec = Codec(
             node.config.transport.limits,
             allow_pickle=peer.pickle,
-            ref_encoder=lambda obj: node._ref_for(obj, self),
-            ref_decoder=lambda ref: node._from_ref(ref, self),
+            ref_encoder=lambda obj: node._ref_for(obj, me()),  # type: ignore[arg-type]
+            ref_decoder=lambda ref: node._from_ref(ref, me()),
         )
         self.pending: dict[int, Waiter] = {}
         self._ids = itertools.count(1)
@@ -367,6 +369,7 @@ class Link:
         for cancel in incoming.values():
             cancel()
         self._call_bytes.clear()  # the connection gave its whole account back
+        self.codec.release()
         self.node._link_closed(self)
 
 

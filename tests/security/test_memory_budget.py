@@ -1,0 +1,301 @@
+"""Memory a peer can make a node hold is budgeted, and given back when it leaves.
+
+Each test floods a real server subprocess over real sockets and reads its
+resident memory from /proc: ``VmRSS`` before and after, and ``VmHWM`` (the
+peak, reset through /proc/PID/clear_refs) during the flood.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from tests.conftest import STEP, RawClient, ServerProcess
+
+MiB = 1024 * 1024
+KEY = secrets.token_bytes(32)
+
+SERVER = """
+import json, resource, sys, threading
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+import netlet
+
+release = threading.Event()
+
+@netlet.expose
+class Svc:
+    def echo(self, data):
+        return data
+
+    def make(self, n):
+        return bytes(n)
+
+    def hold(self, data):
+        release.wait(60)
+        return len(data)
+
+@netlet.expose(concurrent=True)
+class Ctl:
+    def release(self):
+        release.set()
+
+options = json.loads(sys.argv[2])
+node = netlet.Node("tcp://127.0.0.1:0", key=bytes.fromhex(sys.argv[1]), **options)
+node.serve(Svc(), "svc")
+node.serve(Ctl(), "ctl")
+print(node.address, flush=True)
+threading.Event().wait()
+"""
+
+
+def _status(pid: int, field: str) -> int:
+    """A memory field of /proc/PID/status, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def rss(pid: int) -> int:
+    return _status(pid, "VmRSS")
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+def peak(pid: int) -> int:
+    return _status(pid, "VmHWM")
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = STEP, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what or cond}")  # noqa: B023
+        time.sleep(0.05)
+
+
+def settled_rss(pid: int, timeout: float = 5.0) -> int:
+    """RSS once it stops moving (two readings 0.3 s apart within 1 MiB)."""
+    deadline = time.monotonic() + timeout
+    last = rss(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = rss(pid)
+        if abs(now - last) < MiB:
+            return now
+        last = now
+    return last
+
+
+@pytest.fixture
+def raise_nofile() -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def start(server_process: Callable[..., ServerProcess], **options: object) -> ServerProcess:
+    srv = server_process(SERVER, KEY.hex(), json.dumps(options))
+    # Warm the server up: one real client call, so lazily built parts are counted.
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.send_msg([1, 1, "svc", "echo", [b"x"], None])
+        assert c.recv_msg()[0] == 2
+    return srv
+
+
+def _frame(msg: object) -> bytes:
+    body = msgpack.packb(msg)
+    return struct.pack(">II", len(body), 0) + body
+
+
+def _frame_call(cid: int, method: str, *args: object) -> bytes:
+    return _frame([1, cid, "svc", method, list(args), None])
+
+
+def flood(client: RawClient, frames: Iterator[bytes], stall: float = 2.0) -> int:
+    """Send frames until the server stops reading (a send stalls ``stall`` s) or they run
+    out; returns how many were sent whole."""
+    client.sock.settimeout(stall)
+    sent = 0
+    try:
+        for data in frames:
+            client.sock.sendall(data)
+            sent += 1
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        client.sock.settimeout(STEP)
+    return sent
+
+
+# -- before authentication -------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_unauthenticated_connections_cost_little_and_give_it_back(
+        server_process: Callable[..., ServerProcess], raise_nofile: None) -> None:
+    n = 3000
+    srv = start(server_process, max_connections=n + 100, handshake_timeout=60.0)
+    base_fds = open_fds(srv.pid)
+    before = settled_rss(srv.pid)
+    host, port = srv.address.removeprefix("tcp://").rsplit(":", 1)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.connect((host, int(port)))
+        wait_until(lambda: open_fds(srv.pid) >= base_fds + n, 30,
+                   f"the server to accept all (it has {open_fds(srv.pid) - base_fds} more fds)")
+        during = settled_rss(srv.pid)
+        assert srv.alive()
+    finally:
+        for s in socks:
+            s.close()
+    wait_until(lambda: open_fds(srv.pid) <= base_fds + 5, 30, "the server to close them")
+    after = settled_rss(srv.pid)
+    cost = during - before
+    print(f"{n} silent connections: +{cost / MiB:.1f} MiB; after close "
+          f"{(after - before) / MiB:+.1f} MiB")
+    assert cost < 50 * MiB, f"{n} unauthenticated connections cost {cost / MiB:.0f} MiB"
+    assert after - before < 20 * MiB, f"{(after - before) / MiB:.0f} MiB stayed after close"
+
+
+# -- a header alone ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("role", ["link", "direct"])
+def test_a_header_alone_does_not_allocate_the_frame(
+        server_process: Callable[..., ServerProcess], role: str) -> None:
+    srv = start(server_process)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    clients = []
+    try:
+        for _ in range(4):
+            c = RawClient.connect(srv.address)
+            clients.append(c)
+            c.handshake(KEY, role=role)
+            c.send_raw(struct.pack(">II", 64 * MiB, 0))  # 64 MiB announced, none sent
+            c.send_raw(b"\x96" + b"\x01" * 1000)  # and a little of it
+        for c in clients:
+            assert c.still_open()
+        time.sleep(1.0)  # give the server time to allocate, if it would
+        grown = peak(srv.pid) - before
+        print(f"4 x 64 MiB headers ({role}): peak +{grown / MiB:.1f} MiB")
+        assert grown < 24 * MiB, f"headers alone made the server take {grown / MiB:.0f} MiB"
+    finally:
+        for c in clients:
+            c.close()
+
+
+# -- after authentication: what running calls and unread replies hold -------------------
+
+
+BUDGET = {"max_connection_memory": 32 * MiB, "max_memory": 64 * MiB}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["pending", "oneway"])
+def test_queued_calls_stay_within_the_budget(
+        server_process: Callable[..., ServerProcess], kind: str) -> None:
+    srv = start(server_process, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    blob = secrets.token_bytes(MiB)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        frames = (_frame_call(0 if kind == "oneway" else i, "hold", blob) for i in range(1, 401))
+        sent = flood(c, frames)
+        grown = peak(srv.pid) - before
+        print(f"{kind}: {sent} x 1 MiB calls sent before the server stopped reading; "
+              f"peak +{grown / MiB:.1f} MiB")
+        assert sent < 200, "the server kept reading past its budget"
+        assert grown < 32 * MiB + 40 * MiB, f"calls held {grown / MiB:.0f} MiB"
+        with RawClient.connect(srv.address) as ctl:  # the others are still served
+            ctl.handshake(KEY)
+            ctl.send_msg([1, 1, "ctl", "release", [], None])
+            assert ctl.recv_msg()[:2] == [2, 1]
+
+
+@pytest.mark.timeout(120)
+def test_unread_replies_stay_within_the_budget(
+        server_process: Callable[..., ServerProcess]) -> None:
+    srv = start(server_process, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        frames = (_frame_call(i, "make", MiB) for i in range(1, 801))
+        sent = flood(c, frames)
+        # The server makes a 1 MiB reply per call; we read none of them.
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and srv.alive():
+            time.sleep(0.2)
+        grown = peak(srv.pid) - before
+        print(f"unread replies: {sent} calls sent; peak +{grown / MiB:.1f} MiB")
+        assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
+    assert srv.alive()
+
+
+# -- closing gives everything back, without the cyclic collector ---------------------------
+
+
+@pytest.mark.timeout(60)
+def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) -> None:
+    import netlet
+
+    @netlet.expose
+    class Echo:
+        def echo(self, data: bytes) -> bytes:
+            return data
+
+    server = node_factory("tcp://127.0.0.1:0")
+    server.serve(Echo(), "echo")
+    gc.collect()
+    gc.disable()
+    try:
+        for role in ("link", "direct", "link"):
+            with RawClient.connect(server.address) as c:
+                c.handshake(role=role)
+                for i, size in enumerate((10, 300_000, 5 * MiB), 1):
+                    c.send_msg([1, i, "echo", "echo", [b"x" * size], None])
+                    assert c.recv_msg()[:2] == [2, i]
+                c.send_raw(struct.pack(">II", 200_000, 0) + b"\x01" * 1000)  # cut mid-frame
+        with RawClient.connect(server.address) as c:
+            c.send_raw(b"\x00\x00")  # cut in the handshake
+        wait_until(lambda: not server._links and not server._direct_threads, STEP,
+                   "the server to drop its connections")
+        wait_until(lambda: server.budget.used == 0, STEP, "the budget to be given back")
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        ours = [o for o in gc.garbage if type(o).__module__.startswith("netlet")]
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(0)
+        gc.enable()
+    assert not ours, f"closed connections left reference cycles: {ours[:10]}"
