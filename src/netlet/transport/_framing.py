@@ -31,6 +31,9 @@ _RING_HANDSHAKE = 32 * 1024
 _RING = 256 * 1024
 _BIG = _RING // 2
 
+_NO_BYTES = bytearray()  # shared by every reader that has no ring yet (never written)
+_NO_VIEW = memoryview(_NO_BYTES)
+
 MessageHandler = Callable[[memoryview, list[Buffer]], None]
 """Called with (body, buffers) for each frame; the body is valid only during the call."""
 
@@ -58,8 +61,8 @@ class FrameReader:
         self.max_buffers = max_buffers
         self.account = account
         self._ring_max = _RING_HANDSHAKE
-        self._buf = bytearray()  # allocated when the first byte comes
-        self._view = memoryview(self._buf)
+        self._buf = _NO_BYTES  # allocated when the first byte comes
+        self._view = _NO_VIEW
         self._start = 0
         self._end = 0
         self.paused = False
@@ -138,9 +141,7 @@ class FrameReader:
         if self.account is not None:
             self.account.release(len(self._buf))
             self.account = None
-        self._view.release()
-        self._buf = bytearray()
-        self._view = memoryview(self._buf)
+        self._buf, self._view = _NO_BYTES, _NO_VIEW
         self._start = self._end = 0
         self.paused = True
         self.on_message = _dropped
