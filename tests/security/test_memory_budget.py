@@ -215,6 +215,34 @@ def test_a_header_alone_does_not_allocate_the_frame(
             c.close()
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("role", ["link", "direct"])
+def test_frames_in_progress_stay_within_the_total(
+        server_process: Callable[..., ServerProcess], role: str) -> None:
+    srv = start(server_process, max_connection_memory=32 * MiB, max_memory=64 * MiB)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    clients: list[RawClient] = []
+    part = secrets.token_bytes(12 * MiB)
+    try:
+        for _ in range(8):  # 8 x 12 MiB of 16 MiB frames that never end
+            c = RawClient.connect(srv.address)
+            clients.append(c)
+            c.handshake(KEY, role=role)
+            flood(c, iter([struct.pack(">II", 16 * MiB, 0), part]), stall=1.5)
+        time.sleep(1.0)  # let the server take in whatever it will
+        grown = peak(srv.pid) - before
+        print(f"8 unfinished 16 MiB frames ({role}): peak +{grown / MiB:.1f} MiB")
+        assert grown < 64 * MiB + 16 * MiB, f"frames in progress held {grown / MiB:.0f} MiB"
+    finally:
+        for c in clients:
+            c.close()
+    with RawClient.connect(srv.address) as c:  # all given back: served again
+        c.handshake(KEY)
+        c.send_msg([1, 1, "svc", "echo", [b"z" * (20 * MiB)], None])
+        assert c.recv_msg()[:2] == [2, 1]
+
+
 # -- after authentication: what running calls and unread replies hold -------------------
 
 

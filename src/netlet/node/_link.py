@@ -318,8 +318,7 @@ class Link:
         if not self._paused or self.closed or self._inflight() >= self._max_inflight // 2:
             return  # the next reply calls this again
         acct = self._account
-        if acct is not None and (acct.used > acct.limit // 2
-                                 or acct.budget.used > acct.budget.total * 3 // 4):
+        if acct is not None and not acct.under_low_water():
             acct.when_under(self._wake)
             return
         self._paused = False

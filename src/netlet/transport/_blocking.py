@@ -16,7 +16,7 @@ import ctypes
 import socket
 import struct
 import sys
-import time
+import threading
 from collections.abc import Sequence
 from typing import overload
 
@@ -113,9 +113,11 @@ class BlockingFramer:
             self.read_into(memoryview(small))
             return memoryview(small)
         account = self.account
+        aside = 0
         if account is not None:
-            self._wait_for_budget(account)
-        g = GrowingBuffer(n, account)
+            self._admit(account, n)
+            aside = n
+        g = GrowingBuffer(n, account, aside)
         if account is not None:
             self._held.append(g)
         pos = min(self._end - self._start, n)
@@ -126,26 +128,24 @@ class BlockingFramer:
                 self._start = self._end = 0
         sock = self.sock
         while pos < n:
-            if account is not None and pos == g.ready:
-                self._wait_for_budget(account)
             got = sock.recv_into(g.window(pos))
             if got == 0:
                 raise ConnectionLost("the peer closed the connection")
             pos += got
         return memoryview(g.map)
 
-    def _wait_for_budget(self, account: Account) -> None:
-        """Stop reading while the rest of the node is over its memory budget (TCP slows
-        the peer). This connection's own frame never makes it wait: that could not end."""
+    def _admit(self, account: Account, n: int) -> None:
+        """Wait (not reading: TCP slows the peer) until the budget sets ``n`` bytes aside."""
+        room = threading.Event()
         budget = account.budget
-        if budget.used - account.used <= budget.total:
+        if budget.admit(n, room.set):
             return
-        deadline = time.monotonic() + self.budget_wait
-        while budget.used - account.used > budget.total:
-            if time.monotonic() > deadline:
-                raise ConnectionLost(f"no memory left in the node's budget for "
-                                     f"{self.budget_wait:.0f} s; the frame was not read")
-            time.sleep(0.05)
+        if room.wait(self.budget_wait):
+            return
+        if not budget.cancel(room.set):
+            budget.withdraw(n)  # admitted just now, too late
+        raise ConnectionLost(f"no room in the node's memory budget for a frame of {n} bytes "
+                             f"within {self.budget_wait:.0f} s; the frame was not read")
 
     def release(self) -> None:
         """Give back the memory of the frames read so far (their call finished)."""

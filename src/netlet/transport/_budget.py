@@ -6,9 +6,13 @@ read yet) and through it to the node's ``Budget``. The owner of a connection
 checks ``over()`` at message boundaries and stops reading while it is true;
 ``when_under`` tells it when to read again.
 
-Frame buffers larger than a page come from ``reserve``: an anonymous map of
-the announced size whose pages are filled (and so cost memory) only as bytes
-arrive; ``populate`` pre-faults the next stretch in one system call.
+A large frame is admitted before its body is read: ``admit`` sets its announced
+size aside, and a frame that does not fit in what is left waits, its
+connection unread, until memory comes back (first come, first served; a frame
+alone in an empty budget always fits). Frames already admitted never wait, so
+they cannot block each other, and the total stays within ``total`` bytes plus
+the ring buffers. The memory itself still follows the bytes that arrived:
+``GrowingBuffer`` reserves only address space, and fills pages as data comes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ _MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels fault pages one by one
 _FIRST = 1 << 20
 """A large frame's first step: pre-faulted; later steps double as bytes arrive."""
 
+Callback = Callable[[], None]
+
 
 class Budget:
     """The node's total: ``total`` bytes across all its connections."""
@@ -31,8 +37,12 @@ class Budget:
         self.total = total
         self.per_connection = per_connection
         self.used = 0
+        """Bytes charged (held now)."""
+        self.set_aside = 0
+        """Bytes admitted large frames announced but have not brought yet."""
         self._lock = threading.Lock()
         self._waiters: list[Account] = []
+        self._admissions: list[tuple[int, Callback]] = []
 
     def account(self) -> Account:
         return Account(self)
@@ -40,19 +50,64 @@ class Budget:
     def over(self) -> bool:
         return self.used > self.total
 
-    def _ready(self) -> list[Callable[[], None]]:
-        """Lock held: the callbacks of accounts that may read again (now removed)."""
-        if not self._waiters or self.used > self.total * 3 // 4:
-            return []
-        ready: list[Callable[[], None]] = []
-        for acct in list(self._waiters):
-            cb = acct._on_under
-            if cb is None or acct.used <= acct.limit // 2:
-                self._waiters.remove(acct)
-                acct._on_under = None
-                if cb is not None:
-                    ready.append(cb)
+    def admit(self, n: int, when_admitted: Callback | None = None) -> bool:
+        """Set ``n`` bytes aside for a large frame: True if done now. Otherwise
+        ``when_admitted`` (if given) runs, from any thread, once they are set aside."""
+        with self._lock:
+            if not self._admissions and self._fits(n):
+                self.set_aside += n
+                return True
+            if when_admitted is not None:
+                self._admissions.append((n, when_admitted))
+            return False
+
+    def cancel(self, when_admitted: Callback) -> bool:
+        """Stop waiting for an admission; True if it was still waiting (nothing set aside)."""
+        with self._lock:
+            for i, (_, cb) in enumerate(self._admissions):
+                if cb == when_admitted:  # a bound method is a new object each time
+                    del self._admissions[i]
+                    ready = self._ready()
+                    break
+            else:
+                return False
+        _run(ready)
+        return True
+
+    def withdraw(self, n: int) -> None:
+        """``n`` bytes set aside are no longer needed (they arrived and were charged,
+        or the frame was dropped)."""
+        if n:
+            with self._lock:
+                self.set_aside -= n
+                ready = self._ready()
+            _run(ready)
+
+    def _fits(self, n: int) -> bool:
+        held = self.used + self.set_aside
+        return held == 0 or held + n <= self.total
+
+    def _ready(self) -> list[Callback]:
+        """Lock held: callbacks of waiters that may go on now (removed from the lists)."""
+        ready: list[Callback] = []
+        while self._admissions and self._fits(self._admissions[0][0]):
+            n, cb = self._admissions.pop(0)
+            self.set_aside += n
+            ready.append(cb)
+        if self._waiters and self.used <= self.total * 3 // 4:
+            for acct in list(self._waiters):
+                cb2 = acct._on_under
+                if cb2 is None or acct.used <= acct.limit // 2:
+                    self._waiters.remove(acct)
+                    acct._on_under = None
+                    if cb2 is not None:
+                        ready.append(cb2)
         return ready
+
+
+def _run(callbacks: list[Callback]) -> None:
+    for cb in callbacks:
+        cb()
 
 
 class Account:
@@ -64,7 +119,7 @@ class Account:
         self.budget = budget
         self.limit = budget.per_connection
         self.used = 0
-        self._on_under: Callable[[], None] | None = None
+        self._on_under: Callback | None = None
 
     def charge(self, n: int) -> None:
         b = self.budget
@@ -78,23 +133,24 @@ class Account:
             n = min(n, self.used)
             self.used -= n
             b.used -= n
-            ready = b._ready() if b._waiters else []
-        for cb in ready:
-            cb()
+            ready = b._ready() if b._waiters or b._admissions else []
+        _run(ready)
 
     def over(self) -> bool:
         """This connection, or the node as a whole, holds more than it may."""
         return self.used > self.limit or self.budget.used > self.budget.total
 
-    def when_under(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from whichever thread releases) once back under half the
-        connection's limit and three quarters of the total; at once if already so."""
+    def under_low_water(self) -> bool:
+        """Back under half the connection's limit and 3/4 of the total: read again."""
+        return self.used <= self.limit // 2 and self.budget.used <= self.budget.total * 3 // 4
+
+    def when_under(self, callback: Callback) -> None:
+        """Call ``callback`` (from whichever thread gives memory back) once
+        ``under_low_water``; at once if it already is."""
         b = self.budget
         with b._lock:
-            if self.used <= self.limit // 2 and b.used <= b.total * 3 // 4:
-                now = True
-            else:
-                now = False
+            now = self.under_low_water()
+            if not now:
                 self._on_under = callback
                 if self not in b._waiters:
                     b._waiters.append(self)
@@ -111,8 +167,7 @@ class Account:
             if self in b._waiters:
                 b._waiters.remove(self)
             ready = b._ready()
-        for cb in ready:
-            cb()
+        _run(ready)
 
 
 def _populate(m: mmap.mmap, start: int, length: int) -> None:
@@ -128,29 +183,39 @@ class GrowingBuffer:
 
     The whole announced size is reserved as address space (an anonymous map
     nobody has touched costs no memory); ``window`` pre-faults the next stretch
-    (doubling: 1, 1, 2, 4 ... MiB) only once the bytes before it have come.
+    (doubling: 1, 1, 2, 4 ... MiB) only once the bytes before it have come, and
+    charges it to the account, taking it from what ``Budget.admit`` set aside.
     """
 
-    __slots__ = ("account", "map", "ready", "size")
+    __slots__ = ("account", "aside", "map", "ready", "size")
 
-    def __init__(self, size: int, account: Account | None = None) -> None:
+    def __init__(self, size: int, account: Account | None = None, aside: int = 0) -> None:
         self.size = size
         self.map = mmap.mmap(-1, size)
         self.ready = 0
         self.account = account
+        self.aside = aside
 
     def window(self, pos: int) -> memoryview:
         """Where the bytes from ``pos`` go (at least one byte unless full)."""
         if pos >= self.ready and self.ready < self.size:
             step = min(self.size - self.ready, max(_FIRST, self.ready))
             _populate(self.map, self.ready, step)
-            if self.account is not None:
-                self.account.charge(step)
+            acct = self.account
+            if acct is not None:
+                acct.charge(step)
+                if self.aside:
+                    taken = min(step, self.aside)
+                    self.aside -= taken
+                    acct.budget.withdraw(taken)
             self.ready += step
         return memoryview(self.map)[pos : self.ready]
 
     def give_back(self) -> None:
         """Stop charging the account for this buffer (delivered or dropped)."""
-        if self.account is not None:
-            self.account.release(self.ready)
+        acct = self.account
+        if acct is not None:
             self.account = None
+            acct.release(self.ready)
+            aside, self.aside = self.aside, 0
+            acct.budget.withdraw(aside)

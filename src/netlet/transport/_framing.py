@@ -67,6 +67,12 @@ class FrameReader:
         self._end = 0
         self.paused = False
         """Set by the owner to stop delivery after the current frame (backpressure)."""
+        self.admit: Callable[[int], bool] | None = None
+        """Set by the connection to admit large frames into the budget (``Budget.admit``):
+        returns False when the frame must wait; the connection then stops reading and
+        calls ``admitted`` once the bytes are set aside."""
+        self._stalled = False
+        self._admitted = 0
         # A large frame in progress: its own buffer and how much is filled.
         self._big: GrowingBuffer | None = None
         self._big_lens: tuple[int, ...] = ()
@@ -133,6 +139,12 @@ class FrameReader:
         self.paused = False
         self._parse()
 
+    def admitted(self, n: int) -> None:
+        """The large frame that waited has ``n`` bytes set aside: go on with it."""
+        self._stalled = False
+        self._admitted = n
+        self._parse()
+
     def close(self) -> None:
         """Drop every buffer and give the memory back; nothing is delivered after this."""
         if self._big is not None:
@@ -140,15 +152,18 @@ class FrameReader:
             self._big = None
         if self.account is not None:
             self.account.release(len(self._buf))
+            self.account.budget.withdraw(self._admitted)
             self.account = None
+        self._admitted = 0
         self._buf, self._view = _NO_BYTES, _NO_VIEW
         self._start = self._end = 0
         self.paused = True
-        self.on_message = _dropped
+        self.on_message = _dropped  # no reference back to the connection: no cycle
+        self.admit = None
 
     def _parse(self) -> None:
         buf, view = self._buf, self._view
-        while not self.paused:
+        while not self.paused and not self._stalled:
             start = self._start
             avail = self._end - start
             if avail < 8:
@@ -179,8 +194,17 @@ class FrameReader:
                     self._deliver_small(view, b0, body_len, lens)
                 continue
             if payload > _BIG:
+                aside = 0
+                if self.admit is not None:
+                    if self._admitted:
+                        aside, self._admitted = self._admitted, 0
+                    elif self.admit(payload):
+                        aside = payload
+                    else:
+                        self._stalled = True  # the connection reads on once admitted
+                        break
                 # Move what we have into a buffer of its own and read the rest into it.
-                big = GrowingBuffer(payload, self.account)
+                big = GrowingBuffer(payload, self.account, aside)
                 have = avail - head
                 big.window(0)[:have] = view[start + head : self._end]
                 self._big, self._big_lens, self._big_pos = big, (body_len, *lens), have

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 
 from netlet.codec import Buffer
@@ -52,6 +52,10 @@ class SocketConnection(Connection):
         self._flush_scheduled = False
         self._writer_armed = False
         self._reading = True
+        self._owner_paused = False
+        self._waiting: Callable[[], None] | None = None  # a large frame awaits admission
+        if account is not None:
+            self._reader.admit = self._admit
         self._drained: asyncio.Future[None] | None = None
         loop.add_reader(self._fd, self._on_readable)
 
@@ -89,20 +93,62 @@ class SocketConnection(Connection):
     def pause_reading(self) -> None:
         super().pause_reading()
         self._reader.paused = True  # frames already read wait too
-        if self._reading and not self._closed:
-            self._reading = False
-            self.loop.remove_reader(self._fd)
+        self._owner_paused = True
+        self._sync_reader()
 
     def resume_reading(self) -> None:
         super().resume_reading()
-        if not self._reading and not self._closed:
-            self._reading = True
-            self.loop.add_reader(self._fd, self._on_readable)
+        self._owner_paused = False
+        self._sync_reader()
+        if not self._closed:
             try:
                 self._reader.resume()
             except ProtocolError as e:
                 log.warning("closing connection from %s: %s", self.remote, e)
                 self._close_now(e)
+
+    def _sync_reader(self) -> None:
+        """Watch the socket unless the owner paused us or a large frame awaits admission."""
+        if self._closed:
+            return  # _close_now removed the reader; the fd number may be reused already
+        want = not (self._owner_paused or self._waiting)
+        if want != self._reading:
+            self._reading = want
+            if want:
+                self.loop.add_reader(self._fd, self._on_readable)
+            else:
+                self.loop.remove_reader(self._fd)
+
+    # -- admission of large frames into the memory budget (loop thread) ---
+
+    def _admit(self, n: int) -> bool:
+        assert self.account is not None
+        budget = self.account.budget
+
+        def admitted() -> None:  # any thread
+            try:
+                self.loop.call_soon_threadsafe(self._on_admitted, n)
+            except RuntimeError:  # the loop is closed
+                budget.withdraw(n)
+
+        if budget.admit(n, admitted):
+            return True
+        self._waiting = admitted
+        self._sync_reader()
+        return False
+
+    def _on_admitted(self, n: int) -> None:
+        self._waiting = None
+        if self._closed:
+            if self.account is not None:
+                self.account.budget.withdraw(n)
+            return
+        self._sync_reader()
+        try:
+            self._reader.admitted(n)
+        except ProtocolError as e:
+            log.warning("closing connection from %s: %s", self.remote, e)
+            self._close_now(e)
 
     # -- writing (any thread) -------------------------------------------
 
@@ -239,6 +285,9 @@ class SocketConnection(Connection):
     # -- closing ----------------------------------------------------------
 
     def _drop_buffers(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and self.account is not None:
+            self.account.budget.cancel(waiting)
         self._reader.close()
 
     def close(self, reason: BaseException | None = None) -> None:
