@@ -254,9 +254,10 @@ class Listener:
         msg = msgpack.packb({"error": "busy", "message":
                              f"the node has {self._open} connections open, its limit; "
                              "try again later"})
-        with contextlib.suppress(OSError):
-            csock.setblocking(False)
-            csock.send(len(msg).to_bytes(4, "big") + bytes(4) + msg)
+        if self.config.tls is None:  # over TLS the frame could not be read: just close
+            with contextlib.suppress(OSError):
+                csock.setblocking(False)
+                csock.send(len(msg).to_bytes(4, "big") + bytes(4) + msg)
         csock.close()
 
     def _release_slot(self) -> None:
