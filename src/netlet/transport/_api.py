@@ -47,21 +47,26 @@ and spin; trio sleeps). Waiting clients stay in the kernel's backlog meanwhile."
 
 
 class RateLimitedLog:
-    """At most one line per ``interval`` seconds; the next one says how many were skipped."""
+    """At most ``burst`` lines per ``interval`` seconds; the first line after a quiet
+    spell says how many were left out, so a flood of bad peers cannot flood the log."""
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, burst: int = 1) -> None:
         self.interval = interval
-        self._last = -interval
+        self.burst = burst
+        self._start = -interval
+        self._count = 0
         self._skipped = 0
 
     def __call__(self, level: int, msg: str, *args: object) -> None:
         now = time.monotonic()
-        if now - self._last < self.interval:
+        if now - self._start >= self.interval:
+            if self._skipped:
+                msg += f" ({self._skipped} more like this were not logged)"
+            self._start, self._count, self._skipped = now, 0, 0
+        if self._count >= self.burst:
             self._skipped += 1
             return
-        if self._skipped:
-            msg += f" ({self._skipped} more like this in the last {now - self._last:.0f} s)"
-        self._last, self._skipped = now, 0
+        self._count += 1
         log.log(level, msg, *args)
 
 
@@ -162,6 +167,7 @@ class Listener:
         self._retry: asyncio.TimerHandle | None = None
         self._log_accept = RateLimitedLog()
         self._log_busy = RateLimitedLog()
+        self._log_refused = RateLimitedLog(burst=50)
 
     @property
     def open_connections(self) -> int:
@@ -304,7 +310,7 @@ class Listener:
         try:
             peer = await server_handshake(conn, self.config, self.node, self.address)
         except (NetletError, OSError) as e:
-            log.warning("refused connection from %s: %s", conn.remote, e)
+            self._log_refused(logging.WARNING, "refused connection from %s: %s", conn.remote, e)
             await conn.drain_and_close(0.2)
             return
         except BaseException:
