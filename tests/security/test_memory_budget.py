@@ -270,6 +270,13 @@ def test_queued_calls_stay_within_the_budget(
             ctl.handshake(KEY)
             ctl.send_msg([1, 1, "ctl", "release", [], None])
             assert ctl.recv_msg()[:2] == [2, 1]
+        if kind == "pending":  # slowed down, not dropped: every call it sent is answered
+            got: set[tuple[Any, ...]] = set()
+            while len(got) < sent:
+                msg = c.recv_msg()
+                if msg[0] != 5:  # the server PINGs a peer it stopped reading (§5.6)
+                    got.add(tuple(msg[:3]))
+            assert got == {(2, i, MiB) for i in range(1, sent + 1)}
 
 
 @pytest.mark.timeout(120)

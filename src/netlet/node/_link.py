@@ -63,6 +63,9 @@ Waiter = Callable[[bool, Any], None]
 """Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
 
 _SEEN_WINDOW = 4096
+_STALL_CHECK = 2.0
+_STALL_CHECKS = 5
+"""A paused link whose queue for the peer does not shrink for 5 x 2 s is closed."""
 
 
 class Link:
@@ -299,6 +302,24 @@ class Link:
             self.conn.pause_reading()
             if acct is not None and acct.over():
                 acct.when_under(self._wake)
+            self.conn.loop.call_later(_STALL_CHECK, self._check_stall, -1, 0)
+
+    def _check_stall(self, queued_before: int, stuck: int) -> None:
+        """While we do not read the peer, it must still read us: if what we queued for
+        it does not shrink for a while, close (it may wait for us to read first, and
+        neither would move again)."""
+        if not self._paused or self.closed:
+            return
+        queued = self.conn.pending_bytes()
+        stuck = stuck + 1 if queued and 0 <= queued_before <= queued else 0
+        if stuck >= _STALL_CHECKS:
+            log.warning("closing %s: we stopped reading it (memory budget or max_inflight) "
+                        "and it has not read the %d bytes we queued for it in %.0f s",
+                        self.conn.remote, queued, _STALL_CHECK * _STALL_CHECKS)
+            self.conn.close(ConnectionLost(
+                f"{self.conn.remote} stopped reading while we waited for it to"))
+            return
+        self.conn.loop.call_later(_STALL_CHECK, self._check_stall, queued, stuck)
 
     def _wake(self) -> None:
         """From any thread: memory was given back; see whether to read again."""

@@ -69,7 +69,10 @@ class Watchdog:
         for link in links:
             if link._paused and not link.closed:
                 # Busy, not dead: we stopped reading them, so say so before they decide.
+                # Their silence means nothing meanwhile: we are not reading what they say.
                 _ping(link)
+                link.last_heard = now
+                continue
             if not link.pending or link.closed:
                 continue
             silent = now - link.last_heard

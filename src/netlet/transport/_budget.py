@@ -97,7 +97,7 @@ class Budget:
         if self._waiters and self.used <= self.total * 3 // 4:
             for acct in list(self._waiters):
                 cb2 = acct._on_under
-                if cb2 is None or acct.used <= acct.limit // 2:
+                if cb2 is None or acct.used - acct.queued <= acct.limit // 2:
                     self._waiters.remove(acct)
                     acct._on_under = None
                     if cb2 is not None:
@@ -113,12 +113,16 @@ def _run(callbacks: list[Callback]) -> None:
 class Account:
     """One connection's share of a ``Budget``; safe to charge from any thread."""
 
-    __slots__ = ("_on_under", "budget", "limit", "used")
+    __slots__ = ("_on_under", "budget", "limit", "queued", "used")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.limit = budget.per_connection
         self.used = 0
+        self.queued = 0
+        """Part of ``used`` that waits to be sent: it counts in the node's total, not
+        against the connection's own limit (stopping reading does not drain it, and two
+        nodes that each waited for the other to read would wait for ever)."""
         self._on_under: Callback | None = None
 
     def charge(self, n: int) -> None:
@@ -130,19 +134,39 @@ class Account:
     def release(self, n: int) -> None:
         b = self.budget
         with b._lock:
-            n = min(n, self.used)
+            n = min(n, self.used - self.queued)
             self.used -= n
+            b.used -= n
+            ready = b._ready() if b._waiters or b._admissions else []
+        _run(ready)
+
+    def queue(self, n: int) -> None:
+        """``n`` bytes wait to be sent."""
+        b = self.budget
+        with b._lock:
+            self.used += n
+            self.queued += n
+            b.used += n
+
+    def unqueue(self, n: int) -> None:
+        """``n`` bytes were sent (or dropped)."""
+        b = self.budget
+        with b._lock:
+            n = min(n, self.queued)
+            self.used -= n
+            self.queued -= n
             b.used -= n
             ready = b._ready() if b._waiters or b._admissions else []
         _run(ready)
 
     def over(self) -> bool:
         """This connection, or the node as a whole, holds more than it may."""
-        return self.used > self.limit or self.budget.used > self.budget.total
+        return self.used - self.queued > self.limit or self.budget.used > self.budget.total
 
     def under_low_water(self) -> bool:
         """Back under half the connection's limit and 3/4 of the total: read again."""
-        return self.used <= self.limit // 2 and self.budget.used <= self.budget.total * 3 // 4
+        return (self.used - self.queued <= self.limit // 2
+                and self.budget.used <= self.budget.total * 3 // 4)
 
     def when_under(self, callback: Callback) -> None:
         """Call ``callback`` (from whichever thread gives memory back) once
@@ -162,7 +186,7 @@ class Account:
         b = self.budget
         with b._lock:
             b.used -= self.used
-            self.used = 0
+            self.used = self.queued = 0
             self._on_under = None
             if self in b._waiters:
                 b._waiters.remove(self)

@@ -200,7 +200,7 @@ class SocketConnection(Connection):
         if added:
             self._queued += added
             if self.account is not None:
-                self.account.charge(added)
+                self.account.queue(added)
 
     def _write_some(self) -> None:
         """Write as much of the queue as the kernel takes (lock held)."""
@@ -213,7 +213,7 @@ class SocketConnection(Connection):
                 return
             self._queued -= sent
             if self.account is not None:
-                self.account.release(sent)
+                self.account.unqueue(sent)
             while sent:
                 head = q[0]
                 if sent < len(head):
