@@ -32,15 +32,16 @@ class NodeConfig:
     bounded by ``max_connection_memory``."""
     max_memory: int = 256 * 1024 * 1024
     """Bytes (256 MiB) the node holds for all its peers together: frames being received,
-    calls queued or running (their arguments), replies not yet read. Past it, every
-    connection that brings more is not read until the total is back under 3/4. Fits a
-    machine with 1 GiB of memory and still lets two 64 MiB values (``Limits.max_frame``)
-    travel each way at once."""
+    calls queued or running (their frames), replies not yet read. Past it, a connection
+    that sends a call is not read until the total is back under 3/4, and a large frame
+    waits (unread) until its announced size fits. Fits a machine with 1 GiB of memory
+    and still lets two 64 MiB values (``Limits.max_frame``) travel each way at once."""
     max_connection_memory: int = 128 * 1024 * 1024
-    """Bytes (128 MiB) one connection may make the node hold: one largest frame each way.
-    Past it the connection is not read until it is back under half; a peer whose unread
-    replies pass twice this is disconnected. A connection still in the handshake holds
-    at most 32 KiB (none until its first byte)."""
+    """Bytes (128 MiB, one largest frame each way) one connection's frames and calls may
+    hold. Past it the connection is not read until it is back under half; a peer whose
+    unread replies pass twice this is disconnected, as is one we stopped reading that
+    reads nothing we send for 10 s. A connection still in the handshake holds at most
+    32 KiB (none until its first byte)."""
     max_connections: int = 1024
     """Accepted connections open at once (handshaking, linked or direct); one more is
     answered ``{"error": "busy"}`` and closed. Below the usual 1024-descriptor limit's
