@@ -25,6 +25,7 @@ from netlet.cluster._functions import function_ref
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
+from netlet.transport import find_user_key
 
 __all__ = ["Cluster", "Executor"]
 
@@ -75,6 +76,8 @@ class Cluster:
                  key_file: str | None = None, allow_pickle: bool = False,
                  max_retries: int = 3) -> None:
         self._own_node = node is None
+        if node is None and key is None and key_file is None:
+            key = find_user_key(address)  # a head of ours on this machine: its per-user key
         self.node = node or Node(key=key, key_file=key_file, allow_pickle=allow_pickle,
                                  call_timeout=30)
         self.address = address
@@ -122,6 +125,11 @@ class Cluster:
                 pass
         fn_id, payload = cached
         if payload is not None:
+            link = self.node._known_link(self._head._ref)
+            if link is not None and not link.peer.pickle:
+                raise ConfigError(
+                    f"{fn_id} must travel pickled, but the head at {self.address} did not "
+                    "agree to pickle (start it with --allow-pickle)")
             self._payloads[fn_id] = payload
         return fn_id
 
@@ -322,7 +330,7 @@ class Cluster:
         fns = {fn_id: self._payloads[fn_id]} if fn_id in self._payloads else {}
         body = self._codec.encode_value([list(args), kwargs or None])
         name = name or f"actor-{next(self._ids)}-{self.node.id[:6]}"
-        ref = self._head.spawn(fn_id, body, name, restart, fns)
+        ref = self._head.spawn(fn_id, body, name, restart, fns, self.node.id)
         return self.node.proxy_for(ref.__netlet_ref__())
 
     def subscribe(self, callback: Callable[[str, str, str, dict[str, Any]], None]) -> None:
