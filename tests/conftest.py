@@ -32,6 +32,10 @@ Fixtures
 ``free_mem_address``
     A fresh, unique ``mem://`` address.
 
+``private_runtime_dir`` (session, automatic)
+    ``XDG_RUNTIME_DIR`` points at a private directory for the whole run, so the
+    per-user key files of keyless local heads, workers and banks stay there.
+
 ``node_factory``
     ``node_factory(listen=None, **options)`` starts an in-process
     ``netlet.Node`` (its own loop thread) with the given options (``key=``,
@@ -292,6 +296,28 @@ def start_server(script: str | Path, *args: str | Path, workdir: Path,
         print(srv.stderr.text(), file=sys.stderr)
         raise
     return srv
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_runtime_dir() -> Iterator[Path]:
+    """A private XDG_RUNTIME_DIR for the whole run (and every child it starts).
+
+    Heads, workers and banks started without a key keep a per-user key file
+    there (see ``netlet.transport.user_key_dir``): the suite must neither read
+    nor litter the real one, where a developer's own head may keep its key.
+    """
+    path = Path(tempfile.mkdtemp(prefix="netlet-test-run-"))
+    os.chmod(path, 0o700)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
