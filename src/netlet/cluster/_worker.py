@@ -336,4 +336,6 @@ def main(argv: list[str] | None = None) -> None:
                                  listen=a.listen, exit_with_head=a.embedded))
     except KeyboardInterrupt:
         pass
+    except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
+        raise SystemExit(f"netlet worker: {e}") from None
 
