@@ -103,6 +103,7 @@ class Cluster:
         self._jobs: set[asyncio.Task[None]] = set()
         self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
         self._head_node = self._head._link.peer.node if self._head._link is not None else ""
+        self._codec.allow_pickle = self._pickle and self._head_agreed_pickle()
         self.node.on_peer_change(self._peer_changed)
 
     # -- tasks ----------------------------------------------------------------------
@@ -125,13 +126,17 @@ class Cluster:
                 pass
         fn_id, payload = cached
         if payload is not None:
-            link = self.node._known_link(self._head._ref)
-            if link is not None and not link.peer.pickle:
+            if not self._head_agreed_pickle():
                 raise ConfigError(
                     f"{fn_id} must travel pickled, but the head at {self.address} did not "
                     "agree to pickle (start it with --allow-pickle)")
             self._payloads[fn_id] = payload
         return fn_id
+
+    def _head_agreed_pickle(self) -> bool:
+        """False when our link to the head did not agree to pickle (it would refuse)."""
+        link = self.node._known_link(self._head._ref)
+        return link is None or link.peer.pickle
 
     def _submit(self, fn_id: str, call: list[Any], retries: int) -> concurrent.futures.Future[Any]:
         if self._closed:
