@@ -70,7 +70,11 @@ class _ResultSink:
 
 
 class Cluster:
-    """A connection to a cluster's head: run tasks, place objects, use the name service."""
+    """A connection to a cluster's head: run tasks, place objects, use the name service.
+
+    Given no ``node``, ``key`` or ``key_file``, a head of this user on this machine
+    is reached with its per-user key (``netlet.transport.find_user_key``).
+    """
 
     def __init__(self, address: str, *, node: Node | None = None, key: bytes | None = None,
                  key_file: str | None = None, allow_pickle: bool = False,
