@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,23 @@ import pytest
 
 from tests.conftest import STEP, LineReader
 
-__all__ = ["NETLET", "Server", "Servers", "as_nobody", "nobody_available", "servers"]
+__all__ = ["NETLET", "NOBODY_UID", "Server", "Servers", "as_nobody", "nobody_available", "servers"]
 
 NETLET = [sys.executable, "-c", "from netlet.cli import main; main(prog_name='netlet')"]
 """The netlet command, run by this interpreter (no console script needed)."""
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 _AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def _nobody_uid() -> int:
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return 65534
+
+
+NOBODY_UID = _nobody_uid()
 
 
 @dataclass
@@ -104,10 +116,19 @@ def nobody_available() -> str | None:
 
 def as_nobody(script: str, *args: str, timeout: float = 60,
               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` with this interpreter as uid nobody (no groups, a clean environment)."""
+    """Run ``script`` with this interpreter as uid nobody (no groups, a clean environment).
+
+    Its runtime directory is a fresh one of its own, removed afterwards, so its
+    netlet clients leave nothing in the real temp directory.
+    """
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(SRC)) if p)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "HOME": "/nonexistent",
-           "PYTHONDONTWRITEBYTECODE": "1", **(extra_env or {})}
-    argv: Sequence[str] = [*_AS_NOBODY, sys.executable, "-c", script, *args]
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd="/", check=False)
+    runtime = tempfile.mkdtemp(prefix="netlet-nobody-")
+    try:
+        os.chown(runtime, NOBODY_UID, NOBODY_UID)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "HOME": "/nonexistent",
+               "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": runtime, **(extra_env or {})}
+        argv: Sequence[str] = [*_AS_NOBODY, sys.executable, "-c", script, *args]
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd="/", check=False)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)

@@ -26,7 +26,7 @@ from netlet import Cluster
 from netlet.errors import AuthenticationError, ConfigError
 from netlet.transport import find_user_key, user_key_dir, user_key_path
 from tests.conftest import STEP
-from tests.security._spawn import Servers, as_nobody, nobody_available, servers
+from tests.security._spawn import NOBODY_UID, Servers, as_nobody, nobody_available, servers
 
 __all__ = ["servers"]  # the fixture, re-exported for pytest
 
@@ -201,8 +201,8 @@ def test_a_fallback_directory_with_a_wider_mode_is_refused(no_xdg: Path, servers
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory away")
 def test_a_fallback_directory_owned_by_another_user_is_refused(no_xdg: Path) -> None:
     no_xdg.mkdir(mode=0o700)
-    os.chown(no_xdg, 65534, 65534)
-    with pytest.raises(ConfigError, match="belongs to uid 65534"):
+    os.chown(no_xdg, NOBODY_UID, NOBODY_UID)
+    with pytest.raises(ConfigError, match=f"belongs to uid {NOBODY_UID}"):
         user_key_dir()
 
 
