@@ -1,6 +1,7 @@
 """Values <-> bytes: msgpack with netlet's extension types and limits. No I/O here."""
 
 from netlet.codec._codec import Buffer, Codec, rebuild_exception, register_exception
+from netlet.codec._guard import SLICED_FROM
 from netlet.codec._types import Ext, Limits, RemoteRef
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Ext",
     "Limits",
     "RemoteRef",
+    "SLICED_FROM",
     "rebuild_exception",
     "register_exception",
 ]
