@@ -5,12 +5,12 @@ from netlet.codec._guard import SLICED_FROM
 from netlet.codec._types import Ext, Limits, RemoteRef
 
 __all__ = [
+    "SLICED_FROM",
     "Buffer",
     "Codec",
     "Ext",
     "Limits",
     "RemoteRef",
-    "SLICED_FROM",
     "rebuild_exception",
     "register_exception",
 ]
