@@ -19,8 +19,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -52,8 +51,8 @@ with netlet.Node(listen="tcp://127.0.0.1:0") as node:
 
 
 @pytest.fixture
-def server(server_process: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
-    yield server_process(SERVER)
+def server(server_process: Callable[..., ServerProcess]) -> ServerProcess:
+    return server_process(SERVER)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -105,7 +104,8 @@ def raw_map(keys: list[Any]) -> bytes:
 
 def raw_call(arg: bytes, cid: int = 1) -> bytes:
     """``[1, cid, "calc", "size", [arg], nil]`` around an already-encoded argument."""
-    return b"\x96\x01" + msgpack.packb(cid) + b"\xa4calc\xa4size\x91" + arg + b"\xc0"
+    packed_id: bytes = msgpack.packb(cid)
+    return b"\x96\x01" + packed_id + b"\xa4calc\xa4size\x91" + arg + b"\xc0"
 
 
 N = 20_000
@@ -265,7 +265,7 @@ def test_benign_values_still_decode(server: ServerProcess) -> None:
         {dt.datetime(2020, 1, 1) + dt.timedelta(seconds=i) for i in range(10_000)},
         {uuid.UUID(int=i) for i in range(10_000)},
         frozenset(i / 7 for i in range(10_000)),
-        {-1, -2, 1, 1.0, True},  # -1 and -2 share a hash: a handful is fine
+        {-1, -2, 0.5, 2**60},  # pairs sharing a hash: a handful is fine
     ]
     with RawClient.connect(server.address, timeout=30) as client:
         client.handshake()
