@@ -54,9 +54,10 @@ def server(server_process: Callable[..., ServerProcess]) -> ServerProcess:
 
 
 def hello(client: RawClient) -> bytes:
-    return msgpack.packb({  # type: ignore[no-any-return]"netlet": 1, "node": client.node, "address": "",
-                          "nonce": secrets.token_bytes(32), "auth": None, "role": "link",
-                          "pickle": False})
+    packed: bytes = msgpack.packb({"netlet": 1, "node": client.node, "address": "",
+                                   "nonce": secrets.token_bytes(32), "auth": None,
+                                   "role": "link", "pickle": False})
+    return packed
 
 
 def error_type(msg: list[Any]) -> str:
