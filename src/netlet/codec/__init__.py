@@ -1,7 +1,7 @@
 """Values <-> bytes: msgpack with netlet's extension types and limits. No I/O here."""
 
 from netlet.codec._codec import Buffer, Codec, rebuild_exception, register_exception
-from netlet.codec._guard import SLICED_FROM
+from netlet.codec._guard import SLICED_FROM, short
 from netlet.codec._types import Ext, Limits, RemoteRef
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "RemoteRef",
     "rebuild_exception",
     "register_exception",
+    "short",
 ]

@@ -27,6 +27,7 @@ from netlet.codec._guard import (
     DecodeState,
     check_hashes,
     dict_from_pairs,
+    short,
     sliced_options,
 )
 from netlet.codec._types import Ext, Limits, RemoteRef
@@ -454,7 +455,7 @@ class Codec:
         except DecodeError:
             raise
         except Exception as e:  # msgpack raises many types for garbage input
-            raise DecodeError(f"undecodable message: {type(e).__name__}: {e}") from None
+            raise DecodeError(f"undecodable message: {type(e).__name__}: {str(e)[:200]}") from None
         finally:
             tls.state = saved
 
@@ -489,9 +490,9 @@ class Codec:
         if code == Ext.FROZENSET:
             return frozenset(_hashable(unpack(data)))
         if code == Ext.DATETIME:
-            return dt.datetime.fromisoformat(data.decode())
+            return dt.datetime.fromisoformat(_iso(data))
         if code == Ext.DATE:
-            return dt.date.fromisoformat(data.decode())
+            return dt.date.fromisoformat(_iso(data))
         if code == Ext.TIMEDELTA:
             d, s, us = _expect(unpack(data), list)
             return dt.timedelta(days=d, seconds=s, microseconds=us)
@@ -552,6 +553,12 @@ def _expect(value: Any, cls: type) -> Any:
     return value
 
 
+def _iso(data: bytes) -> str:
+    if len(data) > 64:  # the longest isoformat() is 32 characters
+        raise DecodeError(f"date or datetime payload of {len(data)} bytes")
+    return data.decode()
+
+
 def _hashable(value: Any) -> list[Any]:
     """The elements of a set or frozenset, once they cannot flood its hash table."""
     check_hashes(_expect(value, list))
@@ -560,12 +567,12 @@ def _hashable(value: Any) -> list[Any]:
 
 def _check_buffer_index(buffers: Sequence[Buffer], index: Any) -> None:
     if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
+        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
 
 
 def _buffer(buffers: Sequence[Buffer], index: Any) -> Buffer:
     if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
+        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
     return buffers[index]
 
 
@@ -578,7 +585,7 @@ def _ndarray_from(spec: Any, buffers: Sequence[Buffer]) -> Any:
     try:
         dtype = np.lib.format.descr_to_dtype(_tuples(descr))
     except (TypeError, ValueError) as e:
-        raise DecodeError(f"bad numpy dtype {descr!r}: {e}") from None
+        raise DecodeError(f"bad numpy dtype {short(descr)}: {str(e)[:200]}") from None
     if dtype.hasobject:
         raise DecodeError("numpy object arrays are not accepted")
     raw = _buffer(buffers, data) if type(data) is int else data

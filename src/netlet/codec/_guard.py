@@ -22,6 +22,7 @@ Three attacks are stopped here:
 
 from __future__ import annotations
 
+import reprlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from netlet.codec._types import Limits
 from netlet.errors import DecodeError
 
 __all__ = ["SAME_HASH_MAX", "SLICED_FROM", "DecodeState", "check_hashes", "dict_from_pairs",
-           "sliced_options"]
+           "short", "sliced_options"]
 
 SAME_HASH_MAX = 8
 """Most set elements or map keys of one message value that may share one hash value."""
@@ -39,6 +40,16 @@ SLICED_FROM = 64 * 1024
 """Bodies at least this large are decoded in slices (hooks on every container).
 
 Below it the C decoder runs alone; its worst case for 64 KiB is a few tens of ms."""
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+
+
+def short(value: object) -> str:
+    """``repr(value)`` cut to a few dozen characters: peer values go in errors and logs."""
+    return _REPR.repr(value)
+
 
 EXT_BYTES_FACTOR = 4
 """Extension payloads handed to the hook may total this many times the body (plus 64 KiB)."""

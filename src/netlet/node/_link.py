@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from netlet.codec import SLICED_FROM, Buffer, Codec
+from netlet.codec import SLICED_FROM, Buffer, Codec, short
 from netlet.errors import (
     ConnectionLost,
     DecodeError,
@@ -216,7 +216,7 @@ class Link:
                 if waiter is not None:
                     exc = msg[2]
                     waiter(False, exc if isinstance(exc, BaseException)
-                           else ProtocolError(f"malformed error reply: {exc!r}"))
+                           else ProtocolError(f"malformed error reply: {short(exc)}"))
             elif kind == _CALL:
                 self._on_call(msg[1], msg[2], msg[3], msg[4], msg[5])
             elif kind == _CANCEL:
@@ -228,9 +228,10 @@ class Link:
             elif kind == _PONG:
                 self.node._on_pong(self, msg[1])
             elif kind == _BYE:
-                self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {msg[1]}"))
+                reason = msg[1] if type(msg[1]) is str and len(msg[1]) <= 200 else short(msg[1])
+                self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {reason}"))
             else:
-                raise ProtocolError(f"unknown message kind {kind!r}")
+                raise ProtocolError(f"unknown message kind {short(kind)}")
         except (IndexError, TypeError, KeyError, ValueError) as e:
             log.warning("closing %s: malformed message (%s)", self.conn.remote, e)
             self.conn.close(ProtocolError(f"malformed message: {e}"))
@@ -260,11 +261,12 @@ class Link:
     def _on_call(self, cid: int, target: str, method: str, args: list[Any],
                  kwargs: dict[str, Any] | None) -> None:
         if type(cid) is not int or not 0 <= cid <= _MAX_CALL_ID:
-            raise TypeError(f"call id {cid!r}: call ids are ints from 0 (oneway) to 2**64 - 1")
+            raise TypeError(f"call id {short(cid)}: call ids are ints from 0 (oneway) to 2**64 - 1")
         if (type(target) is not str or type(method) is not str or type(args) is not list
                 or (kwargs is not None and type(kwargs) is not dict)):
-            log.warning("refused a call from %s: malformed call (target %r, method %r, "
-                        "arguments must be a list and a map)", self.conn.remote, target, method)
+            log.warning("refused a call from %s: malformed call (target %s, method %s, "
+                        "arguments must be a list and a map)", self.conn.remote, short(target),
+                        short(method))
             if cid:
                 self._reply(cid, False, ProtocolError(
                     "a call is [1, id, target: str, method: str, args: list, kwargs: map|nil]"))
@@ -279,15 +281,17 @@ class Link:
             return
         actor = self.node._actors.get(target)
         if actor is None:
-            log.warning("refused a call from %s: no object named %r", self.conn.remote, target)
-            self._reply(cid, False, NoSuchObject(f"no object named {target!r} on this node"))
+            log.warning("refused a call from %s: no object named %s", self.conn.remote,
+                        short(target))
+            self._reply(cid, False, NoSuchObject(f"no object named {short(target)} on this node"))
             return
         info = actor.methods.get(method)
         if info is None:
+            name = method if len(method) <= 80 else method[:80] + "..."
             log.warning("refused a call from %s: %s.%s is not exposed",
-                        self.conn.remote, target, method)
+                        self.conn.remote, target, name)
             self._reply(cid, False, NotExposed(
-                f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
+                f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
             return
         if not cid:
             actor.submit(info, args, kwargs, _log_oneway_failure(target, method))
