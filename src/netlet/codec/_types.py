@@ -43,6 +43,9 @@ class Limits:
     max_str: int = 64 * 1024 * 1024
     max_bin: int = 64 * 1024 * 1024
     max_array: int = 1024 * 1024
+    """Most elements in one array. msgpack's C decoder builds an array without
+    calling back into Python (so without letting another thread run): this bounds
+    that stretch to a fraction of a second."""
     max_map: int = 1024 * 1024
     max_items: int = 4 * 1024 * 1024
     """Most values in one message: array elements, map keys and values, extension
