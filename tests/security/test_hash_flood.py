@@ -272,3 +272,19 @@ def test_benign_values_still_decode(server: ServerProcess) -> None:
         for cid, value in enumerate(values, start=1):
             client.send_frame(call_body(cid, "size", value))
             assert client.recv_msg() == [2, cid, len(value)]
+
+
+@pytest.mark.timeout(60)
+def test_direct_connections_refuse_colliding_hashes_too(server: ServerProcess) -> None:
+    """The direct role (PROTOCOL.md §10) decodes on its own thread with the same codec."""
+    body = raw_call(HOSTILE["int set"]())
+    with RawClient.connect(server.address) as client:
+        client.handshake(role="direct")
+        before = cpu_seconds(server.pid)
+        client.send_frame(body)
+        assert client.closed_by_peer()  # an undecodable body closes a direct connection
+        assert cpu_seconds(server.pid) - before < 1.0
+    with RawClient.connect(server.address) as client:
+        client.handshake()
+        client.send_msg([1, 1, "calc", "add", [2, 3], None])
+        assert client.recv_msg() == [2, 1, 5]
