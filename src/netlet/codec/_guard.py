@@ -84,6 +84,8 @@ def check_hashes(values: list[Any]) -> None:
     if len(values) <= SAME_HASH_MAX:
         return
     hashes = list(map(hash, values))
+    if hashes == values:  # ints below 2**61 - 1 are their own hash: distinct values differ
+        return
     # Hash values are ints whose own hash is themselves: this set cannot be flooded.
     if len(set(hashes)) == len(hashes):
         return
