@@ -32,6 +32,10 @@ Fixtures
 ``free_mem_address``
     A fresh, unique ``mem://`` address.
 
+The whole run (and every process it starts) has ``XDG_RUNTIME_DIR`` set to a
+private directory of its own (``pytest_configure``), so the per-user key files
+of keyless local heads, workers and banks stay there.
+
 ``node_factory``
     ``node_factory(listen=None, **options)`` starts an in-process
     ``netlet.Node`` (its own loop thread) with the given options (``key=``,
@@ -292,6 +296,34 @@ def start_server(script: str | Path, *args: str | Path, workdir: Path,
         print(srv.stderr.text(), file=sys.stderr)
         raise
     return srv
+
+
+_RUNTIME_DIR: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private XDG_RUNTIME_DIR for the whole run (and every child it starts).
+
+    Heads, workers and banks started without a key keep a per-user key file
+    there (see ``netlet.transport.user_key_dir``): the suite must neither read
+    nor litter the real one, where a developer's own head may keep its key.
+    Set before collection, so modules that copy ``os.environ`` at import see it.
+    """
+    path = tempfile.mkdtemp(prefix="netlet-test-run-")
+    os.chmod(path, 0o700)
+    _RUNTIME_DIR.update(path=path, old=os.environ.get("XDG_RUNTIME_DIR"))
+    os.environ["XDG_RUNTIME_DIR"] = path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path, old = _RUNTIME_DIR.pop("path", None), _RUNTIME_DIR.pop("old", None)
+    if path is None:
+        return
+    if old is None:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+    else:
+        os.environ["XDG_RUNTIME_DIR"] = old
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -22,9 +22,11 @@ NAME_OWNER = """\
 import sys, threading
 from netlet.cluster import Cluster
 from netlet.node import Node
+from netlet.transport import find_user_key
 from tests.cluster.tasks import Counter
 
-node = Node(listen="tcp://127.0.0.1:0")
+# A node of our own joins with the key of the (keyless, hence per-user keyed) local head.
+node = Node(listen="tcp://127.0.0.1:0", key=find_user_key(sys.argv[1]))
 cluster = Cluster(sys.argv[1], node=node)
 cluster.register("svc", Counter(100))
 print("registered", flush=True)

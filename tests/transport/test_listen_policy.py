@@ -2,7 +2,7 @@
 
 Loopback (and unix/mem, which only this machine reaches) needs nothing; any
 other address needs a cluster key, or an explicit ``insecure=True`` that is
-logged loudly.
+logged loudly and warned about (``InsecureWarning``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 import netlet
 from netlet.errors import AuthenticationError, ConfigError, InsecureListenError
-from netlet.transport import TransportConfig, write_key
+from netlet.transport import InsecureWarning, TransportConfig, write_key
 from tests.conftest import RawClient, arun, hmac_proof
 
 KEY = bytes.fromhex("5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7abcd")
@@ -61,7 +61,8 @@ def test_open_node_refuses_too() -> None:
 
 def test_insecure_listens_and_says_so(node_factory: NodeFactory,
                                       all_logs: pytest.LogCaptureFixture) -> None:
-    node = node_factory("tcp://0.0.0.0:0", insecure=True)
+    with pytest.warns(InsecureWarning, match="INSECURE"):  # seen even with no logging set up
+        node = node_factory("tcp://0.0.0.0:0", insecure=True)
     assert node.address is not None
     assert not node.address.startswith("tcp://0.0.0.0:")  # it advertises a dialable host
     warnings = warnings_from_netlet(all_logs)

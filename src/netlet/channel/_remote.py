@@ -34,6 +34,7 @@ from netlet.channel._select import Case, aselect
 from netlet.channel._waiter import Waiter
 from netlet.codec import RemoteRef
 from netlet.errors import (
+    CallCancelled,
     ChannelClosed,
     ChannelTimeout,
     ConnectionLost,
@@ -70,6 +71,7 @@ class ChannelEndpoint:
         self._reserved: dict[str, int] = {}
         self._tickets: dict[str, asyncio.Task[Any] | None] = {}
         self._unacked: dict[str, Any] = {}
+        self._cancelled: set[str] = set()  # tickets whose waiting receive cancel_receive ended
         node.on_peer_change(self._peer_changed)
 
     async def send(self, value: Any, timeout: float | None = None) -> None:
@@ -162,9 +164,20 @@ class ChannelEndpoint:
                 self._tickets[ticket] = asyncio.current_task()
             try:
                 value = await self._receive_raw(timeout)
+            except asyncio.CancelledError:
+                if ticket is None or ticket not in self._cancelled:
+                    raise  # a CANCEL from the caller: it is not listening
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                # The caller may still be listening (a foreign client, a oneway
+                # cancel_receive): the call gets an answer rather than none.
+                raise CallCancelled(f"receive with ticket {ticket!r} cancelled by "
+                                    "cancel_receive") from None
             finally:
                 if ticket is not None:
                     self._tickets.pop(ticket, None)
+                    self._cancelled.discard(ticket)
         if ticket is not None:
             self._unacked[ticket] = value
         return self._pass(value)
@@ -176,6 +189,7 @@ class ChannelEndpoint:
         """The remote caller gave up: stop waiting for it, or take back what it was given."""
         task = self._tickets.pop(ticket, None)
         if task is not None:
+            self._cancelled.add(ticket)  # receive answers CallCancelled
             task.cancel()  # _wait_async puts a value it already holds back at the front
         self._give_back(ticket)
 

@@ -16,16 +16,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netlet.cluster import Cluster, Head, HeadConfig, HeadStore
+from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
-from netlet.transport import load_key
+from netlet.transport import is_local_address, load_key, save_user_key, server_user_key
 
 __all__ = ["head", "status", "worker"]
 
 _key_option = click.option(
     "--key-file", type=click.Path(dir_okay=False), default=None,
-    help="Cluster key written by `netlet keygen`; required to listen beyond loopback.")
+    help="Cluster key written by `netlet keygen`; required beyond this machine. Without it, "
+         "on loopback or a unix socket, the per-user key of the head's address is used "
+         "(created by the head; only you can read it).")
 
 
 def _load_key(path: str | None) -> bytes | None:
@@ -41,7 +43,8 @@ def _load_key(path: str | None) -> bytes | None:
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
               help="SQLite file keeping the queue and names; a restarted head resumes from it.")
 @click.option("--allow-pickle", is_flag=True,
-              help="Let authenticated peers send functions by value (needs --key-file).")
+              help="Let clients send functions by value to workers (lambdas, closures). "
+                   "Only over keyed links, and only to workers started with --allow-pickle.")
 @click.option("--advertise", metavar="HOST", default=None,
               help="Host name or IP others dial to reach this head, when --listen is "
                    "0.0.0.0 or :: (default: this machine's outward address).")
@@ -51,22 +54,36 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
 
     Workers join it with `netlet worker --join ADDR`; programs use it through
     `netlet.Cluster(ADDR)` or `netlet.Executor(ADDR)`. Stops on Ctrl-C or SIGTERM.
+
+    A head never runs without a key. Without --key-file, on loopback or a unix
+    socket, it uses the per-user key file of its address (mode 0600, in
+    $XDG_RUNTIME_DIR/netlet or <tmp>/netlet-UID; kept for a restart on the
+    same address): your own workers, `netlet status` and clients on this
+    machine find it by themselves, and other users are refused. Beyond
+    loopback it needs --key-file (or --insecure, which lets anyone run code).
     """
     key = _load_key(key_file)
+    per_user = key is None and is_local_address(listen)
+    if per_user:
+        key = server_user_key(listen)
     if allow_pickle and key is None:
-        raise ConfigError("--allow-pickle needs --key-file: pickles only travel between "
-                          "peers that proved they hold the key")
+        raise ConfigError("--allow-pickle needs a key (--key-file): pickles only travel "
+                          "between peers that proved they hold it")
     store = HeadStore(state) if state else None
     try:
         node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
                     call_timeout=None, advertise=advertise)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+    assert node.address is not None
+    where = ""
+    if per_user and key is not None:
+        where = f", per-user key {save_user_key(node.address, key)}"
     head_obj = Head(node, HeadConfig(), store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
-    Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]"
-                               + (f", state in {state}" if state else ""))
+    Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]{where}"
+                               + (f", state in {state}" if state else ""), soft_wrap=True)
     print(node.address, flush=True)
     _wait_for_signal(node)
     if store is not None:
@@ -89,7 +106,9 @@ def _wait_for_signal(node: Node) -> None:
 @_key_option
 @click.option("--credit", default="1", show_default=True,
               help="Tasks a worker holds beyond the one it runs, or 'auto' to cover a round trip.")
-@click.option("--allow-pickle", is_flag=True, help="Accept functions by value (needs a key).")
+@click.option("--allow-pickle", is_flag=True,
+              help="Run functions sent by value (pickled), when the head and the client "
+                   "agreed too; the workers are keyed in any case.")
 @click.option("--listen", default=None,
               help="Where each worker serves objects placed on it "
                    "[default: an address the head can reach].")
@@ -99,14 +118,17 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
 
     A worker whose process dies is started again. While the head is away the
     workers retry joining with backoff, and rejoin a restarted head by themselves.
+
+    Workers never run without the cluster key (their own listener would let
+    anyone place code on them): without --key-file they use the per-user key
+    of a head on this machine started by the same user, and refuse otherwise.
     """
     if credit != "auto" and not credit.isdigit():
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
-    key = _load_key(key_file)
+    key = worker_key(join_addr, _load_key(key_file))
     n = processes or os.cpu_count() or 1
-    cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit]
-    if key is not None:
-        cmd.append("--key-stdin")
+    cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit,
+           "--key-stdin"]
     if allow_pickle:
         cmd.append("--pickle")
     if listen:
@@ -119,9 +141,8 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         assert proc.stdin is not None
-        if key is not None:
-            proc.stdin.write(key.hex().encode() + b"\n")
-            proc.stdin.flush()
+        proc.stdin.write(key.hex().encode() + b"\n")
+        proc.stdin.flush()
         return proc
 
     procs = [start() for _ in range(n)]
@@ -153,7 +174,10 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
 @_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(head_addr: str, key_file: str | None, as_json: bool) -> None:
-    """Show a cluster's nodes, names and task counts."""
+    """Show a cluster's nodes, names and task counts.
+
+    Without --key-file, a head on this machine is reached with its per-user key.
+    """
     try:
         with Cluster(head_addr, key_file=key_file) as cluster:
             info = cluster.status()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import click
@@ -17,24 +16,10 @@ DEFAULT_PATH = "netlet.key"
 
 
 def _write_new(path: Path, force: bool) -> None:
-    """Write a fresh 0600 key file; with ``force`` replace ``path`` atomically.
-
-    ``write_key(force=True)`` truncates in place, which keeps an old file's
-    permissions and writes through a symlink; writing beside the target and
-    renaming over it does neither.
-    """
+    """Write a fresh 0600 key file; with ``force`` replace ``path`` atomically (see write_key)."""
     if os.path.lexists(path) and not force:
         raise ConfigError(f"{path} already exists; pass --force to replace it")
-    if not force:
-        write_key(path)  # O_EXCL: still refuses a file that appeared meanwhile
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    write_key(tmp)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_key(path, force=force)  # without force, O_EXCL still refuses a file that appeared
 
 
 @click.command()
@@ -53,6 +38,11 @@ def keygen(path: Path, force: bool) -> None:
     (mode 0600); it is never printed. Every node of a cluster loads the same
     key file and proves it holds the key before anything else is exchanged.
     Nodes refuse to listen beyond loopback without one.
+
+    On one machine you need none: a head, worker or bank given no key on
+    loopback or a unix socket uses a per-user key file (0600, in
+    $XDG_RUNTIME_DIR/netlet or <tmp>/netlet-UID) that your own local clients
+    find by themselves and other users cannot read.
 
     An existing file is kept unless --force is given.
     """

@@ -7,7 +7,7 @@ from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._functions import function_ref, resolve_path
 from netlet.cluster._head import Head, HeadConfig
 from netlet.cluster._store import HeadStore
-from netlet.cluster._worker import WorkerOptions, run_worker
+from netlet.cluster._worker import WorkerOptions, run_worker, worker_key
 
 __all__ = [
     "ALL_COMPLETED",
@@ -25,4 +25,5 @@ __all__ = [
     "resolve_path",
     "run_worker",
     "wait",
+    "worker_key",
 ]

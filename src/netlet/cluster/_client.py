@@ -25,6 +25,7 @@ from netlet.cluster._functions import function_ref
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
+from netlet.transport import find_user_key
 
 __all__ = ["Cluster", "Executor"]
 
@@ -69,12 +70,18 @@ class _ResultSink:
 
 
 class Cluster:
-    """A connection to a cluster's head: run tasks, place objects, use the name service."""
+    """A connection to a cluster's head: run tasks, place objects, use the name service.
+
+    Given no ``node``, ``key`` or ``key_file``, a head of this user on this machine
+    is reached with its per-user key (``netlet.transport.find_user_key``).
+    """
 
     def __init__(self, address: str, *, node: Node | None = None, key: bytes | None = None,
                  key_file: str | None = None, allow_pickle: bool = False,
                  max_retries: int = 3) -> None:
         self._own_node = node is None
+        if node is None and key is None and key_file is None:
+            key = find_user_key(address)  # a head of ours on this machine: its per-user key
         self.node = node or Node(key=key, key_file=key_file, allow_pickle=allow_pickle,
                                  call_timeout=30)
         self.address = address
@@ -100,6 +107,7 @@ class Cluster:
         self._jobs: set[asyncio.Task[None]] = set()
         self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
         self._head_node = self._head._link.peer.node if self._head._link is not None else ""
+        self._codec.allow_pickle = self._pickle and self._head_agreed_pickle()
         self.node.on_peer_change(self._peer_changed)
 
     # -- tasks ----------------------------------------------------------------------
@@ -122,8 +130,17 @@ class Cluster:
                 pass
         fn_id, payload = cached
         if payload is not None:
+            if not self._head_agreed_pickle():
+                raise ConfigError(
+                    f"{fn_id} must travel pickled, but the head at {self.address} did not "
+                    "agree to pickle (start it with --allow-pickle)")
             self._payloads[fn_id] = payload
         return fn_id
+
+    def _head_agreed_pickle(self) -> bool:
+        """False when our link to the head did not agree to pickle (it would refuse)."""
+        link = self.node._known_link(self._head._ref)
+        return link is None or link.peer.pickle
 
     def _submit(self, fn_id: str, call: list[Any], retries: int) -> concurrent.futures.Future[Any]:
         if self._closed:
@@ -322,7 +339,7 @@ class Cluster:
         fns = {fn_id: self._payloads[fn_id]} if fn_id in self._payloads else {}
         body = self._codec.encode_value([list(args), kwargs or None])
         name = name or f"actor-{next(self._ids)}-{self.node.id[:6]}"
-        ref = self._head.spawn(fn_id, body, name, restart, fns)
+        ref = self._head.spawn(fn_id, body, name, restart, fns, self.node.id)
         return self.node.proxy_for(ref.__netlet_ref__())
 
     def subscribe(self, callback: Callable[[str, str, str, dict[str, Any]], None]) -> None:

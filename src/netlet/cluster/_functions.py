@@ -3,8 +3,11 @@
 A function defined at module level in an importable module travels as
 ``"package.module:qualname"`` and is imported where it runs. Anything else (a
 lambda, a closure, a function from ``__main__``) travels pickled with
-cloudpickle, which is only allowed when both ends authenticated with the
-cluster key and opted in (the embedded cluster does, with a key it makes).
+cloudpickle, which is only allowed when it was agreed end to end: the client
+opted in, the head allows it, the worker allows it, and every hop proved it
+holds the cluster key (the embedded cluster does all that, with a key it
+makes). A worker asked to unpickle without that agreement refuses, saying
+which side did not agree.
 """
 
 from __future__ import annotations
@@ -71,12 +74,21 @@ def function_ref(fn: Callable[..., Any] | str, *, allow_pickle: bool) -> tuple[s
     return "pickle:" + hashlib.sha256(payload).hexdigest()[:24], payload
 
 
-class FunctionCache:
-    """A worker's resolved functions, by id (imports and unpickles happen once)."""
+PickleRefusal = Callable[[], "str | None"]
+"""Why pickled functions may not be loaded right now (None: every side agreed)."""
 
-    def __init__(self) -> None:
+
+class FunctionCache:
+    """A worker's resolved functions, by id (imports and unpickles happen once).
+
+    ``pickle_refusal`` is asked before every unpickling; without it nothing is
+    ever unpickled.
+    """
+
+    def __init__(self, pickle_refusal: PickleRefusal | None = None) -> None:
         self._fns: dict[str, Callable[..., Any]] = {}
         self._payloads: dict[str, bytes] = {}
+        self._refusal = pickle_refusal or (lambda: "this process never accepts pickles")
 
     def add_payloads(self, payloads: dict[str, bytes]) -> None:
         self._payloads.update(payloads)
@@ -86,6 +98,9 @@ class FunctionCache:
         if fn is not None:
             return fn
         if fn_id.startswith("pickle:"):
+            why = self._refusal()
+            if why is not None:
+                raise ConfigError(f"refusing to unpickle function {fn_id}: {why}")
             payload = self._payloads.get(fn_id)
             if payload is None:
                 raise ConfigError(f"function {fn_id} was not sent along with its task")

@@ -32,6 +32,11 @@ log = logging.getLogger("netlet.cluster")
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
 
+def _pickled(fn: str) -> bool:
+    """True for a function id that travels by value (``pickle:``, or a chunk of one)."""
+    return fn.removeprefix("chunk:").startswith("pickle:")
+
+
 @dataclass(frozen=True, slots=True)
 class HeadConfig:
     heartbeat: float = 0.5
@@ -282,8 +287,11 @@ class Head:
                      functions: dict[str, bytes]) -> int:
         """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
         self._clients[client] = sink
-        self._functions.update(functions)
+        refusal = self._pickle_refusal(client)
+        if refusal is None:
+            self._functions.update(functions)
         new: list[Task] = []
+        refused: list[Task] = []
         for tid, fn, body, retries in tasks:
             if tid in self._tasks:
                 continue  # a resubmission after a reconnect: already queued or done
@@ -292,12 +300,32 @@ class Head:
                 continue
             task = Task(tid, client, fn, body, int(retries))
             self._tasks[tid] = task
+            if refusal is not None and _pickled(fn):
+                refused.append(task)  # never queued, never sent to a worker
+                continue
             self._queue.append(tid)
             new.append(task)
+        for task in refused:
+            self._complete(task, [task.id, False, None, ConfigError(
+                f"the head refuses the pickled function of task {task.id}: {refusal}")])
         if self._store is not None and new:
             self._store.add_tasks(new, {f: self._functions[f] for f in functions})
         self._dispatch()
         return len(new)
+
+    def _pickle_refusal(self, client: str) -> str | None:
+        """Why pickled functions from ``client`` may not run (None: the head and the
+        client agreed to pickle, over a keyed link; workers check their own side)."""
+        t = self._node.config.transport
+        if not (t.allow_pickle and t.key is not None):
+            return "the head was not started with --allow-pickle (and a key)"
+        if client == self._node.id:
+            return None  # a client on the head's own node (the embedded cluster)
+        link = self._node._links_by_node.get(client)
+        if link is None or not link.peer.pickle:
+            return ("the client did not agree to pickle (it needs allow_pickle=True and "
+                    "the cluster key)")
+        return None
 
     async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
         """A client came back: deliver what finished meanwhile; return ids we never saw."""
@@ -494,12 +522,16 @@ class Head:
     # -- actors ---------------------------------------------------------------------
 
     async def spawn(self, cls: str, body: bytes, name: str, restart: str | None,
-                    functions: dict[str, bytes]) -> RemoteRef:
+                    functions: dict[str, bytes], client: str = "") -> RemoteRef:
         """Place an exposed object on a worker and name it; returns its handle."""
         if restart not in (None, "on-failure"):
             raise ConfigError("restart is None or 'on-failure'")
         if name in self._names:
             raise ConfigError(f"the name {name!r} is taken")
+        if _pickled(cls):
+            refusal = self._pickle_refusal(client)
+            if refusal is not None:
+                raise ConfigError(f"the head refuses the pickled class {cls}: {refusal}")
         spec = ActorSpec(name, cls, body, restart, dict(functions))
         ref = await self._place(spec)
         self._actors[name] = spec

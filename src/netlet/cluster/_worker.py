@@ -10,6 +10,9 @@ backoff, for ever, unless the worker belongs to an embedded cluster.
 
 Run as ``python -m netlet.cluster --join ADDR`` (what ``netlet worker``
 and the embedded cluster start), reading the cluster key from stdin if asked.
+A worker never runs without a key (its listener would let anyone place code
+on it): given none, it uses the per-user key of a head on this machine, and
+refuses to start if there is none.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from netlet.errors import (
     NoSuchObject,
 )
 from netlet.node import Node, expose
+from netlet.transport import find_user_key
 
 __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 
@@ -101,14 +105,28 @@ def _listen_address(head: str) -> str:
         probe.close()
 
 
+def worker_key(head: str, key: bytes | None) -> bytes:
+    """The key a worker of ``head`` uses: the one given, else the head's per-user key."""
+    if key is not None:
+        return key
+    found = find_user_key(head)
+    if found is None:
+        raise ConfigError(
+            f"no cluster key for the head at {head}: a worker never runs without one. "
+            "Give the head's key file (--key-file), or, for a head on this machine, start "
+            "the head as this same user first (it writes a per-user key that workers find)")
+    return found
+
+
 class Worker:
     def __init__(self, opts: WorkerOptions) -> None:
         self.opts = opts
-        self.node = Node(listen=opts.listen or _listen_address(opts.head), key=opts.key,
+        key = worker_key(opts.head, opts.key)
+        self.node = Node(listen=opts.listen or _listen_address(opts.head), key=key,
                          allow_pickle=opts.allow_pickle, call_timeout=None)
-        self.functions = FunctionCache()
-        self.codec = Codec(self.node.config.transport.limits,
-                           allow_pickle=opts.allow_pickle and opts.key is not None,
+        self.functions = FunctionCache(self._pickle_refusal)
+        # Pickled arguments too only once the head agreed (see _pickle_refusal).
+        self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
         self.control = WorkerControl(self.node, self.functions, self.codec)
         self.node.serve(self.control, "netlet.worker")
@@ -127,6 +145,7 @@ class Worker:
                 info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
                         "address": self.node.address or "", "cores": os.cpu_count() or 1}
                 self.head.join(self.node.id, "worker", info, self.control)
+                self.codec.allow_pickle = self._pickle_refusal() is None
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
@@ -137,6 +156,23 @@ class Worker:
                 log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _pickle_refusal(self) -> str | None:
+        """Why this worker may not unpickle what comes from its head (None: all agreed).
+
+        The head link's handshake agreed to pickle only if this worker and the head
+        both allow it and both proved they hold the key; the head in turn only
+        forwards pickled functions from clients whose own link agreed.
+        """
+        if not self.opts.allow_pickle:
+            return (f"worker {self.opts.name} was not started with --allow-pickle "
+                    "(pickle needs the client, the head and every worker to agree)")
+        link = self.node._known_link(self.head._ref)
+        if link is None or not link.peer.authenticated:
+            return "the connection to the head is not authenticated with the cluster key"
+        if not link.peer.pickle:
+            return "the head did not agree to pickle (start it with --allow-pickle)"
+        return None
 
     def _want(self) -> int:
         credit = self.opts.credit
@@ -300,4 +336,6 @@ def main(argv: list[str] | None = None) -> None:
                                  listen=a.listen, exit_with_head=a.embedded))
     except KeyboardInterrupt:
         pass
+    except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
+        raise SystemExit(f"netlet worker: {e}") from None
 

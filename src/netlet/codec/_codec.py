@@ -22,6 +22,14 @@ from typing import Any
 import msgpack
 
 from netlet import errors
+from netlet.codec._guard import (
+    SLICED_FROM,
+    DecodeState,
+    check_hashes,
+    dict_from_pairs,
+    short,
+    sliced_options,
+)
 from netlet.codec._types import Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
@@ -32,6 +40,7 @@ RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
 
 _BINARY = (bytes, bytearray, memoryview)
+_MAP_KEY_ERROR = "is not allowed for map key when strict_map_key=True"  # msgpack's words
 
 
 def _size(x: Buffer) -> int:
@@ -208,12 +217,16 @@ class Codec:
         self._ref_decoder = ref_decoder
         self._tls = threading.local()
         lim = self.limits
-        self._unpack_options: dict[str, Any] = {
+        # Fast: only str and bin map keys (their hashes are randomised), nothing
+        # called per container. A body with other keys is decoded again, checked.
+        self._fast: dict[str, Any] = {
             # ext -1 is msgpack's standard timestamp: it arrives as an aware UTC datetime.
-            "raw": False, "strict_map_key": False, "timestamp": 3,
+            "raw": False, "strict_map_key": True, "timestamp": 3,
             "max_str_len": lim.max_str, "max_bin_len": lim.max_bin,
             "max_array_len": lim.max_array, "max_map_len": lim.max_map,
             "max_ext_len": lim.max_frame}
+        self._checked: dict[str, Any] = {
+            **self._fast, "strict_map_key": False, "object_pairs_hook": dict_from_pairs}
 
     # -- encoding ---------------------------------------------------------
 
@@ -423,31 +436,59 @@ class Codec:
     # -- decoding ---------------------------------------------------------
 
     def decode(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> Any:
-        """Unpack one message body; every failure is a ``DecodeError``."""
+        """Unpack one message body; every failure is a ``DecodeError``.
+
+        The cost is linear in the body's size whatever it holds (see ``_guard``).
+        Bodies of ``SLICED_FROM`` bytes or more are decoded in slices: decode
+        them off the event loop, the GIL is released every few milliseconds.
+        """
         tls = self._tls
-        saved = getattr(tls, "in_buffers", ()), getattr(tls, "depth", 0)
-        tls.in_buffers, tls.depth = buffers, 0
+        saved = tls.__dict__.get("state")
+        size = body.nbytes if type(body) is memoryview else len(body)
         try:
-            return msgpack.unpackb(body, ext_hook=self._hook, **self._unpack_options)
+            if size < SLICED_FROM:
+                # Most messages hold no extension value: the state is built on first use.
+                tls.state = (buffers, size, self._fast)
+                try:
+                    return msgpack.unpackb(body, ext_hook=self._hook, **self._fast)
+                except ValueError as e:
+                    if _MAP_KEY_ERROR not in str(e):
+                        raise
+                tls.state = (buffers, size, self._checked)
+                return msgpack.unpackb(body, ext_hook=self._hook, **self._checked)
+            state = tls.state = DecodeState(buffers, size, self.limits, self._checked)
+            state.options = sliced_options(self._checked, state)
+            return msgpack.unpackb(body, ext_hook=self._hook, **state.options)
         except DecodeError:
             raise
         except Exception as e:  # msgpack raises many types for garbage input
-            raise DecodeError(f"undecodable message: {type(e).__name__}: {e}") from None
+            raise DecodeError(f"undecodable message: {type(e).__name__}: {str(e)[:200]}") from None
         finally:
-            tls.in_buffers, tls.depth = saved
+            done, tls.state = tls.__dict__.get("state"), saved
+            if type(done) is DecodeState:  # its options' hooks refer back to it: a cycle
+                done.options = {}  # holding the frame's buffers until the cyclic GC ran
+                done.buffers = ()
 
     def _unpack(self, data: Buffer) -> Any:
-        return msgpack.unpackb(data, ext_hook=self._hook, **self._unpack_options)
+        return msgpack.unpackb(data, ext_hook=self._hook, **self._tls.state.options)
 
     def _hook(self, code: int, data: bytes) -> Any:
         tls = self._tls
-        tls.depth += 1
-        if tls.depth > self.limits.max_depth:
-            raise DecodeError(f"values nested deeper than {self.limits.max_depth} levels")
+        state = tls.state
+        if type(state) is tuple:
+            buffers, size, options = state
+            state = tls.state = DecodeState(buffers, size, self.limits, options)
+        state.depth += 1
         try:
-            return self._from_ext(code, data, self._unpack, tls.in_buffers)
+            if state.depth > self.limits.max_depth:
+                raise DecodeError(f"values nested deeper than {self.limits.max_depth} levels")
+            state.ext_bytes += len(data)
+            if state.ext_bytes > state.ext_budget:
+                raise DecodeError("extension values nested too deeply for the message's size")
+            state.spend_items(1)
+            return self._from_ext(code, data, self._unpack, state.buffers)
         finally:
-            tls.depth -= 1
+            state.depth -= 1
 
     def _from_ext(
         self, code: int, data: bytes, unpack: Callable[[Buffer], Any], buffers: Sequence[Buffer]
@@ -455,13 +496,13 @@ class Codec:
         if code == Ext.TUPLE:
             return tuple(_expect(unpack(data), list))
         if code == Ext.SET:
-            return set(_expect(unpack(data), list))
+            return set(_hashable(unpack(data)))
         if code == Ext.FROZENSET:
-            return frozenset(_expect(unpack(data), list))
+            return frozenset(_hashable(unpack(data)))
         if code == Ext.DATETIME:
-            return dt.datetime.fromisoformat(data.decode())
+            return dt.datetime.fromisoformat(_iso(data))
         if code == Ext.DATE:
-            return dt.date.fromisoformat(data.decode())
+            return dt.date.fromisoformat(_iso(data))
         if code == Ext.TIMEDELTA:
             d, s, us = _expect(unpack(data), list)
             return dt.timedelta(days=d, seconds=s, microseconds=us)
@@ -477,11 +518,12 @@ class Codec:
             re, im = _expect(unpack(data), list)
             return complex(re, im)
         if code == Ext.EXCEPTION:
-            self._tls.in_exception = getattr(self._tls, "in_exception", 0) + 1
+            state: DecodeState = self._tls.state
+            state.in_exception += 1
             try:
                 fields = _expect(unpack(data), list)
             finally:
-                self._tls.in_exception -= 1
+                state.in_exception -= 1
             if len(fields) not in (4, 5):
                 raise DecodeError("malformed exception payload")
             type_name, packed_args, message, tb_text = fields[:4]
@@ -510,7 +552,7 @@ class Codec:
             if not self.allow_pickle:
                 raise DecodeError("pickled value on a connection that did not agree to pickle")
             return pickle.loads(data)
-        if code == 0 and self._tls.__dict__.get("in_exception"):
+        if code == 0 and self._tls.state.in_exception:
             return msgpack.ExtType(0, data)  # opaque inner payload (exception args)
         raise DecodeError(f"unknown extension type {code}")
 
@@ -521,14 +563,26 @@ def _expect(value: Any, cls: type) -> Any:
     return value
 
 
+def _iso(data: bytes) -> str:
+    if len(data) > 64:  # the longest isoformat() is 32 characters
+        raise DecodeError(f"date or datetime payload of {len(data)} bytes")
+    return data.decode()
+
+
+def _hashable(value: Any) -> list[Any]:
+    """The elements of a set or frozenset, once they cannot flood its hash table."""
+    check_hashes(_expect(value, list))
+    return value  # type: ignore[no-any-return]
+
+
 def _check_buffer_index(buffers: Sequence[Buffer], index: Any) -> None:
     if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
+        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
 
 
 def _buffer(buffers: Sequence[Buffer], index: Any) -> Buffer:
     if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {index!r}")
+        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
     return buffers[index]
 
 
@@ -541,7 +595,7 @@ def _ndarray_from(spec: Any, buffers: Sequence[Buffer]) -> Any:
     try:
         dtype = np.lib.format.descr_to_dtype(_tuples(descr))
     except (TypeError, ValueError) as e:
-        raise DecodeError(f"bad numpy dtype {descr!r}: {e}") from None
+        raise DecodeError(f"bad numpy dtype {short(descr)}: {str(e)[:200]}") from None
     if dtype.hasobject:
         raise DecodeError("numpy object arrays are not accepted")
     raw = _buffer(buffers, data) if type(data) is int else data

@@ -42,8 +42,15 @@ class Limits:
     Plain lists and maps are also capped by msgpack itself at 1024 levels."""
     max_str: int = 64 * 1024 * 1024
     max_bin: int = 64 * 1024 * 1024
-    max_array: int = 4 * 1024 * 1024
+    max_array: int = 1024 * 1024
+    """Most elements in one array. msgpack's C decoder builds an array without
+    calling back into Python (so without letting another thread run): this bounds
+    that stretch to a fraction of a second."""
     max_map: int = 1024 * 1024
+    max_items: int = 4 * 1024 * 1024
+    """Most values in one message: array elements, map keys and values, extension
+    values, counted over the whole message. Bounds the memory and time a small
+    body of tiny values (one byte can become a 64-byte object) makes us spend."""
     max_buffers: int = 64
     oob_threshold: int = 64 * 1024
     """Binary values at least this large, at the top of a message's arguments or
@@ -52,7 +59,8 @@ class Limits:
     """Largest frame accepted before the handshake completes."""
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_str", "max_bin", "max_array", "max_map", "handshake_max"):
+        for name in ("max_frame", "max_str", "max_bin", "max_array", "max_map", "max_items",
+                     "handshake_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Limits.{name} must be positive")
         if not 1 <= self.max_depth <= 1000:

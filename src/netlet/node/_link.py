@@ -14,12 +14,14 @@ import itertools
 import logging
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from netlet.codec import Buffer, Codec
+from netlet.codec import SLICED_FROM, Buffer, Codec, short
 from netlet.errors import (
     ConnectionLost,
     DecodeError,
@@ -66,6 +68,25 @@ _SEEN_WINDOW = 4096
 _STALL_CHECK = 2.0
 _STALL_CHECKS = 5
 """A paused link whose queue for the peer does not shrink for 5 x 2 s is closed."""
+_PEEK = 32  # bytes of an undecodable body read for its kind and call id
+_MAX_CALL_ID = 2**64 - 1  # msgpack's largest uint: bigger ids (ext 9) could flood _seen
+
+_decoder: ThreadPoolExecutor | None = None
+_decoder_lock = threading.Lock()
+
+
+def _decode_thread() -> ThreadPoolExecutor:
+    """The one thread (per process) that decodes big bodies, one at a time.
+
+    Decoding a big body holds the GIL in slices (see ``netlet.codec``), so the
+    loops keep serving while it runs; one thread bounds the CPU and memory
+    that hostile bodies can take at once.
+    """
+    global _decoder
+    with _decoder_lock:
+        if _decoder is None:
+            _decoder = ThreadPoolExecutor(1, thread_name_prefix="netlet-decode")
+        return _decoder
 
 
 class Link:
@@ -95,6 +116,8 @@ class Link:
         self.last_heard = conn.loop.time()
         self._max_inflight = node.config.max_inflight
         self._paused = False
+        self._decoding = False  # a big body is being decoded off the loop
+        self._backlog: deque[tuple[bytes, list[Buffer]]] = deque()  # frames behind it
         self._send_lock = threading.Lock()
         # Memory budget: bytes of each call the peer made here, until it replies.
         self._account = conn.account
@@ -145,12 +168,55 @@ class Link:
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
         self.last_heard = self.conn.loop.time()
+        if self._decoding:  # keep arrival order behind the body being decoded
+            self._backlog.append((bytes(body), list(buffers)))
+            return
         self._frame_size = body.nbytes + (sum(map(len, buffers)) if buffers else 0)
+        if len(body) >= SLICED_FROM:  # the size stays set: later frames wait in _backlog
+            self._decode_aside(bytes(body), buffers)
+            return
         try:
             msg = self.codec.decode(body, buffers)
         except DecodeError as e:
             self._undecodable(body, e)
             return
+        self._dispatch(msg)
+
+    def _decode_aside(self, body: bytes, buffers: list[Buffer]) -> None:
+        """Decode a big body on the decode thread; stop reading until it is done."""
+        self._decoding = True
+        self.conn.pause_reading()
+        _decode_thread().submit(self._decode_in_thread, body, buffers)
+
+    def _decode_in_thread(self, body: bytes, buffers: list[Buffer]) -> None:
+        if self.closed:
+            return
+        result: Any
+        try:
+            result = self.codec.decode(body, buffers)
+            ok = True
+        except DecodeError as e:
+            result, ok = e, False
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the link
+            self.conn.loop.call_soon_threadsafe(self._decoded, body, ok, result)
+
+    def _decoded(self, body: bytes, ok: bool, result: Any) -> None:
+        self._decoding = False
+        if self.closed:
+            self._backlog.clear()
+            return
+        if ok:
+            self._dispatch(result)
+        else:
+            self._undecodable(memoryview(body), result)
+        while self._backlog and not self._decoding and not self.closed:
+            held, bufs = self._backlog.popleft()
+            self._on_message(memoryview(held), bufs)
+        if not self._decoding and not self._paused and not self.closed:
+            self.conn.resume_reading()
+
+    def _dispatch(self, msg: Any) -> None:
+        """Act on one decoded message (loop thread)."""
         try:
             kind = msg[0]
             if kind == _REPLY:
@@ -162,7 +228,7 @@ class Link:
                 if waiter is not None:
                     exc = msg[2]
                     waiter(False, exc if isinstance(exc, BaseException)
-                           else ProtocolError(f"malformed error reply: {exc!r}"))
+                           else ProtocolError(f"malformed error reply: {short(exc)}"))
             elif kind == _CALL:
                 self._on_call(msg[1], msg[2], msg[3], msg[4], msg[5])
             elif kind == _CANCEL:
@@ -175,27 +241,27 @@ class Link:
             elif kind == _PONG:
                 self.node._on_pong(self, msg[1])
             elif kind == _BYE:
-                self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {msg[1]}"))
+                reason = msg[1] if type(msg[1]) is str and len(msg[1]) <= 200 else short(msg[1])
+                self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {reason}"))
             else:
-                raise ProtocolError(f"unknown message kind {kind!r}")
+                raise ProtocolError(f"unknown message kind {short(kind)}")
         except (IndexError, TypeError, KeyError, ValueError) as e:
             log.warning("closing %s: malformed message (%s)", self.conn.remote, e)
             self.conn.close(ProtocolError(f"malformed message: {e}"))
 
     def _undecodable(self, body: memoryview, error: DecodeError) -> None:
         """A body that does not decode: answer the call if we can tell which it was."""
-        try:
-            unpacker = msgpack.Unpacker(max_buffer_size=len(body) or 1)
-            unpacker.feed(body)
+        try:  # the kind and the id are small ints: the first bytes hold them
+            unpacker = msgpack.Unpacker(max_buffer_size=_PEEK)
+            unpacker.feed(body[:_PEEK])
             size = unpacker.read_array_header()
             kind, cid = unpacker.unpack(), unpacker.unpack()
         except Exception:
             size, kind, cid = 0, None, None
         if size >= 2 and type(cid) is int:
-            if kind == _CALL:
+            if kind == _CALL and 0 < cid <= _MAX_CALL_ID:
                 log.warning("refused a call from %s: %s", self.conn.remote, error)
-                if cid:
-                    self._reply(cid, False, error)
+                self._reply(cid, False, error)
                 return
             if kind in (_REPLY, _ERROR):
                 waiter = self.pending.pop(cid, None)
@@ -207,12 +273,13 @@ class Link:
 
     def _on_call(self, cid: int, target: str, method: str, args: list[Any],
                  kwargs: dict[str, Any] | None) -> None:
-        if type(cid) is not int or cid < 0:
-            raise TypeError("call ids are non-negative integers")
+        if type(cid) is not int or not 0 <= cid <= _MAX_CALL_ID:
+            raise TypeError(f"call id {short(cid)}: call ids are ints from 0 (oneway) to 2**64 - 1")
         if (type(target) is not str or type(method) is not str or type(args) is not list
                 or (kwargs is not None and type(kwargs) is not dict)):
-            log.warning("refused a call from %s: malformed call (target %r, method %r, "
-                        "arguments must be a list and a map)", self.conn.remote, target, method)
+            log.warning("refused a call from %s: malformed call (target %s, method %s, "
+                        "arguments must be a list and a map)", self.conn.remote, short(target),
+                        short(method))
             if cid:
                 self._reply(cid, False, ProtocolError(
                     "a call is [1, id, target: str, method: str, args: list, kwargs: map|nil]"))
@@ -227,15 +294,17 @@ class Link:
             return
         actor = self.node._actors.get(target)
         if actor is None:
-            log.warning("refused a call from %s: no object named %r", self.conn.remote, target)
-            self._reply(cid, False, NoSuchObject(f"no object named {target!r} on this node"))
+            log.warning("refused a call from %s: no object named %s", self.conn.remote,
+                        short(target))
+            self._reply(cid, False, NoSuchObject(f"no object named {short(target)} on this node"))
             return
         info = actor.methods.get(method)
         if info is None:
+            name = method if len(method) <= 80 else method[:80] + "..."
             log.warning("refused a call from %s: %s.%s is not exposed",
-                        self.conn.remote, target, method)
+                        self.conn.remote, target, name)
             self._reply(cid, False, NotExposed(
-                f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
+                f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
             return
         size = self._frame_size
         if self._account is not None:
@@ -343,7 +412,8 @@ class Link:
             acct.when_under(self._wake)
             return
         self._paused = False
-        self.conn.resume_reading()
+        if not self._decoding:
+            self.conn.resume_reading()
 
     def _remember(self, cid: int) -> None:
         """Remember recent call ids (ids only grow, so old ones are pruned in bulk)."""

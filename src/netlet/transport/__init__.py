@@ -1,15 +1,31 @@
-"""Frames between two endpoints: tcp (optionally TLS), unix, mem, and fault injection."""
+"""Frames between two endpoints: tcp (optionally TLS), unix, mem, and fault injection;
+keys, TLS and the per-user key files of local servers."""
 
 from netlet.transport._address import Address, advertised_address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
 from netlet.transport._base import Connection, PeerInfo
 from netlet.transport._blocking import BlockingFramer
 from netlet.transport._budget import Account, Budget
-from netlet.transport._config import TLSConfig, TransportConfig, generate_key, load_key, write_key
+from netlet.transport._config import (
+    InsecureWarning,
+    TLSConfig,
+    TransportConfig,
+    generate_key,
+    load_key,
+    write_key,
+)
 from netlet.transport._faults import Faults, FaultyConnection
 from netlet.transport._framing import FrameReader, frame_parts
 from netlet.transport._handshake import PROTOCOL_VERSION
 from netlet.transport._socket import SocketConnection
+from netlet.transport._userkey import (
+    find_user_key,
+    is_local_address,
+    save_user_key,
+    server_user_key,
+    user_key_dir,
+    user_key_path,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -22,6 +38,7 @@ __all__ = [
     "Faults",
     "FaultyConnection",
     "FrameReader",
+    "InsecureWarning",
     "Listener",
     "PeerInfo",
     "SocketConnection",
@@ -29,10 +46,16 @@ __all__ = [
     "TransportConfig",
     "advertised_address",
     "connect",
+    "find_user_key",
     "frame_parts",
     "generate_key",
+    "is_local_address",
     "listen",
     "load_key",
     "parse_address",
+    "save_user_key",
+    "server_user_key",
+    "user_key_dir",
+    "user_key_path",
     "write_key",
 ]

@@ -28,7 +28,7 @@ from netlet.errors import (
 from netlet.transport._address import Address, parse_address
 from netlet.transport._base import Connection, PeerInfo, log
 from netlet.transport._budget import Budget
-from netlet.transport._config import TLSConfig, TransportConfig
+from netlet.transport._config import TLSConfig, TransportConfig, warn_insecure
 from netlet.transport._handshake import client_handshake, server_handshake
 from netlet.transport._mem import MemConnection, mem_connect, mem_listen, mem_unlisten
 from netlet.transport._socket import SocketConnection
@@ -190,6 +190,8 @@ class Listener:
                 )
             log.warning("INSECURE: listening on %s with no cluster key; anyone who can reach "
                         "this address can call every exposed object", addr)
+            warn_insecure(f"INSECURE: listening on {addr} with no cluster key; anyone who "
+                          "can reach this address can call every exposed object")
         if addr.scheme == "mem":
             mem_listen(addr.path, self._loop, self._accept_mem)
             return

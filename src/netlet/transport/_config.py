@@ -5,28 +5,52 @@ from __future__ import annotations
 import os
 import secrets
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from netlet.codec import Limits
 from netlet.errors import ConfigError
 
-__all__ = ["TLSConfig", "TransportConfig", "generate_key", "load_key", "write_key"]
+__all__ = ["InsecureWarning", "TLSConfig", "TransportConfig", "generate_key", "load_key",
+           "warn_insecure", "write_key"]
 
 MIN_KEY_BYTES = 16
 
 
+class InsecureWarning(UserWarning):
+    """A node listens beyond loopback with no key (``insecure=True``): anyone may call it."""
+
+
+def warn_insecure(message: str) -> None:
+    """Say it where every application sees it, not only in a log nobody configured."""
+    warnings.warn(message, InsecureWarning, stacklevel=3)
+
+
 @dataclass(frozen=True, slots=True)
 class TLSConfig:
-    """Certificates for TLS; with ``cafile`` both ends verify each other (mutual TLS)."""
+    """Certificates for TLS; both ends verify each other against ``cafile`` (mutual TLS).
+
+    Without a CA nothing can be verified, so a ``TLSConfig`` needs ``cafile``
+    unless ``verify=False`` says, explicitly, that any certificate will do.
+    """
 
     certfile: str
     keyfile: str
     cafile: str | None = None
     check_hostname: bool = False
     """Node certificates name nodes, not DNS hosts; the private CA is the trust anchor."""
+    verify: bool = True
+    """False: accept any certificate on either side (encryption without authentication)."""
 
     def __post_init__(self) -> None:
+        if self.verify and self.cafile is None:
+            raise ConfigError(
+                "a TLSConfig without cafile verifies no certificate on either side: give "
+                "the CA from `netlet certs init` as cafile, or pass verify=False to accept "
+                "any certificate (anyone could then pose as a peer)")
+        if not self.verify and self.cafile is not None:
+            raise ConfigError("verify=False ignores cafile: give one or the other")
         if self.check_hostname and self.cafile is None:
             raise ConfigError("check_hostname needs a cafile to check against")
 
@@ -71,19 +95,45 @@ def generate_key() -> bytes:
     return secrets.token_bytes(32)
 
 
+def _write_new(path: Path, key: bytes) -> None:
+    """Create ``path`` (never there before, never through a symlink) holding ``key``, 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def write_key(
     path: str | os.PathLike[str], key: bytes | None = None, *, force: bool = False
 ) -> bytes:
-    """Write a key file readable only by its owner; refuse to overwrite unless ``force``."""
+    """Write a key file readable only by its owner; refuse to overwrite unless ``force``.
+
+    With ``force`` an existing file (or symlink) is replaced atomically by a new
+    0600 file written beside it and renamed over it: whatever mode the old file
+    had, and wherever a symlink pointed, only the new file is ever written.
+    """
     key = key if key is not None else generate_key()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"a cluster key needs at least {MIN_KEY_BYTES} bytes")
     p = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    if not force:
+        try:
+            _write_new(p, key)
+        except FileExistsError:
+            raise ConfigError(f"{p} exists; pass force to overwrite it") from None
+        return key
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
+    _write_new(tmp, key)
     try:
-        fd = os.open(p, flags, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{p} exists; pass force to overwrite it") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return key
 
 

@@ -18,6 +18,7 @@ import pytest
 import netlet
 from netlet.apps.bank import InsufficientFunds
 from netlet.apps.bank._atm import BankClient
+from netlet.transport import find_user_key
 from tests.apps.bank.bank_server import BankProcess
 from tests.apps.bank.bank_server import netlet as run_netlet
 
@@ -34,7 +35,8 @@ def bank(tmp_path: Path) -> Iterator[BankProcess]:
 
 @pytest.fixture
 def clients(bank: BankProcess) -> Iterator[list[BankClient]]:
-    nodes = [netlet.Node(call_timeout=10) for _ in range(4)]
+    key = find_user_key(bank.address)  # the bank of this user, keyed per user on loopback
+    nodes = [netlet.Node(key=key, call_timeout=10) for _ in range(4)]
     made = [BankClient(bank.address, node=nodes[i % len(nodes)], retry_for=10)
             for i in range(ATMS)]
     try:

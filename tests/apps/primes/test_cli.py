@@ -316,6 +316,8 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     (["--end", "100", "--key-file", "k"], "give --head too"),
     (["--end", "100", "--head", "nowhere"], "cannot use the head at nowhere"),
     (["--end", "1__0"], "'1__0' is not a whole number"),
+    (["--end", "1.5"], "'1.5' is not a whole number"),
+    (["--end", "1.25e1"], "'1.25e1' is not a whole number"),
     ([], "Missing option '--end'"),
 ])
 def test_bad_input(args: list[str], message: str, tmp_path: Path,
@@ -351,7 +353,8 @@ def test_local_workers_get_one_blas_thread_unless_the_user_chose(
 
 @pytest.mark.parametrize(("text", "value"), [
     ("300000", 300_000), ("1_000_000", 10**6), ("10**9", 10**9), ("10^9", 10**9),
-    ("1e9", 10**9), ("5*10**7", 5 * 10**7), ("2 * 1e3", 2_000)])
+    ("1e9", 10**9), ("5*10**7", 5 * 10**7), ("2 * 1e3", 2_000),
+    ("1.5e6", 1_500_000), ("2.5e1", 25), ("1_000.5e1", 10_005)])
 def test_numbers_can_be_written_as_powers(text: str, value: int) -> None:
     assert NUMBER.convert(text, None, None) == value
 

@@ -50,7 +50,7 @@ from netlet.apps.bank._service import (
 )
 from netlet.errors import CallTimeout, NetletConnectionError, NetletError, PeerUnreachable
 from netlet.node import Node, Proxy
-from netlet.transport import TLSConfig
+from netlet.transport import TLSConfig, find_user_key
 
 __all__ = [
     "RETRYABLE",
@@ -111,7 +111,8 @@ class BankClient:
     """A connection to a bank service; every call retries the same request on failure.
 
     ``retry_for`` seconds bound the retries of one call, ``timeout`` one attempt.
-    Pass ``node`` to share a client node (its key and TLS then apply).
+    Pass ``node`` to share a client node (its key and TLS then apply). Given
+    neither, a bank on this machine is reached with its per-user key (if any).
     """
 
     def __init__(self, address: str, *, node: Node | None = None, key: bytes | None = None,
@@ -120,6 +121,8 @@ class BankClient:
         register_errors()
         self.address = address
         self._own_node = node is None
+        if node is None and key is None:
+            key = find_user_key(address)  # a bank of ours on this machine: its per-user key
         self.node = node if node is not None else Node(key=key, tls=tls, call_timeout=timeout)
         self.bank: Proxy = self.node.proxy(address, SERVICE_NAME, timeout=timeout)
         self.retry_for = retry_for

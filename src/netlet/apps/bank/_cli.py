@@ -35,7 +35,14 @@ from netlet.apps.bank._service import SERVICE_NAME, SESSION_TTL, BankService, Se
 from netlet.apps.bank._swarm import Swarm, SwarmConfig, run_with_display
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
-from netlet.transport import TLSConfig, load_key, parse_address
+from netlet.transport import (
+    TLSConfig,
+    find_user_key,
+    is_local_address,
+    load_key,
+    save_user_key,
+    server_user_key,
+)
 
 __all__ = ["atm", "bank"]
 
@@ -56,14 +63,15 @@ def _options(*decorators: Callable[[_F], _F]) -> Callable[[_F], _F]:
 
 _security = _options(
     click.option("--key-file", type=click.Path(dir_okay=False), default=None,
-                 help="Key from `netlet keygen`; needed beyond loopback, and it is what "
-                      "makes a caller an operator."),
+                 help="Key from `netlet keygen`; needed beyond this machine, and it is what "
+                      "makes a caller an operator. Without it, a bank on loopback or a unix "
+                      "socket uses its per-user key file, which only you can read."),
     click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
                  help="This node's certificate (from `netlet certs node`)."),
     click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
                  help="This node's private key."),
     click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
-                 help="CA to verify the other end with (mutual TLS)."),
+                 help="CA to verify the other end with (mutual TLS); required with --tls-cert."),
 )
 _bank_option = click.option("--bank", "bank_addr", default=DEFAULT_BANK, show_default=True,
                             help="The bank's address.")
@@ -77,8 +85,12 @@ class _Security:
 
 def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | None,
                    tls_ca: str | None) -> _Security:
+    """The key and TLS settings of a command. With no --key-file the key is None, and
+    the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
     if (tls_cert is None) != (tls_key is None) or (tls_ca and not tls_cert):
         raise ConfigError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
+    if tls_cert and not tls_ca:
+        raise ConfigError("--tls-cert needs --tls-ca: without a CA no certificate is verified")
     tls = TLSConfig(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
     return _Security(load_key(key_file) if key_file else None, tls)
 
@@ -153,9 +165,19 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
     """Serve the bank; stops on Ctrl-C or SIGTERM, after committing what is queued.
 
     Prints its address on stdout once it listens. Operator calls (open, close,
-    list) are allowed when the bank has a key, or when it listens on loopback only.
+    list) are allowed to callers that hold the bank's key. The bank never runs
+    without one on this machine: without --key-file, on loopback or a unix
+    socket, it uses the per-user key file of its address (mode 0600, in
+    $XDG_RUNTIME_DIR/netlet or <tmp>/netlet-UID; with --head, the head's own
+    per-user key): your own `netlet bank` commands and ATMs on this machine
+    find it by themselves, other users are refused. Beyond loopback without a
+    key only --insecure serves, to customers only.
     """
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    per_user = sec.key is None and is_local_address(listen)
+    if per_user:
+        shared = find_user_key(head_addr) if head_addr else None  # one key with its head
+        sec = _Security(shared or server_user_key(listen), sec.tls)
     ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
                     max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds)
     try:
@@ -168,7 +190,9 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
         ledger.close()
         raise
     assert node.address is not None
-    operator = sec.key is not None or parse_address(node.address).is_loopback
+    if per_user and sec.key is not None:
+        save_user_key(node.address, sec.key)
+    operator = sec.key is not None
     service = BankService(ledger, operator=operator, session_ttl=session_ttl)
     ref = node.serve(service, SERVICE_NAME)
     console = Console(stderr=True)
@@ -326,7 +350,7 @@ def _look_up(head_addr: str, name: str, sec: _Security) -> str:
     """The address the bank registered under ``name`` at the cluster head."""
     from netlet.cluster import Cluster
 
-    node = Node(key=sec.key, tls=sec.tls, call_timeout=10)
+    node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
     try:
         with Cluster(head_addr, node=node) as cluster:
             found = cluster.lookup(name)

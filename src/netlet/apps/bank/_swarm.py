@@ -38,7 +38,7 @@ from netlet.apps.bank._pins import hash_pin
 from netlet.apps.bank._service import MAX_OUTCOME_BATCH, ServiceError
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
-from netlet.transport import TLSConfig
+from netlet.transport import TLSConfig, find_user_key
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -143,6 +143,7 @@ class Swarm:
         self.run_id = secrets.token_hex(3)
         self.prefix = f"swarm-{self.run_id}-"
         self._pin = f"{secrets.randbelow(10**6):06d}"
+        key = key if key is not None else find_user_key(address)  # a local bank of ours
         self._node = Node(key=key, tls=tls, call_timeout=config.timeout)
         self._clients = [BankClient(address, node=self._node, timeout=config.timeout,
                                     retry_for=config.grace) for _ in range(config.atms)]

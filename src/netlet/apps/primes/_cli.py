@@ -17,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -42,11 +43,13 @@ if TYPE_CHECKING:
 __all__ = ["primes"]
 
 _NUMBER = re.compile(
-    r"^(?:(\d+(?:_\d+)*)\s*\*(?!\*)\s*)?(\d+(?:_\d+)*)\s*(?:(?:\*\*|\^)\s*(\d+)|[eE](\d+))?$")
+    r"^(?:(\d+(?:_\d+)*)\s*\*(?!\*)\s*)?(\d+(?:_\d+)*(?:\.\d+)?)\s*"
+    r"(?:(?:\*\*|\^)\s*(\d+)|[eE](\d+))?$")
 
 
 class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
-    """A whole number: ``1000000``, ``1_000_000``, ``10**9``, ``10^9``, ``1e9``, ``5*10**7``."""
+    """A whole number: ``1000000``, ``1_000_000``, ``10**9``, ``10^9``, ``1e9``,
+    ``1.5e6``, ``5*10**7``; a form whose value is not whole (``1.5``) is refused."""
 
     name = "N"
 
@@ -59,17 +62,20 @@ class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
         m = _NUMBER.match(text.strip().lstrip("-").strip())
         if m is None:
             self.fail(f"{text!r} is not a whole number (write 1000000, 1_000_000, 10**6, "
-                      "1e6 or 5*10**6)", param, ctx)
+                      "1e6, 1.5e6 or 5*10**6)", param, ctx)
         factor, base, power, exponent = m.groups()
         raised = power or exponent
         if raised is not None and len(raised) > 3:
             self.fail(f"{text!r} is far too large", param, ctx)
-        number = int(base)
+        number = Fraction(base.replace("_", ""))
         if power is not None:
             number = number ** int(power)
         elif exponent is not None:
             number = number * 10 ** int(exponent)
-        return sign * number * int(factor or 1)
+        number *= int(factor or 1)
+        if number.denominator != 1:
+            self.fail(f"{text!r} is not a whole number", param, ctx)
+        return sign * int(number)
 
 
 NUMBER = _Number()

@@ -1,0 +1,134 @@
+"""Real ``netlet`` servers (head, worker, bank) in subprocesses, and attackers as another uid.
+
+``Servers`` starts CLI commands and kills them all at the end of a test;
+``as_nobody`` runs a small Python script as the ``nobody`` user (the local
+attacker of the per-user key tests), with this interpreter and this source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import STEP, LineReader
+
+__all__ = ["NETLET", "NOBODY_UID", "Server", "Servers", "as_nobody", "nobody_available", "servers"]
+
+NETLET = [sys.executable, "-c", "from netlet.cli import main; main(prog_name='netlet')"]
+"""The netlet command, run by this interpreter (no console script needed)."""
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+_AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def _nobody_uid() -> int:
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return 65534
+
+
+NOBODY_UID = _nobody_uid()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    stdout: LineReader
+    stderr: LineReader
+    address: str = ""
+
+
+class Servers:
+    """Starts ``netlet ...`` servers; each prints its address on stdout when ready."""
+
+    def __init__(self) -> None:
+        self.started: list[Server] = []
+
+    def start(self, *args: str | Path, ready: str | None = r"^(tcp|unix)://\S+$") -> Server:
+        proc = subprocess.Popen([*NETLET, *map(str, args)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "250"})
+        server = Server(proc, LineReader(proc.stdout, f"stdout of {args[0]}"),
+                        LineReader(proc.stderr, f"stderr of {args[0]}"))
+        self.started.append(server)
+        if ready is not None:
+            try:
+                server.address = server.stdout.wait_for(ready, STEP * 3).group(0).strip()
+            except BaseException:
+                print(server.stderr.text(), file=sys.stderr)
+                raise
+        return server
+
+    def run(self, *args: str | Path, stdin: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``netlet ARGS`` to completion."""
+        return subprocess.run([*NETLET, *map(str, args)], input=stdin, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "COLUMNS": "250"},
+                              check=False)
+
+    def close(self) -> None:
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.terminate()
+        for server in self.started:
+            try:
+                server.proc.wait(STEP)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait(STEP)
+            for pipe in (server.proc.stdout, server.proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    s = Servers()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def nobody_available() -> str | None:
+    """Why scripts cannot run as ``nobody`` here (None if they can)."""
+    if os.geteuid() != 0:
+        return "needs root to switch to the nobody user"
+    if shutil.which("setpriv") is None:
+        return "needs setpriv (util-linux)"
+    probe = as_nobody("import netlet, msgpack; print('ok')")
+    if probe.stdout.strip() != "ok":
+        return f"nobody cannot import netlet from {SRC}: {probe.stderr.strip()[-300:]}"
+    return None
+
+
+def as_nobody(script: str, *args: str, timeout: float = 60,
+              extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with this interpreter as uid nobody (no groups, a clean environment).
+
+    Its runtime directory is a fresh one of its own, removed afterwards, so its
+    netlet clients leave nothing in the real temp directory.
+    """
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(SRC)) if p)
+    runtime = tempfile.mkdtemp(prefix="netlet-nobody-")
+    try:
+        os.chown(runtime, NOBODY_UID, NOBODY_UID)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "HOME": "/nonexistent",
+               "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": runtime, **(extra_env or {})}
+        argv: Sequence[str] = [*_AS_NOBODY, sys.executable, "-c", script, *args]
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd="/", check=False)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
