@@ -302,6 +302,31 @@ def test_unread_replies_stay_within_the_budget(
     assert srv.alive()
 
 
+@pytest.mark.timeout(90)
+def test_a_peer_we_stopped_reading_that_reads_nothing_is_closed(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """Backpressure must not become a wait for ever: the server stopped reading us (its
+    calls are all busy) and we read none of its replies: it closes with a reason."""
+    srv = start(server_process, max_inflight=4)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        for i in range(1, 17):  # 16 MiB of replies for us, then calls that do not end
+            c.send_raw(_frame_call(i, "make", MiB))
+        for i in range(17, 25):
+            c.send_raw(_frame_call(i, "hold", b"x"))
+        mark = srv.stderr.mark()
+        started = time.monotonic()
+        srv.stderr.wait_for(r"has not read the \d+ bytes we queued", timeout=30, since=mark)
+        waited = time.monotonic() - started
+        print(f"a stalled peer was closed after {waited:.1f} s")
+        assert c.closed_by_peer(STEP)
+    with RawClient.connect(srv.address) as ctl:
+        ctl.handshake(KEY)
+        ctl.send_msg([1, 1, "ctl", "release", [], None])
+        assert ctl.recv_msg()[:2] == [2, 1]
+
+
 # -- closing gives everything back, without the cyclic collector ---------------------------
 
 
