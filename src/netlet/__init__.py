@@ -61,7 +61,13 @@ from netlet.errors import (
     WouldBlock,
 )
 from netlet.node import Node, NodeConfig, Proxy, default_node, expose, open_node
-from netlet.transport import TLSConfig, TransportConfig, generate_key, load_key
+from netlet.transport import (
+    InsecureWarning,
+    TLSConfig,
+    TransportConfig,
+    generate_key,
+    load_key,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -80,6 +86,7 @@ __all__ = [
     "FrameTooLarge",
     "HandshakeError",
     "InsecureListenError",
+    "InsecureWarning",
     "Limits",
     "NetletConnectionError",
     "NetletError",
