@@ -145,7 +145,7 @@ class Node:
         self._pool_lock = threading.Lock()
         self._watch = Watchdog(self.config.keepalive)
         self._sweeper: asyncio.Task[None] | None = None
-        self._direct_pools: dict[str, DirectPool] = {}
+        self._direct_pools: dict[Link, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
         self._direct_threads: set[threading.Thread] = set()
         self._peer_listeners: list[Callable[[str, bool], None]] = []
@@ -351,6 +351,16 @@ class Node:
             self._export_counts[name] = self._export_counts.get(name, 0) + 1
         return RemoteRef(self.id, self.address or "", name)
 
+    def _from_unbound_ref(self, ref: RemoteRef, claimed: str) -> object:
+        """A REF from a direct connection that showed no main link of node ``claimed``.
+
+        A handle naming that node cannot be routed by id (the id is only a claim):
+        it becomes a proxy with nowhere to go.
+        """
+        if ref.kind == "object" and ref.node == claimed and claimed != self.id:
+            return Proxy(self, ref, pinned=True)
+        return self._from_ref(ref, None)
+
     def _from_ref(self, ref: RemoteRef, link: Link | None) -> object:
         if ref.kind != "object":
             factory = _REF_FACTORIES.get(ref.kind)
@@ -359,8 +369,12 @@ class Node:
             actor = self._actors.get(ref.name)
             if actor is not None:
                 return actor.obj
-        via = link if link is not None and link.peer.node == ref.node else None
-        return Proxy(self, ref, link=via)
+        if link is None or link.peer.node != ref.node:
+            return Proxy(self, ref)
+        # A handle from the node at the other end: calls go back over this connection.
+        # From a connection that does not own that id, they never go anywhere else.
+        pinned = self._links_by_node.get(ref.node) is not link
+        return Proxy(self, ref, link=link, pinned=pinned)
 
     # -- proxies -----------------------------------------------------------------
 
@@ -384,16 +398,29 @@ class Node:
             if sock is None:
                 conn.close()
                 return
-            thread = threading.Thread(target=self._serve_direct, args=(sock, peer, conn.remote),
+            main = self._main_link_of(peer)  # None: served, but its REFs have no way back
+            thread = threading.Thread(target=self._serve_direct,
+                                      args=(sock, peer, conn.remote, main),
                                       name=f"netlet-direct-{peer.node[:8]}", daemon=True)
             self._direct_threads.add(thread)
             thread.start()
             return
         self._add_link(conn, peer, None)
 
-    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
+    def _main_link_of(self, peer: PeerInfo) -> Link | None:
+        """The live main link a direct connection proved it belongs to (its token), if any."""
+        if not peer.link_token:
+            return None
+        for link in self._links:
+            if (not link.closed and link.peer.node == peer.node
+                    and link.peer.token == peer.link_token):
+                return link
+        return None
+
+    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
+                      main: Link | None) -> None:
         try:
-            serve_direct(self, sock, peer, remote)
+            serve_direct(self, sock, peer, remote, main)
         finally:
             self._direct_threads.discard(threading.current_thread())
 
@@ -406,7 +433,12 @@ class Node:
             conn.close()
             return link
         self._links.add(link)
-        self._links_by_node[peer.node] = link
+        # An id routes to the first live connection that authenticated it: a later
+        # one claiming it (an impostor, or a reconnect the old link hides) is served
+        # on its own behalf only (see _from_ref), never instead of the owner.
+        owner = self._links_by_node.get(peer.node)
+        if owner is None or owner.closed:
+            self._links_by_node[peer.node] = link
         self._notify_peer(peer.node, True)
         for addr in (dialed, peer.address):
             if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
@@ -431,7 +463,7 @@ class Node:
         self._links.discard(link)
         if not any(lk.peer.node == link.peer.node for lk in self._links):
             self._notify_peer(link.peer.node, False)
-        pool = self._direct_pools.pop(link.peer.node, None)
+        pool = self._direct_pools.pop(link, None)
         if pool is not None:
             pool.close()
         if self._links_by_node.get(link.peer.node) is link:
@@ -483,6 +515,7 @@ class Node:
         link = proxy._link
         if link is not None and not link.closed:
             return link
+        _check_pinned(proxy)
         link = self._known_link(proxy._ref)
         if link is not None:
             proxy._link = link
@@ -563,6 +596,7 @@ class Node:
             return await asyncio.wrap_future(cf)
         link = proxy._link
         if link is None or link.closed:
+            _check_pinned(proxy)
             link = proxy._link = await self._link_to(proxy._ref)
         return await self._start_async(loop, link, proxy, method, args, kwargs, timeout)
 
@@ -601,20 +635,21 @@ class Node:
 
     def _direct_pool(self, link: Link) -> DirectPool | None:
         """The direct-call pool for a link's peer, when that path is possible."""
-        pool = self._direct_pools.get(link.peer.node)
+        pool = self._direct_pools.get(link)
         if pool is not None:
             return None if pool.disabled else pool
         if (not self.config.direct_calls or type(link.conn) is not SocketConnection
                 or self.config.wrap_connection is not None
                 or not link.dial_address or link.closed):
             return None
-        pool = self._direct_pools[link.peer.node] = DirectPool(self, link.dial_address)
+        pool = self._direct_pools[link] = DirectPool(self, link)
         return pool
 
     def _call_oneway(self, proxy: Proxy, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any] | None) -> None:
         link = proxy._link
         if link is None or link.closed:
+            _check_pinned(proxy)
             link = self._known_link(proxy._ref)
         if link is None and threading.get_ident() == self._loop_thread_id:
             # On the loop: connect in a task rather than block the loop we need.
@@ -632,6 +667,12 @@ class Node:
 
     def _on_pong(self, link: Link, token: Any) -> None:
         """A pong only proves the peer is alive; ``last_heard`` already recorded it."""
+
+
+def _check_pinned(proxy: Proxy) -> None:
+    """A pinned proxy whose connection closed has nowhere else to go."""
+    if proxy._pinned:
+        raise ConnectionLost(f"the connection that handed over {proxy._ref.name!r} is closed")
 
 
 @contextlib.asynccontextmanager

@@ -40,6 +40,12 @@ def _is_version(value: Any) -> bool:
     return type(value) is int and value == PROTOCOL_VERSION
 
 
+def transcript_token(client_hello: bytes, server_hello: bytes) -> bytes:
+    """What both ends of one connection, and nobody off its path, know: binds ids to it."""
+    return hashlib.sha256(hashlib.sha256(client_hello).digest()
+                          + hashlib.sha256(server_hello).digest()).digest()
+
+
 def proof(key: bytes, label: bytes, client_hello: bytes, server_hello: bytes) -> bytes:
     """HMAC-SHA256 over ``label``, 0x00 and the SHA-256 of each hello body as it travelled."""
     msg = b"".join((label, b"\0", hashlib.sha256(client_hello).digest(),
@@ -119,16 +125,23 @@ def _bytes(msg: dict[str, Any], field: str, size: int) -> bytes:
 
 async def client_handshake(
     conn: Connection, config: TransportConfig, node: str, listen_address: str,
-    role: str = "link",
+    role: str = "link", link_token: bytes = b"",
 ) -> PeerInfo:
-    """Run the client side; returns who the server is or raises ``HandshakeError``."""
+    """Run the client side; returns who the server is or raises ``HandshakeError``.
+
+    A direct connection passes its main link's ``token`` as ``link_token``.
+    """
     async with asyncio.timeout(config.handshake_timeout):
         inbox = _Inbox(conn)
         cn = secrets.token_bytes(32)
         asked = config.allow_pickle and config.key is not None
-        hello = _send(conn, {"netlet": PROTOCOL_VERSION, "node": node, "address": listen_address,
-                             "nonce": cn, "auth": _AUTH if config.key else None, "role": role,
-                             "pickle": asked})
+        fields: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
+                                  "address": listen_address, "nonce": cn,
+                                  "auth": _AUTH if config.key else None, "role": role,
+                                  "pickle": asked}
+        if link_token:
+            fields["link"] = link_token
+        hello = _send(conn, fields)
         reply, reply_raw = await inbox.get_raw()
         if not _is_version(reply.get("netlet")):
             raise VersionMismatch(f"server speaks protocol {reply.get('netlet')!r}, "
@@ -154,7 +167,8 @@ async def client_handshake(
             authenticated = True
         inbox.release()
         agreed = asked and authenticated and reply.get("pickle") is True
-        return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role)
+        return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role,
+                        transcript_token(hello, reply_raw), link_token)
 
 
 async def server_handshake(
@@ -173,12 +187,15 @@ async def server_handshake(
             client_node = str(hello.get("node", ""))
             role = "direct" if hello.get("role") == "direct" else "link"
             _bytes(hello, "nonce", 32)
+            claimed = hello.get("link")
+            link_token = claimed if role == "direct" and isinstance(claimed, bytes) else b""
             reply: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
                                      "address": listen_address}
             if config.key is None:
-                _send(conn, {**reply, "auth": None, "pickle": False})
+                reply_raw = _send(conn, {**reply, "auth": None, "pickle": False})
                 inbox.release()
-                return PeerInfo(client_node, str(hello.get("address", "")), False, False, role)
+                return PeerInfo(client_node, str(hello.get("address", "")), False, False, role,
+                                transcript_token(hello_raw, reply_raw), link_token)
             if hello.get("auth") != _AUTH:
                 _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
                 raise AuthenticationError("client offered no authentication")
@@ -195,7 +212,8 @@ async def server_handshake(
                     "on the way")
             _send(conn, {"ok": True})
             inbox.release()
-            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role)
+            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role,
+                            transcript_token(hello_raw, reply_raw), link_token)
     except TimeoutError:
         raise AuthenticationError("handshake timed out") from None
     except asyncio.CancelledError:  # the node is closing: do not leave the socket open
