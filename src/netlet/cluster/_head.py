@@ -8,12 +8,19 @@ or result, it only queues, assigns and forwards them.
 Scheduling is pull-based: a worker asks for as many tasks as its credit allows
 and gets them in submission order, so a fast worker asks more often and does
 more, and a slow one never holds more than its credit.
+
+Each hand-out is a *lease*: a fresh random token (a fencing token) that goes to
+the worker with the task and must come back with its result. A result is
+accepted only from the worker holding the task's current lease; one from an
+expired lease (the task was requeued), a duplicate, or anyone else is refused
+and changes nothing, so one client cannot complete another's task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -54,6 +61,8 @@ class Task:
     state: str = QUEUED
     worker: str = ""
     attempts: int = 0
+    lease: str = ""
+    """The current hand-out's fencing token ("" while not handed out)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +115,8 @@ class Head:
         self._subscribers: dict[str, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.refused_results = 0
+        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.started = time.time()
         node.on_peer_change(self._peer_changed)
         if store is not None:
@@ -222,7 +233,7 @@ class Head:
             return
         task.attempts += 1
         if task.attempts <= task.retries:
-            task.state, task.worker = QUEUED, ""
+            task.state, task.worker, task.lease = QUEUED, "", ""
             self._queue.appendleft(tid)
             log.info("task %s goes to another worker (attempt %d)", tid, task.attempts + 1)
             self._dispatch()
@@ -331,7 +342,7 @@ class Head:
         return cancelled
 
     async def pull(self, worker: str, want: int) -> list[Any]:
-        """Up to ``want`` tasks for ``worker``: [[id, fn, body], ...], functions it needs."""
+        """Up to ``want`` tasks for ``worker``: [[id, fn, body, lease], ...], functions it needs."""
         member = self._members.get(worker)
         if member is None or not member.alive or member.role != "worker":
             raise NoSuchObject("unknown worker: join first")
@@ -367,9 +378,9 @@ class Head:
                 continue
             if not self._claim(task):
                 continue  # its future was cancelled: the task never runs
-            task.state, task.worker = RUNNING, member.node
+            task.state, task.worker, task.lease = RUNNING, member.node, secrets.token_hex(12)
             member.running.add(tid)
-            batch.append([tid, task.fn, task.body])
+            batch.append([tid, task.fn, task.body, task.lease])
             if task.fn.startswith("pickle:"):
                 fns[task.fn] = self._functions[task.fn]
         return [batch, fns]
@@ -407,18 +418,32 @@ class Head:
                 fut.set_result(None)
 
     async def report(self, worker: str, results: list[list[Any]]) -> None:
-        """Results ``[id, ok, body]`` from a worker; late and duplicate ones count once."""
+        """Results ``[id, ok, body, lease]`` from a worker.
+
+        Only the holder of a task's current lease completes it; anything else (a
+        late result from an expired lease, a duplicate, a forgery) is refused,
+        counted in ``refused_results`` once, and changes nothing else.
+        """
+        if not isinstance(results, list) or not all(
+                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+                and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
+            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
         member = self._members.get(worker)
-        for tid, ok, body in results:
+        for tid, ok, body, lease in results:
             task = self._tasks.get(tid)
-            if member is not None:
-                member.running.discard(tid)
-                if ok:
-                    member.done += 1
-                else:
-                    member.failed += 1
-            if task is None or task.state == DONE:
-                continue  # a second run, or a worker we already gave up on
+            if (member is None or task is None or task.state != RUNNING
+                    or task.worker != worker or not task.lease
+                    or not secrets.compare_digest(task.lease, lease)):
+                self.refused_results += 1
+                log.info("refused a result for task %s from %s: not its current lease",
+                         tid[:40], worker[:8])
+                continue
+            member.running.discard(tid)
+            if ok:
+                member.done += 1
+            else:
+                member.failed += 1
+            task.lease = ""
             self._complete(task, [tid, bool(ok), body, None])
 
     def _complete(self, task: Task, result: list[Any]) -> None:
@@ -547,4 +572,5 @@ class Head:
                  for m in self._members.values()]
         running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": len(self._queue), "running": running}
+                "names": await self.names(), "queued": len(self._queue), "running": running,
+                "refused_results": self.refused_results}
