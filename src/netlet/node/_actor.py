@@ -110,7 +110,7 @@ class Actor:
                 self._tasks.add(task)  # a oneway call's task has no other owner
                 task.add_done_callback(self._tasks.discard)
                 return _canceller(task)
-            func = getattr(self.obj, info.name)
+            func = info.bind(self.obj)
             fut = self._pool().submit(run_method, func, info.name, args, kwargs, reply)
             return _canceller(fut)
         call = _Call(info, args, kwargs, reply)
@@ -127,7 +127,7 @@ class Actor:
                    kwargs: dict[str, Any] | None, reply: Reply) -> None:
         """Run one call from a direct-connection thread, with the same rules."""
         if self.concurrent and not info.is_async:
-            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+            run_method(info.bind(self.obj), info.name, args, kwargs, reply)
             return
         if self.concurrent or self.on_loop:
             done = threading.Event()
@@ -140,7 +140,7 @@ class Actor:
             done.wait()
             return
         with self.lock:
-            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+            run_method(info.bind(self.obj), info.name, args, kwargs, reply)
 
     # -- serial on the loop -----------------------------------------------------
 
@@ -155,7 +155,7 @@ class Actor:
                     self._current = loop.create_task(
                         self._run_coro(call.info, call.args, call.kwargs, call.reply))
                 else:
-                    func = getattr(self.obj, call.info.name)
+                    func = call.info.bind(self.obj)
                     self._current = loop.run_in_executor(
                         self._pool(), run_method, func, call.info.name, call.args,
                         call.kwargs, call.reply)
@@ -177,7 +177,7 @@ class Actor:
 
     async def _run_coro(self, info: MethodInfo, args: list[Any],
                         kwargs: dict[str, Any] | None, reply: Reply) -> None:
-        func = getattr(self.obj, info.name)
+        func = info.bind(self.obj)
         try:
             result = await (func(*args, **kwargs) if kwargs else func(*args))
         except asyncio.CancelledError:
@@ -217,7 +217,7 @@ class Actor:
             if call.cancelled:
                 continue
             with self.lock:
-                run_method(getattr(self.obj, call.info.name), call.info.name,
+                run_method(call.info.bind(self.obj), call.info.name,
                            call.args, call.kwargs, call.reply)
 
     def close(self) -> None:
