@@ -64,7 +64,7 @@ class Service(ExposedBase, PlainBase):
     def __init__(self) -> None:
         self.ok = lambda: "instance attribute ran"  # shadows the method below
 
-    def ok(self) -> str:  # type: ignore[method-assign]  # noqa: F811
+    def ok(self) -> str:
         return "method"
 
     @staticmethod

@@ -565,7 +565,7 @@ class Head:
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()
-        nodes = [{"node": m.node, "role": m.role, "alive": m.alive,
+        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": len(m.running), "done": m.done, "failed": m.failed}
