@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 
 import netlet
@@ -26,6 +27,7 @@ from netlet.cluster import Cluster, Head, HeadConfig
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.codec import Codec
 from netlet.errors import ConfigError
+from tests.conftest import RawClient
 
 KEY = bytes(range(32))
 
@@ -92,7 +94,7 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
                 with contextlib.suppress(Exception):  # refused, or not even understood
                     evil.report(worker, [report])
     assert not fut.done(), f"a forged result completed another client's task: {fut.result()}"
-    assert head_obj.refused_results >= 2 * 2 * (len(guessed) + 1)
+    assert head_obj.refused_results >= 2 * (len(guessed) + 1)
     with pytest.raises(ConfigError):
         evil.report(attacker.id, [[real, True, forged]])  # a result with no lease
     # A real worker then runs it: the victim gets its own result.
@@ -145,3 +147,47 @@ def test_a_late_result_from_an_expired_lease_is_refused_and_counted_once(
     assert head_obj.refused_results == 3
     done = {n["node"]: n["done"] for n in client.status()["nodes"] if n["role"] == "worker"}
     assert done == {w1.id: 0, w2.id: 1}, "a task must be counted once, for its lease holder"
+
+
+def test_another_client_cannot_act_as_me(head: tuple[str, Head], node_factory: NodeFactory,
+                                         clusters: list[Cluster]) -> None:
+    """Members name themselves in calls; the head holds each call to its connection's id."""
+    address, head_obj = head
+    victim = Cluster(address, key=KEY)
+    clusters.append(victim)
+    fut = victim.submit(forty_two)
+    tid = _wait(lambda: list(head_obj._tasks))[0]
+    attacker = node_factory(key=KEY)
+    sink = attacker.serve(_Sink(), "sink")  # where it would like the victim's results
+    evil = attacker.proxy(address, "netlet.head", timeout=5)
+    for call in (lambda: evil.resume(victim.node.id, sink, [tid]),  # steal its results
+                 lambda: evil.leave(victim.node.id),                # drop its tasks
+                 lambda: evil.submit(victim.node.id, sink, [], {}),  # redirect them
+                 lambda: evil.join(victim.node.id, "client", {}, None),
+                 lambda: evil.heartbeat(victim.node.id, {}),
+                 lambda: evil.pull(victim.node.id, 1)):
+        with pytest.raises(PermissionError):
+            call()
+    assert evil.cancel([tid]) == []
+    # The same from a connection that claims the victim's id: it owns nothing.
+    with RawClient.connect(address) as raw:
+        raw.node = victim.node.id
+        raw.handshake(KEY)
+        raw.send_msg([1, 1, "netlet.head", "leave", [victim.node.id], None])
+        kind, cid, error = raw.recv_msg()
+    assert (kind, cid) == (3, 1)
+    assert msgpack.unpackb(error.data, raw=False)[0] == "builtins.PermissionError"
+    worker = Worker(WorkerOptions(address, key=KEY))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert fut.result(10) == 42
+    finally:
+        worker.close()
+        thread.join(10)
+
+
+@netlet.expose
+class _Sink:
+    def results(self, batch: list[Any]) -> None:
+        raise AssertionError("results reached the attacker")

@@ -218,3 +218,64 @@ def test_a_handle_from_an_impostor_never_reroutes_to_the_real_node(
     _wait(lambda: len(server._links) == 1)
     with pytest.raises(netlet.errors.ConnectionLost):
         hub.fire()
+
+
+@netlet.expose
+class Who:
+    def who(self) -> Any:
+        return netlet.node.current_peer()
+
+    async def who_async(self) -> Any:
+        return netlet.node.current_peer()
+
+
+def _ask_who(raw: RawClient, cid: int, method: str = "who") -> Any:
+    raw.send_msg([1, cid, "who", method, [], None])
+    while True:
+        msg = raw.recv_msg()
+        if msg[0] == 5:  # a PING: answer it, we are alive
+            raw.send_msg([6, msg[1]])
+            continue
+        assert msg[:2] == [2, cid], msg
+        return msg[2]
+
+
+def test_the_owner_of_an_id_acts_for_it_and_a_claimant_does_not(
+        node_factory: NodeFactory) -> None:
+    server = node_factory("tcp://127.0.0.1:0", key=KEY, keepalive=0.2)
+    server.serve(Who(), "who")
+    assert server.address is not None
+    client = node_factory(key=KEY)
+    who = client.proxy(server.address, "who", timeout=5)
+    assert who.who() == client.id               # a direct connection, bound by its token
+    assert who.who.future().result(5) == client.id  # the main link
+    assert who.who_async() == client.id
+    with RawClient.connect(server.address) as raw:
+        raw.node = client.id
+        raw.handshake(KEY)
+        assert _ask_who(raw, 1) == ""  # it claims the id; it does not own it
+        assert _ask_who(raw, 2, "who_async") == ""
+        # The owner answers the server's ping, so the claim never succeeds.
+        deadline, cid = time.monotonic() + 1.5, 3
+        while time.monotonic() < deadline:
+            assert _ask_who(raw, cid) == ""
+            cid += 1
+    assert who.who() == client.id
+
+
+def test_a_reconnect_takes_over_an_id_whose_old_link_went_silent(
+        node_factory: NodeFactory) -> None:
+    server = node_factory("tcp://127.0.0.1:0", key=KEY, keepalive=0.2)
+    server.serve(Who(), "who")
+    assert server.address is not None
+    node_id = "d" * 32
+    with RawClient.connect(server.address) as old, RawClient.connect(server.address) as new:
+        old.node = new.node = node_id
+        old.handshake(KEY)
+        assert _ask_who(old, 1) == node_id
+        # The old connection goes silent (a half-open link): it will not answer pings.
+        new.handshake(KEY)
+        assert _ask_who(new, 1) == ""
+        assert old.closed_by_peer(5), "the silent owner was not let go"
+        ids = iter(range(2, 10_000))
+        _wait(lambda: _ask_who(new, next(ids)) == node_id)

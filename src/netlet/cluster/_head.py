@@ -14,6 +14,10 @@ the worker with the task and must come back with its result. A result is
 accepted only from the worker holding the task's current lease; one from an
 expired lease (the task was requeued), a duplicate, or anyone else is refused
 and changes nothing, so one client cannot complete another's task.
+
+Members name themselves in calls (``join(node, ...)``, ``report(worker, ...)``);
+a call over the network may only name the node its connection proved to be
+(``netlet.node.current_peer``), so no member acts for another.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject, WorkerLost
-from netlet.node import Node, Proxy, expose
+from netlet.node import Node, Proxy, current_peer, expose
 
 __all__ = ["Head", "HeadConfig"]
 
@@ -87,6 +91,15 @@ class ActorSpec:
     restart: str | None
     functions: dict[str, bytes]
     worker: str = ""
+
+
+def _as_itself(node: str) -> None:
+    """Refuse a call from the network that names a member other than its caller."""
+    caller = current_peer()
+    if caller is not None and caller != node:
+        raise PermissionError(
+            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
+            "pass your own node id (a connection claiming an id another one owns has none)")
 
 
 @expose(concurrent=True)
@@ -157,6 +170,7 @@ class Head:
     async def join(self, node: str, role: str, info: dict[str, Any],
                    control: Proxy | None = None) -> dict[str, Any]:
         """A worker or client joins (or rejoins after a drop or a head restart)."""
+        _as_itself(node)
         if role not in ("worker", "client"):
             raise ConfigError(f"unknown role {role!r}")
         old = self._members.get(node)
@@ -172,6 +186,7 @@ class Head:
                 "dead_after": self.config.dead_after}
 
     async def heartbeat(self, node: str, stats: dict[str, Any] | None = None) -> bool:
+        _as_itself(node)
         member = self._members.get(node)
         if member is None or not member.alive:
             return False  # unknown here (head restarted, or declared dead): rejoin
@@ -182,6 +197,7 @@ class Head:
 
     async def leave(self, node: str) -> None:
         """A member says goodbye; a client that leaves takes its unfinished tasks along."""
+        _as_itself(node)
         member = self._members.get(node)
         if member is not None:
             self._member_died(member, "left")
@@ -261,6 +277,7 @@ class Head:
 
     async def register(self, name: str, ref: Any, node: str) -> None:
         """Map ``name`` to a handle; it disappears when ``node`` dies."""
+        _as_itself(node)
         if not isinstance(name, str) or not name:
             raise ConfigError("a name is a non-empty string")
         if not isinstance(ref, (Proxy, RemoteRef)) and not hasattr(ref, "__netlet_ref__"):
@@ -292,6 +309,7 @@ class Head:
     async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
                      functions: dict[str, bytes]) -> int:
         """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
+        _as_itself(client)
         self._clients[client] = sink
         self._functions.update(functions)
         new: list[Task] = []
@@ -312,6 +330,7 @@ class Head:
 
     async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
         """A client came back: deliver what finished meanwhile; return ids we never saw."""
+        _as_itself(client)
         self._clients[client] = sink
         member = self._members.get(client)
         if member is not None:
@@ -320,10 +339,16 @@ class Head:
         return [tid for tid in pending if tid not in self._tasks]
 
     async def cancel(self, tasks: list[str]) -> list[str]:
-        """Drop queued tasks; returns those cancelled (running ones finish)."""
+        """Drop queued tasks; returns those cancelled (running ones finish).
+
+        Over the network, only the caller's own tasks: others are left alone.
+        """
+        caller = current_peer()
         cancelled = []
         for tid in tasks:
             task = self._tasks.get(tid)
+            if task is not None and caller is not None and task.client != caller:
+                continue
             if task is None:  # not submitted yet (the cancel overtook it): skip it later
                 self._cancelled_early.add(tid)
                 if len(self._cancelled_early) > 100_000:
@@ -343,6 +368,7 @@ class Head:
 
     async def pull(self, worker: str, want: int) -> list[Any]:
         """Up to ``want`` tasks for ``worker``: [[id, fn, body, lease], ...], functions it needs."""
+        _as_itself(worker)
         member = self._members.get(worker)
         if member is None or not member.alive or member.role != "worker":
             raise NoSuchObject("unknown worker: join first")
@@ -362,6 +388,7 @@ class Head:
 
     async def exchange(self, worker: str, results: list[list[Any]], want: int) -> list[Any]:
         """``report`` then ``pull`` in one round trip: what a busy worker sends per task."""
+        _as_itself(worker)
         if results:
             await self.report(worker, results)
         if want <= 0:
@@ -424,6 +451,7 @@ class Head:
         late result from an expired lease, a duplicate, a forgery) is refused,
         counted in ``refused_results`` once, and changes nothing else.
         """
+        _as_itself(worker)
         if not isinstance(results, list) or not all(
                 isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
                 and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):

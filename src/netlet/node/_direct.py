@@ -36,6 +36,7 @@ from netlet.errors import (
     NotExposed,
     ProtocolError,
 )
+from netlet.node._actor import CALLER
 from netlet.node._messages import (
     CALL as _CALL,
 )
@@ -258,7 +259,11 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
                 log.warning("closing direct connection from %s: %s", remote, problem)
                 return
             _, cid, target, method, args, kwargs = msg
-            _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
+            caller = CALLER.set(node._caller_of(link) if link is not None else "")
+            try:
+                _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
+            finally:
+                CALLER.reset(caller)
     finally:
         node._direct_sockets.discard(framer)
         framer.close()

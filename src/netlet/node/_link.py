@@ -28,6 +28,8 @@ from netlet.errors import (
     PeerUnreachable,
     ProtocolError,
 )
+from netlet.node._actor import CALLER, Actor
+from netlet.node._expose import MethodInfo
 from netlet.node._messages import (
     BYE as _BYE,
 )
@@ -224,6 +226,14 @@ class Link:
             self._reply(cid, False, NotExposed(
                 f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
             return
+        caller = CALLER.set(self.node._caller_of(self))
+        try:
+            self._start(actor, info, cid, target, method, args, kwargs)
+        finally:
+            CALLER.reset(caller)
+
+    def _start(self, actor: Actor, info: MethodInfo, cid: int, target: str, method: str,
+               args: list[Any], kwargs: dict[str, Any] | None) -> None:
         if not cid:
             actor.submit(info, args, kwargs, _log_oneway_failure(target, method))
             return

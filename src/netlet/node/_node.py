@@ -32,6 +32,7 @@ from netlet.node._actor import Actor
 from netlet.node._config import NodeConfig, make_config
 from netlet.node._direct import DirectPool, serve_direct
 from netlet.node._expose import is_exposed
+from netlet.node._identity import caller_of, forget_link, main_link_of, register_link
 from netlet.node._link import Link, Waiter
 from netlet.node._messages import BYE
 from netlet.node._proxy import Proxy
@@ -138,7 +139,8 @@ class Node:
         self._auto_names: dict[int, str] = {}
         self._export_counts: dict[str, int] = {}
         self._links: set[Link] = set()
-        self._links_by_node: dict[str, Link] = {}
+        self._links_by_node: dict[str, Link] = {}  # id -> the link that owns it (_identity)
+        self._claimants: dict[str, Link] = {}  # id -> a later link waiting to own it
         self._links_by_addr: dict[str, Link] = {}
         self._connecting: dict[str, asyncio.Task[Link]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -398,7 +400,7 @@ class Node:
             if sock is None:
                 conn.close()
                 return
-            main = self._main_link_of(peer)  # None: served, but its REFs have no way back
+            main = main_link_of(self, peer)  # None: served, but its REFs have no way back
             thread = threading.Thread(target=self._serve_direct,
                                       args=(sock, peer, conn.remote, main),
                                       name=f"netlet-direct-{peer.node[:8]}", daemon=True)
@@ -407,15 +409,9 @@ class Node:
             return
         self._add_link(conn, peer, None)
 
-    def _main_link_of(self, peer: PeerInfo) -> Link | None:
-        """The live main link a direct connection proved it belongs to (its token), if any."""
-        if not peer.link_token:
-            return None
-        for link in self._links:
-            if (not link.closed and link.peer.node == peer.node
-                    and link.peer.token == peer.link_token):
-                return link
-        return None
+    def _caller_of(self, link: Link) -> str:
+        """The id a call over ``link`` may act for (see ``current_peer``)."""
+        return caller_of(self, link)
 
     def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
                       main: Link | None) -> None:
@@ -433,12 +429,7 @@ class Node:
             conn.close()
             return link
         self._links.add(link)
-        # An id routes to the first live connection that authenticated it: a later
-        # one claiming it (an impostor, or a reconnect the old link hides) is served
-        # on its own behalf only (see _from_ref), never instead of the owner.
-        owner = self._links_by_node.get(peer.node)
-        if owner is None or owner.closed:
-            self._links_by_node[peer.node] = link
+        register_link(self, link)  # the first live link with an id owns it
         self._notify_peer(peer.node, True)
         for addr in (dialed, peer.address):
             if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
@@ -466,8 +457,7 @@ class Node:
         pool = self._direct_pools.pop(link, None)
         if pool is not None:
             pool.close()
-        if self._links_by_node.get(link.peer.node) is link:
-            del self._links_by_node[link.peer.node]
+        forget_link(self, link)
         for addr in [a for a, lk in self._links_by_addr.items() if lk is link]:
             del self._links_by_addr[addr]
         for name in link.exported:
