@@ -13,6 +13,7 @@ the two ends of that link know (PROTOCOL.md 4.8).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import msgpack
 import pytest
 
 import netlet
-from tests.conftest import RawClient, frame
+from tests.conftest import RawClient, frame, hmac_proof
 
 KEY = bytes(range(32))
 
@@ -279,3 +280,31 @@ def test_a_reconnect_takes_over_an_id_whose_old_link_went_silent(
         assert old.closed_by_peer(5), "the silent owner was not let go"
         ids = iter(range(2, 10_000))
         _wait(lambda: _ask_who(new, next(ids)) == node_id)
+
+
+def test_an_announced_address_does_not_capture_calls_to_that_address(
+        node_factory: NodeFactory) -> None:
+    """A hello's ``address`` is a claim too: calls to that address go to whoever listens there."""
+    server = node_factory("tcp://127.0.0.1:0", key=KEY)
+    victim = node_factory("tcp://127.0.0.1:0", key=KEY)
+    victim.serve(Answer(42), "answer")
+    assert victim.address is not None
+    assert server.address is not None
+    with RawClient.connect(server.address) as raw:
+        raw.hello(key=KEY, address=victim.address)  # "I am the node at the victim's address"
+        reply_body, _ = raw.recv_frame()
+        raw.recv_msg()  # the server's proof
+        raw.send_msg({"proof": hmac_proof(KEY, b"client", raw.hello_body, reply_body)})
+        assert raw.recv_msg() == {"ok": True}
+        _wait(lambda: len(server._links) == 1)
+        answer = server.proxy(victim.address, "answer", timeout=5)
+        got = answer.answer.future()
+        raw.sock.settimeout(0.05)
+        deadline = time.monotonic() + 5
+        while not got.done() and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                body, _ = raw.recv_frame()  # a call meant for the victim, if it came here
+                msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+                if msg[0] == 1:
+                    raw.send_msg([2, msg[1], 1337])
+        assert got.result(5) == 42

@@ -431,9 +431,10 @@ class Node:
         self._links.add(link)
         register_link(self, link)  # the first live link with an id owns it
         self._notify_peer(peer.node, True)
-        for addr in (dialed, peer.address):
-            if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
-                self._links_by_addr[addr] = link
+        # Only an address we dialed names this link: the one a peer announces is a
+        # claim, and calls to that address go to whoever really listens there.
+        if dialed and (dialed not in self._links_by_addr or self._links_by_addr[dialed].closed):
+            self._links_by_addr[dialed] = link
         return link
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
