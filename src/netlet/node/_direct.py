@@ -182,13 +182,13 @@ class DirectPool:
             return None
 
     def release(self, client: _DirectClient) -> None:
-        if client.broken:
-            client.framer.close()
-            with self._lock:
-                self._count -= 1
-            return
+        """Give a connection back; a broken one, or one returned after close, is closed."""
         with self._lock:
-            self._free.append(client)
+            if not client.broken and not self.disabled:
+                self._free.append(client)
+                return
+            self._count -= 1
+        client.framer.close()
 
     def _open(self) -> _DirectClient:
         node = self.node
