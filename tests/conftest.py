@@ -388,11 +388,10 @@ def frame(body: bytes, *buffers: bytes) -> bytes:
     return head + body + b"".join(buffers)
 
 
-def hmac_proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
-               client_node: str, server_node: str) -> bytes:
-    """The handshake's HMAC-SHA256 proof, computed independently of netlet's code."""
-    msg = b"\0".join((label, client_nonce, server_nonce, client_node.encode(),
-                      server_node.encode()))
+def hmac_proof(key: bytes, label: bytes, client_hello: bytes, server_hello: bytes) -> bytes:
+    """The handshake's HMAC-SHA256 proof over both hello bodies, independently of netlet."""
+    msg = (label + b"\0" + hashlib.sha256(client_hello).digest()
+           + hashlib.sha256(server_hello).digest())
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
@@ -403,6 +402,8 @@ class RawClient:
     sock: socket.socket
     sent: bytearray = field(default_factory=bytearray)
     node: str = field(default_factory=lambda: uuid.uuid4().hex)
+    hello_body: bytes = b""
+    """The body of the last hello sent (the server's proof covers it)."""
     _buf: bytearray = field(default_factory=bytearray)
 
     @classmethod
@@ -516,21 +517,22 @@ class RawClient:
         msg = {"netlet": 1, "node": self.node, "address": "", "nonce": nonce,
                "auth": "hmac-sha256" if key else None, "role": role, "pickle": pickle,
                **extra}
-        self.send_msg(msg)
+        self.hello_body = msgpack.packb(msg)
+        self.send_frame(self.hello_body)
         return nonce
 
     def handshake(self, key: bytes | None = None, *, role: str = "link",
                   pickle: bool = False) -> dict[str, Any]:
         """Run the whole client handshake; returns the server's hello (fails if refused)."""
-        cn = self.hello(key=key, role=role, pickle=pickle)
-        reply = self.recv_msg()
+        self.hello(key=key, role=role, pickle=pickle)
+        reply_body, _ = self.recv_frame()
+        reply = msgpack.unpackb(reply_body, raw=False)
         assert "error" not in reply, f"server refused the handshake: {reply}"
         if key is not None:
             assert reply["auth"] == "hmac-sha256"
-            sn = reply["nonce"]
-            assert reply["proof"] == hmac_proof(key, b"server", cn, sn, self.node, reply["node"])
-            self.send_msg({"proof": hmac_proof(key, b"client", cn, sn, self.node,
-                                               reply["node"])})
+            server_proof = self.recv_msg()["proof"]
+            assert server_proof == hmac_proof(key, b"server", self.hello_body, reply_body)
+            self.send_msg({"proof": hmac_proof(key, b"client", self.hello_body, reply_body)})
             ok = self.recv_msg()
             assert ok == {"ok": True}, f"server refused our proof: {ok}"
         return dict(reply)

@@ -98,10 +98,10 @@ def decode(body: bytes, buffers: list[bytes] | tuple[bytes, ...] = ()) -> Any:
     return unpack(body)
 
 
-def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
-          client_node: str, server_node: str) -> bytes:
-    msg = b"\0".join((label, client_nonce, server_nonce,
-                      client_node.encode(), server_node.encode()))
+def proof(key: bytes, label: bytes, client_hello: bytes, server_hello: bytes) -> bytes:
+    """PROTOCOL.md 4.4: over the label and the SHA-256 of both hello bodies as they travelled."""
+    msg = (label + b"\0" + hashlib.sha256(client_hello).digest()
+           + hashlib.sha256(server_hello).digest())
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
@@ -160,15 +160,22 @@ class Client:
         msg = {"netlet": 1, "node": self.node, "address": "", "nonce": self.nonce,
                "auth": "hmac-sha256" if key else None, "role": "link", "pickle": False}
         msg.update(fields)
-        self.send_frame(msgpack.packb(msg, use_bin_type=True))
-        reply: dict[str, Any] = msgpack.unpackb(self.recv_frame()[0], raw=False)
+        self.hello_body = msgpack.packb(msg, use_bin_type=True)  # the proofs cover these bytes
+        self.send_frame(self.hello_body)
+        self.server_body = self.recv_frame()[0]
+        reply: dict[str, Any] = msgpack.unpackb(self.server_body, raw=False)
         self.server = reply
         return reply
 
+    def server_proof(self) -> bytes:
+        """With a key, the server's proof follows its hello in a frame of its own."""
+        answer: dict[str, Any] = msgpack.unpackb(self.recv_frame()[0], raw=False)
+        value: bytes = answer["proof"]
+        return value
+
     def send_proof(self, key: bytes) -> dict[str, Any]:
         """Answer the server's challenge; returns its last handshake frame."""
-        s = self.server
-        mine = proof(key, b"client", self.nonce, s["nonce"], self.node, s["node"])
+        mine = proof(key, b"client", self.hello_body, self.server_body)
         self.send_frame(msgpack.packb({"proof": mine}, use_bin_type=True))
         answer: dict[str, Any] = msgpack.unpackb(self.recv_frame()[0], raw=False)
         return answer
@@ -178,8 +185,8 @@ class Client:
         assert "error" not in reply, reply
         assert reply["netlet"] == 1
         if key is not None:
-            expected = proof(key, b"server", self.nonce, reply["nonce"], self.node, reply["node"])
-            assert hmac.compare_digest(reply["proof"], expected), "server lacks the key"
+            expected = proof(key, b"server", self.hello_body, self.server_body)
+            assert hmac.compare_digest(self.server_proof(), expected), "server lacks the key"
             assert self.send_proof(key) == {"ok": True}
 
     # calls
@@ -456,11 +463,25 @@ def test_garbage_closes_only_that_connection(server: tuple[str, int]) -> None:
 
 def test_hmac_test_vector() -> None:
     """The worked example in PROTOCOL.md."""
-    key, cn, sn = bytes(range(32)), b"\x11" * 32, b"\x22" * 32
-    assert proof(key, b"server", cn, sn, "client-node", "server-node").hex() == (
-        "103b2461d0f53386d7d266e48e0036114751766ee7218192109290f7a26d508a")
-    assert proof(key, b"client", cn, sn, "client-node", "server-node").hex() == (
-        "62bf69551989ef4adc0ebf809cdf993f414f167c04b0bf6cfc2bdf7e8193e13c")
+    key = bytes(range(32))
+    client_hello = bytes.fromhex(
+        "87a66e65746c657401a46e6f6465ab636c69656e742d6e6f6465a761646472657373a0a56e6f6e6365"
+        "c4201111111111111111111111111111111111111111111111111111111111111111a461757468ab68"
+        "6d61632d736861323536a4726f6c65a46c696e6ba67069636b6c65c2")
+    server_hello = bytes.fromhex(
+        "86a66e65746c657401a46e6f6465ab7365727665722d6e6f6465a761646472657373b47463703a2f2f"
+        "3132372e302e302e313a37303030a461757468ab686d61632d736861323536a56e6f6e6365c42022"
+        "22222222222222222222222222222222222222222222222222222222222222a67069636b6c65c2")
+    assert msgpack.unpackb(client_hello)["node"] == "client-node"
+    assert msgpack.unpackb(server_hello)["nonce"] == b"\x22" * 32
+    assert hashlib.sha256(client_hello).hexdigest() == (
+        "d192104fbfc1f03e942a18c903e72087534325e106fa704f93972a765977366e")
+    assert hashlib.sha256(server_hello).hexdigest() == (
+        "6adb5cd8894841c8497289d8645b12fd879594c5f580969be84ef7fde0b4d9d6")
+    assert proof(key, b"server", client_hello, server_hello).hex() == (
+        "df4fdd5c7cae5ade235b4d15676acd2fede161dc640e8452806c8f7f2d55d84f")
+    assert proof(key, b"client", client_hello, server_hello).hex() == (
+        "457f2208450c876253937b20bd0f477e548186581a4d08c74c089a78ebb48803")
 
 
 def test_hmac_handshake_then_calls(keyed_server: tuple[str, int], key: bytes) -> None:
@@ -468,9 +489,8 @@ def test_hmac_handshake_then_calls(keyed_server: tuple[str, int], key: bytes) ->
         reply = c.hello(key)
         assert reply["auth"] == "hmac-sha256"
         assert len(reply["nonce"]) == 32
-        assert len(reply["proof"]) == 32
-        assert reply["proof"] == proof(key, b"server", c.nonce, reply["nonce"],
-                                       c.node, reply["node"])
+        assert "proof" not in reply  # it follows in a frame of its own
+        assert c.server_proof() == proof(key, b"server", c.hello_body, c.server_body)
         assert c.send_proof(key) == {"ok": True}
         assert c.call("calc", "add", 2, 3) == (REPLY, 5)
         kind, exc = c.call("calc", "fail", "keyed")
@@ -482,6 +502,7 @@ def test_wrong_key_gets_an_auth_error_then_close(keyed_server: tuple[str, int]) 
     with Client(keyed_server) as c:
         reply = c.hello(b"not the key, but long enough")
         assert reply["auth"] == "hmac-sha256"
+        c.server_proof()  # made with the real key: it does not match ours
         assert c.send_proof(b"not the key, but long enough") == {
             "error": "auth", "message": "wrong cluster key"}
         c.expect_closed()
@@ -500,6 +521,7 @@ def test_keyed_server_survives_garbage(keyed_server: tuple[str, int], key: bytes
         bad.expect_closed()
     with Client(keyed_server) as bad:  # a call instead of the proof: nothing is decoded
         bad.hello(key)
+        bad.server_proof()
         bad.send_frame(encode([CALL, 1, "calc", "add", [1, 2], None]))
         bad.expect_closed()
     with Client(keyed_server) as good:

@@ -141,10 +141,10 @@ def test_server_refuses_a_client_proof_made_with_the_wrong_key(
         node_factory: NodeFactory, netlet_logs: pytest.LogCaptureFixture) -> None:
     server, _ = served(node_factory, key=KEY)
     with RawClient.connect(server.address) as raw:
-        cn = raw.hello(key=OTHER_KEY)
-        reply = raw.recv_msg()
-        raw.send_msg({"proof": hmac_proof(OTHER_KEY, b"client", cn, reply["nonce"], raw.node,
-                                          reply["node"])})
+        raw.hello(key=OTHER_KEY)
+        reply_body, _ = raw.recv_frame()
+        raw.recv_msg()  # the server's proof, which we cannot check
+        raw.send_msg({"proof": hmac_proof(OTHER_KEY, b"client", raw.hello_body, reply_body)})
         assert raw.recv_msg() == {"error": "auth", "message": "wrong cluster key"}
         assert raw.closed_by_peer(5)
         port = raw.local_port
@@ -225,6 +225,7 @@ def test_replayed_client_handshake_is_refused(node_factory: NodeFactory,
         thief.send_raw(captured)
         server_hello = thief.recv_msg()
         assert server_hello["auth"] == "hmac-sha256"
+        assert "proof" in thief.recv_msg()  # the server proves itself over the new transcript
         assert thief.recv_msg() == {"error": "auth", "message": "wrong cluster key"}
         assert thief.closed_by_peer(5)
         port = thief.local_port
@@ -234,7 +235,8 @@ def test_replayed_client_handshake_is_refused(node_factory: NodeFactory,
     hello_len = 8 + int.from_bytes(captured[:4], "big")
     with RawClient.connect(server.address) as thief:
         thief.send_raw(captured[:hello_len])
-        thief.recv_msg()
+        thief.recv_msg()  # the server's hello
+        thief.recv_msg()  # and its proof
         thief.send_raw(captured[hello_len:])
         thief.send_msg([1, 2, "rec", "echo", ["stolen"], None])
         assert thief.recv_msg()["error"] == "auth"
@@ -245,11 +247,13 @@ def test_replayed_client_handshake_is_refused(node_factory: NodeFactory,
 def test_replayed_server_handshake_is_refused_by_the_client(node_factory: NodeFactory) -> None:
     server, _ = served(node_factory, key=KEY)
     with RawClient.connect(server.address) as honest:
-        recorded = honest.handshake(KEY)  # the real server's hello, with its proof
+        honest.hello(key=KEY)
+        recorded = [honest.recv_frame()[0], honest.recv_frame()[0]]  # its hello and proof
 
     def replay(raw: RawClient) -> None:
         raw.recv_msg()
-        raw.send_msg(recorded)
+        for body in recorded:
+            raw.send_frame(body)
         raw.recv_msg()
 
     with _fake_server(replay) as (address, errors), \
@@ -355,12 +359,12 @@ def test_keyless_server_never_agrees_to_pickle_even_if_asked(node_factory: NodeF
 
 def test_server_cannot_force_pickle_on_a_client_that_did_not_opt_in() -> None:
     def rogue(raw: RawClient) -> None:
-        hello = raw.recv_msg()
-        sn = b"\1" * 32
-        raw.send_msg({"netlet": 1, "node": "rogue", "address": "", "auth": "hmac-sha256",
-                      "nonce": sn, "pickle": True,  # though the client said no
-                      "proof": hmac_proof(KEY, b"server", hello["nonce"], sn, hello["node"],
-                                          "rogue")})
+        hello_body, _ = raw.recv_frame()
+        reply_body = msgpack.packb({"netlet": 1, "node": "rogue", "address": "",
+                                    "auth": "hmac-sha256", "nonce": b"\1" * 32,
+                                    "pickle": True})  # though the client said no
+        raw.send_frame(reply_body)
+        raw.send_msg({"proof": hmac_proof(KEY, b"server", hello_body, reply_body)})
         raw.recv_msg()
         raw.send_msg({"ok": True})
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
@@ -189,25 +190,48 @@ def status(head_addr: str, key_file: str | None, as_json: bool) -> None:
     _print_status(info)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """Text a member sent about itself, made safe to print: members choose these strings.
+
+    Control characters (ANSI escapes, carriage returns, bidi overrides) are shown
+    as ``\\x..`` escapes instead of reaching the terminal, and rich markup is
+    escaped so ``[bold red]`` prints as typed; long values are cut.
+    """
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return escape(safe)
+
+
+def _number(value: Any, fmt: str = "{}") -> str:
+    return fmt.format(value) if isinstance(value, (int, float)) else _shown(value)
+
+
 def _print_status(info: dict[str, Any]) -> None:
     console = Console()
-    nodes = Table(title=f"nodes (head {info['head'][:8]})")
-    for col in ("node", "role", "address", "host", "up", "heartbeat", "running", "done",
-                "failed"):
+    nodes = Table(title=f"nodes (head {_shown(str(info['head'])[:8])})")
+    for col in ("node", "name", "role", "address", "host", "up", "heartbeat", "running",
+                "done", "failed"):
         nodes.add_column(col)
     now = time.time()
     for n in info["nodes"]:
         if n["role"] == "client" and not n["alive"]:
             continue
-        nodes.add_row(n["node"][:8], n["role"] + ("" if n["alive"] else " (dead)"),
-                      n["address"], n["host"], f"{now - n['since']:.0f} s",
-                      f"{n['heartbeat_age']:.1f} s ago", str(n["running"]), str(n["done"]),
-                      str(n["failed"]))
+        since = n["since"]
+        up = f"{now - since:.0f} s" if isinstance(since, (int, float)) else _shown(since)
+        nodes.add_row(_shown(str(n["node"])[:8]), _shown(n.get("name", "")),
+                      _shown(n["role"]) + ("" if n["alive"] else " (dead)"),
+                      _shown(n["address"]), _shown(n["host"]), up,
+                      _number(n["heartbeat_age"], "{:.1f} s ago"), _number(n["running"]),
+                      _number(n["done"]), _number(n["failed"]))
     console.print(nodes)
     names = Table(title="names")
     for col in ("name", "kind", "address", "owner"):
         names.add_column(col)
     for name, (kind, address, owner) in sorted(info["names"].items()):
-        names.add_row(name, kind, address, owner[:8])
+        names.add_row(_shown(name), _shown(kind), _shown(address), _shown(str(owner)[:8]))
     console.print(names)
-    console.print(f"tasks: {info['queued']} queued, {info['running']} running")
+    console.print(f"tasks: {_number(info['queued'])} queued, {_number(info['running'])} running"
+                  + (f", {_number(info['refused_results'])} results refused"
+                     if info.get("refused_results") else ""))

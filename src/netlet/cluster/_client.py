@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -93,7 +94,7 @@ class Cluster:
         self._codec = Codec(transport.limits, allow_pickle=self._pickle,
                             ref_decoder=lambda ref: self.node._from_ref(ref, None))
         self._ids = itertools.count(1)
-        self._prefix = self.node.id[:12] + ":"
+        self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._specs: dict[str, list[Any]] = {}
         self._fn_cache: dict[Any, tuple[str, bytes | None]] = {}

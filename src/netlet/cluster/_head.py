@@ -8,12 +8,23 @@ or result, it only queues, assigns and forwards them.
 Scheduling is pull-based: a worker asks for as many tasks as its credit allows
 and gets them in submission order, so a fast worker asks more often and does
 more, and a slow one never holds more than its credit.
+
+Each hand-out is a *lease*: a fresh random token (a fencing token) that goes to
+the worker with the task and must come back with its result. A result is
+accepted only from the worker holding the task's current lease; one from an
+expired lease (the task was requeued), a duplicate, or anyone else is refused
+and changes nothing, so one client cannot complete another's task.
+
+Members name themselves in calls (``join(node, ...)``, ``report(worker, ...)``);
+a call over the network may only name the node its connection proved to be
+(``netlet.node.current_peer``), so no member acts for another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -23,7 +34,7 @@ from typing import Any
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject, WorkerLost
-from netlet.node import Node, Proxy, expose
+from netlet.node import Node, Proxy, current_peer, expose
 
 __all__ = ["Head", "HeadConfig"]
 
@@ -59,6 +70,8 @@ class Task:
     state: str = QUEUED
     worker: str = ""
     attempts: int = 0
+    lease: str = ""
+    """The current hand-out's fencing token ("" while not handed out)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +96,15 @@ class ActorSpec:
     restart: str | None
     functions: dict[str, bytes]
     worker: str = ""
+
+
+def _as_itself(node: str) -> None:
+    """Refuse a call from the network that names a member other than its caller."""
+    caller = current_peer()
+    if caller is not None and caller != node:
+        raise PermissionError(
+            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
+            "pass your own node id (a connection claiming an id another one owns has none)")
 
 
 @expose(concurrent=True)
@@ -111,6 +133,8 @@ class Head:
         self._subscribers: dict[str, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.refused_results = 0
+        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.started = time.time()
         node.on_peer_change(self._peer_changed)
         if store is not None:
@@ -151,6 +175,7 @@ class Head:
     async def join(self, node: str, role: str, info: dict[str, Any],
                    control: Proxy | None = None) -> dict[str, Any]:
         """A worker or client joins (or rejoins after a drop or a head restart)."""
+        _as_itself(node)
         if role not in ("worker", "client"):
             raise ConfigError(f"unknown role {role!r}")
         old = self._members.get(node)
@@ -166,6 +191,7 @@ class Head:
                 "dead_after": self.config.dead_after}
 
     async def heartbeat(self, node: str, stats: dict[str, Any] | None = None) -> bool:
+        _as_itself(node)
         member = self._members.get(node)
         if member is None or not member.alive:
             return False  # unknown here (head restarted, or declared dead): rejoin
@@ -176,6 +202,7 @@ class Head:
 
     async def leave(self, node: str) -> None:
         """A member says goodbye; a client that leaves takes its unfinished tasks along."""
+        _as_itself(node)
         member = self._members.get(node)
         if member is not None:
             self._member_died(member, "left")
@@ -227,7 +254,7 @@ class Head:
             return
         task.attempts += 1
         if task.attempts <= task.retries:
-            task.state, task.worker = QUEUED, ""
+            task.state, task.worker, task.lease = QUEUED, "", ""
             self._queue.appendleft(tid)
             log.info("task %s goes to another worker (attempt %d)", tid, task.attempts + 1)
             self._dispatch()
@@ -255,6 +282,7 @@ class Head:
 
     async def register(self, name: str, ref: Any, node: str) -> None:
         """Map ``name`` to a handle; it disappears when ``node`` dies."""
+        _as_itself(node)
         if not isinstance(name, str) or not name:
             raise ConfigError("a name is a non-empty string")
         if not isinstance(ref, (Proxy, RemoteRef)) and not hasattr(ref, "__netlet_ref__"):
@@ -286,6 +314,7 @@ class Head:
     async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
                      functions: dict[str, bytes]) -> int:
         """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
+        _as_itself(client)
         self._clients[client] = sink
         refusal = self._pickle_refusal(client)
         if refusal is None:
@@ -329,6 +358,7 @@ class Head:
 
     async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
         """A client came back: deliver what finished meanwhile; return ids we never saw."""
+        _as_itself(client)
         self._clients[client] = sink
         member = self._members.get(client)
         if member is not None:
@@ -337,10 +367,16 @@ class Head:
         return [tid for tid in pending if tid not in self._tasks]
 
     async def cancel(self, tasks: list[str]) -> list[str]:
-        """Drop queued tasks; returns those cancelled (running ones finish)."""
+        """Drop queued tasks; returns those cancelled (running ones finish).
+
+        Over the network, only the caller's own tasks: others are left alone.
+        """
+        caller = current_peer()
         cancelled = []
         for tid in tasks:
             task = self._tasks.get(tid)
+            if task is not None and caller is not None and task.client != caller:
+                continue
             if task is None:  # not submitted yet (the cancel overtook it): skip it later
                 self._cancelled_early.add(tid)
                 if len(self._cancelled_early) > 100_000:
@@ -359,7 +395,8 @@ class Head:
         return cancelled
 
     async def pull(self, worker: str, want: int) -> list[Any]:
-        """Up to ``want`` tasks for ``worker``: [[id, fn, body], ...], functions it needs."""
+        """Up to ``want`` tasks for ``worker``: [[id, fn, body, lease], ...], functions it needs."""
+        _as_itself(worker)
         member = self._members.get(worker)
         if member is None or not member.alive or member.role != "worker":
             raise NoSuchObject("unknown worker: join first")
@@ -379,6 +416,7 @@ class Head:
 
     async def exchange(self, worker: str, results: list[list[Any]], want: int) -> list[Any]:
         """``report`` then ``pull`` in one round trip: what a busy worker sends per task."""
+        _as_itself(worker)
         if results:
             await self.report(worker, results)
         if want <= 0:
@@ -395,9 +433,9 @@ class Head:
                 continue
             if not self._claim(task):
                 continue  # its future was cancelled: the task never runs
-            task.state, task.worker = RUNNING, member.node
+            task.state, task.worker, task.lease = RUNNING, member.node, secrets.token_hex(12)
             member.running.add(tid)
-            batch.append([tid, task.fn, task.body])
+            batch.append([tid, task.fn, task.body, task.lease])
             if task.fn.startswith("pickle:"):
                 fns[task.fn] = self._functions[task.fn]
         return [batch, fns]
@@ -435,18 +473,33 @@ class Head:
                 fut.set_result(None)
 
     async def report(self, worker: str, results: list[list[Any]]) -> None:
-        """Results ``[id, ok, body]`` from a worker; late and duplicate ones count once."""
+        """Results ``[id, ok, body, lease]`` from a worker.
+
+        Only the holder of a task's current lease completes it; anything else (a
+        late result from an expired lease, a duplicate, a forgery) is refused,
+        counted in ``refused_results`` once, and changes nothing else.
+        """
+        _as_itself(worker)
+        if not isinstance(results, list) or not all(
+                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+                and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
+            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
         member = self._members.get(worker)
-        for tid, ok, body in results:
+        for tid, ok, body, lease in results:
             task = self._tasks.get(tid)
-            if member is not None:
-                member.running.discard(tid)
-                if ok:
-                    member.done += 1
-                else:
-                    member.failed += 1
-            if task is None or task.state == DONE:
-                continue  # a second run, or a worker we already gave up on
+            if (member is None or task is None or task.state != RUNNING
+                    or task.worker != worker or not task.lease
+                    or not secrets.compare_digest(task.lease, lease)):
+                self.refused_results += 1
+                log.info("refused a result for task %s from %s: not its current lease",
+                         tid[:40], worker[:8])
+                continue
+            member.running.discard(tid)
+            if ok:
+                member.done += 1
+            else:
+                member.failed += 1
+            task.lease = ""
             self._complete(task, [tid, bool(ok), body, None])
 
     def _complete(self, task: Task, result: list[Any]) -> None:
@@ -572,11 +625,12 @@ class Head:
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()
-        nodes = [{"node": m.node, "role": m.role, "alive": m.alive,
+        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": len(m.running), "done": m.done, "failed": m.failed}
                  for m in self._members.values()]
         running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": len(self._queue), "running": running}
+                "names": await self.names(), "queued": len(self._queue), "running": running,
+                "refused_results": self.refused_results}

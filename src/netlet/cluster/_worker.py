@@ -240,10 +240,10 @@ class Worker:
             if not local:
                 self.stop.wait(0.1)  # the pull could not even be sent: do not spin
                 continue
-            tid, fn_id, body = local.popleft()
+            tid, fn_id, body, lease = local.popleft()
             if not done:
                 done_since = time.monotonic()
-            done.append(self._run_one(tid, fn_id, body))
+            done.append(self._run_one(tid, fn_id, body, lease))
             # A pull is out (and may wait at the head for work): results do not wait for
             # it when we are about to idle, have many, or have held them a while.
             if pending is not None and (not local or len(done) >= _REPORT_BATCH
@@ -254,7 +254,8 @@ class Worker:
                     log.warning("could not report %s (%s); the head will rerun it", tid, e)
                 done = []
 
-    def _run_one(self, tid: str, fn_id: str, body: bytes) -> list[Any]:
+    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any]:
+        """Run one task; its result carries the lease it was handed out with."""
         t0 = time.perf_counter()
         try:
             args, kwargs = self.codec.decode_value(body)
@@ -278,7 +279,7 @@ class Worker:
             self.done += 1
         else:
             self.failed += 1
-        return [tid, ok, out]
+        return [tid, ok, out, lease]
 
     def close(self) -> None:
         self.stop.set()

@@ -1,5 +1,6 @@
 """A process's endpoint: connections, dispatch, proxies and calls in every style."""
 
+from netlet.node._actor import current_peer
 from netlet.node._expose import MethodInfo, expose, exposed_methods, is_exposed
 from netlet.node._link import Link
 from netlet.node._messages import Kind
@@ -25,6 +26,7 @@ __all__ = [
     "Proxy",
     "RefFactory",
     "RefProvider",
+    "current_peer",
     "default_node",
     "expose",
     "exposed_methods",

@@ -9,6 +9,7 @@ the connection, so a reply costs no extra hop back through the loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 from netlet.errors import BadArguments
 from netlet.node._expose import MethodInfo, exposed_methods, is_concurrent
 
-__all__ = ["Actor", "Reply", "run_method"]
+__all__ = ["Actor", "Reply", "current_peer", "run_method"]
 
 log = logging.getLogger("netlet.node")
 
@@ -28,6 +29,21 @@ Reply = Callable[[bool, Any], None]
 """Send the outcome of one call: (True, value) or (False, exception)."""
 
 _IDLE_EXIT = 30.0
+
+CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("netlet_caller",
+                                                                    default=None)
+
+
+def current_peer() -> str | None:
+    """Which node made the call now running, as its connection proved it.
+
+    None outside a call from the network. The node id when the call came over
+    the connection that owns that id (or a direct connection bound to it); ""
+    when it came over a connection that merely claims an id another one owns:
+    such a caller may act only for itself, and has no id to act for. Set for
+    every kind of exposed method (async ones, pool and actor threads alike).
+    """
+    return CALLER.get()
 
 
 def _bad_arguments(e: TypeError, method: str) -> BaseException:
@@ -57,12 +73,13 @@ def _canceller(job: asyncio.Task[None] | Future[None]) -> Callable[[], None]:
 
 
 class _Call:
-    __slots__ = ("args", "cancelled", "info", "kwargs", "reply")
+    __slots__ = ("args", "cancelled", "ctx", "info", "kwargs", "reply")
 
     def __init__(self, info: MethodInfo, args: list[Any], kwargs: dict[str, Any] | None,
                  reply: Reply) -> None:
         self.info, self.args, self.kwargs, self.reply = info, args, kwargs, reply
         self.cancelled = False
+        self.ctx = contextvars.copy_context()  # who called (current_peer) travels along
 
 
 class Actor:
@@ -110,8 +127,9 @@ class Actor:
                 self._tasks.add(task)  # a oneway call's task has no other owner
                 task.add_done_callback(self._tasks.discard)
                 return _canceller(task)
-            func = getattr(self.obj, info.name)
-            fut = self._pool().submit(run_method, func, info.name, args, kwargs, reply)
+            func = info.bind(self.obj)
+            fut = self._pool().submit(contextvars.copy_context().run, run_method, func,
+                                      info.name, args, kwargs, reply)
             return _canceller(fut)
         call = _Call(info, args, kwargs, reply)
         if self.on_loop:
@@ -127,7 +145,7 @@ class Actor:
                    kwargs: dict[str, Any] | None, reply: Reply) -> None:
         """Run one call from a direct-connection thread, with the same rules."""
         if self.concurrent and not info.is_async:
-            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+            run_method(info.bind(self.obj), info.name, args, kwargs, reply)
             return
         if self.concurrent or self.on_loop:
             done = threading.Event()
@@ -140,7 +158,7 @@ class Actor:
             done.wait()
             return
         with self.lock:
-            run_method(getattr(self.obj, info.name), info.name, args, kwargs, reply)
+            run_method(info.bind(self.obj), info.name, args, kwargs, reply)
 
     # -- serial on the loop -----------------------------------------------------
 
@@ -153,12 +171,13 @@ class Actor:
                     continue
                 if call.info.is_async:
                     self._current = loop.create_task(
-                        self._run_coro(call.info, call.args, call.kwargs, call.reply))
+                        self._run_coro(call.info, call.args, call.kwargs, call.reply),
+                        context=call.ctx)
                 else:
-                    func = getattr(self.obj, call.info.name)
+                    func = call.info.bind(self.obj)
                     self._current = loop.run_in_executor(
-                        self._pool(), run_method, func, call.info.name, call.args,
-                        call.kwargs, call.reply)
+                        self._pool(), call.ctx.run, run_method, func, call.info.name,
+                        call.args, call.kwargs, call.reply)
                 try:
                     await self._current
                 except asyncio.CancelledError:
@@ -177,7 +196,7 @@ class Actor:
 
     async def _run_coro(self, info: MethodInfo, args: list[Any],
                         kwargs: dict[str, Any] | None, reply: Reply) -> None:
-        func = getattr(self.obj, info.name)
+        func = info.bind(self.obj)
         try:
             result = await (func(*args, **kwargs) if kwargs else func(*args))
         except asyncio.CancelledError:
@@ -217,8 +236,8 @@ class Actor:
             if call.cancelled:
                 continue
             with self.lock:
-                run_method(getattr(self.obj, call.info.name), call.info.name,
-                           call.args, call.kwargs, call.reply)
+                call.ctx.run(run_method, call.info.bind(self.obj), call.info.name,
+                             call.args, call.kwargs, call.reply)
 
     def close(self) -> None:
         with self._thread_lock:

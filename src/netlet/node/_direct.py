@@ -10,7 +10,10 @@ actor's lock, so an actor still handles one call at a time).
 
 The main link always exists first and carries everything else: async calls,
 callbacks from the server, pings. A direct connection carries only calls from
-the client and their replies, one at a time.
+the client and their replies, one at a time. It belongs to that main link: its
+hello carries the link's transcript token, which only the two ends of the link
+know, so a peer that merely claims another node's id cannot borrow that node's
+link to resolve references (docs/PROTOCOL.md 4.8).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from netlet.codec import Codec
+from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     CallTimeout,
     ConnectionLost,
@@ -33,6 +36,7 @@ from netlet.errors import (
     NotExposed,
     ProtocolError,
 )
+from netlet.node._actor import CALLER
 from netlet.node._messages import (
     CALL as _CALL,
 )
@@ -61,34 +65,40 @@ log = logging.getLogger("netlet.node")
 MAX_DIRECT_PER_PEER = 16
 
 
-def _codec(node: Node, peer: PeerInfo) -> Codec:
-    def link() -> Link | None:
-        return node._links_by_node.get(peer.node)
+def _codec(node: Node, peer: PeerInfo, link: Link | None) -> Codec:
+    """REFs on a direct connection resolve through the main link it belongs to.
 
+    With none (it showed no valid token), exposed objects cannot be sent on it
+    and handles naming its peer lead nowhere.
+    """
     def encode_ref(obj: object) -> Any:
-        main = link()
-        return node._ref_for(obj, main) if main is not None else None
+        return None if link is None or link.closed else node._ref_for(obj, link)
+
+    def decode_ref(ref: RemoteRef) -> object:
+        if link is None:
+            return node._from_unbound_ref(ref, peer.node)
+        return node._from_ref(ref, link)
 
     return Codec(node.config.transport.limits, allow_pickle=peer.pickle,
-                 ref_encoder=encode_ref, ref_decoder=lambda ref: node._from_ref(ref, link()))
+                 ref_encoder=encode_ref, ref_decoder=decode_ref)
 
 
 class _DirectClient:
     """One direct connection, used by one thread at a time."""
 
-    def __init__(self, framer: BlockingFramer, codec: Codec, node: Node, peer: str) -> None:
+    def __init__(self, framer: BlockingFramer, codec: Codec, node: Node, link: Link) -> None:
         self.framer = framer
         self.codec = codec
         self.next_id = 1
         self.broken = False
         self.node = node
-        self.peer = peer
+        self.link = link
         self.keepalive = node.config.keepalive
 
     def _check_peer(self, pinged: float | None) -> float:
         """Ping the peer over its main link; give up once a ping went unanswered long."""
-        link = self.node._links_by_node.get(self.peer)
-        if link is None or link.closed:
+        link = self.link
+        if link.closed:
             raise ConnectionLost("the connection to the peer is gone")
         loop = link.conn.loop
         now = loop.time()
@@ -143,11 +153,12 @@ class _DirectClient:
 
 
 class DirectPool:
-    """Free direct connections to one peer node, created on demand."""
+    """Free direct connections to the peer at the other end of one main link."""
 
-    def __init__(self, node: Node, address: str) -> None:
+    def __init__(self, node: Node, link: Link) -> None:
         self.node = node
-        self.address = address
+        self.link = link
+        self.address = link.dial_address
         self._free: list[_DirectClient] = []
         self._lock = threading.Lock()
         self._count = 0
@@ -171,14 +182,14 @@ class DirectPool:
             return None
 
     def release(self, client: _DirectClient) -> None:
-        if client.broken:
-            client.framer.close()
-            client.codec.release()
-            with self._lock:
-                self._count -= 1
-            return
+        """Give a connection back; a broken one, or one returned after close, is closed."""
         with self._lock:
-            self._free.append(client)
+            if not client.broken and not self.disabled:
+                self._free.append(client)
+                return
+            self._count -= 1
+        client.framer.close()
+        client.codec.release()
 
     def _open(self) -> _DirectClient:
         node = self.node
@@ -186,7 +197,12 @@ class DirectPool:
 
         async def dial() -> tuple[socket.socket | None, PeerInfo]:
             conn, peer = await connect(self.address, node.config.transport, node.id,
-                                       node.address or "", role="direct")
+                                       node.address or "", role="direct",
+                                       link_token=self.link.peer.token)
+            if peer.node != self.link.peer.node:  # another node answers there now
+                conn.close()
+                raise ConnectionLost(f"{self.address} is now node {peer.node[:8]}, "
+                                     f"not {self.link.peer.node[:8]}")
             sock = conn.detach() if isinstance(conn, SocketConnection) else None
             if sock is None:
                 conn.close()
@@ -199,7 +215,7 @@ class DirectPool:
             raise ConnectionLost("direct connection unavailable on this transport")
         limits = t.limits
         return _DirectClient(BlockingFramer(sock, limits.max_frame, limits.max_buffers),
-                             _codec(node, peer), node, peer.node)
+                             _codec(node, peer, self.link), node, self.link)
 
     def close(self) -> None:
         with self._lock:
@@ -210,12 +226,13 @@ class DirectPool:
             client.codec.release()
 
 
-def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -> None:
+def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
+                 link: Link | None) -> None:
     """Server side: a thread reads calls from one direct connection and runs them."""
     limits = node.config.transport.limits
     account = node.budget.account()
     framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account)
-    codec = _codec(node, peer)
+    codec = _codec(node, peer, link)
     node._direct_sockets.add(framer)
     try:
         while not node.closed:
@@ -246,7 +263,11 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str) -
                 return
             _, cid, target, method, args, kwargs = msg
             del msg, body, bufs
-            _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
+            caller = CALLER.set(node._caller_of(link) if link is not None else "")
+            try:
+                _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
+            finally:
+                CALLER.reset(caller)
             del args, kwargs
             framer.release()  # the call is over: its frame leaves the budget
     finally:

@@ -31,6 +31,8 @@ from netlet.errors import (
     PeerUnreachable,
     ProtocolError,
 )
+from netlet.node._actor import CALLER, Actor
+from netlet.node._expose import MethodInfo
 from netlet.node._messages import (
     BYE as _BYE,
 )
@@ -306,6 +308,14 @@ class Link:
             self._reply(cid, False, NotExposed(
                 f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
             return
+        caller = CALLER.set(self.node._caller_of(self))
+        try:
+            self._start(actor, info, cid, target, method, args, kwargs)
+        finally:
+            CALLER.reset(caller)
+
+    def _start(self, actor: Actor, info: MethodInfo, cid: int, target: str, method: str,
+               args: list[Any], kwargs: dict[str, Any] | None) -> None:
         size = self._frame_size
         if self._account is not None:
             self._account.charge(size)

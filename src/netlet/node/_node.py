@@ -32,6 +32,7 @@ from netlet.node._actor import Actor
 from netlet.node._config import NodeConfig, make_config
 from netlet.node._direct import DirectPool, serve_direct
 from netlet.node._expose import is_exposed
+from netlet.node._identity import caller_of, forget_link, main_link_of, register_link
 from netlet.node._link import Link, Waiter
 from netlet.node._messages import BYE
 from netlet.node._proxy import Proxy
@@ -139,14 +140,15 @@ class Node:
         self._auto_names: dict[int, str] = {}
         self._export_counts: dict[str, int] = {}
         self._links: set[Link] = set()
-        self._links_by_node: dict[str, Link] = {}
+        self._links_by_node: dict[str, Link] = {}  # id -> the link that owns it (_identity)
+        self._claimants: dict[str, Link] = {}  # id -> a later link waiting to own it
         self._links_by_addr: dict[str, Link] = {}
         self._connecting: dict[str, asyncio.Task[Link]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._watch = Watchdog(self.config.keepalive)
         self._sweeper: asyncio.Task[None] | None = None
-        self._direct_pools: dict[str, DirectPool] = {}
+        self._direct_pools: dict[Link, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
         self._direct_threads: set[threading.Thread] = set()
         self._peer_listeners: list[Callable[[str, bool], None]] = []
@@ -354,6 +356,16 @@ class Node:
             self._export_counts[name] = self._export_counts.get(name, 0) + 1
         return RemoteRef(self.id, self.address or "", name)
 
+    def _from_unbound_ref(self, ref: RemoteRef, claimed: str) -> object:
+        """A REF from a direct connection that showed no main link of node ``claimed``.
+
+        A handle naming that node cannot be routed by id (the id is only a claim):
+        it becomes a proxy with nowhere to go.
+        """
+        if ref.kind == "object" and ref.node == claimed and claimed != self.id:
+            return Proxy(self, ref, pinned=True)
+        return self._from_ref(ref, None)
+
     def _from_ref(self, ref: RemoteRef, link: Link | None) -> object:
         if ref.kind != "object":
             factory = _REF_FACTORIES.get(ref.kind)
@@ -362,8 +374,12 @@ class Node:
             actor = self._actors.get(ref.name)
             if actor is not None:
                 return actor.obj
-        via = link if link is not None and link.peer.node == ref.node else None
-        return Proxy(self, ref, link=via)
+        if link is None or link.peer.node != ref.node:
+            return Proxy(self, ref)
+        # A handle from the node at the other end: calls go back over this connection.
+        # From a connection that does not own that id, they never go anywhere else.
+        pinned = self._links_by_node.get(ref.node) is not link
+        return Proxy(self, ref, link=link, pinned=pinned)
 
     # -- proxies -----------------------------------------------------------------
 
@@ -396,18 +412,23 @@ class Node:
                 conn.close()
                 return
             slot, conn.slot = conn.slot, None
+            main = main_link_of(self, peer)  # None: served, but its REFs have no way back
             thread = threading.Thread(target=self._serve_direct,
-                                      args=(sock, peer, conn.remote, slot),
+                                      args=(sock, peer, conn.remote, main, slot),
                                       name=f"netlet-direct-{peer.node[:8]}", daemon=True)
             self._direct_threads.add(thread)
             thread.start()
             return
         self._add_link(conn, peer, None)
 
+    def _caller_of(self, link: Link) -> str:
+        """The id a call over ``link`` may act for (see ``current_peer``)."""
+        return caller_of(self, link)
+
     def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
-                      slot: Callable[[], None] | None) -> None:
+                      main: Link | None, slot: Callable[[], None] | None) -> None:
         try:
-            serve_direct(self, sock, peer, remote)
+            serve_direct(self, sock, peer, remote, main)
         finally:
             self._direct_threads.discard(threading.current_thread())
             if slot is not None:
@@ -422,11 +443,12 @@ class Node:
             conn.close()
             return link
         self._links.add(link)
-        self._links_by_node[peer.node] = link
+        register_link(self, link)  # the first live link with an id owns it
         self._notify_peer(peer.node, True)
-        for addr in (dialed, peer.address):
-            if addr and (addr not in self._links_by_addr or self._links_by_addr[addr].closed):
-                self._links_by_addr[addr] = link
+        # Only an address we dialed names this link: the one a peer announces is a
+        # claim, and calls to that address go to whoever really listens there.
+        if dialed and (dialed not in self._links_by_addr or self._links_by_addr[dialed].closed):
+            self._links_by_addr[dialed] = link
         return link
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
@@ -447,11 +469,10 @@ class Node:
         self._links.discard(link)
         if not any(lk.peer.node == link.peer.node for lk in self._links):
             self._notify_peer(link.peer.node, False)
-        pool = self._direct_pools.pop(link.peer.node, None)
+        pool = self._direct_pools.pop(link, None)
         if pool is not None:
             pool.close()
-        if self._links_by_node.get(link.peer.node) is link:
-            del self._links_by_node[link.peer.node]
+        forget_link(self, link)
         for addr in [a for a, lk in self._links_by_addr.items() if lk is link]:
             del self._links_by_addr[addr]
         for name in link.exported:
@@ -500,6 +521,7 @@ class Node:
         link = proxy._link
         if link is not None and not link.closed:
             return link
+        _check_pinned(proxy)
         link = self._known_link(proxy._ref)
         if link is not None:
             proxy._link = link
@@ -580,6 +602,7 @@ class Node:
             return await asyncio.wrap_future(cf)
         link = proxy._link
         if link is None or link.closed:
+            _check_pinned(proxy)
             link = proxy._link = await self._link_to(proxy._ref)
         return await self._start_async(loop, link, proxy, method, args, kwargs, timeout)
 
@@ -618,20 +641,21 @@ class Node:
 
     def _direct_pool(self, link: Link) -> DirectPool | None:
         """The direct-call pool for a link's peer, when that path is possible."""
-        pool = self._direct_pools.get(link.peer.node)
+        pool = self._direct_pools.get(link)
         if pool is not None:
             return None if pool.disabled else pool
         if (not self.config.direct_calls or type(link.conn) is not SocketConnection
                 or self.config.wrap_connection is not None
                 or not link.dial_address or link.closed):
             return None
-        pool = self._direct_pools[link.peer.node] = DirectPool(self, link.dial_address)
+        pool = self._direct_pools[link] = DirectPool(self, link)
         return pool
 
     def _call_oneway(self, proxy: Proxy, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any] | None) -> None:
         link = proxy._link
         if link is None or link.closed:
+            _check_pinned(proxy)
             link = self._known_link(proxy._ref)
         if link is None and threading.get_ident() == self._loop_thread_id:
             # On the loop: connect in a task rather than block the loop we need.
@@ -649,6 +673,12 @@ class Node:
 
     def _on_pong(self, link: Link, token: Any) -> None:
         """A pong only proves the peer is alive; ``last_heard`` already recorded it."""
+
+
+def _check_pinned(proxy: Proxy) -> None:
+    """A pinned proxy whose connection closed has nowhere else to go."""
+    if proxy._pinned:
+        raise ConnectionLost(f"the connection that handed over {proxy._ref.name!r} is closed")
 
 
 @contextlib.asynccontextmanager

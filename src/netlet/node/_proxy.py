@@ -25,14 +25,17 @@ _UNSET: Any = object()
 class Proxy:
     """A handle to an object served by some node; calls go over the network."""
 
-    __slots__ = ("_link", "_methods", "_node", "_ref", "_timeout")
+    __slots__ = ("_link", "_methods", "_node", "_pinned", "_ref", "_timeout")
 
     def __init__(self, node: Node, ref: RemoteRef, *, timeout: float | None = _UNSET,
-                 link: Link | None = None) -> None:
+                 link: Link | None = None, pinned: bool = False) -> None:
         self._node = node
         self._ref = ref
         self._timeout: float | None = node.config.call_timeout if timeout is _UNSET else timeout
         self._link = link
+        self._pinned = pinned
+        """Only ``link`` may carry its calls: it came from a connection that does not
+        own the node id it names, so routing by that id could reach someone else."""
         self._methods: dict[str, Method] = {}
 
     def __getattr__(self, name: str) -> Method:
@@ -48,7 +51,7 @@ class Proxy:
 
     def with_options(self, *, timeout: float | None = _UNSET) -> Proxy:
         """A copy of this proxy with other call options (``timeout=None``: wait forever)."""
-        return Proxy(self._node, self._ref, link=self._link,
+        return Proxy(self._node, self._ref, link=self._link, pinned=self._pinned,
                      timeout=self._timeout if timeout is _UNSET else timeout)
 
     def __eq__(self, other: object) -> bool:

@@ -115,7 +115,7 @@ async def _open(addr: Address, config: TransportConfig, budget: Budget | None) -
 
 async def connect(
     address: str, config: TransportConfig, node: str, listen_address: str = "",
-    role: str = "link", budget: Budget | None = None,
+    role: str = "link", budget: Budget | None = None, link_token: bytes = b"",
 ) -> tuple[Connection, PeerInfo]:
     """Connect and authenticate; raises ``PeerUnreachable`` or a ``HandshakeError``.
 
@@ -129,7 +129,7 @@ async def connect(
         why = str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
         raise PeerUnreachable(f"cannot connect to {addr}: {why}") from None
     try:
-        peer = await client_handshake(conn, config, node, listen_address, role)
+        peer = await client_handshake(conn, config, node, listen_address, role, link_token)
     except TimeoutError:
         conn.close()
         raise HandshakeError(f"{addr} did not complete the handshake in time") from None

@@ -47,6 +47,10 @@ class PeerInfo:
     """Both ends authenticated and agreed to accept pickled values."""
     role: str = "link"
     """"link" for a node's main connection, "direct" for a blocking-call side channel."""
+    token: bytes = b""
+    """SHA-256 over the digests of both hellos: known only to the two ends of this connection."""
+    link_token: bytes = b""
+    """A direct connection's claim: the ``token`` of the main link it belongs to."""
 
 
 class Connection(ABC):

@@ -3,7 +3,10 @@
 Frames before the end of the handshake are small (``Limits.handshake_max``),
 carry no out-of-band buffers and are decoded as plain msgpack maps with no
 extension types: nothing a peer sends is interpreted until it has proven it
-holds the key (when one is set). See docs/PROTOCOL.md for the byte layout.
+holds the key (when one is set). Both proofs cover the exact bytes of both
+hellos (the transcript), so a man in the middle cannot change a field (the
+pickle flag, a node id, the role) without the handshake failing. See
+docs/PROTOCOL.md section 4 for the byte layout.
 """
 
 from __future__ import annotations
@@ -40,10 +43,16 @@ def _is_version(value: Any) -> bool:
     return type(value) is int and value == PROTOCOL_VERSION
 
 
-def proof(key: bytes, label: bytes, client_nonce: bytes, server_nonce: bytes,
-          client_node: str, server_node: str) -> bytes:
-    parts = (label, client_nonce, server_nonce, client_node.encode(), server_node.encode())
-    msg = b"\0".join(parts)
+def transcript_token(client_hello: bytes, server_hello: bytes) -> bytes:
+    """What both ends of one connection, and nobody off its path, know: binds ids to it."""
+    return hashlib.sha256(hashlib.sha256(client_hello).digest()
+                          + hashlib.sha256(server_hello).digest()).digest()
+
+
+def proof(key: bytes, label: bytes, client_hello: bytes, server_hello: bytes) -> bytes:
+    """HMAC-SHA256 over ``label``, 0x00 and the SHA-256 of each hello body as it travelled."""
+    msg = b"".join((label, b"\0", hashlib.sha256(client_hello).digest(),
+                    hashlib.sha256(server_hello).digest()))
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
@@ -99,6 +108,10 @@ class _Inbox:
         self._put(ConnectionLost(f"closed during handshake: {reason}"))
 
     async def get(self) -> dict[str, Any]:
+        return (await self.get_raw())[0]
+
+    async def get_raw(self) -> tuple[dict[str, Any], bytes]:
+        """The next handshake map and the exact body bytes it was decoded from."""
         while not self.items:
             self._ready = self.conn.loop.create_future()
             await self._ready
@@ -114,11 +127,14 @@ class _Inbox:
             if kind == "auth":
                 raise AuthenticationError(text)
             raise HandshakeError(text)
-        return item
+        return item, self.raw[self.taken - 1][0]
 
 
-def _send(conn: Connection, msg: dict[str, Any]) -> None:
-    conn.send(msgpack.packb(msg))
+def _send(conn: Connection, msg: dict[str, Any]) -> bytes:
+    """Send one handshake map; returns the body bytes sent (they enter the transcript)."""
+    body: bytes = msgpack.packb(msg)
+    conn.send(body)
+    return body
 
 
 def _bytes(msg: dict[str, Any], field: str, size: int) -> bytes:
@@ -130,16 +146,24 @@ def _bytes(msg: dict[str, Any], field: str, size: int) -> bytes:
 
 async def client_handshake(
     conn: Connection, config: TransportConfig, node: str, listen_address: str,
-    role: str = "link",
+    role: str = "link", link_token: bytes = b"",
 ) -> PeerInfo:
-    """Run the client side; returns who the server is or raises ``HandshakeError``."""
+    """Run the client side; returns who the server is or raises ``HandshakeError``.
+
+    A direct connection passes its main link's ``token`` as ``link_token``.
+    """
     async with asyncio.timeout(config.handshake_timeout):
         inbox = _Inbox(conn)
         cn = secrets.token_bytes(32)
-        _send(conn, {"netlet": PROTOCOL_VERSION, "node": node, "address": listen_address,
-                     "nonce": cn, "auth": _AUTH if config.key else None, "role": role,
-                     "pickle": config.allow_pickle and config.key is not None})
-        reply = await inbox.get()
+        asked = config.allow_pickle and config.key is not None
+        fields: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
+                                  "address": listen_address, "nonce": cn,
+                                  "auth": _AUTH if config.key else None, "role": role,
+                                  "pickle": asked}
+        if link_token:
+            fields["link"] = link_token
+        hello = _send(conn, fields)
+        reply, reply_raw = await inbox.get_raw()
         if not _is_version(reply.get("netlet")):
             raise VersionMismatch(f"server speaks protocol {reply.get('netlet')!r}, "
                                   f"we speak {PROTOCOL_VERSION}")
@@ -148,17 +172,24 @@ async def client_handshake(
         if config.key is not None:
             if reply.get("auth") != _AUTH:
                 raise AuthenticationError("the server did not authenticate; refusing to talk to it")
-            sn = _bytes(reply, "nonce", 32)
-            expected = proof(config.key, b"server", cn, sn, node, server_node)
-            if not hmac.compare_digest(expected, _bytes(reply, "proof", 32)):
-                raise AuthenticationError("the server does not hold our cluster key")
-            _send(conn, {"proof": proof(config.key, b"client", cn, sn, node, server_node)})
+            if "proof" in reply:
+                raise AuthenticationError(
+                    "the server runs an older netlet whose handshake proof does not cover "
+                    "the hellos; upgrade it")
+            _bytes(reply, "nonce", 32)
+            expected = proof(config.key, b"server", hello, reply_raw)
+            if not hmac.compare_digest(expected, _bytes(await inbox.get(), "proof", 32)):
+                raise AuthenticationError(
+                    "the server does not hold our cluster key, or the handshake was altered "
+                    "on the way")
+            _send(conn, {"proof": proof(config.key, b"client", hello, reply_raw)})
             if (await inbox.get()).get("ok") is not True:
                 raise AuthenticationError("the server refused our proof")
             authenticated = True
         inbox.release()
-        agreed = config.allow_pickle and authenticated and reply.get("pickle") is True
-        return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role)
+        agreed = asked and authenticated and reply.get("pickle") is True
+        return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role,
+                        transcript_token(hello, reply_raw), link_token)
 
 
 async def server_handshake(
@@ -168,7 +199,7 @@ async def server_handshake(
     try:
         async with asyncio.timeout(config.handshake_timeout):
             inbox = _Inbox(conn)
-            hello = await inbox.get()
+            hello, hello_raw = await inbox.get_raw()
             version = hello.get("netlet")
             if not _is_version(version):
                 _send(conn, {"error": "version",
@@ -176,27 +207,36 @@ async def server_handshake(
                 raise VersionMismatch(f"client speaks protocol {version!r}")
             client_node = str(hello.get("node", ""))
             role = "direct" if hello.get("role") == "direct" else "link"
-            cn = _bytes(hello, "nonce", 32)
+            _bytes(hello, "nonce", 32)
+            claimed = hello.get("link")
+            link_token = claimed if role == "direct" and isinstance(claimed, bytes) else b""
             reply: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
                                      "address": listen_address}
             if config.key is None:
-                _send(conn, {**reply, "auth": None, "pickle": False})
+                reply_raw = _send(conn, {**reply, "auth": None, "pickle": False})
                 inbox.release()
-                return PeerInfo(client_node, str(hello.get("address", "")), False, False, role)
+                return PeerInfo(client_node, str(hello.get("address", "")), False, False, role,
+                                transcript_token(hello_raw, reply_raw), link_token)
             if hello.get("auth") != _AUTH:
                 _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
                 raise AuthenticationError("client offered no authentication")
-            sn = secrets.token_bytes(32)
-            agreed = bool(hello.get("pickle")) and config.allow_pickle
-            _send(conn, {**reply, "auth": _AUTH, "nonce": sn, "pickle": agreed,
-                         "proof": proof(config.key, b"server", cn, sn, client_node, node)})
+            agreed = hello.get("pickle") is True and config.allow_pickle
+            reply_raw = _send(conn, {**reply, "auth": _AUTH, "nonce": secrets.token_bytes(32),
+                                     "pickle": agreed})
+            _send(conn, {"proof": proof(config.key, b"server", hello_raw, reply_raw)})
             answer = await inbox.get()
-            expected = proof(config.key, b"client", cn, sn, client_node, node)
+            expected = proof(config.key, b"client", hello_raw, reply_raw)
             if not hmac.compare_digest(expected, _bytes(answer, "proof", 32)):
                 _send(conn, {"error": "auth", "message": "wrong cluster key"})
-                raise AuthenticationError("client does not hold the cluster key")
+                raise AuthenticationError(
+                    "client does not hold the cluster key, or the handshake was altered "
+                    "on the way")
             _send(conn, {"ok": True})
             inbox.release()
-            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role)
+            return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role,
+                            transcript_token(hello_raw, reply_raw), link_token)
     except TimeoutError:
         raise AuthenticationError("handshake timed out") from None
+    except asyncio.CancelledError:  # the node is closing: do not leave the socket open
+        conn.close()
+        raise
