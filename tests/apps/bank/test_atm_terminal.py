@@ -140,8 +140,13 @@ def test_locked_card_and_unknown_account(bank: BankProcess) -> None:
     try:
         child.sendline("nobody")
         child.expect("PIN: ")
-        child.sendline("4321")
-        child.expect(r"Sorry: No account 'nobody'\.")
+        child.sendline("4321")  # an unknown account answers as a wrong PIN does
+        child.expect(r"Wrong PIN\. 2 attempt")
+        child.expect("PIN: ")
+        child.sendline("12x")  # a malformed PIN: asked again, not sent, not counted
+        child.expect(r"A PIN is 4 to 12 digits")
+        child.expect("PIN: ")
+        child.sendline("")  # an empty PIN cancels
         child.expect(NAME)
         child.sendline("alice")
         for left in (2, 1):

@@ -41,7 +41,7 @@ from netlet.apps.bank._commands import (
     format_amount,
     parse_amount,
 )
-from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin
+from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, check_pin_format, hash_pin
 from netlet.apps.bank._service import (
     SERVICE_NAME,
     ServiceError,
@@ -433,7 +433,18 @@ class _Atm:
 
     def _sign_in(self, account: str) -> CardSession | None:
         while True:
-            pin = self.term.secret("PIN: ").strip()
+            try:
+                pin = self.term.secret("PIN: ").strip()
+            except EOFError:
+                return None
+            if not pin:  # an empty PIN cancels: back to the name prompt
+                return None
+            try:
+                check_pin_format(pin)
+            except ValueError:
+                self.term.say("A PIN is 4 to 12 digits; please try again (an empty line "
+                              "cancels).")
+                continue
             card = self.client.card(account, pin)
             try:
                 card.sign_in()

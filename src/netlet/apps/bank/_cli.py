@@ -31,7 +31,14 @@ from netlet.apps.bank._commands import (
 )
 from netlet.apps.bank._ledger import Ledger
 from netlet.apps.bank._pins import check_pin_format
-from netlet.apps.bank._service import SERVICE_NAME, SESSION_TTL, BankService, ServiceError
+from netlet.apps.bank._service import (
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_ACCOUNT,
+    SERVICE_NAME,
+    SESSION_TTL,
+    BankService,
+    ServiceError,
+)
 from netlet.apps.bank._swarm import Swarm, SwarmConfig, run_with_display
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
@@ -142,6 +149,11 @@ def bank() -> None:
               help="How long three wrong PINs lock a card.")
 @click.option("--session-ttl", type=click.FloatRange(1), default=SESSION_TTL, show_default=True,
               help="Seconds a card session's token stays valid.")
+@click.option("--max-sessions", type=click.IntRange(1), default=MAX_SESSIONS, show_default=True,
+              help="Card sessions kept at most (each account keeps its newest "
+                   f"{MAX_SESSIONS_PER_ACCOUNT}).")
+@click.option("--advertise", default=None,
+              help="Host or IP to give out as the bank's address (for a wildcard --listen).")
 @click.option("--head", "head_addr", default=None,
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
@@ -149,7 +161,7 @@ def bank() -> None:
 def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, insecure: bool, group_commit: bool,
           max_batch: int, max_wait_ms: float, lock_seconds: float, session_ttl: float,
-          head_addr: str | None, name: str) -> None:
+          max_sessions: int, advertise: str | None, head_addr: str | None, name: str) -> None:
     """Serve the bank; stops on Ctrl-C or SIGTERM, after committing what is queued.
 
     Prints its address on stdout once it listens. Operator calls (open, close,
@@ -160,7 +172,7 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
                     max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds)
     try:
         node = Node(listen=listen, key=sec.key, tls=sec.tls, insecure=insecure,
-                    max_threads=256, call_timeout=None)
+                    max_threads=256, call_timeout=None, advertise=advertise)
     except OSError as e:
         ledger.close()
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
@@ -168,8 +180,11 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
         ledger.close()
         raise
     assert node.address is not None
-    operator = sec.key is not None or parse_address(node.address).is_loopback
-    service = BankService(ledger, operator=operator, session_ttl=session_ttl)
+    # The bound address decides, not the advertised one: --advertise 127.0.0.1 on a
+    # wildcard listen must not make every network's callers operators.
+    operator = sec.key is not None or parse_address(listen).is_loopback
+    service = BankService(ledger, operator=operator, session_ttl=session_ttl,
+                          max_sessions=max_sessions)
     ref = node.serve(service, SERVICE_NAME)
     console = Console(stderr=True)
     cluster = None

@@ -28,23 +28,21 @@ from typing import Any
 
 from netlet.apps.bank._commands import (
     CASH,
-    AccountClosed,
     BankError,
-    CardLocked,
     Command,
     IdempotencyConflict,
     InvalidCommand,
     LedgerClosed,
     StorageError,
     UnknownAccount,
-    WrongPin,
     check_key,
     command_from_record,
     command_record,
     error_from_record,
     error_to_record,
 )
-from netlet.apps.bank._pins import pin_check_is_cheap, verify_pin
+from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
+from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.errors import ConfigError
 
 __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
@@ -88,6 +86,7 @@ class LedgerStatistics:
     commits: int
     mean_batch_size: float
     max_batch_size: int
+    pin_checks: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -215,13 +214,6 @@ class _Book:
         self.conn.execute("INSERT INTO reversals VALUES (?, ?)", (key, self.key))
 
 
-def _verify(pin: str, pin_hash: str) -> bool:
-    try:
-        return verify_pin(pin, pin_hash)
-    except ValueError:
-        return False
-
-
 def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, error in items:
         if future.done():  # cancelled: the caller stopped waiting, the outcome is journaled
@@ -307,6 +299,8 @@ class Ledger:
         self._pool: list[sqlite3.Connection] = []
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._stats = [0, 0, 0, 0]  # commands, writes, commits, max batch
+        self._pins = PinGuard(max_pin_attempts, lock_seconds)
+        self._after_commit: list[Callable[[], None]] = []  # the writer's, run after each commit
         self._writer = threading.Thread(target=self._write_loop, name="netlet-ledger", daemon=True)
         self._writer.start()
 
@@ -461,8 +455,10 @@ class Ledger:
             except sqlite3.Error:
                 pass
             error = StorageError(f"ledger commit failed: {exc}")
+            self._run_after_commit()
             self._wake([(waiter, None, error) for _, waiter, _ in batch])
             return
+        self._run_after_commit()
         with self._lock:
             stats = self._stats
             stats[0] += sum(1 for item in batch if item[2])
@@ -470,6 +466,11 @@ class Ledger:
             stats[2] += 1
             stats[3] = max(stats[3], len(batch))
         self._wake(done)
+
+    def _run_after_commit(self) -> None:
+        hooks, self._after_commit = self._after_commit, []
+        for hook in hooks:
+            hook()
 
     def _wake(self, done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
         """Hand each job its outcome: threads directly, each loop's tasks in one call."""
@@ -494,14 +495,28 @@ class Ledger:
     # -- PINs -----------------------------------------------------------------
 
     def check_pin(self, account: str, pin: str, now: float | None = None) -> bool:
-        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones."""
+        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones.
+
+        An unknown or closed account answers as a card with a wrong PIN would (see
+        ``_pinguard``), in about the same time.
+        """
         now = time.time() if now is None else now
-        pin_hash, clean = self._pin_state(account, now)
-        good = _verify(pin, pin_hash)  # slow on purpose: outside the writer
-        if good and clean:
-            return True
-        ok: bool = self._submit(self._pin_job(account, good, now))
-        return ok
+        ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
+        queued = False
+        try:
+            good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
+            if good and self._pins.alone(ticket):
+                return True
+            queued = True
+            try:
+                ok: bool = self._submit(self._pin_job(ticket, good, now))
+            except LedgerClosed:
+                self._pins.end(ticket)  # never queued
+                raise
+            return ok
+        finally:
+            if not queued:
+                self._pins.end(ticket)
 
     async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
         """``check_pin`` for a task on an event loop.
@@ -512,65 +527,61 @@ class Ledger:
         which costs less than the hand-off. A wrong PIN is recorded by the writer.
         """
         now = time.time() if now is None else now
-        pin_hash, clean = self._pin_state(account, now)
-        if pin_check_is_cheap(pin_hash):
-            good = _verify(pin, pin_hash)
-        else:
-            good = await asyncio.get_running_loop().run_in_executor(None, _verify, pin, pin_hash)
-        if good and clean:
-            return True
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        with self._lock:
-            if self._closed:
-                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
-            self._active += 1
-            self._queue.put((self._pin_job(account, good, now), (loop, future), False))
-        return await future
+        while True:
+            ticket = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop)
+            if isinstance(ticket, Ticket):
+                break
+            await ticket  # other attempts on this card are being checked
+        queued = False
+        try:
+            if pin_check_is_cheap(ticket.pin_hash):
+                good = self._pins.verify(ticket, pin)
+            else:
+                good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
+            if good and self._pins.alone(ticket):
+                return True
+            future: asyncio.Future[bool] = loop.create_future()
+            with self._lock:
+                if self._closed:
+                    raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+                self._active += 1
+                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
+                queued = True
+            return await future
+        finally:
+            if not queued:
+                self._pins.end(ticket)
 
-    def _pin_state(self, account: str, now: float) -> tuple[str, bool]:
-        """The account's PIN hash and whether it has no failed attempts or lock on record."""
+    def _pin_row(self, account: str) -> PinRow:
         with self._reader() as conn:
             row = conn.execute(
                 "SELECT status, pin_hash, failed_pins, locked_until FROM accounts"
                 " WHERE account=? AND status != 'system'",
                 (account,),
             ).fetchone()
-        if row is None:
-            raise UnknownAccount(account)
-        status, pin_hash, failed, locked_until = row
-        if status != "open":
-            raise AccountClosed(account)
-        if locked_until > now:
-            raise CardLocked(account, locked_until - now)
-        return pin_hash, failed == 0 and locked_until == 0
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
-    def _pin_job(self, account: str, good: bool, now: float) -> _Job:
+    def _pin_job(self, ticket: Ticket, good: bool, now: float) -> _Job:
+        """Record one attempt in commit order; its reservation ends once that is committed."""
+
         def record(conn: sqlite3.Connection, _now: float) -> _Done:
-            return self._record_pin(conn, account, good, now)
+            self._after_commit.append(lambda: self._pins.end(ticket))
+            if ticket.ghost:
+                return None, self._pins.record_ghost(ticket, now)
+            return self._record_pin(conn, ticket.account, good, now)
 
         return record
 
     def _record_pin(self, conn: sqlite3.Connection, account: str, good: bool, now: float) -> _Done:
-        failed, locked_until = conn.execute(
+        row = conn.execute(
             "SELECT failed_pins, locked_until FROM accounts WHERE account=?", (account,)
         ).fetchone()
-        if locked_until > now:
-            return None, CardLocked(account, locked_until - now)
-        failed = 0 if good or locked_until else failed  # an expired lock starts afresh
-        failed += 0 if good else 1
-        error: BankError | None = None
-        if failed >= self._max_pin_attempts:
-            failed, locked_until = 0, now + self._lock_seconds
-            error = CardLocked(account, self._lock_seconds)
-        else:
-            locked_until = 0
-            if not good:
-                error = WrongPin(account, self._max_pin_attempts - failed)
-        conn.execute(
-            "UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
-            (failed, locked_until, account),
-        )
+        failed, locked_until, error = next_pin_state(
+            account, row[0], row[1], good, now, self._max_pin_attempts, self._lock_seconds)
+        if (failed, locked_until) != (row[0], row[1]):
+            conn.execute("UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
+                         (failed, locked_until, account))
         return (None, error) if error else (True, None)
 
     # -- reading ----------------------------------------------------------------
@@ -697,7 +708,7 @@ class Ledger:
         with self._lock:
             commands, writes, commits, largest = self._stats
         mean = writes / commits if commits else 0.0
-        return LedgerStatistics(commands, writes, commits, mean, largest)
+        return LedgerStatistics(commands, writes, commits, mean, largest, self._pins.checks)
 
     # -- lifetime ---------------------------------------------------------------
 

@@ -58,6 +58,8 @@ from netlet.node import expose
 
 __all__ = [
     "MAX_OUTCOME_BATCH",
+    "MAX_SESSIONS",
+    "MAX_SESSIONS_PER_ACCOUNT",
     "MAX_STATEMENT",
     "SERVICE_ERRORS",
     "SERVICE_NAME",
@@ -78,7 +80,10 @@ MAX_STATEMENT = 100
 """The most statement lines one call returns."""
 MAX_OUTCOME_BATCH = 1000
 """The most keys one ``outcomes`` call may ask about."""
-_MAX_SESSIONS = 100_000
+MAX_SESSIONS = 100_000
+"""Card sessions a bank keeps at most; beyond it the oldest one ends."""
+MAX_SESSIONS_PER_ACCOUNT = 64
+"""Sessions one account keeps at most: its own oldest ends, never another customer's."""
 _MAX_SETTLED = 100_000
 _MAX_SCRYPT_MEMORY = 64 * 2**20  # refuse PIN hashes whose check would cost more
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
@@ -177,6 +182,7 @@ class BankService:
     """
 
     def __init__(self, ledger: Ledger, *, operator: bool, session_ttl: float = SESSION_TTL,
+                 max_sessions: int = MAX_SESSIONS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         register_errors()
         self._ledger = ledger
@@ -184,6 +190,8 @@ class BankService:
         self._ttl = session_ttl
         self._clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._by_account: dict[str, OrderedDict[str, None]] = {}
+        self._max_sessions = max_sessions
         self._cond = threading.Condition()
         self._inflight: dict[str, int] = {}
         self._settling: set[str] = set()
@@ -195,9 +203,9 @@ class BankService:
     async def login(self, account: object, pin: object) -> dict[str, Any]:
         """Check the PIN (slow on purpose: off the loop unless the hash is cheap), open a session.
 
-        Raises UnknownAccount, AccountClosed, WrongPin (with attempts left) or
-        CardLocked. A PIN that is not 4 to 12 digits is refused as malformed
-        and does not count as a wrong attempt.
+        Raises WrongPin (with attempts left) or CardLocked; an unknown or closed
+        account answers the same, so sign-in does not tell which accounts exist. A
+        PIN that is not 4 to 12 digits is refused as malformed and does not count.
         """
         account = _check_account(account)
         try:
@@ -209,7 +217,16 @@ class BankService:
         now = self._clock()
         with self._cond:
             self._purge(now)
+            mine = self._by_account.setdefault(account, OrderedDict())
+            # A full account, or a full bank, ends the signer's own oldest session first:
+            # one customer signing in again and again never ends another's.
+            while mine and (len(mine) >= MAX_SESSIONS_PER_ACCOUNT
+                            or len(self._sessions) >= self._max_sessions):
+                self._sessions.pop(mine.popitem(last=False)[0], None)
+            while len(self._sessions) >= self._max_sessions:
+                self._drop_oldest()
             self._sessions[token] = _Session(account, now + self._ttl)
+            mine[token] = None
         return {"token": token, "account": account, "expires_in": self._ttl}
 
     async def logout(self, token: object) -> None:
@@ -217,13 +234,25 @@ class BankService:
         runs on the node's loop rather than costing a thread hop.)"""
         if isinstance(token, str):
             with self._cond:
-                self._sessions.pop(token, None)
+                session = self._sessions.pop(token, None)
+                if session is not None:
+                    self._forget(token, session.account)
+
+    def _forget(self, token: str, account: str) -> None:
+        mine = self._by_account.get(account)
+        if mine is not None:
+            mine.pop(token, None)
+            if not mine:
+                del self._by_account[account]
+
+    def _drop_oldest(self) -> None:
+        token, session = self._sessions.popitem(last=False)
+        self._forget(token, session.account)
 
     def _purge(self, now: float) -> None:
         sessions = self._sessions  # ordered by sign-in, and every session has the same ttl
-        while sessions and (next(iter(sessions.values())).expires <= now
-                            or len(sessions) >= _MAX_SESSIONS):
-            sessions.popitem(last=False)
+        while sessions and next(iter(sessions.values())).expires <= now:
+            self._drop_oldest()
 
     def _account(self, token: object) -> str:
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
@@ -269,7 +298,11 @@ class BankService:
     def outcome(self, token: object, key: object) -> dict[str, Any] | None:
         """What became of ``key`` (one of this account's own requests), settling it if unseen."""
         account = self._account(token)
-        found = self._settle(check_key(key))
+        key = check_key(key)
+        seen = self._ledger.outcome(key)  # ownership first: asking must not touch others' keys
+        if seen is not None and _originator(seen.command) != account:
+            raise NotPermitted("that key belongs to another account's request")
+        found = self._settle(key)
         if found is None:
             return None
         if _originator(found.command) != account:
@@ -330,7 +363,8 @@ class BankService:
         stats = self._ledger.statistics()
         return {"operator": self._operator, "up_since": self._started,
                 "commands": stats.commands, "commits": stats.commits,
-                "mean_batch_size": stats.mean_batch_size, "max_batch_size": stats.max_batch_size}
+                "mean_batch_size": stats.mean_batch_size, "max_batch_size": stats.max_batch_size,
+                "pin_checks": stats.pin_checks}
 
     # -- keys ---------------------------------------------------------------------
 
