@@ -599,6 +599,7 @@ ERRORS: list[BankError] = [
     UnknownTransaction("k"),
     NotReversible("k", "why"),
     AlreadyReversed("k", "r"),
+    bank.KeySettled("k"),
     bank.WrongPin("a", 2),
     bank.CardLocked("a", 12.5),
     LedgerClosed("x"),

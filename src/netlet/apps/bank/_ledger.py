@@ -30,8 +30,10 @@ from netlet.apps.bank._commands import (
     CASH,
     BankError,
     Command,
+    Fence,
     IdempotencyConflict,
     InvalidCommand,
+    KeySettled,
     LedgerClosed,
     StorageError,
     UnknownAccount,
@@ -224,6 +226,11 @@ def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | No
             future.set_exception(error)
 
 
+def _no_fence(command: Command) -> None:
+    if isinstance(command, Fence):
+        raise InvalidCommand("a fence is recorded by Ledger.settle, never executed")
+
+
 def _canonical(record: dict[str, Any]) -> str:
     """The journal's text of ``record``: JSON, keys sorted, no spaces, non-ASCII kept.
 
@@ -338,6 +345,7 @@ class Ledger:
         it again; the same key with another command raises IdempotencyConflict.
         """
         check_key(idem_key)
+        _no_fence(command)
         record = command_record(command)
         text = _canonical(record)
 
@@ -353,6 +361,7 @@ class Ledger:
         The writer wakes the loop once per commit for all of its tasks, not once each.
         """
         check_key(idem_key)
+        _no_fence(command)
         record = command_record(command)
         text = _canonical(record)
 
@@ -372,9 +381,11 @@ class Ledger:
     def _apply(
         conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str, text: str
     ) -> _Done:
-        sql = "SELECT record, ok, outcome FROM commands WHERE key=?"
+        sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
         row = conn.execute(sql, (key,)).fetchone()
         if row is not None:
+            if row[3] == "Fence":
+                raise KeySettled(key)
             if row[0] != text:
                 raise IdempotencyConflict(key)
             stored = json.loads(row[2])
@@ -612,6 +623,36 @@ class Ledger:
         with self._reader() as conn:
             row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (idem_key,)).fetchone()
         return None if row is None else _outcome(row)
+
+    def settle(self, keys: list[str], account: str = "") -> list[Outcome]:
+        """The outcome of each key, fencing those the ledger never saw; in commit order.
+
+        Runs on the writer, after every request queued before it: a key it finds
+        unseen gets a journaled :class:`Fence` (asked by ``account``, "" for an
+        operator), so a request with that key that comes later is refused with
+        KeySettled. The answer is final and survives restarts. A fence's outcome
+        has ``command`` a Fence and ``error`` KeySettled.
+        """
+        checked = [check_key(key) for key in keys]
+        fence = Fence(account)
+        fence.validate()
+        text = _canonical(fence.to_record())
+
+        def run(conn: sqlite3.Connection, now: float) -> _Done:
+            found = []
+            for key in checked:
+                row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (key,)).fetchone()
+                if row is None:
+                    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) + 1 FROM commands").fetchone()[0]
+                    refusal = _canonical(error_to_record(KeySettled(key)))
+                    row = (seq, key, text, 0, refusal, now)
+                    conn.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (seq, key, "Fence", text, 0, refusal, now))
+                found.append(_outcome(row))
+            return found, None
+
+        result: list[Outcome] = self._submit(run)
+        return result
 
     def journal(self, after: int = 0, limit: int = 1000) -> list[Outcome]:
         """Journaled commands with ``seq`` > ``after``, oldest first, for replay."""
