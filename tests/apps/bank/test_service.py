@@ -303,11 +303,13 @@ def test_keyed_bank_refuses_peers_without_the_key(
     try:
         b.client.open_account("carol", "Carol", PIN, pin_cost=CHEAP)
         stranger = BankClient(b.address, node=node_factory(call_timeout=5), retry_for=0)
-        with pytest.raises(netlet.HandshakeError):
+        with pytest.raises(BankUnavailable, match="refused this ATM") as no_key:
             stranger.card("carol", PIN).deposit(100)
+        assert not no_key.value.reached  # nothing was sent: a refusal, not an unknown
         wrong = BankClient(b.address, node=node_factory(key=netlet.generate_key()), retry_for=0)
-        with pytest.raises(netlet.HandshakeError):
+        with pytest.raises(BankUnavailable, match="refused this ATM") as bad_key:
             wrong.accounts()
+        assert not bad_key.value.reached
         assert [a["balance"] for a in b.client.accounts()] == [0]
     finally:
         next(gen, None)
@@ -333,13 +335,18 @@ class _Flaky:
         self.failures, self.error = failures, error
         self.calls: list[tuple[Any, ...]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        def call(*args: Any) -> Any:
-            self.calls.append((name, *args))
-            if len(self.calls) <= self.failures:
-                raise self.error
-            return {"token": "t" * 43} if name == "login" else {"ok": name, "args": args}
-        return call
+    def __getattr__(self, name: str) -> Any:
+        flaky = self
+
+        class Method:
+            @staticmethod
+            async def aio(*args: Any) -> Any:
+                flaky.calls.append((name, *args))
+                if len(flaky.calls) <= flaky.failures:
+                    raise flaky.error
+                return {"token": "t" * 43} if name == "login" else {"ok": name, "args": args}
+
+        return Method
 
 
 def test_client_retries_the_same_request_and_tells(bank: Bank) -> None:
@@ -452,7 +459,8 @@ def test_cli_key_and_mutual_tls(tmp_path: Path) -> None:
         plain = run_netlet("atm", "--bank", srv.address, "--key-file", key_file,
                            "--retry-for", "0.3", "--account", "alice", "--pin-stdin",
                            "deposit", "5", stdin="4321\n")
-        assert plain.returncode == 1  # no TLS: the bank closes the connection
+        assert plain.returncode == 4, plain.stderr  # no TLS: the bank closes the connection
+        assert "nothing was sent" in plain.stderr
         listed = run_netlet("bank", "list", *common)
         assert "5.00" in listed.stdout
 
@@ -464,7 +472,7 @@ def test_cli_bank_away_is_a_clear_error_and_nothing_is_done(tmp_path: Path) -> N
         address = srv.address
     r = run_netlet("atm", "--bank", address, "--retry-for", "0.3", "--account", "alice",
                    "--pin-stdin", "deposit", "5", stdin="4321\n")
-    assert r.returncode == 1
+    assert r.returncode == 4  # not sent: nothing was done
     assert "did not answer" in r.stderr
     assert "nothing was sent" in r.stderr
 
@@ -474,9 +482,9 @@ def test_cli_bank_away_is_a_clear_error_and_nothing_is_done(tmp_path: Path) -> N
 
 def test_service_and_atm_names_are_exported() -> None:
     import netlet.apps.bank as bank
-    from netlet.apps.bank import _atm, _cli, _service, _swarm
+    from netlet.apps.bank import _atm, _cli, _service, _swarm, _terminal
 
-    for module in (_service, _atm, _swarm, _cli):
+    for module in (_service, _atm, _swarm, _cli, _terminal):
         assert module.__doc__
         for name in module.__all__:
             assert getattr(module, name) is not None

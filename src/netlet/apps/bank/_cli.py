@@ -2,8 +2,10 @@
 
 This is the only bank module that reads files, stdin and signals; it turns
 options into a Ledger, a Node and the service, or into a BankClient.
-Exit status of the scripted ATM: 0 success, 1 refused or failed, 3 outcome
-unknown (the key is printed: ask with ``netlet atm ... outcome KEY``).
+Exit status of every command that talks to the bank: 0 done, 1 refused (the
+bank answered no), 2 bad usage, 3 outcome unknown (the request may have been
+sent; a mutating one's key is printed: ask with ``netlet atm ... outcome
+KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netlet.apps.bank._atm import BankClient, OutcomeUnknown, outcome_error, run_terminal
+from netlet.apps.bank._atm import (
+    BankClient,
+    BankUnavailable,
+    NotAdmitted,
+    OutcomeUnknown,
+    RetryNotice,
+    outcome_error,
+    run_terminal,
+)
 from netlet.apps.bank._commands import (
     AccountNotEmpty,
     BankError,
@@ -47,7 +57,9 @@ from netlet.transport import TLSConfig, load_key, parse_address
 __all__ = ["atm", "bank"]
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
+EXIT_REFUSED = 1
 EXIT_UNKNOWN = 3
+EXIT_NOT_SENT = 4
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -72,6 +84,12 @@ _security = _options(
     click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
                  help="CA to verify the other end with (mutual TLS)."),
 )
+_patience = _options(
+    click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                 help="Seconds one attempt may take, connecting and the handshake included."),
+    click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
+                 help="Seconds to keep retrying while the bank does not answer."),
+)
 _bank_option = click.option("--bank", "bank_addr", default=DEFAULT_BANK, show_default=True,
                             help="The bank's address.")
 
@@ -91,8 +109,54 @@ def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | No
 
 
 def _client(bank_addr: str, sec: _Security, timeout: float = 10.0,
-            retry_for: float = 30.0) -> BankClient:
-    return BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout, retry_for=retry_for)
+            retry_for: float = 30.0, *, quiet: bool = False) -> BankClient:
+    client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
+                        retry_for=retry_for)
+    if not quiet:
+        client.on_retry = _say_retrying(bank_addr, retry_for)
+    return client
+
+
+def _say_retrying(address: str, retry_for: float) -> Callable[[RetryNotice], None]:
+    """Tell stderr, now and then, that the bank is not answering and what is retried."""
+    def notice(n: RetryNotice) -> None:
+        if n.attempt == 1 or n.attempt % 10 == 0:
+            text = str(n.error) or type(n.error).__name__
+            click.echo(f"the bank at {address} is not answering ({text[:120]}); still trying "
+                       f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
+                       f"{retry_for:.0f} s)", err=True)
+    return notice
+
+
+_R = TypeVar("_R")
+
+
+def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
+    """``func()``, with each way of not getting an answer mapped to its exit status."""
+    code, text = 0, ""
+    try:
+        return func()
+    except OutcomeUnknown as exc:
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: {exc}\nkey: {exc.key}"
+    except NotAdmitted as exc:
+        if exc.reached:
+            code, text = EXIT_UNKNOWN, f"UNKNOWN: no answer to the {what}: {exc}"
+        else:  # the bank turned this ATM away: a refusal, and nothing was sent
+            raise click.ClickException(f"refused: {exc}") from None
+    except BankUnavailable as exc:
+        if exc.reached:
+            code, text = EXIT_UNKNOWN, f"UNKNOWN: no answer to the {what}: {exc}"
+        else:
+            code, text = EXIT_NOT_SENT, f"NOT SENT: {exc}" + (
+                "" if "nothing was sent" in str(exc) else "; nothing was sent")
+    except (BankError, ServiceError) as exc:
+        raise _refused(exc) from None
+    except NetletError as exc:  # e.g. an error the bank did not mean to answer with
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"
+    click.echo(text, err=True)
+    if ctx is not None:
+        ctx.exit(code)
+    raise SystemExit(code)
 
 
 def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
@@ -218,16 +282,16 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
 @_bank_option
 @_security
+@_patience
 def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
           key_file: str | None, tls_cert: str | None, tls_key: str | None,
-          tls_ca: str | None) -> None:
+          tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """Open ACCOUNT (an operator call); asks for its PIN, hashed here with scrypt."""
     pin = _read_pin(pin_stdin, confirm=True)
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            client.open_account(account, owner or account, pin)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        _answer(None, f"opening of {account}",
+                lambda: client.open_account(account, owner or account, pin))
     click.echo(f"opened account {account}")
 
 
@@ -235,14 +299,13 @@ def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
 @click.argument("account")
 @_bank_option
 @_security
+@_patience
 def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None) -> None:
+          tls_key: str | None, tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """Close ACCOUNT, which must be empty (an operator call)."""
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            client.close_account(account)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        _answer(None, f"closing of {account}", lambda: client.close_account(account))
     click.echo(f"closed account {account}")
 
 
@@ -250,14 +313,13 @@ def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | No
 @click.option("--prefix", default="", help="Only accounts whose id starts with this.")
 @_bank_option
 @_security
+@_patience
 def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None) -> None:
+          tls_key: str | None, tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """List the accounts with their owner, status and balance (an operator call)."""
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            rows = client.accounts(prefix)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        rows = _answer(None, "listing", lambda: client.accounts(prefix))
     table = Table(title=f"accounts at {bank_addr}")
     for col, justify in (("account", "left"), ("owner", "left"), ("status", "left"),
                          ("balance", "right")):
@@ -364,14 +426,9 @@ def _scripted(ctx: click.Context, what: str, run: Any) -> None:
     with _client(opts.bank, opts.sec, opts.timeout, opts.retry_for) as client:
         card = client.card(opts.account, pin)
         try:
-            message = run(card)
-        except OutcomeUnknown as exc:
-            click.echo(f"UNKNOWN: {exc}\nkey: {exc.key}", err=True)
-            ctx.exit(EXIT_UNKNOWN)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+            message = _answer(ctx, what, lambda: run(card))
         finally:
-            card.sign_out()
+            card.sign_out()  # best effort: it never changes the result
     click.echo(message)
 
 
