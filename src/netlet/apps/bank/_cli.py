@@ -39,6 +39,7 @@ from netlet.apps.bank._commands import (
     format_amount,
     parse_amount,
 )
+from netlet.apps.bank._journal import audit_file
 from netlet.apps.bank._ledger import Ledger
 from netlet.apps.bank._pins import check_pin_format
 from netlet.apps.bank._service import (
@@ -200,6 +201,9 @@ def bank() -> None:
 @click.option("--listen", default=DEFAULT_BANK, show_default=True, help="Address to serve on.")
 @click.option("--db", default="bank.db", show_default=True, type=click.Path(dir_okay=False),
               help="The ledger's SQLite file (created if missing).")
+@click.option("--create", is_flag=True,
+              help="Start a new, empty ledger in an existing empty file (a missing file is "
+                   "created anyway).")
 @_security
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback without a key (customers only: operator calls "
@@ -222,7 +226,7 @@ def bank() -> None:
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="Name to register under with --head.")
-def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
+def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, insecure: bool, group_commit: bool,
           max_batch: int, max_wait_ms: float, lock_seconds: float, session_ttl: float,
           max_sessions: int, advertise: str | None, head_addr: str | None, name: str) -> None:
@@ -232,16 +236,18 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
     list) are allowed when the bank has a key, or when it listens on loopback only.
     """
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    # The ledger first: a file another bank holds, or that is not a sound ledger, is
+    # refused before anything is created or the port is bound.
     ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
-                    max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds)
+                    max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds, create=create)
     try:
         node = Node(listen=listen, key=sec.key, tls=sec.tls, insecure=insecure,
                     max_threads=256, call_timeout=None, advertise=advertise)
     except OSError as e:
-        ledger.close()
+        ledger.close(discard=True)
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
     except BaseException:
-        ledger.close()
+        ledger.close(discard=True)
         raise
     assert node.address is not None
     # The bound address decides, not the advertised one: --advertise 127.0.0.1 on a
@@ -334,8 +340,7 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
               help="The ledger's SQLite file (a running bank may keep using it).")
 def audit(db: str) -> None:
     """Recompute every balance from the journal; exit 1 if the books do not balance."""
-    with Ledger(db) as ledger:
-        report = ledger.audit()
+    report = audit_file(db)
     click.echo(f"{report.n_commands} commands, {report.n_entries} entries, "
                f"journal total {report.total}")
     if not report.ok:
@@ -343,7 +348,7 @@ def audit(db: str) -> None:
             click.echo(f"VIOLATION: {violation}", err=True)
         raise SystemExit(1)
     click.echo("audit OK: every transaction balances, no account is negative, "
-               "cached balances match the journal")
+               "cached balances match the journal, the hash chain holds")
 
 
 # -- netlet atm ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ account's journal sum, kept in the same transaction and checked by ``audit()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlet.apps.bank._commands import (
-    CASH,
     BankError,
     Command,
     Fence,
@@ -43,6 +43,8 @@ from netlet.apps.bank._commands import (
     error_from_record,
     error_to_record,
 )
+from netlet.apps.bank._journal import AuditReport, HeadFile, audit, link, prepare
+from netlet.apps.bank._ledgerfile import open_ledger_file
 from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.errors import ConfigError
@@ -51,26 +53,6 @@ __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome"
 
 _json_str: Callable[[str], str] = json.encoder.encode_basestring
 """A str as JSON with non-ASCII kept, as ``json.dumps(..., ensure_ascii=False)`` writes it."""
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    account TEXT PRIMARY KEY, owner TEXT NOT NULL, pin_hash TEXT NOT NULL,
-    status TEXT NOT NULL,                  -- open, closed or system
-    balance INTEGER NOT NULL DEFAULT 0,    -- cache of SUM(entries.amount)
-    opened_at REAL NOT NULL,
-    failed_pins INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS commands (
-    seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
-    record TEXT NOT NULL,                  -- canonical JSON of Command.to_record()
-    ok INTEGER NOT NULL, outcome TEXT NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, account TEXT NOT NULL,
-    amount INTEGER NOT NULL,               -- credit > 0, debit < 0
-    counterparty TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_by_account ON entries(account, id);
-CREATE TABLE IF NOT EXISTS reversals (original_key TEXT PRIMARY KEY, reversal_key TEXT NOT NULL);
-"""
 
 _Done = tuple[Any, BaseException | None]
 _Job = Callable[[sqlite3.Connection, float], _Done]
@@ -134,17 +116,6 @@ class AccountInfo:
     owner: str
     status: str
     balance: int
-
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    """``ok`` when the journal balances, nobody is overdrawn and the caches agree."""
-
-    ok: bool
-    n_entries: int
-    n_commands: int
-    total: int
-    violations: tuple[str, ...]
 
 
 class _Book:
@@ -284,6 +255,7 @@ class Ledger:
         max_wait: float = 0.002,
         lock_seconds: float = 300.0,
         max_pin_attempts: int = 3,
+        create: bool = False,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a positive int, not {max_batch!r}")
@@ -294,12 +266,20 @@ class Ledger:
         self.path = os.fspath(path)
         self._group_commit, self._max_batch, self._max_wait = group_commit, max_batch, max_wait
         self._lock_seconds, self._max_pin_attempts = lock_seconds, max_pin_attempts
-        self._conn = self._connect()
+        self._file = open_ledger_file(self.path)  # one process per ledger: refused here
+        self._head_file = HeadFile(self.path)
         try:
-            self._create_schema()
+            self._conn = self._connect()
+            try:
+                self._head = prepare(self._conn, self.path, created=self._file.created,
+                                     create=create, head=self._head_file)
+            except BaseException:
+                self._conn.close()
+                raise
         except BaseException:
-            self._conn.close()
+            self._file.release(remove=self._file.created)  # a refused start leaves nothing
             raise
+        self._noted = self._head
         self._lock = threading.Lock()
         self._closed = False
         self._active = 0  # callers between submitting and being woken: the batch to wait for
@@ -313,27 +293,6 @@ class Ledger:
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-
-    def _create_schema(self) -> None:
-        conn = self._conn
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigError(f"{self.path!r} cannot use a write-ahead log (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
-            raise ConfigError(f"{self.path!r} has ledger schema {version}, newer than this code")
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO accounts(account, owner, pin_hash, status, opened_at)"
-            " VALUES (?, 'the bank', '', 'system', ?)",
-            (CASH, time.time()),
-        )
-        conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        conn.execute("COMMIT")
 
     # -- writing ------------------------------------------------------------
 
@@ -377,9 +336,19 @@ class Ledger:
             self._queue.put((run, (loop, future), True))
         return await future
 
-    @staticmethod
+    def _journal_row(self, conn: sqlite3.Connection, key: str, kind: str, text: str, ok: int,
+                     outcome: str, now: float) -> int:
+        """Insert the next command row, linked into the hash chain; its seq."""
+        seq = self._head[0] + 1
+        chain = link(self._head[1], seq, key, kind, text, ok, outcome, now)
+        conn.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (seq, key, kind, text, ok, outcome, now, chain))
+        self._head = (seq, chain)
+        return seq
+
     def _apply(
-        conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str, text: str
+        self, conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str,
+        text: str
     ) -> _Done:
         sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
         row = conn.execute(sql, (key,)).fetchone()
@@ -390,16 +359,14 @@ class Ledger:
                 raise IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
-        seq = conn.execute("SELECT IFNULL(MAX(seq), 0) + 1 FROM commands").fetchone()[0]
-        insert = "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)"
+        seq = self._head[0] + 1
         try:
             result = command.apply(_Book(conn, key, seq))
         except BankError as exc:
             conn.execute("ROLLBACK TO job")  # jobs run inside this savepoint (see _commit)
-            outcome = _canonical(error_to_record(exc))
-            conn.execute(insert, (seq, key, kind, text, 0, outcome, now))
+            self._journal_row(conn, key, kind, text, 0, _canonical(error_to_record(exc)), now)
             return None, exc
-        conn.execute(insert, (seq, key, kind, text, 1, _canonical(result), now))
+        self._journal_row(conn, key, kind, text, 1, _canonical(result), now)
         return result, None
 
     def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
@@ -442,19 +409,22 @@ class Ledger:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
-        conn, done = self._conn, []
+        conn, done, first = self._conn, [], self._head
         try:
             conn.execute("BEGIN IMMEDIATE")
             now = time.time()
             for job, future, _ in batch:
                 conn.execute("SAVEPOINT job")
+                before = self._head
                 try:
                     value, error = job(conn, now)
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO job")
+                    self._head = before
                     value, error = None, StorageError(f"ledger storage failed: {exc}")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO job")
+                    self._head = before
                     value, error = None, exc
                 conn.execute("RELEASE job")
                 done.append((future, value, error))
@@ -465,10 +435,13 @@ class Ledger:
                     conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            self._head = first
             error = StorageError(f"ledger commit failed: {exc}")
             self._run_after_commit()
             self._wake([(waiter, None, error) for _, waiter, _ in batch])
             return
+        if self._head != self._noted:
+            self._note_head()
         self._run_after_commit()
         with self._lock:
             stats = self._stats
@@ -477,6 +450,14 @@ class Ledger:
             stats[2] += 1
             stats[3] = max(stats[3], len(batch))
         self._wake(done)
+
+    def _note_head(self) -> None:
+        """Tell the head file what is committed now (see ``_journal``); best effort."""
+        try:
+            self._head_file.write(*self._head)
+            self._noted = self._head
+        except OSError:
+            pass  # the check it allows is lost, not the commit
 
     def _run_after_commit(self) -> None:
         hooks, self._after_commit = self._after_commit, []
@@ -643,11 +624,9 @@ class Ledger:
             for key in checked:
                 row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (key,)).fetchone()
                 if row is None:
-                    seq = conn.execute("SELECT IFNULL(MAX(seq), 0) + 1 FROM commands").fetchone()[0]
                     refusal = _canonical(error_to_record(KeySettled(key)))
+                    seq = self._journal_row(conn, key, "Fence", text, 0, refusal, now)
                     row = (seq, key, text, 0, refusal, now)
-                    conn.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 (seq, key, "Fence", text, 0, refusal, now))
                 found.append(_outcome(row))
             return found, None
 
@@ -704,45 +683,11 @@ class Ledger:
         return [AccountInfo(*row) for row in rows]
 
     def audit(self) -> AuditReport:
-        """Recompute every balance from the journal and check the books."""
-        violations: list[str] = []
-        sums: dict[str, int] = {}
-        n_entries = total = 0
+        """Recompute every balance and link of the journal and check the books (``_journal``)."""
+        noted = self._head_file.read()  # before the snapshot: it never leads what it sees
         with self._reader() as conn:
             conn.execute("BEGIN")
-            current, running = None, 0
-            for seq, account, amount in conn.execute(
-                "SELECT seq, account, amount FROM entries ORDER BY seq, id"
-            ):
-                if seq != current:
-                    if running:
-                        violations.append(f"transaction {current} sums to {running}, not 0")
-                    current, running = seq, 0
-                running += amount
-                total += amount
-                n_entries += 1
-                sums[account] = sums.get(account, 0) + amount
-            if running:
-                violations.append(f"transaction {current} sums to {running}, not 0")
-            for account, status, cached in conn.execute(
-                "SELECT account, status, balance FROM accounts"
-            ):
-                journal = sums.pop(account, 0)
-                if cached != journal:
-                    violations.append(f"{account}: cached balance {cached} != journal {journal}")
-                if status != "system" and journal < 0:
-                    violations.append(f"{account}: negative balance {journal}")
-            violations.extend(f"entries for unknown account {a!r}" for a in sorted(sums))
-            orphans = conn.execute(
-                "SELECT COUNT(*) FROM entries e LEFT JOIN commands c ON c.seq = e.seq"
-                " WHERE c.seq IS NULL OR c.ok = 0"
-            ).fetchone()[0]
-            if orphans:
-                violations.append(f"{orphans} entries belong to no successful command")
-            n_commands = conn.execute("SELECT COUNT(*) FROM commands").fetchone()[0]
-        if total:
-            violations.append(f"the journal sums to {total}, not 0")
-        return AuditReport(not violations, n_entries, n_commands, total, tuple(violations))
+            return audit(conn, noted)
 
     def statistics(self) -> LedgerStatistics:
         """A snapshot of how many commands, writes and commits the writer has done."""
@@ -753,8 +698,11 @@ class Ledger:
 
     # -- lifetime ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Finish the commands already queued, stop the writer and close every connection."""
+    def close(self, *, discard: bool = False) -> None:
+        """Finish the commands already queued, stop the writer and close every connection.
+
+        ``discard``: if this ledger created its file, remove it (a start that was refused).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -766,6 +714,12 @@ class Ledger:
         for conn in pool:
             conn.close()
         self._conn.close()
+        self._head_file.close()
+        discard = discard and self._file.created
+        self._file.release(remove=discard)
+        if discard:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._head_file.path)
 
     def __enter__(self) -> Ledger:
         return self
