@@ -216,3 +216,20 @@ def test_a_second_ledger_on_one_file_is_refused_naming_the_holder(tmp_path: Path
         one.execute(Deposit("ann", 10), "d")  # the first one goes on, untouched
     with Ledger(path) as again:  # once it is closed, the file is free
         assert again.balance("ann") == 10
+
+
+def test_a_schema_1_ledger_gets_its_chain_on_first_open(tmp_path: Path) -> None:
+    path = tmp_path / "bank.db"
+    with Ledger(path) as led:
+        led.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
+        for i in range(5):
+            led.execute(Deposit("ann", 10), f"d{i}")
+    with sqlite3.connect(path) as conn:  # as the first version of the ledger left it
+        conn.execute("ALTER TABLE commands DROP COLUMN chain")
+        conn.execute("PRAGMA user_version=1")
+    Path(f"{path}-head").unlink()
+    with Ledger(path) as led:
+        assert led.audit().ok
+        assert led.execute(Deposit("ann", 10), "d5")["balance"] == 60
+    with Ledger(path) as led:
+        assert led.audit().ok

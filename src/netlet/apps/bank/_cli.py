@@ -11,6 +11,7 @@ KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 import sys
@@ -163,6 +164,9 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
 def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
     if pin_stdin:
         pin = sys.stdin.readline().strip()
+    elif not sys.stdin.isatty():
+        raise click.UsageError("there is no terminal to ask for the PIN on; pass it on "
+                               "stdin with --pin-stdin")
     else:
         pin = click.prompt("PIN", hide_input=True, confirmation_prompt=confirm)
     try:
@@ -362,6 +366,59 @@ class _AtmOptions:
     sec: _Security
     timeout: float
     retry_for: float
+    files: tuple[str | None, str | None, str | None, str | None]  # key file, TLS cert/key/CA
+
+
+_LATE = ("late_bank", "late_account", "late_pin_stdin", "late_key_file", "late_tls_cert",
+         "late_tls_key", "late_tls_ca", "late_timeout", "late_retry_for")
+
+
+def _atm_command(**settings: Any) -> Callable[[Callable[..., None]], click.Command]:
+    """``@atm.command``, also accepting the ``atm`` options after the subcommand's name.
+
+    ``netlet atm swarm --bank X --key-file K`` then means what ``netlet atm --bank X
+    --key-file K swarm`` does; a value given after the name wins.
+    """
+    def decorate(func: Callable[..., None]) -> click.Command:
+        @functools.wraps(func)
+        def run(ctx: click.Context, *args: Any, **kwargs: Any) -> None:
+            late = {name: kwargs.pop(name) for name in _LATE}
+            opts: _AtmOptions = ctx.obj
+            key_file, tls_cert, tls_key, tls_ca = (late[f"late_{n}"] or old for n, old in zip(
+                ("key_file", "tls_cert", "tls_key", "tls_ca"), opts.files, strict=True))
+            files = (key_file, tls_cert, tls_key, tls_ca)
+            ctx.obj = dataclasses.replace(
+                opts, bank=late["late_bank"] or opts.bank,
+                account=late["late_account"] or opts.account,
+                pin_stdin=late["late_pin_stdin"] or opts.pin_stdin,
+                timeout=late["late_timeout"] or opts.timeout,
+                retry_for=opts.retry_for if late["late_retry_for"] is None
+                else late["late_retry_for"],
+                sec=opts.sec if files == opts.files else _security_from(*files),
+                files=files)
+            func(ctx, *args, **kwargs)
+
+        late_help = "(also accepted before the command)"
+        for option in reversed((
+            click.option("--bank", "late_bank", default=None, help=f"The bank {late_help}."),
+            click.option("--account", "late_account", default=None, help=late_help),
+            click.option("--pin-stdin", "late_pin_stdin", is_flag=True, help=late_help),
+            click.option("--key-file", "late_key_file", default=None, help=late_help,
+                         type=click.Path(dir_okay=False)),
+            click.option("--tls-cert", "late_tls_cert", default=None, help=late_help,
+                         type=click.Path(dir_okay=False)),
+            click.option("--tls-key", "late_tls_key", default=None, help=late_help,
+                         type=click.Path(dir_okay=False)),
+            click.option("--tls-ca", "late_tls_ca", default=None, help=late_help,
+                         type=click.Path(dir_okay=False)),
+            click.option("--timeout", "late_timeout", type=click.FloatRange(0.1),
+                         default=None, help=late_help),
+            click.option("--retry-for", "late_retry_for", type=click.FloatRange(0),
+                         default=None, help=late_help),
+        )):
+            run = option(run)
+        return atm.command(**settings)(click.pass_context(run))
+    return decorate
 
 
 @click.group(invoke_without_command=True)
@@ -394,9 +451,13 @@ def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     if head_addr:
         bank_addr = _look_up(head_addr, name, sec)
-    opts = _AtmOptions(bank_addr, account, pin_stdin, sec, timeout, retry_for)
+    opts = _AtmOptions(bank_addr, account, pin_stdin, sec, timeout, retry_for,
+                       (key_file, tls_cert, tls_key, tls_ca))
     ctx.obj = opts
     if ctx.invoked_subcommand is None:
+        if not sys.stdin.isatty():
+            raise click.UsageError("the interactive ATM needs a terminal; in a script, use "
+                                   "--account A --pin-stdin and an operation (e.g. balance)")
         with _client(opts.bank, opts.sec, timeout, retry_for) as client:
             try:
                 run_terminal(client)
@@ -437,7 +498,14 @@ def _scripted(ctx: click.Context, what: str, run: Any) -> None:
     click.echo(message)
 
 
-_key_arg = click.option("--key", "idem_key", default=None,
+def _check_key(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty key would be replaced by a new one, so a retry "
+                                 "would apply twice; give a non-empty key, or none")
+    return value
+
+
+_key_arg = click.option("--key", "idem_key", default=None, callback=_check_key,
                         help="Idempotency key to use (repeat a call with the same key to "
                              "retry it safely) [default: a new one].")
 
@@ -452,10 +520,9 @@ def _amount(text: str) -> int:
         raise click.BadParameter(str(exc), param_hint="AMOUNT") from None
 
 
-@atm.command(context_settings=_AMOUNT_ARGS)
+@_atm_command(context_settings=_AMOUNT_ARGS)
 @click.argument("amount")
 @_key_arg
-@click.pass_context
 def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Deposit AMOUNT (like 12.34)."""
     cents = _amount(amount)
@@ -466,10 +533,9 @@ def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     _scripted(ctx, "deposit", run)
 
 
-@atm.command(context_settings=_AMOUNT_ARGS)
+@_atm_command(context_settings=_AMOUNT_ARGS)
 @click.argument("amount")
 @_key_arg
-@click.pass_context
 def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
     cents = _amount(amount)
@@ -480,11 +546,10 @@ def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     _scripted(ctx, "withdraw", run)
 
 
-@atm.command(context_settings=_AMOUNT_ARGS)
+@_atm_command(context_settings=_AMOUNT_ARGS)
 @click.argument("dst")
 @click.argument("amount")
 @_key_arg
-@click.pass_context
 def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) -> None:
     """Transfer AMOUNT to account DST."""
     cents = _amount(amount)
@@ -496,16 +561,14 @@ def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) ->
     _scripted(ctx, "transfer", run)
 
 
-@atm.command()
-@click.pass_context
+@_atm_command()
 def balance(ctx: click.Context) -> None:
     """Print the balance."""
     _scripted(ctx, "balance", lambda card: format_amount(card.balance()))
 
 
-@atm.command()
+@_atm_command()
 @click.option("-n", "limit", type=click.IntRange(0, 100), default=10, show_default=True)
-@click.pass_context
 def statement(ctx: click.Context, limit: int) -> None:
     """Print the last N entries, newest first: key, kind, amount, balance after."""
     def run(card: Any) -> str:
@@ -514,9 +577,8 @@ def statement(ctx: click.Context, limit: int) -> None:
     _scripted(ctx, "statement", run)
 
 
-@atm.command()
+@_atm_command()
 @click.argument("key")
-@click.pass_context
 def outcome(ctx: click.Context, key: str) -> None:
     """What became of the request with KEY (asking settles it: an unseen key never applies)."""
     def run(card: Any) -> str:
@@ -533,8 +595,7 @@ def outcome(ctx: click.Context, key: str) -> None:
 # -- netlet atm swarm ----------------------------------------------------------------------
 
 
-@atm.command()
-@click.option("--bank", "bank_addr", default=None, help="The bank's address [default: atm's].")
+@_atm_command()
 @click.option("--atms", type=click.IntRange(1, 4096), default=64, show_default=True)
 @click.option("--seconds", type=click.FloatRange(0.1), default=30.0, show_default=True)
 @click.option("--accounts", type=click.IntRange(2, 1_000_000), default=1000, show_default=True)
@@ -544,8 +605,7 @@ def outcome(ctx: click.Context, key: str) -> None:
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write the summary and every request (key, status) as JSON here.")
 @click.option("--plain", is_flag=True, help="Progress as plain lines, not a live display.")
-@click.pass_context
-def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, accounts: int,
+def swarm(ctx: click.Context, atms: int, seconds: float, accounts: int,
           grace: float, seed: int | None, report: str | None, plain: bool) -> None:
     """Many simulated ATMs doing random operations, then a check of the bank's books.
 
@@ -553,7 +613,7 @@ def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, 
     one was, the money adds up and the bank's audit is clean; 1 otherwise.
     """
     opts: _AtmOptions = ctx.obj
-    address = bank_addr or opts.bank
+    address = opts.bank
     config = SwarmConfig(atms=atms, seconds=seconds, accounts=accounts, grace=grace,
                          timeout=min(opts.timeout, 5.0), seed=seed)
     console = Console(stderr=True)
