@@ -482,9 +482,9 @@ def test_cli_bank_away_is_a_clear_error_and_nothing_is_done(tmp_path: Path) -> N
 
 def test_service_and_atm_names_are_exported() -> None:
     import netlet.apps.bank as bank
-    from netlet.apps.bank import _atm, _cli, _service, _swarm, _terminal
+    from netlet.apps.bank import _atm, _cli, _cli_atm, _service, _swarm, _terminal
 
-    for module in (_service, _atm, _swarm, _cli, _terminal):
+    for module in (_service, _atm, _swarm, _cli, _cli_atm, _terminal):
         assert module.__doc__
         for name in module.__all__:
             assert getattr(module, name) is not None
