@@ -53,8 +53,10 @@ class Clock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.step = 0.0  # added at every reading: > the session ttl forgets every session
 
     def __call__(self) -> float:
+        self.now += self.step
         return self.now
 
 
@@ -360,6 +362,57 @@ def test_client_retries_the_same_request_and_tells(bank: Bank) -> None:
     assert flaky.calls == [("deposit", "t" * 43, 100, "same")] * 4
     assert [n.attempt for n in notices] == [1, 2, 3]
     assert all(isinstance(n.error, netlet.ConnectionLost) for n in notices)
+
+
+class _Restarting:
+    """Stands in for the bank proxy of a bank that restarts again and again: the first
+    deposit is cut after it was sent (it may have been applied); every later one finds
+    the session forgotten."""
+
+    def __init__(self) -> None:
+        self.deposits = 0
+        self.logins = 0
+
+    def __getattr__(self, name: str) -> Any:
+        outer = self
+
+        class Method:
+            @staticmethod
+            async def aio(*args: Any) -> Any:
+                if name == "login":
+                    outer.logins += 1
+                    return {"token": "t" * 43}
+                outer.deposits += 1
+                if outer.deposits == 1:
+                    raise netlet.ConnectionLost("cut after sending")
+                raise SessionExpired()
+
+        return Method
+
+
+def test_a_bank_that_keeps_forgetting_the_session_is_unknown_not_refused(bank: Bank) -> None:
+    """Restart upon restart during one request: the first attempt may have been applied,
+    so giving up is OutcomeUnknown with the key, never "refused: card session expired"."""
+    bank.client.bank.info()  # a link to the bank is up: what is sent may arrive
+    restarting = _Restarting()
+    bank.client.bank = restarting  # type: ignore[assignment]
+    bank.client.retry_for = 1.0
+    card = bank.client.card("alice", PIN)
+    with pytest.raises(OutcomeUnknown) as exc:
+        card.deposit(100, key="forgotten")
+    assert exc.value.key == "forgotten"
+    assert restarting.logins > 3  # it signed in again as often as it took
+
+
+def test_a_session_refused_at_every_attempt_is_a_refusal(bank: Bank) -> None:
+    card = bank.client.card("alice", PIN)
+    card.sign_in()
+    bank.clock.step = 301.0  # every session is forgotten as soon as it is used
+    bank.client.retry_for = 0.5
+    with pytest.raises(SessionExpired):  # answered each time: nothing was applied
+        card.deposit(100, key="forgotten")
+    bank.clock.step = 0.0
+    assert bank.ledger.outcome("forgotten") is None
 
 
 def test_client_gives_up_with_the_key_and_never_claims_success(bank: Bank) -> None:

@@ -383,8 +383,10 @@ class CardSession:
                 except SessionExpired:
                     self._forget()
                     if time.monotonic() >= deadline:
+                        if not reached:  # every attempt was answered so: none applied
+                            raise
                         raise _unavailable("the bank kept forgetting the card session",
-                                           reached=bool(reached)) from None
+                                           reached=True) from None
         except BankUnavailable as exc:
             if key is None:
                 raise
