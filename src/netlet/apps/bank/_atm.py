@@ -159,12 +159,13 @@ class BankClient:
         self.on_retry = on_retry
         self.stop = threading.Event()
         """Set to make every retry loop give up at its next wait."""
-        self._links_up = 0
+        self._links_up = 0  # links that came up so far
+        self._links_now = len(self.node.connected_peers())
         self.node.on_peer_change(self._peer_changed)
 
     def _peer_changed(self, _peer: str, up: bool) -> None:
-        if up:
-            self._links_up += 1
+        self._links_up += up
+        self._links_now = max(0, self._links_now + (1 if up else -1))
 
     def run(self, coro: Awaitable[_T]) -> _T:
         """Run ``coro`` on the node's loop and wait for it here (not from that loop)."""
@@ -200,9 +201,11 @@ class BankClient:
         func, retry = getattr(self.bank, method).aio, _Retry(self, what, deadline)
         while True:
             limit = retry.limit()
-            ups, linked = self._links_up, bool(self.node.connected_peers())
+            ups, linked = self._links_up, self._links_now > 0
             try:
-                async with asyncio.timeout(limit):
+                if linked and limit >= self.timeout:  # the proxy's own timeout bounds it
+                    return await func(*args)
+                async with asyncio.timeout(limit):  # connecting, or near the deadline
                     return await func(*args)
             except _FATAL as exc:
                 if reached is not None and (linked or self._links_up != ups):
