@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -35,6 +36,7 @@ from netlet.apps.bank import (
     hash_pin,
 )
 from netlet.apps.bank._ledger import _canonical
+from netlet.apps.bank._ledgerfile import LedgerInUse
 from tests.apps.bank.test_ledger_model import Model
 from tests.conftest import arun
 
@@ -205,16 +207,29 @@ def test_changes_by_another_connection_are_seen(tmp_path: Path) -> None:
         assert led.execute(Deposit("ann", 1), "d2")["balance"] == 6
 
 
-def test_two_ledgers_on_one_file_take_turns(tmp_path: Path) -> None:
+def test_a_second_ledger_on_one_file_is_refused_naming_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "bank.db"
-    with Ledger(path) as one, Ledger(path) as two:
+    with Ledger(path) as one:
         one.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
+        with pytest.raises(LedgerInUse, match=rf"in use by process {os.getpid()}"):
+            Ledger(path)
+        one.execute(Deposit("ann", 10), "d")  # the first one goes on, untouched
+    with Ledger(path) as again:  # once it is closed, the file is free
+        assert again.balance("ann") == 10
+
+
+def test_a_schema_1_ledger_gets_its_chain_on_first_open(tmp_path: Path) -> None:
+    path = tmp_path / "bank.db"
+    with Ledger(path) as led:
+        led.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
         for i in range(5):
-            one.execute(Deposit("ann", 10), f"a{i}")
-            two.execute(Withdraw("ann", 10), f"b{i}")
-        with pytest.raises(InsufficientFunds):  # neither may spend what the other took
-            one.execute(Withdraw("ann", 1), "c")
-        assert two.execute(Deposit("ann", 3), "d")["balance"] == 3
-        assert one.balance("ann") == 3
-        assert [o.seq for o in one.journal()] == list(range(1, 14))
-        assert one.audit().ok
+            led.execute(Deposit("ann", 10), f"d{i}")
+    with sqlite3.connect(path) as conn:  # as the first version of the ledger left it
+        conn.execute("ALTER TABLE commands DROP COLUMN chain")
+        conn.execute("PRAGMA user_version=1")
+    Path(f"{path}-head").unlink()
+    with Ledger(path) as led:
+        assert led.audit().ok
+        assert led.execute(Deposit("ann", 10), "d5")["balance"] == 60
+    with Ledger(path) as led:
+        assert led.audit().ok

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from netlet.apps.bank import (
-    AccountClosed,
     CardLocked,
     CloseAccount,
     Ledger,
     OpenAccount,
-    UnknownAccount,
     WrongPin,
     hash_pin,
     verify_pin,
@@ -158,14 +156,22 @@ def test_lockout_survives_reopen(tmp_path: Path) -> None:
         led.check_pin("bob", "1357", now=60)
 
 
-def test_unknown_and_closed_accounts(ledger: Ledger) -> None:
-    with pytest.raises(UnknownAccount):
-        ledger.check_pin("nobody", "1234")
-    with pytest.raises(UnknownAccount):
+def test_unknown_and_closed_accounts_answer_like_wrong_pins(ledger: Ledger) -> None:
+    """Sign-in does not tell which accounts exist: a ghost card counts and locks too."""
+    with pytest.raises(WrongPin) as first:
+        ledger.check_pin("nobody", "1234", now=10)
+    assert first.value.attempts_left == 2
+    with pytest.raises(WrongPin):
         ledger.check_pin("@cash", "1234")
     ledger.execute(CloseAccount("alice"), "close-alice")
-    with pytest.raises(AccountClosed):
-        ledger.check_pin("alice", "2468")
+    with pytest.raises(WrongPin):
+        ledger.check_pin("alice", "2468")  # even its right PIN
+    for _ in range(1):
+        with pytest.raises(WrongPin):
+            ledger.check_pin("nobody", "1234", now=11)
+    with pytest.raises(CardLocked) as locked:
+        ledger.check_pin("nobody", "1234", now=12)
+    assert locked.value.retry_after == 300
 
 
 def test_pins_never_stored_or_shown_in_clear(tmp_path: Path) -> None:

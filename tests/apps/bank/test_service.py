@@ -53,8 +53,10 @@ class Clock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.step = 0.0  # added at every reading: > the session ttl forgets every session
 
     def __call__(self) -> float:
+        self.now += self.step
         return self.now
 
 
@@ -201,7 +203,7 @@ def test_malformed_requests_are_refused_and_change_nothing(bank: Bank) -> None:
         (lambda: api.statement(token, -1), InvalidCommand),
         (lambda: api.statement(token, 10**6), InvalidCommand),
         (lambda: api.statement(token, "10"), InvalidCommand),
-        (lambda: api.login("nobody", PIN), UnknownAccount),
+        (lambda: api.login("nobody", PIN), WrongPin),  # as a wrong PIN: no account probing
         (lambda: api.login({"a": 1}, PIN), InvalidCommand),
         (lambda: api.deposit(token, 100), netlet.BadArguments),
         (lambda: api.withdraw(token, 100, "k", "extra"), netlet.BadArguments),
@@ -303,11 +305,13 @@ def test_keyed_bank_refuses_peers_without_the_key(
     try:
         b.client.open_account("carol", "Carol", PIN, pin_cost=CHEAP)
         stranger = BankClient(b.address, node=node_factory(call_timeout=5), retry_for=0)
-        with pytest.raises(netlet.HandshakeError):
+        with pytest.raises(BankUnavailable, match="refused this ATM") as no_key:
             stranger.card("carol", PIN).deposit(100)
+        assert not no_key.value.reached  # nothing was sent: a refusal, not an unknown
         wrong = BankClient(b.address, node=node_factory(key=netlet.generate_key()), retry_for=0)
-        with pytest.raises(netlet.HandshakeError):
+        with pytest.raises(BankUnavailable, match="refused this ATM") as bad_key:
             wrong.accounts()
+        assert not bad_key.value.reached
         assert [a["balance"] for a in b.client.accounts()] == [0]
     finally:
         next(gen, None)
@@ -333,13 +337,18 @@ class _Flaky:
         self.failures, self.error = failures, error
         self.calls: list[tuple[Any, ...]] = []
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        def call(*args: Any) -> Any:
-            self.calls.append((name, *args))
-            if len(self.calls) <= self.failures:
-                raise self.error
-            return {"token": "t" * 43} if name == "login" else {"ok": name, "args": args}
-        return call
+    def __getattr__(self, name: str) -> Any:
+        flaky = self
+
+        class Method:
+            @staticmethod
+            async def aio(*args: Any) -> Any:
+                flaky.calls.append((name, *args))
+                if len(flaky.calls) <= flaky.failures:
+                    raise flaky.error
+                return {"token": "t" * 43} if name == "login" else {"ok": name, "args": args}
+
+        return Method
 
 
 def test_client_retries_the_same_request_and_tells(bank: Bank) -> None:
@@ -353,6 +362,57 @@ def test_client_retries_the_same_request_and_tells(bank: Bank) -> None:
     assert flaky.calls == [("deposit", "t" * 43, 100, "same")] * 4
     assert [n.attempt for n in notices] == [1, 2, 3]
     assert all(isinstance(n.error, netlet.ConnectionLost) for n in notices)
+
+
+class _Restarting:
+    """Stands in for the bank proxy of a bank that restarts again and again: the first
+    deposit is cut after it was sent (it may have been applied); every later one finds
+    the session forgotten."""
+
+    def __init__(self) -> None:
+        self.deposits = 0
+        self.logins = 0
+
+    def __getattr__(self, name: str) -> Any:
+        outer = self
+
+        class Method:
+            @staticmethod
+            async def aio(*args: Any) -> Any:
+                if name == "login":
+                    outer.logins += 1
+                    return {"token": "t" * 43}
+                outer.deposits += 1
+                if outer.deposits == 1:
+                    raise netlet.ConnectionLost("cut after sending")
+                raise SessionExpired()
+
+        return Method
+
+
+def test_a_bank_that_keeps_forgetting_the_session_is_unknown_not_refused(bank: Bank) -> None:
+    """Restart upon restart during one request: the first attempt may have been applied,
+    so giving up is OutcomeUnknown with the key, never "refused: card session expired"."""
+    bank.client.bank.info()  # a link to the bank is up: what is sent may arrive
+    restarting = _Restarting()
+    bank.client.bank = restarting  # type: ignore[assignment]
+    bank.client.retry_for = 1.0
+    card = bank.client.card("alice", PIN)
+    with pytest.raises(OutcomeUnknown) as exc:
+        card.deposit(100, key="forgotten")
+    assert exc.value.key == "forgotten"
+    assert restarting.logins > 3  # it signed in again as often as it took
+
+
+def test_a_session_refused_at_every_attempt_is_a_refusal(bank: Bank) -> None:
+    card = bank.client.card("alice", PIN)
+    card.sign_in()
+    bank.clock.step = 301.0  # every session is forgotten as soon as it is used
+    bank.client.retry_for = 0.5
+    with pytest.raises(SessionExpired):  # answered each time: nothing was applied
+        card.deposit(100, key="forgotten")
+    bank.clock.step = 0.0
+    assert bank.ledger.outcome("forgotten") is None
 
 
 def test_client_gives_up_with_the_key_and_never_claims_success(bank: Bank) -> None:
@@ -452,7 +512,8 @@ def test_cli_key_and_mutual_tls(tmp_path: Path) -> None:
         plain = run_netlet("atm", "--bank", srv.address, "--key-file", key_file,
                            "--retry-for", "0.3", "--account", "alice", "--pin-stdin",
                            "deposit", "5", stdin="4321\n")
-        assert plain.returncode == 1  # no TLS: the bank closes the connection
+        assert plain.returncode == 4, plain.stderr  # no TLS: the bank closes the connection
+        assert "nothing was sent" in plain.stderr
         listed = run_netlet("bank", "list", *common)
         assert "5.00" in listed.stdout
 
@@ -464,7 +525,7 @@ def test_cli_bank_away_is_a_clear_error_and_nothing_is_done(tmp_path: Path) -> N
         address = srv.address
     r = run_netlet("atm", "--bank", address, "--retry-for", "0.3", "--account", "alice",
                    "--pin-stdin", "deposit", "5", stdin="4321\n")
-    assert r.returncode == 1
+    assert r.returncode == 4  # not sent: nothing was done
     assert "did not answer" in r.stderr
     assert "nothing was sent" in r.stderr
 
@@ -474,9 +535,9 @@ def test_cli_bank_away_is_a_clear_error_and_nothing_is_done(tmp_path: Path) -> N
 
 def test_service_and_atm_names_are_exported() -> None:
     import netlet.apps.bank as bank
-    from netlet.apps.bank import _atm, _cli, _service, _swarm
+    from netlet.apps.bank import _atm, _cli, _cli_atm, _service, _swarm, _terminal
 
-    for module in (_service, _atm, _swarm, _cli):
+    for module in (_service, _atm, _swarm, _cli, _cli_atm, _terminal):
         assert module.__doc__
         for name in module.__all__:
             assert getattr(module, name) is not None

@@ -1,4 +1,4 @@
-"""ATMs: a bank client that retries with the same idempotency key, and the terminal ATM.
+"""ATMs: a bank client that retries with the same idempotency key, and card sessions.
 
 A request whose reply was lost may or may not have been applied, so an ATM
 never makes a new request to find out: it sends the *same* request again
@@ -9,37 +9,32 @@ outcome is unknown (:class:`OutcomeUnknown`, with the key) rather than guess.
 the bank restarted and forgot the session, the client signs in again with the
 PIN it holds for the session and carries on with the same key.
 
-The terminal ATM follows the Stackless tutorial's: "Please enter your name or
-account number", the PIN, then (D)eposit, (W)ithdraw, (B)alance, (T)ransfer,
-(S)tatement or (Q)uit; it tells the customer what happens while the bank is
-away, and reports success only after the bank acknowledged it.
+The rule every path follows: a request is *refused* only when the bank
+answered with a refusal (a ``BankError`` or ``ServiceError`` of the request
+itself). Every other failure is :class:`OutcomeUnknown` once the request may
+have left this ATM (a connection to the bank was up while it was being
+sent), and :class:`BankUnavailable` with ``reached=False`` ("nothing was
+sent") before. One attempt, connecting and the handshake included, lasts at
+most ``timeout`` seconds; all attempts of a request end by its deadline
+(``retry_for`` seconds by default). The terminal ATM is in ``_terminal``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from netlet.apps.bank._commands import (
-    AccountClosed,
     BankError,
-    CardLocked,
-    InsufficientFunds,
-    InvalidCommand,
     LedgerClosed,
     StorageError,
-    UnknownAccount,
-    WrongPin,
     error_from_record,
     format_amount,
-    parse_amount,
 )
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin
 from netlet.apps.bank._service import (
@@ -48,7 +43,13 @@ from netlet.apps.bank._service import (
     SessionExpired,
     register_errors,
 )
-from netlet.errors import CallTimeout, NetletConnectionError, NetletError, PeerUnreachable
+from netlet.errors import (
+    AuthenticationError,
+    CallTimeout,
+    HandshakeError,
+    NetletConnectionError,
+    VersionMismatch,
+)
 from netlet.node import Node, Proxy
 from netlet.transport import TLSConfig, find_user_key
 
@@ -57,23 +58,45 @@ __all__ = [
     "BankClient",
     "BankUnavailable",
     "CardSession",
+    "NotAdmitted",
     "OutcomeUnknown",
     "RetryNotice",
-    "Terminal",
     "new_key",
     "outcome_error",
     "run_terminal",
 ]
 
 RETRYABLE: tuple[type[BaseException], ...] = (
-    NetletConnectionError, CallTimeout, StorageError, LedgerClosed)
-"""Failures after which a request's fate is unknown: send it again under the same key."""
+    NetletConnectionError, CallTimeout, HandshakeError, StorageError, LedgerClosed)
+"""Failures after which a request's fate is unknown: send it again under the same key.
+(A handshake that does not finish, as with a bank that is paused or still starting,
+is retried; a wrong key or protocol version is not.)"""
+_FATAL = (AuthenticationError, VersionMismatch)
+_AGAIN: tuple[type[BaseException], ...] = (*RETRYABLE, TimeoutError)
 _FIRST_DELAY, _MAX_DELAY = 0.05, 1.0
-_SIGN_INS = 3  # sign-ins one request may need when the bank keeps forgetting the session
+_SIGN_OUT_WAIT = 2.0
+_T = TypeVar("_T")
 
 
 class BankUnavailable(NetletConnectionError):
-    """The bank did not answer before the client gave up."""
+    """The bank did not answer before the client gave up.
+
+    ``reached`` is False when no connection to the bank was up during any attempt:
+    then nothing was sent, and nothing can have been applied.
+    """
+
+    reached: bool = True
+
+
+class NotAdmitted(BankUnavailable):
+    """The bank refused this ATM's connection (a wrong key or protocol version)."""
+
+
+def _unavailable(message: str, *, reached: bool,
+                 cls: type[BankUnavailable] = BankUnavailable) -> BankUnavailable:
+    exc = cls(message)
+    exc.reached = reached
+    return exc
 
 
 class OutcomeUnknown(BankUnavailable):
@@ -107,12 +130,19 @@ def new_key(prefix: str = "atm") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def _is_refusal(exc: BaseException) -> bool:
+    """The bank answered no (not a failure to get an answer)."""
+    return isinstance(exc, BankError | ServiceError) and not isinstance(exc, RETRYABLE)
+
+
 class BankClient:
     """A connection to a bank service; every call retries the same request on failure.
 
-    ``retry_for`` seconds bound the retries of one call, ``timeout`` one attempt.
-    Pass ``node`` to share a client node (its key and TLS then apply). Given
-    neither, a bank on this machine is reached with its per-user key (if any).
+    ``retry_for`` seconds bound the retries of one call, ``timeout`` one attempt
+    (connecting and the handshake included). Pass ``node`` to share a client node
+    (its key and TLS then apply); given neither, a bank on this machine is reached
+    with its per-user key (if any). Calls run on the node's loop; the blocking ones
+    wait for them there.
     """
 
     def __init__(self, address: str, *, node: Node | None = None, key: bytes | None = None,
@@ -123,38 +153,79 @@ class BankClient:
         self._own_node = node is None
         if node is None and key is None:
             key = find_user_key(address)  # a bank of ours on this machine: its per-user key
-        self.node = node if node is not None else Node(key=key, tls=tls, call_timeout=timeout)
+        self.node = node if node is not None else Node(
+            key=key, tls=tls, call_timeout=timeout, direct_calls=False,
+            connect_timeout=timeout, handshake_timeout=timeout)
         self.bank: Proxy = self.node.proxy(address, SERVICE_NAME, timeout=timeout)
+        self.timeout = timeout
         self.retry_for = retry_for
         self.on_retry = on_retry
         self.stop = threading.Event()
         """Set to make every retry loop give up at its next wait."""
+        self._links_up = 0  # links that came up so far
+        self._links_now = len(self.node.connected_peers())
+        self.node.on_peer_change(self._peer_changed)
+
+    def _peer_changed(self, _peer: str, up: bool) -> None:
+        self._links_up += up
+        self._links_now = max(0, self._links_now + (1 if up else -1))
+
+    def run(self, coro: Awaitable[_T]) -> _T:
+        """Run ``coro`` on the node's loop and wait for it here (not from that loop)."""
+        loop = self.node.loop
+        assert loop is not None, "the client node is not running"
+
+        async def wrapped() -> _T:
+            return await coro
+
+        future = asyncio.run_coroutine_threadsafe(wrapped(), loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     def call(self, method: str, *args: Any, what: str = "request",
-             deadline: float | None = None) -> Any:
+             deadline: float | None = None, reached: list[bool] | None = None) -> Any:
         """``bank.method(*args)``, sent again after each RETRYABLE failure until ``deadline``.
 
         Raises BankUnavailable on giving up, or whatever the bank raised.
         """
-        func, retry = getattr(self.bank, method), _Retry(self, what, deadline)
-        while True:
-            try:
-                return func(*args)
-            except RETRYABLE as exc:
-                if self.stop.wait(retry.delay_after(exc)):
-                    raise BankUnavailable("stopped while the bank was not answering") from exc
+        return self.run(self.call_aio(method, *args, what=what, deadline=deadline,
+                                      reached=reached))
 
     async def call_aio(self, method: str, *args: Any, what: str = "request",
-                       deadline: float | None = None) -> Any:
-        """:meth:`call` from async code on the client node's loop: the task waits, not a thread."""
+                       deadline: float | None = None, reached: list[bool] | None = None) -> Any:
+        """:meth:`call` from async code on the client node's loop: the task waits, not a thread.
+
+        ``reached`` becomes ``[True]`` once an attempt ran while a connection to the
+        bank was up (the request may then have reached it).
+        """
         func, retry = getattr(self.bank, method).aio, _Retry(self, what, deadline)
         while True:
+            limit = retry.limit()
+            ups, linked = self._links_up, self._links_now > 0
             try:
-                return await func(*args)
-            except RETRYABLE as exc:
-                await asyncio.sleep(retry.delay_after(exc))
+                if linked and limit >= self.timeout:  # the proxy's own timeout bounds it
+                    return await func(*args)
+                async with asyncio.timeout(limit):  # connecting, or near the deadline
+                    return await func(*args)
+            except _FATAL as exc:
+                if reached is not None and (linked or self._links_up != ups):
+                    reached[:] = [True]
+                raise _unavailable(f"the bank at {self.address} refused this ATM: {exc}",
+                                   reached=bool(reached), cls=NotAdmitted) from exc
+            except _AGAIN as exc:
+                if linked or self._links_up != ups:
+                    retry.reached = True
+                    if reached is not None:
+                        reached[:] = [True]
+                error = CallTimeout(f"no answer in {limit:.1f} s") if isinstance(
+                    exc, TimeoutError) and not isinstance(exc, CallTimeout) else exc
+                await asyncio.sleep(retry.delay_after(error))
                 if self.stop.is_set():
-                    raise BankUnavailable("stopped while the bank was not answering") from exc
+                    raise _unavailable("stopped while the bank was not answering",
+                                       reached=retry.reached) from exc
 
     # -- operator calls -----------------------------------------------------------
 
@@ -169,11 +240,12 @@ class BankClient:
         return self._keyed("close_account", account, key=key, what=f"closing {account}")
 
     def _keyed(self, method: str, *args: Any, key: str | None, what: str) -> dict[str, Any]:
-        key = key or new_key("op")
+        key = new_key("op") if key is None else key
+        reached: list[bool] = []
         try:
-            result: dict[str, Any] = self.call(method, *args, key, what=what)
+            result: dict[str, Any] = self.call(method, *args, key, what=what, reached=reached)
         except BankUnavailable as exc:
-            raise OutcomeUnknown(key, str(exc)) from exc
+            raise _unanswered(exc, key, bool(reached)) from exc
         return result
 
     def accounts(self, prefix: str = "") -> list[dict[str, Any]]:
@@ -208,21 +280,33 @@ class BankClient:
 class _Retry:
     """When one request is sent again: backoff from _FIRST_DELAY to _MAX_DELAY, to a deadline."""
 
-    __slots__ = ("attempt", "client", "deadline", "delay", "start", "what")
+    __slots__ = ("attempt", "client", "deadline", "delay", "reached", "start", "what")
 
     def __init__(self, client: BankClient, what: str, deadline: float | None) -> None:
         self.client, self.what = client, what
         self.start = time.monotonic()
         self.deadline = self.start + client.retry_for if deadline is None else deadline
         self.attempt, self.delay = 0, _FIRST_DELAY
+        self.reached = False
+
+    def limit(self) -> float:
+        """How long the next attempt may take: ``timeout``, but never past the deadline."""
+        left = self.deadline - time.monotonic()
+        if self.attempt and left <= 0:
+            raise self._give_up(None)
+        return max(min(self.client.timeout, left), 0.05)
+
+    def _give_up(self, exc: BaseException | None) -> BankUnavailable:
+        why = f" ({_describe(exc)})" if exc is not None else ""
+        return _unavailable(f"the bank at {self.client.address} did not answer for "
+                            f"{time.monotonic() - self.start:.0f} s{why}", reached=self.reached)
 
     def delay_after(self, exc: BaseException) -> float:
         """Seconds to wait before the next attempt; BankUnavailable if it is time to give up."""
         self.attempt += 1
         now, delay = time.monotonic(), self.delay
-        if now + delay > self.deadline or self.client.stop.is_set():
-            raise BankUnavailable(f"the bank did not answer for {now - self.start:.0f} s "
-                                  f"({_describe(exc)})") from exc
+        if now + delay >= self.deadline or self.client.stop.is_set():
+            raise self._give_up(exc) from exc
         if self.client.on_retry is not None:
             self.client.on_retry(RetryNotice(self.what, self.attempt, exc, delay,
                                              now - self.start))
@@ -238,9 +322,10 @@ def _describe(exc: BaseException) -> str:
 class CardSession:
     """One customer's session: signs in once, then every operation carries the token.
 
-    Holds the PIN for the session only, to sign in again if the bank restarted.
-    Mutating operations take an optional idempotency key (a new one by default)
-    and raise OutcomeUnknown, with that key, if the bank never answered.
+    Holds the PIN for the session only, to sign in again if the bank restarted
+    (as often as it takes, until the request's deadline). Mutating operations
+    take an optional idempotency key (a new one by default) and raise
+    OutcomeUnknown, with that key, if they may have been sent but got no answer.
     """
 
     def __init__(self, client: BankClient, account: str, pin: str) -> None:
@@ -249,33 +334,24 @@ class CardSession:
         self.on_sign_in_again: Callable[[], None] | None = None
 
     def sign_in(self, deadline: float | None = None) -> str:
-        """Check the PIN at the bank (WrongPin, CardLocked, UnknownAccount ...)."""
-        answer = self.client.call("login", self.account, self._pin, what="signing in",
-                                  deadline=deadline)
+        """Check the PIN at the bank (WrongPin, CardLocked ...)."""
+        return self.client.run(self.sign_in_aio(deadline))
+
+    async def sign_in_aio(self, deadline: float | None = None) -> str:
+        """:meth:`sign_in` from async code."""
+        answer = await self.client.call_aio("login", self.account, self._pin,
+                                            what="signing in", deadline=deadline)
         self._token = str(answer["token"])
         return self._token
 
     def sign_out(self) -> None:
+        """End the session at the bank if it can be told at once; never raises."""
         token, self._token = self._token, None
         if token is not None:
             try:
                 self.client.bank.logout.oneway(token)
-            except NetletConnectionError:
-                pass  # the session expires by itself
-
-    def _call(self, method: str, *args: Any, what: str, deadline: float | None,
-              sent: list[bool] | None = None) -> Any:
-        """Call with the session's token; ``sent`` becomes ``[True]`` once the request left."""
-        deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
-        for _ in range(_SIGN_INS):
-            token = self._token or self.sign_in(deadline)
-            if sent is not None:
-                sent[:] = [True]
-            try:
-                return self.client.call(method, token, *args, what=what, deadline=deadline)
-            except SessionExpired:
-                self._forget()
-        raise SessionExpired()
+            except Exception:  # the session expires by itself; a success stays a success
+                pass
 
     def _forget(self) -> None:
         """The bank forgot the session (it restarted): sign in again before the next try."""
@@ -283,15 +359,67 @@ class CardSession:
         if self.on_sign_in_again is not None:
             self.on_sign_in_again()
 
+    async def request_aio(self, method: str, *args: Any, key: str | None,
+                          what: str | None = None, deadline: float | None = None) -> Any:
+        """``method(token, *args[, key])`` at the bank, signing in (again) as needed.
+
+        With a ``key`` (a mutating request) the failures follow the module's rule:
+        a refusal of the request is raised as is; any other failure is OutcomeUnknown
+        once the request may have been sent, BankUnavailable ("nothing was sent")
+        before. Without one (a read) it is BankUnavailable either way.
+        """
+        what = what or method
+        deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
+        reached: list[bool] = []
+        extra = () if key is None else (key,)
+        try:
+            while True:
+                if self._token is None:
+                    try:
+                        await self.sign_in_aio(deadline)
+                    except BaseException as exc:
+                        if reached and not isinstance(exc, asyncio.CancelledError):
+                            raise _unavailable(f"signing in again failed: {_describe(exc)}",
+                                               reached=True) from exc
+                        raise
+                token = self._token
+                try:
+                    return await self.client.call_aio(method, token, *args, *extra, what=what,
+                                                      deadline=deadline, reached=reached)
+                except SessionExpired:
+                    self._forget()
+                    if time.monotonic() >= deadline:
+                        if not reached:  # every attempt was answered so: none applied
+                            raise
+                        raise _unavailable("the bank kept forgetting the card session",
+                                           reached=True) from None
+        except BankUnavailable as exc:
+            if key is None:
+                raise
+            raise _unanswered(exc, key, bool(reached)) from exc
+        except Exception as exc:
+            if key is None or _is_refusal(exc) or not reached:
+                raise
+            raise OutcomeUnknown(key, _describe(exc)) from exc
+
+    def _request(self, method: str, *args: Any, key: str | None, what: str,
+                 deadline: float | None) -> Any:
+        return self.client.run(self.request_aio(method, *args, key=key, what=what,
+                                                deadline=deadline))
+
+    async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
+                         deadline: float | None = None) -> dict[str, Any]:
+        """``deposit``, ``withdraw`` or ``transfer`` (by ``method``) from async code."""
+        key = new_key() if key is None else key
+        result: dict[str, Any] = await self.request_aio(method, *args, key=key,
+                                                        deadline=deadline)
+        return result
+
     def _mutate(self, method: str, *args: Any, key: str | None, what: str,
                 deadline: float | None) -> dict[str, Any]:
-        key = key or new_key()
-        sent: list[bool] = []
-        try:
-            result: dict[str, Any] = self._call(method, *args, key, what=what,
-                                                deadline=deadline, sent=sent)
-        except BankUnavailable as exc:
-            raise _unanswered(exc, key, sent) from exc
+        key = new_key() if key is None else key
+        result: dict[str, Any] = self._request(method, *args, key=key, what=what,
+                                               deadline=deadline)
         return result
 
     def deposit(self, amount: int, *, key: str | None = None,
@@ -312,52 +440,28 @@ class CardSession:
         return self._mutate("transfer", dst, amount, key=key, deadline=deadline,
                             what=f"transfer of {_money(amount)} to {dst}")
 
-    # -- the same from async code on the client node's loop (the swarm's ATMs) ----------
-
-    async def sign_in_aio(self, deadline: float | None = None) -> str:
-        """:meth:`sign_in` from async code."""
-        answer = await self.client.call_aio("login", self.account, self._pin,
-                                            what="signing in", deadline=deadline)
-        self._token = str(answer["token"])
-        return self._token
-
-    async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
-                         deadline: float | None = None) -> dict[str, Any]:
-        """``deposit``, ``withdraw`` or ``transfer`` (by ``method``) from async code."""
-        key = key or new_key()
-        deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
-        sent = False
-        try:
-            for _ in range(_SIGN_INS):
-                token = self._token or await self.sign_in_aio(deadline)
-                sent = True
-                try:
-                    result: dict[str, Any] = await self.client.call_aio(
-                        method, token, *args, key, what=method, deadline=deadline)
-                    return result
-                except SessionExpired:
-                    self._forget()
-        except BankUnavailable as exc:
-            raise _unanswered(exc, key, [sent] if sent else []) from exc
-        raise SessionExpired()
-
     def balance(self) -> int:
-        return int(self._call("balance", what="balance enquiry", deadline=None))
+        return int(self._request("balance", key=None, what="balance enquiry", deadline=None))
 
     def statement(self, limit: int = 10) -> list[dict[str, Any]]:
-        return list(self._call("statement", limit, what="statement", deadline=None))
+        return list(self._request("statement", limit, key=None, what="statement",
+                                  deadline=None))
 
     def outcome(self, key: str) -> dict[str, Any] | None:
-        """The bank's final word on ``key`` (None: not applied, and now it never will be)."""
-        answer: dict[str, Any] | None = self._call("outcome", key, what="asking for an outcome",
-                                                   deadline=None)
+        """The bank's final word on ``key`` (None: not applied, and now it never will be).
+
+        Unanswered, it raises BankUnavailable (``reached`` says whether it may have been
+        sent); asking again is always safe.
+        """
+        answer: dict[str, Any] | None = self._request(
+            "outcome", key, key=None, what="asking for an outcome", deadline=None)
         return answer
 
 
-def _unanswered(exc: BankUnavailable, key: str, sent: list[bool]) -> BankUnavailable:
+def _unanswered(exc: BankUnavailable, key: str, reached: bool) -> BankUnavailable:
     """What a mutating request that got no answer raises: unknown outcome once it was sent."""
-    if not sent:  # could not even sign in: the request never left this ATM
-        return BankUnavailable(f"{exc}; nothing was sent")
+    if not reached and not exc.reached:  # no connection was ever up: it never left this ATM
+        return _unavailable(f"{exc}; nothing was sent", reached=False, cls=type(exc))
     return OutcomeUnknown(key, exc.args[0] if exc.args else str(exc))
 
 
@@ -370,201 +474,8 @@ def outcome_error(answer: dict[str, Any]) -> BankError | None:
     return None if answer.get("ok") else error_from_record(answer.get("error", {}))
 
 
-# -- the terminal ATM ----------------------------------------------------------------
-
-
-class Terminal(Protocol):
-    """Where the ATM talks to its customer; tests may pass their own."""
-
-    def ask(self, prompt: str) -> str:
-        """A line typed by the customer (EOFError when there is none)."""
-
-    def secret(self, prompt: str) -> str:
-        """A line typed without echo (the PIN)."""
-
-    def say(self, text: str) -> None:
-        """Show a line."""
-
-
-class ConsoleTerminal:
-    """The process's terminal: ``input``, ``getpass`` and ``print``."""
-
-    def ask(self, prompt: str) -> str:
-        return input(prompt)
-
-    def secret(self, prompt: str) -> str:
-        return getpass.getpass(prompt)
-
-    def say(self, text: str) -> None:
-        print(text, flush=True)
-
-
-_MENU = "(D)eposit, (W)ithdraw, (B)alance, (T)ransfer, (S)tatement or (Q)uit? "
-
-
-class _Atm:
-    """The terminal ATM's dialogue; one customer at a time, like the seed's."""
-
-    def __init__(self, client: BankClient, term: Terminal) -> None:
-        self.client, self.term = client, term
-        client.on_retry = self._retrying
-
-    def _retrying(self, notice: RetryNotice) -> None:
-        if notice.attempt == 1 or notice.attempt % 5 == 0:
-            self.term.say(f"The bank is not answering ({_reason(notice.error)}). "
-                          f"Still trying your {notice.what} (attempt {notice.attempt + 1}); "
-                          "it will never be applied twice.")
-
-    def run(self) -> None:
-        while True:
-            self.term.say("")
-            self.term.say("Welcome to the netlet Bank ATM network!")
-            try:
-                name = self.term.ask("Please enter your name or account number: ").strip()
-            except EOFError:
-                self.term.say("")
-                return
-            if not name:
-                continue
-            if name.lower() in ("q", "quit", "exit"):
-                return
-            card = self._sign_in(name)
-            if card is not None:
-                self._serve(card)
-                card.sign_out()
-                self.term.say("Thank you for banking with netlet Bank.")
-
-    def _sign_in(self, account: str) -> CardSession | None:
-        while True:
-            pin = self.term.secret("PIN: ").strip()
-            card = self.client.card(account, pin)
-            try:
-                card.sign_in()
-            except WrongPin as exc:
-                self.term.say(f"Wrong PIN. {exc.attempts_left} attempt(s) left before the "
-                              "card is locked.")
-                continue
-            except CardLocked as exc:
-                self.term.say(f"This card is locked after too many wrong PINs; try again in "
-                              f"{max(1, round(exc.retry_after / 60))} minute(s).")
-            except (UnknownAccount, AccountClosed, InvalidCommand) as exc:
-                self.term.say(f"Sorry: {_sentence(exc)}")
-            except BankUnavailable as exc:
-                self.term.say(f"Sorry, the bank cannot be reached right now ({exc}). "
-                              "Please try again later.")
-            except NetletError as exc:  # e.g. this ATM lacks the bank's key
-                self.term.say(f"Sorry, this ATM cannot work with the bank: {exc}")
-            else:
-                self.term.say(f"Hello, {account}.")
-                card.on_sign_in_again = lambda: self.term.say(
-                    "The bank restarted and forgot your session; signing you in again.")
-                return card
-            return None
-
-    def _serve(self, card: CardSession) -> None:
-        while True:
-            try:
-                choice = self.term.ask(_MENU).strip().upper()[:1]
-            except EOFError:
-                return
-            if choice == "Q":
-                return
-            action = {"D": self._deposit, "W": self._withdraw, "B": self._balance,
-                      "T": self._transfer, "S": self._statement}.get(choice)
-            if action is None:
-                self.term.say("Invalid selection.")
-                continue
-            try:
-                action(card)
-            except InsufficientFunds as exc:
-                self.term.say(f"Sorry, your balance is {format_amount(exc.balance)}, less than "
-                              f"{format_amount(exc.amount)}. Nothing was taken.")
-            except OutcomeUnknown as exc:
-                self.term.say(f"The bank has not answered for a while. Your request may or may "
-                              f"not have gone through; it can never be applied twice. Its "
-                              f"reference is {exc.key}: please ask the bank about it.")
-            except BankUnavailable as exc:
-                self.term.say(f"Sorry, the bank cannot be reached right now ({exc}).")
-            except (BankError, ServiceError) as exc:
-                self.term.say(f"Sorry: {_sentence(exc)}")
-
-    def _amount(self, prompt: str = "Amount: ") -> int | None:
-        text = self.term.ask(prompt)
-        try:
-            return parse_amount(text)
-        except InvalidCommand as exc:
-            self.term.say(f"That is not an amount we can take: {exc}.")
-            return None
-
-    def _keep_trying(self, key: str, run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-        """Run ``run(key)``; when it times out, offer to go on with the same key."""
-        while True:
-            try:
-                return run(key)
-            except KeyboardInterrupt:
-                raise OutcomeUnknown(key, "interrupted") from None
-            except OutcomeUnknown:
-                answer = self.term.ask("The bank is still not answering. Keep trying? [Y/n] ")
-                if answer.strip().lower().startswith("n"):
-                    raise
-
-    def _deposit(self, card: CardSession) -> None:
-        amount = self._amount()
-        if amount is not None:
-            r = self._keep_trying(new_key(), lambda k: card.deposit(amount, key=k))
-            self.term.say(f"Deposited {format_amount(amount)}. "
-                          f"Your balance is {format_amount(r['balance'])}.")
-
-    def _withdraw(self, card: CardSession) -> None:
-        amount = self._amount()
-        if amount is not None:
-            r = self._keep_trying(new_key(), lambda k: card.withdraw(amount, key=k))
-            self.term.say(f"Please take your cash: {format_amount(amount)}. "
-                          f"Your balance is {format_amount(r['balance'])}.")
-
-    def _transfer(self, card: CardSession) -> None:
-        dst = self.term.ask("To account: ").strip()
-        amount = self._amount()
-        if amount is not None:
-            r = self._keep_trying(new_key(), lambda k: card.transfer(dst, amount, key=k))
-            self.term.say(f"Transferred {format_amount(amount)} to {dst}. "
-                          f"Your balance is {format_amount(r['src_balance'])}.")
-
-    def _balance(self, card: CardSession) -> None:
-        self.term.say(f"Your balance is {format_amount(card.balance())}.")
-
-    def _statement(self, card: CardSession) -> None:
-        lines = card.statement(10)
-        if not lines:
-            self.term.say("No transactions yet.")
-            return
-        self.term.say(f"{'date':<19}  {'what':<12} {'amount':>14} {'balance':>14}")
-        for e in lines:
-            when = datetime.fromtimestamp(e["timestamp"]).strftime("%Y-%m-%d %H:%M:%S")
-            what = e["kind"] if e["kind"] != "Transfer" else (
-                f"to {e['counterparty']}" if e["amount"] < 0 else f"from {e['counterparty']}")
-            self.term.say(f"{when:<19}  {what[:12]:<12} {format_amount(e['amount']):>14} "
-                          f"{format_amount(e['balance_after']):>14}")
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a request is being retried, in a customer's words."""
-    if isinstance(exc, PeerUnreachable):
-        return "cannot connect"
-    if isinstance(exc, CallTimeout):
-        return "no answer in time"
-    if isinstance(exc, StorageError):
-        return "its storage failed"
-    if isinstance(exc, LedgerClosed):
-        return "it is shutting down"
-    return "the connection was lost"
-
-
-def _sentence(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
-
-
-def run_terminal(client: BankClient, term: Terminal | None = None) -> None:
+def run_terminal(client: BankClient, term: Any = None) -> None:
     """Serve customers at this terminal until they quit (``q`` at the name prompt) or EOF."""
-    _Atm(client, term or ConsoleTerminal()).run()
+    from netlet.apps.bank._terminal import run_terminal as run
+
+    run(client, term)

@@ -2,14 +2,14 @@
 
 This is the only bank module that reads files, stdin and signals; it turns
 options into a Ledger, a Node and the service, or into a BankClient.
-Exit status of the scripted ATM: 0 success, 1 refused or failed, 3 outcome
-unknown (the key is printed: ask with ``netlet atm ... outcome KEY``).
+Exit status of every command that talks to the bank: 0 done, 1 refused (the
+bank answered no), 2 bad usage, 3 outcome unknown (the request may have been
+sent; a mutating one's key is printed: ask with ``netlet atm ... outcome
+KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import signal
 import sys
 import threading
@@ -21,18 +21,30 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from netlet.apps.bank._atm import BankClient, OutcomeUnknown, outcome_error, run_terminal
+from netlet.apps.bank._atm import (
+    BankClient,
+    BankUnavailable,
+    NotAdmitted,
+    OutcomeUnknown,
+    RetryNotice,
+)
 from netlet.apps.bank._commands import (
     AccountNotEmpty,
     BankError,
     InsufficientFunds,
     format_amount,
-    parse_amount,
 )
+from netlet.apps.bank._journal import audit_file
 from netlet.apps.bank._ledger import Ledger
 from netlet.apps.bank._pins import check_pin_format
-from netlet.apps.bank._service import SERVICE_NAME, SESSION_TTL, BankService, ServiceError
-from netlet.apps.bank._swarm import Swarm, SwarmConfig, run_with_display
+from netlet.apps.bank._service import (
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_ACCOUNT,
+    SERVICE_NAME,
+    SESSION_TTL,
+    BankService,
+    ServiceError,
+)
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import (
@@ -44,10 +56,12 @@ from netlet.transport import (
     server_user_key,
 )
 
-__all__ = ["atm", "bank"]
+__all__ = ["atm", "bank"]  # noqa: F822  (atm: see __getattr__ at the end)
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
+EXIT_REFUSED = 1
 EXIT_UNKNOWN = 3
+EXIT_NOT_SENT = 4
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -73,6 +87,12 @@ _security = _options(
     click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
                  help="CA to verify the other end with (mutual TLS); required with --tls-cert."),
 )
+_patience = _options(
+    click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                 help="Seconds one attempt may take, connecting and the handshake included."),
+    click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
+                 help="Seconds to keep retrying while the bank does not answer."),
+)
 _bank_option = click.option("--bank", "bank_addr", default=DEFAULT_BANK, show_default=True,
                             help="The bank's address.")
 
@@ -96,13 +116,62 @@ def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | No
 
 
 def _client(bank_addr: str, sec: _Security, timeout: float = 10.0,
-            retry_for: float = 30.0) -> BankClient:
-    return BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout, retry_for=retry_for)
+            retry_for: float = 30.0, *, quiet: bool = False) -> BankClient:
+    client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
+                        retry_for=retry_for)
+    if not quiet:
+        client.on_retry = _say_retrying(bank_addr, retry_for)
+    return client
+
+
+def _say_retrying(address: str, retry_for: float) -> Callable[[RetryNotice], None]:
+    """Tell stderr, now and then, that the bank is not answering and what is retried."""
+    def notice(n: RetryNotice) -> None:
+        if n.attempt == 1 or n.attempt % 10 == 0:
+            text = str(n.error) or type(n.error).__name__
+            click.echo(f"the bank at {address} is not answering ({text[:120]}); still trying "
+                       f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
+                       f"{retry_for:.0f} s)", err=True)
+    return notice
+
+
+_R = TypeVar("_R")
+
+
+def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
+    """``func()``, with each way of not getting an answer mapped to its exit status."""
+    code, text = 0, ""
+    try:
+        return func()
+    except OutcomeUnknown as exc:
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: {exc}\nkey: {exc.key}"
+    except NotAdmitted as exc:
+        if exc.reached:
+            code, text = EXIT_UNKNOWN, f"UNKNOWN: no answer to the {what}: {exc}"
+        else:  # the bank turned this ATM away: a refusal, and nothing was sent
+            raise click.ClickException(f"refused: {exc}") from None
+    except BankUnavailable as exc:
+        if exc.reached:
+            code, text = EXIT_UNKNOWN, f"UNKNOWN: no answer to the {what}: {exc}"
+        else:
+            code, text = EXIT_NOT_SENT, f"NOT SENT: {exc}" + (
+                "" if "nothing was sent" in str(exc) else "; nothing was sent")
+    except (BankError, ServiceError) as exc:
+        raise _refused(exc) from None
+    except NetletError as exc:  # e.g. an error the bank did not mean to answer with
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"
+    click.echo(text, err=True)
+    if ctx is not None:
+        ctx.exit(code)
+    raise SystemExit(code)
 
 
 def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
     if pin_stdin:
         pin = sys.stdin.readline().strip()
+    elif not sys.stdin.isatty():
+        raise click.UsageError("there is no terminal to ask for the PIN on; pass it on "
+                               "stdin with --pin-stdin")
     else:
         pin = click.prompt("PIN", hide_input=True, confirmation_prompt=confirm)
     try:
@@ -141,6 +210,9 @@ def bank() -> None:
 @click.option("--listen", default=DEFAULT_BANK, show_default=True, help="Address to serve on.")
 @click.option("--db", default="bank.db", show_default=True, type=click.Path(dir_okay=False),
               help="The ledger's SQLite file (created if missing).")
+@click.option("--create", is_flag=True,
+              help="Start a new, empty ledger in an existing empty file (a missing file is "
+                   "created anyway).")
 @_security
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback without a key (customers only: operator calls "
@@ -154,14 +226,19 @@ def bank() -> None:
               help="How long three wrong PINs lock a card.")
 @click.option("--session-ttl", type=click.FloatRange(1), default=SESSION_TTL, show_default=True,
               help="Seconds a card session's token stays valid.")
+@click.option("--max-sessions", type=click.IntRange(1), default=MAX_SESSIONS, show_default=True,
+              help="Card sessions kept at most (each account keeps its newest "
+                   f"{MAX_SESSIONS_PER_ACCOUNT}).")
+@click.option("--advertise", default=None,
+              help="Host or IP to give out as the bank's address (for a wildcard --listen).")
 @click.option("--head", "head_addr", default=None,
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="Name to register under with --head.")
-def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
+def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, insecure: bool, group_commit: bool,
           max_batch: int, max_wait_ms: float, lock_seconds: float, session_ttl: float,
-          head_addr: str | None, name: str) -> None:
+          max_sessions: int, advertise: str | None, head_addr: str | None, name: str) -> None:
     """Serve the bank; stops on Ctrl-C or SIGTERM, after committing what is queued.
 
     Prints its address on stdout once it listens. Operator calls (open, close,
@@ -174,26 +251,36 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
     key only --insecure serves, to customers only.
     """
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    # The ledger first: a file another bank holds, or that is not a sound ledger, is
+    # refused before anything is created or the port is bound.
+    ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
+                    max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds, create=create)
     per_user = sec.key is None and is_local_address(listen)
     if per_user:
         shared = find_user_key(head_addr) if head_addr else None  # one key with its head
-        sec = _Security(shared or server_user_key(listen), sec.tls)
-    ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
-                    max_wait=max_wait_ms / 1000, lock_seconds=lock_seconds)
+        try:
+            sec = _Security(shared or server_user_key(listen), sec.tls)
+        except BaseException:
+            ledger.close(discard=True)
+            raise
     try:
         node = Node(listen=listen, key=sec.key, tls=sec.tls, insecure=insecure,
-                    max_threads=256, call_timeout=None)
+                    max_threads=256, call_timeout=None, advertise=advertise)
     except OSError as e:
-        ledger.close()
+        ledger.close(discard=True)
         raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
     except BaseException:
-        ledger.close()
+        ledger.close(discard=True)
         raise
     assert node.address is not None
     if per_user and sec.key is not None:
         save_user_key(node.address, sec.key)
+    # Only the key makes an operator: a bank on this machine always has one (its
+    # per-user key), and one beyond loopback without a key (--insecure) has none.
+    # The advertised address never decides.
     operator = sec.key is not None
-    service = BankService(ledger, operator=operator, session_ttl=session_ttl)
+    service = BankService(ledger, operator=operator, session_ttl=session_ttl,
+                          max_sessions=max_sessions)
     ref = node.serve(service, SERVICE_NAME)
     console = Console(stderr=True)
     cluster = None
@@ -227,16 +314,16 @@ def serve(listen: str, db: str, key_file: str | None, tls_cert: str | None,
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
 @_bank_option
 @_security
+@_patience
 def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
           key_file: str | None, tls_cert: str | None, tls_key: str | None,
-          tls_ca: str | None) -> None:
+          tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """Open ACCOUNT (an operator call); asks for its PIN, hashed here with scrypt."""
     pin = _read_pin(pin_stdin, confirm=True)
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            client.open_account(account, owner or account, pin)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        _answer(None, f"opening of {account}",
+                lambda: client.open_account(account, owner or account, pin))
     click.echo(f"opened account {account}")
 
 
@@ -244,14 +331,13 @@ def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
 @click.argument("account")
 @_bank_option
 @_security
+@_patience
 def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None) -> None:
+          tls_key: str | None, tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """Close ACCOUNT, which must be empty (an operator call)."""
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            client.close_account(account)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        _answer(None, f"closing of {account}", lambda: client.close_account(account))
     click.echo(f"closed account {account}")
 
 
@@ -259,14 +345,13 @@ def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | No
 @click.option("--prefix", default="", help="Only accounts whose id starts with this.")
 @_bank_option
 @_security
+@_patience
 def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | None,
-          tls_key: str | None, tls_ca: str | None) -> None:
+          tls_key: str | None, tls_ca: str | None, timeout: float, retry_for: float) -> None:
     """List the accounts with their owner, status and balance (an operator call)."""
-    with _client(bank_addr, _security_from(key_file, tls_cert, tls_key, tls_ca)) as client:
-        try:
-            rows = client.accounts(prefix)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        rows = _answer(None, "listing", lambda: client.accounts(prefix))
     table = Table(title=f"accounts at {bank_addr}")
     for col, justify in (("account", "left"), ("owner", "left"), ("status", "left"),
                          ("balance", "right")):
@@ -281,8 +366,7 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
               help="The ledger's SQLite file (a running bank may keep using it).")
 def audit(db: str) -> None:
     """Recompute every balance from the journal; exit 1 if the books do not balance."""
-    with Ledger(db) as ledger:
-        report = ledger.audit()
+    report = audit_file(db)
     click.echo(f"{report.n_commands} commands, {report.n_entries} entries, "
                f"journal total {report.total}")
     if not report.ok:
@@ -290,242 +374,13 @@ def audit(db: str) -> None:
             click.echo(f"VIOLATION: {violation}", err=True)
         raise SystemExit(1)
     click.echo("audit OK: every transaction balances, no account is negative, "
-               "cached balances match the journal")
+               "cached balances match the journal, the hash chain holds")
 
 
-# -- netlet atm ---------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``atm`` lives in ``_cli_atm`` (which uses the helpers here); found here as before."""
+    if name == "atm":
+        from netlet.apps.bank._cli_atm import atm
 
-
-@dataclass(frozen=True)
-class _AtmOptions:
-    bank: str
-    account: str | None
-    pin_stdin: bool
-    sec: _Security
-    timeout: float
-    retry_for: float
-
-
-@click.group(invoke_without_command=True)
-@_bank_option
-@click.option("--account", default=None, help="Account for a scripted operation.")
-@click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of stdin.")
-@_security
-@click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
-              help="Seconds one attempt waits for the bank.")
-@click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
-              help="Seconds to keep retrying a request while the bank does not answer.")
-@click.option("--head", "head_addr", default=None,
-              help="Find the bank in this cluster head's name service instead of --bank.")
-@click.option("--name", default=SERVICE_NAME, show_default=True,
-              help="The bank's name at --head.")
-@click.pass_context
-def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool,
-        key_file: str | None, tls_cert: str | None, tls_key: str | None, tls_ca: str | None,
-        timeout: float, retry_for: float, head_addr: str | None, name: str) -> None:
-    """An ATM: interactive without a command, scripted with one, or a swarm for load.
-
-    \b
-    netlet atm --bank ADDR                                   # at the terminal
-    netlet atm --bank ADDR --account A --pin-stdin deposit 12.34
-    netlet atm swarm --bank ADDR --atms 64 --seconds 30
-
-    Scripted operations exit 0 on success, 1 when refused, 3 when the bank did
-    not answer in time (the request's key is printed; it was applied at most once).
-    """
-    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
-    if head_addr:
-        bank_addr = _look_up(head_addr, name, sec)
-    opts = _AtmOptions(bank_addr, account, pin_stdin, sec, timeout, retry_for)
-    ctx.obj = opts
-    if ctx.invoked_subcommand is None:
-        with _client(opts.bank, opts.sec, timeout, retry_for) as client:
-            try:
-                run_terminal(client)
-            except KeyboardInterrupt:
-                click.echo("\nGoodbye.")
-
-
-def _look_up(head_addr: str, name: str, sec: _Security) -> str:
-    """The address the bank registered under ``name`` at the cluster head."""
-    from netlet.cluster import Cluster
-
-    node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
-    try:
-        with Cluster(head_addr, node=node) as cluster:
-            found = cluster.lookup(name)
-    except NetletError as exc:
-        raise click.ClickException(f"cannot ask the head at {head_addr}: {exc}") from None
-    finally:
-        node.close()
-    address = getattr(found, "__netlet_ref__", lambda: None)()
-    if address is None or not address.address:
-        raise click.ClickException(f"no bank is registered as {name!r} at {head_addr}")
-    return str(address.address)
-
-
-def _scripted(ctx: click.Context, what: str, run: Any) -> None:
-    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit."""
-    opts: _AtmOptions = ctx.obj
-    if not opts.account:
-        raise click.UsageError(f"{what} needs --account (and the PIN, e.g. --pin-stdin)")
-    pin = _read_pin(opts.pin_stdin)
-    with _client(opts.bank, opts.sec, opts.timeout, opts.retry_for) as client:
-        card = client.card(opts.account, pin)
-        try:
-            message = run(card)
-        except OutcomeUnknown as exc:
-            click.echo(f"UNKNOWN: {exc}\nkey: {exc.key}", err=True)
-            ctx.exit(EXIT_UNKNOWN)
-        except (BankError, ServiceError) as exc:
-            raise _refused(exc) from None
-        finally:
-            card.sign_out()
-    click.echo(message)
-
-
-_key_arg = click.option("--key", "idem_key", default=None,
-                        help="Idempotency key to use (repeat a call with the same key to "
-                             "retry it safely) [default: a new one].")
-
-
-_AMOUNT_ARGS = {"ignore_unknown_options": True}  # so "-5" reaches parse_amount and is refused
-
-
-def _amount(text: str) -> int:
-    try:
-        return parse_amount(text)
-    except BankError as exc:
-        raise click.BadParameter(str(exc), param_hint="AMOUNT") from None
-
-
-@atm.command(context_settings=_AMOUNT_ARGS)
-@click.argument("amount")
-@_key_arg
-@click.pass_context
-def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
-    """Deposit AMOUNT (like 12.34)."""
-    cents = _amount(amount)
-
-    def run(card: Any) -> str:
-        r = card.deposit(cents, key=idem_key)
-        return f"deposited {format_amount(cents)}; balance {format_amount(r['balance'])}"
-    _scripted(ctx, "deposit", run)
-
-
-@atm.command(context_settings=_AMOUNT_ARGS)
-@click.argument("amount")
-@_key_arg
-@click.pass_context
-def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
-    """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
-    cents = _amount(amount)
-
-    def run(card: Any) -> str:
-        r = card.withdraw(cents, key=idem_key)
-        return f"withdrew {format_amount(cents)}; balance {format_amount(r['balance'])}"
-    _scripted(ctx, "withdraw", run)
-
-
-@atm.command(context_settings=_AMOUNT_ARGS)
-@click.argument("dst")
-@click.argument("amount")
-@_key_arg
-@click.pass_context
-def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) -> None:
-    """Transfer AMOUNT to account DST."""
-    cents = _amount(amount)
-
-    def run(card: Any) -> str:
-        r = card.transfer(dst, cents, key=idem_key)
-        return (f"transferred {format_amount(cents)} to {dst}; "
-                f"balance {format_amount(r['src_balance'])}")
-    _scripted(ctx, "transfer", run)
-
-
-@atm.command()
-@click.pass_context
-def balance(ctx: click.Context) -> None:
-    """Print the balance."""
-    _scripted(ctx, "balance", lambda card: format_amount(card.balance()))
-
-
-@atm.command()
-@click.option("-n", "limit", type=click.IntRange(0, 100), default=10, show_default=True)
-@click.pass_context
-def statement(ctx: click.Context, limit: int) -> None:
-    """Print the last N entries, newest first: key, kind, amount, balance after."""
-    def run(card: Any) -> str:
-        return "\n".join(f"{e['key']}\t{e['kind']}\t{format_amount(e['amount'])}\t"
-                         f"{format_amount(e['balance_after'])}" for e in card.statement(limit))
-    _scripted(ctx, "statement", run)
-
-
-@atm.command()
-@click.argument("key")
-@click.pass_context
-def outcome(ctx: click.Context, key: str) -> None:
-    """What became of the request with KEY (asking settles it: an unseen key never applies)."""
-    def run(card: Any) -> str:
-        answer = card.outcome(key)
-        if answer is None:
-            return f"{key}: not applied (the bank never saw it, and now never will)"
-        error = outcome_error(answer)
-        if error is not None:
-            return f"{key}: refused: {error}"
-        return f"{key}: applied: {json.dumps(answer['result'], sort_keys=True)}"
-    _scripted(ctx, "outcome", run)
-
-
-# -- netlet atm swarm ----------------------------------------------------------------------
-
-
-@atm.command()
-@click.option("--bank", "bank_addr", default=None, help="The bank's address [default: atm's].")
-@click.option("--atms", type=click.IntRange(1, 4096), default=64, show_default=True)
-@click.option("--seconds", type=click.FloatRange(0.1), default=30.0, show_default=True)
-@click.option("--accounts", type=click.IntRange(2, 1_000_000), default=1000, show_default=True)
-@click.option("--grace", type=click.FloatRange(0), default=20.0, show_default=True,
-              help="After the run, seconds an unanswered request keeps retrying.")
-@click.option("--seed", type=int, default=None, help="Seed for the random operations.")
-@click.option("--report", type=click.Path(dir_okay=False), default=None,
-              help="Write the summary and every request (key, status) as JSON here.")
-@click.option("--plain", is_flag=True, help="Progress as plain lines, not a live display.")
-@click.pass_context
-def swarm(ctx: click.Context, bank_addr: str | None, atms: int, seconds: float, accounts: int,
-          grace: float, seed: int | None, report: str | None, plain: bool) -> None:
-    """Many simulated ATMs doing random operations, then a check of the bank's books.
-
-    Exits 0 when every acknowledged request was applied exactly once, no refused
-    one was, the money adds up and the bank's audit is clean; 1 otherwise.
-    """
-    opts: _AtmOptions = ctx.obj
-    address = bank_addr or opts.bank
-    config = SwarmConfig(atms=atms, seconds=seconds, accounts=accounts, grace=grace,
-                         timeout=min(opts.timeout, 5.0), seed=seed)
-    console = Console(stderr=True)
-    sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
-    try:
-        console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
-        try:
-            sw.prepare()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
-        run_with_display(sw, console, plain=plain or not console.is_terminal)
-        console.print("checking the bank's books against what the ATMs saw ...")
-        try:
-            result = sw.verify()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot check against the bank: {exc}") from None
-    finally:
-        sw.close()
-    lines = sw.summary(result)
-    click.echo("\n".join(lines[:6]))
-    for line in lines[6:]:
-        click.echo(line, err=True)
-    if report:
-        with open(report, "w") as f:
-            json.dump({"run": sw.run_id, "summary": dataclasses.asdict(result),
-                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, f)
-    if not result.ok:
-        raise SystemExit(1)
+        return atm
+    raise AttributeError(name)

@@ -21,6 +21,7 @@ The exceptions, each rebuildable from its own ``args``::
     ├── UnknownTransaction(LookupError) reversing a key the ledger never saw
     ├── NotReversible(ValueError)       reversing a refusal, an account command, a reversal
     │   └── AlreadyReversed             reversing the same key twice
+    ├── KeySettled                      the key was fenced by ``outcome``: it never applies
     ├── WrongPin(PermissionError)       a wrong PIN; ``attempts_left`` before lockout
     ├── CardLocked(PermissionError)     too many wrong PINs; ``retry_after`` seconds
     ├── LedgerClosed(RuntimeError)      the ledger was closed
@@ -52,10 +53,12 @@ __all__ = [
     "CloseAccount",
     "Command",
     "Deposit",
+    "Fence",
     "IdempotencyConflict",
     "InsufficientFunds",
     "InvalidAmount",
     "InvalidCommand",
+    "KeySettled",
     "LedgerClosed",
     "LimitExceeded",
     "NotReversible",
@@ -200,6 +203,12 @@ class AlreadyReversed(NotReversible):
     _template = "the command under key {0!r} was already reversed by {1!r}"
 
 
+class KeySettled(_KeyedError):
+    """The key was fenced: ``outcome`` found it unseen and recorded that it never applies."""
+
+    _template = "idempotency key {0!r} was settled as not applied; use a new key"
+
+
 class WrongPin(BankError, PermissionError):
     """The PIN was wrong; ``attempts_left`` more before the card locks."""
 
@@ -231,7 +240,7 @@ class StorageError(BankError, OSError):
 ERROR_TYPES: tuple[type[BankError], ...] = (
     BankError, InvalidCommand, InvalidAmount, UnknownAccount, AccountExists, AccountClosed,
     AccountNotEmpty, InsufficientFunds, LimitExceeded, IdempotencyConflict, UnknownTransaction,
-    NotReversible, AlreadyReversed, WrongPin, CardLocked, LedgerClosed, StorageError,
+    NotReversible, AlreadyReversed, KeySettled, WrongPin, CardLocked, LedgerClosed, StorageError,
 )  # fmt: skip
 """Every bank exception, for registering with the codec so each arrives as its own type."""
 _ERRORS = {cls.__name__: cls for cls in ERROR_TYPES}
@@ -540,8 +549,29 @@ class Reversal(Command):
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Fence(Command):
+    """The journal's record that a key was asked about before any request used it.
+
+    Written by the ledger's writer in commit order (``Ledger.settle``), never
+    executed: a request that comes later with the key is refused (KeySettled),
+    and one that came earlier was applied first. ``account`` is who asked (the
+    empty string: an operator).
+    """
+
+    account: str
+
+    def validate(self) -> None:
+        if self.account != "":
+            _check_account(self.account)
+
+    def apply(self, book: Book) -> dict[str, Any]:
+        raise InvalidCommand("a fence is recorded by Ledger.settle, never executed")
+
+
 _COMMANDS: dict[str, type[Command]] = {
-    cls.__name__: cls for cls in (OpenAccount, CloseAccount, Deposit, Withdraw, Transfer, Reversal)
+    cls.__name__: cls
+    for cls in (OpenAccount, CloseAccount, Deposit, Withdraw, Transfer, Reversal, Fence)
 }
 
 

@@ -14,6 +14,7 @@ account's journal sum, kept in the same transaction and checked by ``audit()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -27,50 +28,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlet.apps.bank._commands import (
-    CASH,
-    AccountClosed,
     BankError,
-    CardLocked,
     Command,
+    Fence,
     IdempotencyConflict,
     InvalidCommand,
+    KeySettled,
     LedgerClosed,
     StorageError,
     UnknownAccount,
-    WrongPin,
     check_key,
     command_from_record,
     command_record,
     error_from_record,
     error_to_record,
 )
-from netlet.apps.bank._pins import pin_check_is_cheap, verify_pin
+from netlet.apps.bank._journal import AuditReport, HeadFile, audit, link, prepare
+from netlet.apps.bank._ledgerfile import open_ledger_file
+from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
+from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.errors import ConfigError
 
 __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
 
 _json_str: Callable[[str], str] = json.encoder.encode_basestring
 """A str as JSON with non-ASCII kept, as ``json.dumps(..., ensure_ascii=False)`` writes it."""
-
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    account TEXT PRIMARY KEY, owner TEXT NOT NULL, pin_hash TEXT NOT NULL,
-    status TEXT NOT NULL,                  -- open, closed or system
-    balance INTEGER NOT NULL DEFAULT 0,    -- cache of SUM(entries.amount)
-    opened_at REAL NOT NULL,
-    failed_pins INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS commands (
-    seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
-    record TEXT NOT NULL,                  -- canonical JSON of Command.to_record()
-    ok INTEGER NOT NULL, outcome TEXT NOT NULL, at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, account TEXT NOT NULL,
-    amount INTEGER NOT NULL,               -- credit > 0, debit < 0
-    counterparty TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_by_account ON entries(account, id);
-CREATE TABLE IF NOT EXISTS reversals (original_key TEXT PRIMARY KEY, reversal_key TEXT NOT NULL);
-"""
 
 _Done = tuple[Any, BaseException | None]
 _Job = Callable[[sqlite3.Connection, float], _Done]
@@ -88,6 +70,7 @@ class LedgerStatistics:
     commits: int
     mean_batch_size: float
     max_batch_size: int
+    pin_checks: int = 0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -133,17 +116,6 @@ class AccountInfo:
     owner: str
     status: str
     balance: int
-
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    """``ok`` when the journal balances, nobody is overdrawn and the caches agree."""
-
-    ok: bool
-    n_entries: int
-    n_commands: int
-    total: int
-    violations: tuple[str, ...]
 
 
 class _Book:
@@ -215,13 +187,6 @@ class _Book:
         self.conn.execute("INSERT INTO reversals VALUES (?, ?)", (key, self.key))
 
 
-def _verify(pin: str, pin_hash: str) -> bool:
-    try:
-        return verify_pin(pin, pin_hash)
-    except ValueError:
-        return False
-
-
 def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, value, error in items:
         if future.done():  # cancelled: the caller stopped waiting, the outcome is journaled
@@ -230,6 +195,11 @@ def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | No
             future.set_result(value)
         else:
             future.set_exception(error)
+
+
+def _no_fence(command: Command) -> None:
+    if isinstance(command, Fence):
+        raise InvalidCommand("a fence is recorded by Ledger.settle, never executed")
 
 
 def _canonical(record: dict[str, Any]) -> str:
@@ -285,6 +255,7 @@ class Ledger:
         max_wait: float = 0.002,
         lock_seconds: float = 300.0,
         max_pin_attempts: int = 3,
+        create: bool = False,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a positive int, not {max_batch!r}")
@@ -295,44 +266,33 @@ class Ledger:
         self.path = os.fspath(path)
         self._group_commit, self._max_batch, self._max_wait = group_commit, max_batch, max_wait
         self._lock_seconds, self._max_pin_attempts = lock_seconds, max_pin_attempts
-        self._conn = self._connect()
+        self._file = open_ledger_file(self.path)  # one process per ledger: refused here
+        self._head_file = HeadFile(self.path)
         try:
-            self._create_schema()
+            self._conn = self._connect()
+            try:
+                self._head = prepare(self._conn, self.path, created=self._file.created,
+                                     create=create, head=self._head_file)
+            except BaseException:
+                self._conn.close()
+                raise
         except BaseException:
-            self._conn.close()
+            self._file.release(remove=self._file.created)  # a refused start leaves nothing
             raise
+        self._noted = self._head
         self._lock = threading.Lock()
         self._closed = False
         self._active = 0  # callers between submitting and being woken: the batch to wait for
         self._pool: list[sqlite3.Connection] = []
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._stats = [0, 0, 0, 0]  # commands, writes, commits, max batch
+        self._pins = PinGuard(max_pin_attempts, lock_seconds)
+        self._after_commit: list[Callable[[], None]] = []  # the writer's, run after each commit
         self._writer = threading.Thread(target=self._write_loop, name="netlet-ledger", daemon=True)
         self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-
-    def _create_schema(self) -> None:
-        conn = self._conn
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigError(f"{self.path!r} cannot use a write-ahead log (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
-            raise ConfigError(f"{self.path!r} has ledger schema {version}, newer than this code")
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO accounts(account, owner, pin_hash, status, opened_at)"
-            " VALUES (?, 'the bank', '', 'system', ?)",
-            (CASH, time.time()),
-        )
-        conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        conn.execute("COMMIT")
 
     # -- writing ------------------------------------------------------------
 
@@ -344,6 +304,7 @@ class Ledger:
         it again; the same key with another command raises IdempotencyConflict.
         """
         check_key(idem_key)
+        _no_fence(command)
         record = command_record(command)
         text = _canonical(record)
 
@@ -359,6 +320,7 @@ class Ledger:
         The writer wakes the loop once per commit for all of its tasks, not once each.
         """
         check_key(idem_key)
+        _no_fence(command)
         record = command_record(command)
         text = _canonical(record)
 
@@ -374,27 +336,37 @@ class Ledger:
             self._queue.put((run, (loop, future), True))
         return await future
 
-    @staticmethod
+    def _journal_row(self, conn: sqlite3.Connection, key: str, kind: str, text: str, ok: int,
+                     outcome: str, now: float) -> int:
+        """Insert the next command row, linked into the hash chain; its seq."""
+        seq = self._head[0] + 1
+        chain = link(self._head[1], seq, key, kind, text, ok, outcome, now)
+        conn.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (seq, key, kind, text, ok, outcome, now, chain))
+        self._head = (seq, chain)
+        return seq
+
     def _apply(
-        conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str, text: str
+        self, conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str,
+        text: str
     ) -> _Done:
-        sql = "SELECT record, ok, outcome FROM commands WHERE key=?"
+        sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
         row = conn.execute(sql, (key,)).fetchone()
         if row is not None:
+            if row[3] == "Fence":
+                raise KeySettled(key)
             if row[0] != text:
                 raise IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
-        seq = conn.execute("SELECT IFNULL(MAX(seq), 0) + 1 FROM commands").fetchone()[0]
-        insert = "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)"
+        seq = self._head[0] + 1
         try:
             result = command.apply(_Book(conn, key, seq))
         except BankError as exc:
             conn.execute("ROLLBACK TO job")  # jobs run inside this savepoint (see _commit)
-            outcome = _canonical(error_to_record(exc))
-            conn.execute(insert, (seq, key, kind, text, 0, outcome, now))
+            self._journal_row(conn, key, kind, text, 0, _canonical(error_to_record(exc)), now)
             return None, exc
-        conn.execute(insert, (seq, key, kind, text, 1, _canonical(result), now))
+        self._journal_row(conn, key, kind, text, 1, _canonical(result), now)
         return result, None
 
     def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
@@ -437,19 +409,22 @@ class Ledger:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
-        conn, done = self._conn, []
+        conn, done, first = self._conn, [], self._head
         try:
             conn.execute("BEGIN IMMEDIATE")
             now = time.time()
             for job, future, _ in batch:
                 conn.execute("SAVEPOINT job")
+                before = self._head
                 try:
                     value, error = job(conn, now)
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO job")
+                    self._head = before
                     value, error = None, StorageError(f"ledger storage failed: {exc}")
                 except Exception as exc:
                     conn.execute("ROLLBACK TO job")
+                    self._head = before
                     value, error = None, exc
                 conn.execute("RELEASE job")
                 done.append((future, value, error))
@@ -460,9 +435,14 @@ class Ledger:
                     conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            self._head = first
             error = StorageError(f"ledger commit failed: {exc}")
+            self._run_after_commit()
             self._wake([(waiter, None, error) for _, waiter, _ in batch])
             return
+        if self._head != self._noted:
+            self._note_head()
+        self._run_after_commit()
         with self._lock:
             stats = self._stats
             stats[0] += sum(1 for item in batch if item[2])
@@ -470,6 +450,19 @@ class Ledger:
             stats[2] += 1
             stats[3] = max(stats[3], len(batch))
         self._wake(done)
+
+    def _note_head(self) -> None:
+        """Tell the head file what is committed now (see ``_journal``); best effort."""
+        try:
+            self._head_file.write(*self._head)
+            self._noted = self._head
+        except OSError:
+            pass  # the check it allows is lost, not the commit
+
+    def _run_after_commit(self) -> None:
+        hooks, self._after_commit = self._after_commit, []
+        for hook in hooks:
+            hook()
 
     def _wake(self, done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
         """Hand each job its outcome: threads directly, each loop's tasks in one call."""
@@ -494,14 +487,28 @@ class Ledger:
     # -- PINs -----------------------------------------------------------------
 
     def check_pin(self, account: str, pin: str, now: float | None = None) -> bool:
-        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones."""
+        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones.
+
+        An unknown or closed account answers as a card with a wrong PIN would (see
+        ``_pinguard``), in about the same time.
+        """
         now = time.time() if now is None else now
-        pin_hash, clean = self._pin_state(account, now)
-        good = _verify(pin, pin_hash)  # slow on purpose: outside the writer
-        if good and clean:
-            return True
-        ok: bool = self._submit(self._pin_job(account, good, now))
-        return ok
+        ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
+        queued = False
+        try:
+            good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
+            if good and self._pins.alone(ticket):
+                return True
+            queued = True
+            try:
+                ok: bool = self._submit(self._pin_job(ticket, good, now))
+            except LedgerClosed:
+                self._pins.end(ticket)  # never queued
+                raise
+            return ok
+        finally:
+            if not queued:
+                self._pins.end(ticket)
 
     async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
         """``check_pin`` for a task on an event loop.
@@ -512,65 +519,61 @@ class Ledger:
         which costs less than the hand-off. A wrong PIN is recorded by the writer.
         """
         now = time.time() if now is None else now
-        pin_hash, clean = self._pin_state(account, now)
-        if pin_check_is_cheap(pin_hash):
-            good = _verify(pin, pin_hash)
-        else:
-            good = await asyncio.get_running_loop().run_in_executor(None, _verify, pin, pin_hash)
-        if good and clean:
-            return True
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        with self._lock:
-            if self._closed:
-                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
-            self._active += 1
-            self._queue.put((self._pin_job(account, good, now), (loop, future), False))
-        return await future
+        while True:
+            ticket = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop)
+            if isinstance(ticket, Ticket):
+                break
+            await ticket  # other attempts on this card are being checked
+        queued = False
+        try:
+            if pin_check_is_cheap(ticket.pin_hash):
+                good = self._pins.verify(ticket, pin)
+            else:
+                good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
+            if good and self._pins.alone(ticket):
+                return True
+            future: asyncio.Future[bool] = loop.create_future()
+            with self._lock:
+                if self._closed:
+                    raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+                self._active += 1
+                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
+                queued = True
+            return await future
+        finally:
+            if not queued:
+                self._pins.end(ticket)
 
-    def _pin_state(self, account: str, now: float) -> tuple[str, bool]:
-        """The account's PIN hash and whether it has no failed attempts or lock on record."""
+    def _pin_row(self, account: str) -> PinRow:
         with self._reader() as conn:
             row = conn.execute(
                 "SELECT status, pin_hash, failed_pins, locked_until FROM accounts"
                 " WHERE account=? AND status != 'system'",
                 (account,),
             ).fetchone()
-        if row is None:
-            raise UnknownAccount(account)
-        status, pin_hash, failed, locked_until = row
-        if status != "open":
-            raise AccountClosed(account)
-        if locked_until > now:
-            raise CardLocked(account, locked_until - now)
-        return pin_hash, failed == 0 and locked_until == 0
+        return None if row is None else (row[0], row[1], row[2], row[3])
 
-    def _pin_job(self, account: str, good: bool, now: float) -> _Job:
+    def _pin_job(self, ticket: Ticket, good: bool, now: float) -> _Job:
+        """Record one attempt in commit order; its reservation ends once that is committed."""
+
         def record(conn: sqlite3.Connection, _now: float) -> _Done:
-            return self._record_pin(conn, account, good, now)
+            self._after_commit.append(lambda: self._pins.end(ticket))
+            if ticket.ghost:
+                return None, self._pins.record_ghost(ticket, now)
+            return self._record_pin(conn, ticket.account, good, now)
 
         return record
 
     def _record_pin(self, conn: sqlite3.Connection, account: str, good: bool, now: float) -> _Done:
-        failed, locked_until = conn.execute(
+        row = conn.execute(
             "SELECT failed_pins, locked_until FROM accounts WHERE account=?", (account,)
         ).fetchone()
-        if locked_until > now:
-            return None, CardLocked(account, locked_until - now)
-        failed = 0 if good or locked_until else failed  # an expired lock starts afresh
-        failed += 0 if good else 1
-        error: BankError | None = None
-        if failed >= self._max_pin_attempts:
-            failed, locked_until = 0, now + self._lock_seconds
-            error = CardLocked(account, self._lock_seconds)
-        else:
-            locked_until = 0
-            if not good:
-                error = WrongPin(account, self._max_pin_attempts - failed)
-        conn.execute(
-            "UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
-            (failed, locked_until, account),
-        )
+        failed, locked_until, error = next_pin_state(
+            account, row[0], row[1], good, now, self._max_pin_attempts, self._lock_seconds)
+        if (failed, locked_until) != (row[0], row[1]):
+            conn.execute("UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
+                         (failed, locked_until, account))
         return (None, error) if error else (True, None)
 
     # -- reading ----------------------------------------------------------------
@@ -601,6 +604,34 @@ class Ledger:
         with self._reader() as conn:
             row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (idem_key,)).fetchone()
         return None if row is None else _outcome(row)
+
+    def settle(self, keys: list[str], account: str = "") -> list[Outcome]:
+        """The outcome of each key, fencing those the ledger never saw; in commit order.
+
+        Runs on the writer, after every request queued before it: a key it finds
+        unseen gets a journaled :class:`Fence` (asked by ``account``, "" for an
+        operator), so a request with that key that comes later is refused with
+        KeySettled. The answer is final and survives restarts. A fence's outcome
+        has ``command`` a Fence and ``error`` KeySettled.
+        """
+        checked = [check_key(key) for key in keys]
+        fence = Fence(account)
+        fence.validate()
+        text = _canonical(fence.to_record())
+
+        def run(conn: sqlite3.Connection, now: float) -> _Done:
+            found = []
+            for key in checked:
+                row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (key,)).fetchone()
+                if row is None:
+                    refusal = _canonical(error_to_record(KeySettled(key)))
+                    seq = self._journal_row(conn, key, "Fence", text, 0, refusal, now)
+                    row = (seq, key, text, 0, refusal, now)
+                found.append(_outcome(row))
+            return found, None
+
+        result: list[Outcome] = self._submit(run)
+        return result
 
     def journal(self, after: int = 0, limit: int = 1000) -> list[Outcome]:
         """Journaled commands with ``seq`` > ``after``, oldest first, for replay."""
@@ -652,57 +683,26 @@ class Ledger:
         return [AccountInfo(*row) for row in rows]
 
     def audit(self) -> AuditReport:
-        """Recompute every balance from the journal and check the books."""
-        violations: list[str] = []
-        sums: dict[str, int] = {}
-        n_entries = total = 0
+        """Recompute every balance and link of the journal and check the books (``_journal``)."""
+        noted = self._head_file.read()  # before the snapshot: it never leads what it sees
         with self._reader() as conn:
             conn.execute("BEGIN")
-            current, running = None, 0
-            for seq, account, amount in conn.execute(
-                "SELECT seq, account, amount FROM entries ORDER BY seq, id"
-            ):
-                if seq != current:
-                    if running:
-                        violations.append(f"transaction {current} sums to {running}, not 0")
-                    current, running = seq, 0
-                running += amount
-                total += amount
-                n_entries += 1
-                sums[account] = sums.get(account, 0) + amount
-            if running:
-                violations.append(f"transaction {current} sums to {running}, not 0")
-            for account, status, cached in conn.execute(
-                "SELECT account, status, balance FROM accounts"
-            ):
-                journal = sums.pop(account, 0)
-                if cached != journal:
-                    violations.append(f"{account}: cached balance {cached} != journal {journal}")
-                if status != "system" and journal < 0:
-                    violations.append(f"{account}: negative balance {journal}")
-            violations.extend(f"entries for unknown account {a!r}" for a in sorted(sums))
-            orphans = conn.execute(
-                "SELECT COUNT(*) FROM entries e LEFT JOIN commands c ON c.seq = e.seq"
-                " WHERE c.seq IS NULL OR c.ok = 0"
-            ).fetchone()[0]
-            if orphans:
-                violations.append(f"{orphans} entries belong to no successful command")
-            n_commands = conn.execute("SELECT COUNT(*) FROM commands").fetchone()[0]
-        if total:
-            violations.append(f"the journal sums to {total}, not 0")
-        return AuditReport(not violations, n_entries, n_commands, total, tuple(violations))
+            return audit(conn, noted)
 
     def statistics(self) -> LedgerStatistics:
         """A snapshot of how many commands, writes and commits the writer has done."""
         with self._lock:
             commands, writes, commits, largest = self._stats
         mean = writes / commits if commits else 0.0
-        return LedgerStatistics(commands, writes, commits, mean, largest)
+        return LedgerStatistics(commands, writes, commits, mean, largest, self._pins.checks)
 
     # -- lifetime ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Finish the commands already queued, stop the writer and close every connection."""
+    def close(self, *, discard: bool = False) -> None:
+        """Finish the commands already queued, stop the writer and close every connection.
+
+        ``discard``: if this ledger created its file, remove it (a start that was refused).
+        """
         with self._lock:
             if self._closed:
                 return
@@ -714,6 +714,12 @@ class Ledger:
         for conn in pool:
             conn.close()
         self._conn.close()
+        self._head_file.close()
+        discard = discard and self._file.created
+        self._file.release(remove=discard)
+        if discard:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._head_file.path)
 
     def __enter__(self) -> Ledger:
         return self

@@ -10,11 +10,11 @@ has forgotten them, and clients sign in again (``SessionExpired``).
 
 Every mutating request carries an idempotency key made by the ATM and is
 executed by the :class:`Ledger` under that key, which is what makes a retry
-after a lost reply safe. ``outcome(key)`` *settles* a key: it waits for a
-request with that key that is running here to finish, and if the ledger has
-still never seen it, later requests with that key are refused
-(:class:`KeySettled`). So "unknown" is a final answer an ATM may act upon; a
-request sent to an earlier process of the bank died with that process.
+after a lost reply safe. ``outcome(key)`` *settles* a key in the ledger
+itself: the writer answers in commit order, after any request with that key
+queued before it, and journals a fence for a key it never saw, so a later
+request with that key is refused (:class:`KeySettled`). So "not applied" is a
+final answer an ATM may act upon, and it survives restarts.
 
 Operator operations (open, close, list, audit, outcomes of any key) are only
 allowed when the bank's node has a key, since then every peer has proved it
@@ -25,14 +25,12 @@ this machine's users reach it). A bank listening beyond loopback with
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +39,10 @@ from netlet.apps.bank._commands import (
     CloseAccount,
     Command,
     Deposit,
+    Fence,
     InvalidCommand,
+    KeySettled,
     OpenAccount,
-    StorageError,
     Transfer,
     Withdraw,
     _check_account,
@@ -58,6 +57,8 @@ from netlet.node import expose
 
 __all__ = [
     "MAX_OUTCOME_BATCH",
+    "MAX_SESSIONS",
+    "MAX_SESSIONS_PER_ACCOUNT",
     "MAX_STATEMENT",
     "SERVICE_ERRORS",
     "SERVICE_NAME",
@@ -78,11 +79,12 @@ MAX_STATEMENT = 100
 """The most statement lines one call returns."""
 MAX_OUTCOME_BATCH = 1000
 """The most keys one ``outcomes`` call may ask about."""
-_MAX_SESSIONS = 100_000
-_MAX_SETTLED = 100_000
+MAX_SESSIONS = 100_000
+"""Card sessions a bank keeps at most; beyond it the oldest one ends."""
+MAX_SESSIONS_PER_ACCOUNT = 64
+"""Sessions one account keeps at most: its own oldest ends, never another customer's."""
 _MAX_SCRYPT_MEMORY = 64 * 2**20  # refuse PIN hashes whose check would cost more
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
-_SETTLE_WAIT = 30.0
 
 
 class ServiceError(NetletError):
@@ -101,19 +103,7 @@ class NotPermitted(ServiceError, PermissionError):
     """The caller may not do this: an operator call the bank refuses, or another account's key."""
 
 
-class KeySettled(ServiceError):
-    """The key was settled as never seen by ``outcome``; a request with it is refused."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-    def __str__(self) -> str:
-        return f"idempotency key {self.key!r} was settled as not applied; use a new key"
-
-
-SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
-    ServiceError, SessionExpired, NotPermitted, KeySettled)
+SERVICE_ERRORS: tuple[type[ServiceError], ...] = (ServiceError, SessionExpired, NotPermitted)
 """The service's own errors; with ERROR_TYPES, everything a bank call may raise on purpose."""
 
 
@@ -160,11 +150,13 @@ def _outcome_dict(outcome: Outcome) -> dict[str, Any]:
 
 
 def _originator(command: Command) -> str | None:
-    """The account whose session may ask about ``command``'s key."""
+    """The account whose session may ask about ``command``'s key (a fence: who asked)."""
     if isinstance(command, Deposit | Withdraw):
         return command.account
     if isinstance(command, Transfer):
         return command.src
+    if isinstance(command, Fence):
+        return command.account
     return None
 
 
@@ -177,6 +169,7 @@ class BankService:
     """
 
     def __init__(self, ledger: Ledger, *, operator: bool, session_ttl: float = SESSION_TTL,
+                 max_sessions: int = MAX_SESSIONS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         register_errors()
         self._ledger = ledger
@@ -184,10 +177,9 @@ class BankService:
         self._ttl = session_ttl
         self._clock = clock
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._cond = threading.Condition()
-        self._inflight: dict[str, int] = {}
-        self._settling: set[str] = set()
-        self._settled: OrderedDict[str, None] = OrderedDict()
+        self._by_account: dict[str, OrderedDict[str, None]] = {}
+        self._max_sessions = max_sessions
+        self._sessions_lock = threading.Lock()
         self._started = time.time()
 
     # -- card sessions ---------------------------------------------------------
@@ -195,9 +187,9 @@ class BankService:
     async def login(self, account: object, pin: object) -> dict[str, Any]:
         """Check the PIN (slow on purpose: off the loop unless the hash is cheap), open a session.
 
-        Raises UnknownAccount, AccountClosed, WrongPin (with attempts left) or
-        CardLocked. A PIN that is not 4 to 12 digits is refused as malformed
-        and does not count as a wrong attempt.
+        Raises WrongPin (with attempts left) or CardLocked; an unknown or closed
+        account answers the same, so sign-in does not tell which accounts exist. A
+        PIN that is not 4 to 12 digits is refused as malformed and does not count.
         """
         account = _check_account(account)
         try:
@@ -207,28 +199,49 @@ class BankService:
         await self._ledger.check_pin_async(account, pin)
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        with self._cond:
+        with self._sessions_lock:
             self._purge(now)
+            mine = self._by_account.setdefault(account, OrderedDict())
+            # A full account, or a full bank, ends the signer's own oldest session first:
+            # one customer signing in again and again never ends another's.
+            while mine and (len(mine) >= MAX_SESSIONS_PER_ACCOUNT
+                            or len(self._sessions) >= self._max_sessions):
+                self._sessions.pop(mine.popitem(last=False)[0], None)
+            while len(self._sessions) >= self._max_sessions:
+                self._drop_oldest()
             self._sessions[token] = _Session(account, now + self._ttl)
+            mine[token] = None
         return {"token": token, "account": account, "expires_in": self._ttl}
 
     async def logout(self, token: object) -> None:
         """End a card session; an unknown token is ignored. (Async: it never waits, so it
         runs on the node's loop rather than costing a thread hop.)"""
         if isinstance(token, str):
-            with self._cond:
-                self._sessions.pop(token, None)
+            with self._sessions_lock:
+                session = self._sessions.pop(token, None)
+                if session is not None:
+                    self._forget(token, session.account)
+
+    def _forget(self, token: str, account: str) -> None:
+        mine = self._by_account.get(account)
+        if mine is not None:
+            mine.pop(token, None)
+            if not mine:
+                del self._by_account[account]
+
+    def _drop_oldest(self) -> None:
+        token, session = self._sessions.popitem(last=False)
+        self._forget(token, session.account)
 
     def _purge(self, now: float) -> None:
         sessions = self._sessions  # ordered by sign-in, and every session has the same ttl
-        while sessions and (next(iter(sessions.values())).expires <= now
-                            or len(sessions) >= _MAX_SESSIONS):
-            sessions.popitem(last=False)
+        while sessions and next(iter(sessions.values())).expires <= now:
+            self._drop_oldest()
 
     def _account(self, token: object) -> str:
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise SessionExpired()
-        with self._cond:
+        with self._sessions_lock:
             session = self._sessions.get(token)
         if session is None or session.expires <= self._clock():
             raise SessionExpired()
@@ -267,14 +280,30 @@ class BankService:
         ]
 
     def outcome(self, token: object, key: object) -> dict[str, Any] | None:
-        """What became of ``key`` (one of this account's own requests), settling it if unseen."""
+        """What became of ``key`` (one of this account's own requests); None: never applied.
+
+        The ledger answers in commit order, after any request with the key queued
+        before; an unseen key is fenced there (journaled), so None stays true for
+        good, across restarts. Another account's key is refused before anything
+        is recorded.
+        """
         account = self._account(token)
-        found = self._settle(check_key(key))
+        key = check_key(key)
+        found = self._ledger.outcome(key)  # ownership first: asking must not touch others' keys
         if found is None:
-            return None
-        if _originator(found.command) != account:
-            raise NotPermitted("that key belongs to another account's request")
-        return _outcome_dict(found)
+            found = self._ledger.settle([key], account)[0]
+        return self._answer(found, account)
+
+    @staticmethod
+    def _answer(found: Outcome, account: str | None) -> dict[str, Any] | None:
+        """``found`` as an answer to ``account`` (None: an operator); None for a fence."""
+        command = found.command
+        if isinstance(command, Fence):
+            if account is None or command.account in ("", account):
+                return None
+        elif account is None or _originator(command) == account:
+            return _outcome_dict(found)
+        raise NotPermitted("that key belongs to another account's request")
 
     # -- operator operations ---------------------------------------------------------
 
@@ -312,11 +341,11 @@ class BankService:
         if not isinstance(keys, list) or len(keys) > MAX_OUTCOME_BATCH:
             raise InvalidCommand(f"keys must be a list of at most {MAX_OUTCOME_BATCH} keys")
         checked = [check_key(key) for key in keys]
-        results = []
-        for key in checked:
-            found = self._settle(key)
-            results.append(None if found is None else _outcome_dict(found))
-        return results
+        found = {key: self._ledger.outcome(key) for key in checked}
+        unseen = [key for key, outcome in found.items() if outcome is None]
+        if unseen:
+            found.update(zip(unseen, self._ledger.settle(unseen), strict=True))
+        return [self._answer(found[key], None) for key in checked]  # type: ignore[arg-type]
 
     def audit(self) -> dict[str, Any]:
         """Recompute every balance from the journal; ``ok`` and any violations."""
@@ -330,86 +359,17 @@ class BankService:
         stats = self._ledger.statistics()
         return {"operator": self._operator, "up_since": self._started,
                 "commands": stats.commands, "commits": stats.commits,
-                "mean_batch_size": stats.mean_batch_size, "max_batch_size": stats.max_batch_size}
+                "mean_batch_size": stats.mean_batch_size, "max_batch_size": stats.max_batch_size,
+                "pin_checks": stats.pin_checks}
 
     # -- keys ---------------------------------------------------------------------
 
     def _execute(self, command: Command, key: object) -> dict[str, Any]:
         key = check_key(key)
         command.validate()  # refuse malformed requests before any bookkeeping
-        with self._running(key):
-            return self._ledger.execute(command, key)
+        return self._ledger.execute(command, key)
 
     async def _execute_async(self, command: Command, key: object) -> dict[str, Any]:
         key = check_key(key)
         command.validate()
-        with self._cond:
-            fast = key not in self._settling
-            if fast:
-                if key in self._settled:
-                    raise KeySettled(key)
-                self._inflight[key] = self._inflight.get(key, 0) + 1
-        if not fast:  # rare: an outcome() is reading this key; wait for it off the loop
-            await asyncio.to_thread(self._enter, key)
-        try:
-            return await self._ledger.execute_async(command, key)
-        finally:
-            self._leave(key)
-
-    def _enter(self, key: str) -> None:
-        with self._cond:
-            while key in self._settling:
-                self._cond.wait()
-            if key in self._settled:
-                raise KeySettled(key)
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-
-    def _leave(self, key: str) -> None:
-        with self._cond:
-            left = self._inflight.pop(key) - 1
-            if left:
-                self._inflight[key] = left
-            else:
-                self._cond.notify_all()
-
-    @contextmanager
-    def _running(self, key: str) -> Iterator[None]:
-        with self._cond:
-            while key in self._settling:
-                self._cond.wait()
-            if key in self._settled:
-                raise KeySettled(key)
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                left = self._inflight.pop(key) - 1
-                if left:
-                    self._inflight[key] = left
-                else:
-                    self._cond.notify_all()
-
-    def _settle(self, key: str) -> Outcome | None:
-        """The ledger's outcome for ``key`` once nothing runs with it; unseen keys are fenced."""
-        with self._cond:
-            if key in self._settled:
-                return None
-            if not self._cond.wait_for(lambda: key not in self._inflight
-                                       and key not in self._settling, _SETTLE_WAIT):
-                raise StorageError(f"a request with key {key!r} is still running; ask again")
-            self._settling.add(key)
-        found: Outcome | None = None
-        read = False
-        try:
-            found = self._ledger.outcome(key)
-            read = True
-        finally:
-            with self._cond:
-                self._settling.discard(key)
-                if read and found is None:
-                    self._settled[key] = None
-                    while len(self._settled) > _MAX_SETTLED:
-                        self._settled.popitem(last=False)
-                self._cond.notify_all()
-        return found
+        return await self._ledger.execute_async(command, key)

@@ -1,0 +1,74 @@
+"""Bad input to the bank's command line: refused clearly, before anything is sent.
+
+Every test runs the real ``netlet`` commands against a real ``netlet bank
+serve`` in a child process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.apps.bank.bank_server import BankProcess, netlet
+
+PIN = "4321\n"
+
+
+@pytest.fixture
+def bank(tmp_path: Path) -> Iterator[BankProcess]:
+    with BankProcess(tmp_path / "bank.db") as proc:
+        opened = netlet("bank", "open", "alice", "--bank", proc.address, "--pin-stdin",
+                        stdin=PIN)
+        assert opened.returncode == 0, opened.stderr
+        yield proc
+
+
+def _journal_size(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM commands").fetchone()[0])
+
+
+@pytest.mark.timeout(60)
+def test_an_empty_key_is_refused_not_replaced(bank: BankProcess) -> None:
+    before = _journal_size(bank.db)
+    for key in ("", "  "):
+        r = netlet("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+                   "deposit", "5", "--key", key, stdin=PIN)
+        assert r.returncode == 2, r.stderr
+        assert "empty key" in r.stderr
+    assert _journal_size(bank.db) == before
+
+
+@pytest.mark.timeout(60)
+def test_no_terminal_and_no_pin_stdin_says_use_pin_stdin(bank: BankProcess) -> None:
+    r = netlet("atm", "--bank", bank.address, "--account", "alice", "balance", stdin="")
+    assert r.returncode == 2, r.stderr
+    assert "--pin-stdin" in r.stderr
+    assert "GetPassWarning" not in r.stderr
+    opened = netlet("bank", "open", "bob", "--bank", bank.address, stdin="")
+    assert opened.returncode == 2, opened.stderr
+    assert "--pin-stdin" in opened.stderr
+    interactive = netlet("atm", "--bank", bank.address, stdin="")
+    assert interactive.returncode == 2, interactive.stderr
+    assert "needs a terminal" in interactive.stderr
+
+
+@pytest.mark.timeout(90)
+def test_atm_options_are_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    key = tmp_path / "bank.key"
+    made = netlet("keygen", key)
+    assert made.returncode == 0, made.stderr
+    with BankProcess(tmp_path / "bank.db", "--key-file", str(key)) as bank:
+        opened = netlet("bank", "open", "alice", "--bank", bank.address, "--key-file", key,
+                        "--pin-stdin", stdin=PIN)
+        assert opened.returncode == 0, opened.stderr
+        dep = netlet("atm", "deposit", "5", "--bank", bank.address, "--key-file", key,
+                     "--account", "alice", "--pin-stdin", stdin=PIN)
+        assert dep.returncode == 0, dep.stderr
+        assert "balance 5.00" in dep.stdout
+        swarm = netlet("atm", "swarm", "--bank", bank.address, "--key-file", key, "--atms", "2",
+                       "--seconds", "1", "--accounts", "4", "--grace", "5", "--plain")
+        assert swarm.returncode == 0, swarm.stderr
