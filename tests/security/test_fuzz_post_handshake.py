@@ -213,6 +213,13 @@ def attack(address: str, sent: list[tuple[bytes, list[bytes]]], tail: bytes | No
 
 def test_post_handshake_fuzzing_never_breaks_the_node(server: ServerProcess) -> None:
     good = Good(server.address)
+    try:
+        _fuzz(server, good)
+    finally:
+        good.client.close()
+
+
+def _fuzz(server: ServerProcess, good: Good) -> None:
     good.check()
     threads_before = proc_status(server.pid, "Threads")
     fds_before = open_fds(server.pid)
@@ -241,6 +248,5 @@ def test_post_handshake_fuzzing_never_breaks_the_node(server: ServerProcess) -> 
     threads = proc_status(server.pid, "Threads")
     # the pools are bounded: the method threads (max_threads, 32), the decode thread, actors
     assert threads <= threads_before + 40, f"{threads_before} threads grew to {threads}"
-    good.client.close()
     print(f"{count} examples in {elapsed:.1f} s; slowest good call {good.worst * 1000:.0f} ms; "
           f"threads {threads_before} -> {threads}; fds {fds_before}")
