@@ -83,8 +83,7 @@ def _payload(marker: Path) -> tuple[str, bytes]:
 def _submit_pickled(cluster: Cluster, marker: Path) -> Future[Any]:
     """What a client that skips its own checks sends: a task whose function is a pickle."""
     fn_id, payload = _payload(marker)
-    cluster._payloads[fn_id] = payload
-    return cluster._submit(fn_id, [[], None], 0)
+    return cluster._submit(fn_id, payload, [[], None], 0)
 
 
 def _refused(fut: Future[Any]) -> str:

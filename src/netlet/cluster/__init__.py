@@ -2,8 +2,9 @@
 
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, as_completed, wait
 
-from netlet.cluster._client import Cluster, Executor
+from netlet.cluster._client import Cluster
 from netlet.cluster._embedded import EmbeddedCluster
+from netlet.cluster._executor import Executor
 from netlet.cluster._functions import function_ref, resolve_path
 from netlet.cluster._head import Head, HeadConfig
 from netlet.cluster._store import HeadStore

@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from netlet.cluster._functions import function_ref
+from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
 from netlet.transport import find_user_key
 
-__all__ = ["Cluster", "Executor"]
+__all__ = ["Cluster"]
 
 log = logging.getLogger("netlet.cluster")
 
@@ -97,8 +97,7 @@ class Cluster:
         self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._specs: dict[str, list[Any]] = {}
-        self._fn_cache: dict[Any, tuple[str, bytes | None]] = {}
-        self._payloads: dict[str, bytes] = {}
+        self._fns = Payloads(self._pickle)
         self._lock = threading.Lock()
         self._outbox: list[list[Any]] = []
         self._flush_scheduled = False
@@ -116,40 +115,33 @@ class Cluster:
     def submit(self, fn: Callable[..., Any] | str, /, *args: Any,
                **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on some worker; returns a future for its result."""
-        return self._submit(self._fn(fn), [list(args), kwargs or None], self.max_retries)
+        fn_id, payload = self._ref(fn)
+        return self._submit(fn_id, payload, [list(args), kwargs or None], self.max_retries)
 
-    def _fn(self, fn: Callable[..., Any] | str) -> str:
-        try:
-            cached = self._fn_cache.get(fn)
-        except TypeError:
-            cached = None
-        if cached is None:
-            cached = function_ref(fn, allow_pickle=self._pickle)
-            try:
-                self._fn_cache[fn] = cached
-            except TypeError:
-                pass
-        fn_id, payload = cached
-        if payload is not None:
-            if not self._head_agreed_pickle():
-                raise ConfigError(
-                    f"{fn_id} must travel pickled, but the head at {self.address} did not "
-                    "agree to pickle (start it with --allow-pickle)")
-            self._payloads[fn_id] = payload
-        return fn_id
+    def _ref(self, fn: Callable[..., Any] | str) -> tuple[str, bytes | None]:
+        """``fn`` as it is now (no stale copy, no reference kept); a pickled one only
+        when the head agreed to pickle, which it would otherwise refuse."""
+        fn_id, payload = self._fns.ref(fn)
+        if payload is not None and not self._head_agreed_pickle():
+            raise ConfigError(
+                f"{fn_id} must travel pickled, but the head at {self.address} did not "
+                "agree to pickle (start it with --allow-pickle)")
+        return fn_id, payload
 
     def _head_agreed_pickle(self) -> bool:
         """False when our link to the head did not agree to pickle (it would refuse)."""
         link = self.node._known_link(self._head._ref)
         return link is None or link.peer.pickle
 
-    def _submit(self, fn_id: str, call: list[Any], retries: int) -> concurrent.futures.Future[Any]:
+    def _submit(self, fn_id: str, payload: bytes | None, call: list[Any],
+                retries: int) -> concurrent.futures.Future[Any]:
         if self._closed:
             raise RuntimeError("cannot schedule new tasks after the cluster was closed")
         tid = f"{self._prefix}{next(self._ids)}"
         body = self._codec.encode_value(call)
         fut = _TaskFuture(tid)
         spec = [tid, fn_id, body, retries]
+        self._fns.hold(fn_id, payload)
         with self._lock:
             self._futures[tid] = fut
             self._specs[tid] = spec
@@ -167,10 +159,7 @@ class Cluster:
             self._flush_scheduled = False
         if not batch:
             return
-        fns = {s[1]: self._payloads[s[1]] for s in batch if s[1] in self._payloads}
-        chunk_fns = {s[1][6:]: self._payloads[s[1][6:]] for s in batch
-                     if s[1].startswith("chunk:") and s[1][6:] in self._payloads}
-        fns.update(chunk_fns)
+        fns = self._fns.for_specs(batch)
         task = asyncio.get_running_loop().create_task(self._send(batch, fns))
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
@@ -185,18 +174,69 @@ class Cluster:
     def _on_future_done(self, fut: concurrent.futures.Future[Any]) -> None:
         if not fut.cancelled() or not isinstance(fut, _TaskFuture):
             return
+        # As the standard executors do: wait() and as_completed() count a cancelled
+        # future as done only once it was notified.
+        fut.set_running_or_notify_cancel()
         tid = fut.task_id
         with self._lock:
             self._futures.pop(tid, None)
-            self._specs.pop(tid, None)
+            spec = self._specs.pop(tid, None)
             unsent = any(s[0] == tid for s in self._outbox)
             if unsent:  # never sent: dropping it here is the whole cancel
                 self._outbox = [s for s in self._outbox if s[0] != tid]
+        if spec is None:
+            return  # the head dropped it already (cancel_queued, close)
+        self._fns.release(spec[1])
         if not unsent and not self._closed:
             try:
                 self._head.cancel.future([tid])
             except NetletError:
                 pass
+
+    def cancel_queued(self) -> int:
+        """Cancel every task no worker has taken yet; returns how many.
+
+        The head decides (one round trip): a task it already handed to a worker
+        is not cancelled, even if the message saying so is still on its way.
+        """
+        with self._lock:
+            pending = [t for t, f in self._futures.items() if not f.running() and not f.done()]
+        if not pending:
+            return 0
+        try:
+            self._drain_sends(10.0)  # the head knows them all, and assigned what it could
+            dropped = set(self._head.with_options(timeout=10).cancel(pending))
+        except (NetletError, OSError):
+            dropped = set(pending)  # the head is away: it forgets them when we leave
+        cancelled = 0
+        for tid in pending:
+            if tid not in dropped:
+                continue
+            with self._lock:
+                fut = self._futures.get(tid)
+                if fut is None or fut.running():
+                    continue
+                spec = self._specs.pop(tid, None)
+            if spec is not None:
+                self._fns.release(spec[1])
+            if fut.cancel():
+                cancelled += 1
+        return cancelled
+
+    def _drain_sends(self, timeout: float) -> None:
+        """Wait until what was submitted so far reached the head (or failed to)."""
+        async def drain() -> None:
+            self._flush()
+            if self._jobs:
+                await asyncio.wait(list(self._jobs), timeout=timeout)
+
+        asyncio.run_coroutine_threadsafe(drain(), self.node._get_loop()).result(timeout + 1)
+
+    def wait_pending(self) -> None:
+        """Block until every task submitted so far has finished or was cancelled."""
+        with self._lock:
+            futures = list(self._futures.values())
+        concurrent.futures.wait(futures)
 
     def _claim(self, tid: str) -> bool:
         """Mark a task's future RUNNING; False if it was cancelled (the task must not run)."""
@@ -216,7 +256,9 @@ class Cluster:
         for tid, ok, body, error in batch:
             with self._lock:
                 fut = self._futures.pop(tid, None)
-                self._specs.pop(tid, None)
+                spec = self._specs.pop(tid, None)
+            if spec is not None:
+                self._fns.release(spec[1])
             if fut is None or fut.done():
                 continue  # cancelled meanwhile, or a duplicate
             try:
@@ -226,7 +268,10 @@ class Cluster:
                 elif ok:
                     fut.set_result(self._codec.decode_value(body))
                 else:
-                    fut.set_exception(self._codec.decode_value(body))
+                    exc = self._codec.decode_value(body)
+                    if isinstance(exc, BaseException):
+                        main_module_hint(exc)
+                    fut.set_exception(exc)
             except NetletError as e:  # an undecodable result fails that task only
                 fut.set_exception(e)
             except concurrent.futures.InvalidStateError:
@@ -237,12 +282,13 @@ class Cluster:
         """Like ``Executor.map``: results in order; ``chunksize`` items per task."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
-        fn_id = self._fn(fn)
+        fn_id, payload = self._ref(fn)
         items = list(zip(*iterables, strict=False))
         if chunksize == 1:
-            futures = [self._submit(fn_id, [list(a), None], self.max_retries) for a in items]
+            futures = [self._submit(fn_id, payload, [list(a), None], self.max_retries)
+                       for a in items]
         else:
-            futures = [self._submit("chunk:" + fn_id,
+            futures = [self._submit("chunk:" + fn_id, payload,
                                     [[list(a) for a in items[i:i + chunksize]], None],
                                     self.max_retries)
                        for i in range(0, len(items), chunksize)]
@@ -251,16 +297,19 @@ class Cluster:
     @staticmethod
     def _results(futures: list[concurrent.futures.Future[Any]], timeout: float | None,
                  chunked: bool) -> Iterator[Any]:
+        """Yield results in order, holding none of them (nor a chunk's) while paused."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             futures.reverse()
             while futures:
                 left = None if deadline is None else deadline - time.monotonic()
-                value = futures.pop().result(left)
-                if chunked:
-                    yield from value
-                else:
-                    yield value
+                if not chunked:
+                    yield futures.pop().result(left)
+                    continue
+                chunk = futures.pop().result(left)
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
         finally:
             for f in futures:
                 f.cancel()
@@ -293,7 +342,7 @@ class Cluster:
                         again = [self._specs[t] for t in pending
                                  if t in unknown and t in self._specs]
                     if again:
-                        fns = {s[1]: self._payloads[s[1]] for s in again if s[1] in self._payloads}
+                        fns = self._fns.for_specs(again)
                         self._head.submit(self.node.id, self._sink, again, fns)
                         log.info("resubmitted %d task(s) the head did not know", len(again))
                     return
@@ -336,8 +385,8 @@ class Cluster:
         ``restart="on-failure"`` recreates it (with the same arguments) on another
         worker when its worker dies; the name moves with it (look it up again).
         """
-        fn_id = self._fn(cls)
-        fns = {fn_id: self._payloads[fn_id]} if fn_id in self._payloads else {}
+        fn_id, payload = self._ref(cls)
+        fns = {fn_id: payload} if payload is not None else {}
         body = self._codec.encode_value([list(args), kwargs or None])
         name = name or f"actor-{next(self._ids)}-{self.node.id[:6]}"
         ref = self._head.spawn(fn_id, body, name, restart, fns, self.node.id)
@@ -363,7 +412,10 @@ class Cluster:
         with self._lock:
             futures = list(self._futures.values())
             self._futures.clear()
+            specs = list(self._specs.values())
             self._specs.clear()
+        for spec in specs:
+            self._fns.release(spec[1])
         for f in futures:
             if (cancel_pending and f.cancel()) or f.done():
                 continue
@@ -383,72 +435,3 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-class Executor(concurrent.futures.Executor):
-    """A ``concurrent.futures.Executor`` on a netlet cluster.
-
-    With no address it starts an embedded cluster (a head in this process and
-    ``max_workers`` local worker processes, default: the machine's cores);
-    with an address it uses that cluster. Code written for
-    ``ProcessPoolExecutor`` works unchanged.
-    """
-
-    def __init__(self, address: str | None = None, max_workers: int | None = None, *,
-                 key_file: str | None = None, allow_pickle: bool = False,
-                 max_retries: int = 3) -> None:
-        from netlet.cluster._embedded import EmbeddedCluster
-
-        if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be greater than 0")
-        self._embedded: EmbeddedCluster | None = None
-        if address is None:
-            self._embedded = EmbeddedCluster(max_workers or os.cpu_count() or 1)
-            self._cluster = Cluster(self._embedded.address, node=self._embedded.node,
-                                    max_retries=max_retries)
-        else:
-            self._cluster = Cluster(address, key_file=key_file, allow_pickle=allow_pickle,
-                                    max_retries=max_retries)
-        self._shutdown = False
-        self._shutdown_lock = threading.Lock()
-
-    @property
-    def cluster(self) -> Cluster:
-        return self._cluster
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any,
-               **kwargs: Any) -> concurrent.futures.Future[Any]:
-        with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            return self._cluster.submit(fn, *args, **kwargs)
-
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1) -> Iterator[Any]:
-        with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            return self._cluster.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._shutdown_lock:
-            if self._shutdown:
-                return
-            self._shutdown = True
-        if cancel_futures:
-            with self._cluster._lock:
-                futures = list(self._cluster._futures.values())
-            for f in futures:
-                f.cancel()
-        with self._cluster._lock:
-            futures = list(self._cluster._futures.values())
-
-        def finish() -> None:
-            concurrent.futures.wait(futures)
-            self._cluster.close(cancel_pending=False)
-            if self._embedded is not None:
-                self._embedded.close()
-
-        if wait:
-            finish()
-        else:  # like ProcessPoolExecutor: return now, let submitted work complete
-            threading.Thread(target=finish, name="netlet-executor-shutdown", daemon=True).start()

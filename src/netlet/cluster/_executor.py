@@ -1,0 +1,159 @@
+"""``netlet.Executor``: a ``concurrent.futures.Executor`` on a cluster, embedded or remote.
+
+It keeps the standard library's promises, not only its method names: a
+cancelled future is notified (``wait`` and ``as_completed`` see it), ``map``
+holds no result it already yielded, and the interpreter waits for pending
+futures at exit, as it does for ``ThreadPoolExecutor`` and
+``ProcessPoolExecutor`` (a ``submit`` after that point raises RuntimeError),
+then stops the embedded workers and removes their directory.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from netlet.cluster._client import Cluster
+from netlet.cluster._embedded import EmbeddedCluster
+from netlet.errors import ConfigError
+
+__all__ = ["Executor"]
+
+WORKER_START_TIMEOUT = 60.0
+"""Seconds an embedded executor waits for its worker processes to join."""
+
+_live: set[Executor] = set()
+_live_lock = threading.Lock()
+_exiting = False
+
+
+def _python_exit() -> None:
+    """At interpreter exit (before non-daemon threads are joined): finish every executor."""
+    global _exiting
+    with _live_lock:
+        _exiting = True
+        executors = list(_live)
+    for executor in executors:
+        executor.shutdown(wait=True)
+
+
+# What concurrent.futures uses: runs before threading joins threads and before
+# atexit hooks, while netlet's loop threads still run.
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` on a netlet cluster.
+
+    With no address it starts an embedded cluster (a head in this process and
+    ``max_workers`` local worker processes, default: the machine's cores);
+    with an address it uses that cluster. Code written for
+    ``ProcessPoolExecutor`` works unchanged, ``Executor(4)`` included.
+    A task whose worker dies runs again elsewhere, up to ``max_retries``
+    times, then fails with ``netlet.WorkerLost`` (where ProcessPoolExecutor
+    raises ``BrokenProcessPool`` and breaks the pool).
+    """
+
+    def __init__(self, address: str | int | None = None, max_workers: int | None = None, *,
+                 key_file: str | None = None, allow_pickle: bool = False,
+                 max_retries: int = 3) -> None:
+        if isinstance(address, int):
+            if max_workers is not None:
+                raise TypeError("Executor(N) is max_workers=N; give the address as a string")
+            address, max_workers = None, address  # ProcessPoolExecutor(4) spelled our way
+        if max_workers is not None and max_workers < 1:
+            raise ValueError("max_workers must be greater than 0")
+        with _live_lock:
+            if _exiting:
+                raise RuntimeError("cannot start an executor after interpreter shutdown")
+        self._embedded: EmbeddedCluster | None = None
+        if address is None:
+            self._embedded = EmbeddedCluster(max_workers or os.cpu_count() or 1)
+            try:
+                self._cluster = Cluster(self._embedded.address, node=self._embedded.node,
+                                        max_retries=max_retries)
+                self._wait_for_workers(len(self._embedded.procs))
+            except BaseException:
+                self._embedded.close()
+                raise
+        else:
+            self._cluster = Cluster(address, key_file=key_file, allow_pickle=allow_pickle,
+                                    max_retries=max_retries)
+        self._shutdown = False
+        self._shutdown_lock = threading.Lock()
+        self._finisher: threading.Thread | None = None
+        with _live_lock:
+            _live.add(self)
+
+    def _wait_for_workers(self, n: int) -> None:
+        """Return once the embedded workers joined, as a process pool's processes are there.
+
+        The first tasks wait for them anyway; waiting here makes a worker that
+        cannot start an error now, not a task that never runs, and makes
+        ``shutdown(cancel_futures=True)`` right after submits find work running.
+        """
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while True:
+            nodes = self._cluster.status()["nodes"]
+            if sum(1 for m in nodes if m["role"] == "worker" and m["alive"]) >= n:
+                return
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the embedded workers did not join within {WORKER_START_TIMEOUT:.0f} s "
+                    f"(see their errors above; can `{sys.executable} -m netlet.cluster` run?)")
+            time.sleep(0.02)
+
+    @property
+    def cluster(self) -> Cluster:
+        return self._cluster
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any,
+               **kwargs: Any) -> concurrent.futures.Future[Any]:
+        with self._shutdown_lock:
+            self._check_open()
+            return self._cluster.submit(fn, *args, **kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
+        with self._shutdown_lock:
+            self._check_open()
+            return self._cluster.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; pending futures still complete (unless ``cancel_futures``).
+
+        ``wait=False`` returns at once and the work completes in the background;
+        the interpreter still waits for it at exit.
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+            if cancel_futures:
+                self._cluster.cancel_queued()
+            if self._finisher is None:
+                self._finisher = threading.Thread(target=self._finish, daemon=True,
+                                                  name="netlet-executor-shutdown")
+                self._finisher.start()
+            finisher = self._finisher
+        if wait:
+            finisher.join()
+
+    def _finish(self) -> None:
+        try:
+            self._cluster.wait_pending()
+            self._cluster.close(cancel_pending=False)
+        finally:
+            if self._embedded is not None:
+                self._embedded.close()
+            with _live_lock:
+                _live.discard(self)
