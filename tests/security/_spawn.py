@@ -7,6 +7,7 @@ attacker of the per-user key tests), with this interpreter and this source.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -39,6 +40,30 @@ def _nobody_uid() -> int:
 
 
 NOBODY_UID = _nobody_uid()
+
+_TREE: Path | None = None
+
+
+def _nobody_tree() -> Path:
+    """A world-readable copy of netlet and msgpack for the attacker to import.
+
+    A clone in a private directory (``mktemp -d`` is 0700), and its venv, are
+    out of another user's reach; the attacker is a separate user and gets its
+    own copy of the code, as a real second user would have its own install.
+    """
+    global _TREE
+    if _TREE is None:
+        import msgpack
+
+        tree = Path(tempfile.mkdtemp(prefix="netlet-attacker-code-"))
+        for package in (SRC / "netlet", Path(msgpack.__file__).parent):
+            shutil.copytree(package, tree / package.name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        for path in (tree, *tree.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        atexit.register(shutil.rmtree, tree, True)
+        _TREE = tree
+    return _TREE
 
 
 @dataclass
@@ -121,13 +146,15 @@ def as_nobody(script: str, *args: str, timeout: float = 60,
     Its runtime directory is a fresh one of its own, removed afterwards, so its
     netlet clients leave nothing in the real temp directory.
     """
-    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(SRC)) if p)
+    path = str(_nobody_tree())
     runtime = tempfile.mkdtemp(prefix="netlet-nobody-")
     try:
         os.chown(runtime, NOBODY_UID, NOBODY_UID)
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "HOME": "/nonexistent",
                "PYTHONDONTWRITEBYTECODE": "1", "XDG_RUNTIME_DIR": runtime, **(extra_env or {})}
-        argv: Sequence[str] = [*_AS_NOBODY, sys.executable, "-c", script, *args]
+        # The interpreter itself, not the venv's link to it (the venv may be private).
+        python = os.path.realpath(sys.executable)
+        argv: Sequence[str] = [*_AS_NOBODY, python, "-c", script, *args]
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                               env=env, cwd="/", check=False)
     finally:
