@@ -33,7 +33,7 @@ import netlet
 from netlet.errors import WorkerLost
 from netlet.transport import generate_key
 from tests.cluster import tasks
-from tests.cluster.conftest import REPO, STEP, ClusterKit, child_env, wait_until
+from tests.cluster.conftest import STEP, ClusterKit, child_env, wait_until
 
 
 class Box:
@@ -67,7 +67,8 @@ def exit_and_record(path: str) -> None:
 def executor() -> Iterator[netlet.Executor]:
     """One embedded executor with 2 workers, shared by the tests that do not shut it down."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", str(REPO))  # the workers import this module's functions
+        # The workers import this module's functions.
+        mp.setenv("PYTHONPATH", child_env()["PYTHONPATH"])
         ex = netlet.Executor(2)  # ProcessPoolExecutor's positional max_workers
         try:
             yield ex
@@ -250,7 +251,7 @@ EXIT_SCRIPT = """
         ex = netlet.Executor(address, key_file=os.environ["NETLET_TEST_KEY_FILE"])
     else:
         ex = netlet.Executor(1)
-    ex.submit(tasks.square_and_record, trace, 7, 1.0)
+    ex.submit(tasks.sleep_and_record, trace, 1.0, 7)
     if {shutdown!r}:
         ex.shutdown(wait=False)
     print("main done", flush=True)
@@ -280,7 +281,8 @@ def test_exit_waits_for_pending_tasks(short_tmp: Path, exit_env: dict[str, str],
     done = run_script(EXIT_SCRIPT.format(shutdown=shutdown), tmp_path, exit_env)
     assert done.returncode == 0, done.stderr
     assert "main done" in done.stdout
-    assert tasks.read_trace(tmp_path / "script.py.trace"), "the pending task never ran"
+    trace = [words[1] for words in tasks.read_trace(tmp_path / "script.py.trace")]
+    assert trace == ["started", "finished"], "the pending task did not run to its end"
     assert "atexit: cannot schedule new futures after" in done.stdout
     assert not list((tmp_path / "tmp").glob("netlet-*")), "a netlet-* directory stayed"
     assert "Traceback" not in done.stderr, done.stderr
