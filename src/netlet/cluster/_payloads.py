@@ -135,6 +135,10 @@ class Payloads:
 
 
 def main_module_hint(error: BaseException) -> None:
-    """Add a note saying what to do to an error about the worker's ``__main__``."""
-    if isinstance(error, AttributeError) and "netlet.cluster.__main__" in str(error):
+    """Add a note saying what to do to an error about the worker's ``__main__``.
+
+    Plain pickle sends a class or function of the user's script as a reference
+    to ``__main__``, which on a worker is ``netlet.cluster.__main__``.
+    """
+    if "on <module 'netlet.cluster.__main__'" in str(error):
         error.add_note(MAIN_HINT)
