@@ -48,6 +48,7 @@ from netlet.errors import (
     CallTimeout,
     HandshakeError,
     NetletConnectionError,
+    NoSuchObject,
     VersionMismatch,
 )
 from netlet.node import Node, Proxy
@@ -72,7 +73,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 (A handshake that does not finish, as with a bank that is paused or still starting,
 is retried; a wrong key or protocol version is not.)"""
 _FATAL = (AuthenticationError, VersionMismatch)
-_AGAIN: tuple[type[BaseException], ...] = (*RETRYABLE, TimeoutError)
+# NoSuchObject: a restarting bank listens a moment before it serves "bank"; the call
+# was not run, so trying again is safe (found by tests/apps/bank/test_jepsen.py).
+_AGAIN: tuple[type[BaseException], ...] = (*RETRYABLE, TimeoutError, NoSuchObject)
 _FIRST_DELAY, _MAX_DELAY = 0.05, 1.0
 _SIGN_OUT_WAIT = 2.0
 _T = TypeVar("_T")
@@ -398,8 +401,11 @@ class CardSession:
                 raise
             raise _unanswered(exc, key, bool(reached)) from exc
         except Exception as exc:
-            if key is None or _is_refusal(exc) or not reached:
+            if key is None or _is_refusal(exc):
                 raise
+            if not reached:  # the request itself never left: an unknown outcome it is not
+                raise _unavailable(f"{_describe(exc)}; nothing was sent",
+                                   reached=False) from exc
             raise OutcomeUnknown(key, _describe(exc)) from exc
 
     def _request(self, method: str, *args: Any, key: str | None, what: str,
