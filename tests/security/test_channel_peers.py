@@ -12,7 +12,6 @@ that an honest receiver still gets every value exactly once.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -250,7 +249,7 @@ def test_parked_sends_are_bounded_by_the_connection_budget(
                 body = msgpack.packb([CALL, cid, "box", "send", [bytes(MiB), None], None])
                 thief.sock.sendall(frame(body))
                 written += 1
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass  # the owner stopped reading us
         grown = settled_rss_mib(server.pid) - rss_before
         print(f"parked sends written before the owner stopped reading: {written}; "

@@ -24,33 +24,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from netlet.channel._channel import (
-    Channel,
-    ChannelStatistics,
-    Raise,
-    current_waiter_hook,
-)
-from netlet.channel._select import Case, aselect
+from netlet.channel._channel import Channel, ChannelStatistics, current_waiter_hook
+from netlet.channel._endpoint import ChannelEndpoint, local_channel
+from netlet.channel._select import Case
 from netlet.channel._waiter import Waiter
 from netlet.codec import RemoteRef
-from netlet.errors import (
-    CallCancelled,
-    ChannelClosed,
-    ChannelTimeout,
-    ConnectionLost,
-    NetletError,
-    NoSuchObject,
-    ProtocolError,
-    WouldBlock,
-)
-from netlet.node import (
-    Node,
-    Proxy,
-    default_node,
-    expose,
-    register_ref_type,
-    register_serve_adapter,
-)
+from netlet.errors import ChannelClosed, ChannelTimeout, ConnectionLost, NetletError, NoSuchObject
+from netlet.node import Node, Proxy, default_node, register_ref_type, register_serve_adapter
 
 if TYPE_CHECKING:
     from netlet.node import Link
@@ -59,190 +39,6 @@ __all__ = ["ChannelEndpoint", "RemoteChannel", "connect_channel"]
 
 _MARGIN = 5.0  # extra seconds the call waits beyond the operation's own timeout
 _IDLE = 0.02  # seconds without sends after which a handle gives back its credits
-
-
-@expose(concurrent=True)
-class ChannelEndpoint:
-    """The owner's face of one channel to other nodes."""
-
-    def __init__(self, channel: Channel, node: Node) -> None:
-        self._channel = channel
-        self._node = node
-        self._reserved: dict[str, int] = {}
-        self._tickets: dict[str, asyncio.Task[Any] | None] = {}
-        self._unacked: dict[str, Any] = {}
-        self._cancelled: set[str] = set()  # tickets whose waiting receive cancel_receive ended
-        node.on_peer_change(self._peer_changed)
-
-    async def send(self, value: Any, timeout: float | None = None) -> None:
-        await self._channel._send_async(value, timeout)
-
-    # Pipelined sends from remote senders: they reserve buffer slots, then fill them.
-
-    async def send_reserving(self, sender: str, value: Any, raise_it: bool, want: int,
-                             timeout: float | None = None) -> int:
-        """Send ``value``; if it went in at once, also promise up to ``want`` more slots.
-
-        A value that must wait parks here with the value itself, like a local sender,
-        so room that frees up takes it in the same step.
-        """
-        ch = self._channel
-        item = Raise(value) if raise_it else value
-        with ch._lock:
-            placed = ch._try_send(None, 0, item)  # raises ChannelClosed when closed
-            extra = ch.reserve_now(int(want)) if placed and want > 0 else 0
-        if not placed:
-            await ch._send_async(item, timeout)
-            return 0
-        self._reserved[sender] = self._reserved.get(sender, 0) + extra
-        return extra
-
-    async def push(self, sender: str, values: list[Any], raises: list[int],
-                   want: int = 0) -> int:
-        """Fill slots ``sender`` reserved, in order (``raises``: indexes of exceptions),
-        then promise it up to ``want`` more free slots; returns how many.
-
-        Granting in the reply keeps a steady stream going without a stall per refill.
-        """
-        ch = self._channel
-        held = self._reserved.get(sender, 0)
-        if len(values) > held:
-            raise ProtocolError(f"{len(values)} values pushed with {held} slots reserved")
-        self._reserved[sender] = held - len(values)
-        if raises:
-            marked = set(raises)
-            values = [Raise(v) if i in marked else v for i, v in enumerate(values)]
-        ch.put_reserved(values)
-        if want <= 0:
-            return 0
-        with ch._lock:
-            extra = 0 if ch._closed else ch.reserve_now(int(want))
-        if extra:
-            self._reserved[sender] = self._reserved.get(sender, 0) + extra
-        return extra
-
-    async def release(self, sender: str, n: int) -> None:
-        held = self._reserved.get(sender, 0)
-        n = max(0, min(int(n), held))
-        self._reserved[sender] = held - n
-        self._channel.release(n)
-
-    def _peer_changed(self, node: str, connected: bool) -> None:
-        if connected:
-            return
-        for sender in [s for s in self._reserved if s.startswith(node + ":")]:
-            self._channel.release(self._reserved.pop(sender))  # a sender died: free its slots
-        for ticket in [t for t in self._unacked if t.startswith(node + ":")]:
-            self._give_back(ticket)  # a receiver died before its value reached it
-
-    async def send_nowait(self, value: Any) -> None:
-        self._channel._send_now(value)
-
-    async def receive_nowait(self) -> Any:
-        with self._channel._lock:
-            ok, value = self._channel._try_receive(None, 0)
-        if not ok:
-            raise WouldBlock(f"nothing to receive on {self._channel.name}")
-        return self._pass(value)
-
-    async def capacity(self) -> int:
-        return self._channel.capacity
-
-    async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
-        await self._channel._send_async(Raise(exc), timeout)
-
-    # Remote receives with a ticket are acknowledged: the owner keeps each value it
-    # handed out until the receiving node confirms it arrived (which that node does
-    # before its application sees the value). A receiver that cancels, or whose link
-    # closes first, gets nothing: the value goes back to the front of the channel.
-
-    async def receive(self, timeout: float | None = None, ticket: str | None = None) -> Any:
-        with self._channel._lock:
-            ok, value = self._channel._try_receive(None, 0)
-        if not ok:
-            if ticket is not None:
-                self._tickets[ticket] = asyncio.current_task()
-            try:
-                value = await self._receive_raw(timeout)
-            except asyncio.CancelledError:
-                if ticket is None or ticket not in self._cancelled:
-                    raise  # a CANCEL from the caller: it is not listening
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
-                # The caller may still be listening (a foreign client, a oneway
-                # cancel_receive): the call gets an answer rather than none.
-                raise CallCancelled(f"receive with ticket {ticket!r} cancelled by "
-                                    "cancel_receive") from None
-            finally:
-                if ticket is not None:
-                    self._tickets.pop(ticket, None)
-                    self._cancelled.discard(ticket)
-        if ticket is not None:
-            self._unacked[ticket] = value
-        return self._pass(value)
-
-    async def ack(self, ticket: str) -> None:
-        self._unacked.pop(ticket, None)
-
-    async def cancel_receive(self, ticket: str) -> None:
-        """The remote caller gave up: stop waiting for it, or take back what it was given."""
-        task = self._tickets.pop(ticket, None)
-        if task is not None:
-            self._cancelled.add(ticket)  # receive answers CallCancelled
-            task.cancel()  # _wait_async puts a value it already holds back at the front
-        self._give_back(ticket)
-
-    def _give_back(self, ticket: str) -> None:
-        if ticket in self._unacked:
-            self._channel.requeue_front(self._unacked.pop(ticket))
-
-    async def _receive_raw(self, timeout: float | None) -> Any:
-        # Like Channel._receive_async, but keeps a queued exception wrapped so it
-        # travels as a value and is raised on the receiving side.
-        ch = self._channel
-        with ch._lock:
-            ok, value = ch._try_receive(None, 0)
-            if ok:
-                return value
-            waiter = Waiter(asyncio.get_running_loop())
-            ch._park_receiver(waiter, 0)
-        await ch._wait_async(waiter, timeout, "receive", keep_value=True)
-        return waiter.value
-
-    @staticmethod
-    def _pass(value: Any) -> Any:
-        return ["raise", value.exc] if type(value) is Raise else ["value", value]
-
-    def balance(self) -> int:
-        return self._channel.balance
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def closed(self) -> bool:
-        return self._channel.closed
-
-    def statistics(self) -> dict[str, Any]:
-        s = self._channel.statistics()
-        return {"name": s.name, "capacity": s.capacity, "buffered": s.buffered,
-                "balance": s.balance, "sent": s.sent, "received": s.received,
-                "closed": s.closed}
-
-    async def select(self, specs: list[list[Any]], timeout: float | None) -> list[Any]:
-        """A select over channels all owned by this node, on behalf of a remote caller."""
-        cases = []
-        for send, name, value in specs:
-            cases.append(Case(_local_channel(self._node, name), bool(send), value))
-        index, value = await aselect(*cases, timeout=timeout)
-        return [index, value]
-
-
-def _local_channel(node: Node, name: str) -> Channel:
-    actor = node._actors.get(name)
-    if actor is None or not isinstance(actor.obj, ChannelEndpoint):
-        raise NoSuchObject(f"no channel named {name!r} on this node")
-    return actor.obj._channel
 
 
 def _provide(node: Node, obj: object) -> RemoteRef | None:
@@ -261,7 +57,7 @@ def _factory(node: Node, ref: RemoteRef, link: Link | None) -> object:
     # A handle made by connect_channel has no node id, only the owner's address.
     if ref.node == node.id or (not ref.node and ref.address and ref.address == node.address):
         try:
-            return _local_channel(node, ref.name)
+            return local_channel(node, ref.name)
         except NoSuchObject:
             pass
     return RemoteChannel(node, ref, link)
