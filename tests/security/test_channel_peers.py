@@ -39,7 +39,7 @@ with netlet.Node(listen="tcp://127.0.0.1:0", keepalive=0.5,
     node.wait()
 """
 
-CALL, REPLY, ERROR = 1, 2, 3
+CALL, REPLY, ERROR, PING, PONG = 1, 2, 3, 5, 6
 
 
 @pytest.fixture
@@ -56,9 +56,12 @@ def attacker(server: ServerProcess) -> RawClient:
 def call(client: RawClient, cid: int, method: str, *args: Any) -> list[Any]:
     """One call to the channel and its answer (REPLY or ERROR)."""
     client.send_msg([CALL, cid, "box", method, list(args), None])
-    answer: list[Any] = client.recv_msg()
-    assert answer[1] == cid, answer
-    return answer
+    while True:
+        answer: list[Any] = client.recv_msg()
+        if answer[0] != PING:
+            assert answer[1] == cid, answer
+            return answer
+        client.send_msg([PONG, answer[1]])  # the owner checks we are alive (§4.8)
 
 
 def error_type(answer: list[Any]) -> str:
@@ -175,8 +178,12 @@ def test_a_peer_that_never_acknowledges_is_slowed_not_buffered(
 def test_the_number_of_values_held_for_one_peer_is_bounded(server: ServerProcess) -> None:
     with attacker(server) as thief:
         for i in range(1100):
-            thief.send_msg([CALL, 0, "box", "send_nowait", [i], None])  # oneway
-            answer = call(thief, i + 1, "receive", 1.0, f"{thief.node}:{i}")
+            # One write: a oneway send_nowait, and the receive (no Nagle stall between).
+            thief.send_raw(frame(msgpack.packb([CALL, 0, "box", "send_nowait", [i], None]))
+                           + frame(msgpack.packb([CALL, i + 1, "box", "receive",
+                                                  [1.0, f"{thief.node}:{i}"], None])))
+            answer = thief.recv_msg()
+            assert answer[1] == i + 1, answer
             if answer[0] == ERROR:
                 assert error_type(answer) == "netlet.errors.ChannelTimeout"
                 break
@@ -258,3 +265,57 @@ def test_parked_sends_are_bounded_by_the_connection_budget(
         assert grown < 4 * CONNECTION_MEMORY / MiB, f"the owner kept {grown:.0f} MiB"
     # The waiting sends ended with their connection; the buffered values are intact.
     assert sorted(honest_receives(node_factory(), server.address, 4)) == [0, 1, 2, 3]
+
+
+def test_parked_receives_are_bounded_by_the_calls_in_flight(server: ServerProcess) -> None:
+    """100,000 receives on an empty box, each with a fresh ticket: the owner serves
+    ``max_inflight`` (1024) at once and stops reading the connection past it."""
+    rss_before = settled_rss_mib(server.pid)
+    with attacker(server) as thief:
+        thief.sock.settimeout(2.0)
+        written = 0
+        try:
+            for start in range(1, 100_001, 1000):
+                thief.sock.sendall(b"".join(
+                    frame(msgpack.packb([CALL, cid, "box", "receive",
+                                         [None, f"{thief.node}:{cid}" + "t" * 80], None]))
+                    for cid in range(start, start + 1000)))
+                written += 1000
+        except TimeoutError:
+            pass  # the owner stopped reading us
+        grown = settled_rss_mib(server.pid) - rss_before
+        print(f"parked receives written before the owner stopped reading: ~{written}; "
+              f"server RSS {grown:+.1f} MiB")
+        assert written < 100_000, "the owner read 100,000 receives that all had to wait"
+        assert grown < 16, f"the owner kept {grown:.0f} MiB for waiting receives"
+    with attacker(server) as honest:  # the waiting receives ended with their connection
+        deadline = time.monotonic() + 10
+        cid = 1
+        while call(honest, cid, "balance") != [REPLY, cid, 0]:
+            assert time.monotonic() < deadline, "receives of a closed connection still wait"
+            time.sleep(0.05)
+            cid += 1
+        assert call(honest, cid + 1, "send_nowait", "v") == [REPLY, cid + 1, None]
+        assert call(honest, cid + 2, "receive_nowait") == [REPLY, cid + 2, ["value", "v"]]
+
+
+def test_a_connection_claiming_another_nodes_id_is_lent_and_kept_nothing(
+        server: ServerProcess) -> None:
+    """A second connection with an id a live one owns acts for nobody (§4.8): no slots
+    are lent to it and no value is kept for it, since no departure would free them."""
+    with attacker(server) as owner:
+        claimant = RawClient.connect(server.address)
+        claimant.node = owner.node
+        with claimant:
+            claimant.handshake()
+            assert call(claimant, 1, "send_reserving", f"{owner.node}:s", "v", False, 3,
+                        None) == [REPLY, 1, 0]
+            ticket = f"{owner.node}:t"
+            assert call(claimant, 2, "receive", 1.0, ticket) == [REPLY, 2, ["value", "v"]]
+            # Its waiting receives can still be cancelled (with the ticket it chose).
+            claimant.send_msg([CALL, 3, "box", "receive", [None, ticket], None])
+            assert call(claimant, 4, "cancel_receive", ticket) == [REPLY, 4, None]
+            assert error_type(claimant.recv_msg()) == "netlet.errors.CallCancelled"
+        # Nothing lent to it is missing: the whole buffer takes values.
+        for i in range(4):
+            assert call(owner, 10 + i, "send_nowait", i) == [REPLY, 10 + i, None]
