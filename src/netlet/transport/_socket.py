@@ -13,21 +13,22 @@ import contextlib
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import islice
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
-from netlet.transport._base import Connection, log
+from netlet.transport._base import log
 from netlet.transport._budget import Account
-from netlet.transport._framing import FrameReader, frame_parts
+from netlet.transport._framed import FramedConnection
+from netlet.transport._framing import frame_parts
 
 __all__ = ["SocketConnection"]
 
 _IOV_MAX = 512
 
 
-class SocketConnection(Connection):
+class SocketConnection(FramedConnection):
     """One non-blocking stream socket owned by a loop."""
 
     def __init__(
@@ -39,30 +40,20 @@ class SocketConnection(Connection):
         max_buffers: int = 0,
         account: Account | None = None,
     ) -> None:
-        super().__init__(loop, remote, account)
+        super().__init__(loop, remote, max_frame, max_buffers, account)
         sock.setblocking(False)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
-        self._reader = FrameReader(self._deliver, max_frame, max_buffers, account)
         self._lock = threading.Lock()
         self._queue: deque[Buffer] = deque()
         self._queued = 0
         self._flush_scheduled = False
         self._writer_armed = False
         self._reading = True
-        self._owner_paused = False
-        self._waiting: Callable[[], None] | None = None  # a large frame awaits admission
-        if account is not None:
-            self._reader.admit = self._admit
         self._drained: asyncio.Future[None] | None = None
         loop.add_reader(self._fd, self._on_readable)
-
-    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
-        self._reader.max_frame = max_frame
-        self._reader.max_buffers = max_buffers
-        self._reader.authenticated()
 
     def pending_bytes(self) -> int:
         return self._queued
@@ -87,68 +78,34 @@ class SocketConnection(Connection):
         try:
             reader.buffer_updated(n)
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
-            self._close_now(e)
+            self._protocol_error(e)
 
     def pause_reading(self) -> None:
         super().pause_reading()
         self._reader.paused = True  # frames already read wait too
         self._owner_paused = True
-        self._sync_reader()
+        self._sync_reading()
 
     def resume_reading(self) -> None:
         super().resume_reading()
         self._owner_paused = False
-        self._sync_reader()
+        self._sync_reading()
         if not self._closed:
             try:
                 self._reader.resume()
             except ProtocolError as e:
-                log.warning("closing connection from %s: %s", self.remote, e)
-                self._close_now(e)
+                self._protocol_error(e)
 
-    def _sync_reader(self) -> None:
-        """Watch the socket unless the owner paused us or a large frame awaits admission."""
+    def _sync_reading(self) -> None:
         if self._closed:
             return  # _close_now removed the reader; the fd number may be reused already
-        want = not (self._owner_paused or self._waiting)
+        want = self._wants_reading()
         if want != self._reading:
             self._reading = want
             if want:
                 self.loop.add_reader(self._fd, self._on_readable)
             else:
                 self.loop.remove_reader(self._fd)
-
-    # -- admission of large frames into the memory budget (loop thread) ---
-
-    def _admit(self, n: int) -> bool:
-        assert self.account is not None
-        budget = self.account.budget
-
-        def admitted() -> None:  # any thread
-            try:
-                self.loop.call_soon_threadsafe(self._on_admitted, n)
-            except RuntimeError:  # the loop is closed
-                budget.withdraw(n)
-
-        if budget.admit(n, admitted):
-            return True
-        self._waiting = admitted
-        self._sync_reader()
-        return False
-
-    def _on_admitted(self, n: int) -> None:
-        self._waiting = None
-        if self._closed:
-            if self.account is not None:
-                self.account.budget.withdraw(n)
-            return
-        self._sync_reader()
-        try:
-            self._reader.admitted(n)
-        except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
-            self._close_now(e)
 
     # -- writing (any thread) -------------------------------------------
 
@@ -283,12 +240,6 @@ class SocketConnection(Connection):
         return sock
 
     # -- closing ----------------------------------------------------------
-
-    def _drop_buffers(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None and self.account is not None:
-            self.account.budget.cancel(waiting)
-        self._reader.close()
 
     def close(self, reason: BaseException | None = None) -> None:
         if self.in_loop_thread():

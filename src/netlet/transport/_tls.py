@@ -1,6 +1,8 @@
 """TLS connections on asyncio's SSL transport (the ``ssl`` module does the crypto).
 
 Writes from other threads hop to the loop: the SSL transport is not thread-safe.
+A large frame waits for admission into the node's memory total as on plain TCP
+(``_socket.py``): the transport stops reading until the budget lets it in.
 """
 
 from __future__ import annotations
@@ -10,32 +12,24 @@ from collections.abc import Sequence
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
-from netlet.transport._base import Connection, log
 from netlet.transport._budget import Account
-from netlet.transport._framing import FrameReader, frame_parts
+from netlet.transport._framed import FramedConnection
+from netlet.transport._framing import frame_parts
 
 __all__ = ["StreamConnection"]
 
 
-class StreamConnection(Connection, asyncio.BufferedProtocol):
+class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
     """A connection over any asyncio transport (used for TLS)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, remote: str, max_frame: int, max_buffers: int = 0,
         account: Account | None = None,
     ) -> None:
-        Connection.__init__(self, loop, remote, account)
-        self._reader = FrameReader(self._deliver, max_frame, max_buffers, account)
+        FramedConnection.__init__(self, loop, remote, max_frame, max_buffers, account)
         self._transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
-
-    def set_max_frame(self, max_frame: int, max_buffers: int) -> None:
-        self._reader.max_frame = max_frame
-        self._reader.max_buffers = max_buffers
-        self._reader.authenticated()
-
-    def _drop_buffers(self) -> None:
-        self._reader.close()
+        self._transport_reading = True
 
     def pending_bytes(self) -> int:
         t = self._transport
@@ -56,24 +50,31 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
         try:
             self._reader.buffer_updated(nbytes)
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
-            self._close_now(e)
+            self._protocol_error(e)
 
     def pause_reading(self) -> None:
         super().pause_reading()
         self._reader.paused = True
-        if self._transport is not None and not self._closed:
-            self._transport.pause_reading()
+        self._owner_paused = True
+        self._sync_reading()
 
     def resume_reading(self) -> None:
         super().resume_reading()
-        if self._transport is not None and not self._closed:
-            self._transport.resume_reading()
+        self._owner_paused = False
+        self._sync_reading()
         try:
             self._reader.resume()
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
-            self._close_now(e)
+            self._protocol_error(e)
+
+    def _sync_reading(self) -> None:
+        t = self._transport
+        if t is None or self._closed:
+            return
+        want = self._wants_reading()
+        if want != self._transport_reading:
+            self._transport_reading = want
+            t.resume_reading() if want else t.pause_reading()
 
     def eof_received(self) -> bool:
         return False
