@@ -38,6 +38,22 @@ class FramedConnection(Connection):
         self._reader.max_buffers = max_buffers
         self._reader.authenticated()
 
+    def pause_reading(self) -> None:
+        super().pause_reading()
+        self._reader.paused = True  # frames already read wait too
+        self._owner_paused = True
+        self._sync_reading()
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        self._owner_paused = False
+        self._sync_reading()
+        if not self._closed:
+            try:
+                self._reader.resume()
+            except ProtocolError as e:
+                self._protocol_error(e)
+
     def _wants_reading(self) -> bool:
         return not (self._owner_paused or self._waiting)
 

@@ -80,22 +80,6 @@ class SocketConnection(FramedConnection):
         except ProtocolError as e:
             self._protocol_error(e)
 
-    def pause_reading(self) -> None:
-        super().pause_reading()
-        self._reader.paused = True  # frames already read wait too
-        self._owner_paused = True
-        self._sync_reading()
-
-    def resume_reading(self) -> None:
-        super().resume_reading()
-        self._owner_paused = False
-        self._sync_reading()
-        if not self._closed:
-            try:
-                self._reader.resume()
-            except ProtocolError as e:
-                self._protocol_error(e)
-
     def _sync_reading(self) -> None:
         if self._closed:
             return  # _close_now removed the reader; the fd number may be reused already

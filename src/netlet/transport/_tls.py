@@ -52,21 +52,6 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         except ProtocolError as e:
             self._protocol_error(e)
 
-    def pause_reading(self) -> None:
-        super().pause_reading()
-        self._reader.paused = True
-        self._owner_paused = True
-        self._sync_reading()
-
-    def resume_reading(self) -> None:
-        super().resume_reading()
-        self._owner_paused = False
-        self._sync_reading()
-        try:
-            self._reader.resume()
-        except ProtocolError as e:
-            self._protocol_error(e)
-
     def _sync_reading(self) -> None:
         t = self._transport
         if t is None or self._closed:
