@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import netlet
+from netlet.cluster import Cluster, Executor
 from netlet.errors import AuthenticationError, HandshakeError
 from netlet.transport import find_user_key
 from tests.conftest import RawClient
@@ -49,7 +49,7 @@ for path in sockets:
 """
 
 
-def _embedded(ex: netlet.Executor) -> Path:
+def _embedded(ex: Executor) -> Path:
     embedded = ex._embedded
     assert embedded is not None
     return Path(embedded.address.removeprefix("unix://")).parent
@@ -59,7 +59,7 @@ def _embedded(ex: netlet.Executor) -> Path:
 def test_another_user_cannot_reach_the_embedded_executor() -> None:
     if _WHY_NOT is not None:
         pytest.fail(f"CI=true but the attacker cannot run: {_WHY_NOT}")
-    with netlet.Executor(1) as ex:
+    with Executor(1) as ex:
         assert ex.submit(pow, 2, 10).result(30) == 1024
         directory = _embedded(ex)
         info = directory.stat()
@@ -76,7 +76,7 @@ def test_another_user_cannot_reach_the_embedded_executor() -> None:
 
 
 def test_the_embedded_key_is_fresh_and_in_no_file() -> None:
-    with netlet.Executor(1) as first, netlet.Executor(1) as second:
+    with Executor(1) as first, Executor(1) as second:
         a, b = first._embedded, second._embedded
         assert a is not None
         assert b is not None
@@ -86,6 +86,6 @@ def test_the_embedded_key_is_fresh_and_in_no_file() -> None:
             raw.hello()
             reply = raw.recv_msg()
             assert reply == {"error": "auth", "message": "this node requires the cluster key"}
-        with pytest.raises((AuthenticationError, HandshakeError)):
-            with netlet.Cluster(a.address) as c:
-                c.status()
+        with pytest.raises((AuthenticationError, HandshakeError)), \
+                Cluster(a.address) as c:
+            c.status()
