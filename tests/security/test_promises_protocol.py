@@ -23,7 +23,13 @@ import msgpack
 import pytest
 
 import netlet
-from netlet.errors import CallTimeout, NetletError
+from netlet.errors import (
+    AuthenticationError,
+    CallTimeout,
+    HandshakeError,
+    NetletError,
+    VersionMismatch,
+)
 from netlet.transport import generate_key
 from tests.conftest import STEP, RawClient, frame, hmac_proof
 
@@ -178,6 +184,8 @@ class FakeServer:
         self.attack = attack
         self.closed = 0
         self.accepted = 0
+        self.hellos: list[bytes] = []
+        self.after = bytearray()  # what clients sent after our attack
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.address = f"tcp://127.0.0.1:{self._sock.getsockname()[1]}"
         self._conns: list[socket.socket] = []
@@ -200,9 +208,10 @@ class FakeServer:
             body_len, nbufs = struct.unpack(">II", head)
             _recv_exact(conn, 4 * nbufs)
             body = _recv_exact(conn, body_len)
+            self.hellos.append(body)
             conn.sendall(self.attack(body))
-            while conn.recv(65536):
-                pass
+            while chunk := conn.recv(65536):
+                self.after += chunk
             self.closed += 1
         except OSError:
             self.closed += 1
@@ -270,3 +279,67 @@ def test_a_client_holds_a_server_to_the_frame_limits(
     while server.closed < server.accepted:  # the client hung up on every connection
         assert time.monotonic() < deadline, (server.closed, server.accepted)
         time.sleep(0.02)
+
+
+# -- a hostile server in the handshake: what a keyed client refuses (§4.3, §4.5) -------------
+
+
+def _server_hello(**fields: Any) -> bytes:
+    hello = {"netlet": 1, "node": "f" * 32, "address": "", "auth": "hmac-sha256",
+             "nonce": b"\2" * 32, "pickle": False, **fields}
+    packed: bytes = msgpack.packb(hello)
+    return packed
+
+
+def _answer(hello: bytes, *, proof_key: bytes = KEY, **fields: Any) -> bytes:
+    """A server hello and its proof, made with ``proof_key`` over the real transcript."""
+    server_hello = _server_hello(**fields)
+    proof = hmac_proof(proof_key, b"server", hello, server_hello)
+    return frame(server_hello) + frame(msgpack.packb({"proof": proof}))
+
+
+REFUSALS: dict[str, tuple[Callable[[bytes], bytes], type[NetletError], str]] = {
+    "a wrong server proof": (lambda h: _answer(h, proof_key=b"w" * 32),
+                             AuthenticationError, ""),
+    "a proof inside the hello (an older netlet)": (
+        lambda h: frame(_server_hello(proof=b"\0" * 32)), AuthenticationError, "upgrade"),
+    "auth other than hmac-sha256, with a right proof": (
+        lambda h: _answer(h, auth="hmac-md5"), AuthenticationError, ""),
+    "a right proof but a different version": (lambda h: _answer(h, netlet=2), HandshakeError, ""),
+    "error version": (lambda h: frame(msgpack.packb({"error": "version", "message": "no"})),
+                      VersionMismatch, ""),
+    "error auth": (lambda h: frame(msgpack.packb({"error": "auth", "message": "no"})),
+                   AuthenticationError, ""),
+    "an error nobody knows": (lambda h: frame(msgpack.packb({"error": "teapot", "message": "x"})),
+                              HandshakeError, ""),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_a_keyed_client_refuses_a_server_that_proves_nothing(
+        fake_server: Callable[[Callable[[bytes], bytes]], FakeServer],
+        node_factory: NodeFactory, name: str) -> None:
+    attack, error, words = REFUSALS[name]
+    server = fake_server(attack)
+    client = node_factory(key=KEY, call_timeout=10)
+    with pytest.raises(error, match=words or None) as refused:
+        client.proxy(server.address, "echo").echo.future(1).result(20)
+    assert not isinstance(refused.value, CallTimeout)
+    deadline = time.monotonic() + STEP
+    while server.closed < server.accepted:  # and it hung up
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_right_server_proof_is_accepted_control(
+        fake_server: Callable[[Callable[[bytes], bytes]], FakeServer],
+        node_factory: NodeFactory) -> None:
+    """The fake server's proof is right: the client answers with its own, so the
+    refusals above come from what each changed, not from a broken fake."""
+    server = fake_server(_answer)
+    client = node_factory(key=KEY, call_timeout=3)
+    with pytest.raises(NetletError):  # the fake never says ok: the call fails, later
+        client.proxy(server.address, "echo").echo.future(1).result(20)
+    hello = server.hellos[0]
+    proof = hmac_proof(KEY, b"client", hello, _server_hello())
+    assert bytes(server.after).startswith(frame(msgpack.packb({"proof": proof})))
