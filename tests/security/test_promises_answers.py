@@ -200,3 +200,35 @@ def test_an_undecodable_reply_fails_its_call_and_the_connection_stays(
         proxy.echo.future(1).result(STEP)
     assert proxy.echo.future(2).result(STEP) == "answer 1"
     assert server.accepted == 1  # the same connection answered the next call
+
+
+# -- ... and a flood of bad connections does not flood the log (SECURITY.md, "who is trusted") --
+
+FLOODS: dict[str, bytes] = {
+    "4 GiB headers before the hello": struct.pack(">II", 0xFFFF_FFFF, 0),
+    "garbage before the hello": b"\xff" * 64,
+    "frames cut off before the hello": struct.pack(">II", 100, 0) + b"\x80",
+}
+
+
+@pytest.mark.parametrize("name", list(FLOODS))
+def test_peers_without_the_key_cannot_flood_the_log(node_factory: NodeFactory, name: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A network peer without the key may not "make the node log without limit"."""
+    key = b"k" * 32
+    server = node_factory("tcp://127.0.0.1:0", key=key)
+    server.serve(Service(), "svc")
+    assert server.address is not None
+    with caplog.at_level(logging.INFO, logger="netlet"):
+        for _ in range(300):
+            with RawClient.connect(server.address) as raw:
+                raw.send_raw(FLOODS[name])
+                if name.startswith("frames cut off"):
+                    continue  # we close with the frame unfinished
+                assert raw.recv_frame_or_eof(STEP) is None
+        with RawClient.connect(server.address) as raw:  # the node still serves a key holder
+            raw.handshake(key)
+            raw.send_msg([1, 1, "svc", "echo", ["ok"], None])
+            assert raw.recv_msg() == [2, 1, "ok"]
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) <= 60, f"{len(lines)} lines for 300 bad connections: {lines[-1].getMessage()}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections import deque
@@ -18,7 +19,7 @@ from itertools import islice
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
-from netlet.transport._base import Connection, log
+from netlet.transport._base import Connection
 from netlet.transport._budget import Account
 from netlet.transport._framing import FrameReader, frame_parts
 
@@ -80,14 +81,14 @@ class SocketConnection(Connection):
             return
         if n == 0:
             if reader.has_data():
-                log.warning("connection from %s closed mid-frame: a truncated frame was dropped",
-                            self.remote)
+                self.warn(logging.WARNING, "connection from %s closed mid-frame: a truncated "
+                          "frame was dropped", self.remote)
             self._close_now(ConnectionLost(f"{self.remote} closed the connection"))
             return
         try:
             reader.buffer_updated(n)
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
+            self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
             self._close_now(e)
 
     def pause_reading(self) -> None:
@@ -104,7 +105,7 @@ class SocketConnection(Connection):
             try:
                 self._reader.resume()
             except ProtocolError as e:
-                log.warning("closing connection from %s: %s", self.remote, e)
+                self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
                 self._close_now(e)
 
     def _sync_reader(self) -> None:
@@ -147,7 +148,7 @@ class SocketConnection(Connection):
         try:
             self._reader.admitted(n)
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
+            self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
             self._close_now(e)
 
     # -- writing (any thread) -------------------------------------------

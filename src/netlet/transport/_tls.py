@@ -6,11 +6,12 @@ Writes from other threads hop to the loop: the SSL transport is not thread-safe.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
-from netlet.transport._base import Connection, log
+from netlet.transport._base import Connection
 from netlet.transport._budget import Account
 from netlet.transport._framing import FrameReader, frame_parts
 
@@ -56,7 +57,7 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
         try:
             self._reader.buffer_updated(nbytes)
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
+            self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
             self._close_now(e)
 
     def pause_reading(self) -> None:
@@ -72,7 +73,7 @@ class StreamConnection(Connection, asyncio.BufferedProtocol):
         try:
             self._reader.resume()
         except ProtocolError as e:
-            log.warning("closing connection from %s: %s", self.remote, e)
+            self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
             self._close_now(e)
 
     def eof_received(self) -> bool:
