@@ -61,7 +61,8 @@ def test_beyond_loopback_without_a_key_nothing_starts(servers: Servers, tmp_path
         assert "--key-file" in done.stderr  # what to do
     else:
         assert "without a cluster key" in done.stderr
-        assert "netlet keygen" in done.stderr
+        assert "--key-file" in done.stderr  # what to do, in the command's own words
+        assert "--insecure" in done.stderr
     assert _nobody_listens(port)
     assert not db.exists()
 

@@ -161,7 +161,8 @@ class Listener:
             if not cfg.insecure:
                 raise InsecureListenError(
                     f"refusing to listen on {addr} without a cluster key: anyone who can reach "
-                    "it could call your objects. Give a key (netlet keygen) or pass insecure."
+                    "it could call your objects. Give a key (netlet keygen, then key_file= or "
+                    "--key-file) or, on a closed network, pass insecure=True (--insecure)."
                 )
             log.warning("INSECURE: listening on %s with no cluster key; anyone who can reach "
                         "this address can call every exposed object", addr)
