@@ -232,3 +232,20 @@ def test_peers_without_the_key_cannot_flood_the_log(node_factory: NodeFactory, n
             assert raw.recv_msg() == [2, 1, "ok"]
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) <= 60, f"{len(lines)} lines for 300 bad connections: {lines[-1].getMessage()}"
+
+
+@pytest.mark.parametrize("role", ["link", "direct"])
+@pytest.mark.parametrize("field", ["target", "method", "kind"])
+def test_a_peer_cannot_write_a_megabyte_into_one_log_line(
+        address: str, role: str, field: str, caplog: pytest.LogCaptureFixture) -> None:
+    big = "A" * 1_000_000
+    call: list[Any] = {"target": [1, 1, big, "echo", [], None],
+                       "method": [1, 1, "svc", big, [], None],
+                       "kind": [big, 1]}[field]
+    with caplog.at_level(logging.INFO, logger="netlet"), RawClient.connect(address) as raw:
+        raw.handshake(role=role)
+        raw.send_msg(call)
+        raw.recv_frame_or_eof(STEP)  # an ERROR, or the close
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines, "nothing was logged"
+    assert max(map(len, lines)) < 2000, f"a log line of {max(map(len, lines))} characters"
