@@ -213,7 +213,7 @@ class Listener:
                 continue
             with self._open_lock:
                 self._open += 1
-            self._track(self._accept_socket(csock, remote))
+            self._track(self._accept_socket(csock, remote), on_cancel=csock.close)
 
     def _pause_accepting(self, error: OSError) -> None:
         """Out of descriptors (or memory): stop watching the socket for a while."""
@@ -248,10 +248,13 @@ class Listener:
         with self._open_lock:
             self._open -= 1
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None],
+               on_cancel: Callable[[], None] | None = None) -> None:
         task = self._loop.create_task(coro)
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
+        if on_cancel is not None:  # a task cancelled before its first step ran no cleanup
+            task.add_done_callback(lambda t: on_cancel() if t.cancelled() else None)
 
     async def _accept_socket(self, csock: socket.socket, remote: str) -> None:
         hs_max = self.config.limits.handshake_max
