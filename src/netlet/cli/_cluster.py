@@ -83,21 +83,23 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     head_obj = Head(node, HeadConfig(), store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
+    stop = _stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
     Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]{where}"
                                + (f", state in {state}" if state else ""), soft_wrap=True)
     print(node.address, flush=True)
-    _wait_for_signal(node)
+    while not stop.wait(0.5):
+        pass
+    node.close()
     if store is not None:
         store.close()
 
 
-def _wait_for_signal(node: Node) -> None:
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (installed before the server says it is ready)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass
-    node.close()
+    return stop
 
 
 @click.command()

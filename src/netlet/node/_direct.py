@@ -25,7 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from netlet.codec import Codec, RemoteRef
+from netlet.codec import Codec, RemoteRef, short
 from netlet.errors import (
     CallTimeout,
     ConnectionLost,
@@ -285,7 +285,7 @@ def _check_call(msg: Any) -> str:
     if msg[0] == _CANCEL:
         return "cancel"
     if msg[0] != _CALL:
-        return f"unexpected message kind {msg[0]!r} on a direct connection"
+        return f"unexpected message kind {short(msg[0])} on a direct connection"
     if len(msg) != 6:
         return "malformed message: a call has 6 elements"
     _, cid, target, method, args, kwargs = msg
@@ -316,14 +316,15 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             pass
 
     actor = node._actors.get(target)
-    if actor is None:
-        log.warning("refused a call from %s: no object named %r", remote, target)
-        reply(False, NoSuchObject(f"no object named {target!r} on this node"))
+    if actor is None:  # peer strings are cut short in logs and answers, as on a link
+        log.warning("refused a call from %s: no object named %s", remote, short(target))
+        reply(False, NoSuchObject(f"no object named {short(target)} on this node"))
         return
     info = actor.methods.get(method)
     if info is None:
-        log.warning("refused a call from %s: %s.%s is not exposed", remote, target, method)
+        name = method if len(method) <= 80 else method[:80] + "..."
+        log.warning("refused a call from %s: %s.%s is not exposed", remote, target, name)
         reply(False, NotExposed(
-            f"{type(actor.obj).__name__}.{method} is not exposed for remote calls"))
+            f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
         return
     actor.run_inline(info, args, kwargs, reply)

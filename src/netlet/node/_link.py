@@ -220,6 +220,8 @@ class Link:
     def _dispatch(self, msg: Any) -> None:
         """Act on one decoded message (loop thread)."""
         try:
+            if type(msg) is not list:  # a map {0: 5, 1: token} is no PING (§11)
+                raise TypeError("not an array")
             kind = msg[0]
             if kind == _REPLY:
                 waiter = self.pending.pop(msg[1], None)
@@ -248,8 +250,9 @@ class Link:
             else:
                 raise ProtocolError(f"unknown message kind {short(kind)}")
         except (IndexError, TypeError, KeyError, ValueError) as e:
-            log.warning("closing %s: malformed message (%s)", self.conn.remote, e)
-            self.conn.close(ProtocolError(f"malformed message: {e}"))
+            why = _malformed(msg, e)
+            log.warning("closing %s: malformed message (%s)", self.conn.remote, why)
+            self.conn.close(ProtocolError(f"malformed message: {why}"))
 
     def _undecodable(self, body: memoryview, error: DecodeError) -> None:
         """A body that does not decode: answer the call if we can tell which it was."""
@@ -478,3 +481,12 @@ def _log_oneway_failure(target: str, method: str) -> Callable[[bool, Any], None]
         if not ok:
             log.warning("oneway call %s.%s raised %r", target, method, value)
     return reply
+
+
+def _malformed(msg: Any, error: Exception) -> str:
+    """Why a decoded message cannot be acted on, in words a peer's author can act on."""
+    if type(msg) is not list or not msg:
+        return f"a message is a non-empty array (PROTOCOL.md §5), not {short(msg)}"
+    if isinstance(error, IndexError):
+        return f"{len(msg)} elements are too few for a message of kind {short(msg[0])}"
+    return str(error)

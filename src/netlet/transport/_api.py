@@ -12,7 +12,6 @@ import socket
 import ssl
 import stat
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,7 +25,7 @@ from netlet.errors import (
     PeerUnreachable,
 )
 from netlet.transport._address import Address, parse_address
-from netlet.transport._base import Connection, PeerInfo, log
+from netlet.transport._base import Connection, PeerInfo, RateLimitedLog, log
 from netlet.transport._budget import Budget
 from netlet.transport._config import TLSConfig, TransportConfig, warn_insecure
 from netlet.transport._handshake import client_handshake, server_handshake
@@ -44,30 +43,6 @@ _BACKOFF_MAX = 1.0
 """While accept fails for want of descriptors or memory, stop watching the socket and
 retry after a pause doubling from 50 ms to 1 s (asyncio's own servers retry at once
 and spin; trio sleeps). Waiting clients stay in the kernel's backlog meanwhile."""
-
-
-class RateLimitedLog:
-    """At most ``burst`` lines per ``interval`` seconds; the first line after a quiet
-    spell says how many were left out, so a flood of bad peers cannot flood the log."""
-
-    def __init__(self, interval: float = 10.0, burst: int = 1) -> None:
-        self.interval = interval
-        self.burst = burst
-        self._start = -interval
-        self._count = 0
-        self._skipped = 0
-
-    def __call__(self, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._start >= self.interval:
-            if self._skipped:
-                msg += f" ({self._skipped} more like this were not logged)"
-            self._start, self._count, self._skipped = now, 0, 0
-        if self._count >= self.burst:
-            self._skipped += 1
-            return
-        self._count += 1
-        log.log(level, msg, *args)
 
 
 @functools.lru_cache(maxsize=16)
@@ -167,7 +142,7 @@ class Listener:
         self._retry: asyncio.TimerHandle | None = None
         self._log_accept = RateLimitedLog()
         self._log_busy = RateLimitedLog()
-        self._log_refused = RateLimitedLog(burst=50)
+        self._log_refused = RateLimitedLog(burst=50)  # also what accepted peers do wrong
 
     @property
     def open_connections(self) -> int:
@@ -186,7 +161,8 @@ class Listener:
             if not cfg.insecure:
                 raise InsecureListenError(
                     f"refusing to listen on {addr} without a cluster key: anyone who can reach "
-                    "it could call your objects. Give a key (netlet keygen) or pass insecure."
+                    "it could call your objects. Give a key (netlet keygen, then key_file= or "
+                    "--key-file) or, on a closed network, pass insecure=True (--insecure)."
                 )
             log.warning("INSECURE: listening on %s with no cluster key; anyone who can reach "
                         "this address can call every exposed object", addr)
@@ -237,7 +213,7 @@ class Listener:
                 continue
             with self._open_lock:
                 self._open += 1
-            self._track(self._accept_socket(csock, remote))
+            self._track(self._accept_socket(csock, remote), on_cancel=csock.close)
 
     def _pause_accepting(self, error: OSError) -> None:
         """Out of descriptors (or memory): stop watching the socket for a while."""
@@ -272,10 +248,13 @@ class Listener:
         with self._open_lock:
             self._open -= 1
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None],
+               on_cancel: Callable[[], None] | None = None) -> None:
         task = self._loop.create_task(coro)
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
+        if on_cancel is not None:  # a task cancelled before its first step ran no cleanup
+            task.add_done_callback(lambda t: on_cancel() if t.cancelled() else None)
 
     async def _accept_socket(self, csock: socket.socket, remote: str) -> None:
         hs_max = self.config.limits.handshake_max
@@ -285,12 +264,14 @@ class Listener:
             if self.config.tls is not None:
                 sconn = conn = StreamConnection(self._loop, remote, hs_max, account=account)
                 sconn.slot = self._release_slot
+                sconn.warn = self._log_refused
                 try:
                     async with asyncio.timeout(self.config.handshake_timeout):
                         await self._loop.connect_accepted_socket(
                             lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
                 except (OSError, TimeoutError) as e:
-                    log.warning("TLS handshake with %s failed: %s", remote, e)
+                    self._log_refused(logging.WARNING, "TLS handshake with %s failed: %s",
+                                      remote, e)
                     csock.close()
                     sconn.close()
                     return
@@ -298,6 +279,7 @@ class Listener:
             else:
                 conn = SocketConnection(self._loop, csock, remote, hs_max, account=account)
                 conn.slot = self._release_slot
+                conn.warn = self._log_refused
         except BaseException:
             csock.close()
             if conn is None:

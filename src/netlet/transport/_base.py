@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,36 @@ from netlet.transport._framing import MessageHandler
 __all__ = ["CloseHandler", "Connection", "PeerInfo", "log"]
 
 log = logging.getLogger("netlet.transport")
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``interval`` seconds; the first line after a quiet
+    spell says how many were left out, so a flood of bad peers cannot flood the log."""
+
+    def __init__(self, interval: float = 10.0, burst: int = 1) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._start = -interval
+        self._count = 0
+        self._skipped = 0
+
+    def __call__(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._start >= self.interval:
+            if self._skipped:
+                msg += f" ({self._skipped} more like this were not logged)"
+            self._start, self._count, self._skipped = now, 0, 0
+        if self._count >= self.burst:
+            self._skipped += 1
+            return
+        self._count += 1
+        log.log(level, msg, *args)
+
+
+peer_warning = RateLimitedLog(burst=50)
+"""Warnings a peer's bytes cause (bad or truncated frames) on connections we dialed: at
+most 50 per 10 s. Each listener has its own such limiter for the connections it accepts
+(SECURITY.md: a peer without the key cannot make the node log without limit)."""
 
 CloseHandler = Callable[[BaseException | None], None]
 
@@ -67,6 +98,9 @@ class Connection(ABC):
         self.account = account
         """Where the memory this connection holds is counted (None: not counted)."""
         self.slot: Callable[[], None] | None = None
+        self.warn: Callable[..., None] = peer_warning
+        """Logs what this peer's bytes did wrong; a listener gives its connections its own
+        limiter, so a flood of bad connections cannot flood the log."""
         """Called once when the connection (or, after ``detach``, its socket) is gone:
         frees its place under the listener's connection cap."""
         self._on_message: MessageHandler | None = None

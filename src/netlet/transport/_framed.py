@@ -10,11 +10,12 @@ stops reading (``_sync_reading``) until the budget calls back; plain TCP
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import abstractmethod
 from collections.abc import Callable
 
 from netlet.errors import ProtocolError
-from netlet.transport._base import Connection, log
+from netlet.transport._base import Connection
 from netlet.transport._budget import Account
 from netlet.transport._framing import FrameReader
 
@@ -66,7 +67,7 @@ class FramedConnection(Connection):
         """Close at once, on the loop thread."""
 
     def _protocol_error(self, e: ProtocolError) -> None:
-        log.warning("closing connection from %s: %s", self.remote, e)
+        self.warn(logging.WARNING, "closing connection from %s: %s", self.remote, e)
         self._close_now(e)
 
     def _admit(self, n: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections import deque
@@ -18,7 +19,6 @@ from itertools import islice
 
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, ProtocolError
-from netlet.transport._base import log
 from netlet.transport._budget import Account
 from netlet.transport._framed import FramedConnection
 from netlet.transport._framing import frame_parts
@@ -71,8 +71,8 @@ class SocketConnection(FramedConnection):
             return
         if n == 0:
             if reader.has_data():
-                log.warning("connection from %s closed mid-frame: a truncated frame was dropped",
-                            self.remote)
+                self.warn(logging.WARNING, "connection from %s closed mid-frame: a truncated "
+                          "frame was dropped", self.remote)
             self._close_now(ConnectionLost(f"{self.remote} closed the connection"))
             return
         try:

@@ -291,14 +291,14 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
             cluster = Cluster(head_addr, node=node)
             cluster.register(name, node.proxy_for(ref))
         mode = "group commit" if group_commit else "one fsync per request"
+        stop = threading.Event()  # before saying we are ready: a Ctrl-C right after stops us
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         console.print(f"netlet bank listening on [cyan]{node.address}[/], ledger {db} ({mode}); "
                       f"operator calls {'allowed' if operator else 'refused (no key)'}"
                       + (f"; registered as {name!r} at {head_addr}" if cluster else ""),
                       soft_wrap=True)
         print(node.address, flush=True)
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
         while not stop.wait(0.5):
             pass
     finally:
