@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
-from netlet.errors import ConfigError, NetletError
+from netlet.cluster._worker import EXIT_KEY_REFUSED
+from netlet.errors import ConfigError, HandshakeError, NetletError
 from netlet.node import Node
 from netlet.transport import is_local_address, load_key, save_user_key, server_user_key
 
@@ -127,9 +128,10 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     if credit != "auto" and not credit.isdigit():
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
     key = worker_key(join_addr, _load_key(key_file))
+    _check_key(join_addr, key)
     n = processes or os.cpu_count() or 1
     cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit,
-           "--key-stdin"]
+           "--key-stdin", "--with-parent"]
     if allow_pickle:
         cmd.append("--pickle")
     if listen:
@@ -155,6 +157,8 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
                 code = proc.poll()
                 if code is None:
                     continue
+                if code == EXIT_KEY_REFUSED:
+                    raise click.ClickException(_wrong_key(join_addr))
                 failures += 1
                 if failures > 10 * n:
                     raise click.ClickException(
@@ -168,6 +172,27 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
+
+
+def _wrong_key(address: str) -> str:
+    return (f"wrong cluster key: the head at {address} refused it (give the key file the "
+            "head was started with: --key-file or NETLET_KEY_FILE)")
+
+
+def _check_key(address: str, key: bytes) -> None:
+    """Fail at once, before starting any process, if the head refuses ``key``.
+
+    A head that cannot be reached yet is fine: the workers wait for it.
+    """
+    node = Node(key=key, call_timeout=10)
+    try:
+        node.proxy(address, "netlet.head", timeout=10).names()
+    except HandshakeError:
+        raise click.ClickException(_wrong_key(address)) from None
+    except (NetletError, OSError):
+        pass
+    finally:
+        node.close()
 
 
 @click.command()

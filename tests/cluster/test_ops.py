@@ -1,0 +1,130 @@
+"""Operating a cluster: a head restarted from ``--state``, ``netlet worker`` facing a
+wrong key or losing its parent. Real heads, real workers, real signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from netlet.transport import write_key
+from tests.cluster import tasks
+from tests.cluster.conftest import (
+    STEP,
+    ClusterKit,
+    free_port,
+    netlet_command,
+    wait_until,
+)
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (exited, or a zombie nobody reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "zombie" in status
+
+
+# -- the head's --state keeps spawned actors ---------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_spawned_name_survives_head_kill(cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    port, state = free_port(), tmp_path / "head.db"
+    head, _, cluster = cluster_kit.start(workers=1, port=port, state=state)
+    counter = cluster.spawn(tasks.Counter, 5, name="counter", restart="on-failure")
+    assert counter.increment() == 6
+
+    head.kill()
+    head = cluster_kit.head(port, state=state)
+    again = cluster_kit.client(head.address)
+
+    found = wait_until(lambda: again.lookup("counter"), STEP, "the name 'counter' resolving")
+    assert found.increment() == 7  # the same object, on the same worker
+    assert "counter" in again.names()
+
+
+@pytest.mark.timeout(90)
+def test_spawned_actor_respawns_after_head_and_its_worker_die(
+        cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    port, state = free_port(), tmp_path / "head.db"
+    head, workers, cluster = cluster_kit.start(workers=2, port=port, state=state)
+    counter = cluster.spawn(tasks.Counter, 5, name="counter", restart="on-failure")
+    cluster.spawn(tasks.Counter, name="once")  # restart=None: not brought back
+    host = counter.pid()
+    victim = next(w for w in workers if w.pid == host)
+
+    head.kill()
+    victim.kill()
+    head = cluster_kit.head(port, state=state)
+    again = cluster_kit.client(head.address)
+
+    def respawned() -> bool:
+        found = again.lookup("counter")
+        return found is not None and found.pid() != host
+
+    wait_until(respawned, 3 * STEP, "'counter' respawned on the other worker")
+    assert again.actor("counter").get() == 5  # recreated with its arguments
+    wait_until(lambda: again.lookup("once") is None or again.actor("once").pid() != host,
+               STEP, "'once' dropped with its worker")
+    assert again.lookup("once") is None
+
+
+# -- netlet worker: a wrong key, no key, a parent that dies ----------------------------
+
+
+@pytest.mark.timeout(60)
+def test_worker_with_a_wrong_key_stops_at_once(cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    write_key(tmp_path / "head.key")
+    write_key(tmp_path / "other.key")
+    head = cluster_kit.head(key_file=tmp_path / "head.key")
+
+    result = cluster_kit.run("worker", "--join", head.address, "-n", "3",
+                             "--key-file", str(tmp_path / "other.key"), timeout=STEP * 3)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "wrong cluster key" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_worker_without_a_key_against_a_keyed_head(cluster_kit: ClusterKit,
+                                                   tmp_path: Path) -> None:
+    write_key(tmp_path / "head.key")
+    head = cluster_kit.head(key_file=tmp_path / "head.key")
+
+    result = cluster_kit.run("worker", "--join", head.address, "-n", "2", timeout=STEP * 3)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no cluster key" in lines[0] and "--key-file" in lines[0]
+
+
+@pytest.mark.timeout(60)
+def test_worker_processes_exit_when_netlet_worker_is_killed(cluster_kit: ClusterKit) -> None:
+    head = cluster_kit.head()
+    supervisor = cluster_kit.spawn([*netlet_command(), "worker", "--join", head.address,
+                                    "-n", "2"], name="netlet worker")
+    cluster = cluster_kit.client(head.address)
+    cluster_kit.wait_workers(cluster, 2)
+    children = supervisor.descendants()
+    assert len(children) >= 2
+
+    os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor alone
+    supervisor.wait()
+    try:
+        wait_until(lambda: all(_gone(pid) for pid in children), STEP,
+                   "the worker processes exiting after their parent")
+    finally:
+        for pid in children:  # on failure: leave no orphan holding our pipes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not cluster_kit.alive_workers(cluster), STEP, "the head noticing")
