@@ -50,8 +50,13 @@ def _load_key(path: str | None) -> bytes | None:
 @click.option("--advertise", metavar="HOST", default=None,
               help="Host name or IP others dial to reach this head, when --listen is "
                    "0.0.0.0 or :: (default: this machine's outward address).")
+@click.option("--client-grace", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="How long finished results wait for a client that lost its connection, "
+                   "and how long a head restarted from --state keeps the tasks of clients "
+                   "that have not come back; then they are dropped.")
 def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool, advertise: str | None) -> None:
+         allow_pickle: bool, advertise: str | None, client_grace: float) -> None:
     """Start a head: name service, membership and task scheduler.
 
     Workers join it with `netlet worker --join ADDR`; programs use it through
@@ -81,7 +86,7 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     where = ""
     if per_user and key is not None:
         where = f", per-user key {save_user_key(node.address, key)}"
-    head_obj = Head(node, HeadConfig(), store)
+    head_obj = Head(node, HeadConfig(client_grace=client_grace), store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
     Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]{where}"

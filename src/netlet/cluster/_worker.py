@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     except KeyRefused as e:
-        print(f"netlet worker: {e.message}", file=sys.stderr)
+        print(e.message, file=sys.stderr)
         raise
     except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
         raise SystemExit(f"netlet worker: {e}") from None
