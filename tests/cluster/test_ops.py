@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import json
 import signal
+import socket
+import subprocess
 import sqlite3
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from tests.cluster import tasks
 from tests.cluster.conftest import (
     STEP,
     ClusterKit,
+    child_env,
     free_port,
     netlet_command,
     wait_until,
@@ -175,3 +179,81 @@ def test_restarted_head_drops_tasks_of_clients_that_never_return(
 
     wait_until(lambda: watcher.status()["queued"] == 0, STEP, "the dead client's tasks dropped")
     wait_until(lambda: _stored_tasks(state) == 0, STEP, "head.db forgetting them")
+
+
+# -- netlet status -------------------------------------------------------------------------
+
+
+def _status(address: str, *args: str, columns: str | None = None) -> str:
+    """``netlet status`` with its output piped (not a terminal); COLUMNS as given."""
+    env = child_env()
+    env.pop("COLUMNS", None)
+    if columns is not None:
+        env["COLUMNS"] = columns
+    result = subprocess.run([*netlet_command(), "status", "--head", address, *args],
+                            capture_output=True, text=True, env=env, timeout=STEP * 3,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_status_drops_dead_workers(cluster_kit: ClusterKit) -> None:
+    head, workers, cluster = cluster_kit.start(workers=2)
+    workers[0].kill()
+    cluster_kit.wait_workers(cluster, 1)
+
+    info = json.loads(_status(head.address, "--json"))
+    assert [n["pid"] for n in info["nodes"] if n["role"] == "worker"] == [workers[1].pid]
+    table = _status(head.address)
+    assert str(workers[1].pid) in table
+    assert str(workers[0].pid) not in table
+    assert "dead" not in table
+
+
+@pytest.mark.timeout(60)
+def test_status_piped_is_not_truncated(cluster_kit: ClusterKit) -> None:
+    head, workers, cluster = cluster_kit.start(workers=1)
+    long_name = "a-rather-long-actor-name-" + "x" * 50
+    cluster.spawn(tasks.Counter, name=long_name)
+
+    table = _status(head.address, columns="40")  # a piped COLUMNS=40 must not cut it
+    assert long_name in table
+    assert head.address in table or cluster_kit.alive_workers(cluster)[0]["address"] in table
+
+
+@pytest.mark.timeout(60)
+def test_status_shows_one_id_per_worker_with_host_and_pid(cluster_kit: ClusterKit) -> None:
+    head, workers, cluster = cluster_kit.start(workers=2)
+    cluster.spawn(tasks.Counter, name="counter")
+    info = json.loads(_status(head.address, "--json"))
+    listed = {n["pid"]: n for n in info["nodes"] if n["role"] == "worker"}
+    assert set(listed) == {w.pid for w in workers}
+    owner = info["names"]["counter"][2]
+    assert owner in {n["node"] for n in listed.values()}
+    host = socket.gethostname()
+
+    table = _status(head.address)
+    rows = {line for line in table.splitlines() if "worker" in line}
+    for pid, node in listed.items():
+        row = next(r for r in rows if str(pid) in r)
+        assert node["id"] in row
+        assert host in row
+        assert node["node"].startswith(node["id"])
+    counter_row = next(r for r in table.splitlines() if "counter" in r)
+    assert listed[next(p for p, n in listed.items() if n["node"] == owner)]["id"] in counter_row
+
+
+@pytest.mark.timeout(60)
+def test_status_watch_refreshes_and_stops_on_sigint(cluster_kit: ClusterKit) -> None:
+    head = cluster_kit.head()
+    watch = cluster_kit.spawn([*netlet_command(), "status", "--head", head.address, "--watch",
+                               "--interval", "0.2"], name="status --watch")
+    watch.stdout.wait_for(r"0 queued")
+    mark = watch.stdout.mark()
+    worker = cluster_kit.worker(head.address)
+    watch.stdout.wait_for(rf"\b{worker.pid}\b", since=mark)
+
+    watch.signal(signal.SIGINT)
+    assert watch.wait() == 0
+    assert "Traceback" not in watch.stderr.text()

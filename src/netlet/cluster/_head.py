@@ -259,6 +259,8 @@ class Head:
                 if (member.role == "worker" and member.alive
                         and now - member.last_seen > self.config.dead_after):
                     self._member_died(member, f"silent for {now - member.last_seen:.1f} s")
+                if member.role == "worker" and not member.alive:
+                    del self._members[member.node]  # its tasks were requeued: nothing left
             if self._restored is not None:
                 self._forget_absent(now)
             cutoff = now - self.config.client_grace
@@ -665,11 +667,13 @@ class Head:
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()
+        # A dead worker is gone for good (a restarted one joins with a new id): not shown.
         nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
+                  "pid": m.info.get("pid"),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": len(m.running), "done": m.done, "failed": m.failed}
-                 for m in self._members.values()]
+                 for m in self._members.values() if m.alive or m.role != "worker"]
         running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
                 "names": await self.names(), "queued": len(self._queue), "running": running,
