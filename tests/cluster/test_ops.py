@@ -4,23 +4,24 @@ wrong key or losing its parent. Real heads, real workers, real signals."""
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import os
 import signal
 import socket
-import subprocess
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from netlet.errors import NetletError
-from netlet.transport import write_key
+from netlet.transport import load_key, write_key
 from tests.cluster import tasks
 from tests.cluster.conftest import (
     STEP,
     ClusterKit,
+    Proc,
     child_env,
     free_port,
     netlet_command,
@@ -213,7 +214,7 @@ def test_status_drops_dead_workers(cluster_kit: ClusterKit) -> None:
 
 @pytest.mark.timeout(60)
 def test_status_piped_is_not_truncated(cluster_kit: ClusterKit) -> None:
-    head, workers, cluster = cluster_kit.start(workers=1)
+    head, _workers, cluster = cluster_kit.start(workers=1)
     long_name = "a-rather-long-actor-name-" + "x" * 50
     cluster.spawn(tasks.Counter, name=long_name)
 
@@ -257,3 +258,91 @@ def test_status_watch_refreshes_and_stops_on_sigint(cluster_kit: ClusterKit) -> 
     watch.signal(signal.SIGINT)
     assert watch.wait() == 0
     assert "Traceback" not in watch.stderr.text()
+
+
+# -- NETLET_HEAD and NETLET_KEY_FILE -------------------------------------------------------
+
+
+@pytest.fixture
+def keyed_head(cluster_kit: ClusterKit, tmp_path: Path) -> tuple[Proc, Path]:
+    key_file = tmp_path / "cluster.key"
+    write_key(key_file)
+    return cluster_kit.head(key_file=key_file), key_file
+
+
+@pytest.mark.timeout(60)
+def test_head_listens_on_netlet_head(cluster_kit: ClusterKit,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("NETLET_HEAD", f"tcp://127.0.0.1:{port}")
+    head = cluster_kit.spawn([*netlet_command(), "head"], name="head")
+    assert head.stdout.wait_for(r"^tcp://").group(0)
+    assert head.stdout.text().strip() == f"tcp://127.0.0.1:{port}"
+
+
+@pytest.mark.timeout(60)
+def test_worker_and_status_read_the_environment(
+        cluster_kit: ClusterKit, keyed_head: tuple[Proc, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head, key_file = keyed_head
+    monkeypatch.setenv("NETLET_HEAD", head.address)
+    monkeypatch.setenv("NETLET_KEY_FILE", str(key_file))
+    supervisor = cluster_kit.spawn([*netlet_command(), "worker", "-n", "1"], name="worker")
+    cluster = cluster_kit.client()  # Cluster() with neither address nor key
+    cluster_kit.wait_workers(cluster, 1)
+    assert set(supervisor.descendants()) >= {
+        n["pid"] for n in cluster_kit.alive_workers(cluster)}
+
+    info = json.loads(cluster_kit.run("status", "--json").stdout)
+    assert [n["role"] for n in info["nodes"] if n["role"] == "worker"] == ["worker"]
+
+
+@pytest.mark.timeout(60)
+def test_explicit_arguments_win_over_the_environment(
+        cluster_kit: ClusterKit, keyed_head: tuple[Proc, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head, key_file = keyed_head
+    write_key(tmp_path / "other.key")
+    monkeypatch.setenv("NETLET_HEAD", f"tcp://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("NETLET_KEY_FILE", str(tmp_path / "other.key"))
+
+    wrong = cluster_kit.run("status", "--head", head.address)
+    assert wrong.returncode != 0  # the address given, the environment's (wrong) key
+    result = cluster_kit.run("status", "--head", head.address, "--key-file", str(key_file),
+                             "--json")
+    assert result.returncode == 0, result.stderr
+    cluster = cluster_kit.client(head.address, key_file=str(key_file))
+    assert cluster.status()["head"] == json.loads(result.stdout)["head"]
+
+
+_EXECUTOR = """
+import os
+from netlet import Cluster, Executor
+from tests.cluster import tasks
+with Executor() as ex:
+    print("executor", ex.submit(tasks.pid_after).result(30), flush=True)
+with Cluster() as c:
+    print("cluster", c.submit(tasks.pid_after).result(30), flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_cluster_executor_and_primes_use_the_environment(
+        cluster_kit: ClusterKit, keyed_head: tuple[Proc, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head, key_file = keyed_head
+    key = load_key(key_file)
+    worker = cluster_kit.worker(head.address, key=key)
+    monkeypatch.setenv("NETLET_HEAD", head.address)
+    monkeypatch.setenv("NETLET_KEY_FILE", str(key_file))
+
+    script = cluster_kit.spawn([sys.executable, "-c", _EXECUTOR], name="script")
+    assert script.wait(STEP * 3) == 0, script.stderr.text()
+    assert script.stdout.text().split() == ["executor", str(worker.pid),
+                                            "cluster", str(worker.pid)]
+
+    primes = cluster_kit.run("primes", "--end", "20000", "--method", "naive", "--json")
+    assert primes.returncode == 0, primes.stderr
+    summary = json.loads(primes.stdout)
+    assert summary["head"] == head.address
+    assert summary["count"] == 2262

@@ -231,7 +231,7 @@ def bank() -> None:
                    f"{MAX_SESSIONS_PER_ACCOUNT}).")
 @click.option("--advertise", default=None,
               help="Host or IP to give out as the bank's address (for a wildcard --listen).")
-@click.option("--head", "head_addr", default=None,
+@click.option("--head", "head_addr", default=None, envvar="NETLET_HEAD", show_envvar=True,
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="Name to register under with --head.")
