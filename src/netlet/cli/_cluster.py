@@ -21,7 +21,7 @@ from rich.text import Text
 
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
-from netlet.cluster._worker import EXIT_KEY_REFUSED
+from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
 from netlet.errors import ConfigError, HandshakeError, NetletError
 from netlet.node import Node
 from netlet.transport import is_local_address, load_key, save_user_key, server_user_key
@@ -85,7 +85,7 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
         node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
                     call_timeout=None, advertise=advertise)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+        raise click.ClickException(e.strerror or str(e)) from None  # names the address
     assert node.address is not None
     where = ""
     if per_user and key is not None:
@@ -169,6 +169,10 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
                     continue
                 if code == EXIT_KEY_REFUSED:
                     raise click.ClickException(_wrong_key(join_addr))
+                if code == EXIT_CANNOT_LISTEN:
+                    raise click.ClickException(
+                        f"a worker cannot listen on {listen} (see above); with a fixed "
+                        "--listen port run one process (-n 1) per address")
                 failures += 1
                 if failures > 10 * n:
                     raise click.ClickException(

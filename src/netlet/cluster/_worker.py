@@ -77,6 +77,8 @@ class WorkerControl:
 
 EXIT_KEY_REFUSED = 3
 """A worker's exit status when the head refused its key: restarting it cannot help."""
+EXIT_CANNOT_LISTEN = 4
+"""A worker's exit status when its --listen address cannot be bound (busy port...)."""
 
 
 class KeyRefused(SystemExit):
@@ -381,6 +383,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyRefused as e:
         print(e.message, file=sys.stderr)
         raise
+    except OSError as e:
+        if not str(e.strerror or "").startswith("cannot listen"):
+            raise
+        print(f"netlet worker: {e.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
     except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
         raise SystemExit(f"netlet worker: {e}") from None
 

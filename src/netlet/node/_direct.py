@@ -318,7 +318,8 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
     actor = node._actors.get(target)
     if actor is None:
         log.warning("refused a call from %s: no object named %r", remote, target)
-        reply(False, NoSuchObject(f"no object named {target!r} on this node"))
+        reply(False, NoSuchObject(
+            f"no object named {target!r} on node {node.address or node.id[:8]}"))
         return
     info = actor.methods.get(method)
     if info is None:

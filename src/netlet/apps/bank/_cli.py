@@ -268,7 +268,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
                     max_threads=256, call_timeout=None, advertise=advertise)
     except OSError as e:
         ledger.close(discard=True)
-        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+        raise click.ClickException(e.strerror or str(e)) from None  # names the address
     except BaseException:
         ledger.close(discard=True)
         raise
