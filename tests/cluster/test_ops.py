@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -346,3 +347,42 @@ def test_cluster_executor_and_primes_use_the_environment(
     summary = json.loads(primes.stdout)
     assert summary["head"] == head.address
     assert summary["count"] == 2262
+
+
+# -- a head on 0.0.0.0 without a default route ----------------------------------------------
+
+
+def _in_netns(script: str, timeout: float = STEP * 3) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (sh) in a fresh network namespace: only ``lo``, no route."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs unshare and ip (util-linux, iproute2)")
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a network namespace: {probe.stderr.decode().strip()}")
+    return subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True,
+                          text=True, env=child_env(), timeout=timeout, check=False)
+
+
+@pytest.mark.timeout(60)
+def test_wildcard_head_without_a_route_refuses_a_loopback_address(tmp_path: Path) -> None:
+    write_key(tmp_path / "k.key")
+    netlet = " ".join(netlet_command())
+    result = _in_netns(f"ip link set lo up; {netlet} head --listen tcp://0.0.0.0:0 "
+                       f"--key-file {tmp_path / 'k.key'}")
+    assert result.returncode != 0
+    assert "--advertise" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "127.0.0.1" not in result.stdout  # it never handed out a loopback address
+
+
+@pytest.mark.timeout(60)
+def test_wildcard_head_without_a_route_advertises_a_local_address(tmp_path: Path) -> None:
+    write_key(tmp_path / "k.key")
+    netlet = " ".join(netlet_command())
+    result = _in_netns(
+        f"ip link set lo up; ip addr add 10.1.2.3/24 dev lo; {netlet} head --listen "
+        f"tcp://0.0.0.0:0 --key-file {tmp_path / 'k.key'} > {tmp_path / 'out'} & pid=$!; "
+        # poll for the printed address (up to 10 s), then stop the head
+        f"for i in $(seq 200); do grep -q '^tcp://' {tmp_path / 'out'} && break; "
+        f"sleep 0.05; done; kill $pid; cat {tmp_path / 'out'}")
+    assert result.stdout.startswith("tcp://10.1.2.3:"), result.stderr
