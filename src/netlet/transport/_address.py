@@ -113,10 +113,11 @@ def outward_host(*, ipv6: bool = False) -> str:
     if local:
         return local[0]
     name = socket.gethostname()
+    resolved: set[str] = set()
     try:
         resolved = {str(i[4][0]) for i in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
     except OSError:
-        resolved: set[str] = set()
+        pass
     if resolved and not any(ipaddress.ip_address(a.split("%")[0]).is_loopback
                             for a in resolved):
         return name
