@@ -47,13 +47,17 @@ def _load_key(path: str | None) -> bytes | None:
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback WITHOUT a key (anyone reaching it can run code).")
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
-              help="SQLite file keeping the queue and names; a restarted head resumes from it.")
+              help="SQLite file keeping the queue, the names and the spawned actors (with "
+                   "their restart policy); a head restarted on it, even after kill -9, "
+                   "resumes from it.")
 @click.option("--allow-pickle", is_flag=True,
               help="Let clients send functions by value to workers (lambdas, closures). "
                    "Only over keyed links, and only to workers started with --allow-pickle.")
 @click.option("--advertise", metavar="HOST", default=None,
               help="Host name or IP others dial to reach this head, when --listen is "
-                   "0.0.0.0 or :: (default: this machine's outward address).")
+                   "0.0.0.0 or :: [default: the address of the default route's interface, "
+                   "else the first non-loopback address; with neither the head refuses "
+                   "to start].")
 @click.option("--client-grace", type=click.FloatRange(0.1), default=60.0, show_default=True,
               metavar="SECONDS",
               help="How long finished results wait for a client that lost its connection, "
