@@ -305,8 +305,8 @@ def _number(value: Any, fmt: str = "{}") -> str:
 
 def _render(info: dict[str, Any]) -> Group:
     nodes = Table(title=f"nodes (head {_shown(str(info['head'])[:8])})", title_justify="left")
-    for col in ("id", "role", "host", "pid", "address", "up", "heartbeat", "running", "done",
-                "failed"):
+    for col in ("id", "role", "host", "pid", "name", "address", "up", "heartbeat", "running",
+                "done", "failed"):
         nodes.add_column(col, overflow="fold")
     now = time.time()
     for n in info["nodes"]:
@@ -315,7 +315,8 @@ def _render(info: dict[str, Any]) -> Group:
         since = n["since"]
         up = f"{now - since:.0f} s" if isinstance(since, (int, float)) else _shown(since)
         nodes.add_row(_shown(n["id"]), _shown(n["role"]), _shown(n["host"]),
-                      _number(n.get("pid") or ""), _shown(n["address"]), up,
+                      _number(n.get("pid") or ""), _shown(n.get("name", "")),
+                      _shown(n["address"]), up,
                       _number(n["heartbeat_age"], "{:.1f} s ago"), _number(n["running"]),
                       _number(n["done"]), _number(n["failed"]))
     names = Table(title="names", title_justify="left")
