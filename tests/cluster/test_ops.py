@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -386,3 +387,28 @@ def test_wildcard_head_without_a_route_advertises_a_local_address(tmp_path: Path
         f"for i in $(seq 200); do grep -q '^tcp://' {tmp_path / 'out'} && break; "
         f"sleep 0.05; done; kill $pid; cat {tmp_path / 'out'}")
     assert result.stdout.startswith("tcp://10.1.2.3:"), result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_status_watch_on_a_terminal_fits_it_and_stops_on_ctrl_c(
+        cluster_kit: ClusterKit) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    head, workers, _ = cluster_kit.start(workers=1)
+    env = child_env()
+    env.pop("COLUMNS", None)
+    term = pexpect.spawn(netlet_command()[0], ["status", "--head", head.address, "--watch",
+                                               "--interval", "0.2"],
+                         env=env, dimensions=(40, 100), encoding="utf-8", timeout=STEP)
+    try:
+        term.expect(rf"\b{workers[0].pid}\b")
+        term.expect("queued")  # refreshed in place, again and again
+        term.expect("queued")
+        seen = term.before + term.after
+        widths = {len(line) for line in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", seen).splitlines()}
+        assert max(widths) <= 100, "the table is wider than the terminal"
+        term.sendintr()  # Ctrl-C
+        term.expect(pexpect.EOF)
+    finally:
+        term.close()
+    assert term.exitstatus == 0
+    assert "Traceback" not in (term.before or "")
