@@ -1,5 +1,7 @@
-"""Operating a cluster: a head restarted from ``--state``, ``netlet worker`` facing a
-wrong key or losing its parent. Real heads, real workers, real signals."""
+"""Operating a cluster: a head restarted from ``--state`` (actors, names, clients that
+never return), ``netlet worker`` facing a wrong key or losing its parent, ``netlet
+status`` (dead workers, ids, width, --watch, --json), NETLET_HEAD/NETLET_KEY_FILE, and
+a head on 0.0.0.0 without a route. Real heads, real workers, real signals."""
 
 from __future__ import annotations
 
