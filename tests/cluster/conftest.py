@@ -225,7 +225,7 @@ class ClusterKit:
 
     # -- clients -----------------------------------------------------------------------
 
-    def client(self, address: str, **options: Any) -> Cluster:
+    def client(self, address: str | None = None, **options: Any) -> Cluster:
         cluster = Cluster(address, **options)
         self.clients.append(cluster)
         return cluster

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ STEP = 15.0
 """Seconds to wait for any one thing; a test fails well before pytest-timeout."""
 
 PROGRAMS = ["ping_pong.py", "message_server.py", "send_message.py", "bank.py", "atm.py",
-            "prime_server.py", "prime_node.py"]
+            "prime_server.py", "prime_node.py", "cluster_job.py"]
 
 
 def _env() -> dict[str, str]:
@@ -411,6 +412,90 @@ def test_a_bank_and_atm_over_mutual_tls(start: Start, tmp_path: Path) -> None:
     done = run("atm.py", "--bank", address, "--key", str(key), "--account", "ada", "balance")
     assert done.returncode == 1  # no TLS: the bank will not talk
     assert bank.stop() == 0
+
+
+# -- chapter 8: netlet head and netlet worker on two addresses -------------------------------
+
+
+class Command(Program):
+    """``netlet ARGS...`` run like a program (from the examples directory)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.name = "netlet " + " ".join(args[:1])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from netlet.cli import main; main()", *args],
+            cwd=EXAMPLES, env=env or _env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self._cond = threading.Condition()
+        self._eof = self._seen = 0
+        self._readers = [threading.Thread(target=self._read, args=(st, ls), daemon=True)
+                         for st, ls in ((self.proc.stdout, self.out),
+                                        (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    def expect_err(self, pattern: str, timeout: float = STEP) -> None:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        with self._cond:
+            while not any(rx.search(line) for line in self.err):
+                left = deadline - time.monotonic()
+                if self._eof == 2 or left <= 0:
+                    pytest.fail(f"{self.name} said nothing matching {pattern!r}:\n"
+                                f"{self.output()}")
+                self._cond.wait(left)
+
+
+@pytest.mark.timeout(90)
+def test_chapter_8_head_and_workers_on_two_addresses(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    assert netlet_command("keygen", str(key)).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        address = f"tcp://127.0.0.2:{s.getsockname()[1]}"
+    started: list[Program] = []
+    try:
+        head = Command("head", "--listen", address, "--key-file", str(key))
+        started.append(head)
+        assert head.address() == address
+        worker = Command("worker", "--join", address, "--key-file", str(key), "-n", "2")
+        started.append(worker)
+        worker.expect_err(r"2 worker process\(es\) joining")
+
+        job = run("cluster_job.py", address, "--key", str(key), "--count", "4")
+        assert job.returncode == 0, job.stderr
+        assert [line.split(" (")[0] for line in lines(job.stdout)] == [
+            "0^2 = 0", "1^2 = 1", "2^2 = 4", "3^2 = 9"]
+        pids = {int(line.rsplit(" ", 1)[1].rstrip(")")) for line in lines(job.stdout)}
+        assert pids <= _descendants(worker.proc.pid)
+
+        env = {**_env(), "NETLET_HEAD": address, "NETLET_KEY_FILE": str(key)}
+        again = subprocess.run([sys.executable, str(EXAMPLES / "cluster_job.py")], cwd=EXAMPLES,
+                               env=env, capture_output=True, text=True, timeout=STEP * 2,
+                               check=False)
+        assert again.returncode == 0, again.stderr
+        assert len(lines(again.stdout)) == 8
+        status = subprocess.run([sys.executable, "-c", "from netlet.cli import main; main()",
+                                 "status", "--json"], env=env, capture_output=True, text=True,
+                                timeout=STEP, check=False)
+        assert status.returncode == 0, status.stderr
+        assert "worker" in status.stdout
+    finally:
+        for program in started:
+            program.kill()
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in children.read_text().split()]
+                found.update(kids)
+                todo += kids
+    return found
 
 
 # -- docs/tutorial.md stays true to the programs ---------------------------------------------

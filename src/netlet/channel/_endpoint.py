@@ -386,5 +386,5 @@ class ChannelEndpoint:
 def local_channel(node: Node, name: str) -> Channel:
     actor = node._actors.get(name)
     if actor is None or not isinstance(actor.obj, ChannelEndpoint):
-        raise NoSuchObject(f"no channel named {name!r} on this node")
+        raise NoSuchObject(f"no channel named {name!r} on node {node.address or node.id[:8]}")
     return actor.obj._channel

@@ -13,19 +13,24 @@ import time
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
-from netlet.errors import ConfigError, NetletError
+from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
+from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
+from netlet.errors import ConfigError, HandshakeError, NetletError
 from netlet.node import Node
 from netlet.transport import is_local_address, load_key, save_user_key, server_user_key
 
 __all__ = ["head", "status", "worker"]
 
 _key_option = click.option(
-    "--key-file", type=click.Path(dir_okay=False), default=None,
+    "--key-file", type=click.Path(dir_okay=False), default=None, envvar=ENV_KEY_FILE,
+    show_envvar=True,
     help="Cluster key written by `netlet keygen`; required beyond this machine. Without it, "
          "on loopback or a unix socket, the per-user key of the head's address is used "
          "(created by the head; only you can read it).")
@@ -36,21 +41,30 @@ def _load_key(path: str | None) -> bytes | None:
 
 
 @click.command()
-@click.option("--listen", default="tcp://127.0.0.1:7340", show_default=True,
-              help="Address to serve the head on.")
+@click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
+              show_envvar=True, help="Address to serve the head on.")
 @_key_option
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback WITHOUT a key (anyone reaching it can run code).")
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
-              help="SQLite file keeping the queue and names; a restarted head resumes from it.")
+              help="SQLite file keeping the queue, the names and the spawned actors (with "
+                   "their restart policy); a head restarted on it, even after kill -9, "
+                   "resumes from it.")
 @click.option("--allow-pickle", is_flag=True,
               help="Let clients send functions by value to workers (lambdas, closures). "
                    "Only over keyed links, and only to workers started with --allow-pickle.")
 @click.option("--advertise", metavar="HOST", default=None,
               help="Host name or IP others dial to reach this head, when --listen is "
-                   "0.0.0.0 or :: (default: this machine's outward address).")
+                   "0.0.0.0 or :: [default: the address of the default route's interface, "
+                   "else the first non-loopback address; with neither the head refuses "
+                   "to start].")
+@click.option("--client-grace", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              metavar="SECONDS",
+              help="How long finished results wait for a client that lost its connection, "
+                   "and how long a head restarted from --state keeps the tasks of clients "
+                   "that have not come back; then they are dropped.")
 def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool, advertise: str | None) -> None:
+         allow_pickle: bool, advertise: str | None, client_grace: float) -> None:
     """Start a head: name service, membership and task scheduler.
 
     Workers join it with `netlet worker --join ADDR`; programs use it through
@@ -75,12 +89,12 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
         node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
                     call_timeout=None, advertise=advertise)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+        raise click.ClickException(e.strerror or str(e)) from None  # names the address
     assert node.address is not None
     where = ""
     if per_user and key is not None:
         where = f", per-user key {save_user_key(node.address, key)}"
-    head_obj = Head(node, HeadConfig(), store)
+    head_obj = Head(node, HeadConfig(client_grace=client_grace), store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
     stop = _stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
@@ -103,7 +117,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 @click.command()
-@click.option("--join", "join_addr", required=True, help="The head's address.")
+@click.option("--join", "join_addr", required=True, envvar=ENV_HEAD, show_envvar=True,
+              metavar="ADDR", help="The head's address.")
 @click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
               help="Worker processes to run [default: the machine's cores].")
 @_key_option
@@ -129,9 +144,10 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     if credit != "auto" and not credit.isdigit():
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
     key = worker_key(join_addr, _load_key(key_file))
+    _check_key(join_addr, key)
     n = processes or os.cpu_count() or 1
     cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit,
-           "--key-stdin"]
+           "--key-stdin", "--with-parent"]
     if allow_pickle:
         cmd.append("--pickle")
     if listen:
@@ -157,6 +173,12 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
                 code = proc.poll()
                 if code is None:
                     continue
+                if code == EXIT_KEY_REFUSED:
+                    raise click.ClickException(_wrong_key(join_addr))
+                if code == EXIT_CANNOT_LISTEN:
+                    raise click.ClickException(
+                        f"a worker cannot listen on {listen} (see above); with a fixed "
+                        "--listen port run one process (-n 1) per address")
                 failures += 1
                 if failures > 10 * n:
                     raise click.ClickException(
@@ -172,27 +194,100 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
                 proc.wait(5)
 
 
+def _wrong_key(address: str) -> str:
+    return (f"wrong cluster key: the head at {address} refused it (give the key file the "
+            "head was started with: --key-file or NETLET_KEY_FILE)")
+
+
+def _check_key(address: str, key: bytes) -> None:
+    """Fail at once, before starting any process, if the head refuses ``key``.
+
+    A head that cannot be reached yet is fine: the workers wait for it.
+    """
+    node = Node(key=key, call_timeout=10)
+    try:
+        node.proxy(address, "netlet.head", timeout=10).names()
+    except HandshakeError:
+        raise click.ClickException(_wrong_key(address)) from None
+    except (NetletError, OSError):
+        pass
+    finally:
+        node.close()
+
+
 @click.command()
-@click.option("--head", "head_addr", default="tcp://127.0.0.1:7340", show_default=True)
+@click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, metavar="ADDR",
+              envvar=ENV_HEAD, show_envvar=True, help="The head's address.")
 @_key_option
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-def status(head_addr: str, key_file: str | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the status as JSON, for scripts (schema in docs/cluster.md).")
+@click.option("--watch", "-w", is_flag=True, help="Refresh the view until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              metavar="SECONDS", help="Seconds between refreshes with --watch.")
+def status(head_addr: str, key_file: str | None, as_json: bool, watch: bool,
+           interval: float) -> None:
     """Show a cluster's nodes, names and task counts.
 
-    Without --key-file, a head on this machine is reached with its per-user key.
+    Every node has one short id (the first 8 hex digits of its node id), used in
+    every table; workers show their host and pid. Without --key-file, a head on
+    this machine is reached with its per-user key.
     """
     try:
         with Cluster(head_addr, key_file=key_file) as cluster:
-            info = cluster.status()
+            if not watch:
+                _show(_with_ids(cluster.status()), as_json)
+                return
+            _watch(cluster, as_json, interval)
     except NetletError as e:
         raise click.ClickException(f"cannot reach the head at {head_addr}: {e}") from None
+
+
+def _with_ids(info: dict[str, Any]) -> dict[str, Any]:
+    """Give each node its short id, the one every view shows."""
+    for n in info.get("nodes", []):
+        n["id"] = str(n.get("node", ""))[:8]
+    return info
+
+
+def _show(info: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps(info, indent=2, default=str), flush=True)
+    else:
+        _console().print(_render(info))
+
+
+def _watch(cluster: Cluster, as_json: bool, interval: float) -> None:
+    """Refresh until SIGINT/SIGTERM: in place on a terminal, else one view per refresh."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console = _console()
+    if as_json or not console.is_terminal:
+        while not stop.is_set():
+            info = _with_ids(cluster.status())
+            if as_json:
+                print(json.dumps(info, default=str), flush=True)
+            else:
+                console.print(_render(info))
+                console.print()
+                sys.stdout.flush()
+            stop.wait(interval)
         return
-    _print_status(info)
+    with Live(_render(_with_ids(cluster.status())), console=console,
+              auto_refresh=False, screen=False) as live:
+        while not stop.wait(interval):
+            live.update(_render(_with_ids(cluster.status())), refresh=True)
 
 
-def _shown(value: Any, limit: int = 80) -> str:
+def _console() -> Console:
+    """A terminal gets its own width (cells wrap); a pipe gets whole lines, never cut."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100_000, no_color=True, highlight=False)
+    return console
+
+
+def _shown(value: Any, limit: int = 200) -> str:
     """Text a member sent about itself, made safe to print: members choose these strings.
 
     Control characters (ANSI escapes, carriage returns, bidi overrides) are shown
@@ -210,30 +305,28 @@ def _number(value: Any, fmt: str = "{}") -> str:
     return fmt.format(value) if isinstance(value, (int, float)) else _shown(value)
 
 
-def _print_status(info: dict[str, Any]) -> None:
-    console = Console()
-    nodes = Table(title=f"nodes (head {_shown(str(info['head'])[:8])})")
-    for col in ("node", "name", "role", "address", "host", "up", "heartbeat", "running",
+def _render(info: dict[str, Any]) -> Group:
+    nodes = Table(title=f"nodes (head {_shown(str(info['head'])[:8])})", title_justify="left")
+    for col in ("id", "role", "host", "pid", "name", "address", "up", "heartbeat", "running",
                 "done", "failed"):
-        nodes.add_column(col)
+        nodes.add_column(col, overflow="fold")
     now = time.time()
     for n in info["nodes"]:
-        if n["role"] == "client" and not n["alive"]:
-            continue
+        if not n["alive"]:
+            continue  # a dead worker (an older head lists them) or a client gone
         since = n["since"]
         up = f"{now - since:.0f} s" if isinstance(since, (int, float)) else _shown(since)
-        nodes.add_row(_shown(str(n["node"])[:8]), _shown(n.get("name", "")),
-                      _shown(n["role"]) + ("" if n["alive"] else " (dead)"),
-                      _shown(n["address"]), _shown(n["host"]), up,
+        nodes.add_row(_shown(n["id"]), _shown(n["role"]), _shown(n["host"]),
+                      _number(n.get("pid") or ""), _shown(n.get("name", "")),
+                      _shown(n["address"]), up,
                       _number(n["heartbeat_age"], "{:.1f} s ago"), _number(n["running"]),
                       _number(n["done"]), _number(n["failed"]))
-    console.print(nodes)
-    names = Table(title="names")
+    names = Table(title="names", title_justify="left")
     for col in ("name", "kind", "address", "owner"):
-        names.add_column(col)
+        names.add_column(col, overflow="fold")
     for name, (kind, address, owner) in sorted(info["names"].items()):
         names.add_row(_shown(name), _shown(kind), _shown(address), _shown(str(owner)[:8]))
-    console.print(names)
-    console.print(f"tasks: {_number(info['queued'])} queued, {_number(info['running'])} running"
-                  + (f", {_number(info['refused_results'])} results refused"
-                     if info.get("refused_results") else ""))
+    tasks = (f"tasks: {_number(info['queued'])} queued, {_number(info['running'])} running"
+             + (f", {_number(info['refused_results'])} results refused"
+                if info.get("refused_results") else ""))
+    return Group(nodes, names, Text.from_markup(tasks))

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
@@ -73,14 +74,21 @@ class _ResultSink:
 class Cluster:
     """A connection to a cluster's head: run tasks, place objects, use the name service.
 
-    Given no ``node``, ``key`` or ``key_file``, a head of this user on this machine
-    is reached with its per-user key (``netlet.transport.find_user_key``).
+    Given no ``address``, ``$NETLET_HEAD`` names the head; given no ``node``, ``key``
+    or ``key_file``, ``$NETLET_KEY_FILE`` names the key file, and without it a head
+    of this user on this machine is reached with its per-user key
+    (``netlet.transport.find_user_key``).
     """
 
-    def __init__(self, address: str, *, node: Node | None = None, key: bytes | None = None,
-                 key_file: str | None = None, allow_pickle: bool = False,
-                 max_retries: int = 3) -> None:
+    def __init__(self, address: str | None = None, *, node: Node | None = None,
+                 key: bytes | None = None, key_file: str | None = None,
+                 allow_pickle: bool = False, max_retries: int = 3) -> None:
         self._own_node = node is None
+        address = env_head(address)
+        if address is None:
+            raise ConfigError(f"Cluster() needs the head's address, or ${ENV_HEAD} set to it")
+        if node is None and key is None:
+            key_file = env_key_file(key_file)
         if node is None and key is None and key_file is None:
             key = find_user_key(address)  # a head of ours on this machine: its per-user key
         self.node = node or Node(key=key, key_file=key_file, allow_pickle=allow_pickle,

@@ -20,6 +20,7 @@ from typing import Any
 
 from netlet.cluster._client import Cluster
 from netlet.cluster._embedded import EmbeddedCluster
+from netlet.cluster._env import env_head
 from netlet.errors import ConfigError
 
 __all__ = ["Executor"]
@@ -66,6 +67,8 @@ class Executor(concurrent.futures.Executor):
             if max_workers is not None:
                 raise TypeError("Executor(N) is max_workers=N; give the address as a string")
             address, max_workers = None, address  # ProcessPoolExecutor(4) spelled our way
+        if address is None and max_workers is None:
+            address = env_head()  # $NETLET_HEAD: the cluster this environment names
         if max_workers is not None and max_workers < 1:
             raise ValueError("max_workers must be greater than 0")
         with _live_lock:

@@ -57,7 +57,9 @@ class HeadConfig:
     pull_wait: float = 1.0
     """Longest a pull waits for work before answering empty (lets workers heartbeat)."""
     client_grace: float = 60.0
-    """How long results wait for a client that lost its connection to come back."""
+    """How long results wait for a client that lost its connection to come back; a
+    head restarted from its store also waits this long for the clients of the tasks
+    it restored, then drops their tasks."""
 
 
 @dataclass(slots=True)
@@ -136,6 +138,8 @@ class Head:
         self.refused_results = 0
         """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.started = time.time()
+        self._restored: tuple[float, set[str], set[str]] | None = None
+        """After a restore: when, the name owners and the clients that must come back."""
         node.on_peer_change(self._peer_changed)
         if store is not None:
             self._restore(store)
@@ -167,8 +171,34 @@ class Head:
             self._tasks[task.id] = task
         for name, ref, node in store.names():
             self._names[name] = (ref, node)
-        log.info("head restored %d tasks and %d names from %s",
-                 len(self._tasks), len(self._names), store.path)
+        for name, cls, body, restart, functions, worker in store.actors():
+            self._actors[name] = ActorSpec(name, cls, body, restart, functions, worker)
+        self._restored = (time.monotonic(), {o for _, o in self._names.values()},
+                          {t.client for t in self._tasks.values()})
+        log.info("head restored %d tasks, %d names and %d actors from %s",
+                 len(self._tasks), len(self._names), len(self._actors), store.path)
+
+    def _forget_absent(self, now: float) -> None:
+        """After a restore: drop the names of owners that did not rejoin within
+        ``dead_after`` (respawning actors per their policy), and the tasks of
+        clients that did not come back within ``client_grace``."""
+        assert self._restored is not None
+        since, owners, clients = self._restored
+        if owners and now - since > self.config.dead_after:
+            for name in [n for n, (_, o) in self._names.items() if o in owners
+                         and not (o in self._members and self._members[o].alive)]:
+                log.info("%s was not re-announced since the restart: dropped", name)
+                self._drop_name(name)
+            owners.clear()
+            self._respawn_orphans()
+        if clients and now - since > self.config.client_grace:
+            for client in clients - set(self._members):
+                log.info("client %s did not come back since the restart: its tasks are "
+                         "dropped", client[:8])
+                self._forget_client(client)
+            clients.clear()
+        if not (owners or clients):
+            self._restored = None
 
     # -- membership -----------------------------------------------------------------
 
@@ -229,6 +259,10 @@ class Head:
                 if (member.role == "worker" and member.alive
                         and now - member.last_seen > self.config.dead_after):
                     self._member_died(member, f"silent for {now - member.last_seen:.1f} s")
+                if member.role == "worker" and not member.alive:
+                    del self._members[member.node]  # its tasks were requeued: nothing left
+            if self._restored is not None:
+                self._forget_absent(now)
             cutoff = now - self.config.client_grace
             for client in [c for c, m in self._members.items()
                            if m.role == "client" and not m.alive and m.last_seen < cutoff]:
@@ -300,8 +334,12 @@ class Head:
         return {n: [r.kind, r.address, o] for n, (r, o) in self._names.items()}
 
     async def unregister(self, name: str) -> bool:
-        self._actors.pop(name, None)
+        self._drop_actor(name)
         return self._drop_name(name)
+
+    def _drop_actor(self, name: str) -> None:
+        if self._actors.pop(name, None) is not None and self._store is not None:
+            self._store.drop_actor(name)
 
     def _drop_name(self, name: str) -> bool:
         found = self._names.pop(name, None) is not None
@@ -588,6 +626,8 @@ class Head:
         spec = ActorSpec(name, cls, body, restart, dict(functions))
         ref = await self._place(spec)
         self._actors[name] = spec
+        if self._store is not None:
+            self._store.put_actor(name, cls, body, restart, spec.functions, spec.worker)
         return ref
 
     async def _place(self, spec: ActorSpec, exclude: str = "") -> RemoteRef:
@@ -603,6 +643,8 @@ class Head:
         spec.worker = member.node
         member.info["actors"] = member.info.get("actors", 0) + 1
         self._names[spec.name] = (ref, member.node)
+        if self._store is not None:
+            self._store.put_name(spec.name, ref, member.node)
         return ref  # type: ignore[no-any-return]
 
     def _respawn_orphans(self) -> None:
@@ -610,7 +652,7 @@ class Head:
             if spec.name in self._names:
                 continue
             if spec.restart != "on-failure":
-                self._actors.pop(spec.name, None)
+                self._drop_actor(spec.name)
                 continue
             self._spawn(self._replace(spec))
 
@@ -625,11 +667,13 @@ class Head:
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()
+        # A dead worker is gone for good (a restarted one joins with a new id): not shown.
         nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
+                  "pid": m.info.get("pid"),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": len(m.running), "done": m.done, "failed": m.failed}
-                 for m in self._members.values()]
+                 for m in self._members.values() if m.alive or m.role != "worker"]
         running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
                 "names": await self.names(), "queued": len(self._queue), "running": running,

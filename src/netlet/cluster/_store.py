@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL, result BLOB);
 CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, node TEXT NOT NULL, ref BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS actors (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
 """
 
 
@@ -102,6 +103,21 @@ class HeadStore:
 
     def drop_name(self, name: str) -> None:
         self._tx([("DELETE FROM names WHERE name=?", (name,))])
+
+    def put_actor(self, name: str, cls: str, body: bytes, restart: str | None,
+                  functions: dict[str, bytes], worker: str) -> None:
+        """What ``spawn`` placed, so a restarted head can place it again (its restart policy)."""
+        blob = msgpack.packb([cls, body, restart, functions, worker])
+        self._tx([("INSERT OR REPLACE INTO actors VALUES (?, ?)", (name, blob))])
+
+    def drop_actor(self, name: str) -> None:
+        self._tx([("DELETE FROM actors WHERE name=?", (name,))])
+
+    def actors(self) -> list[tuple[str, str, bytes, str | None, dict[str, bytes], str]]:
+        """``(name, cls, body, restart, functions, worker)`` of every spawned actor."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, spec FROM actors").fetchall()
+        return [(r[0], *msgpack.unpackb(r[1])) for r in rows]
 
     def tasks(self) -> list[StoredTask]:
         with self._lock:

@@ -75,6 +75,20 @@ class WorkerControl:
         self._node.unserve(name)
 
 
+EXIT_KEY_REFUSED = 3
+"""A worker's exit status when the head refused its key: restarting it cannot help."""
+EXIT_CANNOT_LISTEN = 4
+"""A worker's exit status when its --listen address cannot be bound (busy port...)."""
+
+
+class KeyRefused(SystemExit):
+    """The head refused this worker's key (``EXIT_KEY_REFUSED``); printed, not a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_KEY_REFUSED)
+        self.message = message
+
+
 class WorkerOptions:
     def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
                  credit: int | str = 1, listen: str | None = None,
@@ -149,7 +163,7 @@ class Worker:
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
-                raise SystemExit(f"the head refused this worker: {e}") from None
+                raise KeyRefused(f"the head refused this worker: {e}") from None
             except (NetletConnectionError, NetletError, OSError) as e:
                 if self.opts.exit_with_head:
                     raise SystemExit(f"head {self.opts.head} unreachable: {e}") from None
@@ -318,6 +332,32 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
 
 
+def _exit_with_parent() -> None:
+    """Exit when the process that started us (``netlet worker``) dies, even by SIGKILL.
+
+    On Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``); everywhere a
+    thread also polls the parent pid, which changes when we are reparented.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m netlet.cluster")
     p.add_argument("--join", required=True)
@@ -326,7 +366,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--credit", default="1")
     p.add_argument("--listen")
     p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
+    p.add_argument("--with-parent", action="store_true", help="exit when the parent dies")
     a = p.parse_args(argv)
+    if a.with_parent:
+        _exit_with_parent()
     key = bytes.fromhex(sys.stdin.readline().strip()) if a.key_stdin else None
     if a.embedded:
         _watch_parent()
@@ -337,6 +380,14 @@ def main(argv: list[str] | None = None) -> None:
                                  listen=a.listen, exit_with_head=a.embedded))
     except KeyboardInterrupt:
         pass
+    except KeyRefused as e:
+        print(e.message, file=sys.stderr)
+        raise
+    except OSError as e:
+        if not str(e.strerror or "").startswith("cannot listen"):
+            raise
+        print(f"netlet worker: {e.strerror}", file=sys.stderr)
+        raise SystemExit(EXIT_CANNOT_LISTEN) from None
     except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
         raise SystemExit(f"netlet worker: {e}") from None
 

@@ -174,7 +174,9 @@ def _with_traceback(exc: BaseException, tb_text: str) -> BaseException:
     try:
         exc.remote_traceback = tb_text  # type: ignore[attr-defined]
         if tb_text:
-            exc.add_note(f"Remote traceback (most recent call last):\n{tb_text.rstrip()}")
+            # The text is a whole formatted traceback: keep one header, not two.
+            body = tb_text.removeprefix("Traceback (most recent call last):\n")
+            exc.add_note(f"Remote traceback (most recent call last):\n{body.rstrip()}")
     except (AttributeError, TypeError):
         pass
     return exc

@@ -318,7 +318,8 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
     actor = node._actors.get(target)
     if actor is None:  # peer strings are cut short in logs and answers, as on a link
         log.warning("refused a call from %s: no object named %s", remote, short(target))
-        reply(False, NoSuchObject(f"no object named {short(target)} on this node"))
+        reply(False, NoSuchObject(
+            f"no object named {short(target)} on node {node.address or node.id[:8]}"))
         return
     info = actor.methods.get(method)
     if info is None:

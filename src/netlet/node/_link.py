@@ -301,7 +301,8 @@ class Link:
         if actor is None:
             log.warning("refused a call from %s: no object named %s", self.conn.remote,
                         short(target))
-            self._reply(cid, False, NoSuchObject(f"no object named {short(target)} on this node"))
+            self._reply(cid, False, NoSuchObject(
+                f"no object named {short(target)} on node {self.node.address or self.node.id[:8]}"))
             return
         info = actor.methods.get(method)
         if info is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from dataclasses import dataclass, replace
 
@@ -90,7 +91,14 @@ def advertised_address(bound: str, advertise: str | None = None) -> str:
 
 
 def outward_host(*, ipv6: bool = False) -> str:
-    """This machine's address on the route out (no packet is sent), or its host name."""
+    """This machine's address as other machines reach it (no packet is sent).
+
+    The address of the interface of the default route; without a default route,
+    the first non-loopback address of this machine; else the host name if it
+    resolves to a non-loopback address. Otherwise there is no telling, and a
+    ConfigError asks for ``--advertise`` (a host name that /etc/hosts maps to
+    127.0.0.1 would send every peer to itself).
+    """
     probes = [(socket.AF_INET6, "2001:db8::1")] if ipv6 else []
     probes.append((socket.AF_INET, "192.0.2.1"))  # documentation ranges: never routed to
     for family, target in probes:
@@ -101,4 +109,36 @@ def outward_host(*, ipv6: bool = False) -> str:
                 return host
         except OSError:
             continue
-    return socket.gethostname()
+    local = _local_addresses()
+    if local:
+        return local[0]
+    name = socket.gethostname()
+    resolved: set[str] = set()
+    try:
+        resolved = {str(i[4][0]) for i in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        pass
+    if resolved and not any(ipaddress.ip_address(a.split("%")[0]).is_loopback
+                            for a in resolved):
+        return name
+    raise ConfigError(
+        f"cannot tell which address other machines reach this one at: there is no default "
+        f"route, no non-loopback address, and the host name {name!r} resolves to "
+        f"{', '.join(sorted(resolved)) or 'nothing'}. Give it: --advertise HOST "
+        "(advertise= in code), or listen on a specific address instead of 0.0.0.0")
+
+
+def _local_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (Linux: the kernel's local routes)."""
+    try:
+        with open("/proc/net/fib_trie") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found: list[str] = []
+    for prev, line in itertools.pairwise(lines):
+        if line.strip() == "/32 host LOCAL":
+            ip = prev.strip().removeprefix("|-- ")
+            if not ip.startswith("127.") and ip not in found:
+                found.append(ip)
+    return found

@@ -19,6 +19,7 @@ import msgpack
 
 from netlet.errors import (
     ConfigError,
+    ConnectionLost,
     HandshakeError,
     InsecureListenError,
     NetletError,
@@ -88,6 +89,25 @@ async def _open(addr: Address, config: TransportConfig, budget: Budget | None) -
                             account=budget.account() if budget is not None else None)
 
 
+def _tls_failure(e: BaseException, cafile: str | None) -> str | None:
+    """What a failed TLS connect means, in words (None: not a TLS failure)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (f"TLS: the server's certificate is not trusted by our CA ({cafile}): "
+                f"{e.verify_message}. Both sides need certificates from the same "
+                "`netlet certs init` directory")
+    if isinstance(e, ssl.SSLError):
+        reason = e.reason or str(e)
+        if "CERTIFICATE" in reason.upper():
+            return (f"TLS: the server refused our certificate ({reason}): it is not signed "
+                    "by the server's CA, or we sent none")
+        return (f"TLS handshake failed ({reason}): does the server use TLS? (a plain "
+                "netlet server does not speak it)")
+    if isinstance(e, (ConnectionResetError, BrokenPipeError, EOFError)):
+        return ("TLS: the server closed the connection during the TLS handshake: it does not "
+                "use TLS (give it tls= too, or drop ours), or it refused our certificate")
+    return None
+
+
 async def connect(
     address: str, config: TransportConfig, node: str, listen_address: str = "",
     role: str = "link", budget: Budget | None = None, link_token: bytes = b"",
@@ -102,12 +122,21 @@ async def connect(
             conn = await _open(addr, config, budget)
     except (OSError, TimeoutError) as e:
         why = str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
+        if config.tls is not None and addr.scheme == "tcp":
+            why = _tls_failure(e, config.tls.cafile) or why
         raise PeerUnreachable(f"cannot connect to {addr}: {why}") from None
     try:
         peer = await client_handshake(conn, config, node, listen_address, role, link_token)
     except TimeoutError:
         conn.close()
         raise HandshakeError(f"{addr} did not complete the handshake in time") from None
+    except ConnectionLost as e:
+        conn.close()
+        if config.tls is None and addr.scheme == "tcp":
+            raise ConnectionLost(
+                f"{e}; it answered nothing: does {addr} expect TLS? (this side has no tls=; "
+                "give the same `netlet certs` CA to both sides, or to neither)") from None
+        raise
     except BaseException:
         conn.close()
         raise
@@ -153,6 +182,27 @@ class Listener:
     def address(self) -> str:
         return str(self.bound)
 
+    def _bind(self, addr: Address) -> socket.socket:
+        if addr.scheme == "unix":
+            _remove_stale_unix_socket(addr.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(addr.path)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr.host, addr.port))
+        except OSError:
+            sock.close()
+            raise
+        self.bound = Address("tcp", host=addr.host, port=sock.getsockname()[1])
+        return sock
+
     async def start(self) -> None:
         addr, cfg = self.bound, self.config
         if cfg.tls is not None:
@@ -171,20 +221,14 @@ class Listener:
         if addr.scheme == "mem":
             mem_listen(addr.path, self._loop, self._accept_mem)
             return
-        if addr.scheme == "unix":
-            _remove_stale_unix_socket(addr.path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(addr.path)
-        else:
-            family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((addr.host, addr.port))
-            except OSError:
-                sock.close()
-                raise
-            self.bound = Address("tcp", host=addr.host, port=sock.getsockname()[1])
+        try:
+            sock = self._bind(addr)
+        except OSError as e:
+            # Name the address: a bare "[Errno 98] Address already in use" does not.
+            why = e.strerror or str(e)
+            if e.errno == errno.EADDRINUSE:
+                why += " (another process listens there: stop it, or choose another port)"
+            raise OSError(e.errno, f"cannot listen on {addr}: {why}") from None
         sock.listen(512)
         sock.setblocking(False)
         self._sock = sock

@@ -231,7 +231,7 @@ def bank() -> None:
                    f"{MAX_SESSIONS_PER_ACCOUNT}).")
 @click.option("--advertise", default=None,
               help="Host or IP to give out as the bank's address (for a wildcard --listen).")
-@click.option("--head", "head_addr", default=None,
+@click.option("--head", "head_addr", default=None, envvar="NETLET_HEAD", show_envvar=True,
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="Name to register under with --head.")
@@ -268,7 +268,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
                     max_threads=256, call_timeout=None, advertise=advertise)
     except OSError as e:
         ledger.close(discard=True)
-        raise click.ClickException(f"cannot listen on {listen}: {e.strerror or e}") from None
+        raise click.ClickException(e.strerror or str(e)) from None  # names the address
     except BaseException:
         ledger.close(discard=True)
         raise

@@ -113,7 +113,7 @@ def _atm_command(**settings: Any) -> Callable[[Callable[..., None]], click.Comma
               help="Seconds one attempt waits for the bank.")
 @click.option("--retry-for", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds to keep retrying a request while the bank does not answer.")
-@click.option("--head", "head_addr", default=None,
+@click.option("--head", "head_addr", default=None, envvar="NETLET_HEAD", show_envvar=True,
               help="Find the bank in this cluster head's name service instead of --bank.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="The bank's name at --head.")

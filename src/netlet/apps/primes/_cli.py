@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+from click.core import ParameterSource
 
 from netlet.apps.primes._coordinator import (
     PrimeSearch,
@@ -92,9 +93,10 @@ NUMBER = _Number()
 @click.option("--workers", "-w", type=click.IntRange(1, 1024), default=None,
               help="Local worker processes of the embedded cluster [default: the machine's "
                    "cores]. Not with --head.")
-@click.option("--head", "head_addr", default=None,
+@click.option("--head", "head_addr", default=None, envvar="NETLET_HEAD", show_envvar=True,
               help="Use the running cluster at this address (see `netlet head`).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None,
+              envvar="NETLET_KEY_FILE", show_envvar=True,
               help="The cluster key, for a head beyond loopback (with --head).")
 @click.option("--chunk", type=NUMBER, default=None,
               help="Numbers per chunk of work [default: by method and worker count].")
@@ -121,6 +123,11 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     Examples: `netlet primes --end 10**9`, `netlet primes --method naive --end
     300000 --workers 2`, `netlet primes --head tcp://10.0.0.5:7340 --end 10**10`.
     """
+    source = click.get_current_context().get_parameter_source
+    if workers is not None and source("head_addr") == ParameterSource.ENVIRONMENT:
+        head_addr = None  # --workers asks for local workers: $NETLET_HEAD steps aside
+    if head_addr is None and source("key_file") == ParameterSource.ENVIRONMENT:
+        key_file = None
     if head_addr is not None and workers is not None:
         raise click.UsageError("--workers starts local workers; with --head the cluster's "
                                "own workers do the work")

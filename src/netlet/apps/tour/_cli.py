@@ -149,7 +149,12 @@ def _summary(console: Console, results: list[PartResult], seconds: float) -> Non
             prompt = "$" if command.startswith("netlet ") else ">>>"
             console.print(f"    [dim]{host:>4} {prompt}[/] {command}", soft_wrap=True,
                           highlight=False)
-    console.print("More: README.md, docs/tutorial.md, docs/primes.md, docs/bank.md.")
+    if shutil.which("netlet") is None:  # make run: the command is in .venv/bin only
+        here = Path(sys.executable).parent
+        console.print(f"  (netlet is not on your PATH: run `source {here}/activate` first, "
+                      "or `pip install .`)", soft_wrap=True, highlight=False)
+    console.print("More: README.md, docs/cluster.md, docs/tutorial.md, docs/primes.md, "
+                  "docs/bank.md.")
     failed = [r.part.name for r in results if not r.ok]
     if failed:
         console.print(f"[bold red]{len(failed)} of {len(results)} part(s) FAILED:[/] "
