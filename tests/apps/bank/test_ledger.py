@@ -698,14 +698,14 @@ def test_wal_and_full_sync(ledger: Ledger) -> None:
 
 
 def test_storage_error_in_one_command(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    from netlet.apps.bank import StorageError, _ledger
+    from netlet.apps.bank import StorageError, _records
 
     def broken(*args: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     before = snapshot(ledger)
     with monkeypatch.context() as patch:
-        patch.setattr(_ledger._Book, "move", broken)
+        patch.setattr(_records.SqlBook, "move", broken)
         with pytest.raises(StorageError, match="disk I/O error"):
             ledger.execute(Deposit("bob", 5), "k")
     assert snapshot(ledger) == before
