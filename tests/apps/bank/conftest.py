@@ -11,6 +11,8 @@ PostgreSQL half is skipped, saying how to install them (``make test`` does).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,3 +46,51 @@ def new_db(backend: str, tmp_path: Path,
         return lambda: str(tmp_path / f"bank{next(names)}.db")
     server: PgServer = request.getfixturevalue("pg_server")
     return server.new_db
+
+
+def raw_sql(location: str, *statements: str) -> list[tuple[object, ...]]:
+    """Run ``statements`` on the ledger's database behind its back (as an intruder
+    would); the rows of the last one, if it returns any."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            rows: list[tuple[object, ...]] = []
+            for statement in statements:
+                cursor = conn.execute(statement)
+                rows = cursor.fetchall() if cursor.description else []
+            return rows
+    conn2 = sqlite3.connect(location, isolation_level=None)
+    try:
+        rows = []
+        for statement in statements:
+            rows = conn2.execute(statement).fetchall()
+        return rows
+    finally:
+        conn2.close()
+
+
+@contextlib.contextmanager
+def hold_writer(location: str) -> Iterator[None]:
+    """Take the ledger's write lock from another connection (a slow disk, a long commit):
+    its writer waits until the block ends."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE commands IN EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                conn.execute("ROLLBACK")
+        return
+    holder = sqlite3.connect(location, isolation_level=None, timeout=1)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+    finally:
+        holder.close()
