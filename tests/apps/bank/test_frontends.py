@@ -163,7 +163,8 @@ def test_transfers_from_two_front_ends_conserve_money(pair: tuple[Ledger, Ledger
     _race(*(lambda n=n: work((one, two)[n % 2], n) for n in range(8)))
     assert one.balance("alice") + one.balance("bob") == 100_000
     assert min(two.balance("alice"), two.balance("bob")) >= 0
-    assert one.audit().ok and two.audit().ok
+    assert one.audit().ok
+    assert two.audit().ok
 
 
 # -- three bank serve processes, ATMs through the command line ---------------------------
@@ -214,7 +215,7 @@ def test_three_front_ends_a_key_retried_on_another_applies_once(pg_server: PgSer
                         killed.set()
                         fronts[1].kill()  # SIGKILL one front-end in the middle of the run
                 decided = [a for a in answers if a[0] in (0, 1)]
-                assert len({a for a in decided}) <= 1, (key, answers)  # one answer everywhere
+                assert len(set(decided)) <= 1, (key, answers)  # one answer everywhere
                 with lock:
                     ops.append((key, account, args, bool(decided) and decided[0][0] == 0))
 
@@ -224,11 +225,12 @@ def test_three_front_ends_a_key_retried_on_another_applies_once(pg_server: PgSer
         for t in threads:
             t.join(100)
             assert not t.is_alive()
-        assert killed.is_set() and not fronts[1].alive()
+        assert killed.is_set()
+        assert not fronts[1].alive()
         journal = {str(key): (ok, kind) for key, ok, kind in
                    raw_sql(url, "SELECT key, ok, kind FROM commands")}
         flow = 0
-        for key, account, args, applied in ops:
+        for key, _account, args, applied in ops:
             ok, kind = journal.get(key, (0, "-"))
             assert not applied or (ok == 1 and kind != "Fence"), key
             if ok == 1 and args[0] != "transfer":

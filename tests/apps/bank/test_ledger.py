@@ -701,6 +701,9 @@ def test_storage_error_in_one_command(ledger: Ledger, monkeypatch: pytest.Monkey
     def broken(*args: object) -> None:
         raise ledger._store.errors[0]("disk I/O error")  # the database driver's own error
 
+    def failing(book: _records.SqlBook, *args: object) -> None:
+        book.conn.execute("INSERT INTO no_such_table VALUES (1)")  # the server refuses it
+
     before = snapshot(ledger)
     with monkeypatch.context() as patch:
         patch.setattr(_records.SqlBook, "move", broken)
@@ -708,7 +711,28 @@ def test_storage_error_in_one_command(ledger: Ledger, monkeypatch: pytest.Monkey
             ledger.execute(Deposit("bob", 5), "k")
     assert snapshot(ledger) == before
     assert ledger.outcome("k") is None  # unknown outcome: the caller retries with the key
+    with monkeypatch.context() as patch:
+        patch.setattr(_records.SqlBook, "move", failing)
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda c=c, k=k: results.append(
+            _try(ledger, c, k))) for c, k in [(Deposit("bob", 5), "k"),
+                                               (OpenAccount("carol", "C", PIN_HASH), "o-c")]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert any(isinstance(r, StorageError) and "no_such_table" in str(r) for r in results)
+    assert {"account": "carol", "owner": "C"} in results  # its batch-mate is unharmed
+    assert ledger.outcome("k") is None
     assert ledger.execute(Deposit("bob", 5), "k")["balance"] == 5
+    assert ledger.audit().ok
+
+
+def _try(ledger: Ledger, command: Command, key: str) -> object:
+    try:
+        return ledger.execute(command, key)
+    except BankError as exc:
+        return exc
 
 
 class _FailingCommit:
@@ -730,12 +754,13 @@ def test_failed_commit_fails_the_batch(ledger: Ledger) -> None:
     from netlet.apps.bank import StorageError
 
     real = ledger._conn  # private: swap the writer's connection while it waits for work
-    ledger._conn = _FailingCommit(real)  # type: ignore[assignment]
+    fake = ledger._conn = _FailingCommit(real)  # type: ignore[assignment]
     try:
         with pytest.raises(StorageError, match="disk full"):
             ledger.execute(Deposit("bob", 5), "k")
     finally:
-        ledger._conn = real
+        if ledger._conn is fake:  # (on PostgreSQL the writer replaced it: a new connection)
+            ledger._conn = real
     assert ledger.outcome("k") is None
     assert ledger.balance("bob") == 0
     assert ledger.execute(Deposit("bob", 5), "k")["balance"] == 5
@@ -1002,9 +1027,15 @@ def test_kill_9_loses_nothing_acknowledged(new_db: Callable[[], str], tmp_path: 
                 lines.append(line)
         finally:
             os.kill(child.pid, signal.SIGKILL)
-            rest, err = child.communicate(timeout=30)
+            # Through the buffered pipe, not communicate(): that reads the raw fd and
+            # would skip what readline already buffered (a line cut in two).
+            rest = child.stdout.read()
+            err = child.stderr.read()
+            child.wait(30)
+            child.stdout.close()
+            child.stderr.close()
         assert child.returncode == -signal.SIGKILL, err.decode()
-        whole = b"".join(lines) + rest  # a line may have been cut by readline's buffering
+        whole = b"".join(lines) + rest  # the last line may be cut by the kill
         received = [json.loads(line) for line in whole.splitlines(keepends=True)
                     if line.endswith(b"\n")]
         assert received[0] == {"ready": True}

@@ -37,7 +37,6 @@ from netlet.apps.bank._commands import (
     KeySettled,
     LedgerClosed,
     StorageError,
-    UnknownAccount,
     check_key,
     command_record,
     error_from_record,
@@ -45,6 +44,7 @@ from netlet.apps.bank._commands import (
 )
 from netlet.apps.bank._journal import AuditReport, link
 from netlet.apps.bank._ledgerpins import LedgerPins
+from netlet.apps.bank._ledgerread import LedgerReads
 from netlet.apps.bank._pinguard import PinGuard
 from netlet.apps.bank._records import (
     OUTCOME_SQL,
@@ -89,7 +89,11 @@ class _Retry(Exception):
     """A job met a serialization failure: the whole batch runs again."""
 
 
-class Ledger(LedgerPins):
+class _Careful(Exception):
+    """A pipelined batch failed somewhere: it runs again, waiting for each job's writes."""
+
+
+class Ledger(LedgerPins, LedgerReads):
     """The journal of one bank, in the SQLite file (or PostgreSQL URL) ``path``; thread-safe.
 
     ``execute`` returns once its command is committed and durable. With
@@ -123,6 +127,7 @@ class Ledger(LedgerPins):
         self.location = self._store.location
         self._conn, self._head = self._store.open(create)
         self._errors = self._store.errors
+        self._pipelined = self._store.pipelined
         self._lock = threading.Lock()
         self._closed = False
         self._active = 0  # callers between submitting and being woken: the batch to wait for
@@ -190,7 +195,18 @@ class Ledger(LedgerPins):
     def _apply(self, conn: Conn, now: float, command: Command, key: str, kind: str,
                text: str) -> _Done:
         sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
-        row = conn.execute(sql, (key,)).fetchone()
+        found = conn.execute(sql, (key,))
+        seq = self._head[0] + 1
+        book = SqlBook(conn, key, seq)
+        movement = getattr(command, "movement", None)
+        if self._pipelined and movement is not None:  # both queries in one round trip
+            accounts = movement()[:2]
+            ahead = conn.execute("SELECT account, status, balance FROM accounts"
+                                 " WHERE account IN (?, ?)", accounts)
+            row = found.fetchone()
+            book.prefetched(ahead, accounts)
+        else:
+            row = found.fetchone()
         if row is not None:
             if row[3] == "Fence":
                 raise KeySettled(key)
@@ -198,9 +214,8 @@ class Ledger(LedgerPins):
                 raise IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
-        seq = self._head[0] + 1
         try:
-            result = command.apply(SqlBook(conn, key, seq))
+            result = command.apply(book)
         except BankError as exc:
             conn.execute("ROLLBACK TO job")  # jobs run inside this savepoint (see _commit)
             self._journal_row(conn, key, kind, text, 0, canonical(error_to_record(exc)), now)
@@ -248,10 +263,14 @@ class Ledger(LedgerPins):
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
+        careful = not self._pipelined
         for attempt in range(_RETRIES + 1):
             try:
-                done = self._run_batch(batch)
+                done = self._run_batch(batch, careful)
                 break
+            except _Careful:
+                careful = True
+                continue
             except _Retry:
                 if attempt == _RETRIES:
                     self._fail(batch, StorageError("ledger commit failed: too many "
@@ -270,46 +289,69 @@ class Ledger(LedgerPins):
             stats[3] = max(stats[3], len(batch))
         self._wake(done)
 
-    def _run_batch(self, batch: list[_Item]) -> list[tuple[_Waiter, Any, BaseException | None]]:
-        """Run every job of ``batch`` in one transaction and commit it; their outcomes."""
+    def _run_batch(self, batch: list[_Item], careful: bool
+                   ) -> list[tuple[_Waiter, Any, BaseException | None]]:
+        """Run every job of ``batch`` in one transaction and commit it; their outcomes.
+
+        Pipelined (PostgreSQL), a job's writes go out with the next job's reads, so an
+        error may surface later than the job that made it: then the batch is rolled back
+        and runs again ``careful``ly, each job's writes waited for before the next.
+        """
         conn, done, first = self._conn, [], self._head
         self._after_commit.clear()  # a batch that runs again adds its hooks again
         try:
-            head = self._store.begin_write(conn)
-            if head is not None:
-                self._head = first = head  # another front-end may have journaled since
-            now = time.time()
-            for job, future, _ in batch:
-                conn.execute("SAVEPOINT job")
-                before = self._head
-                try:
-                    value, error = job(conn, now)
-                except self._errors as exc:
-                    if self._store.retryable(exc):
-                        raise _Retry() from exc
-                    conn.execute("ROLLBACK TO job")
-                    self._head = before
-                    value, error = None, StorageError(f"ledger storage failed: {exc}")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    self._head = before
-                    value, error = None, exc
-                conn.execute("RELEASE job")
-                done.append((future, value, error))
-            conn.execute("COMMIT")
+            with self._store.pipeline(conn) as flush:
+                head = self._store.begin_write(conn)
+                if head is not None:
+                    self._head = first = head  # another front-end may have journaled since
+                now = time.time()
+                for job, future, _ in batch:
+                    conn.execute("SAVEPOINT job")
+                    before = self._head
+                    try:
+                        value, error = job(conn, now)
+                        conn.execute("RELEASE job")
+                        if careful:
+                            flush()  # a pipelined write's error belongs to this job
+                    except Exception as exc:
+                        if not careful:
+                            raise _Careful() from exc
+                        if self._store.retryable(exc):
+                            raise _Retry() from exc
+                        self._undo_job(conn, flush)
+                        self._head = before
+                        value, error = None, exc
+                        if isinstance(exc, self._errors):
+                            error = StorageError(f"ledger storage failed: {exc}")
+                    done.append((future, value, error))
+                conn.execute("COMMIT")
+                flush()
         except Exception as exc:
             self._head = first
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except self._errors:
-                pass
-            if self._store.broken(conn):  # the server went away: the next batch reconnects
+            if self._pipelined or self._store.broken(conn):
+                # A pipeline that failed half-way may still owe answers: never reuse it
+                # (closing it rolls the transaction back). The next try reconnects.
                 self._reconnect()
-            if not isinstance(exc, _Retry) and self._store.retryable(exc):
+            else:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except self._errors:
+                    pass
+            if not isinstance(exc, _Retry | _Careful) and self._store.retryable(exc):
                 raise _Retry() from exc
             raise
         return done
+
+    def _undo_job(self, conn: Conn, flush: Callable[[], None]) -> None:
+        """Roll the failed job back to its savepoint (past a pipeline's aborted part)."""
+        try:
+            flush()
+        except self._errors:
+            pass
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        flush()
 
     def _reconnect(self) -> None:
         try:
@@ -376,12 +418,6 @@ class Ledger(LedgerPins):
             if not keep:
                 conn.close()
 
-    def outcome(self, idem_key: str) -> Outcome | None:
-        """What happened under ``idem_key``, or None if the ledger never saw it."""
-        with self._reader() as conn:
-            row = conn.execute(f"{OUTCOME_SQL} WHERE key=?", (idem_key,)).fetchone()
-        return None if row is None else outcome_of(row)
-
     def settle(self, keys: list[str], account: str = "") -> list[Outcome]:
         """The outcome of each key, fencing those the ledger never saw; in commit order.
 
@@ -409,60 +445,6 @@ class Ledger(LedgerPins):
 
         result: list[Outcome] = self._submit(run)
         return result
-
-    def journal(self, after: int = 0, limit: int = 1000) -> list[Outcome]:
-        """Journaled commands with ``seq`` > ``after``, oldest first, for replay."""
-        with self._reader() as conn:
-            rows = conn.execute(
-                f"{OUTCOME_SQL} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-            ).fetchall()
-        return [outcome_of(row) for row in rows]
-
-    def balance(self, account: str) -> int:
-        """The account's balance in minor units (zero once closed)."""
-        with self._reader() as conn:
-            row = conn.execute(
-                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
-            ).fetchone()
-        if row is None:
-            raise UnknownAccount(account)
-        return int(row[0])
-
-    def statement(self, account: str, limit: int = 10) -> list[StatementEntry]:
-        """The account's last ``limit`` entries, newest first."""
-        if not isinstance(limit, int) or limit < 0:
-            raise InvalidCommand(f"limit must be an int >= 0, not {limit!r}")
-        with self._reader() as conn:
-            self._store.begin_read(conn)
-            row = conn.execute(
-                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
-            ).fetchone()
-            if row is None:
-                raise UnknownAccount(account)
-            rows = conn.execute(
-                "SELECT c.key, c.kind, e.amount, e.counterparty, c.at FROM entries e"
-                " JOIN commands c ON c.seq = e.seq WHERE e.account=? ORDER BY e.id DESC LIMIT ?",
-                (account, limit),
-            ).fetchall()
-        balance, entries = int(row[0]), []
-        for key, kind, amount, counterparty, at in rows:
-            entries.append(StatementEntry(key, kind, amount, counterparty, at, balance))
-            balance -= amount
-        return entries
-
-    def accounts(self) -> list[AccountInfo]:
-        """Every customer account, open or closed, by id."""
-        with self._reader() as conn:
-            rows = conn.execute(
-                "SELECT account, owner, status, balance FROM accounts"
-                " WHERE status != 'system' ORDER BY account"
-            ).fetchall()
-        return [AccountInfo(*row) for row in rows]
-
-    def audit(self) -> AuditReport:
-        """Recompute every balance and link of the journal and check the books (``_journal``)."""
-        with self._reader() as conn:
-            return self._store.audit(conn)
 
     def statistics(self) -> LedgerStatistics:
         """A snapshot of how many commands, writes and commits the writer has done."""

@@ -28,9 +28,11 @@ empty one needs ``create``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import urllib.parse
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from netlet.apps.bank._commands import CASH
@@ -134,6 +136,9 @@ def connect(url: str, location: str) -> PgConn:
     except psycopg.Error as exc:
         raise ConfigError(f"cannot connect to the ledger database {location}: "
                           f"{_first_line(exc)}") from None
+    # No server-side prepared statements: psycopg's cache of them goes wrong in a
+    # pipeline whose part is rolled back ("prepared statement ... does not exist").
+    raw.prepare_threshold = None
     return PgConn(raw)
 
 
@@ -211,6 +216,7 @@ class PostgresStore:
     """The ledger in a PostgreSQL database, shared by any number of front-ends."""
 
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
+    pipelined = True
 
     def __init__(self, url: str, *, max_pin_attempts: int, lock_seconds: float) -> None:
         from netlet.apps.bank._pgpins import PgPinGate
@@ -233,8 +239,17 @@ class PostgresStore:
             conn.close()
             raise
 
+    @contextlib.contextmanager
+    def pipeline(self, conn: Conn) -> Iterator[Callable[[], None]]:
+        """psycopg's pipeline mode: a job's writes and its RELEASE go out in one round trip
+        and its reads share one; ``flush`` syncs (errors surface there)."""
+        raw: psycopg.Connection[Any] = conn.raw  # type: ignore[attr-defined]
+        with raw.pipeline() as pipe:
+            yield pipe.sync
+
     def begin_write(self, conn: Conn) -> Head:
-        conn.execute(f"BEGIN; {_LOCK}")  # one round trip: the simple query protocol
+        conn.execute("BEGIN")  # pipelined: these three are one round trip
+        conn.execute(_LOCK)
         row = conn.execute("SELECT seq, chain FROM commands ORDER BY seq DESC LIMIT 1"
                            ).fetchone()
         return (0, "") if row is None else (int(row[0]), str(row[1]))

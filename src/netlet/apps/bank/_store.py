@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from netlet.apps.bank._journal import AuditReport, HeadFile, audit, audit_file, prepare
@@ -49,6 +51,12 @@ class Store(Protocol):
     """What the database's driver raises."""
     pins: PinGate | None
     """None: the ledger keeps PIN reservations in memory (one process per ledger)."""
+    pipelined: bool
+    """Whether statements are sent ahead (``pipeline``): then reads are batched too."""
+
+    def pipeline(self, conn: Conn) -> AbstractContextManager[Callable[[], None]]:
+        """A batch's statements, sent without waiting where no answer is needed; it gives
+        ``flush()``, which waits until everything sent so far is done (or raises)."""
 
     def open(self, create: bool) -> tuple[Conn, Head]:
         """Check (or create) the ledger; the writer's connection and the chain's head.
@@ -107,11 +115,16 @@ def audit_ledger(location: str) -> AuditReport:
     return audit_file(location)
 
 
+def _nothing() -> None:
+    pass
+
+
 class SqliteStore:
     """The ledger in one SQLite file (WAL, ``synchronous=FULL``), held by this process alone."""
 
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
     pins: PinGate | None = None
+    pipelined = False
 
     def __init__(self, path: str) -> None:
         self.location = self.path = path
@@ -146,6 +159,10 @@ class SqliteStore:
 
     def connect_writer(self) -> Conn:
         return self._connect()
+
+    @contextlib.contextmanager
+    def pipeline(self, conn: Conn) -> Iterator[Callable[[], None]]:
+        yield _nothing  # an embedded database: every statement is done when it returns
 
     def begin_write(self, conn: Conn) -> Head | None:
         conn.execute("BEGIN IMMEDIATE")
