@@ -44,8 +44,7 @@ def _on_postgres(p: Params, fronts: int) -> Figures:
             subprocess.run([*NETLET, "keygen", str(key)], check=True, capture_output=True)
             db, addresses = server.new_db(), []
             for n in range(fronts):  # the first creates the ledger's schema
-                bank, address = _start_bank(db, ["--key-file", str(key)],  # type: ignore[arg-type]
-                                            root / f"bank{n}.log")
+                bank, address = _start_bank(db, ["--key-file", str(key)], root / f"bank{n}.log")
                 banks.append(bank)
                 addresses.append(address)
             report, log = root / "swarm.json", root / "swarm.log"

@@ -207,11 +207,11 @@ class Ledger(LedgerPins, LedgerReads):
             book.prefetched(ahead, accounts)
         else:
             row = found.fetchone()
-        if row is not None:
+        if row is not None:  # nothing written: the refusals below need no rollback
             if row[3] == "Fence":
-                raise KeySettled(key)
+                return None, KeySettled(key)
             if row[0] != text:
-                raise IdempotencyConflict(key)
+                return None, IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
         try:
