@@ -338,6 +338,8 @@ class Ledger(LedgerPins, LedgerReads):
                         conn.execute("ROLLBACK")
                 except self._errors:
                     pass
+            if not careful and not isinstance(exc, _Retry | _Careful):
+                raise _Careful() from exc  # e.g. the last job's write failed at the COMMIT
             if not isinstance(exc, _Retry | _Careful) and self._store.retryable(exc):
                 raise _Retry() from exc
             raise
