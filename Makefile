@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 # (workers, servers) recompiles the package from source, ~60 ms each.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck bench bytecode clean
+.PHONY: run test lint typecheck bench bytecode clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck bytecode
+# The bank's tests run its ledger on a private PostgreSQL server as well as on SQLite
+# (tests/apps/bank/pgserver.py starts one from the machine's PostgreSQL binaries):
+# installed here when missing. `make run` never needs them.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL for the bank's tests (apt-get install postgresql)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq postgresql >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
+	  || echo "note: PostgreSQL could not be installed (root needed); its bank tests skip"; }
+
+test: lint typecheck bytecode postgres
 	$(BIN)/pytest -q
 
 bench: $(BSTAMP) bytecode

@@ -42,7 +42,7 @@ def _last_lines(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:]) if lines else "no output"
 
 
-def _start_bank(db: Path, options: list[str], log: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_bank(db: Path | str, options: list[str], log: Path) -> tuple[subprocess.Popen[str], str]:
     """``netlet bank serve`` on an ephemeral port; returns it and the address it printed."""
     with log.open("w") as err:
         bank = subprocess.Popen([*NETLET, "bank", "serve", "--listen", "tcp://127.0.0.1:0",

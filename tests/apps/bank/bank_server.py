@@ -43,9 +43,10 @@ def netlet(*args: str | Path, stdin: str | None = None,
 
 
 class BankProcess:
-    """``netlet bank serve`` on ``tcp://127.0.0.1:PORT`` with ledger ``db``."""
+    """``netlet bank serve`` on ``tcp://127.0.0.1:PORT`` with ledger ``db`` (a file or a
+    PostgreSQL URL)."""
 
-    def __init__(self, db: Path, *options: str, port: int | None = None) -> None:
+    def __init__(self, db: Path | str, *options: str, port: int | None = None) -> None:
         self.db = db
         self.port = port or free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"

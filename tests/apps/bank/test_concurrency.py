@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -113,8 +113,9 @@ def test_one_key_raced_by_many_atms_applies_once(bank: BankProcess,
 
 
 @pytest.mark.parametrize("mode", ["--group-commit", "--no-group-commit"])
-def test_swarm_check_passes_with_and_without_group_commit(tmp_path: Path, mode: str) -> None:
-    with BankProcess(tmp_path / "bank.db", mode) as srv:
+def test_swarm_check_passes_with_and_without_group_commit(new_db: Callable[[], str],
+                                                         mode: str) -> None:
+    with BankProcess(new_db(), mode) as srv:
         result = run_netlet("atm", "swarm", "--bank", srv.address, "--atms", "24",
                             "--seconds", "2", "--accounts", "30", "--plain")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,12 +14,15 @@ journal, no balance is negative, and ``netlet bank audit`` passes.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.apps.bank.bank_server import ENV, NETLET, BankProcess, netlet
+from tests.apps.bank.conftest import raw_sql
 from tests.conftest import LineReader
 
 SECONDS = 10
@@ -39,8 +42,10 @@ def wait_progress(lines: LineReader, since: int, *, answered: int = 0,
             return since, int(match["answered"])
 
 
-def test_swarm_survives_repeated_sigkill_of_the_bank(tmp_path: Path) -> None:
-    db, report = tmp_path / "bank.db", tmp_path / "swarm.json"
+@pytest.mark.timeout(120)
+def test_swarm_survives_repeated_sigkill_of_the_bank(tmp_path: Path,
+                                                     new_db: Callable[[], str]) -> None:
+    db, report = new_db(), tmp_path / "swarm.json"
     with BankProcess(db) as bank:
         swarm = subprocess.Popen(
             [*NETLET, "atm", "swarm", "--bank", bank.address, "--atms", "16",
@@ -83,17 +88,14 @@ def test_swarm_survives_repeated_sigkill_of_the_bank(tmp_path: Path) -> None:
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
-def check_ledger_against(db: Path, ops: list[dict[str, Any]]) -> None:
-    """Read the ledger file directly and compare it with what the swarm saw."""
-    with sqlite3.connect(db) as conn:
-        commands = {key: (seq, ok, kind) for seq, key, ok, kind in
-                    conn.execute("SELECT seq, key, ok, kind FROM commands")}
-        entries: dict[int, int] = dict(conn.execute(
-            "SELECT seq, COUNT(*) FROM entries GROUP BY seq"))
-        negative = conn.execute("SELECT account, balance FROM accounts "
-                                "WHERE status != 'system' AND balance < 0").fetchall()
-        n_keys, n_distinct = conn.execute(
-            "SELECT COUNT(key), COUNT(DISTINCT key) FROM commands").fetchone()
+def check_ledger_against(db: str, ops: list[dict[str, Any]]) -> None:
+    """Read the ledger's database directly and compare it with what the swarm saw."""
+    commands = {str(key): (seq, ok, kind) for seq, key, ok, kind in
+                raw_sql(db, "SELECT seq, key, ok, kind FROM commands")}
+    entries = dict(raw_sql(db, "SELECT seq, COUNT(*) FROM entries GROUP BY seq"))
+    negative = raw_sql(db, "SELECT account, balance FROM accounts "
+                           "WHERE status != 'system' AND balance < 0")
+    ((n_keys, n_distinct),) = raw_sql(db, "SELECT COUNT(key), COUNT(DISTINCT key) FROM commands")
     assert negative == []
     assert n_keys == n_distinct
     statuses = {op["status"] for op in ops}

@@ -1,17 +1,15 @@
 """``outcome`` settles a key in the ledger itself: its answer is final, also after restarts.
 
-Each test runs a real ``netlet bank serve`` and talks to it over TCP. The
-writer is held up by another SQLite connection that takes the write lock
-(as a slow disk or a long commit would), so a request can be queued when its
-caller gives up and someone asks about its key.
+Each test runs a real ``netlet bank serve`` (on SQLite and on PostgreSQL) and
+talks to it over TCP. The writer is held up by another connection that takes
+the write lock (as a slow disk or a long commit would), so a request can be
+queued when its caller gives up and someone asks about its key.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,20 +20,20 @@ from netlet.apps.bank._atm import BankClient
 from netlet.errors import CallTimeout
 from netlet.transport import find_user_key
 from tests.apps.bank.bank_server import BankProcess
+from tests.apps.bank.conftest import hold_writer, raw_sql
 
 PIN = "1234"
 
 
-def _applied(db: Path, key: str) -> bool:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT ok, kind FROM commands WHERE key=?", (key,)).fetchone()
-    return row is not None and row[0] == 1 and row[1] != "Fence"
+def _applied(db: str, key: str) -> bool:
+    rows = raw_sql(db, f"SELECT ok, kind FROM commands WHERE key='{key}'")  # keys of ours
+    return bool(rows) and rows[0][0] == 1 and rows[0][1] != "Fence"
 
 
 @pytest.mark.timeout(90)
 def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
-        tmp_path: Path, node_factory: Callable[..., netlet.Node]) -> None:
-    db = tmp_path / "bank.db"
+        new_db: Callable[[], str], node_factory: Callable[..., netlet.Node]) -> None:
+    db = new_db()
     with BankProcess(db) as bank, BankClient(
             # the bank's per-user key; no direct calls: a timeout then sends a cancel
             bank.address, node=node_factory(key=find_user_key(bank.address), call_timeout=60,
@@ -43,9 +41,7 @@ def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
             timeout=60, retry_for=5) as client:
         client.open_account("alice", "Alice", PIN, pin_cost=16)
         token = client.bank.login("alice", PIN)["token"]
-        blocker = sqlite3.connect(db, isolation_level=None, timeout=1)
-        try:
-            blocker.execute("BEGIN IMMEDIATE")  # the bank's writer now waits for us
+        with hold_writer(db):  # the bank's writer now waits for us
             with pytest.raises(CallTimeout):  # the caller gives up: the call is cancelled
                 client.bank.with_options(timeout=1.0).deposit(token, 500, "k-given-up")
             answer: dict[str, Any] = {}
@@ -53,9 +49,6 @@ def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
                 target=lambda: answer.update(o=client.bank.outcome(token, "k-given-up")))
             asker.start()
             asker.join(3.0)  # a bank that answers before its writer did would answer now
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         asker.join(30)
         assert "o" in answer
         outcome = answer["o"]
@@ -71,8 +64,8 @@ def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
 
 @pytest.mark.timeout(90)
 def test_a_fenced_key_stays_fenced_after_a_restart(
-        tmp_path: Path, node_factory: Callable[..., netlet.Node]) -> None:
-    db = tmp_path / "bank.db"
+        new_db: Callable[[], str], node_factory: Callable[..., netlet.Node]) -> None:
+    db = new_db()
     with BankProcess(db) as bank, BankClient(
             bank.address, node=node_factory(key=find_user_key(bank.address), call_timeout=30),
             retry_for=10) as client:

@@ -6,7 +6,7 @@ import pickle
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -48,13 +48,14 @@ from netlet.apps.bank import (
 )
 from netlet.apps.bank._commands import error_from_record, error_to_record
 from netlet.errors import ConfigError, NetletError
+from tests.apps.bank.conftest import hold_writer, raw_sql
 
 PIN_HASH = hash_pin("1234", n=16)
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "bank.db") as led:
+def ledger(new_db: Callable[[], str]) -> Iterator[Ledger]:
+    with Ledger(new_db()) as led:
         led.execute(OpenAccount("alice", "Alice", PIN_HASH), "open-alice")
         led.execute(OpenAccount("bob", "Bob", PIN_HASH), "open-bob")
         led.execute(Deposit("alice", 10_000), "seed-alice")
@@ -366,8 +367,8 @@ def test_close_account(ledger: Ledger) -> None:
     assert len(ledger.statement("alice")) == 2  # history stays
 
 
-def test_limit_on_money_in_the_bank(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "bank.db") as led:
+def test_limit_on_money_in_the_bank(new_db: Callable[[], str]) -> None:
+    with Ledger(new_db()) as led:
         led.execute(OpenAccount("rich", "Rich", PIN_HASH), "open")
         threads = [
             threading.Thread(
@@ -487,8 +488,8 @@ def test_outcome_of_unknown_key(ledger: Ledger) -> None:
     assert ledger.outcome("never-seen") is None
 
 
-def test_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "bank.db"
+def test_survives_reopen(new_db: Callable[[], str]) -> None:
+    path = new_db()
     with Ledger(path) as led:
         led.execute(OpenAccount("alice", "Alice", PIN_HASH), "open")
         first = led.execute(Deposit("alice", 42), "d")
@@ -499,7 +500,8 @@ def test_survives_reopen(tmp_path: Path) -> None:
         assert led.audit().ok
 
 
-def test_journal_replays_into_the_same_books(ledger: Ledger, tmp_path: Path) -> None:
+def test_journal_replays_into_the_same_books(ledger: Ledger,
+                                            new_db: Callable[[], str]) -> None:
     for i, command in enumerate(
         [
             Transfer("alice", "bob", 10),
@@ -517,7 +519,7 @@ def test_journal_replays_into_the_same_books(ledger: Ledger, tmp_path: Path) -> 
             pass
     journal = ledger.journal(limit=3) + ledger.journal(after=3)
     assert [o.seq for o in journal] == sorted(o.seq for o in journal)
-    with Ledger(tmp_path / "replay.db") as replica:
+    with Ledger(new_db()) as replica:
         for record in journal:
             command = command_from_record(record.command.to_record())
             if record.error is None:
@@ -562,18 +564,13 @@ def test_balance_of_unknown_account(ledger: Ledger) -> None:
 
 def test_audit_finds_tampering(ledger: Ledger) -> None:
     assert ledger.audit().ok
-    with sqlite3.connect(ledger.path, isolation_level=None) as raw:
-        raw.execute("UPDATE accounts SET balance = balance + 1 WHERE account='bob'")
+    raw_sql(ledger.path, "UPDATE accounts SET balance = balance + 1 WHERE account='bob'")
     report = ledger.audit()
     assert not report.ok
     assert any("cached balance" in v for v in report.violations)
-    with sqlite3.connect(ledger.path, isolation_level=None) as raw:
-        raw.execute("UPDATE accounts SET balance = balance - 1 WHERE account='bob'")
-        raw.execute(
-            "INSERT INTO entries(seq, account, amount, counterparty) VALUES (3, 'bob', -5, 'x')"
-        )
-        raw.execute("UPDATE accounts SET balance = -5 WHERE account='bob'")
-    raw.close()
+    raw_sql(ledger.path, "UPDATE accounts SET balance = balance - 1 WHERE account='bob'",
+            "INSERT INTO entries(seq, account, amount, counterparty) VALUES (3, 'bob', -5, 'x')",
+            "UPDATE accounts SET balance = -5 WHERE account='bob'")
     report = ledger.audit()
     assert not report.ok
     assert report.total == -5
@@ -656,8 +653,8 @@ def test_public_api() -> None:
 # -- lifetime and configuration -------------------------------------------------------
 
 
-def test_closed_ledger(tmp_path: Path) -> None:
-    led = Ledger(tmp_path / "bank.db")
+def test_closed_ledger(new_db: Callable[[], str]) -> None:
+    led = Ledger(new_db())
     led.close()
     led.close()
     with pytest.raises(LedgerClosed):
@@ -687,30 +684,55 @@ def test_in_memory_database_is_refused() -> None:
         Ledger(":memory:")
 
 
-def test_wal_and_full_sync(ledger: Ledger) -> None:
-    with sqlite3.connect(ledger.path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    raw.close()
-    assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+def test_wal_and_full_sync(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "bank.db") as ledger:
+        with sqlite3.connect(ledger.path) as raw:
+            assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        raw.close()
+        assert ledger._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 # -- storage failures ---------------------------------------------------------------
 
 
 def test_storage_error_in_one_command(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    from netlet.apps.bank import StorageError, _ledger
+    from netlet.apps.bank import StorageError, _records
 
     def broken(*args: object) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
+        raise ledger._store.errors[0]("disk I/O error")  # the database driver's own error
+
+    def failing(book: _records.SqlBook, *args: object) -> None:
+        book.conn.execute("INSERT INTO no_such_table VALUES (1)")  # the server refuses it
 
     before = snapshot(ledger)
     with monkeypatch.context() as patch:
-        patch.setattr(_ledger._Book, "move", broken)
+        patch.setattr(_records.SqlBook, "move", broken)
         with pytest.raises(StorageError, match="disk I/O error"):
             ledger.execute(Deposit("bob", 5), "k")
     assert snapshot(ledger) == before
     assert ledger.outcome("k") is None  # unknown outcome: the caller retries with the key
+    with monkeypatch.context() as patch:
+        patch.setattr(_records.SqlBook, "move", failing)
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda c=c, k=k: results.append(
+            _try(ledger, c, k))) for c, k in [(Deposit("bob", 5), "k"),
+                                               (OpenAccount("carol", "C", PIN_HASH), "o-c")]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert any(isinstance(r, StorageError) and "no_such_table" in str(r) for r in results)
+    assert {"account": "carol", "owner": "C"} in results  # its batch-mate is unharmed
+    assert ledger.outcome("k") is None
     assert ledger.execute(Deposit("bob", 5), "k")["balance"] == 5
+    assert ledger.audit().ok
+
+
+def _try(ledger: Ledger, command: Command, key: str) -> object:
+    try:
+        return ledger.execute(command, key)
+    except BankError as exc:
+        return exc
 
 
 class _FailingCommit:
@@ -729,18 +751,27 @@ class _FailingCommit:
 
 
 def test_failed_commit_fails_the_batch(ledger: Ledger) -> None:
+    """SQLite: the batch fails (outcome unknown: retry the key). PostgreSQL: the writer
+    drops the connection whose COMMIT failed and runs the batch again on a new one (safe:
+    a command that did commit is found by its key), so the caller gets its answer."""
     from netlet.apps.bank import StorageError
 
     real = ledger._conn  # private: swap the writer's connection while it waits for work
-    ledger._conn = _FailingCommit(real)  # type: ignore[assignment]
+    fake = ledger._conn = _FailingCommit(real)  # type: ignore[assignment]
     try:
-        with pytest.raises(StorageError, match="disk full"):
-            ledger.execute(Deposit("bob", 5), "k")
+        if ledger._store.pipelined:
+            assert ledger.execute(Deposit("bob", 5), "k")["balance"] == 5
+            assert ledger._conn is not fake
+        else:
+            with pytest.raises(StorageError, match="disk full"):
+                ledger.execute(Deposit("bob", 5), "k")
+            assert ledger.outcome("k") is None
+            assert ledger.balance("bob") == 0
     finally:
-        ledger._conn = real
-    assert ledger.outcome("k") is None
-    assert ledger.balance("bob") == 0
+        if ledger._conn is fake:
+            ledger._conn = real
     assert ledger.execute(Deposit("bob", 5), "k")["balance"] == 5
+    assert ledger.balance("bob") == 5
     assert ledger.audit().ok
 
 
@@ -757,9 +788,9 @@ def _run_threads(targets: list[Any], timeout: float = 30) -> None:
 
 
 @pytest.mark.parametrize("group_commit", [True, False])
-def test_many_threads_batch_commits(tmp_path: Path, group_commit: bool) -> None:
+def test_many_threads_batch_commits(new_db: Callable[[], str], group_commit: bool) -> None:
     n_threads, per_thread = 32, 20
-    with Ledger(tmp_path / "bank.db", group_commit=group_commit) as led:
+    with Ledger(new_db(), group_commit=group_commit) as led:
         for t in range(n_threads):
             led.execute(OpenAccount(f"a{t}", "A", PIN_HASH), f"open{t}")
         before = led.statistics()
@@ -807,17 +838,14 @@ def test_one_batch_isolates_each_command(ledger: Ledger) -> None:
             results[name] = exc
 
     before = ledger.statistics()
-    holder = sqlite3.connect(ledger.path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # the writer blocks in BEGIN while the jobs queue up
-    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while ledger._active < len(jobs):  # private: every caller has queued its command
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    holder.execute("ROLLBACK")
-    holder.close()
+    with hold_writer(ledger.path):  # the writer blocks in BEGIN while the jobs queue up
+        threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while ledger._active < len(jobs):  # private: every caller has queued its command
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
     for thread in threads:
         thread.join(10)
     assert ledger.statistics().commits - before.commits <= 2
@@ -832,10 +860,10 @@ def test_one_batch_isolates_each_command(ledger: Ledger) -> None:
     assert ledger.audit().ok
 
 
-def test_transfers_both_ways_from_32_threads(tmp_path: Path) -> None:
+def test_transfers_both_ways_from_32_threads(new_db: Callable[[], str]) -> None:
     import random
 
-    with Ledger(tmp_path / "bank.db") as led:
+    with Ledger(new_db()) as led:
         for name in ("a", "b"):
             led.execute(OpenAccount(name, name.upper(), PIN_HASH), f"open-{name}")
             led.execute(Deposit(name, 5_000), f"seed-{name}")
@@ -873,8 +901,8 @@ def test_transfers_both_ways_from_32_threads(tmp_path: Path) -> None:
         assert report.n_commands == 4 + 32 * 25
 
 
-def test_close_while_busy(tmp_path: Path) -> None:
-    path = tmp_path / "bank.db"
+def test_close_while_busy(new_db: Callable[[], str]) -> None:
+    path = new_db()
     led = Ledger(path)
     led.execute(OpenAccount("a", "A", PIN_HASH), "open")
     acked: list[str] = []
@@ -980,14 +1008,14 @@ def _replay_balances(led: Ledger) -> dict[str, int]:
     return balances
 
 
-def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_kill_9_loses_nothing_acknowledged(new_db: Callable[[], str], tmp_path: Path) -> None:
     import json
     import os
     import signal
     import subprocess
     import sys
 
-    path = tmp_path / "bank.db"
+    path = new_db()
     script = tmp_path / "child.py"
     script.write_text(CRASH_CHILD)
     acks: list[dict[str, Any]] = []
@@ -1007,9 +1035,15 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
                 lines.append(line)
         finally:
             os.kill(child.pid, signal.SIGKILL)
-            rest, err = child.communicate(timeout=30)
+            # Through the buffered pipe, not communicate(): that reads the raw fd and
+            # would skip what readline already buffered (a line cut in two).
+            rest = child.stdout.read()
+            err = child.stderr.read()
+            child.wait(30)
+            child.stdout.close()
+            child.stderr.close()
         assert child.returncode == -signal.SIGKILL, err.decode()
-        whole = b"".join(lines) + rest  # a line may have been cut by readline's buffering
+        whole = b"".join(lines) + rest  # the last line may be cut by the kill
         received = [json.loads(line) for line in whole.splitlines(keepends=True)
                     if line.endswith(b"\n")]
         assert received[0] == {"ready": True}

@@ -35,8 +35,8 @@ from netlet.apps.bank import (
     Withdraw,
     hash_pin,
 )
-from netlet.apps.bank._ledger import _canonical
 from netlet.apps.bank._ledgerfile import LedgerInUse
+from netlet.apps.bank._records import canonical as _canonical
 from tests.apps.bank.test_ledger_model import Model
 from tests.conftest import arun
 

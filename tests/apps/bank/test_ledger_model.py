@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -17,6 +16,7 @@ from hypothesis.stateful import (
     invariant,
     multiple,
     rule,
+    run_state_machine_as_test,
 )
 
 from netlet.apps.bank import (
@@ -147,17 +147,17 @@ class Model:
 
 class LedgerMachine(RuleBasedStateMachine):
     keys = Bundle("keys")
+    make_db: Callable[[], str]  # a new, empty ledger's location: set per backend
 
     def __init__(self) -> None:
         super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="netlet-ledger-")
-        self.ledger = Ledger(Path(self.dir) / "bank.db", max_wait=0)
+        self.db = self.make_db()
+        self.ledger = Ledger(self.db, max_wait=0)
         self.model = Model()
         self.counter = 0
 
     def teardown(self) -> None:
         self.ledger.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def run(self, command: Command, key: str | None = None) -> str:
         if key is None:
@@ -215,7 +215,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(key=keys)
     def retry_after_reopen(self, key: str) -> None:
         self.ledger.close()
-        self.ledger = Ledger(Path(self.dir) / "bank.db", max_wait=0)
+        self.ledger = Ledger(self.db, max_wait=0)
         command, _ = self.model.done[key]
         self.run(command, key)
 
@@ -242,10 +242,19 @@ class LedgerMachine(RuleBasedStateMachine):
         assert report.n_commands == len(self.model.done)
 
 
-TestLedgerModel = LedgerMachine.TestCase
-TestLedgerModel.settings = settings(
+SETTINGS = settings(
     max_examples=40,
     stateful_step_count=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+@pytest.mark.timeout(180)
+def test_ledger_against_the_model(new_db: Callable[[], str]) -> None:
+    """On each backend (SQLite, PostgreSQL): a new ledger per example."""
+
+    class Machine(LedgerMachine):
+        make_db = staticmethod(new_db)
+
+    run_state_machine_as_test(Machine, settings=SETTINGS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -100,8 +100,8 @@ def test_bad_cost(n: object) -> None:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "bank.db", lock_seconds=300) as led:
+def ledger(new_db: Callable[[], str]) -> Iterator[Ledger]:
+    with Ledger(new_db(), lock_seconds=300) as led:
         led.execute(OpenAccount("alice", "Alice", hash_pin("2468", n=CHEAP)), "open-alice")
         yield led
 
@@ -143,8 +143,8 @@ def test_right_pin_resets_the_count(ledger: Ledger) -> None:
         assert info.value.attempts_left == left
 
 
-def test_lockout_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "bank.db"
+def test_lockout_survives_reopen(new_db: Callable[[], str]) -> None:
+    path = new_db()
     with Ledger(path) as led:
         led.execute(OpenAccount("bob", "Bob", hash_pin("1357", n=CHEAP)), "open-bob")
         for _ in range(2):
@@ -190,10 +190,11 @@ def test_pins_never_stored_or_shown_in_clear(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n", [16, 1024], ids=["cheap-checked-inline", "costly-on-a-thread"])
-def test_async_check_locks_the_card_like_the_sync_one(tmp_path: Path, n: int) -> None:
+def test_async_check_locks_the_card_like_the_sync_one(new_db: Callable[[], str],
+                                                      n: int) -> None:
     stored = hash_pin("2468", n=n)
     assert pin_check_is_cheap(stored) is (n == 16)
-    with Ledger(tmp_path / "bank.db", lock_seconds=300) as led:
+    with Ledger(new_db(), lock_seconds=300) as led:
         led.execute(OpenAccount("alice", "Alice", stored), "open-alice")
 
         def check(pin: str, now: float) -> bool:

@@ -34,7 +34,6 @@ from netlet.apps.bank._commands import (
     InsufficientFunds,
     format_amount,
 )
-from netlet.apps.bank._journal import audit_file
 from netlet.apps.bank._ledger import Ledger
 from netlet.apps.bank._pins import check_pin_format
 from netlet.apps.bank._service import (
@@ -45,6 +44,7 @@ from netlet.apps.bank._service import (
     BankService,
     ServiceError,
 )
+from netlet.apps.bank._store import audit_ledger
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import (
@@ -209,7 +209,9 @@ def bank() -> None:
 @bank.command()
 @click.option("--listen", default=DEFAULT_BANK, show_default=True, help="Address to serve on.")
 @click.option("--db", default="bank.db", show_default=True, type=click.Path(dir_okay=False),
-              help="The ledger's SQLite file (created if missing).")
+              help="The ledger: an SQLite file (created if missing), or a PostgreSQL URL "
+                   "postgresql://USER:PASSWORD@HOST:PORT/DB, which several `bank serve` "
+                   "may share (needs netlet[postgres]; see docs/bank.md).")
 @click.option("--create", is_flag=True,
               help="Start a new, empty ledger in an existing empty file (a missing file is "
                    "created anyway).")
@@ -294,7 +296,8 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
         stop = threading.Event()  # before saying we are ready: a Ctrl-C right after stops us
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        console.print(f"netlet bank listening on [cyan]{node.address}[/], ledger {db} ({mode}); "
+        console.print(f"netlet bank listening on [cyan]{node.address}[/], ledger "
+                      f"{ledger.location} ({mode}); "
                       f"operator calls {'allowed' if operator else 'refused (no key)'}"
                       + (f"; registered as {name!r} at {head_addr}" if cluster else ""),
                       soft_wrap=True)
@@ -362,11 +365,12 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
 
 
 @bank.command()
-@click.option("--db", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="The ledger's SQLite file (a running bank may keep using it).")
+@click.option("--db", required=True, type=click.Path(dir_okay=False),
+              help="The ledger's SQLite file or PostgreSQL URL (running banks may keep "
+                   "using it).")
 def audit(db: str) -> None:
     """Recompute every balance from the journal; exit 1 if the books do not balance."""
-    report = audit_file(db)
+    report = audit_ledger(db)
     click.echo(f"{report.n_commands} commands, {report.n_entries} entries, "
                f"journal total {report.total}")
     if not report.ok:

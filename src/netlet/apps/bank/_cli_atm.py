@@ -292,6 +292,8 @@ def swarm(ctx: click.Context, atms: int, seconds: float, accounts: int,
           grace: float, seed: int | None, report: str | None, plain: bool) -> None:
     """Many simulated ATMs doing random operations, then a check of the bank's books.
 
+    --bank may list several front-ends of one bank (a PostgreSQL ledger),
+    comma-separated: the ATMs are spread over them, and need one --key-file.
     Exits 0 when every acknowledged request was applied exactly once, no refused
     one was, the money adds up and the bank's audit is clean; 1 otherwise.
     """

@@ -413,8 +413,10 @@ class OpenAccount(Command):
 
     def validate(self) -> None:
         _check_account(self.account)
-        if not isinstance(self.owner, str) or not 0 < len(self.owner.strip()) <= 200:
-            raise InvalidCommand("owner must be a non-empty str of at most 200 characters")
+        if (not isinstance(self.owner, str) or not 0 < len(self.owner.strip()) <= 200
+                or not self.owner.isprintable()):
+            raise InvalidCommand("owner must be a non-empty, printable str of at most 200 "
+                                 "characters")
         if not is_pin_hash(self.pin_hash):
             raise InvalidCommand("pin_hash must come from hash_pin (never a PIN in clear)")
 

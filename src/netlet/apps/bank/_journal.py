@@ -34,10 +34,12 @@ from typing import Any
 
 from netlet.apps.bank._commands import CASH, Reversal, command_from_record
 from netlet.apps.bank._ledgerfile import LedgerDamaged, NotALedger
+from netlet.apps.bank._records import Conn
 from netlet.errors import ConfigError
 
 __all__ = [
-    "SCHEMA_VERSION", "AuditReport", "HeadFile", "audit", "audit_file", "link", "prepare",
+    "SCHEMA_VERSION", "AuditReport", "HeadFile", "audit", "audit_file", "check_tail", "link",
+    "prepare",
 ]
 
 SCHEMA_VERSION = 2
@@ -134,7 +136,7 @@ def prepare(conn: sqlite3.Connection, path: str, *, created: bool, create: bool,
             "INSERT OR IGNORE INTO accounts(account, owner, pin_hash, status, opened_at)"
             " VALUES (?, 'the bank', '', 'system', ?)", (CASH, time.time()))
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        last = _check_tail(conn, path, head.read())
+        last = check_tail(conn, path, head.read())
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -197,7 +199,7 @@ def _chain_all(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE commands SET chain=? WHERE seq=?", (prev, row[0]))
 
 
-def _check_tail(conn: sqlite3.Connection, path: str,
+def check_tail(conn: Conn, path: str,
                 noted: tuple[int, str] | None) -> tuple[int, str]:
     """Recompute the last links and compare with the head file; the last ``(seq, chain)``."""
     rows = conn.execute(_ROW_SQL + " ORDER BY seq DESC LIMIT ?", (_TAIL + 1,)).fetchall()
@@ -265,7 +267,7 @@ class _Violations(list[str]):
             self.append(f"(more {kind} violations not listed)")
 
 
-def audit(conn: sqlite3.Connection, noted: tuple[int, str] | None) -> AuditReport:
+def audit(conn: Conn, noted: tuple[int, str] | None) -> AuditReport:
     """Recompute every balance and link from the journal in ``conn`` (inside a read
     transaction) and check the books; ``noted`` is the head file's record."""
     v = _Violations()
@@ -330,7 +332,7 @@ def _movement_of_record(record: str) -> tuple[str, str, int]:
     return data["account"], CASH, data["amount"]
 
 
-def _movement_of(conn: sqlite3.Connection, key: str) -> tuple[str, str, int] | None:
+def _movement_of(conn: Conn, key: str) -> tuple[str, str, int] | None:
     row = conn.execute("SELECT record FROM commands WHERE key=? AND ok=1", (key,)).fetchone()
     try:
         command: Any = None if row is None else command_from_record(json.loads(row[0]))

@@ -1,30 +1,31 @@
-"""The bank's ledger: a double-entry journal in SQLite, committed in groups by one writer thread.
+"""The bank's ledger: a double-entry journal, committed in groups by one writer thread.
 
-Every acknowledged command must survive a crash, so commits are fsync'd (WAL,
-``synchronous=FULL``); one fsync per command would cap throughput, so one
+Every acknowledged command must survive a crash, so commits are durable before
+anyone is answered; one durable commit per command would cap throughput, so one
 writer thread gathers the commands that queue up while it commits into a single
 transaction (a SAVEPOINT each, so one refusal spoils nothing else) and wakes
 each caller after the commit. Readers use a small pool of their own
-connections: WAL lets them read while the writer writes. Money moves only as
-double entries, deposits and withdrawals against the system account ``@cash``,
-so the journal always sums to zero; ``accounts.balance`` is a cache of each
-account's journal sum, kept in the same transaction and checked by ``audit()``.
+connections. Money moves only as double entries, deposits and withdrawals
+against the system account ``@cash``, so the journal always sums to zero;
+``accounts.balance`` is a cache of each account's journal sum, kept in the
+same transaction and checked by ``audit()``.
+
+The books live in a :class:`~netlet.apps.bank._store.Store`: an SQLite file
+that this process alone writes (the default), or a PostgreSQL database that
+several ledgers (front-ends) share; the rules here are the same for both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from netlet.apps.bank._commands import (
@@ -36,155 +37,37 @@ from netlet.apps.bank._commands import (
     KeySettled,
     LedgerClosed,
     StorageError,
-    UnknownAccount,
     check_key,
-    command_from_record,
     command_record,
     error_from_record,
     error_to_record,
 )
-from netlet.apps.bank._journal import AuditReport, HeadFile, audit, link, prepare
-from netlet.apps.bank._ledgerfile import open_ledger_file
-from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
-from netlet.apps.bank._pins import pin_check_is_cheap
+from netlet.apps.bank._journal import AuditReport, link
+from netlet.apps.bank._ledgerpins import LedgerPins
+from netlet.apps.bank._ledgerread import LedgerReads
+from netlet.apps.bank._pinguard import PinGuard
+from netlet.apps.bank._records import (
+    OUTCOME_SQL,
+    AccountInfo,
+    Conn,
+    LedgerStatistics,
+    Outcome,
+    SqlBook,
+    StatementEntry,
+    canonical,
+    outcome_of,
+)
+from netlet.apps.bank._store import open_store
 from netlet.errors import ConfigError
 
 __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
 
-_json_str: Callable[[str], str] = json.encoder.encode_basestring
-"""A str as JSON with non-ASCII kept, as ``json.dumps(..., ensure_ascii=False)`` writes it."""
-
 _Done = tuple[Any, BaseException | None]
-_Job = Callable[[sqlite3.Connection, float], _Done]
+_Job = Callable[[Conn, float], _Done]
 _Waiter = Future[Any] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 """Who waits for a job: a thread (a concurrent Future) or a task on an event loop."""
 _Item = tuple[_Job, _Waiter, bool]
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerStatistics:
-    """A snapshot of the writer: ``commits`` is also the number of fsyncs."""
-
-    commands: int
-    writes: int
-    commits: int
-    mean_batch_size: float
-    max_batch_size: int
-    pin_checks: int = 0
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Outcome:
-    """What happened to the command journaled under ``key``: a result or a refusal."""
-
-    seq: int
-    key: str
-    command: Command
-    result: dict[str, Any] | None
-    error: BankError | None
-    at: float
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def unwrap(self) -> dict[str, Any]:
-        """The result, or raise the refusal."""
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-@dataclass(frozen=True, slots=True)
-class StatementEntry:
-    """One line of a statement: ``amount`` > 0 is a credit, < 0 a debit."""
-
-    key: str
-    kind: str
-    amount: int
-    counterparty: str
-    timestamp: float
-    balance_after: int
-
-
-@dataclass(frozen=True, slots=True)
-class AccountInfo:
-    """One row of :meth:`Ledger.accounts`; ``status`` is ``open`` or ``closed``."""
-
-    account: str
-    owner: str
-    status: str
-    balance: int
-
-
-class _Book:
-    """The :class:`Book` a command sees: SQL on the writer's connection, inside its savepoint.
-
-    Each account's status and balance are read once per command and kept up to date
-    by ``move``, so a transfer reads two rows, not five.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, key: str, seq: int) -> None:
-        self.conn, self.key, self.seq = conn, key, seq
-        self._rows: dict[str, list[Any]] = {}
-
-    def _one(self, sql: str, *args: object) -> Any:
-        row = self.conn.execute(sql, args).fetchone()
-        return None if row is None else row[0]
-
-    def _row(self, account: str) -> list[Any]:
-        """``[status, balance]`` of ``account`` (``[None, 0]`` if there is none)."""
-        row = self._rows.get(account)
-        if row is None:
-            found = self.conn.execute(
-                "SELECT status, balance FROM accounts WHERE account=?", (account,)).fetchone()
-            row = self._rows[account] = [None, 0] if found is None else list(found)
-        return row
-
-    def status(self, account: str) -> str | None:
-        status: str | None = self._row(account)[0]
-        return None if status == "system" else status
-
-    def balance(self, account: str) -> int:
-        return int(self._row(account)[1])
-
-    def create(self, account: str, owner: str, pin_hash: str) -> None:
-        self.conn.execute(
-            "INSERT INTO accounts(account, owner, pin_hash, status, opened_at)"
-            " VALUES (?, ?, ?, 'open', ?)",
-            (account, owner, pin_hash, time.time()),
-        )
-        self._rows[account] = ["open", 0]
-
-    def close(self, account: str) -> None:
-        self.conn.execute("UPDATE accounts SET status='closed' WHERE account=?", (account,))
-        self._rows.pop(account, None)
-
-    def move(self, src: str, dst: str, amount: int) -> None:
-        self.conn.executemany(
-            "INSERT INTO entries(seq, account, amount, counterparty) VALUES (?, ?, ?, ?)",
-            [(self.seq, src, -amount, dst), (self.seq, dst, amount, src)],
-        )
-        self.conn.executemany(
-            "UPDATE accounts SET balance = balance + ? WHERE account=?",
-            [(-amount, src), (amount, dst)],
-        )
-        for account, change in ((src, -amount), (dst, amount)):
-            row = self._rows.get(account)
-            if row is not None:
-                row[1] += change  # as the UPDATE just did
-
-    def stored(self, key: str) -> tuple[Command, bool] | None:
-        row = self.conn.execute("SELECT record, ok FROM commands WHERE key=?", (key,)).fetchone()
-        return None if row is None else (command_from_record(json.loads(row[0])), bool(row[1]))
-
-    def reversed_by(self, key: str) -> str | None:
-        by: str | None = self._one("SELECT reversal_key FROM reversals WHERE original_key=?", key)
-        return by
-
-    def mark_reversed(self, key: str) -> None:
-        self.conn.execute("INSERT INTO reversals VALUES (?, ?)", (key, self.key))
+_RETRIES = 5  # a batch that meets a serialization failure runs again this often
 
 
 def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -202,45 +85,18 @@ def _no_fence(command: Command) -> None:
         raise InvalidCommand("a fence is recorded by Ledger.settle, never executed")
 
 
-def _canonical(record: dict[str, Any]) -> str:
-    """The journal's text of ``record``: JSON, keys sorted, no spaces, non-ASCII kept.
-
-    A flat record of str and int values (every movement and its result) is written
-    here directly, the same text ``json.dumps`` gives for a fraction of its cost.
-    """
-    parts = []
-    for name in sorted(record):
-        value = record[name]
-        kind = type(value)
-        if kind is str:
-            parts.append(f"{_json_str(name)}:{_json_str(value)}")
-        elif kind is int:
-            parts.append(f"{_json_str(name)}:{int.__repr__(value)}")
-        else:
-            return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "{" + ",".join(parts) + "}"
+class _Retry(Exception):
+    """A job met a serialization failure: the whole batch runs again."""
 
 
-def _outcome(row: tuple[Any, ...]) -> Outcome:
-    seq, key, record, ok, text, at = row
-    value = json.loads(text)
-    return Outcome(
-        seq=seq,
-        key=key,
-        command=command_from_record(json.loads(record)),
-        result=value if ok else None,
-        error=None if ok else error_from_record(value),
-        at=at,
-    )
+class _Careful(Exception):
+    """A pipelined batch failed somewhere: it runs again, waiting for each job's writes."""
 
 
-_OUTCOME_SQL = "SELECT seq, key, record, ok, outcome, at FROM commands"
+class Ledger(LedgerPins, LedgerReads):
+    """The journal of one bank, in the SQLite file (or PostgreSQL URL) ``path``; thread-safe.
 
-
-class Ledger:
-    """The journal of one bank, in the SQLite file at ``path``; thread-safe.
-
-    ``execute`` returns once its command is committed and fsync'd. With
+    ``execute`` returns once its command is committed and durable. With
     ``group_commit`` one writer commits up to ``max_batch`` commands together,
     waiting at most ``max_wait`` seconds for callers that are on their way;
     without it every command gets its own transaction.
@@ -266,33 +122,26 @@ class Ledger:
         self.path = os.fspath(path)
         self._group_commit, self._max_batch, self._max_wait = group_commit, max_batch, max_wait
         self._lock_seconds, self._max_pin_attempts = lock_seconds, max_pin_attempts
-        self._file = open_ledger_file(self.path)  # one process per ledger: refused here
-        self._head_file = HeadFile(self.path)
-        try:
-            self._conn = self._connect()
-            try:
-                self._head = prepare(self._conn, self.path, created=self._file.created,
-                                     create=create, head=self._head_file)
-            except BaseException:
-                self._conn.close()
-                raise
-        except BaseException:
-            self._file.release(remove=self._file.created)  # a refused start leaves nothing
-            raise
-        self._noted = self._head
+        self._store = open_store(self.path, max_pin_attempts=max_pin_attempts,
+                                 lock_seconds=lock_seconds)
+        self.location = self._store.location
+        self._conn, self._head = self._store.open(create)
+        self._errors = self._store.errors
+        self._pipelined = self._store.pipelined
         self._lock = threading.Lock()
         self._closed = False
         self._active = 0  # callers between submitting and being woken: the batch to wait for
-        self._pool: list[sqlite3.Connection] = []
+        self._pool: list[Conn] = []
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._stats = [0, 0, 0, 0]  # commands, writes, commits, max batch
         self._pins = PinGuard(max_pin_attempts, lock_seconds)
+        self._pin_threads: ThreadPoolExecutor | None = None
         self._after_commit: list[Callable[[], None]] = []  # the writer's, run after each commit
         self._writer = threading.Thread(target=self._write_loop, name="netlet-ledger", daemon=True)
         self._writer.start()
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+    def _closed_error(self) -> LedgerClosed:
+        return LedgerClosed(f"the ledger at {self.location!r} is closed")
 
     # -- writing ------------------------------------------------------------
 
@@ -303,15 +152,8 @@ class Ledger:
         (InsufficientFunds, ...) is journaled, so a retry with the same key gets
         it again; the same key with another command raises IdempotencyConflict.
         """
-        check_key(idem_key)
-        _no_fence(command)
-        record = command_record(command)
-        text = _canonical(record)
-
-        def run(conn: sqlite3.Connection, now: float) -> _Done:
-            return self._apply(conn, now, command, idem_key, record["type"], text)
-
-        result: dict[str, Any] = self._submit(run, is_command=True)
+        result: dict[str, Any] = self._submit(self._command_job(command, idem_key),
+                                              is_command=True)
         return result
 
     async def execute_async(self, command: Command, idem_key: str) -> dict[str, Any]:
@@ -319,24 +161,28 @@ class Ledger:
 
         The writer wakes the loop once per commit for all of its tasks, not once each.
         """
-        check_key(idem_key)
-        _no_fence(command)
-        record = command_record(command)
-        text = _canonical(record)
-
-        def run(conn: sqlite3.Connection, now: float) -> _Done:
-            return self._apply(conn, now, command, idem_key, record["type"], text)
-
+        run = self._command_job(command, idem_key)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         with self._lock:
             if self._closed:
-                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+                raise self._closed_error()
             self._active += 1
             self._queue.put((run, (loop, future), True))
         return await future
 
-    def _journal_row(self, conn: sqlite3.Connection, key: str, kind: str, text: str, ok: int,
+    def _command_job(self, command: Command, key: str) -> _Job:
+        check_key(key)
+        _no_fence(command)
+        record = command_record(command)
+        kind, text = record["type"], canonical(record)
+
+        def run(conn: Conn, now: float) -> _Done:
+            return self._apply(conn, now, command, key, kind, text)
+
+        return run
+
+    def _journal_row(self, conn: Conn, key: str, kind: str, text: str, ok: int,
                      outcome: str, now: float) -> int:
         """Insert the next command row, linked into the hash chain; its seq."""
         seq = self._head[0] + 1
@@ -346,34 +192,42 @@ class Ledger:
         self._head = (seq, chain)
         return seq
 
-    def _apply(
-        self, conn: sqlite3.Connection, now: float, command: Command, key: str, kind: str,
-        text: str
-    ) -> _Done:
+    def _apply(self, conn: Conn, now: float, command: Command, key: str, kind: str,
+               text: str) -> _Done:
         sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
-        row = conn.execute(sql, (key,)).fetchone()
-        if row is not None:
+        found = conn.execute(sql, (key,))
+        seq = self._head[0] + 1
+        book = SqlBook(conn, key, seq)
+        movement = getattr(command, "movement", None)
+        if self._pipelined and movement is not None:  # both queries in one round trip
+            accounts = movement()[:2]
+            ahead = conn.execute("SELECT account, status, balance FROM accounts"
+                                 " WHERE account IN (?, ?)", accounts)
+            row = found.fetchone()
+            book.prefetched(ahead, accounts)
+        else:
+            row = found.fetchone()
+        if row is not None:  # nothing written: the refusals below need no rollback
             if row[3] == "Fence":
-                raise KeySettled(key)
+                return None, KeySettled(key)
             if row[0] != text:
-                raise IdempotencyConflict(key)
+                return None, IdempotencyConflict(key)
             stored = json.loads(row[2])
             return (stored, None) if row[1] else (None, error_from_record(stored))
-        seq = self._head[0] + 1
         try:
-            result = command.apply(_Book(conn, key, seq))
+            result = command.apply(book)
         except BankError as exc:
             conn.execute("ROLLBACK TO job")  # jobs run inside this savepoint (see _commit)
-            self._journal_row(conn, key, kind, text, 0, _canonical(error_to_record(exc)), now)
+            self._journal_row(conn, key, kind, text, 0, canonical(error_to_record(exc)), now)
             return None, exc
-        self._journal_row(conn, key, kind, text, 1, _canonical(result), now)
+        self._journal_row(conn, key, kind, text, 1, canonical(result), now)
         return result, None
 
     def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
         future: Future[Any] = Future()
         with self._lock:
             if self._closed:
-                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+                raise self._closed_error()
             self._active += 1
             self._queue.put((job, future, is_command))
         try:
@@ -409,39 +263,23 @@ class Ledger:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
-        conn, done, first = self._conn, [], self._head
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            now = time.time()
-            for job, future, _ in batch:
-                conn.execute("SAVEPOINT job")
-                before = self._head
-                try:
-                    value, error = job(conn, now)
-                except sqlite3.Error as exc:
-                    conn.execute("ROLLBACK TO job")
-                    self._head = before
-                    value, error = None, StorageError(f"ledger storage failed: {exc}")
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    self._head = before
-                    value, error = None, exc
-                conn.execute("RELEASE job")
-                done.append((future, value, error))
-            conn.execute("COMMIT")
-        except Exception as exc:  # nothing of this batch was committed
+        careful = not self._pipelined
+        for attempt in range(_RETRIES + 1):
             try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            self._head = first
-            error = StorageError(f"ledger commit failed: {exc}")
-            self._run_after_commit()
-            self._wake([(waiter, None, error) for _, waiter, _ in batch])
-            return
-        if self._head != self._noted:
-            self._note_head()
+                done = self._run_batch(batch, careful)
+                break
+            except _Careful:
+                careful = True
+                continue
+            except _Retry:
+                if attempt == _RETRIES:
+                    self._fail(batch, StorageError("ledger commit failed: too many "
+                                                   "serialization failures; retry the key"))
+                    return
+            except Exception as exc:  # nothing of this batch was committed
+                self._fail(batch, StorageError(f"ledger commit failed: {exc}"))
+                return
+        self._store.committed(self._head)
         self._run_after_commit()
         with self._lock:
             stats = self._stats
@@ -451,13 +289,85 @@ class Ledger:
             stats[3] = max(stats[3], len(batch))
         self._wake(done)
 
-    def _note_head(self) -> None:
-        """Tell the head file what is committed now (see ``_journal``); best effort."""
+    def _run_batch(self, batch: list[_Item], careful: bool
+                   ) -> list[tuple[_Waiter, Any, BaseException | None]]:
+        """Run every job of ``batch`` in one transaction and commit it; their outcomes.
+
+        Pipelined (PostgreSQL), a job's writes go out with the next job's reads, so an
+        error may surface later than the job that made it: then the batch is rolled back
+        and runs again ``careful``ly, each job's writes waited for before the next.
+        """
+        conn, done, first = self._conn, [], self._head
+        self._after_commit.clear()  # a batch that runs again adds its hooks again
         try:
-            self._head_file.write(*self._head)
-            self._noted = self._head
-        except OSError:
-            pass  # the check it allows is lost, not the commit
+            with self._store.pipeline(conn) as flush:
+                head = self._store.begin_write(conn)
+                if head is not None:
+                    self._head = first = head  # another front-end may have journaled since
+                now = time.time()
+                for job, future, _ in batch:
+                    conn.execute("SAVEPOINT job")
+                    before = self._head
+                    try:
+                        value, error = job(conn, now)
+                        conn.execute("RELEASE job")
+                        if careful:
+                            flush()  # a pipelined write's error belongs to this job
+                    except Exception as exc:
+                        if not careful:
+                            raise _Careful() from exc
+                        if self._store.retryable(exc):
+                            raise _Retry() from exc
+                        self._undo_job(conn, flush)
+                        self._head = before
+                        value, error = None, exc
+                        if isinstance(exc, self._errors):
+                            error = StorageError(f"ledger storage failed: {exc}")
+                    done.append((future, value, error))
+                conn.execute("COMMIT")
+                flush()
+        except Exception as exc:
+            self._head = first
+            if self._pipelined or self._store.broken(conn):
+                # A pipeline that failed half-way may still owe answers: never reuse it
+                # (closing it rolls the transaction back). The next try reconnects.
+                self._reconnect()
+            else:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except self._errors:
+                    pass
+            if not careful and not isinstance(exc, _Retry | _Careful):
+                raise _Careful() from exc  # e.g. the last job's write failed at the COMMIT
+            if not isinstance(exc, _Retry | _Careful) and self._store.retryable(exc):
+                raise _Retry() from exc
+            raise
+        return done
+
+    def _undo_job(self, conn: Conn, flush: Callable[[], None]) -> None:
+        """Roll the failed job back to its savepoint (past a pipeline's aborted part)."""
+        try:
+            flush()
+        except self._errors:
+            pass
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        flush()
+
+    def _reconnect(self) -> None:
+        try:
+            self._conn.close()
+        except self._errors:
+            pass
+        try:
+            self._conn = self._store.connect_writer()
+        except Exception:
+            pass  # the next batch fails too, and tries again
+
+    def _fail(self, batch: list[_Item], error: StorageError) -> None:
+        self._run_after_commit()
+        self._wake([(waiter, None, error) for _, waiter, _ in batch])
 
     def _run_after_commit(self) -> None:
         hooks, self._after_commit = self._after_commit, []
@@ -484,126 +394,31 @@ class Ledger:
             except RuntimeError:  # that loop is closed: nobody waits there any more
                 pass
 
-    # -- PINs -----------------------------------------------------------------
-
-    def check_pin(self, account: str, pin: str, now: float | None = None) -> bool:
-        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones.
-
-        An unknown or closed account answers as a card with a wrong PIN would (see
-        ``_pinguard``), in about the same time.
-        """
-        now = time.time() if now is None else now
-        ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
-        queued = False
-        try:
-            good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
-            if good and self._pins.alone(ticket):
-                return True
-            queued = True
-            try:
-                ok: bool = self._submit(self._pin_job(ticket, good, now))
-            except LedgerClosed:
-                self._pins.end(ticket)  # never queued
-                raise
-            return ok
-        finally:
-            if not queued:
-                self._pins.end(ticket)
-
-    async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
-        """``check_pin`` for a task on an event loop.
-
-        A costly hash (the default, tens of milliseconds) is checked on a worker
-        thread; a cheap one (``pin_check_is_cheap``: scrypt over at most 64 KiB,
-        tens of microseconds, as the swarm's synthetic accounts use) right here,
-        which costs less than the hand-off. A wrong PIN is recorded by the writer.
-        """
-        now = time.time() if now is None else now
-        loop = asyncio.get_running_loop()
-        while True:
-            ticket = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop)
-            if isinstance(ticket, Ticket):
-                break
-            await ticket  # other attempts on this card are being checked
-        queued = False
-        try:
-            if pin_check_is_cheap(ticket.pin_hash):
-                good = self._pins.verify(ticket, pin)
-            else:
-                good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
-            if good and self._pins.alone(ticket):
-                return True
-            future: asyncio.Future[bool] = loop.create_future()
-            with self._lock:
-                if self._closed:
-                    raise LedgerClosed(f"the ledger at {self.path!r} is closed")
-                self._active += 1
-                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
-                queued = True
-            return await future
-        finally:
-            if not queued:
-                self._pins.end(ticket)
-
-    def _pin_row(self, account: str) -> PinRow:
-        with self._reader() as conn:
-            row = conn.execute(
-                "SELECT status, pin_hash, failed_pins, locked_until FROM accounts"
-                " WHERE account=? AND status != 'system'",
-                (account,),
-            ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3])
-
-    def _pin_job(self, ticket: Ticket, good: bool, now: float) -> _Job:
-        """Record one attempt in commit order; its reservation ends once that is committed."""
-
-        def record(conn: sqlite3.Connection, _now: float) -> _Done:
-            self._after_commit.append(lambda: self._pins.end(ticket))
-            if ticket.ghost:
-                return None, self._pins.record_ghost(ticket, now)
-            return self._record_pin(conn, ticket.account, good, now)
-
-        return record
-
-    def _record_pin(self, conn: sqlite3.Connection, account: str, good: bool, now: float) -> _Done:
-        row = conn.execute(
-            "SELECT failed_pins, locked_until FROM accounts WHERE account=?", (account,)
-        ).fetchone()
-        failed, locked_until, error = next_pin_state(
-            account, row[0], row[1], good, now, self._max_pin_attempts, self._lock_seconds)
-        if (failed, locked_until) != (row[0], row[1]):
-            conn.execute("UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
-                         (failed, locked_until, account))
-        return (None, error) if error else (True, None)
-
     # -- reading ----------------------------------------------------------------
 
     @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def _reader(self) -> Iterator[Conn]:
         with self._lock:
             if self._closed:
-                raise LedgerClosed(f"the ledger at {self.path!r} is closed")
+                raise self._closed_error()
             conn = self._pool.pop() if self._pool else None
         if conn is None:
-            conn = self._connect()
-            conn.execute("PRAGMA query_only=ON")
+            conn = self._store.connect_reader()
         try:
             yield conn
         finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            keep = not self._store.broken(conn)
+            if keep and conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except self._errors:
+                    keep = False
             with self._lock:
-                keep = not self._closed and len(self._pool) < 16
+                keep = keep and not self._closed and len(self._pool) < 16
                 if keep:
                     self._pool.append(conn)
             if not keep:
                 conn.close()
-
-    def outcome(self, idem_key: str) -> Outcome | None:
-        """What happened under ``idem_key``, or None if the ledger never saw it."""
-        with self._reader() as conn:
-            row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (idem_key,)).fetchone()
-        return None if row is None else _outcome(row)
 
     def settle(self, keys: list[str], account: str = "") -> list[Outcome]:
         """The outcome of each key, fencing those the ledger never saw; in commit order.
@@ -617,84 +432,30 @@ class Ledger:
         checked = [check_key(key) for key in keys]
         fence = Fence(account)
         fence.validate()
-        text = _canonical(fence.to_record())
+        text = canonical(fence.to_record())
 
-        def run(conn: sqlite3.Connection, now: float) -> _Done:
+        def run(conn: Conn, now: float) -> _Done:
             found = []
             for key in checked:
-                row = conn.execute(f"{_OUTCOME_SQL} WHERE key=?", (key,)).fetchone()
+                row = conn.execute(f"{OUTCOME_SQL} WHERE key=?", (key,)).fetchone()
                 if row is None:
-                    refusal = _canonical(error_to_record(KeySettled(key)))
+                    refusal = canonical(error_to_record(KeySettled(key)))
                     seq = self._journal_row(conn, key, "Fence", text, 0, refusal, now)
                     row = (seq, key, text, 0, refusal, now)
-                found.append(_outcome(row))
+                found.append(outcome_of(row))
             return found, None
 
         result: list[Outcome] = self._submit(run)
         return result
-
-    def journal(self, after: int = 0, limit: int = 1000) -> list[Outcome]:
-        """Journaled commands with ``seq`` > ``after``, oldest first, for replay."""
-        with self._reader() as conn:
-            rows = conn.execute(
-                f"{_OUTCOME_SQL} WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-            ).fetchall()
-        return [_outcome(row) for row in rows]
-
-    def balance(self, account: str) -> int:
-        """The account's balance in minor units (zero once closed)."""
-        with self._reader() as conn:
-            row = conn.execute(
-                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
-            ).fetchone()
-        if row is None:
-            raise UnknownAccount(account)
-        return int(row[0])
-
-    def statement(self, account: str, limit: int = 10) -> list[StatementEntry]:
-        """The account's last ``limit`` entries, newest first."""
-        if not isinstance(limit, int) or limit < 0:
-            raise InvalidCommand(f"limit must be an int >= 0, not {limit!r}")
-        with self._reader() as conn:
-            conn.execute("BEGIN")
-            row = conn.execute(
-                "SELECT balance FROM accounts WHERE account=? AND status != 'system'", (account,)
-            ).fetchone()
-            if row is None:
-                raise UnknownAccount(account)
-            rows = conn.execute(
-                "SELECT c.key, c.kind, e.amount, e.counterparty, c.at FROM entries e"
-                " JOIN commands c ON c.seq = e.seq WHERE e.account=? ORDER BY e.id DESC LIMIT ?",
-                (account, limit),
-            ).fetchall()
-        balance, entries = int(row[0]), []
-        for key, kind, amount, counterparty, at in rows:
-            entries.append(StatementEntry(key, kind, amount, counterparty, at, balance))
-            balance -= amount
-        return entries
-
-    def accounts(self) -> list[AccountInfo]:
-        """Every customer account, open or closed, by id."""
-        with self._reader() as conn:
-            rows = conn.execute(
-                "SELECT account, owner, status, balance FROM accounts"
-                " WHERE status != 'system' ORDER BY account"
-            ).fetchall()
-        return [AccountInfo(*row) for row in rows]
-
-    def audit(self) -> AuditReport:
-        """Recompute every balance and link of the journal and check the books (``_journal``)."""
-        noted = self._head_file.read()  # before the snapshot: it never leads what it sees
-        with self._reader() as conn:
-            conn.execute("BEGIN")
-            return audit(conn, noted)
 
     def statistics(self) -> LedgerStatistics:
         """A snapshot of how many commands, writes and commits the writer has done."""
         with self._lock:
             commands, writes, commits, largest = self._stats
         mean = writes / commits if commits else 0.0
-        return LedgerStatistics(commands, writes, commits, mean, largest, self._pins.checks)
+        gate = self._store.pins
+        checks = self._pins.checks if gate is None else gate.checks
+        return LedgerStatistics(commands, writes, commits, mean, largest, checks)
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -708,18 +469,16 @@ class Ledger:
                 return
             self._closed = True
             self._queue.put(None)
+            threads = self._pin_threads
         self._writer.join()
+        if threads is not None:
+            threads.shutdown(wait=True)
         with self._lock:
             pool, self._pool = self._pool, []
         for conn in pool:
             conn.close()
         self._conn.close()
-        self._head_file.close()
-        discard = discard and self._file.created
-        self._file.release(remove=discard)
-        if discard:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._head_file.path)
+        self._store.close(discard=discard)
 
     def __enter__(self) -> Ledger:
         return self

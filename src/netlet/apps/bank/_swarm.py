@@ -140,13 +140,22 @@ class Swarm:
                  tls: TLSConfig | None = None) -> None:
         self.config = config
         self.address = address
+        fronts = [a.strip() for a in address.split(",") if a.strip()]  # ATM i uses i % n
+        if not fronts:
+            raise ConfigError("the swarm needs the bank's address")
         self.run_id = secrets.token_hex(3)
         self.prefix = f"swarm-{self.run_id}-"
         self._pin = f"{secrets.randbelow(10**6):06d}"
-        key = key if key is not None else find_user_key(address)  # a local bank of ours
+        if key is None:  # local banks of ours: one node speaks to all with one key
+            keys = {find_user_key(front) for front in fronts}
+            if len(keys) > 1:
+                raise ConfigError("these front-ends have per-user keys of their own; give "
+                                  "them and the swarm one --key-file")
+            key = keys.pop()
         self._node = Node(key=key, tls=tls, call_timeout=config.timeout)
-        self._clients = [BankClient(address, node=self._node, timeout=config.timeout,
-                                    retry_for=config.grace) for _ in range(config.atms)]
+        self._clients = [BankClient(fronts[i % len(fronts)], node=self._node,
+                                    timeout=config.timeout, retry_for=config.grace)
+                         for i in range(config.atms)]
         self.ops: list[SwarmOp] = []
         self._recent: collections.deque[float] = collections.deque(maxlen=4000)
         self._latencies: list[list[float]] = [[] for _ in range(config.atms)]

@@ -1,0 +1,160 @@
+"""The ledger's PIN attempts: three wrong PINs lock a card, however many arrive at once.
+
+On SQLite the reservations are ``_pinguard``'s, in this process's memory, and
+each attempt's result is recorded by the writer in commit order. On PostgreSQL
+several front-ends share the cards, so the whole attempt is decided in the
+database (the store's ``pins``, see ``_pgpins``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import Any
+
+from netlet.apps.bank._commands import LedgerClosed
+from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
+from netlet.apps.bank._pins import pin_check_is_cheap
+from netlet.apps.bank._records import Conn
+from netlet.apps.bank._store import Store
+
+__all__ = ["LedgerPins"]
+
+_Done = tuple[Any, BaseException | None]
+_Job = Callable[[Conn, float], _Done]
+
+
+class LedgerPins:
+    """The PIN half of :class:`~netlet.apps.bank._ledger.Ledger` (which sets these up)."""
+
+    _store: Store
+    _pins: PinGuard
+    _pin_threads: ThreadPoolExecutor | None
+    _lock: threading.Lock
+    _closed: bool
+    _active: int
+    _queue: Any
+    _after_commit: list[Callable[[], None]]
+    _max_pin_attempts: int
+    _lock_seconds: float
+
+    def _closed_error(self) -> LedgerClosed:
+        raise NotImplementedError
+
+    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _reader(self) -> AbstractContextManager[Conn]:
+        raise NotImplementedError
+
+    # -- PINs -----------------------------------------------------------------
+
+    def check_pin(self, account: str, pin: str, now: float | None = None) -> bool:
+        """True if ``pin`` is right; else WrongPin, or CardLocked after too many wrong ones.
+
+        An unknown or closed account answers as a card with a wrong PIN would (see
+        ``_pinguard``), in about the same time.
+        """
+        now = time.time() if now is None else now
+        gate = self._store.pins
+        if gate is not None:  # decided in the database, shared by every front-end
+            if self._closed:
+                raise self._closed_error()
+            return gate.check(account, pin, now)
+        ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
+        queued = False
+        try:
+            good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
+            if good and self._pins.alone(ticket):
+                return True
+            queued = True
+            try:
+                ok: bool = self._submit(self._pin_job(ticket, good, now))
+            except LedgerClosed:
+                self._pins.end(ticket)  # never queued
+                raise
+            return ok
+        finally:
+            if not queued:
+                self._pins.end(ticket)
+
+    async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
+        """``check_pin`` for a task on an event loop.
+
+        A costly hash (the default, tens of milliseconds) is checked on a worker
+        thread; a cheap one (``pin_check_is_cheap``: scrypt over at most 64 KiB,
+        tens of microseconds, as the swarm's synthetic accounts use) right here,
+        which costs less than the hand-off. A wrong PIN is recorded by the writer.
+        On PostgreSQL the whole attempt runs on a worker thread: it waits for the
+        database.
+        """
+        now = time.time() if now is None else now
+        loop = asyncio.get_running_loop()
+        if self._store.pins is not None:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                if self._pin_threads is None:
+                    self._pin_threads = ThreadPoolExecutor(32, "netlet-ledger-pins")
+                threads = self._pin_threads
+            ok: bool = await loop.run_in_executor(threads, self.check_pin, account, pin, now)
+            return ok
+        while True:
+            ticket = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop)
+            if isinstance(ticket, Ticket):
+                break
+            await ticket  # other attempts on this card are being checked
+        queued = False
+        try:
+            if pin_check_is_cheap(ticket.pin_hash):
+                good = self._pins.verify(ticket, pin)
+            else:
+                good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
+            if good and self._pins.alone(ticket):
+                return True
+            future: asyncio.Future[bool] = loop.create_future()
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                self._active += 1
+                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
+                queued = True
+            return await future
+        finally:
+            if not queued:
+                self._pins.end(ticket)
+
+    def _pin_row(self, account: str) -> PinRow:
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT status, pin_hash, failed_pins, locked_until FROM accounts"
+                " WHERE account=? AND status != 'system'",
+                (account,),
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def _pin_job(self, ticket: Ticket, good: bool, now: float) -> _Job:
+        """Record one attempt in commit order; its reservation ends once that is committed."""
+
+        def record(conn: Conn, _now: float) -> _Done:
+            self._after_commit.append(lambda: self._pins.end(ticket))
+            if ticket.ghost:
+                return None, self._pins.record_ghost(ticket, now)
+            return self._record_pin(conn, ticket.account, good, now)
+
+        return record
+
+    def _record_pin(self, conn: Conn, account: str, good: bool, now: float) -> _Done:
+        row = conn.execute(
+            "SELECT failed_pins, locked_until FROM accounts WHERE account=?", (account,)
+        ).fetchone()
+        failed, locked_until, error = next_pin_state(
+            account, row[0], row[1], good, now, self._max_pin_attempts, self._lock_seconds)
+        if (failed, locked_until) != (row[0], row[1]):
+            conn.execute("UPDATE accounts SET failed_pins=?, locked_until=? WHERE account=?",
+                         (failed, locked_until, account))
+        return (None, error) if error else (True, None)
