@@ -5,15 +5,22 @@ its methods are ``async``), so its state needs no locks. Tasks travel as opaque
 encoded bytes: the head never decodes (let alone unpickles) a task's arguments
 or result, it only queues, assigns and forwards them.
 
-Scheduling is pull-based: a worker asks for as many tasks as its credit allows
-and gets them in submission order, so a fast worker asks more often and does
-more, and a slow one never holds more than its credit.
+Scheduling is pull-based and decided by a sans-I/O ``Scheduler``
+(``_scheduler.py``, which states its rules): this class is the shell that
+feeds it events from the network and the clock, and carries out the actions
+it returns (answer a parked pull, ask a worker to give tasks back, tell a
+client its tasks started, deliver results in messages the frame limits
+accept). A worker asks for as many tasks as its credit allows, never more
+than its share of the queue, so a fast worker asks more often and does more;
+an idle worker takes over tasks another has not started.
 
 Each hand-out is a *lease*: a fresh random token (a fencing token) that goes to
 the worker with the task and must come back with its result. A result is
 accepted only from the worker holding the task's current lease; one from an
 expired lease (the task was requeued), a duplicate, or anyone else is refused
-and changes nothing, so one client cannot complete another's task.
+and changes nothing, so one client cannot complete another's task. Every
+worker request also carries the epoch its join gave it: one from an older
+epoch (a late packet on a connection the worker replaced) is refused whole.
 
 Members name themselves in calls (``join(node, ...)``, ``report(worker, ...)``);
 a call over the network may only name the node its connection proved to be
@@ -24,23 +31,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlet.cluster._scheduler import (
+    DONE,
+    Action,
+    Deliver,
+    Handout,
+    Reclaim,
+    Scheduler,
+    StaleEpoch,
+    Started,
+    Task,
+    batches,
+)
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
-from netlet.errors import ConfigError, ConnectionLost, NoSuchObject, WorkerLost
+from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
 from netlet.node import Node, Proxy, current_peer, expose
 
-__all__ = ["Head", "HeadConfig"]
+__all__ = ["Head", "HeadConfig", "Task"]
 
 log = logging.getLogger("netlet.cluster")
 
-QUEUED, RUNNING, DONE = "queued", "running", "done"
+
+def _result_size(result: list[Any]) -> int:
+    """Bytes a result ``[id, ok, body, error]`` holds (its body; the rest is small)."""
+    body = result[2]
+    return 64 + (len(body) if isinstance(body, bytes) else 0)
 
 
 def _pickled(fn: str) -> bool:
@@ -58,20 +79,8 @@ class HeadConfig:
     """Longest a pull waits for work before answering empty (lets workers heartbeat)."""
     client_grace: float = 60.0
     """How long results wait for a client that lost its connection to come back."""
-
-
-@dataclass(slots=True)
-class Task:
-    id: str
-    client: str
-    fn: str
-    body: bytes
-    retries: int
-    state: str = QUEUED
-    worker: str = ""
-    attempts: int = 0
-    lease: str = ""
-    """The current hand-out's fencing token ("" while not handed out)."""
+    result_budget: int = 256 * 1024 * 1024
+    """Bytes of results waiting for clients beyond which no task is handed out."""
 
 
 @dataclass(slots=True)
@@ -82,7 +91,6 @@ class Member:
     control: Proxy | None = None
     since: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
-    running: set[str] = field(default_factory=set)
     done: int = 0
     failed: int = 0
     alive: bool = True
@@ -116,8 +124,8 @@ class Head:
         self._node = node
         self.config = config or HeadConfig()
         self._store = store
-        self._tasks: dict[str, Task] = {}
-        self._queue: deque[str] = deque()
+        self._sched = Scheduler()
+        self._tasks = self._sched.tasks
         self._functions: dict[str, bytes] = {}
         self._members: dict[str, Member] = {}
         self._clients: dict[str, Any] = {}  # a Proxy, or the sink itself when on our node
@@ -125,20 +133,30 @@ class Head:
         self._started: dict[str, list[str]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
-        self._cancelled_early: set[str] = set()
+        self._undelivered = 0
+        """Bytes of results waiting for (or on their way to) clients."""
+        self._budget = self.config.result_budget
+        self._paused = False
         self._jobs: set[asyncio.Task[None]] = set()
-        self._pullers: deque[tuple[str, int, asyncio.Future[None]]] = deque()
+        self._pulls: dict[str, asyncio.Future[Handout]] = {}
         self._names: dict[str, tuple[RemoteRef, str]] = {}
         self._actors: dict[str, ActorSpec] = {}
         self._subscribers: dict[str, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
-        self.refused_results = 0
-        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.started = time.time()
         node.on_peer_change(self._peer_changed)
         if store is not None:
             self._restore(store)
+
+    @property
+    def refused_results(self) -> int:
+        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
+        return self._sched.refused_results
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._sched
 
     # -- lifecycle (called by the process that hosts the head) ----------------------
 
@@ -157,14 +175,13 @@ class Head:
     def _restore(self, store: HeadStore) -> None:
         self._functions.update(store.functions())
         for t in store.tasks():
-            task = Task(t.id, t.client, t.fn, t.body, t.retries, QUEUED, "", t.attempts)
+            task = Task(t.id, t.client, t.fn, t.body, t.retries, t.attempts)
+            result = None
             if t.state == DONE:
-                task.state = DONE
-                if t.result is not None:
-                    self._outbox.setdefault(task.client, []).append(list(t.result))
-            else:
-                self._queue.append(task.id)
-            self._tasks[task.id] = task
+                result = tuple(t.result) if t.result is not None else (t.id, False, None, None)
+            for action in self._sched.restore(task, result):
+                if isinstance(action, Deliver) and t.result is not None:
+                    self._outbox.setdefault(task.client, []).append(list(action.result))
         for name, ref, node in store.names():
             self._names[name] = (ref, node)
         log.info("head restored %d tasks and %d names from %s",
@@ -174,7 +191,11 @@ class Head:
 
     async def join(self, node: str, role: str, info: dict[str, Any],
                    control: Proxy | None = None) -> dict[str, Any]:
-        """A worker or client joins (or rejoins after a drop or a head restart)."""
+        """A worker or client joins (or rejoins after a drop or a head restart).
+
+        A worker gets a new ``epoch``: its requests carry it from now on, and
+        requests carrying an older one are refused.
+        """
         _as_itself(node)
         if role not in ("worker", "client"):
             raise ConfigError(f"unknown role {role!r}")
@@ -182,15 +203,23 @@ class Head:
         member = Member(node, role, dict(info), control)
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
-            member.running = old.running
         self._members[node] = member
+        reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
+                 "dead_after": self.config.dead_after}
+        if role == "worker":
+            reply["epoch"], actions = self._sched.join(node, time.monotonic())
+            self._act(actions)
         self._event("join", member)
         if role == "worker":
             self._respawn_orphans()
-        return {"head": self._node.id, "heartbeat": self.config.heartbeat,
-                "dead_after": self.config.dead_after}
+        return reply
 
-    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None) -> bool:
+    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None,
+                        epoch: int | None = None, holding: list[str] | None = None,
+                        seen: int = 0) -> bool:
+        """A member is alive; a worker names the tasks it ``holding`` and the last
+        hand-out it has ``seen``, and the head requeues any it handed out before
+        that the worker does not hold. False: rejoin (unknown here, or an old epoch)."""
         _as_itself(node)
         member = self._members.get(node)
         if member is None or not member.alive:
@@ -198,6 +227,13 @@ class Head:
         member.last_seen = time.monotonic()
         if stats:
             member.info.update(stats)
+        if member.role == "worker" and epoch is not None and holding is not None:
+            try:
+                actions = self._sched.heartbeat(node, int(epoch), holding, int(seen),
+                                                member.last_seen)
+            except StaleEpoch:
+                return False
+            self._act(actions)
         return True
 
     async def leave(self, node: str) -> None:
@@ -222,8 +258,9 @@ class Head:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(self.config.heartbeat)
+            await asyncio.sleep(min(self.config.heartbeat, self.config.pull_wait / 2))
             now = time.monotonic()
+            self._act(self._sched.expire(now, self.config.pull_wait))
             for member in list(self._members.values()):
                 # Workers heartbeat; a client is judged by its connection (or its leave).
                 if (member.role == "worker" and member.alive
@@ -241,27 +278,15 @@ class Head:
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
         if member.role == "worker":
-            self._pullers = deque(p for p in self._pullers if p[0] != member.node)
-            for tid in list(member.running):
-                self._requeue(tid, member)
-            member.running.clear()
+            held = len(self._sched.holds(member.node))
+            if held:
+                log.info("%d task(s) of worker %s go back to the queue", held, member.node[:8])
+            self._act(self._sched.worker_lost(member.node))
+            fut = self._pulls.pop(member.node, None)
+            if fut is not None and not fut.done():
+                fut.set_result(Handout(member.node, (), 0))
             self._respawn_orphans()
         self._event("leave", member)
-
-    def _requeue(self, tid: str, member: Member) -> None:
-        task = self._tasks.get(tid)
-        if task is None or task.state != RUNNING:
-            return
-        task.attempts += 1
-        if task.attempts <= task.retries:
-            task.state, task.worker, task.lease = QUEUED, "", ""
-            self._queue.appendleft(tid)
-            log.info("task %s goes to another worker (attempt %d)", tid, task.attempts + 1)
-            self._dispatch()
-        else:
-            error = WorkerLost(f"the worker running task {tid} died "
-                               f"({task.attempts} time(s); max_retries={task.retries})")
-            self._complete(task, [tid, False, None, error])
 
     def _event(self, kind: str, member: Member) -> None:
         for key, sink in list(self._subscribers.items()):
@@ -319,27 +344,17 @@ class Head:
         refusal = self._pickle_refusal(client)
         if refusal is None:
             self._functions.update(functions)
-        new: list[Task] = []
-        refused: list[Task] = []
-        for tid, fn, body, retries in tasks:
-            if tid in self._tasks:
-                continue  # a resubmission after a reconnect: already queued or done
-            if tid in self._cancelled_early:
-                self._cancelled_early.discard(tid)  # its cancel overtook its submit
-                continue
-            task = Task(tid, client, fn, body, int(retries))
-            self._tasks[tid] = task
-            if refusal is not None and _pickled(fn):
-                refused.append(task)  # never queued, never sent to a worker
-                continue
-            self._queue.append(tid)
-            new.append(task)
-        for task in refused:
-            self._complete(task, [task.id, False, None, ConfigError(
-                f"the head refuses the pickled function of task {task.id}: {refusal}")])
+        specs = [(tid, fn, body, int(retries)) for tid, fn, body, retries in tasks]
+        if refusal is not None:  # never queued, never sent to a worker
+            for tid, fn, body, _ in [s for s in specs if _pickled(s[1])]:
+                self._act(self._sched.reject(client, tid, fn, body, ConfigError(
+                    f"the head refuses the pickled function of task {tid}: {refusal}")))
+            specs = [s for s in specs if not _pickled(s[1])]
+        new, actions = self._sched.submit(client, specs, time.monotonic())
         if self._store is not None and new:
-            self._store.add_tasks(new, {f: self._functions[f] for f in functions})
-        self._dispatch()
+            self._store.add_tasks(new, {f: self._functions[f] for f in functions
+                                        if f in self._functions})
+        self._act(actions)
         return len(new)
 
     def _pickle_refusal(self, client: str) -> str | None:
@@ -364,150 +379,152 @@ class Head:
         if member is not None:
             member.alive, member.last_seen = True, time.monotonic()
         self._schedule_flush()
-        return [tid for tid in pending if tid not in self._tasks]
+        return [tid for tid in pending if tid not in self._sched.tasks]
 
     async def cancel(self, tasks: list[str]) -> list[str]:
-        """Drop queued tasks; returns those cancelled (running ones finish).
+        """Cancel tasks no worker started; returns those cancelled (running ones finish).
 
         Over the network, only the caller's own tasks: others are left alone.
         """
-        caller = current_peer()
-        cancelled = []
-        for tid in tasks:
-            task = self._tasks.get(tid)
-            if task is not None and caller is not None and task.client != caller:
-                continue
-            if task is None:  # not submitted yet (the cancel overtook it): skip it later
-                self._cancelled_early.add(tid)
-                if len(self._cancelled_early) > 100_000:
-                    self._cancelled_early.pop()
-                cancelled.append(tid)
-                continue
-            if task.state == QUEUED:
-                task.state = DONE
-                self._tasks.pop(tid, None)
-                cancelled.append(tid)
-        if cancelled:
-            dropped = set(cancelled)
-            self._queue = deque(t for t in self._queue if t not in dropped)
-            if self._store is not None:
-                self._store.forget(cancelled)
+        cancelled, actions = self._sched.cancel(current_peer(), tasks)
+        reclaims = [a for a in actions if isinstance(a, Reclaim)]
+        self._act([a for a in actions if not isinstance(a, Reclaim)])
+        for given in await asyncio.gather(*(self._reclaim(a) for a in reclaims)):
+            cancelled += given  # handed out, and given back unstarted
+        if cancelled and self._store is not None:
+            self._store.forget(cancelled)
         return cancelled
 
-    async def pull(self, worker: str, want: int) -> list[Any]:
-        """Up to ``want`` tasks for ``worker``: [[id, fn, body, lease], ...], functions it needs."""
+    def _worker(self, worker: str) -> Member:
         _as_itself(worker)
         member = self._members.get(worker)
         if member is None or not member.alive or member.role != "worker":
             raise NoSuchObject("unknown worker: join first")
-        want = max(1, min(int(want), 1024))
-        if not self._queue:
-            fut = asyncio.get_running_loop().create_future()
-            self._pullers.append((worker, want, fut))
+        return member
+
+    async def pull(self, worker: str, epoch: int, want: int) -> list[Any]:
+        """Up to ``want`` more tasks for ``worker``: ``[tasks, functions, seq]``.
+
+        ``tasks`` is ``[[id, fn, body, lease], ...]``; ``seq`` numbers this
+        hand-out (heartbeats acknowledge it). With no work the pull waits at
+        most ``pull_wait`` seconds and answers empty.
+        """
+        self._worker(worker)
+        try:
+            actions = self._sched.pull(worker, int(epoch), int(want), time.monotonic())
+        except StaleEpoch as e:
+            raise NoSuchObject(str(e)) from None
+        mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
+                     and a.tasks), None)
+        self._act([a for a in actions if a is not mine])
+        if mine is None:
+            fut: asyncio.Future[Handout] = asyncio.get_running_loop().create_future()
+            self._pulls[worker] = fut
             try:
-                async with asyncio.timeout(self.config.pull_wait):
-                    await fut
-            except TimeoutError:
-                self._pullers = deque(p for p in self._pullers if p[2] is not fut)
-                return [[], {}]
-            if fut.result() is None and not self._queue:
-                return [[], {}]
-        return self._assign(member, want)
+                mine = await fut
+            finally:
+                if self._pulls.get(worker) is fut:
+                    del self._pulls[worker]
+        return self._handout_reply(mine)
 
-    async def exchange(self, worker: str, results: list[list[Any]], want: int) -> list[Any]:
-        """``report`` then ``pull`` in one round trip: what a busy worker sends per task."""
-        _as_itself(worker)
-        if results:
-            await self.report(worker, results)
-        if want <= 0:
-            return [[], {}]
-        return await self.pull(worker, want)
-
-    def _assign(self, member: Member, want: int) -> list[Any]:
+    def _handout_reply(self, handout: Handout) -> list[Any]:
         batch: list[list[Any]] = []
         fns: dict[str, bytes] = {}
-        while self._queue and len(batch) < want:
-            tid = self._queue.popleft()
-            task = self._tasks.get(tid)
-            if task is None or task.state != QUEUED:
-                continue
-            if not self._claim(task):
-                continue  # its future was cancelled: the task never runs
-            task.state, task.worker, task.lease = RUNNING, member.node, secrets.token_hex(12)
-            member.running.add(tid)
-            batch.append([tid, task.fn, task.body, task.lease])
-            if task.fn.startswith("pickle:"):
-                fns[task.fn] = self._functions[task.fn]
-        return [batch, fns]
+        for task in handout.tasks:
+            batch.append([task.id, task.fn, task.body, task.lease])
+            fn = task.fn.removeprefix("chunk:")
+            if fn.startswith("pickle:") and fn in self._functions:
+                fns[fn] = self._functions[fn]
+        return [batch, fns, handout.seq]
 
-    def _claim(self, task: Task) -> bool:
-        """Tell the client its task starts; False if its future was cancelled meanwhile.
+    async def exchange(self, worker: str, epoch: int, results: list[list[Any]],
+                       started: list[str], want: int) -> list[Any]:
+        """``report`` then ``pull`` in one round trip: what a busy worker sends."""
+        await self.report(worker, epoch, results, started)
+        return await self.pull(worker, epoch, want)
 
-        A client on this node answers at once (its future turns RUNNING, or is
-        found cancelled and the task dropped), exactly like ProcessPoolExecutor.
-        A remote client is told in a batch per loop turn; a cancel racing that
-        message loses only the result, not the run.
-        """
-        if task.attempts:
-            return True  # a rerun: the future is already running
-        sink = self._clients.get(task.client)
-        if sink is None:
-            return True
-        if isinstance(sink, Proxy):
-            self._started.setdefault(task.client, []).append(task.id)
-            self._schedule_flush()
-            return True
-        if sink.claim(task.id):
-            return True
-        task.state = DONE
-        self._tasks.pop(task.id, None)
-        if self._store is not None:
-            self._store.forget([task.id])
-        return False
-
-    def _dispatch(self) -> None:
-        """Wake waiting pullers while there is work."""
-        while self._queue and self._pullers:
-            _, _, fut = self._pullers.popleft()
-            if not fut.done():
-                fut.set_result(None)
-
-    async def report(self, worker: str, results: list[list[Any]]) -> None:
-        """Results ``[id, ok, body, lease]`` from a worker.
+    async def report(self, worker: str, epoch: int, results: list[list[Any]],
+                     started: list[str] | None = None) -> None:
+        """Tasks ``started`` and results ``[id, ok, body, lease]`` from a worker.
 
         Only the holder of a task's current lease completes it; anything else (a
         late result from an expired lease, a duplicate, a forgery) is refused,
-        counted in ``refused_results`` once, and changes nothing else.
+        counted in ``refused_results`` once, and changes nothing else. A report
+        from an older epoch of the worker is refused whole.
         """
         _as_itself(worker)
         if not isinstance(results, list) or not all(
                 isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
                 and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
             raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
+        if started is not None and not (isinstance(started, list)
+                                        and all(isinstance(t, str) for t in started)):
+            raise ConfigError("started is a list of task ids")
         member = self._members.get(worker)
-        for tid, ok, body, lease in results:
-            task = self._tasks.get(tid)
-            if (member is None or task is None or task.state != RUNNING
-                    or task.worker != worker or not task.lease
-                    or not secrets.compare_digest(task.lease, lease)):
-                self.refused_results += 1
-                log.info("refused a result for task %s from %s: not its current lease",
-                         tid[:40], worker[:8])
-                continue
-            member.running.discard(tid)
-            if ok:
-                member.done += 1
-            else:
-                member.failed += 1
-            task.lease = ""
-            self._complete(task, [tid, bool(ok), body, None])
+        if member is None or not member.alive:
+            self._sched.refused_results += len(results)
+            raise NoSuchObject("unknown worker: join first")
+        _, done0, failed0 = self._sched.worker_load(worker)
+        try:
+            actions = self._sched.started(worker, int(epoch), started) if started else []
+            if results:
+                actions += self._sched.results(
+                    worker, int(epoch), [(t, bool(ok), b, ls) for t, ok, b, ls in results])
+        except StaleEpoch as e:
+            log.info("refused a report from %s: %s", worker[:8], e)
+            raise NoSuchObject(str(e)) from None
+        _, done1, failed1 = self._sched.worker_load(worker)
+        member.done += done1 - done0
+        member.failed += failed1 - failed0
+        self._act(actions)
 
-    def _complete(self, task: Task, result: list[Any]) -> None:
-        task.state = DONE
-        if self._store is not None:
-            self._store.finish(task.id, result)
-        self._outbox.setdefault(task.client, []).append(result)
-        self._schedule_flush()
+    def _act(self, actions: list[Action]) -> None:
+        """Carry out what the scheduler decided."""
+        for action in actions:
+            if isinstance(action, Handout):
+                fut = self._pulls.pop(action.worker, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(action)
+            elif isinstance(action, Deliver):
+                result = list(action.result)
+                if self._store is not None:
+                    self._store.finish(action.result[0], result)
+                self._outbox.setdefault(action.client, []).append(result)
+                self._undelivered += _result_size(result)
+                self._schedule_flush()
+            elif isinstance(action, Started):
+                sink = self._clients.get(action.client)
+                if isinstance(sink, Proxy):
+                    self._started.setdefault(action.client, []).extend(action.tasks)
+                    self._schedule_flush()
+                elif sink is not None:  # a client on this node: its futures turn RUNNING now
+                    for tid in action.tasks:
+                        sink.claim(tid)
+            elif isinstance(action, Reclaim):
+                self._spawn(self._steal(action))
+        if self._undelivered > self._budget and not self._paused:
+            self._paused = True
+            log.info("results waiting for clients (%d bytes) fill the budget: pausing hand-outs",
+                     self._undelivered)
+            self._act(self._sched.pause(True))
+
+    async def _reclaim(self, action: Reclaim) -> list[str]:
+        """Ask a worker to give back tasks it has not started (for an idle worker, or
+        a cancel); returns those a cancel dropped."""
+        member = self._members.get(action.worker)
+        returned: list[str] = []
+        if member is not None and member.alive and member.control is not None:
+            try:
+                returned = await member.control.with_options(timeout=10).give_back.aio(
+                    action.epoch, list(action.tasks))
+            except Exception as e:  # it keeps them; a heartbeat or its death settles it
+                log.info("worker %s did not give tasks back: %s", action.worker[:8], e)
+        dropped, actions = self._sched.gave_back(action, returned)
+        self._act(actions)
+        return dropped
+
+    async def _steal(self, action: Reclaim) -> None:
+        await self._reclaim(action)
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -515,7 +532,7 @@ class Head:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Send finished results to their clients: one message per client per turn."""
+        """Send started notices and finished results to their clients, in bounded messages."""
         self._flush_scheduled = False
         started, self._started = self._started, {}
         for client, tids in started.items():
@@ -529,9 +546,19 @@ class Head:
             sink = self._clients.get(client)
             if sink is None or not batch or client in self._delivering:
                 continue
-            del self._outbox[client]
+            first = self._split(batch)[0]
+            rest = batch[len(first):]
+            if rest:
+                self._outbox[client] = rest
+            else:
+                del self._outbox[client]
             self._delivering.add(client)
-            self._spawn(self._deliver(client, sink, batch))
+            self._spawn(self._deliver(client, sink, first))
+
+    def _split(self, results: list[list[Any]]) -> list[list[list[Any]]]:
+        limits = self._node.config.transport.limits
+        return batches(results, _result_size, limits.max_frame // 4,
+                       max(1, limits.max_buffers // 2), limits.oob_threshold)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Start a background job, holding a reference so it is not collected mid-flight."""
@@ -540,7 +567,12 @@ class Head:
         task.add_done_callback(self._jobs.discard)
 
     async def _deliver(self, client: str, sink: Any, batch: list[list[Any]]) -> None:
-        """Forget results only once the client acknowledged them."""
+        """Forget results only once the client acknowledged them.
+
+        A client that is slow to take them holds up only its own deliveries (one
+        message in flight each); while what waits for clients exceeds the budget,
+        no task is handed out (backpressure), and a failed delivery is tried again.
+        """
         try:
             if isinstance(sink, Proxy):
                 await sink.with_options(timeout=30).results.aio(batch)
@@ -549,28 +581,30 @@ class Head:
         except Exception as e:  # connection lost, timeout: keep them for the client
             log.info("results for client %s wait for it: %s", client[:8], e)
             self._outbox.setdefault(client, [])[:0] = batch
+            if client in self._node.connected_peers():
+                asyncio.get_running_loop().call_later(1.0, self._schedule_flush)
             return
         finally:
             self._delivering.discard(client)
         done = [r[0] for r in batch]
-        for tid in done:
-            self._tasks.pop(tid, None)
+        self._sched.delivered(done)
+        self._undelivered -= sum(_result_size(r) for r in batch)
         if self._store is not None:
             self._store.forget(done)
+        if self._paused and self._undelivered <= self._budget // 2:
+            self._paused = False
+            self._act(self._sched.pause(False))
         if self._outbox.get(client):
             self._schedule_flush()
 
     def _forget_client(self, client: str) -> None:
         self._members.pop(client, None)
         self._clients.pop(client, None)
-        self._outbox.pop(client, None)
-        gone = [tid for tid, t in self._tasks.items() if t.client == client]
-        for tid in gone:
-            self._tasks.pop(tid, None)
-        if gone:
-            self._queue = deque(t for t in self._queue if t in self._tasks)
-            if self._store is not None:
-                self._store.forget(gone)
+        dropped = self._outbox.pop(client, [])
+        self._undelivered -= sum(_result_size(r) for r in dropped)
+        gone = self._sched.forget_client(client)
+        if gone and self._store is not None:
+            self._store.forget(gone)
 
     # -- actors ---------------------------------------------------------------------
 
@@ -596,7 +630,8 @@ class Head:
                    and m.node != exclude]
         if not workers:
             raise ConfigError("no worker is available to host the object")
-        member = min(workers, key=lambda m: (len(m.running), m.info.get("actors", 0)))
+        member = min(workers, key=lambda m: (self._sched.worker_load(m.node)[0],
+                                             m.info.get("actors", 0)))
         assert member.control is not None
         raw = await member.control.create.aio(spec.cls, spec.body, spec.name, spec.functions)
         ref = raw.__netlet_ref__()
@@ -628,9 +663,9 @@ class Head:
         nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
-                  "running": len(m.running), "done": m.done, "failed": m.failed}
+                  "running": self._sched.worker_load(m.node)[0], "done": m.done,
+                  "failed": m.failed}
                  for m in self._members.values()]
-        running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": len(self._queue), "running": running,
-                "refused_results": self.refused_results}
+                "names": await self.names(), "queued": self._sched.queued,
+                "running": self._sched.running, "refused_results": self.refused_results}

@@ -18,6 +18,7 @@ refuses to start if there is none.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import logging
 import math
@@ -31,6 +32,7 @@ import uuid
 from typing import Any
 
 from netlet.cluster._functions import FunctionCache, run_chunk
+from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     ConfigError,
@@ -49,20 +51,18 @@ __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 log = logging.getLogger("netlet.cluster")
 
 HEAD_NAME = "netlet.head"
-_REPORT_BATCH = 64
-"""Results a worker holds back at most while a pull is out (they go in one message)."""
-_REPORT_DELAY = 0.002
-"""Seconds a finished result may wait for the next pull before it is sent alone."""
 
 
 @expose
 class WorkerControl:
     """What the head may ask of a worker: host an object (``cluster.spawn``)."""
 
-    def __init__(self, node: Node, functions: FunctionCache, codec: Codec) -> None:
+    def __init__(self, node: Node, functions: FunctionCache, codec: Codec,
+                 worker: Worker | None = None) -> None:
         self._node = node
         self._functions = functions
         self._codec = codec
+        self._worker = worker
 
     def create(self, cls: str, body: bytes, name: str, functions: dict[str, bytes]) -> RemoteRef:
         self._functions.add_payloads(functions)
@@ -73,6 +73,12 @@ class WorkerControl:
 
     def drop(self, name: str) -> None:
         self._node.unserve(name)
+
+    def give_back(self, epoch: int, tids: list[str]) -> list[str]:
+        """The head takes back tasks this worker has not started; returns those given."""
+        if self._worker is None or not isinstance(tids, list):
+            return []
+        return self._worker.give_back([t for t in tids if isinstance(t, str)])
 
 
 class WorkerOptions:
@@ -119,6 +125,16 @@ def worker_key(head: str, key: bytes | None) -> bytes:
 
 
 class Worker:
+    """Runs tasks on the thread that calls ``run``; its node's loop does all the talking.
+
+    The two share a small state under one lock: tasks received and not started
+    (``_local``), the one running, tasks started and results finished but not
+    yet reported. The running thread only pokes the loop; the loop's pump sends
+    started notices and results the moment they exist (never behind the next
+    task), asks for more work when the local queue runs low, gives back
+    unstarted tasks when the head asks, and heartbeats the tasks it holds.
+    """
+
     def __init__(self, opts: WorkerOptions) -> None:
         self.opts = opts
         key = worker_key(opts.head, opts.key)
@@ -128,7 +144,7 @@ class Worker:
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
-        self.control = WorkerControl(self.node, self.functions, self.codec)
+        self.control = WorkerControl(self.node, self.functions, self.codec, self)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
         self.stop = threading.Event()
@@ -136,26 +152,57 @@ class Worker:
         self.failed = 0
         self._rtt = 0.001
         self._task_time: float | None = None  # unknown: assume long until measured
+        self._lock = threading.Condition()
+        self._local: collections.deque[list[Any]] = collections.deque()
+        self._running: str | None = None
+        self._starting: dict[str, None] = {}  # started, not reported yet
+        self._outbox: list[list[Any]] = []  # results, not reported yet
+        self._held: set[str] = set()  # every task received whose result is not sent
+        self._seen = 0  # the last hand-out received
+        self._epoch = 0
+        self._pulling = False
+        self._poked = False
+        self._started_timer = False
+        self._wake: asyncio.Event | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.exit_reason = ""
+        """Why the worker stopped, if it must say so (the head refused it)."""
+
+    # -- joining --------------------------------------------------------------------
 
     def join(self) -> None:
         """Join the head, retrying with backoff while it is away."""
+        asyncio.run_coroutine_threadsafe(self._join(), self.node._get_loop()).result()
+
+    async def _join(self) -> None:
         delay = 0.05
         while not self.stop.is_set():
             try:
                 info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
                         "address": self.node.address or "", "cores": os.cpu_count() or 1}
-                self.head.join(self.node.id, "worker", info, self.control)
+                reply = await self.head.join.aio(self.node.id, "worker", info, self.control)
                 self.codec.allow_pickle = self._pickle_refusal() is None
+                with self._lock:
+                    self._epoch = int(reply.get("epoch", 0))
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
-                raise SystemExit(f"the head refused this worker: {e}") from None
+                self._fatal(f"the head refused this worker: {e}")
+                return
             except (NetletConnectionError, NetletError, OSError) as e:
                 if self.opts.exit_with_head:
-                    raise SystemExit(f"head {self.opts.head} unreachable: {e}") from None
+                    self._fatal()  # an embedded worker ends with its head
+                    return
                 log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
-                self.stop.wait(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _fatal(self, why: str = "") -> None:
+        """Stop the worker (``why``: an error to exit with)."""
+        self.exit_reason = why
+        self.stop.set()
+        with self._lock:
+            self._lock.notify_all()
 
     def _pickle_refusal(self) -> str | None:
         """Why this worker may not unpickle what comes from its head (None: all agreed).
@@ -175,6 +222,7 @@ class Worker:
         return None
 
     def _want(self) -> int:
+        """How many tasks to hold: the one running plus the credit."""
         credit = self.opts.credit
         if credit == "auto":
             # Prefetch what covers a round trip to the head, and nothing for tasks far
@@ -184,75 +232,188 @@ class Worker:
             credit = 0 if ratio < 0.05 else min(64, math.ceil(ratio))
         return int(credit) + 1
 
-    def heartbeat_loop(self) -> None:
-        while not self.stop.wait(0.5):
+    # -- the loop's side ------------------------------------------------------------
+
+    def _poke(self) -> None:
+        """Something to send (or room for work): wake the pump, once per batch."""
+        if not self._poked:
+            self._poked = True
+            try:
+                self.node._get_loop().call_soon_threadsafe(self._set_wake)
+            except RuntimeError:  # the loop is closed: we are stopping
+                pass
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _pump(self) -> None:
+        self._wake = asyncio.Event()
+        self._wake.set()
+        heartbeats = asyncio.get_running_loop().create_task(self._heartbeats())
+        try:
+            while not self.stop.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                self._poked = False
+                self._send()
+        finally:
+            heartbeats.cancel()
+
+    def _send(self) -> None:
+        """Report what finished, and ask for work if the local queue runs low."""
+        with self._lock:
+            results, self._outbox = self._outbox, []
+            for r in results:
+                self._starting.pop(r[0], None)  # a result says it started
+            want = self._want()
+            held = len(self._local) + (self._running is not None)
+            need = want - held if (not self._local or len(self._local) <= want // 2) else 0
+            epoch = self._epoch
+            if need > 0 and not self._pulling and not self.stop.is_set():
+                self._pulling = True
+                started = list(self._starting)
+                self._starting.clear()
+            else:
+                need, started = 0, []
+        if self._starting and not self._started_timer:
+            # Started notices wait a moment: a short task's result says it instead.
+            self._started_timer = True
+            asyncio.get_running_loop().call_later(0.002, self._send_started)
+        limits = self.node.config.transport.limits
+        chunks = batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
+                         max(1, limits.max_buffers // 2), limits.oob_threshold)
+        first = chunks.pop(0) if chunks and need > 0 else []
+        for chunk in chunks:
+            self._report(epoch, chunk, [])
+        if need > 0:
+            task = asyncio.get_running_loop().create_task(self._exchange(epoch, first, started,
+                                                                         need))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    def _send_started(self) -> None:
+        self._started_timer = False
+        with self._lock:
+            started = list(self._starting)
+            self._starting.clear()
+            epoch = self._epoch
+        if started:
+            self._report(epoch, [], started)
+
+    def _report(self, epoch: int, results: list[list[Any]], started: list[str]) -> None:
+        try:
+            self.head.report.oneway(self.node.id, epoch, results, started)
+        except (NetletError, OSError) as e:
+            log.warning("could not report to the head (%s); will send again", e)
+            self._keep(results, started)
+            return
+        self._sent(results)
+
+    def _sent(self, results: list[list[Any]]) -> None:
+        """These results are on the wire, ahead of any later heartbeat: no longer held."""
+        if results:
+            with self._lock:
+                self._held.difference_update(r[0] for r in results)
+
+    def _keep(self, results: list[list[Any]], started: list[str]) -> None:
+        """A report did not go out: send it again on the next connection."""
+        with self._lock:
+            self._outbox[:0] = results
+            self._held.update(r[0] for r in results)
+            for t in started:
+                self._starting[t] = None
+
+    async def _exchange(self, epoch: int, results: list[list[Any]], started: list[str],
+                        want: int) -> None:
+        try:
+            call = self.head.with_options(timeout=None).exchange.aio(
+                self.node.id, epoch, results, started, want)
+            self._sent(results)
+            batch, fns, seq = await call
+        except NoSuchObject:  # the head forgot us (restarted) or this epoch: join again
+            self._keep(results, started)
+            await self._join()
+            return
+        except (NetletConnectionError, NodeClosed, NetletError, OSError) as e:
+            self._keep(results, started)
+            if self.opts.exit_with_head or self.stop.is_set():
+                self._fatal()
+                return
+            log.warning("lost the head (%s); rejoining", e)
+            await asyncio.sleep(0.1)
+            await self._join()
+            return
+        finally:
+            with self._lock:
+                self._pulling = False
+            self._set_wake()
+        self.functions.add_payloads(fns)
+        with self._lock:  # leased to this node, whatever epoch asked for them
+            self._local.extend(batch)
+            self._held.update(t[0] for t in batch)
+            self._seen = max(self._seen, int(seq))
+            self._lock.notify()
+
+    def give_back(self, tids: list[str]) -> list[str]:
+        """The head takes back tasks for an idle worker: those not started yet go."""
+        wanted = set(tids)
+        with self._lock:
+            keep = collections.deque(t for t in self._local if t[0] not in wanted)
+            back = [t[0] for t in self._local if t[0] in wanted]
+            self._local = keep
+            self._held.difference_update(back)
+        self._poke()
+        return back
+
+    async def _heartbeats(self) -> None:
+        while not self.stop.is_set():
+            await asyncio.sleep(0.5)
+            with self._lock:
+                epoch, seen = self._epoch, self._seen
+                holding = list(self._held)
             try:
                 t0 = time.perf_counter()
-                known = self.head.with_options(timeout=2).heartbeat(
-                    self.node.id, {"done": self.done, "failed": self.failed})
+                known = await self.head.with_options(timeout=2).heartbeat.aio(
+                    self.node.id, {"done": self.done, "failed": self.failed},
+                    epoch, holding, seen)
                 # Heartbeats are answered at once: they measure the round trip that
                 # credit="auto" covers (a pull may wait at the head for work).
                 self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - t0)
                 if not known:
-                    self.join()
+                    await self._join()
             except (NetletError, OSError):
                 if self.opts.exit_with_head:
-                    self.stop.set()
+                    self._fatal()
+
+    # -- the running thread's side --------------------------------------------------
 
     def run(self) -> None:
         self.join()
-        threading.Thread(target=self.heartbeat_loop, name="netlet-heartbeat",
-                         daemon=True).start()
-        local: collections.deque[list[Any]] = collections.deque()
-        done: list[list[Any]] = []  # results not yet reported
-        done_since = 0.0
-        pending = None
-        while not self.stop.is_set():
-            want = self._want()
-            if pending is None and (done or len(local) <= want // 2):
-                # Results ride with the next pull: one round trip per task, not two; and
-                # with a large credit, refills come in batches rather than one by one.
-                try:
-                    pending = self.head.with_options(timeout=None).exchange.future(
-                        self.node.id, done, max(0, want - len(local)))
-                    done = []
-                except (NetletError, OSError):
-                    pending = None
-            if pending is not None and (not local or pending.done()):
-                try:
-                    batch, fns = pending.result()
-                except NoSuchObject:  # the head forgot us (restarted): join again
-                    pending = None
-                    self.join()
-                    continue
-                except (NetletConnectionError, NodeClosed, OSError) as e:
-                    pending = None
-                    if self.opts.exit_with_head or self.stop.is_set():
-                        return
-                    log.warning("lost the head (%s); rejoining", e)
-                    self.stop.wait(0.1)
-                    self.join()
-                    continue
-                pending = None
-                self.functions.add_payloads(fns)
-                local.extend(batch)
-                continue
-            if not local:
-                self.stop.wait(0.1)  # the pull could not even be sent: do not spin
-                continue
-            tid, fn_id, body, lease = local.popleft()
-            if not done:
-                done_since = time.monotonic()
-            done.append(self._run_one(tid, fn_id, body, lease))
-            # A pull is out (and may wait at the head for work): results do not wait for
-            # it when we are about to idle, have many, or have held them a while.
-            if pending is not None and (not local or len(done) >= _REPORT_BATCH
-                                        or time.monotonic() - done_since > _REPORT_DELAY):
-                try:
-                    self.head.report.oneway(self.node.id, done)
-                except (NetletError, OSError) as e:
-                    log.warning("could not report %s (%s); the head will rerun it", tid, e)
-                done = []
+        loop = self.node._get_loop()
+        pump = asyncio.run_coroutine_threadsafe(self._pump(), loop)
+        try:
+            while True:
+                with self._lock:
+                    while not self._local and not self.stop.is_set():
+                        self._lock.wait(0.5)
+                    if self.stop.is_set():
+                        break
+                    tid, fn_id, body, lease = self._local.popleft()
+                    self._running = tid
+                    self._starting[tid] = None
+                self._poke()
+                result = self._run_one(tid, fn_id, body, lease)
+                with self._lock:
+                    self._running = None
+                    self._outbox.append(result)
+                self._poke()
+        finally:
+            self.stop.set()
+            self._poke()
+            pump.cancel()
+        if self.exit_reason:
+            raise SystemExit(self.exit_reason)
 
     def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any]:
         """Run one task; its result carries the lease it was handed out with."""
@@ -283,6 +444,9 @@ class Worker:
 
     def close(self) -> None:
         self.stop.set()
+        self._poke()
+        with self._lock:
+            self._lock.notify_all()
         try:
             self.head.with_options(timeout=1).leave.oneway(self.node.id)
         except (NetletError, OSError):
