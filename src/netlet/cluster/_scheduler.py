@@ -29,7 +29,8 @@ The rules it keeps:
   started it; until then a cancel takes it back.
 * **Retries.** A task whose worker died while running it runs again, up to its
   ``retries``; then it fails with ``WorkerLost``. A task lost before it
-  started costs no attempt.
+  started costs no attempt (but with none known running, the worker's oldest
+  hand-out counts as running: started notices may lag).
 * **Cost.** Every event costs O(1) per task it touches (amortised): a submit
   hands work to waiting workers one at a time, never waking them all, and a
   cancel marks the task instead of scanning the queue.
@@ -224,8 +225,13 @@ class Scheduler:
         self._surplus.pop(node, None)
         self._unstarted -= len(w.assigned)
         self._running -= len(w.running)
+        # Started notices come late (a short task's result says it instead): with
+        # none known running, the oldest hand-out may have been running, and may
+        # have killed its worker. It is charged an attempt, so such a task cannot
+        # come back for ever.
+        suspect = next(iter(w.assigned), "") if not w.running else ""
         for tid in w.assigned:
-            self._requeue_detached(self.tasks[tid], False, out)
+            self._requeue_detached(self.tasks[tid], tid == suspect, out)
         for tid in w.running:
             self._requeue_detached(self.tasks[tid], True, out)
         self._feed(out)
