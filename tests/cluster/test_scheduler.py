@@ -65,7 +65,8 @@ def test_a_pull_takes_in_submission_order_and_results_need_the_lease() -> None:
     assert ids(h) == ["t0", "t1"]
     t0 = h.tasks[0]
     out = s.results("w", e, [("t0", True, b"x", "forged")])
-    assert out == [] and s.refused_results == 1
+    assert out == []
+    assert s.refused_results == 1
     out = s.results("w", e, [("t0", True, b"x", t0.lease)])
     assert [a.result[:3] for a in out if isinstance(a, Deliver)] == [("t0", True, b"x")]
     assert s.results("w", e, [("t0", True, b"x", t0.lease)]) == []  # a duplicate
@@ -100,7 +101,8 @@ def test_a_heartbeat_requeues_what_the_worker_does_not_hold() -> None:
     s.heartbeat("w", e, ["t1"], h.seq, 1)
     assert s.holds("w") == {"t1"}
     assert s.queued == 2
-    assert s.tasks["t0"].attempts == 1 and s.tasks["t2"].attempts == 0
+    assert s.tasks["t0"].attempts == 1
+    assert s.tasks["t2"].attempts == 0
     # A hand-out the worker has not seen yet is not judged.
     e2, _ = s.join("v", 0)
     [h2] = handouts(s.pull("v", e2, 5, 0))
@@ -126,7 +128,7 @@ def test_a_worker_takes_no_more_than_its_share() -> None:
         s.pull(w, e, 65, 0)
     _, out = s.submit("c", specs(50), 0)
     sizes = {h.worker: len(h.tasks) for h in handouts(out)}
-    assert sizes == {w: 10 for w in epochs}
+    assert sizes == dict.fromkeys(epochs, 10)
 
 
 def test_an_idle_worker_gets_tasks_another_has_not_started() -> None:
@@ -139,13 +141,15 @@ def test_an_idle_worker_gets_tasks_another_has_not_started() -> None:
     eb, _ = s.join("b", 0)
     out = s.pull("b", eb, 6, 0)
     [r] = [a for a in out if isinstance(a, Reclaim)]
-    assert r.worker == "a" and list(r.tasks) == ["t1", "t2", "t3", "t4", "t5"]
+    assert r.worker == "a"
+    assert list(r.tasks) == ["t1", "t2", "t3", "t4", "t5"]
     # a had started t1 meanwhile; the rest come back and go to b at once.
     s.started("a", ea, ["t1"])
     dropped, out = s.gave_back(r, ["t2", "t3", "t4", "t5"])
     assert dropped == []
     [h] = handouts(out, "b")
-    assert set(ids(h)) <= {"t2", "t3", "t4", "t5"} and h.tasks
+    assert set(ids(h)) <= {"t2", "t3", "t4", "t5"}
+    assert h.tasks
 
 
 def test_cancel_drops_queued_tasks_and_reclaims_unstarted_ones() -> None:
@@ -157,12 +161,15 @@ def test_cancel_drops_queued_tasks_and_reclaims_unstarted_ones() -> None:
     cancelled, out = s.cancel("c", ["t0", "t1", "t2", "t3", "nope"])
     assert cancelled == ["t2", "t3", "nope"]  # "nope": its submit may still come
     [r] = out
-    assert isinstance(r, Reclaim) and r.cancel and r.tasks == ("t1",)
+    assert isinstance(r, Reclaim)
+    assert r.cancel
+    assert r.tasks == ("t1",)
     dropped, _ = s.gave_back(r, ["t1"])
     assert dropped == ["t1"]
-    assert s.queued == 0 and "t1" not in s.tasks
+    assert s.queued == 0
+    assert "t1" not in s.tasks
     assert s.cancel("other", ["t0"])[0] == []  # not its task
-    new, _ = s.submit("c", specs(1, 4) + [("nope", "m:f", b"", 0)], 0)
+    new, _ = s.submit("c", [*specs(1, 4), ("nope", "m:f", b"", 0)], 0)
     assert [t.id for t in new] == ["t4"]  # the cancel overtook that submit
 
 
@@ -177,9 +184,11 @@ def test_retries_are_charged_only_for_started_runs() -> None:
         out = s.worker_lost("w")
         if run == 1:
             [d] = [a for a in out if isinstance(a, Deliver)]
-            assert d.result[0] == "t0" and isinstance(d.result[3], WorkerLost)
+            assert d.result[0] == "t0"
+            assert isinstance(d.result[3], WorkerLost)
             break
-    assert s.tasks["t1"].attempts == 0 and s.tasks["t1"].state == QUEUED
+    assert s.tasks["t1"].attempts == 0
+    assert s.tasks["t1"].state == QUEUED
 
 
 def test_a_pull_with_no_work_waits_then_answers_empty() -> None:
@@ -188,7 +197,8 @@ def test_a_pull_with_no_work_waits_then_answers_empty() -> None:
     assert s.pull("w", e, 1, 10.0) == []
     assert s.expire(10.5, 1.0) == []
     [h] = s.expire(11.0, 1.0)
-    assert h.worker == "w" and h.tasks == ()
+    assert h.worker == "w"
+    assert h.tasks == ()
 
 
 def test_backpressure_pauses_hand_outs() -> None:
@@ -205,10 +215,11 @@ def test_cancel_cost_does_not_grow_with_the_queue() -> None:
     """Counted in steps, not seconds: cancelling touches only the task itself."""
     s = make()
     s.submit("c", specs(40_000), 0)
-    before = len(s._queue)
+    before = len(s._queue._ids)
     cancelled, _ = s.cancel("c", [f"t{i}" for i in range(0, 40_000, 2)])
-    assert len(cancelled) == 20_000 and s.queued == 20_000
-    assert len(s._queue) <= before  # marked, compacted at most once in a while
+    assert len(cancelled) == 20_000
+    assert s.queued == 20_000
+    assert len(s._queue._ids) <= before  # marked, compacted at most once in a while
 
 
 def test_batches_respect_bytes_and_buffers() -> None:
@@ -428,7 +439,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def retries_respect_their_policy(self) -> None:
-        for tid, task in self.s.tasks.items():
+        for _tid, task in self.s.tasks.items():
             assert task.attempts <= task.retries + 1
             if task.state in (QUEUED, ASSIGNED, RUNNING):
                 assert task.attempts <= task.retries

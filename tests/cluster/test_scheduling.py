@@ -96,7 +96,8 @@ def test_short_tasks_split_evenly_over_warm_workers(warm5: netlet.Executor) -> N
     pids = list(warm5.map(tasks.pid_after, [0.1] * 50))
     took = time.monotonic() - t0
     per_worker = Counter(pids)
-    assert len(per_worker) == 5 and min(per_worker.values()) >= 5, per_worker
+    assert len(per_worker) == 5, per_worker
+    assert min(per_worker.values()) >= 5, per_worker
     assert took < 2.5, f"50 x sleep(0.1) on 5 workers took {took:.1f} s ({per_worker})"
 
 
@@ -192,12 +193,13 @@ def test_a_cancel_costs_the_same_with_a_long_queue(cluster_kit: ClusterKit) -> N
 @pytest.mark.timeout(600)
 def test_many_large_results_all_arrive(cluster_kit: ClusterKit) -> None:
     """10,000 results of 100 KiB from 3 workers: batches stay under the frame limits."""
-    head, _, cluster = cluster_kit.start(3)
+    _head, _, cluster = cluster_kit.start(3)
     n, size = 10_000, 100 * 1024
     futures = [cluster.submit(blob, i, size) for i in range(n)]
     for i, f in enumerate(futures):
         value = f.result(120)
-        assert len(value) == size and value[:4] == i.to_bytes(4, "big")
+        assert len(value) == size
+        assert value[:4] == i.to_bytes(4, "big")
     assert cluster.status()["queued"] == 0
 
 
@@ -283,7 +285,8 @@ def test_tasks_a_worker_does_not_hold_go_back_to_the_queue(cluster_kit: ClusterK
     try:
         epoch = h.join(node.id, "worker", {}, None)["epoch"]
         batch, _fns, seq = h.pull(node.id, epoch, 2)
-        assert len(batch) == 2 and cluster.status()["running"] == 2
+        assert len(batch) == 2
+        assert cluster.status()["running"] == 2
         # Alive, heartbeating, but holding neither (the reply never reached it).
         assert h.heartbeat(node.id, {}, epoch, [], seq)
         assert cluster.status()["queued"] == 2

@@ -40,94 +40,32 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from netlet.cluster._sched_records import (
+    ASSIGNED,
+    DONE,
+    QUEUED,
+    RUNNING,
+    Action,
+    Deliver,
+    Handout,
+    Reclaim,
+    StaleEpoch,
+    Started,
+    Task,
+    TaskQueue,
+    WorkerSlot,
+    batches,
+)
 from netlet.errors import WorkerLost
 
 __all__ = [
     "ASSIGNED", "DONE", "QUEUED", "RUNNING",
-    "Deliver", "Handout", "Reclaim", "Scheduler", "StaleEpoch", "Started", "Task", "batches",
+    "Action", "Deliver", "Handout", "Reclaim", "Scheduler", "StaleEpoch", "Started", "Task",
+    "batches",
 ]
-
-QUEUED, ASSIGNED, RUNNING, DONE = "queued", "assigned", "running", "done"
-
-
-class StaleEpoch(Exception):
-    """A request from a worker's old epoch, or from a worker the scheduler does not know."""
-
-
-@dataclass(slots=True)
-class Task:
-    id: str
-    client: str
-    fn: str
-    body: bytes
-    retries: int
-    attempts: int = 0
-    """Runs lost with their worker so far (a task lost before it started costs none)."""
-    state: str = QUEUED
-    worker: str = ""
-    lease: str = ""
-    """The current hand-out's fencing token ("" while not handed out)."""
-    seq: int = 0
-    """Which hand-out of its worker carried it (heartbeats acknowledge hand-outs)."""
-
-
-@dataclass(slots=True)
-class _Worker:
-    node: str
-    epoch: int
-    assigned: dict[str, None] = field(default_factory=dict)
-    """Handed out, not started yet (in hand-out order)."""
-    running: set[str] = field(default_factory=set)
-    reclaiming: set[str] = field(default_factory=set)
-    parked: int = 0
-    """How many tasks its parked pull wants (0: no pull is parked)."""
-    parked_at: float = 0.0
-    seq: int = 0
-    done: int = 0
-    failed: int = 0
-
-
-# -- actions --------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Handout:
-    """Answer ``worker``'s pull with ``tasks`` (maybe none: the pull timed out)."""
-    worker: str
-    tasks: tuple[Task, ...]
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class Reclaim:
-    """Ask ``worker`` to give back those of ``tasks`` it has not started."""
-    worker: str
-    epoch: int
-    tasks: tuple[str, ...]
-    cancel: bool = False
-    """Those given back are cancelled (else they go back to the queue)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """Tell ``client`` these tasks started: their futures turn RUNNING."""
-    client: str
-    tasks: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """Send ``client`` a finished task: ``[id, ok, body, error]``."""
-    client: str
-    result: tuple[str, bool, bytes | None, BaseException | None]
-
-
-Action = Handout | Reclaim | Started | Deliver
-
 
 class Scheduler:
     """Tasks and the workers that pull them; every method is one event.
@@ -140,12 +78,10 @@ class Scheduler:
         self._token = token or (lambda: secrets.token_hex(12))
         self.max_batch = max_batch
         self.tasks: dict[str, Task] = {}
-        self._queue: deque[str] = deque()
-        self._queued = 0
-        """Tasks in QUEUED state (the deque also holds cancelled ones until popped)."""
+        self._queue = TaskQueue(self.tasks)
         self._unstarted = 0
         self._running = 0
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, WorkerSlot] = {}
         self._parked: dict[str, None] = {}
         """Pulls waiting for work, oldest first."""
         self._full: dict[str, None] = {}
@@ -165,7 +101,7 @@ class Scheduler:
 
     @property
     def queued(self) -> int:
-        return self._queued
+        return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -207,7 +143,7 @@ class Scheduler:
         out: list[Action] = []
         w = self._workers.get(node)
         if w is None:
-            w = self._workers[node] = _Worker(node, self._epochs)
+            w = self._workers[node] = WorkerSlot(node, self._epochs)
         else:
             w.epoch = self._epochs
             self._unpark(w, out)
@@ -237,7 +173,7 @@ class Scheduler:
         self._feed(out)
         return out
 
-    def _check(self, node: str, epoch: int) -> _Worker:
+    def _check(self, node: str, epoch: int) -> WorkerSlot:
         w = self._workers.get(node)
         if w is None or w.epoch != epoch:
             self.stale_requests += 1
@@ -292,20 +228,10 @@ class Scheduler:
         self._by_client.setdefault(task.client, set()).add(task.id)
 
     def _enqueue(self, task: Task, front: bool) -> None:
-        task.state, task.worker, task.lease = QUEUED, "", ""
-        self._queued += 1
-        if front:
-            self._queue.appendleft(task.id)
-        else:
-            self._queue.append(task.id)
+        self._queue.push(task, front)
 
     def _pop(self) -> Task | None:
-        while self._queue:
-            task = self.tasks.get(self._queue.popleft())
-            if task is not None and task.state == QUEUED:
-                self._queued -= 1
-                return task
-        return None
+        return self._queue.pop()
 
     # -- hand-outs ------------------------------------------------------------------
 
@@ -325,7 +251,7 @@ class Scheduler:
             out.append(self._handout(w, batch))
             return out
         w.parked, w.parked_at = want, now
-        if self._queued:
+        if len(self._queue):
             self._full[node] = None  # it holds its share: more once it starts one
         else:
             self._parked[node] = None
@@ -343,17 +269,17 @@ class Scheduler:
                 self._unpark(w, out)
         return out
 
-    def _unpark(self, w: _Worker, out: list[Action]) -> None:
+    def _unpark(self, w: WorkerSlot, out: list[Action]) -> None:
         if self._parked.pop(w.node, 0) is None or self._full.pop(w.node, 0) is None:
             w.parked = 0
             out.append(Handout(w.node, (), w.seq))
 
-    def _unfull(self, w: _Worker) -> None:
+    def _unfull(self, w: WorkerSlot) -> None:
         """``w`` started or lost an unstarted task: a pull held at its share may go on."""
         if self._full.pop(w.node, 0) is None:
             self._parked[w.node] = None
 
-    def _mark(self, w: _Worker) -> None:
+    def _mark(self, w: WorkerSlot) -> None:
         """Keep ``_surplus`` up to date after ``w``'s tasks changed."""
         keep = 0 if w.running else 1
         if len(w.assigned) - len(w.reclaiming) > keep:
@@ -363,7 +289,7 @@ class Scheduler:
 
     def _share(self) -> int:
         """The most unstarted tasks one worker may hold: what is waiting, split evenly."""
-        return max(1, math.ceil((self._queued + self._unstarted) / max(1, len(self._workers))))
+        return max(1, math.ceil((len(self._queue) + self._unstarted) / max(1, len(self._workers))))
 
     def pause(self, paused: bool) -> list[Action]:
         """Stop (or resume) handing out tasks: backpressure from results nobody took yet."""
@@ -377,7 +303,7 @@ class Scheduler:
                 self._feed(out)
         return out
 
-    def _take(self, w: _Worker, want: int) -> list[Task]:
+    def _take(self, w: WorkerSlot, want: int) -> list[Task]:
         if self._paused:
             return []
         room = min(want, self._share() - len(w.assigned))
@@ -396,7 +322,7 @@ class Scheduler:
             self._mark(w)
         return batch
 
-    def _handout(self, w: _Worker, batch: list[Task]) -> Handout:
+    def _handout(self, w: WorkerSlot, batch: list[Task]) -> Handout:
         w.seq += 1
         for task in batch:
             task.seq = w.seq
@@ -404,7 +330,7 @@ class Scheduler:
 
     def _feed(self, out: list[Action]) -> None:
         """Hand queued work to parked workers, oldest first, one at a time."""
-        while self._queued and self._parked:
+        while len(self._queue) and self._parked:
             node = next(iter(self._parked))
             del self._parked[node]
             w = self._workers[node]
@@ -414,7 +340,7 @@ class Scheduler:
                 continue
             w.parked = 0
             out.append(self._handout(w, batch))
-        if self._parked and not self._queued:
+        if self._parked and not len(self._queue):
             self._rebalance(out)
 
     def _rebalance(self, out: list[Action]) -> None:
@@ -423,7 +349,7 @@ class Scheduler:
         A worker keeps one unstarted task when the scheduler knows of none it
         runs (it is about to start it); the rest come back to be shared.
         """
-        if not self._parked or self._queued:
+        if not self._parked or len(self._queue):
             return
         for node in list(self._surplus):
             if node in self._parked or node in self._full:
@@ -474,7 +400,7 @@ class Scheduler:
         w = self._check(node, epoch)
         return self._started(w, tids)
 
-    def _started(self, w: _Worker, tids: Iterable[str]) -> list[Action]:
+    def _started(self, w: WorkerSlot, tids: Iterable[str]) -> list[Action]:
         by_client: dict[str, list[str]] = {}
         for tid in tids:
             if tid not in w.assigned:
@@ -550,7 +476,7 @@ class Scheduler:
 
     # -- endings --------------------------------------------------------------------
 
-    def _detach(self, task: Task, w: _Worker) -> None:
+    def _detach(self, task: Task, w: WorkerSlot) -> None:
         if task.id in w.assigned:
             del w.assigned[task.id]
             self._unstarted -= 1
@@ -613,7 +539,7 @@ class Scheduler:
             if caller is not None and task.client != caller:
                 continue
             if task.state == QUEUED:
-                self._queued -= 1  # its deque entry is skipped when popped
+                self._queue.left()  # its entry is skipped when reached
             elif task.state == ASSIGNED:
                 w = self._workers[task.worker]
                 if tid not in w.reclaiming:
@@ -628,15 +554,8 @@ class Scheduler:
             cancelled.append(tid)
         for node, mine in reclaim.items():
             out.append(Reclaim(node, self._workers[node].epoch, tuple(mine), cancel=True))
-        self._compact()
+        self._queue.compact()
         return cancelled, out
-
-    def _compact(self) -> None:
-        """Drop dead queue entries once they outnumber live ones (amortised O(1))."""
-        if len(self._queue) > 2 * self._queued + 1024:
-            live = [t for t in self._queue if (x := self.tasks.get(t)) is not None
-                    and x.state == QUEUED]
-            self._queue = deque(dict.fromkeys(live))
 
     def forget_client(self, client: str) -> list[str]:
         """A client is gone for good: drop its tasks; returns their ids."""
@@ -644,40 +563,17 @@ class Scheduler:
         for tid in gone:
             task = self.tasks.pop(tid)
             if task.state == QUEUED:
-                self._queued -= 1
+                self._queue.left()
             elif task.state in (ASSIGNED, RUNNING):
                 w = self._workers.get(task.worker)
                 if w is not None:
                     self._detach(task, w)
             task.state = DONE
-        self._compact()
+        self._queue.compact()
         return gone
 
     def stats(self) -> dict[str, Any]:
-        return {"queued": self._queued, "unstarted": self._unstarted, "running": self._running,
+        return {"queued": len(self._queue), "unstarted": self._unstarted, "running": self._running,
                 "workers": len(self._workers), "parked": len(self._parked),
                 "refused_results": self.refused_results, "stale_requests": self.stale_requests}
 
-
-def batches(items: list[Any], size: Callable[[Any], int], max_bytes: int,
-            max_big: int, big: int) -> list[list[Any]]:
-    """Split ``items`` into messages a peer accepts: each under ``max_bytes`` in all
-    and with at most ``max_big`` items of ``big`` bytes or more (each of those
-    travels as an out-of-band buffer, of which a frame carries a bounded number).
-    An item alone always makes a message (the frame limit then judges it).
-    """
-    out: list[list[Any]] = []
-    cur: list[Any] = []
-    total = nbig = 0
-    for item in items:
-        n = size(item)
-        is_big = n >= big
-        if cur and (total + n > max_bytes or nbig + is_big > max_big):
-            out.append(cur)
-            cur, total, nbig = [], 0, 0
-        cur.append(item)
-        total += n
-        nbig += is_big
-    if cur:
-        out.append(cur)
-    return out
