@@ -35,7 +35,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from netlet.cluster._head_tasks import HeadConfig, Member, TaskDesk, _as_itself, _pickled
+from netlet.cluster._head_tasks import (
+    HeadConfig,
+    Member,
+    TaskDesk,
+    _as_itself,
+    _pickled,
+    _result_size,
+)
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
@@ -124,6 +131,7 @@ class Head(TaskDesk):
             for action in self._sched.restore(task, result):
                 if isinstance(action, Deliver) and t.result is not None:
                     self._outbox.setdefault(task.client, []).append(list(action.result))
+                    self._undelivered += _result_size(list(action.result))
         for name, ref, node in store.names():
             self._names[name] = (ref, node)
         log.info("head restored %d tasks and %d names from %s",
