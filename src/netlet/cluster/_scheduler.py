@@ -310,11 +310,12 @@ class Scheduler:
         if not w.assigned and not w.running:
             room = max(room, 1)
         batch: list[Task] = []
+        token = self._token()  # one random draw per hand-out; each task's lease unique
         while len(batch) < room:
             task = self._pop()
             if task is None:
                 break
-            task.state, task.worker, task.lease = ASSIGNED, w.node, self._token()
+            task.state, task.worker, task.lease = ASSIGNED, w.node, f"{token}.{len(batch)}"
             w.assigned[task.id] = None
             self._unstarted += 1
             batch.append(task)
@@ -440,17 +441,21 @@ class Scheduler:
                     or not task.lease or not secrets.compare_digest(task.lease, lease)):
                 self.refused_results += 1
                 continue
-            if task.state == ASSIGNED:
-                out += self._started(w, [tid])  # a result says it started
-            w.running.discard(tid)
-            self._running -= 1
+            if task.state == ASSIGNED:  # it ran and ended before its start was told
+                del w.assigned[tid]
+                w.reclaiming.discard(tid)
+                self._unstarted -= 1
+                self._unfull(w)
+            else:
+                w.running.discard(tid)
+                self._running -= 1
             self._mark(w)
             if ok:
                 w.done += 1
             else:
                 w.failed += 1
             self._finish(task, (tid, bool(ok), body, None), out)
-        self._rebalance(out)
+        self._feed(out)
         return out
 
     def heartbeat(self, node: str, epoch: int, holding: Iterable[str], seen: int,
