@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import math
 import os
@@ -40,7 +41,6 @@ from netlet.errors import (
     HandshakeError,
     NetletConnectionError,
     NetletError,
-    NodeClosed,
     NoSuchObject,
 )
 from netlet.node import Node, expose
@@ -51,6 +51,10 @@ __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 log = logging.getLogger("netlet.cluster")
 
 HEAD_NAME = "netlet.head"
+_HOLD = 0.002
+"""Seconds a result or started notice may wait to share a message with others."""
+_REPORT_BATCH = 64
+"""Results sent together at most, when nothing else sends them sooner."""
 
 
 @expose
@@ -161,9 +165,7 @@ class Worker:
         self._seen = 0  # the last hand-out received
         self._epoch = 0
         self._pulling = False
-        self._poked = False
-        self._started_timer = False
-        self._wake: asyncio.Event | None = None
+        self._armed = False
         self._jobs: set[asyncio.Task[None]] = set()
         self.exit_reason = ""
         """Why the worker stopped, if it must say so (the head refused it)."""
@@ -234,41 +236,44 @@ class Worker:
 
     # -- the loop's side ------------------------------------------------------------
 
-    def _poke(self) -> None:
-        """Something to send (or room for work): wake the pump, once per batch."""
-        if not self._poked:
-            self._poked = True
+    def _arm(self) -> None:
+        """Something waits to be sent: flush it within ``_HOLD`` seconds (once per batch).
+
+        The timer runs on the loop, which gets the GIL when the running task
+        blocks, or within the interpreter's switch interval when it computes:
+        a result never waits for the next task to end.
+        """
+        if not self._armed:
+            self._armed = True
             try:
-                self.node._get_loop().call_soon_threadsafe(self._set_wake)
+                loop = self.node._get_loop()
+                loop.call_soon_threadsafe(loop.call_later, _HOLD, self._tick)
             except RuntimeError:  # the loop is closed: we are stopping
                 pass
 
-    def _set_wake(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    def _tick(self) -> None:
+        self._armed = False
+        self._flush()
+        with self._lock:
+            started = list(self._starting)
+            self._starting.clear()
+            epoch = self._epoch
+        if started:
+            self._report(epoch, [], started)
 
-    async def _pump(self) -> None:
-        self._wake = asyncio.Event()
-        self._wake.set()
-        heartbeats = asyncio.get_running_loop().create_task(self._heartbeats())
-        try:
-            while not self.stop.is_set():
-                await self._wake.wait()
-                self._wake.clear()
-                self._poked = False
-                self._send()
-        finally:
-            heartbeats.cancel()
+    def _flush(self) -> None:
+        """Report what finished, and ask for work if the local queue runs low.
 
-    def _send(self) -> None:
-        """Report what finished, and ask for work if the local queue runs low."""
+        Called by the running thread (when it needs work, is about to idle, or
+        holds many results), and by the timer (``_arm``) for what waits longer.
+        """
         with self._lock:
             results, self._outbox = self._outbox, []
             for r in results:
                 self._starting.pop(r[0], None)  # a result says it started
             want = self._want()
             held = len(self._local) + (self._running is not None)
-            need = want - held if (not self._local or len(self._local) <= want // 2) else 0
+            need = want - held  # one pull in flight whenever there is room: it hides the trip
             epoch = self._epoch
             if need > 0 and not self._pulling and not self.stop.is_set():
                 self._pulling = True
@@ -276,10 +281,6 @@ class Worker:
                 self._starting.clear()
             else:
                 need, started = 0, []
-        if self._starting and not self._started_timer:
-            # Started notices wait a moment: a short task's result says it instead.
-            self._started_timer = True
-            asyncio.get_running_loop().call_later(0.002, self._send_started)
         limits = self.node.config.transport.limits
         chunks = batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
                          max(1, limits.max_buffers // 2), limits.oob_threshold)
@@ -287,19 +288,57 @@ class Worker:
         for chunk in chunks:
             self._report(epoch, chunk, [])
         if need > 0:
-            task = asyncio.get_running_loop().create_task(self._exchange(epoch, first, started,
-                                                                         need))
+            self._pull(epoch, first, started, need)
+
+    def _pull(self, epoch: int, results: list[list[Any]], started: list[str],
+              want: int) -> None:
+        """Send results and ask for ``want`` tasks in one round trip (any thread)."""
+        try:
+            fut = self.head.with_options(timeout=None).exchange.future(
+                self.node.id, epoch, results, started, want)
+        except (NetletError, OSError) as e:
+            fut = concurrent.futures.Future()
+            fut.set_exception(e)
+        else:
+            self._sent(results)
+        loop = self.node._get_loop()
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(
+            self._pulled, f, results, started))
+
+    def _pulled(self, fut: concurrent.futures.Future[Any], results: list[list[Any]],
+                started: list[str]) -> None:
+        """The hand-out came (on the loop): queue it here, or recover from the error."""
+        try:
+            batch, fns, seq = fut.result()
+        except BaseException as e:  # every failure means: rejoin, or stop
+            self._keep(results, started)
+            task = asyncio.get_running_loop().create_task(self._recover(e))
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
+            return
+        self.functions.add_payloads(fns)
+        with self._lock:  # leased to this node, whatever epoch asked for them
+            self._local.extend(batch)
+            self._held.update(t[0] for t in batch)
+            self._seen = max(self._seen, int(seq))
+            self._pulling = False
+            self._lock.notify()
+        self._flush()  # a small hand-out: ask again at once
 
-    def _send_started(self) -> None:
-        self._started_timer = False
-        with self._lock:
-            started = list(self._starting)
-            self._starting.clear()
-            epoch = self._epoch
-        if started:
-            self._report(epoch, [], started)
+    async def _recover(self, e: BaseException) -> None:
+        """A pull failed: join again (the head forgot us, or the link broke), or stop."""
+        try:
+            if not isinstance(e, NoSuchObject):
+                if self.opts.exit_with_head or self.stop.is_set():
+                    self._fatal()
+                    return
+                log.warning("lost the head (%s); rejoining", e)
+                await asyncio.sleep(0.1)
+            await self._join()
+        finally:
+            with self._lock:
+                self._pulling = False
+            self._flush()
 
     def _report(self, epoch: int, results: list[list[Any]], started: list[str]) -> None:
         try:
@@ -324,37 +363,6 @@ class Worker:
             for t in started:
                 self._starting[t] = None
 
-    async def _exchange(self, epoch: int, results: list[list[Any]], started: list[str],
-                        want: int) -> None:
-        try:
-            call = self.head.with_options(timeout=None).exchange.aio(
-                self.node.id, epoch, results, started, want)
-            self._sent(results)
-            batch, fns, seq = await call
-        except NoSuchObject:  # the head forgot us (restarted) or this epoch: join again
-            self._keep(results, started)
-            await self._join()
-            return
-        except (NetletConnectionError, NodeClosed, NetletError, OSError) as e:
-            self._keep(results, started)
-            if self.opts.exit_with_head or self.stop.is_set():
-                self._fatal()
-                return
-            log.warning("lost the head (%s); rejoining", e)
-            await asyncio.sleep(0.1)
-            await self._join()
-            return
-        finally:
-            with self._lock:
-                self._pulling = False
-            self._set_wake()
-        self.functions.add_payloads(fns)
-        with self._lock:  # leased to this node, whatever epoch asked for them
-            self._local.extend(batch)
-            self._held.update(t[0] for t in batch)
-            self._seen = max(self._seen, int(seq))
-            self._lock.notify()
-
     def give_back(self, tids: list[str]) -> list[str]:
         """The head takes back tasks for an idle worker: those not started yet go."""
         wanted = set(tids)
@@ -363,7 +371,7 @@ class Worker:
             back = [t[0] for t in self._local if t[0] in wanted]
             self._local = keep
             self._held.difference_update(back)
-        self._poke()
+        self._flush()
         return back
 
     async def _heartbeats(self) -> None:
@@ -391,7 +399,9 @@ class Worker:
     def run(self) -> None:
         self.join()
         loop = self.node._get_loop()
-        pump = asyncio.run_coroutine_threadsafe(self._pump(), loop)
+        heartbeats = asyncio.run_coroutine_threadsafe(self._heartbeats(), loop)
+        self._flush()  # the first pull
+        held_since = 0.0
         try:
             while True:
                 with self._lock:
@@ -401,17 +411,31 @@ class Worker:
                         break
                     tid, fn_id, body, lease = self._local.popleft()
                     self._running = tid
-                    self._starting[tid] = None
-                self._poke()
+                    tell_now = self._task_time is None or self._task_time > _HOLD
+                    if not tell_now:
+                        self._starting[tid] = None
+                    epoch = self._epoch
+                if tell_now:  # tasks here take a while: its future turns RUNNING at once
+                    self._report(epoch, [], [tid])
+                else:
+                    self._arm()  # its started notice, unless its result comes first
                 result = self._run_one(tid, fn_id, body, lease)
+                now = time.monotonic()
                 with self._lock:
                     self._running = None
+                    if not self._outbox:
+                        held_since = now
                     self._outbox.append(result)
-                self._poke()
+                    send = (not self._local or len(self._outbox) >= _REPORT_BATCH
+                            or now - held_since >= _HOLD
+                            or (not self._pulling and len(self._local) + 1 < self._want()))
+                if send:
+                    self._flush()  # here: the loop may not get the GIL for a while
+                else:
+                    self._arm()
         finally:
             self.stop.set()
-            self._poke()
-            pump.cancel()
+            heartbeats.cancel()
         if self.exit_reason:
             raise SystemExit(self.exit_reason)
 
@@ -444,7 +468,6 @@ class Worker:
 
     def close(self) -> None:
         self.stop.set()
-        self._poke()
         with self._lock:
             self._lock.notify_all()
         try:
