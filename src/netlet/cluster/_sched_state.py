@@ -45,6 +45,7 @@ class SchedulerState:
         self._by_client: dict[str, set[str]] = {}
         self._cancelled_early: dict[str, None] = {}
         self._epochs = 0
+        self._handouts = 0
         self._paused = False
         self.refused_results = 0
         """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
@@ -123,7 +124,10 @@ class SchedulerState:
         return max(1, math.ceil((len(self._queue) + self._unstarted) / max(1, len(self._workers))))
 
     def _handout(self, w: WorkerSlot, batch: list[Task]) -> Handout:
-        w.seq += 1
+        # Numbered across all workers, so a late reply from a worker's former slot
+        # never carries a number its new slot has yet to reach.
+        self._handouts += 1
+        w.seq = self._handouts
         for task in batch:
             task.seq = w.seq
         return Handout(w.node, tuple(batch), w.seq)
