@@ -86,14 +86,20 @@ class WorkerTraffic:
                 pass
 
     def _tick(self) -> None:
-        self._armed = False
+        """Send what waited; keep ticking while a task runs (no wake-up from the
+        running thread then: the loop's own timer suffices)."""
         self._flush()
         with self._lock:
             started = list(self._starting)
             self._starting.clear()
             epoch = self._epoch
+            busy = self._running is not None or bool(self._outbox)
+            if not busy:
+                self._armed = False
         if started:
             self._report(epoch, [], started)
+        if busy and not self.stop.is_set():
+            asyncio.get_running_loop().call_later(_HOLD, self._tick)
 
     def _flush(self) -> None:
         """Report what finished, and ask for work if the local queue runs low.
@@ -136,8 +142,18 @@ class WorkerTraffic:
         else:
             self._sent(results)
         loop = self.node._get_loop()
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(
-            self._pulled, f, results, started))
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:  # the reply is handled on the loop: no wake-up needed
+                self._pulled(f, results, started)
+            else:
+                loop.call_soon_threadsafe(self._pulled, f, results, started)
+
+        fut.add_done_callback(done)
 
     def _pulled(self, fut: concurrent.futures.Future[Any], results: list[list[Any]],
                 started: list[str]) -> None:
