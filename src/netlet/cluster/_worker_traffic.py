@@ -173,7 +173,10 @@ class WorkerTraffic:
             self._seen = max(self._seen, int(seq))
             self._pulling = False
             self._lock.notify()
-        self._flush()  # a small hand-out: ask again at once
+        if not batch:  # the pull timed out at the head: ask again at once
+            self._flush()
+        # Otherwise the running thread asks for more after its next task, with
+        # that task's result riding along: one message, not two.
 
     async def _recover(self, e: BaseException) -> None:
         """A pull failed: join again (the head forgot us, or the link broke), or stop."""
