@@ -26,7 +26,7 @@ import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.codec import Codec
-from netlet.errors import ConfigError
+from netlet.errors import ConfigError, NoSuchObject
 from tests.conftest import RawClient
 
 KEY = bytes(range(32))
@@ -92,11 +92,11 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
             for report in ([tid, True, forged], [tid, True, forged, ""],
                            [tid, True, forged, "0" * 24]):
                 with contextlib.suppress(Exception):  # refused, or not even understood
-                    evil.report(worker, [report])
+                    evil.report(worker, 0, [report])
     assert not fut.done(), f"a forged result completed another client's task: {fut.result()}"
     assert head_obj.refused_results >= 2 * (len(guessed) + 1)
     with pytest.raises(ConfigError):
-        evil.report(attacker.id, [[real, True, forged]])  # a result with no lease
+        evil.report(attacker.id, 0, [[real, True, forged]])  # a result with no lease
     # A real worker then runs it: the victim gets its own result.
     worker = Worker(WorkerOptions(address, key=KEY))
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -129,21 +129,22 @@ def test_a_late_result_from_an_expired_lease_is_refused_and_counted_once(
     w1, w2 = node_factory(key=KEY), node_factory(key=KEY)
     h1 = w1.proxy(address, "netlet.head", timeout=5)
     h2 = w2.proxy(address, "netlet.head", timeout=5)
-    h1.join(w1.id, "worker", {}, None)
-    [[tid, _fn, _body, lease1]], _ = h1.pull(w1.id, 1)
+    e1 = h1.join(w1.id, "worker", {}, None)["epoch"]
+    [[tid, _fn, _body, lease1]], _, _ = h1.pull(w1.id, e1, 1)
     h1.leave(w1.id)  # w1 is gone: its task goes back to the queue
-    h2.join(w2.id, "worker", {}, None)
-    [[tid2, _fn, _body, lease2]], _ = h2.pull(w2.id, 1)
+    e2 = h2.join(w2.id, "worker", {}, None)["epoch"]
+    [[tid2, _fn, _body, lease2]], _, _ = h2.pull(w2.id, e2, 1)
     assert tid2 == tid
     assert lease2 != lease1
     codec = _codec()
-    h1.report(w1.id, [[tid, True, codec.encode_value(1337), lease1]])  # late
-    h2.report(w2.id, [[tid, True, codec.encode_value(1337), lease1]])  # the old lease
+    with pytest.raises(NoSuchObject):  # w1 left: it must join again first
+        h1.report(w1.id, e1, [[tid, True, codec.encode_value(1337), lease1]])  # late
+    h2.report(w2.id, e2, [[tid, True, codec.encode_value(1337), lease1]])  # the old lease
     assert not fut.done()
     assert head_obj.refused_results == 2
-    h2.report(w2.id, [[tid, True, codec.encode_value(42), lease2]])  # the holder
+    h2.report(w2.id, e2, [[tid, True, codec.encode_value(42), lease2]])  # the holder
     assert fut.result(5) == 42
-    h2.report(w2.id, [[tid, True, codec.encode_value(7), lease2]])  # a duplicate
+    h2.report(w2.id, e2, [[tid, True, codec.encode_value(7), lease2]])  # a duplicate
     assert head_obj.refused_results == 3
     done = {n["node"]: n["done"] for n in client.status()["nodes"] if n["role"] == "worker"}
     # w1 left (a dead worker is not listed): the task is counted once, for its lease holder.
@@ -166,7 +167,7 @@ def test_another_client_cannot_act_as_me(head: tuple[str, Head], node_factory: N
                  lambda: evil.submit(victim.node.id, sink, [], {}),  # redirect them
                  lambda: evil.join(victim.node.id, "client", {}, None),
                  lambda: evil.heartbeat(victim.node.id, {}),
-                 lambda: evil.pull(victim.node.id, 1)):
+                 lambda: evil.pull(victim.node.id, 1, 1)):
         with pytest.raises(PermissionError):
             call()
     assert evil.cancel([tid]) == []

@@ -24,6 +24,7 @@ from typing import Any
 
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._payloads import Payloads, main_module_hint
+from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
@@ -55,12 +56,12 @@ class _ResultSink:
         self._cluster._on_results(batch)
 
     async def started(self, tids: list[str]) -> None:
-        """A remote head handed these tasks to workers: their futures are RUNNING."""
+        """Workers started these tasks: their futures are RUNNING."""
         for tid in tids:
             self._cluster._claim(tid)
 
     def claim(self, tid: str) -> bool:
-        """Called by a head on this very node, on its loop, before a task starts."""
+        """Called by a head on this very node, on its loop, once a worker started a task."""
         return self._cluster._claim(tid)
 
     async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
@@ -167,10 +168,13 @@ class Cluster:
             self._flush_scheduled = False
         if not batch:
             return
-        fns = self._fns.for_specs(batch)
-        task = asyncio.get_running_loop().create_task(self._send(batch, fns))
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+        limits = self.node.config.transport.limits
+        for part in batches(batch, lambda spec: 64 + len(spec[2]), limits.max_frame // 4,
+                            max(1, limits.max_buffers // 2), limits.oob_threshold):
+            fns = self._fns.for_specs(part)
+            task = asyncio.get_running_loop().create_task(self._send(part, fns))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
 
     async def _send(self, batch: list[list[Any]], fns: dict[str, bytes]) -> None:
         try:

@@ -5,15 +5,22 @@ its methods are ``async``), so its state needs no locks. Tasks travel as opaque
 encoded bytes: the head never decodes (let alone unpickles) a task's arguments
 or result, it only queues, assigns and forwards them.
 
-Scheduling is pull-based: a worker asks for as many tasks as its credit allows
-and gets them in submission order, so a fast worker asks more often and does
-more, and a slow one never holds more than its credit.
+Scheduling is pull-based and decided by a sans-I/O ``Scheduler``
+(``_scheduler.py``, which states its rules): this class is the shell that
+feeds it events from the network and the clock, and carries out the actions
+it returns (answer a parked pull, ask a worker to give tasks back, tell a
+client its tasks started, deliver results in messages the frame limits
+accept). A worker asks for as many tasks as its credit allows, never more
+than its share of the queue, so a fast worker asks more often and does more;
+an idle worker takes over tasks another has not started.
 
 Each hand-out is a *lease*: a fresh random token (a fencing token) that goes to
 the worker with the task and must come back with its result. A result is
 accepted only from the worker holding the task's current lease; one from an
 expired lease (the task was requeued), a duplicate, or anyone else is refused
-and changes nothing, so one client cannot complete another's task.
+and changes nothing, so one client cannot complete another's task. Every
+worker request also carries the epoch its join gave it: one from an older
+epoch (a late packet on a connection the worker replaced) is refused whole.
 
 Members name themselves in calls (``join(node, ...)``, ``report(worker, ...)``);
 a call over the network may only name the node its connection proved to be
@@ -24,70 +31,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections import deque
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from netlet.cluster._head_tasks import (
+    HeadConfig,
+    Member,
+    TaskDesk,
+    _as_itself,
+    _pickled,
+    _result_size,
+)
+from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
-from netlet.errors import ConfigError, ConnectionLost, NoSuchObject, WorkerLost
-from netlet.node import Node, Proxy, current_peer, expose
+from netlet.errors import ConfigError, ConnectionLost
+from netlet.node import Node, Proxy, expose
 
-__all__ = ["Head", "HeadConfig"]
+__all__ = ["Head", "HeadConfig", "Task"]
 
 log = logging.getLogger("netlet.cluster")
-
-QUEUED, RUNNING, DONE = "queued", "running", "done"
-
-
-def _pickled(fn: str) -> bool:
-    """True for a function id that travels by value (``pickle:``, or a chunk of one)."""
-    return fn.removeprefix("chunk:").startswith("pickle:")
-
-
-@dataclass(frozen=True, slots=True)
-class HeadConfig:
-    heartbeat: float = 0.5
-    """Seconds between a member's heartbeats."""
-    dead_after: float = 3.0
-    """A member silent this long is declared dead (its link closing is noticed at once)."""
-    pull_wait: float = 1.0
-    """Longest a pull waits for work before answering empty (lets workers heartbeat)."""
-    client_grace: float = 60.0
-    """How long results wait for a client that lost its connection to come back; a
-    head restarted from its store also waits this long for the clients of the tasks
-    it restored, then drops their tasks."""
-
-
-@dataclass(slots=True)
-class Task:
-    id: str
-    client: str
-    fn: str
-    body: bytes
-    retries: int
-    state: str = QUEUED
-    worker: str = ""
-    attempts: int = 0
-    lease: str = ""
-    """The current hand-out's fencing token ("" while not handed out)."""
-
-
-@dataclass(slots=True)
-class Member:
-    node: str
-    role: str
-    info: dict[str, Any]
-    control: Proxy | None = None
-    since: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.monotonic)
-    running: set[str] = field(default_factory=set)
-    done: int = 0
-    failed: int = 0
-    alive: bool = True
 
 
 @dataclass(slots=True)
@@ -100,17 +64,8 @@ class ActorSpec:
     worker: str = ""
 
 
-def _as_itself(node: str) -> None:
-    """Refuse a call from the network that names a member other than its caller."""
-    caller = current_peer()
-    if caller is not None and caller != node:
-        raise PermissionError(
-            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
-            "pass your own node id (a connection claiming an id another one owns has none)")
-
-
 @expose(concurrent=True)
-class Head:
+class Head(TaskDesk):
     """The cluster's head; served as ``"netlet.head"``."""
 
     def __init__(self, node: Node, config: HeadConfig | None = None,
@@ -118,8 +73,8 @@ class Head:
         self._node = node
         self.config = config or HeadConfig()
         self._store = store
-        self._tasks: dict[str, Task] = {}
-        self._queue: deque[str] = deque()
+        self._sched = Scheduler()
+        self._tasks = self._sched.tasks
         self._functions: dict[str, bytes] = {}
         self._members: dict[str, Member] = {}
         self._clients: dict[str, Any] = {}  # a Proxy, or the sink itself when on our node
@@ -127,22 +82,32 @@ class Head:
         self._started: dict[str, list[str]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
-        self._cancelled_early: set[str] = set()
+        self._undelivered = 0
+        """Bytes of results waiting for (or on their way to) clients."""
+        self._budget = self.config.result_budget
+        self._paused = False
         self._jobs: set[asyncio.Task[None]] = set()
-        self._pullers: deque[tuple[str, int, asyncio.Future[None]]] = deque()
+        self._pulls: dict[str, asyncio.Future[Handout]] = {}
         self._names: dict[str, tuple[RemoteRef, str]] = {}
         self._actors: dict[str, ActorSpec] = {}
         self._subscribers: dict[str, Any] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
-        self.refused_results = 0
-        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.started = time.time()
         self._restored: tuple[float, set[str], set[str]] | None = None
         """After a restore: when, the name owners and the clients that must come back."""
         node.on_peer_change(self._peer_changed)
         if store is not None:
             self._restore(store)
+
+    @property
+    def refused_results(self) -> int:
+        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
+        return self._sched.refused_results
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._sched
 
     # -- lifecycle (called by the process that hosts the head) ----------------------
 
@@ -161,14 +126,14 @@ class Head:
     def _restore(self, store: HeadStore) -> None:
         self._functions.update(store.functions())
         for t in store.tasks():
-            task = Task(t.id, t.client, t.fn, t.body, t.retries, QUEUED, "", t.attempts)
+            task = Task(t.id, t.client, t.fn, t.body, t.retries, t.attempts)
+            result = None
             if t.state == DONE:
-                task.state = DONE
-                if t.result is not None:
-                    self._outbox.setdefault(task.client, []).append(list(t.result))
-            else:
-                self._queue.append(task.id)
-            self._tasks[task.id] = task
+                result = tuple(t.result) if t.result is not None else (t.id, False, None, None)
+            for action in self._sched.restore(task, result):
+                if isinstance(action, Deliver) and t.result is not None:
+                    self._outbox.setdefault(task.client, []).append(list(action.result))
+                    self._undelivered += _result_size(list(action.result))
         for name, ref, node in store.names():
             self._names[name] = (ref, node)
         for name, cls, body, restart, functions, worker in store.actors():
@@ -204,7 +169,11 @@ class Head:
 
     async def join(self, node: str, role: str, info: dict[str, Any],
                    control: Proxy | None = None) -> dict[str, Any]:
-        """A worker or client joins (or rejoins after a drop or a head restart)."""
+        """A worker or client joins (or rejoins after a drop or a head restart).
+
+        A worker gets a new ``epoch``: its requests carry it from now on, and
+        requests carrying an older one are refused.
+        """
         _as_itself(node)
         if role not in ("worker", "client"):
             raise ConfigError(f"unknown role {role!r}")
@@ -212,15 +181,23 @@ class Head:
         member = Member(node, role, dict(info), control)
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
-            member.running = old.running
         self._members[node] = member
+        reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
+                 "dead_after": self.config.dead_after}
+        if role == "worker":
+            reply["epoch"], actions = self._sched.join(node, time.monotonic())
+            self._act(actions)
         self._event("join", member)
         if role == "worker":
             self._respawn_orphans()
-        return {"head": self._node.id, "heartbeat": self.config.heartbeat,
-                "dead_after": self.config.dead_after}
+        return reply
 
-    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None) -> bool:
+    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None,
+                        epoch: int | None = None, holding: list[str] | None = None,
+                        seen: int = 0) -> bool:
+        """A member is alive; a worker names the tasks it ``holding`` and the last
+        hand-out it has ``seen``, and the head requeues any it handed out before
+        that the worker does not hold. False: rejoin (unknown here, or an old epoch)."""
         _as_itself(node)
         member = self._members.get(node)
         if member is None or not member.alive:
@@ -228,6 +205,13 @@ class Head:
         member.last_seen = time.monotonic()
         if stats:
             member.info.update(stats)
+        if member.role == "worker" and epoch is not None and holding is not None:
+            try:
+                actions = self._sched.heartbeat(node, int(epoch), holding, int(seen),
+                                                member.last_seen)
+            except StaleEpoch:
+                return False
+            self._act(actions)
         return True
 
     async def leave(self, node: str) -> None:
@@ -252,8 +236,9 @@ class Head:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(self.config.heartbeat)
+            await asyncio.sleep(min(self.config.heartbeat, self.config.pull_wait / 2))
             now = time.monotonic()
+            self._act(self._sched.expire(now, self.config.pull_wait))
             for member in list(self._members.values()):
                 # Workers heartbeat; a client is judged by its connection (or its leave).
                 if (member.role == "worker" and member.alive
@@ -275,27 +260,15 @@ class Head:
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
         if member.role == "worker":
-            self._pullers = deque(p for p in self._pullers if p[0] != member.node)
-            for tid in list(member.running):
-                self._requeue(tid, member)
-            member.running.clear()
+            held = len(self._sched.holds(member.node))
+            if held:
+                log.info("%d task(s) of worker %s go back to the queue", held, member.node[:8])
+            self._act(self._sched.worker_lost(member.node))
+            fut = self._pulls.pop(member.node, None)
+            if fut is not None and not fut.done():
+                fut.set_result(Handout(member.node, (), 0))
             self._respawn_orphans()
         self._event("leave", member)
-
-    def _requeue(self, tid: str, member: Member) -> None:
-        task = self._tasks.get(tid)
-        if task is None or task.state != RUNNING:
-            return
-        task.attempts += 1
-        if task.attempts <= task.retries:
-            task.state, task.worker, task.lease = QUEUED, "", ""
-            self._queue.appendleft(tid)
-            log.info("task %s goes to another worker (attempt %d)", tid, task.attempts + 1)
-            self._dispatch()
-        else:
-            error = WorkerLost(f"the worker running task {tid} died "
-                               f"({task.attempts} time(s); max_retries={task.retries})")
-            self._complete(task, [tid, False, None, error])
 
     def _event(self, kind: str, member: Member) -> None:
         for key, sink in list(self._subscribers.items()):
@@ -347,269 +320,6 @@ class Head:
             self._store.drop_name(name)
         return found
 
-    # -- tasks ----------------------------------------------------------------------
-
-    async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
-                     functions: dict[str, bytes]) -> int:
-        """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
-        _as_itself(client)
-        self._clients[client] = sink
-        refusal = self._pickle_refusal(client)
-        if refusal is None:
-            self._functions.update(functions)
-        new: list[Task] = []
-        refused: list[Task] = []
-        for tid, fn, body, retries in tasks:
-            if tid in self._tasks:
-                continue  # a resubmission after a reconnect: already queued or done
-            if tid in self._cancelled_early:
-                self._cancelled_early.discard(tid)  # its cancel overtook its submit
-                continue
-            task = Task(tid, client, fn, body, int(retries))
-            self._tasks[tid] = task
-            if refusal is not None and _pickled(fn):
-                refused.append(task)  # never queued, never sent to a worker
-                continue
-            self._queue.append(tid)
-            new.append(task)
-        for task in refused:
-            self._complete(task, [task.id, False, None, ConfigError(
-                f"the head refuses the pickled function of task {task.id}: {refusal}")])
-        if self._store is not None and new:
-            self._store.add_tasks(new, {f: self._functions[f] for f in functions})
-        self._dispatch()
-        return len(new)
-
-    def _pickle_refusal(self, client: str) -> str | None:
-        """Why pickled functions from ``client`` may not run (None: the head and the
-        client agreed to pickle, over a keyed link; workers check their own side)."""
-        t = self._node.config.transport
-        if not (t.allow_pickle and t.key is not None):
-            return "the head was not started with --allow-pickle (and a key)"
-        if client == self._node.id:
-            return None  # a client on the head's own node (the embedded cluster)
-        link = self._node._links_by_node.get(client)
-        if link is None or not link.peer.pickle:
-            return ("the client did not agree to pickle (it needs allow_pickle=True and "
-                    "the cluster key)")
-        return None
-
-    async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
-        """A client came back: deliver what finished meanwhile; return ids we never saw."""
-        _as_itself(client)
-        self._clients[client] = sink
-        member = self._members.get(client)
-        if member is not None:
-            member.alive, member.last_seen = True, time.monotonic()
-        self._schedule_flush()
-        return [tid for tid in pending if tid not in self._tasks]
-
-    async def cancel(self, tasks: list[str]) -> list[str]:
-        """Drop queued tasks; returns those cancelled (running ones finish).
-
-        Over the network, only the caller's own tasks: others are left alone.
-        """
-        caller = current_peer()
-        cancelled = []
-        for tid in tasks:
-            task = self._tasks.get(tid)
-            if task is not None and caller is not None and task.client != caller:
-                continue
-            if task is None:  # not submitted yet (the cancel overtook it): skip it later
-                self._cancelled_early.add(tid)
-                if len(self._cancelled_early) > 100_000:
-                    self._cancelled_early.pop()
-                cancelled.append(tid)
-                continue
-            if task.state == QUEUED:
-                task.state = DONE
-                self._tasks.pop(tid, None)
-                cancelled.append(tid)
-        if cancelled:
-            dropped = set(cancelled)
-            self._queue = deque(t for t in self._queue if t not in dropped)
-            if self._store is not None:
-                self._store.forget(cancelled)
-        return cancelled
-
-    async def pull(self, worker: str, want: int) -> list[Any]:
-        """Up to ``want`` tasks for ``worker``: [[id, fn, body, lease], ...], functions it needs."""
-        _as_itself(worker)
-        member = self._members.get(worker)
-        if member is None or not member.alive or member.role != "worker":
-            raise NoSuchObject("unknown worker: join first")
-        want = max(1, min(int(want), 1024))
-        if not self._queue:
-            fut = asyncio.get_running_loop().create_future()
-            self._pullers.append((worker, want, fut))
-            try:
-                async with asyncio.timeout(self.config.pull_wait):
-                    await fut
-            except TimeoutError:
-                self._pullers = deque(p for p in self._pullers if p[2] is not fut)
-                return [[], {}]
-            if fut.result() is None and not self._queue:
-                return [[], {}]
-        return self._assign(member, want)
-
-    async def exchange(self, worker: str, results: list[list[Any]], want: int) -> list[Any]:
-        """``report`` then ``pull`` in one round trip: what a busy worker sends per task."""
-        _as_itself(worker)
-        if results:
-            await self.report(worker, results)
-        if want <= 0:
-            return [[], {}]
-        return await self.pull(worker, want)
-
-    def _assign(self, member: Member, want: int) -> list[Any]:
-        batch: list[list[Any]] = []
-        fns: dict[str, bytes] = {}
-        while self._queue and len(batch) < want:
-            tid = self._queue.popleft()
-            task = self._tasks.get(tid)
-            if task is None or task.state != QUEUED:
-                continue
-            if not self._claim(task):
-                continue  # its future was cancelled: the task never runs
-            task.state, task.worker, task.lease = RUNNING, member.node, secrets.token_hex(12)
-            member.running.add(tid)
-            batch.append([tid, task.fn, task.body, task.lease])
-            if task.fn.startswith("pickle:"):
-                fns[task.fn] = self._functions[task.fn]
-        return [batch, fns]
-
-    def _claim(self, task: Task) -> bool:
-        """Tell the client its task starts; False if its future was cancelled meanwhile.
-
-        A client on this node answers at once (its future turns RUNNING, or is
-        found cancelled and the task dropped), exactly like ProcessPoolExecutor.
-        A remote client is told in a batch per loop turn; a cancel racing that
-        message loses only the result, not the run.
-        """
-        if task.attempts:
-            return True  # a rerun: the future is already running
-        sink = self._clients.get(task.client)
-        if sink is None:
-            return True
-        if isinstance(sink, Proxy):
-            self._started.setdefault(task.client, []).append(task.id)
-            self._schedule_flush()
-            return True
-        if sink.claim(task.id):
-            return True
-        task.state = DONE
-        self._tasks.pop(task.id, None)
-        if self._store is not None:
-            self._store.forget([task.id])
-        return False
-
-    def _dispatch(self) -> None:
-        """Wake waiting pullers while there is work."""
-        while self._queue and self._pullers:
-            _, _, fut = self._pullers.popleft()
-            if not fut.done():
-                fut.set_result(None)
-
-    async def report(self, worker: str, results: list[list[Any]]) -> None:
-        """Results ``[id, ok, body, lease]`` from a worker.
-
-        Only the holder of a task's current lease completes it; anything else (a
-        late result from an expired lease, a duplicate, a forgery) is refused,
-        counted in ``refused_results`` once, and changes nothing else.
-        """
-        _as_itself(worker)
-        if not isinstance(results, list) or not all(
-                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
-                and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
-            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
-        member = self._members.get(worker)
-        for tid, ok, body, lease in results:
-            task = self._tasks.get(tid)
-            if (member is None or task is None or task.state != RUNNING
-                    or task.worker != worker or not task.lease
-                    or not secrets.compare_digest(task.lease, lease)):
-                self.refused_results += 1
-                log.info("refused a result for task %s from %s: not its current lease",
-                         tid[:40], worker[:8])
-                continue
-            member.running.discard(tid)
-            if ok:
-                member.done += 1
-            else:
-                member.failed += 1
-            task.lease = ""
-            self._complete(task, [tid, bool(ok), body, None])
-
-    def _complete(self, task: Task, result: list[Any]) -> None:
-        task.state = DONE
-        if self._store is not None:
-            self._store.finish(task.id, result)
-        self._outbox.setdefault(task.client, []).append(result)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send finished results to their clients: one message per client per turn."""
-        self._flush_scheduled = False
-        started, self._started = self._started, {}
-        for client, tids in started.items():
-            sink = self._clients.get(client)
-            if isinstance(sink, Proxy):
-                try:
-                    sink.started.oneway(tids)
-                except (ConnectionLost, OSError):
-                    pass  # only the RUNNING state is lost; results still wait for it
-        for client, batch in list(self._outbox.items()):
-            sink = self._clients.get(client)
-            if sink is None or not batch or client in self._delivering:
-                continue
-            del self._outbox[client]
-            self._delivering.add(client)
-            self._spawn(self._deliver(client, sink, batch))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Start a background job, holding a reference so it is not collected mid-flight."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-
-    async def _deliver(self, client: str, sink: Any, batch: list[list[Any]]) -> None:
-        """Forget results only once the client acknowledged them."""
-        try:
-            if isinstance(sink, Proxy):
-                await sink.with_options(timeout=30).results.aio(batch)
-            else:  # a client on the head's own node (the embedded cluster)
-                await sink.results(batch)
-        except Exception as e:  # connection lost, timeout: keep them for the client
-            log.info("results for client %s wait for it: %s", client[:8], e)
-            self._outbox.setdefault(client, [])[:0] = batch
-            return
-        finally:
-            self._delivering.discard(client)
-        done = [r[0] for r in batch]
-        for tid in done:
-            self._tasks.pop(tid, None)
-        if self._store is not None:
-            self._store.forget(done)
-        if self._outbox.get(client):
-            self._schedule_flush()
-
-    def _forget_client(self, client: str) -> None:
-        self._members.pop(client, None)
-        self._clients.pop(client, None)
-        self._outbox.pop(client, None)
-        gone = [tid for tid, t in self._tasks.items() if t.client == client]
-        for tid in gone:
-            self._tasks.pop(tid, None)
-        if gone:
-            self._queue = deque(t for t in self._queue if t in self._tasks)
-            if self._store is not None:
-                self._store.forget(gone)
-
     # -- actors ---------------------------------------------------------------------
 
     async def spawn(self, cls: str, body: bytes, name: str, restart: str | None,
@@ -636,7 +346,8 @@ class Head:
                    and m.node != exclude]
         if not workers:
             raise ConfigError("no worker is available to host the object")
-        member = min(workers, key=lambda m: (len(m.running), m.info.get("actors", 0)))
+        member = min(workers, key=lambda m: (self._sched.worker_load(m.node)[0],
+                                             m.info.get("actors", 0)))
         assert member.control is not None
         raw = await member.control.create.aio(spec.cls, spec.body, spec.name, spec.functions)
         ref = raw.__netlet_ref__()
@@ -672,9 +383,9 @@ class Head:
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),
                   "pid": m.info.get("pid"),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
-                  "running": len(m.running), "done": m.done, "failed": m.failed}
+                  "running": self._sched.worker_load(m.node)[0], "done": m.done,
+                  "failed": m.failed}
                  for m in self._members.values() if m.alive or m.role != "worker"]
-        running = sum(1 for t in self._tasks.values() if t.state == RUNNING)
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": len(self._queue), "running": running,
-                "refused_results": self.refused_results}
+                "names": await self.names(), "queued": self._sched.queued,
+                "running": self._sched.running, "refused_results": self.refused_results}

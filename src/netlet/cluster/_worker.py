@@ -18,6 +18,7 @@ refuses to start if there is none.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import logging
 import math
@@ -31,6 +32,7 @@ import uuid
 from typing import Any
 
 from netlet.cluster._functions import FunctionCache, run_chunk
+from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     ConfigError,
@@ -38,8 +40,6 @@ from netlet.errors import (
     HandshakeError,
     NetletConnectionError,
     NetletError,
-    NodeClosed,
-    NoSuchObject,
 )
 from netlet.node import Node, expose
 from netlet.transport import find_user_key
@@ -49,20 +49,18 @@ __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 log = logging.getLogger("netlet.cluster")
 
 HEAD_NAME = "netlet.head"
-_REPORT_BATCH = 64
-"""Results a worker holds back at most while a pull is out (they go in one message)."""
-_REPORT_DELAY = 0.002
-"""Seconds a finished result may wait for the next pull before it is sent alone."""
 
 
 @expose
 class WorkerControl:
     """What the head may ask of a worker: host an object (``cluster.spawn``)."""
 
-    def __init__(self, node: Node, functions: FunctionCache, codec: Codec) -> None:
+    def __init__(self, node: Node, functions: FunctionCache, codec: Codec,
+                 worker: Worker | None = None) -> None:
         self._node = node
         self._functions = functions
         self._codec = codec
+        self._worker = worker
 
     def create(self, cls: str, body: bytes, name: str, functions: dict[str, bytes]) -> RemoteRef:
         self._functions.add_payloads(functions)
@@ -73,6 +71,12 @@ class WorkerControl:
 
     def drop(self, name: str) -> None:
         self._node.unserve(name)
+
+    def give_back(self, epoch: int, tids: list[str]) -> list[str]:
+        """The head takes back tasks this worker has not started; returns those given."""
+        if self._worker is None or not isinstance(tids, list):
+            return []
+        return self._worker.give_back([t for t in tids if isinstance(t, str)])
 
 
 EXIT_KEY_REFUSED = 3
@@ -132,7 +136,14 @@ def worker_key(head: str, key: bytes | None) -> bytes:
     return found
 
 
-class Worker:
+class Worker(WorkerTraffic):
+    """Runs tasks on the thread that calls ``run``; its node's loop does all the talking.
+
+    The two share a small state under one lock: tasks received and not started
+    (``_local``), the one running, tasks started and results finished but not
+    yet reported (what travels, and when, is ``WorkerTraffic``'s part).
+    """
+
     def __init__(self, opts: WorkerOptions) -> None:
         self.opts = opts
         key = worker_key(opts.head, opts.key)
@@ -142,7 +153,7 @@ class Worker:
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
-        self.control = WorkerControl(self.node, self.functions, self.codec)
+        self.control = WorkerControl(self.node, self.functions, self.codec, self)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
         self.stop = threading.Event()
@@ -150,26 +161,55 @@ class Worker:
         self.failed = 0
         self._rtt = 0.001
         self._task_time: float | None = None  # unknown: assume long until measured
+        self._lock = threading.Condition()
+        self._local: collections.deque[list[Any]] = collections.deque()
+        self._running: str | None = None
+        self._starting: dict[str, None] = {}  # started, not reported yet
+        self._outbox: list[list[Any]] = []  # results, not reported yet
+        self._held: set[str] = set()  # every task received whose result is not sent
+        self._seen = 0  # the last hand-out received
+        self._epoch = 0
+        self._pulling = False
+        self._armed = False
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.exit_reason: str | SystemExit = ""
+        """Why the worker stopped, if it must say so (the head refused it)."""
+
+    # -- joining --------------------------------------------------------------------
 
     def join(self) -> None:
         """Join the head, retrying with backoff while it is away."""
+        asyncio.run_coroutine_threadsafe(self._join(), self.node._get_loop()).result()
+
+    async def _join(self) -> None:
         delay = 0.05
         while not self.stop.is_set():
             try:
                 info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
                         "address": self.node.address or "", "cores": os.cpu_count() or 1}
-                self.head.join(self.node.id, "worker", info, self.control)
+                reply = await self.head.join.aio(self.node.id, "worker", info, self.control)
                 self.codec.allow_pickle = self._pickle_refusal() is None
+                with self._lock:
+                    self._epoch = int(reply.get("epoch", 0))
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
-                raise KeyRefused(f"the head refused this worker: {e}") from None
+                self._fatal(KeyRefused(f"the head refused this worker: {e}"))
+                return
             except (NetletConnectionError, NetletError, OSError) as e:
                 if self.opts.exit_with_head:
-                    raise SystemExit(f"head {self.opts.head} unreachable: {e}") from None
+                    self._fatal()  # an embedded worker ends with its head
+                    return
                 log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
-                self.stop.wait(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _fatal(self, why: str | SystemExit = "") -> None:
+        """Stop the worker (``why``: an error, or the exit, to leave with)."""
+        self.exit_reason = why
+        self.stop.set()
+        with self._lock:
+            self._lock.notify_all()
 
     def _pickle_refusal(self) -> str | None:
         """Why this worker may not unpickle what comes from its head (None: all agreed).
@@ -189,6 +229,7 @@ class Worker:
         return None
 
     def _want(self) -> int:
+        """How many tasks to hold: the one running plus the credit."""
         credit = self.opts.credit
         if credit == "auto":
             # Prefetch what covers a round trip to the head, and nothing for tasks far
@@ -198,75 +239,52 @@ class Worker:
             credit = 0 if ratio < 0.05 else min(64, math.ceil(ratio))
         return int(credit) + 1
 
-    def heartbeat_loop(self) -> None:
-        while not self.stop.wait(0.5):
-            try:
-                t0 = time.perf_counter()
-                known = self.head.with_options(timeout=2).heartbeat(
-                    self.node.id, {"done": self.done, "failed": self.failed})
-                # Heartbeats are answered at once: they measure the round trip that
-                # credit="auto" covers (a pull may wait at the head for work).
-                self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - t0)
-                if not known:
-                    self.join()
-            except (NetletError, OSError):
-                if self.opts.exit_with_head:
-                    self.stop.set()
+    # -- the running thread's side --------------------------------------------------
 
     def run(self) -> None:
         self.join()
-        threading.Thread(target=self.heartbeat_loop, name="netlet-heartbeat",
-                         daemon=True).start()
-        local: collections.deque[list[Any]] = collections.deque()
-        done: list[list[Any]] = []  # results not yet reported
-        done_since = 0.0
-        pending = None
-        while not self.stop.is_set():
-            want = self._want()
-            if pending is None and (done or len(local) <= want // 2):
-                # Results ride with the next pull: one round trip per task, not two; and
-                # with a large credit, refills come in batches rather than one by one.
-                try:
-                    pending = self.head.with_options(timeout=None).exchange.future(
-                        self.node.id, done, max(0, want - len(local)))
-                    done = []
-                except (NetletError, OSError):
-                    pending = None
-            if pending is not None and (not local or pending.done()):
-                try:
-                    batch, fns = pending.result()
-                except NoSuchObject:  # the head forgot us (restarted): join again
-                    pending = None
-                    self.join()
-                    continue
-                except (NetletConnectionError, NodeClosed, OSError) as e:
-                    pending = None
-                    if self.opts.exit_with_head or self.stop.is_set():
-                        return
-                    log.warning("lost the head (%s); rejoining", e)
-                    self.stop.wait(0.1)
-                    self.join()
-                    continue
-                pending = None
-                self.functions.add_payloads(fns)
-                local.extend(batch)
-                continue
-            if not local:
-                self.stop.wait(0.1)  # the pull could not even be sent: do not spin
-                continue
-            tid, fn_id, body, lease = local.popleft()
-            if not done:
-                done_since = time.monotonic()
-            done.append(self._run_one(tid, fn_id, body, lease))
-            # A pull is out (and may wait at the head for work): results do not wait for
-            # it when we are about to idle, have many, or have held them a while.
-            if pending is not None and (not local or len(done) >= _REPORT_BATCH
-                                        or time.monotonic() - done_since > _REPORT_DELAY):
-                try:
-                    self.head.report.oneway(self.node.id, done)
-                except (NetletError, OSError) as e:
-                    log.warning("could not report %s (%s); the head will rerun it", tid, e)
-                done = []
+        loop = self.node._get_loop()
+        heartbeats = asyncio.run_coroutine_threadsafe(self._heartbeats(), loop)
+        self._flush()  # the first pull
+        held_since = 0.0
+        try:
+            while True:
+                with self._lock:
+                    while not self._local and not self.stop.is_set():
+                        self._lock.wait(0.5)
+                    if self.stop.is_set():
+                        break
+                    tid, fn_id, body, lease = self._local.popleft()
+                    self._running = tid
+                    tell_now = self._task_time is None or self._task_time > _HOLD
+                    if not tell_now:
+                        self._starting[tid] = None
+                    epoch = self._epoch
+                if tell_now:  # tasks here take a while: its future turns RUNNING at once
+                    self._report(epoch, [], [tid])
+                else:
+                    self._arm()  # its started notice, unless its result comes first
+                result = self._run_one(tid, fn_id, body, lease)
+                now = time.monotonic()
+                with self._lock:
+                    self._running = None
+                    if not self._outbox:
+                        held_since = now
+                    self._outbox.append(result)
+                    send = (not self._local or len(self._outbox) >= _REPORT_BATCH
+                            or now - held_since >= _HOLD
+                            or (not self._pulling and len(self._local) + 1 < self._want()))
+                if send:
+                    self._flush()  # here: the loop may not get the GIL for a while
+                else:
+                    self._arm()
+        finally:
+            self.stop.set()
+            heartbeats.cancel()
+        if isinstance(self.exit_reason, SystemExit):
+            raise self.exit_reason
+        if self.exit_reason:
+            raise SystemExit(self.exit_reason)
 
     def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any]:
         """Run one task; its result carries the lease it was handed out with."""
@@ -297,6 +315,8 @@ class Worker:
 
     def close(self) -> None:
         self.stop.set()
+        with self._lock:
+            self._lock.notify_all()
         try:
             self.head.with_options(timeout=1).leave.oneway(self.node.id)
         except (NetletError, OSError):

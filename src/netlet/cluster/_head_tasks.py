@@ -1,0 +1,378 @@
+"""The head's task desk: the network face of the scheduler (``Head`` inherits it).
+
+It turns calls from clients and workers into scheduler events, and the
+scheduler's actions into messages: it answers parked pulls, asks workers to
+give back unstarted tasks, tells clients which tasks started, and delivers
+results in messages the frame limits accept, pausing hand-outs while results
+waiting for slow clients exceed the budget (backpressure, never a loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from netlet.cluster._scheduler import (
+    Action,
+    Deliver,
+    Handout,
+    Reclaim,
+    Scheduler,
+    StaleEpoch,
+    Started,
+    batches,
+)
+from netlet.cluster._store import HeadStore
+from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
+from netlet.node import Node, Proxy, current_peer, expose
+
+__all__ = ["HeadConfig", "Member", "TaskDesk"]
+
+log = logging.getLogger("netlet.cluster")
+
+
+def _result_size(result: list[Any]) -> int:
+    """Bytes a result ``[id, ok, body, error]`` holds (its body; the rest is small)."""
+    body = result[2]
+    return 64 + (len(body) if isinstance(body, bytes) else 0)
+
+
+def _pickled(fn: str) -> bool:
+    """True for a function id that travels by value (``pickle:``, or a chunk of one)."""
+    return fn.removeprefix("chunk:").startswith("pickle:")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadConfig:
+    heartbeat: float = 0.5
+    """Seconds between a member's heartbeats."""
+    dead_after: float = 3.0
+    """A member silent this long is declared dead (its link closing is noticed at once)."""
+    pull_wait: float = 1.0
+    """Longest a pull waits for work before answering empty (lets workers heartbeat)."""
+    client_grace: float = 60.0
+    """How long results wait for a client that lost its connection to come back; a
+    head restarted from its store also waits this long for the clients of the tasks
+    it restored, then drops their tasks."""
+    result_budget: int = 256 * 1024 * 1024
+    """Bytes of results waiting for clients beyond which no task is handed out."""
+
+
+@dataclass(slots=True)
+class Member:
+    node: str
+    role: str
+    info: dict[str, Any]
+    control: Proxy | None = None
+    since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    done: int = 0
+    failed: int = 0
+    alive: bool = True
+
+
+def _as_itself(node: str) -> None:
+    """Refuse a call from the network that names a member other than its caller."""
+    caller = current_peer()
+    if caller is not None and caller != node:
+        raise PermissionError(
+            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
+            "pass your own node id (a connection claiming an id another one owns has none)")
+
+
+@expose(concurrent=True)
+class TaskDesk:
+    """Tasks in, results out; the state lives on ``Head`` (set in its ``__init__``)."""
+
+    _node: Node
+    config: HeadConfig
+    _store: HeadStore | None
+    _sched: Scheduler
+    _functions: dict[str, bytes]
+    _members: dict[str, Member]
+    _clients: dict[str, Any]
+    _outbox: dict[str, list[list[Any]]]
+    _started: dict[str, list[str]]
+    _flush_scheduled: bool
+    _delivering: set[str]
+    _undelivered: int
+    _budget: int
+    _paused: bool
+    _jobs: set[asyncio.Task[None]]
+    _pulls: dict[str, asyncio.Future[Handout]]
+
+    async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
+                     functions: dict[str, bytes]) -> int:
+        """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
+        _as_itself(client)
+        self._clients[client] = sink
+        refusal = self._pickle_refusal(client)
+        if refusal is None:
+            self._functions.update(functions)
+        specs = [(tid, fn, body, int(retries)) for tid, fn, body, retries in tasks]
+        if refusal is not None:  # never queued, never sent to a worker
+            for tid, fn, body, _ in [s for s in specs if _pickled(s[1])]:
+                self._act(self._sched.reject(client, tid, fn, body, ConfigError(
+                    f"the head refuses the pickled function of task {tid}: {refusal}")))
+            specs = [s for s in specs if not _pickled(s[1])]
+        new, actions = self._sched.submit(client, specs, time.monotonic())
+        if self._store is not None and new:
+            self._store.add_tasks(new, {f: self._functions[f] for f in functions
+                                        if f in self._functions})
+        self._act(actions)
+        return len(new)
+
+    def _pickle_refusal(self, client: str) -> str | None:
+        """Why pickled functions from ``client`` may not run (None: the head and the
+        client agreed to pickle, over a keyed link; workers check their own side)."""
+        t = self._node.config.transport
+        if not (t.allow_pickle and t.key is not None):
+            return "the head was not started with --allow-pickle (and a key)"
+        if client == self._node.id:
+            return None  # a client on the head's own node (the embedded cluster)
+        link = self._node._links_by_node.get(client)
+        if link is None or not link.peer.pickle:
+            return ("the client did not agree to pickle (it needs allow_pickle=True and "
+                    "the cluster key)")
+        return None
+
+    async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
+        """A client came back: deliver what finished meanwhile; return ids we never saw."""
+        _as_itself(client)
+        self._clients[client] = sink
+        member = self._members.get(client)
+        if member is not None:
+            member.alive, member.last_seen = True, time.monotonic()
+        self._schedule_flush()
+        return [tid for tid in pending if tid not in self._sched.tasks]
+
+    async def cancel(self, tasks: list[str]) -> list[str]:
+        """Cancel tasks no worker started; returns those cancelled (running ones finish).
+
+        Over the network, only the caller's own tasks: others are left alone.
+        """
+        cancelled, actions = self._sched.cancel(current_peer(), tasks)
+        reclaims = [a for a in actions if isinstance(a, Reclaim)]
+        self._act([a for a in actions if not isinstance(a, Reclaim)])
+        for given in await asyncio.gather(*(self._reclaim(a) for a in reclaims)):
+            cancelled += given  # handed out, and given back unstarted
+        if cancelled and self._store is not None:
+            self._store.forget(cancelled)
+        return cancelled
+
+    def _worker(self, worker: str) -> Member:
+        _as_itself(worker)
+        member = self._members.get(worker)
+        if member is None or not member.alive or member.role != "worker":
+            raise NoSuchObject("unknown worker: join first")
+        return member
+
+    async def pull(self, worker: str, epoch: int, want: int) -> list[Any]:
+        """Up to ``want`` more tasks for ``worker``: ``[tasks, functions, seq]``.
+
+        ``tasks`` is ``[[id, fn, body, lease], ...]``; ``seq`` numbers this
+        hand-out (heartbeats acknowledge it). With no work the pull waits at
+        most ``pull_wait`` seconds and answers empty.
+        """
+        self._worker(worker)
+        try:
+            actions = self._sched.pull(worker, int(epoch), int(want), time.monotonic())
+        except StaleEpoch as e:
+            raise NoSuchObject(str(e)) from None
+        mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
+                     and a.tasks), None)
+        self._act([a for a in actions if a is not mine])
+        if mine is None:
+            fut: asyncio.Future[Handout] = asyncio.get_running_loop().create_future()
+            self._pulls[worker] = fut
+            try:
+                mine = await fut
+            finally:
+                if self._pulls.get(worker) is fut:
+                    del self._pulls[worker]
+        return self._handout_reply(mine)
+
+    def _handout_reply(self, handout: Handout) -> list[Any]:
+        batch: list[list[Any]] = []
+        fns: dict[str, bytes] = {}
+        for task in handout.tasks:
+            batch.append([task.id, task.fn, task.body, task.lease])
+            fn = task.fn.removeprefix("chunk:")
+            if fn.startswith("pickle:") and fn in self._functions:
+                fns[fn] = self._functions[fn]
+        return [batch, fns, handout.seq]
+
+    async def exchange(self, worker: str, epoch: int, results: list[list[Any]],
+                       started: list[str], want: int) -> list[Any]:
+        """``report`` then ``pull`` in one round trip: what a busy worker sends."""
+        await self.report(worker, epoch, results, started)
+        return await self.pull(worker, epoch, want)
+
+    async def report(self, worker: str, epoch: int, results: list[list[Any]],
+                     started: list[str] | None = None) -> None:
+        """Tasks ``started`` and results ``[id, ok, body, lease]`` from a worker.
+
+        Only the holder of a task's current lease completes it; anything else (a
+        late result from an expired lease, a duplicate, a forgery) is refused,
+        counted in ``refused_results`` once, and changes nothing else. A report
+        from an older epoch of the worker is refused whole.
+        """
+        _as_itself(worker)
+        if not isinstance(results, list) or not all(
+                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+                and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
+            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
+        if started is not None and not (isinstance(started, list)
+                                        and all(isinstance(t, str) for t in started)):
+            raise ConfigError("started is a list of task ids")
+        member = self._members.get(worker)
+        if member is None or not member.alive:
+            self._sched.refused_results += len(results)
+            raise NoSuchObject("unknown worker: join first")
+        _, done0, failed0 = self._sched.worker_load(worker)
+        try:
+            actions = self._sched.started(worker, int(epoch), started) if started else []
+            if results:
+                actions += self._sched.results(
+                    worker, int(epoch), [(t, bool(ok), b, ls) for t, ok, b, ls in results])
+        except StaleEpoch as e:
+            log.info("refused a report from %s: %s", worker[:8], e)
+            raise NoSuchObject(str(e)) from None
+        _, done1, failed1 = self._sched.worker_load(worker)
+        member.done += done1 - done0
+        member.failed += failed1 - failed0
+        self._act(actions)
+
+    def _act(self, actions: list[Action]) -> None:
+        """Carry out what the scheduler decided."""
+        for action in actions:
+            if isinstance(action, Handout):
+                fut = self._pulls.pop(action.worker, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(action)
+            elif isinstance(action, Deliver):
+                result = list(action.result)
+                if self._store is not None:
+                    self._store.finish(action.result[0], result)
+                self._outbox.setdefault(action.client, []).append(result)
+                self._undelivered += _result_size(result)
+                self._schedule_flush()
+            elif isinstance(action, Started):
+                sink = self._clients.get(action.client)
+                if isinstance(sink, Proxy):
+                    self._started.setdefault(action.client, []).extend(action.tasks)
+                    self._schedule_flush()
+                elif sink is not None:  # a client on this node: its futures turn RUNNING now
+                    for tid in action.tasks:
+                        sink.claim(tid)
+            elif isinstance(action, Reclaim):
+                self._spawn(self._steal(action))
+        if self._undelivered > self._budget and not self._paused:
+            self._paused = True
+            log.info("results waiting for clients (%d bytes) fill the budget: pausing hand-outs",
+                     self._undelivered)
+            self._act(self._sched.pause(True))
+
+    async def _reclaim(self, action: Reclaim) -> list[str]:
+        """Ask a worker to give back tasks it has not started (for an idle worker, or
+        a cancel); returns those a cancel dropped."""
+        member = self._members.get(action.worker)
+        returned: list[str] = []
+        if member is not None and member.alive and member.control is not None:
+            try:
+                returned = await member.control.with_options(timeout=10).give_back.aio(
+                    action.epoch, list(action.tasks))
+            except Exception as e:  # it keeps them; a heartbeat or its death settles it
+                log.info("worker %s did not give tasks back: %s", action.worker[:8], e)
+        dropped, actions = self._sched.gave_back(action, returned)
+        self._act(actions)
+        return dropped
+
+    async def _steal(self, action: Reclaim) -> None:
+        await self._reclaim(action)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send started notices and finished results to their clients, in bounded messages."""
+        self._flush_scheduled = False
+        started, self._started = self._started, {}
+        for client, tids in started.items():
+            sink = self._clients.get(client)
+            if isinstance(sink, Proxy):
+                try:
+                    sink.started.oneway(tids)
+                except (ConnectionLost, OSError):
+                    pass  # only the RUNNING state is lost; results still wait for it
+        for client, batch in list(self._outbox.items()):
+            sink = self._clients.get(client)
+            if sink is None or not batch or client in self._delivering:
+                continue
+            # A client on this node takes any batch; over a link, frames are bounded.
+            first = self._split(batch)[0] if isinstance(sink, Proxy) else batch
+            rest = batch[len(first):]
+            if rest:
+                self._outbox[client] = rest
+            else:
+                del self._outbox[client]
+            self._delivering.add(client)
+            self._spawn(self._deliver(client, sink, first))
+
+    def _split(self, results: list[list[Any]]) -> list[list[list[Any]]]:
+        limits = self._node.config.transport.limits
+        return batches(results, _result_size, limits.max_frame // 4,
+                       max(1, limits.max_buffers // 2), limits.oob_threshold)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Start a background job, holding a reference so it is not collected mid-flight."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _deliver(self, client: str, sink: Any, batch: list[list[Any]]) -> None:
+        """Forget results only once the client acknowledged them.
+
+        A client that is slow to take them holds up only its own deliveries (one
+        message in flight each); while what waits for clients exceeds the budget,
+        no task is handed out (backpressure), and a failed delivery is tried again.
+        """
+        try:
+            if isinstance(sink, Proxy):
+                await sink.with_options(timeout=30).results.aio(batch)
+            else:  # a client on the head's own node (the embedded cluster)
+                await sink.results(batch)
+        except Exception as e:  # connection lost, timeout: keep them for the client
+            log.info("results for client %s wait for it: %s", client[:8], e)
+            self._outbox.setdefault(client, [])[:0] = batch
+            if client in self._node.connected_peers():
+                asyncio.get_running_loop().call_later(1.0, self._schedule_flush)
+            return
+        finally:
+            self._delivering.discard(client)
+        done = [r[0] for r in batch]
+        self._sched.delivered(done)
+        self._undelivered -= sum(_result_size(r) for r in batch)
+        if self._store is not None:
+            self._store.forget(done)
+        if self._paused and self._undelivered <= self._budget // 2:
+            self._paused = False
+            self._act(self._sched.pause(False))
+        if self._outbox.get(client):
+            self._schedule_flush()
+
+    def _forget_client(self, client: str) -> None:
+        self._members.pop(client, None)
+        self._clients.pop(client, None)
+        dropped = self._outbox.pop(client, [])
+        self._undelivered -= sum(_result_size(r) for r in dropped)
+        gone = self._sched.forget_client(client)
+        if gone and self._store is not None:
+            self._store.forget(gone)
+

@@ -1,0 +1,165 @@
+"""The scheduler's records: tasks, workers' slots and the actions it returns.
+
+Plain data, shared by the sans-I/O ``Scheduler`` and the shells that carry out
+its actions (the head; the worker's batching of results).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ASSIGNED", "DONE", "QUEUED", "RUNNING",
+    "Action", "Deliver", "Handout", "Reclaim", "StaleEpoch", "Started", "Task", "TaskQueue",
+    "WorkerSlot",
+    "batches",
+]
+
+QUEUED, ASSIGNED, RUNNING, DONE = "queued", "assigned", "running", "done"
+
+
+class StaleEpoch(Exception):
+    """A request from a worker's old epoch, or from a worker the scheduler does not know."""
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    client: str
+    fn: str
+    body: bytes
+    retries: int
+    attempts: int = 0
+    """Runs lost with their worker so far (a task lost before it started costs none)."""
+    state: str = QUEUED
+    worker: str = ""
+    lease: str = ""
+    """The current hand-out's fencing token ("" while not handed out)."""
+    seq: int = 0
+    """Which hand-out of its worker carried it (heartbeats acknowledge hand-outs)."""
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    node: str
+    epoch: int
+    assigned: dict[str, None] = field(default_factory=dict)
+    """Handed out, not started yet (in hand-out order)."""
+    running: set[str] = field(default_factory=set)
+    reclaiming: set[str] = field(default_factory=set)
+    parked: int = 0
+    """How many tasks its parked pull wants (0: no pull is parked)."""
+    parked_at: float = 0.0
+    seq: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+# -- actions --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Handout:
+    """Answer ``worker``'s pull with ``tasks`` (maybe none: the pull timed out)."""
+    worker: str
+    tasks: tuple[Task, ...]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """Ask ``worker`` to give back those of ``tasks`` it has not started."""
+    worker: str
+    epoch: int
+    tasks: tuple[str, ...]
+    cancel: bool = False
+    """Those given back are cancelled (else they go back to the queue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """Tell ``client`` these tasks started: their futures turn RUNNING."""
+    client: str
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Send ``client`` a finished task: ``[id, ok, body, error]``."""
+    client: str
+    result: tuple[str, bool, bytes | None, BaseException | None]
+
+
+Action = Handout | Reclaim | Started | Deliver
+
+
+class TaskQueue:
+    """Queued tasks in order, each leaving in O(1).
+
+    A task leaves by changing state (a cancel marks it; its entry is skipped
+    when reached), and dead entries are swept once they outnumber live ones,
+    so no step scans the queue per task.
+    """
+
+    def __init__(self, tasks: dict[str, Task]) -> None:
+        self._tasks = tasks
+        self._ids: deque[str] = deque()
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Tasks in QUEUED state (entries of tasks that left are not counted)."""
+        return self._count
+
+    def push(self, task: Task, front: bool = False) -> None:
+        task.state, task.worker, task.lease = QUEUED, "", ""
+        self._count += 1
+        if front:
+            self._ids.appendleft(task.id)
+        else:
+            self._ids.append(task.id)
+
+    def pop(self) -> Task | None:
+        while self._ids:
+            task = self._tasks.get(self._ids.popleft())
+            if task is not None and task.state == QUEUED:
+                self._count -= 1
+                return task
+        return None
+
+    def left(self) -> None:
+        """A queued task left otherwise (cancelled, its client gone): the caller
+        changes its state; its entry goes when reached or swept."""
+        self._count -= 1
+
+    def compact(self) -> None:
+        """Sweep dead entries once they outnumber live ones (amortised O(1) per task)."""
+        if len(self._ids) > 2 * self._count + 1024:
+            live = [t for t in self._ids if (x := self._tasks.get(t)) is not None
+                    and x.state == QUEUED]
+            self._ids = deque(dict.fromkeys(live))
+
+
+def batches(items: list[Any], size: Callable[[Any], int], max_bytes: int,
+            max_big: int, big: int) -> list[list[Any]]:
+    """Split ``items`` into messages a peer accepts: each under ``max_bytes`` in all
+    and with at most ``max_big`` items of ``big`` bytes or more (each of those
+    travels as an out-of-band buffer, of which a frame carries a bounded number).
+    An item alone always makes a message (the frame limit then judges it).
+    """
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    total = nbig = 0
+    for item in items:
+        n = size(item)
+        is_big = n >= big
+        if cur and (total + n > max_bytes or nbig + is_big > max_big):
+            out.append(cur)
+            cur, total, nbig = [], 0, 0
+        cur.append(item)
+        total += n
+        nbig += is_big
+    if cur:
+        out.append(cur)
+    return out

@@ -1,0 +1,162 @@
+"""The scheduler's state and its bookkeeping: what every event of ``Scheduler`` shares.
+
+Counters are kept as tasks move (queued, handed out, started), so no query
+and no event scans the tasks or the workers.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from netlet.cluster._sched_records import (
+    DONE,
+    Action,
+    Deliver,
+    Handout,
+    StaleEpoch,
+    Task,
+    TaskQueue,
+    WorkerSlot,
+)
+
+__all__ = ["SchedulerState"]
+
+
+class SchedulerState:
+    """Tasks, workers' slots, parked pulls and counters (see ``Scheduler``)."""
+
+    def __init__(self, token: Callable[[], str] | None = None, max_batch: int = 1024) -> None:
+        self._token = token or (lambda: secrets.token_hex(12))
+        self.max_batch = max_batch
+        self.tasks: dict[str, Task] = {}
+        self._queue = TaskQueue(self.tasks)
+        self._unstarted = 0
+        self._running = 0
+        self._workers: dict[str, WorkerSlot] = {}
+        self._parked: dict[str, None] = {}
+        """Pulls waiting for work, oldest first."""
+        self._full: dict[str, None] = {}
+        """Pulls of workers holding their share of unstarted tasks: fed once they start one."""
+        self._surplus: dict[str, None] = {}
+        """Workers holding unstarted tasks they could give back (see ``_rebalance``)."""
+        self._by_client: dict[str, set[str]] = {}
+        self._cancelled_early: dict[str, None] = {}
+        self._epochs = 0
+        self._handouts = 0
+        self._paused = False
+        self.refused_results = 0
+        """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
+        self.stale_requests = 0
+        """Requests refused because they came from a worker's older epoch."""
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        """Tasks handed out (started or not) and not finished."""
+        return self._unstarted + self._running
+
+    def worker_load(self, node: str) -> tuple[int, int, int]:
+        """(tasks held, done, failed) of a worker, or zeros."""
+        w = self._workers.get(node)
+        if w is None:
+            return 0, 0, 0
+        return len(w.assigned) + len(w.running), w.done, w.failed
+
+    def holds(self, node: str) -> set[str]:
+        """The tasks the scheduler believes ``node`` holds (started or not)."""
+        w = self._workers.get(node)
+        return set() if w is None else {*w.assigned, *w.running}
+
+    def unstarted(self, node: str) -> list[str]:
+        w = self._workers.get(node)
+        return [] if w is None else list(w.assigned)
+
+    def is_parked(self, node: str) -> bool:
+        return node in self._parked
+
+    def epoch(self, node: str) -> int | None:
+        w = self._workers.get(node)
+        return None if w is None else w.epoch
+
+    def _check(self, node: str, epoch: int) -> WorkerSlot:
+        w = self._workers.get(node)
+        if w is None or w.epoch != epoch:
+            self.stale_requests += 1
+            raise StaleEpoch(f"worker {node[:8]}: epoch {epoch} is not current: join again")
+        return w
+
+    def _add(self, task: Task) -> None:
+        self.tasks[task.id] = task
+        self._by_client.setdefault(task.client, set()).add(task.id)
+
+    def _enqueue(self, task: Task, front: bool) -> None:
+        self._queue.push(task, front)
+
+    def _pop(self) -> Task | None:
+        return self._queue.pop()
+
+    def _unpark(self, w: WorkerSlot, out: list[Action]) -> None:
+        if self._parked.pop(w.node, 0) is None or self._full.pop(w.node, 0) is None:
+            w.parked = 0
+            out.append(Handout(w.node, (), w.seq))
+
+    def _unfull(self, w: WorkerSlot) -> None:
+        """``w`` started or lost an unstarted task: a pull held at its share may go on."""
+        if self._full.pop(w.node, 0) is None:
+            self._parked[w.node] = None
+
+    def _mark(self, w: WorkerSlot) -> None:
+        """Keep ``_surplus`` up to date after ``w``'s tasks changed."""
+        keep = 0 if w.running else 1
+        if len(w.assigned) - len(w.reclaiming) > keep:
+            self._surplus[w.node] = None
+        else:
+            self._surplus.pop(w.node, None)
+
+    def _share(self) -> int:
+        """The most unstarted tasks one worker may hold: what is waiting, split evenly."""
+        return max(1, math.ceil((len(self._queue) + self._unstarted) / max(1, len(self._workers))))
+
+    def _handout(self, w: WorkerSlot, batch: list[Task]) -> Handout:
+        # Numbered across all workers, so a late reply from a worker's former slot
+        # never carries a number its new slot has yet to reach.
+        self._handouts += 1
+        w.seq = self._handouts
+        for task in batch:
+            task.seq = w.seq
+        return Handout(w.node, tuple(batch), w.seq)
+
+    def _detach(self, task: Task, w: WorkerSlot) -> None:
+        if task.id in w.assigned:
+            del w.assigned[task.id]
+            self._unstarted -= 1
+        elif task.id in w.running:
+            w.running.discard(task.id)
+            self._running -= 1
+        w.reclaiming.discard(task.id)
+        self._mark(w)
+        self._unfull(w)
+
+    def _finish(self, task: Task, result: tuple[str, bool, bytes | None, BaseException | None],
+                out: list[Action]) -> None:
+        task.state, task.worker, task.lease = DONE, "", ""
+        out.append(Deliver(task.client, result))
+
+    def _drop(self, task: Task) -> None:
+        del self.tasks[task.id]
+        mine = self._by_client.get(task.client)
+        if mine is not None:
+            mine.discard(task.id)
+            if not mine:
+                del self._by_client[task.client]
+
+    def stats(self) -> dict[str, Any]:
+        return {"queued": len(self._queue), "unstarted": self._unstarted, "running": self._running,
+                "workers": len(self._workers), "parked": len(self._parked),
+                "refused_results": self.refused_results, "stale_requests": self.stale_requests}

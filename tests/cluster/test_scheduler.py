@@ -1,0 +1,480 @@
+"""The head's scheduler driven directly: no sockets, no threads, no clock.
+
+Unit tests for each rule, then a hypothesis state machine that plays clients,
+workers and the network against it (hand-outs lost, results late, workers
+rejoining) and checks the invariants after every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+)
+
+from netlet.cluster._scheduler import (
+    ASSIGNED,
+    QUEUED,
+    RUNNING,
+    Action,
+    Deliver,
+    Handout,
+    Reclaim,
+    Scheduler,
+    StaleEpoch,
+    Started,
+    batches,
+)
+from netlet.errors import WorkerLost
+
+
+def make() -> Scheduler:
+    counter = itertools.count()
+    return Scheduler(token=lambda: f"lease-{next(counter)}")
+
+
+def specs(n: int, start: int = 0, retries: int = 3) -> list[tuple[str, str, bytes, int]]:
+    return [(f"t{i}", "m:f", b"", retries) for i in range(start, start + n)]
+
+
+def handouts(actions: list[Action], worker: str | None = None) -> list[Handout]:
+    return [a for a in actions if isinstance(a, Handout)
+            and (worker is None or a.worker == worker)]
+
+
+def ids(h: Handout) -> list[str]:
+    return [t.id for t in h.tasks]
+
+
+def test_a_pull_takes_in_submission_order_and_results_need_the_lease() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("c", specs(3), 0)
+    [h] = handouts(s.pull("w", e, 2, 0))
+    assert ids(h) == ["t0", "t1"]
+    t0 = h.tasks[0]
+    out = s.results("w", e, [("t0", True, b"x", "forged")])
+    assert out == []
+    assert s.refused_results == 1
+    out = s.results("w", e, [("t0", True, b"x", t0.lease)])
+    assert [a.result[:3] for a in out if isinstance(a, Deliver)] == [("t0", True, b"x")]
+    assert s.results("w", e, [("t0", True, b"x", t0.lease)]) == []  # a duplicate
+    assert s.refused_results == 2
+
+
+def test_a_request_from_an_older_epoch_is_refused_whole() -> None:
+    s = make()
+    e1, _ = s.join("w", 0)
+    s.submit("c", specs(2), 0)
+    [h] = handouts(s.pull("w", e1, 1, 0))
+    e2, _ = s.join("w", 1)  # the worker rejoined on a new connection
+    assert e2 != e1
+    with pytest.raises(StaleEpoch):
+        s.pull("w", e1, 1, 2)  # a late request on the old connection
+    assert s.queued == 1, "nothing may be handed out on a stale request"
+    with pytest.raises(StaleEpoch):
+        s.results("w", e1, [(h.tasks[0].id, True, b"", h.tasks[0].lease)])
+    # The lease itself still counts on the current epoch.
+    out = s.results("w", e2, [(h.tasks[0].id, True, b"", h.tasks[0].lease)])
+    assert any(isinstance(a, Deliver) for a in out)
+
+
+def test_a_heartbeat_requeues_what_the_worker_does_not_hold() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("c", specs(3), 0)
+    [h] = handouts(s.pull("w", e, 3, 0))
+    s.started("w", e, ["t0"])
+    # The worker saw that hand-out but holds only t1 (the reply carrying t0 and t2
+    # met a reset on its way, say).
+    s.heartbeat("w", e, ["t1"], h.seq, 1)
+    assert s.holds("w") == {"t1"}
+    assert s.queued == 2
+    assert s.tasks["t0"].attempts == 1
+    assert s.tasks["t2"].attempts == 0
+    # A hand-out the worker has not seen yet is not judged.
+    e2, _ = s.join("v", 0)
+    [h2] = handouts(s.pull("v", e2, 5, 0))
+    s.heartbeat("v", e2, [], h2.seq - 1, 1)
+    assert s.holds("v") == set(ids(h2))
+
+
+def test_submit_wakes_one_parked_worker_per_task() -> None:
+    s = make()
+    epochs = {f"w{i}": s.join(f"w{i}", 0)[0] for i in range(32)}
+    for w, e in epochs.items():
+        assert s.pull(w, e, 4, 0) == []  # parked
+    _, out = s.submit("c", specs(1), 1)
+    assert [(h.worker, ids(h)) for h in handouts(out)] == [("w0", ["t0"])]
+    _, out = s.submit("c", specs(1, 1), 1)
+    assert [h.worker for h in handouts(out)] == ["w1"]
+
+
+def test_a_worker_takes_no_more_than_its_share() -> None:
+    s = make()
+    epochs = {f"w{i}": s.join(f"w{i}", 0)[0] for i in range(5)}
+    for w, e in epochs.items():
+        s.pull(w, e, 65, 0)
+    _, out = s.submit("c", specs(50), 0)
+    sizes = {h.worker: len(h.tasks) for h in handouts(out)}
+    assert sizes == dict.fromkeys(epochs, 10)
+
+
+def test_an_idle_worker_gets_tasks_another_has_not_started() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    s.submit("c", specs(6), 0)
+    [h] = handouts(s.pull("a", ea, 6, 0))  # alone: it takes everything
+    assert len(h.tasks) == 6
+    s.started("a", ea, ["t0"])
+    eb, _ = s.join("b", 0)
+    out = s.pull("b", eb, 6, 0)
+    [r] = [a for a in out if isinstance(a, Reclaim)]
+    assert r.worker == "a"
+    assert list(r.tasks) == ["t1", "t2", "t3", "t4", "t5"]
+    # a had started t1 meanwhile; the rest come back and go to b at once.
+    s.started("a", ea, ["t1"])
+    dropped, out = s.gave_back(r, ["t2", "t3", "t4", "t5"])
+    assert dropped == []
+    [h] = handouts(out, "b")
+    assert set(ids(h)) <= {"t2", "t3", "t4", "t5"}
+    assert h.tasks
+
+
+def test_cancel_drops_queued_tasks_and_reclaims_unstarted_ones() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("c", specs(4), 0)
+    s.pull("w", e, 2, 0)
+    s.started("w", e, ["t0"])
+    cancelled, out = s.cancel("c", ["t0", "t1", "t2", "t3", "nope"])
+    assert cancelled == ["t2", "t3", "nope"]  # "nope": its submit may still come
+    [r] = out
+    assert isinstance(r, Reclaim)
+    assert r.cancel
+    assert r.tasks == ("t1",)
+    dropped, _ = s.gave_back(r, ["t1"])
+    assert dropped == ["t1"]
+    assert s.queued == 0
+    assert "t1" not in s.tasks
+    assert s.cancel("other", ["t0"])[0] == []  # not its task
+    new, _ = s.submit("c", [*specs(1, 4), ("nope", "m:f", b"", 0)], 0)
+    assert [t.id for t in new] == ["t4"]  # the cancel overtook that submit
+
+
+def test_retries_are_charged_only_for_started_runs() -> None:
+    s = make()
+    s.submit("c", specs(2, retries=1), 0)
+    for run in range(3):
+        e, _ = s.join("w", run)
+        [h] = handouts(s.pull("w", e, 2, run))
+        assert "t0" in ids(h)
+        s.started("w", e, ["t0"])
+        out = s.worker_lost("w")
+        if run == 1:
+            [d] = [a for a in out if isinstance(a, Deliver)]
+            assert d.result[0] == "t0"
+            assert isinstance(d.result[3], WorkerLost)
+            break
+    assert s.tasks["t1"].attempts == 0
+    assert s.tasks["t1"].state == QUEUED
+
+
+def test_a_pull_with_no_work_waits_then_answers_empty() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    assert s.pull("w", e, 1, 10.0) == []
+    assert s.expire(10.5, 1.0) == []
+    [h] = s.expire(11.0, 1.0)
+    assert h.worker == "w"
+    assert h.tasks == ()
+
+
+def test_backpressure_pauses_hand_outs() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    s.pause(True)
+    s.submit("c", specs(2), 0)
+    assert handouts(s.pull("w", e, 2, 0)) == []
+    [h] = handouts(s.pause(False))
+    assert ids(h) == ["t0", "t1"]
+
+
+def test_cancel_cost_does_not_grow_with_the_queue() -> None:
+    """Counted in steps, not seconds: cancelling touches only the task itself."""
+    s = make()
+    s.submit("c", specs(40_000), 0)
+    before = len(s._queue._ids)
+    cancelled, _ = s.cancel("c", [f"t{i}" for i in range(0, 40_000, 2)])
+    assert len(cancelled) == 20_000
+    assert s.queued == 20_000
+    assert len(s._queue._ids) <= before  # marked, compacted at most once in a while
+
+
+def test_batches_respect_bytes_and_buffers() -> None:
+    items = [b"x" * 100_000] * 100
+    parts = batches(items, len, 10**9, 32, 65_536)
+    assert [len(p) for p in parts] == [32, 32, 32, 4]
+    parts = batches(items, len, 1_000_000, 64, 10**9)
+    assert all(sum(map(len, p)) <= 1_000_000 for p in parts)
+    assert batches([b"y" * 10], len, 1, 1, 1) == [[b"y" * 10]]  # alone, it still goes
+
+
+# -- the state machine ----------------------------------------------------------------
+
+
+class SchedulerMachine(RuleBasedStateMachine):
+    """Clients submit and cancel; workers join, pull, start, finish, die and rejoin;
+    messages are lost or come late. The scheduler's promises hold after every step."""
+
+    workers = Bundle("workers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = make()
+        self.now = 0.0
+        self.ids = itertools.count()
+        self.submitted: set[str] = set()
+        self.retries: dict[str, int] = {}
+        self.ended: Counter[str] = Counter()
+        self.cancelled: set[str] = set()
+        self.epoch: dict[str, int] = {}
+        self.old_epochs: dict[str, list[int]] = {}
+        self.local: dict[str, list[Any]] = {}  # tasks a worker really holds, not started
+        self.running: dict[str, list[Any]] = {}  # tasks a worker started
+        self.seen: dict[str, int] = {}
+        self.reclaims: list[Reclaim] = []
+        self.parked: set[str] = set()
+        self.stale_leases: list[tuple[str, str]] = []
+        self.starts: Counter[str] = Counter()
+
+    # -- carrying out actions ---------------------------------------------------------
+
+    def apply(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Handout):
+                self.parked.discard(a.worker)
+                if a.worker in self.epoch:
+                    self.local[a.worker] += list(a.tasks)
+                    self.seen[a.worker] = max(self.seen[a.worker], a.seq)
+            elif isinstance(a, Deliver):
+                self.ended[a.result[0]] += 1
+            elif isinstance(a, Reclaim):
+                self.reclaims.append(a)
+            elif isinstance(a, Started):
+                pass
+
+    def pull(self, w: str, want: int) -> None:
+        out = self.s.pull(w, self.epoch[w], want, self.now)
+        if not handouts(out, w):
+            self.parked.add(w)
+        self.apply(out)
+
+    # -- rules ------------------------------------------------------------------------
+
+    @rule(target=workers, name=st.sampled_from(["a", "b", "c", "d"]))
+    def join(self, name: str) -> str:
+        if name in self.epoch:
+            self.old_epochs.setdefault(name, []).append(self.epoch[name])
+        e, out = self.s.join(name, self.now)
+        self.epoch[name] = e
+        self.local.setdefault(name, [])
+        self.running.setdefault(name, [])
+        self.seen.setdefault(name, 0)
+        self.parked.discard(name)
+        self.apply(out)
+        return name
+
+    @rule(n=st.integers(1, 6), retries=st.integers(0, 2))
+    def submit(self, n: int, retries: int) -> None:
+        batch = [(f"t{next(self.ids)}", "m:f", b"", retries) for _ in range(n)]
+        for tid, *_ in batch:
+            self.submitted.add(tid)
+            self.retries[tid] = retries
+        _, out = self.s.submit("client", batch, self.now)
+        self.apply(out)
+
+    @rule(w=workers, want=st.integers(1, 8))
+    def pull_work(self, w: str, want: int) -> None:
+        if w in self.epoch and w not in self.parked:
+            self.pull(w, want)
+
+    @rule(w=workers)
+    def start_one(self, w: str) -> None:
+        if w in self.epoch and self.local[w]:
+            task = self.local[w].pop(0)
+            self.running[w].append(task)
+            self.starts[task.id] += 1
+            self.apply(self.s.started(w, self.epoch[w], [task.id]))
+
+    @rule(w=workers, ok=st.booleans())
+    def finish_one(self, w: str, ok: bool) -> None:
+        if w in self.epoch and self.running[w]:
+            task = self.running[w].pop(0)
+            self.apply(self.s.results(w, self.epoch[w], [(task.id, ok, b"r", task.lease)]))
+            self.stale_leases.append((task.id, task.lease))
+
+    @rule(w=workers)
+    def idle_worker_asks_again(self, w: str) -> None:
+        """A worker with nothing to do pulls (its old pull answered empty)."""
+        if w in self.epoch and not self.local[w] and not self.running[w] and w not in self.parked:
+            self.pull(w, 4)
+
+    @rule(w=workers)
+    def drop_a_handout(self, w: str) -> None:
+        """The reply carrying its newest tasks met a reset: the worker never got them."""
+        if w in self.epoch and self.local[w]:
+            task = self.local[w].pop()
+            self.stale_leases.append((task.id, task.lease))
+
+    @rule(w=workers)
+    def heartbeat(self, w: str) -> None:
+        if w in self.epoch:
+            holding = [t.id for t in self.local[w] + self.running[w]]
+            self.apply(self.s.heartbeat(w, self.epoch[w], holding, self.seen[w], self.now))
+
+    @rule(w=consumes(workers))
+    def die(self, w: str) -> None:
+        if w in self.epoch:
+            del self.epoch[w]
+            self.stale_leases += [(t.id, t.lease) for t in self.local[w] + self.running[w]]
+            self.local[w], self.running[w] = [], []
+            self.parked.discard(w)
+            self.apply(self.s.worker_lost(w))
+
+    @precondition(lambda self: self.reclaims)
+    @rule(data=st.data())
+    def answer_reclaim(self, data: st.DataObject) -> None:
+        r = self.reclaims.pop(data.draw(st.integers(0, len(self.reclaims) - 1)))
+        given: list[str] = []
+        if r.worker in self.epoch:
+            keep = []
+            for task in self.local[r.worker]:
+                (given if task.id in r.tasks else keep).append(task)
+            self.local[r.worker] = keep
+        given_ids = [t.id for t in given]
+        dropped, out = self.s.gave_back(r, given_ids)
+        for tid in dropped:
+            self.cancelled.add(tid)
+        self.apply(out)
+
+    @precondition(lambda self: self.submitted - set(self.ended))
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        """The client cancels a future it has no result for."""
+        tid = data.draw(st.sampled_from(sorted(self.submitted - set(self.ended))))
+        cancelled, out = self.s.cancel("client", [tid])
+        self.cancelled.update(cancelled)
+        self.apply(out)
+
+    @precondition(lambda self: self.stale_leases)
+    @rule(data=st.data())
+    def late_result(self, data: st.DataObject) -> None:
+        """A result comes again (a duplicate, or from a lease since expired)."""
+        tid, lease = data.draw(st.sampled_from(self.stale_leases))
+        if not self.epoch:
+            return
+        w = data.draw(st.sampled_from(sorted(self.epoch)))
+        task = self.s.tasks.get(tid)
+        if task is not None and task.lease == lease:
+            return  # not stale: that hand-out is still current
+        if task is not None and task.worker in self.epoch:
+            w = task.worker  # the worst case: from the worker holding it now
+        before = Counter(self.ended)
+        refused = self.s.refused_results
+        self.apply(self.s.results(w, self.epoch[w], [(tid, True, b"late", lease)]))
+        assert self.ended == before, "a stale lease completed a task"
+        assert self.s.refused_results == refused + 1
+
+    @precondition(lambda self: self.old_epochs)
+    @rule(data=st.data())
+    def stale_request(self, data: st.DataObject) -> None:
+        w = data.draw(st.sampled_from(sorted(self.old_epochs)))
+        old = data.draw(st.sampled_from(self.old_epochs[w]))
+        queued = self.s.queued
+        with pytest.raises(StaleEpoch):
+            self.s.pull(w, old, 4, self.now)
+        assert self.s.queued == queued
+
+    @rule()
+    def time_passes(self) -> None:
+        self.now += 0.6
+        self.apply(self.s.expire(self.now, 1.0))
+
+    @rule()
+    def deliver(self) -> None:
+        self.s.delivered([t for t in self.ended if t in self.s.tasks])
+
+    # -- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def every_task_ends_at_most_once(self) -> None:
+        assert all(n == 1 for n in self.ended.values()), self.ended
+        assert not (set(self.ended) & self.cancelled), "a cancelled task also ended"
+
+    @invariant()
+    def no_idle_worker_waits_while_another_holds_unstarted_tasks(self) -> None:
+        idle = [w for w in self.parked if w in self.epoch
+                and not self.s.holds(w) and not self.local[w]]
+        if not idle:
+            return
+        being_reclaimed = {t for r in self.reclaims for t in r.tasks}
+        for w in self.epoch:
+            if w in self.parked:
+                continue
+            unstarted = [t for t in self.s.unstarted(w) if t not in being_reclaimed]
+            allowed = 0 if any(self.s.tasks[t].state == RUNNING for t in self.s.holds(w)) else 1
+            assert len(unstarted) <= allowed, (w, unstarted, idle)
+
+    @invariant()
+    def retries_respect_their_policy(self) -> None:
+        for _tid, task in self.s.tasks.items():
+            assert task.attempts <= task.retries + 1
+            if task.state in (QUEUED, ASSIGNED, RUNNING):
+                assert task.attempts <= task.retries
+
+    @invariant()
+    def counters_agree(self) -> None:
+        states = Counter(t.state for t in self.s.tasks.values())
+        assert self.s.queued == states[QUEUED]
+        assert self.s.running == states[ASSIGNED] + states[RUNNING]
+
+    def teardown(self) -> None:
+        """Drain: every submitted task that was not cancelled ends exactly once."""
+        for w in list(self.epoch):
+            self.local[w], self.running[w] = [], []
+            self.apply(self.s.worker_lost(w))
+        for r in self.reclaims:
+            self.s.gave_back(r, [])
+        self.reclaims = []
+        e, out = self.s.join("drain", self.now)
+        self.epoch["drain"] = e
+        self.local["drain"], self.running["drain"], self.seen["drain"] = [], [], 0
+        self.apply(out)
+        for _ in range(10_000):
+            self.pull("drain", 8)
+            if not self.local["drain"]:
+                break
+            for task in self.local["drain"]:
+                self.apply(self.s.results("drain", e, [(task.id, True, b"", task.lease)]))
+            self.local["drain"] = []
+        unresolved = self.submitted - set(self.ended) - self.cancelled
+        assert not unresolved, f"tasks that never ended: {sorted(unresolved)[:5]}"
+        assert all(n == 1 for n in self.ended.values())
+
+
+SchedulerMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_scheduler_state_machine = SchedulerMachine.TestCase
