@@ -27,12 +27,13 @@ MiB = 1024 * 1024
 KEY = secrets.token_bytes(32)
 
 SERVER = """
-import json, resource, sys, threading
+import json, resource, sys, threading, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 import netlet
 
 release = threading.Event()
+go = threading.Event()
 
 @netlet.expose
 class Svc:
@@ -46,10 +47,17 @@ class Svc:
         release.wait(60)
         return len(data)
 
+    def wait_go(self):
+        go.wait(60)
+
 @netlet.expose(concurrent=True)
 class Ctl:
     def release(self):
         release.set()
+
+    async def freeze(self, seconds):
+        go.set()  # Svc starts on its calls...
+        time.sleep(seconds)  # ...while the loop thread stands still, as under heavy load
 
 import dataclasses
 options = json.loads(sys.argv[2])
@@ -299,6 +307,32 @@ def test_unread_replies_stay_within_the_budget(
         assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
         assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
     srv.stderr.wait_for(r"does not read its replies")
+    assert srv.alive()
+
+
+@pytest.mark.timeout(120)
+def test_replies_made_while_the_loop_lags_stay_within_the_budget(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """Under CPU load the loop thread can fall behind the threads that make replies.
+    The rule that drops a peer over its reply budget must hold on the thread that
+    queues the reply, not when the loop gets round to closing: here the loop stands
+    still for 3 s (an async method blocks it) while the actor thread makes 200
+    replies of 1 MiB that the peer never reads."""
+    srv = start(server_process, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        calls = [_frame_call(1, "wait_go")]  # Svc waits until the loop is held up
+        calls += [_frame_call(i, "make", MiB) for i in range(2, 202)]
+        calls.append(_frame([1, 202, "ctl", "freeze", [3.0], None]))
+        c.send_raw(b"".join(calls))
+        srv.stderr.wait_for(r"does not read its replies")
+        assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
+        grown = peak(srv.pid) - before
+        print(f"unread replies, loop held up: peak +{grown / MiB:.1f} MiB")
+        assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
     assert srv.alive()
 
 

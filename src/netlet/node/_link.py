@@ -127,6 +127,7 @@ class Link:
         self._call_bytes: dict[int, int] = {}
         self._oneways = 0  # oneway calls queued or running (they count as in flight)
         self._count_lock = threading.Lock()
+        self._dropped = False  # over its reply budget: no more replies; the close follows
         conn.set_handlers(self._on_message, self._on_close)
 
     def __repr__(self) -> str:
@@ -437,25 +438,41 @@ class Link:
 
     def _reply(self, cid: int, ok: bool, value: Any) -> None:
         """Send a call's outcome; runs on whichever thread finished the call."""
-        if not cid or self.closed:
+        if not cid or self.closed or self._dropped:
             return
         try:
-            self.send([_REPLY, cid, value] if ok else [_ERROR, cid, value])
-            acct = self._account
-            if acct is not None and self.conn.pending_bytes() > 2 * acct.limit:
-                log.warning("closing %s: it does not read its replies (%d bytes queued, "
-                            "over twice max_connection_memory)", self.conn.remote,
-                            self.conn.pending_bytes())
-                self.conn.close(ConnectionLost(
-                    f"{self.conn.remote} did not read its replies: over the memory budget"))
-        except EncodeError as e:
-            # The result cannot travel: tell the caller why instead of leaving it waiting.
             try:
-                self.send([_ERROR, cid, e])
-            except (EncodeError, ConnectionLost):
-                pass
-        except ConnectionLost:
+                body, buffers = self.codec.encode(
+                    [_REPLY, cid, value] if ok else [_ERROR, cid, value])
+            except EncodeError as e:
+                # The result cannot travel: tell the caller why instead of leaving it waiting.
+                body, buffers = self.codec.encode([_ERROR, cid, e])
+            queued = self.conn.pending_bytes()
+            if queued and self._account is not None and self._past_reply_budget(
+                    queued, len(body) + (sum(map(len, buffers)) if buffers else 0)):
+                return
+            self.conn.send(body, buffers)
+        except (EncodeError, ConnectionLost):
             pass
+
+    def _past_reply_budget(self, queued: int, size: int) -> bool:
+        """Would a reply of ``size`` bytes take what the peer has not read past twice
+        its limit? Then drop the peer, on this thread and at once.
+
+        The loop closes the connection, and under load it can lag far behind the
+        threads making replies: ``_dropped`` stops every later reply here and now, so
+        at most one reply per thread making them can pass the check together.
+        """
+        assert self._account is not None
+        if queued + size <= 2 * self._account.limit:
+            return False
+        self._dropped = True
+        log.warning("closing %s: it does not read its replies (%d bytes queued, a %d-byte "
+                    "reply would pass twice max_connection_memory)", self.conn.remote,
+                    queued, size)
+        self.conn.close(ConnectionLost(
+            f"{self.conn.remote} did not read its replies: over the memory budget"))
+        return True
 
     def _on_close(self, reason: BaseException | None) -> None:
         self.closed = True
