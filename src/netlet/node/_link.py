@@ -447,9 +447,14 @@ class Link:
             except EncodeError as e:
                 # The result cannot travel: tell the caller why instead of leaving it waiting.
                 body, buffers = self.codec.encode([_ERROR, cid, e])
-            queued = self.conn.pending_bytes()
-            if queued and self._account is not None and self._past_reply_budget(
-                    queued, len(body) + (sum(map(len, buffers)) if buffers else 0)):
+            if self.conn.pending_bytes() and self._account is not None:
+                # The peer is behind: check and queue as one step, so that threads
+                # replying at once cannot all pass on the same reading of the queue.
+                size = len(body) + (sum(map(len, buffers)) if buffers else 0)
+                with self._send_lock:
+                    if not self._dropped and not self._past_reply_budget(
+                            self.conn.pending_bytes(), size):
+                        self.conn.send(body, buffers)
                 return
             self.conn.send(body, buffers)
         except (EncodeError, ConnectionLost):
@@ -460,8 +465,7 @@ class Link:
         its limit? Then drop the peer, on this thread and at once.
 
         The loop closes the connection, and under load it can lag far behind the
-        threads making replies: ``_dropped`` stops every later reply here and now, so
-        at most one reply per thread making them can pass the check together.
+        threads making replies: ``_dropped`` stops every later reply here and now.
         """
         assert self._account is not None
         if queued + size <= 2 * self._account.limit:
