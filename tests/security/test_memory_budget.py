@@ -400,3 +400,26 @@ def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) ->
         gc.set_debug(0)
         gc.enable()
     assert not ours, f"closed connections left reference cycles: {ours[:10]}"
+
+
+@pytest.mark.timeout(60)
+def test_a_direct_reply_the_peer_does_not_read_is_charged(
+        node_factory: Callable[..., Any]) -> None:
+    """The direct path sends one reply at a time, blocking until the peer takes it:
+    while it waits, the reply counts in the node's total like a queued one."""
+    import netlet
+
+    @netlet.expose
+    class Maker:
+        def make(self, n: int) -> bytes:
+            return b"\x01" * n
+
+    server = node_factory("tcp://127.0.0.1:0", **BUDGET)
+    server.serve(Maker(), "maker")
+    with RawClient.connect(server.address) as c:
+        c.handshake(role="direct")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send_msg([1, 1, "maker", "make", [16 * MiB], None])
+        wait_until(lambda: server.budget.used >= 8 * MiB, STEP,
+                   f"the unread reply to be charged (budget.used {server.budget.used})")
+    wait_until(lambda: server.budget.used == 0, STEP, "the budget to be given back")

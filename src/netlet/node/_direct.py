@@ -63,6 +63,8 @@ __all__ = ["DirectPool", "serve_direct"]
 log = logging.getLogger("netlet.node")
 
 MAX_DIRECT_PER_PEER = 16
+_CHARGED_FROM = 64 * 1024
+"""Replies this large count in the memory budget while they are being sent."""
 
 
 def _codec(node: Node, peer: PeerInfo, link: Link | None) -> Codec:
@@ -310,10 +312,18 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             body, buffers = codec.encode([_REPLY, cid, value] if ok else [_ERROR, cid, value])
         except EncodeError as e:
             body, buffers = codec.encode([_ERROR, cid, e])
+        # A large reply waits in memory until the peer reads it: charge it meanwhile.
+        size = len(body) + (sum(map(len, buffers)) if buffers else 0)
+        account = framer.account if size >= _CHARGED_FROM else None
+        if account is not None:
+            account.queue(size)
         try:
             framer.send(body, buffers)
         except ConnectionLost:
             pass
+        finally:
+            if account is not None:
+                account.unqueue(size)
 
     actor = node._actors.get(target)
     if actor is None:
