@@ -336,6 +336,45 @@ def test_replies_made_while_the_loop_lags_stay_within_the_budget(
     assert srv.alive()
 
 
+@pytest.mark.timeout(120)
+def test_a_peer_behind_on_its_replies_has_its_calls_held_until_it_reads(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """Calls from a peer that has more replies unread than its limit are not run (each
+    would make more), but kept and run once it reads: a slow reader is slowed down,
+    not dropped for reaching twice its limit."""
+    srv = start(server_process, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    mark = srv.stderr.mark()
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        # 40 MiB of replies: over the limit (32 MiB), under twice it.
+        c.send_raw(b"".join(_frame_call(i, "make", MiB) for i in range(1, 41)))
+        n = 40
+        deadline = time.monotonic() + STEP
+        while not srv.stderr.find(r"holding calls from", since=mark):
+            assert n < 56, f"{n - 40} more calls were run, with {n} MiB of replies unread"
+            assert time.monotonic() < deadline, "the server neither held nor ran the calls"
+            n += 1  # one more call at a time, until the server holds them
+            c.send_raw(_frame_call(n, "make", MiB))
+            time.sleep(0.1)
+        for i in range(n + 1, n + 41):  # 40 more: run, they would pass twice the limit
+            c.send_raw(_frame_call(i, "make", MiB))
+        n += 40
+        assert c.still_open()
+        got: set[int] = set()
+        while len(got) < n:  # now read: every call is answered, in full
+            msg = c.recv_msg()
+            if msg[0] != 5:
+                assert msg[0] == 2, msg
+                got.add(msg[1])
+        assert got == set(range(1, n + 1))
+        grown = peak(srv.pid) - before
+        print(f"a slow reader: {n} calls answered; peak +{grown / MiB:.1f} MiB")
+    assert not srv.stderr.find(r"does not read its replies", since=mark)
+
+
 @pytest.mark.timeout(90)
 def test_a_peer_we_stopped_reading_that_reads_nothing_is_closed(
         server_process: Callable[..., ServerProcess]) -> None:
