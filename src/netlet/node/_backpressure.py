@@ -18,7 +18,6 @@ be waiting for the other, and neither would move again).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -61,7 +60,6 @@ class Backpressure:
     _held: deque[Held]
     _watching: bool
     _dropped: bool
-    _idle: asyncio.Event | None
 
     def _hold(self, call: Held) -> None:
         """Keep a call to start once the peer has read its replies (loop thread)."""
