@@ -13,7 +13,10 @@ import logging
 import resource
 import secrets
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,7 +65,7 @@ class Ctl:
 
 import dataclasses
 options = json.loads(sys.argv[2])
-known = {f.name for f in dataclasses.fields(netlet.NodeConfig)} | {"handshake_timeout"}
+known = {f.name for f in dataclasses.fields(netlet.NodeConfig)} | {"handshake_timeout", "tls"}
 options = {k: v for k, v in options.items() if k in known}  # runs on older netlets too
 node = netlet.Node("tcp://127.0.0.1:0", key=bytes.fromhex(sys.argv[1]), **options)
 node.serve(Svc(), "svc")
@@ -127,14 +130,42 @@ def raise_nofile() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def start(server_process: Callable[..., ServerProcess], **options: object) -> ServerProcess:
+def start(server_process: Callable[..., ServerProcess], tls: Path | None = None,
+          **options: object) -> ServerProcess:
+    """A server with ``options``; over TLS with the certificates in ``tls`` if given."""
+    if tls is not None:
+        options["tls"] = {"certfile": str(tls / "server.pem"), "keyfile": str(tls / "server.key"),
+                          "cafile": str(tls / "ca.pem")}
     srv = server_process(LOGGING_PRELUDE + SERVER, KEY.hex(), json.dumps(options))
     # Warm the server up: one real client call, so lazily built parts are counted.
-    with RawClient.connect(srv.address) as c:
+    with connect(srv, tls) as c:
         c.handshake(KEY)
         c.send_msg([1, 1, "svc", "echo", [b"x"], None])
         assert c.recv_msg()[0] == 2
     return srv
+
+
+def connect(srv: ServerProcess, tls: Path | None = None) -> RawClient:
+    """A raw client of ``srv``: over TLS (as node ``client`` of the CA in ``tls``) if given."""
+    c = RawClient.connect(srv.address)
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(str(tls / "ca.pem"))
+        ctx.load_cert_chain(str(tls / "client.pem"), str(tls / "client.key"))
+        c.sock = ctx.wrap_socket(c.sock)
+    return c
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA with a ``server`` and a ``client`` node, made by ``netlet certs``."""
+    where = tmp_path_factory.mktemp("certs")
+    exe = str(Path(sys.executable).parent / "netlet")
+    for args in (["init"], ["node", "server"], ["node", "client"]):
+        subprocess.run([exe, "certs", *args, "--dir", str(where)], check=True, timeout=60,
+                       capture_output=True)
+    return where
 
 
 def _frame(msg: object) -> bytes:
@@ -289,12 +320,14 @@ def test_queued_calls_stay_within_the_budget(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 def test_unread_replies_stay_within_the_budget(
-        server_process: Callable[..., ServerProcess]) -> None:
-    srv = start(server_process, **BUDGET)
+        server_process: Callable[..., ServerProcess], certs: Path, transport: str) -> None:
+    tls = certs if transport == "tls" else None
+    srv = start(server_process, tls, **BUDGET)
     before = settled_rss(srv.pid)
     reset_peak(srv.pid)
-    with RawClient.connect(srv.address) as c:
+    with connect(srv, tls) as c:
         c.handshake(KEY)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         frames = (_frame_call(i, "make", MiB) for i in range(1, 801))
@@ -304,7 +337,7 @@ def test_unread_replies_stay_within_the_budget(
         while time.monotonic() < deadline and srv.alive():
             time.sleep(0.2)
         grown = peak(srv.pid) - before
-        print(f"unread replies: {sent} calls sent; peak +{grown / MiB:.1f} MiB")
+        print(f"unread replies ({transport}): {sent} calls sent; peak +{grown / MiB:.1f} MiB")
         assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
         assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
     srv.stderr.wait_for(r"does not read its replies")
@@ -312,17 +345,20 @@ def test_unread_replies_stay_within_the_budget(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 def test_replies_made_while_the_loop_lags_stay_within_the_budget(
-        server_process: Callable[..., ServerProcess]) -> None:
+        server_process: Callable[..., ServerProcess], certs: Path, transport: str) -> None:
     """Under CPU load the loop thread can fall behind the threads that make replies.
     The rule that drops a peer over its reply budget must hold on the thread that
     queues the reply, not when the loop gets round to closing: here the loop stands
     still for 3 s (an async method blocks it) while the actor thread makes 200
-    replies of 1 MiB that the peer never reads."""
-    srv = start(server_process, **BUDGET)
+    replies of 1 MiB that the peer never reads. Over TLS a reply made off the loop
+    waits for the loop to write it, so it must count from the moment it is sent."""
+    tls = certs if transport == "tls" else None
+    srv = start(server_process, tls, **BUDGET)
     before = settled_rss(srv.pid)
     reset_peak(srv.pid)
-    with RawClient.connect(srv.address) as c:
+    with connect(srv, tls) as c:
         c.handshake(KEY)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         calls = [_frame_call(1, "wait_go")]  # Svc waits until the loop is held up
@@ -332,7 +368,7 @@ def test_replies_made_while_the_loop_lags_stay_within_the_budget(
         srv.stderr.wait_for(r"does not read its replies")
         assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
         grown = peak(srv.pid) - before
-        print(f"unread replies, loop held up: peak +{grown / MiB:.1f} MiB")
+        print(f"unread replies, loop held up ({transport}): peak +{grown / MiB:.1f} MiB")
         assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
     assert srv.alive()
 
