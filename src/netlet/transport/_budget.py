@@ -6,13 +6,15 @@ read yet) and through it to the node's ``Budget``. The owner of a connection
 checks ``over()`` at message boundaries and stops reading while it is true;
 ``when_under`` tells it when to read again.
 
-Replies wait in ``queued``, which reading less would not shrink: only the peer
-can, by reading. So the owner stops *running* the peer's new calls while
-``queued`` passes the connection's limit (``backlogged``), and ``when_drained``
-tells it when to run them again; a reply that would take ``queued`` past twice
-the limit is not queued at all (the peer is dropped). A reply still being made
-is charged once it is queued: what calls already running can still make is
-bounded by the threads making it, not by this budget.
+Replies wait in ``queued`` (bytes the kernel has not taken yet; over TLS, only
+those still on their way to the loop), which reading less would not shrink:
+only the peer can, by reading. So the owner of a link stops *running* the
+peer's new calls while ``queued`` passes the connection's limit
+(``backlogged``), and ``when_drained`` tells it when to run them again; a reply
+that would take what waits for the peer past twice the limit is not queued at
+all (the peer is dropped). A reply is charged from the moment it is sent: what
+calls already running can still make is bounded by the threads making it (one
+per serial object, ``max_threads`` for the pool), not by this budget.
 
 A large frame is admitted before its body is read: ``admit`` sets its announced
 size aside, and a frame that does not fit in what is left waits, its
