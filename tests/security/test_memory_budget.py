@@ -507,3 +507,23 @@ def test_a_direct_reply_the_peer_does_not_read_is_charged(
         wait_until(lambda: server.budget.used >= 8 * MiB, STEP,
                    f"the unread reply to be charged (budget.used {server.budget.used})")
     wait_until(lambda: server.budget.used == 0, STEP, "the budget to be given back")
+
+
+@pytest.mark.timeout(60)
+def test_a_direct_peer_that_does_not_read_its_reply_is_dropped(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """A direct connection's thread sends the reply itself: a peer that never takes it
+    would hold that thread and the reply for ever. It is closed, with a reason."""
+    srv = start(server_process, **BUDGET)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY, role="direct")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        mark = srv.stderr.mark()
+        c.send_raw(_frame_call(1, "make", 16 * MiB))
+        srv.stderr.wait_for(r"has not read its reply \(\d+ bytes\) for \d+ s", timeout=30,
+                            since=mark)
+        assert c.closed_by_peer(STEP)
+    with RawClient.connect(srv.address) as c:  # and the server goes on serving
+        c.handshake(KEY, role="direct")
+        c.send_msg([1, 1, "svc", "echo", [b"x"], None])
+        assert c.recv_msg()[:2] == [2, 1]
