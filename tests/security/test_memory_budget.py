@@ -340,7 +340,9 @@ def test_unread_replies_stay_within_the_budget(
         print(f"unread replies ({transport}): {sent} calls sent; peak +{grown / MiB:.1f} MiB")
         assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
         assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
-    srv.stderr.wait_for(r"does not read its replies")
+    # Dropped past twice its limit; or, if the server had held its later calls (they came
+    # after it was over its limit), for not reading what was queued for it.
+    srv.stderr.wait_for(r"does not read its replies|has not read the \d+ bytes we queued")
     assert srv.alive()
 
 
