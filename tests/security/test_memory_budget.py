@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import resource
 import secrets
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,12 +31,13 @@ MiB = 1024 * 1024
 KEY = secrets.token_bytes(32)
 
 SERVER = """
-import json, resource, sys, threading
+import json, resource, sys, threading, time
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 import netlet
 
 release = threading.Event()
+go = threading.Event()
 
 @netlet.expose
 class Svc:
@@ -46,14 +51,21 @@ class Svc:
         release.wait(60)
         return len(data)
 
+    def wait_go(self):
+        go.wait(60)
+
 @netlet.expose(concurrent=True)
 class Ctl:
     def release(self):
         release.set()
 
+    async def freeze(self, seconds):
+        go.set()  # Svc starts on its calls...
+        time.sleep(seconds)  # ...while the loop thread stands still, as under heavy load
+
 import dataclasses
 options = json.loads(sys.argv[2])
-known = {f.name for f in dataclasses.fields(netlet.NodeConfig)} | {"handshake_timeout"}
+known = {f.name for f in dataclasses.fields(netlet.NodeConfig)} | {"handshake_timeout", "tls"}
 options = {k: v for k, v in options.items() if k in known}  # runs on older netlets too
 node = netlet.Node("tcp://127.0.0.1:0", key=bytes.fromhex(sys.argv[1]), **options)
 node.serve(Svc(), "svc")
@@ -118,14 +130,42 @@ def raise_nofile() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def start(server_process: Callable[..., ServerProcess], **options: object) -> ServerProcess:
+def start(server_process: Callable[..., ServerProcess], tls: Path | None = None,
+          **options: object) -> ServerProcess:
+    """A server with ``options``; over TLS with the certificates in ``tls`` if given."""
+    if tls is not None:
+        options["tls"] = {"certfile": str(tls / "server.pem"), "keyfile": str(tls / "server.key"),
+                          "cafile": str(tls / "ca.pem")}
     srv = server_process(LOGGING_PRELUDE + SERVER, KEY.hex(), json.dumps(options))
     # Warm the server up: one real client call, so lazily built parts are counted.
-    with RawClient.connect(srv.address) as c:
+    with connect(srv, tls) as c:
         c.handshake(KEY)
         c.send_msg([1, 1, "svc", "echo", [b"x"], None])
         assert c.recv_msg()[0] == 2
     return srv
+
+
+def connect(srv: ServerProcess, tls: Path | None = None) -> RawClient:
+    """A raw client of ``srv``: over TLS (as node ``client`` of the CA in ``tls``) if given."""
+    c = RawClient.connect(srv.address)
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(str(tls / "ca.pem"))
+        ctx.load_cert_chain(str(tls / "client.pem"), str(tls / "client.key"))
+        c.sock = ctx.wrap_socket(c.sock)
+    return c
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA with a ``server`` and a ``client`` node, made by ``netlet certs``."""
+    where = tmp_path_factory.mktemp("certs")
+    exe = str(Path(sys.executable).parent / "netlet")
+    for args in (["init"], ["node", "server"], ["node", "client"]):
+        subprocess.run([exe, "certs", *args, "--dir", str(where)], check=True, timeout=60,
+                       capture_output=True)
+    return where
 
 
 def _frame(msg: object) -> bytes:
@@ -280,12 +320,14 @@ def test_queued_calls_stay_within_the_budget(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 def test_unread_replies_stay_within_the_budget(
-        server_process: Callable[..., ServerProcess]) -> None:
-    srv = start(server_process, **BUDGET)
+        server_process: Callable[..., ServerProcess], certs: Path, transport: str) -> None:
+    tls = certs if transport == "tls" else None
+    srv = start(server_process, tls, **BUDGET)
     before = settled_rss(srv.pid)
     reset_peak(srv.pid)
-    with RawClient.connect(srv.address) as c:
+    with connect(srv, tls) as c:
         c.handshake(KEY)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         frames = (_frame_call(i, "make", MiB) for i in range(1, 801))
@@ -295,11 +337,81 @@ def test_unread_replies_stay_within_the_budget(
         while time.monotonic() < deadline and srv.alive():
             time.sleep(0.2)
         grown = peak(srv.pid) - before
-        print(f"unread replies: {sent} calls sent; peak +{grown / MiB:.1f} MiB")
+        print(f"unread replies ({transport}): {sent} calls sent; peak +{grown / MiB:.1f} MiB")
         assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
         assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
-    srv.stderr.wait_for(r"does not read its replies")
+    # Dropped past twice its limit; or, if the server had held its later calls (they came
+    # after it was over its limit), for not reading what was queued for it.
+    srv.stderr.wait_for(r"does not read its replies|has not read the \d+ bytes we queued")
     assert srv.alive()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_replies_made_while_the_loop_lags_stay_within_the_budget(
+        server_process: Callable[..., ServerProcess], certs: Path, transport: str) -> None:
+    """Under CPU load the loop thread can fall behind the threads that make replies.
+    The rule that drops a peer over its reply budget must hold on the thread that
+    queues the reply, not when the loop gets round to closing: here the loop stands
+    still for 3 s (an async method blocks it) while the actor thread makes 200
+    replies of 1 MiB that the peer never reads. Over TLS a reply made off the loop
+    waits for the loop to write it, so it must count from the moment it is sent."""
+    tls = certs if transport == "tls" else None
+    srv = start(server_process, tls, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    with connect(srv, tls) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        calls = [_frame_call(1, "wait_go")]  # Svc waits until the loop is held up
+        calls += [_frame_call(i, "make", MiB) for i in range(2, 202)]
+        calls.append(_frame([1, 202, "ctl", "freeze", [3.0], None]))
+        c.send_raw(b"".join(calls))
+        srv.stderr.wait_for(r"does not read its replies")
+        assert c.closed_by_peer(STEP), "a peer that never reads its replies stays connected"
+        grown = peak(srv.pid) - before
+        print(f"unread replies, loop held up ({transport}): peak +{grown / MiB:.1f} MiB")
+        assert grown < 2 * 32 * MiB + 40 * MiB, f"unread replies held {grown / MiB:.0f} MiB"
+    assert srv.alive()
+
+
+@pytest.mark.timeout(120)
+def test_a_peer_behind_on_its_replies_has_its_calls_held_until_it_reads(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """Calls from a peer that has more replies unread than its limit are not run (each
+    would make more), but kept and run once it reads: a slow reader is slowed down,
+    not dropped for reaching twice its limit."""
+    srv = start(server_process, **BUDGET)
+    before = settled_rss(srv.pid)
+    reset_peak(srv.pid)
+    mark = srv.stderr.mark()
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        # 40 MiB of replies: over the limit (32 MiB), under twice it.
+        c.send_raw(b"".join(_frame_call(i, "make", MiB) for i in range(1, 41)))
+        n = 40
+        deadline = time.monotonic() + STEP
+        while not srv.stderr.find(r"holding calls from", since=mark):
+            assert n < 56, f"{n - 40} more calls were run, with {n} MiB of replies unread"
+            assert time.monotonic() < deadline, "the server neither held nor ran the calls"
+            n += 1  # one more call at a time, until the server holds them
+            c.send_raw(_frame_call(n, "make", MiB))
+            time.sleep(0.1)
+        for i in range(n + 1, n + 41):  # 40 more: run, they would pass twice the limit
+            c.send_raw(_frame_call(i, "make", MiB))
+        n += 40
+        assert c.still_open()
+        got: set[int] = set()
+        while len(got) < n:  # now read: every call is answered, in full
+            msg = c.recv_msg()
+            if msg[0] != 5:
+                assert msg[0] == 2, msg
+                got.add(msg[1])
+        assert got == set(range(1, n + 1))
+        grown = peak(srv.pid) - before
+        print(f"a slow reader: {n} calls answered; peak +{grown / MiB:.1f} MiB")
+    assert not srv.stderr.find(r"does not read its replies", since=mark)
 
 
 @pytest.mark.timeout(90)
@@ -343,6 +455,10 @@ def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) ->
     server.serve(Echo(), "echo")
     gc.collect()
     gc.disable()
+    # pytest keeps the log records, and with them the errors they name: log none.
+    netlet_log = logging.getLogger("netlet")
+    level = netlet_log.level
+    netlet_log.setLevel(logging.CRITICAL)
     try:
         for role in ("link", "direct", "link"):
             with RawClient.connect(server.address) as c:
@@ -353,7 +469,10 @@ def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) ->
                 c.send_raw(struct.pack(">II", 200_000, 0) + b"\x01" * 1000)  # cut mid-frame
         with RawClient.connect(server.address) as c:
             c.send_raw(b"\x00\x00")  # cut in the handshake
-        wait_until(lambda: not server._links and not server._direct_threads, STEP,
+        with RawClient.connect(server.address):
+            pass  # closed before its first byte
+        wait_until(lambda: not server._links and not server._direct_threads
+                   and not server._listener._handshakes, STEP,
                    "the server to drop its connections")
         budget = getattr(server, "budget", None)
         wait_until(lambda: budget is None or budget.used == 0, STEP,
@@ -363,6 +482,50 @@ def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) ->
         ours = [o for o in gc.garbage if type(o).__module__.startswith("netlet")]
         gc.garbage.clear()
     finally:
+        netlet_log.setLevel(level)
         gc.set_debug(0)
         gc.enable()
     assert not ours, f"closed connections left reference cycles: {ours[:10]}"
+
+
+@pytest.mark.timeout(60)
+def test_a_direct_reply_the_peer_does_not_read_is_charged(
+        node_factory: Callable[..., Any]) -> None:
+    """The direct path sends one reply at a time, blocking until the peer takes it:
+    while it waits, the reply counts in the node's total like a queued one."""
+    import netlet
+
+    @netlet.expose
+    class Maker:
+        def make(self, n: int) -> bytes:
+            return b"\x01" * n
+
+    server = node_factory("tcp://127.0.0.1:0", **BUDGET)
+    server.serve(Maker(), "maker")
+    with RawClient.connect(server.address) as c:
+        c.handshake(role="direct")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send_msg([1, 1, "maker", "make", [16 * MiB], None])
+        wait_until(lambda: server.budget.used >= 8 * MiB, STEP,
+                   f"the unread reply to be charged (budget.used {server.budget.used})")
+    wait_until(lambda: server.budget.used == 0, STEP, "the budget to be given back")
+
+
+@pytest.mark.timeout(60)
+def test_a_direct_peer_that_does_not_read_its_reply_is_dropped(
+        server_process: Callable[..., ServerProcess]) -> None:
+    """A direct connection's thread sends the reply itself: a peer that never takes it
+    would hold that thread and the reply for ever. It is closed, with a reason."""
+    srv = start(server_process, **BUDGET)
+    with RawClient.connect(srv.address) as c:
+        c.handshake(KEY, role="direct")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        mark = srv.stderr.mark()
+        c.send_raw(_frame_call(1, "make", 16 * MiB))
+        srv.stderr.wait_for(r"has not read its reply \(\d+ bytes\) for \d+ s", timeout=30,
+                            since=mark)
+        assert c.closed_by_peer(STEP)
+    with RawClient.connect(srv.address) as c:  # and the server goes on serving
+        c.handshake(KEY, role="direct")
+        c.send_msg([1, 1, "svc", "echo", [b"x"], None])
+        assert c.recv_msg()[:2] == [2, 1]

@@ -38,10 +38,11 @@ class NodeConfig:
     and still lets two 64 MiB values (``Limits.max_frame``) travel each way at once."""
     max_connection_memory: int = 128 * 1024 * 1024
     """Bytes (128 MiB, one largest frame each way) one connection's frames and calls may
-    hold. Past it the connection is not read until it is back under half; a peer whose
-    unread replies pass twice this is disconnected, as is one we stopped reading that
-    reads nothing we send for 10 s. A connection still in the handshake holds at most
-    32 KiB (none until its first byte)."""
+    hold. Past it the connection is not read until it is back under half. A peer with
+    more replies unread than this has its new calls held (not run) until it has read
+    down to half; one whose unread replies would pass twice this is disconnected, as is
+    one we stopped reading or hold calls from that reads nothing we send for 10 s. A
+    connection still in the handshake holds at most 32 KiB (none until its first byte)."""
     max_connections: int = 1024
     """Accepted connections open at once (handshaking, linked or direct); one more is
     answered ``{"error": "busy"}`` and closed. Below the usual 1024-descriptor limit's

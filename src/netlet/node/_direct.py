@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,12 @@ __all__ = ["DirectPool", "serve_direct"]
 log = logging.getLogger("netlet.node")
 
 MAX_DIRECT_PER_PEER = 16
+_CHARGED_FROM = 64 * 1024
+"""Replies this large count in the memory budget while they are being sent."""
+_STALL = 5
+"""Seconds a direct peer may take none of its reply before it is dropped (the thread
+and the reply would otherwise wait for it for ever): one ``SO_SNDTIMEO``, so after
+5 to 10 s without progress."""
 
 
 def _codec(node: Node, peer: PeerInfo, link: Link | None) -> Codec:
@@ -232,6 +239,7 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
     limits = node.config.transport.limits
     account = node.budget.account()
     framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _STALL, 0))
     codec = _codec(node, peer, link)
     node._direct_sockets.add(framer)
     try:
@@ -310,10 +318,21 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             body, buffers = codec.encode([_REPLY, cid, value] if ok else [_ERROR, cid, value])
         except EncodeError as e:
             body, buffers = codec.encode([_ERROR, cid, e])
+        # A large reply waits in memory until the peer reads it: charge it meanwhile.
+        size = len(body) + (sum(map(len, buffers)) if buffers else 0)
+        account = framer.account if size >= _CHARGED_FROM else None
+        if account is not None:
+            account.queue(size)
         try:
             framer.send(body, buffers)
-        except ConnectionLost:
-            pass
+        except ConnectionLost as e:
+            if isinstance(e.__context__, BlockingIOError):  # SO_SNDTIMEO ran out
+                log.warning("closing direct connection from %s: it has not read its reply "
+                            "(%d bytes) for %d s", remote, size, _STALL)
+            framer.close()  # the frame is cut short: nothing can follow it on this stream
+        finally:
+            if account is not None:
+                account.unqueue(size)
 
     actor = node._actors.get(target)
     if actor is None:  # peer strings are cut short in logs and answers, as on a link

@@ -32,6 +32,7 @@ from netlet.errors import (
     ProtocolError,
 )
 from netlet.node._actor import CALLER, Actor
+from netlet.node._backpressure import Backpressure, Held
 from netlet.node._expose import MethodInfo
 from netlet.node._messages import (
     BYE as _BYE,
@@ -67,9 +68,6 @@ Waiter = Callable[[bool, Any], None]
 """Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
 
 _SEEN_WINDOW = 4096
-_STALL_CHECK = 2.0
-_STALL_CHECKS = 5
-"""A paused link whose queue for the peer does not shrink for 5 x 2 s is closed."""
 _PEEK = 32  # bytes of an undecodable body read for its kind and call id
 _MAX_CALL_ID = 2**64 - 1  # msgpack's largest uint: bigger ids (ext 9) could flood _seen
 
@@ -91,7 +89,7 @@ def _decode_thread() -> ThreadPoolExecutor:
         return _decoder
 
 
-class Link:
+class Link(Backpressure):
     """The node's view of one connection."""
 
     def __init__(self, node: Node, conn: Connection, peer: PeerInfo) -> None:
@@ -127,6 +125,9 @@ class Link:
         self._call_bytes: dict[int, int] = {}
         self._oneways = 0  # oneway calls queued or running (they count as in flight)
         self._count_lock = threading.Lock()
+        self._dropped = False  # over its reply budget: no more replies; the close follows
+        self._held: deque[Held] = deque()  # calls not started: it is behind on replies
+        self._watching = False  # _check_stall is scheduled
         conn.set_handlers(self._on_message, self._on_close)
 
     def __repr__(self) -> str:
@@ -321,17 +322,29 @@ class Link:
     def _start(self, actor: Actor, info: MethodInfo, cid: int, target: str, method: str,
                args: list[Any], kwargs: dict[str, Any] | None) -> None:
         size = self._frame_size
-        if self._account is not None:
-            self._account.charge(size)
+        acct = self._account
+        if acct is not None:
+            acct.charge(size)
+        # Behind on reading its replies (acct.backlogged(), inlined): run nothing new.
+        hold = bool(self._held) or (acct is not None and acct.queued > acct.limit)
         if not cid:
             with self._count_lock:
                 self._oneways += 1
-            actor.submit(info, args, kwargs, self._oneway_done(target, method, size))
+            done = self._oneway_done(target, method, size)
+            if hold:
+                self._hold(Held(actor, info, args, kwargs, done))
+            else:
+                actor.submit(info, args, kwargs, done)
             self._maybe_pause()
             return
         # Register the cancel hook before starting: a pool thread may reply at once.
         started: list[Callable[[], None]] = []
-        self._incoming[cid] = lambda: started[0]() if started else None
+
+        def cancel() -> None:
+            if started:
+                started[0]()
+
+        self._incoming[cid] = cancel
         self._call_bytes[cid] = size
 
         def reply(ok: bool, value: Any) -> None:
@@ -343,71 +356,11 @@ class Link:
             if self._paused and self._inflight() < self._max_inflight // 2:
                 self.conn.loop.call_soon_threadsafe(self._resume)
 
-        started.append(actor.submit(info, args, kwargs, reply))
+        if hold:
+            self._hold(Held(actor, info, args, kwargs, reply, cid, cancel, started))
+        else:
+            started.append(actor.submit(info, args, kwargs, reply))
         self._maybe_pause()
-
-    # -- the memory budget and backpressure ----------------------------------
-
-    def _inflight(self) -> int:
-        return len(self._incoming) + self._oneways
-
-    def _give_back(self, cid: int) -> None:
-        """The call ``cid`` replied or was cancelled: its bytes leave the budget."""
-        n = self._call_bytes.pop(cid, 0)
-        if n and self._account is not None:
-            self._account.release(n)
-
-    def _oneway_done(self, target: str, method: str, size: int) -> Callable[[bool, Any], None]:
-        log_failure = _log_oneway_failure(target, method)
-
-        def done(ok: bool, value: Any) -> None:
-            with self._count_lock:
-                self._oneways -= 1
-            if self._account is not None:
-                self._account.release(size)
-            log_failure(ok, value)
-            if self._paused and self._inflight() < self._max_inflight // 2:
-                with contextlib.suppress(RuntimeError):  # the loop is closed
-                    self.conn.loop.call_soon_threadsafe(self._resume)
-        return done
-
-    def _maybe_pause(self) -> None:
-        """Stop reading the peer while too many of its calls run or it holds too much memory.
-
-        TCP then slows the sender. Reading resumes once half the calls replied and
-        the connection is back under half its memory limit (see ``Account``).
-        """
-        if self._paused:
-            return
-        acct = self._account
-        if self._inflight() >= self._max_inflight or (acct is not None and acct.over()):
-            self._paused = True
-            self.conn.pause_reading()
-            if acct is not None and acct.over():
-                acct.when_under(self._wake)
-            self.conn.loop.call_later(_STALL_CHECK, self._check_stall, -1, 0)
-
-    def _check_stall(self, queued_before: int, stuck: int) -> None:
-        """While we do not read the peer, it must still read us: if what we queued for
-        it does not shrink for a while, close (it may wait for us to read first, and
-        neither would move again)."""
-        if not self._paused or self.closed:
-            return
-        queued = self.conn.pending_bytes()
-        stuck = stuck + 1 if queued and 0 <= queued_before <= queued else 0
-        if stuck >= _STALL_CHECKS:
-            log.warning("closing %s: we stopped reading it (memory budget or max_inflight) "
-                        "and it has not read the %d bytes we queued for it in %.0f s",
-                        self.conn.remote, queued, _STALL_CHECK * _STALL_CHECKS)
-            self.conn.close(ConnectionLost(
-                f"{self.conn.remote} stopped reading while we waited for it to"))
-            return
-        self.conn.loop.call_later(_STALL_CHECK, self._check_stall, queued, stuck)
-
-    def _wake(self) -> None:
-        """From any thread: memory was given back; see whether to read again."""
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            self.conn.loop.call_soon_threadsafe(self._resume)
 
     async def calls_replied(self, timeout: float) -> None:
         """Wait (up to ``timeout`` s) until every call the peer made here has replied."""
@@ -417,17 +370,6 @@ class Link:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
-
-    def _resume(self) -> None:
-        if not self._paused or self.closed or self._inflight() >= self._max_inflight // 2:
-            return  # the next reply calls this again
-        acct = self._account
-        if acct is not None and not acct.under_low_water():
-            acct.when_under(self._wake)
-            return
-        self._paused = False
-        if not self._decoding:
-            self.conn.resume_reading()
 
     def _remember(self, cid: int) -> None:
         """Remember recent call ids (ids only grow, so old ones are pruned in bulk)."""
@@ -441,24 +383,26 @@ class Link:
 
     def _reply(self, cid: int, ok: bool, value: Any) -> None:
         """Send a call's outcome; runs on whichever thread finished the call."""
-        if not cid or self.closed:
+        if not cid or self.closed or self._dropped:
             return
         try:
-            self.send([_REPLY, cid, value] if ok else [_ERROR, cid, value])
-            acct = self._account
-            if acct is not None and self.conn.pending_bytes() > 2 * acct.limit:
-                log.warning("closing %s: it does not read its replies (%d bytes queued, "
-                            "over twice max_connection_memory)", self.conn.remote,
-                            self.conn.pending_bytes())
-                self.conn.close(ConnectionLost(
-                    f"{self.conn.remote} did not read its replies: over the memory budget"))
-        except EncodeError as e:
-            # The result cannot travel: tell the caller why instead of leaving it waiting.
             try:
-                self.send([_ERROR, cid, e])
-            except (EncodeError, ConnectionLost):
-                pass
-        except ConnectionLost:
+                body, buffers = self.codec.encode(
+                    [_REPLY, cid, value] if ok else [_ERROR, cid, value])
+            except EncodeError as e:
+                # The result cannot travel: tell the caller why instead of leaving it waiting.
+                body, buffers = self.codec.encode([_ERROR, cid, e])
+            if self.conn.pending_bytes() and self._account is not None:
+                # The peer is behind: check and queue as one step, so that threads
+                # replying at once cannot all pass on the same reading of the queue.
+                size = len(body) + (sum(map(len, buffers)) if buffers else 0)
+                with self._send_lock:
+                    if not self._dropped and not self._past_reply_budget(
+                            self.conn.pending_bytes(), size):
+                        self.conn.send(body, buffers)
+                return
+            self.conn.send(body, buffers)
+        except (EncodeError, ConnectionLost):
             pass
 
     def _on_close(self, reason: BaseException | None) -> None:
@@ -473,15 +417,9 @@ class Link:
         for cancel in incoming.values():
             cancel()
         self._call_bytes.clear()  # the connection gave its whole account back
+        self._held.clear()
         self.codec.release()
         self.node._link_closed(self)
-
-
-def _log_oneway_failure(target: str, method: str) -> Callable[[bool, Any], None]:
-    def reply(ok: bool, value: Any) -> None:
-        if not ok:
-            log.warning("oneway call %s.%s raised %r", target, method, value)
-    return reply
 
 
 def _malformed(msg: Any, error: Exception) -> str:

@@ -6,6 +6,16 @@ read yet) and through it to the node's ``Budget``. The owner of a connection
 checks ``over()`` at message boundaries and stops reading while it is true;
 ``when_under`` tells it when to read again.
 
+Replies wait in ``queued`` (bytes the kernel has not taken yet; over TLS, only
+those still on their way to the loop), which reading less would not shrink:
+only the peer can, by reading. So the owner of a link stops *running* the
+peer's new calls while ``queued`` passes the connection's limit
+(``backlogged``), and ``when_drained`` tells it when to run them again; a reply
+that would take what waits for the peer past twice the limit is not queued at
+all (the peer is dropped). A reply is charged from the moment it is sent: what
+calls already running can still make is bounded by the threads making it (one
+per serial object, ``max_threads`` for the pool), not by this budget.
+
 A large frame is admitted before its body is read: ``admit`` sets its announced
 size aside, and a frame that does not fit in what is left waits, its
 connection unread, until memory comes back (first come, first served; a frame
@@ -113,7 +123,7 @@ def _run(callbacks: list[Callback]) -> None:
 class Account:
     """One connection's share of a ``Budget``; safe to charge from any thread."""
 
-    __slots__ = ("_on_under", "budget", "limit", "queued", "used")
+    __slots__ = ("_on_drained", "_on_under", "budget", "limit", "queued", "used")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
@@ -124,6 +134,7 @@ class Account:
         against the connection's own limit (stopping reading does not drain it, and two
         nodes that each waited for the other to read would wait for ever)."""
         self._on_under: Callback | None = None
+        self._on_drained: Callback | None = None
 
     def charge(self, n: int) -> None:
         b = self.budget
@@ -157,7 +168,24 @@ class Account:
             self.queued -= n
             b.used -= n
             ready = b._ready() if b._waiters or b._admissions else []
+            if self._on_drained is not None and self.queued <= self.limit // 2:
+                ready.append(self._on_drained)
+                self._on_drained = None
         _run(ready)
+
+    def backlogged(self) -> bool:
+        """More waits to be sent to the peer than the connection's limit: run none
+        of its new calls until it reads (``when_drained``)."""
+        return self.queued > self.limit
+
+    def when_drained(self, callback: Callback) -> None:
+        """Call ``callback`` (from whichever thread sends) once what waits to be sent
+        is back under half the connection's limit; at once if it already is."""
+        with self.budget._lock:
+            now = self.queued <= self.limit // 2
+            self._on_drained = None if now else callback
+        if now:
+            callback()
 
     def over(self) -> bool:
         """This connection, or the node as a whole, holds more than it may."""
@@ -187,7 +215,7 @@ class Account:
         with b._lock:
             b.used -= self.used
             self.used = self.queued = 0
-            self._on_under = None
+            self._on_under = self._on_drained = None
             if self in b._waiters:
                 b._waiters.remove(self)
             ready = b._ready()

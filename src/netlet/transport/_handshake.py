@@ -119,7 +119,10 @@ class _Inbox:
         item = self.items.pop(0)
         self.taken += 1
         if isinstance(item, BaseException):
-            raise item
+            try:
+                raise item
+            finally:  # the traceback keeps this frame: no cycle error -> frame -> error
+                del item
         if "error" in item:
             kind, text = item.get("error"), str(item.get("message", ""))
             if kind == "version":

@@ -3,11 +3,15 @@
 Writes from other threads hop to the loop: the SSL transport is not thread-safe.
 A large frame waits for admission into the node's memory total as on plain TCP
 (``_socket.py``): the transport stops reading until the budget lets it in.
+The bytes on their way count as queued (``pending_bytes`` and the account) until
+the loop hands them to the transport: under load the loop can lag far behind
+the threads that write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 
 from netlet.codec import Buffer
@@ -30,10 +34,13 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
         self._transport_reading = True
+        self._hopping = 0  # bytes sent from other threads, not yet handed to the transport
+        self._hop_lock = threading.Lock()
+        self._aborting = False  # closed with a reason from another thread: write no more
 
     def pending_bytes(self) -> int:
         t = self._transport
-        return t.get_write_buffer_size() if t is not None else 0
+        return (t.get_write_buffer_size() if t is not None else 0) + self._hopping
 
     # -- asyncio.BufferedProtocol ----------------------------------------
 
@@ -75,17 +82,29 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         parts = frame_parts(body, buffers)
         if self.in_loop_thread():
             self._transport.writelines(parts)
-        else:
-            self.loop.call_soon_threadsafe(self._write, [bytes(p) for p in parts])
+            return
+        data = [bytes(p) for p in parts]
+        n = sum(map(len, data))
+        with self._hop_lock:
+            self._hopping += n
+        if self.account is not None:
+            self.account.queue(n)
+        self.loop.call_soon_threadsafe(self._write, data, n)
 
-    def _write(self, parts: list[bytes]) -> None:
-        if not self._closed and self._transport is not None:
+    def _write(self, parts: list[bytes], n: int) -> None:
+        with self._hop_lock:
+            self._hopping -= n
+        if self.account is not None:
+            self.account.unqueue(n)
+        if not self._closed and not self._aborting and self._transport is not None:
             self._transport.writelines(parts)
 
     def close(self, reason: BaseException | None = None) -> None:
         if self.in_loop_thread():
             self._close_now(reason)
         elif not self.loop.is_closed():
+            if reason is not None:
+                self._aborting = True  # what is still on its way to the loop is dropped
             self.loop.call_soon_threadsafe(self._close_now, reason)
 
     async def drain_and_close(self, timeout: float = 1.0) -> None:
