@@ -31,6 +31,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
+from netlet.cluster._head_code import HeadCodeMixin, _as_itself
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject, WorkerLost
@@ -58,6 +60,10 @@ class HeadConfig:
     """Longest a pull waits for work before answering empty (lets workers heartbeat)."""
     client_grace: float = 60.0
     """How long results wait for a client that lost its connection to come back."""
+    code_max_package: int = MAX_PACKAGE
+    """Largest code package a client may upload (``working_dir=``, ``py_modules=``)."""
+    code_max_total: int = MAX_TOTAL
+    """What all code packages together may hold at the head."""
 
 
 @dataclass(slots=True)
@@ -83,6 +89,8 @@ class Member:
     since: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     running: set[str] = field(default_factory=set)
+    lacks: dict[str, str] = field(default_factory=dict)
+    """Functions this worker could not import (never offered again), and why."""
     done: int = 0
     failed: int = 0
     alive: bool = True
@@ -98,17 +106,8 @@ class ActorSpec:
     worker: str = ""
 
 
-def _as_itself(node: str) -> None:
-    """Refuse a call from the network that names a member other than its caller."""
-    caller = current_peer()
-    if caller is not None and caller != node:
-        raise PermissionError(
-            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
-            "pass your own node id (a connection claiming an id another one owns has none)")
-
-
 @expose(concurrent=True)
-class Head:
+class Head(HeadCodeMixin):
     """The cluster's head; served as ``"netlet.head"``."""
 
     def __init__(self, node: Node, config: HeadConfig | None = None,
@@ -131,6 +130,8 @@ class Head:
         self._names: dict[str, tuple[RemoteRef, str]] = {}
         self._actors: dict[str, ActorSpec] = {}
         self._subscribers: dict[str, Any] = {}
+        self._lacking_fns: set[str] = set()
+        self._code = CodeStore(self.config.code_max_package, self.config.code_max_total)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self.refused_results = 0
@@ -183,6 +184,8 @@ class Head:
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
             member.running = old.running
+        if old is not None:
+            member.lacks = old.lacks
         self._members[node] = member
         self._event("join", member)
         if role == "worker":
@@ -261,6 +264,7 @@ class Head:
         else:
             error = WorkerLost(f"the worker running task {tid} died "
                                f"({task.attempts} time(s); max_retries={task.retries})")
+            self._log_failed(task, member, "WorkerLost")
             self._complete(task, [tid, False, None, error])
 
     def _event(self, kind: str, member: Member) -> None:
@@ -334,6 +338,8 @@ class Head:
                 continue
             self._queue.append(tid)
             new.append(task)
+            if task.fn in self._lacking_fns:
+                self._fail_unrunnable(task.fn)
         for task in refused:
             self._complete(task, [task.id, False, None, ConfigError(
                 f"the head refuses the pickled function of task {task.id}: {refusal}")])
@@ -401,7 +407,7 @@ class Head:
         if member is None or not member.alive or member.role != "worker":
             raise NoSuchObject("unknown worker: join first")
         want = max(1, min(int(want), 1024))
-        if not self._queue:
+        if not self._queue or not self._runnable(member):
             fut = asyncio.get_running_loop().create_future()
             self._pullers.append((worker, want, fut))
             try:
@@ -426,10 +432,14 @@ class Head:
     def _assign(self, member: Member, want: int) -> list[Any]:
         batch: list[list[Any]] = []
         fns: dict[str, bytes] = {}
+        skipped: list[str] = []
         while self._queue and len(batch) < want:
             tid = self._queue.popleft()
             task = self._tasks.get(tid)
             if task is None or task.state != QUEUED:
+                continue
+            if task.fn in member.lacks:
+                skipped.append(tid)  # it cannot import this function: leave it to others
                 continue
             if not self._claim(task):
                 continue  # its future was cancelled: the task never runs
@@ -438,6 +448,7 @@ class Head:
             batch.append([tid, task.fn, task.body, task.lease])
             if task.fn.startswith("pickle:"):
                 fns[task.fn] = self._functions[task.fn]
+        self._queue.extendleft(reversed(skipped))
         return [batch, fns]
 
     def _claim(self, task: Task) -> bool:
@@ -481,15 +492,14 @@ class Head:
         """
         _as_itself(worker)
         if not isinstance(results, list) or not all(
-                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+                isinstance(r, list) and len(r) in (4, 5) and isinstance(r[0], str)
                 and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
-            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
+            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str"
+                              "(, error type: str)], ...]")
         member = self._members.get(worker)
-        for tid, ok, body, lease in results:
+        for tid, ok, body, lease, *error_type in results:
             task = self._tasks.get(tid)
-            if (member is None or task is None or task.state != RUNNING
-                    or task.worker != worker or not task.lease
-                    or not secrets.compare_digest(task.lease, lease)):
+            if member is None or task is None or not self._holds(member, task, lease):
                 self.refused_results += 1
                 log.info("refused a result for task %s from %s: not its current lease",
                          tid[:40], worker[:8])
@@ -499,6 +509,7 @@ class Head:
                 member.done += 1
             else:
                 member.failed += 1
+                self._log_failed(task, member, str(error_type[0] if error_type else "?"))
             task.lease = ""
             self._complete(task, [tid, bool(ok), body, None])
 
@@ -561,6 +572,7 @@ class Head:
             self._schedule_flush()
 
     def _forget_client(self, client: str) -> None:
+        self._code.forget_client(client)
         self._members.pop(client, None)
         self._clients.pop(client, None)
         self._outbox.pop(client, None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -30,7 +31,9 @@ import time
 import uuid
 from typing import Any
 
-from netlet.cluster._functions import FunctionCache, run_chunk
+from netlet.cluster._code import CodeCache, split_code
+from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
+from netlet.cluster._output import capture
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     ConfigError,
@@ -59,16 +62,19 @@ _REPORT_DELAY = 0.002
 class WorkerControl:
     """What the head may ask of a worker: host an object (``cluster.spawn``)."""
 
-    def __init__(self, node: Node, functions: FunctionCache, codec: Codec) -> None:
+    def __init__(self, node: Node, functions: FunctionCache, codec: Codec,
+                 code: CodeCache) -> None:
         self._node = node
         self._functions = functions
         self._codec = codec
+        self._code = code
 
     def create(self, cls: str, body: bytes, name: str, functions: dict[str, bytes]) -> RemoteRef:
         self._functions.add_payloads(functions)
-        factory = self._functions.get(cls)
-        args, kwargs = self._codec.decode_value(body)
-        obj = factory(*args, **(kwargs or {}))
+        with self._code.active(split_code(cls.removeprefix("chunk:"))[1]):
+            factory = self._functions.get(cls)
+            args, kwargs = self._codec.decode_value(body)[:2]
+            obj = factory(*args, **(kwargs or {}))
         return self._node.serve(obj, name)
 
     def drop(self, name: str) -> None:
@@ -128,7 +134,8 @@ class Worker:
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
-        self.control = WorkerControl(self.node, self.functions, self.codec)
+        self.code = CodeCache(self._fetch_code, self._code_size)
+        self.control = WorkerControl(self.node, self.functions, self.codec, self.code)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
         self.stop = threading.Event()
@@ -173,6 +180,27 @@ class Worker:
         if not link.peer.pickle:
             return "the head did not agree to pickle (start it with --allow-pickle)"
         return None
+
+    def _code_link_ok(self) -> None:
+        link = self.node._known_link(self.head._ref)
+        if link is None or not link.peer.authenticated:
+            raise ConfigError("refusing shipped code: the connection to the head is not "
+                              "authenticated with the cluster key")
+
+    def _code_size(self, digest: str) -> int:
+        self._code_link_ok()
+        return int(self.head.with_options(timeout=30).code_size(self.node.id, digest))
+
+    def _fetch_code(self, digest: str, offset: int, length: int) -> bytes:
+        self._code_link_ok()
+        data = self.head.with_options(timeout=60).code_get(self.node.id, digest, offset, length)
+        if not isinstance(data, bytes):
+            raise ConfigError("the head sent code that is not bytes")
+        return data
+
+    def _whoami(self) -> str:
+        return (f"worker {self.opts.name} (host {socket.gethostname()}, pid {os.getpid()}, "
+                f"node {self.node.id[:8]})")
 
     def _want(self) -> int:
         credit = self.opts.credit
@@ -243,7 +271,10 @@ class Worker:
             tid, fn_id, body, lease = local.popleft()
             if not done:
                 done_since = time.monotonic()
-            done.append(self._run_one(tid, fn_id, body, lease))
+            result = self._run_one(tid, fn_id, body, lease)
+            if result is None:
+                continue  # not importable here: handed back to the head
+            done.append(result)
             # A pull is out (and may wait at the head for work): results do not wait for
             # it when we are about to idle, have many, or have held them a while.
             if pending is not None and (not local or len(done) >= _REPORT_BATCH
@@ -254,20 +285,51 @@ class Worker:
                     log.warning("could not report %s (%s); the head will rerun it", tid, e)
                 done = []
 
-    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any]:
-        """Run one task; its result carries the lease it was handed out with."""
+    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any] | None:
+        """Run one task; its result carries the lease it was handed out with.
+
+        None when this worker cannot import the task's function: the head is
+        told (``unrunnable``) and gives the task to a worker that can.
+        """
+        chunked = fn_id.startswith("chunk:")
+        _, refs = split_code(fn_id[6:] if chunked else fn_id)
+        try:
+            with self.code.active(refs):
+                return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
+        except CannotImport as e:
+            fix = ("the code shipped with it does not provide it: is the module inside "
+                   "working_dir (and not excluded), or listed in py_modules?" if refs else
+                   "ship your code with the client (Executor(..., working_dir='.') or "
+                   "py_modules=[module]) or install the module on this worker")
+            why = f"{self._whoami()}: {e}; {fix}"
+            try:
+                self.head.unrunnable.oneway(self.node.id, tid, lease, why)
+            except (NetletError, OSError) as err:
+                log.warning("could not hand back %s (%s); the head will rerun it", tid, err)
+            return None
+        except ConfigError as e:  # the task's code could not be fetched: that task fails
+            self.failed += 1
+            return [tid, False, self.codec.encode_value(
+                ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError"]
+
+    def _run_here(self, tid: str, fn_id: str, chunked: bool, body: bytes,
+                  lease: str) -> list[Any]:
         t0 = time.perf_counter()
         try:
-            args, kwargs = self.codec.decode_value(body)
-            if fn_id.startswith("chunk:"):
-                value = run_chunk(self.functions.get(fn_id[6:]), args)
-            else:
-                value = self.functions.get(fn_id)(*args, **(kwargs or {}))
+            fn = self.functions.get(fn_id)  # CannotImport: not a failure of the task
+            args, kwargs, *opts = self.codec.decode_value(body)
+            out_to_client = bool(opts and isinstance(opts[0], dict) and opts[0].get("out"))
+            with (capture(lambda lines: self.head.task_output.oneway(
+                    self.node.id, [[tid, lease, s, t] for s, t in lines]))
+                  if out_to_client else contextlib.nullcontext()):
+                value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
             ok = True
+        except CannotImport:
+            raise
         except BaseException as e:  # the task's own failure goes back to its caller
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            value, ok = e, False  # type: ignore[assignment]
+            value, ok = e, False
         took = time.perf_counter() - t0
         self._task_time = took if self._task_time is None else 0.8 * self._task_time + 0.2 * took
         try:
@@ -277,9 +339,9 @@ class Worker:
                 EncodeError(f"the result of task {tid} cannot be sent: {e}"))
         if ok:
             self.done += 1
-        else:
-            self.failed += 1
-        return [tid, ok, out, lease]
+            return [tid, ok, out, lease]
+        self.failed += 1
+        return [tid, ok, out, lease, type(value).__name__]
 
     def close(self) -> None:
         self.stop.set()
@@ -288,6 +350,7 @@ class Worker:
         except (NetletError, OSError):
             pass
         self.node.close()
+        self.code.close()
 
 
 def run_worker(opts: WorkerOptions) -> None:
