@@ -15,10 +15,10 @@ import contextlib
 import io
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_TASK_OUTPUT", "capture", "write_output"]
+__all__ = ["MAX_TASK_OUTPUT", "Capture", "write_output"]
 
 MAX_TASK_OUTPUT = 4 << 20
 """Characters of output one task may send back; the rest is dropped (with a note)."""
@@ -59,6 +59,9 @@ class _Stream(io.TextIOBase):
 
 class _Sink:
     def __init__(self, send: Send) -> None:
+        self.reset(send)
+
+    def reset(self, send: Send) -> None:
         self._send = send
         self._parts: list[list[Any]] = []
         self._held = 0
@@ -99,17 +102,29 @@ class _Sink:
                 self._send(out[i:i + 64])
 
 
-@contextlib.contextmanager
-def capture(send: Send) -> Iterator[None]:
-    """Run with ``sys.stdout``/``sys.stderr`` sent through ``send``."""
-    sink = _Sink(send)
-    real_out, real_err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Stream(sink, 1, real_out), _Stream(sink, 2, real_err)
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = real_out, real_err
-        sink.send()
+class Capture:
+    """Swaps ``sys.stdout``/``sys.stderr`` around one task at a time (made once: cheap).
+
+    ``start(send)`` before the task, ``stop()`` after it (sends what is left).
+    """
+
+    def __init__(self) -> None:
+        self._sink = _Sink(lambda lines: None)
+        self._out = _Stream(self._sink, 1, None)
+        self._err = _Stream(self._sink, 2, None)
+        self._real: tuple[Any, Any] = (None, None)
+
+    def start(self, send: Send) -> None:
+        self._sink.reset(send)
+        self._real = sys.stdout, sys.stderr
+        self._out._real, self._err._real = self._real
+        sys.stdout, sys.stderr = self._out, self._err
+
+    def stop(self) -> None:
+        sys.stdout, sys.stderr = self._real
+        self._real = (None, None)
+        if self._sink._parts:
+            self._sink.send()
 
 
 def write_output(prefix: str, worker: dict[str, Any], lines: list[list[Any]]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from typing import Any
 
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
-from netlet.cluster._output import capture
+from netlet.cluster._output import Capture
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
     ConfigError,
@@ -135,6 +134,7 @@ class Worker:
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
         self.code = CodeCache(self._fetch_code, self._code_size)
+        self._capture = Capture()
         self.control = WorkerControl(self.node, self.functions, self.codec, self.code)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
@@ -294,6 +294,8 @@ class Worker:
         chunked = fn_id.startswith("chunk:")
         _, refs = split_code(fn_id[6:] if chunked else fn_id)
         try:
+            if not refs:
+                return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
             with self.code.active(refs):
                 return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
         except CannotImport as e:
@@ -318,11 +320,15 @@ class Worker:
         try:
             fn = self.functions.get(fn_id)  # CannotImport: not a failure of the task
             args, kwargs, *opts = self.codec.decode_value(body)
-            out_to_client = bool(opts and isinstance(opts[0], dict) and opts[0].get("out"))
-            with (capture(lambda lines: self.head.task_output.oneway(
-                    self.node.id, [[tid, lease, s, t] for s, t in lines]))
-                  if out_to_client else contextlib.nullcontext()):
+            if not (opts and isinstance(opts[0], dict) and opts[0].get("out")):
                 value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
+            else:  # what it prints goes to its client
+                self._capture.start(lambda lines: self.head.task_output.oneway(
+                    self.node.id, [[tid, lease, s, t] for s, t in lines]))
+                try:
+                    value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
+                finally:
+                    self._capture.stop()
             ok = True
         except CannotImport:
             raise
@@ -335,8 +341,8 @@ class Worker:
         try:
             out = self.codec.encode_value(value)
         except (EncodeError, RecursionError) as e:
-            ok, out = False, self.codec.encode_value(
-                EncodeError(f"the result of task {tid} cannot be sent: {e}"))
+            value = EncodeError(f"the result of task {tid} cannot be sent: {e}")
+            ok, out = False, self.codec.encode_value(value)
         if ok:
             self.done += 1
             return [tid, ok, out, lease]
