@@ -8,6 +8,8 @@ the workers' path (they run from the repository with only it on PYTHONPATH).
 from __future__ import annotations
 
 import importlib
+import io
+import os
 import secrets
 import sys
 import zipfile
@@ -18,14 +20,30 @@ from types import ModuleType
 import pytest
 
 import netlet
-from netlet.cluster import Cluster, Head
+from netlet.cluster import Cluster, Head, HeadConfig
 from netlet.cluster._code import build_packages
 from netlet.errors import ConfigError
 from netlet.node import Node
 from netlet.transport import generate_key
 from tests.cluster.conftest import STEP, ClusterKit
 
-TASKS_V1 = "def crunch(x):\n    return x * 2\n"
+TASKS_V1 = """\
+import netlet
+
+
+def crunch(x):
+    return x * 2
+
+
+@netlet.expose
+class Counter:
+    def __init__(self, start):
+        self.n = start
+
+    def add(self, k):
+        self.n += k
+        return self.n
+"""
 TASKS_V2 = "def crunch(x):\n    return x * 3\n"
 
 
@@ -68,12 +86,14 @@ def test_newcomer_module_runs_with_working_dir_and_an_edit_is_a_new_version(
     code, mod = newcomer
     address = _start(cluster_kit, key, path, 2)
 
-    with netlet.Executor(address, key_file=str(path)) as bare:  # the first attempt
-        with pytest.raises(ConfigError) as raised:
-            bare.submit(mod.crunch, 7).result(STEP)
+    with (netlet.Executor(address, key_file=str(path)) as bare,  # the first attempt
+          pytest.raises(ConfigError) as raised):
+        bare.submit(mod.crunch, 7).result(STEP)
     message = str(raised.value)
     assert f"cannot import '{mod.__name__}:crunch'" in message
-    assert "worker " in message and "pid " in message and "working_dir" in message
+    assert "worker " in message
+    assert "pid " in message
+    assert "working_dir" in message
 
     old = netlet.Executor(address, key_file=str(path), working_dir=code)
     try:
@@ -97,6 +117,8 @@ def test_py_modules_ships_one_module(cluster_kit: ClusterKit, key_file: tuple[by
     address = _start(cluster_kit, key, path, 1)
     with netlet.Executor(address, key_file=str(path), py_modules=[mod]) as ex:
         assert ex.submit(mod.crunch, 5).result(STEP) == 10
+        counter = ex.cluster.spawn(mod.Counter, 10)  # an actor of the shipped code
+        assert counter.add(5) == 15
 
 
 @pytest.mark.timeout(90)
@@ -179,7 +201,6 @@ def test_excludes_default_gitignore_and_argument(tmp_path: Path) -> None:
         (tmp_path / rel).write_text("x")
     (tmp_path / ".gitignore").write_text("# comment\n/data/\n*.log\n")
     pkg = build_packages(tmp_path, [], excludes=["*.tmp"])[0]
-    import io
     names = zipfile.ZipFile(io.BytesIO(pkg.data)).namelist()
     assert names == [".gitignore", "keep.py", "sub/keep2.py"]
 
@@ -190,5 +211,39 @@ def test_the_size_cap_says_the_cap_and_the_biggest_files(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as raised:
         build_packages(tmp_path, [], cap=1 << 20)
     message = str(raised.value)
-    assert "cap of 1 MiB" in message and "model.bin (3.0 MiB)" in message
+    assert "cap of 1 MiB" in message
+    assert "model.bin (3.0 MiB)" in message
     assert "excludes=" in message
+
+
+def _incompressible(root: Path, mib: float) -> Path:
+    root.mkdir()
+    (root / "blob.bin").write_bytes(os.urandom(int(mib * (1 << 20))))
+    return root
+
+
+def test_the_head_caps_each_package_and_all_of_them(tmp_path: Path) -> None:
+    key = generate_key()
+    node = Node(listen="tcp://127.0.0.1:0", key=key)
+    try:
+        node.serve(Head(node, HeadConfig(code_max_package=2 << 20, code_max_total=3 << 20)),
+                   "netlet.head")
+        assert node.address is not None
+        address = node.address
+        with pytest.raises(ConfigError, match=r"1 byte to 2097152 bytes \(this head's cap\)"):
+            Cluster(address, key=key, working_dir=_incompressible(tmp_path / "big", 2.5))
+        first = Cluster(address, key=key, working_dir=_incompressible(tmp_path / "a", 1.4))
+        second = Cluster(address, key=key, working_dir=_incompressible(tmp_path / "b", 1.4))
+        third = tmp_path / "c"
+        _incompressible(third, 1.4)
+        with pytest.raises(ConfigError, match="code store is full"):
+            Cluster(address, key=key, working_dir=third)  # the others are still in use
+        first.close()  # its package is no one's now: it makes room
+        Cluster(address, key=key, working_dir=third).close()
+        # The same code twice is stored (and sent) once.
+        again = Cluster(address, key=key, working_dir=tmp_path / "b")
+        assert again._head.code_missing(again.node.id, [again._packages[0].digest]) == []
+        again.close()
+        second.close()
+    finally:
+        node.close()

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import types
 import zipfile
@@ -324,6 +325,7 @@ class CodeCache:
         self._dir: str | None = None
         self._roots: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
         self._modules: dict[str, dict[str, types.ModuleType]] = {}
+        self._lock = threading.RLock()
 
     def _root(self, digest: str) -> tuple[str, list[str]]:
         """(directory, top-level names) of a package, fetched and extracted on first use."""
@@ -356,10 +358,19 @@ class CodeCache:
 
     @contextlib.contextmanager
     def active(self, refs: list[str]) -> Iterator[None]:
-        """Run with these packages' versions of their modules (and the working dir as cwd)."""
+        """Run with these packages' versions of their modules (and the working dir as cwd).
+
+        One thread at a time: an actor created from shipped code waits for the
+        worker's running task of shipped code (``sys.modules`` is one per process).
+        """
         if not refs:
             yield
             return
+        with self._lock, self._swapped(refs):
+            yield
+
+    @contextlib.contextmanager
+    def _swapped(self, refs: list[str]) -> Iterator[None]:
         roots = [(r[0], r[1:], *self._root(r[1:])) for r in refs]
         tops = {n for *_, names in roots for n in names}
         saved = {k: m for k, m in sys.modules.items() if k.partition(".")[0] in tops}
