@@ -87,7 +87,12 @@ class HeadCodeMixin:
             self.refused_results += 1
             return
         member.running.discard(task.id)
-        if task.fn not in member.lacks and len(member.lacks) < 4096:
+        if task.fn not in member.lacks and len(member.lacks) >= 4096:
+            # It would be offered again and again: fail this one task instead.
+            self._log_failed(task, member, "ConfigError (cannot import it)")
+            self._complete(task, [task.id, False, None, ConfigError(str(message)[:2000])])
+            return
+        if task.fn not in member.lacks:
             log.warning("worker %s (%s) cannot import %s; other workers get it: %s",
                         member.info.get("name", ""), worker[:8], task.fn[:200],
                         str(message)[:300])
