@@ -25,7 +25,8 @@ from netlet.cluster._code import build_packages
 from netlet.errors import ConfigError
 from netlet.node import Node
 from netlet.transport import generate_key
-from tests.cluster.conftest import STEP, ClusterKit
+from tests.cluster import tasks
+from tests.cluster.conftest import STEP, ClusterKit, free_port
 
 TASKS_V1 = """\
 import netlet
@@ -247,3 +248,26 @@ def test_the_head_caps_each_package_and_all_of_them(tmp_path: Path) -> None:
         second.close()
     finally:
         node.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_head_gets_the_code_again(
+        cluster_kit: ClusterKit, key_file: tuple[bytes, Path],
+        newcomer: tuple[Path, ModuleType], tmp_path: Path) -> None:
+    key, path = key_file
+    code, mod = newcomer
+    port, state = free_port(), tmp_path / "head.db"
+    head = cluster_kit.head(port, key_file=path, state=state)
+    cluster_kit.workers(head.address, 2, key=key)
+    cluster = cluster_kit.client(head.address, key_file=str(path), working_dir=code)
+    cluster_kit.wait_workers(cluster, 2)
+    assert cluster.submit(mod.crunch, 1).result(STEP) == 2
+    queued = [cluster.submit(tasks.slow_square, 0, 2.0) for _ in range(2)]
+    later = [cluster.submit(mod.crunch, i) for i in range(6)]  # behind the slow ones
+
+    head.kill()  # packages are not in --state: the new head has none
+    cluster_kit.head(port, key_file=path, state=state)
+    cluster_kit.wait_workers(cluster, 2, timeout=30)
+    assert [f.result(STEP * 3) for f in later] == [2 * i for i in range(6)]
+    assert [f.result(STEP) for f in queued] == [0, 0]
+    assert cluster.submit(mod.crunch, 5).result(STEP) == 10

@@ -58,6 +58,8 @@ CHUNK = 4 << 20
 """Bytes per upload or download message (well under a frame's 64 MiB)."""
 DEFAULT_EXCLUDES = (".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "*.pyc", "*.pyo",
                     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", "*.egg-info")
+MISSING_WAIT = 10.0
+"""Seconds a worker waits for a package the head does not have (yet) before failing."""
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _DIGEST_LEN = 64
 
@@ -334,6 +336,10 @@ class CodeCache:
             self._roots.move_to_end(digest)
             return found
         size = self._size(digest)
+        deadline = time.monotonic() + MISSING_WAIT
+        while size < 0 and time.monotonic() < deadline:  # a restarted head: the client
+            time.sleep(0.2)                               # uploads again when it is back
+            size = self._size(digest)
         if not 0 < size <= self._max:
             raise ConfigError(f"the head has no code package {digest[:12]} (size {size}; a "
                               "head restarted since the client uploaded it?)")
