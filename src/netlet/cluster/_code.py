@@ -28,7 +28,6 @@ import tempfile
 import threading
 import time
 import types
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -134,6 +133,8 @@ def _zip(files: list[tuple[str, Path]], source: str, cap: int) -> bytes:
             f"cap of {cap / 2**20:.0f} MiB per package (max_code_bytes=) or {MAX_FILES} files; "
             f"the biggest: {biggest}. Exclude data and environments with excludes=[...] or a "
             ".gitignore, or ship a smaller directory")
+    import zipfile  # only when shipping: not on every import of the cluster
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, path in files:
@@ -417,6 +418,8 @@ class CodeCache:
 def _extract(data: bytes, root: str, cap: int) -> list[str]:
     """Extract a package safely (no absolute or ``..`` names, within the size cap);
     returns the top-level module names it provides."""
+    import zipfile
+
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_FILES or sum(i.file_size for i in infos) > cap:
