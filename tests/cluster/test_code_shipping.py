@@ -26,7 +26,7 @@ from netlet.errors import ConfigError
 from netlet.node import Node
 from netlet.transport import generate_key
 from tests.cluster import tasks
-from tests.cluster.conftest import STEP, ClusterKit, free_port
+from tests.cluster.conftest import REPO, STEP, ClusterKit, free_port
 
 TASKS_V1 = """\
 import netlet
@@ -46,6 +46,16 @@ class Counter:
         return self.n
 """
 TASKS_V2 = "def crunch(x):\n    return x * 3\n"
+
+
+def read_text(name: str) -> str:
+    """(A task) a file of the current directory."""
+    return Path(name).read_text()
+
+
+def module_id(name: str) -> int:
+    """(A task) which module object ``import name`` gives."""
+    return id(importlib.import_module(name))
 
 
 @pytest.fixture
@@ -271,3 +281,33 @@ def test_a_restarted_head_gets_the_code_again(
     assert [f.result(STEP * 3) for f in later] == [2 * i for i in range(6)]
     assert [f.result(STEP) for f in queued] == [0, 0]
     assert cluster.submit(mod.crunch, 5).result(STEP) == 10
+
+
+@pytest.mark.timeout(90)
+def test_shipped_code_and_the_workers_own_module_of_that_name_take_turns(
+        cluster_kit: ClusterKit, key_file: tuple[bytes, Path],
+        newcomer: tuple[Path, ModuleType], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key, path = key_file
+    code, mod = newcomer
+    installed = tmp_path / "site"  # the worker's own, older copy of the module
+    installed.mkdir()
+    (installed / f"{mod.__name__}.py").write_text("def crunch(x):\n    return x * 10\n")
+    (code / "logging").mkdir()  # data named like a module shadows nothing
+    (code / "logging" / "run.txt").write_text("not a package\n")
+    (code / "data.txt").write_text("from the working dir\n")
+    head = cluster_kit.head(key_file=path)
+    with monkeypatch.context() as mp:
+        mp.setenv("PYTHONPATH", f"{installed}{os.pathsep}{REPO}")
+        cluster_kit.worker(head.address, key=key)
+    plain = cluster_kit.client(head.address, key_file=str(path))
+    cluster_kit.wait_workers(plain, 1)
+    shipped = cluster_kit.client(head.address, key_file=str(path), working_dir=code)
+
+    for _ in range(3):  # one worker, alternating versions
+        assert shipped.submit(mod.crunch, 7).result(STEP) == 14
+        assert plain.submit(mod.crunch, 7).result(STEP) == 70
+    # A working dir is the task's current directory; the stdlib's logging is untouched.
+    assert shipped.submit(read_text, "data.txt").result(STEP) == "from the working dir\n"
+    assert shipped.submit(module_id, "logging").result(STEP) == \
+        plain.submit(module_id, "logging").result(STEP)

@@ -444,8 +444,9 @@ def _extract(data: bytes, root: str, cap: int) -> list[str]:
                     tops.add(top[:-3])
                 elif top.endswith((".so", ".pyd")):
                     tops.add(top.split(".")[0])
-            elif top.isidentifier():
-                tops.add(top)
+            elif top.isidentifier() and name.endswith(".py"):
+                tops.add(top)  # a package (or namespace package) of Python files; a
+                # directory of data named like a module (logging/) shadows nothing
     shutil.rmtree(root, ignore_errors=True)
     os.rename(tmp, root)
     return sorted(tops)

@@ -338,13 +338,13 @@ class Head(HeadCodeMixin):
                 continue
             self._queue.append(tid)
             new.append(task)
-            if task.fn in self._lacking_fns:
-                self._fail_unrunnable(task.fn)
         for task in refused:
             self._complete(task, [task.id, False, None, ConfigError(
                 f"the head refuses the pickled function of task {task.id}: {refusal}")])
         if self._store is not None and new:
             self._store.add_tasks(new, {f: self._functions[f] for f in functions})
+        for fn in {t.fn for t in new if t.fn in self._lacking_fns}:
+            self._fail_unrunnable(fn)  # no live worker can import it
         self._dispatch()
         return len(new)
 
