@@ -268,7 +268,7 @@ def test_a_restarted_head_gets_the_code_again(
     code, mod = newcomer
     port, state = free_port(), tmp_path / "head.db"
     head = cluster_kit.head(port, key_file=path, state=state)
-    cluster_kit.workers(head.address, 2, key=key)
+    workers = cluster_kit.workers(head.address, 2, key=key)
     cluster = cluster_kit.client(head.address, key_file=str(path), working_dir=code)
     cluster_kit.wait_workers(cluster, 2)
     assert cluster.submit(mod.crunch, 1).result(STEP) == 2
@@ -281,6 +281,7 @@ def test_a_restarted_head_gets_the_code_again(
     assert [f.result(STEP * 3) for f in later] == [2 * i for i in range(6)]
     assert [f.result(STEP) for f in queued] == [0, 0]
     assert cluster.submit(mod.crunch, 5).result(STEP) == 10
+    assert all(w.alive() for w in workers)  # losing the head mid-fetch kills no worker
 
 
 @pytest.mark.timeout(90)

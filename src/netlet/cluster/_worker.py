@@ -309,7 +309,11 @@ class Worker:
             except (NetletError, OSError) as err:
                 log.warning("could not hand back %s (%s); the head will rerun it", tid, err)
             return None
-        except ConfigError as e:  # the task's code could not be fetched: that task fails
+        except (NetletConnectionError, NodeClosed, OSError) as e:
+            # Fetching its code lost the head: the head reruns what this link held.
+            log.warning("lost the head while fetching the code of %s (%s)", tid, e)
+            return None
+        except NetletError as e:  # the task's code could not be fetched: that task fails
             self.failed += 1
             return [tid, False, self.codec.encode_value(
                 ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError"]
