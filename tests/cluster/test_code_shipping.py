@@ -256,6 +256,14 @@ def test_the_head_caps_each_package_and_all_of_them(tmp_path: Path) -> None:
         assert again._head.code_missing(again.node.id, [again._packages[0].digest]) == []
         again.close()
         second.close()
+        # An upload in progress counts at its full size: two half-sent ones cannot
+        # together pass the total.
+        a, b = (Cluster(address, key=key) for _ in range(2))
+        a._head.code_put(a.node.id, "a" * 64, 2 << 20, 0, b"x")
+        with pytest.raises(ConfigError, match="code store is full"):
+            b._head.code_put(b.node.id, "b" * 64, 2 << 20, 0, b"x")
+        a.close()
+        b.close()
     finally:
         node.close()
 

@@ -17,6 +17,7 @@ import netlet
 from netlet.cluster import Cluster, Head
 from netlet.node import Node
 from netlet.transport import generate_key
+from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, wait_until
 
 
@@ -64,6 +65,19 @@ def test_remote_output_is_prefixed_with_the_worker_and_opt_in(
     assert sorted(out.splitlines()) == sorted(
         f"{name}line{i} {j}" for i in range(4) for j in range(3))
     assert err.splitlines() == [f"{name}oops"] * 4
+
+
+@pytest.mark.timeout(60)
+def test_the_head_logs_each_failed_task(cluster_kit: ClusterKit) -> None:
+    head, workers, cluster = cluster_kit.start(workers=1)
+    future = cluster.submit(tasks.raise_error, "KeyError", "nope")
+    with pytest.raises(KeyError):
+        future.result(STEP)
+    line = head.stderr.wait_for(r"task \S+ failed: .*").group(0).strip()
+    assert future.task_id in line  # type: ignore[attr-defined]
+    assert "function tests.cluster.tasks:raise_error" in line
+    assert f"worker {socket.gethostname()}-{workers[0].pid} (" in line
+    assert line.endswith("KeyError")
 
 
 @pytest.mark.timeout(60)

@@ -227,7 +227,8 @@ class CodeStore:
 
     @property
     def held(self) -> int:
-        return sum(len(p.data) for p in self._packages.values())
+        """Bytes held or promised: an upload in progress counts at its full size."""
+        return sum(p.size for p in self._packages.values())
 
     def missing(self, client: str, digests: list[str]) -> list[str]:
         """Claim the packages the client will use; return those it must upload."""
