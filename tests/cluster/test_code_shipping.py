@@ -11,6 +11,7 @@ import importlib
 import io
 import os
 import secrets
+import signal
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -320,3 +321,43 @@ def test_shipped_code_and_the_workers_own_module_of_that_name_take_turns(
     assert shipped.submit(read_text, "data.txt").result(STEP) == "from the working dir\n"
     assert shipped.submit(module_id, "logging").result(STEP) == \
         plain.submit(module_id, "logging").result(STEP)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_removes_its_code_directory_when_it_stops(
+        cluster_kit: ClusterKit, key_file: tuple[bytes, Path],
+        newcomer: tuple[Path, ModuleType], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key, path = key_file
+    code, mod = newcomer
+    tmp = tmp_path / "worker-tmp"
+    tmp.mkdir()
+    head = cluster_kit.head(key_file=path)
+    with monkeypatch.context() as mp:
+        mp.setenv("TMPDIR", str(tmp))
+        worker = cluster_kit.worker(head.address, key=key)
+    cluster = cluster_kit.client(head.address, key_file=str(path), working_dir=code)
+    cluster_kit.wait_workers(cluster, 1)
+    assert cluster.submit(mod.crunch, 2).result(STEP) == 4
+    [made] = tmp.glob("netlet-code-*")
+    assert (made / cluster._packages[0].digest / f"{mod.__name__}.py").exists()
+    assert oct(made.stat().st_mode & 0o777) == "0o700"
+
+    worker.signal(signal.SIGTERM)  # what `netlet worker` sends its processes
+    assert worker.wait() == 0
+    assert not list(tmp.glob("netlet-code-*"))
+
+
+@pytest.mark.timeout(60)
+def test_embedded_workers_keep_shipped_code_in_the_executors_directory(
+        newcomer: tuple[Path, ModuleType]) -> None:
+    code, mod = newcomer
+    ex = netlet.Executor(1, working_dir=code)
+    assert ex._embedded is not None
+    private = Path(ex._embedded._dir)
+    try:
+        assert ex.submit(mod.crunch, 4).result(STEP) == 8
+        assert list(private.glob("netlet-code-*/*/" + mod.__name__ + ".py"))
+    finally:
+        ex.shutdown()
+    assert not private.exists()  # removed with it, however the workers ended

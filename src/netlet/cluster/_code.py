@@ -321,7 +321,8 @@ class CodeCache:
     """A worker's extracted packages, at most ``keep`` of them (least recently used go)."""
 
     def __init__(self, fetch: Fetch, size: Size, keep: int = 32,
-                 max_package: int = MAX_PACKAGE) -> None:
+                 max_package: int = MAX_PACKAGE, parent: str | None = None) -> None:
+        self._parent = parent
         self._fetch = fetch
         self._size = size
         self._keep = keep
@@ -354,7 +355,7 @@ class CodeCache:
         if hashlib.sha256(data).hexdigest() != digest:
             raise ConfigError(f"code package {digest[:12]} came with another SHA-256")
         if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="netlet-code-")
+            self._dir = tempfile.mkdtemp(prefix="netlet-code-", dir=self._parent)
         root = os.path.join(self._dir, digest)
         names = _extract(bytes(data), root, self._max)
         self._roots[digest] = (root, names)

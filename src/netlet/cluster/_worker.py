@@ -83,7 +83,8 @@ class WorkerControl:
 class WorkerOptions:
     def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
                  credit: int | str = 1, listen: str | None = None,
-                 exit_with_head: bool = False, name: str | None = None) -> None:
+                 exit_with_head: bool = False, name: str | None = None,
+                 code_dir: str | None = None) -> None:
         if credit != "auto" and (not isinstance(credit, int) or credit < 0):
             raise ConfigError("credit is a non-negative int or 'auto'")
         self.head = head
@@ -93,6 +94,8 @@ class WorkerOptions:
         self.listen = listen
         self.exit_with_head = exit_with_head
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.code_dir = code_dir
+        """Where shipped code is extracted (in a private directory made there)."""
 
 
 def _listen_address(head: str) -> str:
@@ -133,7 +136,7 @@ class Worker:
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
-        self.code = CodeCache(self._fetch_code, self._code_size)
+        self.code = CodeCache(self._fetch_code, self._code_size, parent=opts.code_dir)
         self._capture = Capture()
         self.control = WorkerControl(self.node, self.functions, self.codec, self.code)
         self.node.serve(self.control, "netlet.worker")
@@ -391,6 +394,12 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (what ``netlet worker`` sends its workers) leaves by the front door:
+    the head is told, and the shipped code's directory is removed."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m netlet.cluster")
     p.add_argument("--join", required=True)
@@ -399,15 +408,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--credit", default="1")
     p.add_argument("--listen")
     p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
+    p.add_argument("--code-dir", help="extract shipped code under this directory")
     a = p.parse_args(argv)
     key = bytes.fromhex(sys.stdin.readline().strip()) if a.key_stdin else None
     if a.embedded:
         _watch_parent()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     credit: int | str = a.credit if a.credit == "auto" else int(a.credit)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(message)s")
     try:
         run_worker(WorkerOptions(a.join, key=key, allow_pickle=a.pickle, credit=credit,
-                                 listen=a.listen, exit_with_head=a.embedded))
+                                 listen=a.listen, exit_with_head=a.embedded,
+                                 code_dir=a.code_dir))
     except KeyboardInterrupt:
         pass
     except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
