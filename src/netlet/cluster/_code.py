@@ -331,6 +331,8 @@ class CodeCache:
         self._roots: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
         self._modules: dict[str, dict[str, types.ModuleType]] = {}
         self._lock = threading.RLock()
+        self._current: tuple[str, ...] = ()
+        self._undo: tuple[Any, ...] | None = None
 
     def _root(self, digest: str) -> tuple[str, list[str]]:
         """(directory, top-level names) of a package, fetched and extracted on first use."""
@@ -365,21 +367,29 @@ class CodeCache:
             shutil.rmtree(old_root, ignore_errors=True)
         return root, names
 
+    @property
+    def current(self) -> tuple[str, ...]:
+        """The packages whose modules are in place now (they stay between tasks)."""
+        return self._current
+
     @contextlib.contextmanager
     def active(self, refs: list[str]) -> Iterator[None]:
         """Run with these packages' versions of their modules (and the working dir as cwd).
 
-        One thread at a time: an actor created from shipped code waits for the
-        worker's running task of shipped code (``sys.modules`` is one per process).
+        The switch is made only when the packages differ from the last task's
+        (a run of tasks of one version costs nothing), and one thread at a
+        time: an actor created from shipped code waits for the worker's running
+        task (``sys.modules`` is one per process).
         """
-        if not refs:
-            yield
-            return
-        with self._lock, self._swapped(refs):
+        with self._lock:
+            wanted = tuple(refs)
+            if wanted != self._current:
+                self._restore()
+                if wanted:
+                    self._apply(wanted)
             yield
 
-    @contextlib.contextmanager
-    def _swapped(self, refs: list[str]) -> Iterator[None]:
+    def _apply(self, refs: tuple[str, ...]) -> None:
         roots = [(r[0], r[1:], *self._root(r[1:])) for r in refs]
         tops = {n for *_, names in roots for n in names}
         saved = {k: m for k, m in sys.modules.items() if k.partition(".")[0] in tops}
@@ -394,24 +404,32 @@ class CodeCache:
         if workdir is not None:
             cwd = os.getcwd()
             os.chdir(workdir)
-        try:
-            yield
-        finally:
-            if cwd is not None:
-                with contextlib.suppress(OSError):
-                    os.chdir(cwd)
-            for p in paths:
-                with contextlib.suppress(ValueError):
-                    sys.path.remove(p)
-            mine = {k: m for k, m in sys.modules.items() if k.partition(".")[0] in tops}
-            for k in mine:
-                del sys.modules[k]
-            for _kind, digest, _, names in roots:
-                self._modules[digest] = {k: m for k, m in mine.items()
-                                         if k.partition(".")[0] in names}
-            sys.modules.update(saved)
+        self._current = refs
+        self._undo = (roots, tops, saved, paths, cwd)
+
+    def _restore(self) -> None:
+        """Put the worker's own modules, path and directory back."""
+        if self._undo is None:
+            return
+        roots, tops, saved, paths, cwd = self._undo
+        self._undo, self._current = None, ()
+        if cwd is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+        for p in paths:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(p)
+        mine = {k: m for k, m in sys.modules.items() if k.partition(".")[0] in tops}
+        for k in mine:
+            del sys.modules[k]
+        for _kind, digest, _, names in roots:
+            self._modules[digest] = {k: m for k, m in mine.items()
+                                     if k.partition(".")[0] in names}
+        sys.modules.update(saved)
 
     def close(self) -> None:
+        with self._lock:
+            self._restore()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -297,7 +297,7 @@ class Worker:
         chunked = fn_id.startswith("chunk:")
         _, refs = split_code(fn_id[6:] if chunked else fn_id)
         try:
-            if not refs:
+            if not refs and not self.code.current:
                 return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
             with self.code.active(refs):
                 return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
