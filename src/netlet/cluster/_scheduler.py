@@ -113,7 +113,7 @@ class Scheduler(SchedulerLacks):
             self._requeue_detached(self.tasks[tid], tid == suspect, out)
         for tid in w.running:
             self._requeue_detached(self.tasks[tid], True, out)
-        if w.lacks:
+        if self._lacked:  # those left may all lack a function now
             self._forget_lacks(w, out)
         self._feed(out)
         return out
@@ -261,14 +261,15 @@ class Scheduler(SchedulerLacks):
         if not self._parked or len(self._queue):
             return
         # Only tasks a parked worker can run (while some lack functions).
-        able = not self._lacked or any(not self._workers[n].lacks for n in self._parked)
+        lacking = [self._workers[n].lacks for n in self._parked] if self._lacked else []
+        able = not lacking or not all(lacking)
         for node in list(self._surplus):
             if node in self._parked or node in self._full:
                 continue
             w = self._workers[node]
             keep = 0 if w.running else 1
             extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming
-                     and (able or self.tasks[t].fn not in self._lacked)]
+                     and (able or any(self.tasks[t].fn not in lk for lk in lacking))]
             del self._surplus[node]
             if extra:
                 w.reclaiming.update(extra)
