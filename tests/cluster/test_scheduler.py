@@ -255,7 +255,8 @@ def test_a_worker_is_never_offered_a_function_it_cannot_import() -> None:
     assert s.unrunnable("a", "x0", "forged", "no", 0) == []  # only the lease holder
     assert s.refused_results == refused + 1
     assert s.unrunnable("a", "x0", h.tasks[0].lease, "a cannot import m:x", 0) == []
-    assert s.tasks["x0"].state == QUEUED and s.tasks["x0"].attempts == 0  # costs no attempt
+    assert s.tasks["x0"].state == QUEUED
+    assert s.tasks["x0"].attempts == 0
     [h] = handouts(s.pull("a", ea, 4, 0))
     assert ids(h) == ["y0"]  # x0 is skipped, and stays first in the queue
     [h] = handouts(s.pull("b", eb, 4, 0))
@@ -269,8 +270,10 @@ def test_the_wake_up_goes_to_a_worker_that_can_run_the_task() -> None:
     lacking(s, "a", ea, "m:x")
     [h] = handouts(s.pull("b", eb, 1, 0))  # b runs the probe
     s.results("b", eb, [(h.tasks[0].id, True, b"", h.tasks[0].lease)])
-    assert not handouts(s.pull("a", ea, 1, 0)) and s.is_parked("a")  # a parked first
-    assert not handouts(s.pull("b", eb, 1, 0)) and s.is_parked("b")
+    assert not handouts(s.pull("a", ea, 1, 0))
+    assert s.is_parked("a")
+    assert not handouts(s.pull("b", eb, 1, 0))
+    assert s.is_parked("b")
     out = s.submit("c", [("x1", "m:x", b"", 3)], 0)[1]
     assert [(h.worker, ids(h)) for h in handouts(out)] == [("b", ["x1"])]
     assert s.is_parked("a")  # still waiting, for work it can run
@@ -284,7 +287,8 @@ def test_a_blocked_worker_gets_a_runnable_task_submitted_later() -> None:
     s.join("b", 0)  # busy elsewhere: it never pulls
     lacking(s, "a", ea, "m:x")  # the probe stays queued: a lacks m:x
     assert s.queued == 1
-    assert not handouts(s.pull("a", ea, 1, 0)) and s.is_parked("a")
+    assert not handouts(s.pull("a", ea, 1, 0))
+    assert s.is_parked("a")
     out = s.submit("c", [("y1", "m:y", b"", 3)], 0)[1]
     assert [(h.worker, ids(h)) for h in handouts(out)] == [("a", ["y1"])]
 
