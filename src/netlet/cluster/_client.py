@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from netlet.cluster._code import CHUNK, MAX_PACKAGE, Package, build_packages
+from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
@@ -152,22 +152,7 @@ class Cluster:
 
     def _upload_code(self) -> None:
         """Send the head the packages it lacks (each once per hash, in chunks)."""
-        if not self._packages:
-            return
-        link = self.node._known_link(self._head._ref)
-        if self.node.config.transport.key is None or (
-                link is not None and not link.peer.authenticated):
-            raise ConfigError(
-                "shipping code (working_dir=, py_modules=) runs it on every worker, so it "
-                "needs a keyed cluster: give the head's key (key_file=, or $NETLET_KEY_FILE) "
-                "and start the head with --key-file")
-        head = self._head.with_options(timeout=60)
-        missing = set(head.code_missing(self.node.id, [p.digest for p in self._packages]))
-        for p in self._packages:
-            if p.digest in missing:
-                for off in range(0, len(p.data), CHUNK):
-                    head.code_put(self.node.id, p.digest, len(p.data), off,
-                                  p.data[off:off + CHUNK])
+        upload_packages(self.node, self._head, self._packages)
 
     # -- tasks ----------------------------------------------------------------------
 

@@ -32,9 +32,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from netlet.node import Node, Proxy
 
 __all__ = [
     "CHUNK",
@@ -45,6 +48,7 @@ __all__ = [
     "Package",
     "build_packages",
     "split_code",
+    "upload_packages",
 ]
 
 MAX_PACKAGE = 64 << 20
@@ -470,3 +474,21 @@ def _extract(data: bytes, root: str, cap: int) -> list[str]:
     shutil.rmtree(root, ignore_errors=True)
     os.rename(tmp, root)
     return sorted(tops)
+
+
+def upload_packages(node: Node, head: Proxy, packages: list[Package]) -> None:
+    """Send the head the packages it lacks (each once per hash, in chunks)."""
+    if not packages:
+        return
+    link = node._known_link(head._ref)
+    if node.config.transport.key is None or (link is not None and not link.peer.authenticated):
+        raise ConfigError(
+            "shipping code (working_dir=, py_modules=) runs it on every worker, so it "
+            "needs a keyed cluster: give the head's key (key_file=, or $NETLET_KEY_FILE) "
+            "and start the head with --key-file")
+    head = head.with_options(timeout=60)
+    missing = set(head.code_missing(node.id, [p.digest for p in packages]))
+    for p in packages:
+        if p.digest in missing:
+            for off in range(0, len(p.data), CHUNK):
+                head.code_put(node.id, p.digest, len(p.data), off, p.data[off:off + CHUNK])
