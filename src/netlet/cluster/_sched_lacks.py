@@ -122,8 +122,8 @@ class SchedulerLacks(SchedulerState):
             w.assigned[task.id] = None
             self._unstarted += 1
             batch.append(task)
-        for task in reversed(skipped):
-            self._enqueue(task, front=True)
+        for task in reversed(skipped):  # back in place: not new work for blocked workers
+            self._queue.push(task, front=True)
         w.blocked = not batch and room > 0 and bool(skipped)
         w.blocked_at = self._pushes
         return batch
