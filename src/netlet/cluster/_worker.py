@@ -407,7 +407,8 @@ class Worker(WorkerTraffic):
 
 
 def run_worker(opts: WorkerOptions) -> None:
-    worker = Worker(opts)
+    global _current
+    worker = _current = Worker(opts)
     try:
         worker.run()
     finally:
@@ -460,10 +461,18 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
 
 
+_current: Worker | None = None
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM (what ``netlet worker`` sends its workers) leaves by the front door:
-    the head is told, and the shipped code's directory is removed."""
-    raise SystemExit(0)
+    the head is told, and the shipped code's directory is removed. A running task
+    is interrupted; otherwise the loop stops at once (an exception raised inside
+    netlet's own calls could be taken for a lost head)."""
+    worker = _current
+    if worker is None or worker._running is not None:
+        raise SystemExit(0)
+    worker._fatal(SystemExit(0))
 
 
 def main(argv: list[str] | None = None) -> None:
