@@ -34,6 +34,7 @@ from typing import Any
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
 from netlet.cluster._output import Capture
+from netlet.cluster._worker_exit import _exit_with_parent, _watch_parent
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
@@ -413,52 +414,6 @@ def run_worker(opts: WorkerOptions) -> None:
         worker.run()
     finally:
         worker.close()
-
-
-def _watch_parent() -> None:
-    """Embedded workers exit when their parent goes away (stdin reaches EOF).
-
-    Ctrl-C in a terminal reaches the whole process group: an embedded worker
-    leaves it to its parent, which decides when the workers stop.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        # The raw descriptor, not sys.stdin: a daemon thread blocked inside a
-        # buffered reader aborts the interpreter at exit.
-        try:
-            while os.read(0, 1024):
-                pass
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
-
-
-def _exit_with_parent() -> None:
-    """Exit when the process that started us (``netlet worker``) dies, even by SIGKILL.
-
-    On Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``); everywhere a
-    thread also polls the parent pid, which changes when we are reparented.
-    """
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
 
 
 _current: Worker | None = None
