@@ -18,8 +18,13 @@ KEY_ENV = "NETLET_TEST_KEY_FILE"
 
 
 class RemoteExecutor(netlet.Executor):
-    """An Executor on the head named by ``$NETLET_TEST_HEAD``; ``max_workers`` only validated."""
+    """An Executor on the head named by ``$NETLET_TEST_HEAD``; ``max_workers`` only validated.
+
+    What tasks print comes back unprefixed, as CPython's tests expect of a
+    process pool's children.
+    """
 
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__(os.environ[HEAD_ENV], max_workers=max_workers,
-                         key_file=os.environ[KEY_ENV], allow_pickle=True)
+                         key_file=os.environ[KEY_ENV], allow_pickle=True,
+                         log_to_driver=True, log_prefix="")

@@ -30,12 +30,7 @@ from tests.cluster._cpython import futures_mixins as cp
 from tests.cluster._remote_executor import HEAD_ENV, KEY_ENV, RemoteExecutor
 from tests.cluster.conftest import REPO, ClusterKit
 
-_REMOTE_PRINT = ("the task prints on a remote worker's stdout, not on the exiting script's: "
-                 "a remote head does not stream task output back yet (issue 12)")
-SKIPS: dict[str, str] = {
-    "RemoteExecutorShutdownTest.test_interpreter_shutdown": _REMOTE_PRINT,
-    "RemoteExecutorShutdownTest.test_hang_gh83386": _REMOTE_PRINT,
-}
+SKIPS: dict[str, str] = {}
 """``"Class.test_name"`` -> why that test does not apply to netlet."""
 
 

@@ -36,7 +36,7 @@ from netlet.cluster._scheduler import (
     Started,
     batches,
 )
-from netlet.errors import WorkerLost
+from netlet.errors import ConfigError, WorkerLost
 
 
 def make() -> Scheduler:
@@ -234,6 +234,92 @@ def test_batches_respect_bytes_and_buffers() -> None:
 # -- the state machine ----------------------------------------------------------------
 
 
+def lacking(s: Scheduler, w: str, e: int, fn: str, n: int = 0) -> None:
+    """Make ``w`` lack ``fn``: it is handed a task of it and hands it back."""
+    s.submit("c", [(f"probe-{w}-{n}", fn, b"", 3)], 0)
+    [h] = handouts(s.pull(w, e, 1, 0), w)
+    [task] = h.tasks
+    assert task.fn == fn
+    s.unrunnable(w, task.id, task.lease, f"{w} cannot import {fn}", 0)
+    assert s.lacks(w, fn)
+
+
+def test_a_worker_is_never_offered_a_function_it_cannot_import() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    eb, _ = s.join("b", 0)  # it can run m:x (else m:x would fail: no worker can)
+    s.submit("c", [("x0", "m:x", b"", 3), ("y0", "m:y", b"", 3)], 0)
+    [h] = handouts(s.pull("a", ea, 1, 0))
+    assert ids(h) == ["x0"]
+    refused = s.refused_results
+    assert s.unrunnable("a", "x0", "forged", "no", 0) == []  # only the lease holder
+    assert s.refused_results == refused + 1
+    assert s.unrunnable("a", "x0", h.tasks[0].lease, "a cannot import m:x", 0) == []
+    assert s.tasks["x0"].state == QUEUED
+    assert s.tasks["x0"].attempts == 0
+    [h] = handouts(s.pull("a", ea, 4, 0))
+    assert ids(h) == ["y0"]  # x0 is skipped, and stays first in the queue
+    [h] = handouts(s.pull("b", eb, 4, 0))
+    assert ids(h) == ["x0"]
+
+
+def test_the_wake_up_goes_to_a_worker_that_can_run_the_task() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    eb, _ = s.join("b", 0)
+    lacking(s, "a", ea, "m:x")
+    [h] = handouts(s.pull("b", eb, 1, 0))  # b runs the probe
+    s.results("b", eb, [(h.tasks[0].id, True, b"", h.tasks[0].lease)])
+    assert not handouts(s.pull("a", ea, 1, 0))
+    assert s.is_parked("a")
+    assert not handouts(s.pull("b", eb, 1, 0))
+    assert s.is_parked("b")
+    out = s.submit("c", [("x1", "m:x", b"", 3)], 0)[1]
+    assert [(h.worker, ids(h)) for h in handouts(out)] == [("b", ["x1"])]
+    assert s.is_parked("a")  # still waiting, for work it can run
+    out = s.submit("c", [("y1", "m:y", b"", 3)], 0)[1]
+    assert [(h.worker, ids(h)) for h in handouts(out)] == [("a", ["y1"])]
+
+
+def test_a_blocked_worker_gets_a_runnable_task_submitted_later() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    s.join("b", 0)  # busy elsewhere: it never pulls
+    lacking(s, "a", ea, "m:x")  # the probe stays queued: a lacks m:x
+    assert s.queued == 1
+    assert not handouts(s.pull("a", ea, 1, 0))
+    assert s.is_parked("a")
+    out = s.submit("c", [("y1", "m:y", b"", 3)], 0)[1]
+    assert [(h.worker, ids(h)) for h in handouts(out)] == [("a", ["y1"])]
+
+
+def test_a_function_no_worker_can_import_fails_with_their_message() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    eb, _ = s.join("b", 0)
+    lacking(s, "a", ea, "m:x")
+    s.submit("c", [("x1", "m:x", b"", 3)], 0)
+    [h] = handouts(s.pull("b", eb, 1, 0))
+    out = s.unrunnable("b", h.tasks[0].id, h.tasks[0].lease, "b cannot import m:x", 0)
+    failed = {a.result[0]: a.result[3] for a in out if isinstance(a, Deliver)}
+    assert set(failed) == {"probe-a-0", "x1"}
+    assert all(isinstance(e, ConfigError) and "cannot import m:x" in str(e)
+               and "other worker" in str(e) for e in failed.values())
+    assert s.queued == 0
+    _, out = s.submit("c", [("x2", "m:x", b"", 3)], 0)  # later submits fail at once
+    assert [a.result[0] for a in out if isinstance(a, Deliver)] == ["x2"]
+
+
+def test_when_the_worker_that_could_run_it_leaves_the_function_fails() -> None:
+    s = make()
+    ea, _ = s.join("a", 0)
+    s.join("b", 0)
+    lacking(s, "a", ea, "m:x")
+    assert s.queued == 1  # b could run it
+    out = s.worker_lost("b")
+    assert [a.result[0] for a in out if isinstance(a, Deliver)] == ["probe-a-0"]
+
+
 class SchedulerMachine(RuleBasedStateMachine):
     """Clients submit and cancel; workers join, pull, start, finish, die and rejoin;
     messages are lost or come late. The scheduler's promises hold after every step."""
@@ -265,6 +351,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         for a in actions:
             if isinstance(a, Handout):
                 self.parked.discard(a.worker)
+                assert not any(self.s.lacks(a.worker, t.fn) for t in a.tasks), \
+                    "a worker was handed a function it said it cannot import"
                 if a.worker in self.epoch:
                     self.local[a.worker] += list(a.tasks)
                     self.seen[a.worker] = max(self.seen[a.worker], a.seq)
@@ -296,9 +384,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.apply(out)
         return name
 
-    @rule(n=st.integers(1, 6), retries=st.integers(0, 2))
-    def submit(self, n: int, retries: int) -> None:
-        batch = [(f"t{next(self.ids)}", "m:f", b"", retries) for _ in range(n)]
+    @rule(n=st.integers(1, 6), retries=st.integers(0, 2), fn=st.sampled_from(["m:f", "m:g"]))
+    def submit(self, n: int, retries: int, fn: str) -> None:
+        batch = [(f"t{next(self.ids)}", fn, b"", retries) for _ in range(n)]
         for tid, *_ in batch:
             self.submitted.add(tid)
             self.retries[tid] = retries
@@ -330,6 +418,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         """A worker with nothing to do pulls (its old pull answered empty)."""
         if w in self.epoch and not self.local[w] and not self.running[w] and w not in self.parked:
             self.pull(w, 4)
+
+    @rule(w=workers)
+    def cannot_import(self, w: str) -> None:
+        """The worker cannot import its next task's function: it hands the task back."""
+        if w in self.epoch and self.local[w]:
+            task = self.local[w].pop(0)
+            self.apply(self.s.unrunnable(w, task.id, task.lease, f"{w} lacks it", self.now))
+            self.stale_leases.append((task.id, task.lease))
+            assert self.s.lacks(w, task.fn)
 
     @rule(w=workers)
     def drop_a_handout(self, w: str) -> None:
@@ -433,9 +530,19 @@ class SchedulerMachine(RuleBasedStateMachine):
         for w in self.epoch:
             if w in self.parked:
                 continue
-            unstarted = [t for t in self.s.unstarted(w) if t not in being_reclaimed]
+            unstarted = [t for t in self.s.unstarted(w) if t not in being_reclaimed
+                         and any(not self.s.lacks(i, self.s.tasks[t].fn) for i in idle)]
             allowed = 0 if any(self.s.tasks[t].state == RUNNING for t in self.s.holds(w)) else 1
             assert len(unstarted) <= allowed, (w, unstarted, idle)
+
+    @invariant()
+    def an_idle_worker_that_can_run_a_queued_task_is_not_left_waiting(self) -> None:
+        for w in self.parked:
+            if w not in self.epoch or self.s.holds(w) or self.local[w]:
+                continue
+            runnable = [t for t in self.s.tasks.values()
+                        if t.state == QUEUED and not self.s.lacks(w, t.fn)]
+            assert not runnable, (w, runnable[:3])
 
     @invariant()
     def retries_respect_their_policy(self) -> None:

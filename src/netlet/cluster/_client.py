@@ -22,7 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
+from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
@@ -60,6 +62,14 @@ class _ResultSink:
         for tid in tids:
             self._cluster._claim(tid)
 
+    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        """What our tasks printed on ``worker``: ``[[task id, stream, text], ...]``."""
+        self._cluster._on_output(worker, lines)
+
+    def print_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        """The same, called by a head on this very node."""
+        self._cluster._on_output(worker, lines)
+
     def claim(self, tid: str) -> bool:
         """Called by a head on this very node, on its loop, once a worker started a task."""
         return self._cluster._claim(tid)
@@ -79,11 +89,27 @@ class Cluster:
     or ``key_file``, ``$NETLET_KEY_FILE`` names the key file, and without it a head
     of this user on this machine is reached with its per-user key
     (``netlet.transport.find_user_key``).
+
+    ``working_dir`` and ``py_modules`` ship your code to the workers (see
+    :mod:`netlet.cluster._code`): packaged now, so make a new ``Cluster`` to
+    ship an edit. ``log_to_driver`` streams what tasks print to this process's
+    stdout and stderr, each line behind ``log_prefix`` (``{worker}``,
+    ``{host}``, ``{pid}`` and ``{node}`` are filled in).
     """
 
     def __init__(self, address: str | None = None, *, node: Node | None = None,
                  key: bytes | None = None, key_file: str | None = None,
-                 allow_pickle: bool = False, max_retries: int = 3) -> None:
+                 allow_pickle: bool = False, max_retries: int = 3,
+                 working_dir: str | os.PathLike[str] | None = None,
+                 py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
+                 max_code_bytes: int = MAX_PACKAGE, log_to_driver: bool = False,
+                 log_prefix: str = "({worker}) ") -> None:
+        self._packages: list[Package] = build_packages(working_dir, py_modules, excludes,
+                                                       max_code_bytes)
+        self._code_suffix = ("@" + ",".join(p.ref for p in self._packages)
+                             if self._packages else "")
+        self._log_to_driver = log_to_driver
+        self._log_prefix = log_prefix
         self._own_node = node is None
         address = env_head(address)
         if address is None:
@@ -117,7 +143,16 @@ class Cluster:
         self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
         self._head_node = self._head._link.peer.node if self._head._link is not None else ""
         self._codec.allow_pickle = self._pickle and self._head_agreed_pickle()
+        try:
+            self._upload_code()
+        except BaseException:
+            self.close()
+            raise
         self.node.on_peer_change(self._peer_changed)
+
+    def _upload_code(self) -> None:
+        """Send the head the packages it lacks (each once per hash, in chunks)."""
+        upload_packages(self.node, self._head, self._packages)
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -131,6 +166,7 @@ class Cluster:
         """``fn`` as it is now (no stale copy, no reference kept); a pickled one only
         when the head agreed to pickle, which it would otherwise refuse."""
         fn_id, payload = self._fns.ref(fn)
+        fn_id += self._code_suffix  # which version of the shipped code it runs with
         if payload is not None and not self._head_agreed_pickle():
             raise ConfigError(
                 f"{fn_id} must travel pickled, but the head at {self.address} did not "
@@ -147,6 +183,8 @@ class Cluster:
         if self._closed:
             raise RuntimeError("cannot schedule new tasks after the cluster was closed")
         tid = f"{self._prefix}{next(self._ids)}"
+        if self._log_to_driver:
+            call = [*call, {"out": 1}]  # the worker sends what the task prints
         body = self._codec.encode_value(call)
         fut = _TaskFuture(tid)
         spec = [tid, fn_id, body, retries]
@@ -264,6 +302,15 @@ class Cluster:
         except RuntimeError:  # finished meanwhile (a late duplicate): nothing to run
             return False
 
+    def _on_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        if not self._log_to_driver or not isinstance(worker, dict) or not isinstance(lines,
+                                                                                    list):
+            return
+        ours = [ln for ln in lines if isinstance(ln, list) and len(ln) == 3
+                and isinstance(ln[2], str) and ln[0] in self._futures]
+        if ours:
+            write_output(self._log_prefix, worker, ours)
+
     def _on_results(self, batch: list[list[Any]]) -> None:
         for tid, ok, body, error in batch:
             with self._lock:
@@ -345,6 +392,7 @@ class Cluster:
             while not self._closed:
                 try:
                     self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
+                    self._upload_code()  # a restarted head has none of it
                     with self._lock:
                         pending = list(self._specs)
                     unknown = set(self._head.resume(self.node.id, self._sink, pending))

@@ -60,7 +60,8 @@ class EmbeddedCluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "netlet.cluster", "--join", self.address,
              "--key-stdin", "--pickle", "--embedded", "--credit", str(credit),
-             "--listen", f"unix://{self._dir}/worker-{slot}-{time.monotonic_ns()}.sock"],
+             "--listen", f"unix://{self._dir}/worker-{slot}-{time.monotonic_ns()}.sock",
+             "--code-dir", self._dir],  # shipped code goes when the directory does
             stdin=subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(self.key.hex().encode() + b"\n")

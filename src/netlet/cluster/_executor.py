@@ -58,11 +58,19 @@ class Executor(concurrent.futures.Executor):
     A task whose worker dies runs again elsewhere, up to ``max_retries``
     times, then fails with ``netlet.WorkerLost`` (where ProcessPoolExecutor
     raises ``BrokenProcessPool`` and breaks the pool).
+
+    ``working_dir``, ``py_modules`` and ``excludes`` ship your code to the
+    workers (a keyed cluster only; the embedded one always is).
+    ``log_to_driver`` sends what tasks print back to this process (default:
+    on when embedded, unprefixed like a process pool's children; off for a
+    remote cluster, where lines carry ``log_prefix``, ``"({worker}) "``).
     """
 
     def __init__(self, address: str | int | None = None, max_workers: int | None = None, *,
                  key_file: str | None = None, allow_pickle: bool = False,
-                 max_retries: int = 3) -> None:
+                 max_retries: int = 3, working_dir: str | os.PathLike[str] | None = None,
+                 py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
+                 log_to_driver: bool | None = None, log_prefix: str | None = None) -> None:
         if isinstance(address, int):
             if max_workers is not None:
                 raise TypeError("Executor(N) is max_workers=N; give the address as a string")
@@ -78,15 +86,21 @@ class Executor(concurrent.futures.Executor):
         if address is None:
             self._embedded = EmbeddedCluster(max_workers or os.cpu_count() or 1)
             try:
-                self._cluster = Cluster(self._embedded.address, node=self._embedded.node,
-                                        max_retries=max_retries)
+                self._cluster = Cluster(
+                    self._embedded.address, node=self._embedded.node, max_retries=max_retries,
+                    working_dir=working_dir, py_modules=py_modules, excludes=excludes,
+                    log_to_driver=True if log_to_driver is None else log_to_driver,
+                    log_prefix="" if log_prefix is None else log_prefix)
                 self._wait_for_workers(len(self._embedded.procs))
             except BaseException:
                 self._embedded.close()
                 raise
         else:
-            self._cluster = Cluster(address, key_file=key_file, allow_pickle=allow_pickle,
-                                    max_retries=max_retries)
+            self._cluster = Cluster(
+                address, key_file=key_file, allow_pickle=allow_pickle, max_retries=max_retries,
+                working_dir=working_dir, py_modules=py_modules, excludes=excludes,
+                log_to_driver=bool(log_to_driver),
+                log_prefix="({worker}) " if log_prefix is None else log_prefix)
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         self._finisher: threading.Thread | None = None

@@ -18,9 +18,14 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from netlet.cluster._code import split_code
 from netlet.errors import ConfigError
 
-__all__ = ["FunctionCache", "function_ref", "resolve_path", "run_chunk"]
+__all__ = ["CannotImport", "FunctionCache", "function_ref", "resolve_path", "run_chunk"]
+
+
+class CannotImport(ConfigError):
+    """This process cannot import a task's function (another worker may)."""
 
 
 def resolve_path(path: str) -> Any:
@@ -35,7 +40,7 @@ def resolve_path(path: str) -> Any:
         for part in qualname.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot import {path!r}: {e}") from None
+        raise CannotImport(f"cannot import {path!r}: {e}") from None
     return obj
 
 
@@ -81,6 +86,9 @@ PickleRefusal = Callable[[], "str | None"]
 class FunctionCache:
     """A worker's resolved functions, by id (imports and unpickles happen once).
 
+    An id with shipped code (``@<packages>``) names that version of the function:
+    resolve it inside ``CodeCache.active`` of those packages.
+
     ``pickle_refusal`` is asked before every unpickling; without it nothing is
     ever unpickled.
     """
@@ -104,9 +112,12 @@ class FunctionCache:
             payload = self._payloads.get(fn_id)
             if payload is None:
                 raise ConfigError(f"function {fn_id} was not sent along with its task")
-            fn = pickle.loads(payload)
+            try:
+                fn = pickle.loads(payload)
+            except (ImportError, AttributeError) as e:  # it refers to a module we lack
+                raise CannotImport(f"cannot load function {fn_id}: {e}") from None
         else:
-            fn = resolve_path(fn_id)
+            fn = resolve_path(split_code(fn_id)[0])  # "mod:fn@<packages>": in their context
         if not callable(fn):
             raise ConfigError(f"{fn_id} is not callable")
         self._fns[fn_id] = fn

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from netlet.cluster._code import CodeStore
+from netlet.cluster._head_code import HeadCodeMixin
 from netlet.cluster._head_tasks import (
     HeadConfig,
     Member,
@@ -65,7 +67,7 @@ class ActorSpec:
 
 
 @expose(concurrent=True)
-class Head(TaskDesk):
+class Head(TaskDesk, HeadCodeMixin):
     """The cluster's head; served as ``"netlet.head"``."""
 
     def __init__(self, node: Node, config: HeadConfig | None = None,
@@ -91,6 +93,7 @@ class Head(TaskDesk):
         self._names: dict[str, tuple[RemoteRef, str]] = {}
         self._actors: dict[str, ActorSpec] = {}
         self._subscribers: dict[str, Any] = {}
+        self._code = CodeStore(self.config.code_max_package, self.config.code_max_total)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self.started = time.time()

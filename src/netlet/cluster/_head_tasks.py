@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
 from netlet.cluster._scheduler import (
     Action,
     Deliver,
@@ -60,6 +61,10 @@ class HeadConfig:
     it restored, then drops their tasks."""
     result_budget: int = 256 * 1024 * 1024
     """Bytes of results waiting for clients beyond which no task is handed out."""
+    code_max_package: int = MAX_PACKAGE
+    """Largest code package a client may upload (``working_dir=``, ``py_modules=``)."""
+    code_max_total: int = MAX_TOTAL
+    """What all code packages together may hold at the head."""
 
 
 @dataclass(slots=True)
@@ -84,6 +89,13 @@ def _as_itself(node: str) -> None:
             "pass your own node id (a connection claiming an id another one owns has none)")
 
 
+def _log_failed(fn: str, tid: str, member: Member | None, error: str) -> None:
+    """One line per failed task: id, function, worker, error type."""
+    who = f"{member.info.get('name', '')} ({member.node[:8]})" if member is not None else "-"
+    log.warning("task %s failed: function %s, worker %s, %s", tid[:40], fn[:200], who,
+                error[:100])
+
+
 @expose(concurrent=True)
 class TaskDesk:
     """Tasks in, results out; the state lives on ``Head`` (set in its ``__init__``)."""
@@ -104,6 +116,7 @@ class TaskDesk:
     _paused: bool
     _jobs: set[asyncio.Task[None]]
     _pulls: dict[str, asyncio.Future[Handout]]
+    _code: CodeStore
 
     async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
                      functions: dict[str, bytes]) -> int:
@@ -214,7 +227,7 @@ class TaskDesk:
 
     async def report(self, worker: str, epoch: int, results: list[list[Any]],
                      started: list[str] | None = None) -> None:
-        """Tasks ``started`` and results ``[id, ok, body, lease]`` from a worker.
+        """Tasks ``started`` and results ``[id, ok, body, lease(, error type)]``.
 
         Only the holder of a task's current lease completes it; anything else (a
         late result from an expired lease, a duplicate, a forgery) is refused,
@@ -223,9 +236,10 @@ class TaskDesk:
         """
         _as_itself(worker)
         if not isinstance(results, list) or not all(
-                isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+                isinstance(r, list) and len(r) in (4, 5) and isinstance(r[0], str)
                 and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
-            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str], ...]")
+            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str"
+                              "(, error type: str)], ...]")
         if started is not None and not (isinstance(started, list)
                                         and all(isinstance(t, str) for t in started)):
             raise ConfigError("started is a list of task ids")
@@ -238,13 +252,20 @@ class TaskDesk:
             actions = self._sched.started(worker, int(epoch), started) if started else []
             if results:
                 actions += self._sched.results(
-                    worker, int(epoch), [(t, bool(ok), b, ls) for t, ok, b, ls in results])
+                    worker, int(epoch), [(r[0], bool(r[1]), r[2], r[3]) for r in results])
         except StaleEpoch as e:
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
         _, done1, failed1 = self._sched.worker_load(worker)
         member.done += done1 - done0
         member.failed += failed1 - failed0
+        if failed1 != failed0:
+            types = {r[0]: str(r[4]) if len(r) == 5 else "?" for r in results if not r[1]}
+            for a in actions:
+                if isinstance(a, Deliver) and not a.result[1] and a.result[0] in types:
+                    task = self._sched.tasks.get(a.result[0])
+                    _log_failed(task.fn if task else "?", a.result[0], member,
+                                types[a.result[0]])
         self._act(actions)
 
     def _act(self, actions: list[Action]) -> None:
@@ -256,6 +277,11 @@ class TaskDesk:
                     fut.set_result(action)
             elif isinstance(action, Deliver):
                 result = list(action.result)
+                tid, error = action.result[0], action.result[3]
+                if error is not None:  # the head's own verdict: WorkerLost, ConfigError
+                    task = self._sched.tasks.get(tid)
+                    _log_failed(task.fn if task else "?", tid, None,
+                                f"{type(error).__name__}: {str(error)[:60]}")
                 if self._store is not None:
                     self._store.finish(action.result[0], result)
                 self._outbox.setdefault(action.client, []).append(result)
@@ -368,6 +394,7 @@ class TaskDesk:
             self._schedule_flush()
 
     def _forget_client(self, client: str) -> None:
+        self._code.forget_client(client)
         self._members.pop(client, None)
         self._clients.pop(client, None)
         dropped = self._outbox.pop(client, [])

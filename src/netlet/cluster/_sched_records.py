@@ -56,6 +56,12 @@ class WorkerSlot:
     seq: int = 0
     done: int = 0
     failed: int = 0
+    lacks: dict[str, str] = field(default_factory=dict)
+    """Functions it cannot import (never offered again), and its message why."""
+    blocked: bool = False
+    """Its last take found queued tasks, but only of functions it lacks..."""
+    blocked_at: int = 0
+    """...when the queue had seen this many pushes (more since: look again)."""
 
 
 # -- actions --------------------------------------------------------------------------

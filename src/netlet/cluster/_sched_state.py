@@ -47,6 +47,10 @@ class SchedulerState:
         self._epochs = 0
         self._handouts = 0
         self._paused = False
+        self._lacked: dict[str, int] = {}
+        """Functions some worker cannot import: how many workers lack each."""
+        self._pushes = 0
+        """Tasks ever queued (a worker that lacked all of them looks again after more)."""
         self.refused_results = 0
         """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.stale_requests = 0
@@ -96,6 +100,7 @@ class SchedulerState:
         self._by_client.setdefault(task.client, set()).add(task.id)
 
     def _enqueue(self, task: Task, front: bool) -> None:
+        self._pushes += 1
         self._queue.push(task, front)
 
     def _pop(self) -> Task | None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
+from netlet.cluster._sched_lacks import SchedulerLacks
 from netlet.cluster._sched_records import (
     ASSIGNED,
     DONE,
@@ -56,7 +57,6 @@ from netlet.cluster._sched_records import (
     WorkerSlot,
     batches,
 )
-from netlet.cluster._sched_state import SchedulerState
 from netlet.errors import WorkerLost
 
 __all__ = [
@@ -65,7 +65,7 @@ __all__ = [
     "batches",
 ]
 
-class Scheduler(SchedulerState):
+class Scheduler(SchedulerLacks):
     """Tasks and the workers that pull them; every method is one event.
 
     ``token()`` makes lease tokens (random by default; a test may pass a
@@ -113,6 +113,8 @@ class Scheduler(SchedulerState):
             self._requeue_detached(self.tasks[tid], tid == suspect, out)
         for tid in w.running:
             self._requeue_detached(self.tasks[tid], True, out)
+        if self._lacked:  # those left may all lack a function now
+            self._forget_lacks(w, out)
         self._feed(out)
         return out
 
@@ -122,6 +124,7 @@ class Scheduler(SchedulerState):
                now: float) -> tuple[list[Task], list[Action]]:
         """Queue tasks ``(id, fn, body, retries)``; returns the new ones (not resubmissions)."""
         new: list[Task] = []
+        out: list[Action] = []
         for tid, fn, body, retries in specs:
             if tid in self.tasks:
                 continue  # a resubmission after a reconnect: already queued or done
@@ -130,9 +133,9 @@ class Scheduler(SchedulerState):
                 continue  # its cancel overtook its submit
             task = Task(tid, client, fn, body, int(retries))
             self._add(task)
-            self._enqueue(task, front=False)
             new.append(task)
-        out: list[Action] = []
+            if not self._fail_new(task, out):  # no live worker can import its function
+                self._enqueue(task, front=False)
         self._feed(out)
         return new, out
 
@@ -177,7 +180,7 @@ class Scheduler(SchedulerState):
             out.append(self._handout(w, batch))
             return out
         w.parked, w.parked_at = want, now
-        if len(self._queue):
+        if len(self._queue) and not w.blocked:
             self._full[node] = None  # it holds its share: more once it starts one
         else:
             self._parked[node] = None
@@ -214,31 +217,38 @@ class Scheduler(SchedulerState):
         if not w.assigned and not w.running:
             room = max(room, 1)
         batch: list[Task] = []
-        token = self._token()  # one random draw per hand-out; each task's lease unique
-        while len(batch) < room:
-            task = self._pop()
-            if task is None:
-                break
-            task.state, task.worker, task.lease = ASSIGNED, w.node, f"{token}.{len(batch)}"
-            w.assigned[task.id] = None
-            self._unstarted += 1
-            batch.append(task)
+        # One random draw per hand-out; each task's lease unique.
+        batch = self._take_tasks(w, room, self._token())
         if batch:
             self._mark(w)
         return batch
 
     def _feed(self, out: list[Action]) -> None:
-        """Hand queued work to parked workers, oldest first, one at a time."""
+        """Hand queued work to parked workers, oldest first, one at a time.
+
+        A worker that lacks the function of every queued task lets the wake-up
+        pass to the next one (it stays parked, looked at again only once more
+        tasks were queued).
+        """
+        blocked: list[str] = []
         while len(self._queue) and self._parked:
             node = next(iter(self._parked))
             del self._parked[node]
             w = self._workers[node]
+            if w.blocked and w.blocked_at == self._pushes:
+                blocked.append(node)
+                continue
             batch = self._take(w, w.parked)
             if not batch:
-                self._full[node] = None
+                if w.blocked:
+                    blocked.append(node)
+                else:
+                    self._full[node] = None
                 continue
             w.parked = 0
             out.append(self._handout(w, batch))
+        if blocked:
+            self._parked = {**dict.fromkeys(blocked), **self._parked}
         if self._parked and not len(self._queue):
             self._rebalance(out)
 
@@ -250,12 +260,16 @@ class Scheduler(SchedulerState):
         """
         if not self._parked or len(self._queue):
             return
+        # Only tasks a parked worker can run (while some lack functions).
+        lacking = [self._workers[n].lacks for n in self._parked] if self._lacked else []
+        able = not lacking or not all(lacking)
         for node in list(self._surplus):
             if node in self._parked or node in self._full:
                 continue
             w = self._workers[node]
             keep = 0 if w.running else 1
-            extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming]
+            extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming
+                     and (able or any(self.tasks[t].fn not in lk for lk in lacking))]
             del self._surplus[node]
             if extra:
                 w.reclaiming.update(extra)

@@ -31,7 +31,10 @@ import time
 import uuid
 from typing import Any
 
-from netlet.cluster._functions import FunctionCache, run_chunk
+from netlet.cluster._code import CodeCache, split_code
+from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
+from netlet.cluster._output import Capture
+from netlet.cluster._worker_exit import _exit_with_parent, _watch_parent
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
@@ -40,6 +43,7 @@ from netlet.errors import (
     HandshakeError,
     NetletConnectionError,
     NetletError,
+    NodeClosed,
 )
 from netlet.node import Node, expose
 from netlet.transport import find_user_key
@@ -56,17 +60,19 @@ class WorkerControl:
     """What the head may ask of a worker: host an object (``cluster.spawn``)."""
 
     def __init__(self, node: Node, functions: FunctionCache, codec: Codec,
-                 worker: Worker | None = None) -> None:
+                 code: CodeCache, worker: Worker | None = None) -> None:
         self._node = node
         self._functions = functions
         self._codec = codec
+        self._code = code
         self._worker = worker
 
     def create(self, cls: str, body: bytes, name: str, functions: dict[str, bytes]) -> RemoteRef:
         self._functions.add_payloads(functions)
-        factory = self._functions.get(cls)
-        args, kwargs = self._codec.decode_value(body)
-        obj = factory(*args, **(kwargs or {}))
+        with self._code.active(split_code(cls.removeprefix("chunk:"))[1]):
+            factory = self._functions.get(cls)
+            args, kwargs = self._codec.decode_value(body)[:2]
+            obj = factory(*args, **(kwargs or {}))
         return self._node.serve(obj, name)
 
     def drop(self, name: str) -> None:
@@ -96,7 +102,8 @@ class KeyRefused(SystemExit):
 class WorkerOptions:
     def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
                  credit: int | str = 1, listen: str | None = None,
-                 exit_with_head: bool = False, name: str | None = None) -> None:
+                 exit_with_head: bool = False, name: str | None = None,
+                 code_dir: str | None = None) -> None:
         if credit != "auto" and (not isinstance(credit, int) or credit < 0):
             raise ConfigError("credit is a non-negative int or 'auto'")
         self.head = head
@@ -106,6 +113,8 @@ class WorkerOptions:
         self.listen = listen
         self.exit_with_head = exit_with_head
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.code_dir = code_dir
+        """Where shipped code is extracted (in a private directory made there)."""
 
 
 def _listen_address(head: str) -> str:
@@ -153,7 +162,9 @@ class Worker(WorkerTraffic):
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
-        self.control = WorkerControl(self.node, self.functions, self.codec, self)
+        self.code = CodeCache(self._fetch_code, self._code_size, parent=opts.code_dir)
+        self._capture = Capture()
+        self.control = WorkerControl(self.node, self.functions, self.codec, self.code, self)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)
         self.stop = threading.Event()
@@ -228,6 +239,27 @@ class Worker(WorkerTraffic):
             return "the head did not agree to pickle (start it with --allow-pickle)"
         return None
 
+    def _code_link_ok(self) -> None:
+        link = self.node._known_link(self.head._ref)
+        if link is None or not link.peer.authenticated:
+            raise ConfigError("refusing shipped code: the connection to the head is not "
+                              "authenticated with the cluster key")
+
+    def _code_size(self, digest: str) -> int:
+        self._code_link_ok()
+        return int(self.head.with_options(timeout=30).code_size(self.node.id, digest))
+
+    def _fetch_code(self, digest: str, offset: int, length: int) -> bytes:
+        self._code_link_ok()
+        data = self.head.with_options(timeout=60).code_get(self.node.id, digest, offset, length)
+        if not isinstance(data, bytes):
+            raise ConfigError("the head sent code that is not bytes")
+        return data
+
+    def _whoami(self) -> str:
+        return (f"worker {self.opts.name} (host {socket.gethostname()}, pid {os.getpid()}, "
+                f"node {self.node.id[:8]})")
+
     def _want(self) -> int:
         """How many tasks to hold: the one running plus the credit."""
         credit = self.opts.credit
@@ -268,6 +300,15 @@ class Worker(WorkerTraffic):
                 now = time.monotonic()
                 with self._lock:
                     self._running = None
+                    if result is None:  # not importable here: handed back to the head
+                        self._held.discard(tid)
+                        self._starting.pop(tid, None)
+                        send = not self._local and not self._pulling
+                if result is None:
+                    if send:
+                        self._flush()
+                    continue
+                with self._lock:
                     if not self._outbox:
                         held_since = now
                     self._outbox.append(result)
@@ -286,32 +327,73 @@ class Worker(WorkerTraffic):
         if self.exit_reason:
             raise SystemExit(self.exit_reason)
 
-    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any]:
-        """Run one task; its result carries the lease it was handed out with."""
+    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> list[Any] | None:
+        """Run one task; its result carries the lease it was handed out with.
+
+        None when this worker cannot import the task's function: the head is
+        told (``unrunnable``) and gives the task to a worker that can.
+        """
+        chunked = fn_id.startswith("chunk:")
+        _, refs = split_code(fn_id[6:] if chunked else fn_id)
+        try:
+            if not refs and not self.code.current:
+                return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
+            with self.code.active(refs):
+                return self._run_here(tid, fn_id[6:] if chunked else fn_id, chunked, body, lease)
+        except CannotImport as e:
+            fix = ("the code shipped with it does not provide it: is the module inside "
+                   "working_dir (and not excluded), or listed in py_modules?" if refs else
+                   "ship your code with the client (Executor(..., working_dir='.') or "
+                   "py_modules=[module]) or install the module on this worker")
+            why = f"{self._whoami()}: {e}; {fix}"
+            try:
+                self.head.unrunnable.oneway(self.node.id, tid, lease, why)
+            except (NetletError, OSError) as err:
+                log.warning("could not hand back %s (%s); the head will rerun it", tid, err)
+            return None
+        except (NetletConnectionError, NodeClosed, OSError) as e:
+            # Fetching its code lost the head: the head reruns what this link held.
+            log.warning("lost the head while fetching the code of %s (%s)", tid, e)
+            return None
+        except NetletError as e:  # the task's code could not be fetched: that task fails
+            self.failed += 1
+            return [tid, False, self.codec.encode_value(
+                ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError"]
+
+    def _run_here(self, tid: str, fn_id: str, chunked: bool, body: bytes,
+                  lease: str) -> list[Any]:
         t0 = time.perf_counter()
         try:
-            args, kwargs = self.codec.decode_value(body)
-            if fn_id.startswith("chunk:"):
-                value = run_chunk(self.functions.get(fn_id[6:]), args)
-            else:
-                value = self.functions.get(fn_id)(*args, **(kwargs or {}))
+            fn = self.functions.get(fn_id)  # CannotImport: not a failure of the task
+            args, kwargs, *opts = self.codec.decode_value(body)
+            if not (opts and isinstance(opts[0], dict) and opts[0].get("out")):
+                value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
+            else:  # what it prints goes to its client
+                self._capture.start(lambda lines: self.head.task_output.oneway(
+                    self.node.id, [[tid, lease, s, t] for s, t in lines]))
+                try:
+                    value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
+                finally:
+                    self._capture.stop()
             ok = True
+        except CannotImport:
+            raise
         except BaseException as e:  # the task's own failure goes back to its caller
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            value, ok = e, False  # type: ignore[assignment]
+            value, ok = e, False
         took = time.perf_counter() - t0
         self._task_time = took if self._task_time is None else 0.8 * self._task_time + 0.2 * took
         try:
             out = self.codec.encode_value(value)
         except (EncodeError, RecursionError) as e:
-            ok, out = False, self.codec.encode_value(
-                EncodeError(f"the result of task {tid} cannot be sent: {e}"))
+            value = EncodeError(f"the result of task {tid} cannot be sent: {e}")
+            ok, out = False, self.codec.encode_value(value)
         if ok:
             self.done += 1
-        else:
-            self.failed += 1
-        return [tid, ok, out, lease]
+            return [tid, ok, out, lease]
+        self.failed += 1
+        return [tid, ok, out, lease, type(value).__name__]
 
     def close(self) -> None:
         self.stop.set()
@@ -322,60 +404,30 @@ class Worker(WorkerTraffic):
         except (NetletError, OSError):
             pass
         self.node.close()
+        self.code.close()
 
 
 def run_worker(opts: WorkerOptions) -> None:
-    worker = Worker(opts)
+    global _current
+    worker = _current = Worker(opts)
     try:
         worker.run()
     finally:
         worker.close()
 
 
-def _watch_parent() -> None:
-    """Embedded workers exit when their parent goes away (stdin reaches EOF).
-
-    Ctrl-C in a terminal reaches the whole process group: an embedded worker
-    leaves it to its parent, which decides when the workers stop.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        # The raw descriptor, not sys.stdin: a daemon thread blocked inside a
-        # buffered reader aborts the interpreter at exit.
-        try:
-            while os.read(0, 1024):
-                pass
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
+_current: Worker | None = None
 
 
-def _exit_with_parent() -> None:
-    """Exit when the process that started us (``netlet worker``) dies, even by SIGKILL.
-
-    On Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``); everywhere a
-    thread also polls the parent pid, which changes when we are reparented.
-    """
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="netlet-parent-watch", daemon=True).start()
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (what ``netlet worker`` sends its workers) leaves by the front door:
+    the head is told, and the shipped code's directory is removed. A running task
+    is interrupted; otherwise the loop stops at once (an exception raised inside
+    netlet's own calls could be taken for a lost head)."""
+    worker = _current
+    if worker is None or worker._running is not None:
+        raise SystemExit(0)
+    worker._fatal(SystemExit(0))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,17 +439,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--listen")
     p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
     p.add_argument("--with-parent", action="store_true", help="exit when the parent dies")
+    p.add_argument("--code-dir", help="extract shipped code under this directory")
     a = p.parse_args(argv)
     if a.with_parent:
         _exit_with_parent()
     key = bytes.fromhex(sys.stdin.readline().strip()) if a.key_stdin else None
     if a.embedded:
         _watch_parent()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     credit: int | str = a.credit if a.credit == "auto" else int(a.credit)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(message)s")
     try:
         run_worker(WorkerOptions(a.join, key=key, allow_pickle=a.pickle, credit=credit,
-                                 listen=a.listen, exit_with_head=a.embedded))
+                                 listen=a.listen, exit_with_head=a.embedded,
+                                 code_dir=a.code_dir))
     except KeyboardInterrupt:
         pass
     except KeyRefused as e:

@@ -26,6 +26,7 @@ from netlet.errors import (
     CallTimeout,
     ConfigError,
     ConnectionLost,
+    NetletError,
     NodeClosed,
 )
 from netlet.node._actor import Actor
@@ -660,7 +661,11 @@ class Node:
         if link is None and threading.get_ident() == self._loop_thread_id:
             # On the loop: connect in a task rather than block the loop we need.
             async def send_later() -> None:
-                lk = await self._link_to(proxy._ref)
+                try:
+                    lk = await self._link_to(proxy._ref)
+                except (NetletError, OSError) as e:  # a oneway has nobody to tell
+                    log.info("oneway %s not sent: %s", method, e)
+                    return
                 lk.start_call(None, proxy._ref.name, method, args, kwargs)
 
             task = self._get_loop().create_task(send_later())
