@@ -18,10 +18,10 @@ import logging
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._output import write_output
@@ -351,21 +351,21 @@ class Cluster:
                                     [[list(a) for a in items[i:i + chunksize]], None],
                                     self.max_retries)
                        for i in range(0, len(items), chunksize)]
-        return self._results(futures, timeout, chunksize > 1)
+        return self._results(self.node.config.clock, futures, timeout, chunksize > 1)
 
     @staticmethod
-    def _results(futures: list[concurrent.futures.Future[Any]], timeout: float | None,
-                 chunked: bool) -> Iterator[Any]:
+    def _results(clock: Clock, futures: list[concurrent.futures.Future[Any]],
+                 timeout: float | None, chunked: bool) -> Iterator[Any]:
         """Yield results in order, holding none of them (nor a chunk's) while paused."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else clock.monotonic() + timeout
         try:
             futures.reverse()
             while futures:
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else max(0.0, deadline - clock.monotonic())
                 if not chunked:
-                    yield futures.pop().result(left)
+                    yield wait_future(clock, futures.pop(), left)
                     continue
-                chunk = futures.pop().result(left)
+                chunk = wait_future(clock, futures.pop(), left)
                 chunk.reverse()
                 while chunk:
                     yield chunk.pop()
@@ -387,7 +387,7 @@ class Cluster:
                          daemon=True).start()
 
     def _reconnect(self) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         try:
             while not self._closed:
                 try:
@@ -407,9 +407,9 @@ class Cluster:
                         log.info("resubmitted %d task(s) the head did not know", len(again))
                     return
                 except (NetletError, OSError) as e:
+                    delay = backoff.next()
                     log.info("head %s unreachable (%s); retrying in %.1f s", self.address, e, delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    sleep_blocking(self.node.config.clock, delay)
         finally:
             self._reconnecting = False
 

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 
+from netlet.clock import Backoff
 from netlet.cluster._head import Head, HeadConfig
 from netlet.node import Node
 from netlet.transport import generate_key
@@ -75,20 +76,25 @@ class EmbeddedCluster:
         task that kills its worker every time ends as WorkerLost, not a crash loop;
         a worker that dies at once again and again is restarted ever more slowly.
         """
-        backoff = 0.0
+        clock = self.node.config.clock
+        backoff = Backoff(0.1, 5.0)
         while True:
             proc = self.procs[slot]
-            started = time.monotonic()
+            started = clock.monotonic()
             code = proc.wait()
             if self._closing.is_set():
                 return
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-            backoff = min(max(backoff * 2, 0.1), 5.0) if time.monotonic() - started < 2 else 0.0
+            if clock.monotonic() - started < 2:
+                delay = backoff.next()
+            else:
+                delay = 0.0
+                backoff.reset()
             log.warning("embedded worker %d (pid %d) exited with %s; starting another%s",
-                        slot, proc.pid, code, f" in {backoff:.1f} s" if backoff else "")
-            if self._closing.wait(backoff):
+                        slot, proc.pid, code, f" in {delay:.1f} s" if delay else "")
+            if clock.wait(self._closing.wait, delay):
                 return
             with self._lock:
                 if self._closing.is_set():

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +72,7 @@ class Head(TaskDesk, HeadCodeMixin):
     def __init__(self, node: Node, config: HeadConfig | None = None,
                  store: HeadStore | None = None) -> None:
         self._node = node
+        self._clock = node.config.clock
         self.config = config or HeadConfig()
         self._store = store
         self._sched = Scheduler()
@@ -96,7 +96,7 @@ class Head(TaskDesk, HeadCodeMixin):
         self._code = CodeStore(self.config.code_max_package, self.config.code_max_total)
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
-        self.started = time.time()
+        self.started = self._clock.time()
         self._restored: tuple[float, set[str], set[str]] | None = None
         """After a restore: when, the name owners and the clients that must come back."""
         node.on_peer_change(self._peer_changed)
@@ -141,7 +141,7 @@ class Head(TaskDesk, HeadCodeMixin):
             self._names[name] = (ref, node)
         for name, cls, body, restart, functions, worker in store.actors():
             self._actors[name] = ActorSpec(name, cls, body, restart, functions, worker)
-        self._restored = (time.monotonic(), {o for _, o in self._names.values()},
+        self._restored = (self._clock.monotonic(), {o for _, o in self._names.values()},
                           {t.client for t in self._tasks.values()})
         log.info("head restored %d tasks, %d names and %d actors from %s",
                  len(self._tasks), len(self._names), len(self._actors), store.path)
@@ -181,14 +181,15 @@ class Head(TaskDesk, HeadCodeMixin):
         if role not in ("worker", "client"):
             raise ConfigError(f"unknown role {role!r}")
         old = self._members.get(node)
-        member = Member(node, role, dict(info), control)
+        member = Member(node, role, dict(info), control, since=self._clock.time(),
+                        last_seen=self._clock.monotonic())
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
         self._members[node] = member
         reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
                  "dead_after": self.config.dead_after}
         if role == "worker":
-            reply["epoch"], actions = self._sched.join(node, time.monotonic())
+            reply["epoch"], actions = self._sched.join(node, self._clock.monotonic())
             self._act(actions)
         self._event("join", member)
         if role == "worker":
@@ -205,7 +206,7 @@ class Head(TaskDesk, HeadCodeMixin):
         member = self._members.get(node)
         if member is None or not member.alive:
             return False  # unknown here (head restarted, or declared dead): rejoin
-        member.last_seen = time.monotonic()
+        member.last_seen = self._clock.monotonic()
         if stats:
             member.info.update(stats)
         if member.role == "worker" and epoch is not None and holding is not None:
@@ -233,14 +234,14 @@ class Head(TaskDesk, HeadCodeMixin):
         if member is None:
             return
         if connected:
-            member.last_seen = time.monotonic()
+            member.last_seen = self._clock.monotonic()
         elif member.alive:
             self._member_died(member, "connection lost")
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(min(self.config.heartbeat, self.config.pull_wait / 2))
-            now = time.monotonic()
+            await self._clock.sleep(min(self.config.heartbeat, self.config.pull_wait / 2))
+            now = self._clock.monotonic()
             self._act(self._sched.expire(now, self.config.pull_wait))
             for member in list(self._members.values()):
                 # Workers heartbeat; a client is judged by its connection (or its leave).
@@ -380,7 +381,7 @@ class Head(TaskDesk, HeadCodeMixin):
     # -- status -----------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         # A dead worker is gone for good (a restarted one joins with a new id): not shown.
         nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
                   "address": m.info.get("address", ""), "host": m.info.get("host", ""),

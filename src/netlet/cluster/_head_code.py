@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from typing import Any
 
+from netlet.clock import Clock
 from netlet.cluster._code import CodeStore
 from netlet.cluster._head_tasks import Member, _as_itself
 from netlet.cluster._scheduler import ASSIGNED, RUNNING, Action, Scheduler, Task
@@ -27,6 +27,7 @@ class HeadCodeMixin:
     """Code packages (``code_*``), ``task_output`` and ``unrunnable``, for the head."""
 
     _node: Node
+    _clock: Clock
     _sched: Scheduler
     _members: dict[str, Member]
     _clients: dict[str, Any]
@@ -58,7 +59,7 @@ class HeadCodeMixin:
             log.warning("worker %s (%s) cannot import %s; other workers get it: %s",
                         member.info.get("name", ""), worker[:8], task.fn[:200],
                         str(message)[:300])
-        self._act(self._sched.unrunnable(worker, tid, lease, str(message), time.monotonic()))
+        self._act(self._sched.unrunnable(worker, tid, lease, str(message), self._clock.monotonic()))
 
     async def task_output(self, worker: str, entries: list[list[Any]]) -> None:
         """What tasks printed, ``[[id, lease, stream (1 or 2), text]]``: to their clients.

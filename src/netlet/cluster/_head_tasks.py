@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from netlet.clock import Clock
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
 from netlet.cluster._scheduler import (
     Action,
@@ -73,8 +73,10 @@ class Member:
     role: str
     info: dict[str, Any]
     control: Proxy | None = None
-    since: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.monotonic)
+    since: float = 0.0
+    """Wall time it joined (the head's clock)."""
+    last_seen: float = 0.0
+    """The head's ``clock.monotonic()`` when it was last heard from."""
     done: int = 0
     failed: int = 0
     alive: bool = True
@@ -101,6 +103,7 @@ class TaskDesk:
     """Tasks in, results out; the state lives on ``Head`` (set in its ``__init__``)."""
 
     _node: Node
+    _clock: Clock
     config: HeadConfig
     _store: HeadStore | None
     _sched: Scheduler
@@ -132,7 +135,7 @@ class TaskDesk:
                 self._act(self._sched.reject(client, tid, fn, body, ConfigError(
                     f"the head refuses the pickled function of task {tid}: {refusal}")))
             specs = [s for s in specs if not _pickled(s[1])]
-        new, actions = self._sched.submit(client, specs, time.monotonic())
+        new, actions = self._sched.submit(client, specs, self._clock.monotonic())
         if self._store is not None and new:
             self._store.add_tasks(new, {f: self._functions[f] for f in functions
                                         if f in self._functions})
@@ -159,7 +162,7 @@ class TaskDesk:
         self._clients[client] = sink
         member = self._members.get(client)
         if member is not None:
-            member.alive, member.last_seen = True, time.monotonic()
+            member.alive, member.last_seen = True, self._clock.monotonic()
         self._schedule_flush()
         return [tid for tid in pending if tid not in self._sched.tasks]
 
@@ -193,7 +196,7 @@ class TaskDesk:
         """
         self._worker(worker)
         try:
-            actions = self._sched.pull(worker, int(epoch), int(want), time.monotonic())
+            actions = self._sched.pull(worker, int(epoch), int(want), self._clock.monotonic())
         except StaleEpoch as e:
             raise NoSuchObject(str(e)) from None
         mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
@@ -378,7 +381,7 @@ class TaskDesk:
             log.info("results for client %s wait for it: %s", client[:8], e)
             self._outbox.setdefault(client, [])[:0] = batch
             if client in self._node.connected_peers():
-                asyncio.get_running_loop().call_later(1.0, self._schedule_flush)
+                self._clock.call_later(asyncio.get_running_loop(), 1.0, self._schedule_flush)
             return
         finally:
             self._delivering.discard(client)

@@ -31,6 +31,7 @@ import time
 import uuid
 from typing import Any
 
+from netlet.clock import REAL_CLOCK, Backoff, Clock
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
 from netlet.cluster._output import Capture
@@ -103,7 +104,7 @@ class WorkerOptions:
     def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
                  credit: int | str = 1, listen: str | None = None,
                  exit_with_head: bool = False, name: str | None = None,
-                 code_dir: str | None = None) -> None:
+                 code_dir: str | None = None, clock: Clock = REAL_CLOCK) -> None:
         if credit != "auto" and (not isinstance(credit, int) or credit < 0):
             raise ConfigError("credit is a non-negative int or 'auto'")
         self.head = head
@@ -115,6 +116,8 @@ class WorkerOptions:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.code_dir = code_dir
         """Where shipped code is extracted (in a private directory made there)."""
+        self.clock = clock
+        """The worker's node's clock: its heartbeats and its retries to join wait on it."""
 
 
 def _listen_address(head: str) -> str:
@@ -157,7 +160,9 @@ class Worker(WorkerTraffic):
         self.opts = opts
         key = worker_key(opts.head, opts.key)
         self.node = Node(listen=opts.listen or _listen_address(opts.head), key=key,
-                         allow_pickle=opts.allow_pickle, call_timeout=None)
+                         allow_pickle=opts.allow_pickle, call_timeout=None,
+                         clock=opts.clock)
+        self.clock = opts.clock
         self.functions = FunctionCache(self._pickle_refusal)
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
@@ -193,7 +198,7 @@ class Worker(WorkerTraffic):
         asyncio.run_coroutine_threadsafe(self._join(), self.node._get_loop()).result()
 
     async def _join(self) -> None:
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not self.stop.is_set():
             try:
                 info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
@@ -211,9 +216,9 @@ class Worker(WorkerTraffic):
                 if self.opts.exit_with_head:
                     self._fatal()  # an embedded worker ends with its head
                     return
+                delay = backoff.next()
                 log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await self.clock.sleep(delay)
 
     def _fatal(self, why: str | SystemExit = "") -> None:
         """Stop the worker (``why``: an error, or the exit, to leave with)."""
@@ -297,7 +302,7 @@ class Worker(WorkerTraffic):
                 else:
                     self._arm()  # its started notice, unless its result comes first
                 result = self._run_one(tid, fn_id, body, lease)
-                now = time.monotonic()
+                now = self.clock.monotonic()
                 with self._lock:
                     self._running = None
                     if result is None:  # not importable here: handed back to the head

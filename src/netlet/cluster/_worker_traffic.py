@@ -21,6 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from netlet.clock import Clock
 from netlet.cluster._scheduler import batches
 from netlet.errors import NetletError, NoSuchObject
 
@@ -60,6 +61,7 @@ class WorkerTraffic:
     _pulling: bool
     _armed: bool
     _jobs: set[asyncio.Task[None]]
+    clock: Clock
 
     def _want(self) -> int:
         raise NotImplementedError
@@ -81,7 +83,7 @@ class WorkerTraffic:
             self._armed = True
             try:
                 loop = self.node._get_loop()
-                loop.call_soon_threadsafe(loop.call_later, _HOLD, self._tick)
+                loop.call_soon_threadsafe(self.clock.call_later, loop, _HOLD, self._tick)
             except RuntimeError:  # the loop is closed: we are stopping
                 pass
 
@@ -99,7 +101,7 @@ class WorkerTraffic:
         if started:
             self._report(epoch, [], started)
         if busy and not self.stop.is_set():
-            asyncio.get_running_loop().call_later(_HOLD, self._tick)
+            self.clock.call_later(asyncio.get_running_loop(), _HOLD, self._tick)
 
     def _flush(self) -> None:
         """Report what finished, and ask for work if the local queue runs low.
@@ -186,7 +188,7 @@ class WorkerTraffic:
                     self._fatal()
                     return
                 log.warning("lost the head (%s); rejoining", e)
-                await asyncio.sleep(0.1)
+                await self.clock.sleep(0.1)
             await self._join()
         finally:
             with self._lock:
@@ -229,7 +231,7 @@ class WorkerTraffic:
 
     async def _heartbeats(self) -> None:
         while not self.stop.is_set():
-            await asyncio.sleep(0.5)
+            await self.clock.sleep(0.5)
             with self._lock:
                 epoch, seen = self._epoch, self._seen
                 holding = list(self._held)

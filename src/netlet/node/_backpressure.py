@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from netlet.clock import Clock
 from netlet.errors import ConnectionLost, PeerUnreachable
 from netlet.node._actor import CALLER, Actor
 from netlet.node._expose import MethodInfo
@@ -60,6 +61,7 @@ class Backpressure:
     _held: deque[Held]
     _watching: bool
     _dropped: bool
+    _clock: Clock
 
     def _hold(self, call: Held) -> None:
         """Keep a call to start once the peer has read its replies (loop thread)."""
@@ -140,7 +142,7 @@ class Backpressure:
     def _watch_stall(self) -> None:
         if not self._watching:
             self._watching = True
-            self.conn.loop.call_later(_STALL_CHECK, self._check_stall, -1, 0)
+            self._clock.call_later(self.conn.loop, _STALL_CHECK, self._check_stall, -1, 0)
 
     def _check_stall(self, queued_before: int, stuck: int) -> None:
         """While we do not read the peer or run its calls, it must still read us: if
@@ -159,7 +161,7 @@ class Backpressure:
             self.conn.close(ConnectionLost(
                 f"{self.conn.remote} stopped reading while we waited for it to"))
             return
-        self.conn.loop.call_later(_STALL_CHECK, self._check_stall, queued, stuck)
+        self._clock.call_later(self.conn.loop, _STALL_CHECK, self._check_stall, queued, stuck)
 
     def _wake(self) -> None:
         """From any thread: memory was given back; see whether to read again."""

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.errors import ConfigError
 from netlet.transport import Connection, TLSConfig, TransportConfig, load_key
 
@@ -53,6 +54,10 @@ class NodeConfig:
     direct_calls: bool = True
     """Blocking calls over TCP/unix use a side connection per calling thread (no thread
     hops); turn off to send everything over the one main connection."""
+    clock: Clock = REAL_CLOCK
+    """Where every timer of the node (and of a head, worker or bank built on it) reads
+    the time: keepalives, call deadlines, heartbeats, leases, retries, backoff, session
+    TTLs, group-commit waits. ``netlet.testing.VirtualClock`` makes them move by hand."""
     advertise: str | None = None
     """Host name or IP that peers should dial to reach this node, put in its handles
     and handshakes. Default: the listen host, or for a wildcard listen (0.0.0.0, ::)
@@ -90,7 +95,7 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
     node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
-                   "keepalive", "max_inflight", "advertise", "max_memory",
+                   "keepalive", "max_inflight", "advertise", "clock", "max_memory",
                    "max_connection_memory", "max_connections", "max_direct_threads")
     n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
     if options:

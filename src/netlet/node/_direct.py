@@ -23,7 +23,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.codec import Codec, RemoteRef, short
@@ -101,14 +100,14 @@ class _DirectClient:
         self.node = node
         self.link = link
         self.keepalive = node.config.keepalive
+        self.clock = node.config.clock
 
     def _check_peer(self, pinged: float | None) -> float:
         """Ping the peer over its main link; give up once a ping went unanswered long."""
         link = self.link
         if link.closed:
             raise ConnectionLost("the connection to the peer is gone")
-        loop = link.conn.loop
-        now = loop.time()
+        now = self.clock.monotonic()
         if pinged is not None and link.last_heard < pinged and self.keepalive is not None \
                 and now - pinged > 3 * self.keepalive:
             raise ConnectionLost(
@@ -123,22 +122,31 @@ class _DirectClient:
         cid = self.next_id
         self.next_id += 1
         body, buffers = self.codec.encode([_CALL, cid, target, method, list(args), kwargs])
-        deadline = None if timeout is None else time.monotonic() + timeout
+        clock = self.clock
+        start = clock.monotonic()
+        deadline = None if timeout is None else start + timeout
+        ka = self.keepalive
+        look = None if ka is None else start + ka  # next look at the peer's liveness
         pinged: float | None = None
         try:
             self.framer.send(body, buffers)
             while True:
                 # Wait in keepalive slices: between them, make sure the peer still lives
                 # (a frozen peer never closes this socket, and nothing else would notice).
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                ka = self.keepalive
-                wait = left if ka is None else (ka if left is None else min(ka, left))
+                now = clock.monotonic()
+                left = None if deadline is None else max(deadline - now, 0.0)
+                to_look = None if look is None else max(look - now, 0.0)
+                wait = left if to_look is None else (
+                    to_look if left is None else min(to_look, left))
                 try:
-                    rbody, rbufs = self.framer.recv(wait)
+                    rbody, rbufs = self.framer.recv(clock.io_slice(wait))
                 except TimeoutError:
-                    if left is not None and time.monotonic() >= deadline:  # type: ignore[operator]
+                    now = clock.monotonic()
+                    if deadline is not None and now >= deadline:
                         raise
-                    pinged = self._check_peer(pinged)
+                    if look is not None and ka is not None and now >= look:
+                        pinged = self._check_peer(pinged)
+                        look = now + ka
                     continue
                 try:
                     msg = self.codec.decode(rbody, rbufs)

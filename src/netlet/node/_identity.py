@@ -12,7 +12,6 @@ Direct side connections belong to the main link whose token they show.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -60,8 +59,8 @@ def forget_link(node: Node, link: Link) -> None:
 
 async def _probe(node: Node, owner: Link, claimant: Link, keepalive: float) -> None:
     """Ping the owner of an id another link claims; close it if it stays silent."""
-    loop = owner.conn.loop
-    sent = loop.time()
+    clock = node.config.clock
+    sent = clock.monotonic()
     try:
         owner.send([PING, 0])
     except (ConnectionLost, EncodeError):
@@ -69,7 +68,7 @@ async def _probe(node: Node, owner: Link, claimant: Link, keepalive: float) -> N
     for _ in range(12):  # three keepalives, looked at four times each
         if owner.closed or claimant.closed or owner.last_heard >= sent:
             break
-        await asyncio.sleep(keepalive / 4)
+        await clock.sleep(keepalive / 4)
     if owner.closed or claimant.closed:
         return  # forget_link already did what there was to do
     if owner.last_heard >= sent:
@@ -79,8 +78,9 @@ async def _probe(node: Node, owner: Link, claimant: Link, keepalive: float) -> N
                     "on its own behalf only", claimant.conn.remote, owner.peer.node[:8],
                     owner.conn.remote)
         return
+    silent = clock.monotonic() - sent
     owner.conn.close(ConnectionLost(
-        f"silent for {loop.time() - sent:.1f} s while {claimant.conn.remote} claimed its node id"))
+        f"silent for {silent:.1f} s while {claimant.conn.remote} claimed its node id"))
 
 
 def caller_of(node: Node, link: Link) -> str:

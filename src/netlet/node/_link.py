@@ -113,7 +113,9 @@ class Link(Backpressure):
         self.close_reason: BaseException | None = None
         self.exported: set[str] = set()  # auto-served object ids handed to this peer
         self.dial_address = ""  # where to open side connections to this peer ("" if none)
-        self.last_heard = conn.loop.time()
+        self._clock = node.config.clock
+        self._now = self._clock.monotonic
+        self.last_heard = self._now()
         self._max_inflight = node.config.max_inflight
         self._paused = False
         self._decoding = False  # a big body is being decoded off the loop
@@ -170,7 +172,7 @@ class Link(Backpressure):
     # -- incoming (loop thread) ---------------------------------------------
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
-        self.last_heard = self.conn.loop.time()
+        self.last_heard = self._now()
         if self._decoding:  # keep arrival order behind the body being decoded
             self._backlog.append((bytes(body), list(buffers)))
             return

@@ -147,7 +147,7 @@ class Node:
         self._connecting: dict[str, asyncio.Task[Link]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._watch = Watchdog(self.config.keepalive)
+        self._watch = Watchdog(self.config.keepalive, self.config.clock)
         self._sweeper: asyncio.Task[None] | None = None
         self._direct_pools: dict[Link, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
@@ -564,7 +564,7 @@ class Node:
                 raise value
         waiter = _SyncWaiter()
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-        if not waiter.wait(timeout):
+        if not self.config.clock.wait(waiter.wait, timeout):
             link.abandon(cid)
             if not waiter.wait(0):  # the reply did not slip in meanwhile
                 raise CallTimeout(f"{proxy._ref.name}.{method}() got no reply in {timeout} s")

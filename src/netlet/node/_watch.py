@@ -1,19 +1,19 @@
 """Call deadlines and keepalive: what keeps a waiting caller from waiting for ever.
 
-One task per node wakes every 50 ms: it fails async and future calls whose
-deadline passed (blocking calls time out on their own), and twice a second it
-pings links we wait on that went quiet and closes those silent for three
-keepalive intervals, so their waiters fail instead of hanging.
+One task per node wakes every 50 ms of the node's clock: it fails async and
+future calls whose deadline passed (blocking calls time out on their own; a
+call fails within one sweep after its deadline, never before), and every half
+second it pings links we wait on that went quiet and closes those silent for
+more than three keepalive intervals, so their waiters fail instead of hanging.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
+from netlet.clock import Clock
 from netlet.errors import CallTimeout, ConnectionLost, NodeClosed
 from netlet.node._link import Link
 from netlet.node._messages import PING
@@ -23,18 +23,20 @@ __all__ = ["Watchdog"]
 log = logging.getLogger("netlet.node")
 
 _SWEEP = 0.05
+_LIVENESS = 0.5  # seconds between looks at the links' silence
 
 
 class Watchdog:
-    def __init__(self, keepalive: float | None) -> None:
+    def __init__(self, keepalive: float | None, clock: Clock) -> None:
         self.keepalive = keepalive
+        self.clock = clock
         # Deadlines of async and future calls, in buckets of _SWEEP seconds.
         self._deadlines: dict[int, list[tuple[Link, int]]] = {}
         self._lock = threading.Lock()
 
     def add_deadline(self, timeout: float, link: Link, cid: int) -> None:
         """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s from now."""
-        slot = int((time.monotonic() + timeout) / _SWEEP) + 1
+        slot = int((self.clock.monotonic() + timeout) / _SWEEP) + 1
         with self._lock:
             bucket = self._deadlines.get(slot)
             if bucket is None:
@@ -43,13 +45,15 @@ class Watchdog:
 
     async def run(self, links: Callable[[], Iterable[Link]]) -> None:
         """Sweep for ever (the node cancels it); ``links()`` gives the node's links now."""
-        ticks = 0
+        clock = self.clock
+        checked = clock.monotonic()
         while True:
-            await asyncio.sleep(_SWEEP)
-            ticks += 1
-            if ticks % 10 == 0:
-                self._check_liveness(list(links()), asyncio.get_running_loop().time())
-            self._expire(int(time.monotonic() / _SWEEP))
+            await clock.sleep(_SWEEP)
+            now = clock.monotonic()
+            if now - checked >= _LIVENESS:
+                checked = now
+                self._check_liveness(list(links()), now)
+            self._expire(int(now / _SWEEP))
 
     def _expire(self, now_slot: int) -> None:
         expired: list[tuple[Link, int]] = []
