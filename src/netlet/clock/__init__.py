@@ -15,10 +15,11 @@ from netlet.clock._clock import (
     Clock,
     RealClock,
     Timer,
+    queue_get,
     sleep_blocking,
     wait_future,
 )
 from netlet.clock._virtual import VirtualClock
 
 __all__ = ["REAL_CLOCK", "Backoff", "Clock", "RealClock", "Timer", "VirtualClock",
-           "sleep_blocking", "wait_future"]
+           "queue_get", "sleep_blocking", "wait_future"]

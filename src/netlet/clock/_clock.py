@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["REAL_CLOCK", "Clock", "RealClock", "Timer", "sleep_blocking", "wait_future"]
+__all__ = ["REAL_CLOCK", "Clock", "RealClock", "Timer", "queue_get", "sleep_blocking",
+           "wait_future"]
 
 
 class Timer(Protocol):
@@ -86,6 +88,23 @@ _NEVER = threading.Event()  # never set: waiting on it is sleeping
 def sleep_blocking(clock: Clock, seconds: float) -> None:
     """``time.sleep`` on ``clock``, for a thread (a retry loop's pause)."""
     clock.wait(_NEVER.wait, seconds)
+
+
+def queue_get(clock: Clock, get: Callable[..., Any], timeout: float | None) -> Any:
+    """``queue.get(timeout=...)`` (pass the queue's ``get``) with ``timeout`` in ``clock``
+    seconds; raises ``queue.Empty`` as ``get`` does."""
+    got: list[Any] = []
+
+    def block(t: float | None) -> bool:
+        try:
+            got.append(get(timeout=t) if t is None or t > 0 else get(False))
+        except queue.Empty:
+            return False
+        return True
+
+    if not clock.wait(block, None if timeout is None else max(0.0, timeout)):
+        raise queue.Empty
+    return got[0]
 
 
 def wait_future(clock: Clock, fut: concurrent.futures.Future[Any], timeout: float | None) -> Any:

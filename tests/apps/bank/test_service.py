@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.testing import VirtualClock
 from netlet.apps.bank import (
     AccountNotEmpty,
     CardLocked,
@@ -48,16 +49,17 @@ PIN = "1234"
 CHEAP = 16  # scrypt cost for test accounts: the tests are about the service, not the hash
 
 
-class Clock:
-    """A settable monotonic clock for session expiry."""
+class Clock(VirtualClock):
+    """The virtual clock of session expiry, which can also move at every reading."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        super().__init__()
         self.step = 0.0  # added at every reading: > the session ttl forgets every session
 
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
+    def monotonic(self) -> float:
+        if self.step:
+            self.advance(self.step)
+        return super().monotonic()
 
 
 @dataclass
@@ -135,7 +137,7 @@ def test_unknown_and_expired_tokens_are_refused(bank: Bank) -> None:
     for bad in ("x" * 43, "", None, 7, "../../etc", "a" * 10_000):
         with pytest.raises(SessionExpired):
             bank.client.bank.deposit(bad, 100, "k-bad")
-    bank.clock.now += 301
+    bank.clock.advance(301)
     with pytest.raises(SessionExpired):
         bank.client.bank.balance(token)
     token = bank.client.bank.login("alice", PIN)["token"]
@@ -145,12 +147,21 @@ def test_unknown_and_expired_tokens_are_refused(bank: Bank) -> None:
     assert bank.journal_size() == 2  # the two account openings, nothing else
 
 
+def test_a_session_expires_exactly_at_its_ttl_on_the_virtual_clock(bank: Bank) -> None:
+    token = bank.client.bank.login("alice", PIN)["token"]
+    bank.clock.advance(299.75)  # just before the 300 s TTL: alive
+    assert bank.client.bank.balance(token) == 0
+    bank.clock.advance(0.25)  # exactly at it: gone, with no real wait
+    with pytest.raises(SessionExpired):
+        bank.client.bank.balance(token)
+
+
 def test_card_session_signs_in_again_when_the_bank_forgot_it(bank: Bank) -> None:
     card = bank.client.card("alice", PIN)
     card.deposit(100)
     signed_in_again: list[bool] = []
     card.on_sign_in_again = lambda: signed_in_again.append(True)
-    bank.clock.now += 301  # as if the bank restarted or the token expired
+    bank.clock.advance(301)  # as if the bank restarted or the token expired
     assert card.deposit(100)["balance"] == 200
     assert signed_in_again == [True]
 

@@ -282,7 +282,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     # The advertised address never decides.
     operator = sec.key is not None
     service = BankService(ledger, operator=operator, session_ttl=session_ttl,
-                          max_sessions=max_sessions)
+                          max_sessions=max_sessions, clock=node.config.clock)
     ref = node.serve(service, SERVICE_NAME)
     console = Console(stderr=True)
     cluster = None

@@ -22,7 +22,6 @@ import json
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -58,6 +57,7 @@ from netlet.apps.bank._records import (
     outcome_of,
 )
 from netlet.apps.bank._store import open_store
+from netlet.clock import REAL_CLOCK, Clock, queue_get
 from netlet.errors import ConfigError
 
 __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
@@ -112,6 +112,7 @@ class Ledger(LedgerPins, LedgerReads):
         lock_seconds: float = 300.0,
         max_pin_attempts: int = 3,
         create: bool = False,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch must be a positive int, not {max_batch!r}")
@@ -122,6 +123,7 @@ class Ledger(LedgerPins, LedgerReads):
         self.path = os.fspath(path)
         self._group_commit, self._max_batch, self._max_wait = group_commit, max_batch, max_wait
         self._lock_seconds, self._max_pin_attempts = lock_seconds, max_pin_attempts
+        self._clock = clock  # group-commit waits, journal times, PIN lockouts
         self._store = open_store(self.path, max_pin_attempts=max_pin_attempts,
                                  lock_seconds=lock_seconds)
         self.location = self._store.location
@@ -249,9 +251,9 @@ class Ledger(LedgerPins, LedgerReads):
                 except queue.Empty:
                     if len(batch) >= self._active:  # nobody else is on the way: commit now
                         break
-                    deadline = deadline or time.monotonic() + self._max_wait
+                    deadline = deadline or self._clock.monotonic() + self._max_wait
                     try:
-                        item = get(timeout=max(0.0, deadline - time.monotonic()))
+                        item = queue_get(self._clock, get, deadline - self._clock.monotonic())
                     except queue.Empty:
                         break
                 if item is None:
@@ -304,7 +306,7 @@ class Ledger(LedgerPins, LedgerReads):
                 head = self._store.begin_write(conn)
                 if head is not None:
                     self._head = first = head  # another front-end may have journaled since
-                now = time.time()
+                now = self._clock.time()
                 for job, future, _ in batch:
                     conn.execute("SAVEPOINT job")
                     before = self._head
@@ -485,3 +487,4 @@ class Ledger(LedgerPins, LedgerReads):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+

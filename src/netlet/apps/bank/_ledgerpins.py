@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -21,6 +20,7 @@ from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.apps.bank._records import Conn
 from netlet.apps.bank._store import Store
+from netlet.clock import Clock
 
 __all__ = ["LedgerPins"]
 
@@ -41,6 +41,7 @@ class LedgerPins:
     _after_commit: list[Callable[[], None]]
     _max_pin_attempts: int
     _lock_seconds: float
+    _clock: Clock
 
     def _closed_error(self) -> LedgerClosed:
         raise NotImplementedError
@@ -59,7 +60,7 @@ class LedgerPins:
         An unknown or closed account answers as a card with a wrong PIN would (see
         ``_pinguard``), in about the same time.
         """
-        now = time.time() if now is None else now
+        now = self._clock.time() if now is None else now
         gate = self._store.pins
         if gate is not None:  # decided in the database, shared by every front-end
             if self._closed:
@@ -92,7 +93,7 @@ class LedgerPins:
         On PostgreSQL the whole attempt runs on a worker thread: it waits for the
         database.
         """
-        now = time.time() if now is None else now
+        now = self._clock.time() if now is None else now
         loop = asyncio.get_running_loop()
         if self._store.pins is not None:
             with self._lock:

@@ -28,9 +28,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +49,7 @@ from netlet.apps.bank._commands import (
 )
 from netlet.apps.bank._ledger import Ledger, Outcome
 from netlet.apps.bank._pins import check_pin_format, is_pin_hash
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import register_exception
 from netlet.errors import NetletError
 from netlet.node import expose
@@ -170,17 +169,17 @@ class BankService:
 
     def __init__(self, ledger: Ledger, *, operator: bool, session_ttl: float = SESSION_TTL,
                  max_sessions: int = MAX_SESSIONS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock = REAL_CLOCK) -> None:
         register_errors()
         self._ledger = ledger
         self._operator = operator
         self._ttl = session_ttl
-        self._clock = clock
+        self._clock = clock.monotonic  # session TTLs
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._by_account: dict[str, OrderedDict[str, None]] = {}
         self._max_sessions = max_sessions
         self._sessions_lock = threading.Lock()
-        self._started = time.time()
+        self._started = clock.time()
 
     # -- card sessions ---------------------------------------------------------
 
