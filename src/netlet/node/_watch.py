@@ -2,9 +2,12 @@
 
 One task per node wakes every 50 ms of the node's clock: it fails async and
 future calls whose deadline passed (blocking calls time out on their own; a
-call fails within one sweep after its deadline, never before), and every half
-second it pings links we wait on that went quiet and closes those silent for
-more than three keepalive intervals, so their waiters fail instead of hanging.
+call fails at the first sweep at or after its deadline, never before). Every
+half second, and at the first sweep after a link's next keepalive step is due,
+it pings links we wait on that said nothing for a keepalive interval, and
+closes those silent for more than three intervals whose ping went unanswered
+for more than one (a link that was idle, with nobody pinging it, gets that
+chance before it is judged), so their waiters fail instead of hanging.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ class Watchdog:
         self.keepalive = keepalive
         self.clock = clock
         # Deadlines of async and future calls, in buckets of _SWEEP seconds.
-        self._deadlines: dict[int, list[tuple[Link, int]]] = {}
+        self._deadlines: dict[int, list[tuple[float, Link, int]]] = {}
         self._lock = threading.Lock()
+        self._pinged: dict[Link, float] = {}  # links pinged with no word since: when
+        self._due = float("inf")  # when the next keepalive step (ping or close) falls
 
     def add_deadline(self, timeout: float, link: Link, cid: int) -> None:
         """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s from now."""
-        slot = int((self.clock.monotonic() + timeout) / _SWEEP) + 1
+        due = self.clock.monotonic() + timeout
+        slot = int(due / _SWEEP)
         with self._lock:
             bucket = self._deadlines.get(slot)
             if bucket is None:
                 bucket = self._deadlines[slot] = []
-            bucket.append((link, cid))
+            bucket.append((due, link, cid))
 
     async def run(self, links: Callable[[], Iterable[Link]]) -> None:
         """Sweep for ever (the node cancels it); ``links()`` gives the node's links now."""
@@ -50,17 +56,25 @@ class Watchdog:
         while True:
             await clock.sleep(_SWEEP)
             now = clock.monotonic()
-            if now - checked >= _LIVENESS:
+            if now - checked >= _LIVENESS or now > self._due:
                 checked = now
                 self._check_liveness(list(links()), now)
-            self._expire(int(now / _SWEEP))
+            self._expire(now)
 
-    def _expire(self, now_slot: int) -> None:
-        expired: list[tuple[Link, int]] = []
+    def _expire(self, now: float) -> None:
+        """Fail every call whose deadline is ``now`` or earlier."""
+        now_slot = int(now / _SWEEP)
+        expired: list[tuple[float, Link, int]] = []
         with self._lock:
             for slot in [s for s in self._deadlines if s <= now_slot]:
-                expired.extend(self._deadlines.pop(slot))
-        for link, cid in expired:
+                bucket = self._deadlines.pop(slot)
+                if slot == now_slot:  # the current slot: not all due yet
+                    later = [e for e in bucket if e[0] > now]
+                    if later:
+                        self._deadlines[slot] = later
+                        bucket = [e for e in bucket if e[0] <= now]
+                expired.extend(bucket)
+        for _, link, cid in expired:
             waiter = link.pending.get(cid)
             if waiter is not None:
                 link.abandon(cid)
@@ -70,6 +84,8 @@ class Watchdog:
         interval = self.keepalive
         if interval is None:
             return
+        pinged, self._pinged = self._pinged, {}
+        due = float("inf")
         for link in links:
             if link._paused and not link.closed:
                 # Busy, not dead: we stopped reading them, so say so before they decide.
@@ -80,12 +96,21 @@ class Watchdog:
             if not link.pending or link.closed:
                 continue
             silent = now - link.last_heard
-            if silent > 3 * interval:
+            since = pinged.get(link)
+            if since is not None and link.last_heard >= since:
+                since = None  # it answered
+            if since is not None and silent > 3 * interval and now - since > interval:
                 log.warning("closing %r: no word from the peer for %.1f s", link, silent)
                 link.conn.close(ConnectionLost(
                     f"{link.conn.remote} stopped answering ({silent:.1f} s without a word)"))
             elif silent > interval:
                 _ping(link)
+                since = now if since is None else since
+                self._pinged[link] = since
+                due = min(due, max(link.last_heard + 3 * interval, since + interval))
+            else:
+                due = min(due, link.last_heard + interval)
+        self._due = due
 
 
 def _ping(link: Link) -> None:

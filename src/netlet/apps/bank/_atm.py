@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from netlet.apps.bank._service import (
     SessionExpired,
     register_errors,
 )
+from netlet.clock import Backoff
 from netlet.errors import (
     AuthenticationError,
     CallTimeout,
@@ -160,6 +160,7 @@ class BankClient:
             key=key, tls=tls, call_timeout=timeout, direct_calls=False,
             connect_timeout=timeout, handshake_timeout=timeout)
         self.bank: Proxy = self.node.proxy(address, SERVICE_NAME, timeout=timeout)
+        self.clock = self.node.config.clock  # retries, their backoff and deadlines
         self.timeout = timeout
         self.retry_for = retry_for
         self.on_retry = on_retry
@@ -211,7 +212,7 @@ class BankClient:
             try:
                 if linked and limit >= self.timeout:  # the proxy's own timeout bounds it
                     return await func(*args)
-                async with asyncio.timeout(limit):  # connecting, or near the deadline
+                async with self.clock.timeout(limit):  # connecting, or near the deadline
                     return await func(*args)
             except _FATAL as exc:
                 if reached is not None and (linked or self._links_up != ups):
@@ -225,7 +226,7 @@ class BankClient:
                         reached[:] = [True]
                 error = CallTimeout(f"no answer in {limit:.1f} s") if isinstance(
                     exc, TimeoutError) and not isinstance(exc, CallTimeout) else exc
-                await asyncio.sleep(retry.delay_after(error))
+                await self.clock.sleep(retry.delay_after(error))
                 if self.stop.is_set():
                     raise _unavailable("stopped while the bank was not answering",
                                        reached=retry.reached) from exc
@@ -283,38 +284,38 @@ class BankClient:
 class _Retry:
     """When one request is sent again: backoff from _FIRST_DELAY to _MAX_DELAY, to a deadline."""
 
-    __slots__ = ("attempt", "client", "deadline", "delay", "reached", "start", "what")
+    __slots__ = ("attempt", "backoff", "client", "deadline", "reached", "start", "what")
 
     def __init__(self, client: BankClient, what: str, deadline: float | None) -> None:
         self.client, self.what = client, what
-        self.start = time.monotonic()
+        self.start = client.clock.monotonic()
         self.deadline = self.start + client.retry_for if deadline is None else deadline
-        self.attempt, self.delay = 0, _FIRST_DELAY
+        self.attempt, self.backoff = 0, Backoff(_FIRST_DELAY, _MAX_DELAY)
         self.reached = False
 
     def limit(self) -> float:
         """How long the next attempt may take: ``timeout``, but never past the deadline."""
-        left = self.deadline - time.monotonic()
+        left = self.deadline - self.client.clock.monotonic()
         if self.attempt and left <= 0:
             raise self._give_up(None)
         return max(min(self.client.timeout, left), 0.05)
 
     def _give_up(self, exc: BaseException | None) -> BankUnavailable:
         why = f" ({_describe(exc)})" if exc is not None else ""
+        took = self.client.clock.monotonic() - self.start
         return _unavailable(f"the bank at {self.client.address} did not answer for "
-                            f"{time.monotonic() - self.start:.0f} s{why}", reached=self.reached)
+                            f"{took:.0f} s{why}", reached=self.reached)
 
     def delay_after(self, exc: BaseException) -> float:
         """Seconds to wait before the next attempt; BankUnavailable if it is time to give up."""
         self.attempt += 1
-        now, delay = time.monotonic(), self.delay
+        now, delay = self.client.clock.monotonic(), self.backoff.current
         if now + delay >= self.deadline or self.client.stop.is_set():
             raise self._give_up(exc) from exc
         if self.client.on_retry is not None:
             self.client.on_retry(RetryNotice(self.what, self.attempt, exc, delay,
                                              now - self.start))
-        self.delay = min(delay * 2, _MAX_DELAY)
-        return delay
+        return self.backoff.next()
 
 
 def _describe(exc: BaseException) -> str:
@@ -372,7 +373,8 @@ class CardSession:
         before. Without one (a read) it is BankUnavailable either way.
         """
         what = what or method
-        deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
+        clock = self.client.clock
+        deadline = clock.monotonic() + self.client.retry_for if deadline is None else deadline
         reached: list[bool] = []
         extra = () if key is None else (key,)
         try:
@@ -391,7 +393,7 @@ class CardSession:
                                                       deadline=deadline, reached=reached)
                 except SessionExpired:
                     self._forget()
-                    if time.monotonic() >= deadline:
+                    if clock.monotonic() >= deadline:
                         if not reached:  # every attempt was answered so: none applied
                             raise
                         raise _unavailable("the bank kept forgetting the card session",

@@ -29,6 +29,7 @@ from netlet.apps.bank._commands import CardLocked
 from netlet.apps.bank._pinguard import next_pin_state
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin, verify_pin
 from netlet.apps.bank._records import Conn
+from netlet.clock import Backoff
 
 __all__ = ["RESERVATION_SECONDS", "PgPinGate"]
 
@@ -95,10 +96,9 @@ class PgPinGate:
 
     def check(self, account: str, pin: str, now: float) -> bool:
         """True for the right PIN; else WrongPin, or CardLocked (see the module docstring)."""
-        delay = 0.002
+        backoff = Backoff(0.002, 0.1)
         while (ticket := self._reserve(account, now)) is None:
-            time.sleep(delay)  # other attempts on this card are being checked, somewhere
-            delay = min(delay * 2, 0.1)
+            time.sleep(backoff.next())  # other attempts on this card are checked, somewhere
         try:
             with self._lock:
                 self.checks += 1

@@ -1,0 +1,184 @@
+"""Node timers on a virtual clock: keepalive and call deadlines, exactly at their boundaries.
+
+Each test runs real nodes over real sockets, with the client's clock a
+``netlet.testing.VirtualClock``: nothing times out until the test moves the
+clock, and then it does at once, so a boundary is checked both ways (just
+before: alive; just after: dead) without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import netlet
+from netlet.testing import VirtualClock
+from netlet.transport import Connection, FaultyConnection
+
+NodeFactory = Callable[..., netlet.Node]
+
+SWEEP = 0.0625  # a step longer than the node's 50 ms sweep, exact in binary
+
+
+@netlet.expose
+class Service:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting = 0
+
+    def echo(self, value: Any) -> Any:
+        return value
+
+    async def hang(self) -> str:
+        """Answer only when the test says so (the peer stays alive and talking)."""
+        self.waiting += 1
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        return "released"
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _armed(clock: VirtualClock, n: int = 1) -> None:
+    """Wait (real time) until ``n`` timers are armed: the node's tasks are waiting on it."""
+    _wait_until(lambda: clock.pending >= n, f"{n} timer(s) armed on the virtual clock")
+
+
+@pytest.fixture
+def server(node_factory: NodeFactory) -> Iterator[tuple[netlet.Node, Service]]:
+    node = node_factory("tcp://127.0.0.1:0")
+    svc = Service()
+    node.serve(svc, "svc")
+    yield node, svc
+    svc.release.set()
+
+
+def _client(node_factory: NodeFactory, clock: VirtualClock,
+            conns: list[FaultyConnection] | None = None, **options: Any) -> netlet.Node:
+    def wrap(conn: Connection) -> Connection:
+        faulty = FaultyConnection(conn)
+        assert conns is not None
+        conns.append(faulty)
+        return faulty
+
+    return node_factory(clock=clock, direct_calls=False,
+                        wrap_connection=wrap if conns is not None else None, **options)
+
+
+@pytest.mark.timeout(30)
+def test_a_silent_peer_is_closed_just_after_three_keepalives(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    clock = VirtualClock()
+    conns: list[FaultyConnection] = []
+    client = _client(node_factory, clock, conns, keepalive=2.0)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=None)
+    assert proxy.echo("warm") == "warm"
+    call = proxy.hang.future()
+    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    conns[0].partition()  # from now on the server says nothing and hears nothing
+    _armed(clock)
+    clock.advance(2.5)  # silent for more than a keepalive: pinged (the ping is lost)
+    assert not call.done()
+    clock.advance(3.5)  # silent for exactly three keepalives: not yet closed
+    assert not call.done()
+    clock.advance(SWEEP)  # the first sweep after: closed, and the waiter told
+    with pytest.raises(netlet.ConnectionLost, match="stopped answering"):
+        call.result(10)
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_that_answers_pings_is_never_closed(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    clock = VirtualClock()
+    client = _client(node_factory, clock, keepalive=2.0)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=None)
+    call = proxy.hang.future()
+    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    _armed(clock)
+    for _ in range(40):  # 20 s of virtual time, ten keepalives: its pongs keep it
+        clock.advance(0.5)
+        # A ping went if it was quiet for a keepalive: let the pong land (real time).
+        _wait_until(lambda: clock.monotonic() - _last_heard(client) <= 2.0 or call.done(),
+                    "the pong")
+    assert not call.done()
+    server[1].release.set()
+    assert call.result(10) == "released"
+
+
+@pytest.mark.timeout(30)
+def test_a_call_idle_link_is_not_closed_when_a_long_call_starts(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    """A link quiet for longer than three keepalives (no call waiting, so nobody
+    pinged) is not dead: a new call on it gets the peer a ping and its chance."""
+    clock = VirtualClock()
+    client = _client(node_factory, clock, keepalive=2.0)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=None)
+    assert proxy.echo("warm") == "warm"
+    _armed(clock)
+    clock.advance(60.0)  # idle: nothing pending, nothing said
+    call = proxy.hang.future()
+    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    clock.advance(0.5)  # the next liveness look: a ping goes, the peer answers
+    _wait_until(lambda: _last_heard(client) == clock.monotonic() or call.done(), "the pong")
+    clock.advance(0.5)
+    assert not call.done(), call.exception()
+    server[1].release.set()
+    assert call.result(10) == "released"
+
+
+def _last_heard(node: netlet.Node) -> float:
+    links = list(node._links)
+    return max((link.last_heard for link in links), default=0.0)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("style", ["future", "aio"])
+def test_a_call_deadline_fires_exactly_when_due(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service], style: str) -> None:
+    clock = VirtualClock()
+    client = _client(node_factory, clock)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=1.0)
+    assert proxy.echo("warm") == "warm"
+    if style == "future":
+        call = proxy.hang.future()
+    else:
+        async def aio() -> Any:
+            return await proxy.hang.aio()
+        assert client.loop is not None
+        call = asyncio.run_coroutine_threadsafe(aio(), client.loop)
+    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    _armed(clock)
+    clock.advance(1.0 - SWEEP)  # just before its deadline: still waiting
+    assert not call.done()
+    clock.advance(SWEEP)  # its deadline: failed, with no real wait
+    with pytest.raises(netlet.CallTimeout):
+        call.result(10)
+    assert proxy.echo("after") == "after"  # the link itself is fine
+
+
+@pytest.mark.timeout(30)
+def test_a_blocking_call_deadline_follows_the_virtual_clock(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    clock = VirtualClock()
+    client = _client(node_factory, clock)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=1.0)
+    assert proxy.echo("warm") == "warm"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(proxy.hang)
+        _wait_until(lambda: server[1].waiting == 1, "the call to start")
+        clock.advance(0.75)
+        assert not call.done()
+        clock.advance(0.25)  # returns once the waiting thread has seen its deadline
+        with pytest.raises(netlet.CallTimeout):
+            call.result(10)
