@@ -38,8 +38,7 @@ class Service:
     async def hang(self) -> str:
         """Answer only when the test says so (the peer stays alive and talking)."""
         self.waiting += 1
-        while not self.release.is_set():
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(self.release.wait)
         return "released"
 
 

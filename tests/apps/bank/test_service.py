@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 import netlet
-from netlet.testing import VirtualClock
 from netlet.apps.bank import (
     AccountNotEmpty,
     CardLocked,
@@ -42,6 +41,7 @@ from netlet.apps.bank._service import (
     NotPermitted,
     SessionExpired,
 )
+from netlet.testing import VirtualClock
 from tests.apps.bank.bank_server import BankProcess
 from tests.apps.bank.bank_server import netlet as run_netlet
 
