@@ -239,15 +239,21 @@ class Head(TaskDesk, HeadCodeMixin):
             self._member_died(member, "connection lost")
 
     async def _sweep(self) -> None:
+        """Every heartbeat period, and the moment a worker's ``dead_after`` runs out."""
+        period = min(self.config.heartbeat, self.config.pull_wait / 2)
+        dead_after, wait = self.config.dead_after, period
         while True:
-            await self._clock.sleep(min(self.config.heartbeat, self.config.pull_wait / 2))
+            await self._clock.sleep(wait)
             now = self._clock.monotonic()
             self._act(self._sched.expire(now, self.config.pull_wait))
+            due = now + period
             for member in list(self._members.values()):
                 # Workers heartbeat; a client is judged by its connection (or its leave).
-                if (member.role == "worker" and member.alive
-                        and now - member.last_seen > self.config.dead_after):
-                    self._member_died(member, f"silent for {now - member.last_seen:.1f} s")
+                if member.role == "worker" and member.alive:
+                    if now - member.last_seen >= dead_after:
+                        self._member_died(member, f"silent for {now - member.last_seen:.1f} s")
+                    else:
+                        due = min(due, member.last_seen + dead_after)
                 if member.role == "worker" and not member.alive:
                     del self._members[member.node]  # its tasks were requeued: nothing left
             if self._restored is not None:
@@ -256,6 +262,7 @@ class Head(TaskDesk, HeadCodeMixin):
             for client in [c for c, m in self._members.items()
                            if m.role == "client" and not m.alive and m.last_seen < cutoff]:
                 self._forget_client(client)
+            wait = max(due - now, 1e-3)
 
     def _member_died(self, member: Member, why: str) -> None:
         member.alive = False
