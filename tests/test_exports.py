@@ -20,7 +20,7 @@ import netlet
 
 SRC = Path(netlet.__file__).resolve().parent
 PACKAGES = ["netlet", "netlet.errors", "netlet.codec", "netlet.transport", "netlet.node",
-            "netlet.channel", "netlet.cluster", "netlet.cli"]
+            "netlet.channel", "netlet.cluster", "netlet.cli", "netlet.clock", "netlet.testing"]
 
 
 def _isort_key(name: str) -> tuple[int, str]:
