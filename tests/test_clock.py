@@ -199,7 +199,7 @@ def test_thread_helpers_follow_the_virtual_clock() -> None:
         result = pool.submit(wait_future, clock, never, 5.0)
         _wait_until(lambda: clock.pending == 3, "three waits")
         clock.advance(4.0)
-        assert not (slept.done() or got.done() or result.done())
+        assert [slept.done(), got.done(), result.done()] == [False, False, False]
         clock.advance(1.0)
         slept.result(5)
         with pytest.raises(queue.Empty):
@@ -222,5 +222,5 @@ def test_backoff_doubles_to_its_cap_and_resets() -> None:
     assert [b.next() for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]
     b.reset()
     assert b.next() == 0.05
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="first <= cap"):
         Backoff(1.0, 0.5)

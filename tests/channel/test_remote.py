@@ -15,6 +15,7 @@ import pytest
 
 import netlet
 from netlet import ChannelClosed, ChannelTimeout, ConnectionLost, WouldBlock
+from netlet.testing import VirtualClock
 from netlet.transport import Connection, Faults, FaultyConnection
 from tests.channel.conftest import (
     STEP,
@@ -327,7 +328,8 @@ def test_backpressure_does_not_look_like_a_dead_owner(
 # -- keepalive -------------------------------------------------------------------------------------
 
 
-def _partitionable_node(keepalive: float) -> tuple[netlet.Node, list[FaultyConnection]]:
+def _partitionable_node(keepalive: float, clock: VirtualClock | None = None,
+                        ) -> tuple[netlet.Node, list[FaultyConnection]]:
     conns: list[FaultyConnection] = []
 
     def wrap(conn: Connection) -> Connection:
@@ -335,27 +337,32 @@ def _partitionable_node(keepalive: float) -> tuple[netlet.Node, list[FaultyConne
         conns.append(faulty)
         return faulty
 
-    return netlet.Node(keepalive=keepalive, wrap_connection=wrap, direct_calls=False), conns
+    options: dict[str, Any] = {} if clock is None else {"clock": clock}
+    return netlet.Node(keepalive=keepalive, wrap_connection=wrap, direct_calls=False,
+                       **options), conns
 
 
-def test_a_silent_owner_is_lost_after_about_three_keepalives(owner: OwnerProcess,
-                                                             client: netlet.Node) -> None:
-    keepalive = 0.3
+def test_a_silent_owner_is_lost_just_after_three_keepalives(owner: OwnerProcess,
+                                                            client: netlet.Node) -> None:
+    # On a virtual clock: the boundary is checked both ways, and nothing waits for it.
+    keepalive, clock = 2.0, VirtualClock()
     name = owner.control(client).new_channel(0)
-    node, conns = _partitionable_node(keepalive)
+    node, conns = _partitionable_node(keepalive, clock)
     try:
         rc = netlet.connect_channel(owner.address, name, node=node)
         waiting = in_thread(rc.receive, STEP)
         wait_until(lambda: rc.balance == -1, what="the receive to reach the owner")
         [conn] = conns
-        began = time.monotonic()
         conn.partition()  # from now on the owner says nothing, and hears nothing
+        wait_until(lambda: clock.pending >= 1, what="the node's sweep to wait on the clock")
+        clock.advance(2.5)  # quiet for more than a keepalive: pinged (the ping is lost)
+        clock.advance(3.5)  # quiet for exactly three keepalives: not yet lost
+        assert not waiting.done()
+        clock.advance(0.0625)  # the first sweep after: lost
         result = future_outcome(waiting, STEP)
-        elapsed = time.monotonic() - began
     finally:
         node.close()
     assert result is ConnectionLost
-    assert 3 * keepalive * 0.9 <= elapsed <= 3 * keepalive + 1.0, elapsed
 
 
 def test_a_quiet_but_alive_owner_is_not_lost(owner: OwnerProcess, client: netlet.Node) -> None:

@@ -31,6 +31,7 @@ import pytest
 
 import netlet
 from netlet.errors import CallTimeout, ConnectionLost
+from netlet.testing import VirtualClock
 from netlet.transport import Connection, Faults, FaultyConnection
 from tests.conftest import arun
 
@@ -133,18 +134,42 @@ def seed_for(pattern: list[bool], p: float) -> int:
 # -- drop ---------------------------------------------------------------------------------
 
 
+def _deadlines_armed(node: netlet.Node, clock: VirtualClock, style: str, n: int = 1) -> bool:
+    """Has the call's deadline been set (so that moving the clock reaches it)?"""
+    if style == "blocking":  # a thread waits on the clock, beside the node's sweep
+        return clock.pending >= 1 + n
+    return sum(map(len, node._watch._deadlines.values())) >= n
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+# On a virtual clock, a call times out exactly at its deadline and not an instant
+# before, whatever the transport and the style, and no test waits for it.
+BEFORE, AT = 0.4375, 0.0625  # to 1/16 s short of the 0.5 s timeout, then onto it
+
+
 @pytest.mark.parametrize("style", STYLES)
 def test_dropped_reply_times_out_and_the_next_call_works(
         server: tuple[str, Service], node_factory: NodeFactory, style: str) -> None:
     address, service = server
     injector = Injector(into=Faults(drop=0.5), seed=seed_for([True] + [False] * 6, 0.5))
-    client = node_factory(wrap_connection=injector)
-    proxy = client.proxy(address, "svc", timeout=0.3)
-    start = time.monotonic()
-    with pytest.raises(CallTimeout):
-        call(proxy, style, "count", "first")
-    elapsed = time.monotonic() - start
-    assert 0.25 <= elapsed <= 0.3 + 0.5, elapsed
+    clock = VirtualClock()
+    client = node_factory(wrap_connection=injector, clock=clock)
+    proxy = client.proxy(address, "svc", timeout=0.5)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(call, proxy, style, "count", "first")
+        _wait_until(lambda: service.runs["first"] == 1 and _deadlines_armed(client, clock, style),
+                    "the call to run and its deadline to be set")
+        clock.advance(BEFORE)
+        assert not first.done()
+        clock.advance(AT)
+        with pytest.raises(CallTimeout):
+            first.result(10)
     assert service.runs["first"] == 1  # it ran: only the reply was lost
     for i in range(3):
         assert call(proxy, style, "echo", i) == i
@@ -154,14 +179,21 @@ def test_dropped_reply_times_out_and_the_next_call_works(
 def test_dropped_reply_on_the_nodes_own_loop(server: tuple[str, Service]) -> None:
     address, _ = server
     injector = Injector(into=Faults(drop=0.5), seed=seed_for([True] + [False] * 6, 0.5))
+    clock = VirtualClock()
 
     async def main() -> list[Any]:
-        async with netlet.open_node(wrap_connection=injector) as node:
-            proxy = node.proxy(address, "svc", timeout=0.3)
-            start = time.monotonic()
+        async with netlet.open_node(wrap_connection=injector, clock=clock) as node:
+            proxy = node.proxy(address, "svc", timeout=0.5)
+            lost = asyncio.ensure_future(proxy.echo.aio("lost"))
+            for _ in range(5000):  # connecting, then the call goes out with its deadline
+                if _deadlines_armed(node, clock, "aio"):
+                    break
+                await asyncio.sleep(0.002)
+            await clock.advance_async(BEFORE)
+            assert not lost.done()
+            await clock.advance_async(AT)
             with pytest.raises(CallTimeout):
-                await proxy.echo.aio("lost")
-            assert time.monotonic() - start <= 0.8
+                await lost
             return [await proxy.echo.aio(i) for i in range(3)]
 
     assert arun(main()) == [0, 1, 2]
@@ -170,14 +202,17 @@ def test_dropped_reply_on_the_nodes_own_loop(server: tuple[str, Service]) -> Non
 def test_everything_dropped_every_call_times_out(server: tuple[str, Service],
                                                  node_factory: NodeFactory) -> None:
     address, _ = server
-    client = node_factory(wrap_connection=Injector(out=Faults(drop=1.0)))
-    proxy = client.proxy(address, "svc", timeout=0.2)
+    clock = VirtualClock()
+    client = node_factory(wrap_connection=Injector(out=Faults(drop=1.0)), clock=clock)
+    proxy = client.proxy(address, "svc", timeout=0.5)
     futures = [proxy.echo.future(i) for i in range(20)]
-    start = time.monotonic()
+    _wait_until(lambda: _deadlines_armed(client, clock, "future", 20), "20 deadlines")
+    clock.advance(BEFORE)
+    assert not any(f.done() for f in futures)
+    clock.advance(AT)
     for f in futures:
         with pytest.raises(CallTimeout):
             f.result(5)
-    assert time.monotonic() - start < 0.2 + 0.5
 
 
 # -- duplicate ---------------------------------------------------------------------------------

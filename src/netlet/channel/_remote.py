@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -193,6 +192,7 @@ class RemoteChannel:
     def __init__(self, node: Node, ref: RemoteRef, link: Link | None = None) -> None:
         self._ref = ref
         self._node = node
+        self._clock = node.config.clock  # send-window waits, flush deadlines, idle release
         self._proxy = Proxy(node, ref, link=link, timeout=None)
         self.name = ref.name
         self.send = _RemoteSend(self)
@@ -239,7 +239,7 @@ class RemoteChannel:
             if raise_it:
                 self._raises.append(len(self._outbox))
             self._outbox.append(value)
-            self._last_use = time.monotonic()
+            self._last_use = self._clock.monotonic()
             start = not self._pushing
             self._pushing = self._pushing or start
         if start:
@@ -268,22 +268,22 @@ class RemoteChannel:
         got = int(p.send_reserving.future(self._sender, value, raise_it, want, timeout).result())
         with self._window:
             self._credits += got
-            self._last_use = time.monotonic()
+            self._last_use = self._clock.monotonic()
             self._want = min(self._cap or 1, want * 2)
         if got:
             self._node._get_loop().call_soon_threadsafe(self._arm_idle_release)
 
     def _credit_from_push(self, timeout: float | None) -> bool:
         """Wait while a push is out for the credits its reply may carry; True if any came."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
         with self._window:
             if self._credits <= 0 and self._pushing:  # we ran dry: ask for more next time
                 self._want = min(self._cap or 1, self._want * 2)
             while self._credits <= 0 and self._pushing and self._broken is None:
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else deadline - self._clock.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._window.wait(left)
+                self._clock.wait(self._window.wait, left)
             return self._credits > 0
 
     def _push_next(self) -> None:
@@ -311,7 +311,7 @@ class RemoteChannel:
         if granted:
             with self._window:
                 self._credits += granted
-                self._last_use = time.monotonic()
+                self._last_use = self._clock.monotonic()
                 self._window.notify_all()
             self._arm_idle_release()
         self._push_next()
@@ -328,15 +328,15 @@ class RemoteChannel:
         """(Loop thread) Watch the credits held: give them back once the handle idles."""
         if not self._idle_armed:
             self._idle_armed = True
-            self._node._get_loop().call_later(_IDLE, self._release_if_idle)
+            self._clock.call_later(self._node._get_loop(), _IDLE, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         with self._window:
             if self._credits <= 0:
                 self._idle_armed = False
                 return
-            if self._pushing or time.monotonic() - self._last_use < _IDLE:
-                self._node._get_loop().call_later(_IDLE, self._release_if_idle)
+            if self._pushing or self._clock.monotonic() - self._last_use < _IDLE:
+                self._clock.call_later(self._node._get_loop(), _IDLE, self._release_if_idle)
                 return
             self._idle_armed = False
             n, self._credits = self._credits, 0
@@ -374,14 +374,14 @@ class RemoteChannel:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every pipelined send was placed on the owner."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
         with self._window:
             while self._pushing or self._outbox:
                 self._check_pipeline()
-                left = None if deadline is None else deadline - time.monotonic()
+                left = None if deadline is None else deadline - self._clock.monotonic()
                 if left is not None and left <= 0:
                     raise ChannelTimeout(f"flush of {self.name} timed out")
-                self._window.wait(left)
+                self._clock.wait(self._window.wait, left)
             self._check_pipeline()
 
     def __netlet_ref__(self) -> RemoteRef:
