@@ -60,7 +60,9 @@ from netlet.errors import (
     VersionMismatch,
     WouldBlock,
 )
+from netlet.node import DEFAULT_TIMEOUT as _DEFAULT_TIMEOUT
 from netlet.node import Node, NodeConfig, Proxy, default_node, expose, open_node
+from netlet.node import Timeout as _Timeout
 from netlet.transport import (
     InsecureWarning,
     TLSConfig,
@@ -145,6 +147,6 @@ def __getattr__(name: str) -> object:
     return getattr(importlib.import_module(module), name)
 
 
-def connect(address: str, name: str, *, timeout: float | None = -1.0) -> Proxy:
+def connect(address: str, name: str, *, timeout: _Timeout = _DEFAULT_TIMEOUT) -> Proxy:
     """A proxy for ``name`` at ``address`` on the process-wide client node."""
     return default_node().proxy(address, name, timeout=timeout)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.node import DEFAULT_TIMEOUT
 from netlet.testing import VirtualClock
 from netlet.transport import Connection, FaultyConnection
 
@@ -181,3 +182,26 @@ def test_a_blocking_call_deadline_follows_the_virtual_clock(
         clock.advance(0.25)  # returns once the waiting thread has seen its deadline
         with pytest.raises(netlet.CallTimeout):
             call.result(10)
+
+
+@pytest.mark.timeout(30)
+def test_the_default_timeout_is_the_nodes_call_timeout(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    # One "not given" value for every timeout: DEFAULT_TIMEOUT, what leaving it out means.
+    clock = VirtualClock()
+    client = _client(node_factory, clock, call_timeout=2.0)
+    address = server[0].address or ""
+    proxy = client.proxy(address, "svc")
+    assert proxy._timeout == 2.0
+    assert client.proxy(address, "svc", timeout=DEFAULT_TIMEOUT)._timeout == 2.0
+    assert client.proxy(address, "svc", timeout=None)._timeout is None
+    assert proxy.with_options(timeout=5.0).with_options()._timeout == 5.0
+    assert proxy.with_options(timeout=None).with_options(timeout=DEFAULT_TIMEOUT)._timeout is None
+    assert repr(DEFAULT_TIMEOUT) == "DEFAULT_TIMEOUT"
+    call = proxy.hang.future()
+    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    clock.advance(2.0 - SWEEP)
+    assert not call.done()
+    clock.advance(SWEEP)
+    with pytest.raises(netlet.CallTimeout):
+        call.result(10)

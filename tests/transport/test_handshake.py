@@ -21,6 +21,7 @@ import pytest
 
 import netlet
 from netlet.errors import AuthenticationError, EncodeError, HandshakeError, VersionMismatch
+from netlet.testing import VirtualClock
 from netlet.transport import PeerInfo, TransportConfig, connect, listen
 from tests.conftest import RawClient, arun, hmac_proof
 
@@ -267,25 +268,30 @@ def test_replayed_server_handshake_is_refused_by_the_client(node_factory: NodeFa
 
 def test_silent_client_is_cut_off_after_handshake_timeout(
         node_factory: NodeFactory, netlet_logs: pytest.LogCaptureFixture) -> None:
-    server, _ = served(node_factory, key=KEY, handshake_timeout=1.0)
+    # The server's clock is virtual: its handshake timeout is checked both ways.
+    clock = VirtualClock()
+    server, _ = served(node_factory, key=KEY, handshake_timeout=1.0, clock=clock)
     client = node_factory(key=KEY)
     svc = client.proxy(server.address, "rec", timeout=5)
     with RawClient.connect(server.address) as silent, \
             RawClient.connect(server.address) as half:
-        start = time.monotonic()
         half.send_raw(b"\0\0\0\x40")  # half a header, then nothing
         # While they sit there, everyone else is served...
         for i in range(10):
             assert svc.echo(i) == i
             assert svc.echo.future(-i).result(5) == -i
-        # ... without waiting for them: they are not cut off yet.
+        # The server's sweep and the two handshakes wait on the clock.
+        deadline = time.monotonic() + 5
+        while clock.pending < 3:
+            assert time.monotonic() < deadline, "the handshakes never started"
+            time.sleep(0.002)
+        clock.advance(1.0 - 0.0625)  # just before the timeout: not cut off yet
         assert silent.still_open()
         assert half.still_open()
+        clock.advance(0.0625)  # at it: both cut off, with no real wait
         assert silent.closed_by_peer(5)
         assert half.closed_by_peer(5)
-        elapsed = time.monotonic() - start
         ports = silent.local_port, half.local_port
-    assert 0.9 < elapsed < 3.0
     for port in ports:
         assert "handshake timed out" in wait_for_log(netlet_logs, f"127.0.0.1:{port}")
     assert svc.echo("still fine") == "still fine"

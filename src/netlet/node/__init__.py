@@ -14,9 +14,10 @@ from netlet.node._node import (
     register_ref_type,
     register_serve_adapter,
 )
-from netlet.node._proxy import Method, Proxy
+from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "Kind",
     "Link",
     "Method",
@@ -26,6 +27,7 @@ __all__ = [
     "Proxy",
     "RefFactory",
     "RefProvider",
+    "Timeout",
     "current_peer",
     "default_node",
     "expose",

@@ -75,6 +75,15 @@ class NodeConfig:
         if self.max_connections < 0 or self.max_direct_threads < 0:
             raise ConfigError("max_connections and max_direct_threads cannot be negative "
                               "(0 means no cap)")
+        # One clock for the node and its transport: the one given (either place).
+        if self.transport.clock is not self.clock:
+            if self.clock is REAL_CLOCK:
+                object.__setattr__(self, "clock", self.transport.clock)
+            elif self.transport.clock is REAL_CLOCK:
+                object.__setattr__(self, "transport", replace(self.transport, clock=self.clock))
+            else:
+                raise ConfigError("NodeConfig.clock and its TransportConfig.clock differ: "
+                                  "give the clock once, as NodeConfig(clock=...)")
 
 
 def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:

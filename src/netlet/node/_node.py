@@ -36,7 +36,7 @@ from netlet.node._expose import is_exposed
 from netlet.node._identity import caller_of, forget_link, main_link_of, register_link
 from netlet.node._link import Link, Waiter
 from netlet.node._messages import BYE
-from netlet.node._proxy import Proxy
+from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
@@ -384,12 +384,9 @@ class Node:
 
     # -- proxies -----------------------------------------------------------------
 
-    def proxy(self, address: str, name: str, *, timeout: float | None = -1.0) -> Proxy:
+    def proxy(self, address: str, name: str, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Proxy:
         """A proxy for ``name`` served at ``address``; connects on first use."""
-        ref = RemoteRef("", address, name)
-        if timeout == -1.0:
-            return Proxy(self, ref)
-        return Proxy(self, ref, timeout=timeout)
+        return Proxy(self, RemoteRef("", address, name), timeout=timeout)
 
     def proxy_for(self, ref: RemoteRef) -> Proxy:
         return Proxy(self, ref)

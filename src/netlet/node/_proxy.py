@@ -8,8 +8,9 @@ One proxy may be shared by any number of threads and tasks.
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from netlet.codec import RemoteRef
 
@@ -17,9 +18,22 @@ if TYPE_CHECKING:
     from netlet.node._link import Link
     from netlet.node._node import Node
 
-__all__ = ["Method", "Proxy"]
+__all__ = ["DEFAULT_TIMEOUT", "Method", "Proxy", "Timeout"]
 
-_UNSET: Any = object()
+
+class _Default(enum.Enum):
+    TIMEOUT = "the default timeout"
+
+    def __repr__(self) -> str:
+        return "DEFAULT_TIMEOUT"
+
+
+DEFAULT_TIMEOUT: Final = _Default.TIMEOUT
+"""``timeout=DEFAULT_TIMEOUT`` (what leaving it out means): the node's ``call_timeout``,
+or in ``with_options`` the proxy's own. The one "not given" value of every timeout."""
+
+Timeout: TypeAlias = "float | Literal[_Default.TIMEOUT] | None"
+"""A call timeout: seconds, ``None`` (wait for ever), or ``DEFAULT_TIMEOUT``."""
 
 
 class Proxy:
@@ -27,11 +41,11 @@ class Proxy:
 
     __slots__ = ("_link", "_methods", "_node", "_pinned", "_ref", "_timeout")
 
-    def __init__(self, node: Node, ref: RemoteRef, *, timeout: float | None = _UNSET,
+    def __init__(self, node: Node, ref: RemoteRef, *, timeout: Timeout = DEFAULT_TIMEOUT,
                  link: Link | None = None, pinned: bool = False) -> None:
         self._node = node
         self._ref = ref
-        self._timeout: float | None = node.config.call_timeout if timeout is _UNSET else timeout
+        self._timeout = node.config.call_timeout if timeout is DEFAULT_TIMEOUT else timeout
         self._link = link
         self._pinned = pinned
         """Only ``link`` may carry its calls: it came from a connection that does not
@@ -49,10 +63,10 @@ class Proxy:
     def __netlet_ref__(self) -> RemoteRef:
         return self._ref
 
-    def with_options(self, *, timeout: float | None = _UNSET) -> Proxy:
+    def with_options(self, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Proxy:
         """A copy of this proxy with other call options (``timeout=None``: wait forever)."""
         return Proxy(self._node, self._ref, link=self._link, pinned=self._pinned,
-                     timeout=self._timeout if timeout is _UNSET else timeout)
+                     timeout=self._timeout if timeout is DEFAULT_TIMEOUT else timeout)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Proxy) and other._ref == self._ref

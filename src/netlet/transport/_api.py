@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 
+from netlet.clock import Backoff, Timer
 from netlet.errors import (
     ConfigError,
     ConnectionLost,
@@ -118,7 +119,7 @@ async def connect(
     """
     addr = parse_address(address)
     try:
-        async with asyncio.timeout(config.connect_timeout):
+        async with config.clock.timeout(config.connect_timeout):
             conn = await _open(addr, config, budget)
     except (OSError, TimeoutError) as e:
         why = str(e) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
@@ -167,8 +168,9 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._open = 0
         self._open_lock = threading.Lock()
-        self._backoff = 0.0
-        self._retry: asyncio.TimerHandle | None = None
+        self._backoff = Backoff(_BACKOFF_FIRST, _BACKOFF_MAX)
+        self._paused_for = 0.0  # seconds of the current pause (0: accepting)
+        self._retry: Timer | None = None
         self._log_accept = RateLimitedLog()
         self._log_busy = RateLimitedLog()
         self._log_refused = RateLimitedLog(burst=50)  # also what accepted peers do wrong
@@ -248,9 +250,10 @@ class Listener:
                 else:
                     self._log_accept(logging.ERROR, "accept on %s failed: %s", self.bound, e)
                 return
-            if self._backoff:
+            if self._paused_for:
                 log.warning("accepting on %s again", self.bound)
-                self._backoff = 0.0
+                self._paused_for = 0.0
+                self._backoff.reset()
             remote = f"{self.bound.scheme}://{peer[0]}:{peer[1]}" if peer else str(self.bound)
             if self.max_connections and self._open >= self.max_connections:
                 self._refuse_busy(csock, remote)
@@ -262,12 +265,13 @@ class Listener:
     def _pause_accepting(self, error: OSError) -> None:
         """Out of descriptors (or memory): stop watching the socket for a while."""
         assert self._sock is not None
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX) if self._backoff else _BACKOFF_FIRST
+        self._paused_for = self._backoff.next()
         self._log_accept(logging.ERROR, "accept on %s failed: %s; pausing accepts (%d open "
                          "connections; raise the descriptor limit with ulimit -n, or lower "
                          "max_connections)", self.bound, error, self._open)
         self._loop.remove_reader(self._sock.fileno())
-        self._retry = self._loop.call_later(self._backoff, self._resume_accepting)
+        self._retry = self.config.clock.call_later(self._loop, self._paused_for,
+                                                   self._resume_accepting)
 
     def _resume_accepting(self) -> None:
         self._retry = None
@@ -310,7 +314,7 @@ class Listener:
                 sconn.slot = self._release_slot
                 sconn.warn = self._log_refused
                 try:
-                    async with asyncio.timeout(self.config.handshake_timeout):
+                    async with self.config.clock.timeout(self.config.handshake_timeout):
                         await self._loop.connect_accepted_socket(
                             lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
                 except (OSError, TimeoutError) as e:

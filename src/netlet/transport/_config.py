@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Limits
 from netlet.errors import ConfigError
 
@@ -83,6 +84,9 @@ class TransportConfig:
     limits: Limits = field(default_factory=Limits)
     handshake_timeout: float = 5.0
     connect_timeout: float = 5.0
+    clock: Clock = field(default=REAL_CLOCK, repr=False, compare=False)
+    """Where the connect and handshake timeouts and the accept backoff read the time (a
+    node sets it to its own ``NodeConfig.clock``)."""
 
     def __post_init__(self) -> None:
         if self.key is not None and len(self.key) < MIN_KEY_BYTES:

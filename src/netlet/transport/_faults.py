@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConfigError, ConnectionLost
 from netlet.transport._base import CloseHandler, Connection
@@ -78,7 +79,7 @@ class _Direction:
         copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
         if f.reorder and self.held is None and rng.random() < f.reorder:
             self.held = frame
-            conn.loop.call_later(0.05, self._release_held, frame)  # never strand it
+            conn.clock.call_later(conn.loop, 0.05, self._release_held, frame)  # never strand it
             return
         for _ in range(copies):
             self._schedule(frame)
@@ -92,8 +93,8 @@ class _Direction:
             self._schedule(frame)
 
     def _schedule(self, frame: _Frame) -> None:
-        f, loop = self.faults, self.conn.loop
-        now = loop.time()
+        f, clock = self.faults, self.conn.clock
+        now = clock.monotonic()
         due = now + f.delay + (self.conn.rng.random() * f.jitter if f.jitter else 0.0)
         if f.bandwidth is not None:
             size = len(frame[0]) + sum(len(b) for b in frame[1])
@@ -106,7 +107,7 @@ class _Direction:
         if due <= now:
             self.emit(frame)
         else:
-            loop.call_at(due, self.emit, frame)
+            clock.call_later(self.conn.loop, due - now, self.emit, frame)
 
 
 class FaultyConnection(Connection):
@@ -119,9 +120,11 @@ class FaultyConnection(Connection):
         into: Faults | None = None,
         *,
         seed: int | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         super().__init__(inner.loop, inner.remote)
         self.inner = inner
+        self.clock = clock  # delays, bandwidth and reorder holds wait on it
         self.rng = random.Random(seed)
         self.partitioned = False
         self._lock = threading.Lock()

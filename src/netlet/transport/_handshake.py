@@ -155,7 +155,7 @@ async def client_handshake(
 
     A direct connection passes its main link's ``token`` as ``link_token``.
     """
-    async with asyncio.timeout(config.handshake_timeout):
+    async with config.clock.timeout(config.handshake_timeout):
         inbox = _Inbox(conn)
         cn = secrets.token_bytes(32)
         asked = config.allow_pickle and config.key is not None
@@ -200,7 +200,7 @@ async def server_handshake(
 ) -> PeerInfo:
     """Run the server side; on failure tells the client why (when it can) and raises."""
     try:
-        async with asyncio.timeout(config.handshake_timeout):
+        async with config.clock.timeout(config.handshake_timeout):
             inbox = _Inbox(conn)
             hello, hello_raw = await inbox.get_raw()
             version = hello.get("netlet")
