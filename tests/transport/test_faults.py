@@ -353,17 +353,16 @@ def test_cut_fails_pending_calls_promptly_and_the_next_call_reconnects(
         server: tuple[str, Service], node_factory: NodeFactory) -> None:
     address, service = server
     injector = Injector(out=Faults(cut_after=2))
-    client = node_factory(wrap_connection=injector)
+    # A clock that never moves: the callers cannot be failing by their timeout.
+    client = node_factory(wrap_connection=injector, clock=VirtualClock())
     proxy = client.proxy(address, "svc", timeout=10)
     assert proxy.echo("one") == "one"                   # frame 1
     pending = proxy.hold.future("held")                 # frame 2: runs until the gate opens
     assert service.entered.wait(5)
-    start = time.monotonic()
     with pytest.raises(ConnectionLost):
         proxy.echo("three")                             # frame 3: the cut
     with pytest.raises(ConnectionLost):
         pending.result(5)
-    assert time.monotonic() - start < 1.0, "pending callers must not wait for their timeout"
     service.gate.set()
     injector.out = None                                 # the next connection is sound
     assert proxy.echo("again") == "again"               # a new connection
@@ -376,16 +375,15 @@ def test_cut_fails_async_callers_too(server: tuple[str, Service]) -> None:
     injector = Injector(out=Faults(cut_after=1))
 
     async def main() -> Any:
-        async with netlet.open_node(wrap_connection=injector) as node:
+        # A clock that never moves: the callers cannot be failing by their timeout.
+        async with netlet.open_node(wrap_connection=injector, clock=VirtualClock()) as node:
             proxy = node.proxy(address, "svc", timeout=10)
             held = asyncio.ensure_future(proxy.hold.aio("held"))  # frame 1
             await asyncio.to_thread(service.entered.wait, 5)
-            start = time.monotonic()
             with pytest.raises(ConnectionLost):
                 await proxy.echo.aio("cut")                       # frame 2: the cut
             with pytest.raises(ConnectionLost):
                 await held
-            assert time.monotonic() - start < 1.0
             service.gate.set()
             return await proxy.echo.aio("reconnected")
 

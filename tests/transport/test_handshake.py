@@ -298,13 +298,13 @@ def test_silent_client_is_cut_off_after_handshake_timeout(
 
 
 def test_many_silent_clients_do_not_block_others(node_factory: NodeFactory) -> None:
-    server, _ = served(node_factory, key=KEY, handshake_timeout=2.0)
+    # The server's clock never moves: its handshake timeouts never free a slot, so
+    # the call below is served beside the 50 silent handshakes, not after them.
+    server, _ = served(node_factory, key=KEY, handshake_timeout=2.0, clock=VirtualClock())
     client = node_factory(key=KEY)
     silent = [RawClient.connect(server.address) for _ in range(50)]
     try:
-        start = time.monotonic()
         assert client.proxy(server.address, "rec").echo("hi") == "hi"
-        assert time.monotonic() - start < 1.0
     finally:
         for s in silent:
             s.close()
