@@ -7,7 +7,9 @@ The CLI tests run ``netlet bank`` and ``netlet atm`` as child processes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,16 +364,42 @@ class _Flaky:
         return Method
 
 
-def test_client_retries_the_same_request_and_tells(bank: Bank) -> None:
+def _virtual_client(bank: Bank, node_factory: Callable[..., netlet.Node],
+                    retry_for: float) -> tuple[BankClient, VirtualClock]:
+    """A client of ``bank`` whose retries and their deadline wait on a virtual clock."""
+    clock = VirtualClock()
+    node = node_factory(call_timeout=10, clock=clock)
+    return BankClient(bank.address, node=node, timeout=10, retry_for=retry_for), clock
+
+
+def _drive(clock: VirtualClock, fn: Callable[[], Any], step: float = 0.05) -> Any:
+    """Run ``fn`` on a thread; each time it waits on ``clock`` (a timer armed beside the
+    node's sweep), move the clock ``step`` on. Returns or raises what ``fn`` did."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(fn)
+        deadline = time.monotonic() + 10
+        while not fut.done():
+            assert time.monotonic() < deadline, "the retries never ended"
+            if clock.pending >= 2:
+                clock.advance(step)
+            else:
+                concurrent.futures.wait([fut], 0.001)
+        return fut.result()
+
+
+def test_client_retries_the_same_request_and_tells(
+        bank: Bank, node_factory: Callable[..., netlet.Node]) -> None:
+    client, clock = _virtual_client(bank, node_factory, retry_for=5)
     flaky = _Flaky(3, netlet.ConnectionLost("cut"))
     notices: list[RetryNotice] = []
-    bank.client.bank = flaky  # type: ignore[assignment]
-    bank.client.on_retry = notices.append
-    card = bank.client.card("alice", PIN)
+    client.bank = flaky  # type: ignore[assignment]
+    client.on_retry = notices.append
+    card = client.card("alice", PIN)
     card._token = "t" * 43
-    assert card.deposit(100, key="same")["ok"] == "deposit"
+    assert _drive(clock, lambda: card.deposit(100, key="same"))["ok"] == "deposit"
     assert flaky.calls == [("deposit", "t" * 43, 100, "same")] * 4
     assert [n.attempt for n in notices] == [1, 2, 3]
+    assert [n.delay for n in notices] == [0.05, 0.1, 0.2]  # the backoff, exactly
     assert all(isinstance(n.error, netlet.ConnectionLost) for n in notices)
 
 
@@ -401,18 +429,23 @@ class _Restarting:
         return Method
 
 
-def test_a_bank_that_keeps_forgetting_the_session_is_unknown_not_refused(bank: Bank) -> None:
+def test_a_bank_that_keeps_forgetting_the_session_is_unknown_not_refused(
+        bank: Bank, node_factory: Callable[..., netlet.Node]) -> None:
     """Restart upon restart during one request: the first attempt may have been applied,
     so giving up is OutcomeUnknown with the key, never "refused: card session expired"."""
-    bank.client.bank.info()  # a link to the bank is up: what is sent may arrive
+    client, clock = _virtual_client(bank, node_factory, retry_for=1.0)
+    client.bank.info()  # a link to the bank is up: what is sent may arrive
     restarting = _Restarting()
-    bank.client.bank = restarting  # type: ignore[assignment]
-    bank.client.retry_for = 1.0
-    card = bank.client.card("alice", PIN)
+    client.bank = restarting  # type: ignore[assignment]
+    card = client.card("alice", PIN)
+    start = clock.monotonic()
     with pytest.raises(OutcomeUnknown) as exc:
-        card.deposit(100, key="forgotten")
+        _drive(clock, lambda: card.deposit(100, key="forgotten"))
     assert exc.value.key == "forgotten"
-    assert restarting.logins > 3  # it signed in again as often as it took
+    # It signed in again at once, then backed off (0.05, 0.1, 0.2, 0.4 s): it does not
+    # hammer the bank with logins (each a slow PIN check there) until its deadline.
+    assert restarting.logins == 6
+    assert clock.monotonic() - start <= 1.0  # gave up by its deadline, on its clock
 
 
 def test_a_session_refused_at_every_attempt_is_a_refusal(bank: Bank) -> None:
@@ -426,16 +459,25 @@ def test_a_session_refused_at_every_attempt_is_a_refusal(bank: Bank) -> None:
     assert bank.ledger.outcome("forgotten") is None
 
 
-def test_client_gives_up_with_the_key_and_never_claims_success(bank: Bank) -> None:
-    bank.client.bank = _Flaky(10**6, netlet.PeerUnreachable("down"))  # type: ignore[assignment]
-    bank.client.retry_for = 0.3
-    card = bank.client.card("alice", PIN)
+def test_client_gives_up_with_the_key_and_never_claims_success(
+        bank: Bank, node_factory: Callable[..., netlet.Node]) -> None:
+    client, clock = _virtual_client(bank, node_factory, retry_for=0.3)
+    client.bank.info()  # a link to the bank is up: what is sent may arrive
+    flaky = _Flaky(10**6, netlet.PeerUnreachable("down"))
+    client.bank = flaky  # type: ignore[assignment]
+    notices: list[RetryNotice] = []
+    client.on_retry = notices.append
+    card = client.card("alice", PIN)
     card._token = "t" * 43
     with pytest.raises(OutcomeUnknown) as exc:
-        card.withdraw(100, key="lost-1")
+        _drive(clock, lambda: card.withdraw(100, key="lost-1"))
     assert exc.value.key == "lost-1"
+    # The backoff, exactly: waits of 0.05 and 0.1 s; at 0.15 s a 0.2 s wait would pass
+    # the 0.3 s deadline, so it gives up there, after three attempts.
+    assert [n.delay for n in notices] == [0.05, 0.1]
+    assert len(flaky.calls) == 3
     with pytest.raises(BankUnavailable):
-        card.balance()
+        _drive(clock, card.balance)
 
 
 # -- the command line ----------------------------------------------------------------------

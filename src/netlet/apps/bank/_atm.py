@@ -377,6 +377,8 @@ class CardSession:
         deadline = clock.monotonic() + self.client.retry_for if deadline is None else deadline
         reached: list[bool] = []
         extra = () if key is None else (key,)
+        again = Backoff(_FIRST_DELAY, _MAX_DELAY)  # a bank that forgets the session each time
+        expired = 0
         try:
             while True:
                 if self._token is None:
@@ -393,11 +395,15 @@ class CardSession:
                                                       deadline=deadline, reached=reached)
                 except SessionExpired:
                     self._forget()
-                    if clock.monotonic() >= deadline:
+                    expired += 1  # at once the first time (it restarted); then back off
+                    wait = again.next() if expired > 1 else 0.0
+                    if clock.monotonic() + wait >= deadline:
                         if not reached:  # every attempt was answered so: none applied
                             raise
                         raise _unavailable("the bank kept forgetting the card session",
                                            reached=True) from None
+                    if wait:
+                        await clock.sleep(wait)
         except BankUnavailable as exc:
             if key is None:
                 raise
