@@ -211,7 +211,7 @@ def test_thread_helpers_follow_the_virtual_clock() -> None:
 
 
 def test_io_slice_bounds_a_blocking_read_by_the_poll() -> None:
-    clock = VirtualClock(poll=0.01)
+    clock = VirtualClock(io_poll=0.01)
     assert clock.io_slice(None) is None
     assert clock.io_slice(30.0) == 0.01
     assert clock.io_slice(0.001) == 0.001

@@ -205,3 +205,23 @@ def test_the_default_timeout_is_the_nodes_call_timeout(
     clock.advance(SWEEP)
     with pytest.raises(netlet.CallTimeout):
         call.result(10)
+
+
+@pytest.mark.timeout(30)
+def test_a_direct_blocking_call_deadline_follows_the_virtual_clock(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:
+    # A blocking call over tcp goes over a direct connection, read by the calling
+    # thread: it reads in real slices and looks at the clock between them.
+    clock = VirtualClock()
+    client = node_factory(clock=clock)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=3600.0)
+    assert proxy.echo("warm") == "warm"
+    assert client._direct_pools, "the call did not take the direct path"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(proxy.hang)
+        _wait_until(lambda: server[1].waiting == 1, "the call to start")
+        clock.advance(3599.0)
+        assert not call.done()
+        clock.advance(1.0)  # an hour of virtual time: it gives up now, not in an hour
+        with pytest.raises(netlet.CallTimeout):
+            call.result(10)

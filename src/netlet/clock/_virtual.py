@@ -54,15 +54,19 @@ class VirtualClock:
 
     ``start`` is its first ``monotonic()`` value, ``wall`` its first ``time()``.
     A thread waiting on it looks at the clock every ``poll`` real seconds (what a
-    thread wait costs in real time once it is due); ``settle`` bounds, in real
+    thread wait costs in real time once it is due). A blocking socket read that
+    cannot wait on it (a direct connection's) reads in slices of ``io_poll`` real
+    seconds and then looks: longer, since a frame that stalls for that long in
+    its middle counts as a broken connection. ``settle`` bounds, in real
     seconds, how long ``advance`` waits for what it woke.
     """
 
     def __init__(self, start: float = 1000.0, wall: float = 1_700_000_000.0, *,
-                 poll: float = 0.002, settle: float = 5.0) -> None:
+                 poll: float = 0.002, io_poll: float = 0.05, settle: float = 5.0) -> None:
         self._now = float(start)
         self._offset = float(wall) - self._now
         self._poll = poll
+        self._io_poll = io_poll
         self._settle_limit = settle
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = itertools.count()
@@ -153,7 +157,7 @@ class VirtualClock:
                     self._cond.notify_all()
 
     def io_slice(self, timeout: float | None) -> float | None:
-        return None if timeout is None else min(timeout, self._poll)
+        return None if timeout is None else min(timeout, self._io_poll)
 
     # -- moving -------------------------------------------------------------------
 
