@@ -224,3 +224,17 @@ def test_backoff_doubles_to_its_cap_and_resets() -> None:
     assert b.next() == 0.05
     with pytest.raises(ValueError, match="first <= cap"):
         Backoff(1.0, 0.5)
+
+
+def test_a_node_and_its_transport_share_one_clock() -> None:
+    from netlet import NodeConfig, TransportConfig
+    from netlet.errors import ConfigError
+    from netlet.node._config import make_config
+
+    a, b = VirtualClock(), VirtualClock()
+    assert NodeConfig().clock is REAL_CLOCK
+    assert NodeConfig(clock=a).transport.clock is a
+    assert NodeConfig(transport=TransportConfig(clock=a)).clock is a
+    assert make_config(NodeConfig(clock=a), {"clock": b}).transport.clock is b
+    with pytest.raises(ConfigError, match="give the clock once"):
+        NodeConfig(clock=a, transport=TransportConfig(clock=b))

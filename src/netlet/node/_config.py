@@ -107,6 +107,8 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
                    "keepalive", "max_inflight", "advertise", "clock", "max_memory",
                    "max_connection_memory", "max_connections", "max_direct_threads")
     n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
+    if "clock" in n:
+        t["clock"] = n["clock"]  # the node's clock is its transport's too
     if options:
         raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
     if t:
