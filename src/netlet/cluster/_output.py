@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
+
+from netlet.clock import REAL_CLOCK, Clock
 
 __all__ = ["MAX_TASK_OUTPUT", "Capture", "write_output"]
 
@@ -58,7 +59,8 @@ class _Stream(io.TextIOBase):
 
 
 class _Sink:
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, clock: Clock) -> None:
+        self._clock = clock  # when whole lines go out (every _EVERY seconds at most)
         self.reset(send)
 
     def reset(self, send: Send) -> None:
@@ -66,7 +68,7 @@ class _Sink:
         self._parts: list[list[Any]] = []
         self._held = 0
         self._sent = 0
-        self._last = time.monotonic()
+        self._last = self._clock.monotonic()
         self._dropped = False
 
     def add(self, stream: int, text: str) -> None:
@@ -82,7 +84,7 @@ class _Sink:
             self._parts.append([stream, text])
         self._held += len(text)
         if self._held >= _PIECE or (
-                "\n" in text and time.monotonic() - self._last >= _EVERY):
+                "\n" in text and self._clock.monotonic() - self._last >= _EVERY):
             self.send(whole_lines=True)
 
     def send(self, whole_lines: bool = False) -> None:
@@ -95,7 +97,7 @@ class _Sink:
         self._parts = keep
         self._held = sum(len(p[1]) for p in keep)
         out = [[s, t[i:i + _PIECE]] for s, t in parts if t for i in range(0, len(t), _PIECE)]
-        self._last = time.monotonic()
+        self._last = self._clock.monotonic()
         for i in range(0, len(out), 64):
             self._sent += sum(len(t) for _, t in out[i:i + 64])
             with contextlib.suppress(Exception):  # output is best effort; the task goes on
@@ -108,8 +110,8 @@ class Capture:
     ``start(send)`` before the task, ``stop()`` after it (sends what is left).
     """
 
-    def __init__(self) -> None:
-        self._sink = _Sink(lambda lines: None)
+    def __init__(self, clock: Clock = REAL_CLOCK) -> None:
+        self._sink = _Sink(lambda lines: None, clock)
         self._out = _Stream(self._sink, 1, None)
         self._err = _Stream(self._sink, 2, None)
         self._real: tuple[Any, Any] = (None, None)

@@ -168,7 +168,7 @@ class Worker(WorkerTraffic):
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
         self.code = CodeCache(self._fetch_code, self._code_size, parent=opts.code_dir)
-        self._capture = Capture()
+        self._capture = Capture(opts.clock)
         self.control = WorkerControl(self.node, self.functions, self.codec, self.code, self)
         self.node.serve(self.control, "netlet.worker")
         self.head = self.node.proxy(opts.head, HEAD_NAME, timeout=10)

@@ -152,7 +152,8 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                 err.print(f"nothing to resume ({config.state_path()} does not exist): "
                           "starting from the beginning", soft_wrap=True)
             search = PrimeSearch(cluster, config,
-                                 workers=None if head_addr else _local_workers(workers))
+                                 workers=None if head_addr else _local_workers(workers),
+                                 clock=cluster.node.config.clock)
             if executor is not None:
                 # Embedded workers load the method (numpy for the sieve) before the search
                 # instead of in their first chunk: the first to join while the others still

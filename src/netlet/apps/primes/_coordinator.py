@@ -56,6 +56,7 @@ from typing import IO, Any, Final
 from netlet.apps.primes._chunks import MAX_CHUNKS
 from netlet.apps.primes._methods import KNOWN_PI, MAX_SIEVE_END, METHODS
 from netlet.apps.primes._tasks import TASK, WARM_UP
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.cluster import Cluster
 from netlet.errors import ConfigError, NetletError, WorkerLost
 
@@ -296,13 +297,15 @@ class _ChunkLog:
     """
 
     def __init__(self, path: Path, params: dict[str, str], resume: bool, *,
-                 check_chunk: bool, commit_every: float = 0.0) -> None:
+                 check_chunk: bool, commit_every: float = 0.0,
+                 clock: Clock = REAL_CLOCK) -> None:
         self.path = path
         self.commit_every = commit_every
+        self._clock = clock
         self._db: sqlite3.Connection | None = None
         self._rows: list[tuple[int, int, int, int, str, int, float]] = []
         self._offset: int | None = None
-        self._committed = time.monotonic()
+        self._committed = clock.monotonic()
         if path.exists() and not resume:
             _refuse_unfinished(path)
             _remove(path)  # a finished run's kept state: a new run replaces it
@@ -384,12 +387,12 @@ class _ChunkLog:
         self._rows.extend(rows)
         if out_offset is not None:
             self._offset = out_offset
-        if time.monotonic() - self._committed >= self.commit_every:
+        if self._clock.monotonic() - self._committed >= self.commit_every:
             self.flush()
 
     def flush(self) -> None:
         """Commit the chunks recorded since the last commit, in one transaction."""
-        self._committed = time.monotonic()
+        self._committed = self._clock.monotonic()
         if not self._rows and self._offset is None:
             return
         db = self._writer()
@@ -504,15 +507,17 @@ class PrimeSearch:
 
     ``workers`` is how many workers the cluster has (an embedded cluster's
     count); None asks the head, at the start and once a second while running.
+    ``clock`` (the cluster node's) times that and the state file's commits.
     """
 
     def __init__(self, cluster: Cluster, config: SearchConfig, *,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, clock: Clock = REAL_CLOCK) -> None:
         self.cluster = cluster
         self.config = config
         self._fixed_workers = workers
         self._workers = workers if workers is not None else self._alive_workers(1)
-        self._polled = time.monotonic()
+        self._clock = clock  # state commits, worker-count polls (the cluster node's)
+        self._polled = self._clock.monotonic()
         self._warmed: set[str] = set()
         self.state_path = config.state_path()
         self.chunk = config.chunk or default_chunk(config.method, config.start, config.end,
@@ -528,9 +533,9 @@ class PrimeSearch:
         return sum(1 for n in nodes if n["role"] == "worker" and n["alive"]) or fallback
 
     def _window(self) -> int:
-        if self._fixed_workers is None and time.monotonic() - self._polled >= 1.0:
+        if self._fixed_workers is None and self._clock.monotonic() - self._polled >= 1.0:
             self._workers = self._alive_workers(self._workers)
-            self._polled = time.monotonic()
+            self._polled = self._clock.monotonic()
         return self.config.per_worker * max(1, self._workers)
 
     # -- warming up -------------------------------------------------------------------
@@ -583,7 +588,7 @@ class PrimeSearch:
                   "out": str(cfg.out.resolve()) if cfg.out is not None else "",
                   "chunk": str(self.chunk)}
         log = _ChunkLog(self.state_path, params, cfg.resume, check_chunk=cfg.chunk is not None,
-                        commit_every=interval)
+                        commit_every=interval, clock=self._clock)
         self.chunk = int(log.meta["chunk"])  # a resumed run keeps its chunk size
         try:
             summary = self._run(log, t0, on_progress, interval)
