@@ -81,6 +81,13 @@ _SIGN_OUT_WAIT = 2.0
 _T = TypeVar("_T")
 
 
+_SESSION_REFUSALS = 5
+"""A request whose fresh card session the bank refused this many times in a row, every
+refusal answered (none lost on the way), is refused: SessionExpired, nothing applied.
+Retrying until ``retry_for`` would only make the answer hang on the clock: its last
+attempt, cut short by the deadline, would turn a refusal into "outcome unknown"."""
+
+
 class BankUnavailable(NetletConnectionError):
     """The bank did not answer before the client gave up.
 
@@ -375,6 +382,7 @@ class CardSession:
         deadline = time.monotonic() + self.client.retry_for if deadline is None else deadline
         reached: list[bool] = []
         extra = () if key is None else (key,)
+        refused = 0
         try:
             while True:
                 if self._token is None:
@@ -391,6 +399,9 @@ class CardSession:
                                                       deadline=deadline, reached=reached)
                 except SessionExpired:
                     self._forget()
+                    refused += 1
+                    if refused >= _SESSION_REFUSALS and not reached:
+                        raise  # answered so, every time: nothing was applied
                     if time.monotonic() >= deadline:
                         if not reached:  # every attempt was answered so: none applied
                             raise
