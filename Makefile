@@ -49,8 +49,10 @@ postgres:
 	  || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
 	  || echo "note: PostgreSQL could not be installed (root needed); its bank tests skip"; }
 
+# Two processes share the tests (pytest-xdist), each taking the next test when it is
+# free: the suite is mostly waiting on real sockets and child processes.
 test: lint typecheck bytecode postgres
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist worksteal
 
 bench: $(BSTAMP) bytecode
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

@@ -134,17 +134,23 @@ def test_only_started_tasks_are_running_and_the_rest_can_be_cancelled(
 # -- waking one worker per task, not all ----------------------------------------------------
 
 
-def _head_cpu_per_task(kit: ClusterKit, workers: int, n: int = 150) -> float:
+def _head_cpu_per_task(kit: ClusterKit, workers: int, n: int = 300) -> float:
     head = kit.head()
     kit.workers(head.address, workers)
     cluster = kit.client(head.address)
     kit.wait_workers(cluster, workers, timeout=60)
     for i in range(20):  # warm up: every worker has pulled and parked
         assert cluster.submit(noop, i).result(STEP) == i
-    cpu0 = _process_cpu(head.pid)
+    cpu0, t0 = _process_cpu(head.pid), time.monotonic()
     for i in range(n):  # tasks trickle in: one at a time, the others idle
         assert cluster.submit(noop, i).result(STEP) == i
-    per_task = (_process_cpu(head.pid) - cpu0) / n
+    cpu1, t1 = _process_cpu(head.pid), time.monotonic()
+    # What the head spends anyway (heartbeats, keepalives: more with more workers, and
+    # more per task the slower a loaded machine trickles them) is not the tasks' cost:
+    # measure it over an idle window as long as the trickle took, and take it off.
+    time.sleep(t1 - t0)  # a measurement window, not a synchronisation
+    idle = _process_cpu(head.pid) - cpu1
+    per_task = max(0.0, (cpu1 - cpu0) - idle) / n
     cluster.close()
     for p in list(kit.procs):
         p.kill()
@@ -164,16 +170,17 @@ def test_head_cpu_per_task_does_not_grow_with_idle_workers(cluster_kit: ClusterK
 # -- cancelling does not scan the queue -----------------------------------------------------
 
 
-def _cancel_time(kit: ClusterKit, queued: int, cancels: int = 2000) -> float:
+def _cancel_time(kit: ClusterKit, queued: int, cancels: int = 4000) -> float:
     head = kit.head()  # no workers: everything stays queued
     cluster = kit.client(head.address)
     futures = [cluster.submit(noop, i) for i in range(queued)]
     wait_until(lambda: cluster.status()["queued"] == queued, 60, f"{queued} tasks queued")
-    t0 = time.perf_counter()
+    # The head's CPU, not the wall time: a loaded machine slows both runs unevenly.
+    cpu0 = _process_cpu(head.pid)
     for f in futures[:cancels]:
         assert f.cancel()
     wait_until(lambda: cluster.status()["queued"] == queued - cancels, 60, "the cancels")
-    took = time.perf_counter() - t0
+    took = _process_cpu(head.pid) - cpu0
     cluster.close()
     head.kill()
     return took / cancels
@@ -183,8 +190,9 @@ def _cancel_time(kit: ClusterKit, queued: int, cancels: int = 2000) -> float:
 def test_a_cancel_costs_the_same_with_a_long_queue(cluster_kit: ClusterKit) -> None:
     short = _cancel_time(cluster_kit, 5_000)
     long = _cancel_time(cluster_kit, 40_000)
-    print(f"per cancel: {short * 1e6:.0f} us at 5,000 queued, {long * 1e6:.0f} us at 40,000")
-    assert long < 2.5 * short, (short, long)
+    print(f"head CPU per cancel: {short * 1e6:.0f} us at 5,000 queued, "
+          f"{long * 1e6:.0f} us at 40,000")
+    assert long < 2.5 * max(short, 25e-6), (short, long)  # CPU ticks are 10 ms
 
 
 # -- large results ------------------------------------------------------------------------

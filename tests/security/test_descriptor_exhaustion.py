@@ -176,7 +176,11 @@ def test_direct_threads_are_capped(server_process: Callable[..., ServerProcess])
             assert c.recv_msg()[:3] == [2, 7, i]
         n = threads(srv.pid)
         print(f"40 direct connections: {n - base} more threads (cap {cap})")
-        assert n - base <= cap + 2, f"{n - base} threads for 40 direct connections"
+        # Past the cap, calls run on the loop's link and so on the object's thread pool:
+        # sequential calls mostly reuse one pool thread, but on a loaded machine a reply
+        # can beat the pool thread back to idle and the pool starts another (a few).
+        # Uncapped, 40 connections would hold 40 threads.
+        assert n - base <= cap + 6, f"{n - base} threads for 40 direct connections"
     finally:
         for c in clients:
             c.close()

@@ -34,6 +34,10 @@ class Collector:
         self.frames: list[Frame] = []
         self.kinds: list[tuple[type, ...]] = []
         self.reader = FrameReader(self._on_message, max_frame, max_buffers)
+        # As a connection does once the handshake raises max_frame: the ring may grow to
+        # its full size. (Before it, frames are at most handshake_max, 16 KiB, and the
+        # 32 KiB handshake ring grew by a byte per read for larger ones: 45 s a run.)
+        self.reader.authenticated()
 
     def _on_message(self, body: memoryview, buffers: list[Buffer]) -> None:
         self.frames.append((bytes(body), [bytes(b) for b in buffers]))

@@ -48,6 +48,7 @@ class BankProcess:
 
     def __init__(self, db: Path | str, *options: str, port: int | None = None) -> None:
         self.db = db
+        self._chosen = port is None  # a free port we picked: another may take it first
         self.port = port or free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.options = options
@@ -57,21 +58,34 @@ class BankProcess:
         self.starts = 0
 
     def start(self) -> BankProcess:
+        """Start the bank; once more on a new port if the free port we picked was taken
+        in between (tests run in parallel), never when the test chose the port."""
+        for attempt in range(3):
+            if self._start_once(last=attempt == 2 or not self._chosen):
+                self.starts += 1
+                return self
+            self.port = free_port()
+            self.address = f"tcp://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, *, last: bool) -> bool:
         assert self.proc is None, "already running"
         cmd = [*NETLET, "bank", "serve", "--listen", self.address, "--db", str(self.db),
                *self.options]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=ENV)
         self.proc = proc
-        self.stderr = LineReader(proc.stderr, "bank stderr")
+        self.stderr = stderr = LineReader(proc.stderr, "bank stderr")
         stdout = self._stdout = LineReader(proc.stdout, "bank stdout")
         try:
             stdout.wait_for(r"^tcp://", timeout=STEP)
         except BaseException:
             self.kill()
+            if not last and "in use" in stderr.text():
+                return False
+            print(f"bank stderr:\n{stderr.text()[-3000:]}", file=sys.stderr)
             raise
-        self.starts += 1
-        return self
+        return True
 
     def kill(self, sig: int = signal.SIGKILL) -> int:
         """Stop the bank (SIGKILL: no chance to finish anything) and reap it."""

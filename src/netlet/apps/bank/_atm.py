@@ -81,6 +81,13 @@ _SIGN_OUT_WAIT = 2.0
 _T = TypeVar("_T")
 
 
+_SESSION_REFUSALS = 5
+"""A request whose fresh card session the bank refused this many times in a row, every
+refusal answered (none lost on the way), is refused: SessionExpired, nothing applied.
+Retrying until ``retry_for`` would only make the answer hang on the clock: its last
+attempt, cut short by the deadline, would turn a refusal into "outcome unknown"."""
+
+
 class BankUnavailable(NetletConnectionError):
     """The bank did not answer before the client gave up.
 
@@ -378,7 +385,7 @@ class CardSession:
         reached: list[bool] = []
         extra = () if key is None else (key,)
         again = Backoff(_FIRST_DELAY, _MAX_DELAY)  # a bank that forgets the session each time
-        expired = 0
+        refused = 0
         try:
             while True:
                 if self._token is None:
@@ -395,8 +402,11 @@ class CardSession:
                                                       deadline=deadline, reached=reached)
                 except SessionExpired:
                     self._forget()
-                    expired += 1  # at once the first time (it restarted); then back off
-                    wait = again.next() if expired > 1 else 0.0
+                    refused += 1
+                    if refused >= _SESSION_REFUSALS and not reached:
+                        raise  # answered so, every time: nothing was applied
+                    # Signs in again at once the first time (it restarted); then backs off.
+                    wait = again.next() if refused > 1 else 0.0
                     if clock.monotonic() + wait >= deadline:
                         if not reached:  # every attempt was answered so: none applied
                             raise

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from netlet.apps.bank._commands import LedgerClosed
-from netlet.apps.bank._pinguard import PinGuard, PinRow, Ticket, next_pin_state
+from netlet.apps.bank._pinguard import PinGuard, PinRow, Place, Ticket, next_pin_state
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.apps.bank._records import Conn
 from netlet.apps.bank._store import Store
@@ -104,11 +104,20 @@ class LedgerPins:
                 threads = self._pin_threads
             ok: bool = await loop.run_in_executor(threads, self.check_pin, account, pin, now)
             return ok
+        place: Place | None = None
         while True:
-            ticket = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop)
-            if isinstance(ticket, Ticket):
+            got = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop,
+                                         place)
+            if isinstance(got, Ticket):
+                ticket = got
                 break
-            await ticket  # other attempts on this card are being checked
+            place = got
+            assert place.future is not None
+            try:
+                await place.future  # attempts ahead of this one, or being checked
+            except BaseException:
+                self._pins.leave(place)
+                raise
         queued = False
         try:
             if pin_check_is_cheap(ticket.pin_hash):

@@ -8,6 +8,8 @@ record: it is refused (CardLocked) when the card is locked, and it waits while t
 wrong PINs on record plus the attempts still being checked reach the limit.
 A reservation is released only once its result is committed, so at most
 ``max_attempts`` PINs are ever checked per lock window, however many arrive.
+Attempts that wait stand in a line per card and are reserved in the order they
+came, so a later one never overtakes an earlier one (see ``Place``).
 
 An unknown (or closed) account is a *ghost*: its attempts are checked against
 a dummy hash of the default cost and counted in memory like a real card's, so
@@ -20,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from netlet.apps.bank._commands import BankError, CardLocked, WrongPin
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin, verify_pin
 
-__all__ = ["PinGuard", "PinRow", "Ticket", "next_pin_state"]
+__all__ = ["PinGuard", "PinRow", "Place", "Ticket", "next_pin_state"]
 
 _MAX_GHOSTS = 10_000
 
@@ -59,6 +61,38 @@ def next_pin_state(account: str, failed: int, locked_until: float, good: bool, n
     return failed, 0.0, None if good else WrongPin(account, max_attempts - failed)
 
 
+class Place:
+    """A place in a card's line of attempts waiting to be reserved (first come, first served).
+
+    Without a line, an attempt that arrives while others wait could be reserved
+    first: a right PIN sent after three wrong ones could then be checked before the
+    third, and sign in on a card those three were about to lock.
+    """
+
+    __slots__ = ("account", "future", "loop", "ready")
+
+    def __init__(self, account: str, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.account = account
+        self.loop = loop  # None: a thread waits on the guard's condition
+        self.future: asyncio.Future[None] | None = None
+        self.ready = False
+
+    def arm(self) -> asyncio.Future[None]:
+        assert self.loop is not None
+        self.ready = False
+        self.future = self.loop.create_future()
+        return self.future
+
+    def wake(self) -> None:
+        """Let this attempt try again (the guard's lock is held)."""
+        self.ready = True
+        if self.loop is not None and self.future is not None:
+            try:
+                self.loop.call_soon_threadsafe(_wake, self.future)
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                pass
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -78,7 +112,7 @@ class PinGuard:
         self.max_attempts, self.lock_seconds = max_attempts, lock_seconds
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._lines: dict[str, deque[Place]] = {}  # attempts waiting, per card, in order
         self._pending: dict[str, list[int]] = {}  # account -> [attempts running, generation]
         self._ghosts: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._dummy: str | None = None
@@ -86,29 +120,72 @@ class PinGuard:
         """PIN hashes checked so far (dummy ones included)."""
 
     def begin(self, account: str, read: Callable[[], PinRow], now: float) -> Ticket:
-        """Reserve an attempt on ``account``, waiting while the limit is taken by attempts
-        still being checked; CardLocked if the card is locked.
+        """Reserve an attempt on ``account``, waiting (in line) while the limit is taken by
+        attempts still being checked; CardLocked if the card is locked.
 
         ``read`` gives the card's record; it is called under this guard's lock, so no
         result can be committed between the read and the reservation.
         """
         with self._cond:
+            place: Place | None = None
             while True:
-                ticket = self._try_begin(account, read, now)
-                if ticket is not None:
-                    return ticket
-                self._cond.wait()
+                got = self._take(account, read, now, place, None)
+                if isinstance(got, Ticket):
+                    return got
+                place = got
+                place.ready = False
+                while not place.ready:
+                    self._cond.wait()
 
     def begin_async(self, account: str, read: Callable[[], PinRow], now: float,
-                    loop: asyncio.AbstractEventLoop) -> Ticket | asyncio.Future[None]:
-        """:meth:`begin` for a task: a ticket, or a future to await before trying again."""
+                    loop: asyncio.AbstractEventLoop, place: Place | None = None
+                    ) -> Ticket | Place:
+        """:meth:`begin` for a task: a ticket, or a place in line whose ``future`` to await
+        before calling again with that place (or :meth:`leave` if the task gives up)."""
         with self._cond:
-            ticket = self._try_begin(account, read, now)
+            got = self._take(account, read, now, place, loop)
+            if isinstance(got, Place):
+                got.arm()
+            return got
+
+    def leave(self, place: Place) -> None:
+        """An attempt waiting in line gives up (cancelled): the next one moves up."""
+        with self._cond:
+            self._step_out(place)
+
+    def _take(self, account: str, read: Callable[[], PinRow], now: float,
+              place: Place | None, loop: asyncio.AbstractEventLoop | None) -> Ticket | Place:
+        """A ticket if nobody waits ahead of ``place`` and the limit allows; else the
+        place in line (new at its end, or kept)."""
+        line = self._lines.get(account)
+        if not line or line[0] is place:
+            try:
+                ticket = self._try_begin(account, read, now)
+            except BaseException:
+                if place is not None:
+                    self._step_out(place)
+                raise
             if ticket is not None:
+                if place is not None:
+                    self._step_out(place)
                 return ticket
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(account, []).append((loop, future))
-            return future
+        if place is None:
+            place = Place(account, loop)
+            self._lines.setdefault(account, deque()).append(place)
+        return place
+
+    def _step_out(self, place: Place) -> None:
+        """Take ``place`` out of its line; the attempt now first may try (lock held)."""
+        line = self._lines.get(place.account)
+        if line is None or place not in line:
+            return
+        first = line[0] is place
+        line.remove(place)
+        if not line:
+            del self._lines[place.account]
+        elif first:
+            line[0].wake()
+            self._cond.notify_all()
 
     def _try_begin(self, account: str, read: Callable[[], PinRow], now: float) -> Ticket | None:
         row = read()
@@ -149,20 +226,18 @@ class PinGuard:
             return ticket.clean and entry is not None and entry[1] == ticket.generation
 
     def end(self, ticket: Ticket) -> None:
-        """Release the reservation (after its result, if any, was committed)."""
+        """Release the reservation (after its result, if any, was committed); the first
+        attempt in the card's line may try again."""
         with self._cond:
             entry = self._pending.get(ticket.account)
             if entry is not None:
                 entry[0] -= 1
                 if entry[0] <= 0:
                     del self._pending[ticket.account]
-            self._cond.notify_all()
-            waiters = self._waiters.pop(ticket.account, [])
-        for loop, future in waiters:
-            try:
-                loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # that loop is closed: nobody waits there any more
-                pass
+            line = self._lines.get(ticket.account)
+            if line:
+                line[0].wake()
+                self._cond.notify_all()
 
     def record_ghost(self, ticket: Ticket, now: float) -> BankError:
         """Count a ghost's attempt as a wrong PIN; its answer, as a real card's would be."""
