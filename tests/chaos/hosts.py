@@ -55,6 +55,7 @@ __all__ = ["WHY_NOT", "Host", "Network", "Proc", "require_hosts"]
 ROOT = Path(__file__).resolve().parents[2]
 NETLET = [sys.executable, "-c", "from netlet.cli import main; main(prog_name='netlet')"]
 BOGUS_MAC = "02:00:5e:10:00:01"  # locally administered, never given to a veth here
+_made = 0  # networks made by this process
 
 
 def _why_not() -> str | None:
@@ -276,6 +277,9 @@ class Host:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(STEP)
             proc.close_pipes()
+        # Deleting the veth now (not with the namespace, which the kernel does later)
+        # frees its name for the next network at once.
+        sh("ip", "link", "del", self.port, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
 
 
@@ -287,7 +291,9 @@ class Network:
         self.prefix = 64 if family == 6 else 24
         self.hosts: list[Host] = []
         _remove_stale()
-        start = (os.getpid() * 7) % 250
+        global _made
+        _made += 1
+        start = (os.getpid() * 7 + _made * 13) % 250  # not the one just freed
         for i in range(250):
             n = (start + i) % 250
             made = sh("ip", "link", "add", f"nlc{n}", "type", "bridge", check=False)

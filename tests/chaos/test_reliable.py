@@ -64,3 +64,42 @@ def test_a_worker_host_cut_off_mid_search_rejoins_and_the_count_is_exact(
           f"{rejoined:.2f} s after restore, {summary['seconds']:.1f} s search, "
           f"refused late results {refused}, chunks 100/100")
     assert head.alive()
+
+
+PROGRESS = r"progress t=(?P<t>[\d.]+)s answered=(?P<answered>\d+)"
+
+
+@pytest.mark.timeout(120)
+def test_an_atm_swarm_cut_off_for_10_s_still_applies_everything_exactly_once(
+        network: Callable[..., Network], key_file: Path, tmp_path: Path) -> None:
+    net = network()
+    bank_host, atm_host = net.add_host("bank"), net.add_host("atm")
+    bank = bank_host.netlet("bank", "serve", "--listen", "tcp://0.0.0.0:7350",
+                            "--db", tmp_path / "bank.db", "--key-file", key_file)
+    address = bank.stdout.wait_for(r"^tcp://", timeout=20).string.strip()
+    report = tmp_path / "swarm.json"
+    swarm = atm_host.netlet("atm", "swarm", "--bank", address, "--key-file", key_file,
+                            "--atms", "16", "--seconds", "16", "--accounts", "40",
+                            "--grace", "20", "--seed", "15", "--plain", "--report", report)
+    index, m = swarm.stderr.wait_for_index(PROGRESS, timeout=30)
+    while int(m["answered"]) < 100:
+        index, m = swarm.stderr.wait_for_index(PROGRESS, timeout=20, since=index + 1)
+    atm_host.cut()
+    time.sleep(10)  # the fault's duration itself, not synchronisation
+    mark = swarm.stderr.mark()
+    last = swarm.stderr.find(PROGRESS + r".*", since=max(mark - 1, 0))
+    before = int(last["answered"]) if last else 0
+    atm_host.restore()
+    restored_at = time.monotonic()
+    index, m = swarm.stderr.wait_for_index(PROGRESS, timeout=30, since=mark)
+    while int(m["answered"]) <= before:
+        index, m = swarm.stderr.wait_for_index(PROGRESS, timeout=30, since=index + 1)
+    recovered = time.monotonic() - restored_at
+    code = swarm.wait(90)
+    assert code == 0, swarm.output()
+    assert "check OK" in swarm.stdout.text(), swarm.output()
+    summary = json.loads(report.read_text())
+    audit = bank_host.netlet("bank", "audit", "--db", tmp_path / "bank.db")
+    assert audit.wait(30) == 0, audit.output()
+    print(f"\nFIGURES reliable/bank: answers again {recovered:.2f} s after restore; "
+          f"summary {summary.get('summary', summary) if isinstance(summary, dict) else ''}")

@@ -1,0 +1,53 @@
+"""Scripts run on chaos hosts: a served node, and a client timing what it sees.
+
+``python -m tests.chaos._peers serve KEY_FILE PORT``: serves
+:class:`tests.node.server_app.Service` as ``svc`` on every address, prints the
+address. ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: calls
+``svc.sleep(SECONDS)`` (after a warm-up call), ``blocking`` or as a ``future``, printing ``calling`` when the
+call is sent and ``lost <ErrorType> <monotonic time>`` or ``done <time>``
+after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
+object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import netlet
+from tests.node.server_app import Probe, Service
+
+
+def serve(key_file: str, port: str) -> None:
+    node = netlet.Node(listen=f"tcp://0.0.0.0:{port}", key_file=key_file)
+    service = Service()
+    node.serve(service, "svc")
+    node.serve(Probe(service), "probe")  # answers while svc still sleeps
+    print(node.address, flush=True)
+    node.wait()
+
+
+def call(key_file: str, address: str, seconds: str, how: str) -> None:
+    with netlet.Node(key_file=key_file) as node:
+        svc = node.proxy(address, "svc", timeout=None)
+        svc.echo("warm-up")
+        print("calling", flush=True)
+        try:
+            if how == "blocking":
+                svc.sleep(float(seconds))  # the direct path: its own socket, pings by the caller
+            else:
+                svc.sleep.future(float(seconds)).result()  # the main link and the watchdog
+            print(f"done {time.monotonic()}", flush=True)
+        except netlet.NetletError as e:
+            print(f"lost {type(e).__name__} {time.monotonic()}", flush=True)
+        if sys.stdin.readline().strip() == "again":
+            start = time.monotonic()
+            value = node.proxy(address, "probe", timeout=30).active()
+            print(f"again {value} {time.monotonic() - start:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(created).3f %(levelname)s %(name)s: %(message)s")
+    {"serve": serve, "call": call}[sys.argv[1]](*sys.argv[2:])
