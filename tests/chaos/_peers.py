@@ -7,10 +7,14 @@ address. ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: cal
 call is sent and ``lost <ErrorType> <monotonic time>`` or ``done <time>``
 after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
 object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
+``python -m tests.chaos._peers pipeline KEY_FILE HEAD TASKS``: an Executor on
+``HEAD`` times round trips, ``TASKS`` tiny tasks, a ``map`` timeout and a 2 s
+task, and prints them as one JSON line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -47,7 +51,37 @@ def call(key_file: str, address: str, seconds: str, how: str) -> None:
             print(f"again {value} {time.monotonic() - start:.2f}", flush=True)
 
 
+def pipeline(key_file: str, address: str, tasks: str) -> None:
+    """Time round trips and a batch of tiny tasks through ``address``; print JSON."""
+    from tests.cluster.tasks import add, slow_square
+
+    with netlet.Executor(address, key_file=key_file) as ex:
+        ex.submit(add, 0, 0).result(timeout=30)  # joined, a worker warm
+        trips = []
+        for _ in range(5):
+            start = time.monotonic()
+            ex.cluster.status()
+            trips.append(time.monotonic() - start)
+        n = int(tasks)
+        start = time.monotonic()
+        assert list(ex.map(add, range(n), range(n))) == [2 * i for i in range(n)]
+        seconds = time.monotonic() - start
+        start = time.monotonic()
+        future = ex.submit(slow_square, 3, 2.0)
+        value = future.result(timeout=30)
+        task_seconds = time.monotonic() - start
+        start = time.monotonic()
+        try:
+            list(ex.map(slow_square, [1, 2], [3.0, 3.0], timeout=1.5))
+            timed_out = None
+        except TimeoutError:
+            timed_out = time.monotonic() - start
+    print(json.dumps({"rtt": sorted(trips)[2], "tasks": n, "seconds": seconds,
+                      "map_timeout_after": timed_out, "task_value": value,
+                      "task_seconds": task_seconds}), flush=True)
+
+
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
-    {"serve": serve, "call": call}[sys.argv[1]](*sys.argv[2:])
+    {"serve": serve, "call": call, "pipeline": pipeline}[sys.argv[1]](*sys.argv[2:])
