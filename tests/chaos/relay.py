@@ -1,12 +1,13 @@
 """A userspace TCP relay that delays every byte: latency for hosts without ``tc netem``.
 
-``python -m tests.chaos.relay LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT DELAY``
-listens on ``127.0.0.1:LISTEN_PORT`` (0: any free port) of the host it runs on,
-prints ``tcp://127.0.0.1:PORT``, and forwards each connection to the upstream,
+``python -m tests.chaos.relay LISTEN_HOST:PORT UPSTREAM_HOST UPSTREAM_PORT DELAY``
+listens on ``LISTEN_HOST:PORT`` (port 0: any free port) of the host it runs on,
+prints ``tcp://LISTEN_HOST:PORT``, and forwards each connection to the upstream,
 holding what it reads in each direction for ``DELAY`` seconds before writing
 it on (order kept, bytes never merged across the delay). So a peer dialling the
 relay sees a round trip of ``2 x DELAY`` on top of the link's own; throughput
-is not capped (a reader keeps reading while earlier bytes wait).
+is not capped (a reader keeps reading while earlier bytes wait). With a delay
+of 0 it is a plain forwarder: a NAT the far end cannot dial through.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         await sender
 
 
-async def main(port: int, host: str, upstream_port: int, delay: float) -> None:
+async def main(listen: str, host: str, upstream_port: int, delay: float) -> None:
     async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         try:
             ur, uw = await asyncio.open_connection(host, upstream_port)
@@ -57,10 +58,11 @@ async def main(port: int, host: str, upstream_port: int, delay: float) -> None:
         for w in (cw, uw):
             w.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    print(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    bind, _, port = listen.rpartition(":")
+    server = await asyncio.start_server(handle, bind, int(port))
+    print(f"tcp://{bind}:{server.sockets[0].getsockname()[1]}", flush=True)
     await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
