@@ -9,7 +9,8 @@ after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
 object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
 ``python -m tests.chaos._peers pipeline KEY_FILE HEAD TASKS``: an Executor on
 ``HEAD`` times round trips, ``TASKS`` tiny tasks, a ``map`` timeout and a 2 s
-task, and prints them as one JSON line.
+task, and prints them as one JSON line. ``python -m tests.chaos._peers attack
+KEY_FILE ADDRESS...``: dials each with a wrong key and with none (see :func:`attack`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,34 @@ def pipeline(key_file: str, address: str, tasks: str) -> None:
                       "task_seconds": task_seconds}), flush=True)
 
 
+def attack(key_file: str, *addresses: str) -> None:
+    """From this host, dial each address with a wrong key and with none; one line each.
+
+    Then, as the control, once with the right key (``key_file``) to the first
+    address: that one must print ``ACCEPTED``, or the probe could not tell.
+
+    ``refused <address> <how> <ErrorType>`` when the handshake failed, ``ACCEPTED
+    <address> <how> <what>`` when a call got past it (an answer, or an error that
+    only a dispatched call gets).
+    """
+    from netlet.transport import generate_key, load_key
+
+    tries = [(a, how) for a in addresses for how in ("wrong-key", "no-key")]
+    for address, how in [*tries, (addresses[0], "right-key")]:
+        key = {"wrong-key": generate_key(), "no-key": None,
+               "right-key": load_key(key_file)}[how]
+        with netlet.Node(key=key) as node:
+            try:
+                value = node.proxy(address, "head", timeout=5).status()
+                print(f"ACCEPTED {address} {how} answer {value!r:.60}", flush=True)
+            except (netlet.NoSuchObject, netlet.NotExposed, netlet.BadArguments,
+                    netlet.RemoteError) as e:
+                print(f"ACCEPTED {address} {how} {type(e).__name__}", flush=True)
+            except netlet.NetletError as e:
+                print(f"refused {address} {how} {type(e).__name__}", flush=True)
+
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
-    {"serve": serve, "call": call, "pipeline": pipeline}[sys.argv[1]](*sys.argv[2:])
+    commands = {"serve": serve, "call": call, "pipeline": pipeline, "attack": attack}
+    commands[sys.argv[1]](*sys.argv[2:])
