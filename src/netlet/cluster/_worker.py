@@ -124,10 +124,13 @@ def _listen_address(head: str) -> str:
     host = head.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
     if host in ("127.0.0.1", "localhost", "::1"):
         return "tcp://127.0.0.1:0"
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # The head's own address family: an IPv6-only head is probed over IPv6.
+    family, _, _, _, target = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+    probe = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        probe.connect((host, 9))  # no packet is sent; this only picks the route
-        return f"tcp://{probe.getsockname()[0]}:0"
+        probe.connect(target)  # no packet is sent; this only picks the route
+        ip = probe.getsockname()[0]
+        return f"tcp://[{ip}]:0" if family == socket.AF_INET6 else f"tcp://{ip}:0"
     finally:
         probe.close()
 
