@@ -11,6 +11,8 @@ object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
 ``HEAD`` times round trips, ``TASKS`` tiny tasks, a ``map`` timeout and a 2 s
 task, and prints them as one JSON line. ``python -m tests.chaos._peers attack
 KEY_FILE ADDRESS...``: dials each with a wrong key and with none (see :func:`attack`).
+``python -m tests.chaos._peers bulk KEY_FILE ADDRESS MIB``: one call carrying
+MIB MiB while other calls go on (see :func:`bulk`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,36 @@ def pipeline(key_file: str, address: str, tasks: str) -> None:
                       "task_seconds": task_seconds}), flush=True)
 
 
+def bulk(key_file: str, address: str, mib: str) -> None:
+    """Send ``MIB`` MiB in one call while another thread keeps calling; print JSON."""
+    import threading
+
+    size = int(mib) << 20
+    outcome: dict[str, object] = {}
+    with netlet.Node(key_file=key_file) as node:
+        node.proxy(address, "probe").active()  # connected
+
+        def send() -> None:
+            start = time.monotonic()
+            try:
+                outcome["length"] = node.proxy(address, "svc").length(b"x" * size)
+            except netlet.NetletError as e:
+                outcome["error"] = f"{type(e).__name__}: {e}"
+            outcome["seconds"] = time.monotonic() - start
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        probe, waits = node.proxy(address, "probe", timeout=30), []
+        while sender.is_alive():
+            start = time.monotonic()
+            probe.active()
+            waits.append(time.monotonic() - start)
+            time.sleep(0.2)  # a call every 0.2 s, as another user of the node would
+        sender.join()
+    print(json.dumps({**outcome, "bytes": size, "probes": len(waits),
+                      "probe_max": max(waits, default=0.0)}), flush=True)
+
+
 def attack(key_file: str, *addresses: str) -> None:
     """From this host, dial each address with a wrong key and with none; one line each.
 
@@ -111,5 +143,6 @@ def attack(key_file: str, *addresses: str) -> None:
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
-    commands = {"serve": serve, "call": call, "pipeline": pipeline, "attack": attack}
+    commands = {"serve": serve, "call": call, "pipeline": pipeline, "attack": attack,
+                "bulk": bulk}
     commands[sys.argv[1]](*sys.argv[2:])
