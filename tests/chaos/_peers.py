@@ -3,7 +3,8 @@
 ``python -m tests.chaos._peers serve KEY_FILE PORT``: serves
 :class:`tests.node.server_app.Service` as ``svc`` on every address, prints the
 address. ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: calls
-``svc.sleep(SECONDS)`` (after a warm-up call), ``blocking`` or as a ``future``, printing ``calling`` when the
+``svc.sleep(SECONDS)`` (after a warm-up call), ``blocking`` or as a ``future``,
+printing ``calling`` when the
 call is sent and ``lost <ErrorType> <monotonic time>`` or ``done <time>``
 after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
 object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
@@ -21,6 +22,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import netlet
 from tests.node.server_app import Probe, Service
@@ -56,9 +58,10 @@ def call(key_file: str, address: str, seconds: str, how: str) -> None:
 
 def pipeline(key_file: str, address: str, tasks: str) -> None:
     """Time round trips and a batch of tiny tasks through ``address``; print JSON."""
+    from netlet.cluster import Executor
     from tests.cluster.tasks import add, slow_square
 
-    with netlet.Executor(address, key_file=key_file) as ex:
+    with Executor(address, key_file=key_file) as ex:
         ex.submit(add, 0, 0).result(timeout=30)  # joined, a worker warm
         trips = []
         for _ in range(5):
@@ -143,6 +146,6 @@ def attack(key_file: str, *addresses: str) -> None:
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
-    commands = {"serve": serve, "call": call, "pipeline": pipeline, "attack": attack,
-                "bulk": bulk}
+    commands: dict[str, Callable[..., None]] = {
+        "serve": serve, "call": call, "pipeline": pipeline, "attack": attack, "bulk": bulk}
     commands[sys.argv[1]](*sys.argv[2:])

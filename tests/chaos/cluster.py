@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.cluster import Cluster
 from tests.chaos.hosts import Host, Proc
 
 __all__ = ["HEAD_PORT", "Observer", "start_head", "start_worker", "worker_nodes"]
@@ -46,10 +47,11 @@ class Observer:
     """The test's own view of the head, from the bridge (never behind a fault)."""
 
     def __init__(self, head: str, key_file: Path) -> None:
-        self.cluster = netlet.Cluster(head, key_file=str(key_file))
+        self.cluster = Cluster(head, key_file=str(key_file))
 
     def status(self) -> dict[str, Any]:
-        return self.cluster.status()
+        status: dict[str, Any] = self.cluster.status()
+        return status
 
     def wait(self, what: str, ok: Callable[[dict[str, Any]], bool],
              timeout: float = 30.0, every: float = 0.1) -> float:

@@ -33,7 +33,8 @@ def test_the_executor_pipelines_across_a_100_ms_round_trip(
                                            net.add_host("cli"))
     head, address = start_head(head_host, key_file)
     start_worker(worker_host, address, key_file, 2)
-    relay = client_host.spawn(sys.executable, "-m", "tests.chaos.relay", "127.0.0.1:0", head_host.ip,
+    relay = client_host.spawn(sys.executable, "-m", "tests.chaos.relay", "127.0.0.1:0",
+                              head_host.ip,
                               str(HEAD_PORT), str(DELAY))
     via = relay.stdout.wait_for(r"^tcp://", timeout=20).string.strip()
     client = client_host.spawn(sys.executable, "-m", "tests.chaos._peers", "pipeline",

@@ -11,7 +11,9 @@ with ``ConnectionLost``:
   through;
 * a blocking call (its own direct connection): the caller pings the peer after
   ``keepalive`` seconds (2 s) without the answer and gives up once that ping
-  went unanswered for 3 x ``keepalive``: at most 8 s after the call was sent. Once the path heals, the next
+  went unanswered for 3 x ``keepalive``: at most 8 s after the call was sent.
+
+Once the path heals, the next
 call connects again.
 """
 
@@ -38,7 +40,8 @@ def test_keepalive_finds_a_half_open_connection_within_its_bound(
     bound = BOUNDS[how]
     net = network()
     server_host, client_host = net.add_host("srv"), net.add_host("cli")
-    server = server_host.spawn(sys.executable, "-m", "tests.chaos._peers", "serve", key_file, "7400")
+    server = server_host.spawn(sys.executable, "-m", "tests.chaos._peers", "serve", key_file,
+                               "7400")
     address = server.stdout.wait_for(r"^tcp://", timeout=20).string.strip()
     client = client_host.spawn(sys.executable, "-m", "tests.chaos._peers", "call", key_file,
                                address, "60", how, stdin=True)
@@ -49,7 +52,8 @@ def test_keepalive_finds_a_half_open_connection_within_its_bound(
         client_host.drop_to(server_host)
     dropped_at = time.monotonic()
     m = client.stdout.wait_for(r"^(lost|done) (\S+) ?(\S*)", timeout=bound + SLACK + 5)
-    assert m[1] == "lost" and m[2] == "ConnectionLost", client.output()
+    assert m[1] == "lost", client.output()
+    assert m[2] == "ConnectionLost", client.output()
     detected = float(m[3]) - dropped_at  # CLOCK_MONOTONIC is one clock for every namespace
     assert detected <= bound + SLACK, f"keepalive took {detected:.1f} s; {client.output()}"
     server_host.heal_to(client_host)
@@ -59,6 +63,7 @@ def test_keepalive_finds_a_half_open_connection_within_its_bound(
     client.popen.stdin.flush()
     code = client.wait(40)
     again = client.stdout.find(r"^again (\S+) (\S+)")
-    assert code == 0 and again is not None, client.output()
-    print(f"\nFIGURES half-open/{lost} lost, {how} call: ConnectionLost {detected:.2f} s after the drop "
-          f"(bound {bound} s); next call after healing took {again[2]} s")
+    assert code == 0, client.output()
+    assert again is not None, client.output()
+    print(f"\nFIGURES half-open/{lost} lost, {how} call: ConnectionLost {detected:.2f} s "
+          f"after the drop (bound {bound} s); next call after healing took {again[2]} s")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import netlet
+from netlet.cluster import Cluster
 from tests.chaos.cluster import Observer, start_head, start_worker, worker_nodes
 from tests.chaos.hosts import Network
 from tests.cluster.tasks import read_trace, square_and_record
@@ -38,7 +38,7 @@ def test_a_worker_paused_past_its_lease_has_its_late_result_refused(
     workers = [start_worker(w, address, key_file) for w in (w1, w2)]
     trace = tmp_path / "trace"
     with Observer(address, key_file) as obs, \
-            netlet.Cluster(address, key_file=str(key_file)) as client:
+            Cluster(address, key_file=str(key_file)) as client:
         obs.wait("both workers joined", lambda s: all(
             worker_nodes(s, w.children()) for w in workers))
         futures = [client.submit(square_and_record, str(trace), i, 0.5) for i in range(TASKS)]

@@ -47,4 +47,5 @@ def test_an_attacker_on_the_bridge_is_refused_by_head_worker_and_bank(
     listing = bank_host.netlet("bank", "list", "--bank", bank_address, "--key-file", key_file)
     assert listing.wait(30) == 0, listing.output()
     print("\nFIGURES secure: " + "; ".join(line.split(" ", 2)[2] for line in lines))
-    assert head.alive() and bank.alive()
+    assert head.alive()
+    assert bank.alive()

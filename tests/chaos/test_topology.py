@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import netlet
+from netlet.cluster import Cluster
 from tests.chaos.cluster import HEAD_PORT, Observer, start_head, start_worker, worker_nodes
 from tests.chaos.hosts import Network
 from tests.cluster.tasks import read_trace, square_and_record
@@ -32,7 +32,7 @@ def test_a_head_killed_and_restarted_from_its_state_loses_nothing(
     state, trace = tmp_path / "head.db", tmp_path / "trace"
     head, address = start_head(head_host, key_file, "--state", state)
     workers = [start_worker(w, address, key_file) for w in (w1, w2)]
-    with netlet.Cluster(address, key_file=str(key_file)) as client:
+    with Cluster(address, key_file=str(key_file)) as client:
         with Observer(address, key_file) as obs:
             obs.wait("both workers joined", lambda s: all(
                 worker_nodes(s, w.children()) for w in workers))
