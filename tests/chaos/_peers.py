@@ -1,10 +1,11 @@
 """Scripts run on chaos hosts: a served node, and a client timing what it sees.
 
-``python -m tests.chaos._peers serve KEY_FILE PORT``: serves
+``python -m tests.chaos._peers serve KEY_FILE PORT [PROTOCOL]``: serves
 :class:`tests.node.server_app.Service` as ``svc`` on every address, prints the
-address. ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: calls
+address (``PROTOCOL``: speak that protocol version, as another release would). ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: calls
 ``svc.sleep(SECONDS)`` (after a warm-up call), ``blocking`` or as a ``future``,
-printing ``calling`` when the
+printing ``calling`` (or ``handshake <Error> <seconds> <message>`` if
+the warm-up's handshake fails) when the
 call is sent and ``lost <ErrorType> <monotonic time>`` or ``done <time>``
 after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
 object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
@@ -28,7 +29,11 @@ import netlet
 from tests.node.server_app import Probe, Service
 
 
-def serve(key_file: str, port: str) -> None:
+def serve(key_file: str, port: str, protocol: str = "") -> None:
+    if protocol:  # play another netlet release, one that speaks another protocol version
+        import netlet.transport._handshake as handshake
+
+        handshake.PROTOCOL_VERSION = int(protocol)
     node = netlet.Node(listen=f"tcp://0.0.0.0:{port}", key_file=key_file)
     service = Service()
     node.serve(service, "svc")
@@ -40,7 +45,12 @@ def serve(key_file: str, port: str) -> None:
 def call(key_file: str, address: str, seconds: str, how: str) -> None:
     with netlet.Node(key_file=key_file) as node:
         svc = node.proxy(address, "svc", timeout=None)
-        svc.echo("warm-up")
+        start = time.monotonic()
+        try:
+            svc.echo("warm-up")
+        except netlet.HandshakeError as e:
+            print(f"handshake {type(e).__name__} {time.monotonic() - start:.2f} {e}", flush=True)
+            return
         print("calling", flush=True)
         try:
             if how == "blocking":
