@@ -14,7 +14,9 @@ object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
 task, and prints them as one JSON line. ``python -m tests.chaos._peers attack
 KEY_FILE ADDRESS...``: dials each with a wrong key and with none (see :func:`attack`).
 ``python -m tests.chaos._peers bulk KEY_FILE ADDRESS MIB``: one call carrying
-MIB MiB while other calls go on (see :func:`bulk`).
+MIB MiB while other calls go on (see :func:`bulk`). ``python -m
+tests.chaos._peers cost KEY_FILE HEAD SERVER N``: this host's link counters
+per task, per call and per channel value (see :func:`cost`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import netlet
@@ -38,6 +41,7 @@ def serve(key_file: str, port: str, protocol: str = "") -> None:
     service = Service()
     node.serve(service, "svc")
     node.serve(Probe(service), "probe")  # answers while svc still sleeps
+    node.serve(netlet.channel(buffer=100_000), "box")  # sends complete without a receiver
     print(node.address, flush=True)
     node.wait()
 
@@ -127,6 +131,48 @@ def bulk(key_file: str, address: str, mib: str) -> None:
                       "probe_max": max(waits, default=0.0)}), flush=True)
 
 
+def _wire() -> list[int]:
+    """This host's eth0 counters: packets and bytes sent, packets and bytes received."""
+    base = Path("/sys/class/net/eth0/statistics")
+    return [int((base / f).read_text()) for f in ("tx_packets", "tx_bytes", "rx_packets",
+                                                  "rx_bytes")]
+
+
+def cost(key_file: str, head: str, server: str, count: str) -> None:
+    """Packets and bytes on this host's link per task, per call and per channel value."""
+    from netlet.cluster import Executor
+    from tests.cluster.tasks import add
+
+    n = int(count)
+    figures: dict[str, list[float]] = {}
+
+    def measure(what: str, run: Callable[[], None]) -> None:
+        before = _wire()
+        run()
+        figures[what] = [(b - a) / n for a, b in zip(before, _wire(), strict=True)]
+
+    with Executor(head, key_file=key_file) as ex:
+        ex.submit(add, 0, 0).result(timeout=30)
+        measure("task", lambda: list(ex.map(add, range(n), range(n))))
+    with netlet.Node(key_file=key_file) as node:
+        svc = node.proxy(server, "svc")
+        box = netlet.connect_channel(server, "box", node=node)
+        svc.echo(0)
+        box.send(0)
+
+        def calls() -> None:
+            for i in range(n):
+                svc.echo(i)
+
+        def sends() -> None:
+            for i in range(n):
+                box.send(i)
+
+        measure("call", calls)
+        measure("channel value", sends)
+    print(json.dumps(figures), flush=True)
+
+
 def attack(key_file: str, *addresses: str) -> None:
     """From this host, dial each address with a wrong key and with none; one line each.
 
@@ -157,5 +203,6 @@ if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
     commands: dict[str, Callable[..., None]] = {
-        "serve": serve, "call": call, "pipeline": pipeline, "attack": attack, "bulk": bulk}
+        "serve": serve, "call": call, "pipeline": pipeline, "attack": attack, "bulk": bulk,
+        "cost": cost}
     commands[sys.argv[1]](*sys.argv[2:])
