@@ -16,7 +16,9 @@ KEY_FILE ADDRESS...``: dials each with a wrong key and with none (see :func:`att
 ``python -m tests.chaos._peers bulk KEY_FILE ADDRESS MIB``: one call carrying
 MIB MiB while other calls go on (see :func:`bulk`). ``python -m
 tests.chaos._peers cost KEY_FILE HEAD SERVER N``: this host's link counters
-per task, per call and per channel value (see :func:`cost`).
+per task, per call and per channel value (see :func:`cost`). ``stream_owner
+KEY_FILE PORT`` and ``stream_send KEY_FILE ADDRESS COUNT PACE``: a remote
+channel stream, checked at the owner.
 """
 
 from __future__ import annotations
@@ -131,6 +133,34 @@ def bulk(key_file: str, address: str, mib: str) -> None:
                       "probe_max": max(waits, default=0.0)}), flush=True)
 
 
+def stream_owner(key_file: str, port: str) -> None:
+    """Own channel ``stream``; receive until it is closed; print what came, as JSON."""
+    with netlet.Node(listen=f"tcp://0.0.0.0:{port}", key_file=key_file) as node:
+        stream = netlet.channel(buffer=16)
+        node.serve(stream, "stream")
+        print(node.address, flush=True)
+        got = list(stream)  # until the sender closes it
+    print(json.dumps({"received": len(got), "distinct": len(set(got)),
+                      "in_order": got == sorted(got), "last": got[-1] if got else None}),
+          flush=True)
+
+
+def stream_send(key_file: str, address: str, count: str, pace: str) -> None:
+    """Send 0..COUNT-1 on the remote channel, one every PACE seconds; then close it."""
+    with netlet.Node(key_file=key_file) as node:
+        stream = netlet.connect_channel(address, "stream", node=node)
+        slowest = 0.0
+        for i in range(int(count)):
+            start = time.monotonic()
+            stream.send(i)
+            slowest = max(slowest, time.monotonic() - start)
+            if i == 10:
+                print("streaming", flush=True)
+            time.sleep(float(pace))  # the sender's own pace
+        stream.close()
+    print(f"sent {count} slowest {slowest:.2f}", flush=True)
+
+
 def _wire() -> list[int]:
     """This host's eth0 counters: packets and bytes sent, packets and bytes received."""
     base = Path("/sys/class/net/eth0/statistics")
@@ -204,5 +234,5 @@ if __name__ == "__main__":
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
     commands: dict[str, Callable[..., None]] = {
         "serve": serve, "call": call, "pipeline": pipeline, "attack": attack, "bulk": bulk,
-        "cost": cost}
+        "cost": cost, "stream_owner": stream_owner, "stream_send": stream_send}
     commands[sys.argv[1]](*sys.argv[2:])
