@@ -1,24 +1,26 @@
-"""Scripts run on chaos hosts: a served node, and a client timing what it sees.
+"""Programs the chaos tests run on their hosts: ``python -m tests.chaos._peers CMD ARGS``.
 
-``python -m tests.chaos._peers serve KEY_FILE PORT [PROTOCOL]``: serves
-:class:`tests.node.server_app.Service` as ``svc`` on every address, prints the
-address (``PROTOCOL``: speak that protocol version, as another release would). ``python -m tests.chaos._peers call KEY_FILE ADDRESS SECONDS HOW``: calls
-``svc.sleep(SECONDS)`` (after a warm-up call), ``blocking`` or as a ``future``,
-printing ``calling`` (or ``handshake <Error> <seconds> <message>`` if
-the warm-up's handshake fails) when the
-call is sent and ``lost <ErrorType> <monotonic time>`` or ``done <time>``
-after; then, on a line ``again`` from stdin, calls ``probe.active()`` (a second
-object: ``svc`` still sleeps) and prints ``again <value> <seconds it took>``.
-``python -m tests.chaos._peers pipeline KEY_FILE HEAD TASKS``: an Executor on
-``HEAD`` times round trips, ``TASKS`` tiny tasks, a ``map`` timeout and a 2 s
-task, and prints them as one JSON line. ``python -m tests.chaos._peers attack
-KEY_FILE ADDRESS...``: dials each with a wrong key and with none (see :func:`attack`).
-``python -m tests.chaos._peers bulk KEY_FILE ADDRESS MIB``: one call carrying
-MIB MiB while other calls go on (see :func:`bulk`). ``python -m
-tests.chaos._peers cost KEY_FILE HEAD SERVER N``: this host's link counters
-per task, per call and per channel value (see :func:`cost`). ``stream_owner
-KEY_FILE PORT`` and ``stream_send KEY_FILE ADDRESS COUNT PACE``: a remote
-channel stream, checked at the owner.
+* ``serve KEY_FILE PORT [PROTOCOL]``: serves
+  :class:`tests.node.server_app.Service` as ``svc``, its ``Probe`` as ``probe``
+  and a buffered channel as ``box`` on every address; prints the address.
+  ``PROTOCOL``: announce that protocol version, as another release would.
+* ``call KEY_FILE ADDRESS SECONDS HOW``: after a warm-up call, calls
+  ``svc.sleep(SECONDS)`` (``blocking``, or as a ``future``); prints ``calling``
+  when it is sent, then ``lost <ErrorType> <monotonic time>`` or ``done
+  <time>`` (or ``handshake <Error> <seconds> <message>`` if the warm-up's
+  handshake fails); then, on a line ``again`` from stdin, calls
+  ``probe.active()`` (``svc`` still sleeps) and prints ``again <value>
+  <seconds>``.
+* ``pipeline KEY_FILE HEAD TASKS``: an Executor times round trips, tiny tasks,
+  a 2 s task and a ``map`` timeout; one JSON line.
+* ``bulk KEY_FILE ADDRESS MIB``: one call carrying MIB MiB while another thread
+  keeps calling; one JSON line.
+* ``cost KEY_FILE HEAD SERVER N``: this host's link counters per task, per
+  call and per channel value; one JSON line.
+* ``stream_owner KEY_FILE PORT`` and ``stream_send KEY_FILE ADDRESS COUNT
+  PACE``: a remote channel stream, checked at the owner.
+* ``attack KEY_FILE ADDRESS...``: dials each with a wrong key and with none,
+  then the first with the right key as the control.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import netlet
 from tests.node.server_app import Probe, Service

@@ -253,6 +253,20 @@ class Host:
     def restore(self) -> None:
         sh("bridge", "link", "set", "dev", self.port, "state", "3")
 
+    def readdress(self, index: int) -> str:
+        """Move the host to the subnet's ``index``-th address (as DHCP might): the old one
+        is gone at once, connections bound to it with it."""
+        new = self.net.address(index)
+        flags = ["nodad"] if self.net.family == 6 else []
+        if self.net.family == 4:  # else deleting the primary address takes the new one too
+            sh("ip", "netns", "exec", self.ns, "sysctl", "-qw",
+               "net.ipv4.conf.eth0.promote_secondaries=1")
+        self.ipcmd("addr", "add", f"{new}/{self.net.prefix}", "dev", "eth0", *flags)
+        self.ipcmd("addr", "del", f"{self.ip}/{self.net.prefix}", "dev", "eth0")
+        self.ipcmd("route", "replace", "default", "via", self.net.address(1))
+        self.ip = new
+        return new
+
     def drop_to(self, other: Host) -> None:
         """Lose every packet this host sends to ``other``; ``other``'s packets still arrive."""
         self.ipcmd("neigh", "replace", other.ip, "lladdr", BOGUS_MAC, "dev", "eth0",

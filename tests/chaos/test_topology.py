@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,4 +87,36 @@ def test_a_client_the_head_cannot_dial_back_works_through_the_advertised_address
     assert figures["task_value"] == 9
     print(f"\nFIGURES topology/advertise: 500 tasks through {address} in "
           f"{figures['seconds']:.2f} s, head unable to reach the client's host")
+    assert head.alive()
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_host_that_changes_its_address_mid_run_rejoins(
+        network: Callable[..., Network], key_file: Path, tmp_path: Path) -> None:
+    net = network()
+    head_host, w1, w2 = net.add_host("head"), net.add_host("w1"), net.add_host("w2")
+    head, address = start_head(head_host, key_file)
+    workers = [start_worker(w, address, key_file) for w in (w1, w2)]
+    trace = tmp_path / "trace"
+    with Cluster(address, key_file=str(key_file)) as client, \
+            Observer(address, key_file) as obs:
+        obs.wait("both workers joined", lambda s: all(
+            worker_nodes(s, w.children()) for w in workers))
+        futures = [client.submit(square_and_record, str(trace), i, 0.2) for i in range(TASKS)]
+        pids = workers[1].children()
+        obs.wait("w2 busy", lambda s: any(n["done"] > 0 for n in worker_nodes(s, pids)))
+        old = w2.ip
+        new = w2.readdress(200)
+
+        def rejoined(s: dict[str, Any]) -> bool:
+            return any(n["role"] == "worker" and n["alive"]
+                       and n["address"].startswith(f"tcp://{new}:") for n in s["nodes"])
+
+        back = obs.wait(f"a worker serving on w2's new address {new}", rejoined, timeout=40)
+        results = [f.result(timeout=60) for f in futures]
+        status = obs.status()
+    assert results == [i * i for i in range(TASKS)]
+    print(f"\nFIGURES topology/new address: w2 moved {old} -> {new}; a worker serves on the "
+          f"new address {back:.2f} s later; {TASKS} results exact, refused results "
+          f"{status['refused_results']}")
     assert head.alive()

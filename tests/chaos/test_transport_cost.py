@@ -40,7 +40,7 @@ def test_packets_and_bytes_per_task_call_and_channel_value(
                        served, str(N))
     assert client.wait(60) == 0, client.output()
     figures = json.loads(client.stdout.text().splitlines()[-1])
-    tx_packets, tx_bytes, rx_packets, rx_bytes = figures["task"]
+    tx_packets, _, rx_packets, _ = figures["task"]
     assert tx_packets <= 1.0, figures
     assert rx_packets <= 1.0, figures
     for what in ("call", "channel value"):
