@@ -178,7 +178,7 @@ def cost(key_file: str, head: str, server: str, count: str) -> None:
     n = int(count)
     figures: dict[str, list[float]] = {}
 
-    def measure(what: str, run: Callable[[], None]) -> None:
+    def measure(what: str, run: Callable[[], object]) -> None:
         before = _wire()
         run()
         figures[what] = [(b - a) / n for a, b in zip(before, _wire(), strict=True)]
