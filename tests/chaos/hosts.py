@@ -236,10 +236,10 @@ class Host:
     def python(self, code: str, *args: str | Path, **options: Any) -> Proc:
         return self.spawn(sys.executable, "-c", code, *args, **options)
 
-    def run(self, *args: str | Path, timeout: float = 60.0,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str | Path, timeout: float = 60.0, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``args`` to completion inside the namespace; output captured as text."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
         return subprocess.run(["ip", "netns", "exec", self.ns, *map(str, args)], input=input,
                               capture_output=True, text=True, timeout=timeout, env=env,
                               cwd=ROOT, check=False)

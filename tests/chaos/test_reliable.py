@@ -99,8 +99,11 @@ def test_an_atm_swarm_cut_off_for_10_s_still_applies_everything_exactly_once(
     code = swarm.wait(90)
     assert code == 0, swarm.output()
     assert "check OK" in swarm.stdout.text(), swarm.output()
-    summary = json.loads(report.read_text())
+    written = json.loads(report.read_text())
+    summary = written.get("summary", written)
     audit = bank_host.netlet("bank", "audit", "--db", tmp_path / "bank.db")
     assert audit.wait(30) == 0, audit.output()
     print(f"\nFIGURES reliable/bank: answers again {recovered:.2f} s after restore; "
-          f"summary {summary.get('summary', summary) if isinstance(summary, dict) else ''}")
+          f"{summary['answered']} answered, {summary['applied']} applied, "
+          f"{summary['refused']} refused, slowest answer {summary['max_ms'] / 1000:.1f} s, "
+          f"problems {summary['problems']}, audit ok {summary['bank']['audit']['ok']}")

@@ -58,8 +58,9 @@ def test_a_worker_paused_past_its_lease_has_its_late_result_refused(
         obs.wait("the late result refused", lambda s: s["refused_results"] > refused_before,
                  timeout=20)
         refused = time.monotonic() - resumed_at
-        rejoined = obs.wait("the resumed worker rejoins", lambda s: bool(worker_nodes(s, paused)),
-                            timeout=20)
+        obs.wait("the resumed worker rejoins", lambda s: bool(worker_nodes(s, paused)),
+                 timeout=20)
+        rejoined = time.monotonic() - resumed_at
         paused_for = resumed_at - stopped_at
     assert results == [i * i for i in range(TASKS)]  # each future resolved once, exactly
     runs = read_trace(trace)
@@ -70,6 +71,6 @@ def test_a_worker_paused_past_its_lease_has_its_late_result_refused(
     assert detected <= DEAD_AFTER + 2.0, f"the head took {detected:.1f} s"
     print(f"\nFIGURES paused: head dropped the frozen worker {detected:.2f} s after SIGSTOP; "
           f"paused {paused_for:.1f} s; late result refused {refused:.2f} s after SIGCONT; "
-          f"rejoined {rejoined:.2f} s later; {TASKS} results exact, {twice} task run(s) "
+          f"rejoined {rejoined:.2f} s after SIGCONT; {TASKS} results exact, {twice} task run(s) "
           f"repeated, 0 counted twice")
     assert head.alive()
