@@ -21,6 +21,8 @@
   PACE``: a remote channel stream, checked at the owner.
 * ``attack KEY_FILE ADDRESS...``: dials each with a wrong key and with none,
   then the first with the right key as the control.
+* ``attack_tls KEY_FILE GOOD_CERTS EVIL_CERTS ADDRESS``: the same against a TLS
+  node, with certificates of the attacker's own CA, none, and plain TCP.
 """
 
 from __future__ import annotations
@@ -231,10 +233,44 @@ def attack(key_file: str, *addresses: str) -> None:
             except netlet.NetletError as e:
                 print(f"refused {address} {how} {type(e).__name__}", flush=True)
 
+def attack_tls(key_file: str, good: str, evil: str, address: str) -> None:
+    """Against a TLS node: a certificate of another CA, none, plain TCP; then the control.
+
+    ``good`` and ``evil`` are ``netlet certs`` directories (``good`` is the
+    node's own CA, with a ``client`` certificate; ``evil`` a CA of the
+    attacker's making). Prints one ``refused``/``ACCEPTED`` line per attempt.
+    """
+    from netlet.transport import TLSConfig, generate_key, load_key
+
+    def pair(d: str, name: str, *, verify: bool = True) -> TLSConfig:
+        return TLSConfig(certfile=f"{d}/{name}.pem", keyfile=f"{d}/{name}.key",
+                         cafile=f"{d}/ca.pem" if verify else None, verify=verify)
+
+    wrong, right = generate_key(), load_key(key_file)
+    tries: list[tuple[str, TLSConfig | None, bytes]] = [
+        ("own-ca-cert+wrong-key", pair(evil, "client", verify=False), wrong),
+        ("own-ca-cert+right-key", pair(evil, "client", verify=False), right),
+        ("plain-tcp+right-key", None, right),
+        ("right-cert+wrong-key", pair(good, "client"), wrong),
+        ("right-cert+right-key", pair(good, "client"), right),  # the control
+    ]
+    for how, tls, key in tries:
+        with netlet.Node(key=key, tls=tls, call_timeout=5) as node:
+            try:
+                value = node.proxy(address, "bank", timeout=5).info()
+                print(f"ACCEPTED {how} answer {value!r:.60}", flush=True)
+            except (netlet.NoSuchObject, netlet.NotExposed, netlet.BadArguments,
+                    netlet.RemoteError) as e:
+                print(f"ACCEPTED {how} {type(e).__name__}", flush=True)
+            except netlet.NetletError as e:
+                print(f"refused {how} {type(e).__name__}", flush=True)
+
+
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
     commands: dict[str, Callable[..., None]] = {
-        "serve": serve, "call": call, "pipeline": pipeline, "attack": attack, "bulk": bulk,
-        "cost": cost, "stream_owner": stream_owner, "stream_send": stream_send}
+        "serve": serve, "call": call, "pipeline": pipeline, "attack": attack,
+        "attack_tls": attack_tls, "bulk": bulk, "cost": cost, "stream_owner": stream_owner,
+        "stream_send": stream_send}
     commands[sys.argv[1]](*sys.argv[2:])

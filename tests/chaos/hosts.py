@@ -50,7 +50,7 @@ import pytest
 
 from tests.conftest import STEP, LineReader
 
-__all__ = ["WHY_NOT", "Host", "Network", "Proc", "require_hosts"]
+__all__ = ["NETLET", "ROOT", "WHY_NOT", "Host", "Network", "Proc", "require_hosts"]
 
 ROOT = Path(__file__).resolve().parents[2]
 NETLET = [sys.executable, "-c", "from netlet.cli import main; main(prog_name='netlet')"]
