@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,11 @@ def test_a_cluster_on_ipv6_only_hosts(network: Callable[..., Network], key_file:
     assert "inet " not in head_host.ipcmd("addr", "show", "eth0").stdout  # no IPv4 here
     head, address = start_head(head_host, key_file)
     assert address == head_host.url(7340), address
+    # What the head and the worker say on stderr names the address whole (rich markup
+    # once took "[fd13:...]" for a style tag and printed "tcp://:7340").
+    head.stderr.wait_for(rf"listening on {re.escape(address)}", timeout=10)
     worker = start_worker(worker_host, address, key_file)
+    worker.stderr.wait_for(rf"joining {re.escape(address)}", timeout=20)
     with Observer(address, key_file) as obs:  # from the bridge's own IPv6 address
         obs.wait("the worker joined", lambda s: bool(worker_nodes(s, worker.children())),
                  timeout=20)
