@@ -11,7 +11,8 @@ with ``ConnectionLost``:
   through;
 * a blocking call (its own direct connection): the caller pings the peer after
   ``keepalive`` seconds (2 s) without the answer and gives up once that ping
-  went unanswered for 3 x ``keepalive``: at most 8 s after the call was sent.
+  went unanswered for 3 x ``keepalive``, waiting in slices of ``keepalive``:
+  8 s after the call was sent, plus the time to notice.
 
 Once the path heals, the next
 call connects again.
