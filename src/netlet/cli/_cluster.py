@@ -98,8 +98,10 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     node.serve(head_obj, "netlet.head")
     head_obj.start()
     stop = _stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
-    Console(stderr=True).print(f"netlet head listening on [cyan]{node.address}[/]{where}"
-                               + (f", state in {state}" if state else ""), soft_wrap=True)
+    # escape(): an IPv6 address ("[fd00::1]") or a path is text, not rich markup.
+    Console(stderr=True).print(f"netlet head listening on [cyan]{escape(node.address)}[/]"
+                               + escape(where + (f", state in {state}" if state else "")),
+                               soft_wrap=True)
     print(node.address, flush=True)
     while not stop.wait(0.5):
         pass
@@ -165,7 +167,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
         return proc
 
     procs = [start() for _ in range(n)]
-    console.print(f"{n} worker process(es) joining [cyan]{join_addr}[/]")
+    console.print(f"{n} worker process(es) joining [cyan]{escape(join_addr)}[/]")
     failures = 0
     try:
         while not stop.wait(0.5):

@@ -28,13 +28,13 @@ import socket
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 from netlet.clock import REAL_CLOCK, Backoff, Clock
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
 from netlet.cluster._output import Capture
+from netlet.cluster._worker_address import host_of, listen_address
 from netlet.cluster._worker_exit import _exit_with_parent, _watch_parent
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
 from netlet.codec import Codec, RemoteRef
@@ -90,6 +90,9 @@ EXIT_KEY_REFUSED = 3
 """A worker's exit status when the head refused its key: restarting it cannot help."""
 EXIT_CANNOT_LISTEN = 4
 """A worker's exit status when its --listen address cannot be bound (busy port...)."""
+EXIT_ADDRESS_CHANGED = 5
+"""A worker's exit status when its host's address changed: ``netlet worker`` starts
+another, which listens on the new one (this one's listener is bound to a lost address)."""
 
 
 class KeyRefused(SystemExit):
@@ -120,21 +123,6 @@ class WorkerOptions:
         """The worker's node's clock: its heartbeats and its retries to join wait on it."""
 
 
-def _listen_address(head: str) -> str:
-    """Listen where the head can reach us: loopback for a local head, else our LAN side."""
-    if head.startswith(("unix://", "mem://")):
-        return f"unix:///tmp/netlet-worker-{uuid.uuid4().hex[:12]}.sock"
-    host = head.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host in ("127.0.0.1", "localhost", "::1"):
-        return "tcp://127.0.0.1:0"
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((host, 9))  # no packet is sent; this only picks the route
-        return f"tcp://{probe.getsockname()[0]}:0"
-    finally:
-        probe.close()
-
-
 def worker_key(head: str, key: bytes | None) -> bytes:
     """The key a worker of ``head`` uses: the one given, else the head's per-user key."""
     if key is not None:
@@ -159,9 +147,10 @@ class Worker(WorkerTraffic):
     def __init__(self, opts: WorkerOptions) -> None:
         self.opts = opts
         key = worker_key(opts.head, opts.key)
-        self.node = Node(listen=opts.listen or _listen_address(opts.head), key=key,
-                         allow_pickle=opts.allow_pickle, call_timeout=None,
-                         clock=opts.clock)
+        listen = opts.listen or listen_address(opts.head)
+        self._bound_host = host_of(listen) if listen.startswith("tcp://") else None
+        self.node = Node(listen=listen, key=key, allow_pickle=opts.allow_pickle,
+                         call_timeout=None, clock=opts.clock)
         self.clock = opts.clock
         self.functions = FunctionCache(self._pickle_refusal)
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
@@ -200,6 +189,8 @@ class Worker(WorkerTraffic):
     async def _join(self) -> None:
         backoff = Backoff(0.05, 2.0)
         while not self.stop.is_set():
+            if self._address_moved():
+                return
             try:
                 info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
                         "address": self.node.address or "", "cores": os.cpu_count() or 1}
@@ -219,6 +210,27 @@ class Worker(WorkerTraffic):
                 delay = backoff.next()
                 log.warning("cannot join %s (%s); retrying in %.1f s", self.opts.head, e, delay)
                 await self.clock.sleep(delay)
+
+    def _address_moved(self) -> bool:
+        """Whether this host's address towards the head is no longer the one we listen on.
+
+        Objects placed on this worker would then be unreachable (the head and its
+        clients dial the old address), so the process stops and ``netlet worker``
+        starts another on the new address. Only for a listen address of our own
+        choosing (no ``--listen``) and when the new one is known.
+        """
+        if self.opts.listen or self.opts.exit_with_head or self._bound_host is None:
+            return False
+        try:
+            now = host_of(listen_address(self.opts.head))
+        except OSError:
+            return False  # no route to the head right now: keep trying as before
+        if now == self._bound_host:
+            return False
+        log.warning("this host's address changed (%s -> %s): restarting this worker to "
+                    "listen on the new one", self._bound_host, now)
+        self._fatal(SystemExit(EXIT_ADDRESS_CHANGED))
+        return True
 
     def _fatal(self, why: str | SystemExit = "") -> None:
         """Stop the worker (``why``: an error, or the exit, to leave with)."""
