@@ -15,6 +15,7 @@ from netlet.node._node import (
     register_serve_adapter,
 )
 from netlet.node._proxy import Method, Proxy
+from netlet.node._stats import NodeStatistics
 
 __all__ = [
     "Kind",
@@ -23,6 +24,7 @@ __all__ = [
     "MethodInfo",
     "Node",
     "NodeConfig",
+    "NodeStatistics",
     "Proxy",
     "RefFactory",
     "RefProvider",

@@ -1,0 +1,279 @@
+"""What the head remembers for its statistics: counters, events, dead workers, task history.
+
+``HeadMonitor`` is fed by the head as things happen (each hook O(1) per task
+it touches). Counters, events, recent deaths and failed tasks (with their
+remote traceback) are always kept, in bounded memory. Per-task timings and
+attempts cost a little on every task, so they are kept only once something
+asks for them (``track()``: a dashboard attaching).
+
+``HeadStatsMixin`` gives ``Head`` its local, non-exposed queries
+(``statistics()``, ``task_page()``, ``task_info()``, ``events()``): they run on
+the head's loop, read no private state of anything else, and return frozen
+records (``_stats.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from netlet.cluster._head_tasks import Member
+from netlet.cluster._sched_records import ASSIGNED, DONE, QUEUED, RUNNING, Task
+from netlet.cluster._scheduler import Scheduler
+from netlet.cluster._stats import (
+    ClusterEvent,
+    HeadStatistics,
+    Histogram,
+    TaskAttempt,
+    TaskCounts,
+    TaskInfo,
+    TaskPage,
+    WorkerStats,
+)
+from netlet.node import Node
+
+__all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
+
+TASK_STATES = (QUEUED, ASSIGNED, RUNNING, "done", "failed")
+SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
+MAX_TRACEBACK = 8192
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> Histogram:
+        cum, acc = [], 0
+        for c in self.counts:
+            acc += c
+            cum.append(acc)
+        return Histogram(self.bounds, tuple(cum), self.total)
+
+
+class _Trace:
+    """A tracked task's history (mutable while it lives)."""
+    __slots__ = ("history", "submitted")
+
+    def __init__(self, submitted: float) -> None:
+        self.submitted = submitted
+        self.history: list[list[Any]] = []  # [worker, handed, started]
+
+
+class HeadMonitor:
+    def __init__(self, finished_max: int = 10_000, events_max: int = 1000,
+                 dead_max: int = 200) -> None:
+        self.tracking = False
+        self.submitted = self.done = self.failed = self.cancelled = 0
+        self._live: dict[str, _Trace] = {}
+        self._finished: deque[TaskInfo] = deque(maxlen=finished_max)
+        self._errors: dict[str, tuple[str, str]] = {}
+        """Error type and traceback a worker reported, until the result is delivered."""
+        self._events: deque[ClusterEvent] = deque(maxlen=events_max)
+        self._seq = 0
+        self._dead: deque[WorkerStats] = deque(maxlen=dead_max)
+        self.task_seconds = _Histogram(SECONDS)
+        self.dispatch_seconds = _Histogram(SECONDS)
+
+    def track(self) -> None:
+        self.tracking = True
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def submitted_tasks(self, tasks: Iterable[Task]) -> None:
+        n = 0
+        now = time.time()
+        for t in tasks:
+            n += 1
+            if self.tracking:
+                self._live[t.id] = _Trace(now)
+        self.submitted += n
+
+    def handed(self, worker: str, tasks: Iterable[Task]) -> None:
+        if not self.tracking:
+            return
+        now = time.time()
+        for t in tasks:
+            trace = self._live.get(t.id)
+            if trace is not None:
+                if not trace.history:
+                    self.dispatch_seconds.observe(now - trace.submitted)
+                trace.history.append([worker, now, None])
+
+    def started(self, tids: Iterable[str]) -> None:
+        if not self.tracking:
+            return
+        now = time.time()
+        for tid in tids:
+            trace = self._live.get(tid)
+            if trace is not None and trace.history:
+                trace.history[-1][2] = now
+
+    def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
+        if len(self._errors) < 10_000:
+            self._errors[tid] = (error_type[:200], traceback[:MAX_TRACEBACK])
+
+    def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
+                 ) -> None:
+        now = time.time()
+        trace = self._live.pop(tid, None)
+        detail = self._errors.pop(tid, None)
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        if trace is not None and trace.history and trace.history[-1][2] is not None:
+            self.task_seconds.observe(now - trace.history[-1][2])
+        if ok and not self.tracking:
+            return
+        etype, tb = detail or ("", "")
+        if error is not None:
+            etype, tb = type(error).__name__, str(error)
+        self._finished.append(TaskInfo(
+            tid, task.fn if task else "?", task.client if task else "",
+            "done" if ok else "failed", trace.history[-1][0] if trace and trace.history else "",
+            task.attempts if task else 0, task.retries if task else 0,
+            trace.submitted if trace else None, now, etype, tb,
+            _attempts(trace)))
+
+    def forget(self, tids: Iterable[str]) -> None:
+        """Tasks dropped unfinished (cancelled, their client gone)."""
+        for tid in tids:
+            self._live.pop(tid, None)
+
+    def event(self, kind: str, node: str, role: str, name: str, detail: str = "") -> None:
+        self._seq += 1
+        self._events.append(ClusterEvent(self._seq, time.time(), kind, node, role, name, detail))
+
+    def worker_died(self, record: WorkerStats) -> None:
+        self._dead.append(record)
+
+    # -- queries --------------------------------------------------------------------
+
+    @property
+    def last_event(self) -> int:
+        return self._seq
+
+    def events(self, after: int, limit: int) -> list[ClusterEvent]:
+        out = [e for e in reversed(self._events) if e.seq > after][:limit]
+        out.reverse()
+        return out
+
+    def dead(self) -> list[WorkerStats]:
+        return list(self._dead)
+
+    def finished_tasks(self) -> Iterator[TaskInfo]:
+        """Newest first."""
+        return reversed(self._finished)
+
+    def live_info(self, task: Task) -> TaskInfo:
+        trace = self._live.get(task.id)
+        return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
+                        task.retries, trace.submitted if trace else None, None, "", "",
+                        _attempts(trace))
+
+
+def _attempts(trace: _Trace | None) -> tuple[TaskAttempt, ...]:
+    if trace is None:
+        return ()
+    return tuple(TaskAttempt(w, h, s) for w, h, s in trace.history)
+
+
+def _num(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def worker_record(member: Member, sched: Scheduler, now: float, state: str = "alive",
+                  why: str = "") -> WorkerStats:
+    info = member.info
+    running, done, failed = sched.worker_load(member.node)
+    cpu = info.get("cpu_percent")
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool):
+        cpu = None
+    return WorkerStats(
+        member.node, str(info.get("name", ""))[:200], str(info.get("host", ""))[:200],
+        _num(info.get("pid"), int), str(info.get("address", ""))[:200], state, member.since,
+        max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
+        max(done, member.done), max(failed, member.failed),
+        float(cpu) if cpu is not None else None, _num(info.get("rss_bytes"), int),
+        time.time() if state == "dead" else None, why[:200])
+
+
+class HeadStatsMixin:
+    """The head's statistics queries (not exposed; see ``Head.dashboard`` for the RPC)."""
+
+    _node: Node
+    _sched: Scheduler
+    _members: dict[str, Member]
+    _names: dict[str, Any]
+    _actors: dict[str, Any]
+    _monitor: HeadMonitor
+    started: float
+
+    def statistics(self) -> HeadStatistics:
+        """A snapshot: O(workers). Call it on the head's loop (the web layer does)."""
+        now = time.monotonic()
+        sched, mon = self._sched, self._monitor
+        workers = [worker_record(m, sched, now) for m in self._members.values()
+                   if m.role == "worker" and m.alive]
+        workers += mon.dead()
+        clients = sum(1 for m in self._members.values() if m.role == "client" and m.alive)
+        st = sched.stats()
+        counts = TaskCounts(st["queued"], st["unstarted"], st["running"], mon.submitted,
+                            mon.done, mon.failed, st.get("retried", 0), mon.cancelled,
+                            st["refused_results"], st["stale_requests"])
+        return HeadStatistics(
+            self._node.id, self._node.address or "", self.started, time.time(), tuple(workers),
+            clients, counts, len(self._names), len(self._actors), mon.last_event, mon.tracking,
+            mon.task_seconds.snapshot(), mon.dispatch_seconds.snapshot())
+
+    def task_page(self, state: str = "", fn: str = "", worker: str = "", client: str = "",
+                  offset: int = 0, limit: int = 50) -> TaskPage:
+        """Tasks matching every filter given (substring for ``fn``, prefix for ids).
+
+        Live tasks (oldest first) then finished ones (newest first). A page
+        costs one pass over the live tasks, never more.
+        """
+        offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
+        mon = self._monitor
+
+        def wanted(fn_: str, state_: str, worker_: str, client_: str) -> bool:
+            return ((not state or state_ == state) and (not fn or fn in fn_)
+                    and (not worker or worker_.startswith(worker))
+                    and (not client or client_.startswith(client)))
+
+        total = 0
+        page: list[TaskInfo] = []
+        if state in ("", QUEUED, ASSIGNED, RUNNING):
+            for t in self._sched.tasks.values():
+                if t.state != DONE and wanted(t.fn, t.state, t.worker, t.client):
+                    if offset <= total < offset + limit:
+                        page.append(mon.live_info(t))
+                    total += 1
+        if state in ("", "done", "failed"):
+            for info in mon.finished_tasks():
+                if wanted(info.fn, info.state, info.worker, info.client):
+                    if offset <= total < offset + limit:
+                        page.append(info)
+                    total += 1
+        return TaskPage(total, offset, limit, tuple(page))
+
+    def task_info(self, tid: str) -> TaskInfo | None:
+        task = self._sched.tasks.get(tid)
+        if task is not None and task.state != DONE:
+            return self._monitor.live_info(task)
+        return next((i for i in self._monitor.finished_tasks() if i.id == tid), None)
+
+    def events(self, after: int = 0, limit: int = 200) -> list[ClusterEvent]:
+        return self._monitor.events(int(after), max(1, min(int(limit), 1000)))
