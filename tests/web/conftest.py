@@ -11,9 +11,12 @@ from dataclasses import dataclass
 import pytest
 
 from netlet.cluster import Cluster, EmbeddedCluster, HeadConfig
+from netlet.web import Dashboard, LocalHead
 from tests.cluster.conftest import wait_until
 
 __all__ = ["Kit", "wait_until"]
+
+pytest.importorskip("fastapi", reason="the dashboard needs netlet[web]")
 
 
 @dataclass
@@ -50,3 +53,21 @@ def kit() -> Iterator[Kit]:
     finally:
         cluster.close()
         emb.close()
+
+
+@pytest.fixture
+def dashboard_for(kit: Kit) -> Iterator[Callable[..., Dashboard]]:
+    """``dashboard_for(**options)``: the kit's head's dashboard, served on a free
+    loopback port over real HTTP; stopped at the end of the test."""
+    started: list[Dashboard] = []
+
+    def make(**options: object) -> Dashboard:
+        options.setdefault("listen", "127.0.0.1:0")
+        options.setdefault("interval", 0.2)
+        d = Dashboard(LocalHead(kit.embedded.head, kit.embedded.node), **options)  # type: ignore[arg-type]
+        started.append(d.start())
+        return d
+
+    yield make
+    for d in started:
+        d.stop()

@@ -396,15 +396,17 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     async def dashboard(self, what: str, args: dict[str, Any] | None = None) -> Any:
         """Statistics for a dashboard watching from another process, as plain data.
 
-        ``what``: "statistics", "tasks" (``args``: state, fn, worker, client,
+        ``what``: "statistics", "node", "tasks" (``args``: state, fn, worker, client,
         offset, limit), "task" (``args``: id) or "events" (``args``: after,
         limit). The first call turns on per-task history (timings, attempts).
         Any peer holding the cluster key may ask, as for ``status``.
         """
-        self._monitor.track()
+        self.track_tasks()
         args = dict(args or {})
         if what == "statistics":
             return as_dict(self.statistics())
+        if what == "node":
+            return as_dict(self._node.statistics())
         if what == "tasks":
             return as_dict(self.task_page(
                 str(args.get("state", "")), str(args.get("fn", "")), str(args.get("worker", "")),
@@ -416,8 +418,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         if what == "events":
             return [as_dict(e) for e in self.events(int(args.get("after", 0)),
                                                    int(args.get("limit", 200)))]
-        raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, tasks, "
-                          "task or events")
+        raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, node, "
+                          "tasks, task or events")
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()

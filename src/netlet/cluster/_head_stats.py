@@ -221,6 +221,10 @@ class HeadStatsMixin:
     _monitor: HeadMonitor
     started: float
 
+    def track_tasks(self) -> None:
+        """Keep per-task history (timings, attempts) from now on: a dashboard attached."""
+        self._monitor.track()
+
     def statistics(self) -> HeadStatistics:
         """A snapshot: O(workers). Call it on the head's loop (the web layer does)."""
         now = time.monotonic()

@@ -1,0 +1,83 @@
+"""The dashboard over real HTTP: pages, the live stream, /api/v1 and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from netlet.web import Dashboard
+from tests.web.conftest import Kit, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_pages_and_api_show_tasks_and_workers(kit: Kit,
+                                              dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    ok = kit.cluster.submit("math:sqrt", 16.0)
+    bad = kit.cluster.submit("math:sqrt", -1.0)
+    assert ok.result(10) == 4.0
+    with pytest.raises(ValueError, match="math domain error"):
+        bad.result(10)
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        home = web.get("/")
+        assert home.status_code == 200
+        assert "Workers" in home.text
+        assert "content-security-policy" in home.headers
+        page = web.get("/api/v1/tasks", params={"state": "failed"}).json()
+        assert page["total"] == 1
+        tid = page["tasks"][0]["id"]
+        detail = web.get(f"/api/v1/tasks/{tid}").json()
+        assert detail["error_type"] == "ValueError"
+        assert "math domain error" in detail["traceback"]
+        html = web.get(f"/tasks/{tid}").text
+        assert "math domain error" in html
+        assert "ValueError" in web.get("/tasks", params={"state": "failed"}).text
+        assert web.get("/api/v1/tasks", params={"state": "nonsense"}).status_code == 422
+        assert web.get("/api/v1/tasks/nope").status_code == 404
+        workers = web.get("/api/v1/workers").json()
+        assert sum(1 for w in workers if w["state"] == "alive") == 2
+        spec = web.get("/api/v1/openapi.json").json()
+        assert "/api/v1/tasks/{task_id}" in spec["paths"]
+        events = web.get("/api/v1/events").json()
+        assert any(e["kind"] == "join" for e in events)
+
+
+def test_metrics_parse_with_the_prometheus_parser(kit: Kit,
+                                                   dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    kit.cluster.submit("math:sqrt", 4.0).result(10)
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        text = web.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["netlet_head_tasks_finished"].type == "counter"
+    done = [s for s in families["netlet_head_tasks_finished"].samples
+            if s.labels.get("outcome") == "done" and s.name.endswith("_total")]
+    assert done[0].value >= 1
+    assert families["netlet_head_task_duration_seconds"].type == "histogram"
+    assert families["netlet_head_queue_depth"].type == "gauge"
+    assert families["netlet_node_received_bytes"].samples[0].value > 0
+    for name in families:
+        assert name.startswith("netlet_")
+
+
+def test_the_stream_sends_the_live_part_as_it_changes(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    with httpx.Client(base_url=d.base_url, timeout=10) as web, \
+            web.stream("GET", "/stream/overview") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        wait_until(lambda: next(lines).startswith("event: update"), what="a first update")
+        kit.cluster.submit("math:sqrt", 9.0).result(10)
+        seen: list[str] = []
+
+        def shows_the_done_task() -> bool:
+            line = next(lines)
+            seen.append(line)
+            return 'class="card ok"><b>1</b>' in line
+
+        wait_until(shows_the_done_task, what="the stream showing the finished task")
