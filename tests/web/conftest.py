@@ -64,7 +64,7 @@ def dashboard_for(kit: Kit) -> Iterator[Callable[..., Dashboard]]:
     def make(**options: object) -> Dashboard:
         options.setdefault("listen", "127.0.0.1:0")
         options.setdefault("interval", 0.2)
-        d = Dashboard(LocalHead(kit.embedded.head, kit.embedded.node), **options)  # type: ignore[arg-type]
+        d = Dashboard(LocalHead(kit.embedded.head), **options)  # type: ignore[arg-type]
         started.append(d.start())
         return d
 

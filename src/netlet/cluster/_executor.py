@@ -21,6 +21,7 @@ from typing import Any
 from netlet.cluster._client import Cluster
 from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._env import env_head
+from netlet.cluster._head import Head
 from netlet.errors import ConfigError
 
 __all__ = ["Executor"]
@@ -128,6 +129,11 @@ class Executor(concurrent.futures.Executor):
     @property
     def cluster(self) -> Cluster:
         return self._cluster
+
+    @property
+    def head(self) -> Head | None:
+        """The embedded head (None for a remote cluster): what a dashboard watches."""
+        return self._embedded.head if self._embedded is not None else None
 
     def _check_open(self) -> None:
         if self._shutdown:

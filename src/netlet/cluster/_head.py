@@ -112,6 +112,11 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         return self._sched.refused_results
 
     @property
+    def node(self) -> Node:
+        """The node serving this head."""
+        return self._node
+
+    @property
     def scheduler(self) -> Scheduler:
         return self._sched
 

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from netlet.cluster import ClusterEvent, HeadStatistics, TaskInfo, TaskPage, WorkerStats
 from netlet.node import NodeStatistics
-from netlet.web import _metrics
+from netlet.web import metrics as _metrics
 from netlet.web._model import DashboardModel, RatePoint
 from netlet.web._security import csrf_token
 from netlet.web._views import environment, render

@@ -71,8 +71,8 @@ class LocalHead:
 
     can_cancel = True
 
-    def __init__(self, head: Head, node: Node) -> None:
-        self._head, self._node = head, node
+    def __init__(self, head: Head) -> None:
+        self._head, self._node = head, head.node
         self._run(head.track_tasks)
 
     def _run(self, fn: Callable[[], T]) -> T:
@@ -133,6 +133,10 @@ class RemoteHead:
         self._node = Node(key=key, key_file=key_file, call_timeout=timeout)
         self._head = self._node.proxy(address, "netlet.head")
         self.address = address
+
+    def check(self) -> None:
+        """Reach the head now (its refusal, a wrong key, is told here)."""
+        self._head.dashboard("node")
 
     async def _ask(self, what: str, args: dict[str, Any] | None = None) -> Any:
         return await asyncio.to_thread(self._head.dashboard, what, args or {})

@@ -1,5 +1,8 @@
 """``/metrics``: the snapshots in the Prometheus text format (prometheus-client).
 
+Public: a ``Provider`` builds its metric families with ``gauge``, ``counter`` and
+``histogram``.
+
 Names follow Prometheus conventions: ``netlet_`` then the component, base
 units (seconds, bytes), ``_total`` on counters. Each scrape builds its
 families from fresh snapshots into a registry of its own: nothing is global.
