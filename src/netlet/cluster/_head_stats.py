@@ -17,11 +17,19 @@ from __future__ import annotations
 import bisect
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from netlet.cluster._head_tasks import Member
-from netlet.cluster._sched_records import ASSIGNED, DONE, QUEUED, RUNNING, Task
+from netlet.cluster._sched_records import (
+    ASSIGNED,
+    DONE,
+    QUEUED,
+    RUNNING,
+    Action,
+    Deliver,
+    Task,
+)
 from netlet.cluster._scheduler import Scheduler
 from netlet.cluster._stats import (
     ClusterEvent,
@@ -33,6 +41,7 @@ from netlet.cluster._stats import (
     TaskPage,
     WorkerStats,
 )
+from netlet.errors import CallCancelled
 from netlet.node import Node
 
 __all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
@@ -220,6 +229,21 @@ class HeadStatsMixin:
     _actors: dict[str, Any]
     _monitor: HeadMonitor
     started: float
+    _act: Callable[[list[Action]], None]
+    cancel: Callable[[list[str]], Awaitable[list[str]]]
+
+    async def cancel_tasks(self, tids: list[str]) -> list[str]:
+        """An operator cancels tasks no worker started (any client's: not exposed).
+
+        Their clients are told (``CallCancelled``), so their futures end cancelled
+        instead of waiting for ever.
+        """
+        clients = {t: task.client for t in tids if (task := self._sched.tasks.get(t))}
+        cancelled = await self.cancel(tids)
+        self._act([Deliver(clients[t], (t, False, None, CallCancelled(
+            f"task {t} was cancelled from the dashboard before it started")))
+            for t in cancelled if t in clients])
+        return cancelled
 
     def track_tasks(self) -> None:
         """Keep per-task history (timings, attempts) from now on: a dashboard attached."""

@@ -113,7 +113,7 @@ class LocalHead:
         return await self._on_head(lambda: self._head.events(after, limit))
 
     async def cancel(self, tids: list[str]) -> list[str]:
-        return await self._on_head_coro(self._head.cancel(tids))
+        return await self._on_head_coro(self._head.cancel_tasks(tids))
 
     def close(self) -> None:
         pass
