@@ -71,13 +71,11 @@ class _Histogram:
         return Histogram(self.bounds, tuple(cum), self.total)
 
 
-class _Trace:
-    """A tracked task's history (mutable while it lives)."""
-    __slots__ = ("history", "submitted")
-
-    def __init__(self, submitted: float) -> None:
-        self.submitted = submitted
-        self.history: list[list[Any]] = []  # [worker, handed, started]
+# A tracked task while it lives: [submitted, worker, handed, started, earlier attempts].
+_Live = list[Any]
+# A finished task: (id, fn, client, ok, attempts, retries, finished, error type,
+# traceback, its _Live or None). Kept raw; a TaskInfo is built only when shown.
+_Done = tuple[str, str, str, bool, int, int, float, str, str, "_Live | None"]
 
 
 class HeadMonitor:
@@ -85,8 +83,8 @@ class HeadMonitor:
                  dead_max: int = 200) -> None:
         self.tracking = False
         self.submitted = self.done = self.failed = self.cancelled = 0
-        self._live: dict[str, _Trace] = {}
-        self._finished: deque[TaskInfo] = deque(maxlen=finished_max)
+        self._live: dict[str, _Live] = {}
+        self._finished: deque[_Done] = deque(maxlen=finished_max)
         self._errors: dict[str, tuple[str, str]] = {}
         """Error type and traceback a worker reported, until the result is delivered."""
         self._events: deque[ClusterEvent] = deque(maxlen=events_max)
@@ -98,36 +96,42 @@ class HeadMonitor:
     def track(self) -> None:
         self.tracking = True
 
-    # -- hooks ----------------------------------------------------------------------
+    # -- hooks (each O(1) per task; the tracked ones only while tracking) -----------
 
-    def submitted_tasks(self, tasks: Iterable[Task]) -> None:
-        n = 0
-        now = time.time()
-        for t in tasks:
-            n += 1
-            if self.tracking:
-                self._live[t.id] = _Trace(now)
-        self.submitted += n
+    def submitted_tasks(self, tasks: list[Task]) -> None:
+        self.submitted += len(tasks)
+        if self.tracking:
+            now = time.time()
+            live = self._live
+            for t in tasks:
+                live[t.id] = [now, "", 0.0, None, None]
 
     def handed(self, worker: str, tasks: Iterable[Task]) -> None:
         if not self.tracking:
             return
         now = time.time()
+        live = self._live
         for t in tasks:
-            trace = self._live.get(t.id)
-            if trace is not None:
-                if not trace.history:
-                    self.dispatch_seconds.observe(now - trace.submitted)
-                trace.history.append([worker, now, None])
+            tr = live.get(t.id)
+            if tr is None:
+                continue
+            if tr[1]:  # handed out before: keep that attempt
+                if tr[4] is None:
+                    tr[4] = []
+                tr[4].append((tr[1], tr[2], tr[3]))
+            else:
+                self.dispatch_seconds.observe(now - tr[0])
+            tr[1], tr[2], tr[3] = worker, now, None
 
     def started(self, tids: Iterable[str]) -> None:
         if not self.tracking:
             return
         now = time.time()
+        live = self._live
         for tid in tids:
-            trace = self._live.get(tid)
-            if trace is not None and trace.history:
-                trace.history[-1][2] = now
+            tr = live.get(tid)
+            if tr is not None:
+                tr[3] = now
 
     def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
         if len(self._errors) < 10_000:
@@ -135,26 +139,24 @@ class HeadMonitor:
 
     def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
                  ) -> None:
-        now = time.time()
-        trace = self._live.pop(tid, None)
-        detail = self._errors.pop(tid, None)
+        tr = self._live.pop(tid, None)
         if ok:
             self.done += 1
+            if tr is None:
+                return  # not tracked: nothing to keep
         else:
             self.failed += 1
-        if trace is not None and trace.history and trace.history[-1][2] is not None:
-            self.task_seconds.observe(now - trace.history[-1][2])
-        if ok and not self.tracking:
-            return
-        etype, tb = detail or ("", "")
-        if error is not None:
-            etype, tb = type(error).__name__, str(error)
-        self._finished.append(TaskInfo(
-            tid, task.fn if task else "?", task.client if task else "",
-            "done" if ok else "failed", trace.history[-1][0] if trace and trace.history else "",
-            task.attempts if task else 0, task.retries if task else 0,
-            trace.submitted if trace else None, now, etype, tb,
-            _attempts(trace)))
+        now = time.time()
+        if tr is not None and tr[3] is not None:
+            self.task_seconds.observe(now - tr[3])
+        etype, tb = "", ""
+        if not ok:
+            etype, tb = self._errors.pop(tid, ("", ""))
+            if error is not None:
+                etype, tb = type(error).__name__, str(error)
+        self._finished.append((tid, task.fn if task else "?", task.client if task else "", ok,
+                               task.attempts if task else 0, task.retries if task else 0,
+                               now, etype, tb, tr))
 
     def forget(self, tids: Iterable[str]) -> None:
         """Tasks dropped unfinished (cancelled, their client gone)."""
@@ -182,21 +184,27 @@ class HeadMonitor:
     def dead(self) -> list[WorkerStats]:
         return list(self._dead)
 
-    def finished_tasks(self) -> Iterator[TaskInfo]:
+    def finished_raw(self) -> Iterator[_Done]:
         """Newest first."""
         return reversed(self._finished)
 
     def live_info(self, task: Task) -> TaskInfo:
-        trace = self._live.get(task.id)
+        tr = self._live.get(task.id)
         return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
-                        task.retries, trace.submitted if trace else None, None, "", "",
-                        _attempts(trace))
+                        task.retries, tr[0] if tr else None, None, "", "", _attempts(tr))
 
 
-def _attempts(trace: _Trace | None) -> tuple[TaskAttempt, ...]:
-    if trace is None:
+def done_info(rec: _Done) -> TaskInfo:
+    tid, fn, client, ok, attempts, retries, finished, etype, tb, tr = rec
+    return TaskInfo(tid, fn, client, "done" if ok else "failed", tr[1] if tr else "",
+                    attempts, retries, tr[0] if tr else None, finished, etype, tb,
+                    _attempts(tr))
+
+
+def _attempts(tr: _Live | None) -> tuple[TaskAttempt, ...]:
+    if tr is None or not tr[1]:
         return ()
-    return tuple(TaskAttempt(w, h, s) for w, h, s in trace.history)
+    return tuple(TaskAttempt(*a) for a in [*(tr[4] or ()), (tr[1], tr[2], tr[3])])
 
 
 def _num(value: Any, kind: type) -> Any:
@@ -284,16 +292,26 @@ class HeadStatsMixin:
         total = 0
         page: list[TaskInfo] = []
         if state in ("", QUEUED, ASSIGNED, RUNNING):
+            known = None  # with no filter but the state, the count is kept: stop early
+            if not (fn or worker or client):
+                st = self._sched.stats()
+                known = {"": st["queued"] + st["unstarted"] + st["running"],
+                         QUEUED: st["queued"], ASSIGNED: st["unstarted"],
+                         RUNNING: st["running"]}[state]
             for t in self._sched.tasks.values():
                 if t.state != DONE and wanted(t.fn, t.state, t.worker, t.client):
                     if offset <= total < offset + limit:
                         page.append(mon.live_info(t))
                     total += 1
+                    if known is not None and total >= offset + limit:
+                        total = max(total, known)
+                        break
         if state in ("", "done", "failed"):
-            for info in mon.finished_tasks():
-                if wanted(info.fn, info.state, info.worker, info.client):
+            for rec in mon.finished_raw():
+                tr = rec[9]
+                if wanted(rec[1], "done" if rec[3] else "failed", tr[1] if tr else "", rec[2]):
                     if offset <= total < offset + limit:
-                        page.append(info)
+                        page.append(done_info(rec))
                     total += 1
         return TaskPage(total, offset, limit, tuple(page))
 
@@ -301,7 +319,7 @@ class HeadStatsMixin:
         task = self._sched.tasks.get(tid)
         if task is not None and task.state != DONE:
             return self._monitor.live_info(task)
-        return next((i for i in self._monitor.finished_tasks() if i.id == tid), None)
+        return next((done_info(r) for r in self._monitor.finished_raw() if r[0] == tid), None)
 
     def events(self, after: int = 0, limit: int = 200) -> list[ClusterEvent]:
         return self._monitor.events(int(after), max(1, min(int(limit), 1000)))

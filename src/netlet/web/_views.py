@@ -53,7 +53,7 @@ def _num(n: float | None, digits: int = 1) -> str:
     return f"{n:,.{digits}f}"
 
 
-def chart(series: Sequence[tuple[str, str, Sequence[float]]], width: int = 640,
+def chart(series: Sequence[tuple[str, str, Sequence[float]]], width: int = 900,
           height: int = 120, unit: str = "/s") -> Markup:
     """Lines (``(label, css class, values)``) on one scale, newest on the right."""
     top = max((max(v) for _, _, v in series if v), default=0.0) or 1.0
