@@ -58,7 +58,16 @@ def start_dashboard(addr: str, *, head: HeadSource | None = None,
     board = Dashboard(head, list(providers or []), listen=addr, token=token, key=key,
                       control=control, title=title).start()
     mode = "control on" if control else "read-only"
-    Console(stderr=True).print(f"dashboard at [cyan]{board.url}[/] ({mode})", soft_wrap=True)
+    console = Console(stderr=True)
+    # The token opens the dashboard: shown to a person at a terminal, never written to
+    # a log file or a pipe (there, say where it comes from instead).
+    url = board.url if console.is_terminal else board.base_url + "/"
+    note = ""
+    if board.token and not console.is_terminal:
+        note = ("; it needs its token: the one given, or derived from the cluster key "
+                "(netlet.web.derive_token)" if token or key else
+                "; it needs a token: give --dashboard-token to know it")
+    console.print(f"dashboard at [cyan]{url}[/] ({mode}){note}", soft_wrap=True)
     return board
 
 

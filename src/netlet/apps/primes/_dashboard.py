@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from netlet.apps.primes._coordinator import PrimeSearch
+from netlet.apps.primes._coordinator import PrimeSearch, PrimeStatistics
 from netlet.web.metrics import counter, gauge
 
 __all__ = ["PrimesProvider"]
@@ -20,11 +20,16 @@ class PrimesProvider:
     title = "Prime search"
     template = "primes"
 
-    def __init__(self, search: PrimeSearch) -> None:
+    def __init__(self, search: PrimeSearch | Callable[[], PrimeSearch]) -> None:
+        """``search``, or a function giving the one to show now (a demo runs several)."""
         self._search = search
 
+    def _statistics(self) -> PrimeStatistics:
+        search = self._search if isinstance(self._search, PrimeSearch) else self._search()
+        return search.statistics()
+
     def snapshot(self) -> dict[str, Any]:
-        s = self._search.statistics()
+        s = self._statistics()
         p = s.progress
         progress = None
         if p is not None:
@@ -40,11 +45,11 @@ class PrimesProvider:
         return {"progress": progress, "in_flight": s.in_flight, "eta": s.eta}
 
     def counters(self) -> dict[str, float]:
-        p = self._search.statistics().progress
+        p = self._statistics().progress
         return {"numbers": float(p.numbers_done if p else 0)}
 
     def metrics(self) -> Iterable[Any]:
-        s = self._search.statistics()
+        s = self._statistics()
         p = s.progress
         yield gauge("netlet_primes_numbers_per_second", "Numbers checked per second by this "
                                                         "run.", p.rate if p else 0.0)
