@@ -34,7 +34,7 @@ def main() -> None:
     ledger = Ledger(str(tmp / "bank.db"))
     for who in ("alice", "bob"):
         ledger.execute(OpenAccount(who, who.title(), hash_pin("1234", n=16)), f"open-{who}")
-    search = PrimeSearch(cluster, SearchConfig(0, 3_000_000_000, "sieve", chunk=10_000_000,
+    search = PrimeSearch(cluster, SearchConfig(0, 20_000_000_000, "sieve", chunk=50_000_000,
                                                state=tmp / "p.db"))
     board = Dashboard(LocalHead(emb.head), [BankProvider(ledger), PrimesProvider(search)],
                       listen="127.0.0.1:0", interval=0.5).start()
@@ -63,15 +63,12 @@ def main() -> None:
         except ValueError:
             pass
         emb.procs[2].send_signal(signal.SIGKILL)
-        runner = threading.Thread(target=search.run, daemon=True)
-        runner.start()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             time.sleep(12)  # a screenshot script, not a test: let the charts fill
             for name, path in [("overview", "/"), ("tasks", "/tasks"),
-                               ("events", "/events"), ("bank", "/apps/bank"),
-                               ("primes", "/apps/primes")]:
+                               ("events", "/events"), ("bank", "/apps/bank")]:
                 page.goto(board.base_url + path)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=name != "tasks")
@@ -79,6 +76,12 @@ def main() -> None:
             page.goto(board.base_url + f"/tasks/{tid}")
             page.wait_for_timeout(500)
             page.screenshot(path=str(OUT / "dashboard-task.png"), full_page=True)
+            threading.Thread(target=search.run, daemon=True).start()
+            page.goto(board.base_url + "/apps/primes")
+            while (p := search.statistics().progress) is None or p.fraction < 0.4:
+                time.sleep(0.2)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUT / "dashboard-primes.png"), full_page=True)
             browser.close()
     finally:
         stop.set()

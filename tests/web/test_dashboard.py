@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from netlet.node import Node, expose
 from netlet.web import Dashboard
 from tests.web.conftest import Kit, wait_until
 
@@ -81,3 +82,25 @@ def test_the_stream_sends_the_live_part_as_it_changes(
             return 'class="card ok"><b>1</b>' in line
 
         wait_until(shows_the_done_task, what="the stream showing the finished task")
+
+
+@expose
+class Greeter:
+    def hello(self) -> str:
+        return "hello"
+
+
+def test_names_page_lists_where_each_name_lives(kit: Kit,
+                                                dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    with Node(key=kit.embedded.key) as owner:
+        ref = owner.serve(Greeter())
+        owner.proxy(kit.embedded.address, "netlet.head").register(
+            "<b>greeter</b>", owner.proxy_for(ref), owner.id)
+        with httpx.Client(base_url=d.base_url, timeout=10) as web:
+            names = web.get("/api/v1/names").json()
+            assert [(n["name"], n["node"], n["actor"]) for n in names] == [
+                ("<b>greeter</b>", owner.id, False)]
+            html = web.get("/names").text
+    assert "&lt;b&gt;greeter&lt;/b&gt;" in html
+    assert "<b>greeter" not in html

@@ -393,6 +393,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
             await self._place(spec, exclude=spec.worker)
             log.info("restarted %s on worker %s", spec.name, spec.worker[:8])
             self._monitor.event("restart", spec.worker, "actor", spec.name)
+            self._monitor.restarts[spec.name] = self._monitor.restarts.get(spec.name, 0) + 1
         except Exception as e:
             log.warning("cannot restart %s yet: %s", spec.name, e)
 
@@ -401,7 +402,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     async def dashboard(self, what: str, args: dict[str, Any] | None = None) -> Any:
         """Statistics for a dashboard watching from another process, as plain data.
 
-        ``what``: "statistics", "node", "tasks" (``args``: state, fn, worker, client,
+        ``what``: "statistics", "node", "names", "tasks" (``args``: state, fn, worker, client,
         offset, limit), "task" (``args``: id) or "events" (``args``: after,
         limit). The first call turns on per-task history (timings, attempts).
         Any peer holding the cluster key may ask, as for ``status``.
@@ -420,11 +421,13 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         if what == "task":
             info = self.task_info(str(args.get("id", "")))
             return as_dict(info) if info is not None else None
+        if what == "names":
+            return [as_dict(n) for n in self.names_list()]
         if what == "events":
             return [as_dict(e) for e in self.events(int(args.get("after", 0)),
                                                    int(args.get("limit", 200)))]
         raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, node, "
-                          "tasks, task or events")
+                          "names, tasks, task or events")
 
     async def status(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -35,6 +35,7 @@ from netlet.cluster._stats import (
     ClusterEvent,
     HeadStatistics,
     Histogram,
+    NameInfo,
     TaskAttempt,
     TaskCounts,
     TaskInfo,
@@ -90,6 +91,8 @@ class HeadMonitor:
         self._events: deque[ClusterEvent] = deque(maxlen=events_max)
         self._seq = 0
         self._dead: deque[WorkerStats] = deque(maxlen=dead_max)
+        self.restarts: dict[str, int] = {}
+        """Actor restarts by name (kept while the actor is known)."""
         self.task_seconds = _Histogram(SECONDS)
         self.dispatch_seconds = _Histogram(SECONDS)
 
@@ -325,6 +328,20 @@ class HeadStatsMixin:
         if task is not None and task.state != DONE:
             return self._monitor.live_info(task)
         return next((done_info(r) for r in self._monitor.finished_raw() if r[0] == tid), None)
+
+    def names_list(self) -> list[NameInfo]:
+        """Every name, and every actor even while it waits to be restarted: O(names)."""
+        out: list[NameInfo] = []
+        for name, (ref, owner) in sorted(self._names.items()):
+            spec = self._actors.get(name)
+            out.append(NameInfo(name, ref.kind, ref.address, owner, spec is not None,
+                                spec.cls if spec else "", spec.restart or "" if spec else "",
+                                self._monitor.restarts.get(name, 0)))
+        for name, spec in sorted(self._actors.items()):
+            if name not in self._names:
+                out.append(NameInfo(name, "", "", "", True, spec.cls, spec.restart or "",
+                                    self._monitor.restarts.get(name, 0)))
+        return out
 
     def events(self, after: int = 0, limit: int = 200) -> list[ClusterEvent]:
         return self._monitor.events(int(after), max(1, min(int(limit), 1000)))

@@ -15,6 +15,7 @@ __all__ = [
     "ClusterEvent",
     "HeadStatistics",
     "Histogram",
+    "NameInfo",
     "TaskAttempt",
     "TaskCounts",
     "TaskInfo",
@@ -127,6 +128,20 @@ class TaskPage:
     offset: int
     limit: int
     tasks: tuple[TaskInfo, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NameInfo:
+    """A name in the head's name service; an actor's also says how it is kept."""
+    name: str
+    kind: str
+    address: str
+    node: str
+    """The node that serves it (for an actor, the worker it lives on)."""
+    actor: bool
+    cls: str = ""
+    restart: str = ""
+    restarts: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from netlet.cluster import ClusterEvent, HeadStatistics, TaskInfo, TaskPage, WorkerStats
+from netlet.cluster import (
+    ClusterEvent,
+    HeadStatistics,
+    NameInfo,
+    TaskInfo,
+    TaskPage,
+    WorkerStats,
+)
 from netlet.node import NodeStatistics
 from netlet.web import metrics as _metrics
 from netlet.web._model import DashboardModel, RatePoint
@@ -127,6 +134,9 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
         events = await head().events(0, 1000)
         return {"events": list(reversed(events))}
 
+    async def names_ctx(request: Request) -> dict[str, Any]:
+        return {"names": await head().names()}
+
     async def app_ctx(request: Request) -> dict[str, Any]:
         name = request.path_params["name"]
         p = model.providers.get(name)
@@ -137,7 +147,7 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                 "actions": list(p.actions()) if control else []}
 
     views = {"overview": overview_ctx, "tasks": tasks_ctx, "task": task_ctx,
-             "events": events_ctx, "app": app_ctx}
+             "events": events_ctx, "names": names_ctx, "app": app_ctx}
 
     async def page(view: str, request: Request) -> HTMLResponse:
         ctx = {**base(view, request), **await views[view](request)}
@@ -162,6 +172,10 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
     @app.get("/events", include_in_schema=False)
     async def events_page(request: Request) -> HTMLResponse:
         return await page("events", request)
+
+    @app.get("/names", include_in_schema=False)
+    async def names_page(request: Request) -> HTMLResponse:
+        return await page("names", request)
 
     @app.get("/apps/{name}", include_in_schema=False)
     async def app_page(request: Request) -> HTMLResponse:
@@ -309,6 +323,11 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                          ) -> list[ClusterEvent]:
         """Joins, deaths, leaves, retries and actor restarts after event ``after``."""
         return await head().events(after, limit)  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/names", response_model=list[NameInfo], tags=["cluster"])
+    async def api_names() -> list[NameInfo]:
+        """Names and actors: where each lives, its restart policy and restarts."""
+        return await head().names()  # type: ignore[no-any-return]
 
     @app.get("/api/v1/apps", response_model=list[AppInfo], tags=["apps"])
     async def api_apps() -> list[AppInfo]:

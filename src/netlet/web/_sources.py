@@ -19,6 +19,7 @@ from netlet.cluster import (
     ClusterEvent,
     Head,
     HeadStatistics,
+    NameInfo,
     TaskInfo,
     TaskPage,
 )
@@ -41,6 +42,7 @@ class HeadSource(Protocol):
                     limit: int) -> TaskPage: ...
     async def task(self, tid: str) -> TaskInfo | None: ...
     async def events(self, after: int, limit: int) -> list[ClusterEvent]: ...
+    async def names(self) -> list[NameInfo]: ...
     async def cancel(self, tids: list[str]) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -112,6 +114,9 @@ class LocalHead:
     async def events(self, after: int, limit: int) -> list[ClusterEvent]:
         return await self._on_head(lambda: self._head.events(after, limit))
 
+    async def names(self) -> list[NameInfo]:
+        return await self._on_head(self._head.names_list)
+
     async def cancel(self, tids: list[str]) -> list[str]:
         return await self._on_head_coro(self._head.cancel_tasks(tids))
 
@@ -160,6 +165,9 @@ class RemoteHead:
     async def events(self, after: int, limit: int) -> list[ClusterEvent]:
         return [from_dict(ClusterEvent, e)
                 for e in await self._ask("events", {"after": after, "limit": limit})]
+
+    async def names(self) -> list[NameInfo]:
+        return [from_dict(NameInfo, n) for n in await self._ask("names")]
 
     async def cancel(self, tids: list[str]) -> list[str]:
         raise PermissionError("a remote dashboard cannot cancel tasks: their clients can")
