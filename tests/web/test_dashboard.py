@@ -8,6 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import netlet
 from netlet.node import Node, expose
 from netlet.web import Dashboard
 from tests.web.conftest import Kit, wait_until
@@ -104,3 +105,16 @@ def test_names_page_lists_where_each_name_lives(kit: Kit,
             html = web.get("/names").text
     assert "&lt;b&gt;greeter&lt;/b&gt;" in html
     assert "<b>greeter" not in html
+
+
+@pytest.mark.timeout(90)
+def test_an_embedded_executor_serves_its_dashboard(capfd: pytest.CaptureFixture[str]) -> None:
+    with netlet.Executor(1, dashboard=True) as ex:
+        assert ex.submit(pow, 2, 5).result(30) == 32
+        assert ex.dashboard_url is not None
+        assert f"netlet dashboard at {ex.dashboard_url}" in capfd.readouterr().err
+        with httpx.Client(base_url=ex.dashboard_url.rstrip("/"), timeout=10) as web:
+            stats = web.get("/api/v1/statistics").json()
+    assert stats["tasks"]["done"] >= 1
+    with pytest.raises(netlet.ConfigError, match="embedded"):
+        netlet.Executor("tcp://127.0.0.1:1", dashboard=True)
