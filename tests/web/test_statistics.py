@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from netlet.apps.bank import Deposit, InsufficientFunds, Ledger, OpenAccount, Wi
 from netlet.apps.primes import PrimeSearch, SearchConfig
 from netlet.cluster import HeadStatistics, TaskPage
 from netlet.cluster._stats import from_dict
+from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.errors import NetletError
 from netlet.node import Node
 from tests.web.conftest import Kit, wait_until
@@ -132,3 +134,26 @@ def test_prime_search_statistics_follow_the_run(kit: Kit, tmp_path: Path) -> Non
     assert stats.in_flight == 0
     assert stats.eta == 0.0
     assert abs(sum(n.share for n in stats.progress.nodes) - 1.0) < 1e-9
+
+
+def test_a_worker_process_reports_its_own_statistics(kit: Kit) -> None:
+    worker = Worker(WorkerOptions(kit.embedded.address, key=kit.embedded.key, name="w-stats"))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        before = worker.statistics()
+        assert before.name == "w-stats"
+        assert before.done == 0
+        futures = [kit.cluster.submit("math:sqrt", float(i)) for i in range(30)]
+        assert [f.result(10) for f in futures] == [float(i) ** 0.5 for i in range(30)]
+        after = wait_until(lambda: (s := worker.statistics()).epoch and s, what="a join")
+        assert after.node == worker.node.id
+        assert after.running == ""
+    finally:
+        worker.close()
+        thread.join(10)
+    stats = kit.on_head(kit.embedded.head.statistics)
+    assert isinstance(stats, HeadStatistics)
+    mine = [w for w in stats.workers if w.node == worker.node.id]
+    assert mine
+    assert mine[0].done == worker.statistics().done

@@ -16,6 +16,7 @@ from netlet.cluster._stats import (
     TaskCounts,
     TaskInfo,
     TaskPage,
+    WorkerProcessStatistics,
     WorkerStats,
 )
 from netlet.cluster._store import HeadStore
@@ -40,6 +41,7 @@ __all__ = [
     "TaskInfo",
     "TaskPage",
     "WorkerOptions",
+    "WorkerProcessStatistics",
     "WorkerStats",
     "as_completed",
     "function_ref",

@@ -20,6 +20,7 @@ __all__ = [
     "TaskCounts",
     "TaskInfo",
     "TaskPage",
+    "WorkerProcessStatistics",
     "WorkerStats",
     "as_dict",
     "from_dict",
@@ -49,6 +50,28 @@ class WorkerStats:
     died: float | None = None
     """Wall time it was declared dead."""
     why: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerProcessStatistics:
+    """A worker process's own view (``Worker.statistics()``), beside the head's."""
+    node: str
+    name: str
+    epoch: int
+    done: int
+    failed: int
+    held: int
+    """Tasks received whose result is not sent yet."""
+    waiting: int
+    """Received, not started."""
+    running: str
+    """The id of the task running now ("" when idle)."""
+    unreported: int
+    """Results finished, not yet sent."""
+    rtt: float
+    """Smoothed round trip of heartbeats, in seconds."""
+    task_seconds: float | None
+    """Smoothed time a task takes here (None: none ran yet)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.cluster._scheduler import batches
+from netlet.cluster._stats import WorkerProcessStatistics
 from netlet.errors import NetletError, NoSuchObject
 
 if TYPE_CHECKING:
@@ -78,6 +79,15 @@ class WorkerTraffic:
     _pulling: bool
     _armed: bool
     _jobs: set[asyncio.Task[None]]
+    _task_time: float | None
+
+    def statistics(self) -> WorkerProcessStatistics:
+        """A snapshot of this worker's counters (any thread)."""
+        with self._lock:
+            return WorkerProcessStatistics(
+                self.node.id, str(self.opts.name), self._epoch, self.done, self.failed,
+                len(self._held), len(self._local), self._running or "", len(self._outbox),
+                self._rtt, self._task_time)
 
     def _want(self) -> int:
         raise NotImplementedError
