@@ -30,7 +30,7 @@ def test_the_api_keeps_to_its_schema(kit: Kit, dashboard_for: Callable[..., Dash
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, database=None,
+        @settings(max_examples=8, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate()

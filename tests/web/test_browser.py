@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,19 +28,26 @@ from tests.web.conftest import Kit, dashboard_for, kit
 
 __all__ = ["dashboard_for", "kit"]
 
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module (each test opens its own page, cookies apart)."""
+    with chromium() as b:
+        yield b
+
 expect = pytest.importorskip("playwright.sync_api").expect
 pytestmark = pytest.mark.timeout(90)
 STEP = 10_000  # ms: the longest any one thing may take to show
 
 
-def test_tasks_workers_and_failures_show_live(kit: Kit,
+def test_tasks_workers_and_failures_show_live(kit: Kit, browser: Any,
                                               dashboard_for: Callable[..., Dashboard]) -> None:
     d = dashboard_for()
-    with chromium() as browser:
-        page = browser.new_page()
+    with browser.new_context() as context:
+        page = context.new_page()
         page.goto(d.base_url + "/tasks")
         expect(page.locator("#status")).to_have_text("live", timeout=STEP)
-        slow = kit.cluster.submit("time:sleep", 1.5)
+        slow = kit.cluster.submit("time:sleep", 1.0)
         row = page.locator("tr.task").first
         expect(row.locator(".badge")).to_have_text("running", timeout=STEP)
         slow.result(10)
@@ -60,14 +68,14 @@ def test_tasks_workers_and_failures_show_live(kit: Kit,
 
 
 def test_the_token_is_enforced_and_hostile_names_are_text(
-        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+        kit: Kit, browser: Any, dashboard_for: Callable[..., Dashboard]) -> None:
     token = "browser-test-token-0123456789"
     d = dashboard_for(token=token)
     hostile = '<img src=x onerror="window.pwned=1">'
-    with Node(key=kit.embedded.key) as member, chromium() as browser:
+    with Node(key=kit.embedded.key) as member, browser.new_context() as context:
         member.proxy(kit.embedded.address, "netlet.head").join(member.id, "worker",
                                                                {"name": hostile})
-        page = browser.new_page()
+        page = context.new_page()
         response = page.goto(d.base_url + "/")
         assert response is not None
         assert response.status == 401
@@ -80,7 +88,7 @@ def test_the_token_is_enforced_and_hostile_names_are_text(
         assert page.locator("img").count() == 0
 
 
-def test_bank_and_prime_pages_update(kit: Kit, tmp_path: Path) -> None:
+def test_bank_and_prime_pages_update(kit: Kit, browser: Any, tmp_path: Path) -> None:
     with Ledger(str(tmp_path / "bank.db")) as ledger:
         ledger.execute(OpenAccount("alice", "Alice", hash_pin("1234", n=16)), "open")
         search = PrimeSearch(kit.cluster, SearchConfig(0, 400_000, "sieve", chunk=20_000,
@@ -98,8 +106,8 @@ def test_bank_and_prime_pages_update(kit: Kit, tmp_path: Path) -> None:
 
         bank = threading.Thread(target=deposits, daemon=True)
         try:
-            with chromium() as browser:
-                page = browser.new_page()
+            with browser.new_context() as context:
+                page = context.new_page()
                 page.goto(d.base_url + "/apps/bank")
                 expect(page.locator("#status")).to_have_text("live", timeout=STEP)
                 bank.start()
