@@ -15,6 +15,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from netlet.cluster import HeadStatistics
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.web import Dashboard, derive_token
@@ -135,3 +136,18 @@ def test_what_members_report_is_escaped(kit: Kit,
         assert "<img src=x" not in html
         assert "<script>alert" not in html
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in pages[0]
+
+
+def test_a_member_cannot_make_the_head_keep_tracebacks_of_tasks_it_does_not_hold(
+        kit: Kit) -> None:
+    with Node(key=kit.embedded.key) as member:
+        head = member.proxy(kit.embedded.address, "netlet.head")
+        epoch = head.join(member.id, "worker", {"name": "forger"})["epoch"]
+        forged = [[f"nobody:{i}", False, b"x", "no-lease", "Err", "t" * 8192]
+                  for i in range(64)]
+        head.report(member.id, epoch, forged)
+    monitor = kit.embedded.head._monitor
+    assert kit.on_head(lambda: len(monitor._errors)) == 0
+    stats = kit.on_head(kit.embedded.head.statistics)
+    assert isinstance(stats, HeadStatistics)
+    assert stats.tasks.refused_results >= 64

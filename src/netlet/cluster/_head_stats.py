@@ -50,6 +50,10 @@ __all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
 TASK_STATES = (QUEUED, ASSIGNED, RUNNING, "done", "failed")
 SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 MAX_TRACEBACK = 8192
+TRACEBACKS_BUDGET = 8 * 1024 * 1024
+"""What the tracebacks of finished tasks may hold in all (then only their last lines)."""
+MAX_PENDING_ERRORS = 1024
+"""Error details waiting for their task's result to be delivered."""
 
 
 class _Histogram:
@@ -86,6 +90,8 @@ class HeadMonitor:
         self.submitted = self.done = self.failed = self.cancelled = 0
         self._live: dict[str, _Live] = {}
         self._finished: deque[_Done] = deque(maxlen=finished_max)
+        self._tb_bytes = 0
+        """Bytes of tracebacks kept with finished tasks (at most TRACEBACKS_BUDGET)."""
         self._errors: dict[str, tuple[str, str]] = {}
         """Error type and traceback a worker reported, until the result is delivered."""
         self._events: deque[ClusterEvent] = deque(maxlen=events_max)
@@ -142,8 +148,8 @@ class HeadMonitor:
                 tr[3] = now
 
     def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
-        if len(self._errors) < 10_000:
-            self._errors[tid] = (error_type[:200], traceback[:MAX_TRACEBACK])
+        if len(self._errors) < MAX_PENDING_ERRORS:
+            self._errors[tid] = (error_type[:200], traceback[-MAX_TRACEBACK:])
 
     def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
                  ) -> None:
@@ -162,6 +168,11 @@ class HeadMonitor:
             etype, tb = self._errors.pop(tid, ("", ""))
             if error is not None:
                 etype, tb = type(error).__name__, str(error)
+        if len(self._finished) == self._finished.maxlen:
+            self._tb_bytes -= len(self._finished[0][8])
+        if self._tb_bytes + len(tb) > TRACEBACKS_BUDGET:
+            tb = "...\n" + tb[-512:]  # the budget is spent: the tail says what was raised
+        self._tb_bytes += len(tb)
         self._finished.append((tid, task.fn if task else "?", task.client if task else "", ok,
                                task.attempts if task else 0, task.retries if task else 0,
                                now, etype, tb, tr))

@@ -259,7 +259,10 @@ class TaskDesk:
         _, done0, failed0 = self._sched.worker_load(worker)
         for r in results:
             if len(r) >= 5 and not r[1]:  # shown by a dashboard, never decoded
-                self._monitor.error_detail(r[0], str(r[4]), str(r[5]) if len(r) == 6 else "")
+                task = self._sched.tasks.get(r[0])  # only from the lease holder
+                if task is not None and task.worker == worker and task.lease == r[3]:
+                    self._monitor.error_detail(r[0], str(r[4]),
+                                               str(r[5]) if len(r) == 6 else "")
         try:
             actions = self._sched.started(worker, int(epoch), started) if started else []
             if results:

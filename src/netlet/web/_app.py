@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from markupsafe import escape
 
 from netlet.cluster import (
     ClusterEvent,
@@ -214,7 +215,8 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                     ctx = {**base(view, inner), **await views[view](inner)}
                     html = render(env, f"live/{view}.html", ctx)
                 except HTTPException as e:
-                    html = f"<p class='gone'>{e.detail}</p>" if e.status_code == 404 else last
+                    html = (f"<p class='gone'>{escape(e.detail)}</p>" if e.status_code == 404
+                            else last)
                 except Exception as e:  # the head is away: say so, keep trying
                     html = render(env, "live/away.html", {"error": str(e)[:200]})
                 if html != last:
