@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import netlet
+from netlet.apps.bank import Deposit, Ledger, OpenAccount, hash_pin
+from netlet.apps.bank._dashboard import BankProvider
 from netlet.node import Node, expose
 from netlet.web import Dashboard
+from netlet.web._security import csrf_token
 from tests.web.conftest import Kit, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -118,3 +122,32 @@ def test_an_embedded_executor_serves_its_dashboard(capfd: pytest.CaptureFixture[
     assert stats["tasks"]["done"] >= 1
     with pytest.raises(netlet.ConfigError, match="embedded"):
         netlet.Executor("tcp://127.0.0.1:1", dashboard=True)
+
+
+def test_the_bank_page_and_an_audit_started_from_it(tmp_path: Path) -> None:
+    token = "bank-dashboard-token-0123456789"
+    with Ledger(str(tmp_path / "bank.db")) as ledger:
+        ledger.execute(OpenAccount("alice", "Alice", hash_pin("1234", n=16)), "open")
+        ledger.execute(Deposit("alice", 500), "d1")
+        with Dashboard(None, [BankProvider(ledger)], listen="127.0.0.1:0", token=token,
+                       control=True) as d, \
+                httpx.Client(base_url=d.base_url, timeout=10,
+                             headers={"authorization": f"Bearer {token}"}) as web:
+            assert web.get("/", follow_redirects=False).headers["location"] == "/apps/bank"
+            assert web.get("/api/v1/statistics").status_code == 404  # it watches no head
+            snap = web.get("/api/v1/apps/bank").json()
+            assert snap["commands"] == 2
+            assert snap["audit"] is None
+            path = "/api/v1/apps/bank/actions/audit"
+            assert web.post(path).status_code == 403
+            r = web.post(path, headers={"x-csrf-token": csrf_token(token)})
+            assert r.status_code == 200
+            assert r.json()["result"]["ok"] is True
+            assert "last audit" in web.get("/apps/bank").text
+            metrics = web.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    assert families["netlet_bank_audit_ok"].samples[0].value == 1.0
+    ops = {(s.labels["kind"], s.labels["outcome"]): s.value
+           for s in families["netlet_bank_ops"].samples if s.name.endswith("_total")}
+    assert ops[("Deposit", "ok")] == 1
+    assert families["netlet_bank_op_latency_seconds"].type == "histogram"
