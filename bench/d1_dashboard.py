@@ -48,10 +48,11 @@ with httpx.Client(base_url=sys.argv[1], timeout=10) as web:
                 pass
     threading.Thread(target=stream, daemon=True).start()
     while True:
-        time.sleep(1.0)
         web.get("/tasks")
         web.get("/api/v1/overview")
         web.get("/metrics")
+        print("ready", flush=True)
+        time.sleep(1.0)
 """
 """What an open dashboard tab and a Prometheus scraper ask, once a second: another
 process, as a browser is."""
@@ -62,8 +63,11 @@ def watched(p: Params) -> Figures:
     web = require("netlet.web", "-e '.[web]'")
     with netlet.Executor(max_workers=WORKERS) as ex:
         board = web.Dashboard(web.LocalHead(ex.head), listen="127.0.0.1:0").start()
-        watcher = subprocess.Popen([sys.executable, "-c", WATCH, board.base_url])
+        watcher = subprocess.Popen([sys.executable, "-c", WATCH, board.base_url],
+                                   stdout=subprocess.PIPE, text=True)
         try:
+            assert watcher.stdout is not None
+            watcher.stdout.readline()  # it is up and watching: only then the clock starts
             return _submit_all(ex, p["tasks"])
         finally:
             watcher.kill()
