@@ -128,8 +128,13 @@ def test_the_bank_page_and_an_audit_started_from_it(tmp_path: Path) -> None:
     token = "bank-dashboard-token-0123456789"
     with Ledger(str(tmp_path / "bank.db")) as ledger:
         ledger.execute(OpenAccount("alice", "Alice", hash_pin("1234", n=16)), "open")
+        provider = BankProvider(ledger)
+        assert "gauge:p50_ms" not in provider.counters()  # no interval yet
         ledger.execute(Deposit("alice", 500), "d1")
-        with Dashboard(None, [BankProvider(ledger)], listen="127.0.0.1:0", token=token,
+        recent = provider.counters()  # the latency of the commands since the last call
+        assert recent["gauge:p50_ms"] > 0
+        assert recent["gauge:p99_ms"] >= recent["gauge:p50_ms"]
+        with Dashboard(None, [provider], listen="127.0.0.1:0", token=token,
                        control=True) as d, \
                 httpx.Client(base_url=d.base_url, timeout=10,
                              headers={"authorization": f"Bearer {token}"}) as web:

@@ -85,14 +85,18 @@ class DashboardModel:
         return out
 
     def app_rates(self, name: str) -> dict[str, list[float]]:
-        """Per-second rates of each counter a provider reports."""
+        """Per-second rates of each counter a provider reports (a ``gauge:`` one as it is)."""
         out: dict[str, list[float]] = {}
         prev: _Sample | None = None
         for s in self._samples:
             if prev is not None and name in prev.apps and name in s.apps:
                 dt = max(1e-6, s.t - prev.t)
                 for k, v in s.apps[name].items():
-                    out.setdefault(k, []).append(max(0.0, (v - prev.apps[name].get(k, v)) / dt))
+                    if k.startswith("gauge:"):  # a value of its own, charted as it is
+                        out.setdefault(k[6:], []).append(v)
+                    else:
+                        out.setdefault(k, []).append(
+                            max(0.0, (v - prev.apps[name].get(k, v)) / dt))
             prev = s
         return out
 

@@ -40,6 +40,7 @@ class BankProvider:
         self._audit: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._accounts = (0.0, 0)
+        self._last_latency: Histogram | None = None
 
     def _count_accounts(self) -> int:
         """Accounts, counted at most every 5 s (it reads them all)."""
@@ -65,8 +66,20 @@ class BankProvider:
         }
 
     def counters(self) -> dict[str, float]:
+        """Totals (charted as rates), and the latency p50/p99 of commands answered since
+        the last call (the dashboard samples once a second: latency over time)."""
         s = self._ledger.statistics()
-        return {"commands": float(s.commands), "commits": float(s.commits)}
+        out = {"commands": float(s.commands), "commits": float(s.commits)}
+        if s.latency is not None:
+            last, self._last_latency = self._last_latency, s.latency
+            if last is not None:
+                recent = Histogram(s.latency.bounds, tuple(
+                    a - b for a, b in zip(s.latency.counts, last.counts, strict=True)),
+                    s.latency.total - last.total)
+                for q, key in ((0.5, "gauge:p50_ms"), (0.99, "gauge:p99_ms")):
+                    v = quantile(recent, q)
+                    out[key] = 0.0 if v is None else v * 1000
+        return out
 
     def metrics(self) -> Iterable[Any]:
         s = self._ledger.statistics()
