@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 # (workers, servers) recompiles the package from source, ~60 ms each.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck bench bytecode clean postgres
+.PHONY: run test lint typecheck bench bytecode clean postgres chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,19 @@ postgres:
 	  || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; } \
 	  || echo "note: PostgreSQL could not be installed (root needed); its bank tests skip"; }
 
+# The dashboard's browser tests (tests/web) drive Debian's Chromium through Playwright
+# (never a browser Playwright downloads): installed here when missing.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Chromium for the dashboard's browser tests (apt-get install chromium)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: Chromium could not be installed (root needed); the browser tests skip"; }
+
 # Two processes share the tests (pytest-xdist), each taking the next test when it is
 # free: the suite is mostly waiting on real sockets and child processes.
-test: lint typecheck bytecode postgres
+test: lint typecheck bytecode postgres chromium
 	$(BIN)/pytest -q -n 2 --dist worksteal
 
 bench: $(BSTAMP) bytecode

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
@@ -63,8 +64,11 @@ def _load_key(path: str | None) -> bytes | None:
               help="How long finished results wait for a client that lost its connection, "
                    "and how long a head restarted from --state keeps the tasks of clients "
                    "that have not come back; then they are dropped.")
+@dashboard_options
 def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool, advertise: str | None, client_grace: float) -> None:
+         allow_pickle: bool, advertise: str | None, client_grace: float,
+         dashboard_addr: str | None, dashboard_token: str | None,
+         dashboard_control: bool) -> None:
     """Start a head: name service, membership and task scheduler.
 
     Workers join it with `netlet worker --join ADDR`; programs use it through
@@ -97,6 +101,16 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     head_obj = Head(node, HeadConfig(client_grace=client_grace), store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
+    board = None
+    if dashboard_addr:
+        from netlet.web import LocalHead
+
+        try:
+            board = start_dashboard(dashboard_addr, head=LocalHead(head_obj),
+                                    token=dashboard_token, key=key, control=dashboard_control)
+        except BaseException:
+            node.close()
+            raise
     stop = _stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
     # escape(): an IPv6 address ("[fd00::1]") or a path is text, not rich markup.
     Console(stderr=True).print(f"netlet head listening on [cyan]{escape(node.address)}[/]"
@@ -105,6 +119,8 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     print(node.address, flush=True)
     while not stop.wait(0.5):
         pass
+    if board is not None:
+        board.stop()
     node.close()
     if store is not None:
         store.close()

@@ -168,6 +168,7 @@ main = netlet
 netlet.add_lazy_command("atm", "netlet.apps.bank._cli:atm")
 netlet.add_lazy_command("bank", "netlet.apps.bank._cli:bank")
 netlet.add_lazy_command("certs", "netlet.cli._certs:certs")
+netlet.add_lazy_command("dashboard", "netlet.cli._dashboard:dashboard")
 netlet.add_lazy_command("demo", "netlet.apps.tour._cli:demo")
 netlet.add_lazy_command("head", "netlet.cli._cluster:head")
 netlet.add_lazy_command("keygen", "netlet.cli._keygen:keygen")

@@ -7,6 +7,18 @@ from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._executor import Executor
 from netlet.cluster._functions import function_ref, resolve_path
 from netlet.cluster._head import Head, HeadConfig
+from netlet.cluster._stats import (
+    ClusterEvent,
+    HeadStatistics,
+    Histogram,
+    NameInfo,
+    TaskAttempt,
+    TaskCounts,
+    TaskInfo,
+    TaskPage,
+    WorkerProcessStatistics,
+    WorkerStats,
+)
 from netlet.cluster._store import HeadStore
 from netlet.cluster._worker import WorkerOptions, run_worker, worker_key
 
@@ -15,12 +27,22 @@ __all__ = [
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
     "Cluster",
+    "ClusterEvent",
     "EmbeddedCluster",
     "Executor",
     "Head",
     "HeadConfig",
+    "HeadStatistics",
     "HeadStore",
+    "Histogram",
+    "NameInfo",
+    "TaskAttempt",
+    "TaskCounts",
+    "TaskInfo",
+    "TaskPage",
     "WorkerOptions",
+    "WorkerProcessStatistics",
+    "WorkerStats",
     "as_completed",
     "function_ref",
     "resolve_path",

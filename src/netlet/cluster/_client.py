@@ -28,7 +28,7 @@ from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
-from netlet.errors import ConfigError, NetletError, NodeClosed, WorkerLost
+from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
 from netlet.transport import find_user_key
 
@@ -320,6 +320,8 @@ class Cluster:
                 self._fns.release(spec[1])
             if fut is None or fut.done():
                 continue  # cancelled meanwhile, or a duplicate
+            if isinstance(error, CallCancelled) and fut.cancel():
+                continue  # an operator cancelled it before it started
             try:
                 if error is not None:
                     fut.set_exception(error if isinstance(error, BaseException)

@@ -11,6 +11,7 @@ then stops the embedded workers and removes their directory.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import os
 import sys
 import threading
@@ -21,6 +22,7 @@ from typing import Any
 from netlet.cluster._client import Cluster
 from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._env import env_head
+from netlet.cluster._head import Head
 from netlet.errors import ConfigError
 
 __all__ = ["Executor"]
@@ -64,13 +66,16 @@ class Executor(concurrent.futures.Executor):
     ``log_to_driver`` sends what tasks print back to this process (default:
     on when embedded, unprefixed like a process pool's children; off for a
     remote cluster, where lines carry ``log_prefix``, ``"({worker}) "``).
+    ``dashboard`` (embedded only, needs ``netlet[web]``): serve the web dashboard
+    on loopback (``True``: a free port; or ``"127.0.0.1:8340"``) and print its URL.
     """
 
     def __init__(self, address: str | int | None = None, max_workers: int | None = None, *,
                  key_file: str | None = None, allow_pickle: bool = False,
                  max_retries: int = 3, working_dir: str | os.PathLike[str] | None = None,
                  py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
-                 log_to_driver: bool | None = None, log_prefix: str | None = None) -> None:
+                 log_to_driver: bool | None = None, log_prefix: str | None = None,
+                 dashboard: bool | str = False) -> None:
         if isinstance(address, int):
             if max_workers is not None:
                 raise TypeError("Executor(N) is max_workers=N; give the address as a string")
@@ -79,6 +84,9 @@ class Executor(concurrent.futures.Executor):
             address = env_head()  # $NETLET_HEAD: the cluster this environment names
         if max_workers is not None and max_workers < 1:
             raise ValueError("max_workers must be greater than 0")
+        if dashboard and address is not None:
+            raise ConfigError("dashboard= watches an embedded cluster; for a running head "
+                              "use `netlet head --dashboard` or `netlet dashboard --head`")
         with _live_lock:
             if _exiting:
                 raise RuntimeError("cannot start an executor after interpreter shutdown")
@@ -101,11 +109,14 @@ class Executor(concurrent.futures.Executor):
                 working_dir=working_dir, py_modules=py_modules, excludes=excludes,
                 log_to_driver=bool(log_to_driver),
                 log_prefix="({worker}) " if log_prefix is None else log_prefix)
+        self._dashboard: Any = None
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         self._finisher: threading.Thread | None = None
         with _live_lock:
             _live.add(self)
+        if dashboard:
+            self._dashboard = self._open_dashboard(dashboard)
 
     def _wait_for_workers(self, n: int) -> None:
         """Return once the embedded workers joined, as a process pool's processes are there.
@@ -128,6 +139,34 @@ class Executor(concurrent.futures.Executor):
     @property
     def cluster(self) -> Cluster:
         return self._cluster
+
+    def _open_dashboard(self, dashboard: bool | str) -> Any:
+        """Serve the web dashboard of the embedded head (``netlet[web]``); prints its URL.
+
+        The web layer sits above this one: it is loaded by name, as a plugin,
+        never imported here.
+        """
+        assert self._embedded is not None
+        try:
+            web = importlib.import_module("netlet.web")
+        except ImportError as e:
+            self.shutdown(wait=False)
+            raise ConfigError(f"dashboard= needs the web extra: pip install 'netlet[web]' "
+                              f"({e})") from None
+        addr = dashboard if isinstance(dashboard, str) else "127.0.0.1:0"
+        board = web.Dashboard(web.LocalHead(self._embedded.head), listen=addr).start()
+        print(f"netlet dashboard at {board.url}", file=sys.stderr, flush=True)
+        return board
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the dashboard is served (``dashboard=``), or None."""
+        return self._dashboard.url if self._dashboard is not None else None
+
+    @property
+    def head(self) -> Head | None:
+        """The embedded head (None for a remote cluster): what a dashboard watches."""
+        return self._embedded.head if self._embedded is not None else None
 
     def _check_open(self) -> None:
         if self._shutdown:
@@ -170,6 +209,8 @@ class Executor(concurrent.futures.Executor):
             self._cluster.wait_pending()
             self._cluster.close(cancel_pending=False)
         finally:
+            if self._dashboard is not None:
+                self._dashboard.stop()
             if self._embedded is not None:
                 self._embedded.close()
             with _live_lock:

@@ -36,6 +36,7 @@ from typing import Any
 
 from netlet.cluster._code import CodeStore
 from netlet.cluster._head_code import HeadCodeMixin
+from netlet.cluster._head_stats import HeadMonitor, HeadStatsMixin, worker_record
 from netlet.cluster._head_tasks import (
     HeadConfig,
     Member,
@@ -45,6 +46,7 @@ from netlet.cluster._head_tasks import (
     _result_size,
 )
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
+from netlet.cluster._stats import as_dict
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, ConnectionLost
@@ -66,7 +68,7 @@ class ActorSpec:
 
 
 @expose(concurrent=True)
-class Head(TaskDesk, HeadCodeMixin):
+class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     """The cluster's head; served as ``"netlet.head"``."""
 
     def __init__(self, node: Node, config: HeadConfig | None = None,
@@ -95,6 +97,7 @@ class Head(TaskDesk, HeadCodeMixin):
         self._subscribers: dict[str, Any] = {}
         self._code = CodeStore(self.config.code_max_package, self.config.code_max_total)
         self._sweeper: asyncio.Task[None] | None = None
+        self._monitor = HeadMonitor()
         self._stopping = False
         self.started = self._clock.time()
         self._restored: tuple[float, set[str], set[str]] | None = None
@@ -107,6 +110,11 @@ class Head(TaskDesk, HeadCodeMixin):
     def refused_results(self) -> int:
         """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         return self._sched.refused_results
+
+    @property
+    def node(self) -> Node:
+        """The node serving this head."""
+        return self._node
 
     @property
     def scheduler(self) -> Scheduler:
@@ -192,6 +200,7 @@ class Head(TaskDesk, HeadCodeMixin):
             reply["epoch"], actions = self._sched.join(node, self._clock.monotonic())
             self._act(actions)
         self._event("join", member)
+        self._monitor.event("join", node, role, str(member.info.get("name", "")))
         if role == "worker":
             self._respawn_orphans()
         return reply
@@ -270,11 +279,20 @@ class Head(TaskDesk, HeadCodeMixin):
         log.log(level, "%s %s is gone (%s)", member.role, member.node[:8], why)
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
+        name = str(member.info.get("name", ""))
+        self._monitor.event("left" if why == "left" else "dead", member.node, member.role, name,
+                            why)
         if member.role == "worker":
+            self._monitor.worker_died(worker_record(member, self._sched, self._clock.monotonic(),
+                                                    "dead", why))
+            retried = self._sched.retried
             held = len(self._sched.holds(member.node))
             if held:
                 log.info("%d task(s) of worker %s go back to the queue", held, member.node[:8])
             self._act(self._sched.worker_lost(member.node))
+            if self._sched.retried > retried:
+                self._monitor.event("retry", member.node, member.role, name,
+                                    f"{self._sched.retried - retried} task(s) run again")
             fut = self._pulls.pop(member.node, None)
             if fut is not None and not fut.done():
                 fut.set_result(Handout(member.node, (), 0))
@@ -382,10 +400,42 @@ class Head(TaskDesk, HeadCodeMixin):
         try:
             await self._place(spec, exclude=spec.worker)
             log.info("restarted %s on worker %s", spec.name, spec.worker[:8])
+            self._monitor.event("restart", spec.worker, "actor", spec.name)
+            self._monitor.restarts[spec.name] = self._monitor.restarts.get(spec.name, 0) + 1
         except Exception as e:
             log.warning("cannot restart %s yet: %s", spec.name, e)
 
     # -- status -----------------------------------------------------------------------
+
+    async def dashboard(self, what: str, args: dict[str, Any] | None = None) -> Any:
+        """Statistics for a dashboard watching from another process, as plain data.
+
+        ``what``: "statistics", "node", "names", "tasks" (``args``: state, fn, worker, client,
+        offset, limit), "task" (``args``: id) or "events" (``args``: after,
+        limit). The first call turns on per-task history (timings, attempts).
+        Any peer holding the cluster key may ask, as for ``status``.
+        """
+        self.track_tasks()
+        args = dict(args or {})
+        if what == "statistics":
+            return as_dict(self.statistics())
+        if what == "node":
+            return as_dict(self._node.statistics())
+        if what == "tasks":
+            return as_dict(self.task_page(
+                str(args.get("state", "")), str(args.get("fn", "")), str(args.get("worker", "")),
+                str(args.get("client", "")), int(args.get("offset", 0)),
+                int(args.get("limit", 50))))
+        if what == "task":
+            info = self.task_info(str(args.get("id", "")))
+            return as_dict(info) if info is not None else None
+        if what == "names":
+            return [as_dict(n) for n in self.names_list()]
+        if what == "events":
+            return [as_dict(e) for e in self.events(int(args.get("after", 0)),
+                                                   int(args.get("limit", 200)))]
+        raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, node, "
+                          "names, tasks, task or events")
 
     async def status(self) -> dict[str, Any]:
         now = self._clock.monotonic()

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
@@ -30,6 +30,9 @@ from netlet.cluster._scheduler import (
 from netlet.cluster._store import HeadStore
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
 from netlet.node import Node, Proxy, current_peer, expose
+
+if TYPE_CHECKING:
+    from netlet.cluster._head_stats import HeadMonitor
 
 __all__ = ["HeadConfig", "Member", "TaskDesk"]
 
@@ -120,6 +123,7 @@ class TaskDesk:
     _jobs: set[asyncio.Task[None]]
     _pulls: dict[str, asyncio.Future[Handout]]
     _code: CodeStore
+    _monitor: HeadMonitor
 
     async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
                      functions: dict[str, bytes]) -> int:
@@ -136,6 +140,7 @@ class TaskDesk:
                     f"the head refuses the pickled function of task {tid}: {refusal}")))
             specs = [s for s in specs if not _pickled(s[1])]
         new, actions = self._sched.submit(client, specs, self._clock.monotonic())
+        self._monitor.submitted_tasks(new)
         if self._store is not None and new:
             self._store.add_tasks(new, {f: self._functions[f] for f in functions
                                         if f in self._functions})
@@ -176,6 +181,8 @@ class TaskDesk:
         self._act([a for a in actions if not isinstance(a, Reclaim)])
         for given in await asyncio.gather(*(self._reclaim(a) for a in reclaims)):
             cancelled += given  # handed out, and given back unstarted
+        self._monitor.cancelled += len(cancelled)
+        self._monitor.forget(cancelled)
         if cancelled and self._store is not None:
             self._store.forget(cancelled)
         return cancelled
@@ -202,11 +209,13 @@ class TaskDesk:
         mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
                      and a.tasks), None)
         self._act([a for a in actions if a is not mine])
-        if mine is None:
+        if mine is not None:
+            self._monitor.handed(worker, mine.tasks)
+        else:
             fut: asyncio.Future[Handout] = asyncio.get_running_loop().create_future()
             self._pulls[worker] = fut
             try:
-                mine = await fut
+                mine = await fut  # _act told the monitor
             finally:
                 if self._pulls.get(worker) is fut:
                     del self._pulls[worker]
@@ -239,10 +248,10 @@ class TaskDesk:
         """
         _as_itself(worker)
         if not isinstance(results, list) or not all(
-                isinstance(r, list) and len(r) in (4, 5) and isinstance(r[0], str)
+                isinstance(r, list) and len(r) in (4, 5, 6) and isinstance(r[0], str)
                 and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
             raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str"
-                              "(, error type: str)], ...]")
+                              "(, error type: str(, traceback: str))], ...]")
         if started is not None and not (isinstance(started, list)
                                         and all(isinstance(t, str) for t in started)):
             raise ConfigError("started is a list of task ids")
@@ -251,6 +260,12 @@ class TaskDesk:
             self._sched.refused_results += len(results)
             raise NoSuchObject("unknown worker: join first")
         _, done0, failed0 = self._sched.worker_load(worker)
+        for r in results:
+            if len(r) >= 5 and not r[1]:  # shown by a dashboard, never decoded
+                task = self._sched.tasks.get(r[0])  # only from the lease holder
+                if task is not None and task.worker == worker and task.lease == r[3]:
+                    self._monitor.error_detail(r[0], str(r[4]),
+                                               str(r[5]) if len(r) == 6 else "")
         try:
             actions = self._sched.started(worker, int(epoch), started) if started else []
             if results:
@@ -263,7 +278,7 @@ class TaskDesk:
         member.done += done1 - done0
         member.failed += failed1 - failed0
         if failed1 != failed0:
-            types = {r[0]: str(r[4]) if len(r) == 5 else "?" for r in results if not r[1]}
+            types = {r[0]: str(r[4]) if len(r) >= 5 else "?" for r in results if not r[1]}
             for a in actions:
                 if isinstance(a, Deliver) and not a.result[1] and a.result[0] in types:
                     task = self._sched.tasks.get(a.result[0])
@@ -275,12 +290,15 @@ class TaskDesk:
         """Carry out what the scheduler decided."""
         for action in actions:
             if isinstance(action, Handout):
+                if action.tasks:
+                    self._monitor.handed(action.worker, action.tasks)
                 fut = self._pulls.pop(action.worker, None)
                 if fut is not None and not fut.done():
                     fut.set_result(action)
             elif isinstance(action, Deliver):
                 result = list(action.result)
                 tid, error = action.result[0], action.result[3]
+                self._monitor.finished(self._sched.tasks.get(tid), tid, action.result[1], error)
                 if error is not None:  # the head's own verdict: WorkerLost, ConfigError
                     task = self._sched.tasks.get(tid)
                     _log_failed(task.fn if task else "?", tid, None,
@@ -291,6 +309,7 @@ class TaskDesk:
                 self._undelivered += _result_size(result)
                 self._schedule_flush()
             elif isinstance(action, Started):
+                self._monitor.started(action.tasks)
                 sink = self._clients.get(action.client)
                 if isinstance(sink, Proxy):
                     self._started.setdefault(action.client, []).extend(action.tasks)
@@ -403,6 +422,7 @@ class TaskDesk:
         dropped = self._outbox.pop(client, [])
         self._undelivered -= sum(_result_size(r) for r in dropped)
         gone = self._sched.forget_client(client)
+        self._monitor.forget(gone)
         if gone and self._store is not None:
             self._store.forget(gone)
 

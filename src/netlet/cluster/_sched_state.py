@@ -55,6 +55,8 @@ class SchedulerState:
         """Results refused: late (an expired lease), duplicates, or not from the lease holder."""
         self.stale_requests = 0
         """Requests refused because they came from a worker's older epoch."""
+        self.retried = 0
+        """Tasks started again after the worker running them was lost."""
 
     @property
     def queued(self) -> int:
@@ -164,4 +166,5 @@ class SchedulerState:
     def stats(self) -> dict[str, Any]:
         return {"queued": len(self._queue), "unstarted": self._unstarted, "running": self._running,
                 "workers": len(self._workers), "parked": len(self._parked),
-                "refused_results": self.refused_results, "stale_requests": self.stale_requests}
+                "refused_results": self.refused_results, "stale_requests": self.stale_requests,
+                "retried": self.retried}

@@ -397,6 +397,7 @@ class Scheduler(SchedulerLacks):
         if started:
             task.attempts += 1
         if task.attempts <= task.retries:
+            self.retried += started
             self._enqueue(task, front=True)
             return
         error = WorkerLost(f"the worker running task {task.id} died "

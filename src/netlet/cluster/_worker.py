@@ -28,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from netlet.clock import REAL_CLOCK, Backoff, Clock
@@ -410,7 +411,7 @@ class Worker(WorkerTraffic):
             self.done += 1
             return [tid, ok, out, lease]
         self.failed += 1
-        return [tid, ok, out, lease, type(value).__name__]
+        return [tid, ok, out, lease, type(value).__name__, _traceback_text(value)]
 
     def close(self) -> None:
         self.stop.set()
@@ -483,3 +484,12 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
         raise SystemExit(f"netlet worker: {e}") from None
 
+
+def _traceback_text(error: Any) -> str:
+    """The failure as text for the head's dashboard (bounded; the client gets the error)."""
+    try:
+        text = "".join(traceback.format_exception(error)) if isinstance(error, BaseException) \
+            else ""
+    except Exception:  # a hostile __str__: the type is still told
+        text = type(error).__name__
+    return text[-8192:]

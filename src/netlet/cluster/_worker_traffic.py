@@ -17,12 +17,14 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
 from netlet.cluster._scheduler import batches
+from netlet.cluster._stats import WorkerProcessStatistics
 from netlet.errors import NetletError, NoSuchObject
 
 if TYPE_CHECKING:
@@ -37,6 +39,23 @@ _HOLD = 0.002
 """Seconds a result or started notice may wait to share a message with others."""
 _REPORT_BATCH = 64
 """Results sent together at most, when nothing else sends them sooner."""
+
+
+_last_usage = [time.process_time(), time.monotonic()]
+
+
+def _usage() -> dict[str, Any]:
+    """CPU use since the last heartbeat (percent of one core) and resident memory."""
+    cpu, now = time.process_time(), time.monotonic()
+    used, span = cpu - _last_usage[0], now - _last_usage[1]
+    _last_usage[:] = [cpu, now]
+    out: dict[str, Any] = {"cpu_percent": round(100.0 * used / span, 1) if span > 0 else 0.0}
+    try:
+        with open("/proc/self/statm") as f:
+            out["rss_bytes"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux: no RSS shown
+    return out
 
 
 class WorkerTraffic:
@@ -62,6 +81,15 @@ class WorkerTraffic:
     _armed: bool
     _jobs: set[asyncio.Task[None]]
     clock: Clock
+    _task_time: float | None
+
+    def statistics(self) -> WorkerProcessStatistics:
+        """A snapshot of this worker's counters (any thread)."""
+        with self._lock:
+            return WorkerProcessStatistics(
+                self.node.id, str(self.opts.name), self._epoch, self.done, self.failed,
+                len(self._held), len(self._local), self._running or "", len(self._outbox),
+                self._rtt, self._task_time)
 
     def _want(self) -> int:
         raise NotImplementedError
@@ -238,7 +266,7 @@ class WorkerTraffic:
             try:
                 t0 = time.perf_counter()
                 known = await self.head.with_options(timeout=2).heartbeat.aio(
-                    self.node.id, {"done": self.done, "failed": self.failed},
+                    self.node.id, {"done": self.done, "failed": self.failed, **_usage()},
                     epoch, holding, seen)
                 # Heartbeats are answered at once: they measure the round trip that
                 # credit="auto" covers (a pull may wait at the head for work).

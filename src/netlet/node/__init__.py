@@ -15,6 +15,7 @@ from netlet.node._node import (
     register_serve_adapter,
 )
 from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout
+from netlet.node._stats import NodeStatistics
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -24,6 +25,7 @@ __all__ = [
     "MethodInfo",
     "Node",
     "NodeConfig",
+    "NodeStatistics",
     "Proxy",
     "RefFactory",
     "RefProvider",

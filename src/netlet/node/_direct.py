@@ -128,6 +128,10 @@ class _DirectClient:
         ka = self.keepalive
         look = None if ka is None else start + ka  # next look at the peer's liveness
         pinged: float | None = None
+        counters = self.node.counters
+        counters.calls_out += 1
+        counters.frames_out += 1
+        counters.bytes_out += len(body) + (sum(map(len, buffers)) if buffers else 0)
         try:
             self.framer.send(body, buffers)
             while True:
@@ -148,6 +152,8 @@ class _DirectClient:
                         pinged = self._check_peer(pinged)
                         look = now + ka
                     continue
+                counters.frames_in += 1
+                counters.bytes_in += len(rbody) + (sum(map(len, rbufs)) if rbufs else 0)
                 try:
                     msg = self.codec.decode(rbody, rbufs)
                 except DecodeError as e:
@@ -250,6 +256,8 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _STALL, 0))
     codec = _codec(node, peer, link)
     node._direct_sockets.add(framer)
+    counters = node.counters
+    counters.connections_total += 1
     try:
         while not node.closed:
             try:
@@ -266,6 +274,8 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
                 return
             except OSError:
                 return
+            counters.frames_in += 1
+            counters.bytes_in += len(body) + (sum(map(len, bufs)) if bufs else 0)
             try:
                 msg = codec.decode(body, bufs)
             except DecodeError as e:
@@ -279,6 +289,7 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
                 return
             _, cid, target, method, args, kwargs = msg
             del msg, body, bufs
+            counters.calls_in += 1
             caller = CALLER.set(node._caller_of(link) if link is not None else "")
             try:
                 _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
@@ -318,6 +329,9 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
               target: str, method: str, args: list[Any],
               kwargs: dict[str, Any] | None) -> None:
     def reply(ok: bool, value: Any) -> None:
+        counters = node.counters
+        if not ok:
+            counters.errors += 1
         if not cid:
             if not ok:
                 log.warning("oneway call %s.%s raised %r", target, method, value)
@@ -328,6 +342,8 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             body, buffers = codec.encode([_ERROR, cid, e])
         # A large reply waits in memory until the peer reads it: charge it meanwhile.
         size = len(body) + (sum(map(len, buffers)) if buffers else 0)
+        counters.frames_out += 1
+        counters.bytes_out += size
         account = framer.account if size >= _CHARGED_FROM else None
         if account is not None:
             account.queue(size)

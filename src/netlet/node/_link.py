@@ -130,6 +130,7 @@ class Link(Backpressure):
         self._dropped = False  # over its reply budget: no more replies; the close follows
         self._held: deque[Held] = deque()  # calls not started: it is behind on replies
         self._watching = False  # _check_stall is scheduled
+        self._counters = node.counters
         conn.set_handlers(self._on_message, self._on_close)
 
     def __repr__(self) -> str:
@@ -144,6 +145,7 @@ class Link(Backpressure):
         """Encode and send from any thread; raises EncodeError or ConnectionLost."""
         body, buffers = self.codec.encode(message)
         self.conn.send(body, buffers)
+        self._sent(body, buffers)
 
     def start_call(self, waiter: Waiter | None, target: str, method: str,
                    args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> int:
@@ -159,7 +161,14 @@ class Link(Backpressure):
         except BaseException:
             self.pending.pop(cid, None)
             raise
+        self._counters.calls_out += 1
+        self._sent(body, buffers)
         return cid
+
+    def _sent(self, body: bytes | memoryview, buffers: list[Buffer] | None) -> None:
+        c = self._counters
+        c.frames_out += 1
+        c.bytes_out += len(body) + (sum(map(len, buffers)) if buffers else 0)
 
     def abandon(self, cid: int) -> None:
         """Stop waiting for ``cid`` and ask the peer to cancel it."""
@@ -177,6 +186,9 @@ class Link(Backpressure):
             self._backlog.append((bytes(body), list(buffers)))
             return
         self._frame_size = body.nbytes + (sum(map(len, buffers)) if buffers else 0)
+        c = self._counters
+        c.frames_in += 1
+        c.bytes_in += self._frame_size
         if len(body) >= SLICED_FROM:  # the size stays set: later frames wait in _backlog
             self._decode_aside(bytes(body), buffers)
             return
@@ -325,6 +337,7 @@ class Link(Backpressure):
                args: list[Any], kwargs: dict[str, Any] | None) -> None:
         size = self._frame_size
         acct = self._account
+        self._counters.calls_in += 1
         if acct is not None:
             acct.charge(size)
         # Behind on reading its replies (acct.backlogged(), inlined): run nothing new.
@@ -385,6 +398,8 @@ class Link(Backpressure):
 
     def _reply(self, cid: int, ok: bool, value: Any) -> None:
         """Send a call's outcome; runs on whichever thread finished the call."""
+        if not ok:
+            self._counters.errors += 1
         if not cid or self.closed or self._dropped:
             return
         try:
@@ -402,8 +417,10 @@ class Link(Backpressure):
                     if not self._dropped and not self._past_reply_budget(
                             self.conn.pending_bytes(), size):
                         self.conn.send(body, buffers)
+                        self._sent(body, buffers)
                 return
             self.conn.send(body, buffers)
+            self._sent(body, buffers)
         except (EncodeError, ConnectionLost):
             pass
 

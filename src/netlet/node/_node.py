@@ -37,6 +37,7 @@ from netlet.node._identity import caller_of, forget_link, main_link_of, register
 from netlet.node._link import Link, Waiter
 from netlet.node._messages import BYE
 from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
+from netlet.node._stats import NodeCounters, NodeStatistics
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
@@ -158,6 +159,7 @@ class Node:
         self._closing = False
         self._advertised: str | None = None
         self.budget = Budget(self.config.max_memory, self.config.max_connection_memory)
+        self.counters = NodeCounters()
         if start:
             self._start_thread()
 
@@ -437,6 +439,7 @@ class Node:
             conn = self.config.wrap_connection(conn)
         link = Link(self, conn, peer)
         link.dial_address = dialed or peer.address
+        self.counters.connections_total += 1
         if self._closing:
             conn.close()
             return link
@@ -448,6 +451,15 @@ class Node:
         if dialed and (dialed not in self._links_by_addr or self._links_by_addr[dialed].closed):
             self._links_by_addr[dialed] = link
         return link
+
+    def statistics(self) -> NodeStatistics:
+        """Counters and gauges of this node (cheap: O(1) but for counting its links)."""
+        c = self.counters
+        failures = self._listener.handshake_failures if self._listener is not None else 0
+        return NodeStatistics(self.id, self.address or "", c.calls_in, c.calls_out, c.errors,
+                              c.bytes_in, c.bytes_out, c.frames_in, c.frames_out,
+                              sum(1 for lk in list(self._links) if not lk.closed),
+                              c.connections_total, failures)
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
         """Call ``listener(peer_node_id, connected)`` on the loop when a link opens or closes."""

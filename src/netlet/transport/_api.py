@@ -174,6 +174,8 @@ class Listener:
         self._log_accept = RateLimitedLog()
         self._log_busy = RateLimitedLog()
         self._log_refused = RateLimitedLog(burst=50)  # also what accepted peers do wrong
+        self.handshake_failures = 0
+        """Connections refused in the handshake or its TLS layer (for statistics)."""
 
     @property
     def open_connections(self) -> int:
@@ -318,6 +320,7 @@ class Listener:
                         await self._loop.connect_accepted_socket(
                             lambda: sconn, csock, ssl=_tls_context(self.config.tls, server=True))
                 except (OSError, TimeoutError) as e:
+                    self.handshake_failures += 1
                     self._log_refused(logging.WARNING, "TLS handshake with %s failed: %s",
                                       remote, e)
                     csock.close()
@@ -342,6 +345,7 @@ class Listener:
         try:
             peer = await server_handshake(conn, self.config, self.node, self.address)
         except (NetletError, OSError) as e:
+            self.handshake_failures += 1
             self._log_refused(logging.WARNING, "refused connection from %s: %s", conn.remote, e)
             await conn.drain_and_close(0.2)
             return

@@ -45,6 +45,7 @@ from netlet.apps.bank._service import (
     ServiceError,
 )
 from netlet.apps.bank._store import audit_ledger
+from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import (
@@ -237,10 +238,13 @@ def bank() -> None:
               help="Register the bank in this cluster head's name service.")
 @click.option("--name", default=SERVICE_NAME, show_default=True,
               help="Name to register under with --head.")
+@dashboard_options
 def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: str | None,
           tls_key: str | None, tls_ca: str | None, insecure: bool, group_commit: bool,
           max_batch: int, max_wait_ms: float, lock_seconds: float, session_ttl: float,
-          max_sessions: int, advertise: str | None, head_addr: str | None, name: str) -> None:
+          max_sessions: int, advertise: str | None, head_addr: str | None, name: str,
+          dashboard_addr: str | None, dashboard_token: str | None,
+          dashboard_control: bool) -> None:
     """Serve the bank; stops on Ctrl-C or SIGTERM, after committing what is queued.
 
     Prints its address on stdout once it listens. Operator calls (open, close,
@@ -286,7 +290,14 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     ref = node.serve(service, SERVICE_NAME)
     console = Console(stderr=True)
     cluster = None
+    board = None
     try:
+        if dashboard_addr:
+            from netlet.apps.bank._dashboard import BankProvider
+
+            board = start_dashboard(dashboard_addr, providers=[BankProvider(ledger)],
+                                    token=dashboard_token, key=sec.key,
+                                    control=dashboard_control, title="netlet bank")
         if head_addr:
             from netlet.cluster import Cluster
 
@@ -305,6 +316,8 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
         while not stop.wait(0.5):
             pass
     finally:
+        if board is not None:
+            board.stop()
         if cluster is not None:
             cluster.close()
         node.close()

@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from netlet.apps.bank._commands import (
 from netlet.apps.bank._journal import AuditReport, link
 from netlet.apps.bank._ledgerpins import LedgerPins
 from netlet.apps.bank._ledgerread import LedgerReads
+from netlet.apps.bank._ledgerstats import LedgerMeter
 from netlet.apps.bank._pinguard import PinGuard
 from netlet.apps.bank._records import (
     OUTCOME_SQL,
@@ -136,6 +138,7 @@ class Ledger(LedgerPins, LedgerReads):
         self._pool: list[Conn] = []
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._stats = [0, 0, 0, 0]  # commands, writes, commits, max batch
+        self._meter = LedgerMeter()
         self._pins = PinGuard(max_pin_attempts, lock_seconds)
         self._pin_threads: ThreadPoolExecutor | None = None
         self._after_commit: list[Callable[[], None]] = []  # the writer's, run after each commit
@@ -154,8 +157,9 @@ class Ledger(LedgerPins, LedgerReads):
         (InsufficientFunds, ...) is journaled, so a retry with the same key gets
         it again; the same key with another command raises IdempotencyConflict.
         """
-        result: dict[str, Any] = self._submit(self._command_job(command, idem_key),
-                                              is_command=True)
+        with self._meter.timed(type(command).__name__):
+            result: dict[str, Any] = self._submit(self._command_job(command, idem_key),
+                                                  is_command=True)
         return result
 
     async def execute_async(self, command: Command, idem_key: str) -> dict[str, Any]:
@@ -171,7 +175,8 @@ class Ledger(LedgerPins, LedgerReads):
                 raise self._closed_error()
             self._active += 1
             self._queue.put((run, (loop, future), True))
-        return await future
+        with self._meter.timed(type(command).__name__):
+            return await future
 
     def _command_job(self, command: Command, key: str) -> _Job:
         check_key(key)
@@ -266,6 +271,7 @@ class Ledger(LedgerPins, LedgerReads):
 
     def _commit(self, batch: list[_Item]) -> None:
         careful = not self._pipelined
+        t0 = time.perf_counter()
         for attempt in range(_RETRIES + 1):
             try:
                 done = self._run_batch(batch, careful)
@@ -282,6 +288,7 @@ class Ledger(LedgerPins, LedgerReads):
                 self._fail(batch, StorageError(f"ledger commit failed: {exc}"))
                 return
         self._store.committed(self._head)
+        self._meter.committed(len(batch), time.perf_counter() - t0)
         self._run_after_commit()
         with self._lock:
             stats = self._stats
@@ -457,7 +464,8 @@ class Ledger(LedgerPins, LedgerReads):
         mean = writes / commits if commits else 0.0
         gate = self._store.pins
         checks = self._pins.checks if gate is None else gate.checks
-        return LedgerStatistics(commands, writes, commits, mean, largest, checks)
+        return LedgerStatistics(commands, writes, commits, mean, largest, checks,
+                                *self._meter.snapshot())
 
     # -- lifetime ---------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from netlet.apps.bank._commands import (
     command_from_record,
     error_from_record,
 )
+from netlet.cluster import Histogram
 
 __all__ = [
     "OUTCOME_SQL",
@@ -59,6 +60,14 @@ class LedgerStatistics:
     mean_batch_size: float
     max_batch_size: int
     pin_checks: int = 0
+    ops: tuple[tuple[str, str, int], ...] = ()
+    """Commands by kind and outcome ("ok" or the refusal's type): (kind, outcome, count)."""
+    latency: Histogram | None = None
+    """Seconds from a command's submit to its answer (after the commit)."""
+    batch_sizes: Histogram | None = None
+    """Jobs per commit."""
+    commit_seconds: Histogram | None = None
+    """Time each commit took (its fsync included)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

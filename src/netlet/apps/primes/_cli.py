@@ -32,9 +32,10 @@ from netlet.apps.primes._coordinator import (
     check_state,
 )
 from netlet.apps.primes._methods import METHODS
+from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cluster import Cluster, Executor
 from netlet.errors import ConfigError, NetletError
-from netlet.transport import load_key
+from netlet.transport import find_user_key, load_key
 
 if TYPE_CHECKING:
     from rich import progress as rp
@@ -108,9 +109,11 @@ NUMBER = _Number()
               help="The state file [default: .netlet-primes-<hash>.db here].")
 @click.option("--keep-state", is_flag=True, help="Keep the state file after a successful run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@dashboard_options
 def primes(start: int, end: int, method: str, workers: int | None, head_addr: str | None,
            key_file: str | None, chunk: int | None, out: Path | None, resume: bool,
-           state: Path | None, keep_state: bool, as_json: bool) -> None:
+           state: Path | None, keep_state: bool, as_json: bool, dashboard_addr: str | None,
+           dashboard_token: str | None, dashboard_control: bool) -> None:
     """Count the primes in [start, end) on a cluster, and optionally list them.
 
     Without --head it runs an embedded cluster of --workers local processes.
@@ -142,6 +145,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     afresh = resume and not config.state_path().exists()
     executor: Executor | None = None
     cluster: Cluster | None = None
+    board: Any = None
     # Local workers start with one BLAS thread each, also those started to replace one.
     with _one_blas_thread() if head_addr is None else contextlib.nullcontext():
         try:
@@ -162,6 +166,9 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                 _wait_for_workers(cluster, _local_workers(workers))
                 search.warm_up()
             startup = time.monotonic() - t0
+            if dashboard_addr:
+                board = _dashboard(dashboard_addr, search, executor, head_addr, key_file,
+                                   dashboard_token, dashboard_control)
             summary = _run(search, err)
         except KeyboardInterrupt:
             _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
@@ -176,6 +183,8 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                 + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
                 "run the same command with --resume") from e
         finally:
+            if board is not None:
+                board.stop()
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
             elif cluster is not None:
@@ -227,6 +236,23 @@ def _have_numpy() -> bool:
         return importlib.util.find_spec("numpy") is not None
     except (ImportError, ValueError):  # ValueError: sys.modules["numpy"] is None
         return False
+
+
+def _dashboard(addr: str, search: PrimeSearch, executor: Executor | None,
+               head_addr: str | None, key_file: str | None, token: str | None,
+               control: bool) -> Any:
+    """The search's dashboard: its page, and the cluster's (embedded or remote)."""
+    from netlet.apps.primes._dashboard import PrimesProvider
+    from netlet.web import LocalHead, RemoteHead
+
+    key = load_key(key_file) if key_file is not None else None
+    head: Any = None
+    if executor is not None and executor.head is not None:
+        head = LocalHead(executor.head)
+    elif head_addr is not None:
+        head = RemoteHead(head_addr, key=key or find_user_key(head_addr))
+    return start_dashboard(addr, head=head, providers=[PrimesProvider(search)], token=token,
+                           key=key, control=control, title="netlet primes")
 
 
 def _local_workers(workers: int | None) -> int:

@@ -66,6 +66,7 @@ __all__ = [
     "MAX_OUT_CHUNK",
     "NodeShare",
     "PrimeSearch",
+    "PrimeStatistics",
     "Progress",
     "SearchConfig",
     "Summary",
@@ -237,6 +238,16 @@ class Progress:
     def primes_rate(self) -> float:
         """Primes found per second by this run."""
         return (self.primes - self.primes_resumed) / self.elapsed if self.elapsed else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PrimeStatistics:
+    """``PrimeSearch.statistics()``: the latest progress (None before the first chunk
+    is out), chunks in flight, and the estimated seconds left (None: unknown)."""
+
+    progress: Progress | None
+    in_flight: int
+    eta: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +529,7 @@ class PrimeSearch:
         self._workers = workers if workers is not None else self._alive_workers(1)
         self._clock = clock  # state commits, worker-count polls (the cluster node's)
         self._polled = self._clock.monotonic()
+        self._latest: PrimeStatistics = PrimeStatistics(None, 0, None)
         self._warmed: set[str] = set()
         self.state_path = config.state_path()
         self.chunk = config.chunk or default_chunk(config.method, config.start, config.end,
@@ -626,9 +638,14 @@ class PrimeSearch:
         def report(final: bool = False) -> None:
             nonlocal last_report
             now = time.monotonic()
-            if on_progress is not None and (final or now - last_report >= interval):
+            if final or now - last_report >= min(interval, 0.5):
                 last_report = now
-                on_progress(self._snapshot(state, n, now - t0))
+                snap = self._snapshot(state, n, now - t0)
+                left = snap.numbers_total - snap.numbers_done
+                eta = left / snap.rate if snap.rate > 0 else (0.0 if not left else None)
+                self._latest = PrimeStatistics(snap, 0 if final else len(in_flight), eta)
+                if on_progress is not None:
+                    on_progress(snap)
 
         try:
             while True:
@@ -676,6 +693,10 @@ class PrimeSearch:
         return Summary(**{f.name: getattr(final, f.name) for f in fields(Progress)},
                        known_pi=known, out=str(cfg.out) if cfg.out is not None else None,
                        state=str(self.state_path) if cfg.keep_state else None)
+
+    def statistics(self) -> PrimeStatistics:
+        """The latest snapshot (refreshed twice a second while ``run`` runs); any thread."""
+        return self._latest
 
     def _submit(self, idx: int) -> concurrent.futures.Future[Any]:
         lo, hi = self._bounds(idx)

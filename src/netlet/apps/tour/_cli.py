@@ -76,7 +76,12 @@ _ELSEWHERE = {
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True),
               default=DEFAULT_TIME_LIMIT, show_default=True,
               help="Seconds each part may take; a part that overruns is stopped and fails.")
-def demo(quick: bool, only: tuple[str, ...], time_limit: float) -> None:
+@click.option("--dashboard", "dashboard_addr", metavar="HOST:PORT", default=None,
+              help="Instead of the tour: keep a cluster, a bank and a slow prime search "
+                   "running with the web dashboard here (e.g. 127.0.0.1:8340) until Ctrl-C. "
+                   "Needs netlet[web].")
+def demo(quick: bool, only: tuple[str, ...], time_limit: float,
+         dashboard_addr: str | None) -> None:
     """A tour of netlet on this machine, in under a minute: calls, a cluster, primes, a bank.
 
     \b
@@ -92,6 +97,11 @@ def demo(quick: bool, only: tuple[str, ...], time_limit: float) -> None:
     """
     console = Console(width=None if sys.stdout.isatty() else 120)
     _sigterm_as_ctrl_c()
+    if dashboard_addr:
+        from netlet.apps.tour._watch import watch
+
+        watch(dashboard_addr)
+        return
     parts = [p for p in PARTS if not only or p.name in only]
     tmp = Path(tempfile.mkdtemp(prefix="netlet-tour-"))
     tour = Tour(console, tmp, quick=quick)

@@ -11,6 +11,7 @@ itself instead of hanging the tour.
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import logging
 import os
 import threading
@@ -76,6 +77,7 @@ class Tour:
         self._aborts: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._embedded: EmbeddedCluster | None = None
+        self._board: Any = None
         self._cluster: Cluster | None = None
         self.join_seconds = 0.0
 
@@ -141,6 +143,7 @@ class Tour:
             cluster = Cluster(embedded.address, node=embedded.node)
             with self._lock:
                 self._cluster = cluster
+            self._board = _dashboard(embedded, self.console)
             self._wait_for_workers(cluster, t0)
             self.join_seconds = time.monotonic() - t0
         self.check()
@@ -182,6 +185,9 @@ class Tour:
         with self._lock:
             cluster, self._cluster = self._cluster, None
             embedded, self._embedded = self._embedded, None
+            board, self._board = self._board, None
+        if board is not None:
+            board.stop()
         if cluster is not None:
             cluster.close()
         if embedded is not None:
@@ -190,6 +196,22 @@ class Tour:
     def close(self) -> None:
         """Stop the embedded cluster (its workers exit); the tour is over."""
         self._drop_cluster()
+
+
+def _dashboard(embedded: EmbeddedCluster, console: Any) -> Any:
+    """The embedded head's web dashboard on a free loopback port, when netlet[web] is
+    installed: its URL is printed, so the tour can be watched while it runs."""
+    if importlib.util.find_spec("fastapi") is None or importlib.util.find_spec("uvicorn") is None:
+        return None
+    from netlet.web import Dashboard, LocalHead
+
+    try:
+        board = Dashboard(LocalHead(embedded.head), listen="127.0.0.1:0").start()
+    except Exception as e:  # the tour goes on without it
+        log.info("no dashboard for the tour: %s", e)
+        return None
+    console.print(f"watch it live: the dashboard is at [cyan]{board.url}[/]", soft_wrap=True)
+    return board
 
 
 def _quietly(fn: Callable[[], None]) -> None:

@@ -1,0 +1,78 @@
+"""What the ledger measures for its statistics: commands by kind and outcome, latency,
+commit batch sizes and commit (fsync) time. Bumped under the ledger's lock or by
+the one writer thread; read as frozen tuples by ``Ledger.statistics()``."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from netlet.cluster import Histogram
+
+__all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS", "LedgerMeter"]
+
+LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+BATCH_BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+
+
+class _Counts:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> Histogram:
+        cum: list[int] = []
+        acc = 0
+        for c in self.counts:
+            acc += c
+            cum.append(acc)
+        return Histogram(self.bounds, tuple(cum), self.total)
+
+
+class LedgerMeter:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ops: dict[tuple[str, str], int] = {}
+        self.latency = _Counts(LATENCY_BOUNDS)
+        self.batch = _Counts(BATCH_BOUNDS)
+        self.commit = _Counts(LATENCY_BOUNDS)
+
+    def command(self, kind: str, outcome: str, seconds: float) -> None:
+        with self._lock:
+            key = (kind, outcome)
+            self._ops[key] = self._ops.get(key, 0) + 1
+            self.latency.observe(seconds)
+
+    @contextlib.contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        """Count one command of ``kind`` and its latency, by how it ended."""
+        t0 = time.perf_counter()
+        outcome = "ok"
+        try:
+            yield
+        except BaseException as e:  # a refusal (InsufficientFunds, ...) or a failure
+            outcome = type(e).__name__
+            raise
+        finally:
+            self.command(kind, outcome, time.perf_counter() - t0)
+
+    def committed(self, size: int, seconds: float) -> None:
+        with self._lock:
+            self.batch.observe(size)
+            self.commit.observe(seconds)
+
+    def snapshot(self) -> tuple[tuple[tuple[str, str, int], ...], Histogram, Histogram,
+                                Histogram]:
+        with self._lock:
+            ops = tuple(sorted((k, o, n) for (k, o), n in self._ops.items()))
+            return ops, self.latency.snapshot(), self.batch.snapshot(), self.commit.snapshot()

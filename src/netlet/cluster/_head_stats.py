@@ -1,0 +1,361 @@
+"""What the head remembers for its statistics: counters, events, dead workers, task history.
+
+``HeadMonitor`` is fed by the head as things happen (each hook O(1) per task
+it touches). Counters, events, recent deaths and failed tasks (with their
+remote traceback) are always kept, in bounded memory. Per-task timings and
+attempts cost a little on every task, so they are kept only once something
+asks for them (``track()``: a dashboard attaching).
+
+``HeadStatsMixin`` gives ``Head`` its local, non-exposed queries
+(``statistics()``, ``task_page()``, ``task_info()``, ``events()``): they run on
+the head's loop, read no private state of anything else, and return frozen
+records (``_stats.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+from netlet.clock import Clock
+from netlet.cluster._head_tasks import Member
+from netlet.cluster._sched_records import (
+    ASSIGNED,
+    DONE,
+    QUEUED,
+    RUNNING,
+    Action,
+    Deliver,
+    Task,
+)
+from netlet.cluster._scheduler import Scheduler
+from netlet.cluster._stats import (
+    ClusterEvent,
+    HeadStatistics,
+    Histogram,
+    NameInfo,
+    TaskAttempt,
+    TaskCounts,
+    TaskInfo,
+    TaskPage,
+    WorkerStats,
+)
+from netlet.errors import CallCancelled
+from netlet.node import Node
+
+__all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
+
+TASK_STATES = (QUEUED, ASSIGNED, RUNNING, "done", "failed")
+SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
+MAX_TRACEBACK = 8192
+TRACEBACKS_BUDGET = 8 * 1024 * 1024
+"""What the tracebacks of finished tasks may hold in all (then only their last lines)."""
+MAX_PENDING_ERRORS = 1024
+"""Error details waiting for their task's result to be delivered."""
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def snapshot(self) -> Histogram:
+        cum, acc = [], 0
+        for c in self.counts:
+            acc += c
+            cum.append(acc)
+        return Histogram(self.bounds, tuple(cum), self.total)
+
+
+# A tracked task while it lives: [submitted, worker, handed, started, earlier attempts].
+_Live = list[Any]
+# A finished task: (id, fn, client, ok, attempts, retries, finished, error type,
+# traceback, its _Live or None). Kept raw; a TaskInfo is built only when shown.
+_Done = tuple[str, str, str, bool, int, int, float, str, str, "_Live | None"]
+
+
+class HeadMonitor:
+    def __init__(self, finished_max: int = 10_000, events_max: int = 1000,
+                 dead_max: int = 200) -> None:
+        self.tracking = False
+        self.submitted = self.done = self.failed = self.cancelled = 0
+        self._live: dict[str, _Live] = {}
+        self._finished: deque[_Done] = deque(maxlen=finished_max)
+        self._tb_bytes = 0
+        """Bytes of tracebacks kept with finished tasks (at most TRACEBACKS_BUDGET)."""
+        self._errors: dict[str, tuple[str, str]] = {}
+        """Error type and traceback a worker reported, until the result is delivered."""
+        self._events: deque[ClusterEvent] = deque(maxlen=events_max)
+        self._seq = 0
+        self._dead: deque[WorkerStats] = deque(maxlen=dead_max)
+        self.restarts: dict[str, int] = {}
+        """Actor restarts by name (kept while the actor is known)."""
+        self.task_seconds = _Histogram(SECONDS)
+        self.dispatch_seconds = _Histogram(SECONDS)
+
+    def track(self) -> None:
+        self.tracking = True
+
+    # -- hooks (each O(1) per task; the tracked ones only while tracking) -----------
+
+    def submitted_tasks(self, tasks: list[Task]) -> None:
+        self.submitted += len(tasks)
+        if self.tracking:
+            now = time.time()
+            live = self._live
+            for t in tasks:
+                live[t.id] = [now, "", 0.0, None, None]
+
+    def handed(self, worker: str, tasks: Iterable[Task]) -> None:
+        if not self.tracking:
+            return
+        now = time.time()
+        live = self._live
+        hist = self.dispatch_seconds
+        bounds, counts, waited = hist.bounds, hist.counts, 0.0
+        for t in tasks:
+            tr = live.get(t.id)
+            if tr is None:
+                continue
+            if tr[1]:  # handed out before: keep that attempt
+                if tr[4] is None:
+                    tr[4] = []
+                tr[4].append((tr[1], tr[2], tr[3]))
+            else:  # the dispatch histogram, inlined: this runs for every task
+                wait = now - tr[0]
+                counts[bisect.bisect_left(bounds, wait)] += 1
+                waited += wait
+            tr[1], tr[2], tr[3] = worker, now, None
+        hist.total += waited
+
+    def started(self, tids: Iterable[str]) -> None:
+        if not self.tracking:
+            return
+        now = time.time()
+        live = self._live
+        for tid in tids:
+            tr = live.get(tid)
+            if tr is not None:
+                tr[3] = now
+
+    def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
+        if len(self._errors) < MAX_PENDING_ERRORS:
+            self._errors[tid] = (error_type[:200], traceback[-MAX_TRACEBACK:])
+
+    def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
+                 ) -> None:
+        tr = self._live.pop(tid, None)
+        if ok:
+            self.done += 1
+            if tr is None:
+                return  # not tracked: nothing to keep
+        else:
+            self.failed += 1
+        now = time.time()
+        if tr is not None and tr[3] is not None:
+            self.task_seconds.observe(now - tr[3])
+        etype, tb = "", ""
+        if not ok:
+            etype, tb = self._errors.pop(tid, ("", ""))
+            if error is not None:
+                etype, tb = type(error).__name__, str(error)
+        if len(self._finished) == self._finished.maxlen:
+            self._tb_bytes -= len(self._finished[0][8])
+        if self._tb_bytes + len(tb) > TRACEBACKS_BUDGET:
+            tb = "...\n" + tb[-512:]  # the budget is spent: the tail says what was raised
+        self._tb_bytes += len(tb)
+        self._finished.append((tid, task.fn if task else "?", task.client if task else "", ok,
+                               task.attempts if task else 0, task.retries if task else 0,
+                               now, etype, tb, tr))
+
+    def forget(self, tids: Iterable[str]) -> None:
+        """Tasks dropped unfinished (cancelled, their client gone)."""
+        for tid in tids:
+            self._live.pop(tid, None)
+
+    def event(self, kind: str, node: str, role: str, name: str, detail: str = "") -> None:
+        self._seq += 1
+        self._events.append(ClusterEvent(self._seq, time.time(), kind, node, role, name, detail))
+
+    def worker_died(self, record: WorkerStats) -> None:
+        self._dead.append(record)
+
+    # -- queries --------------------------------------------------------------------
+
+    @property
+    def last_event(self) -> int:
+        return self._seq
+
+    def events(self, after: int, limit: int) -> list[ClusterEvent]:
+        out = [e for e in reversed(self._events) if e.seq > after][:limit]
+        out.reverse()
+        return out
+
+    def dead(self) -> list[WorkerStats]:
+        return list(self._dead)
+
+    def finished_raw(self) -> Iterator[_Done]:
+        """Newest first."""
+        return reversed(self._finished)
+
+    def live_info(self, task: Task) -> TaskInfo:
+        tr = self._live.get(task.id)
+        return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
+                        task.retries, tr[0] if tr else None, None, "", "", _attempts(tr))
+
+
+def done_info(rec: _Done) -> TaskInfo:
+    tid, fn, client, ok, attempts, retries, finished, etype, tb, tr = rec
+    return TaskInfo(tid, fn, client, "done" if ok else "failed", tr[1] if tr else "",
+                    attempts, retries, tr[0] if tr else None, finished, etype, tb,
+                    _attempts(tr))
+
+
+def _attempts(tr: _Live | None) -> tuple[TaskAttempt, ...]:
+    if tr is None or not tr[1]:
+        return ()
+    return tuple(TaskAttempt(*a) for a in [*(tr[4] or ()), (tr[1], tr[2], tr[3])])
+
+
+def _num(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def worker_record(member: Member, sched: Scheduler, now: float, state: str = "alive",
+                  why: str = "") -> WorkerStats:
+    info = member.info
+    running, done, failed = sched.worker_load(member.node)
+    cpu = info.get("cpu_percent")
+    if not isinstance(cpu, int | float) or isinstance(cpu, bool):
+        cpu = None
+    return WorkerStats(
+        member.node, str(info.get("name", ""))[:200], str(info.get("host", ""))[:200],
+        _num(info.get("pid"), int), str(info.get("address", ""))[:200], state, member.since,
+        max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
+        max(done, member.done), max(failed, member.failed),
+        float(cpu) if cpu is not None else None, _num(info.get("rss_bytes"), int),
+        time.time() if state == "dead" else None, why[:200])
+
+
+class HeadStatsMixin:
+    """The head's statistics queries (not exposed; see ``Head.dashboard`` for the RPC)."""
+
+    _node: Node
+    _sched: Scheduler
+    _members: dict[str, Member]
+    _names: dict[str, Any]
+    _actors: dict[str, Any]
+    _monitor: HeadMonitor
+    _clock: Clock
+    started: float
+    _act: Callable[[list[Action]], None]
+    cancel: Callable[[list[str]], Awaitable[list[str]]]
+
+    async def cancel_tasks(self, tids: list[str]) -> list[str]:
+        """An operator cancels tasks no worker started (any client's: not exposed).
+
+        Their clients are told (``CallCancelled``), so their futures end cancelled
+        instead of waiting for ever.
+        """
+        clients = {t: task.client for t in tids if (task := self._sched.tasks.get(t))}
+        cancelled = await self.cancel(tids)
+        self._act([Deliver(clients[t], (t, False, None, CallCancelled(
+            f"task {t} was cancelled from the dashboard before it started")))
+            for t in cancelled if t in clients])
+        return cancelled
+
+    def track_tasks(self) -> None:
+        """Keep per-task history (timings, attempts) from now on: a dashboard attached."""
+        self._monitor.track()
+
+    def statistics(self) -> HeadStatistics:
+        """A snapshot: O(workers). Call it on the head's loop (the web layer does)."""
+        now = self._clock.monotonic()  # heartbeat ages: the clock members are seen by
+        sched, mon = self._sched, self._monitor
+        workers = [worker_record(m, sched, now) for m in self._members.values()
+                   if m.role == "worker" and m.alive]
+        workers += mon.dead()
+        clients = sum(1 for m in self._members.values() if m.role == "client" and m.alive)
+        st = sched.stats()
+        counts = TaskCounts(st["queued"], st["unstarted"], st["running"], mon.submitted,
+                            mon.done, mon.failed, st.get("retried", 0), mon.cancelled,
+                            st["refused_results"], st["stale_requests"])
+        return HeadStatistics(
+            self._node.id, self._node.address or "", self.started, self._clock.time(),
+            tuple(workers),
+            clients, counts, len(self._names), len(self._actors), mon.last_event, mon.tracking,
+            mon.task_seconds.snapshot(), mon.dispatch_seconds.snapshot())
+
+    def task_page(self, state: str = "", fn: str = "", worker: str = "", client: str = "",
+                  offset: int = 0, limit: int = 50) -> TaskPage:
+        """Tasks matching every filter given (substring for ``fn``, prefix for ids).
+
+        Live tasks (oldest first) then finished ones (newest first). A page
+        costs one pass over the live tasks, never more.
+        """
+        offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
+        mon = self._monitor
+
+        def wanted(fn_: str, state_: str, worker_: str, client_: str) -> bool:
+            return ((not state or state_ == state) and (not fn or fn in fn_)
+                    and (not worker or worker_.startswith(worker))
+                    and (not client or client_.startswith(client)))
+
+        total = 0
+        page: list[TaskInfo] = []
+        if state in ("", QUEUED, ASSIGNED, RUNNING):
+            known = None  # with no filter but the state, the count is kept: stop early
+            if not (fn or worker or client):
+                st = self._sched.stats()
+                known = {"": st["queued"] + st["unstarted"] + st["running"],
+                         QUEUED: st["queued"], ASSIGNED: st["unstarted"],
+                         RUNNING: st["running"]}[state]
+            for t in self._sched.tasks.values():
+                if t.state != DONE and wanted(t.fn, t.state, t.worker, t.client):
+                    if offset <= total < offset + limit:
+                        page.append(mon.live_info(t))
+                    total += 1
+                    if known is not None and total >= offset + limit:
+                        total = max(total, known)
+                        break
+        if state in ("", "done", "failed"):
+            for rec in mon.finished_raw():
+                tr = rec[9]
+                if wanted(rec[1], "done" if rec[3] else "failed", tr[1] if tr else "", rec[2]):
+                    if offset <= total < offset + limit:
+                        page.append(done_info(rec))
+                    total += 1
+        return TaskPage(total, offset, limit, tuple(page))
+
+    def task_info(self, tid: str) -> TaskInfo | None:
+        task = self._sched.tasks.get(tid)
+        if task is not None and task.state != DONE:
+            return self._monitor.live_info(task)
+        return next((done_info(r) for r in self._monitor.finished_raw() if r[0] == tid), None)
+
+    def names_list(self) -> list[NameInfo]:
+        """Every name, and every actor even while it waits to be restarted: O(names)."""
+        out: list[NameInfo] = []
+        for name, (ref, owner) in sorted(self._names.items()):
+            spec = self._actors.get(name)
+            out.append(NameInfo(name, ref.kind, ref.address, owner, spec is not None,
+                                spec.cls if spec else "", spec.restart or "" if spec else "",
+                                self._monitor.restarts.get(name, 0)))
+        for name, spec in sorted(self._actors.items()):
+            if name not in self._names:
+                out.append(NameInfo(name, "", "", "", True, spec.cls, spec.restart or "",
+                                    self._monitor.restarts.get(name, 0)))
+        return out
+
+    def events(self, after: int = 0, limit: int = 200) -> list[ClusterEvent]:
+        return self._monitor.events(int(after), max(1, min(int(limit), 1000)))

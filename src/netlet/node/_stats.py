@@ -1,0 +1,46 @@
+"""The node's counters and their frozen snapshot (``Node.statistics()``).
+
+Counters are plain integers bumped where the work happens (a frame read, a
+frame sent, a call run); under several threads an increment may
+occasionally be lost, never counted twice: fine for rates and dashboards,
+and free of locks on the hot path. Calls served on direct connections
+(``direct_calls``) are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["NodeCounters", "NodeStatistics"]
+
+
+class NodeCounters:
+    __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "connections_total",
+                 "errors", "frames_in", "frames_out")
+
+    def __init__(self) -> None:
+        self.calls_in = self.calls_out = self.errors = 0
+        self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
+        self.connections_total = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    node: str
+    address: str
+    calls_in: int
+    """Calls peers made here (started)."""
+    calls_out: int
+    """Calls this node made to peers."""
+    errors: int
+    """Calls made here that ended with an error (refused ones included)."""
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    connections: int
+    """Links open now."""
+    connections_total: int
+    """Links ever opened (accepted or dialed)."""
+    handshake_failures: int
+    """Connections refused in the handshake (a wrong key, garbage, a TLS failure)."""

@@ -1,0 +1,138 @@
+"""Serving the dashboard: uvicorn on a thread of its own, started and stopped from code.
+
+``Dashboard(...)`` checks the security rules before it binds (see
+``_security.py``), serves on ``host:port`` (port 0: any free one) and gives
+the ``url`` to open (with the token, when there is one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from netlet.errors import ConfigError
+from netlet.web._app import build_app
+from netlet.web._model import DashboardModel
+from netlet.web._security import Guard, check_token, derive_token, is_loopback, new_token
+from netlet.web._sources import HeadSource, Provider
+
+__all__ = ["DEFAULT_PORT", "Dashboard", "parse_listen"]
+
+DEFAULT_PORT = 8340
+log = logging.getLogger("netlet.web")
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """``127.0.0.1:8340``, ``[::1]:8340``, ``localhost`` or ``:8340`` (loopback)."""
+    spec = spec.removeprefix("http://").removeprefix("tcp://").rstrip("/")
+    host, sep, port = spec.rpartition(":") if not spec.endswith("]") else (spec, "", "")
+    if not sep:
+        host, port = spec, str(DEFAULT_PORT)
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"dashboard address {spec!r}: expected HOST:PORT, "
+                          "like 127.0.0.1:8340") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"dashboard port {number} is out of range")
+    return host, number
+
+
+class Dashboard:
+    """The web dashboard of a head (``head``) and of applications (``providers``).
+
+    ``token``: required on every request; None derives one from ``key`` when the
+    dashboard binds beyond loopback or has ``control`` on (and refuses to start
+    if it has no key to derive it from).
+    """
+
+    def __init__(self, head: HeadSource | None = None, providers: list[Provider] | None = None,
+                 *, listen: str = f"127.0.0.1:{DEFAULT_PORT}", token: str | None = None,
+                 key: bytes | None = None, control: bool = False, title: str = "netlet",
+                 interval: float = 1.0) -> None:
+        host, port = parse_listen(listen)
+        loopback = is_loopback(host)
+        token = check_token(token)
+        if token is None and (control or not loopback):
+            if key is None:
+                if not loopback:
+                    raise ConfigError(
+                        f"the dashboard would listen on {host}, beyond loopback, with no "
+                        "token: give --dashboard-token (or a cluster key to derive it from)")
+                token = new_token()
+            else:
+                token = derive_token(key)
+        self.host, self.token, self.control = host, token, control
+        self.model = DashboardModel(head, list(providers or []), interval)
+        self.app = build_app(self.model, token=token, control=control, title=title)
+        self._server = uvicorn.Server(uvicorn.Config(
+            Guard(self.app, token=token, loopback=loopback), host=host, port=port,
+            log_level="warning", access_log=False, lifespan="on",
+            timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
+            server_header=False))
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        base = f"http://{host}:{self.port}/"
+        return base + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> Dashboard:
+        """Bind and serve on a background thread; returns once it accepts connections."""
+        failure: list[BaseException] = []
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve()
+
+        def run() -> None:
+            try:
+                asyncio.run(serve())
+            except BaseException as e:  # a bind failure, a SystemExit from uvicorn
+                failure.append(e)
+
+        self._thread = threading.Thread(target=run, name="netlet-dashboard", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if failure or not self._thread.is_alive():
+                raise ConfigError(f"the dashboard could not listen on {self.host}:{self.port}"
+                                  + (f": {failure[0]}" if failure and str(failure[0]) else
+                                     " (is the port taken?)"))
+            if time.monotonic() > deadline:
+                raise ConfigError("the dashboard did not start in time")
+            time.sleep(0.02)
+        servers: Any = self._server.servers
+        self.port = servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:  # end the live streams now, not after a grace period
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.app.state.stop.set)
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.model.head is not None:
+            self.model.head.close()
+
+    def __enter__(self) -> Dashboard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,153 @@
+"""The web dashboard against a hostile browser, page or member, over real HTTP.
+
+Beyond loopback it refuses to start without a token; with one, every request
+(pages, API, event stream, metrics, static files) must carry it; a page on
+another site cannot reach a loopback dashboard by DNS rebinding; it is
+read-only unless control is on, and control POSTs need the token and a CSRF
+token; what members report about themselves is shown as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from netlet.cluster import HeadStatistics
+from netlet.errors import ConfigError, NetletError
+from netlet.node import Node
+from netlet.web import Dashboard, derive_token
+from netlet.web._security import csrf_token
+from tests.web.conftest import Kit, dashboard_for, kit, wait_until
+
+__all__ = ["dashboard_for", "kit"]
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "s3cret-dashboard-token-0123456789"
+HOSTILE = '<img src=x onerror="alert(1)">'
+GUARDED = ["/", "/tasks", "/events", "/api/v1/statistics", "/api/v1/tasks",
+           "/api/v1/openapi.json", "/metrics", "/stream/overview", "/static/dashboard.js"]
+
+
+def test_beyond_loopback_it_refuses_to_start_without_a_token() -> None:
+    with pytest.raises(ConfigError, match="beyond loopback, with no token"):
+        Dashboard(None, [], listen="0.0.0.0:0")
+    with pytest.raises(ConfigError, match="at least 16"):
+        Dashboard(None, [], listen="127.0.0.1:0", token="short")
+    derived = Dashboard(None, [], listen="0.0.0.0:0", key=b"k" * 32)  # not started
+    assert derived.token == derive_token(b"k" * 32)
+    assert derived.token != derive_token(b"j" * 32)
+
+
+def test_every_request_needs_the_token(dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for(token=TOKEN)
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        for path in GUARDED:
+            assert web.get(path).status_code == 401, path
+            assert web.get(path, headers={"authorization": "Bearer " + TOKEN[:-1] + "x"}
+                           ).status_code == 401, path
+            assert web.get(path, headers={"cookie": "netlet_dashboard=" + "nope" * 5}
+                           ).status_code == 401
+        assert web.post("/api/v1/tasks/x/cancel").status_code == 401
+        ok = {"authorization": f"Bearer {TOKEN}"}
+        assert web.get("/api/v1/statistics", headers=ok).status_code == 200
+        with web.stream("GET", "/stream/overview", headers=ok) as stream:
+            assert stream.status_code == 200
+        # A browser opens the printed URL: the token moves to an HttpOnly cookie.
+        first = web.get(f"/tasks?state=done&token={TOKEN}")
+        assert first.status_code == 303
+        assert first.headers["location"] == "/tasks?state=done"
+        cookie = first.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        assert web.get("/tasks?state=done").status_code == 200  # the client kept the cookie
+
+
+def test_a_rebound_host_name_is_refused(dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        assert web.get("/api/v1/statistics").status_code == 200
+        for host in ("attacker.example", f"attacker.example:{d.port}", "10.0.0.1"):
+            r = web.get("/api/v1/statistics", headers={"host": host})
+            assert r.status_code == 421, host
+
+
+def test_read_only_unless_control_is_on(kit: Kit,
+                                        dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for(token=TOKEN)
+    with httpx.Client(base_url=d.base_url, timeout=10,
+                      headers={"authorization": f"Bearer {TOKEN}"}) as web:
+        r = web.post("/api/v1/tasks/x/cancel", headers={"x-csrf-token": csrf_token(TOKEN)})
+        assert r.status_code == 403
+        assert "read-only" in r.text
+        assert web.post("/tasks/x/cancel", data={"csrf": csrf_token(TOKEN)}).status_code == 403
+        assert "cancel" not in web.get("/tasks").text.lower().split("<form", 1)[-1]
+
+
+def test_control_needs_the_token_and_a_csrf_token(kit: Kit,
+                                                  dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for(token=TOKEN, control=True)
+    futures = [kit.cluster.submit("time:sleep", 3.0) for _ in range(8)]
+    with httpx.Client(base_url=d.base_url, timeout=10,
+                      headers={"authorization": f"Bearer {TOKEN}"}) as web:
+        def unstarted() -> str:
+            for state in ("queued", "assigned"):
+                page = web.get("/api/v1/tasks", params={"state": state}).json()
+                if page["tasks"]:
+                    return str(page["tasks"][-1]["id"])
+            return ""
+
+        tid = wait_until(unstarted, what="a task waiting to start")
+        path = f"/api/v1/tasks/{tid}/cancel"
+        assert web.post(path).status_code == 403  # no CSRF token
+        assert web.post(path, headers={"x-csrf-token": "0" * 64}).status_code == 403
+        assert web.post(path, headers={"x-csrf-token": csrf_token(TOKEN),
+                                       "origin": "http://attacker.example"}).status_code == 403
+        assert web.get(path).status_code == 405  # never by GET
+        assert web.get(f"/api/v1/tasks/{tid}").json()["state"] in ("queued", "assigned")
+        # The page's form carries the CSRF token; posting it cancels.
+        html = web.get(f"/tasks/{tid}").text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+        assert csrf is not None
+        r = web.post(f"/tasks/{tid}/cancel", data={"csrf": csrf.group(1)})
+        assert r.status_code == 303
+    wait_until(lambda: any(f.cancelled() for f in futures), what="a cancelled future")
+
+
+def test_what_members_report_is_escaped(kit: Kit,
+                                        dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for()
+    with Node(key=kit.embedded.key) as member:
+        member.proxy(kit.embedded.address, "netlet.head").join(
+            member.id, "worker", {"name": HOSTILE, "host": "<script>alert(2)</script>"})
+        bad = kit.cluster.submit(f"{HOSTILE}:x", 1)
+        with pytest.raises(NetletError):  # no worker can import it
+            bad.result(10)
+        with httpx.Client(base_url=d.base_url, timeout=10) as web:
+            pages = [web.get("/").text, web.get("/tasks").text, web.get("/events").text]
+            tid = web.get("/api/v1/tasks", params={"state": "failed"}).json()["tasks"][0]["id"]
+            pages.append(web.get(f"/tasks/{tid}").text)
+            with web.stream("GET", "/stream/overview") as stream:
+                pages.append(next(line for line in stream.iter_lines() if "alert" in line))
+    for html in pages:
+        assert "<img src=x" not in html
+        assert "<script>alert" not in html
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in pages[0]
+
+
+def test_a_member_cannot_make_the_head_keep_tracebacks_of_tasks_it_does_not_hold(
+        kit: Kit) -> None:
+    with Node(key=kit.embedded.key) as member:
+        head = member.proxy(kit.embedded.address, "netlet.head")
+        epoch = head.join(member.id, "worker", {"name": "forger"})["epoch"]
+        forged = [[f"nobody:{i}", False, b"x", "no-lease", "Err", "t" * 8192]
+                  for i in range(64)]
+        head.report(member.id, epoch, forged)
+    monitor = kit.embedded.head._monitor
+    assert kit.on_head(lambda: len(monitor._errors)) == 0
+    stats = kit.on_head(kit.embedded.head.statistics)
+    assert isinstance(stats, HeadStatistics)
+    assert stats.tasks.refused_results >= 64
