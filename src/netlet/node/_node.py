@@ -265,6 +265,7 @@ class Node:
                 await self._sweeper
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.budget.drop_cache()  # receive buffers kept for reuse
         self._closed.set()
 
     async def _let_running_calls_reply(self, grace: float) -> None:
