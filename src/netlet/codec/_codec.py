@@ -40,6 +40,10 @@ RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
 
 _BINARY = (bytes, bytearray, memoryview)
+_BINARY_TYPES = frozenset(_BINARY)
+_SCANNED = frozenset((*_BINARY, list, dict))
+_STREAMED_MAX = 16 * 1024
+"""Bodies up to this size are decoded by a reused ``Unpacker`` (``Codec._unpack_small``)."""
 _MAP_KEY_ERROR = "is not allowed for map key when strict_map_key=True"  # msgpack's words
 
 
@@ -291,13 +295,15 @@ class Codec:
         return self._ext(obj, self._tls.buffers, self._tls_default)
 
     def _has_large_binary(self, message: list[Any]) -> bool:
+        # Called for every message: one set lookup per element that cannot hold one.
         threshold = self.limits.oob_threshold
         for x in message:
             t = type(x)
-            if t in _BINARY:
-                if _size(x) >= threshold:
-                    return True
-            elif t is list:
+            if t not in _SCANNED:
+                continue
+            if t is list:
+                if _BINARY_TYPES.isdisjoint(map(type, x)):
+                    continue
                 for v in x:
                     if type(v) in _BINARY and _size(v) >= threshold:
                         return True
@@ -305,6 +311,8 @@ class Codec:
                 for v in x.values():
                     if type(v) in _BINARY and _size(v) >= threshold:
                         return True
+            elif _size(x) >= threshold:
+                return True
         return False
 
     def _lift(self, x: Any, buffers: list[Buffer], threshold: int, depth: int = 0) -> Any:
@@ -452,6 +460,8 @@ class Codec:
                 # Most messages hold no extension value: the state is built on first use.
                 tls.state = (buffers, size, self._fast)
                 try:
+                    if size <= _STREAMED_MAX:
+                        return self._unpack_small(tls, body, size)
                     return msgpack.unpackb(body, ext_hook=self._hook, **self._fast)
                 except ValueError as e:
                     if _MAP_KEY_ERROR not in str(e):
@@ -470,6 +480,24 @@ class Codec:
             if type(done) is DecodeState:  # its options' hooks refer back to it: a cycle
                 done.options = {}  # holding the frame's buffers until the cyclic GC ran
                 done.buffers = ()
+
+    def _unpack_small(self, tls: threading.local, body: Buffer, size: int) -> Any:
+        """``unpackb`` with the fast options, through this thread's reused ``Unpacker``:
+        ``unpackb`` parses its options on every call, which costs more than a small
+        message. The unpacker is taken while in use: a nested decode, or a failure
+        (which may leave it mid-value), makes a new one."""
+        unpacker = tls.__dict__.get("unpacker")
+        if unpacker is None:
+            unpacker = msgpack.Unpacker(ext_hook=self._hook, max_buffer_size=_STREAMED_MAX,
+                                        **self._fast)
+        tls.unpacker = None
+        start = unpacker.tell()
+        unpacker.feed(body)
+        value = unpacker.unpack()
+        if unpacker.tell() - start != size:
+            raise ValueError("extra data after the message")
+        tls.unpacker = unpacker
+        return value
 
     def _unpack(self, data: Buffer) -> Any:
         return msgpack.unpackb(data, ext_hook=self._hook, **self._tls.state.options)
