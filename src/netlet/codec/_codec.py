@@ -30,6 +30,8 @@ from netlet.codec._guard import (
     short,
     sliced_options,
 )
+from netlet.codec._reuse import IN_USE as _IN_USE
+from netlet.codec._reuse import REUSED_MAX, unpack_reused
 from netlet.codec._types import Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
@@ -42,8 +44,6 @@ RefDecoder = Callable[[RemoteRef], object]
 _BINARY = (bytes, bytearray, memoryview)
 _BINARY_TYPES = frozenset(_BINARY)
 _SCANNED = frozenset((*_BINARY, list, dict))
-_STREAMED_MAX = 16 * 1024
-"""Bodies up to this size are decoded by a reused ``Unpacker`` (``Codec._unpack_small``)."""
 _MAP_KEY_ERROR = "is not allowed for map key when strict_map_key=True"  # msgpack's words
 
 
@@ -292,6 +292,18 @@ class Codec:
             raise
 
     def _tls_default(self, obj: Any) -> Any:
+        if type(obj) is tuple:  # the most common extension value: no closure, no lookups
+            tls = self._tls
+            spare = tls.__dict__.get("spare")
+            if spare is not None and not tls.__dict__.get("spare_busy"):
+                tls.spare_busy = True
+                try:
+                    return msgpack.ExtType(Ext.TUPLE, spare.pack(list(obj)))
+                except BaseException:
+                    tls.spare = None  # its buffer may hold half a value
+                    raise
+                finally:
+                    tls.spare_busy = False
         return self._ext(obj, self._tls.buffers, self._tls_default)
 
     def _has_large_binary(self, message: list[Any]) -> bool:
@@ -460,8 +472,11 @@ class Codec:
                 # Most messages hold no extension value: the state is built on first use.
                 tls.state = (buffers, size, self._fast)
                 try:
-                    if size <= _STREAMED_MAX:
-                        return self._unpack_small(tls, body, size)
+                    if size <= REUSED_MAX:
+                        value = unpack_reused(tls, "unpacker", body, size, self._hook,
+                                              self._fast)
+                        if value is not _IN_USE:  # (else a decode within a decode)
+                            return value
                     return msgpack.unpackb(body, ext_hook=self._hook, **self._fast)
                 except ValueError as e:
                     if _MAP_KEY_ERROR not in str(e):
@@ -481,24 +496,6 @@ class Codec:
                 done.options = {}  # holding the frame's buffers until the cyclic GC ran
                 done.buffers = ()
 
-    def _unpack_small(self, tls: threading.local, body: Buffer, size: int) -> Any:
-        """``unpackb`` with the fast options, through this thread's reused ``Unpacker``:
-        ``unpackb`` parses its options on every call, which costs more than a small
-        message. The unpacker is taken while in use: a nested decode, or a failure
-        (which may leave it mid-value), makes a new one."""
-        unpacker = tls.__dict__.get("unpacker")
-        if unpacker is None:
-            unpacker = msgpack.Unpacker(ext_hook=self._hook, max_buffer_size=_STREAMED_MAX,
-                                        **self._fast)
-        tls.unpacker = None
-        start = unpacker.tell()
-        unpacker.feed(body)
-        value = unpacker.unpack()
-        if unpacker.tell() - start != size:
-            raise ValueError("extra data after the message")
-        tls.unpacker = unpacker
-        return value
-
     def _unpack(self, data: Buffer) -> Any:
         return msgpack.unpackb(data, ext_hook=self._hook, **self._tls.state.options)
 
@@ -516,6 +513,12 @@ class Codec:
             if state.ext_bytes > state.ext_budget:
                 raise DecodeError("extension values nested too deeply for the message's size")
             state.spend_items(1)
+            if code == Ext.TUPLE and state.options is self._fast and len(data) <= REUSED_MAX:
+                # A tuple in a tuple finds the unpacker in use: it goes the usual way.
+                value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook,
+                                      self._fast)
+                if value is not _IN_USE:
+                    return tuple(_expect(value, list))
             return self._from_ext(code, data, self._unpack, state.buffers)
         finally:
             state.depth -= 1
