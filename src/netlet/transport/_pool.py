@@ -28,7 +28,9 @@ MIN_CACHED = 256 * 1024
 """Smaller buffers are cheap to allocate; they are not kept."""
 MAX_ENTRIES = 8
 
-_CPYTHON = sys.implementation.name == "cpython"
+_CPYTHON = (sys.implementation.name == "cpython"
+            and getattr(sys, "_is_gil_enabled", lambda: True)())
+"""Reference counts tell when a buffer is free (not in free-threaded builds: kept none)."""
 _BYTES_HASH = bytes.__basicsize__ - 1 - ctypes.sizeof(ctypes.c_ssize_t)
 """Where a bytes object caches its hash (``ob_shash``, just before its data)."""
 
