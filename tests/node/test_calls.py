@@ -338,3 +338,41 @@ def test_closing_a_server_lets_running_calls_reply_and_refuses_new_ones() -> Non
     finally:
         client.close()
         server.close()
+
+
+@pytest.mark.timeout(30)
+def test_cancelling_an_async_call_stops_it_on_the_peer(node_factory: Any) -> None:
+    """Cancelling the awaitable of ``.aio`` (directly or by a timeout around it) tells
+    the peer, which cancels the running method."""
+    started, stopped = threading.Event(), threading.Event()
+
+    @netlet.expose
+    class Slow:
+        async def wait(self) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+
+    server = node_factory("tcp://127.0.0.1:0")
+    server.serve(Slow(), "slow")
+
+    async def main() -> None:
+        async with netlet.open_node() as node:
+            proxy = node.proxy(server.address, "slow")
+            for how in ("cancel", "timeout"):
+                started.clear()
+                stopped.clear()
+                call = proxy.wait.aio()
+                assert await asyncio.to_thread(started.wait, 10)
+                if how == "cancel":
+                    call.cancel()  # type: ignore[attr-defined]
+                else:
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(0.1):
+                            await call
+                assert await asyncio.to_thread(stopped.wait, 10), how
+
+    asyncio.run(main())

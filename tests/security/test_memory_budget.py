@@ -17,6 +17,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -529,3 +530,35 @@ def test_a_direct_peer_that_does_not_read_its_reply_is_dropped(
         c.handshake(KEY, role="direct")
         c.send_msg([1, 1, "svc", "echo", [b"x"], None])
         assert c.recv_msg()[:2] == [2, 1]
+
+
+@pytest.mark.timeout(60)
+def test_a_bytes_argument_on_the_direct_path_is_charged(
+        node_factory: Callable[..., Any]) -> None:
+    """A large ``bytes`` argument of a direct call is received straight into the bytes
+    object the method gets: it counts in the node's total until the call ends, like
+    any other frame (it used to be held uncounted)."""
+    import netlet
+
+    release = threading.Event()
+
+    @netlet.expose
+    class Holder:
+        def hold(self, data: bytes) -> int:
+            release.wait(30)
+            return len(data)
+
+    server = node_factory("tcp://127.0.0.1:0", **BUDGET)
+    server.serve(Holder(), "holder")
+    with RawClient.connect(server.address) as c:
+        c.handshake(role="direct")
+        body = msgpack.packb([1, 1, "holder", "hold", [msgpack.ExtType(13, msgpack.packb(0))],
+                              None])
+        try:
+            c.send_frame(body, secrets.token_bytes(16 * MiB))
+            wait_until(lambda: server.budget.used >= 16 * MiB, STEP,
+                       f"the argument to be charged (budget.used {server.budget.used})")
+        finally:
+            release.set()
+        assert c.recv_msg()[:3] == [2, 1, 16 * MiB]
+    wait_until(lambda: server.budget.used == 0, STEP, "the budget to be given back")

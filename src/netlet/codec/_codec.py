@@ -30,6 +30,8 @@ from netlet.codec._guard import (
     short,
     sliced_options,
 )
+from netlet.codec._reuse import IN_USE as _IN_USE
+from netlet.codec._reuse import REUSED_MAX, unpack_reused
 from netlet.codec._types import Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
@@ -40,6 +42,8 @@ RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
 
 _BINARY = (bytes, bytearray, memoryview)
+_BINARY_TYPES = frozenset(_BINARY)
+_SCANNED = frozenset((*_BINARY, list, dict))
 _MAP_KEY_ERROR = "is not allowed for map key when strict_map_key=True"  # msgpack's words
 
 
@@ -288,16 +292,30 @@ class Codec:
             raise
 
     def _tls_default(self, obj: Any) -> Any:
+        if type(obj) is tuple:  # the most common extension value: no closure, no lookups
+            tls = self._tls
+            spare = tls.__dict__.get("spare")
+            if spare is not None and not tls.__dict__.get("spare_busy"):
+                tls.spare_busy = True
+                try:
+                    return msgpack.ExtType(Ext.TUPLE, spare.pack(list(obj)))
+                except BaseException:
+                    tls.spare = None  # its buffer may hold half a value
+                    raise
+                finally:
+                    tls.spare_busy = False
         return self._ext(obj, self._tls.buffers, self._tls_default)
 
     def _has_large_binary(self, message: list[Any]) -> bool:
+        # Called for every message: one set lookup per element that cannot hold one.
         threshold = self.limits.oob_threshold
         for x in message:
             t = type(x)
-            if t in _BINARY:
-                if _size(x) >= threshold:
-                    return True
-            elif t is list:
+            if t not in _SCANNED:
+                continue
+            if t is list:
+                if _BINARY_TYPES.isdisjoint(map(type, x)):
+                    continue
                 for v in x:
                     if type(v) in _BINARY and _size(v) >= threshold:
                         return True
@@ -305,6 +323,8 @@ class Codec:
                 for v in x.values():
                     if type(v) in _BINARY and _size(v) >= threshold:
                         return True
+            elif _size(x) >= threshold:
+                return True
         return False
 
     def _lift(self, x: Any, buffers: list[Buffer], threshold: int, depth: int = 0) -> Any:
@@ -452,6 +472,11 @@ class Codec:
                 # Most messages hold no extension value: the state is built on first use.
                 tls.state = (buffers, size, self._fast)
                 try:
+                    if size <= REUSED_MAX:
+                        value = unpack_reused(tls, "unpacker", body, size, self._hook,
+                                              self._fast)
+                        if value is not _IN_USE:  # (else a decode within a decode)
+                            return value
                     return msgpack.unpackb(body, ext_hook=self._hook, **self._fast)
                 except ValueError as e:
                     if _MAP_KEY_ERROR not in str(e):
@@ -488,6 +513,12 @@ class Codec:
             if state.ext_bytes > state.ext_budget:
                 raise DecodeError("extension values nested too deeply for the message's size")
             state.spend_items(1)
+            if code == Ext.TUPLE and state.options is self._fast and len(data) <= REUSED_MAX:
+                # A tuple in a tuple finds the unpacker in use: it goes the usual way.
+                value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook,
+                                      self._fast)
+                if value is not _IN_USE:
+                    return tuple(_expect(value, list))
             return self._from_ext(code, data, self._unpack, state.buffers)
         finally:
             state.depth -= 1

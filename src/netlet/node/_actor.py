@@ -20,6 +20,7 @@ from typing import Any
 
 from netlet.errors import BadArguments
 from netlet.node._expose import MethodInfo, exposed_methods, is_concurrent
+from netlet.transport import more_follows
 
 __all__ = ["Actor", "Reply", "current_peer", "run_method"]
 
@@ -235,6 +236,8 @@ class Actor:
                 return
             if call.cancelled:
                 continue
+            # More calls waiting: their replies can share the loop's next write.
+            more_follows(not mailbox.empty())
             with self.lock:
                 call.ctx.run(run_method, call.info.bind(self.obj), call.info.name,
                              call.args, call.kwargs, call.reply)

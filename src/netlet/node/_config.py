@@ -33,7 +33,8 @@ class NodeConfig:
     bounded by ``max_connection_memory``."""
     max_memory: int = 256 * 1024 * 1024
     """Bytes (256 MiB) the node holds for all its peers together: frames being received,
-    calls queued or running (their frames), replies not yet read. Past it, a connection
+    calls queued or running (their frames), replies not yet read, and large receive
+    buffers kept for reuse (at most half; dropped first when room is needed). Past it, a connection
     that sends a call is not read until the total is back under 3/4, and a large frame
     waits (unread) until its announced size fits. Fits a machine with 1 GiB of memory
     and still lets two 64 MiB values (``Limits.max_frame``) travel each way at once."""

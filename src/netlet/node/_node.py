@@ -102,6 +102,25 @@ def _settle(fut: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool,
             fut.set_exception(value)
 
 
+class _CallFuture(asyncio.Future[Any]):
+    """An async call's future: cancelling it asks the peer to stop the call.
+
+    (A done callback would do the same at the cost of one more loop callback per call.)
+    """
+
+    __slots__ = ("call",)
+
+    call: tuple[Link, int] | None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        call, self.call = getattr(self, "call", None), None
+        if call is not None:
+            call[0].abandon(call[1])
+        return True
+
+
 class _SyncWaiter:
     """A one-shot rendezvous for a blocking caller; a bare lock is the cheapest wake-up."""
 
@@ -267,6 +286,7 @@ class Node:
                 await self._sweeper
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.budget.drop_cache()  # receive buffers kept for reuse
         self._closed.set()
 
     async def _let_running_calls_reply(self, grace: float) -> None:
@@ -593,12 +613,12 @@ class Node:
     def _start_async(self, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
                      method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                      timeout: float | None) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut = _CallFuture(loop=loop)
         waiter = functools.partial(_settle, fut)
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         if timeout is not None:
             self._watch.add_deadline(timeout, link, cid)
-        fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
+        fut.call = (link, cid)
         return fut
 
     async def _call_async_slow(self, proxy: Proxy, method: str, args: tuple[Any, ...],

@@ -17,7 +17,7 @@ from netlet.transport._config import (
 from netlet.transport._faults import Faults, FaultyConnection
 from netlet.transport._framing import FrameReader, frame_parts
 from netlet.transport._handshake import PROTOCOL_VERSION
-from netlet.transport._socket import SocketConnection
+from netlet.transport._socket import SocketConnection, more_follows
 from netlet.transport._userkey import (
     find_user_key,
     is_local_address,
@@ -52,6 +52,7 @@ __all__ = [
     "is_local_address",
     "listen",
     "load_key",
+    "more_follows",
     "parse_address",
     "save_user_key",
     "server_user_key",

@@ -24,6 +24,7 @@ from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._framing import frame_parts
+from netlet.transport._pool import MIN_CACHED, reset_bytes_hash
 
 __all__ = ["BlockingFramer", "LazyBuffers"]
 
@@ -46,7 +47,8 @@ class BlockingFramer:
         self.max_buffers = max_buffers
         self.account = account
         self.budget_wait = budget_wait
-        self._held: list[GrowingBuffer] = []
+        self._held: list[GrowingBuffer | _KeptBytes] = []
+        self._whole: set[int] = set()  # ids of held buffers whose frame came whole
         # Small frames are read whole, usually with a single recv, into a reused buffer.
         self._buf = bytearray(64 * 1024)
         self._view = memoryview(self._buf)
@@ -113,13 +115,15 @@ class BlockingFramer:
             self.read_into(memoryview(small))
             return memoryview(small)
         account = self.account
-        aside = 0
+        g = None
         if account is not None:
-            self._admit(account, n)
-            aside = n
-        g = GrowingBuffer(n, account, aside)
-        if account is not None:
+            g = GrowingBuffer.take(n, account)  # counted already: no admission
+            if g is None:
+                self._admit(account, n)
+                g = GrowingBuffer(n, account, n)
             self._held.append(g)
+        else:
+            g = GrowingBuffer(n)
         pos = min(self._end - self._start, n)
         if pos:
             g.window(0)[:pos] = self._view[self._start : self._start + pos]
@@ -132,7 +136,35 @@ class BlockingFramer:
             if got == 0:
                 raise ConnectionLost("the peer closed the connection")
             pos += got
-        return memoryview(g.map)
+        self._whole.add(id(g))
+        return memoryview(g.map)[:n]
+
+    def read_bytes(self, n: int) -> bytes:
+        """The next ``n`` bytes of the stream as a ``bytes`` object, received straight
+        into it: one the budget kept from an earlier frame if nothing uses it, else a
+        new one (admitted and charged like ``read_growing``)."""
+        account = self.account
+        if account is None or n < MIN_CACHED or _new_bytes is None:
+            fresh = fresh_bytes(n)
+            if fresh is None:
+                buf = bytearray(n)
+                self.read_into(memoryview(buf))
+                return bytes(buf)
+            self.read_into(fresh[1])
+            return fresh[0]
+        obj: bytes | None = account.budget.take(bytes, n, account)
+        if obj is not None:
+            reset_bytes_hash(obj)
+        else:
+            self._admit(account, n)
+            obj = _new_bytes(None, n)
+            account.charge(n)
+            account.budget.withdraw(n)
+        kept = _KeptBytes(obj, account)
+        self._held.append(kept)
+        self.read_into(_bytes_window(obj))
+        self._whole.add(id(kept))
+        return obj
 
     def _admit(self, account: Account, n: int) -> None:
         """Wait (not reading: TCP slows the peer) until the budget sets ``n`` bytes aside."""
@@ -150,8 +182,9 @@ class BlockingFramer:
     def release(self) -> None:
         """Give back the memory of the frames read so far (their call finished)."""
         held, self._held = self._held, []
+        whole, self._whole = self._whole, set()
         for g in held:
-            g.give_back()
+            g.give_back(keep=id(g) in whole)
 
     def read_into(self, target: memoryview) -> None:
         """Fill ``target`` with the next bytes of the stream (buffered ones first)."""
@@ -262,6 +295,12 @@ if sys.implementation.name == "cpython":
     _new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
 
 
+def _bytes_window(obj: bytes) -> memoryview:
+    """A writable view of a bytes object's data: only while nothing else refers to it."""
+    window = (ctypes.c_char * len(obj)).from_address(id(obj) + _BYTES_HEADER)
+    return memoryview(window).cast("B")
+
+
 def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
     """A new, still private bytes object of length ``n`` and a writable view of it.
 
@@ -272,8 +311,26 @@ def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
     if _new_bytes is None:
         return None
     obj = _new_bytes(None, n)
-    window = (ctypes.c_char * n).from_address(id(obj) + _BYTES_HEADER)
-    return obj, memoryview(window).cast("B")
+    return obj, _bytes_window(obj)
+
+
+class _KeptBytes:
+    """A ``bytes`` object a frame was received into, charged until its call ends."""
+
+    __slots__ = ("account", "obj")
+
+    def __init__(self, obj: bytes, account: Account) -> None:
+        self.obj: bytes | None = obj
+        self.account: Account | None = account
+
+    def give_back(self, keep: bool = False) -> None:
+        acct, obj = self.account, self.obj
+        self.account = self.obj = None
+        if acct is not None and obj is not None:
+            if keep:
+                acct.budget.keep(obj, len(obj), acct)
+            else:
+                acct.release(len(obj))
 
 
 class LazyBuffers(Sequence[Buffer]):
@@ -317,14 +374,7 @@ class LazyBuffers(Sequence[Buffer]):
             return bytes(self._got[index])
         self._read_until(index)
         n = self._lens[index]
-        fresh = fresh_bytes(n)
-        if fresh is None:
-            buf = bytearray(n)
-            self._framer.read_into(memoryview(buf))
-            self._got.append(buf)
-            return bytes(buf)
-        obj, window = fresh
-        self._framer.read_into(window)
+        obj = self._framer.read_bytes(n)
         self._got.append(obj)
         return obj
 

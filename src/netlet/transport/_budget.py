@@ -23,6 +23,10 @@ alone in an empty budget always fits). Frames already admitted never wait, so
 they cannot block each other, and the total stays within ``total`` bytes plus
 the ring buffers. The memory itself still follows the bytes that arrived:
 ``GrowingBuffer`` reserves only address space, and fills pages as data comes.
+
+Large buffers of frames already delivered may be kept for the next frames
+(``BufferCache``, see ``_pool``): what it keeps counts in the total too
+(``cached``), and is dropped before any frame would have to wait for it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from __future__ import annotations
 import mmap
 import threading
 from collections.abc import Callable
+from typing import Any
+
+from netlet.transport._pool import BufferCache
 
 __all__ = ["Account", "Budget", "GrowingBuffer"]
 
@@ -53,6 +60,44 @@ class Budget:
         self._lock = threading.Lock()
         self._waiters: list[Account] = []
         self._admissions: list[tuple[int, Callback]] = []
+        self.cache = BufferCache(total // 2)
+        """Large receive buffers kept for reuse (counted: ``cache.size``)."""
+        self._dropped: list[Any] = []
+
+    @property
+    def cached(self) -> int:
+        return self.cache.size
+
+    def take(self, kind: type, n: int, account: Account) -> Any:
+        """A kept buffer for ``n`` bytes (see ``BufferCache.take``), charged to
+        ``account``; or None. Needs no admission: the memory is counted already."""
+        with self._lock:
+            obj = self.cache.take(kind, n)
+            if obj is not None:
+                size = len(obj)
+                account.used += size
+                self.used += size
+        return obj
+
+    def keep(self, obj: Any, size: int, account: Account) -> None:
+        """The frame ``obj`` (``size`` bytes charged to ``account``) was received into
+        was delivered: keep it for reuse instead of giving it back."""
+        with self._lock:
+            size = min(size, account.used - account.queued)
+            account.used -= size
+            self.used -= size
+            dropped = self.cache.put(obj, size)
+            ready = self._ready() if self._waiters or self._admissions else []
+        del obj, dropped  # unmapped here, outside the lock
+        _run(ready)
+
+    def drop_cache(self) -> None:
+        """Forget every kept buffer (the node is closing)."""
+        with self._lock:
+            dropped = self.cache.shrink(0)
+            ready = self._ready()
+        del dropped
+        _run(ready)
 
     def account(self) -> Account:
         return Account(self)
@@ -64,12 +109,14 @@ class Budget:
         """Set ``n`` bytes aside for a large frame: True if done now. Otherwise
         ``when_admitted`` (if given) runs, from any thread, once they are set aside."""
         with self._lock:
-            if not self._admissions and self._fits(n):
+            fits = not self._admissions and self._fits(n)
+            if fits:
                 self.set_aside += n
-                return True
-            if when_admitted is not None:
+            elif when_admitted is not None:
                 self._admissions.append((n, when_admitted))
-            return False
+            dropped, self._dropped = self._dropped, []
+        del dropped  # buffers the cache gave up for this frame: unmapped outside the lock
+        return fits
 
     def cancel(self, when_admitted: Callback) -> bool:
         """Stop waiting for an admission; True if it was still waiting (nothing set aside)."""
@@ -94,8 +141,15 @@ class Budget:
             _run(ready)
 
     def _fits(self, n: int) -> bool:
+        """Lock held: ``n`` more bytes fit, once kept buffers made room if they must."""
         held = self.used + self.set_aside
-        return held == 0 or held + n <= self.total
+        if self.cache.size and held + self.cache.size + n > self.total:
+            self._dropped.extend(self.cache.shrink(max(0, self.total - held - n)))
+        return held == 0 or held + self.cache.size + n <= self.total
+
+    def _room_for_used(self) -> list[Any]:
+        """Lock held: drop kept buffers that no longer fit beside what is held."""
+        return self.cache.shrink(max(0, self.total - self.used - self.set_aside))
 
     def _ready(self) -> list[Callback]:
         """Lock held: callbacks of waiters that may go on now (removed from the lists)."""
@@ -141,6 +195,8 @@ class Account:
         with b._lock:
             self.used += n
             b.used += n
+            dropped = b._room_for_used() if b.cache.size else None
+        del dropped
 
     def release(self, n: int) -> None:
         b = self.budget
@@ -158,6 +214,8 @@ class Account:
             self.used += n
             self.queued += n
             b.used += n
+            dropped = b._room_for_used() if b.cache.size else None
+        del dropped
 
     def unqueue(self, n: int) -> None:
         """``n`` bytes were sent (or dropped)."""
@@ -237,16 +295,31 @@ class GrowingBuffer:
     nobody has touched costs no memory); ``window`` pre-faults the next stretch
     (doubling: 1, 1, 2, 4 ... MiB) only once the bytes before it have come, and
     charges it to the account, taking it from what ``Budget.admit`` set aside.
+
+    With an account, ``take`` first looks for a map the budget kept from an
+    earlier frame (already charged in full, no admission), and ``give_back``
+    offers a whole frame's map to be kept.
     """
 
     __slots__ = ("account", "aside", "map", "ready", "size")
 
-    def __init__(self, size: int, account: Account | None = None, aside: int = 0) -> None:
+    def __init__(self, size: int, account: Account | None = None, aside: int = 0,
+                 reuse: mmap.mmap | None = None) -> None:
         self.size = size
-        self.map = mmap.mmap(-1, size)
-        self.ready = 0
         self.account = account
         self.aside = aside
+        if reuse is not None:
+            self.map = reuse
+            self.ready = len(reuse)  # charged in full by Budget.take
+        else:
+            self.map = mmap.mmap(-1, size)
+            self.ready = 0
+
+    @classmethod
+    def take(cls, size: int, account: Account) -> GrowingBuffer | None:
+        """A buffer on a kept map nothing uses any more, or None."""
+        m = account.budget.take(mmap.mmap, size, account)
+        return None if m is None else cls(size, account, 0, m)
 
     def window(self, pos: int) -> memoryview:
         """Where the bytes from ``pos`` go (at least one byte unless full)."""
@@ -261,13 +334,17 @@ class GrowingBuffer:
                     self.aside -= taken
                     acct.budget.withdraw(taken)
             self.ready += step
-        return memoryview(self.map)[pos : self.ready]
+        return memoryview(self.map)[pos : min(self.ready, self.size)]
 
-    def give_back(self) -> None:
-        """Stop charging the account for this buffer (delivered or dropped)."""
+    def give_back(self, keep: bool = False) -> None:
+        """Stop charging the account for this buffer (delivered or dropped); with
+        ``keep`` (the frame is whole), the budget may keep the map for reuse."""
         acct = self.account
         if acct is not None:
             self.account = None
-            acct.release(self.ready)
             aside, self.aside = self.aside, 0
             acct.budget.withdraw(aside)
+            if keep and self.ready >= self.size:
+                acct.budget.keep(self.map, self.ready, acct)
+            else:
+                acct.release(self.ready)

@@ -10,8 +10,9 @@ of their own, so their payload is received once and never copied again.
 Memory follows the bytes that came, never what a header announces: the ring is
 allocated on the first byte, starts at 4 KiB and doubles only when full (up to
 256 KiB once the handshake is done, 32 KiB before); a large frame's buffer is
-filled page by page (``GrowingBuffer``). All of it is charged to the
-connection's ``Account`` and given back on ``close``.
+filled page by page (``GrowingBuffer``), or reuses a buffer an earlier frame
+left to the budget's cache. All of it is charged to the connection's
+``Account`` and given back on ``close``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class FrameReader:
             if self._big_pos == big.size:
                 lens = self._big_lens
                 self._big = None
-                big.give_back()
+                big.give_back(keep=True)
                 self._deliver_big(memoryview(big.map), lens)
             return
         self._end += nbytes
@@ -194,17 +195,22 @@ class FrameReader:
                     self._deliver_small(view, b0, body_len, lens)
                 continue
             if payload > _BIG:
-                aside = 0
-                if self.admit is not None:
-                    if self._admitted:
-                        aside, self._admitted = self._admitted, 0
-                    elif self.admit(payload):
-                        aside = payload
-                    else:
-                        self._stalled = True  # the connection reads on once admitted
-                        break
+                acct = self.account
+                big = None
+                if acct is not None and not self._admitted:
+                    big = GrowingBuffer.take(payload, acct)  # counted already: no admission
+                if big is None:
+                    aside = 0
+                    if self.admit is not None:
+                        if self._admitted:
+                            aside, self._admitted = self._admitted, 0
+                        elif self.admit(payload):
+                            aside = payload
+                        else:
+                            self._stalled = True  # the connection reads on once admitted
+                            break
+                    big = GrowingBuffer(payload, acct, aside)
                 # Move what we have into a buffer of its own and read the rest into it.
-                big = GrowingBuffer(payload, self.account, aside)
                 have = avail - head
                 big.window(0)[:have] = view[start + head : self._end]
                 self._big, self._big_lens, self._big_pos = big, (body_len, *lens), have

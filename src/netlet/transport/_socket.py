@@ -3,7 +3,9 @@
 Any thread may write: a frame goes straight to the kernel with one ``sendmsg``
 when nothing is queued ahead of it (no hop to the loop thread on the blocking
 call path). Frames sent from the loop thread are batched until the end of the
-loop iteration, so pipelined calls share syscalls.
+loop iteration, so pipelined calls share syscalls; so are frames a thread sends
+while it said more follow (``more_follows``: an actor with calls waiting), which
+the loop writes together at its next turn.
 """
 
 from __future__ import annotations
@@ -23,9 +25,20 @@ from netlet.transport._budget import Account
 from netlet.transport._framed import FramedConnection
 from netlet.transport._framing import frame_parts
 
-__all__ = ["SocketConnection"]
+__all__ = ["SocketConnection", "more_follows"]
 
 _IOV_MAX = 512
+_hint = threading.local()
+
+
+def more_follows(flag: bool) -> None:
+    """Tell the transport whether the calling thread will send again right away.
+
+    While True, its frames are queued and written by the loop at its next turn,
+    several per ``sendmsg``, instead of one syscall each; nothing waits on the
+    thread itself, so a frame is never held back by what the thread does next.
+    """
+    _hint.more = flag
 
 
 class SocketConnection(FramedConnection):
@@ -99,7 +112,7 @@ class SocketConnection(FramedConnection):
         with self._lock:
             if self._closed:
                 raise ConnectionLost(f"connection to {self.remote} is closed")
-            if not self._queue and not on_loop:
+            if not self._queue and not on_loop and not getattr(_hint, "more", False):
                 try:
                     sent = self._sock.sendmsg(parts)
                 except (BlockingIOError, InterruptedError):
