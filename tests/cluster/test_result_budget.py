@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from netlet.cluster import Cluster
-from tests.cluster.conftest import STEP, ClusterKit, wait_until
+from tests.cluster import tasks
+from tests.cluster.conftest import STEP, ClusterKit, Proc, wait_until
 
 BUDGET_MIB = 8
 SIZE = 256 * 1024
@@ -29,6 +30,7 @@ TASKS = 800  # 200 MiB of results: 25 times the budget
 _CLIENT = f"""
 import sys
 from netlet.cluster import Cluster
+from tests.cluster import tasks
 from tests.cluster.test_scheduling import blob
 c = Cluster(sys.argv[1])
 futures = [c.submit(blob, i, {SIZE}) for i in range({TASKS})]
@@ -55,6 +57,23 @@ def _done(kit: ClusterKit, cluster: Cluster) -> int:
     return sum(int(n["done"]) for n in kit.alive_workers(cluster))
 
 
+def _start_paused_client(kit: ClusterKit, tmp_path: Path, head: Proc,
+                         watcher: Cluster) -> Proc:
+    """The client process, SIGSTOPped once the head holds all its tasks."""
+    script = tmp_path / "client.py"
+    script.write_text(textwrap.dedent(_CLIENT))
+    client = kit.spawn([sys.executable, str(script), head.address], name="client")
+    client.stdout.wait_for(r"^submitted$", STEP)
+
+    def all_at_head() -> bool:  # submits travel in the background: all of them first
+        st = watcher.status()
+        return bool(st["queued"] + st["running"] + _done(kit, watcher) >= TASKS)
+
+    wait_until(all_at_head, STEP, f"{TASKS} tasks at the head", interval=0.01)
+    client.signal(signal.SIGSTOP)  # alive and connected, but it reads nothing
+    return client
+
+
 @pytest.mark.timeout(240)
 def test_a_paused_client_fills_the_budget_and_loses_nothing(cluster_kit: ClusterKit,
                                                              tmp_path: Path) -> None:
@@ -63,17 +82,7 @@ def test_a_paused_client_fills_the_budget_and_loses_nothing(cluster_kit: Cluster
     watcher = cluster_kit.client(head.address)
     cluster_kit.wait_workers(watcher, 2)
     rss0 = _kib(head.pid, "VmRSS")
-    script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(_CLIENT))
-    client = cluster_kit.spawn([sys.executable, str(script), head.address], name="client")
-    client.stdout.wait_for(r"^submitted$", STEP)
-
-    def all_at_head() -> bool:  # submits travel in the background: all of them first
-        st = watcher.status()
-        return bool(st["queued"] + st["running"] + _done(cluster_kit, watcher) >= TASKS)
-
-    wait_until(all_at_head, STEP, f"{TASKS} tasks at the head", interval=0.01)
-    client.signal(signal.SIGSTOP)  # alive and connected, but it reads nothing
+    client = _start_paused_client(cluster_kit, tmp_path, head, watcher)
     try:
         head.stderr.wait_for(r"fill the budget: pausing hand-outs", 60)
         # Backpressure: the workers run out of work while tasks stay queued (they
@@ -103,3 +112,28 @@ def test_a_paused_client_fills_the_budget_and_loses_nothing(cluster_kit: Cluster
           f"({TASKS * SIZE >> 20} MiB of results, budget {BUDGET_MIB} MiB)")
     assert peak - rss0 < 8 * BUDGET_MIB * 1024, (rss0, peak)
 
+
+
+@pytest.mark.timeout(240)
+def test_a_client_paused_past_its_grace_stalls_nothing(cluster_kit: ClusterKit,
+                                                       tmp_path: Path) -> None:
+    """The paused client is disconnected (keepalive) and, after ``--client-grace``,
+    forgotten with the results that filled the budget: the head must hand out work
+    again (another client's tasks run while it is still stopped), and when it runs
+    again it resubmits what the head dropped and gets every result."""
+    head = cluster_kit.head(extra=["--result-budget", str(BUDGET_MIB), "--client-grace", "1"])
+    cluster_kit.workers(head.address, 2)
+    watcher = cluster_kit.client(head.address)
+    cluster_kit.wait_workers(watcher, 2)
+    client = _start_paused_client(cluster_kit, tmp_path, head, watcher)
+    try:
+        head.stderr.wait_for(r"fill the budget: pausing hand-outs", 60)
+        head.stderr.wait_for(r"client \w+ is gone", 60)
+        wait_until(lambda: watcher.status()["queued"] == 0, 30,
+                   "the head forgetting the paused client's tasks")
+        # Another client's work runs while the paused one is still stopped.
+        assert watcher.submit(tasks.add, 2, 3).result(30) == 5
+    finally:
+        client.signal(signal.SIGCONT)
+    assert client.stdout.wait_for(r"^results \d+$", 180).group(0) == f"results {TASKS}"
+    assert client.wait(STEP) == 0
