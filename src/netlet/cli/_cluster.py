@@ -103,8 +103,8 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     where = ""
     if per_user and key is not None:
         where = f", per-user key {save_user_key(node.address, key)}"
-    head_obj = Head(node, HeadConfig(client_grace=client_grace,
-                                           result_budget=result_budget * 2**20), store)
+    config = HeadConfig(client_grace=client_grace, result_budget=result_budget * 2**20)
+    head_obj = Head(node, config, store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
     board = None
