@@ -64,9 +64,14 @@ def _load_key(path: str | None) -> bytes | None:
               help="How long finished results wait for a client that lost its connection, "
                    "and how long a head restarted from --state keeps the tasks of clients "
                    "that have not come back; then they are dropped.")
+@click.option("--result-budget", type=click.IntRange(1), default=256, show_default=True,
+              metavar="MIB",
+              help="MiB of finished results the head may hold for clients that have not "
+                   "taken them yet (slow or paused ones); past it, no task is handed out "
+                   "until clients catch up.")
 @dashboard_options
 def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool, advertise: str | None, client_grace: float,
+         allow_pickle: bool, advertise: str | None, client_grace: float, result_budget: int,
          dashboard_addr: str | None, dashboard_token: str | None,
          dashboard_control: bool) -> None:
     """Start a head: name service, membership and task scheduler.
@@ -98,7 +103,8 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     where = ""
     if per_user and key is not None:
         where = f", per-user key {save_user_key(node.address, key)}"
-    head_obj = Head(node, HeadConfig(client_grace=client_grace), store)
+    config = HeadConfig(client_grace=client_grace, result_budget=result_budget * 2**20)
+    head_obj = Head(node, config, store)
     node.serve(head_obj, "netlet.head")
     head_obj.start()
     board = None

@@ -397,6 +397,10 @@ class TaskDesk:
             else:  # a client on the head's own node (the embedded cluster)
                 await sink.results(batch)
         except Exception as e:  # connection lost, timeout: keep them for the client
+            if client not in self._clients:  # forgotten meanwhile (its grace ran out)
+                self._undelivered -= sum(_result_size(r) for r in batch)
+                self._resume_if_under()
+                return
             log.info("results for client %s wait for it: %s", client[:8], e)
             self._outbox.setdefault(client, [])[:0] = batch
             if client in self._node.connected_peers():
@@ -409,11 +413,18 @@ class TaskDesk:
         self._undelivered -= sum(_result_size(r) for r in batch)
         if self._store is not None:
             self._store.forget(done)
-        if self._paused and self._undelivered <= self._budget // 2:
-            self._paused = False
-            self._act(self._sched.pause(False))
+        self._resume_if_under()
         if self._outbox.get(client):
             self._schedule_flush()
+
+    def _resume_if_under(self) -> None:
+        """Hand out tasks again once what waits for clients is back under half the
+        budget: results delivered, or dropped with a client that did not come back."""
+        if self._paused and self._undelivered <= self._budget // 2:
+            self._paused = False
+            log.info("results waiting for clients (%d bytes) are back under half the "
+                     "budget: handing out tasks again", self._undelivered)
+            self._act(self._sched.pause(False))
 
     def _forget_client(self, client: str) -> None:
         self._code.forget_client(client)
@@ -422,6 +433,7 @@ class TaskDesk:
         dropped = self._outbox.pop(client, [])
         self._undelivered -= sum(_result_size(r) for r in dropped)
         gone = self._sched.forget_client(client)
+        self._resume_if_under()  # after its queued tasks are gone: none is handed out
         self._monitor.forget(gone)
         if gone and self._store is not None:
             self._store.forget(gone)
