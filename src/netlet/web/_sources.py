@@ -35,6 +35,7 @@ class HeadSource(Protocol):
     """What the dashboard asks a head; every answer is a frozen record."""
 
     can_cancel: bool
+    can_drain: bool
 
     async def statistics(self) -> HeadStatistics: ...
     async def node(self) -> NodeStatistics: ...
@@ -44,6 +45,7 @@ class HeadSource(Protocol):
     async def events(self, after: int, limit: int) -> list[ClusterEvent]: ...
     async def names(self) -> list[NameInfo]: ...
     async def cancel(self, tids: list[str]) -> list[str]: ...
+    async def drain(self, node: str, on: bool) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -72,6 +74,7 @@ class LocalHead:
     """A head served by this process (``netlet head --dashboard``, the embedded cluster)."""
 
     can_cancel = True
+    can_drain = True
 
     def __init__(self, head: Head) -> None:
         self._head, self._node = head, head.node
@@ -120,6 +123,9 @@ class LocalHead:
     async def cancel(self, tids: list[str]) -> list[str]:
         return await self._on_head_coro(self._head.cancel_tasks(tids))
 
+    async def drain(self, node: str, on: bool) -> bool:
+        return await self._on_head(lambda: self._head.drain_worker(node, on))
+
     def close(self) -> None:
         pass
 
@@ -128,10 +134,12 @@ class RemoteHead:
     """A head elsewhere, watched as a client holding the cluster key.
 
     Control of tasks stays with their clients: a remote dashboard cannot
-    cancel another client's task (the head refuses it), so it offers none.
+    cancel another client's task (the head refuses it), so it offers none;
+    nor does the head offer its members a way to drain each other.
     """
 
     can_cancel = False
+    can_drain = False
 
     def __init__(self, address: str, *, key: bytes | None = None,
                  key_file: str | None = None, timeout: float = 10.0) -> None:
@@ -171,6 +179,10 @@ class RemoteHead:
 
     async def cancel(self, tids: list[str]) -> list[str]:
         raise PermissionError("a remote dashboard cannot cancel tasks: their clients can")
+
+    async def drain(self, node: str, on: bool) -> bool:
+        raise PermissionError("a remote dashboard cannot drain workers: serve the dashboard "
+                              "from the head (netlet head --dashboard ... --dashboard-control)")
 
     def close(self) -> None:
         self._node.close()
