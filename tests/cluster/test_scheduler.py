@@ -351,6 +351,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         for a in actions:
             if isinstance(a, Handout):
                 self.parked.discard(a.worker)
+                assert not (a.tasks and self.s.draining(a.worker)), "a drained worker got tasks"
                 assert not any(self.s.lacks(a.worker, t.fn) for t in a.tasks), \
                     "a worker was handed a function it said it cannot import"
                 if a.worker in self.epoch:
@@ -504,6 +505,15 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.s.pull(w, old, 4, self.now)
         assert self.s.queued == queued
 
+    @rule(w=workers, on=st.booleans())
+    def drain(self, w: str, on: bool) -> None:
+        """An operator drains a worker, or resumes it."""
+        if w in self.epoch:
+            out = self.s.drain(w, on)
+            assert out is not None
+            self.apply(out)
+            assert self.s.draining(w) == on
+
     @rule()
     def time_passes(self) -> None:
         self.now += 0.6
@@ -522,7 +532,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_idle_worker_waits_while_another_holds_unstarted_tasks(self) -> None:
-        idle = [w for w in self.parked if w in self.epoch
+        idle = [w for w in self.parked if w in self.epoch and not self.s.draining(w)
                 and not self.s.holds(w) and not self.local[w]]
         if not idle:
             return
@@ -538,7 +548,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def an_idle_worker_that_can_run_a_queued_task_is_not_left_waiting(self) -> None:
         for w in self.parked:
-            if w not in self.epoch or self.s.holds(w) or self.local[w]:
+            if w not in self.epoch or self.s.holds(w) or self.local[w] or self.s.draining(w):
                 continue
             runnable = [t for t in self.s.tasks.values()
                         if t.state == QUEUED and not self.s.lacks(w, t.fn)]
