@@ -24,7 +24,7 @@ from netlet.cluster import (
     TaskPage,
     WorkerStats,
 )
-from netlet.node import NodeStatistics
+from netlet.node import LinkStatistics, NodeStatistics
 from netlet.web import metrics as _metrics
 from netlet.web._model import DashboardModel, RatePoint
 from netlet.web._security import csrf_token
@@ -316,6 +316,11 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
     async def api_node() -> NodeStatistics:
         """The head node's counters: calls, errors, bytes, connections."""
         return await head().node()  # type: ignore[no-any-return]
+
+    @app.get("/api/v1/connections", response_model=list[LinkStatistics], tags=["cluster"])
+    async def api_connections() -> list[LinkStatistics]:
+        """The head node's connections: frames and bytes each way, calls in flight, queue."""
+        return await head().links()  # type: ignore[no-any-return]
 
     @app.get("/api/v1/workers", response_model=list[WorkerStats], tags=["cluster"])
     async def api_workers() -> list[WorkerStats]:

@@ -24,7 +24,7 @@ from netlet.cluster import (
     TaskPage,
 )
 from netlet.cluster._stats import from_dict
-from netlet.node import Node, NodeStatistics
+from netlet.node import LinkStatistics, Node, NodeStatistics
 
 __all__ = ["HeadSource", "LocalHead", "Provider", "RemoteHead"]
 
@@ -39,6 +39,7 @@ class HeadSource(Protocol):
 
     async def statistics(self) -> HeadStatistics: ...
     async def node(self) -> NodeStatistics: ...
+    async def links(self) -> list[LinkStatistics]: ...
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage: ...
     async def task(self, tid: str) -> TaskInfo | None: ...
@@ -106,6 +107,9 @@ class LocalHead:
     async def node(self) -> NodeStatistics:
         return self._node.statistics()
 
+    async def links(self) -> list[LinkStatistics]:
+        return list(await self._on_head(self._node.link_statistics))
+
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage:
         return await self._on_head(
@@ -159,6 +163,9 @@ class RemoteHead:
 
     async def node(self) -> NodeStatistics:
         return from_dict(NodeStatistics, await self._ask("node"))
+
+    async def links(self) -> list[LinkStatistics]:
+        return [from_dict(LinkStatistics, lk) for lk in await self._ask("links")]
 
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage:
