@@ -1,11 +1,13 @@
 """Take the screenshots of docs/dashboard.md: ``python -m tests.web.make_screenshots``.
 
-A real embedded cluster with three workers, some tasks (one failing), a bank
-with traffic and a prime search, each page opened in Chromium.
+A real embedded cluster with three workers (one drained, one killed), some
+tasks (one failing), named actors and a channel, a bank with traffic and a
+prime search, each page opened in Chromium.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import tempfile
@@ -19,6 +21,7 @@ from netlet.apps.primes import PrimeSearch, SearchConfig
 from netlet.apps.primes._dashboard import PrimesProvider
 from netlet.cluster import Cluster, EmbeddedCluster, HeadConfig
 from netlet.web import Dashboard, LocalHead
+from tests.cluster.tasks import Counter
 from tests.web.browser import ARGS, CHROMIUM
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -54,6 +57,9 @@ def main() -> None:
             if time.monotonic() > deadline:
                 sys.exit("workers did not join")
             time.sleep(0.1)
+        for name in ("counter", "sessions", "rate-limiter"):
+            cluster.spawn(Counter, 5, name=name, restart="on-failure")
+        cluster.register("scratch-alias", cluster.spawn(Counter, 0, name="scratch"))
         futures = [cluster.submit("time:sleep", 0.05 * (i % 7)) for i in range(120)]
         bad = cluster.submit("math:sqrt", -1.0)
         for f in futures[:60]:
@@ -63,12 +69,21 @@ def main() -> None:
         except ValueError:
             pass
         emb.procs[2].send_signal(signal.SIGKILL)
+        drained = next(m["node"] for m in cluster.status()["nodes"] if m["role"] == "worker"
+                       and m["pid"] == emb.procs[1].pid)
+
+        async def drain() -> bool:
+            return emb.head.drain_worker(drained)
+
+        assert emb.node.loop is not None
+        asyncio.run_coroutine_threadsafe(drain(), emb.node.loop).result(10)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             time.sleep(12)  # a screenshot script, not a test: let the charts fill
             for name, path in [("overview", "/"), ("tasks", "/tasks"),
-                               ("events", "/events"), ("bank", "/apps/bank")]:
+                               ("names", "/names"), ("events", "/events"),
+                               ("bank", "/apps/bank")]:
                 page.goto(board.base_url + path)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=name != "tasks")
