@@ -43,14 +43,15 @@ def main() -> None:
                       listen="127.0.0.1:0", interval=0.5).start()
     stop = threading.Event()
 
-    def bank_traffic() -> None:
+    def bank_traffic(who: int) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            ledger.execute(Deposit("alice", 100) if n % 3 else Transfer("alice", "bob", 10**9),
-                           f"k{n}") if n % 3 else _refused(ledger, n)
+            key = f"k{who}-{n}"
+            ledger.execute(Deposit("alice", 100), key) if n % 3 else _refused(ledger, key)
 
-    threading.Thread(target=bank_traffic, daemon=True).start()
+    for client in range(6):  # clients at once: the ledger commits their requests together
+        threading.Thread(target=bank_traffic, args=(client,), daemon=True).start()
     try:
         deadline = time.monotonic() + 30
         while sum(1 for m in cluster.status()["nodes"] if m["role"] == "worker") < 3:
@@ -107,9 +108,9 @@ def main() -> None:
     print("screenshots in", OUT)
 
 
-def _refused(ledger: Ledger, n: int) -> None:
+def _refused(ledger: Ledger, key: str) -> None:
     try:
-        ledger.execute(Transfer("alice", "bob", 10**12), f"k{n}")
+        ledger.execute(Transfer("alice", "bob", 10**12), key)
     except Exception:
         pass
 
