@@ -405,6 +405,24 @@ def test_statistics_snapshot(make_channel: Callable[..., Any]) -> None:
     assert ch.statistics().closed
 
 
+def test_statistics_count_waiting_senders_and_receivers(make_channel: Callable[..., Any]) -> None:
+    ch = make_channel(0)
+    receivers = [in_thread(ch.receive, 10) for _ in range(2)]
+    wait_until(lambda: ch.statistics().receivers_waiting == 2, what="two parked receivers")
+    stats = ch.statistics()
+    assert (stats.senders_waiting, stats.receivers_waiting, stats.buffered) == (0, 2, 0)
+    for i in range(2):
+        ch.send(i, STEP)
+    assert sorted(f.result(STEP) for f in receivers) == [0, 1]
+    senders = [in_thread(ch.send, i, 10) for i in range(3)]
+    wait_until(lambda: ch.statistics().senders_waiting == 3, what="three parked senders")
+    assert ch.statistics().receivers_waiting == 0
+    assert sorted(ch.receive(STEP) for _ in range(3)) == [0, 1, 2]
+    for f in senders:
+        f.result(STEP)
+    assert (ch.statistics().senders_waiting, ch.statistics().receivers_waiting) == (0, 0)
+
+
 # -- send_exception --------------------------------------------------------------------------
 
 

@@ -351,6 +351,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         for a in actions:
             if isinstance(a, Handout):
                 self.parked.discard(a.worker)
+                assert not (a.tasks and self.s.draining(a.worker)), "a drained worker got tasks"
                 assert not any(self.s.lacks(a.worker, t.fn) for t in a.tasks), \
                     "a worker was handed a function it said it cannot import"
                 if a.worker in self.epoch:
@@ -504,6 +505,15 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.s.pull(w, old, 4, self.now)
         assert self.s.queued == queued
 
+    @rule(w=workers, on=st.booleans())
+    def drain(self, w: str, on: bool) -> None:
+        """An operator drains a worker, or resumes it."""
+        if w in self.epoch:
+            out = self.s.drain(w, on)
+            assert out is not None
+            self.apply(out)
+            assert self.s.draining(w) == on
+
     @rule()
     def time_passes(self) -> None:
         self.now += 0.6
@@ -522,7 +532,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_idle_worker_waits_while_another_holds_unstarted_tasks(self) -> None:
-        idle = [w for w in self.parked if w in self.epoch
+        idle = [w for w in self.parked if w in self.epoch and not self.s.draining(w)
                 and not self.s.holds(w) and not self.local[w]]
         if not idle:
             return
@@ -538,7 +548,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def an_idle_worker_that_can_run_a_queued_task_is_not_left_waiting(self) -> None:
         for w in self.parked:
-            if w not in self.epoch or self.s.holds(w) or self.local[w]:
+            if w not in self.epoch or self.s.holds(w) or self.local[w] or self.s.draining(w):
                 continue
             runnable = [t for t in self.s.tasks.values()
                         if t.state == QUEUED and not self.s.lacks(w, t.fn)]
@@ -585,3 +595,43 @@ SchedulerMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_scheduler_state_machine = SchedulerMachine.TestCase
+
+
+def test_a_drained_worker_gets_no_new_tasks_but_finishes_its_own() -> None:
+    s = make()
+    a, _ = s.join("a", 0)
+    b, _ = s.join("b", 0)
+    s.submit("c", specs(1), 0)
+    [h] = handouts(s.pull("a", a, 1, 0))
+    s.started("a", a, ["t0"])
+    assert s.drain("a") == []
+    assert s.draining("a")
+    assert not s.draining("b")
+    assert s.drain("nobody") is None
+    s.submit("c", specs(4, start=1), 1)
+    assert handouts(s.pull("a", a, 4, 1)) == [], "a drained worker's pull waits"
+    assert not s.is_parked("a"), "nor may its pull take others' unstarted tasks"
+    out = s.pull("b", b, 4, 1)
+    assert sum(len(x.tasks) for x in handouts(out, "b")) == 4
+    # It still finishes what it held, and its result is taken.
+    done = s.results("a", a, [("t0", True, b"", h.tasks[0].lease)])
+    assert [x.result[0] for x in done if isinstance(x, Deliver)] == ["t0"]
+    assert not [x for x in done if isinstance(x, Handout) and x.tasks]
+    # A parked pull of a drained worker is answered empty in time (it may heartbeat).
+    assert [(x.worker, x.tasks) for x in s.expire(100, 30) if isinstance(x, Handout)] == [
+        ("a", ())]
+    # Undrained, it takes work again.
+    s.submit("c", specs(1, start=5), 2)
+    assert s.drain("a", False) == []
+    [h2] = handouts(s.pull("a", a, 1, 3))
+    assert ids(h2) == ["t5"]
+
+
+def test_draining_a_worker_answers_its_parked_pull() -> None:
+    s = make()
+    a, _ = s.join("a", 0)
+    assert s.pull("a", a, 1, 0) == []  # parked: nothing queued
+    out = s.drain("a")
+    assert [(x.worker, x.tasks) for x in out or [] if isinstance(x, Handout)] == [("a", ())]
+    s.submit("c", specs(2), 1)  # no wake-up goes to it
+    assert s.queued == 2

@@ -151,3 +151,29 @@ def test_a_member_cannot_make_the_head_keep_tracebacks_of_tasks_it_does_not_hold
     stats = kit.on_head(kit.embedded.head.statistics)
     assert isinstance(stats, HeadStatistics)
     assert stats.tasks.refused_results >= 64
+
+
+def test_draining_a_worker_needs_control_the_token_and_a_csrf_token(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    node = next(m["node"] for m in kit.cluster.status()["nodes"] if m["role"] == "worker")
+    path = f"/api/v1/workers/{node}/drain"
+    read_only = dashboard_for(token=TOKEN)
+    control = dashboard_for(token=TOKEN, control=True)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(timeout=10) as web:
+        r = web.post(read_only.base_url + path, headers={**auth, "x-csrf-token": csrf_token(TOKEN)})
+        assert r.status_code == 403
+        assert "read-only" in r.text
+        assert "/drain" not in web.get(read_only.base_url + "/", headers=auth).text
+        url = control.base_url + path
+        assert web.post(url, headers={"x-csrf-token": csrf_token(TOKEN)}).status_code == 401
+        assert web.post(url, headers=auth).status_code == 403  # no CSRF token
+        assert web.post(url, headers={**auth, "x-csrf-token": "0" * 64}).status_code == 403
+        assert web.post(url, headers={**auth, "x-csrf-token": csrf_token(TOKEN),
+                                      "origin": "http://attacker.example"}).status_code == 403
+        assert web.post(control.base_url + f"/workers/{node}/drain", headers=auth,
+                        data={"csrf": "nope"}).status_code == 403
+        assert web.get(url, headers=auth).status_code == 405
+        # The refusals changed nothing.
+        assert not any(w["draining"] for w in
+                       web.get(control.base_url + "/api/v1/workers", headers=auth).json())

@@ -1,11 +1,13 @@
 """Take the screenshots of docs/dashboard.md: ``python -m tests.web.make_screenshots``.
 
-A real embedded cluster with three workers, some tasks (one failing), a bank
-with traffic and a prime search, each page opened in Chromium.
+A real embedded cluster with three workers (one drained, one killed), some
+tasks (one failing), named actors and a channel, a bank with traffic and a
+prime search, each page opened in Chromium.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import tempfile
@@ -19,6 +21,7 @@ from netlet.apps.primes import PrimeSearch, SearchConfig
 from netlet.apps.primes._dashboard import PrimesProvider
 from netlet.cluster import Cluster, EmbeddedCluster, HeadConfig
 from netlet.web import Dashboard, LocalHead
+from tests.cluster.tasks import Counter
 from tests.web.browser import ARGS, CHROMIUM
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -40,20 +43,24 @@ def main() -> None:
                       listen="127.0.0.1:0", interval=0.5).start()
     stop = threading.Event()
 
-    def bank_traffic() -> None:
+    def bank_traffic(who: int) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            ledger.execute(Deposit("alice", 100) if n % 3 else Transfer("alice", "bob", 10**9),
-                           f"k{n}") if n % 3 else _refused(ledger, n)
+            key = f"k{who}-{n}"
+            ledger.execute(Deposit("alice", 100), key) if n % 3 else _refused(ledger, key)
 
-    threading.Thread(target=bank_traffic, daemon=True).start()
+    for client in range(6):  # clients at once: the ledger commits their requests together
+        threading.Thread(target=bank_traffic, args=(client,), daemon=True).start()
     try:
         deadline = time.monotonic() + 30
         while sum(1 for m in cluster.status()["nodes"] if m["role"] == "worker") < 3:
             if time.monotonic() > deadline:
                 sys.exit("workers did not join")
             time.sleep(0.1)
+        for name in ("counter", "sessions", "rate-limiter"):
+            cluster.spawn(Counter, 5, name=name, restart="on-failure")
+        cluster.register("scratch-alias", cluster.spawn(Counter, 0, name="scratch"))
         futures = [cluster.submit("time:sleep", 0.05 * (i % 7)) for i in range(120)]
         bad = cluster.submit("math:sqrt", -1.0)
         for f in futures[:60]:
@@ -63,12 +70,21 @@ def main() -> None:
         except ValueError:
             pass
         emb.procs[2].send_signal(signal.SIGKILL)
+        drained = next(m["node"] for m in cluster.status()["nodes"] if m["role"] == "worker"
+                       and m["pid"] == emb.procs[1].pid)
+
+        async def drain() -> bool:
+            return emb.head.drain_worker(drained)
+
+        assert emb.node.loop is not None
+        asyncio.run_coroutine_threadsafe(drain(), emb.node.loop).result(10)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
             time.sleep(12)  # a screenshot script, not a test: let the charts fill
             for name, path in [("overview", "/"), ("tasks", "/tasks"),
-                               ("events", "/events"), ("bank", "/apps/bank")]:
+                               ("names", "/names"), ("events", "/events"),
+                               ("bank", "/apps/bank")]:
                 page.goto(board.base_url + path)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=name != "tasks")
@@ -92,9 +108,9 @@ def main() -> None:
     print("screenshots in", OUT)
 
 
-def _refused(ledger: Ledger, n: int) -> None:
+def _refused(ledger: Ledger, key: str) -> None:
     try:
-        ledger.execute(Transfer("alice", "bob", 10**12), f"k{n}")
+        ledger.execute(Transfer("alice", "bob", 10**12), key)
     except Exception:
         pass
 

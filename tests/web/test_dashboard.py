@@ -134,6 +134,8 @@ def test_the_bank_page_and_an_audit_started_from_it(tmp_path: Path) -> None:
         recent = provider.counters()  # the latency of the commands since the last call
         assert recent["gauge:p50_ms"] > 0
         assert recent["gauge:p99_ms"] >= recent["gauge:p50_ms"]
+        assert recent["gauge:per_commit"] == 1.0  # one deposit, one commit
+        assert provider.counters()["gauge:per_commit"] == 0.0  # no commit since
         with Dashboard(None, [provider], listen="127.0.0.1:0", token=token,
                        control=True) as d, \
                 httpx.Client(base_url=d.base_url, timeout=10,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from netlet.apps.bank import Deposit, InsufficientFunds, Ledger, OpenAccount, Withdraw, hash_pin
@@ -16,8 +18,11 @@ from netlet.cluster import HeadStatistics, TaskPage
 from netlet.cluster._stats import from_dict
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.errors import NetletError
-from netlet.node import Node
-from tests.web.conftest import Kit, wait_until
+from netlet.node import LinkStatistics, Node
+from netlet.web import Dashboard
+from tests.web.conftest import Kit, dashboard_for, kit, wait_until
+
+__all__ = ["dashboard_for", "kit"]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,3 +162,19 @@ def test_a_worker_process_reports_its_own_statistics(kit: Kit) -> None:
     mine = [w for w in stats.workers if w.node == worker.node.id]
     assert mine
     assert mine[0].done == worker.statistics().done
+
+
+def test_the_head_s_connections_are_listed_locally_and_remotely(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    workers = {m["node"] for m in kit.cluster.status()["nodes"] if m["role"] == "worker"}
+    d = dashboard_for()
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        links = web.get("/api/v1/connections").json()
+    assert workers <= {lk["peer"] for lk in links}
+    assert all(lk["frames_in"] > 0 and lk["bytes_out"] >= 0 for lk in links
+               if lk["peer"] in workers)
+    with Node(key=kit.embedded.key) as node:
+        head = node.proxy(kit.embedded.address, "netlet.head")
+        remote = [from_dict(LinkStatistics, lk) for lk in head.dashboard("links")]
+        assert node.id in {lk.peer for lk in remote}
+        assert workers <= {lk.peer for lk in remote}

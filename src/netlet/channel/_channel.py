@@ -52,6 +52,10 @@ class ChannelStatistics:
     sent: int
     received: int
     closed: bool
+    senders_waiting: int = 0
+    """Sends parked for want of a receiver or buffer room (each holds its value)."""
+    receivers_waiting: int = 0
+    """Receives parked for want of a value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +159,13 @@ class Channel:
         return self._closed
 
     def statistics(self) -> ChannelStatistics:
+        """A snapshot: O(parked waiters), as ``balance``."""
         with self._lock:
             buffered = len(self._buffer)
-        return ChannelStatistics(self.name, self.capacity, buffered, self.balance,
-                                 self._sent, self._received, self._closed)
+            senders = sum(1 for w, _, _ in self._senders if not w.claimed)
+            receivers = sum(1 for w, _ in self._receivers if not w.claimed)
+        return ChannelStatistics(self.name, self.capacity, buffered, senders - receivers,
+                                 self._sent, self._received, self._closed, senders, receivers)
 
     def close(self) -> None:
         """No more sends; waiting senders fail now, receivers once the buffer is empty."""

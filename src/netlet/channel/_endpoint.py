@@ -372,7 +372,8 @@ class ChannelEndpoint:
         s = self._channel.statistics()
         return {"name": s.name, "capacity": s.capacity, "buffered": s.buffered,
                 "balance": s.balance, "sent": s.sent, "received": s.received,
-                "closed": s.closed}
+                "closed": s.closed, "senders_waiting": s.senders_waiting,
+                "receivers_waiting": s.receivers_waiting}
 
     async def select(self, specs: list[list[Any]], timeout: float | None) -> list[Any]:
         """A select over channels all owned by this node, on behalf of a remote caller."""

@@ -30,8 +30,8 @@ def dashboard_options(fn: F) -> F:
     """``--dashboard ADDR``, ``--dashboard-token``, ``--dashboard-control``."""
     fn = click.option(
         "--dashboard-control", is_flag=True,
-        help="Let the dashboard act (cancel a task, start an audit): POSTs with the token "
-             "and a CSRF token. Needs a token, even on loopback.")(fn)
+        help="Let the dashboard act (cancel a task, drain a worker, start an audit): POSTs "
+             "with the token and a CSRF token. Needs a token, even on loopback.")(fn)
     fn = click.option(
         "--dashboard-token", default=None, envvar=ENV_TOKEN, show_envvar=True,
         help="Token every dashboard request must carry [default: derived from the cluster "

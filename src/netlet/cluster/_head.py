@@ -410,9 +410,9 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     async def dashboard(self, what: str, args: dict[str, Any] | None = None) -> Any:
         """Statistics for a dashboard watching from another process, as plain data.
 
-        ``what``: "statistics", "node", "names", "tasks" (``args``: state, fn, worker, client,
-        offset, limit), "task" (``args``: id) or "events" (``args``: after,
-        limit). The first call turns on per-task history (timings, attempts).
+        ``what``: "statistics", "node", "links", "names", "tasks" (``args``: state, fn,
+        worker, client, offset, limit), "task" (``args``: id) or "events" (``args``:
+        after, limit). The first call turns on per-task history (timings, attempts).
         Any peer holding the cluster key may ask, as for ``status``.
         """
         self.track_tasks()
@@ -431,11 +431,13 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
             return as_dict(info) if info is not None else None
         if what == "names":
             return [as_dict(n) for n in self.names_list()]
+        if what == "links":
+            return [as_dict(lk) for lk in self._node.link_statistics()]
         if what == "events":
             return [as_dict(e) for e in self.events(int(args.get("after", 0)),
                                                    int(args.get("limit", 200)))]
         raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, node, "
-                          "names, tasks, task or events")
+                          "links, names, tasks, task or events")
 
     async def status(self) -> dict[str, Any]:
         now = self._clock.monotonic()

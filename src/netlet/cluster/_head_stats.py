@@ -244,7 +244,8 @@ def worker_record(member: Member, sched: Scheduler, now: float, state: str = "al
         max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
         max(done, member.done), max(failed, member.failed),
         float(cpu) if cpu is not None else None, _num(info.get("rss_bytes"), int),
-        time.time() if state == "dead" else None, why[:200])
+        time.time() if state == "dead" else None, why[:200],
+        state == "alive" and sched.draining(member.node))
 
 
 class HeadStatsMixin:
@@ -273,6 +274,25 @@ class HeadStatsMixin:
             f"task {t} was cancelled from the dashboard before it started")))
             for t in cancelled if t in clients])
         return cancelled
+
+    def drain_worker(self, node: str, on: bool = True) -> bool:
+        """An operator drains a worker (``on``) or lets it take tasks again (not exposed).
+
+        A drained worker is handed no new task; it finishes those it holds,
+        then may be stopped without losing any. False if no such worker lives.
+        """
+        member = self._members.get(node) if isinstance(node, str) else None
+        if member is None or member.role != "worker" or not member.alive:
+            return False
+        was = self._sched.draining(node)
+        actions = self._sched.drain(node, bool(on))
+        if actions is None:
+            return False
+        self._act(actions)
+        if was != bool(on):
+            self._monitor.event("drained" if on else "undrained", node, "worker",
+                                str(member.info.get("name", ""))[:200])
+        return True
 
     def track_tasks(self) -> None:
         """Keep per-task history (timings, attempts) from now on: a dashboard attached."""

@@ -62,6 +62,8 @@ class WorkerSlot:
     """Its last take found queued tasks, but only of functions it lacks..."""
     blocked_at: int = 0
     """...when the queue had seen this many pushes (more since: look again)."""
+    draining: bool = False
+    """An operator drained it: it finishes what it holds and is handed nothing new."""
 
 
 # -- actions --------------------------------------------------------------------------

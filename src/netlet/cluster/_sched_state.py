@@ -47,6 +47,8 @@ class SchedulerState:
         self._epochs = 0
         self._handouts = 0
         self._paused = False
+        self._drained = 0
+        """Workers drained by an operator (they count for no share)."""
         self._lacked: dict[str, int] = {}
         """Functions some worker cannot import: how many workers lack each."""
         self._pushes = 0
@@ -83,6 +85,10 @@ class SchedulerState:
         w = self._workers.get(node)
         return [] if w is None else list(w.assigned)
 
+    def draining(self, node: str) -> bool:
+        w = self._workers.get(node)
+        return w is not None and w.draining
+
     def is_parked(self, node: str) -> bool:
         return node in self._parked
 
@@ -115,6 +121,8 @@ class SchedulerState:
 
     def _unfull(self, w: WorkerSlot) -> None:
         """``w`` started or lost an unstarted task: a pull held at its share may go on."""
+        if w.draining:
+            return  # held until ``expire`` answers it empty
         if self._full.pop(w.node, 0) is None:
             self._parked[w.node] = None
 
@@ -128,7 +136,8 @@ class SchedulerState:
 
     def _share(self) -> int:
         """The most unstarted tasks one worker may hold: what is waiting, split evenly."""
-        return max(1, math.ceil((len(self._queue) + self._unstarted) / max(1, len(self._workers))))
+        return max(1, math.ceil((len(self._queue) + self._unstarted)
+                                 / max(1, len(self._workers) - self._drained)))
 
     def _handout(self, w: WorkerSlot, batch: list[Task]) -> Handout:
         # Numbered across all workers, so a late reply from a worker's former slot

@@ -101,6 +101,7 @@ class Scheduler(SchedulerLacks):
             return out
         self._parked.pop(node, None)
         self._full.pop(node, None)
+        self._drained -= w.draining
         self._surplus.pop(node, None)
         self._unstarted -= len(w.assigned)
         self._running -= len(w.running)
@@ -180,7 +181,7 @@ class Scheduler(SchedulerLacks):
             out.append(self._handout(w, batch))
             return out
         w.parked, w.parked_at = want, now
-        if len(self._queue) and not w.blocked:
+        if w.draining or (len(self._queue) and not w.blocked):
             self._full[node] = None  # it holds its share: more once it starts one
         else:
             self._parked[node] = None
@@ -210,8 +211,31 @@ class Scheduler(SchedulerLacks):
                 self._feed(out)
         return out
 
+    def drain(self, node: str, on: bool = True) -> list[Action] | None:
+        """Hand ``node`` nothing new (``on``), or again; None if no such worker.
+
+        A drained worker finishes the tasks it holds (started or not; those it
+        has not started may still be taken back for an idle worker); its
+        pulls wait, answered empty by ``expire``, so it keeps heartbeating and
+        may then be stopped without losing a task.
+        """
+        w = self._workers.get(node)
+        if w is None:
+            return None
+        out: list[Action] = []
+        if on and not w.draining:
+            w.draining = True
+            self._drained += 1
+            self._unpark(w, out)
+        elif not on and w.draining:
+            w.draining = False
+            self._drained -= 1
+            self._unfull(w)
+            self._feed(out)
+        return out
+
     def _take(self, w: WorkerSlot, want: int) -> list[Task]:
-        if self._paused:
+        if self._paused or w.draining:
             return []
         room = min(want, self._share() - len(w.assigned))
         if not w.assigned and not w.running:

@@ -50,6 +50,8 @@ class WorkerStats:
     died: float | None = None
     """Wall time it was declared dead."""
     why: str = ""
+    draining: bool = False
+    """An operator drained it: it finishes what it holds and gets nothing new."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

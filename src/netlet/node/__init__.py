@@ -15,12 +15,13 @@ from netlet.node._node import (
     register_serve_adapter,
 )
 from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout
-from netlet.node._stats import NodeStatistics
+from netlet.node._stats import LinkStatistics, NodeStatistics
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Kind",
     "Link",
+    "LinkStatistics",
     "Method",
     "MethodInfo",
     "Node",

@@ -55,6 +55,7 @@ from netlet.node._messages import (
 from netlet.node._messages import (
     REPLY as _REPLY,
 )
+from netlet.node._stats import LinkStatistics
 from netlet.transport import Connection, PeerInfo
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class Link(Backpressure):
         self._held: deque[Held] = deque()  # calls not started: it is behind on replies
         self._watching = False  # _check_stall is scheduled
         self._counters = node.counters
+        self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0  # this link's
         conn.set_handlers(self._on_message, self._on_close)
 
     def __repr__(self) -> str:
@@ -167,8 +169,19 @@ class Link(Backpressure):
 
     def _sent(self, body: bytes | memoryview, buffers: list[Buffer] | None) -> None:
         c = self._counters
+        size = len(body) + (sum(map(len, buffers)) if buffers else 0)
         c.frames_out += 1
-        c.bytes_out += len(body) + (sum(map(len, buffers)) if buffers else 0)
+        c.bytes_out += size
+        self.frames_out += 1
+        self.bytes_out += size
+
+    def statistics(self) -> LinkStatistics:
+        """This connection's counters and gauges: O(1)."""
+        return LinkStatistics(self.peer.node, str(self.conn.remote), self.bytes_in,
+                              self.bytes_out, self.frames_in, self.frames_out,
+                              len(self.pending), len(self._incoming) + self._oneways,
+                              self.conn.pending_bytes(),
+                              max(0.0, self._now() - self.last_heard), self.closed)
 
     def abandon(self, cid: int) -> None:
         """Stop waiting for ``cid`` and ask the peer to cancel it."""
@@ -189,6 +202,8 @@ class Link(Backpressure):
         c = self._counters
         c.frames_in += 1
         c.bytes_in += self._frame_size
+        self.frames_in += 1
+        self.bytes_in += self._frame_size
         if len(body) >= SLICED_FROM:  # the size stays set: later frames wait in _backlog
             self._decode_aside(bytes(body), buffers)
             return

@@ -37,7 +37,7 @@ from netlet.node._identity import caller_of, forget_link, main_link_of, register
 from netlet.node._link import Link, Waiter
 from netlet.node._messages import BYE
 from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
-from netlet.node._stats import NodeCounters, NodeStatistics
+from netlet.node._stats import LinkStatistics, NodeCounters, NodeStatistics
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
@@ -480,6 +480,10 @@ class Node:
                               c.bytes_in, c.bytes_out, c.frames_in, c.frames_out,
                               sum(1 for lk in list(self._links) if not lk.closed),
                               c.connections_total, failures)
+
+    def link_statistics(self) -> tuple[LinkStatistics, ...]:
+        """Each open connection's counters and gauges: O(connections)."""
+        return tuple(lk.statistics() for lk in list(self._links))
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
         """Call ``listener(peer_node_id, connected)`` on the loop when a link opens or closes."""

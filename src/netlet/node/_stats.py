@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NodeCounters", "NodeStatistics"]
+__all__ = ["LinkStatistics", "NodeCounters", "NodeStatistics"]
 
 
 class NodeCounters:
@@ -44,3 +44,29 @@ class NodeStatistics:
     """Links ever opened (accepted or dialed)."""
     handshake_failures: int
     """Connections refused in the handshake (a wrong key, garbage, a TLS failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """One connection's snapshot (``Node.link_statistics()``): O(1) to take.
+
+    Like the node's counters, it leaves out the side connections blocking
+    calls borrow (``direct_calls``): their frames are not counted here.
+    """
+    peer: str
+    """The peer node's id."""
+    remote: str
+    """The peer's address as the transport sees it."""
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    calls_out: int
+    """Calls made to the peer, awaiting their reply."""
+    calls_in: int
+    """Calls the peer made here, running or held, not answered yet (oneways included)."""
+    queued_bytes: int
+    """Bytes sent, not yet taken by the kernel (the peer reads slowly: backpressure)."""
+    heard_ago: float
+    """Seconds since a frame came from the peer (on the node's clock)."""
+    closed: bool

@@ -24,7 +24,7 @@ from netlet.cluster import (
     TaskPage,
     WorkerStats,
 )
-from netlet.node import NodeStatistics
+from netlet.node import LinkStatistics, NodeStatistics
 from netlet.web import metrics as _metrics
 from netlet.web._model import DashboardModel, RatePoint
 from netlet.web._security import csrf_token
@@ -54,6 +54,12 @@ class AppInfo:
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     cancelled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    worker: str
+    draining: bool
 
 
 def _collect(provider: Any) -> list[Any]:
@@ -98,6 +104,7 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
         stats, node = await asyncio.gather(h.statistics(), h.node())
         rates = model.rates()
         return {"s": stats, "node": node, "rates": rates,
+                "can_drain": control and h.can_drain,
                 "alive": [w for w in stats.workers if w.state == "alive"],
                 "dead": [w for w in stats.workers if w.state == "dead"]}
 
@@ -259,6 +266,26 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
         await cancel(task_id, request)
         return RedirectResponse(f"/tasks/{task_id}", 303)
 
+    async def drain(node: str, on: bool, request: Request) -> Drained:
+        await check_control(request)
+        h = head()
+        if not h.can_drain:
+            raise HTTPException(403, "a remote dashboard cannot drain workers: serve it "
+                                     "from the head (netlet head --dashboard-control)")
+        if not await h.drain(node, on):
+            raise HTTPException(404, "no such live worker")
+        return Drained(node, on)
+
+    @app.post("/workers/{node}/drain", include_in_schema=False)
+    async def drain_form(node: str, request: Request) -> Response:
+        await drain(node, True, request)
+        return RedirectResponse("/", 303)
+
+    @app.post("/workers/{node}/undrain", include_in_schema=False)
+    async def undrain_form(node: str, request: Request) -> Response:
+        await drain(node, False, request)
+        return RedirectResponse("/", 303)
+
     async def run_action(name: str, action: str, request: Request) -> Any:
         await check_control(request)
         p = model.providers.get(name)
@@ -290,6 +317,11 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
         """The head node's counters: calls, errors, bytes, connections."""
         return await head().node()  # type: ignore[no-any-return]
 
+    @app.get("/api/v1/connections", response_model=list[LinkStatistics], tags=["cluster"])
+    async def api_connections() -> list[LinkStatistics]:
+        """The head node's connections: frames and bytes each way, calls in flight, queue."""
+        return await head().links()  # type: ignore[no-any-return]
+
     @app.get("/api/v1/workers", response_model=list[WorkerStats], tags=["cluster"])
     async def api_workers() -> list[WorkerStats]:
         """Workers alive, and those lost recently."""
@@ -318,6 +350,21 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                          request: Request) -> Cancelled:
         """Cancel a task no worker started (token and X-CSRF-Token needed)."""
         return Cancelled(await cancel(task_id, request))
+
+    @app.post("/api/v1/workers/{node}/drain", response_model=Drained, tags=["control"],
+              responses={403: {"description": "Read-only, or no CSRF token"},
+                         404: {"description": "No such live worker"}})
+    async def api_drain(node: Annotated[str, Path(max_length=200)], request: Request) -> Drained:
+        """Hand a worker no new task: it finishes what it holds, then may be stopped."""
+        return await drain(node, True, request)
+
+    @app.post("/api/v1/workers/{node}/undrain", response_model=Drained, tags=["control"],
+              responses={403: {"description": "Read-only, or no CSRF token"},
+                         404: {"description": "No such live worker"}})
+    async def api_undrain(node: Annotated[str, Path(max_length=200)],
+                          request: Request) -> Drained:
+        """Let a drained worker take tasks again."""
+        return await drain(node, False, request)
 
     @app.get("/api/v1/events", response_model=list[ClusterEvent], tags=["cluster"])
     async def api_events(after: Annotated[int, Query(ge=0)] = 0,

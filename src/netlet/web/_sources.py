@@ -24,7 +24,7 @@ from netlet.cluster import (
     TaskPage,
 )
 from netlet.cluster._stats import from_dict
-from netlet.node import Node, NodeStatistics
+from netlet.node import LinkStatistics, Node, NodeStatistics
 
 __all__ = ["HeadSource", "LocalHead", "Provider", "RemoteHead"]
 
@@ -35,15 +35,18 @@ class HeadSource(Protocol):
     """What the dashboard asks a head; every answer is a frozen record."""
 
     can_cancel: bool
+    can_drain: bool
 
     async def statistics(self) -> HeadStatistics: ...
     async def node(self) -> NodeStatistics: ...
+    async def links(self) -> list[LinkStatistics]: ...
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage: ...
     async def task(self, tid: str) -> TaskInfo | None: ...
     async def events(self, after: int, limit: int) -> list[ClusterEvent]: ...
     async def names(self) -> list[NameInfo]: ...
     async def cancel(self, tids: list[str]) -> list[str]: ...
+    async def drain(self, node: str, on: bool) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -72,6 +75,7 @@ class LocalHead:
     """A head served by this process (``netlet head --dashboard``, the embedded cluster)."""
 
     can_cancel = True
+    can_drain = True
 
     def __init__(self, head: Head) -> None:
         self._head, self._node = head, head.node
@@ -103,6 +107,9 @@ class LocalHead:
     async def node(self) -> NodeStatistics:
         return self._node.statistics()
 
+    async def links(self) -> list[LinkStatistics]:
+        return list(await self._on_head(self._node.link_statistics))
+
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage:
         return await self._on_head(
@@ -120,6 +127,9 @@ class LocalHead:
     async def cancel(self, tids: list[str]) -> list[str]:
         return await self._on_head_coro(self._head.cancel_tasks(tids))
 
+    async def drain(self, node: str, on: bool) -> bool:
+        return await self._on_head(lambda: self._head.drain_worker(node, on))
+
     def close(self) -> None:
         pass
 
@@ -128,10 +138,12 @@ class RemoteHead:
     """A head elsewhere, watched as a client holding the cluster key.
 
     Control of tasks stays with their clients: a remote dashboard cannot
-    cancel another client's task (the head refuses it), so it offers none.
+    cancel another client's task (the head refuses it), so it offers none;
+    nor does the head offer its members a way to drain each other.
     """
 
     can_cancel = False
+    can_drain = False
 
     def __init__(self, address: str, *, key: bytes | None = None,
                  key_file: str | None = None, timeout: float = 10.0) -> None:
@@ -152,6 +164,9 @@ class RemoteHead:
     async def node(self) -> NodeStatistics:
         return from_dict(NodeStatistics, await self._ask("node"))
 
+    async def links(self) -> list[LinkStatistics]:
+        return [from_dict(LinkStatistics, lk) for lk in await self._ask("links")]
+
     async def tasks(self, state: str, fn: str, worker: str, client: str, offset: int,
                     limit: int) -> TaskPage:
         return from_dict(TaskPage, await self._ask("tasks", {
@@ -171,6 +186,10 @@ class RemoteHead:
 
     async def cancel(self, tids: list[str]) -> list[str]:
         raise PermissionError("a remote dashboard cannot cancel tasks: their clients can")
+
+    async def drain(self, node: str, on: bool) -> bool:
+        raise PermissionError("a remote dashboard cannot drain workers: serve the dashboard "
+                              "from the head (netlet head --dashboard ... --dashboard-control)")
 
     def close(self) -> None:
         self._node.close()

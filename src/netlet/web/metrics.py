@@ -94,6 +94,8 @@ def head_families(s: HeadStatistics) -> Iterator[Metric]:
             ({"worker": w.node[:12]}, w.running) for w in workers])
         yield gauge("netlet_worker_heartbeat_age_seconds", "Seconds since a worker was heard.",
                     labels=[({"worker": w.node[:12]}, w.heartbeat_age) for w in workers])
+        yield gauge("netlet_worker_draining", "1 while a worker is drained (no new tasks).",
+                    labels=[({"worker": w.node[:12]}, int(w.draining)) for w in workers])
 
 
 def node_families(n: NodeStatistics, component: str = "node") -> Iterator[Metric]:

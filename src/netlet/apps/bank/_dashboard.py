@@ -41,6 +41,7 @@ class BankProvider:
         self._lock = threading.Lock()
         self._accounts = (0.0, 0)
         self._last_latency: Histogram | None = None
+        self._last_batches: Histogram | None = None
 
     def _count_accounts(self) -> int:
         """Accounts, counted at most every 5 s (it reads them all)."""
@@ -66,8 +67,8 @@ class BankProvider:
         }
 
     def counters(self) -> dict[str, float]:
-        """Totals (charted as rates), and the latency p50/p99 of commands answered since
-        the last call (the dashboard samples once a second: latency over time)."""
+        """Totals (charted as rates), and the latency p50/p99 and the mean requests per
+        commit since the last call (the dashboard samples once a second: over time)."""
         s = self._ledger.statistics()
         out = {"commands": float(s.commands), "commits": float(s.commits)}
         if s.latency is not None:
@@ -79,6 +80,13 @@ class BankProvider:
                 for q, key in ((0.5, "gauge:p50_ms"), (0.99, "gauge:p99_ms")):
                     v = quantile(recent, q)
                     out[key] = 0.0 if v is None else v * 1000
+        if s.batch_sizes is not None:
+            last, self._last_batches = self._last_batches, s.batch_sizes
+            if last is not None:
+                commits = (s.batch_sizes.counts[-1] if s.batch_sizes.counts else 0) - (
+                    last.counts[-1] if last.counts else 0)
+                out["gauge:per_commit"] = ((s.batch_sizes.total - last.total) / commits
+                                           if commits > 0 else 0.0)
         return out
 
     def metrics(self) -> Iterable[Any]:
