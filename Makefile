@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 # (workers, servers) recompiles the package from source, ~60 ms each.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck bench bytecode clean postgres chromium
+.PHONY: run test lint typecheck bench bytecode clean postgres chromium nodejs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,9 +59,19 @@ chromium:
 	  || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: Chromium could not be installed (root needed); the browser tests skip"; }
 
+# The chaos suite's foreign client (tests/chaos/foreign_client.mjs) runs on Node.js:
+# Debian's nodejs, installed here when missing.
+nodejs:
+	@command -v node >/dev/null 2>&1 || { \
+	  echo "installing Node.js for the chaos suite's foreign client (apt-get install nodejs)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq nodejs >/dev/null 2>&1 \
+	  || { apt-get update -qq && apt-get install -y -qq nodejs >/dev/null; } \
+	  || echo "note: Node.js could not be installed (root needed); its chaos test skips"; }
+
 # Two processes share the tests (pytest-xdist), each taking the next test when it is
 # free: the suite is mostly waiting on real sockets and child processes.
-test: lint typecheck bytecode postgres chromium
+test: lint typecheck bytecode postgres chromium nodejs
 	$(BIN)/pytest -q -n 2 --dist worksteal
 
 bench: $(BSTAMP) bytecode

@@ -23,6 +23,8 @@
   then the first with the right key as the control.
 * ``attack_tls KEY_FILE GOOD_CERTS EVIL_CERTS ADDRESS``: the same against a TLS
   node, with certificates of the attacker's own CA, none, and plain TCP.
+* ``gateway KEY_FILE HEAD PORT``: serves ``svc``, a buffered channel ``box``
+  and :class:`Tasks` as ``tasks`` (submits to the head), for a foreign client.
 """
 
 from __future__ import annotations
@@ -135,6 +137,29 @@ def bulk(key_file: str, address: str, mib: str) -> None:
         sender.join()
     print(json.dumps({**outcome, "bytes": size, "probes": len(waits),
                       "probe_max": max(waits, default=0.0)}), flush=True)
+
+
+@netlet.expose
+class Tasks:
+    """Tasks submitted on a caller's behalf: a client that cannot ship Python code
+    names the work, and this object hands it to the cluster."""
+
+    def __init__(self, cluster: netlet.Cluster) -> None:
+        self.cluster = cluster
+
+    def squares(self, n: int) -> list[int]:
+        from tests.cluster.tasks import slow_square
+
+        return list(self.cluster.map(slow_square, range(n), timeout=60))
+
+
+def gateway(key_file: str, head: str, port: str) -> None:
+    node = netlet.Node(listen=f"tcp://0.0.0.0:{port}", key_file=key_file)
+    node.serve(Service(), "svc")
+    node.serve(netlet.channel(buffer=1000), "box")
+    node.serve(Tasks(netlet.Cluster(head, key_file=key_file)), "tasks")
+    print(node.address, flush=True)
+    node.wait()
 
 
 def stream_owner(key_file: str, port: str) -> None:
@@ -272,5 +297,5 @@ if __name__ == "__main__":
     commands: dict[str, Callable[..., None]] = {
         "serve": serve, "call": call, "pipeline": pipeline, "attack": attack,
         "attack_tls": attack_tls, "bulk": bulk, "cost": cost, "stream_owner": stream_owner,
-        "stream_send": stream_send}
+        "stream_send": stream_send, "gateway": gateway}
     commands[sys.argv[1]](*sys.argv[2:])

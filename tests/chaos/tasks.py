@@ -10,3 +10,11 @@ def python_version_after(delay: float) -> str:
     """``"3.12"``: the Python version of the worker that ran the task, after ``delay`` s."""
     time.sleep(delay)
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def pid_after(delay: float) -> int:
+    """The pid of the worker process that ran the task, after ``delay`` s."""
+    import os
+
+    time.sleep(delay)
+    return os.getpid()

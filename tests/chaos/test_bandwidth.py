@@ -1,9 +1,10 @@
-"""Fallacy 3, "bandwidth is infinite": a 1 MB/s link.
+"""Fallacy 3, "bandwidth is infinite": a capped link.
 
-The client's host is capped at 1 MB/s each way (a kernel token bucket, ``tc
-tbf``, on both ends of its link). One call carries 8 MiB (the issue's 64 MiB
-scaled down to keep the suite short: 8 s instead of a minute) while another
-thread of the same node calls a second object every 0.2 s. The transfer
+The client's host is capped at 8 MB/s each way (a kernel token bucket, ``tc
+tbf``, on both ends of its link). One call carries 64 MiB (the issue's 1 MB/s
+raised to 8 MB/s to keep the suite short: 9 s instead of a minute) while
+another thread of the same node calls a second object every 0.2 s over the
+same link. The transfer lasts longer than keepalive's silence limit (6 s) and
 completes, at the link's rate, without tripping keepalive or the call timeout,
 and the other calls are not starved.
 """
@@ -19,12 +20,13 @@ import pytest
 
 from tests.chaos.hosts import Network
 
-RATE = 1_000_000
-MIB = 8
+RATE = 8_000_000
+MIB = 64
+KEEPALIVE_SILENCE = 6.0  # NodeConfig's default: a peer silent this long is dropped
 
 
 @pytest.mark.timeout(90)
-def test_a_big_call_over_a_1_mb_s_link_does_not_starve_the_others(
+def test_a_64_mib_call_over_a_capped_link_does_not_starve_the_others(
         network: Callable[..., Network], key_file: Path) -> None:
     net = network()
     server_host, client_host = net.add_host("srv"), net.add_host("cli")
@@ -36,7 +38,8 @@ def test_a_big_call_over_a_1_mb_s_link_does_not_starve_the_others(
                                address, str(MIB))
     assert client.wait(80) == 0, client.output()
     figures = json.loads(client.stdout.text().splitlines()[-1])
-    assert figures.get("length") == MIB << 20, figures
+    assert figures.get("length") == MIB << 20, figures  # no timeout, no ConnectionLost
+    assert figures["seconds"] > KEEPALIVE_SILENCE, figures  # so keepalive was put to the test
     rate = figures["bytes"] / figures["seconds"]
     assert rate <= RATE * 1.25, f"{rate:.0f} B/s: the cap did not hold"
     assert figures["probes"] >= 5, figures

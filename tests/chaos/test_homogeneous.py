@@ -6,8 +6,9 @@ advertises its IPv6 address, the worker joins and serves on its own IPv6
 address (it used to probe its route with an IPv4 socket and crash, restarted
 for ever by ``netlet worker``), tasks run and their results come back.
 
-And workers on two Python versions (this one and another installed one, e.g.
-3.11 and 3.12) join the same head and both take tasks.
+And workers on two Python versions (this one and another, e.g. 3.11 and 3.12,
+found or provisioned by :mod:`tests.chaos.pythons`) join the same head and both
+take tasks.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 from netlet.cluster import Cluster
 from tests.chaos.cluster import Observer, start_head, start_worker, worker_nodes
 from tests.chaos.hosts import ROOT, Network
+from tests.chaos.pythons import other_python
 from tests.chaos.tasks import python_version_after
 from tests.cluster.tasks import slow_square
 
@@ -57,35 +57,15 @@ def test_a_cluster_on_ipv6_only_hosts(network: Callable[..., Network], key_file:
     assert head.alive()
 
 
-def _other_pythons() -> list[str]:
-    """Interpreters of other Python versions that can run netlet from this checkout.
-
-    ``$NETLET_CHAOS_PYTHONS`` (paths, ``:``-separated), else ``python3.N`` on PATH;
-    each must import netlet's dependencies (msgpack, click, rich).
-    """
-    listed = os.environ.get("NETLET_CHAOS_PYTHONS", "")
-    found = [p for p in listed.split(":") if p] or [
-        p for m in range(10, 16) if (p := shutil.which(f"python3.{m}")) is not None]
-    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
-    usable = []
-    for exe in found:
-        probe = subprocess.run(
-            [exe, "-c", "import sys, msgpack, click, rich; "
-                        "print(f'{sys.version_info.major}.{sys.version_info.minor}')"],
-            capture_output=True, text=True, timeout=30, check=False)
-        if probe.returncode == 0 and probe.stdout.strip() not in ("", mine):
-            usable.append(exe)
-    return usable
-
-
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(360)  # the first run on a machine makes a venv (pip install)
 def test_workers_on_two_python_versions_join_one_head(
         network: Callable[..., Network], key_file: Path) -> None:
-    others = _other_pythons()
-    if not others:
-        pytest.skip("no other Python version with msgpack, click and rich here (set "
-                    "NETLET_CHAOS_PYTHONS=/path/to/python3.12 to name one)")
-    other = others[0]
+    other, why = other_python()
+    if other is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no other Python version could be found or made: {why}")
+        pytest.skip(f"no other Python version could be found or made ({why}); set "
+                    "NETLET_CHAOS_PYTHONS=/path/to/python3.12 to name one")
     net = network()
     head_host, w1, w2 = net.add_host("head"), net.add_host("w1"), net.add_host("w2")
     head, address = start_head(head_host, key_file)

@@ -45,6 +45,11 @@ def _load_key(path: str | None) -> bytes | None:
 @click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
               show_envvar=True, help="Address to serve the head on.")
 @_key_option
+@click.option("--old-key-file", "old_key_files", multiple=True,
+              type=click.Path(dir_okay=False), metavar="FILE",
+              help="During a key rotation: a key still accepted besides --key-file (the new "
+                   "one), so workers and clients move to the new key one by one; restart "
+                   "without it once all have. Repeatable.")
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback WITHOUT a key (anyone reaching it can run code).")
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
@@ -70,8 +75,9 @@ def _load_key(path: str | None) -> bytes | None:
                    "taken them yet (slow or paused ones); past it, no task is handed out "
                    "until clients catch up.")
 @dashboard_options
-def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
-         allow_pickle: bool, advertise: str | None, client_grace: float, result_budget: int,
+def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], insecure: bool,
+         state: str | None, allow_pickle: bool, advertise: str | None, client_grace: float,
+         result_budget: int,
          dashboard_addr: str | None, dashboard_token: str | None,
          dashboard_control: bool) -> None:
     """Start a head: name service, membership and task scheduler.
@@ -93,10 +99,13 @@ def head(listen: str, key_file: str | None, insecure: bool, state: str | None,
     if allow_pickle and key is None:
         raise ConfigError("--allow-pickle needs a key (--key-file): pickles only travel "
                           "between peers that proved they hold it")
+    if old_key_files and not key_file:
+        raise ConfigError("--old-key-file needs --key-file (the new key of the rotation)")
+    old_keys = tuple(load_key(p) for p in old_key_files)
     store = HeadStore(state) if state else None
     try:
-        node = Node(listen=listen, key=key, insecure=insecure, allow_pickle=allow_pickle,
-                    call_timeout=None, advertise=advertise)
+        node = Node(listen=listen, key=key, old_keys=old_keys, insecure=insecure,
+                    allow_pickle=allow_pickle, call_timeout=None, advertise=advertise)
     except OSError as e:
         raise click.ClickException(e.strerror or str(e)) from None  # names the address
     assert node.address is not None

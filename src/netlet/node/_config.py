@@ -95,7 +95,9 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
         path = options.pop("key_file")
         if path is not None:
             t["key"] = load_key(path)
-    for name in ("key", "insecure", "allow_pickle", "tls", "limits",
+    if "old_key_files" in options:
+        t["old_keys"] = tuple(load_key(p) for p in options.pop("old_key_files") or ())
+    for name in ("key", "old_keys", "insecure", "allow_pickle", "tls", "limits",
                  "handshake_timeout", "connect_timeout"):
         if name in options:
             value = options.pop(name)

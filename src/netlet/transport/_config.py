@@ -76,6 +76,9 @@ class TransportConfig:
 
     key: bytes | None = field(default=None, repr=False)
     """Cluster key: both ends prove they hold it before any other frame is decoded."""
+    old_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    """Keys still accepted during a key rotation, never offered: a peer proving one of
+    them gets in as with ``key`` (PROTOCOL.md 4.3). Empty outside a rotation."""
     insecure: bool = False
     """Allow listening beyond loopback without a key (logged loudly)."""
     allow_pickle: bool = False
@@ -90,6 +93,10 @@ class TransportConfig:
 
     def __post_init__(self) -> None:
         if self.key is not None and len(self.key) < MIN_KEY_BYTES:
+            raise ConfigError(f"a cluster key needs at least {MIN_KEY_BYTES} bytes")
+        if self.old_keys and self.key is None:
+            raise ConfigError("old keys (a key rotation) need the new key as well")
+        if any(len(k) < MIN_KEY_BYTES for k in self.old_keys):
             raise ConfigError(f"a cluster key needs at least {MIN_KEY_BYTES} bytes")
         if self.handshake_timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("timeouts must be positive")

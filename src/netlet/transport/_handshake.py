@@ -56,6 +56,25 @@ def proof(key: bytes, label: bytes, client_hello: bytes, server_hello: bytes) ->
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+def key_id(key: bytes) -> bytes:
+    """8 bytes naming a key in the hello, so a server in a key rotation knows which of its
+    keys to prove (SHA-256 of a label and the key: says nothing usable about the key)."""
+    return hashlib.sha256(b"netlet key id\0" + key).digest()[:8]
+
+
+def _keys(config: TransportConfig) -> tuple[bytes, ...]:
+    return (config.key, *config.old_keys) if config.key is not None else ()
+
+
+def _server_key(config: TransportConfig, named: Any) -> bytes:
+    """The key a client's hello names (``key_id``), if we hold it; else our own."""
+    assert config.key is not None
+    for key in _keys(config):
+        if named == key_id(key):
+            return key
+    return config.key
+
+
 class _Inbox:
     """Collects handshake frames from a connection until the handshake ends.
 
@@ -165,6 +184,8 @@ async def client_handshake(
                                   "pickle": asked}
         if link_token:
             fields["link"] = link_token
+        if config.key is not None:
+            fields["key_id"] = key_id(config.key)
         hello = _send(conn, fields)
         reply, reply_raw = await inbox.get_raw()
         if not _is_version(reply.get("netlet")):
@@ -180,12 +201,16 @@ async def client_handshake(
                     "the server runs an older netlet whose handshake proof does not cover "
                     "the hellos; upgrade it")
             _bytes(reply, "nonce", 32)
-            expected = proof(config.key, b"server", hello, reply_raw)
-            if not hmac.compare_digest(expected, _bytes(await inbox.get(), "proof", 32)):
+            theirs = _bytes(await inbox.get(), "proof", 32)
+            # In a key rotation the server may prove an old key we still accept: we then
+            # prove the same one. Every key is compared, in constant time each.
+            matched = [key for key in _keys(config)
+                       if hmac.compare_digest(proof(key, b"server", hello, reply_raw), theirs)]
+            if not matched:
                 raise AuthenticationError(
                     "the server does not hold our cluster key, or the handshake was altered "
                     "on the way")
-            _send(conn, {"proof": proof(config.key, b"client", hello, reply_raw)})
+            _send(conn, {"proof": proof(matched[0], b"client", hello, reply_raw)})
             if (await inbox.get()).get("ok") is not True:
                 raise AuthenticationError("the server refused our proof")
             authenticated = True
@@ -226,9 +251,10 @@ async def server_handshake(
             agreed = hello.get("pickle") is True and config.allow_pickle
             reply_raw = _send(conn, {**reply, "auth": _AUTH, "nonce": secrets.token_bytes(32),
                                      "pickle": agreed})
-            _send(conn, {"proof": proof(config.key, b"server", hello_raw, reply_raw)})
+            key = _server_key(config, hello.get("key_id"))
+            _send(conn, {"proof": proof(key, b"server", hello_raw, reply_raw)})
             answer = await inbox.get()
-            expected = proof(config.key, b"client", hello_raw, reply_raw)
+            expected = proof(key, b"client", hello_raw, reply_raw)
             if not hmac.compare_digest(expected, _bytes(answer, "proof", 32)):
                 _send(conn, {"error": "auth", "message": "wrong cluster key"})
                 raise AuthenticationError(
