@@ -77,8 +77,10 @@ def netlet_command() -> list[str]:
 
 def child_env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    # PYTHONFAULTHANDLER: a child that hangs is aborted by ``Proc.wait`` and prints where
+    # each of its threads was.
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "COLUMNS": "250",
-            **extra}
+            "PYTHONFAULTHANDLER": "1", **extra}
 
 
 def free_port() -> int:
@@ -127,8 +129,12 @@ class Proc:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"pid {self.pid} still runs after {timeout} s; stderr:\n"
-                        f"{self.stderr.text()}")
+            self.signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            self.stderr.join()
+            pytest.fail(f"pid {self.pid} still runs after {timeout} s; stderr (with the "
+                        f"stacks of its threads once aborted):\n{self.stderr.text()}")
 
     def descendants(self) -> list[int]:
         """PIDs of its children, their children... (Linux ``/proc``)."""
