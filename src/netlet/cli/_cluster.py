@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._signals import stop_on_signals
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
@@ -126,7 +125,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
         except BaseException:
             node.close()
             raise
-    stop = _stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
+    stop = stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us cleanly
     # escape(): an IPv6 address ("[fd00::1]") or a path is text, not rich markup.
     Console(stderr=True).print(f"netlet head listening on [cyan]{escape(node.address)}[/]"
                                + escape(where + (f", state in {state}" if state else "")),
@@ -139,14 +138,6 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
     node.close()
     if store is not None:
         store.close()
-
-
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (installed before the server says it is ready)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 @click.command()
@@ -186,9 +177,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     if listen:
         cmd += ["--listen", listen]
     console = Console(stderr=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
@@ -291,9 +280,7 @@ def _show(info: dict[str, Any], as_json: bool) -> None:
 
 def _watch(cluster: Cluster, as_json: bool, interval: float) -> None:
     """Refresh until SIGINT/SIGTERM: in place on a terminal, else one view per refresh."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     console = _console()
     if as_json or not console.is_terminal:
         while not stop.is_set():

@@ -89,7 +89,7 @@ def dashboard(head_addr: str, key_file: str | None, listen: str, token: str | No
     It needs the cluster key like any member, and is read-only: tasks are
     cancelled by their own clients. Stops on Ctrl-C or SIGTERM.
     """
-    from netlet.cli._cluster import _stop_on_signals
+    from netlet.cli._signals import stop_on_signals
 
     _need_web()
     from netlet.web import RemoteHead
@@ -104,7 +104,7 @@ def dashboard(head_addr: str, key_file: str | None, listen: str, token: str | No
     except Exception:
         source.close()
         raise
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     board = start_dashboard(listen, head=source, token=token, key=key, title="netlet")
     try:
         while not stop.wait(0.5):

@@ -10,9 +10,7 @@ KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +44,7 @@ from netlet.apps.bank._service import (
 )
 from netlet.apps.bank._store import audit_ledger
 from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._signals import stop_on_signals
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import (
@@ -304,9 +303,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
             cluster = Cluster(head_addr, node=node)
             cluster.register(name, node.proxy_for(ref))
         mode = "group commit" if group_commit else "one fsync per request"
-        stop = threading.Event()  # before saying we are ready: a Ctrl-C right after stops us
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()  # before saying we are ready: a Ctrl-C right after stops us
         console.print(f"netlet bank listening on [cyan]{node.address}[/], ledger "
                       f"{ledger.location} ({mode}); "
                       f"operator calls {'allowed' if operator else 'refused (no key)'}"
