@@ -35,7 +35,7 @@ from netlet.cluster._scheduler import Scheduler
 from netlet.cluster._stats import (
     ClusterEvent,
     HeadStatistics,
-    Histogram,
+    HistogramCounter,
     NameInfo,
     TaskAttempt,
     TaskCounts,
@@ -55,26 +55,6 @@ TRACEBACKS_BUDGET = 8 * 1024 * 1024
 """What the tracebacks of finished tasks may hold in all (then only their last lines)."""
 MAX_PENDING_ERRORS = 1024
 """Error details waiting for their task's result to be delivered."""
-
-
-class _Histogram:
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def snapshot(self) -> Histogram:
-        cum, acc = [], 0
-        for c in self.counts:
-            acc += c
-            cum.append(acc)
-        return Histogram(self.bounds, tuple(cum), self.total)
 
 
 # A tracked task while it lives: [submitted, worker, handed, started, earlier attempts].
@@ -100,8 +80,8 @@ class HeadMonitor:
         self._dead: deque[WorkerStats] = deque(maxlen=dead_max)
         self.restarts: dict[str, int] = {}
         """Actor restarts by name (kept while the actor is known)."""
-        self.task_seconds = _Histogram(SECONDS)
-        self.dispatch_seconds = _Histogram(SECONDS)
+        self.task_seconds = HistogramCounter(SECONDS)
+        self.dispatch_seconds = HistogramCounter(SECONDS)
 
     def track(self) -> None:
         self.tracking = True

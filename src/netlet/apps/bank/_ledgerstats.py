@@ -4,13 +4,12 @@ the one writer thread; read as frozen tuples by ``Ledger.statistics()``."""
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import threading
 import time
 from collections.abc import Iterator
 
-from netlet.cluster import Histogram
+from netlet.cluster import Histogram, HistogramCounter
 
 __all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS", "LedgerMeter"]
 
@@ -18,34 +17,13 @@ LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 BATCH_BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
 
-class _Counts:
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def snapshot(self) -> Histogram:
-        cum: list[int] = []
-        acc = 0
-        for c in self.counts:
-            acc += c
-            cum.append(acc)
-        return Histogram(self.bounds, tuple(cum), self.total)
-
-
 class LedgerMeter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ops: dict[tuple[str, str], int] = {}
-        self.latency = _Counts(LATENCY_BOUNDS)
-        self.batch = _Counts(BATCH_BOUNDS)
-        self.commit = _Counts(LATENCY_BOUNDS)
+        self.latency = HistogramCounter(LATENCY_BOUNDS)
+        self.batch = HistogramCounter(BATCH_BOUNDS)
+        self.commit = HistogramCounter(LATENCY_BOUNDS)
 
     def command(self, kind: str, outcome: str, seconds: float) -> None:
         with self._lock:
