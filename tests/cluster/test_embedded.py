@@ -113,3 +113,17 @@ def test_an_executor_future_is_never_left_pending_by_shutdown() -> None:
     assert future.done()
     assert future.cancelled() or future.result() == 9
     assert isinstance(future, concurrent.futures.Future)
+
+
+def test_tasks_submitted_just_before_close_leave_with_the_client(
+        cluster_kit: ClusterKit) -> None:
+    """CI once found a task queued after its client left: the submit was still on
+    its way when ``close`` sent the leave, so the head queued it for nobody."""
+    head = cluster_kit.head()  # no workers: whatever is queued stays queued
+    observer = cluster_kit.client(head.address)
+    for _ in range(100):
+        cluster = cluster_kit.client(head.address)
+        for x in range(50):
+            cluster.submit(tasks.square_and_record, "/nonexistent", x)
+        cluster.close()
+        assert observer.status()["queued"] == 0

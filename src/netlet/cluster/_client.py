@@ -218,6 +218,8 @@ class Cluster:
         try:
             await self._head.submit.aio(self.node.id, self._sink, batch, fns)
         except NetletError as e:
+            if self._closed:
+                return  # closing: the head forgets what we sent when we leave
             log.warning("submit did not reach the head (%s); will resubmit on reconnect", e)
             self._start_reconnect()
 
@@ -485,8 +487,11 @@ class Cluster:
                 f.set_exception(NodeClosed(
                     "the cluster client was closed before this task's result came"))
         try:
+            # Submits still on their way first: the head takes our leave as the end
+            # of all our tasks, and would queue a later one for nobody.
+            self._drain_sends(2.0)
             self._head.with_options(timeout=2).leave(self.node.id)
-        except (NetletError, OSError):
+        except (NetletError, OSError, TimeoutError):
             pass
         if self._own_node:
             self.node.close()
