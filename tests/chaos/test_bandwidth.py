@@ -2,7 +2,8 @@
 
 The client's host is capped at 8 MB/s each way (a kernel token bucket, ``tc
 tbf``, on both ends of its link). One call carries 64 MiB (the issue's 1 MB/s
-raised to 8 MB/s to keep the suite short: 9 s instead of a minute) while
+raised to 8 MB/s to keep the suite short: 9 s instead of a minute;
+``NETLET_CHAOS_FULL=1`` runs it at 1 MB/s, as docs/fallacies.md reports) while
 another thread of the same node calls a second object every 0.2 s over the
 same link. The transfer lasts longer than keepalive's silence limit (6 s) and
 completes, at the link's rate, without tripping keepalive or the call timeout,
@@ -12,6 +13,7 @@ and the other calls are not starved.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +22,14 @@ import pytest
 
 from tests.chaos.hosts import Network
 
-RATE = 8_000_000
+FULL = os.environ.get("NETLET_CHAOS_FULL") == "1"  # the issue's own figures, ~70 s
+RATE = 1_000_000 if FULL else 8_000_000
 MIB = 64
+TRANSFER = (MIB << 20) / RATE  # seconds the link needs for it
 KEEPALIVE_SILENCE = 6.0  # NodeConfig's default: a peer silent this long is dropped
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(TRANSFER + 80)
 def test_a_64_mib_call_over_a_capped_link_does_not_starve_the_others(
         network: Callable[..., Network], key_file: Path) -> None:
     net = network()
@@ -36,7 +40,7 @@ def test_a_64_mib_call_over_a_capped_link_does_not_starve_the_others(
     address = server.stdout.wait_for(r"^tcp://", timeout=20).string.strip()
     client = client_host.spawn(sys.executable, "-m", "tests.chaos._peers", "bulk", key_file,
                                address, str(MIB))
-    assert client.wait(80) == 0, client.output()
+    assert client.wait(TRANSFER + 70) == 0, client.output()
     figures = json.loads(client.stdout.text().splitlines()[-1])
     assert figures.get("length") == MIB << 20, figures  # no timeout, no ConnectionLost
     assert figures["seconds"] > KEEPALIVE_SILENCE, figures  # so keepalive was put to the test

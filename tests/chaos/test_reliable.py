@@ -1,7 +1,8 @@
 """Fallacy 1, "the network is reliable": links are cut in the middle of real work.
 
 * A prime search to 10^10 runs on a head host and two worker hosts; one worker
-  host's link is cut for ``CUT`` seconds, then restored. The count is exact
+  host's link is cut for ``CUT`` seconds (8 s; the issue's 20 s with
+  ``NETLET_CHAOS_FULL=1``), then restored. The count is exact
   (pi(10^10)), every chunk is computed once, the head declares the worker dead
   within its heartbeat timeout (``dead_after``, 3 s, plus one sweep), and the
   worker rejoins by itself once the link is back.
@@ -14,6 +15,7 @@ Figures (detection, rejoin) are printed with ``-s``, for docs/fallacies.md.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +25,13 @@ import pytest
 from tests.chaos.cluster import Observer, start_head, start_worker, worker_nodes
 from tests.chaos.hosts import Network
 
-CUT = 8.0  # longer than both the head's dead_after (3 s) and keepalive's bound (6 s)
+FULL = os.environ.get("NETLET_CHAOS_FULL") == "1"  # the issue's own figures
+CUT = 20.0 if FULL else 8.0  # longer than the head's dead_after (3 s) and keepalive's (6 s)
 DEAD_AFTER = 3.0
 SWEEP = 0.5  # the head checks heartbeats every 0.5 s
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120 + CUT)
 def test_a_worker_host_cut_off_mid_search_rejoins_and_the_count_is_exact(
         network: Callable[..., Network], key_file: Path) -> None:
     net = network()

@@ -52,7 +52,7 @@ from netlet.node._messages import (
 from netlet.node._messages import (
     REPLY as _REPLY,
 )
-from netlet.transport import BlockingFramer, PeerInfo, SocketConnection, connect
+from netlet.transport import BlockingFramer, PeerInfo, SendStalled, SocketConnection, connect
 
 if TYPE_CHECKING:
     from netlet.node._link import Link
@@ -123,17 +123,23 @@ class _DirectClient:
         self.next_id += 1
         body, buffers = self.codec.encode([_CALL, cid, target, method, list(args), kwargs])
         clock = self.clock
-        start = clock.monotonic()
-        deadline = None if timeout is None else start + timeout
         ka = self.keepalive
-        look = None if ka is None else start + ka  # next look at the peer's liveness
         pinged: float | None = None
         counters = self.node.counters
         counters.calls_out += 1
         counters.frames_out += 1
         counters.bytes_out += len(body) + (sum(map(len, buffers)) if buffers else 0)
         try:
-            self.framer.send(body, buffers)
+            try:  # the timeout bounds a stall while sending, then the wait for the reply
+                self.framer.send(body, buffers, timeout, clock)
+            except SendStalled:
+                self.broken = True  # cut mid-frame
+                stalled = CallTimeout(f"{target}.{method}() could not send its request: the "
+                                      f"peer took none of it for {timeout} s")
+                return False, stalled
+            start = clock.monotonic()
+            deadline = None if timeout is None else start + timeout
+            look = None if ka is None else start + ka  # next look at the peer's liveness
             while True:
                 # Wait in keepalive slices: between them, make sure the peer still lives
                 # (a frozen peer never closes this socket, and nothing else would notice).

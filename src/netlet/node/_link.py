@@ -56,6 +56,7 @@ from netlet.node._messages import (
     REPLY as _REPLY,
 )
 from netlet.node._stats import LinkStatistics
+from netlet.node._unsent import LOOK, TRACK_MIN, Unsent
 from netlet.transport import Connection, PeerInfo
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Link(Backpressure):
             ref_decoder=lambda ref: node._from_ref(ref, me()),
         )
         self.pending: dict[int, Waiter] = {}
+        self.unsent: dict[int, Unsent] = {}  # calls whose request is still going out
         self._ids = itertools.count(1)
         self._incoming: dict[int, Callable[[], None]] = {}  # call id -> cancel
         self._idle: asyncio.Event | None = None  # set once _incoming empties, while closing
@@ -166,6 +168,28 @@ class Link(Backpressure):
         self._counters.calls_out += 1
         self._sent(body, buffers)
         return cid
+
+    def first_look(self, cid: int, timeout: float) -> float:
+        """Seconds until call ``cid``'s deadline is first looked at: ``timeout``, or
+        sooner when its request is still queued in bulk (see ``_unsent``)."""
+        if self.conn.pending_bytes() < TRACK_MIN:
+            return timeout
+        written, queued = self.conn.send_progress()
+        if queued < TRACK_MIN:
+            return timeout
+        self.unsent[cid] = Unsent(written + queued, written, self._now())
+        return min(LOOK, timeout)
+
+    def due_again(self, cid: int, timeout: float) -> float | None:
+        """Call ``cid`` was looked at on its deadline: when it falls now (monotonic
+        time of the node's clock), or None if the call fails now."""
+        u = self.unsent.get(cid)
+        if u is None:
+            return None
+        due = u.next_due(self.conn.send_progress()[0], timeout, self._now())
+        if due is None or u.out:
+            del self.unsent[cid]
+        return due
 
     def _sent(self, body: bytes | memoryview, buffers: list[Buffer] | None) -> None:
         c = self._counters
@@ -445,6 +469,7 @@ class Link(Backpressure):
         error = reason if isinstance(reason, ConnectionLost) else ConnectionLost(
             f"connection to {self.conn.remote} closed: {reason or 'by us'}")
         pending, self.pending = self.pending, {}
+        self.unsent.clear()
         for waiter in pending.values():
             waiter(False, error)
         incoming, self._incoming = self._incoming, {}

@@ -597,13 +597,38 @@ class Node:
                 raise value
         waiter = _SyncWaiter()
         cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-        if not self.config.clock.wait(waiter.wait, timeout):
-            link.abandon(cid)
-            if not waiter.wait(0):  # the reply did not slip in meanwhile
-                raise CallTimeout(f"{proxy._ref.name}.{method}() got no reply in {timeout} s")
+        clock = self.config.clock
+        if timeout is None:
+            clock.wait(waiter.wait, None)
+        elif not clock.wait(waiter.wait, link.first_look(cid, timeout)):
+            self._wait_sent(link, cid, waiter, timeout, f"{proxy._ref.name}.{method}()")
+        elif link.unsent:
+            link.unsent.pop(cid, None)
         if waiter.ok:
             return waiter.value
         raise waiter.value
+
+    def _wait_sent(self, link: Link, cid: int, waiter: _SyncWaiter, timeout: float,
+                   what: str) -> None:
+        """A blocking call's deadline came: wait on while its request is still going
+        out to a peer that takes it (see ``_unsent``); raise CallTimeout if none comes."""
+        clock = self.config.clock
+        stalled = False
+        while True:
+            stalled = cid in link.unsent
+            due = link.due_again(cid, timeout)
+            if due is None:
+                break
+            if clock.wait(waiter.wait, max(due - clock.monotonic(), 0.0)):
+                link.unsent.pop(cid, None)
+                return
+        link.abandon(cid)
+        if waiter.wait(0):  # the reply slipped in meanwhile
+            return
+        if stalled:
+            raise CallTimeout(f"{what} could not send its request: the peer took none of "
+                              f"it for {timeout} s")
+        raise CallTimeout(f"{what} got no reply in {timeout} s")
 
     def _call_async(self, proxy: Proxy, method: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:

@@ -2,7 +2,9 @@
 
 One task per node wakes every 50 ms of the node's clock: it fails async and
 future calls whose deadline passed (blocking calls time out on their own; a
-call fails at the first sweep at or after its deadline, never before). Every
+call fails at the first sweep at or after its deadline, never before). A call
+whose request is still going out in bulk is looked at every quarter second
+instead, and its deadline waits while the peer takes the request (``_unsent``). Every
 half second, and at the first sweep after a link's next keepalive step is due,
 it pings links we wait on that said nothing for a keepalive interval, and
 closes those silent for more than three intervals whose ping went unanswered
@@ -34,20 +36,23 @@ class Watchdog:
         self.keepalive = keepalive
         self.clock = clock
         # Deadlines of async and future calls, in buckets of _SWEEP seconds.
-        self._deadlines: dict[int, list[tuple[float, Link, int]]] = {}
+        self._deadlines: dict[int, list[tuple[float, Link, int, float]]] = {}
         self._lock = threading.Lock()
         self._pinged: dict[Link, float] = {}  # links pinged with no word since: when
         self._due = float("inf")  # when the next keepalive step (ping or close) falls
 
     def add_deadline(self, timeout: float, link: Link, cid: int) -> None:
-        """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s from now."""
-        due = self.clock.monotonic() + timeout
+        """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s from now (or,
+        while its request is still going out, as ``Link.due_again`` says)."""
+        self._add(self.clock.monotonic() + link.first_look(cid, timeout), link, cid, timeout)
+
+    def _add(self, due: float, link: Link, cid: int, timeout: float) -> None:
         slot = int(due / _SWEEP)
         with self._lock:
             bucket = self._deadlines.get(slot)
             if bucket is None:
                 bucket = self._deadlines[slot] = []
-            bucket.append((due, link, cid))
+            bucket.append((due, link, cid, timeout))
 
     async def run(self, links: Callable[[], Iterable[Link]]) -> None:
         """Sweep for ever (the node cancels it); ``links()`` gives the node's links now."""
@@ -64,7 +69,7 @@ class Watchdog:
     def _expire(self, now: float) -> None:
         """Fail every call whose deadline is ``now`` or earlier."""
         now_slot = int(now / _SWEEP)
-        expired: list[tuple[float, Link, int]] = []
+        expired: list[tuple[float, Link, int, float]] = []
         with self._lock:
             for slot in [s for s in self._deadlines if s <= now_slot]:
                 bucket = self._deadlines.pop(slot)
@@ -74,11 +79,20 @@ class Watchdog:
                         self._deadlines[slot] = later
                         bucket = [e for e in bucket if e[0] <= now]
                 expired.extend(bucket)
-        for _, link, cid in expired:
+        for _, link, cid, timeout in expired:
             waiter = link.pending.get(cid)
-            if waiter is not None:
-                link.abandon(cid)
-                waiter(False, CallTimeout(f"call {cid} to {link.conn.remote} got no reply"))
+            if waiter is None:
+                link.unsent.pop(cid, None)
+                continue
+            why = "got no reply"
+            if link.unsent and cid in link.unsent:
+                due = link.due_again(cid, timeout)
+                if due is not None:
+                    self._add(due, link, cid, timeout)
+                    continue
+                why = f"could not send its request: the peer took none of it for {timeout} s"
+            link.abandon(cid)
+            waiter(False, CallTimeout(f"call {cid} to {link.conn.remote} {why}"))
 
     def _check_liveness(self, links: list[Link], now: float) -> None:
         interval = self.keepalive

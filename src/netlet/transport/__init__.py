@@ -4,7 +4,7 @@ keys, TLS and the per-user key files of local servers."""
 from netlet.transport._address import Address, advertised_address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
 from netlet.transport._base import Connection, PeerInfo
-from netlet.transport._blocking import BlockingFramer
+from netlet.transport._blocking import BlockingFramer, SendStalled
 from netlet.transport._budget import Account, Budget
 from netlet.transport._config import (
     InsecureWarning,
@@ -41,6 +41,7 @@ __all__ = [
     "InsecureWarning",
     "Listener",
     "PeerInfo",
+    "SendStalled",
     "SocketConnection",
     "TLSConfig",
     "TransportConfig",

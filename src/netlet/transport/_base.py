@@ -189,6 +189,13 @@ class Connection(ABC):
     def pending_bytes(self) -> int:
         """Bytes queued but not yet taken by the kernel (for backpressure)."""
 
+    def send_progress(self) -> tuple[int, int]:
+        """(bytes the kernel took since the start, bytes still queued): a request is
+        out once the first reaches where the sum stood right after it was sent. A
+        call's deadline waits for that, as long as the count keeps moving (a slow
+        link is not a dead peer). Transports that never queue say (0, 0)."""
+        return 0, 0
+
     def pause_reading(self) -> None:
         """Stop delivering frames until ``resume_reading`` (loop thread)."""
         self._hold_delivery = True

@@ -20,16 +20,21 @@ import threading
 from collections.abc import Sequence
 from typing import overload
 
+from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._framing import frame_parts
 from netlet.transport._pool import MIN_CACHED, reset_bytes_hash
 
-__all__ = ["BlockingFramer", "LazyBuffers"]
+__all__ = ["BlockingFramer", "LazyBuffers", "SendStalled"]
 
 _HEAD = struct.Struct(">II")
 _SMALL = 64 * 1024
+
+
+class SendStalled(TimeoutError):
+    """The peer took none of a frame for the allowed time; the stream is cut mid-frame."""
 
 
 class _NoFrame(Exception):
@@ -55,19 +60,42 @@ class BlockingFramer:
         self._start = 0
         self._end = 0
         self._timeout: float | None = None
+        self._send_timeout: float | None = None
         self._pending: LazyBuffers | None = None
 
-    def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
-        if not buffers and len(body) < 16384:
+    def send(self, body: Buffer, buffers: Sequence[Buffer] = (), stall: float | None = None,
+             clock: Clock = REAL_CLOCK) -> None:
+        """Send one frame. With ``stall``, raise ``SendStalled`` once the peer took none
+        of it for ``stall`` s of ``clock`` (a frozen peer, its buffers full): a slow
+        link that keeps taking bytes is waited on. The frame is then cut short."""
+        if not buffers and len(body) < 16384 and (stall is None or
+                                                  clock.io_slice(stall) == stall):
+            if stall != self._send_timeout:  # a real-time stall: the kernel's timeout is it
+                self._set_send_timeout(stall)
             try:
                 self.sock.sendall(_HEAD.pack(len(body), 0) + body)
+            except (BlockingIOError, TimeoutError):
+                raise SendStalled(f"the peer took none of the frame for {stall} s") from None
             except OSError as e:
                 raise ConnectionLost(f"send failed: {e}") from None
             return
         parts = [memoryview(p).cast("B") for p in frame_parts(body, buffers)]
+        moved = clock.monotonic()
+        if stall is None and self._send_timeout is not None:
+            self._set_send_timeout(None)
         try:
             while parts:
-                sent = self.sock.sendmsg(parts)
+                if stall is not None:
+                    self._set_send_timeout(clock.io_slice(max(moved + stall - clock.monotonic(),
+                                                              0.0)))
+                try:
+                    sent = self.sock.sendmsg(parts)
+                except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: nothing taken
+                    if stall is not None and clock.monotonic() - moved >= stall:
+                        raise SendStalled(f"the peer took none of the frame for {stall} s"
+                                          ) from None
+                    continue
+                moved = clock.monotonic()
                 while sent:
                     if sent >= parts[0].nbytes:
                         sent -= parts[0].nbytes
@@ -75,6 +103,8 @@ class BlockingFramer:
                     else:
                         parts[0] = parts[0][sent:]
                         sent = 0
+        except SendStalled:
+            raise
         except OSError as e:
             raise ConnectionLost(f"send failed: {e}") from None
 
@@ -200,6 +230,14 @@ class BlockingFramer:
     def has_partial(self) -> bool:
         """Bytes of an unfinished frame are buffered (the peer stopped mid-frame)."""
         return self._end > self._start
+
+    def _set_send_timeout(self, timeout: float | None) -> None:
+        if timeout != self._send_timeout:
+            t = 0.0 if timeout is None else max(timeout, 1e-3)
+            sec = int(t)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                 struct.pack("ll", sec, int((t - sec) * 1e6)))
+            self._send_timeout = timeout
 
     def _set_timeout(self, timeout: float | None) -> None:
         # The kernel's receive timeout: a socket timeout in Python would add a poll()

@@ -169,6 +169,9 @@ class FaultyConnection(Connection):
     def pending_bytes(self) -> int:
         return self.inner.pending_bytes()
 
+    def send_progress(self) -> tuple[int, int]:
+        return self.inner.send_progress()
+
     def pause_reading(self) -> None:
         self.inner.pause_reading()
 

@@ -62,6 +62,7 @@ class SocketConnection(FramedConnection):
         self._lock = threading.Lock()
         self._queue: deque[Buffer] = deque()
         self._queued = 0
+        self._written = 0  # bytes the kernel took, since the start (see send_progress)
         self._flush_scheduled = False
         self._writer_armed = False
         self._reading = True
@@ -70,6 +71,10 @@ class SocketConnection(FramedConnection):
 
     def pending_bytes(self) -> int:
         return self._queued
+
+    def send_progress(self) -> tuple[int, int]:
+        with self._lock:
+            return self._written, self._queued
 
     # -- reading (loop thread) ------------------------------------------
 
@@ -120,6 +125,7 @@ class SocketConnection(FramedConnection):
                 except OSError as e:
                     self.loop.call_soon_threadsafe(self._close_now, ConnectionLost(str(e)))
                     raise ConnectionLost(f"send to {self.remote} failed: {e}") from None
+                self._written += sent
                 self._enqueue(parts, sent)
                 if self._queue and not self._writer_armed:
                     self._writer_armed = True
@@ -166,6 +172,7 @@ class SocketConnection(FramedConnection):
             except (BlockingIOError, InterruptedError):
                 return
             self._queued -= sent
+            self._written += sent
             if self.account is not None:
                 self.account.unqueue(sent)
             while sent:

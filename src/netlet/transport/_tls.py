@@ -35,12 +35,17 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         self.connected: asyncio.Future[None] = loop.create_future()
         self._transport_reading = True
         self._hopping = 0  # bytes sent from other threads, not yet handed to the transport
+        self._given = 0  # bytes of every frame sent, since the start (see send_progress)
         self._hop_lock = threading.Lock()
         self._aborting = False  # closed with a reason from another thread: write no more
 
     def pending_bytes(self) -> int:
         t = self._transport
         return (t.get_write_buffer_size() if t is not None else 0) + self._hopping
+
+    def send_progress(self) -> tuple[int, int]:
+        pending = self.pending_bytes()
+        return max(self._given - pending, 0), pending
 
     # -- asyncio.BufferedProtocol ----------------------------------------
 
@@ -82,11 +87,13 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         parts = frame_parts(body, buffers)
         if self.in_loop_thread():
             self._transport.writelines(parts)
+            self._given += sum(map(len, parts))  # after: the queue grows first
             return
         data = [bytes(p) for p in parts]
         n = sum(map(len, data))
         with self._hop_lock:
             self._hopping += n
+            self._given += n
         if self.account is not None:
             self.account.queue(n)
         self.loop.call_soon_threadsafe(self._write, data, n)
