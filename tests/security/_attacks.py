@@ -236,11 +236,12 @@ def run_all(dial: Dial, key: bytes, marker: Path, *, wait: float = 5.0,
         results.extend(attack)
     left = max(0.1, start + handshake_timeout + wait - time.monotonic())
     cut = [_closed(raw, left)[0] for raw in loris]
+    last = time.monotonic() - start
     for raw in loris:
         raw.close()
     results.append(Result(f"slowloris ({slowloris} half headers)", not all(cut),
-                          f"{sum(cut)} of {slowloris} cut within {handshake_timeout:.0f} s of "
-                          "the handshake timeout"))
+                          f"{sum(cut)} of {slowloris} cut, the last {last:.1f} s after they "
+                          f"opened (handshake timeout {handshake_timeout:g} s)"))
     with dial() as honest:
         honest.handshake(key)
         honest.send_msg([1, 1, "no such object", "x", [], None])
