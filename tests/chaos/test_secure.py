@@ -107,8 +107,9 @@ def _attack_all(attacker: Host, targets: _Targets, marker: Path, tls: str) -> li
     assert [line for line in refusals if not line.startswith("refused ")] == [], probe.output()
     assert list(marker.iterdir()) == [], "a pickle ran on a target"
     assert seconds.startswith("seconds "), probe.output()
+    loris = [line.split(": ", 1)[1] for line in refusals if " slowloris " in line]
     print(f"\nFIGURES {len(refusals) // 3} attacks x 3 targets{' over TLS' if tls != '-' else ''}"
-          f", all refused, in {seconds.split()[1]} s")
+          f", all refused, in {seconds.split()[1]} s; slowloris: {'; '.join(loris)}")
     return refusals
 
 
