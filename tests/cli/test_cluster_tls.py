@@ -203,3 +203,17 @@ def test_old_key_file_needs_the_new_key(servers: Servers, tmp_path: Path) -> Non
     done = servers.run("worker", "--join", "tcp://127.0.0.1:9", "--old-key-file", old)
     assert done.returncode != 0
     assert "--old-key-file needs --key-file" in done.stderr
+
+
+def test_a_worker_whose_certificate_the_head_refuses_is_told_why(
+        servers: Servers, pki: PKI, key_file: Path) -> None:
+    """Under TLS 1.3 the head checks the worker's certificate after the worker's side
+    of the TLS handshake is done: the worker then sees only a close, and says what
+    that most likely means instead of a bare EOF."""
+    key = ["--key-file", str(key_file)]
+    head = servers.start("head", "--listen", "tcp://127.0.0.1:0", *key, *pki.args("head"))
+    stranger = servers.start(
+        "worker", "--join", head.address, "-n", "1", *key, "--tls-cert", pki.evil / "client.pem",
+        "--tls-key", pki.evil / "client.key", "--tls-ca", pki.good / "ca.pem", ready=None)
+    line = stranger.stderr.wait_for("cannot join", STEP * 3).string
+    assert "refused our certificate" in line, line
