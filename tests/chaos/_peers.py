@@ -21,8 +21,14 @@
   PACE``: a remote channel stream, checked at the owner.
 * ``attack KEY_FILE ADDRESS...``: dials each with a wrong key and with none,
   then the first with the right key as the control.
-* ``attack_tls KEY_FILE GOOD_CERTS EVIL_CERTS ADDRESS``: the same against a TLS
-  node, with certificates of the attacker's own CA, none, and plain TCP.
+* ``attack_tls KEY_FILE GOOD_CERTS EVIL_CERTS ADDRESS...``: the same against TLS
+  nodes, with certificates of the attacker's own CA, none, and plain TCP.
+* ``attack_all KEY_FILE MARKER TLS ADDRESS...``: issue 10's handshake attack
+  set (``tests/security/_attacks.py``) against every address at once, one line
+  per attack; ``TLS`` is ``-`` (plain) or ``GOOD_CERTS:EVIL_CERTS``: then plain
+  TCP and a certificate of the attacker's own CA are tried first, and the set
+  runs through TLS with a certificate of the right CA (an insider without the
+  key). ``MARKER``: where a pickle that ran would leave a directory.
 * ``gateway KEY_FILE HEAD PORT``: serves ``svc``, a buffered channel ``box``
   and :class:`Tasks` as ``tasks`` (submits to the head), for a foreign client.
 """
@@ -258,12 +264,13 @@ def attack(key_file: str, *addresses: str) -> None:
             except netlet.NetletError as e:
                 print(f"refused {address} {how} {type(e).__name__}", flush=True)
 
-def attack_tls(key_file: str, good: str, evil: str, address: str) -> None:
-    """Against a TLS node: a certificate of another CA, none, plain TCP; then the control.
+def attack_tls(key_file: str, good: str, evil: str, *addresses: str) -> None:
+    """Against TLS nodes: a certificate of another CA, none, plain TCP; then the control.
 
     ``good`` and ``evil`` are ``netlet certs`` directories (``good`` is the
-    node's own CA, with a ``client`` certificate; ``evil`` a CA of the
-    attacker's making). Prints one ``refused``/``ACCEPTED`` line per attempt.
+    nodes' own CA, with a ``client`` certificate; ``evil`` a CA of the
+    attacker's making). Prints one ``refused``/``ACCEPTED`` line per attempt
+    and address (the attempt's name, then the address).
     """
     from netlet.transport import TLSConfig, generate_key, load_key
 
@@ -279,16 +286,46 @@ def attack_tls(key_file: str, good: str, evil: str, address: str) -> None:
         ("right-cert+wrong-key", pair(good, "client"), wrong),
         ("right-cert+right-key", pair(good, "client"), right),  # the control
     ]
-    for how, tls, key in tries:
-        with netlet.Node(key=key, tls=tls, call_timeout=5) as node:
-            try:
-                value = node.proxy(address, "bank", timeout=5).info()
-                print(f"ACCEPTED {how} answer {value!r:.60}", flush=True)
-            except (netlet.NoSuchObject, netlet.NotExposed, netlet.BadArguments,
-                    netlet.RemoteError) as e:
-                print(f"ACCEPTED {how} {type(e).__name__}", flush=True)
-            except netlet.NetletError as e:
-                print(f"refused {how} {type(e).__name__}", flush=True)
+    for address in addresses:
+        for how, tls, key in tries:
+            with netlet.Node(key=key, tls=tls, call_timeout=5) as node:
+                try:
+                    value = node.proxy(address, "bank", timeout=5).info()
+                    print(f"ACCEPTED {how} {address} answer {value!r:.60}", flush=True)
+                except (netlet.NoSuchObject, netlet.NotExposed, netlet.BadArguments,
+                        netlet.RemoteError) as e:
+                    print(f"ACCEPTED {how} {address} {type(e).__name__}", flush=True)
+                except netlet.NetletError as e:
+                    print(f"refused {how} {address} {type(e).__name__}", flush=True)
+
+
+def attack_all(key_file: str, marker: str, tls: str, *addresses: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from netlet.transport import TLSConfig, load_key
+    from tests.security._attacks import Result, dialer, run_all, tls_refused
+
+    good, evil = tls.split(":") if tls != "-" else ("", "")
+
+    def pair(d: str, *, verify: bool = True) -> TLSConfig:
+        return TLSConfig(certfile=f"{d}/client.pem", keyfile=f"{d}/client.key",
+                         cafile=f"{d}/ca.pem" if verify else None, verify=verify)
+
+    def against(address: str) -> list[Result]:
+        results = []
+        if good:
+            results += [tls_refused(dialer(address), "TLS: plain TCP"),
+                        tls_refused(dialer(address, pair(evil, verify=False)),
+                                    "TLS: a certificate of the attacker's own CA")]
+        return results + run_all(dialer(address, pair(good) if good else None),
+                                 load_key(key_file), Path(marker) / Path(address).name)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(len(addresses)) as pool:  # each waits out its slowloris
+        for address, results in zip(addresses, pool.map(against, addresses), strict=True):
+            for result in results:
+                print(result.line(address), flush=True)
+    print(f"seconds {time.monotonic() - start:.1f}", flush=True)
 
 
 if __name__ == "__main__":
@@ -296,6 +333,6 @@ if __name__ == "__main__":
                         format="%(created).3f %(levelname)s %(name)s: %(message)s")
     commands: dict[str, Callable[..., None]] = {
         "serve": serve, "call": call, "pipeline": pipeline, "attack": attack,
-        "attack_tls": attack_tls, "bulk": bulk, "cost": cost, "stream_owner": stream_owner,
-        "stream_send": stream_send, "gateway": gateway}
+        "attack_tls": attack_tls, "attack_all": attack_all, "bulk": bulk, "cost": cost,
+        "stream_owner": stream_owner, "stream_send": stream_send, "gateway": gateway}
     commands[sys.argv[1]](*sys.argv[2:])

@@ -16,6 +16,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster
+from netlet.transport import TLSConfig
 from tests.chaos.hosts import Host, Proc
 
 __all__ = ["HEAD_PORT", "Observer", "start_head", "start_worker", "worker_nodes"]
@@ -46,8 +47,10 @@ def worker_nodes(status: dict[str, Any], pids: list[int]) -> list[dict[str, Any]
 class Observer:
     """The test's own view of the head, from the bridge (never behind a fault)."""
 
-    def __init__(self, head: str, key_file: Path) -> None:
-        self.cluster = Cluster(head, key_file=str(key_file))
+    def __init__(self, head: str, key_file: Path, tls: TLSConfig | None = None) -> None:
+        self._node = netlet.Node(key_file=str(key_file), tls=tls, call_timeout=30) if tls \
+            else None
+        self.cluster = Cluster(head, key_file=str(key_file), node=self._node)
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = self.cluster.status()
@@ -72,6 +75,8 @@ class Observer:
 
     def close(self) -> None:
         self.cluster.close()
+        if self._node is not None:
+            self._node.close()
 
     def __enter__(self) -> Observer:
         return self

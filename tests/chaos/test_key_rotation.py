@@ -3,10 +3,11 @@
 The head runs with the new key and still accepts the old one (``netlet head
 --key-file NEW --old-key-file OLD``, PROTOCOL.md 4.3). Two worker hosts
 joined with the old key are moved to the new one one by one (stopped, started
-again with ``--key-file NEW``) while a client still on the old key keeps
-mapping tasks: every batch comes back exact, none fails. Then a client on the
-new key runs tasks on both moved workers, and a key the head never had is
-refused.
+again with ``--key-file NEW --old-key-file OLD``) while a client still on the
+old key keeps mapping tasks: every batch comes back exact, none fails. Once
+both moved, a client still on the old key calls an object placed on a moved
+worker (which still accepts the old key); a client on the new key runs tasks
+on both moved workers, and a key the head never had is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from netlet.transport import write_key
 from tests.chaos.cluster import Observer, start_head, start_worker, worker_nodes
 from tests.chaos.hosts import Network, Proc
 from tests.chaos.tasks import pid_after
-from tests.cluster.tasks import slow_square
+from tests.cluster.tasks import Counter, slow_square
 
 
 @pytest.mark.timeout(120)
@@ -68,7 +69,7 @@ def test_a_key_rotation_moves_workers_one_by_one_without_downtime(
                          timeout=20)
                 workers[host].signal(signal.SIGTERM)
                 workers[host].wait(10)
-                workers[host] = start_worker(host, address, new)
+                workers[host] = start_worker(host, address, new, 1, "--old-key-file", str(old))
                 moves.append(obs.wait(f"{host.name} rejoined on the new key",
                                       joined(workers[host]), timeout=20))
             before = batches[0]
@@ -78,6 +79,8 @@ def test_a_key_rotation_moves_workers_one_by_one_without_downtime(
             stop.set()
             client.join(60)
     assert failures == [], failures
+    with Cluster(address, key_file=str(old)) as c:  # a caller not moved yet
+        assert c.spawn(Counter, 1).increment() == 2  # straight to a moved worker
     with Cluster(address, key_file=str(new)) as c:
         pids = set(c.map(pid_after, [0.02] * 100))
     moved = {pid for proc in workers.values() for pid in proc.children()}

@@ -19,12 +19,20 @@ from rich.text import Text
 
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
+from netlet.cli._tls import tls_args, tls_config, tls_options
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
 from netlet.errors import ConfigError, HandshakeError, NetletError
 from netlet.node import Node
-from netlet.transport import is_local_address, load_key, save_user_key, server_user_key
+from netlet.transport import (
+    TLSConfig,
+    find_user_key,
+    is_local_address,
+    load_key,
+    save_user_key,
+    server_user_key,
+)
 
 __all__ = ["head", "status", "worker"]
 
@@ -35,20 +43,30 @@ _key_option = click.option(
          "on loopback or a unix socket, the per-user key of the head's address is used "
          "(created by the head; only you can read it).")
 
+_old_key_option = click.option(
+    "--old-key-file", "old_key_files", multiple=True, type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="During a key rotation: a key still accepted besides --key-file (the new one), "
+         "so workers and clients move to the new key one by one; restart without it once "
+         "all have. Repeatable.")
+
 
 def _load_key(path: str | None) -> bytes | None:
     return load_key(path) if path else None
+
+
+def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[bytes, ...]:
+    if old_key_files and not key_file:
+        raise ConfigError("--old-key-file needs --key-file (the new key of the rotation)")
+    return tuple(load_key(p) for p in old_key_files)
 
 
 @click.command()
 @click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
               show_envvar=True, help="Address to serve the head on.")
 @_key_option
-@click.option("--old-key-file", "old_key_files", multiple=True,
-              type=click.Path(dir_okay=False), metavar="FILE",
-              help="During a key rotation: a key still accepted besides --key-file (the new "
-                   "one), so workers and clients move to the new key one by one; restart "
-                   "without it once all have. Repeatable.")
+@_old_key_option
+@tls_options
 @click.option("--insecure", is_flag=True,
               help="Listen beyond loopback WITHOUT a key (anyone reaching it can run code).")
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
@@ -74,7 +92,8 @@ def _load_key(path: str | None) -> bytes | None:
                    "taken them yet (slow or paused ones); past it, no task is handed out "
                    "until clients catch up.")
 @dashboard_options
-def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], insecure: bool,
+def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
+         tls_cert: str | None, tls_key: str | None, tls_ca: str | None, insecure: bool,
          state: str | None, allow_pickle: bool, advertise: str | None, client_grace: float,
          result_budget: int,
          dashboard_addr: str | None, dashboard_token: str | None,
@@ -90,7 +109,13 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
     same address): your own workers, `netlet status` and clients on this
     machine find it by themselves, and other users are refused. Beyond
     loopback it needs --key-file (or --insecure, which lets anyone run code).
+
+    With --tls-cert, --tls-key and --tls-ca (from `netlet certs`) every
+    connection is mutual TLS: start the workers, and give clients, certificates
+    of the same CA. The key is still required: TLS adds encryption and a
+    certificate check, it does not replace the key.
     """
+    tls = tls_config(tls_cert, tls_key, tls_ca)
     key = _load_key(key_file)
     per_user = key is None and is_local_address(listen)
     if per_user:
@@ -98,12 +123,10 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
     if allow_pickle and key is None:
         raise ConfigError("--allow-pickle needs a key (--key-file): pickles only travel "
                           "between peers that proved they hold it")
-    if old_key_files and not key_file:
-        raise ConfigError("--old-key-file needs --key-file (the new key of the rotation)")
-    old_keys = tuple(load_key(p) for p in old_key_files)
+    old_keys = _old_keys(key_file, old_key_files)
     store = HeadStore(state) if state else None
     try:
-        node = Node(listen=listen, key=key, old_keys=old_keys, insecure=insecure,
+        node = Node(listen=listen, key=key, old_keys=old_keys, tls=tls, insecure=insecure,
                     allow_pickle=allow_pickle, call_timeout=None, advertise=advertise)
     except OSError as e:
         raise click.ClickException(e.strerror or str(e)) from None  # names the address
@@ -146,6 +169,8 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
 @click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
               help="Worker processes to run [default: the machine's cores].")
 @_key_option
+@_old_key_option
+@tls_options
 @click.option("--credit", default="1", show_default=True,
               help="Tasks a worker holds beyond the one it runs, or 'auto' to cover a round trip.")
 @click.option("--allow-pickle", is_flag=True,
@@ -154,8 +179,9 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...], inse
 @click.option("--listen", default=None,
               help="Where each worker serves objects placed on it "
                    "[default: an address the head can reach].")
-def worker(join_addr: str, processes: int | None, key_file: str | None, credit: str,
-           allow_pickle: bool, listen: str | None) -> None:
+def worker(join_addr: str, processes: int | None, key_file: str | None,
+           old_key_files: tuple[str, ...], tls_cert: str | None, tls_key: str | None,
+           tls_ca: str | None, credit: str, allow_pickle: bool, listen: str | None) -> None:
     """Join worker processes to a head; they pull and run tasks until stopped.
 
     A worker whose process dies is started again. While the head is away the
@@ -164,14 +190,22 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     Workers never run without the cluster key (their own listener would let
     anyone place code on them): without --key-file they use the per-user key
     of a head on this machine started by the same user, and refuse otherwise.
+
+    During a key rotation, a worker moved to the new key (--key-file) keeps the
+    old one (--old-key-file) until every peer has moved: it then still joins a
+    head not restarted yet, and clients and other workers still on the old key
+    still reach the objects placed on it. With --tls-cert, --tls-key and
+    --tls-ca the worker joins a TLS head and serves its objects over TLS.
     """
     if credit != "auto" and not credit.isdigit():
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
+    tls = tls_config(tls_cert, tls_key, tls_ca)
+    old_keys = _old_keys(key_file, old_key_files)
     key = worker_key(join_addr, _load_key(key_file))
-    _check_key(join_addr, key)
+    _check_key(join_addr, key, old_keys, tls)
     n = processes or os.cpu_count() or 1
     cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit,
-           "--key-stdin", "--with-parent"]
+           "--key-stdin", "--with-parent", *tls_args(tls)]
     if allow_pickle:
         cmd.append("--pickle")
     if listen:
@@ -182,7 +216,8 @@ def worker(join_addr: str, processes: int | None, key_file: str | None, credit: 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
         assert proc.stdin is not None
-        proc.stdin.write(key.hex().encode() + b"\n")
+        # The key, then the old ones: on stdin, never on a command line others can read.
+        proc.stdin.write(" ".join(k.hex() for k in (key, *old_keys)).encode() + b"\n")
         proc.stdin.flush()
         return proc
 
@@ -221,12 +256,13 @@ def _wrong_key(address: str) -> str:
             "head was started with: --key-file or NETLET_KEY_FILE)")
 
 
-def _check_key(address: str, key: bytes) -> None:
+def _check_key(address: str, key: bytes, old_keys: tuple[bytes, ...] = (),
+               tls: TLSConfig | None = None) -> None:
     """Fail at once, before starting any process, if the head refuses ``key``.
 
     A head that cannot be reached yet is fine: the workers wait for it.
     """
-    node = Node(key=key, call_timeout=10)
+    node = Node(key=key, old_keys=old_keys, tls=tls, call_timeout=10)
     try:
         node.proxy(address, "netlet.head", timeout=10).names()
     except HandshakeError:
@@ -241,27 +277,37 @@ def _check_key(address: str, key: bytes) -> None:
 @click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, metavar="ADDR",
               envvar=ENV_HEAD, show_envvar=True, help="The head's address.")
 @_key_option
+@tls_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the status as JSON, for scripts (schema in docs/cluster.md).")
 @click.option("--watch", "-w", is_flag=True, help="Refresh the view until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
               metavar="SECONDS", help="Seconds between refreshes with --watch.")
-def status(head_addr: str, key_file: str | None, as_json: bool, watch: bool,
-           interval: float) -> None:
+def status(head_addr: str, key_file: str | None, tls_cert: str | None, tls_key: str | None,
+           tls_ca: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Show a cluster's nodes, names and task counts.
 
     Every node has one short id (the first 8 hex digits of its node id), used in
     every table; workers show their host and pid. Without --key-file, a head on
-    this machine is reached with its per-user key.
+    this machine is reached with its per-user key. A head under TLS needs
+    --tls-cert, --tls-key and --tls-ca too.
     """
+    tls = tls_config(tls_cert, tls_key, tls_ca)
+    node = None
+    if tls is not None:
+        key = _load_key(key_file) or find_user_key(head_addr)
+        node = Node(key=key, tls=tls, call_timeout=30)
     try:
-        with Cluster(head_addr, key_file=key_file) as cluster:
+        with Cluster(head_addr, key_file=key_file, node=node) as cluster:
             if not watch:
                 _show(_with_ids(cluster.status()), as_json)
                 return
             _watch(cluster, as_json, interval)
     except NetletError as e:
         raise click.ClickException(f"cannot reach the head at {head_addr}: {e}") from None
+    finally:
+        if node is not None:
+            node.close()
 
 
 def _with_ids(info: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from netlet.errors import (
     NodeClosed,
 )
 from netlet.node import Node, expose
-from netlet.transport import find_user_key
+from netlet.transport import TLSConfig, find_user_key
 
 __all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
 
@@ -108,7 +108,8 @@ class WorkerOptions:
     def __init__(self, head: str, *, key: bytes | None = None, allow_pickle: bool = False,
                  credit: int | str = 1, listen: str | None = None,
                  exit_with_head: bool = False, name: str | None = None,
-                 code_dir: str | None = None, clock: Clock = REAL_CLOCK) -> None:
+                 code_dir: str | None = None, clock: Clock = REAL_CLOCK,
+                 old_keys: tuple[bytes, ...] = (), tls: TLSConfig | None = None) -> None:
         if credit != "auto" and (not isinstance(credit, int) or credit < 0):
             raise ConfigError("credit is a non-negative int or 'auto'")
         self.head = head
@@ -122,6 +123,8 @@ class WorkerOptions:
         """Where shipped code is extracted (in a private directory made there)."""
         self.clock = clock
         """The worker's node's clock: its heartbeats and its retries to join wait on it."""
+        self.old_keys = old_keys  # a key rotation's keys still accepted (PROTOCOL.md 4.3)
+        self.tls = tls  # then the head link and the worker's own listener are TLS
 
 
 def worker_key(head: str, key: bytes | None) -> bytes:
@@ -150,8 +153,8 @@ class Worker(WorkerTraffic):
         key = worker_key(opts.head, opts.key)
         listen = opts.listen or listen_address(opts.head)
         self._bound_host = host_of(listen) if listen.startswith("tcp://") else None
-        self.node = Node(listen=listen, key=key, allow_pickle=opts.allow_pickle,
-                         call_timeout=None, clock=opts.clock)
+        self.node = Node(listen=listen, key=key, old_keys=opts.old_keys, tls=opts.tls,
+                         allow_pickle=opts.allow_pickle, call_timeout=None, clock=opts.clock)
         self.clock = opts.clock
         self.functions = FunctionCache(self._pickle_refusal)
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
@@ -451,17 +454,23 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m netlet.cluster")
     p.add_argument("--join", required=True)
-    p.add_argument("--key-stdin", action="store_true", help="read the cluster key (hex) on stdin")
+    p.add_argument("--key-stdin", action="store_true",
+                   help="read the cluster key (hex) on stdin, then any old keys of a "
+                        "rotation, on one line, separated by spaces")
     p.add_argument("--pickle", action="store_true")
     p.add_argument("--credit", default="1")
     p.add_argument("--listen")
     p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
     p.add_argument("--with-parent", action="store_true", help="exit when the parent dies")
     p.add_argument("--code-dir", help="extract shipped code under this directory")
+    for name in ("--tls-cert", "--tls-key", "--tls-ca"):
+        p.add_argument(name)
     a = p.parse_args(argv)
     if a.with_parent:
         _exit_with_parent()
-    key = bytes.fromhex(sys.stdin.readline().strip()) if a.key_stdin else None
+    keys = [bytes.fromhex(k) for k in sys.stdin.readline().split()] if a.key_stdin else []
+    key, old_keys = (keys[0], tuple(keys[1:])) if keys else (None, ())
+    tls = TLSConfig(a.tls_cert, a.tls_key, a.tls_ca) if a.tls_cert else None
     if a.embedded:
         _watch_parent()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -470,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_worker(WorkerOptions(a.join, key=key, allow_pickle=a.pickle, credit=credit,
                                  listen=a.listen, exit_with_head=a.embedded,
-                                 code_dir=a.code_dir))
+                                 code_dir=a.code_dir, old_keys=old_keys, tls=tls))
     except KeyboardInterrupt:
         pass
     except KeyRefused as e:

@@ -137,6 +137,12 @@ async def connect(
             raise ConnectionLost(
                 f"{e}; it answered nothing: does {addr} expect TLS? (this side has no tls=; "
                 "give the same `netlet certs` CA to both sides, or to neither)") from None
+        if config.tls is not None and addr.scheme == "tcp":
+            # Under TLS 1.3 a server checks our certificate after our side of the TLS
+            # handshake is done: its refusal reaches us as this close.
+            raise ConnectionLost(
+                f"{e}; over TLS, a server that refused our certificate (not signed by its "
+                "CA) closes like this") from None
         raise
     except BaseException:
         conn.close()

@@ -45,7 +45,8 @@ from netlet.apps.bank._service import (
 from netlet.apps.bank._store import audit_ledger
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
-from netlet.errors import ConfigError, NetletError
+from netlet.cli._tls import tls_config, tls_options
+from netlet.errors import NetletError
 from netlet.node import Node
 from netlet.transport import (
     TLSConfig,
@@ -80,12 +81,7 @@ _security = _options(
                  help="Key from `netlet keygen`; needed beyond this machine, and it is what "
                       "makes a caller an operator. Without it, a bank on loopback or a unix "
                       "socket uses its per-user key file, which only you can read."),
-    click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
-                 help="This node's certificate (from `netlet certs node`)."),
-    click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
-                 help="This node's private key."),
-    click.option("--tls-ca", type=click.Path(dir_okay=False), default=None,
-                 help="CA to verify the other end with (mutual TLS); required with --tls-cert."),
+    tls_options,
 )
 _patience = _options(
     click.option("--timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
@@ -107,11 +103,7 @@ def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | No
                    tls_ca: str | None) -> _Security:
     """The key and TLS settings of a command. With no --key-file the key is None, and
     the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
-    if (tls_cert is None) != (tls_key is None) or (tls_ca and not tls_cert):
-        raise ConfigError("--tls-cert and --tls-key go together (and --tls-ca needs them)")
-    if tls_cert and not tls_ca:
-        raise ConfigError("--tls-cert needs --tls-ca: without a CA no certificate is verified")
-    tls = TLSConfig(tls_cert, tls_key, tls_ca) if tls_cert and tls_key else None
+    tls = tls_config(tls_cert, tls_key, tls_ca)
     return _Security(load_key(key_file) if key_file else None, tls)
 
 
