@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +66,9 @@ _CHARGED_FROM = 64 * 1024
 """Replies this large count in the memory budget while they are being sent."""
 _STALL = 5
 """Seconds a direct peer may take none of its reply before it is dropped (the thread
-and the reply would otherwise wait for it for ever): one ``SO_SNDTIMEO``, so after
-5 to 10 s without progress."""
+and the reply would otherwise wait for it for ever)."""
+_CANCEL_STALL = 1.0
+"""Seconds a CANCEL may wait for room in the socket, after a call timed out."""
 
 
 def _codec(node: Node, peer: PeerInfo, link: Link | None) -> Codec:
@@ -169,9 +169,9 @@ class _DirectClient:
                 # Anything else is a late reply to an abandoned call: skip it.
         except TimeoutError:
             self.broken = True
-            try:
-                self.framer.send(self.codec.encode([_CANCEL, cid])[0])
-            except NetletError:
+            try:  # a peer that took nothing for so long may take no CANCEL either
+                self.framer.send(self.codec.encode([_CANCEL, cid])[0], (), _CANCEL_STALL, clock)
+            except (NetletError, TimeoutError):
                 pass
             raise CallTimeout(f"{target}.{method}() got no reply in {timeout} s") from None
         except (NetletError, OSError, IndexError, TypeError):
@@ -259,7 +259,6 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
     limits = node.config.transport.limits
     account = node.budget.account()
     framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", _STALL, 0))
     codec = _codec(node, peer, link)
     node._direct_sockets.add(framer)
     counters = node.counters
@@ -354,12 +353,13 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
         if account is not None:
             account.queue(size)
         try:
-            framer.send(body, buffers)
-        except ConnectionLost as e:
-            if isinstance(e.__context__, BlockingIOError):  # SO_SNDTIMEO ran out
-                log.warning("closing direct connection from %s: it has not read its reply "
-                            "(%d bytes) for %d s", remote, size, _STALL)
+            framer.send(body, buffers, _STALL, node.config.clock)
+        except SendStalled:
+            log.warning("closing direct connection from %s: it has not read its reply "
+                        "(%d bytes) for %d s", remote, size, _STALL)
             framer.close()  # the frame is cut short: nothing can follow it on this stream
+        except ConnectionLost:
+            framer.close()
         finally:
             if account is not None:
                 account.unqueue(size)

@@ -91,7 +91,9 @@ class BlockingFramer:
                 try:
                     sent = self.sock.sendmsg(parts)
                 except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: nothing taken
-                    if stall is not None and clock.monotonic() - moved >= stall:
+                    if stall is None:
+                        raise
+                    if clock.monotonic() - moved >= stall:
                         raise SendStalled(f"the peer took none of the frame for {stall} s"
                                           ) from None
                     continue
