@@ -158,3 +158,16 @@ def test_the_bank_page_and_an_audit_started_from_it(tmp_path: Path) -> None:
            for s in families["netlet_bank_ops"].samples if s.name.endswith("_total")}
     assert ops[("Deposit", "ok")] == 1
     assert families["netlet_bank_op_latency_seconds"].type == "histogram"
+
+
+def test_latency_quantiles_are_interpolated_inside_their_bucket() -> None:
+    """The tile and the chart read one estimate; a bucket's upper bound alone made a
+    p50 of about 1 ms read 5 ms on the bank page."""
+    from netlet.apps.bank._dashboard import quantile
+    from netlet.cluster import Histogram
+
+    h = Histogram((0.001, 0.005, 0.01), (10, 30, 40, 40), 0.1)  # cumulative, then +Inf
+    assert quantile(h, 0.25) == pytest.approx(0.001)  # rank 10: the first bucket's top
+    assert quantile(h, 0.5) == pytest.approx(0.001 + 0.004 * 10 / 20)  # rank 20 of 10..30
+    assert quantile(h, 1.0) == pytest.approx(0.01)
+    assert quantile(Histogram((0.001,), (0, 0), 0.0), 0.5) is None

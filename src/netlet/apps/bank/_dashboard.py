@@ -20,13 +20,18 @@ __all__ = ["BankProvider", "quantile"]
 
 
 def quantile(h: Histogram | None, q: float) -> float | None:
-    """The upper bound of the bucket holding the ``q`` quantile (None: no data)."""
+    """The ``q`` quantile, interpolated linearly inside the bucket that holds it, as
+    Prometheus' ``histogram_quantile`` does (None: no data). The tiles and the chart
+    both use it: a bucket's upper bound alone made a 1.1 ms p50 read 5 ms."""
     if h is None or not h.counts or not h.counts[-1]:
         return None
     rank = q * h.counts[-1]
+    lower, below = 0.0, 0
     for bound, count in zip(h.bounds, h.counts[:-1], strict=True):
         if count >= rank:
-            return bound
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
     return h.bounds[-1] if h.bounds else None
 
 
