@@ -121,6 +121,32 @@ def test_a_head_and_a_worker_under_mutual_tls_run_tasks_and_objects(
     assert "TLS" in plain.stderr, plain.stderr
 
 
+def test_an_executor_and_a_dashboard_source_reach_a_tls_head_with_tls(
+        tls_cluster: tuple[Server, Cluster], pki: PKI, key_file: Path) -> None:
+    """``Executor(address, tls=...)`` and the remote dashboard's source take the same
+    settings as the commands; without them the head refuses both."""
+    pytest.importorskip("fastapi")
+    from netlet.web import RemoteHead
+
+    head, _ = tls_cluster
+    with netlet.Executor(head.address, key_file=str(key_file),
+                         tls=pki.config("client")) as ex:
+        assert list(ex.map(add, range(5), range(5), timeout=30)) == [0, 2, 4, 6, 8]
+    source = RemoteHead(head.address, key=load_key(key_file), tls=pki.config("client"))
+    try:
+        source.check()
+    finally:
+        source.close()
+    plain = RemoteHead(head.address, key=load_key(key_file), timeout=5)
+    try:
+        with pytest.raises(netlet.NetletError):
+            plain.check()
+    finally:
+        plain.close()
+    with pytest.raises(netlet.ConfigError, match="remote head"):
+        netlet.Executor(1, tls=pki.config("client"))
+
+
 @pytest.mark.parametrize("how", ["plain TCP", "a certificate of another CA"])
 def test_a_peer_without_a_certificate_of_the_ca_is_refused_by_head_and_worker(
         tls_cluster: tuple[Server, Cluster], pki: PKI, key_file: Path, how: str) -> None:
@@ -157,7 +183,8 @@ def test_a_certificate_without_its_ca_is_refused_by_every_command(
     assert "--tls-cert needs --tls-ca" in done.stderr
 
 
-@pytest.mark.parametrize("command", [["head"], ["worker"], ["status"], ["bank", "serve"]])
+@pytest.mark.parametrize("command", [["head"], ["worker"], ["status"], ["bank", "serve"],
+                                     ["dashboard"]])
 def test_every_server_command_lists_the_same_tls_options(
         servers: Servers, command: list[str]) -> None:
     shown = servers.run(*command, "--help").stdout

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
+from netlet.cli._tls import tls_config, tls_options
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.errors import ConfigError
 from netlet.transport import find_user_key, load_key
@@ -83,7 +84,9 @@ def start_dashboard(addr: str, *, head: HeadSource | None = None,
 @click.option("--token", default=None, envvar=ENV_TOKEN, show_envvar=True,
               help="Token every request must carry [default: derived from the cluster key "
                    "when one is needed].")
-def dashboard(head_addr: str, key_file: str | None, listen: str, token: str | None) -> None:
+@tls_options
+def dashboard(head_addr: str, key_file: str | None, listen: str, token: str | None,
+              tls_cert: str | None, tls_key: str | None, tls_ca: str | None) -> None:
     """Serve a web dashboard of a running head, watching it as a client.
 
     It needs the cluster key like any member, and is read-only: tasks are
@@ -98,7 +101,7 @@ def dashboard(head_addr: str, key_file: str | None, listen: str, token: str | No
     if key is None:
         raise ConfigError(f"no key for {head_addr}: give --key-file (the cluster key), or "
                           "start the head on this machine as this user")
-    source = RemoteHead(head_addr, key=key)
+    source = RemoteHead(head_addr, key=key, tls=tls_config(tls_cert, tls_key, tls_ca))
     try:
         source.check()  # fail now, with the head's reason, not on the first page
     except Exception:

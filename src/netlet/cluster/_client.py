@@ -30,7 +30,7 @@ from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose
-from netlet.transport import find_user_key
+from netlet.transport import TLSConfig, find_user_key
 
 __all__ = ["Cluster"]
 
@@ -99,7 +99,8 @@ class Cluster:
 
     def __init__(self, address: str | None = None, *, node: Node | None = None,
                  key: bytes | None = None, key_file: str | None = None,
-                 allow_pickle: bool = False, max_retries: int = 3,
+                 tls: TLSConfig | None = None, allow_pickle: bool = False,
+                 max_retries: int = 3,
                  working_dir: str | os.PathLike[str] | None = None,
                  py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
                  max_code_bytes: int = MAX_PACKAGE, log_to_driver: bool = False,
@@ -118,8 +119,11 @@ class Cluster:
             key_file = env_key_file(key_file)
         if node is None and key is None and key_file is None:
             key = find_user_key(address)  # a head of ours on this machine: its per-user key
+        if node is not None and tls is not None:
+            raise ConfigError("tls= configures the node Cluster makes; give it to your own "
+                              "node instead (Node(tls=...))")
         self.node = node or Node(key=key, key_file=key_file, allow_pickle=allow_pickle,
-                                 call_timeout=30)
+                                 tls=tls, call_timeout=30)
         self.address = address
         transport = self.node.config.transport
         self._pickle = transport.allow_pickle and transport.key is not None

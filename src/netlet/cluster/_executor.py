@@ -24,6 +24,7 @@ from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._env import env_head
 from netlet.cluster._head import Head
 from netlet.errors import ConfigError
+from netlet.transport import TLSConfig
 
 __all__ = ["Executor"]
 
@@ -71,7 +72,8 @@ class Executor(concurrent.futures.Executor):
     """
 
     def __init__(self, address: str | int | None = None, max_workers: int | None = None, *,
-                 key_file: str | None = None, allow_pickle: bool = False,
+                 key_file: str | None = None, tls: TLSConfig | None = None,
+                 allow_pickle: bool = False,
                  max_retries: int = 3, working_dir: str | os.PathLike[str] | None = None,
                  py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
                  log_to_driver: bool | None = None, log_prefix: str | None = None,
@@ -84,6 +86,9 @@ class Executor(concurrent.futures.Executor):
             address = env_head()  # $NETLET_HEAD: the cluster this environment names
         if max_workers is not None and max_workers < 1:
             raise ValueError("max_workers must be greater than 0")
+        if tls is not None and address is None:
+            raise ConfigError("tls= is for a remote head (Executor('tcp://...', tls=...)); an "
+                              "embedded cluster's workers are this machine's own processes")
         if dashboard and address is not None:
             raise ConfigError("dashboard= watches an embedded cluster; for a running head "
                               "use `netlet head --dashboard` or `netlet dashboard --head`")
@@ -105,7 +110,8 @@ class Executor(concurrent.futures.Executor):
                 raise
         else:
             self._cluster = Cluster(
-                address, key_file=key_file, allow_pickle=allow_pickle, max_retries=max_retries,
+                address, key_file=key_file, tls=tls, allow_pickle=allow_pickle,
+                max_retries=max_retries,
                 working_dir=working_dir, py_modules=py_modules, excludes=excludes,
                 log_to_driver=bool(log_to_driver),
                 log_prefix="({worker}) " if log_prefix is None else log_prefix)

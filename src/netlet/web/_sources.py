@@ -25,6 +25,7 @@ from netlet.cluster import (
 )
 from netlet.cluster._stats import from_dict
 from netlet.node import LinkStatistics, Node, NodeStatistics
+from netlet.transport import TLSConfig
 
 __all__ = ["HeadSource", "LocalHead", "Provider", "RemoteHead"]
 
@@ -146,8 +147,9 @@ class RemoteHead:
     can_drain = False
 
     def __init__(self, address: str, *, key: bytes | None = None,
-                 key_file: str | None = None, timeout: float = 10.0) -> None:
-        self._node = Node(key=key, key_file=key_file, call_timeout=timeout)
+                 key_file: str | None = None, tls: TLSConfig | None = None,
+                 timeout: float = 10.0) -> None:
+        self._node = Node(key=key, key_file=key_file, tls=tls, call_timeout=timeout)
         self._head = self._node.proxy(address, "netlet.head")
         self.address = address
 
