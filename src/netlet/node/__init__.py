@@ -7,6 +7,7 @@ from netlet.node._messages import Kind
 from netlet.node._node import (
     Node,
     NodeConfig,
+    NodeOptions,
     RefFactory,
     RefProvider,
     default_node,
@@ -26,6 +27,7 @@ __all__ = [
     "MethodInfo",
     "Node",
     "NodeConfig",
+    "NodeOptions",
     "NodeStatistics",
     "Proxy",
     "RefFactory",

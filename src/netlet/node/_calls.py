@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
@@ -41,6 +42,22 @@ def _settle(fut: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool,
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+
+def _settle_concurrent(fut: concurrent.futures.Future[Any], ok: bool, value: Any) -> None:
+    """``_settle`` for a future another thread may cancel meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        _settle(fut, ok, value)
+
+
+def _notify_if_cancelled(fut: concurrent.futures.Future[Any]) -> None:
+    """Wake ``wait()`` and ``as_completed()`` on a cancelled call future.
+
+    They learn of a cancellation only through ``set_running_or_notify_cancel``,
+    which an executor calls when it reaches the task; a call has no executor.
+    """
+    if fut.cancelled():
+        fut.set_running_or_notify_cancel()
 
 
 class _CallFuture(asyncio.Future[Any]):
@@ -107,6 +124,7 @@ def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
         return waiter.value
     raise waiter.value
 
+
 def call_async(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                 kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
     """Start a call from async code; eager when the link is up (no task per call)."""
@@ -115,6 +133,7 @@ def call_async(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
     if loop is not node.loop or link is None or link.closed:
         return loop.create_task(_call_async_slow(node, proxy, method, args, kwargs, timeout))
     return _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
+
 
 def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
                  method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
@@ -126,6 +145,7 @@ def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy:
         node._watch.add_deadline(timeout, link, cid)
     fut.call = (link, cid)
     return fut
+
 
 async def _call_async_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                            kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
@@ -142,14 +162,23 @@ async def _call_async_slow(node: Node, proxy: Proxy, method: str, args: tuple[An
         link = proxy._link = await link_to(node, proxy._ref)
     return await _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
 
+
 def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any] | None,
                  timeout: float | None) -> concurrent.futures.Future[Any]:
+    """Start a call whose outcome lands in a ``concurrent.futures.Future``.
+
+    The future stays PENDING until the outcome comes, so ``cancel()`` works as
+    for any future not yet done: it asks the peer to stop the call (CANCEL),
+    and ``wait``/``as_completed`` see the cancellation.
+    """
     fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    fut.set_running_or_notify_cancel()
-    waiter = functools.partial(_settle, fut)
+    fut.add_done_callback(_notify_if_cancelled)
+    waiter = functools.partial(_settle_concurrent, fut)
 
     def start(link: Link) -> None:
+        if fut.done():
+            return  # cancelled before the link was up: nothing to send
         try:
             cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
         except BaseException as e:
@@ -167,6 +196,7 @@ def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                          daemon=True).start()
     return fut
 
+
 def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: Waiter) -> None:
     try:
         link = link_blocking(node, proxy)
@@ -174,6 +204,7 @@ def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: 
         fail(False, e)
         return
     start(link)
+
 
 def _direct_pool(node: Node, link: Link) -> DirectPool | None:
     """The direct-call pool for a link's peer, when that path is possible."""
@@ -186,6 +217,7 @@ def _direct_pool(node: Node, link: Link) -> DirectPool | None:
         return None
     pool = node._direct_pools[link] = DirectPool(node, link)
     return pool
+
 
 def call_oneway(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any] | None) -> None:

@@ -74,6 +74,7 @@ def accepted(node: Node, conn: Connection, peer: PeerInfo) -> None:
         return
     add_link(node, conn, peer, None)
 
+
 def _serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
                   main: Link | None, slot: Callable[[], None] | None) -> None:
     try:
@@ -82,6 +83,7 @@ def _serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
         node._direct_threads.discard(threading.current_thread())
         if slot is not None:
             slot()
+
 
 def add_link(node: Node, conn: Connection, peer: PeerInfo, dialed: str | None) -> Link:
     if node.config.wrap_connection is not None:
@@ -101,6 +103,7 @@ def add_link(node: Node, conn: Connection, peer: PeerInfo, dialed: str | None) -
         node._links_by_addr[dialed] = link
     return link
 
+
 def drop_link(node: Node, link: Link) -> None:
     """Forget a closed link (``Node`` then drops what was served only for it)."""
     node._links.discard(link)
@@ -112,6 +115,7 @@ def drop_link(node: Node, link: Link) -> None:
     forget_link(node, link)
     for addr in [a for a, lk in node._links_by_addr.items() if lk is link]:
         del node._links_by_addr[addr]
+
 
 async def link_to(node: Node, ref: RemoteRef) -> Link:
     """The live link to the owner of ``ref``, connecting if needed (loop thread)."""
@@ -135,10 +139,12 @@ async def link_to(node: Node, ref: RemoteRef) -> Link:
         task.add_done_callback(lambda _: node._connecting.pop(addr, None))
     return await asyncio.shield(task)
 
+
 async def _dial(node: Node, addr: str) -> Link:
     conn, peer = await connect(addr, node.config.transport, node.id, node.address or "",
                                budget=node.budget)
     return add_link(node, conn, peer, addr)
+
 
 def known_link(node: Node, ref: RemoteRef) -> Link | None:
     """A live link to the owner of ``ref`` we already have (no connecting)."""
@@ -146,6 +152,7 @@ def known_link(node: Node, ref: RemoteRef) -> Link | None:
     if link is None and ref.address:
         link = node._links_by_addr.get(ref.address)
     return link if link is not None and not link.closed else None
+
 
 def link_blocking(node: Node, proxy: Proxy) -> Link:
     link = proxy._link

@@ -17,12 +17,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, NodeClosed
 from netlet.node._actor import Actor
-from netlet.node._config import NodeConfig, make_config
+from netlet.node._config import NodeConfig, NodeOptions, make_config
 from netlet.node._direct import DirectPool
 from netlet.node._expose import is_exposed
 from netlet.node._identity import caller_of
@@ -45,6 +45,7 @@ from netlet.transport import (
 __all__ = [
     "Node",
     "NodeConfig",
+    "NodeOptions",
     "RefFactory",
     "RefProvider",
     "default_node",
@@ -92,8 +93,8 @@ class Node:
     """
 
     def __init__(self, listen: str | None = None, *, config: NodeConfig | None = None,
-                 start: bool = True, **options: Any) -> None:
-        self.config = make_config(config, options)
+                 start: bool = True, **options: Unpack[NodeOptions]) -> None:
+        self.config = make_config(config, dict(options))
         self.id = uuid.uuid4().hex
         self.listen_spec = listen
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -414,7 +415,7 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def open_node(listen: str | None = None, *, config: NodeConfig | None = None,
-                    **options: Any) -> AsyncIterator[Node]:
+                    **options: Unpack[NodeOptions]) -> AsyncIterator[Node]:
     """A node on the running loop, closed when the block ends."""
     node = Node(listen, config=config, start=False, **options)
     await node.astart()
