@@ -68,3 +68,25 @@ def test_import_netlet_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True)
     assert out.stdout.strip() == "", f"import netlet imported {out.stdout.strip()}"
+
+
+def test_a_worker_process_imports_only_the_worker() -> None:
+    """``python -m netlet.cluster`` (every worker's start-up, W6's critical path) loads
+    neither the head, its scheduler and store, nor the statistics records (~15 ms)."""
+    code = ("import sys, netlet.cluster._worker; "
+            "print(','.join(m for m in ('netlet.cluster._head', 'netlet.cluster._scheduler', "
+            "'netlet.cluster._sched_records', 'netlet.cluster._store', 'netlet.cluster._stats', "
+            "'netlet.cluster._client', 'sqlite3', 'difflib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    assert out.stdout.strip() == "", f"a worker imported {out.stdout.strip()}"
+
+
+def test_the_cluster_package_imports_each_name_on_first_use() -> None:
+    import netlet.cluster
+
+    for name in netlet.cluster.__all__:
+        assert getattr(netlet.cluster, name) is not None
+    assert set(netlet.cluster.__all__) <= set(dir(netlet.cluster))
+    with pytest.raises(AttributeError, match="no attribute 'Exectuor'"):
+        netlet.cluster.Exectuor  # noqa: B018

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -137,6 +136,8 @@ def _check_names(options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - _OPTION_NAMES)
     if not unknown:
         return
+    import difflib  # only for a mistake: not worth its import time at every start
+
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, _OPTION_NAMES, n=1)
