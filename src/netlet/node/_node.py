@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, NodeClosed
 from netlet.node._actor import Actor
 from netlet.node._config import NodeConfig, NodeOptions, make_config
+from netlet.node._counters import NodeCounters
 from netlet.node._direct import DirectPool
 from netlet.node._expose import is_exposed
 from netlet.node._identity import caller_of
@@ -30,7 +31,6 @@ from netlet.node._link import Link
 from netlet.node._links import accepted, drop_link, known_link
 from netlet.node._messages import BYE
 from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
-from netlet.node._stats import LinkStatistics, NodeCounters, NodeStatistics
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
@@ -41,6 +41,9 @@ from netlet.transport import (
     advertised_address,
     listen,
 )
+
+if TYPE_CHECKING:
+    from netlet.node._stats import LinkStatistics, NodeStatistics
 
 __all__ = [
     "Node",
@@ -398,6 +401,8 @@ class Node:
 
     def statistics(self) -> NodeStatistics:
         """Counters and gauges of this node (cheap: O(1) but for counting its links)."""
+        from netlet.node._stats import NodeStatistics  # loaded when first asked
+
         c = self.counters
         failures = self._listener.handshake_failures if self._listener is not None else 0
         return NodeStatistics(self.id, self.address or "", c.calls_in, c.calls_out, c.errors,
