@@ -93,3 +93,16 @@ def test_the_cluster_package_imports_each_name_on_first_use() -> None:
     assert set(netlet.cluster.__all__) <= set(dir(netlet.cluster))
     with pytest.raises(AttributeError, match="no attribute 'Exectuor'"):
         netlet.cluster.Exectuor  # noqa: B018
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_nobody_watches_never_loads_the_statistics_records() -> None:
+    """W6 from start to shutdown (~0.3 s): the head counts and keeps events and dead
+    workers raw; the frozen records (~5 ms to import) wait for a dashboard to ask."""
+    code = ("import sys, netlet\n"
+            "with netlet.Executor(max_workers=1) as ex:\n"
+            "    assert ex.submit(abs, -1).result() == 1\n"
+            "print('netlet.cluster._stats' in sys.modules, 'netlet.node._stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=50, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from netlet.cluster._executor import Executor
     from netlet.cluster._functions import function_ref, resolve_path
     from netlet.cluster._head import Head, HeadConfig
+    from netlet.cluster._histogram import HistogramCounter
     from netlet.cluster._stats import (
         ClusterEvent,
         HeadStatistics,
         Histogram,
-        HistogramCounter,
         NameInfo,
         TaskAttempt,
         TaskCounts,
@@ -74,7 +74,7 @@ _WHERE = {
     "HeadStatistics": "_stats",
     "HeadStore": "_store",
     "Histogram": "_stats",
-    "HistogramCounter": "_stats",
+    "HistogramCounter": "_histogram",
     "NameInfo": "_stats",
     "TaskAttempt": "_stats",
     "TaskCounts": "_stats",
