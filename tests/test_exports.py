@@ -66,7 +66,7 @@ def test_import_netlet_stays_light() -> None:
     the cluster, the CLI, the statistics records, the fault transport, ..."""
     code = ("import sys, netlet; heavy = [m for m in ('netlet.cli', 'netlet.cluster', "
             "'netlet.apps', 'click', 'rich', 'cloudpickle', 'numpy', 'netlet.node._stats', "
-            "'netlet.transport._faults', 'difflib', 'tempfile') if m in sys.modules]; "
+            "'netlet.transport._faults', 'difflib', 'tempfile', 'ctypes') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True)

@@ -86,7 +86,6 @@ def register_ref_type(kind: str, provider: RefProvider, factory: RefFactory) -> 
         _REF_PROVIDERS.append(provider)
 
 
-
 class Node:
     """A process's endpoint: serves exposed objects and calls remote ones.
 
@@ -386,7 +385,6 @@ class Node:
                 listener(node_id, connected)
             except Exception:
                 log.exception("peer listener failed")
-
 
     def _link_closed(self, link: Link) -> None:
         """Forget the link, then what was served only for that peer."""
