@@ -49,7 +49,10 @@ def test_closing_a_client_fails_running_futures_and_drops_queued_tasks(
     trace = tmp_path / "trace"
     _, _, cluster = cluster_kit.start(workers=1)
     running = cluster.submit(tasks.square_and_record, str(trace), 100, 0.5)
-    wait_until(lambda: tasks.read_trace(trace), STEP, "the first task starting")
+    # Running for the client too: its side effect can show before the worker's started
+    # notice arrives, and until then close() cancels it as queued (README: cancel()).
+    wait_until(lambda: tasks.read_trace(trace) and running.running(), STEP,
+               "the first task starting")
     queued = [cluster.submit(tasks.square_and_record, str(trace), x) for x in range(5)]
 
     cluster.close()

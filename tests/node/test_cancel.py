@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 import netlet
-
-STEP = 10.0
+from tests._support import STEP
 
 
 @netlet.expose
