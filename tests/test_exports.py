@@ -79,7 +79,8 @@ def test_a_worker_process_imports_only_the_worker() -> None:
     code = ("import sys, netlet.cluster._worker; "
             "print(','.join(m for m in ('netlet.cluster._head', 'netlet.cluster._scheduler', "
             "'netlet.cluster._sched_records', 'netlet.cluster._store', 'netlet.cluster._stats', "
-            "'netlet.cluster._client', 'sqlite3', 'difflib') if m in sys.modules))")
+            "'netlet.cluster._client', 'sqlite3', 'difflib', 'shutil', 'tempfile', 'ctypes') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True)
     assert out.stdout.strip() == "", f"a worker imported {out.stdout.strip()}"
