@@ -45,6 +45,9 @@ of keyless local heads, workers and banks stay there.
 Helpers
 -------
 
+The process, output and polling helpers live in :mod:`tests._support` (``STEP``,
+``wait_until``, ``free_port``, ``LineReader``, ``Proc``) and are re-exported here.
+
 :class:`LineReader`
     Collects the lines of a text stream (a subprocess pipe) in a background
     thread; ``wait_for(pattern, timeout)`` returns the first matching line (a
@@ -71,20 +74,15 @@ Helpers
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -95,8 +93,11 @@ from typing import Any, TypeVar
 import msgpack
 import pytest
 
+from tests._support import ADDRESS_LINE, STEP, LineReader, Proc, wait_for_line, wait_until
+
 __all__ = [
     "LOGGING_PRELUDE",
+    "STEP",
     "LineReader",
     "RawClient",
     "ServerProcess",
@@ -105,12 +106,10 @@ __all__ = [
     "hmac_proof",
     "start_server",
     "wait_for_line",
+    "wait_until",
 ]
 
 T = TypeVar("T")
-
-STEP = 10.0
-"""Default seconds to wait for any one thing (well inside pytest-timeout)."""
 
 LOGGING_PRELUDE = """\
 import logging, sys
@@ -137,141 +136,14 @@ def arun(coro: Coroutine[Any, Any, T], timeout: float = STEP) -> T:
     return asyncio.run(bounded())
 
 
-# -- subprocess output --------------------------------------------------------------
-
-
-class LineReader:
-    """The lines of a text stream, read by a background thread as they come."""
-
-    def __init__(self, stream: Any, name: str = "stream") -> None:
-        self.name = name
-        self.lines: list[str] = []
-        self.eof = False
-        self._stream = stream
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"reader-{name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for line in self._stream:
-                with self._cond:
-                    self.lines.append(line.rstrip("\n"))
-                    self._cond.notify_all()
-        except (OSError, ValueError):  # the stream was closed under us
-            pass
-        finally:
-            with self._cond:
-                self.eof = True
-                self._cond.notify_all()
-
-    def mark(self) -> int:
-        """How many lines were read so far: pass to ``wait_for(since=...)``."""
-        with self._cond:
-            return len(self.lines)
-
-    def text(self, since: int = 0) -> str:
-        """Everything read so far (from line ``since`` on), as one string."""
-        with self._cond:
-            return "\n".join(self.lines[since:])
-
-    def find(self, pattern: str | re.Pattern[str], since: int = 0) -> re.Match[str] | None:
-        """The first line (from line ``since`` on) that matches, without waiting."""
-        rx = re.compile(pattern)
-        with self._cond:
-            for line in self.lines[since:]:
-                m = rx.search(line)
-                if m is not None:
-                    return m
-        return None
-
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = STEP,
-                 since: int = 0) -> re.Match[str]:
-        """The first line (from line ``since`` on) matching ``pattern``; fails on timeout or EOF."""
-        return self.wait_for_index(pattern, timeout, since)[1]
-
-    def wait_for_index(self, pattern: str | re.Pattern[str], timeout: float = STEP,
-                       since: int = 0) -> tuple[int, re.Match[str]]:
-        """Like ``wait_for``, also giving the matching line's index."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        seen = since
-        with self._cond:
-            while True:
-                for i in range(seen, len(self.lines)):
-                    m = rx.search(self.lines[i])
-                    if m is not None:
-                        return i, m
-                seen = max(seen, len(self.lines))
-                left = deadline - time.monotonic()
-                if self.eof or left <= 0:
-                    why = "ended" if self.eof else f"had nothing after {timeout} s"
-                    tail = "\n".join(self.lines[-60:])
-                    pytest.fail(f"{self.name} {why} matching {rx.pattern!r}; it said:\n{tail}")
-                self._cond.wait(left)
-
-    def join(self, timeout: float = 5.0) -> None:
-        self._thread.join(timeout)
-
-
-def wait_for_line(proc: subprocess.Popen[str], pattern: str | re.Pattern[str],
-                  timeout: float = STEP) -> re.Match[str]:
-    """Wait for a line on ``proc``'s stdout (``stdout=PIPE, text=True``) matching ``pattern``.
-
-    The first call attaches a :class:`LineReader` to the process; later calls
-    look only at lines after the previous match.
-    """
-    reader: LineReader | None = getattr(proc, "_netlet_stdout", None)
-    if reader is None:
-        assert proc.stdout is not None, "start the process with stdout=subprocess.PIPE"
-        reader = LineReader(proc.stdout, f"stdout of pid {proc.pid}")
-        proc._netlet_stdout = reader  # type: ignore[attr-defined]
-        proc._netlet_pos = 0  # type: ignore[attr-defined]
-    since: int = proc._netlet_pos  # type: ignore[attr-defined]
-    index, m = reader.wait_for_index(pattern, timeout, since)
-    proc._netlet_pos = index + 1  # type: ignore[attr-defined]
-    return m
-
-
 # -- server subprocesses --------------------------------------------------------------
 
-
-@dataclass
-class ServerProcess:
-    """A netlet server running in a child process."""
-
-    proc: subprocess.Popen[str]
-    stdout: LineReader
-    stderr: LineReader
-    address: str = ""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGKILL) -> int:
-        """Stop the process (SIGKILL by default), reap it and close its pipes."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(STEP)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(STEP)
-        self.stdout.join()
-        self.stderr.join()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        return code
+ServerProcess = Proc
+"""A netlet server running in a child process (``stop()`` kills, reaps and closes it)."""
 
 
 def start_server(script: str | Path, *args: str | Path, workdir: Path,
-                 ready: str = r"^(?:tcp|unix|mem)://\S+$", timeout: float = STEP,
+                 ready: str = ADDRESS_LINE, timeout: float = STEP,
                  env: dict[str, str] | None = None) -> ServerProcess:
     """Start ``script`` (source text, written into ``workdir``, or a path) in a child
     process and wait for its address line. The caller must ``stop()`` it; prefer
@@ -281,21 +153,8 @@ def start_server(script: str | Path, *args: str | Path, workdir: Path,
         path.write_text(script)
     else:
         path = script
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, str(path), *map(str, args)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=child_env,
-    )
-    srv = ServerProcess(proc, LineReader(proc.stdout, f"stdout of {path.name}"),
-                        LineReader(proc.stderr, f"stderr of {path.name}"))
-    try:
-        srv.address = srv.stdout.wait_for(ready, timeout).group(0).strip()
-    except BaseException:
-        srv.stop()
-        print(srv.stderr.text(), file=sys.stderr)
-        raise
-    return srv
+    return Proc.spawn([sys.executable, path, *args], env={**os.environ, **(env or {})},
+                      name=path.name).wait_address(ready, timeout)
 
 
 _RUNTIME_DIR: dict[str, str | None] = {}

@@ -62,9 +62,48 @@ def test_every_module_says_what_it_is_for_and_what_it_exports(name: str) -> None
 
 
 def test_import_netlet_stays_light() -> None:
+    """What a process that only makes calls never uses is not imported (cold start, W6):
+    the cluster, the CLI, the statistics records, the fault transport, ..."""
     code = ("import sys, netlet; heavy = [m for m in ('netlet.cli', 'netlet.cluster', "
-            "'netlet.apps', 'click', 'rich', 'cloudpickle', 'numpy') if m in sys.modules]; "
+            "'netlet.apps', 'click', 'rich', 'cloudpickle', 'numpy', 'netlet.node._stats', "
+            "'netlet.transport._faults', 'difflib', 'tempfile', 'ctypes') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30, check=True)
     assert out.stdout.strip() == "", f"import netlet imported {out.stdout.strip()}"
+
+
+def test_a_worker_process_imports_only_the_worker() -> None:
+    """``python -m netlet.cluster`` (every worker's start-up, W6's critical path) loads
+    neither the head, its scheduler and store, nor the statistics records (~15 ms)."""
+    code = ("import sys, netlet.cluster._worker; "
+            "print(','.join(m for m in ('netlet.cluster._head', 'netlet.cluster._scheduler', "
+            "'netlet.cluster._sched_records', 'netlet.cluster._store', 'netlet.cluster._stats', "
+            "'netlet.cluster._client', 'sqlite3', 'difflib', 'shutil', 'tempfile', 'ctypes') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    assert out.stdout.strip() == "", f"a worker imported {out.stdout.strip()}"
+
+
+def test_the_cluster_package_imports_each_name_on_first_use() -> None:
+    import netlet.cluster
+
+    for name in netlet.cluster.__all__:
+        assert getattr(netlet.cluster, name) is not None
+    assert set(netlet.cluster.__all__) <= set(dir(netlet.cluster))
+    with pytest.raises(AttributeError, match="no attribute 'Exectuor'"):
+        netlet.cluster.Exectuor  # noqa: B018
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_nobody_watches_never_loads_the_statistics_records() -> None:
+    """W6 from start to shutdown (~0.3 s): the head counts and keeps events and dead
+    workers raw; the frozen records (~5 ms to import) wait for a dashboard to ask."""
+    code = ("import sys, netlet\n"
+            "with netlet.Executor(max_workers=1) as ex:\n"
+            "    assert ex.submit(abs, -1).result() == 1\n"
+            "print('netlet.cluster._stats' in sys.modules, 'netlet.node._stats' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=50, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

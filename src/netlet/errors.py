@@ -17,7 +17,7 @@
     │   ├── ConnectionLost                  the connection dropped with calls pending
     │   └── WorkerLost                      a task's worker died more often than it may retry
     ├── CallTimeout(TimeoutError)           no answer within the call's timeout
-    ├── CallCancelled                       the caller cancelled the call
+    ├── CallCancelled                       another party ended the call while it waited
     ├── NotExposed(AttributeError)          the name is not exposed for remote calls
     ├── BadArguments(TypeError)             the call's arguments do not fit the method
     ├── NoSuchObject(LookupError)           nothing is served under that name
@@ -126,7 +126,14 @@ class CallTimeout(NetletError, TimeoutError):
 
 
 class CallCancelled(NetletError):
-    """The call was cancelled by the caller before a reply came."""
+    """Someone other than the caller ended the call while it waited.
+
+    A channel ``receive`` ended by ``cancel_receive``, or a cluster task an
+    operator cancelled from the head before it started (the client's future then
+    ends cancelled). Cancelling your own call is Python's own ``CancelledError``
+    (``concurrent.futures`` or ``asyncio``), as for any future: the peer is told
+    to stop, and no ``CallCancelled`` is raised.
+    """
 
 
 class NotExposed(NetletError, AttributeError):

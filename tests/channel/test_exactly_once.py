@@ -67,7 +67,7 @@ class _LocalJob:
 @pytest.fixture(scope="module")
 def three(owner: OwnerProcess) -> Iterator[tuple[OwnerProcess, OwnerProcess, netlet.Node]]:
     """The owner, a second process, and a node for this (third) process."""
-    other = OwnerProcess()
+    other = OwnerProcess.start()
     node = netlet.Node()
     try:
         yield owner, other, node

@@ -19,9 +19,8 @@ Processes run with ``PYTHONUNBUFFERED=1``, the repository root on
 Helpers
 -------
 
-:func:`wait_until`
-    Poll a condition until it returns something truthy, or fail after a deadline;
-    for states no event announces (a name gone, a worker declared dead).
+:func:`wait_until`, :func:`free_port`, :class:`Proc`, ``STEP``
+    From :mod:`tests._support`, re-exported here.
 
 :func:`netlet_command`
     The argv prefix that runs the ``netlet`` console script.
@@ -31,13 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +40,7 @@ import pytest
 
 from netlet.cluster import Cluster
 from netlet.errors import NetletError
-from tests.conftest import LineReader
+from tests._support import STEP, Proc, free_port, wait_until
 
 __all__ = [
     "REPO",
@@ -59,9 +54,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-STEP = 10.0
-"""Default seconds to wait for any one thing."""
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,89 +75,6 @@ def child_env(**extra: str) -> dict[str, str]:
             "PYTHONFAULTHANDLER": "1", **extra}
 
 
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now (for a head restarted on it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], T], timeout: float = STEP, what: str = "the condition",
-               interval: float = 0.05) -> T:
-    """Poll ``condition()`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        time.sleep(interval)
-
-
-@dataclass
-class Proc:
-    """A child process with its output read line by line in the background."""
-
-    proc: subprocess.Popen[str]
-    stdout: LineReader
-    stderr: LineReader
-    address: str = ""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = STEP) -> int:
-        """Its exit status (fails the test if it is still running after ``timeout`` s)."""
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-            self.stderr.join()
-            pytest.fail(f"pid {self.pid} still runs after {timeout} s; stderr (with the "
-                        f"stacks of its threads once aborted):\n{self.stderr.text()}")
-
-    def descendants(self) -> list[int]:
-        """PIDs of its children, their children... (Linux ``/proc``)."""
-        found: list[int] = []
-        todo = [self.pid]
-        while todo:
-            pid = todo.pop()
-            for children in Path(f"/proc/{pid}/task").glob("*/children"):
-                with contextlib.suppress(OSError):
-                    kids = [int(k) for k in children.read_text().split()]
-                    found += kids
-                    todo += kids
-        return found
-
-    def kill(self) -> int:
-        """SIGKILL it and whatever it started (a stopped process dies too); reap; close pipes."""
-        if self.proc.poll() is None:
-            for pid in self.descendants():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self.signal(signal.SIGKILL)
-        code = self.proc.wait(STEP)
-        self.stdout.join()
-        self.stderr.join()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        return code
-
-
 class ClusterKit:
     """Starts heads, workers, CLI commands and clients; cleans all of them up."""
 
@@ -179,19 +88,8 @@ class ClusterKit:
     def spawn(self, argv: Sequence[str], *, stdin_text: str | None = None,
               name: str = "") -> Proc:
         """Start ``argv`` with piped output (and ``stdin_text`` written to stdin, then EOF)."""
-        proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
-            cwd=REPO)
-        label = name or Path(argv[0]).name
-        p = Proc(proc, LineReader(proc.stdout, f"stdout of {label} {proc.pid}"),
-                 LineReader(proc.stderr, f"stderr of {label} {proc.pid}"))
+        p = Proc.spawn(argv, env=child_env(), cwd=REPO, stdin_text=stdin_text, name=name)
         self.procs.append(p)
-        if stdin_text is not None:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(stdin_text)
-                proc.stdin.close()
         return p
 
     def head(self, port: int = 0, *, state: Path | str | None = None,

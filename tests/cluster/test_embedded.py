@@ -49,7 +49,10 @@ def test_closing_a_client_fails_running_futures_and_drops_queued_tasks(
     trace = tmp_path / "trace"
     _, _, cluster = cluster_kit.start(workers=1)
     running = cluster.submit(tasks.square_and_record, str(trace), 100, 0.5)
-    wait_until(lambda: tasks.read_trace(trace), STEP, "the first task starting")
+    # Running for the client too: its side effect can show before the worker's started
+    # notice arrives, and until then close() cancels it as queued (README: cancel()).
+    wait_until(lambda: tasks.read_trace(trace) and running.running(), STEP,
+               "the first task starting")
     queued = [cluster.submit(tasks.square_and_record, str(trace), x) for x in range(5)]
 
     cluster.close()
@@ -127,3 +130,21 @@ def test_tasks_submitted_just_before_close_leave_with_the_client(
             cluster.submit(tasks.square_and_record, "/nonexistent", x)
         cluster.close()
         assert observer.status()["queued"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_wait_workers_is_told_by_the_head_as_each_joins_and_leaves() -> None:
+    """What ``Executor(...)`` waits on before it returns (no status polling): ~1 s."""
+    from netlet.cluster import EmbeddedCluster
+
+    emb = EmbeddedCluster(1)
+    try:
+        assert emb.wait_workers(1, STEP)
+        assert not emb.wait_workers(2, 0.05)  # only one was started
+        emb.add_worker()
+        assert emb.wait_workers(2, STEP)
+        emb.procs[0].kill()  # it leaves: counted out (its replacement starts 0.1 s later)
+        wait_until(lambda: not emb.wait_workers(2, 0), STEP, "the killed worker counted out")
+        assert emb.wait_workers(2, STEP)  # and the replacement in
+    finally:
+        emb.close()

@@ -8,7 +8,7 @@ import traceback
 import pytest
 
 from netlet.codec import Codec
-from netlet.codec._codec import format_traceback
+from netlet.codec._exceptions import format_traceback
 
 
 def _deep(n: int) -> int:

@@ -8,20 +8,19 @@ attacker of the per-user key tests), with this interpreter and this source.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import STEP, LineReader
+from tests._support import STEP, Proc
 
 __all__ = ["NETLET", "NOBODY_UID", "Server", "Servers", "as_nobody", "nobody_available", "servers"]
 
@@ -66,12 +65,8 @@ def _nobody_tree() -> Path:
     return _TREE
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[str]
-    stdout: LineReader
-    stderr: LineReader
-    address: str = ""
+Server = Proc
+"""A ``netlet`` server started by ``Servers`` (its ``address`` once ready)."""
 
 
 class Servers:
@@ -81,18 +76,11 @@ class Servers:
         self.started: list[Server] = []
 
     def start(self, *args: str | Path, ready: str | None = r"^(tcp|unix)://\S+$") -> Server:
-        proc = subprocess.Popen([*NETLET, *map(str, args)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "250"})
-        server = Server(proc, LineReader(proc.stdout, f"stdout of {args[0]}"),
-                        LineReader(proc.stderr, f"stderr of {args[0]}"))
+        server = Proc.spawn([*NETLET, *args], env={**os.environ, "COLUMNS": "250"},
+                            name=str(args[0]))
         self.started.append(server)
         if ready is not None:
-            try:
-                server.address = server.stdout.wait_for(ready, STEP * 3).group(0).strip()
-            except BaseException:
-                print(server.stderr.text(), file=sys.stderr)
-                raise
+            server.wait_address(ready, STEP * 3)
         return server
 
     def run(self, *args: str | Path, stdin: str | None = None,
@@ -104,18 +92,9 @@ class Servers:
 
     def close(self) -> None:
         for server in self.started:
-            if server.proc.poll() is None:
-                server.proc.terminate()
+            server.signal(signal.SIGTERM)  # all of them first: they stop side by side
         for server in self.started:
-            try:
-                server.proc.wait(STEP)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
-                server.proc.wait(STEP)
-            for pipe in (server.proc.stdout, server.proc.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
+            server.stop(signal.SIGTERM)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests._support import wait_until
 from tests.conftest import LOGGING_PRELUDE, STEP, RawClient, ServerProcess
 
 SERVER = LOGGING_PRELUDE + """
@@ -57,14 +58,6 @@ def threads(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no Threads line")
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = STEP, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def start(server_process: Callable[..., ServerProcess], **options: Any) -> ServerProcess:

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from tests._support import wait_until
 from tests.conftest import LOGGING_PRELUDE, STEP, RawClient, ServerProcess
 
 MiB = 1024 * 1024
@@ -98,14 +99,6 @@ def peak(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = STEP, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what or cond}")
-        time.sleep(0.05)
 
 
 def settled_rss(pid: int, timeout: float = 5.0) -> int:

@@ -21,18 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STEP
+from tests._support import STEP, free_port
 from tests.security._spawn import NETLET, Servers, servers
 
 __all__ = ["servers"]  # the fixture, re-exported for pytest
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def _nobody_listens(port: int) -> bool:
@@ -47,7 +41,7 @@ def _nobody_listens(port: int) -> bool:
 @pytest.mark.parametrize("command", ["head", "bank serve", "worker"])
 def test_beyond_loopback_without_a_key_nothing_starts(servers: Servers, tmp_path: Path,
                                                      command: str) -> None:
-    port = _free_port()
+    port = free_port("0.0.0.0")
     db = tmp_path / "bank.db"
     every: dict[str, list[str | Path]] = {
         "head": ["head", "--listen", f"tcp://0.0.0.0:{port}"],

@@ -38,9 +38,7 @@ from netlet.transport import (
     generate_key,
     listen,
 )
-
-STEP = 10.0
-"""Seconds any one awaited step may take before the test fails (well inside pytest-timeout)."""
+from tests._support import STEP
 
 
 def netlet_exe() -> str:

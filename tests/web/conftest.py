@@ -12,7 +12,7 @@ import pytest
 
 from netlet.cluster import Cluster, EmbeddedCluster, HeadConfig
 from netlet.web import Dashboard, LocalHead
-from tests.cluster.conftest import wait_until
+from tests._support import wait_until
 
 __all__ = ["Kit", "wait_until"]
 

@@ -8,6 +8,7 @@ functions with us because both ends hold that key, and exit when we do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 from netlet.clock import Backoff
 from netlet.cluster._head import Head, HeadConfig
@@ -26,6 +28,28 @@ from netlet.transport import generate_key
 __all__ = ["EmbeddedCluster"]
 
 log = logging.getLogger("netlet.cluster")
+
+
+class _Joined:
+    """The embedded workers that joined and did not leave: a local subscriber of the head."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._workers: set[str] = set()
+
+    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
+        if role != "worker":
+            return
+        with self._cond:
+            if kind == "join":
+                self._workers.add(node)
+            else:
+                self._workers.discard(node)
+            self._cond.notify_all()
+
+    def wait(self, n: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._workers) >= n, timeout)
 
 
 class EmbeddedCluster:
@@ -39,6 +63,9 @@ class EmbeddedCluster:
         self.head = Head(self.node, config)
         self.node.serve(self.head, "netlet.head")
         self.head.start()
+        self._joined = _Joined()  # subscribed before any worker starts: none is missed
+        loop = self.node._get_loop()
+        asyncio.run_coroutine_threadsafe(self.head.subscribe(self._joined), loop).result()
         assert self.node.address is not None
         self.address = self.node.address
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -46,6 +73,14 @@ class EmbeddedCluster:
         self._lock = threading.Lock()
         for _ in range(workers):
             self.add_worker(credit)
+
+    def wait_workers(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` workers have joined the head (and not left); False on timeout.
+
+        Told by the head as each joins, so it returns as soon as the last one
+        does, with no polling and no status call.
+        """
+        return self._joined.wait(n, timeout)
 
     def add_worker(self, credit: int | str = "auto") -> subprocess.Popen[bytes]:
         """Start one more worker process; it is replaced whenever it dies."""

@@ -15,7 +15,6 @@ import importlib
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -131,16 +130,11 @@ class Executor(concurrent.futures.Executor):
         cannot start an error now, not a task that never runs, and makes
         ``shutdown(cancel_futures=True)`` right after submits find work running.
         """
-        deadline = time.monotonic() + WORKER_START_TIMEOUT
-        while True:
-            nodes = self._cluster.status()["nodes"]
-            if sum(1 for m in nodes if m["role"] == "worker" and m["alive"]) >= n:
-                return
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"the embedded workers did not join within {WORKER_START_TIMEOUT:.0f} s "
-                    f"(see their errors above; can `{sys.executable} -m netlet.cluster` run?)")
-            time.sleep(0.02)
+        assert self._embedded is not None
+        if not self._embedded.wait_workers(n, WORKER_START_TIMEOUT):
+            raise ConfigError(
+                f"the embedded workers did not join within {WORKER_START_TIMEOUT:.0f} s "
+                f"(see their errors above; can `{sys.executable} -m netlet.cluster` run?)")
 
     @property
     def cluster(self) -> Cluster:

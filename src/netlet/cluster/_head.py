@@ -36,7 +36,7 @@ from typing import Any
 
 from netlet.cluster._code import CodeStore
 from netlet.cluster._head_code import HeadCodeMixin
-from netlet.cluster._head_stats import HeadMonitor, HeadStatsMixin, worker_record
+from netlet.cluster._head_stats import HeadMonitor, HeadStatsMixin, worker_fields
 from netlet.cluster._head_tasks import (
     HeadConfig,
     Member,
@@ -46,7 +46,6 @@ from netlet.cluster._head_tasks import (
     _result_size,
 )
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
-from netlet.cluster._stats import as_dict
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, ConnectionLost
@@ -283,7 +282,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         self._monitor.event("left" if why == "left" else "dead", member.node, member.role, name,
                             why)
         if member.role == "worker":
-            self._monitor.worker_died(worker_record(member, self._sched, self._clock.monotonic(),
+            self._monitor.worker_died(worker_fields(member, self._sched, self._clock.monotonic(),
                                                     "dead", why))
             retried = self._sched.retried
             held = len(self._sched.holds(member.node))
@@ -415,6 +414,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         after, limit). The first call turns on per-task history (timings, attempts).
         Any peer holding the cluster key may ask, as for ``status``.
         """
+        from netlet.cluster._stats import as_dict  # the records load with the first query
+
         self.track_tasks()
         args = dict(args or {})
         if what == "statistics":

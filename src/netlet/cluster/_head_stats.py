@@ -9,7 +9,8 @@ asks for them (``track()``: a dashboard attaching).
 ``HeadStatsMixin`` gives ``Head`` its local, non-exposed queries
 (``statistics()``, ``task_page()``, ``task_info()``, ``events()``): they run on
 the head's loop, read no private state of anything else, and return frozen
-records (``_stats.py``).
+records (``_stats.py``), imported when first asked for: a head that nobody
+watches never loads them. Events and dead workers are kept as tuples until they are read.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import bisect
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
 from netlet.cluster._head_tasks import Member
+from netlet.cluster._histogram import HistogramCounter
 from netlet.cluster._sched_records import (
     ASSIGNED,
     DONE,
@@ -32,19 +34,19 @@ from netlet.cluster._sched_records import (
     Task,
 )
 from netlet.cluster._scheduler import Scheduler
-from netlet.cluster._stats import (
-    ClusterEvent,
-    HeadStatistics,
-    HistogramCounter,
-    NameInfo,
-    TaskAttempt,
-    TaskCounts,
-    TaskInfo,
-    TaskPage,
-    WorkerStats,
-)
 from netlet.errors import CallCancelled
 from netlet.node import Node
+
+if TYPE_CHECKING:
+    from netlet.cluster._stats import (
+        ClusterEvent,
+        HeadStatistics,
+        NameInfo,
+        TaskAttempt,
+        TaskInfo,
+        TaskPage,
+        WorkerStats,
+    )
 
 __all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
 
@@ -75,9 +77,10 @@ class HeadMonitor:
         """Bytes of tracebacks kept with finished tasks (at most TRACEBACKS_BUDGET)."""
         self._errors: dict[str, tuple[str, str]] = {}
         """Error type and traceback a worker reported, until the result is delivered."""
-        self._events: deque[ClusterEvent] = deque(maxlen=events_max)
+        self._events: deque[tuple[int, float, str, str, str, str, str]] = deque(
+            maxlen=events_max)
         self._seq = 0
-        self._dead: deque[WorkerStats] = deque(maxlen=dead_max)
+        self._dead: deque[tuple[Any, ...]] = deque(maxlen=dead_max)  # WorkerStats fields
         self.restarts: dict[str, int] = {}
         """Actor restarts by name (kept while the actor is known)."""
         self.task_seconds = HistogramCounter(SECONDS)
@@ -165,10 +168,11 @@ class HeadMonitor:
 
     def event(self, kind: str, node: str, role: str, name: str, detail: str = "") -> None:
         self._seq += 1
-        self._events.append(ClusterEvent(self._seq, time.time(), kind, node, role, name, detail))
+        self._events.append((self._seq, time.time(), kind, node, role, name, detail))
 
-    def worker_died(self, record: WorkerStats) -> None:
-        self._dead.append(record)
+    def worker_died(self, fields: tuple[Any, ...]) -> None:
+        """``fields``: the dead worker's ``worker_fields``."""
+        self._dead.append(fields)
 
     # -- queries --------------------------------------------------------------------
 
@@ -177,24 +181,32 @@ class HeadMonitor:
         return self._seq
 
     def events(self, after: int, limit: int) -> list[ClusterEvent]:
-        out = [e for e in reversed(self._events) if e.seq > after][:limit]
+        from netlet.cluster._stats import ClusterEvent
+
+        out = [ClusterEvent(*e) for e in reversed(self._events) if e[0] > after][:limit]
         out.reverse()
         return out
 
     def dead(self) -> list[WorkerStats]:
-        return list(self._dead)
+        from netlet.cluster._stats import WorkerStats
+
+        return [WorkerStats(*fields) for fields in self._dead]
 
     def finished_raw(self) -> Iterator[_Done]:
         """Newest first."""
         return reversed(self._finished)
 
     def live_info(self, task: Task) -> TaskInfo:
+        from netlet.cluster._stats import TaskInfo
+
         tr = self._live.get(task.id)
         return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
                         task.retries, tr[0] if tr else None, None, "", "", _attempts(tr))
 
 
 def done_info(rec: _Done) -> TaskInfo:
+    from netlet.cluster._stats import TaskInfo
+
     tid, fn, client, ok, attempts, retries, finished, etype, tb, tr = rec
     return TaskInfo(tid, fn, client, "done" if ok else "failed", tr[1] if tr else "",
                     attempts, retries, tr[0] if tr else None, finished, etype, tb,
@@ -204,6 +216,8 @@ def done_info(rec: _Done) -> TaskInfo:
 def _attempts(tr: _Live | None) -> tuple[TaskAttempt, ...]:
     if tr is None or not tr[1]:
         return ()
+    from netlet.cluster._stats import TaskAttempt
+
     return tuple(TaskAttempt(*a) for a in [*(tr[4] or ()), (tr[1], tr[2], tr[3])])
 
 
@@ -211,14 +225,15 @@ def _num(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
-def worker_record(member: Member, sched: Scheduler, now: float, state: str = "alive",
-                  why: str = "") -> WorkerStats:
+def worker_fields(member: Member, sched: Scheduler, now: float, state: str = "alive",
+                  why: str = "") -> tuple[Any, ...]:
+    """A ``WorkerStats``'s fields, as they are now (kept raw for a worker that died)."""
     info = member.info
     running, done, failed = sched.worker_load(member.node)
     cpu = info.get("cpu_percent")
     if not isinstance(cpu, int | float) or isinstance(cpu, bool):
         cpu = None
-    return WorkerStats(
+    return (
         member.node, str(info.get("name", ""))[:200], str(info.get("host", ""))[:200],
         _num(info.get("pid"), int), str(info.get("address", ""))[:200], state, member.since,
         max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
@@ -226,6 +241,13 @@ def worker_record(member: Member, sched: Scheduler, now: float, state: str = "al
         float(cpu) if cpu is not None else None, _num(info.get("rss_bytes"), int),
         time.time() if state == "dead" else None, why[:200],
         state == "alive" and sched.draining(member.node))
+
+
+def worker_record(member: Member, sched: Scheduler, now: float, state: str = "alive",
+                  why: str = "") -> WorkerStats:
+    from netlet.cluster._stats import WorkerStats
+
+    return WorkerStats(*worker_fields(member, sched, now, state, why))
 
 
 class HeadStatsMixin:
@@ -280,6 +302,8 @@ class HeadStatsMixin:
 
     def statistics(self) -> HeadStatistics:
         """A snapshot: O(workers). Call it on the head's loop (the web layer does)."""
+        from netlet.cluster._stats import HeadStatistics, TaskCounts
+
         now = self._clock.monotonic()  # heartbeat ages: the clock members are seen by
         sched, mon = self._sched, self._monitor
         workers = [worker_record(m, sched, now) for m in self._members.values()
@@ -303,6 +327,8 @@ class HeadStatsMixin:
         Live tasks (oldest first) then finished ones (newest first). A page
         costs one pass over the live tasks, never more.
         """
+        from netlet.cluster._stats import TaskPage
+
         offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
         mon = self._monitor
 
@@ -345,6 +371,8 @@ class HeadStatsMixin:
 
     def names_list(self) -> list[NameInfo]:
         """Every name, and every actor even while it waits to be restarted: O(names)."""
+        from netlet.cluster._stats import NameInfo
+
         out: list[NameInfo] = []
         for name, (ref, owner) in sorted(self._names.items()):
             spec = self._actors.get(name)

@@ -8,10 +8,10 @@ network they travel as dicts (``as_dict``/``from_dict``): the head's
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import itertools
 from typing import Any, TypeVar
+
+from netlet.cluster._histogram import HistogramCounter
 
 __all__ = [
     "ClusterEvent",
@@ -104,25 +104,6 @@ class Histogram:
     """One per bound, cumulative, then the total (the +Inf bucket)."""
     total: float
     """Sum of the observed values."""
-
-
-class HistogramCounter:
-    """Observations counted into buckets as they come (the owner's lock guards it);
-    ``snapshot`` gives the frozen ``Histogram``."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def snapshot(self) -> Histogram:
-        return Histogram(self.bounds, tuple(itertools.accumulate(self.counts)), self.total)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,12 +23,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
-from netlet.cluster._scheduler import batches
-from netlet.cluster._stats import WorkerProcessStatistics
 from netlet.errors import NetletError, NoSuchObject
 
 if TYPE_CHECKING:
     from netlet.cluster._functions import FunctionCache
+    from netlet.cluster._stats import WorkerProcessStatistics
     from netlet.node import Node, Proxy
 
 __all__ = ["WorkerTraffic"]
@@ -85,6 +84,9 @@ class WorkerTraffic:
 
     def statistics(self) -> WorkerProcessStatistics:
         """A snapshot of this worker's counters (any thread)."""
+        # Imported when first asked: the records cost a worker's start-up ~5 ms.
+        from netlet.cluster._stats import WorkerProcessStatistics
+
         with self._lock:
             return WorkerProcessStatistics(
                 self.node.id, str(self.opts.name), self._epoch, self.done, self.failed,
@@ -151,14 +153,26 @@ class WorkerTraffic:
                 self._starting.clear()
             else:
                 need, started = 0, []
-        limits = self.node.config.transport.limits
-        chunks = batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
-                         max(1, limits.max_buffers // 2), limits.oob_threshold)
+        chunks = self._batches(results)
         first = chunks.pop(0) if chunks and need > 0 else []
         for chunk in chunks:
             self._report(epoch, chunk, [])
         if need > 0:
             self._pull(epoch, first, started, need)
+
+    def _batches(self, results: list[list[Any]]) -> list[list[list[Any]]]:
+        """``results`` in messages within the frame limits (the scheduler's ``batches``).
+
+        No result or one makes at most one message: the scheduler's module, ~3 ms of
+        a worker's start-up, is loaded only when several results wait at once.
+        """
+        if len(results) <= 1:
+            return [results] if results else []
+        from netlet.cluster._sched_records import batches
+
+        limits = self.node.config.transport.limits
+        return batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
+                       max(1, limits.max_buffers // 2), limits.oob_threshold)
 
     def _pull(self, epoch: int, results: list[list[Any]], started: list[str],
               want: int) -> None:

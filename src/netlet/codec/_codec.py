@@ -3,25 +3,32 @@
 One ``Codec`` serves one connection: it knows whether pickle was agreed, how to
 turn remote handles into local proxies, and the limits that bound decoding.
 Encoding may run on any thread; each call keeps its own state.
+
+Which exceptions may be rebuilt (and their traceback text) is ``_exceptions.py``;
+numpy arrays are ``_ndarray.py``; the decoding bounds are ``_guard.py``.
 """
 
 from __future__ import annotations
 
-import builtins
 import datetime as dt
-import linecache
 import pickle
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 
 import msgpack
 
-from netlet import errors
+from netlet.codec._exceptions import (
+    NEVER_REBUILT_TYPES,
+    SAFE_EXCEPTIONS,
+    format_traceback,
+    rebuild_exception,
+    register_exception,
+    type_name,
+    unpickle_exception,
+)
 from netlet.codec._guard import (
     SLICED_FROM,
     DecodeState,
@@ -30,14 +37,20 @@ from netlet.codec._guard import (
     short,
     sliced_options,
 )
+from netlet.codec._ndarray import is_ndarray, ndarray_fields, ndarray_from
 from netlet.codec._reuse import IN_USE as _IN_USE
 from netlet.codec._reuse import REUSED_MAX, unpack_reused
-from netlet.codec._types import Ext, Limits, RemoteRef
+from netlet.codec._types import Buffer, Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
-__all__ = ["Buffer", "Codec", "rebuild_exception", "register_exception"]
+__all__ = [
+    "Buffer",
+    "Codec",
+    "format_traceback",
+    "rebuild_exception",
+    "register_exception",
+]
 
-Buffer = bytes | bytearray | memoryview
 RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
 
@@ -49,162 +62,6 @@ _MAP_KEY_ERROR = "is not allowed for map key when strict_map_key=True"  # msgpac
 
 def _size(x: Buffer) -> int:
     return x.nbytes if type(x) is memoryview else len(x)
-
-# Exception types that may be rebuilt from a peer: never anything whose
-# construction could run arbitrary code, never the ones that stop a process.
-_SAFE_EXCEPTIONS: dict[str, type[BaseException]] = {}
-# StopIteration would end a generator or break an asyncio future where it is raised.
-_NEVER_REBUILT = {"SystemExit", "KeyboardInterrupt", "GeneratorExit", "StopIteration",
-                  "StopAsyncIteration"}
-# ...the same, as types: they arrive as RemoteError even between peers that pickle.
-_NEVER_REBUILT_TYPES: tuple[type[BaseException], ...] = (
-    SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration, StopAsyncIteration)
-
-
-def register_exception(cls: type[BaseException]) -> type[BaseException]:
-    """Let ``cls`` raised remotely arrive as ``cls`` (usable as a decorator).
-
-    Its constructor must accept its own ``args``; both ends must register it.
-    """
-    _SAFE_EXCEPTIONS[f"{cls.__module__}.{cls.__qualname__}"] = cls
-    return cls
-
-
-def _register_builtin_exceptions() -> None:
-    for name in dir(builtins):
-        obj = getattr(builtins, name)
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, BaseException)
-            and name not in _NEVER_REBUILT
-            and not name.startswith("_")
-        ):
-            _SAFE_EXCEPTIONS[f"builtins.{name}"] = obj
-    for name in errors.__all__:
-        register_exception(getattr(errors, name))
-
-
-_register_builtin_exceptions()
-
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def rebuild_exception(
-    type_name: str, args: list[Any], message: str, tb_text: str
-) -> BaseException:
-    """The exception a remote peer raised, as its own type when that is safe."""
-    cls = _SAFE_EXCEPTIONS.get(type_name)
-    exc: BaseException
-    if cls is RemoteError and len(args) == 3:
-        exc = RemoteError(*args)
-    elif cls is None:
-        exc = RemoteError(type_name, message, tb_text)
-    else:
-        try:
-            exc = cls(*args)
-        except Exception:
-            exc = RemoteError(type_name, message, tb_text)
-    return _with_traceback(exc, tb_text)
-
-
-_REPEAT_CUTOFF = 3  # as the traceback module: identical frames beyond three are counted
-_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-
-
-def format_traceback(exc: BaseException) -> str:
-    """``traceback.format_exception(exc)`` as text, without the ``^^^`` markers.
-
-    The markers cost a parse of every frame's source line (hundreds of µs for a
-    deep stack), paid on every exception a call raises; the frames, lines and
-    chained causes are what a remote reader needs. Exception groups keep the
-    standard format.
-    """
-    parts: list[str] = []
-    seen: set[int] = set()
-
-    def one(e: BaseException) -> None:
-        seen.add(id(e))
-        if isinstance(e, BaseExceptionGroup):
-            parts.append("".join(traceback.format_exception(e, chain=False)))
-            return
-        cause, context = e.__cause__, e.__context__
-        if cause is not None and id(cause) not in seen:
-            one(cause)
-            parts.append(_CAUSE)
-        elif context is not None and not e.__suppress_context__ and id(context) not in seen:
-            one(context)
-            parts.append(_CONTEXT)
-        if e.__traceback__ is not None:
-            parts.append("Traceback (most recent call last):\n")
-            _frames(e.__traceback__, parts)
-        parts.extend(traceback.format_exception_only(type(e), e))
-
-    one(exc)
-    return "".join(parts)
-
-
-def _frames(tb: TracebackType, parts: list[str]) -> None:
-    """The frames of ``tb`` as the standard format writes them, repeats collapsed alike."""
-    last, repeats = None, 0
-    for frame, lineno in traceback.walk_tb(tb):
-        code = frame.f_code
-        where = (code.co_filename, lineno, code.co_name)
-        if where == last:
-            repeats += 1
-            if repeats >= _REPEAT_CUTOFF:
-                continue
-        else:
-            _repeated(repeats, parts)
-            last, repeats = where, 0
-        parts.append(f'  File "{where[0]}", line {lineno}, in {where[2]}\n')
-        line = linecache.getline(where[0], lineno, frame.f_globals).strip()
-        if line:
-            parts.append(f"    {line}\n")
-    _repeated(repeats, parts)
-
-
-def _repeated(repeats: int, parts: list[str]) -> None:
-    if repeats >= _REPEAT_CUTOFF:
-        more = repeats - _REPEAT_CUTOFF + 1
-        parts.append(f"  [Previous line repeated {more} more time{'s' if more > 1 else ''}]\n")
-
-
-def _with_traceback(exc: BaseException, tb_text: str) -> BaseException:
-    """Attach the remote traceback as ``remote_traceback`` and as a note."""
-    try:
-        exc.remote_traceback = tb_text  # type: ignore[attr-defined]
-        if tb_text:
-            # The text is a whole formatted traceback: keep one header, not two.
-            body = tb_text.removeprefix("Traceback (most recent call last):\n")
-            exc.add_note(f"Remote traceback (most recent call last):\n{body.rstrip()}")
-    except (AttributeError, TypeError):
-        pass
-    return exc
-
-
-def _unpickle_exception(data: bytes, tb_text: str) -> BaseException | None:
-    """A pickled exception from a peer that agreed to pickle, or None if it does not load.
-
-    Classes whose ``__init__`` does not take their own ``args`` fail to unpickle
-    (a long-standing Python limit); the caller then rebuilds a ``RemoteError``.
-    """
-    try:
-        exc = pickle.loads(data)
-    except Exception:
-        return None
-    if not isinstance(exc, BaseException) or isinstance(exc, _NEVER_REBUILT_TYPES):
-        return None
-    return _with_traceback(exc, tb_text)
-
-
-def _is_ndarray(obj: object) -> bool:
-    cls = type(obj)
-    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
-
 
 class Codec:
     """Turns netlet values into (body, buffers) and back, for one connection."""
@@ -383,8 +240,14 @@ class Codec:
             return msgpack.ExtType(Ext.COMPLEX, pack([obj.real, obj.imag]))
         if isinstance(obj, BaseException):
             return self._exception(obj, pack)
-        if _is_ndarray(obj):
-            return self._ndarray(obj, buffers, pack)
+        if is_ndarray(obj):
+            fields = ndarray_fields(obj, buffers, self.limits.oob_threshold,
+                                    self.limits.max_buffers)
+            if fields is not None:
+                return msgpack.ExtType(Ext.NDARRAY, pack(fields))
+            if self.allow_pickle:
+                return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(obj))
+            raise EncodeError("numpy arrays of Python objects need pickle")
         ref = getattr(obj, "__netlet_ref__", None)
         if ref is not None:
             r = ref()
@@ -421,7 +284,7 @@ class Codec:
             packed_args = pack(args)
         except (EncodeError, TypeError, ValueError, OverflowError):
             packed_args = pack([str(a) for a in args])
-        fields = [_type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
+        fields = [type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
         pickled = self._pickled_exception(exc)
         if pickled is not None:
             fields.append(pickled)
@@ -429,31 +292,13 @@ class Codec:
 
     def _pickled_exception(self, exc: BaseException) -> bytes | None:
         """The exception itself, for a peer that agreed to pickle and cannot rebuild its type."""
-        if (not self.allow_pickle or isinstance(exc, (RemoteError, *_NEVER_REBUILT_TYPES))
-                or _SAFE_EXCEPTIONS.get(_type_name(exc)) is type(exc)):
+        if (not self.allow_pickle or isinstance(exc, (RemoteError, *NEVER_REBUILT_TYPES))
+                or SAFE_EXCEPTIONS.get(type_name(exc)) is type(exc)):
             return None
         try:
             return _pickle_dumps(exc)
         except Exception:  # unpicklable args or class: the peer gets a RemoteError
             return None
-
-    def _ndarray(
-        self, arr: Any, buffers: list[Buffer], pack: Callable[[Any], bytes]
-    ) -> msgpack.ExtType:
-        if arr.dtype.hasobject:
-            if self.allow_pickle:
-                return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(arr))
-            raise EncodeError("numpy arrays of Python objects need pickle")
-
-        if not arr.flags.c_contiguous:
-            arr = arr.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
-        data: Any
-        if arr.nbytes >= self.limits.oob_threshold and len(buffers) < self.limits.max_buffers:
-            buffers.append(memoryview(arr).cast("B"))
-            data = len(buffers) - 1
-        else:
-            data = arr.tobytes()
-        return msgpack.ExtType(Ext.NDARRAY, pack([_dtype_descr(arr.dtype), list(arr.shape), data]))
 
     # -- decoding ---------------------------------------------------------
 
@@ -563,7 +408,7 @@ class Codec:
             if type(packed_args) is not msgpack.ExtType or packed_args.code != 0:
                 raise DecodeError("malformed exception payload")
             if len(fields) == 5 and self.allow_pickle and isinstance(fields[4], bytes):
-                unpickled = _unpickle_exception(fields[4], str(tb_text))
+                unpickled = unpickle_exception(fields[4], str(tb_text))
                 if unpickled is not None:
                     return unpickled
             args = _expect(unpack(packed_args.data), list)
@@ -580,7 +425,11 @@ class Codec:
                 return as_bytes(index)
             return bytes(buffers[index])
         if code == Ext.NDARRAY:
-            return _ndarray_from(unpack(data), buffers)
+            descr, shape, raw = _expect(unpack(data), list)
+            if type(raw) is int:
+                _check_buffer_index(buffers, raw)
+                raw = buffers[raw]
+            return ndarray_from(descr, _expect(shape, list), raw)
         if code == Ext.PICKLE:
             if not self.allow_pickle:
                 raise DecodeError("pickled value on a connection that did not agree to pickle")
@@ -611,44 +460,6 @@ def _hashable(value: Any) -> list[Any]:
 def _check_buffer_index(buffers: Sequence[Buffer], index: Any) -> None:
     if type(index) is not int or not 0 <= index < len(buffers):
         raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
-
-
-def _buffer(buffers: Sequence[Buffer], index: Any) -> Buffer:
-    if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
-    return buffers[index]
-
-
-def _ndarray_from(spec: Any, buffers: Sequence[Buffer]) -> Any:
-    try:
-        import numpy as np
-    except ImportError:
-        raise DecodeError("received a numpy array but numpy is not installed") from None
-    descr, shape, data = _expect(spec, list)
-    try:
-        dtype = np.lib.format.descr_to_dtype(_tuples(descr))
-    except (TypeError, ValueError) as e:
-        raise DecodeError(f"bad numpy dtype {short(descr)}: {str(e)[:200]}") from None
-    if dtype.hasobject:
-        raise DecodeError("numpy object arrays are not accepted")
-    raw = _buffer(buffers, data) if type(data) is int else data
-    arr = np.frombuffer(raw, dtype=dtype).reshape(tuple(_expect(shape, list)))
-    return arr if arr.flags.writeable else arr.copy()
-
-
-def _dtype_descr(dtype: Any) -> Any:
-    """A dtype as plain data: a string, or a list of fields for structured dtypes."""
-    import numpy as np
-
-    descr = np.lib.format.dtype_to_descr(dtype)
-    return [list(f) for f in descr] if isinstance(descr, list) else descr
-
-
-def _tuples(descr: Any) -> Any:
-    """Inverse of ``_dtype_descr``'s list-of-lists (msgpack has no tuples)."""
-    if isinstance(descr, list):
-        return [tuple(_tuples(x) for x in f) if isinstance(f, list) else f for f in descr]
-    return descr
 
 
 def _pickle_dumps(obj: Any) -> bytes:

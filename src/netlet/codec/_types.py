@@ -7,7 +7,10 @@ from enum import IntEnum
 
 from netlet.errors import ConfigError
 
-__all__ = ["Ext", "Limits", "RemoteRef"]
+__all__ = ["Buffer", "Ext", "Limits", "RemoteRef"]
+
+Buffer = bytes | bytearray | memoryview
+"""What the codec reads from and hands out as out-of-band data."""
 
 
 class Ext(IntEnum):

@@ -1,4 +1,10 @@
-"""A process's endpoint: connections, dispatch, proxies and calls in every style."""
+"""A process's endpoint: connections, dispatch, proxies and calls in every style.
+
+The statistics records (``NodeStatistics``, ``LinkStatistics``) are imported on
+first use: a process that never asks for them does not pay for them at start.
+"""
+
+from typing import TYPE_CHECKING
 
 from netlet.node._actor import current_peer
 from netlet.node._expose import MethodInfo, expose, exposed_methods, is_exposed
@@ -7,6 +13,7 @@ from netlet.node._messages import Kind
 from netlet.node._node import (
     Node,
     NodeConfig,
+    NodeOptions,
     RefFactory,
     RefProvider,
     default_node,
@@ -15,7 +22,9 @@ from netlet.node._node import (
     register_serve_adapter,
 )
 from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout
-from netlet.node._stats import LinkStatistics, NodeStatistics
+
+if TYPE_CHECKING:
+    from netlet.node._stats import LinkStatistics, NodeStatistics
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -26,6 +35,7 @@ __all__ = [
     "MethodInfo",
     "Node",
     "NodeConfig",
+    "NodeOptions",
     "NodeStatistics",
     "Proxy",
     "RefFactory",
@@ -40,3 +50,12 @@ __all__ = [
     "register_ref_type",
     "register_serve_adapter",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``NodeStatistics`` and ``LinkStatistics``, imported on first use."""
+    if name in ("LinkStatistics", "NodeStatistics"):
+        from netlet.node import _stats
+
+        return getattr(_stats, name)
+    raise AttributeError(f"module 'netlet.node' has no attribute {name!r}")

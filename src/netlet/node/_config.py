@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from netlet.clock import REAL_CLOCK, Clock
+from netlet.codec import Limits
 from netlet.errors import ConfigError
 from netlet.transport import Connection, TLSConfig, TransportConfig, load_key
 
-__all__ = ["NodeConfig", "make_config"]
+__all__ = ["NodeConfig", "NodeOptions", "make_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,70 @@ class NodeConfig:
                                   "give the clock once, as NodeConfig(clock=...)")
 
 
+class NodeOptions(TypedDict, total=False):
+    """The keywords ``Node(...)`` and ``open_node(...)`` accept besides ``config``.
+
+    Each overrides the field of the same name in ``NodeConfig`` or its
+    ``TransportConfig`` (``key_file`` and ``old_key_files`` are read into ``key``
+    and ``old_keys``). Typed, so that mypy flags a misspelt one; at run time an
+    unknown one is a ``TypeError`` naming it (and the closest valid name).
+    """
+
+    key: bytes | None
+    key_file: str | os.PathLike[str] | None
+    old_keys: tuple[bytes, ...]
+    old_key_files: Iterable[str | os.PathLike[str]] | None
+    insecure: bool
+    allow_pickle: bool
+    tls: TLSConfig | dict[str, Any] | None
+    limits: Limits
+    handshake_timeout: float
+    connect_timeout: float
+    call_timeout: float | None
+    max_threads: int
+    wrap_connection: Callable[[Connection], Connection] | None
+    direct_calls: bool
+    keepalive: float | None
+    max_inflight: int
+    advertise: str | None
+    clock: Clock
+    max_memory: int
+    max_connection_memory: int
+    max_connections: int
+    max_direct_threads: int
+
+
+_OPTION_NAMES: frozenset[str] = frozenset(NodeOptions.__annotations__)
+TRANSPORT_OPTIONS = ("key", "old_keys", "insecure", "allow_pickle", "tls", "limits",
+                     "handshake_timeout", "connect_timeout")
+"""The options that set the ``TransportConfig`` field of the same name."""
+NODE_OPTIONS = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
+                "keepalive", "max_inflight", "advertise", "clock", "max_memory",
+                "max_connection_memory", "max_connections", "max_direct_threads")
+"""The options that set the ``NodeConfig`` field of the same name."""
+
+
+def _check_names(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if not unknown:
+        return
+    import difflib  # only for a mistake: not worth its import time at every start
+
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, _OPTION_NAMES, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(f"unknown node option{'s' if len(unknown) > 1 else ''}: "
+                    f"{', '.join(hints)}; see netlet.node.NodeOptions")
+
+
 def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfig:
-    """Fold the convenience keywords (key=, insecure=, tls=, ...) into a NodeConfig."""
+    """Fold the convenience keywords (key=, insecure=, tls=, ...) into a NodeConfig.
+
+    Raises ``TypeError`` for a keyword that is not a ``NodeOptions`` name.
+    """
+    _check_names(options)
+    options = dict(options)
     config = config or NodeConfig()
     t: dict[str, Any] = {}
     if "key_file" in options:
@@ -97,8 +161,7 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
             t["key"] = load_key(path)
     if "old_key_files" in options:
         t["old_keys"] = tuple(load_key(p) for p in options.pop("old_key_files") or ())
-    for name in ("key", "old_keys", "insecure", "allow_pickle", "tls", "limits",
-                 "handshake_timeout", "connect_timeout"):
+    for name in TRANSPORT_OPTIONS:
         if name in options:
             value = options.pop(name)
             if name == "key" and value is None and "key" in t:
@@ -106,14 +169,9 @@ def make_config(config: NodeConfig | None, options: dict[str, Any]) -> NodeConfi
             t[name] = value
     if isinstance(t.get("tls"), dict):
         t["tls"] = TLSConfig(**t["tls"])
-    node_fields = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
-                   "keepalive", "max_inflight", "advertise", "clock", "max_memory",
-                   "max_connection_memory", "max_connections", "max_direct_threads")
-    n: dict[str, Any] = {k: options.pop(k) for k in node_fields if k in options}
+    n: dict[str, Any] = {k: options.pop(k) for k in NODE_OPTIONS if k in options}
     if "clock" in n:
         t["clock"] = n["clock"]  # the node's clock is its transport's too
-    if options:
-        raise ConfigError(f"unknown node option(s): {', '.join(sorted(options))}")
     if t:
         n["transport"] = replace(config.transport, **t)
     return replace(config, **n) if n else config

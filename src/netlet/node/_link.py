@@ -55,12 +55,12 @@ from netlet.node._messages import (
 from netlet.node._messages import (
     REPLY as _REPLY,
 )
-from netlet.node._stats import LinkStatistics
 from netlet.node._unsent import LOOK, TRACK_MIN, Unsent
 from netlet.transport import Connection, PeerInfo
 
 if TYPE_CHECKING:
     from netlet.node._node import Node
+    from netlet.node._stats import LinkStatistics
 
 __all__ = ["Link", "Waiter"]
 
@@ -201,6 +201,8 @@ class Link(Backpressure):
 
     def statistics(self) -> LinkStatistics:
         """This connection's counters and gauges: O(1)."""
+        from netlet.node._stats import LinkStatistics  # loaded when first asked
+
         return LinkStatistics(self.peer.node, str(self.conn.remote), self.bytes_in,
                               self.bytes_out, self.frames_in, self.frames_out,
                               len(self.pending), len(self._incoming) + self._oneways,

@@ -11,33 +11,26 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import functools
 import logging
-import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from netlet.codec import RemoteRef
-from netlet.errors import (
-    CallTimeout,
-    ConfigError,
-    ConnectionLost,
-    NetletError,
-    NodeClosed,
-)
+from netlet.errors import ConfigError, NodeClosed
 from netlet.node._actor import Actor
-from netlet.node._config import NodeConfig, make_config
-from netlet.node._direct import DirectPool, serve_direct
+from netlet.node._config import NodeConfig, NodeOptions, make_config
+from netlet.node._counters import NodeCounters
+from netlet.node._direct import DirectPool
 from netlet.node._expose import is_exposed
-from netlet.node._identity import caller_of, forget_link, main_link_of, register_link
-from netlet.node._link import Link, Waiter
+from netlet.node._identity import caller_of
+from netlet.node._link import Link
+from netlet.node._links import accepted, drop_link, known_link
 from netlet.node._messages import BYE
 from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
-from netlet.node._stats import LinkStatistics, NodeCounters, NodeStatistics
 from netlet.node._watch import Watchdog
 from netlet.transport import (
     BlockingFramer,
@@ -45,15 +38,17 @@ from netlet.transport import (
     Connection,
     Listener,
     PeerInfo,
-    SocketConnection,
     advertised_address,
-    connect,
     listen,
 )
+
+if TYPE_CHECKING:
+    from netlet.node._stats import LinkStatistics, NodeStatistics
 
 __all__ = [
     "Node",
     "NodeConfig",
+    "NodeOptions",
     "RefFactory",
     "RefProvider",
     "default_node",
@@ -91,55 +86,6 @@ def register_ref_type(kind: str, provider: RefProvider, factory: RefFactory) -> 
         _REF_PROVIDERS.append(provider)
 
 
-
-def _settle(fut: asyncio.Future[Any] | concurrent.futures.Future[Any], ok: bool,
-            value: Any) -> None:
-    """Complete a call's future (asyncio or concurrent) once with its outcome."""
-    if not fut.done():
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-
-class _CallFuture(asyncio.Future[Any]):
-    """An async call's future: cancelling it asks the peer to stop the call.
-
-    (A done callback would do the same at the cost of one more loop callback per call.)
-    """
-
-    __slots__ = ("call",)
-
-    call: tuple[Link, int] | None
-
-    def cancel(self, msg: Any = None) -> bool:
-        if not super().cancel(msg):
-            return False
-        call, self.call = getattr(self, "call", None), None
-        if call is not None:
-            call[0].abandon(call[1])
-        return True
-
-
-class _SyncWaiter:
-    """A one-shot rendezvous for a blocking caller; a bare lock is the cheapest wake-up."""
-
-    __slots__ = ("_lock", "ok", "value")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.ok = False
-        self.value: Any = None
-
-    def __call__(self, ok: bool, value: Any) -> None:
-        self.ok, self.value = ok, value
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
-
-
 class Node:
     """A process's endpoint: serves exposed objects and calls remote ones.
 
@@ -149,8 +95,8 @@ class Node:
     """
 
     def __init__(self, listen: str | None = None, *, config: NodeConfig | None = None,
-                 start: bool = True, **options: Any) -> None:
-        self.config = make_config(config, options)
+                 start: bool = True, **options: Unpack[NodeOptions]) -> None:
+        self.config = make_config(config, dict(options))
         self.id = uuid.uuid4().hex
         self.listen_spec = listen
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -165,14 +111,14 @@ class Node:
         self._claimants: dict[str, Link] = {}  # id -> a later link waiting to own it
         self._links_by_addr: dict[str, Link] = {}
         self._connecting: dict[str, asyncio.Task[Link]] = {}
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._watch = Watchdog(self.config.keepalive, self.config.clock)
-        self._sweeper: asyncio.Task[None] | None = None
         self._direct_pools: dict[Link, DirectPool] = {}
         self._direct_sockets: set[BlockingFramer] = set()
         self._direct_threads: set[threading.Thread] = set()
         self._peer_listeners: list[Callable[[str, bool], None]] = []
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._watch = Watchdog(self.config.keepalive, self.config.clock)
+        self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closed = threading.Event()
         self._closing = False
@@ -413,77 +359,18 @@ class Node:
     def proxy_for(self, ref: RemoteRef) -> Proxy:
         return Proxy(self, ref)
 
-    # -- links -------------------------------------------------------------------
+    # -- links (the table's logic is in _links.py) -------------------------------
 
     def _accepted(self, conn: Connection, peer: PeerInfo) -> None:
-        if peer.role == "direct":
-            direct_ok = (not self._closing and self.config.wrap_connection is None
-                         and self.config.direct_calls)
-            cap = self.config.max_direct_threads
-            if direct_ok and cap and len(self._direct_threads) >= cap:
-                # No more threads: serve it on the loop, as the main link would be. It
-                # carries only calls and their replies, which a side link handles too.
-                log.info("direct connection from %s served on the event loop: %d direct "
-                         "threads already (max_direct_threads)", conn.remote, cap)
-                self._links.add(Link(self, conn, peer))  # closed with the node
-                return
-            sock = conn.detach() if direct_ok and type(conn) is SocketConnection else None
-            if sock is None:
-                conn.close()
-                return
-            slot, conn.slot = conn.slot, None
-            main = main_link_of(self, peer)  # None: served, but its REFs have no way back
-            thread = threading.Thread(target=self._serve_direct,
-                                      args=(sock, peer, conn.remote, main, slot),
-                                      name=f"netlet-direct-{peer.node[:8]}", daemon=True)
-            self._direct_threads.add(thread)
-            thread.start()
-            return
-        self._add_link(conn, peer, None)
+        accepted(self, conn, peer)
+
+    def _known_link(self, ref: RemoteRef) -> Link | None:
+        """A live link to the owner of ``ref`` we already have (no connecting)."""
+        return known_link(self, ref)
 
     def _caller_of(self, link: Link) -> str:
         """The id a call over ``link`` may act for (see ``current_peer``)."""
         return caller_of(self, link)
-
-    def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
-                      main: Link | None, slot: Callable[[], None] | None) -> None:
-        try:
-            serve_direct(self, sock, peer, remote, main)
-        finally:
-            self._direct_threads.discard(threading.current_thread())
-            if slot is not None:
-                slot()
-
-    def _add_link(self, conn: Connection, peer: PeerInfo, dialed: str | None) -> Link:
-        if self.config.wrap_connection is not None:
-            conn = self.config.wrap_connection(conn)
-        link = Link(self, conn, peer)
-        link.dial_address = dialed or peer.address
-        self.counters.connections_total += 1
-        if self._closing:
-            conn.close()
-            return link
-        self._links.add(link)
-        register_link(self, link)  # the first live link with an id owns it
-        self._notify_peer(peer.node, True)
-        # Only an address we dialed names this link: the one a peer announces is a
-        # claim, and calls to that address go to whoever really listens there.
-        if dialed and (dialed not in self._links_by_addr or self._links_by_addr[dialed].closed):
-            self._links_by_addr[dialed] = link
-        return link
-
-    def statistics(self) -> NodeStatistics:
-        """Counters and gauges of this node (cheap: O(1) but for counting its links)."""
-        c = self.counters
-        failures = self._listener.handshake_failures if self._listener is not None else 0
-        return NodeStatistics(self.id, self.address or "", c.calls_in, c.calls_out, c.errors,
-                              c.bytes_in, c.bytes_out, c.frames_in, c.frames_out,
-                              sum(1 for lk in list(self._links) if not lk.closed),
-                              c.connections_total, failures)
-
-    def link_statistics(self) -> tuple[LinkStatistics, ...]:
-        """Each open connection's counters and gauges: O(connections)."""
-        return tuple(lk.statistics() for lk in list(self._links))
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
         """Call ``listener(peer_node_id, connected)`` on the loop when a link opens or closes."""
@@ -500,15 +387,8 @@ class Node:
                 log.exception("peer listener failed")
 
     def _link_closed(self, link: Link) -> None:
-        self._links.discard(link)
-        if not any(lk.peer.node == link.peer.node for lk in self._links):
-            self._notify_peer(link.peer.node, False)
-        pool = self._direct_pools.pop(link, None)
-        if pool is not None:
-            pool.close()
-        forget_link(self, link)
-        for addr in [a for a, lk in self._links_by_addr.items() if lk is link]:
-            del self._links_by_addr[addr]
+        """Forget the link, then what was served only for that peer."""
+        drop_link(self, link)
         for name in link.exported:
             left = self._export_counts.get(name, 1) - 1
             if left <= 0:
@@ -517,236 +397,28 @@ class Node:
             else:
                 self._export_counts[name] = left
 
-    async def _link_to(self, ref: RemoteRef) -> Link:
-        """The live link to the owner of ``ref``, connecting if needed (loop thread)."""
-        if self._closing:
-            raise NodeClosed("the node is closed")
-        if ref.node:
-            link = self._links_by_node.get(ref.node)
-            if link is not None and not link.closed:
-                return link
-        addr = ref.address
-        if not addr:
-            raise ConnectionLost(
-                f"no route to node {ref.node[:8]}: it does not listen and its connection is gone")
-        link = self._links_by_addr.get(addr)
-        if link is not None and not link.closed:
-            return link
-        task = self._connecting.get(addr)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._dial(addr))
-            self._connecting[addr] = task
-            task.add_done_callback(lambda _: self._connecting.pop(addr, None))
-        return await asyncio.shield(task)
+    def statistics(self) -> NodeStatistics:
+        """Counters and gauges of this node (cheap: O(1) but for counting its links)."""
+        from netlet.node._stats import NodeStatistics  # loaded when first asked
 
-    async def _dial(self, addr: str) -> Link:
-        conn, peer = await connect(addr, self.config.transport, self.id, self.address or "",
-                                   budget=self.budget)
-        return self._add_link(conn, peer, addr)
+        c = self.counters
+        failures = self._listener.handshake_failures if self._listener is not None else 0
+        return NodeStatistics(self.id, self.address or "", c.calls_in, c.calls_out, c.errors,
+                              c.bytes_in, c.bytes_out, c.frames_in, c.frames_out,
+                              sum(1 for lk in list(self._links) if not lk.closed),
+                              c.connections_total, failures)
 
-    def _known_link(self, ref: RemoteRef) -> Link | None:
-        """A live link to the owner of ``ref`` we already have (no connecting)."""
-        link = self._links_by_node.get(ref.node) if ref.node else None
-        if link is None and ref.address:
-            link = self._links_by_addr.get(ref.address)
-        return link if link is not None and not link.closed else None
-
-    def _link_blocking(self, proxy: Proxy) -> Link:
-        link = proxy._link
-        if link is not None and not link.closed:
-            return link
-        _check_pinned(proxy)
-        link = self._known_link(proxy._ref)
-        if link is not None:
-            proxy._link = link
-            return link
-        loop = self.loop
-        if loop is None or self._closing:
-            raise NodeClosed("the node is closed")
-        if threading.get_ident() == self._loop_thread_id:
-            raise RuntimeError(
-                "blocking netlet call on the node's event loop would deadlock it; "
-                "use 'await proxy.method.aio(...)' in async code")
-        t = self.config.transport
-        fut = asyncio.run_coroutine_threadsafe(self._link_to(proxy._ref), loop)
-        try:
-            link = fut.result(timeout=t.connect_timeout + t.handshake_timeout + 1)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise CallTimeout(f"could not reach {proxy._ref.address} in time") from None
-        proxy._link = link
-        return link
-
-    # -- calls -------------------------------------------------------------------
-
-    def _call_blocking(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                       kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
-        link = proxy._link
-        if link is None or link.closed:
-            link = self._link_blocking(proxy)
-        pool = self._direct_pool(link)
-        if pool is not None:
-            client = pool.acquire()
-            if client is not None:
-                try:
-                    ok, value = client.call(proxy._ref.name, method, args, kwargs, timeout)
-                finally:
-                    pool.release(client)
-                if ok:
-                    return value
-                raise value
-        waiter = _SyncWaiter()
-        cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-        clock = self.config.clock
-        if timeout is None:
-            clock.wait(waiter.wait, None)
-        elif not clock.wait(waiter.wait, link.first_look(cid, timeout)):
-            self._wait_sent(link, cid, waiter, timeout, f"{proxy._ref.name}.{method}()")
-        elif link.unsent:
-            link.unsent.pop(cid, None)
-        if waiter.ok:
-            return waiter.value
-        raise waiter.value
-
-    def _wait_sent(self, link: Link, cid: int, waiter: _SyncWaiter, timeout: float,
-                   what: str) -> None:
-        """A blocking call's deadline came: wait on while its request is still going
-        out to a peer that takes it (see ``_unsent``); raise CallTimeout if none comes."""
-        clock = self.config.clock
-        stalled = False
-        while True:
-            stalled = cid in link.unsent
-            due = link.due_again(cid, timeout)
-            if due is None:
-                break
-            if clock.wait(waiter.wait, max(due - clock.monotonic(), 0.0)):
-                link.unsent.pop(cid, None)
-                return
-        link.abandon(cid)
-        if waiter.wait(0):  # the reply slipped in meanwhile
-            return
-        if stalled:
-            raise CallTimeout(f"{what} could not send its request: the peer took none of "
-                              f"it for {timeout} s")
-        raise CallTimeout(f"{what} got no reply in {timeout} s")
-
-    def _call_async(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                    kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
-        """Start a call from async code; eager when the link is up (no task per call)."""
-        loop = asyncio.get_running_loop()
-        link = proxy._link
-        if loop is not self.loop or link is None or link.closed:
-            return loop.create_task(self._call_async_slow(proxy, method, args, kwargs, timeout))
-        return self._start_async(loop, link, proxy, method, args, kwargs, timeout)
-
-    def _start_async(self, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
-                     method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                     timeout: float | None) -> asyncio.Future[Any]:
-        fut = _CallFuture(loop=loop)
-        waiter = functools.partial(_settle, fut)
-        cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-        if timeout is not None:
-            self._watch.add_deadline(timeout, link, cid)
-        fut.call = (link, cid)
-        return fut
-
-    async def _call_async_slow(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                               kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # another loop: run on ours, await the bridge
-            if self.loop is None or self._closing:
-                raise NodeClosed("the node is closed")
-            cf = asyncio.run_coroutine_threadsafe(
-                self._call_async_slow(proxy, method, args, kwargs, timeout), self.loop)
-            return await asyncio.wrap_future(cf)
-        link = proxy._link
-        if link is None or link.closed:
-            _check_pinned(proxy)
-            link = proxy._link = await self._link_to(proxy._ref)
-        return await self._start_async(loop, link, proxy, method, args, kwargs, timeout)
-
-    def _call_future(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any] | None,
-                     timeout: float | None) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        fut.set_running_or_notify_cancel()
-        waiter = functools.partial(_settle, fut)
-
-        def start(link: Link) -> None:
-            try:
-                cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-            except BaseException as e:
-                waiter(False, e)
-                return
-            if timeout is not None:
-                self._watch.add_deadline(timeout, link, cid)
-            fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
-
-        link = proxy._link
-        if link is not None and not link.closed:
-            start(link)
-        else:
-            threading.Thread(target=self._start_later, args=(proxy, start, waiter),
-                             daemon=True).start()
-        return fut
-
-    def _start_later(self, proxy: Proxy, start: Callable[[Link], None], fail: Waiter) -> None:
-        try:
-            link = self._link_blocking(proxy)
-        except BaseException as e:
-            fail(False, e)
-            return
-        start(link)
-
-    def _direct_pool(self, link: Link) -> DirectPool | None:
-        """The direct-call pool for a link's peer, when that path is possible."""
-        pool = self._direct_pools.get(link)
-        if pool is not None:
-            return None if pool.disabled else pool
-        if (not self.config.direct_calls or type(link.conn) is not SocketConnection
-                or self.config.wrap_connection is not None
-                or not link.dial_address or link.closed):
-            return None
-        pool = self._direct_pools[link] = DirectPool(self, link)
-        return pool
-
-    def _call_oneway(self, proxy: Proxy, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any] | None) -> None:
-        link = proxy._link
-        if link is None or link.closed:
-            _check_pinned(proxy)
-            link = self._known_link(proxy._ref)
-        if link is None and threading.get_ident() == self._loop_thread_id:
-            # On the loop: connect in a task rather than block the loop we need.
-            async def send_later() -> None:
-                try:
-                    lk = await self._link_to(proxy._ref)
-                except (NetletError, OSError) as e:  # a oneway has nobody to tell
-                    log.info("oneway %s not sent: %s", method, e)
-                    return
-                lk.start_call(None, proxy._ref.name, method, args, kwargs)
-
-            task = self._get_loop().create_task(send_later())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            return
-        if link is None:
-            link = self._link_blocking(proxy)
-        link.start_call(None, proxy._ref.name, method, args, kwargs)
+    def link_statistics(self) -> tuple[LinkStatistics, ...]:
+        """Each open connection's counters and gauges: O(connections)."""
+        return tuple(lk.statistics() for lk in list(self._links))
 
     def _on_pong(self, link: Link, token: Any) -> None:
         """A pong only proves the peer is alive; ``last_heard`` already recorded it."""
 
 
-def _check_pinned(proxy: Proxy) -> None:
-    """A pinned proxy whose connection closed has nowhere else to go."""
-    if proxy._pinned:
-        raise ConnectionLost(f"the connection that handed over {proxy._ref.name!r} is closed")
-
-
 @contextlib.asynccontextmanager
 async def open_node(listen: str | None = None, *, config: NodeConfig | None = None,
-                    **options: Any) -> AsyncIterator[Node]:
+                    **options: Unpack[NodeOptions]) -> AsyncIterator[Node]:
     """A node on the running loop, closed when the block ends."""
     node = Node(listen, config=config, start=False, **options)
     await node.astart()

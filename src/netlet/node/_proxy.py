@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from netlet.codec import RemoteRef
+from netlet.node._calls import call_async, call_blocking, call_future, call_oneway
 
 if TYPE_CHECKING:
     from netlet.node._link import Link
@@ -93,7 +94,7 @@ class Method:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         p = self._proxy
-        return p._node._call_blocking(p, self._name, args, kwargs or None, p._timeout)
+        return call_blocking(p._node, p, self._name, args, kwargs or None, p._timeout)
 
     def aio(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Send the call now and return an awaitable for its result.
@@ -101,17 +102,17 @@ class Method:
         Call it from async code; cancelling the awaitable asks the peer to stop.
         """
         p = self._proxy
-        return p._node._call_async(p, self._name, args, kwargs or None, p._timeout)
+        return call_async(p._node, p, self._name, args, kwargs or None, p._timeout)
 
     def future(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call and return a future; ``cancel()`` asks the peer to stop it."""
         p = self._proxy
-        return p._node._call_future(p, self._name, args, kwargs or None, p._timeout)
+        return call_future(p._node, p, self._name, args, kwargs or None, p._timeout)
 
     def oneway(self, *args: Any, **kwargs: Any) -> None:
         """Send the call and return at once; no result, errors are logged remotely."""
         p = self._proxy
-        p._node._call_oneway(p, self._name, args, kwargs or None)
+        call_oneway(p._node, p, self._name, args, kwargs or None)
 
     def __repr__(self) -> str:
         return f"<netlet method {self._name!r} of {self._proxy!r}>"

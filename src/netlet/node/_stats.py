@@ -1,27 +1,15 @@
-"""The node's counters and their frozen snapshot (``Node.statistics()``).
+"""The frozen snapshots of a node's counters (``Node.statistics()``, ``link_statistics()``).
 
-Counters are plain integers bumped where the work happens (a frame read, a
-frame sent, a call run); under several threads an increment may
-occasionally be lost, never counted twice: fine for rates and dashboards,
-and free of locks on the hot path. Calls served on direct connections
-(``direct_calls``) are not counted.
+The counters themselves (``NodeCounters``, in ``_counters.py``) are plain
+integers bumped where the work happens; these records are built only when
+someone asks, so they are imported then too (not at every process start).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LinkStatistics", "NodeCounters", "NodeStatistics"]
-
-
-class NodeCounters:
-    __slots__ = ("bytes_in", "bytes_out", "calls_in", "calls_out", "connections_total",
-                 "errors", "frames_in", "frames_out")
-
-    def __init__(self) -> None:
-        self.calls_in = self.calls_out = self.errors = 0
-        self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
-        self.connections_total = 0
+__all__ = ["LinkStatistics", "NodeStatistics"]
 
 
 @dataclass(frozen=True, slots=True)

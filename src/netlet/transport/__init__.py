@@ -1,5 +1,11 @@
 """Frames between two endpoints: tcp (optionally TLS), unix, mem, and fault injection;
-keys, TLS and the per-user key files of local servers."""
+keys, TLS and the per-user key files of local servers.
+
+The fault-injecting connection (``Faults``, ``FaultyConnection``) is for tests:
+it is imported on first use, not by every process that imports netlet.
+"""
+
+from typing import TYPE_CHECKING
 
 from netlet.transport._address import Address, advertised_address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
@@ -14,7 +20,6 @@ from netlet.transport._config import (
     load_key,
     write_key,
 )
-from netlet.transport._faults import Faults, FaultyConnection
 from netlet.transport._framing import FrameReader, frame_parts
 from netlet.transport._handshake import PROTOCOL_VERSION
 from netlet.transport._socket import SocketConnection, more_follows
@@ -26,6 +31,9 @@ from netlet.transport._userkey import (
     user_key_dir,
     user_key_path,
 )
+
+if TYPE_CHECKING:
+    from netlet.transport._faults import Faults, FaultyConnection
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -61,3 +69,12 @@ __all__ = [
     "user_key_path",
     "write_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``Faults`` and ``FaultyConnection``, imported on first use."""
+    if name in ("Faults", "FaultyConnection"):
+        from netlet.transport import _faults
+
+        return getattr(_faults, name)
+    raise AttributeError(f"module 'netlet.transport' has no attribute {name!r}")

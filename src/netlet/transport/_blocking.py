@@ -12,13 +12,12 @@ TCP) until memory is given back, or fails after ``budget_wait`` seconds.
 
 from __future__ import annotations
 
-import ctypes
 import socket
 import struct
 import sys
 import threading
 from collections.abc import Sequence
-from typing import overload
+from typing import Any, overload
 
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
@@ -176,7 +175,8 @@ class BlockingFramer:
         into it: one the budget kept from an earlier frame if nothing uses it, else a
         new one (admitted and charged like ``read_growing``)."""
         account = self.account
-        if account is None or n < MIN_CACHED or _new_bytes is None:
+        new_bytes = _bytes_api()
+        if account is None or n < MIN_CACHED or new_bytes is None:
             fresh = fresh_bytes(n)
             if fresh is None:
                 buf = bytearray(n)
@@ -189,7 +189,7 @@ class BlockingFramer:
             reset_bytes_hash(obj)
         else:
             self._admit(account, n)
-            obj = _new_bytes(None, n)
+            obj = new_bytes(None, n)
             account.charge(n)
             account.budget.withdraw(n)
         kept = _KeptBytes(obj, account)
@@ -328,15 +328,30 @@ def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -
 
 
 _BYTES_HEADER = bytes.__basicsize__ - 1  # where a bytes object's data starts (CPython)
-_new_bytes = None
-if sys.implementation.name == "cpython":
-    _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-    _new_bytes.restype = ctypes.py_object
-    _new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+_new_bytes: Any = None
+_bytes_api_made = False
+
+
+def _bytes_api() -> Any:
+    """CPython's ``PyBytes_FromStringAndSize`` through ctypes (None elsewhere), made on
+    first use: importing ctypes costs every process ~1 ms at start."""
+    global _new_bytes, _bytes_api_made
+    if not _bytes_api_made:
+        if sys.implementation.name == "cpython":
+            import ctypes
+
+            fn = ctypes.pythonapi.PyBytes_FromStringAndSize
+            fn.restype = ctypes.py_object
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+            _new_bytes = fn
+        _bytes_api_made = True
+    return _new_bytes
 
 
 def _bytes_window(obj: bytes) -> memoryview:
     """A writable view of a bytes object's data: only while nothing else refers to it."""
+    import ctypes  # loaded by _bytes_api already: a dictionary lookup
+
     window = (ctypes.c_char * len(obj)).from_address(id(obj) + _BYTES_HEADER)
     return memoryview(window).cast("B")
 
@@ -348,9 +363,10 @@ def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
     object, then let the kernel fill it. Only valid until the object is shared;
     the caller fills it completely before handing it out. None off CPython.
     """
-    if _new_bytes is None:
+    new_bytes = _bytes_api()
+    if new_bytes is None:
         return None
-    obj = _new_bytes(None, n)
+    obj = new_bytes(None, n)
     return obj, _bytes_window(obj)
 
 

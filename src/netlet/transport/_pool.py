@@ -17,8 +17,8 @@ frame wait. A dropped entry the application still holds is freed with its value.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
+import struct
 import sys
 from typing import Any
 
@@ -31,12 +31,14 @@ MAX_ENTRIES = 8
 _CPYTHON = (sys.implementation.name == "cpython"
             and getattr(sys, "_is_gil_enabled", lambda: True)())
 """Reference counts tell when a buffer is free (not in free-threaded builds: kept none)."""
-_BYTES_HASH = bytes.__basicsize__ - 1 - ctypes.sizeof(ctypes.c_ssize_t)
+_BYTES_HASH = bytes.__basicsize__ - 1 - struct.calcsize("n")  # n: Py_ssize_t
 """Where a bytes object caches its hash (``ob_shash``, just before its data)."""
 
 
 def reset_bytes_hash(obj: bytes) -> None:
     """Forget the hash a reused ``bytes`` object may have cached (CPython)."""
+    import ctypes  # here, not at import: ~1 ms of every process's start, used for big frames
+
     ctypes.c_ssize_t.from_address(id(obj) + _BYTES_HASH).value = -1
 
 

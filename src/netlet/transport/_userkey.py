@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 
 from netlet.errors import ConfigError
@@ -65,6 +64,8 @@ def user_key_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime) and _check_private_dir(Path(runtime)) is None:
         return _private_dir(Path(runtime) / "netlet")
+    import tempfile  # ~1.5 ms with shutil: only a process without a runtime dir pays it
+
     return _private_dir(Path(tempfile.gettempdir()) / f"netlet-{os.getuid()}")
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import STEP, LineReader
+from tests._support import STEP, LineReader, free_port
 
 __all__ = ["NETLET", "BankProcess", "free_port", "netlet"]
 
@@ -26,13 +25,6 @@ NETLET = [sys.executable, "-c", "from netlet.cli import main; main(prog_name='ne
 """The netlet command, run by this interpreter (no console script needed)."""
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the bank binds it with SO_REUSEADDR)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def netlet(*args: str | Path, stdin: str | None = None,

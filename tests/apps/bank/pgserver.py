@@ -18,10 +18,11 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests._support import free_port
 
 __all__ = ["PgServer", "pg_bin"]
 
@@ -33,12 +34,6 @@ def pg_bin() -> Path | None:
         return None
     return Path(max(found, key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit()
                     else 0)).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgServer:
@@ -89,7 +84,7 @@ class PgServer:
         if not self.durable:  # tests kill the bank, never this server: skip its fsyncs
             options += ["-c fsync=off", "-c full_page_writes=off"]
         for _ in range(5):  # a free port may be taken before the server binds it
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
                           str(self.root / "log"), "-w", "-t", "60", "-o",

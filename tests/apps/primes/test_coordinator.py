@@ -37,8 +37,10 @@ from netlet.apps.primes import (
     SearchConfig,
     Summary,
     _chunks,
+    _config,
     _coordinator,
     _methods,
+    _state,
     _tasks,
     check_state,
     count_sieve,
@@ -380,7 +382,7 @@ def test_chunks_are_handed_out_last_first(fake: Callable[..., FakeCluster]) -> N
 def test_commits_wait_for_the_interval_or_a_flush(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     params = {"start": "0", "end": "100", "method": "naive", "out": "", "chunk": "10"}
-    log = _coordinator._ChunkLog(path, params, False, check_chunk=True, commit_every=60)
+    log = _state.ChunkLog(path, params, False, check_chunk=True, commit_every=60)
     log.record([(0, 0, 10, 4, "h", 1, 0.1)], None)
     assert not path.exists()
     log.flush()
@@ -390,7 +392,7 @@ def test_commits_wait_for_the_interval_or_a_flush(tmp_path: Path) -> None:
     assert state_rows(path) == [(0, 0, 10), (1, 10, 20)]
     log.close()
 
-    every = _coordinator._ChunkLog(tmp_path / "t.db", params, False, check_chunk=True)
+    every = _state.ChunkLog(tmp_path / "t.db", params, False, check_chunk=True)
     every.record([(0, 0, 10, 4, "h", 1, 0.1)], None)
     assert state_rows(tmp_path / "t.db") == [(0, 0, 10)], "commit_every=0: each record"
     every.close()
@@ -545,7 +547,7 @@ def test_search_chunk_refuses_an_unknown_method() -> None:
 # --- the public surface --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [primes_pkg, _coordinator, _tasks])
+@pytest.mark.parametrize("module", [primes_pkg, _config, _coordinator, _state, _tasks])
 def test_exports(module: object) -> None:
     names = module.__all__  # type: ignore[attr-defined]
     assert names == sorted(names)

@@ -18,43 +18,34 @@ whose workers kept dying comes back as ``WorkerLost`` and is submitted again
 from here. Any other failure of a chunk stops the search and is raised with a
 note naming the chunk.
 
-State
-=====
-
-Finished chunks are recorded in a small SQLite file (each chunk's count and
-which host and pid did it), committed together once per progress interval
-(a quarter of a second by default), and all of them when a run fails or is
-interrupted; so a coordinator that dies loses at most the chunks in flight and
-those of its last interval. A search that ends within its first interval never
-writes the file (creating it costs milliseconds). ``resume=True`` opens the file of an
-earlier, unfinished run of the same search (same range, method, output file
-and chunk size) and submits only the chunks it does not list: the answer is
-the same, and finished chunks are not computed again. The file is removed after
-a successful run unless ``keep_state``. A run that finds an unfinished run's
-file refuses to start unless told to resume it, rather than throw its work away.
-
 With ``out``, primes are written to the file in ascending order, one per line.
 Chunks finish out of order, so a finished chunk waits in memory until the ones
 before it are written; the window bounds how many may wait, and a chunk is
 recorded only once its primes are on disk, together with the file's length.
 Resuming cuts the file back to that length and goes on from there.
+
+What a search is (``SearchConfig``) is in ``_config.py``; how finished chunks
+are kept on disk, and why a run can resume, in ``_state.py``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import hashlib
-import sqlite3
 import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import IO, Any, Final
 
-from netlet.apps.primes._chunks import MAX_CHUNKS
-from netlet.apps.primes._methods import KNOWN_PI, MAX_SIEVE_END, METHODS
+from netlet.apps.primes._config import (
+    MAX_CHUNK,
+    MAX_NAIVE_END,
+    MAX_OUT_CHUNK,
+    SearchConfig,
+    default_chunk,
+)
+from netlet.apps.primes._methods import KNOWN_PI
+from netlet.apps.primes._state import ChunkLog, check_state
 from netlet.apps.primes._tasks import TASK, WARM_UP
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.cluster import Cluster
@@ -74,115 +65,12 @@ __all__ = [
     "default_chunk",
 ]
 
-MAX_CHUNK: Final = 10**10
-"""Most numbers in one chunk: a bigger one runs for minutes on one worker and cannot be shared."""
-
-MAX_OUT_CHUNK: Final = 10**8
-"""Most numbers in one chunk when the primes are written out: their bytes stay under 64 MiB."""
-
-MAX_NAIVE_END: Final = 10**18
-"""Largest ``end`` for trial division (state and results hold 64-bit numbers)."""
-
-_CHUNK_BOUNDS: Final = {"sieve": (10**6, 10**8), "naive": (1_000, 20_000)}
-"""Default chunk sizes per method: (smallest, largest); each largest takes ~50-200 ms."""
-
-_OUT_CHUNK_CEILING: Final = 10**7
-"""Largest default chunk with ``out``: at most ~5 MB of primes wait in memory per chunk."""
-
-_CHUNKS_PER_WORKER: Final = 8
-"""A default chunk size aims at this many chunks per worker: enough for an even spread
-(handed out last first, the cheap chunks even out the finish), few enough that the
-per-chunk costs stay small. It decides only for short searches; longer ones hit the
-method's largest chunk and get more chunks, for a smooth live view and resume."""
-
 _WARM_UPS_PER_WORKER: Final = 4
 """Warm-up tasks per worker in one round: a head hands each worker waiting for work a
 few tasks at once, so a round of several per worker reaches every waiting worker."""
 
 _RESUBMITS: Final = 3
 """Times a chunk lost with its workers (``WorkerLost``) is submitted again from here."""
-
-_STATE_VERSION: Final = "1"
-
-
-def _pow10(n: int) -> str:
-    """``10**k`` for a power of ten, else the number with thousands separators."""
-    text = str(n)
-    return f"10**{len(text) - 1}" if text.strip("0") == "1" else f"{n:,}"
-
-
-def default_chunk(method: str, start: int, end: int, workers: int, *, out: bool = False) -> int:
-    """A chunk size giving each of ``workers`` ~8 chunks, within the method's bounds."""
-    floor, ceiling = _CHUNK_BOUNDS[method]
-    if out:
-        ceiling = min(ceiling, _OUT_CHUNK_CEILING)
-    wanted = -(-(end - start) // (_CHUNKS_PER_WORKER * max(1, workers)))
-    return max(floor, min(ceiling, wanted))
-
-
-@dataclass(frozen=True, slots=True)
-class SearchConfig:
-    """What to search and how; checked on creation (``ConfigError`` says what is wrong)."""
-
-    start: int
-    end: int
-    method: str = "sieve"
-    chunk: int | None = None
-    """Numbers per chunk; None picks one per method and worker count (``default_chunk``)."""
-    out: Path | None = None
-    """Write the primes here, ascending, one per line."""
-    state: Path | None = None
-    """The state file; None means ``.netlet-primes-<hash>.db`` in the working directory."""
-    resume: bool = False
-    """Continue an unfinished run recorded in the state file (start afresh if there is none)."""
-    keep_state: bool = False
-    """Keep the state file after a successful run."""
-    per_worker: int = 4
-    """Chunks in flight per worker."""
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}; choose from "
-                              f"{', '.join(sorted(METHODS))}")
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
-            if value < 0:
-                raise ConfigError(f"{name} must be 0 or more, got {value}")
-        if self.end < self.start:
-            raise ConfigError(f"end ({self.end}) is below start ({self.start}): "
-                              "the search covers [start, end)")
-        limit = MAX_SIEVE_END if self.method == "sieve" else MAX_NAIVE_END
-        if self.end > limit:
-            raise ConfigError(f"the {self.method} method goes up to end={_pow10(limit)}, "
-                              f"got end={self.end}")
-        if self.chunk is not None:
-            self.check_chunk(self.chunk)
-        if self.per_worker < 1:
-            raise ConfigError("per_worker must be 1 or more")
-
-    def check_chunk(self, chunk: int) -> None:
-        """Raise ``ConfigError`` unless ``chunk`` is a sensible chunk size for this range."""
-        most = MAX_OUT_CHUNK if self.out is not None else MAX_CHUNK
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= most:
-            why = " when writing the primes out" if self.out is not None else ""
-            raise ConfigError(f"a chunk holds 1 to {_pow10(most)} numbers{why}, got {chunk}")
-        pieces = -(-(self.end - self.start) // chunk)
-        if pieces > MAX_CHUNKS:
-            raise ConfigError(f"[{self.start}, {self.end}) in chunks of {chunk} makes {pieces} "
-                              f"chunks, over the limit of {MAX_CHUNKS}; use larger chunks")
-
-    def state_path(self) -> Path:
-        """Where the state lives: ``state``, or a name derived from the search's parameters."""
-        if self.state is not None:
-            return self.state
-        return Path.cwd() / f".netlet-primes-{self._digest()}.db"
-
-    def _digest(self) -> str:
-        out = str(self.out.resolve()) if self.out is not None else ""
-        key = f"{self.method}:{self.start}:{self.end}:{out}"
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,180 +173,6 @@ class Summary(Progress):
                        "seconds": round(n.seconds, 6), "share": round(n.share, 6)}
                       for n in self.nodes],
         }
-
-
-# --- the state file --------------------------------------------------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks (
-    idx INTEGER PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
-    count INTEGER NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, seconds REAL NOT NULL
-);
-"""
-
-
-class _ChunkLog:
-    """The finished chunks of one search, in SQLite (WAL, one commit per ``commit_every``).
-
-    A fresh run's file is created at its first commit, not up front: creating it
-    costs milliseconds (SQLite syncs the new file and its switch to WAL), which a
-    short search would otherwise spend before its first chunk and again on
-    removing the file.
-    """
-
-    def __init__(self, path: Path, params: dict[str, str], resume: bool, *,
-                 check_chunk: bool, commit_every: float = 0.0,
-                 clock: Clock = REAL_CLOCK) -> None:
-        self.path = path
-        self.commit_every = commit_every
-        self._clock = clock
-        self._db: sqlite3.Connection | None = None
-        self._rows: list[tuple[int, int, int, int, str, int, float]] = []
-        self._offset: int | None = None
-        self._committed = clock.monotonic()
-        if path.exists() and not resume:
-            _refuse_unfinished(path)
-            _remove(path)  # a finished run's kept state: a new run replaces it
-        db = self._connect() if path.exists() else None
-        stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if db else {}
-        self.resumed = bool(stored)
-        if stored:
-            self._check(stored, params, check_chunk)
-            self.meta = stored
-        else:
-            self.meta = {**params, "version": _STATE_VERSION, "out_offset": "0"}
-            if db is not None:  # an empty file someone left: fill it now
-                self._create()
-
-    def _connect(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = None
-        try:
-            db = sqlite3.connect(self.path)
-            # WAL first: the schema and every commit after it then skip the fsyncs.
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            if db is not None:
-                db.close()
-            raise ConfigError(f"{self.path} is not a prime-search state file ({e})") from None
-        self._db = db
-        return db
-
-    def _create(self) -> sqlite3.Connection:
-        db = self._db if self._db is not None else self._connect()
-        with db:
-            db.executemany("INSERT INTO meta VALUES (?, ?)", self.meta.items())
-        return db
-
-    def _writer(self) -> sqlite3.Connection:
-        """The open database, created with this run's parameters if it is not yet."""
-        return self._db if self._db is not None else self._create()
-
-    def _check(self, stored: dict[str, str], params: dict[str, str], check_chunk: bool) -> None:
-        if stored.get("version") != _STATE_VERSION:
-            self.close()
-            raise ConfigError(f"{self.path} was written by another version of netlet; "
-                              "delete it to start over")
-        for key, value in params.items():
-            if key == "chunk" and not check_chunk:
-                continue  # the caller left the chunk size to us: the stored one holds
-            if stored.get(key) != value:
-                self.close()
-                raise ConfigError(
-                    f"{self.path} belongs to a different search ({key} was "
-                    f"{stored.get(key) or 'unset'!s}, now {value or 'unset'}); "
-                    "give the same parameters to resume it, or delete it to start over")
-
-    def done(self) -> array[int]:
-        """Indices of the finished chunks, ascending."""
-        found = array("q")
-        if self._db is not None:
-            for (idx,) in self._db.execute("SELECT idx FROM chunks ORDER BY idx"):
-                found.append(idx)
-        return found
-
-    def shares(self) -> list[tuple[str, int, int, int, int, float]]:
-        """(host, pid, chunks, numbers, primes, seconds) per worker, from the finished chunks."""
-        if self._db is None:
-            return []
-        return self._db.execute(
-            "SELECT host, pid, COUNT(*), SUM(hi - lo), SUM(count), SUM(seconds) FROM chunks"
-            " GROUP BY host, pid").fetchall()
-
-    def record(self, rows: list[tuple[int, int, int, int, str, int, float]],
-               out_offset: int | None) -> None:
-        """Add finished chunks ``(idx, lo, hi, count, host, pid, seconds)``.
-
-        They are committed together with those before them once ``commit_every``
-        seconds have passed since the last commit (or the log was opened), or by
-        ``flush``: a search shorter than that never writes its state file.
-        """
-        self._rows.extend(rows)
-        if out_offset is not None:
-            self._offset = out_offset
-        if self._clock.monotonic() - self._committed >= self.commit_every:
-            self.flush()
-
-    def flush(self) -> None:
-        """Commit the chunks recorded since the last commit, in one transaction."""
-        self._committed = self._clock.monotonic()
-        if not self._rows and self._offset is None:
-            return
-        db = self._writer()
-        with db:
-            db.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           self._rows)
-            if self._offset is not None:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'out_offset'",
-                           (str(self._offset),))
-        self._rows, self._offset = [], None
-
-    def finish(self) -> None:
-        """Commit what is pending and mark the run finished: a later run may replace
-        this file without --resume."""
-        self.flush()
-        db = self._writer()
-        with db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('finished', '1')")
-
-    def close(self, remove: bool = False) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-        if remove:
-            _remove(self.path)
-
-
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
-
-
-def _refuse_unfinished(path: Path) -> None:
-    """Raise ``ConfigError`` unless the state file at ``path`` records a finished run."""
-    try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'finished'").fetchone()
-    except sqlite3.DatabaseError as e:
-        raise ConfigError(f"{path} is in the way and is not a prime-search state file ({e}); "
-                          "move it, or give another --state") from None
-    if row is None:
-        raise ConfigError(
-            f"an unfinished run of this search left its state in {path}: add --resume "
-            "to continue it, or delete that file to start over")
-
-
-def check_state(config: SearchConfig) -> None:
-    """Refuse now what ``PrimeSearch.run`` would: another run's unfinished state, no resume.
-
-    Lets a caller fail before it starts a cluster.
-    """
-    path = config.state_path()
-    if path.exists() and not config.resume:
-        _refuse_unfinished(path)
 
 
 def _pending(n: int, done: array[int]) -> Iterator[int]:
@@ -599,7 +313,7 @@ class PrimeSearch:
         params = {"start": str(cfg.start), "end": str(cfg.end), "method": cfg.method,
                   "out": str(cfg.out.resolve()) if cfg.out is not None else "",
                   "chunk": str(self.chunk)}
-        log = _ChunkLog(self.state_path, params, cfg.resume, check_chunk=cfg.chunk is not None,
+        log = ChunkLog(self.state_path, params, cfg.resume, check_chunk=cfg.chunk is not None,
                         commit_every=interval, clock=self._clock)
         self.chunk = int(log.meta["chunk"])  # a resumed run keeps its chunk size
         try:
@@ -615,7 +329,7 @@ class PrimeSearch:
         log.close(remove=not cfg.keep_state)
         return summary
 
-    def _run(self, log: _ChunkLog, t0: float, on_progress: Callable[[Progress], None] | None,
+    def _run(self, log: ChunkLog, t0: float, on_progress: Callable[[Progress], None] | None,
              interval: float) -> Summary:
         cfg = self.config
         n = -(-(cfg.end - cfg.start) // self.chunk)
@@ -725,7 +439,7 @@ class PrimeSearch:
         return (idx, lo, hi, int(result["count"]), str(result["host"]), int(result["pid"]),
                 float(result["seconds"]))
 
-    def _open_out(self, log: _ChunkLog, done: array[int]) -> IO[bytes] | None:
+    def _open_out(self, log: ChunkLog, done: array[int]) -> IO[bytes] | None:
         """The output file, cut back to what the state file says was written."""
         path = self.config.out
         if path is None:
