@@ -201,7 +201,7 @@ def test_a_pull_with_no_work_waits_then_answers_empty() -> None:
     assert h.tasks == ()
 
 
-def test_backpressure_pauses_hand_outs() -> None:
+def test_a_pause_stops_every_hand_out() -> None:
     s = make()
     e, _ = s.join("w", 0)
     s.pause(True)
@@ -209,6 +209,42 @@ def test_backpressure_pauses_hand_outs() -> None:
     assert handouts(s.pull("w", e, 2, 0)) == []
     [h] = handouts(s.pause(False))
     assert ids(h) == ["t0", "t1"]
+
+
+def test_a_held_clients_tasks_wait_while_others_flow() -> None:
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("slow", specs(3), 0)
+    s.hold("slow")
+    assert s.queued == 3
+    s.submit("fast", specs(2, start=3), 0)
+    [h] = handouts(s.pull("w", e, 8, 0))
+    assert ids(h) == ["t3", "t4"]
+    s.submit("slow", specs(1, start=5), 0)  # held too
+    for t in h.tasks:
+        s.results("w", e, [(t.id, True, b"", t.lease)])
+    assert handouts(s.pull("w", e, 8, 0)) == []  # parked: nothing it may have
+    [h] = handouts(s.hold("slow", False))
+    assert ids(h) == ["t0", "t1", "t2", "t5"]  # in order, at the front
+
+
+def test_a_hold_moves_each_task_at_most_once() -> None:
+    """Counted in entries, not seconds: hand-outs past a held client's tasks do not
+    walk over them again."""
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("slow", specs(40_000), 0)
+    s.hold("slow")
+    for i in range(5):
+        s.submit("fast", specs(1, start=40_000 + i), 0)
+        [h] = handouts(s.pull("w", e, 1, 0))
+        assert ids(h) == [f"t{40_000 + i}"]
+        assert len(s._queue._ids) == 0  # the held ones were set aside on the first pass
+        t = h.tasks[0]
+        s.results("w", e, [(t.id, True, b"", t.lease)])
+    assert s.queued == 40_000
+    s.hold("slow", False)
+    assert len(s._queue._ids) == 40_000
 
 
 def test_cancel_cost_does_not_grow_with_the_queue() -> None:
@@ -344,6 +380,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.parked: set[str] = set()
         self.stale_leases: list[tuple[str, str]] = []
         self.starts: Counter[str] = Counter()
+        self.owner: dict[str, str] = {}
+        self.held: set[str] = set()
 
     # -- carrying out actions ---------------------------------------------------------
 
@@ -354,6 +392,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 assert not (a.tasks and self.s.draining(a.worker)), "a drained worker got tasks"
                 assert not any(self.s.lacks(a.worker, t.fn) for t in a.tasks), \
                     "a worker was handed a function it said it cannot import"
+                assert not any(t.client in self.held for t in a.tasks), \
+                    "a held client's task was handed out"
                 if a.worker in self.epoch:
                     self.local[a.worker] += list(a.tasks)
                     self.seen[a.worker] = max(self.seen[a.worker], a.seq)
@@ -385,14 +425,23 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.apply(out)
         return name
 
-    @rule(n=st.integers(1, 6), retries=st.integers(0, 2), fn=st.sampled_from(["m:f", "m:g"]))
-    def submit(self, n: int, retries: int, fn: str) -> None:
+    @rule(n=st.integers(1, 6), retries=st.integers(0, 2), fn=st.sampled_from(["m:f", "m:g"]),
+          client=st.sampled_from(["client", "other"]))
+    def submit(self, n: int, retries: int, fn: str, client: str) -> None:
         batch = [(f"t{next(self.ids)}", fn, b"", retries) for _ in range(n)]
         for tid, *_ in batch:
             self.submitted.add(tid)
             self.retries[tid] = retries
-        _, out = self.s.submit("client", batch, self.now)
+            self.owner[tid] = client
+        _, out = self.s.submit(client, batch, self.now)
         self.apply(out)
+
+    @rule(client=st.sampled_from(["client", "other"]), on=st.booleans())
+    def hold(self, client: str, on: bool) -> None:
+        """The head holds back a client's tasks (its results wait), or releases them."""
+        (self.held.add if on else self.held.discard)(client)
+        self.apply(self.s.hold(client, on))
+        assert self.s.held(client) == on
 
     @rule(w=workers, want=st.integers(1, 8))
     def pull_work(self, w: str, want: int) -> None:
@@ -472,7 +521,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         """The client cancels a future it has no result for."""
         tid = data.draw(st.sampled_from(sorted(self.submitted - set(self.ended))))
-        cancelled, out = self.s.cancel("client", [tid])
+        cancelled, out = self.s.cancel(self.owner[tid], [tid])
         self.cancelled.update(cancelled)
         self.apply(out)
 
@@ -550,8 +599,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         for w in self.parked:
             if w not in self.epoch or self.s.holds(w) or self.local[w] or self.s.draining(w):
                 continue
-            runnable = [t for t in self.s.tasks.values()
-                        if t.state == QUEUED and not self.s.lacks(w, t.fn)]
+            runnable = [t for t in self.s.tasks.values() if t.state == QUEUED
+                        and not self.s.lacks(w, t.fn) and t.client not in self.held]
             assert not runnable, (w, runnable[:3])
 
     @invariant()
@@ -566,9 +615,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         states = Counter(t.state for t in self.s.tasks.values())
         assert self.s.queued == states[QUEUED]
         assert self.s.running == states[ASSIGNED] + states[RUNNING]
+        held = sum(t.state == QUEUED and t.client in self.held for t in self.s.tasks.values())
+        assert self.s.stats()["held"] == held
 
     def teardown(self) -> None:
         """Drain: every submitted task that was not cancelled ends exactly once."""
+        for client in list(self.held):
+            self.held.discard(client)
+            self.apply(self.s.hold(client, False))
         for w in list(self.epoch):
             self.local[w], self.running[w] = [], []
             self.apply(self.s.worker_lost(w))

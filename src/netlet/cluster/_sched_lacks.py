@@ -82,7 +82,7 @@ class SchedulerLacks(SchedulerState):
             return
         failed = [t for t in self.tasks.values() if t.state == QUEUED and t.fn == fn]
         for task in failed:
-            self._queue.left()
+            self._queue.left(task)
             self._finish(task, (task.id, False, None, ConfigError(why)), out)
         self._queue.compact()
 

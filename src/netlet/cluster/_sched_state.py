@@ -62,7 +62,13 @@ class SchedulerState:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Tasks waiting for a worker (those of held clients too)."""
+        return self._queue.total
+
+    @property
+    def clients(self) -> int:
+        """Clients with tasks here (queued, running, or done and not delivered yet)."""
+        return len(self._by_client)
 
     @property
     def running(self) -> int:
@@ -173,7 +179,8 @@ class SchedulerState:
                 del self._by_client[task.client]
 
     def stats(self) -> dict[str, Any]:
-        return {"queued": len(self._queue), "unstarted": self._unstarted, "running": self._running,
+        return {"queued": self._queue.total, "held": self._queue.held,
+                "unstarted": self._unstarted, "running": self._running,
                 "workers": len(self._workers), "parked": len(self._parked),
                 "refused_results": self.refused_results, "stale_requests": self.stale_requests,
                 "retried": self.retried}

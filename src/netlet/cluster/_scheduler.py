@@ -31,6 +31,8 @@ The rules it keeps:
   ``retries``; then it fails with ``WorkerLost``. A task lost before it
   started costs no attempt (but with none known running, the worker's oldest
   hand-out counts as running: started notices may lag).
+* **Holds.** A held client's queued tasks are not handed out; others' are
+  (``hold``, backpressure from its results the head has not delivered yet).
 * **Cost.** Every event costs O(1) per task it touches (amortised): a submit
   hands work to waiting workers one at a time, never waking them all, and a
   cancel marks the task instead of scanning the queue.
@@ -41,7 +43,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from netlet.cluster._sched_lacks import SchedulerLacks
+from netlet.cluster._sched_holds import SchedulerHolds
 from netlet.cluster._sched_records import (
     ASSIGNED,
     DONE,
@@ -65,7 +67,7 @@ __all__ = [
     "batches",
 ]
 
-class Scheduler(SchedulerLacks):
+class Scheduler(SchedulerHolds):
     """Tasks and the workers that pull them; every method is one event.
 
     ``token()`` makes lease tokens (random by default; a test may pass a
@@ -197,18 +199,6 @@ class Scheduler(SchedulerLacks):
                 if now - w.parked_at < pull_wait:
                     break  # parked in order: the rest are younger
                 self._unpark(w, out)
-        return out
-
-    def pause(self, paused: bool) -> list[Action]:
-        """Stop (or resume) handing out tasks: backpressure from results nobody took yet."""
-        out: list[Action] = []
-        if paused != self._paused:
-            self._paused = paused
-            if not paused:
-                for node in list(self._full):
-                    del self._full[node]
-                    self._parked[node] = None
-                self._feed(out)
         return out
 
     def drain(self, node: str, on: bool = True) -> list[Action] | None:
@@ -457,7 +447,7 @@ class Scheduler(SchedulerLacks):
             if caller is not None and task.client != caller:
                 continue
             if task.state == QUEUED:
-                self._queue.left()  # its entry is skipped when reached
+                self._queue.left(task)  # its entry is skipped when reached
             elif task.state == ASSIGNED:
                 w = self._workers[task.worker]
                 if tid not in w.reclaiming:
@@ -481,11 +471,12 @@ class Scheduler(SchedulerLacks):
         for tid in gone:
             task = self.tasks.pop(tid)
             if task.state == QUEUED:
-                self._queue.left()
+                self._queue.left(task)
             elif task.state in (ASSIGNED, RUNNING):
                 w = self._workers.get(task.worker)
                 if w is not None:
                     self._detach(task, w)
             task.state = DONE
+        self._queue.release(client)
         self._queue.compact()
         return gone
