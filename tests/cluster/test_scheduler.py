@@ -604,6 +604,13 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert not runnable, (w, runnable[:3])
 
     @invariant()
+    def no_waiting_worker_is_walked_over(self) -> None:
+        """Workers whose pull waits are not in ``_surplus``: ``_rebalance`` walks only
+        over workers it may take tasks back from (not O(workers) per event)."""
+        waiting = set(self.s._parked) | set(self.s._full)
+        assert not waiting & set(self.s._surplus), waiting & set(self.s._surplus)
+
+    @invariant()
     def retries_respect_their_policy(self) -> None:
         for _tid, task in self.s.tasks.items():
             assert task.attempts <= task.retries + 1

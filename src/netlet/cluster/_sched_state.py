@@ -124,6 +124,7 @@ class SchedulerState:
         if self._parked.pop(w.node, 0) is None or self._full.pop(w.node, 0) is None:
             w.parked = 0
             out.append(Handout(w.node, (), w.seq))
+            self._mark(w)  # not waiting any more: what it holds may be shared
 
     def _unfull(self, w: WorkerSlot) -> None:
         """``w`` started or lost an unstarted task: a pull held at its share may go on."""
@@ -133,9 +134,16 @@ class SchedulerState:
             self._parked[w.node] = None
 
     def _mark(self, w: WorkerSlot) -> None:
-        """Keep ``_surplus`` up to date after ``w``'s tasks changed."""
+        """Keep ``_surplus`` up to date after ``w``'s tasks changed.
+
+        A worker whose pull waits (parked or full) is left out: nothing is
+        taken back from it, and so ``_rebalance`` never walks over it (with
+        many workers waiting, that walk was O(workers) per event). It is
+        marked again when its pull is answered.
+        """
         keep = 0 if w.running else 1
-        if len(w.assigned) - len(w.reclaiming) > keep:
+        if (len(w.assigned) - len(w.reclaiming) > keep
+                and w.node not in self._parked and w.node not in self._full):
             self._surplus[w.node] = None
         else:
             self._surplus.pop(w.node, None)

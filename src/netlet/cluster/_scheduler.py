@@ -183,6 +183,7 @@ class Scheduler(SchedulerHolds):
             out.append(self._handout(w, batch))
             return out
         w.parked, w.parked_at = want, now
+        self._surplus.pop(node, None)  # it waits: nothing is taken back from it
         if w.draining or (len(self._queue) and not w.blocked):
             self._full[node] = None  # it holds its share: more once it starts one
         else:
@@ -277,9 +278,7 @@ class Scheduler(SchedulerHolds):
         # Only tasks a parked worker can run (while some lack functions).
         lacking = [self._workers[n].lacks for n in self._parked] if self._lacked else []
         able = not lacking or not all(lacking)
-        for node in list(self._surplus):
-            if node in self._parked or node in self._full:
-                continue
+        for node in list(self._surplus):  # waiting workers are never in it (``_mark``)
             w = self._workers[node]
             keep = 0 if w.running else 1
             extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming
