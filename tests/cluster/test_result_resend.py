@@ -49,8 +49,7 @@ class _SlowSink:
     async def results(self, batch: list[list[Any]]) -> None:
         self.calls.append(batch)
         if len(self.calls) == 1:
-            while not self.release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(self.release.wait, 20)
 
     async def started(self, tids: list[str]) -> None:
         pass
