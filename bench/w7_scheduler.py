@@ -12,9 +12,13 @@ directly with simulated workers and measures what the head itself spends:
 - ``B_10k``, ``B_100k``, ``B_1M``: bytes per queued task (``tracemalloc``) as
   the queue grows to 10k, 100k and 1M tasks (id, function name and a 32-byte
   body each, as a client sends them);
-- ``ms_lost100``: CPU ms to requeue what 100 of the workers held when they
-  all die at once (the head notices a death by its link closing or by its
-  sweep, one pass over the members per heartbeat period);
+- ``ms_lost100``: CPU ms for the scheduler to requeue what 100 of the
+  workers held (4 tasks each, 2 started) when they all die at once;
+- ``ms_detect100``: the same through the real head: the CPU ms of its sweep
+  pass that finds the 100 silent past ``dead_after`` (its other way to know,
+  a closed link, skips the search) and carries out their deaths (requeue,
+  log, dashboard records); ``ms_sweep``: one such pass with every worker
+  alive, what watching them costs per heartbeat period (0.5 s);
 - ``us_heartbeat``: CPU µs per heartbeat of an idle worker.
 
 Rows are the same scheduler with 1,000 and with 10 workers: a per-task cost
@@ -239,6 +243,73 @@ def _lost(workers: int, dying: int, held: int) -> float:
     return spent * 1e3
 
 
+def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
+    """CPU ms of the real head's sweep: one pass with every worker alive, and the
+    pass that finds ``dying`` of them silent past ``dead_after`` and requeues what
+    they held (``held`` each, half started).
+
+    A ``Head`` on a node that listens nowhere (no sockets) and runs on a
+    ``VirtualClock``: each pass is one ``advance`` of its clock. The CPU is the
+    process's, so the node's watchdog pass (every 50 ms of its clock) is in it.
+    """
+    import asyncio
+
+    import netlet
+    from netlet.cluster import Head, HeadConfig
+    from netlet.cluster._head_tasks import Member
+    from netlet.testing import VirtualClock
+
+    clock = VirtualClock()
+    node = netlet.Node(clock=clock, keepalive=None)
+    try:
+        config = HeadConfig()
+        head = Head(node, config)
+        loop = node._get_loop()
+
+        async def setup() -> list[Member]:
+            now = clock.monotonic()
+            await head.submit("client", None, [[f"0123456789abcdef:{i}", "bench.w7:noop", BODY, 3]
+                                               for i in range(workers * held * 2)], {})
+            for i in range(workers):
+                nid = f"worker-{i:04d}"
+                head._members[nid] = Member(nid, "worker", {"name": nid}, None, 0.0, now)
+                epoch, _ = head.scheduler.join(nid, now)
+                batch, _, _ = await head.pull(nid, epoch, held)
+                await head.report(nid, epoch, [], [t[0] for t in batch[: held // 2]])
+            return list(head._members.values())
+
+        members = asyncio.run_coroutine_threadsafe(setup(), loop).result(60)
+        head.start()
+        while clock.pending < 2:  # the head's sweep and the node's watchdog wait on it
+            time.sleep(0.001)
+        period = min(config.heartbeat, config.pull_wait / 2)
+
+        def heard(which: list[Member]) -> None:
+            async def now_seen() -> None:
+                for m in which:
+                    m.last_seen = clock.monotonic()
+
+            asyncio.run_coroutine_threadsafe(now_seen(), loop).result(10)
+
+        passes = []
+        for _ in range(5):
+            heard(members)
+            t0 = time.process_time()
+            clock.advance(period)
+            passes.append(time.process_time() - t0)
+        heard(members[dying:])
+        clock.advance(config.dead_after - period * 1.01)  # not dead yet
+        heard(members[dying:])
+        queued = head.scheduler.queued
+        t0 = time.process_time()
+        clock.advance(period * 1.02)  # now silent for dead_after: found, requeued
+        spent = time.process_time() - t0
+        assert head.scheduler.queued == queued + dying * held, (head.scheduler.queued, queued)
+        return sorted(passes)[len(passes) // 2] * 1e3, spent * 1e3
+    finally:
+        node.close()
+
+
 def _heartbeats(workers: int, rounds: int) -> float:
     """CPU µs per heartbeat of an idle worker (nothing queued, nothing held)."""
     s = _scheduler()
@@ -267,6 +338,7 @@ def scheduler(p: Params) -> Figures:
         for key in ("B_10k", "B_100k", "B_1M"):
             figures[key] = "measured in the 1,000-worker row"
     figures["ms_lost100"] = _lost(workers, min(100, workers), 4)
+    figures["ms_sweep"], figures["ms_detect100"] = _head_sweep(workers, min(100, workers))
     figures["us_heartbeat"] = _heartbeats(workers, max(1, 20_000 // workers))
     return figures
 
@@ -284,7 +356,8 @@ WORKLOAD = Workload(
     title="head scale: the real scheduler, simulated workers (no sockets)",
     summary=("CPU per task through submit, hand-out, started, result, delivered; bytes per "
              "queued task as the queue grows (first run only: exact, the same each run); "
-             "requeueing what 100 workers dying at once held (all 10 in the 10-worker row); "
+             "requeueing what 100 workers dying at once held (all 10 in the 10-worker row), "
+             "and the head's sweep finding them; a sweep with all alive; "
              "an idle heartbeat. Dask documents 200 µs-1 ms of scheduler overhead per task."),
     metrics=(
         Metric("us_task", "µs/task", "lower", digits=1),
@@ -293,7 +366,9 @@ WORKLOAD = Workload(
         Metric("B_100k", "B/task 100k", "lower", ratio=False),
         Metric("B_1M", "B/task 1M", "lower", ratio=False),
         Metric("ms_lost100", "ms lost 100", "lower", digits=2, ratio=False),
-        Metric("us_heartbeat", "µs heartbeat", "lower", digits=2),
+        Metric("ms_detect100", "ms detect+lost 100", "lower", digits=2, ratio=False),
+        Metric("ms_sweep", "ms sweep", "lower", digits=2, ratio=False),
+        Metric("us_heartbeat", "µs heartbeat", "lower", digits=2, ratio=False),
     ),
     variants=(
         Variant(NETLET, scheduler, {"workers": 1000}, netlet=True),
