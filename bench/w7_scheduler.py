@@ -19,7 +19,10 @@ directly with simulated workers and measures what the head itself spends:
   a closed link, skips the search) and carries out their deaths (requeue,
   log, dashboard records); ``ms_sweep``: one such pass with every worker
   alive, what watching them costs per heartbeat period (0.5 s);
-- ``us_heartbeat``: CPU µs per heartbeat of an idle worker.
+- ``us_heartbeat``: CPU µs per heartbeat of an idle worker;
+  ``us_heartbeat_lacks`` the same once one worker said it cannot import some
+  function (each event while workers waited looked at every waiting worker:
+  32 µs per heartbeat at 1,000 workers before that was fixed).
 
 Rows are the same scheduler with 1,000 and with 10 workers: a per-task cost
 that grew with the number of workers would show as a gap between them. Dask
@@ -310,10 +313,19 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
         node.close()
 
 
-def _heartbeats(workers: int, rounds: int) -> float:
-    """CPU µs per heartbeat of an idle worker (nothing queued, nothing held)."""
+def _heartbeats(workers: int, rounds: int, lack: bool = False) -> float:
+    """CPU µs per heartbeat of an idle worker (nothing queued, nothing held); with
+    ``lack``, one worker said it cannot import some function."""
+    from netlet.cluster._scheduler import Handout
+
     s = _scheduler()
     epochs = {f"worker-{i:04d}": s.join(f"worker-{i:04d}", 0.0)[0] for i in range(workers)}
+    if lack:
+        node = "worker-0000"
+        s.submit("client", [("probe", "bench.w7:gone", BODY, 0)], 0.0)
+        [h] = [a for a in s.pull(node, epochs[node], 1, 0.0) if isinstance(a, Handout)]
+        s.unrunnable(node, "probe", h.tasks[0].lease, "No module named 'bench.w7'", 0.0)
+        s.cancel(None, ["probe"])
     for node, e in epochs.items():
         s.pull(node, e, WANT, 0.0)
     beats = list(epochs.items())
@@ -340,6 +352,7 @@ def scheduler(p: Params) -> Figures:
     figures["ms_lost100"] = _lost(workers, min(100, workers), 4)
     figures["ms_sweep"], figures["ms_detect100"] = _head_sweep(workers, min(100, workers))
     figures["us_heartbeat"] = _heartbeats(workers, max(1, 20_000 // workers))
+    figures["us_heartbeat_lacks"] = _heartbeats(workers, max(1, 20_000 // workers), lack=True)
     return figures
 
 
@@ -369,6 +382,8 @@ WORKLOAD = Workload(
         Metric("ms_detect100", "ms detect+lost 100", "lower", digits=2, ratio=False),
         Metric("ms_sweep", "ms sweep", "lower", digits=2, ratio=False),
         Metric("us_heartbeat", "µs heartbeat", "lower", digits=2, ratio=False),
+        Metric("us_heartbeat_lacks", "µs heartbeat, 1 fn lacked", "lower", digits=2,
+               ratio=False),
     ),
     variants=(
         Variant(NETLET, scheduler, {"workers": 1000}, netlet=True),
@@ -382,6 +397,9 @@ WORKLOAD = Workload(
         Target(NETLET, "", "B_1M", "<=", 1024.0),
         Target(NETLET, "", "B_100k", "<=", 1024.0),
         Target(NETLET, "", "us_task_credit", "<=", 20.0),
+        Target(NETLET, "10 workers", "us_heartbeat_lacks", "<=", 2.0,
+               text="an idle heartbeat costs about the same with 1,000 workers as with 10, "
+                    "even once a function is lacked"),
         Target(NETLET, "10 workers", "us_task", "<=", 1.5,
                text="no per-task cost that grows with the workers: 1,000 within 1.5x of 10"),
         Target(NETLET, "10 workers", "us_task_credit", "<=", 1.5,

@@ -23,6 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from netlet.cluster._sched_records import WorkerSlot
 from netlet.cluster._scheduler import (
     ASSIGNED,
     QUEUED,
@@ -245,6 +246,40 @@ def test_a_hold_moves_each_task_at_most_once() -> None:
     assert s.queued == 40_000
     s.hold("slow", False)
     assert len(s._queue._ids) == 40_000
+
+
+class _CountedSlot(WorkerSlot):
+    """A worker's slot that counts how often the scheduler reads its ``lacks``."""
+
+    __slots__ = ()
+    looks = 0
+
+    @property  # type: ignore[override]
+    def lacks(self) -> dict[str, str]:
+        _CountedSlot.looks += 1
+        return WorkerSlot.lacks.__get__(self)  # type: ignore[attr-defined,no-any-return]
+
+    @lacks.setter
+    def lacks(self, value: dict[str, str]) -> None:
+        WorkerSlot.lacks.__set__(self, value)  # type: ignore[attr-defined]
+
+
+def test_an_idle_heartbeat_does_not_look_at_every_waiting_worker() -> None:
+    """Counted in looks, not seconds: with a function some worker lacks, each event
+    while workers wait looked at every parked worker's lacks (32 us per heartbeat
+    at 1,000 workers, so O(workers^2) per heartbeat period)."""
+    s = make()
+    epochs = {f"w{i}": s.join(f"w{i}", 0)[0] for i in range(200)}
+    lacking(s, "w0", epochs["w0"], "m:gone")
+    s.cancel(None, ["probe-w0-0"])  # nothing queued: every worker waits
+    for w, e in epochs.items():
+        s._workers[w].__class__ = _CountedSlot
+        s.pull(w, e, 1, 0)
+    assert all(s.is_parked(w) for w in epochs)
+    _CountedSlot.looks = 0
+    for w, e in epochs.items():
+        s.heartbeat(w, e, (), 0, 1.0)
+    assert _CountedSlot.looks <= 2 * len(epochs), _CountedSlot.looks
 
 
 def test_cancel_cost_does_not_grow_with_the_queue() -> None:

@@ -273,11 +273,13 @@ class Scheduler(SchedulerHolds):
         A worker keeps one unstarted task when the scheduler knows of none it
         runs (it is about to start it); the rest come back to be shared.
         """
-        if not self._parked or len(self._queue):
+        if not self._parked or len(self._queue) or not self._surplus:
             return
-        # Only tasks a parked worker can run (while some lack functions).
-        lacking = [self._workers[n].lacks for n in self._parked] if self._lacked else []
-        able = not lacking or not all(lacking)
+        # Only tasks a parked worker can run (while some lack functions); looking at
+        # the parked workers stops at the first that lacks nothing (O(1) as a rule:
+        # this runs on every event while workers wait, heartbeats included).
+        able = not self._lacked or any(not self._workers[n].lacks for n in self._parked)
+        lacking = [] if able else [self._workers[n].lacks for n in self._parked]
         for node in list(self._surplus):  # waiting workers are never in it (``_mark``)
             w = self._workers[node]
             keep = 0 if w.running else 1
