@@ -51,4 +51,7 @@ class SchedulerHolds(SchedulerLacks):
         for node in list(self._full):
             del self._full[node]
             self._parked[node] = None
+        self._parked.update(self._stuck)  # judged while nothing could be handed out
+        self._stuck = {}
+        self._forget_pushes()  # tasks came back without a push: blocked workers look again
         self._feed(out)
