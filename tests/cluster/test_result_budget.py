@@ -3,12 +3,13 @@
 Issue 12: "A slow or paused client gets backpressure, never a stall or a
 loss." A real head (``--result-budget 8`` MiB), two real workers returning
 256 KiB results, and a client process that is SIGSTOPped once it submitted:
-the head must stop handing out work once the results waiting for the client
-fill the budget (workers idle while tasks stay queued), its memory must stay
-near the budget rather than grow with the run, and once the client runs again
-every result must arrive, intact and in full. A client stopped for longer than
-its grace is forgotten with its results: the head must then hand out work
-again (it stayed paused for good, stalling every other client), and the
+the head must stop handing out its work once the results waiting for the
+client fill its part of the budget (workers idle while its tasks stay
+queued), its memory must stay near the budget rather than grow with the run,
+and once the client runs again every result must arrive, intact and in full.
+Meanwhile another client's tasks must run (they stalled until the stopped
+client's grace ran out). A client stopped for longer than its grace is
+forgotten with its results: the head must then hand out work again, and the
 client, once it runs again, resubmits what was dropped.
 """
 
@@ -88,7 +89,7 @@ def test_a_paused_client_fills_the_budget_and_loses_nothing(cluster_kit: Cluster
     rss0 = _kib(head.pid, "VmRSS")
     client, done0 = _start_paused_client(cluster_kit, tmp_path, head, watcher)
     try:
-        head.stderr.wait_for(r"fill the budget: pausing hand-outs", 60)
+        head.stderr.wait_for(r"part of the budget .*: holding back its tasks", 60)
         # Backpressure: the workers run out of work while tasks stay queued (they
         # finish what they held, then their pulls wait).
         last = [-1, time.monotonic()]
@@ -131,7 +132,7 @@ def test_a_client_paused_past_its_grace_stalls_nothing(cluster_kit: ClusterKit,
     cluster_kit.wait_workers(watcher, 2)
     client, _ = _start_paused_client(cluster_kit, tmp_path, head, watcher)
     try:
-        head.stderr.wait_for(r"fill the budget: pausing hand-outs", 60)
+        head.stderr.wait_for(r"part of the budget .*: holding back its tasks", 60)
         head.stderr.wait_for(r"client \w+ is gone", 60)
         wait_until(lambda: watcher.status()["queued"] == 0, 30,
                    "the head forgetting the paused client's tasks")
@@ -140,4 +141,30 @@ def test_a_client_paused_past_its_grace_stalls_nothing(cluster_kit: ClusterKit,
     finally:
         client.signal(signal.SIGCONT)
     assert client.stdout.wait_for(r"^results \d+$", 180).group(0) == f"results {TASKS}"
+    assert client.wait(STEP) == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_paused_client_holds_back_only_its_own_tasks(cluster_kit: ClusterKit,
+                                                       tmp_path: Path) -> None:
+    """Issue 12: one stopped client whose results fill its part of the budget must
+    not stall the others. Another client submits once the stopped one is held: its
+    tasks must run while the stopped one is still stopped, well inside its grace
+    (60 s), and the stopped one's tasks stay queued (held back, not lost)."""
+    head = cluster_kit.head(extra=["--result-budget", str(BUDGET_MIB)])
+    cluster_kit.workers(head.address, 2)
+    watcher = cluster_kit.client(head.address)
+    cluster_kit.wait_workers(watcher, 2)
+    client, _ = _start_paused_client(cluster_kit, tmp_path, head, watcher)
+    try:
+        head.stderr.wait_for(r"part of the budget .*: holding back its tasks", 60)
+        t0 = time.monotonic()
+        futures = [watcher.submit(tasks.add, i, 1) for i in range(20)]
+        assert [f.result(20) for f in futures] == [i + 1 for i in range(20)]
+        print(f"the other client's 20 tasks took {time.monotonic() - t0:.2f} s")
+        assert watcher.status()["queued"] > TASKS // 2, "the stopped client's tasks ran"
+        assert client.alive
+    finally:
+        client.signal(signal.SIGCONT)
+    assert client.stdout.wait_for(r"^results \d+$", 120).group(0) == f"results {TASKS}"
     assert client.wait(STEP) == 0

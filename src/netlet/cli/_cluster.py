@@ -89,8 +89,9 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
 @click.option("--result-budget", type=click.IntRange(1), default=256, show_default=True,
               metavar="MIB",
               help="MiB of finished results the head may hold for clients that have not "
-                   "taken them yet (slow or paused ones); past it, no task is handed out "
-                   "until clients catch up.")
+                   "taken them yet (slow or paused ones). A client past its part (the budget "
+                   "split among the clients with tasks, plus one part kept free) has its own "
+                   "tasks held back until it catches up; others' go on.")
 @dashboard_options
 def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
          tls_cert: str | None, tls_key: str | None, tls_ca: str | None, insecure: bool,

@@ -87,6 +87,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         self._delivering: set[str] = set()
         self._undelivered = 0
         """Bytes of results waiting for (or on their way to) clients."""
+        self._owed: dict[str, int] = {}
+        """The same per client."""
         self._budget = self.config.result_budget
         self._paused = False
         self._jobs: set[asyncio.Task[None]] = set()
@@ -143,7 +145,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
             for action in self._sched.restore(task, result):
                 if isinstance(action, Deliver) and t.result is not None:
                     self._outbox.setdefault(task.client, []).append(list(action.result))
-                    self._undelivered += _result_size(list(action.result))
+                    self._owe(task.client, _result_size(list(action.result)))
         for name, ref, node in store.names():
             self._names[name] = (ref, node)
         for name, cls, body, restart, functions, worker in store.actors():

@@ -3,8 +3,16 @@
 It turns calls from clients and workers into scheduler events, and the
 scheduler's actions into messages: it answers parked pulls, asks workers to
 give back unstarted tasks, tells clients which tasks started, and delivers
-results in messages the frame limits accept, pausing hand-outs while results
-waiting for slow clients exceed the budget (backpressure, never a loss).
+results in messages the frame limits accept.
+
+Backpressure, never a loss and never a stall: each client has a part of the
+result budget (the budget split evenly among the clients with tasks here,
+plus one part kept free for the next one). A client whose results wait
+beyond its part has its queued tasks held back (``Scheduler.hold``) until
+its deliveries drain under half its part; other clients' tasks go on. Only
+when the whole budget is spent (several clients stuck at once) does no task
+go out. So the results held never exceed the budget plus what the tasks
+already handed out return.
 """
 
 from __future__ import annotations
@@ -63,7 +71,8 @@ class HeadConfig:
     head restarted from its store also waits this long for the clients of the tasks
     it restored, then drops their tasks."""
     result_budget: int = 256 * 1024 * 1024
-    """Bytes of results waiting for clients beyond which no task is handed out."""
+    """Bytes of results the head may hold for clients: a client past its part of it has
+    its tasks held back; past all of it, no task is handed out (see ``TaskDesk``)."""
     code_max_package: int = MAX_PACKAGE
     """Largest code package a client may upload (``working_dir=``, ``py_modules=``)."""
     code_max_total: int = MAX_TOTAL
@@ -118,6 +127,7 @@ class TaskDesk:
     _flush_scheduled: bool
     _delivering: set[str]
     _undelivered: int
+    _owed: dict[str, int]
     _budget: int
     _paused: bool
     _jobs: set[asyncio.Task[None]]
@@ -306,7 +316,7 @@ class TaskDesk:
                 if self._store is not None:
                     self._store.finish(action.result[0], result)
                 self._outbox.setdefault(action.client, []).append(result)
-                self._undelivered += _result_size(result)
+                self._owe(action.client, _result_size(result))
                 self._schedule_flush()
             elif isinstance(action, Started):
                 self._monitor.started(action.tasks)
@@ -319,11 +329,39 @@ class TaskDesk:
                         sink.claim(tid)
             elif isinstance(action, Reclaim):
                 self._spawn(self._steal(action))
+
+    def _part(self) -> int:
+        """The bytes of results one client may have waiting before its tasks are held."""
+        return self._budget // (self._sched.clients + 1)
+
+    def _owe(self, client: str, size: int) -> None:
+        """``size`` more (or, negative, fewer) bytes of results wait for ``client``: hold
+        back its tasks past its part, hand them out again under half of it (O(1))."""
+        owed = self._owed.get(client, 0) + size
+        if owed > 0:
+            self._owed[client] = owed
+        else:
+            self._owed.pop(client, None)
+        self._undelivered += size
+        held = self._sched.held(client)
+        if size > 0 and not held and owed > self._part():
+            log.info("results waiting for client %s (%d bytes) exceed its part of the budget "
+                     "(%d bytes): holding back its tasks", client[:8], owed, self._part())
+            self._act(self._sched.hold(client, True))
+        elif size < 0 and held and owed <= self._part() // 2:
+            log.info("results waiting for client %s (%d bytes) are under half its part of "
+                     "the budget: handing out its tasks again", client[:8], owed)
+            self._act(self._sched.hold(client, False))
         if self._undelivered > self._budget and not self._paused:
             self._paused = True
             log.info("results waiting for clients (%d bytes) fill the budget: pausing hand-outs",
                      self._undelivered)
             self._act(self._sched.pause(True))
+        elif self._paused and self._undelivered <= self._budget // 2:
+            self._paused = False
+            log.info("results waiting for clients (%d bytes) are back under half the "
+                     "budget: handing out tasks again", self._undelivered)
+            self._act(self._sched.pause(False))
 
     async def _reclaim(self, action: Reclaim) -> list[str]:
         """Ask a worker to give back tasks it has not started (for an idle worker, or
@@ -388,8 +426,8 @@ class TaskDesk:
         """Forget results only once the client acknowledged them.
 
         A client that is slow to take them holds up only its own deliveries (one
-        message in flight each); while what waits for clients exceeds the budget,
-        no task is handed out (backpressure), and a failed delivery is tried again.
+        message in flight each) and, past its part of the budget, its own tasks
+        (``_owe``); a failed delivery is tried again.
         """
         try:
             if isinstance(sink, Proxy):
@@ -398,8 +436,7 @@ class TaskDesk:
                 await sink.results(batch)
         except Exception as e:  # connection lost, timeout: keep them for the client
             if client not in self._clients:  # forgotten meanwhile (its grace ran out)
-                self._undelivered -= sum(_result_size(r) for r in batch)
-                self._resume_if_under()
+                self._owe(client, -sum(_result_size(r) for r in batch))
                 return
             log.info("results for client %s wait for it: %s", client[:8], e)
             self._outbox.setdefault(client, [])[:0] = batch
@@ -410,30 +447,20 @@ class TaskDesk:
             self._delivering.discard(client)
         done = [r[0] for r in batch]
         self._sched.delivered(done)
-        self._undelivered -= sum(_result_size(r) for r in batch)
+        self._owe(client, -sum(_result_size(r) for r in batch))
         if self._store is not None:
             self._store.forget(done)
-        self._resume_if_under()
         if self._outbox.get(client):
             self._schedule_flush()
-
-    def _resume_if_under(self) -> None:
-        """Hand out tasks again once what waits for clients is back under half the
-        budget: results delivered, or dropped with a client that did not come back."""
-        if self._paused and self._undelivered <= self._budget // 2:
-            self._paused = False
-            log.info("results waiting for clients (%d bytes) are back under half the "
-                     "budget: handing out tasks again", self._undelivered)
-            self._act(self._sched.pause(False))
 
     def _forget_client(self, client: str) -> None:
         self._code.forget_client(client)
         self._members.pop(client, None)
         self._clients.pop(client, None)
         dropped = self._outbox.pop(client, [])
-        self._undelivered -= sum(_result_size(r) for r in dropped)
-        gone = self._sched.forget_client(client)
-        self._resume_if_under()  # after its queued tasks are gone: none is handed out
+        gone = self._sched.forget_client(client)  # its hold goes with its tasks
+        # After its queued tasks are gone: none of them is handed out on a resume.
+        self._owe(client, -sum(_result_size(r) for r in dropped))
         self._monitor.forget(gone)
         if gone and self._store is not None:
             self._store.forget(gone)

@@ -8,7 +8,10 @@ submits of it, fail with a ``ConfigError`` naming the worker and the fix.
 Cost: a worker that lacks nothing takes tasks exactly as before (no check
 per task); one that lacks some function skips those tasks as it takes, and
 a parked worker that can run none of the queued tasks lets the wake-up pass
-to the next parked worker (``Scheduler._feed``).
+to the next parked worker (``Scheduler._feed``) and waits aside until a
+task it can run is queued: it is not looked at per event, and whether such
+a task came is read from a log of the functions queued since, not from the
+queue.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class SchedulerLacks(SchedulerState):
             return
         failed = [t for t in self.tasks.values() if t.state == QUEUED and t.fn == fn]
         for task in failed:
-            self._queue.left()
+            self._queue.left(task)
             self._finish(task, (task.id, False, None, ConfigError(why)), out)
         self._queue.compact()
 
@@ -106,6 +109,30 @@ class SchedulerLacks(SchedulerState):
                 self._lacked.pop(fn, None)
         for fn in list(self._lacked):
             self._fail_everywhere(fn, out)
+
+    def _may_run_new(self, w: WorkerSlot) -> bool:
+        """Was a task of a function ``w`` does not lack queued since its take found
+        none? O(functions queued since), never a walk over the queue; "maybe" once
+        the log of those was reset."""
+        if w.blocked_at < self._fn_log_start:
+            return True
+        return any(at > w.blocked_at and fn not in w.lacks for fn, at in self._fn_pushed.items())
+
+    def _unstick(self) -> None:
+        """Stuck workers go back to waiting for work if they may find some now: none is
+        queued any more (so they may take others' unstarted tasks), or a task they can
+        run was queued since they looked; the others stay aside."""
+        if not len(self._queue):
+            self._parked.update(self._stuck)
+            self._stuck = {}
+            return
+        for node in list(self._stuck):
+            w = self._workers[node]
+            if self._may_run_new(w):
+                del self._stuck[node]
+                self._parked[node] = None
+            else:
+                w.blocked_at = self._pushes  # nothing new it can run
 
     def _take_tasks(self, w: WorkerSlot, room: int, token: str) -> list[Task]:
         """Pop up to ``room`` tasks for ``w``, leaving (in order) those it cannot import."""

@@ -104,25 +104,51 @@ Action = Handout | Reclaim | Started | Deliver
 
 
 class TaskQueue:
-    """Queued tasks in order, each leaving in O(1).
+    """Queued tasks in order, each leaving in O(1); a held client's set aside.
 
     A task leaves by changing state (a cancel marks it; its entry is skipped
     when reached), and dead entries are swept once they outnumber live ones,
-    so no step scans the queue per task.
+    so no step scans the queue per task. The tasks of a held client stay
+    queued but are not handed out: ``pop`` moves each entry it meets to that
+    client's side line (O(1)), and ``release`` puts the line back in front,
+    in order, so a hold costs each task at most one move.
     """
 
     def __init__(self, tasks: dict[str, Task]) -> None:
         self._tasks = tasks
         self._ids: deque[str] = deque()
         self._count = 0
+        self._of: dict[str, int] = {}
+        """Queued tasks per client."""
+        self._held: dict[str, deque[str]] = {}
+        """Held clients, and the entries of theirs ``pop`` set aside."""
+        self._held_count = 0
+        """Queued tasks of held clients."""
 
     def __len__(self) -> int:
-        """Tasks in QUEUED state (entries of tasks that left are not counted)."""
+        """Tasks that may be handed out: queued, and not of a held client."""
+        return self._count - self._held_count
+
+    @property
+    def total(self) -> int:
+        """Tasks in QUEUED state, held ones too (entries of tasks that left are not counted)."""
         return self._count
+
+    @property
+    def held(self) -> int:
+        """Queued tasks of held clients."""
+        return self._held_count
+
+    def is_held(self, client: str) -> bool:
+        return client in self._held
 
     def push(self, task: Task, front: bool = False) -> None:
         task.state, task.worker, task.lease = QUEUED, "", ""
         self._count += 1
+        client = task.client
+        self._of[client] = self._of.get(client, 0) + 1
+        if self._held and client in self._held:
+            self._held_count += 1
         if front:
             self._ids.appendleft(task.id)
         else:
@@ -130,16 +156,48 @@ class TaskQueue:
 
     def pop(self) -> Task | None:
         while self._ids:
-            task = self._tasks.get(self._ids.popleft())
-            if task is not None and task.state == QUEUED:
-                self._count -= 1
-                return task
+            tid = self._ids.popleft()
+            task = self._tasks.get(tid)
+            if task is None or task.state != QUEUED:
+                continue
+            if self._held and task.client in self._held:
+                self._held[task.client].append(tid)  # back in line when released
+                continue
+            self._gone(task)
+            return task
         return None
 
-    def left(self) -> None:
+    def _gone(self, task: Task) -> None:
+        self._count -= 1
+        n = self._of[task.client] - 1
+        if n:
+            self._of[task.client] = n
+        else:
+            del self._of[task.client]
+        if self._held and task.client in self._held:
+            self._held_count -= 1
+
+    def left(self, task: Task) -> None:
         """A queued task left otherwise (cancelled, its client gone): the caller
         changes its state; its entry goes when reached or swept."""
-        self._count -= 1
+        self._gone(task)
+
+    def hold(self, client: str) -> bool:
+        """Hand out none of ``client``'s tasks until ``release``; False if held already."""
+        if client in self._held:
+            return False
+        self._held[client] = deque()
+        self._held_count += self._of.get(client, 0)
+        return True
+
+    def release(self, client: str) -> bool:
+        """Hand out ``client``'s tasks again, those set aside first; False if not held."""
+        line = self._held.pop(client, None)
+        if line is None:
+            return False
+        self._held_count -= self._of.get(client, 0)
+        self._ids.extendleft(reversed(line))
+        return True
 
     def compact(self) -> None:
         """Sweep dead entries once they outnumber live ones (amortised O(1) per task)."""

@@ -38,6 +38,14 @@ class SchedulerState:
         self._workers: dict[str, WorkerSlot] = {}
         self._parked: dict[str, None] = {}
         """Pulls waiting for work, oldest first."""
+        self._stuck: dict[str, None] = {}
+        """Pulls of workers that lack the function of every queued task, as of
+        ``_stuck_at`` pushes (looked at again after more, see ``_feed``)."""
+        self._stuck_at = 0
+        self._fn_pushed: dict[str, int] = {}
+        """The functions queued since ``_fn_log_start`` pushes: when each was last (a
+        blocked worker looks here whether one it can run came, see ``_may_run_new``)."""
+        self._fn_log_start = 0
         self._full: dict[str, None] = {}
         """Pulls of workers holding their share of unstarted tasks: fed once they start one."""
         self._surplus: dict[str, None] = {}
@@ -62,7 +70,13 @@ class SchedulerState:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Tasks waiting for a worker (those of held clients too)."""
+        return self._queue.total
+
+    @property
+    def clients(self) -> int:
+        """Clients with tasks here (queued, running, or done and not delivered yet)."""
+        return len(self._by_client)
 
     @property
     def running(self) -> int:
@@ -90,7 +104,7 @@ class SchedulerState:
         return w is not None and w.draining
 
     def is_parked(self, node: str) -> bool:
-        return node in self._parked
+        return node in self._parked or node in self._stuck
 
     def epoch(self, node: str) -> int | None:
         w = self._workers.get(node)
@@ -109,15 +123,30 @@ class SchedulerState:
 
     def _enqueue(self, task: Task, front: bool) -> None:
         self._pushes += 1
+        if len(self._fn_pushed) >= 1024 and task.fn not in self._fn_pushed:
+            self._forget_pushes()
+        self._fn_pushed[task.fn] = self._pushes
         self._queue.push(task, front)
+
+    def _forget_pushes(self) -> None:
+        """Blocked workers look at the queue itself again (``_may_run_new`` says "maybe")."""
+        self._fn_pushed.clear()
+        self._fn_log_start = self._pushes
 
     def _pop(self) -> Task | None:
         return self._queue.pop()
 
     def _unpark(self, w: WorkerSlot, out: list[Action]) -> None:
-        if self._parked.pop(w.node, 0) is None or self._full.pop(w.node, 0) is None:
+        if (self._parked.pop(w.node, 0) is None or self._full.pop(w.node, 0) is None
+                or self._stuck.pop(w.node, 0) is None):
             w.parked = 0
             out.append(Handout(w.node, (), w.seq))
+            self._mark(w)  # not waiting any more: what it holds may go to those who wait
+            if w.node in self._surplus and self._parked:
+                self._rebalance(out)
+
+    def _rebalance(self, out: list[Action], stuck: list[str] | None = None) -> None:
+        raise NotImplementedError
 
     def _unfull(self, w: WorkerSlot) -> None:
         """``w`` started or lost an unstarted task: a pull held at its share may go on."""
@@ -127,9 +156,17 @@ class SchedulerState:
             self._parked[w.node] = None
 
     def _mark(self, w: WorkerSlot) -> None:
-        """Keep ``_surplus`` up to date after ``w``'s tasks changed."""
+        """Keep ``_surplus`` up to date after ``w``'s tasks changed.
+
+        A worker whose pull waits (parked or full) is left out: nothing is
+        taken back from it, and so ``_rebalance`` never walks over it (with
+        many workers waiting, that walk was O(workers) per event). It is
+        marked again when its pull is answered.
+        """
         keep = 0 if w.running else 1
-        if len(w.assigned) - len(w.reclaiming) > keep:
+        if (len(w.assigned) - len(w.reclaiming) > keep
+                and w.node not in self._parked and w.node not in self._full
+                and w.node not in self._stuck):
             self._surplus[w.node] = None
         else:
             self._surplus.pop(w.node, None)
@@ -173,7 +210,8 @@ class SchedulerState:
                 del self._by_client[task.client]
 
     def stats(self) -> dict[str, Any]:
-        return {"queued": len(self._queue), "unstarted": self._unstarted, "running": self._running,
-                "workers": len(self._workers), "parked": len(self._parked),
+        return {"queued": self._queue.total, "held": self._queue.held,
+                "unstarted": self._unstarted, "running": self._running,
+                "workers": len(self._workers), "parked": len(self._parked) + len(self._stuck),
                 "refused_results": self.refused_results, "stale_requests": self.stale_requests,
                 "retried": self.retried}

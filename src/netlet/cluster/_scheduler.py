@@ -31,6 +31,8 @@ The rules it keeps:
   ``retries``; then it fails with ``WorkerLost``. A task lost before it
   started costs no attempt (but with none known running, the worker's oldest
   hand-out counts as running: started notices may lag).
+* **Holds.** A held client's queued tasks are not handed out; others' are
+  (``hold``, backpressure from its results the head has not delivered yet).
 * **Cost.** Every event costs O(1) per task it touches (amortised): a submit
   hands work to waiting workers one at a time, never waking them all, and a
   cancel marks the task instead of scanning the queue.
@@ -41,7 +43,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from netlet.cluster._sched_lacks import SchedulerLacks
+from netlet.cluster._sched_holds import SchedulerHolds
 from netlet.cluster._sched_records import (
     ASSIGNED,
     DONE,
@@ -65,7 +67,7 @@ __all__ = [
     "batches",
 ]
 
-class Scheduler(SchedulerLacks):
+class Scheduler(SchedulerHolds):
     """Tasks and the workers that pull them; every method is one event.
 
     ``token()`` makes lease tokens (random by default; a test may pass a
@@ -101,6 +103,7 @@ class Scheduler(SchedulerLacks):
             return out
         self._parked.pop(node, None)
         self._full.pop(node, None)
+        self._stuck.pop(node, None)
         self._drained -= w.draining
         self._surplus.pop(node, None)
         self._unstarted -= len(w.assigned)
@@ -181,8 +184,12 @@ class Scheduler(SchedulerLacks):
             out.append(self._handout(w, batch))
             return out
         w.parked, w.parked_at = want, now
+        self._surplus.pop(node, None)  # it waits: nothing is taken back from it
         if w.draining or (len(self._queue) and not w.blocked):
             self._full[node] = None  # it holds its share: more once it starts one
+        elif len(self._queue):  # only what it lacks is queued
+            self._stuck[node] = None
+            self._rebalance(out, [node])
         else:
             self._parked[node] = None
             self._rebalance(out)
@@ -191,24 +198,11 @@ class Scheduler(SchedulerLacks):
     def expire(self, now: float, pull_wait: float) -> list[Action]:
         """Answer empty every pull parked longer than ``pull_wait`` (lets workers heartbeat)."""
         out: list[Action] = []
-        for parked in (self._parked, self._full):
-            for node in list(parked):
-                w = self._workers[node]
-                if now - w.parked_at < pull_wait:
-                    break  # parked in order: the rest are younger
-                self._unpark(w, out)
-        return out
-
-    def pause(self, paused: bool) -> list[Action]:
-        """Stop (or resume) handing out tasks: backpressure from results nobody took yet."""
-        out: list[Action] = []
-        if paused != self._paused:
-            self._paused = paused
-            if not paused:
-                for node in list(self._full):
-                    del self._full[node]
-                    self._parked[node] = None
-                self._feed(out)
+        # Every waiting pull is looked at (once per sweep, not per event): the
+        # dicts are not in the order the pulls came (a pull may move between them).
+        for parked in (self._parked, self._full, self._stuck):
+            for node in [n for n in parked if now - self._workers[n].parked_at >= pull_wait]:
+                self._unpark(self._workers[node], out)
         return out
 
     def drain(self, node: str, on: bool = True) -> list[Action] | None:
@@ -237,6 +231,9 @@ class Scheduler(SchedulerLacks):
     def _take(self, w: WorkerSlot, want: int) -> list[Task]:
         if self._paused or w.draining:
             return []
+        if w.blocked and not self._may_run_new(w):
+            w.blocked_at = self._pushes  # only what it lacks is queued: no walk over it
+            return []
         room = min(want, self._share() - len(w.assigned))
         if not w.assigned and not w.running:
             room = max(room, 1)
@@ -251,50 +248,59 @@ class Scheduler(SchedulerLacks):
         """Hand queued work to parked workers, oldest first, one at a time.
 
         A worker that lacks the function of every queued task lets the wake-up
-        pass to the next one (it stays parked, looked at again only once more
-        tasks were queued).
+        pass to the next one: it waits aside (``_stuck``), looked at again only
+        once more tasks were queued or none is, so no event walks over such
+        workers one by one.
         """
-        blocked: list[str] = []
+        if self._stuck and (self._stuck_at != self._pushes or not len(self._queue)):
+            self._unstick()
+        stuck: list[str] = []
         while len(self._queue) and self._parked:
             node = next(iter(self._parked))
             del self._parked[node]
             w = self._workers[node]
-            if w.blocked and w.blocked_at == self._pushes:
-                blocked.append(node)
-                continue
             batch = self._take(w, w.parked)
             if not batch:
                 if w.blocked:
-                    blocked.append(node)
+                    self._stuck[node] = None
+                    stuck.append(node)
                 else:
                     self._full[node] = None
                 continue
             w.parked = 0
             out.append(self._handout(w, batch))
-        if blocked:
-            self._parked = {**dict.fromkeys(blocked), **self._parked}
+        self._stuck_at = self._pushes
+        if self._stuck and not len(self._queue):
+            self._unstick()  # the others took the last tasks
         if self._parked and not len(self._queue):
             self._rebalance(out)
+        elif stuck:
+            self._rebalance(out, stuck)
 
-    def _rebalance(self, out: list[Action]) -> None:
-        """A worker waits and none is queued: take back others' unstarted tasks.
+    def _rebalance(self, out: list[Action], stuck: list[str] | None = None) -> None:
+        """A worker waits and none is queued (or only what the ``stuck`` ones lack):
+        take back others' unstarted tasks.
 
         A worker keeps one unstarted task when the scheduler knows of none it
         runs (it is about to start it); the rest come back to be shared.
         """
-        if not self._parked or len(self._queue):
+        if not self._surplus:
             return
-        # Only tasks a parked worker can run (while some lack functions).
-        lacking = [self._workers[n].lacks for n in self._parked] if self._lacked else []
-        able = not lacking or not all(lacking)
-        for node in list(self._surplus):
-            if node in self._parked or node in self._full:
-                continue
+        if stuck is None and (not self._parked or len(self._queue)):
+            return
+        waiting = self._parked if stuck is None else stuck
+        # Only tasks a waiting worker can run (while some lack functions); looking at
+        # the waiting workers stops at the first that lacks nothing (O(1) as a rule:
+        # this runs on every event while workers wait, heartbeats included).
+        able = not self._lacked or any(not self._workers[n].lacks for n in waiting)
+        lacking = [] if able else [self._workers[n].lacks for n in waiting]
+        for node in list(self._surplus):  # waiting workers are never in it (``_mark``)
             w = self._workers[node]
             keep = 0 if w.running else 1
             extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming
                      and (able or any(self.tasks[t].fn not in lk for lk in lacking))]
-            del self._surplus[node]
+            if extra or able:  # else kept for a waiting worker that can run them
+                del self._surplus[node]
             if extra:
                 w.reclaiming.update(extra)
                 out.append(Reclaim(w.node, w.epoch, tuple(extra)))
@@ -457,7 +463,7 @@ class Scheduler(SchedulerLacks):
             if caller is not None and task.client != caller:
                 continue
             if task.state == QUEUED:
-                self._queue.left()  # its entry is skipped when reached
+                self._queue.left(task)  # its entry is skipped when reached
             elif task.state == ASSIGNED:
                 w = self._workers[task.worker]
                 if tid not in w.reclaiming:
@@ -481,11 +487,12 @@ class Scheduler(SchedulerLacks):
         for tid in gone:
             task = self.tasks.pop(tid)
             if task.state == QUEUED:
-                self._queue.left()
+                self._queue.left(task)
             elif task.state in (ASSIGNED, RUNNING):
                 w = self._workers.get(task.worker)
                 if w is not None:
                     self._detach(task, w)
             task.state = DONE
+        self._queue.release(client)
         self._queue.compact()
         return gone
