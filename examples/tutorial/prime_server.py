@@ -27,6 +27,15 @@ import netlet
 Chunk = tuple[int, int]
 """A range of numbers, ``lo..hi`` with both ends included."""
 
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: two threads print here, and print() writes the text and
+    its newline separately, so without the lock their lines could interleave."""
+    with _print_lock:
+        print(line, flush=True)
+
 
 @netlet.expose(concurrent=True)  # the join() calls of all nodes run at the same time
 class PrimeServer:
@@ -41,7 +50,7 @@ class PrimeServer:
         An ``async`` method runs on the node's event loop, so a thousand
         joined nodes cost a thousand coroutines, not a thousand threads.
         """
-        print(f"JOIN {name}", flush=True)
+        say(f"JOIN {name}")
         self.first_join = self.first_join or time.monotonic()
         checker = checker.with_options(timeout=None)  # a chunk takes what it takes
         async for lo, hi in self._todo:  # the next chunk once this node is free; ends on close
@@ -50,7 +59,7 @@ class PrimeServer:
             except (netlet.NetletConnectionError, asyncio.CancelledError):
                 # The node died while checking (ConnectionLost), or hung up so
                 # that netlet cancelled this join() call it had made.
-                print(f"LOST {name}: {lo}..{hi} goes back for another node", flush=True)
+                say(f"LOST {name}: {lo}..{hi} goes back for another node")
                 self._todo.send.nowait((lo, hi))  # back in line: its buffer slot is free
                 raise
             self._answers.send.nowait(((lo, hi), count, name))  # buffered: never waits
@@ -73,11 +82,11 @@ def search(server: PrimeServer, todo: netlet.Channel, answers: netlet.Channel,
             found[chunk] = count
             by_node[name] += 1
         rate = sum(found.values()) / (time.monotonic() - (server.first_join or 0))
-        print(f"{chunk[0]}..{chunk[1]}: {count} primes from {name} "
-              f"({len(found)}/{len(work)} chunks, {rate:.0f} primes/s)", flush=True)
+        say(f"{chunk[0]}..{chunk[1]}: {count} primes from {name} "
+            f"({len(found)}/{len(work)} chunks, {rate:.0f} primes/s)")
     todo.close()  # every node's join() returns: the search is over
     shares = ", ".join(f"{name} {n}" for name, n in by_node.most_common())
-    print(f"chunks by node: {shares}", flush=True)
+    say(f"chunks by node: {shares}")
     return sum(found.values())
 
 
@@ -109,11 +118,11 @@ def main() -> int:
     try:
         with netlet.Node(listen=args.listen, key_file=args.key) as node:
             node.serve(server, "primes")
-            print(node.address, flush=True)
+            say(node.address)
             total = search(server, todo, answers, work)
             seconds = time.monotonic() - (server.first_join or 0)
-            print(f"DONE: {total} primes in {args.start}..{args.end} "
-                  f"({seconds:.2f} s since the first node joined)", flush=True)
+            say(f"DONE: {total} primes in {args.start}..{args.end} "
+                f"({seconds:.2f} s since the first node joined)")
             wait_for_nodes_to_leave(node, timeout=5)
     except KeyboardInterrupt:
         return 130  # stopped before the search was over

@@ -306,6 +306,21 @@ def test_atm_rejects_bad_commands_and_missing_banks(start: Start) -> None:
 # -- prime search -----------------------------------------------------------------------------
 
 
+_PRIME_SERVER_LINE = re.compile(
+    r"tcp://\S+|JOIN \w+|LOST \w+: \d+\.\.\d+ goes back for another node"
+    r"|\d+\.\.\d+: \d+ primes from \w+ \(\d+/\d+ chunks, \d+ primes/s\)"
+    r"|chunks by node: .*|DONE: \d+ primes in \d+\.\.\d+ \(\d+\.\d\d s since the first node joined\)")
+
+
+def assert_whole_lines(server: Program) -> None:
+    """Each line the server printed is one of its own forms: its loop thread (JOIN,
+    LOST) and its main thread (chunks) print at once, and print() writes a line's
+    text and its newline separately, so without a lock two lines could interleave
+    (this broke the JOIN check below in CI)."""
+    bad = [line for line in server.out if not _PRIME_SERVER_LINE.fullmatch(line)]
+    assert bad == [], server.output()
+
+
 def test_prime_nodes_join_and_share_the_work(start: Start) -> None:
     server = start("prime_server.py", "--end", "20000", "--chunk", "500")
     address = server.address()
@@ -314,6 +329,7 @@ def test_prime_nodes_join_and_share_the_work(start: Start) -> None:
     server.expect(r"^DONE: 2262 primes in 1\.\.20000 ")  # pi(20000) = 2262
     assert server.finish() == 0, server.output()
     assert sum(int(n) for n in re.findall(r"\d+", shares)) == 40  # each chunk counted once
+    assert_whole_lines(server)
     joined = {name for name in nodes if f"JOIN {name}" in server.out}
     assert joined, server.output()
     for name, node in nodes.items():
@@ -341,6 +357,7 @@ def test_a_dead_nodes_numbers_go_to_another_node(start: Start) -> None:
     assert server.finish() == 0, server.output()
     assert b.finish() == 0, b.output()
     assert server.err == []
+    assert_whole_lines(server)
 
 
 def _cpu_seconds(pid: int) -> float:
