@@ -309,7 +309,8 @@ def test_atm_rejects_bad_commands_and_missing_banks(start: Start) -> None:
 _PRIME_SERVER_LINE = re.compile(
     r"tcp://\S+|JOIN \w+|LOST \w+: \d+\.\.\d+ goes back for another node"
     r"|\d+\.\.\d+: \d+ primes from \w+ \(\d+/\d+ chunks, \d+ primes/s\)"
-    r"|chunks by node: .*|DONE: \d+ primes in \d+\.\.\d+ \(\d+\.\d\d s since the first node joined\)")
+    r"|chunks by node: .*"
+    r"|DONE: \d+ primes in \d+\.\.\d+ \(\d+\.\d\d s since the first node joined\)")
 
 
 def assert_whole_lines(server: Program) -> None:
