@@ -118,7 +118,7 @@ def main() -> int:
     try:
         with netlet.Node(listen=args.listen, key_file=args.key) as node:
             node.serve(server, "primes")
-            say(node.address)
+            say(f"{node.address}")
             total = search(server, todo, answers, work)
             seconds = time.monotonic() - (server.first_join or 0)
             say(f"DONE: {total} primes in {args.start}..{args.end} "
