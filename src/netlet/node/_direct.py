@@ -140,12 +140,12 @@ class _DirectClient:
             start = clock.monotonic()
             deadline = None if timeout is None else start + timeout
             look = None if ka is None else start + ka  # next look at the peer's liveness
+            # The first wait is exactly min(timeout, keepalive), the same each call, so
+            # the socket's receive timeout is not set again (a syscall per call).
+            left, to_look = timeout, ka
             while True:
                 # Wait in keepalive slices: between them, make sure the peer still lives
                 # (a frozen peer never closes this socket, and nothing else would notice).
-                now = clock.monotonic()
-                left = None if deadline is None else max(deadline - now, 0.0)
-                to_look = None if look is None else max(look - now, 0.0)
                 wait = left if to_look is None else (
                     to_look if left is None else min(to_look, left))
                 try:
@@ -157,6 +157,7 @@ class _DirectClient:
                     if look is not None and ka is not None and now >= look:
                         pinged = self._check_peer(pinged)
                         look = now + ka
+                    left, to_look = _left(deadline, now), _left(look, now)
                     continue
                 counters.frames_in += 1
                 counters.bytes_in += len(rbody) + (sum(map(len, rbufs)) if rbufs else 0)
@@ -167,6 +168,8 @@ class _DirectClient:
                 if msg[0] in (_REPLY, _ERROR) and msg[1] == cid:
                     return msg[0] == _REPLY, msg[2]
                 # Anything else is a late reply to an abandoned call: skip it.
+                now = clock.monotonic()
+                left, to_look = _left(deadline, now), _left(look, now)
         except TimeoutError:
             self.broken = True
             try:  # a peer that took nothing for so long may take no CANCEL either
@@ -177,6 +180,11 @@ class _DirectClient:
         except (NetletError, OSError, IndexError, TypeError):
             self.broken = True
             raise
+
+
+def _left(until: float | None, now: float) -> float | None:
+    """Seconds from ``now`` to ``until`` (None: no bound)."""
+    return None if until is None else max(until - now, 0.0)
 
 
 class DirectPool:
