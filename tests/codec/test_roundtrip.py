@@ -86,6 +86,10 @@ big_ints = st.one_of(
     st.integers(min_value=2**63, max_value=2**300),
     st.integers(min_value=-(2**300), max_value=-(2**63) - 1),
     st.sampled_from([2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**1000]),
+    # Beyond 14,000 bits (ext 16); built, since hypothesis cannot repr a 4300-digit literal.
+    st.builds(lambda bits, sign, low: sign * (2**bits + low),
+              st.sampled_from([13_999, 14_000, 14_001, 70_000]), st.sampled_from([1, -1]),
+              st.integers(min_value=-1, max_value=2**64)),
 )
 floats = st.floats(allow_nan=True, allow_infinity=True)
 naive_datetimes = st.datetimes()

@@ -64,6 +64,15 @@ def test_blocking_calls_keep_types(server: Server, client: netlet.Node) -> None:
     assert svc.add(2, b=3) == 5
 
 
+def test_ints_of_any_size_go_both_ways(server: Server, client: netlet.Node) -> None:
+    # README: "int of any size". Beyond 4300 digits str() refuses (CPython's limit):
+    # such ints failed with EncodeError until they travelled as bytes (ext 16).
+    svc = client.proxy(server.address, "svc")
+    for n in (10**4299, 10**4300 + 1, -(2**100_000) - 5, 7 ** 2_000_000):
+        assert svc.echo(n) == n
+        assert svc.echo.future([n, {"k": -n}]).result(30) == [n, {"k": -n}]
+
+
 def test_async_calls_on_the_callers_loop(server: Server) -> None:
     async def main() -> list[Any]:
         async with netlet.open_node() as node:

@@ -37,6 +37,7 @@ from netlet.codec._guard import (
     short,
     sliced_options,
 )
+from netlet.codec._longint import DECIMAL_BITS, long_int_bytes, long_int_from
 from netlet.codec._ndarray import is_ndarray, ndarray_fields, ndarray_from
 from netlet.codec._reuse import IN_USE as _IN_USE
 from netlet.codec._reuse import REUSED_MAX, unpack_reused
@@ -225,7 +226,9 @@ class Codec:
         if cls is frozenset:
             return msgpack.ExtType(Ext.FROZENSET, pack(list(obj)))
         if cls is int:  # only called for ints msgpack cannot hold
-            return msgpack.ExtType(Ext.BIGINT, str(obj).encode())
+            if obj.bit_length() <= DECIMAL_BITS:
+                return msgpack.ExtType(Ext.BIGINT, str(obj).encode())
+            return msgpack.ExtType(Ext.LONGINT, long_int_bytes(obj))
         if cls is dt.datetime:
             return msgpack.ExtType(Ext.DATETIME, obj.isoformat().encode())
         if cls is dt.date:
@@ -392,6 +395,8 @@ class Codec:
             if len(data) > 4300:  # CPython's own int-from-str limit guards the rest
                 raise DecodeError("integer too long")
             return int(data.decode())
+        if code == Ext.LONGINT:
+            return long_int_from(data)
         if code == Ext.COMPLEX:
             re, im = _expect(unpack(data), list)
             return complex(re, im)

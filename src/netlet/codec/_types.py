@@ -31,6 +31,7 @@ class Ext(IntEnum):
     BUFFER = 13
     NDARRAY = 14
     PICKLE = 15
+    LONGINT = 16
 
 
 @dataclass(frozen=True, slots=True)
