@@ -222,6 +222,21 @@ def test_builtin_exceptions_are_rebuilt_with_their_args(cls: type[BaseException]
     assert any("Remote traceback" in note for note in out.__notes__)
 
 
+@pytest.mark.parametrize("exc", [
+    FileNotFoundError(2, "No such file or directory", "/no/such"),
+    PermissionError(13, "Permission denied", b"/root/x"),
+    OSError(18, "Invalid cross-device link", "/a", None, "/b"),
+    OSError(9, "Bad file descriptor", 7),
+])
+def test_os_errors_keep_their_file_names(exc: OSError) -> None:
+    # Python keeps filename out of args: rebuilt from args alone, it was lost.
+    out = roundtrip(_raise(exc))
+    assert type(out) is type(exc)
+    assert (out.errno, out.strerror, out.filename, out.filename2) == (
+        exc.errno, exc.strerror, exc.filename, exc.filename2)
+    assert str(out) == str(exc)
+
+
 def test_netlet_errors_are_rebuilt() -> None:
     for exc in (netlet.NotExposed("x"), netlet.CallTimeout("late"), netlet.DecodeError("bad")):
         out = roundtrip(exc)

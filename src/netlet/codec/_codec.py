@@ -281,6 +281,10 @@ class Codec:
             tb_text = format_traceback(exc) if exc.__traceback__ else ""
         if isinstance(exc, RemoteError):
             args: list[Any] = [exc.remote_type, exc.message, exc.remote_traceback]
+        elif isinstance(exc, OSError) and exc.filename is not None and len(exc.args) == 2:
+            # OSError(errno, strerror, filename[, winerror, filename2]) keeps its file
+            # names out of args: rebuilt from args alone, a remote one lost them.
+            args = [*exc.args, exc.filename, None, exc.filename2]
         else:
             args = list(exc.args)
         try:
