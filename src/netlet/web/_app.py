@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from markupsafe import escape
+from starlette.types import Receive, Scope, Send
 
 from netlet.cluster import (
     ClusterEvent,
@@ -26,6 +27,7 @@ from netlet.cluster import (
 )
 from netlet.node import LinkStatistics, NodeStatistics
 from netlet.web import metrics as _metrics
+from netlet.web._limits import MAX_STREAMS, StreamSlots
 from netlet.web._model import DashboardModel, RatePoint
 from netlet.web._security import csrf_token
 from netlet.web._views import environment, render
@@ -66,9 +68,24 @@ def _collect(provider: Any) -> list[Any]:
     return list(provider.metrics())
 
 
+class _SlotStream(StreamingResponse):
+    """A live stream that gives its slot back however it ends (even never started)."""
+
+    def __init__(self, slots: StreamSlots, content: AsyncIterator[str], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give()
+
+
 def build_app(model: DashboardModel, *, token: str | None, control: bool,
-              title: str = "netlet") -> FastAPI:
+              title: str = "netlet", max_streams: int = MAX_STREAMS) -> FastAPI:
     env = environment()
+    streams = StreamSlots(max_streams)
     csrf = csrf_token(token) if token else ""
     stop = asyncio.Event()
 
@@ -202,6 +219,9 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
     async def stream(view: str, request: Request) -> StreamingResponse:
         if view not in views:
             raise HTTPException(404, "no such view")
+        if not streams.take():  # each costs a render per interval: a bounded number
+            raise HTTPException(503, f"{streams.limit} live views are open already (the "
+                                     "limit): close some tabs, or reload later")
         params = dict(parse_qsl(request.url.query))
         path = params.pop("path", "")
         if view == "task":
@@ -235,8 +255,8 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), model.interval)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-store"})
+        return _SlotStream(streams, events(), media_type="text/event-stream",
+                           headers={"cache-control": "no-store"})
 
     # -- control (POST, token and CSRF) -----------------------------------------------
 

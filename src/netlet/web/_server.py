@@ -18,6 +18,7 @@ import uvicorn
 
 from netlet.errors import ConfigError
 from netlet.web._app import build_app
+from netlet.web._limits import HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS, guarded_protocol
 from netlet.web._model import DashboardModel
 from netlet.web._security import Guard, check_token, derive_token, is_loopback, new_token
 from netlet.web._sources import HeadSource, Provider
@@ -50,13 +51,15 @@ class Dashboard:
 
     ``token``: required on every request; None derives one from ``key`` when the
     dashboard binds beyond loopback or has ``control`` on (and refuses to start
-    if it has no key to derive it from).
+    if it has no key to derive it from). ``header_timeout``, ``max_connections``
+    and ``max_streams`` bound what web clients can make it hold (``_limits``).
     """
 
     def __init__(self, head: HeadSource | None = None, providers: list[Provider] | None = None,
                  *, listen: str = f"127.0.0.1:{DEFAULT_PORT}", token: str | None = None,
                  key: bytes | None = None, control: bool = False, title: str = "netlet",
-                 interval: float = 1.0) -> None:
+                 interval: float = 1.0, header_timeout: float = HEADER_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS, max_streams: int = MAX_STREAMS) -> None:
         host, port = parse_listen(listen)
         loopback = is_loopback(host)
         token = check_token(token)
@@ -71,12 +74,13 @@ class Dashboard:
                 token = derive_token(key)
         self.host, self.token, self.control = host, token, control
         self.model = DashboardModel(head, list(providers or []), interval)
-        self.app = build_app(self.model, token=token, control=control, title=title)
+        self.app = build_app(self.model, token=token, control=control, title=title,
+                             max_streams=max_streams)
         self._server = uvicorn.Server(uvicorn.Config(
             Guard(self.app, token=token, loopback=loopback), host=host, port=port,
             log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
-            server_header=False))
+            server_header=False, http=guarded_protocol(header_timeout, max_connections)))
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = port
