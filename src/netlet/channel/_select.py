@@ -57,8 +57,9 @@ def _check(cases: Sequence[Case]) -> None:
             raise ConfigError("select takes cases made by ch.sending(v) / ch.receiving()")
         if not isinstance(c.channel, Channel):
             raise ConfigError(
-                "select works on channels owned by this process; to select on another "
-                "node's channels, ask that node (its channels are local there)")
+                f"select works on channels owned by this process, and {c.channel!r} is "
+                "another node's: to select on that node's channels, serve a method there "
+                "that selects (its channels are local there)")
 
 
 def _result(cases: Sequence[Case], waiter: Waiter) -> tuple[int, Any]:
