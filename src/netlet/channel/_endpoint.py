@@ -18,13 +18,11 @@ from typing import Any
 
 from netlet.channel._channel import Channel, Raise
 from netlet.channel._select import Case, aselect
-from netlet.channel._waiter import Waiter
 from netlet.errors import (
     CallCancelled,
     ChannelTimeout,
     NoSuchObject,
     ProtocolError,
-    WouldBlock,
 )
 from netlet.node import Node, current_peer, expose
 
@@ -93,11 +91,17 @@ class ChannelEndpoint:
 
     def __init__(self, channel: Channel, node: Node) -> None:
         self._channel = channel
+        self._core = channel.core
         self._node = node
         self._peers: dict[str, _Peer] = {}
         self._bytes = 0  # held for all peers together
         self._freed: asyncio.Event | None = None  # set when held values are let go
         node.on_peer_change(self._peer_changed)
+
+    @property
+    def channel(self) -> Channel:
+        """The channel this endpoint serves."""
+        return self._channel
 
     # -- whose call this is -------------------------------------------------------------
 
@@ -118,30 +122,26 @@ class ChannelEndpoint:
         peer = self._peers.pop(node, None)
         if peer is None:
             return
-        self._channel.release(sum(peer.reserved.values()))  # a sender died: free its slots
+        self._core.release(sum(peer.reserved.values()))  # a sender died: free its slots
         for value, size in reversed(peer.unacked.values()):  # their order, at the front
             self._bytes -= size
-            self._channel.requeue_front(value)  # a receiver died before its value reached it
+            self._core.requeue_front(value)  # a receiver died before its value reached it
         peer.unacked.clear()
         self._wake()
 
     # -- plain operations -----------------------------------------------------------------
 
     async def send(self, value: Any, timeout: float | None = None) -> None:
-        await self._channel._send_async(value, timeout)
+        await self._core.send_async(value, timeout)
 
     async def send_nowait(self, value: Any) -> None:
-        self._channel._send_now(value)
+        self._core.send_now(value)
 
     async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
-        await self._channel._send_async(Raise(exc), timeout)
+        await self._core.send_async(Raise(exc), timeout)
 
     async def receive_nowait(self) -> Any:
-        with self._channel._lock:
-            ok, value = self._channel._try_receive(None, 0)
-        if not ok:
-            raise WouldBlock(f"nothing to receive on {self._channel.name}")
-        return self._pass(value)
+        return self._pass(self._core.receive_raw_now())
 
     async def capacity(self) -> int:
         return self._channel.capacity
@@ -157,13 +157,13 @@ class ChannelEndpoint:
         """
         sender = _name(sender, "sender name")
         want = self._may_reserve(sender, int(want))
-        ch = self._channel
+        core = self._core
         item = Raise(value) if raise_it else value
-        with ch._lock:
-            placed = ch._try_send(None, 0, item)  # raises ChannelClosed when closed
-            extra = ch.reserve_now(want) if placed and want > 0 else 0
+        with core.lock:
+            placed = core.try_send(None, 0, item)  # raises ChannelClosed when closed
+            extra = core.reserve_now(want) if placed and want > 0 else 0
         if not placed:
-            await ch._send_async(item, timeout)
+            await core.send_async(item, timeout)
             return 0
         self._lend(sender, extra)
         return extra
@@ -178,7 +178,7 @@ class ChannelEndpoint:
         sender = _name(sender, "sender name")
         if type(values) is not list or type(raises) is not list:
             raise ProtocolError("push takes a list of values and a list of indexes")
-        ch = self._channel
+        core = self._core
         peer = self._peers.get(self._scope())
         held = peer.reserved.get(sender, 0) if peer is not None else 0
         if len(values) > held:
@@ -190,12 +190,12 @@ class ChannelEndpoint:
         if raises:
             marked = set(raises)
             values = [Raise(v) if i in marked else v for i, v in enumerate(values)]
-        ch.put_reserved(values)
+        core.put_reserved(values)
         want = self._may_reserve(sender, int(want))
         if want <= 0:
             return 0
-        with ch._lock:
-            extra = 0 if ch._closed else ch.reserve_now(want)
+        with core.lock:
+            extra = 0 if core.closed else core.reserve_now(want)
         self._lend(sender, extra)
         return extra
 
@@ -205,7 +205,7 @@ class ChannelEndpoint:
         if peer is None or sender not in peer.reserved:
             return  # nothing lent under this name to this connection: nothing to free
         n = self._take_back(peer, sender, max(0, int(n)))
-        self._channel.release(n)
+        self._core.release(n)
 
     def _may_reserve(self, sender: str, want: int) -> int:
         """How many slots this call may ask for: none for a connection with no id of its
@@ -338,20 +338,12 @@ class ChannelEndpoint:
             task.cancel()  # _wait_async puts a value it already holds back at the front
         entry = self._drop(peer, ticket)
         if entry is not None:
-            self._channel.requeue_front(entry[0])
+            self._core.requeue_front(entry[0])
 
     async def _receive_raw(self, timeout: float | None) -> Any:
-        # Like Channel._receive_async, but keeps a queued exception wrapped so it
-        # travels as a value and is raised on the receiving side.
-        ch = self._channel
-        with ch._lock:
-            ok, value = ch._try_receive(None, 0)
-            if ok:
-                return value
-            waiter = Waiter(asyncio.get_running_loop())
-            ch._park_receiver(waiter, 0)
-        await ch._wait_async(waiter, timeout, "receive", keep_value=True)
-        return waiter.value
+        # Keeps a queued exception wrapped, so it travels as a value and is raised on
+        # the receiving side.
+        return await self._core.receive_raw_async(timeout)
 
     @staticmethod
     def _pass(value: Any) -> Any:
@@ -385,7 +377,8 @@ class ChannelEndpoint:
 
 
 def local_channel(node: Node, name: str) -> Channel:
-    actor = node._actors.get(name)
-    if actor is None or not isinstance(actor.obj, ChannelEndpoint):
+    """The channel ``node`` serves as ``name`` (``NoSuchObject`` if it serves none)."""
+    endpoint = node.served(name)
+    if not isinstance(endpoint, ChannelEndpoint):
         raise NoSuchObject(f"no channel named {name!r} on node {node.address or node.id[:8]}")
-    return actor.obj._channel
+    return endpoint.channel

@@ -20,7 +20,7 @@ import asyncio
 import concurrent.futures
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from netlet.channel._channel import Channel, ChannelStatistics, current_waiter_hook
@@ -45,7 +45,7 @@ def _provide(node: Node, obj: object) -> RemoteRef | None:
     if type(obj) is not Channel:
         return None
     name = obj.exported_as
-    if name is None or name not in node._actors:
+    if name is None or node.served(name) is None:
         name = f"chan-{uuid.uuid4().hex[:12]}"
         node.serve(ChannelEndpoint(obj, node), name)
         obj.exported_as = name
@@ -68,7 +68,7 @@ def _adapt(node: Node, ch: Channel, name: str) -> ChannelEndpoint:
 
 
 register_ref_type("channel", _provide, _factory)
-register_serve_adapter(Channel, _adapt)
+register_serve_adapter(Channel, _adapt, "channel")
 
 
 def connect_channel(address: str, name: str, *, node: Node | None = None) -> RemoteChannel:
@@ -89,78 +89,33 @@ def _call_timeout(timeout: float | None) -> float | None:
 
 
 class _RemoteSend:
-    __slots__ = ("_rc",)
+    """``rc.send``: as a local channel's (``__call__``, ``aio``, ``nowait``)."""
 
-    def __init__(self, rc: RemoteChannel) -> None:
-        self._rc = rc
+    __slots__ = ("_blocking", "aio", "nowait")
+
+    def __init__(self, blocking: Callable[[Any, float | None, bool], None],
+                 aio: Callable[..., Awaitable[None]], nowait: Callable[[Any], None]) -> None:
+        self._blocking = blocking
+        self.aio = aio
+        self.nowait = nowait
 
     def __call__(self, value: Any, timeout: float | None = None) -> None:
-        self._rc._send(value, timeout, raise_it=False)
-
-    async def aio(self, value: Any, timeout: float | None = None) -> None:
-        rc = self._rc
-        if rc._cap is None:  # never block the loop we run on; one lookup per handle
-            lookup = rc._cap_lookup
-            if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
-                lookup = rc._cap_lookup = asyncio.ensure_future(rc._proxy.capacity.aio())
-            rc._cap = int(await asyncio.shield(lookup))
-        if rc._cap and rc._take_credit(value, False):
-            return
-        if rc._pushing or rc._outbox:
-            await asyncio.to_thread(rc.flush)
-            if rc._cap and rc._take_credit(value, False):  # the last push granted room
-                return
-        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
-        await p.send.aio(value, timeout)
-
-    def nowait(self, value: Any) -> None:
-        rc = self._rc
-        if rc._capacity() and rc._take_credit(value, False):
-            return
-        rc.flush()
-        if rc._cap and rc._take_credit(value, False):  # the last push granted room
-            return
-        rc._proxy.send_nowait.future(value).result()
+        self._blocking(value, timeout, False)
 
 
 class _RemoteReceive:
-    __slots__ = ("_rc",)
+    """``rc.receive``: as a local channel's (``__call__``, ``aio``, ``nowait``)."""
 
-    def __init__(self, rc: RemoteChannel) -> None:
-        self._rc = rc
+    __slots__ = ("_blocking", "aio", "nowait")
+
+    def __init__(self, blocking: Callable[..., Any], aio: Callable[..., Awaitable[Any]],
+                 nowait: Callable[[], Any]) -> None:
+        self._blocking = blocking
+        self.aio = aio
+        self.nowait = nowait
 
     def __call__(self, timeout: float | None = None) -> Any:
-        rc = self._rc
-        rc._settle()
-        ticket, state = rc._ticket()
-        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
-        fut = p.receive.future(timeout, ticket)
-        fut.add_done_callback(lambda f: rc._acknowledge(f, ticket, state))
-        return _result(_wait_cancellable(fut, lambda: rc._abandon_receive(ticket, state)))
-
-    async def aio(self, timeout: float | None = None) -> Any:
-        rc = self._rc
-        if rc._pushing:
-            await asyncio.to_thread(rc.flush)
-        ticket, state = rc._ticket()
-        p = rc._proxy.with_options(timeout=_call_timeout(timeout))
-        fut: Any
-        if asyncio.get_running_loop() is rc._node.loop:
-            fut = asyncio.ensure_future(p.receive.aio(timeout, ticket))
-            waiting = asyncio.shield(fut)
-        else:  # run the call on the node's loop: it must not die with this one
-            fut = p.receive.future(timeout, ticket)
-            waiting = asyncio.shield(asyncio.wrap_future(fut))
-        fut.add_done_callback(lambda f: rc._acknowledge(f, ticket, state))
-        try:
-            return _result(await waiting)
-        except asyncio.CancelledError:
-            rc._abandon_receive(ticket, state)
-            raise
-
-    def nowait(self) -> Any:
-        self._rc._settle()
-        return _result(self._rc._proxy.receive_nowait.future().result())
+        return self._blocking(timeout)
 
 
 def _wait_cancellable(fut: concurrent.futures.Future[Any], on_cancel: Any) -> Any:
@@ -195,8 +150,8 @@ class RemoteChannel:
         self._clock = node.config.clock  # send-window waits, flush deadlines, idle release
         self._proxy = Proxy(node, ref, link=link, timeout=None)
         self.name = ref.name
-        self.send = _RemoteSend(self)
-        self.receive = _RemoteReceive(self)
+        self.send = _RemoteSend(self._send, self._send_aio, self._send_nowait)
+        self.receive = _RemoteReceive(self._receive, self._receive_aio, self._receive_nowait)
         # Pipelined sends (buffered channels only): see _send.
         self._cap: int | None = None
         self._cap_lookup: asyncio.Future[Any] | None = None
@@ -243,7 +198,7 @@ class RemoteChannel:
             start = not self._pushing
             self._pushing = self._pushing or start
         if start:
-            self._node._get_loop().call_soon_threadsafe(self._push_next)
+            self._node.get_loop().call_soon_threadsafe(self._push_next)
         return True
 
     def _send(self, value: Any, timeout: float | None, raise_it: bool) -> None:
@@ -271,7 +226,66 @@ class RemoteChannel:
             self._last_use = self._clock.monotonic()
             self._want = min(self._cap or 1, want * 2)
         if got:
-            self._node._get_loop().call_soon_threadsafe(self._arm_idle_release)
+            self._node.get_loop().call_soon_threadsafe(self._arm_idle_release)
+
+    async def _send_aio(self, value: Any, timeout: float | None = None) -> None:
+        """Send from async code."""
+        if self._cap is None:  # never block the loop we run on; one lookup per handle
+            lookup = self._cap_lookup
+            if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+                lookup = self._cap_lookup = asyncio.ensure_future(self._proxy.capacity.aio())
+            self._cap = int(await asyncio.shield(lookup))
+        if self._cap and self._take_credit(value, False):
+            return
+        if self._pushing or self._outbox:
+            await asyncio.to_thread(self.flush)
+            if self._cap and self._take_credit(value, False):  # the last push granted room
+                return
+        p = self._proxy.with_options(timeout=_call_timeout(timeout))
+        await p.send.aio(value, timeout)
+
+    def _send_nowait(self, value: Any) -> None:
+        """Send only if the owner has a receiver waiting or room, else ``WouldBlock``."""
+        if self._capacity() and self._take_credit(value, False):
+            return
+        self.flush()
+        if self._cap and self._take_credit(value, False):  # the last push granted room
+            return
+        self._proxy.send_nowait.future(value).result()
+
+    def _receive(self, timeout: float | None = None) -> Any:
+        """Receive one value; blocks until one comes. Thread code."""
+        self._settle()
+        ticket, state = self._ticket()
+        p = self._proxy.with_options(timeout=_call_timeout(timeout))
+        fut = p.receive.future(timeout, ticket)
+        fut.add_done_callback(lambda f: self._acknowledge(f, ticket, state))
+        return _result(_wait_cancellable(fut, lambda: self._abandon_receive(ticket, state)))
+
+    async def _receive_aio(self, timeout: float | None = None) -> Any:
+        """Receive from async code."""
+        if self._pushing:
+            await asyncio.to_thread(self.flush)
+        ticket, state = self._ticket()
+        p = self._proxy.with_options(timeout=_call_timeout(timeout))
+        fut: Any
+        if asyncio.get_running_loop() is self._node.loop:
+            fut = asyncio.ensure_future(p.receive.aio(timeout, ticket))
+            waiting = asyncio.shield(fut)
+        else:  # run the call on the node's loop: it must not die with this one
+            fut = p.receive.future(timeout, ticket)
+            waiting = asyncio.shield(asyncio.wrap_future(fut))
+        fut.add_done_callback(lambda f: self._acknowledge(f, ticket, state))
+        try:
+            return _result(await waiting)
+        except asyncio.CancelledError:
+            self._abandon_receive(ticket, state)
+            raise
+
+    def _receive_nowait(self) -> Any:
+        """Receive only if a value is ready, else ``WouldBlock``."""
+        self._settle()
+        return _result(self._proxy.receive_nowait.future().result())
 
     def _credit_from_push(self, timeout: float | None) -> bool:
         """Wait while a push is out for the credits its reply may carry; True if any came."""
@@ -328,7 +342,7 @@ class RemoteChannel:
         """(Loop thread) Watch the credits held: give them back once the handle idles."""
         if not self._idle_armed:
             self._idle_armed = True
-            self._clock.call_later(self._node._get_loop(), _IDLE, self._release_if_idle)
+            self._clock.call_later(self._node.get_loop(), _IDLE, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         with self._window:
@@ -336,7 +350,7 @@ class RemoteChannel:
                 self._idle_armed = False
                 return
             if self._pushing or self._clock.monotonic() - self._last_use < _IDLE:
-                self._clock.call_later(self._node._get_loop(), _IDLE, self._release_if_idle)
+                self._clock.call_later(self._node.get_loop(), _IDLE, self._release_if_idle)
                 return
             self._idle_armed = False
             n, self._credits = self._credits, 0
@@ -391,7 +405,7 @@ class RemoteChannel:
         return f"<netlet.RemoteChannel {self.name!r} at {self._ref.address or self._ref.node[:8]}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteChannel) and other._ref == self._ref
+        return isinstance(other, RemoteChannel) and other.__netlet_ref__() == self._ref
 
     def __hash__(self) -> int:
         return hash(self._ref)
@@ -432,14 +446,14 @@ class RemoteChannel:
     def __iter__(self) -> Iterator[Any]:
         while True:
             try:
-                yield self.receive()
+                yield self._receive()
             except ChannelClosed:
                 return
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         while True:
             try:
-                yield await self.receive.aio()
+                yield await self._receive_aio()
             except ChannelClosed:
                 return
 

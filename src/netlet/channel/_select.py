@@ -11,7 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from netlet.channel._channel import Case, Channel, _unwrap, current_waiter_hook
+from netlet.channel._channel import Case, Channel
+from netlet.channel._core import ChannelCore, current_waiter_hook, unwrap
 from netlet.channel._waiter import Waiter
 from netlet.errors import ChannelTimeout, ConfigError, WouldBlock
 
@@ -26,27 +27,32 @@ def receiving(ch: Any) -> Case:
     return Case(ch, False)
 
 
+def _cores(cases: Sequence[Case]) -> list[ChannelCore]:
+    """The cases' channels' cores, each once, in the one order every select locks them."""
+    return sorted({id(c.channel): c.channel.core for c in cases}.values(), key=id)
+
+
 def _start(cases: Sequence[Case], waiter: Waiter) -> bool:
     """Take a ready case now (True), or park ``waiter`` on every channel (False)."""
-    channels = sorted({id(c.channel): c.channel for c in cases}.values(), key=id)
-    for ch in channels:
-        ch._lock.acquire()
+    cores = _cores(cases)
+    for core in cores:
+        core.lock.acquire()
     try:
         for i, case in enumerate(cases):
             if case.send:
-                if case.channel._try_send(waiter, i, case.value):
+                if case.channel.core.try_send(waiter, i, case.value):
                     return True
-            elif case.channel._try_receive(waiter, i)[0]:
+            elif case.channel.core.try_receive(waiter, i)[0]:
                 return True
         for i, case in enumerate(cases):
             if case.send:
-                case.channel._park_sender(waiter, i, case.value)
+                case.channel.core.park_sender(waiter, i, case.value)
             else:
-                case.channel._park_receiver(waiter, i)
+                case.channel.core.park_receiver(waiter, i)
         return False
     finally:
-        for ch in reversed(channels):
-            ch._lock.release()
+        for core in reversed(cores):
+            core.lock.release()
 
 
 def _check(cases: Sequence[Case]) -> None:
@@ -66,7 +72,7 @@ def _result(cases: Sequence[Case], waiter: Waiter) -> tuple[int, Any]:
     if waiter.error is not None:
         raise waiter.error
     i = waiter.index
-    return i, None if cases[i].send else _unwrap(waiter.value)
+    return i, None if cases[i].send else unwrap(waiter.value)
 
 
 def select(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
@@ -109,16 +115,16 @@ async def aselect(*cases: Case, timeout: float | None = None) -> tuple[int, Any]
     try:
         done = await waiter.wait_async(None if timeout == 0 else timeout)
     except asyncio.CancelledError:
-        channels = {id(c.channel): c.channel for c in cases}.values()
-        for ch in sorted(channels, key=id):
-            ch._lock.acquire()
+        cores = _cores(cases)
+        for core in cores:
+            core.lock.acquire()
         try:
             withdrawn = waiter.claim()
         finally:
-            for ch in channels:
-                ch._lock.release()
+            for core in reversed(cores):
+                core.lock.release()
         if not withdrawn and waiter.error is None and not cases[waiter.index].send:
-            cases[waiter.index].channel.requeue_front(waiter.value)
+            cases[waiter.index].channel.core.requeue_front(waiter.value)
         raise
     if not done:
         if waiter.claim():

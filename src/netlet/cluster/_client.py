@@ -200,7 +200,7 @@ class Cluster:
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            self.node._get_loop().call_soon_threadsafe(self._flush)
+            self.node.get_loop().call_soon_threadsafe(self._flush)
         fut.add_done_callback(self._on_future_done)
         return fut
 
@@ -286,7 +286,7 @@ class Cluster:
             if self._jobs:
                 await asyncio.wait(list(self._jobs), timeout=timeout)
 
-        asyncio.run_coroutine_threadsafe(drain(), self.node._get_loop()).result(timeout + 1)
+        asyncio.run_coroutine_threadsafe(drain(), self.node.get_loop()).result(timeout + 1)
 
     def wait_pending(self) -> None:
         """Block until every task submitted so far has finished or was cancelled."""

@@ -64,7 +64,7 @@ class EmbeddedCluster:
         self.node.serve(self.head, "netlet.head")
         self.head.start()
         self._joined = _Joined()  # subscribed before any worker starts: none is missed
-        loop = self.node._get_loop()
+        loop = self.node.get_loop()
         asyncio.run_coroutine_threadsafe(self.head.subscribe(self._joined), loop).result()
         assert self.node.address is not None
         self.address = self.node.address

@@ -124,7 +124,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     # -- lifecycle (called by the process that hosts the head) ----------------------
 
     def start(self) -> None:
-        loop = self._node._get_loop()
+        loop = self._node.get_loop()
         loop.call_soon_threadsafe(self._start_sweeper)
 
     def stop(self) -> None:

@@ -188,7 +188,7 @@ class Worker(WorkerTraffic):
 
     def join(self) -> None:
         """Join the head, retrying with backoff while it is away."""
-        asyncio.run_coroutine_threadsafe(self._join(), self.node._get_loop()).result()
+        asyncio.run_coroutine_threadsafe(self._join(), self.node.get_loop()).result()
 
     async def _join(self) -> None:
         backoff = Backoff(0.05, 2.0)
@@ -296,7 +296,7 @@ class Worker(WorkerTraffic):
 
     def run(self) -> None:
         self.join()
-        loop = self.node._get_loop()
+        loop = self.node.get_loop()
         heartbeats = asyncio.run_coroutine_threadsafe(self._heartbeats(), loop)
         self._flush()  # the first pull
         held_since = 0.0

@@ -112,7 +112,7 @@ class WorkerTraffic:
         if not self._armed:
             self._armed = True
             try:
-                loop = self.node._get_loop()
+                loop = self.node.get_loop()
                 loop.call_soon_threadsafe(self.clock.call_later, loop, _HOLD, self._tick)
             except RuntimeError:  # the loop is closed: we are stopping
                 pass
@@ -185,7 +185,7 @@ class WorkerTraffic:
             fut.set_exception(e)
         else:
             self._sent(results)
-        loop = self.node._get_loop()
+        loop = self.node.get_loop()
 
         def done(f: concurrent.futures.Future[Any]) -> None:
             try:

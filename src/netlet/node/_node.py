@@ -66,12 +66,14 @@ RefProvider = Callable[["Node", object], RemoteRef | None]
 
 _REF_FACTORIES: dict[str, RefFactory] = {}
 _REF_PROVIDERS: list[RefProvider] = []
-_SERVE_ADAPTERS: dict[type, Callable[[Node, Any, str], object]] = {}
+_SERVE_ADAPTERS: dict[type, tuple[Callable[[Node, Any, str], object], str]] = {}
 
 
-def register_serve_adapter(cls: type, adapter: Callable[[Node, Any, str], object]) -> None:
-    """Let ``node.serve`` accept instances of ``cls`` by serving ``adapter(node, obj, name)``."""
-    _SERVE_ADAPTERS[cls] = adapter
+def register_serve_adapter(cls: type, adapter: Callable[[Node, Any, str], object],
+                           kind: str) -> None:
+    """Let ``node.serve`` accept instances of ``cls`` by serving ``adapter(node, obj, name)``;
+    the reference it returns says ``kind`` (as ``register_ref_type``'s handles do)."""
+    _SERVE_ADAPTERS[cls] = (adapter, kind)
 
 
 def register_ref_type(kind: str, provider: RefProvider, factory: RefFactory) -> None:
@@ -276,10 +278,11 @@ class Node:
 
     def serve(self, obj: object, name: str | None = None) -> RemoteRef:
         """Make an exposed object (or a channel) reachable under ``name`` (default: an id)."""
-        adapter = _SERVE_ADAPTERS.get(type(obj))
-        if adapter is not None:
+        adapted = _SERVE_ADAPTERS.get(type(obj))
+        if adapted is not None:
+            adapter, kind = adapted
             name = name or f"obj-{uuid.uuid4().hex[:12]}"
-            return replace(self.serve(adapter(self, obj, name), name), kind="channel")
+            return replace(self.serve(adapter(self, obj, name), name), kind=kind)
         if not is_exposed(obj):
             raise ConfigError(f"{type(obj).__name__} has nothing exposed; mark it with @expose")
         name = name or f"obj-{uuid.uuid4().hex[:12]}"
@@ -287,6 +290,15 @@ class Node:
             raise ConfigError(f"a different object is already served as {name!r}")
         self._actors[name] = Actor(obj, name, self._get_loop, self._get_pool)
         return RemoteRef(self.id, self.address or "", name)
+
+    def served(self, name: str) -> object | None:
+        """The object served here as ``name`` (what ``serve`` was given or adapted to), or None."""
+        actor = self._actors.get(name)
+        return None if actor is None else actor.obj
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The node's event loop; ``NodeClosed`` before it started."""
+        return self._get_loop()
 
     def unserve(self, name: str) -> None:
         actor = self._actors.pop(name, None)

@@ -193,7 +193,7 @@ class Swarm:
         self._started = time.monotonic()
         self._ends = self._started + self.config.seconds
         self._running = asyncio.run_coroutine_threadsafe(self._run_atms(),
-                                                         self._node._get_loop())
+                                                         self._node.get_loop())
         while not self._stop_new.wait(max(0.0, min(interval, self._ends - time.monotonic()))):
             if time.monotonic() >= self._ends:
                 self._stop_new.set()
