@@ -34,7 +34,8 @@ from netlet.codec import Buffer
 from netlet.errors import ProtocolError
 from netlet.transport._budget import Account
 
-__all__ = ["ACK", "SHM_FLAG", "ShmLink", "ShmPeer", "ack_frame", "agree", "local_identity"]
+__all__ = ["ACK", "SHM_FLAG", "TOTALS", "ShmLink", "ShmPeer", "ack_frame", "agree",
+           "local_identity"]
 
 SHM_FLAG = 0x80000000
 """Set in a buffer's length in a frame header: the buffer is a memfd of that many bytes
@@ -61,6 +62,19 @@ def _pid_namespace() -> int:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return 0
+
+
+class _Totals:
+    """Buffers this process sent and received through shared memory (for ``stats``)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.sent_bytes = 0
+        self.received = 0
+        self.received_bytes = 0
+
+
+TOTALS = _Totals()
 
 
 def local_identity() -> list[Any] | None:
@@ -160,6 +174,8 @@ class ShmLink:
                 if self._closed:
                     raise OSError("the connection is closed")
                 self._sent[fd] = size
+                TOTALS.sent += 1
+                TOTALS.sent_bytes += size
         except BaseException:
             os.close(fd)
             raise
@@ -227,7 +243,7 @@ class ShmLink:
                                     f"bytes, announced {size}")
             if size == 0:
                 return memoryview(b"")
-            return memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_COPY))
+            return _map(fd, size)
         finally:
             os.close(fd)
 
@@ -242,5 +258,39 @@ class ShmLink:
                 opened.append(DESCRIPTOR.unpack(bufs[i])[0])
         for i, m in maps:
             bufs[i] = m
+            TOTALS.received += 1
+            TOTALS.received_bytes += m.nbytes
         return opened
 
+
+
+_libc: Any = None
+
+
+def _map(fd: int, size: int) -> memoryview:
+    """``size`` bytes of ``fd`` mapped copy-on-write, unmapped when the last view goes.
+
+    Through libc, not ``mmap.mmap``: that keeps a duplicate of the descriptor open as
+    long as the map lives (before Python 3.13), one per value a program keeps.
+    """
+    global _libc
+    import ctypes  # here, not at import: ~1 ms, and only large buffers need it
+
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        _libc = libc
+    munmap = _libc.munmap
+    addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        err = ctypes.get_errno()
+        raise ProtocolError(f"cannot map the peer's shared-memory buffer: {os.strerror(err)}")
+
+    class Mapped(ctypes.c_ubyte * size):  # type: ignore[misc]
+        def __del__(self) -> None:
+            munmap(addr, size)
+
+    return memoryview(Mapped.from_address(addr))
