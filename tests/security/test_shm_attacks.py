@@ -14,7 +14,9 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,15 @@ from netlet.transport import _shm
 from netlet.transport._handshake import transcript_token
 from tests._support import wait_until
 from tests.conftest import RawClient, hmac_proof
+from tests.security._spawn import as_nobody, nobody_available
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(_shm.local_identity() is None,
                                  reason="needs Linux with memfd_create and /proc")]
+
+_WHY_NOT = nobody_available()
+needs_nobody = pytest.mark.skipif(_WHY_NOT is not None and os.environ.get("CI") != "true",
+                                  reason=_WHY_NOT or "")
 
 MiB = 1024 * 1024
 KEY = os.urandom(32)
@@ -217,3 +224,51 @@ def test_a_peer_that_never_acks_is_a_peer_that_never_reads(server: Any) -> None:
         a.close()
     wait_until(lambda: memfd_fds() == 0, what="the node closes the unacked memfds")
     wait_until(lambda: server.budget.used == 0, what="the budget given back")
+
+
+NOBODY = r"""
+import sys
+from netlet.transport import _handshake, _shm
+
+if sys.argv[2] == "force":  # claim the server's uid, and agree whatever the socket says
+    ident = _shm.local_identity()
+    _handshake.local_identity = lambda: [*ident[:2], 0, ident[3]]
+
+    def forced(ours, theirs, threshold, token, client, authenticated, sock):
+        return _shm.ShmPeer(int(theirs[3]), 1 << 20, _shm._name(token, b"client"),
+                            _shm._name(token, b"server"))
+    _handshake.agree = forced
+import netlet
+with netlet.Node(shared_memory=1 << 20, call_timeout=10) as n:
+    p = n.proxy(sys.argv[1], "store")
+    try:
+        print("GOT", p.digest(b"x" * (2 << 20)), _shm.TOTALS.sent)
+    except Exception as e:
+        print("REFUSED", type(e).__name__, e)
+"""
+
+
+@needs_nobody
+@pytest.mark.parametrize("how", ["honest", "force"])
+def test_another_user_on_a_unix_socket_gets_no_shared_memory(
+        node_factory: Any, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """A keyless unix socket another user may reach: ``SO_PEERCRED`` says it is not us,
+    so no memfd goes either way; one it sends anyway closes its connection."""
+    caplog.set_level(logging.WARNING, "netlet.transport")
+    where = tempfile.mkdtemp(prefix="netlet-shm-")
+    try:
+        os.chmod(where, 0o755)
+        node = node_factory(f"unix://{where}/s", shared_memory=MiB)
+        node.serve(Store(), "store")
+        os.chmod(f"{where}/s", 0o777)
+        received = _shm.TOTALS.received
+        out = as_nobody(NOBODY, str(node.address), how, timeout=60).stdout
+        if how == "honest":
+            assert out.split() == ["GOT", str(2 * MiB), "0"]
+        else:
+            assert out.startswith("REFUSED"), out
+            wait_until(lambda: "did not agree to shared memory" in caplog.text,
+                       what="the node's warning")
+        assert _shm.TOTALS.received == received
+    finally:
+        shutil.rmtree(where, ignore_errors=True)

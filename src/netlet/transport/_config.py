@@ -90,7 +90,7 @@ class TransportConfig:
     shared_memory: int = 0
     """Out-of-band buffers of at least this many bytes (``1 << 20`` is a good size) go
     through shared memory to a peer of the same user on the same host, proven by the
-    key or by a unix socket (PROTOCOL.md 4.4); 0 (the default): never. Both ends must
+    key or by a unix socket (PROTOCOL.md 9.1); 0 (the default): never. Both ends must
     set it."""
     clock: Clock = field(default=REAL_CLOCK, repr=False, compare=False)
     """Where the connect and handshake timeouts and the accept backoff read the time (a

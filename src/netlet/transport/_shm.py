@@ -1,6 +1,6 @@
 """Same-host shared memory for large out-of-band buffers: a sealed memfd per buffer.
 
-Between two processes of one user on one host (PROTOCOL.md section 4.3), a
+Between two processes of one user on one host (PROTOCOL.md section 9.1), a
 buffer of at least ``TransportConfig.shared_memory`` bytes is written once into
 an anonymous ``memfd`` that is then sealed (no write, grow or shrink, ever
 again); the frame carries only its descriptor number. The receiver opens it
