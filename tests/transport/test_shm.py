@@ -228,3 +228,35 @@ def test_sigkill_of_the_sender_mid_stream_leaves_nothing(peers: Any, node_factor
     received.clear()
     wait_until(lambda: memfds(os.getpid()) == (0, 0), what="no memfd mapped")
     assert dev_shm() == shm_before
+
+
+def test_agreement_needs_the_same_host_user_and_proof() -> None:
+    """``agree``'s rules, one broken at a time (the hellos as they came, in-process)."""
+    import socket
+
+    ours = _shm.local_identity()
+    assert ours is not None
+    boot, ns, uid, pid = ours
+    token = os.urandom(32)
+
+    def agree(theirs: Any, *, authenticated: bool = True, threshold: int = SHM,
+              sock: socket.socket | None = None) -> Any:
+        return _shm.agree(ours, theirs, threshold, token, True, authenticated, sock)
+
+    peer = agree([boot, ns, uid, pid + 1])
+    assert peer is not None
+    assert peer.pid == pid + 1
+    assert peer.send_name != peer.recv_name
+    assert agree([boot[::-1], ns, uid, pid + 1]) is None  # another host (or boot)
+    assert agree([boot, ns + 1, uid, pid + 1]) is None  # another pid namespace
+    assert agree([boot, ns, uid + 1, pid + 1]) is None  # another user, by its word
+    assert agree([boot, ns, uid, pid + 1], threshold=0) is None  # we have it off
+    assert agree(None) is None  # the peer did not offer
+    assert agree([boot, ns, str(uid), pid + 1]) is None  # malformed
+    assert agree([boot, ns, uid, pid + 1], authenticated=False) is None  # no key, no socket
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        assert agree([boot, ns, uid, pid + 1], authenticated=False, sock=a) is not None
+    t = socket.socket()
+    with t:
+        assert agree([boot, ns, uid, pid + 1], authenticated=False, sock=t) is None  # tcp

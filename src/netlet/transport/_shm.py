@@ -264,14 +264,24 @@ class ShmLink:
 
 
 
+
 _libc: Any = None
+_types: dict[int, Any] = {}  # a map's type by its length (few: lengths are rounded)
+
+
+def _span(size: int) -> int:
+    """``size`` rounded up to one of 8 steps per power of two (and whole pages): so few
+    lengths that their types can be kept, whatever sizes a peer sends."""
+    step = max(mmap.PAGESIZE, 1 << max(size.bit_length() - 4, 0))
+    return -(-size // step) * step
 
 
 def _map(fd: int, size: int) -> memoryview:
     """``size`` bytes of ``fd`` mapped copy-on-write, unmapped when the last view goes.
 
     Through libc, not ``mmap.mmap``: that keeps a duplicate of the descriptor open as
-    long as the map lives (before Python 3.13), one per value a program keeps.
+    long as the map lives (before Python 3.13), one per value a program keeps. The map
+    may be longer than the file (``_span``); only its first ``size`` bytes are seen.
     """
     global _libc
     import ctypes  # here, not at import: ~1 ms, and only large buffers need it
@@ -283,14 +293,18 @@ def _map(fd: int, size: int) -> memoryview:
                               ctypes.c_int, ctypes.c_long]
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         _libc = libc
-    munmap = _libc.munmap
-    addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+    span = _span(size)
+    kind = _types.get(span)
+    if kind is None:
+        munmap = _libc.munmap
+
+        class Mapped(ctypes.c_ubyte * span):  # type: ignore[misc]
+            def __del__(self) -> None:
+                munmap(ctypes.addressof(self), span)
+
+        kind = _types[span] = Mapped
+    addr = _libc.mmap(None, span, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
     if addr is None or addr == ctypes.c_void_p(-1).value:
         err = ctypes.get_errno()
         raise ProtocolError(f"cannot map the peer's shared-memory buffer: {os.strerror(err)}")
-
-    class Mapped(ctypes.c_ubyte * size):  # type: ignore[misc]
-        def __del__(self) -> None:
-            munmap(addr, size)
-
-    return memoryview(Mapped.from_address(addr))
+    return memoryview(kind.from_address(addr))[:size]
