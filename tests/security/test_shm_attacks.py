@@ -67,10 +67,10 @@ def memfd_fds() -> int:
 class Attacker:
     """A keyed client that offered shared memory, speaking frames by hand."""
 
-    def __init__(self, address: str, offer: bool = True) -> None:
+    def __init__(self, address: str, offer: bool = True, role: str = "link") -> None:
         self.raw = RawClient.connect(address)
         extra = {"shm": _shm.local_identity()} if offer else {}
-        self.raw.hello(key=KEY, **extra)
+        self.raw.hello(key=KEY, role=role, **extra)
         reply_body, _ = self.raw.recv_frame()
         self.reply = msgpack.unpackb(reply_body, raw=False)
         assert self.raw.recv_msg()["proof"] == hmac_proof(KEY, b"server", self.raw.hello_body,
@@ -126,9 +126,10 @@ def server(node_factory: Any) -> Any:
     return node
 
 
-def test_a_well_formed_memfd_is_taken(server: Any) -> None:
+@pytest.mark.parametrize("role", ["link", "direct"])
+def test_a_well_formed_memfd_is_taken(server: Any, role: str) -> None:
     """The attacks below differ from this only in what they break."""
-    a = Attacker(str(server.address))
+    a = Attacker(str(server.address), role=role)
     try:
         assert "shm" in a.reply
         fd = a.memfd(DATA)
@@ -167,13 +168,15 @@ def _file(a: Attacker) -> int:
     return fd
 
 
+@pytest.mark.parametrize("role", ["link", "direct"])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_a_bad_memfd_is_refused_and_changes_nothing(server: Any, node_factory: Any,
                                                     caplog: pytest.LogCaptureFixture,
-                                                    attack: str) -> None:
+                                                    attack: str, role: str) -> None:
+    """On the main link (read by the loop) and on a direct connection (by a thread)."""
     make, words = ATTACKS[attack]
-    caplog.set_level(logging.WARNING, "netlet.transport")
-    a = Attacker(str(server.address))
+    caplog.set_level(logging.WARNING)
+    a = Attacker(str(server.address), role=role)
     try:
         fd, size = make(a)
         a.call_with(fd, size)
@@ -187,12 +190,13 @@ def test_a_bad_memfd_is_refused_and_changes_nothing(server: Any, node_factory: A
     assert proxy.digest(DATA) == len(DATA)  # the node serves others as before
 
 
+@pytest.mark.parametrize("role", ["link", "direct"])
 @pytest.mark.parametrize("attack", ["ack for nothing", "memfd not agreed"])
 def test_shared_memory_frames_out_of_turn_are_refused(server: Any,
                                                       caplog: pytest.LogCaptureFixture,
-                                                      attack: str) -> None:
-    caplog.set_level(logging.WARNING, "netlet.transport")
-    a = Attacker(str(server.address), offer=attack == "ack for nothing")
+                                                      attack: str, role: str) -> None:
+    caplog.set_level(logging.WARNING)
+    a = Attacker(str(server.address), offer=attack == "ack for nothing", role=role)
     try:
         if attack == "ack for nothing":
             a.raw.send_raw(struct.pack(">IIi", 4, _shm.ACK, 5))
@@ -206,10 +210,11 @@ def test_shared_memory_frames_out_of_turn_are_refused(server: Any,
         a.close()
 
 
-def test_a_peer_that_never_acks_is_a_peer_that_never_reads(server: Any) -> None:
+@pytest.mark.parametrize("role", ["link", "direct"])
+def test_a_peer_that_never_acks_is_a_peer_that_never_reads(server: Any, role: str) -> None:
     """Replies sent as memfds count in the node's budget until acked, as bytes queued for
     a peer that does not read would; when the peer goes, they are closed."""
-    a = Attacker(str(server.address))
+    a = Attacker(str(server.address), role=role)
     try:
         for cid in range(1, 4):
             body = msgpack.packb([1, cid, "store", "make", [2 * MiB], None])
