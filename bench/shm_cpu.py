@@ -44,7 +44,7 @@ def main(rounds: int) -> None:
     server = subprocess.Popen([sys.executable, "-m", "bench.servers", "netlet-shm"],
                               stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
-    address = server.stdout.readline().strip()
+    address = server.stdout.readline().strip().removeprefix("READY ")
     arr = np.random.default_rng(0).random(SIZE // 8)
     payloads: dict[str, Any] = {"bytes": arr.tobytes(), "numpy": arr}
     nodes = {"socket": netlet.Node(key=key),
