@@ -236,27 +236,29 @@ def test_agreement_needs_the_same_host_user_and_proof() -> None:
 
     ours = _shm.local_identity()
     assert ours is not None
-    boot, ns, uid, pid = ours
+    boot, ns, uid, _ = ours
     token = os.urandom(32)
 
     def agree(theirs: Any, *, authenticated: bool = True, threshold: int = SHM,
               sock: socket.socket | None = None) -> Any:
         return _shm.agree(ours, theirs, threshold, token, True, authenticated, sock)
 
-    peer = agree([boot, ns, uid, pid + 1])
+    other = os.getppid()  # a process of ours that exists
+    peer = agree([boot, ns, uid, other])
     assert peer is not None
-    assert peer.pid == pid + 1
+    assert peer.pid == other
     assert peer.send_name != peer.recv_name
-    assert agree([boot[::-1], ns, uid, pid + 1]) is None  # another host (or boot)
-    assert agree([boot, ns + 1, uid, pid + 1]) is None  # another pid namespace
-    assert agree([boot, ns, uid + 1, pid + 1]) is None  # another user, by its word
-    assert agree([boot, ns, uid, pid + 1], threshold=0) is None  # we have it off
+    assert agree([boot, ns, uid, 2**22 + 1]) is None  # no such process: /proc has no fds
+    assert agree([boot[::-1], ns, uid, other]) is None  # another host (or boot)
+    assert agree([boot, ns + 1, uid, other]) is None  # another pid namespace
+    assert agree([boot, ns, uid + 1, other]) is None  # another user, by its word
+    assert agree([boot, ns, uid, other], threshold=0) is None  # we have it off
     assert agree(None) is None  # the peer did not offer
-    assert agree([boot, ns, str(uid), pid + 1]) is None  # malformed
-    assert agree([boot, ns, uid, pid + 1], authenticated=False) is None  # no key, no socket
+    assert agree([boot, ns, str(uid), other]) is None  # malformed
+    assert agree([boot, ns, uid, other], authenticated=False) is None  # no key, no socket
     a, b = socket.socketpair(socket.AF_UNIX)
     with a, b:
-        assert agree([boot, ns, uid, pid + 1], authenticated=False, sock=a) is not None
+        assert agree([boot, ns, uid, other], authenticated=False, sock=a) is not None
     t = socket.socket()
     with t:
-        assert agree([boot, ns, uid, pid + 1], authenticated=False, sock=t) is None  # tcp
+        assert agree([boot, ns, uid, other], authenticated=False, sock=t) is None  # tcp

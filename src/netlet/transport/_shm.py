@@ -106,7 +106,8 @@ def agree(ours: list[Any] | None, theirs: Any, threshold: int, token: bytes,
           client: bool, authenticated: bool, sock: socket.socket | None) -> ShmPeer | None:
     """Shared memory for this connection, or None. Both ends decide alike: both offered,
     same boot and pid namespace, and the same user, proven by the key (``authenticated``)
-    or by the kernel (``SO_PEERCRED`` on a unix socket)."""
+    or by the kernel (``SO_PEERCRED`` on a unix socket); and we may open the peer's
+    descriptors through /proc."""
     if threshold <= 0 or ours is None or type(theirs) is not list or len(theirs) != 4:
         return None
     boot, ns, uid, pid = theirs
@@ -122,6 +123,8 @@ def agree(ours: list[Any] | None, theirs: Any, threshold: int, token: bytes,
         _, peer_uid, _ = struct.unpack("3i", cred)
         if peer_uid != os.getuid():
             return None
+    if not os.access(f"/proc/{pid}/fd", os.R_OK | os.X_OK):
+        return None  # its descriptors are out of our reach (hidepid, not dumpable, gone)
     mine, other = (b"client", b"server") if client else (b"server", b"client")
     return ShmPeer(pid, threshold, _name(token, mine), _name(token, other))
 
