@@ -3,6 +3,10 @@
     header  := body_len:u32be  nbufs:u32be  buf_len:u32be * nbufs
     frame   := header body buf_0 ... buf_{nbufs-1}
 
+With same-host shared memory agreed (``_shm``, PROTOCOL.md 9.1), a buffer length
+with its top bit set names a memfd of that size whose 4-byte descriptor number is
+all the stream carries, and a frame of ``nbufs = 0xFFFFFFFF`` acks memfds opened.
+
 ``FrameReader`` follows asyncio's BufferedProtocol call order (``get_buffer`` then
 ``buffer_updated``), so sockets read straight into it; large frames get a buffer
 of their own, so their payload is received once and never copied again.

@@ -65,7 +65,8 @@ def _pid_namespace() -> int:
 
 
 class _Totals:
-    """Buffers this process sent and received through shared memory (for ``stats``)."""
+    """Buffers this process sent and received through shared memory (for tests and
+    diagnostics; counted without a global lock, so only about right under load)."""
 
     def __init__(self) -> None:
         self.sent = 0
