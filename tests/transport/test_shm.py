@@ -262,3 +262,27 @@ def test_agreement_needs_the_same_host_user_and_proof() -> None:
     t = socket.socket()
     with t:
         assert agree([boot, ns, uid, other], authenticated=False, sock=t) is None  # tcp
+
+
+def test_a_buffer_that_cannot_go_as_a_memfd_goes_inline() -> None:
+    """No memfd to be had (here: the connection closed meanwhile; out of descriptors or
+    memory alike): the frame carries the bytes, as without shared memory."""
+    import struct
+
+    from netlet.transport._framing import frame_parts
+
+    ours = _shm.local_identity()
+    assert ours is not None
+    peer = _shm.agree(ours, ours, SHM, os.urandom(32), True, True, None)
+    assert peer is not None
+    link = _shm.ShmLink(peer)
+    data = b"y" * (2 * MiB)
+    head, _, desc = frame_parts(b"x", [data], link)
+    assert struct.unpack(">I", bytes(head)[8:12])[0] == _shm.SHM_FLAG | len(data)
+    assert len(desc) == 4
+    assert link.outstanding == 1
+    link.close()  # closes the memfd not acked
+    assert link.outstanding == 0
+    head, _, inline = frame_parts(b"x", [data], link)
+    assert struct.unpack(">I", bytes(head)[8:12])[0] == len(data)
+    assert inline is data
