@@ -1,8 +1,8 @@
 """W5's transfer through the socket and through shared memory, interleaved, with CPU time.
 
-``python -m bench.shm_cpu [ROUNDS]``: one keyed ``netlet-shm`` server (shared memory
+``python -m bench.shm_cpu [ROUNDS [MIB]]``: one keyed ``netlet-shm`` server (shared memory
 on), two client nodes with the same key, one with ``shared_memory`` off and one with
-it on. Each round sends 64 MiB of bytes and a 64 MiB float64 array to ``length()``
+it on. Each round sends 64 MiB (or MIB) of bytes and a float64 array of that size to ``length()``
 through each; the medians of wall-clock MB/s and the mean CPU time of both processes
 per transfer are printed. Interleaving makes the comparison fair on a busy machine,
 where W5's separate variants run minutes apart; CPU time is what the two paths cost
@@ -21,20 +21,25 @@ from typing import Any
 from bench import servers
 
 MiB = 1024 * 1024
-SIZE = 64 * MiB
 
 
 def _cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of every thread of ``pid`` (``schedstat``: nanoseconds, not ticks)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    return time.process_time()
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, size: int = 64 * MiB) -> None:
     import numpy as np
 
     import netlet
@@ -45,7 +50,7 @@ def main(rounds: int) -> None:
                               stdout=subprocess.PIPE, text=True, env=env)
     assert server.stdout is not None
     address = server.stdout.readline().strip().removeprefix("READY ")
-    arr = np.random.default_rng(0).random(SIZE // 8)
+    arr = np.random.default_rng(0).random(size // 8)
     payloads: dict[str, Any] = {"bytes": arr.tobytes(), "numpy": arr}
     nodes = {"socket": netlet.Node(key=key),
              "shared memory": netlet.Node(key=key, shared_memory=1 << 20)}
@@ -67,13 +72,15 @@ def main(rounds: int) -> None:
             node.close()
         server.kill()
         server.wait()
-    print(f"{rounds} rounds, 64 MiB each, interleaved; load {os.getloadavg()[0]:.1f}")
+    print(f"{rounds} rounds, {size // MiB} MiB each, interleaved; "
+          f"load {os.getloadavg()[0]:.1f}")
     for (path, kind), xs in sorted(samples.items()):
         wall = statistics.median(x[0] for x in xs)
         cpu = statistics.mean(x[1] for x in xs)
-        print(f"  {path:14} {kind:6} {SIZE / wall / 1e6:7,.0f} MB/s   "
+        print(f"  {path:14} {kind:6} {size / wall / 1e6:7,.0f} MB/s   "
               f"CPU {cpu * 1e3:5.1f} ms per transfer (both processes)")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20,
+         int(sys.argv[2]) * MiB if len(sys.argv) > 2 else 64 * MiB)
