@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import overload
 
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._framing import frame_parts, stream_lens
-from netlet.transport._pool import MIN_CACHED, reset_bytes_hash
+from netlet.transport._pool import (
+    MIN_CACHED,
+    bytes_api,
+    bytes_window,
+    fresh_bytes,
+    reset_bytes_hash,
+)
 from netlet.transport._shm import ACK, MAX_SIZE, SHM_FLAG, ShmLink, ShmPeer, ack_frame
 
 __all__ = ["BlockingFramer", "LazyBuffers", "SendStalled"]
@@ -179,7 +184,7 @@ class BlockingFramer:
         into it: one the budget kept from an earlier frame if nothing uses it, else a
         new one (admitted and charged like ``read_growing``)."""
         account = self.account
-        new_bytes = _bytes_api()
+        new_bytes = bytes_api()
         if account is None or n < MIN_CACHED or new_bytes is None:
             fresh = fresh_bytes(n)
             if fresh is None:
@@ -198,7 +203,7 @@ class BlockingFramer:
             account.budget.withdraw(n)
         kept = _KeptBytes(obj, account)
         self._held.append(kept)
-        self.read_into(_bytes_window(obj))
+        self.read_into(bytes_window(obj))
         self._whole.add(id(kept))
         return obj
 
@@ -395,49 +400,6 @@ def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -
         bufs.append(bytes(view[pos : pos + n]) if copy else view[pos : pos + n])
         pos += n
     return bufs
-
-
-_BYTES_HEADER = bytes.__basicsize__ - 1  # where a bytes object's data starts (CPython)
-_new_bytes: Any = None
-_bytes_api_made = False
-
-
-def _bytes_api() -> Any:
-    """CPython's ``PyBytes_FromStringAndSize`` through ctypes (None elsewhere), made on
-    first use: importing ctypes costs every process ~1 ms at start."""
-    global _new_bytes, _bytes_api_made
-    if not _bytes_api_made:
-        if sys.implementation.name == "cpython":
-            import ctypes
-
-            fn = ctypes.pythonapi.PyBytes_FromStringAndSize
-            fn.restype = ctypes.py_object
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-            _new_bytes = fn
-        _bytes_api_made = True
-    return _new_bytes
-
-
-def _bytes_window(obj: bytes) -> memoryview:
-    """A writable view of a bytes object's data: only while nothing else refers to it."""
-    import ctypes  # loaded by _bytes_api already: a dictionary lookup
-
-    window = (ctypes.c_char * len(obj)).from_address(id(obj) + _BYTES_HEADER)
-    return memoryview(window).cast("B")
-
-
-def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
-    """A new, still private bytes object of length ``n`` and a writable view of it.
-
-    Exactly what CPython's own ``socket.recv`` does inside: allocate the bytes
-    object, then let the kernel fill it. Only valid until the object is shared;
-    the caller fills it completely before handing it out. None off CPython.
-    """
-    new_bytes = _bytes_api()
-    if new_bytes is None:
-        return None
-    obj = new_bytes(None, n)
-    return obj, _bytes_window(obj)
 
 
 class _Charged:
