@@ -270,7 +270,12 @@ BIG_FRAME = 256 * 1024 * 1024
 """``Limits.max_frame``/``max_bin`` of the ``netlet-big`` kind (the default is 64 MiB)."""
 
 
-def _netlet(big: bool = False) -> None:
+SHM_KEY_ENV = "BENCH_NETLET_SHM_KEY"
+"""The cluster key (hex) of the ``netlet-shm`` server: shared memory needs a keyed peer
+over TCP."""
+
+
+def _netlet(big: bool = False, shm: bool = False) -> None:
     import netlet
 
     @netlet.expose
@@ -289,7 +294,9 @@ def _netlet(big: bool = False) -> None:
         async def length(self, data: bytes) -> int:
             return len(data)
 
-    options = {"limits": big_limits()} if big else {}
+    options: dict[str, Any] = {"limits": big_limits()} if big else {}
+    if shm:
+        options.update(key=bytes.fromhex(os.environ[SHM_KEY_ENV]), shared_memory=1 << 20)
     node = netlet.Node(listen="tcp://127.0.0.1:0", **options)
     node.serve(Echo(), "echo")
     node.serve(AsyncEcho(), "aecho")
@@ -312,6 +319,7 @@ _KINDS: dict[str, Callable[[], None]] = {
     "pyro5": _pyro5,
     "netlet": _netlet,
     "netlet-big": lambda: _netlet(big=True),
+    "netlet-shm": lambda: _netlet(shm=True),
 }
 
 

@@ -10,6 +10,7 @@ process: a server, or the peer's worker.
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import statistics
 import struct
@@ -163,9 +164,29 @@ def netlet_big_limits(p: Params) -> Figures:
         return _measure(proxy.length, p)
 
 
+def netlet_shared_memory(p: Params) -> Figures:
+    """As ``netlet_blocking``, both nodes keyed with ``shared_memory`` at 1 MiB: the
+    payload goes through a sealed memfd, not the socket (same host, same user)."""
+    netlet = require("netlet", "-e .")
+    key = os.urandom(32)
+    os.environ[servers.SHM_KEY_ENV] = key.hex()
+    with (servers.start("netlet-shm") as address,
+          netlet.Node(key=key, shared_memory=1 << 20) as node):
+        proxy = node.proxy(address, "echo")
+        proxy.length(b"")
+        from netlet.transport._shm import TOTALS
+
+        sent = TOTALS.sent
+        figures = _measure(proxy.length, p)
+        if TOTALS.sent == sent:
+            raise RuntimeError("the payloads went through the socket, not shared memory")
+        return figures
+
+
 RAW_SOCKET = "raw socket"
 NETLET = "netlet (blocking proxy)"
 NETLET_BIG = "netlet (max_frame 256 MiB)"
+NETLET_SHM = "netlet (shared memory, keyed)"
 
 WORKLOAD = Workload(
     id="W5",
@@ -188,6 +209,7 @@ WORKLOAD = Workload(
         Variant("ProcessPoolExecutor submit", process_pool),
         Variant(NETLET, netlet_blocking, netlet=True),
         Variant(NETLET_BIG, netlet_big_limits, netlet=True),
+        Variant(NETLET_SHM, netlet_shared_memory, netlet=True),
     ),
     pinned=True,
     reference=NETLET,

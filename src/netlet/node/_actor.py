@@ -241,6 +241,7 @@ class Actor:
             with self.lock:
                 call.ctx.run(run_method, call.info.bind(self.obj), call.info.name,
                              call.args, call.kwargs, call.reply)
+            call = None  # not kept while waiting: its arguments die with the call
 
     def close(self) -> None:
         with self._thread_lock:

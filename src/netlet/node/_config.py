@@ -108,6 +108,7 @@ class NodeOptions(TypedDict, total=False):
     limits: Limits
     handshake_timeout: float
     connect_timeout: float
+    shared_memory: int
     call_timeout: float | None
     max_threads: int
     wrap_connection: Callable[[Connection], Connection] | None
@@ -124,7 +125,7 @@ class NodeOptions(TypedDict, total=False):
 
 _OPTION_NAMES: frozenset[str] = frozenset(NodeOptions.__annotations__)
 TRANSPORT_OPTIONS = ("key", "old_keys", "insecure", "allow_pickle", "tls", "limits",
-                     "handshake_timeout", "connect_timeout")
+                     "handshake_timeout", "connect_timeout", "shared_memory")
 """The options that set the ``TransportConfig`` field of the same name."""
 NODE_OPTIONS = ("call_timeout", "max_threads", "wrap_connection", "direct_calls",
                 "keepalive", "max_inflight", "advertise", "clock", "max_memory",

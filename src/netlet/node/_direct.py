@@ -249,7 +249,8 @@ class DirectPool:
         if sock is None:
             raise ConnectionLost("direct connection unavailable on this transport")
         limits = t.limits
-        return _DirectClient(BlockingFramer(sock, limits.max_frame, limits.max_buffers),
+        return _DirectClient(BlockingFramer(sock, limits.max_frame, limits.max_buffers,
+                                            shm=peer.shm),
                              _codec(node, peer, self.link), node, self.link)
 
     def close(self) -> None:
@@ -266,7 +267,7 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
     """Server side: a thread reads calls from one direct connection and runs them."""
     limits = node.config.transport.limits
     account = node.budget.account()
-    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account)
+    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account, shm=peer.shm)
     codec = _codec(node, peer, link)
     node._direct_sockets.add(framer)
     counters = node.counters

@@ -148,6 +148,8 @@ async def connect(
         conn.close()
         raise
     conn.set_max_frame(config.limits.max_frame, _max_buffers(config))
+    if peer.shm is not None:
+        conn.enable_shm(peer.shm)
     return conn, peer
 
 
@@ -359,6 +361,8 @@ class Listener:
             conn.close()  # cancelled (the listener is closing): free the socket now
             raise
         conn.set_max_frame(self.config.limits.max_frame, _max_buffers(self.config))
+        if peer.shm is not None:
+            conn.enable_shm(peer.shm)
         self.on_connection(conn, peer)
 
     async def close(self) -> None:

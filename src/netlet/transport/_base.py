@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from netlet.codec import Buffer
 from netlet.transport._budget import Account
 from netlet.transport._framing import MessageHandler
+from netlet.transport._shm import ShmPeer
 
 __all__ = ["CloseHandler", "Connection", "PeerInfo", "log"]
 
@@ -82,6 +84,8 @@ class PeerInfo:
     """SHA-256 over the digests of both hellos: known only to the two ends of this connection."""
     link_token: bytes = b""
     """A direct connection's claim: the ``token`` of the main link it belongs to."""
+    shm: ShmPeer | None = None
+    """Shared memory for large buffers, if both ends agreed (``_shm``)."""
 
 
 class Connection(ABC):
@@ -207,3 +211,10 @@ class Connection(ABC):
 
     def set_max_frame(self, max_frame: int, max_buffers: int) -> None:  # noqa: B027
         """Raise the frame limits once the handshake is done (no-op if not framed)."""
+
+    def raw_socket(self) -> socket.socket | None:
+        """The plain stream socket underneath, if any (for ``SO_PEERCRED``)."""
+        return None
+
+    def enable_shm(self, peer: ShmPeer) -> None:  # noqa: B027
+        """Send large buffers through shared memory (only plain sockets ever agree)."""

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, overload
+from typing import overload
 
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
-from netlet.transport._framing import frame_parts
-from netlet.transport._pool import MIN_CACHED, reset_bytes_hash
+from netlet.transport._framing import frame_parts, stream_lens
+from netlet.transport._pool import (
+    MIN_CACHED,
+    bytes_api,
+    bytes_window,
+    fresh_bytes,
+    reset_bytes_hash,
+)
+from netlet.transport._shm import ACK, MAX_SIZE, SHM_FLAG, ShmLink, ShmPeer, ack_frame
 
 __all__ = ["BlockingFramer", "LazyBuffers", "SendStalled"]
 
@@ -44,14 +50,17 @@ class BlockingFramer:
     """Send and receive whole frames on a blocking socket."""
 
     def __init__(self, sock: socket.socket, max_frame: int, max_buffers: int,
-                 account: Account | None = None, budget_wait: float = 30.0) -> None:
+                 account: Account | None = None, budget_wait: float = 30.0,
+                 shm: ShmPeer | None = None) -> None:
         sock.setblocking(True)
         self.sock = sock
+        self.shm = None if shm is None else ShmLink(shm, account)
+        """Large buffers go through shared memory, if the handshake agreed (``_shm``)."""
         self.max_frame = max_frame
         self.max_buffers = max_buffers
         self.account = account
         self.budget_wait = budget_wait
-        self._held: list[GrowingBuffer | _KeptBytes] = []
+        self._held: list[GrowingBuffer | _KeptBytes | _Charged] = []
         self._whole: set[int] = set()  # ids of held buffers whose frame came whole
         # Small frames are read whole, usually with a single recv, into a reused buffer.
         self._buf = bytearray(64 * 1024)
@@ -78,7 +87,7 @@ class BlockingFramer:
             except OSError as e:
                 raise ConnectionLost(f"send failed: {e}") from None
             return
-        parts = [memoryview(p).cast("B") for p in frame_parts(body, buffers)]
+        parts = [memoryview(p).cast("B") for p in frame_parts(body, buffers, self.shm)]
         moved = clock.monotonic()
         if stall is None and self._send_timeout is not None:
             self._set_send_timeout(None)
@@ -175,7 +184,7 @@ class BlockingFramer:
         into it: one the budget kept from an earlier frame if nothing uses it, else a
         new one (admitted and charged like ``read_growing``)."""
         account = self.account
-        new_bytes = _bytes_api()
+        new_bytes = bytes_api()
         if account is None or n < MIN_CACHED or new_bytes is None:
             fresh = fresh_bytes(n)
             if fresh is None:
@@ -194,7 +203,7 @@ class BlockingFramer:
             account.budget.withdraw(n)
         kept = _KeptBytes(obj, account)
         self._held.append(kept)
-        self.read_into(_bytes_window(obj))
+        self.read_into(bytes_window(obj))
         self._whole.add(id(kept))
         return obj
 
@@ -257,6 +266,13 @@ class BlockingFramer:
         Large out-of-band buffers come as a ``LazyBuffers``: read from the socket
         when the decoder asks for them (the rest are read by the next ``recv``).
         """
+        while True:
+            frame = self._recv(timeout)
+            if frame is not None:
+                return frame
+
+    def _recv(self, timeout: float | None) -> tuple[memoryview, Sequence[Buffer]] | None:
+        """One frame, or None for an ack frame (taken care of)."""
         if self._pending is not None:
             self._pending.drain()
         try:
@@ -270,14 +286,28 @@ class BlockingFramer:
                     raise
             body_len, nbufs = _HEAD.unpack_from(self._buf, self._start)
             if nbufs > self.max_buffers:
+                if nbufs == ACK and self.shm is not None:
+                    self._take_ack(body_len)
+                    return None
                 raise ProtocolError(f"frame announces {nbufs} buffers")
             head = 8 + 4 * nbufs
             self._fill(head)
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", self._buf, self._start + 8) if nbufs else ())
+            shm_lens: tuple[int, ...] = ()
+            if nbufs and any(n & SHM_FLAG for n in lens):
+                if self.shm is None:
+                    raise ProtocolError("a shared-memory buffer on a connection that did not "
+                                        "agree to shared memory")
+                shm_lens, (lens, size) = lens, stream_lens(lens)
+                if body_len + size > self.max_frame:
+                    raise FrameTooLarge(
+                        f"frame of {body_len + size} bytes (limit {self.max_frame})")
             payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
+            if shm_lens:
+                return self._recv_shm(head, body_len, lens, shm_lens)
             if nbufs and payload > len(self._buf):
                 # Large buffers are read when the decoder asks, into what it will keep.
                 body = self._read_body(head, body_len)
@@ -303,6 +333,49 @@ class BlockingFramer:
         except OSError as e:
             raise ConnectionLost(f"receive failed: {e}") from None
 
+    def _take_ack(self, body_len: int) -> None:
+        """An ack frame: close the memfds the peer opened."""
+        assert self.shm is not None
+        if body_len > 4 * max(self.max_buffers, 1):
+            raise ProtocolError(f"shared-memory ack of {body_len} bytes")
+        self._fill(8 + body_len)
+        p0 = self._start + 8
+        self._start = p0 + body_len
+        if self._start == self._end:
+            self._start = self._end = 0
+        self.shm.acked(self._view[p0 : p0 + body_len])
+
+    def _recv_shm(self, head: int, body_len: int, lens: tuple[int, ...],
+                  shm_lens: tuple[int, ...]) -> tuple[memoryview, Sequence[Buffer]]:
+        """A frame with memfds: the body and descriptors, then the peer's maps; charged
+        (admitted first) like a frame read from the stream, and acked."""
+        assert self.shm is not None
+        payload = body_len + sum(lens)
+        if head + payload <= len(self._buf):
+            self._fill(head + payload)
+            p0 = self._start + head
+            self._start += head + payload
+            if self._start == self._end:
+                self._start = self._end = 0
+            view = self._view[p0 : p0 + payload]
+            bufs = _split(view, body_len, lens, copy=True)
+            body = view[:body_len]
+        else:
+            self._start += head
+            view = self.read_growing(payload)
+            bufs = _split(view, body_len, lens, copy=False)
+            body = view[:body_len]
+        size = sum(n & MAX_SIZE for n in shm_lens if n & SHM_FLAG)
+        account = self.account
+        if account is not None:
+            self._admit(account, size)
+            account.charge(size)
+            account.budget.withdraw(size)
+            self._held.append(_Charged(size, account))
+        opened = self.shm.open_all(bufs, shm_lens)
+        self.sock.sendmsg(ack_frame(opened))
+        return body, bufs
+
     def shutdown_read(self) -> None:
         """End the reading side: a blocked ``recv`` returns EOF, replies can still go out."""
         try:
@@ -316,6 +389,8 @@ class BlockingFramer:
         except OSError:
             pass
         self.sock.close()
+        if self.shm is not None:
+            self.shm.close()
 
 
 def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -> list[Buffer]:
@@ -327,47 +402,19 @@ def _split(view: memoryview, body_len: int, lens: tuple[int, ...], copy: bool) -
     return bufs
 
 
-_BYTES_HEADER = bytes.__basicsize__ - 1  # where a bytes object's data starts (CPython)
-_new_bytes: Any = None
-_bytes_api_made = False
+class _Charged:
+    """Memory a frame's memfds hold, charged until its call ends."""
 
+    __slots__ = ("account", "size")
 
-def _bytes_api() -> Any:
-    """CPython's ``PyBytes_FromStringAndSize`` through ctypes (None elsewhere), made on
-    first use: importing ctypes costs every process ~1 ms at start."""
-    global _new_bytes, _bytes_api_made
-    if not _bytes_api_made:
-        if sys.implementation.name == "cpython":
-            import ctypes
+    def __init__(self, size: int, account: Account) -> None:
+        self.size = size
+        self.account: Account | None = account
 
-            fn = ctypes.pythonapi.PyBytes_FromStringAndSize
-            fn.restype = ctypes.py_object
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-            _new_bytes = fn
-        _bytes_api_made = True
-    return _new_bytes
-
-
-def _bytes_window(obj: bytes) -> memoryview:
-    """A writable view of a bytes object's data: only while nothing else refers to it."""
-    import ctypes  # loaded by _bytes_api already: a dictionary lookup
-
-    window = (ctypes.c_char * len(obj)).from_address(id(obj) + _BYTES_HEADER)
-    return memoryview(window).cast("B")
-
-
-def fresh_bytes(n: int) -> tuple[bytes, memoryview] | None:
-    """A new, still private bytes object of length ``n`` and a writable view of it.
-
-    Exactly what CPython's own ``socket.recv`` does inside: allocate the bytes
-    object, then let the kernel fill it. Only valid until the object is shared;
-    the caller fills it completely before handing it out. None off CPython.
-    """
-    new_bytes = _bytes_api()
-    if new_bytes is None:
-        return None
-    obj = new_bytes(None, n)
-    return obj, _bytes_window(obj)
+    def give_back(self, keep: bool = False) -> None:
+        acct, self.account = self.account, None
+        if acct is not None:
+            acct.release(self.size)
 
 
 class _KeptBytes:

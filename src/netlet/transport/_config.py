@@ -87,6 +87,11 @@ class TransportConfig:
     limits: Limits = field(default_factory=Limits)
     handshake_timeout: float = 5.0
     connect_timeout: float = 5.0
+    shared_memory: int = 0
+    """Out-of-band buffers of at least this many bytes (``1 << 20`` is a good size) go
+    through shared memory to a peer of the same user on the same host, proven by the
+    key or by a unix socket (PROTOCOL.md 9.1); 0 (the default): never. Both ends must
+    set it."""
     clock: Clock = field(default=REAL_CLOCK, repr=False, compare=False)
     """Where the connect and handshake timeouts and the accept backoff read the time (a
     node sets it to its own ``NodeConfig.clock``)."""
@@ -100,6 +105,8 @@ class TransportConfig:
             raise ConfigError(f"a cluster key needs at least {MIN_KEY_BYTES} bytes")
         if self.handshake_timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigError("timeouts must be positive")
+        if self.shared_memory < 0:
+            raise ConfigError("shared_memory must be 0 (off) or a size in bytes")
 
 
 def generate_key() -> bytes:

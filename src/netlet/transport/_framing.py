@@ -3,6 +3,10 @@
     header  := body_len:u32be  nbufs:u32be  buf_len:u32be * nbufs
     frame   := header body buf_0 ... buf_{nbufs-1}
 
+With same-host shared memory agreed (``_shm``, PROTOCOL.md 9.1), a buffer length
+with its top bit set names a memfd of that size whose 4-byte descriptor number is
+all the stream carries, and a frame of ``nbufs = 0xFFFFFFFF`` acks memfds opened.
+
 ``FrameReader`` follows asyncio's BufferedProtocol call order (``get_buffer`` then
 ``buffer_updated``), so sockets read straight into it; large frames get a buffer
 of their own, so their payload is received once and never copied again.
@@ -23,8 +27,9 @@ from collections.abc import Callable, Sequence
 from netlet.codec import Buffer
 from netlet.errors import FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
+from netlet.transport._shm import ACK, DESCRIPTOR, MAX_SIZE, SHM_FLAG, ShmLink
 
-__all__ = ["FrameReader", "MessageHandler", "frame_parts", "frame_size"]
+__all__ = ["FrameReader", "MessageHandler", "frame_parts", "frame_size", "stream_lens"]
 
 _HEAD = struct.Struct(">II")
 _RING_MIN = 4 * 1024
@@ -39,13 +44,31 @@ MessageHandler = Callable[[memoryview, list[Buffer]], None]
 """Called with (body, buffers) for each frame; the body is valid only during the call."""
 
 
-def frame_parts(body: Buffer, buffers: Sequence[Buffer] = ()) -> list[Buffer]:
-    """The pieces to write for one frame, without copying body or buffers."""
+def frame_parts(body: Buffer, buffers: Sequence[Buffer] = (),
+                shm: ShmLink | None = None) -> list[Buffer]:
+    """The pieces to write for one frame, without copying body or buffers; with
+    ``shm``, large buffers go as sealed memfds (copied once into them)."""
     if not buffers:
         return [_HEAD.pack(len(body), 0), body]
     lens = [len(b) for b in buffers]  # one byte per item: the codec casts memoryviews
+    if shm is not None:
+        buffers = list(buffers)
+        for i, n in enumerate(lens):
+            if shm.wants(n):
+                try:
+                    size, buffers[i] = shm.export(buffers[i])
+                except OSError:
+                    continue  # no memory or descriptors for it: the bytes go inline
+                lens[i] = SHM_FLAG | size
     head = _HEAD.pack(len(body), len(lens)) + struct.pack(f">{len(lens)}I", *lens)
     return [head, body, *buffers]
+
+
+def stream_lens(lens: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    """The bytes each buffer takes in the stream (a memfd's: its 4-byte descriptor),
+    and the frame's buffers' total size in memory."""
+    return (tuple(DESCRIPTOR.size if n & SHM_FLAG else n for n in lens),
+            sum(n & MAX_SIZE if n & SHM_FLAG else n for n in lens))
 
 
 def frame_size(parts: Sequence[Buffer]) -> int:
@@ -78,6 +101,11 @@ class FrameReader:
         self._big: GrowingBuffer | None = None
         self._big_lens: tuple[int, ...] = ()
         self._big_pos = 0
+        self._big_shm: tuple[int, ...] = ()  # the large frame's lengths, if it has memfds
+        self.shm: ShmLink | None = None
+        """Set once the handshake agreed to shared memory (``_shm``)."""
+        self.send_ack: Callable[[list[int]], None] = _no_ack
+        """Sends an ack frame naming the peer's memfds we opened."""
 
     def authenticated(self) -> None:
         """The handshake is done: let the ring grow to its full size when busy."""
@@ -171,6 +199,10 @@ class FrameReader:
                 break
             body_len, nbufs = _HEAD.unpack_from(buf, start)
             if nbufs > self.max_buffers:
+                if nbufs == ACK and self.shm is not None:
+                    if not self._ack(buf, view, start, avail, body_len):
+                        break
+                    continue
                 raise ProtocolError(f"frame announces {nbufs} buffers (limit {self.max_buffers})")
             head = 8 + 4 * nbufs
             if avail < head:
@@ -182,7 +214,17 @@ class FrameReader:
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", buf, start + 8) if nbufs else ()
             )
+            shm_lens: tuple[int, ...] = ()
             payload = body_len + sum(lens)
+            if nbufs and any(n & SHM_FLAG for n in lens):
+                if self.shm is None:
+                    raise ProtocolError("a shared-memory buffer on a connection that did not "
+                                        "agree to shared memory")
+                shm_lens, (lens, size) = lens, stream_lens(lens)
+                if body_len + size > self.max_frame:
+                    raise FrameTooLarge(
+                        f"frame of {body_len + size} bytes (limit {self.max_frame})")
+                payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
             total = head + payload
@@ -192,7 +234,7 @@ class FrameReader:
                 if not nbufs:
                     self.on_message(view[b0 : b0 + body_len], [])
                 else:
-                    self._deliver_small(view, b0, body_len, lens)
+                    self._deliver_small(view, b0, body_len, lens, shm_lens)
                 continue
             if payload > _BIG:
                 acct = self.account
@@ -214,6 +256,7 @@ class FrameReader:
                 have = avail - head
                 big.window(0)[:have] = view[start + head : self._end]
                 self._big, self._big_lens, self._big_pos = big, (body_len, *lens), have
+                self._big_shm = shm_lens
                 self._start = self._end = 0
                 return
             if start + total > len(buf):
@@ -223,7 +266,8 @@ class FrameReader:
             self._start = self._end = 0
 
     def _deliver_small(
-        self, view: memoryview, b0: int, body_len: int, lens: tuple[int, ...]
+        self, view: memoryview, b0: int, body_len: int, lens: tuple[int, ...],
+        shm_lens: tuple[int, ...] = (),
     ) -> None:
         # Buffers in the ring are copied: the ring is reused once we return.
         pos = b0 + body_len
@@ -231,6 +275,8 @@ class FrameReader:
         for n in lens:
             bufs.append(bytes(view[pos : pos + n]))
             pos += n
+        if shm_lens:
+            self._open_shm(bufs, shm_lens)
         self.on_message(view[b0 : b0 + body_len], bufs)
 
     def _deliver_big(self, big: Buffer, lens: tuple[int, ...]) -> None:
@@ -241,7 +287,34 @@ class FrameReader:
         for n in buf_lens:
             bufs.append(view[pos : pos + n])
             pos += n
+        if self._big_shm:
+            shm_lens, self._big_shm = self._big_shm, ()
+            self._open_shm(bufs, shm_lens)
         self.on_message(view[:body_len], bufs)
+
+    def _open_shm(self, bufs: list[Buffer], shm_lens: tuple[int, ...]) -> None:
+        """Map the frame's memfds in place of their descriptors, and ack them."""
+        assert self.shm is not None
+        self.send_ack(self.shm.open_all(bufs, shm_lens))
+
+    def _ack(self, buf: bytearray, view: memoryview, start: int, avail: int,
+             body_len: int) -> bool:
+        """An ack frame at ``start``: close what it names; False if it is not whole yet."""
+        assert self.shm is not None
+        if body_len > 4 * max(self.max_buffers, 1):
+            raise ProtocolError(f"shared-memory ack of {body_len} bytes")
+        total = 8 + body_len
+        if avail < total:
+            if start + total > len(buf):
+                self._compact()
+            return False
+        self._start = start + total
+        self.shm.acked(view[start + 8 : start + total])
+        return True
+
+
+def _no_ack(fds: list[int]) -> None:
+    """The ack sender of a reader with no shared memory."""
 
 
 def _dropped(body: memoryview, buffers: list[Buffer]) -> None:

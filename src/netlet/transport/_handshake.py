@@ -29,6 +29,7 @@ from netlet.errors import (
 )
 from netlet.transport._base import Connection, PeerInfo
 from netlet.transport._config import TransportConfig
+from netlet.transport._shm import agree, local_identity
 
 __all__ = ["PROTOCOL_VERSION", "client_handshake", "server_handshake"]
 
@@ -152,6 +153,13 @@ class _Inbox:
         return item, self.raw[self.taken - 1][0]
 
 
+def _offer(conn: Connection, config: TransportConfig) -> list[Any] | None:
+    """This process's identity for shared memory, if it may be used on ``conn`` at all."""
+    if config.shared_memory <= 0 or conn.raw_socket() is None:
+        return None
+    return local_identity()
+
+
 def _send(conn: Connection, msg: dict[str, Any]) -> bytes:
     """Send one handshake map; returns the body bytes sent (they enter the transcript)."""
     body: bytes = msgpack.packb(msg)
@@ -186,6 +194,9 @@ async def client_handshake(
             fields["link"] = link_token
         if config.key is not None:
             fields["key_id"] = key_id(config.key)
+        ours = _offer(conn, config)
+        if ours is not None:
+            fields["shm"] = ours
         hello = _send(conn, fields)
         reply, reply_raw = await inbox.get_raw()
         if not _is_version(reply.get("netlet")):
@@ -216,8 +227,11 @@ async def client_handshake(
             authenticated = True
         inbox.release()
         agreed = asked and authenticated and reply.get("pickle") is True
+        token = transcript_token(hello, reply_raw)
+        shm = agree(ours, reply.get("shm"), config.shared_memory, token, True, authenticated,
+                    conn.raw_socket())
         return PeerInfo(server_node, str(reply.get("address", "")), authenticated, agreed, role,
-                        transcript_token(hello, reply_raw), link_token)
+                        token, link_token, shm)
 
 
 async def server_handshake(
@@ -240,11 +254,17 @@ async def server_handshake(
             link_token = claimed if role == "direct" and isinstance(claimed, bytes) else b""
             reply: dict[str, Any] = {"netlet": PROTOCOL_VERSION, "node": node,
                                      "address": listen_address}
+            ours = _offer(conn, config)
+            if ours is not None and "shm" in hello:
+                reply["shm"] = ours
             if config.key is None:
                 reply_raw = _send(conn, {**reply, "auth": None, "pickle": False})
                 inbox.release()
+                token = transcript_token(hello_raw, reply_raw)
+                shm = agree(ours, hello.get("shm"), config.shared_memory, token, False, False,
+                            conn.raw_socket())
                 return PeerInfo(client_node, str(hello.get("address", "")), False, False, role,
-                                transcript_token(hello_raw, reply_raw), link_token)
+                                token, link_token, shm)
             if hello.get("auth") != _AUTH:
                 _send(conn, {"error": "auth", "message": "this node requires the cluster key"})
                 raise AuthenticationError("client offered no authentication")
@@ -262,8 +282,11 @@ async def server_handshake(
                     "on the way")
             _send(conn, {"ok": True})
             inbox.release()
+            token = transcript_token(hello_raw, reply_raw)
+            shm = agree(ours, hello.get("shm"), config.shared_memory, token, False, True,
+                        conn.raw_socket())
             return PeerInfo(client_node, str(hello.get("address", "")), True, agreed, role,
-                            transcript_token(hello_raw, reply_raw), link_token)
+                            token, link_token, shm)
     except TimeoutError:
         raise AuthenticationError("handshake timed out") from None
     except asyncio.CancelledError:  # the node is closing: do not leave the socket open

@@ -24,6 +24,7 @@ from netlet.errors import ConnectionLost, ProtocolError
 from netlet.transport._budget import Account
 from netlet.transport._framed import FramedConnection
 from netlet.transport._framing import frame_parts
+from netlet.transport._shm import ShmLink, ShmPeer, ack_frame
 
 __all__ = ["SocketConnection", "more_follows"]
 
@@ -67,6 +68,7 @@ class SocketConnection(FramedConnection):
         self._writer_armed = False
         self._reading = True
         self._drained: asyncio.Future[None] | None = None
+        self._shm: ShmLink | None = None
         loop.add_reader(self._fd, self._on_readable)
 
     def pending_bytes(self) -> int:
@@ -111,8 +113,23 @@ class SocketConnection(FramedConnection):
 
     # -- writing (any thread) -------------------------------------------
 
+    def raw_socket(self) -> socket.socket | None:
+        return None if self._closed else self._sock
+
+    def enable_shm(self, peer: ShmPeer) -> None:
+        """The handshake agreed to shared memory: large buffers go as memfds (loop thread)."""
+        self._shm = self._reader.shm = ShmLink(peer, self.account)
+        self._reader.send_ack = self._send_ack
+
+    def _send_ack(self, fds: list[int]) -> None:
+        if fds and not self._closed:
+            self._send_parts(ack_frame(fds))
+
     def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
-        parts = frame_parts(body, buffers)
+        self._send_parts(frame_parts(body, buffers, self._shm) if buffers
+                         else frame_parts(body))
+
+    def _send_parts(self, parts: list[Buffer]) -> None:
         on_loop = self.in_loop_thread()
         with self._lock:
             if self._closed:
@@ -236,6 +253,8 @@ class SocketConnection(FramedConnection):
             if self._writer_armed:
                 self.loop.remove_writer(self._fd)
         self.loop.remove_reader(self._fd)
+        if self._shm is not None:
+            self._shm.close()  # (nothing sent yet: the handshake carries no buffers)
         self._closed = True  # this object is done; the socket lives on elsewhere
         self._reader.close()
         self._release_account()
@@ -273,6 +292,8 @@ class SocketConnection(FramedConnection):
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
             self._drained = None
+        if self._shm is not None:
+            self._shm.close()
         try:
             self.loop.remove_reader(self._fd)
             self.loop.remove_writer(self._fd)
