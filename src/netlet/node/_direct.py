@@ -51,7 +51,14 @@ from netlet.node._messages import (
 from netlet.node._messages import (
     REPLY as _REPLY,
 )
-from netlet.transport import BlockingFramer, PeerInfo, SendStalled, SocketConnection, connect
+from netlet.transport import (
+    BlockingFramer,
+    PeerInfo,
+    SendStalled,
+    SocketConnection,
+    connect,
+    received_size,
+)
 
 if TYPE_CHECKING:
     from netlet.node._link import Link
@@ -160,7 +167,7 @@ class _DirectClient:
                     left, to_look = _left(deadline, now), _left(look, now)
                     continue
                 counters.frames_in += 1
-                counters.bytes_in += len(rbody) + (sum(map(len, rbufs)) if rbufs else 0)
+                counters.bytes_in += received_size(rbody, rbufs)
                 try:
                     msg = self.codec.decode(rbody, rbufs)
                 except DecodeError as e:
@@ -289,7 +296,7 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
             except OSError:
                 return
             counters.frames_in += 1
-            counters.bytes_in += len(body) + (sum(map(len, bufs)) if bufs else 0)
+            counters.bytes_in += received_size(body, bufs)  # never reads lazy buffers
             try:
                 msg = codec.decode(body, bufs)
             except DecodeError as e:

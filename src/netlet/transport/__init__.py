@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from netlet.transport._address import Address, advertised_address, parse_address
 from netlet.transport._api import Accepted, Listener, connect, listen
 from netlet.transport._base import Connection, PeerInfo
-from netlet.transport._blocking import BlockingFramer, SendStalled
+from netlet.transport._blocking import BlockingFramer, SendStalled, received_size
 from netlet.transport._budget import Account, Budget
 from netlet.transport._config import (
     InsecureWarning,
@@ -63,6 +63,7 @@ __all__ = [
     "load_key",
     "more_follows",
     "parse_address",
+    "received_size",
     "save_user_key",
     "server_user_key",
     "user_key_dir",

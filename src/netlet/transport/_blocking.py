@@ -32,7 +32,7 @@ from netlet.transport._pool import (
 )
 from netlet.transport._shm import ACK, MAX_SIZE, SHM_FLAG, ShmLink, ShmPeer, ack_frame
 
-__all__ = ["BlockingFramer", "LazyBuffers", "SendStalled"]
+__all__ = ["BlockingFramer", "LazyBuffers", "SendStalled", "received_size"]
 
 _HEAD = struct.Struct(">II")
 _SMALL = 64 * 1024
@@ -451,6 +451,11 @@ class LazyBuffers(Sequence[Buffer]):
     def __len__(self) -> int:
         return len(self._lens)
 
+    @property
+    def nbytes(self) -> int:
+        """The buffers' total size, known from the frame's head: nothing is read."""
+        return sum(self._lens)
+
     def _read_until(self, index: int) -> None:
         while len(self._got) < index:
             n = self._lens[len(self._got)]
@@ -486,3 +491,11 @@ class LazyBuffers(Sequence[Buffer]):
         self._read_until(len(self._lens))
         if self._framer._pending is self:
             self._framer._pending = None
+
+
+def received_size(body: Buffer, buffers: Sequence[Buffer]) -> int:
+    """The bytes of a received frame, for counters: a lazy frame's buffers are not read
+    for it (reading them before the decoder asks copies bytes into fresh memory)."""
+    if type(buffers) is LazyBuffers:
+        return len(body) + buffers.nbytes
+    return len(body) + (sum(map(len, buffers)) if buffers else 0)
