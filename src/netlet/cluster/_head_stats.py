@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,19 +59,39 @@ MAX_PENDING_ERRORS = 1024
 """Error details waiting for their task's result to be delivered."""
 
 
-# A tracked task while it lives: [submitted, worker, handed, started, earlier attempts].
-_Live = list[Any]
+# A tracked task's current attempt: (worker, handed). One tuple per hand-out, shared
+# by the tasks it carried.
+_Hand = tuple[str, float]
+# An attempt: (worker, handed, started or None).
+_Attempt = tuple[str, float, "float | None"]
 # A finished task: (id, fn, client, ok, attempts, retries, finished, error type,
-# traceback, its _Live or None). Kept raw; a TaskInfo is built only when shown.
-_Done = tuple[str, str, str, bool, int, int, float, str, str, "_Live | None"]
+# traceback, submitted, its last _Hand, started, earlier attempts). Kept raw, and
+# of atomic values only (the collector stops tracking such tuples); a TaskInfo is
+# built only when shown.
+_Done = tuple[str, str, str, bool, int, int, float, str, str, "float | None",
+              "_Hand | None", "float | None", "tuple[_Attempt, ...] | None"]
 
 
 class HeadMonitor:
+    """Counters, events and deaths always; per-task history once ``track()``ed.
+
+    The history is kept in flat maps from task id to atomic values (a float,
+    or a tuple shared by a whole hand-out), filled a batch at a time by C-level
+    dict updates: no container per task while it lives, so the head's hot path
+    gains a few dict operations per task and the garbage collector nothing to
+    walk (D1: about 0.3 µs per task, where a list per task cost 1.6).
+    """
+
     def __init__(self, finished_max: int = 10_000, events_max: int = 1000,
                  dead_max: int = 200) -> None:
         self.tracking = False
         self.submitted = self.done = self.failed = self.cancelled = 0
-        self._live: dict[str, _Live] = {}
+        self._submitted: dict[str, float] = {}
+        self._hand: dict[str, _Hand] = {}
+        """The current attempt of each tracked task handed out."""
+        self._started: dict[str, float] = {}
+        self._earlier: dict[str, list[_Attempt]] = {}
+        """Attempts before the current one (a task handed out again: rare)."""
         self._finished: deque[_Done] = deque(maxlen=finished_max)
         self._tb_bytes = 0
         """Bytes of tracebacks kept with finished tasks (at most TRACEBACKS_BUDGET)."""
@@ -94,42 +114,47 @@ class HeadMonitor:
     def submitted_tasks(self, tasks: list[Task]) -> None:
         self.submitted += len(tasks)
         if self.tracking:
-            now = time.time()
-            live = self._live
-            for t in tasks:
-                live[t.id] = [now, "", 0.0, None, None]
+            self._submitted.update(dict.fromkeys([t.id for t in tasks], time.time()))
 
     def handed(self, worker: str, tasks: Iterable[Task]) -> None:
         if not self.tracking:
             return
         now = time.time()
-        live = self._live
+        ids = first = [t.id for t in tasks]
+        hand = self._hand
+        if not hand.keys().isdisjoint(ids):  # handed out before: keep that attempt
+            again = hand.keys() & ids
+            started, earlier = self._started, self._earlier
+            for tid in again:
+                was = hand[tid]
+                earlier.setdefault(tid, []).append((was[0], was[1], started.pop(tid, None)))
+            first = [tid for tid in ids if tid not in again]
+        hand.update(dict.fromkeys(ids, (worker, now)))
+        # The dispatch histogram (first hand-outs): a hand-out's tasks were mostly
+        # submitted together, so they share one submit time (or a few).
+        times = list(map(self._submitted.get, first))
+        if not times:
+            return
+        if times.count(times[0]) == len(times):
+            groups: Iterable[tuple[float | None, int]] = ((times[0], len(times)),)
+        else:
+            groups = Counter(times).items()
         hist = self.dispatch_seconds
-        bounds, counts, waited = hist.bounds, hist.counts, 0.0
-        for t in tasks:
-            tr = live.get(t.id)
-            if tr is None:
-                continue
-            if tr[1]:  # handed out before: keep that attempt
-                if tr[4] is None:
-                    tr[4] = []
-                tr[4].append((tr[1], tr[2], tr[3]))
-            else:  # the dispatch histogram, inlined: this runs for every task
-                wait = now - tr[0]
-                counts[bisect.bisect_left(bounds, wait)] += 1
-                waited += wait
-            tr[1], tr[2], tr[3] = worker, now, None
-        hist.total += waited
+        bounds, counts = hist.bounds, hist.counts
+        for t0, n in groups:
+            if t0 is not None:
+                wait = now - t0
+                counts[bisect.bisect_left(bounds, wait)] += n
+                hist.total += wait * n
 
     def started(self, tids: Iterable[str]) -> None:
         if not self.tracking:
             return
         now = time.time()
-        live = self._live
+        hand, started = self._hand, self._started
         for tid in tids:
-            tr = live.get(tid)
-            if tr is not None:
-                tr[3] = now
+            if tid in hand:  # a late notice for a finished task is dropped
+                started[tid] = now
 
     def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
         if len(self._errors) < MAX_PENDING_ERRORS:
@@ -137,34 +162,48 @@ class HeadMonitor:
 
     def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
                  ) -> None:
-        tr = self._live.pop(tid, None)
+        if self.tracking:
+            submitted, hand = self._submitted.pop(tid, None), self._hand.pop(tid, None)
+        else:
+            submitted = hand = None
         if ok:
             self.done += 1
-            if tr is None:
+            if hand is None and submitted is None:
                 return  # not tracked: nothing to keep
         else:
             self.failed += 1
         now = time.time()
-        if tr is not None and tr[3] is not None:
-            self.task_seconds.observe(now - tr[3])
+        started = self._started.pop(tid, None) if self._started else None
+        earlier = self._earlier.pop(tid, None) if self._earlier else None
+        if started is not None:
+            self.task_seconds.observe(now - started)
         etype, tb = "", ""
         if not ok:
             etype, tb = self._errors.pop(tid, ("", ""))
             if error is not None:
                 etype, tb = type(error).__name__, str(error)
-        if len(self._finished) == self._finished.maxlen:
-            self._tb_bytes -= len(self._finished[0][8])
-        if self._tb_bytes + len(tb) > TRACEBACKS_BUDGET:
-            tb = "...\n" + tb[-512:]  # the budget is spent: the tail says what was raised
-        self._tb_bytes += len(tb)
-        self._finished.append((tid, task.fn if task else "?", task.client if task else "", ok,
-                               task.attempts if task else 0, task.retries if task else 0,
-                               now, etype, tb, tr))
+        fin = self._finished
+        if self._tb_bytes and len(fin) == fin.maxlen:
+            self._tb_bytes -= len(fin[0][8])
+        if tb:
+            if self._tb_bytes + len(tb) > TRACEBACKS_BUDGET:
+                tb = "...\n" + tb[-512:]  # the budget is spent: the tail says what was raised
+            self._tb_bytes += len(tb)
+        if task is None:
+            fin.append((tid, "?", "", ok, 0, 0, now, etype, tb, submitted, hand, started,
+                        tuple(earlier) if earlier else None))
+        else:
+            fin.append((tid, task.fn, task.client, ok, task.attempts, task.retries, now,
+                        etype, tb, submitted, hand, started,
+                        tuple(earlier) if earlier else None))
 
     def forget(self, tids: Iterable[str]) -> None:
         """Tasks dropped unfinished (cancelled, their client gone)."""
         for tid in tids:
-            self._live.pop(tid, None)
+            self._submitted.pop(tid, None)
+            self._hand.pop(tid, None)
+            self._started.pop(tid, None)
+            self._earlier.pop(tid, None)
 
     def event(self, kind: str, node: str, role: str, name: str, detail: str = "") -> None:
         self._seq += 1
@@ -192,6 +231,11 @@ class HeadMonitor:
 
         return [WorkerStats(*fields) for fields in self._dead]
 
+    def live_count(self) -> int:
+        """Records held for tasks still alive (none once all finished or forgotten)."""
+        return (len(self._submitted) + len(self._hand) + len(self._started)
+                + len(self._earlier))
+
     def finished_raw(self) -> Iterator[_Done]:
         """Newest first."""
         return reversed(self._finished)
@@ -199,26 +243,36 @@ class HeadMonitor:
     def live_info(self, task: Task) -> TaskInfo:
         from netlet.cluster._stats import TaskInfo
 
-        tr = self._live.get(task.id)
-        return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
-                        task.retries, tr[0] if tr else None, None, "", "", _attempts(tr))
+        tid = task.id
+        return TaskInfo(tid, task.fn, task.client, task.state, task.worker, task.attempts,
+                        task.retries, self._submitted.get(tid), None, "", "",
+                        _attempts(self._earlier.get(tid), self._hand.get(tid),
+                                  self._started.get(tid)))
+
+
+def done_worker(rec: _Done) -> str:
+    """The worker of a finished task's last attempt ("" if never handed out)."""
+    hand = rec[10]
+    return hand[0] if hand else ""
 
 
 def done_info(rec: _Done) -> TaskInfo:
     from netlet.cluster._stats import TaskInfo
 
-    tid, fn, client, ok, attempts, retries, finished, etype, tb, tr = rec
-    return TaskInfo(tid, fn, client, "done" if ok else "failed", tr[1] if tr else "",
-                    attempts, retries, tr[0] if tr else None, finished, etype, tb,
-                    _attempts(tr))
+    (tid, fn, client, ok, attempts, retries, finished, etype, tb, submitted, hand, started,
+     earlier) = rec
+    return TaskInfo(tid, fn, client, "done" if ok else "failed", hand[0] if hand else "",
+                    attempts, retries, submitted, finished, etype, tb,
+                    _attempts(earlier, hand, started))
 
 
-def _attempts(tr: _Live | None) -> tuple[TaskAttempt, ...]:
-    if tr is None or not tr[1]:
+def _attempts(earlier: Iterable[_Attempt] | None, hand: _Hand | None,
+              started: float | None) -> tuple[TaskAttempt, ...]:
+    if hand is None:
         return ()
     from netlet.cluster._stats import TaskAttempt
 
-    return tuple(TaskAttempt(*a) for a in [*(tr[4] or ()), (tr[1], tr[2], tr[3])])
+    return tuple(TaskAttempt(*a) for a in [*(earlier or ()), (hand[0], hand[1], started)])
 
 
 def _num(value: Any, kind: type) -> Any:
@@ -356,8 +410,7 @@ class HeadStatsMixin:
                         break
         if state in ("", "done", "failed"):
             for rec in mon.finished_raw():
-                tr = rec[9]
-                if wanted(rec[1], "done" if rec[3] else "failed", tr[1] if tr else "", rec[2]):
+                if wanted(rec[1], "done" if rec[3] else "failed", done_worker(rec), rec[2]):
                     if offset <= total < offset + limit:
                         page.append(done_info(rec))
                     total += 1

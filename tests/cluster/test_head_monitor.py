@@ -1,0 +1,154 @@
+"""The head's per-task history (``HeadMonitor``), driven directly: no head, no sockets.
+
+What a dashboard shows of a task (submit time, each attempt's worker, hand-out
+and start times, finish time, error and traceback) and the two histograms must
+come out whole however cheaply the hooks record them. About 0.1 s in all.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from netlet.cluster._head_stats import MAX_TRACEBACK, HeadMonitor, done_info
+from netlet.cluster._sched_records import RUNNING, Task
+from netlet.cluster._stats import TaskInfo
+from netlet.errors import WorkerLost
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def _task(i: int, fn: str = "mod:f", client: str = "c1") -> Task:
+    return Task(f"{client}:{i}", client, fn, b"", 3)
+
+
+def _done(mon: HeadMonitor) -> dict[str, TaskInfo]:
+    return {rec[0]: done_info(rec) for rec in mon.finished_raw()}
+
+
+def test_a_tracked_task_keeps_submit_attempt_and_finish_times() -> None:
+    mon = HeadMonitor()
+    mon.track()
+    t0 = time.time()
+    tasks = [_task(i) for i in range(3)]
+    mon.submitted_tasks(tasks)
+    mon.handed("w1", tasks[:2])
+    mon.started([tasks[0].id])
+    live = mon.live_info(tasks[0])
+    assert live.submitted is not None
+    assert t0 <= live.submitted
+    assert live.history[0].started is not None
+    assert [(a.worker, a.started is not None) for a in live.history] == [("w1", True)]
+    assert live.submitted <= live.history[0].handed <= live.history[0].started
+    assert mon.live_info(tasks[2]).history == ()  # queued: no attempt yet
+    for t in tasks[:2]:
+        mon.finished(t, t.id, True, None)
+    done = _done(mon)
+    info = done[tasks[0].id]
+    assert info.state == "done"
+    assert info.worker == "w1"
+    assert info.submitted == live.submitted
+    assert info.history == live.history
+    assert info.finished is not None
+    assert info.finished >= live.history[0].started
+    assert done[tasks[1].id].history[0].started is None
+    assert mon.done == 2
+    assert mon.submitted == 3
+    assert mon.dispatch_seconds.counts[-1] + sum(mon.dispatch_seconds.counts[:-1]) == 2
+    assert sum(mon.task_seconds.counts) == 1  # only the started one has a duration
+
+
+def test_a_task_handed_out_again_keeps_each_attempt_in_order() -> None:
+    mon = HeadMonitor()
+    mon.track()
+    t = _task(0)
+    mon.submitted_tasks([t])
+    mon.handed("w1", [t])
+    mon.started([t.id])
+    t.attempts, t.state = 1, RUNNING  # its worker died while running it
+    mon.handed("w2", [t])
+    attempts = mon.live_info(t).history
+    assert [a.worker for a in attempts] == ["w1", "w2"]
+    assert attempts[0].started is not None
+    assert attempts[1].started is None
+    mon.finished(t, t.id, False, WorkerLost("w2 died too"))
+    info = _done(mon)[t.id]
+    assert [a.worker for a in info.history] == ["w1", "w2"]
+    assert info.state == "failed"
+    assert info.worker == "w2"
+    assert info.error_type == "WorkerLost"
+    assert "w2 died too" in info.traceback
+    assert info.attempts == 1
+    assert sum(mon.dispatch_seconds.counts) == 1  # the first hand-out only
+
+
+def test_a_failed_task_keeps_its_workers_traceback() -> None:
+    mon = HeadMonitor()
+    mon.track()
+    t = _task(0)
+    mon.submitted_tasks([t])
+    mon.handed("w1", [t])
+    mon.error_detail(t.id, "ValueError", "x" * (MAX_TRACEBACK + 100) + "the end")
+    mon.finished(t, t.id, False, None)
+    info = _done(mon)[t.id]
+    assert info.error_type == "ValueError"
+    assert info.traceback.endswith("the end")
+    assert len(info.traceback) == MAX_TRACEBACK
+    assert mon.failed == 1
+
+
+def test_untracked_tasks_keep_counts_and_failures_only() -> None:
+    mon = HeadMonitor()
+    ok, bad = _task(0), _task(1)
+    mon.submitted_tasks([ok, bad])
+    mon.handed("w1", [ok, bad])
+    mon.started([ok.id, bad.id])
+    mon.finished(ok, ok.id, True, None)
+    mon.finished(bad, bad.id, False, WorkerLost("gone"))
+    assert (mon.submitted, mon.done, mon.failed) == (2, 1, 1)
+    assert list(_done(mon)) == [bad.id]  # failures are kept always, without timings
+    assert _done(mon)[bad.id].history == ()
+    assert sum(mon.task_seconds.counts) == sum(mon.dispatch_seconds.counts) == 0
+
+
+def test_tracking_from_a_hand_out_on_still_records_later_attempts() -> None:
+    mon = HeadMonitor()
+    t = _task(0)
+    mon.submitted_tasks([t])  # before any dashboard
+    mon.track()
+    mon.handed("w1", [t])
+    mon.finished(t, t.id, True, None)
+    info = _done(mon).get(t.id)
+    if info is not None:  # kept or not, it never claims a submit time it did not see
+        assert info.submitted is None
+
+
+def test_forgotten_and_finished_tasks_leave_nothing_behind() -> None:
+    mon = HeadMonitor(finished_max=5)
+    mon.track()
+    tasks = [_task(i) for i in range(20)]
+    mon.submitted_tasks(tasks)
+    mon.handed("w1", tasks[:10])
+    mon.started([t.id for t in tasks[:10]])
+    mon.forget([t.id for t in tasks[10:]])
+    for t in tasks[:10]:
+        mon.finished(t, t.id, True, None)
+    mon.started([tasks[0].id])  # a late notice for a finished task
+    assert mon.live_count() == 0
+    assert [rec[0] for rec in mon.finished_raw()] == [t.id for t in reversed(tasks[5:10])]
+
+
+def test_finished_history_is_newest_first_and_bounded() -> None:
+    mon = HeadMonitor(finished_max=100)
+    mon.track()
+    tasks = [_task(i) for i in range(250)]
+    mon.submitted_tasks(tasks)
+    for i in range(0, 250, 32):
+        mon.handed(f"w{i % 3}", tasks[i:i + 32])
+    for t in tasks:
+        mon.finished(t, t.id, True, None)
+    ids = [rec[0] for rec in mon.finished_raw()]
+    assert ids == [t.id for t in reversed(tasks[150:])]
+    assert all(done_info(rec).history for rec in mon.finished_raw())
+    assert sum(mon.dispatch_seconds.counts) == 250
