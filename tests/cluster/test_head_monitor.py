@@ -12,7 +12,7 @@ import time
 import pytest
 
 from netlet.cluster._head_stats import MAX_TRACEBACK, HeadMonitor, done_info
-from netlet.cluster._sched_records import RUNNING, Task
+from netlet.cluster._sched_records import RUNNING, Deliver, Task
 from netlet.cluster._stats import TaskInfo
 from netlet.errors import WorkerLost
 
@@ -152,3 +152,41 @@ def test_finished_history_is_newest_first_and_bounded() -> None:
     assert ids == [t.id for t in reversed(tasks[150:])]
     assert all(done_info(rec).history for rec in mon.finished_raw())
     assert sum(mon.dispatch_seconds.counts) == 250
+
+
+def _strip_times(info: TaskInfo) -> tuple[object, ...]:
+    return (info.id, info.fn, info.client, info.state, info.worker, info.attempts,
+            info.retries, info.submitted is not None, info.error_type, info.traceback,
+            tuple((a.worker, a.started is not None) for a in info.history))
+
+
+@pytest.mark.parametrize("tracking", [True, False])
+def test_a_batch_of_results_is_recorded_as_one_by_one(tracking: bool) -> None:
+    batches: list[tuple[int, int, int, list[tuple[object, ...]], int]] = []
+    for mon in (HeadMonitor(), HeadMonitor()):
+        if tracking:
+            mon.track()
+        tasks = [_task(i, fn=f"mod:f{i % 3}", client=f"c{i % 2}") for i in range(12)]
+        mon.submitted_tasks(tasks[:10])  # two were never seen submitted
+        mon.handed("w1", tasks[:6])
+        mon.handed("w2", tasks[6:])
+        mon.started([t.id for t in tasks[::2]])
+        mon.handed("w3", tasks[:1])  # handed out again
+        mon.error_detail(tasks[4].id, "KeyError", "Traceback...\nKeyError: 4")
+        results = [(t, i not in (4, 7)) for i, t in enumerate(tasks)]
+        delivers = [Deliver(t.client, (t.id, ok, b"", None if ok or i == 4 else WorkerLost("x")))
+                    for i, (t, ok) in enumerate(results)]
+        if not batches:
+            for d in delivers:
+                mon.finished(tasks[int(d.result[0].split(":")[1])], d.result[0], d.result[1],
+                             d.result[3])
+        else:
+            mon.results(delivers, {t.id: t for t in tasks})
+        batches.append((mon.done, mon.failed, sum(mon.task_seconds.counts),
+                        [_strip_times(done_info(rec)) for rec in mon.finished_raw()],
+                        mon.live_count()))
+    one_by_one, batched = batches
+    assert batched == one_by_one
+    assert batched[:2] == (10, 2)
+    assert batched[4] == 0
+    assert len(batched[3]) == (12 if tracking else 2)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
@@ -196,6 +196,48 @@ class HeadMonitor:
             fin.append((tid, task.fn, task.client, ok, task.attempts, task.retries, now,
                         etype, tb, submitted, hand, started,
                         tuple(earlier) if earlier else None))
+
+    def results(self, delivers: Iterable[Deliver], tasks: Mapping[str, Task]) -> None:
+        """``finished`` for each result the head delivers, in order (``tasks``: the
+        scheduler's, by id): a successful one is recorded inline, one clock read
+        for all."""
+        done = 0
+        if not self.tracking:
+            for d in delivers:
+                if d.result[1]:
+                    done += 1
+                else:
+                    tid = d.result[0]
+                    self.finished(tasks.get(tid), tid, False, d.result[3])
+            self.done += done
+            return
+        now = time.time()
+        get, fin = tasks.get, self._finished
+        sub_pop, hand_pop = self._submitted.pop, self._hand.pop
+        for d in delivers:
+            tid, ok, _, error = d.result
+            if not ok:
+                self.finished(get(tid), tid, False, error)
+                continue
+            done += 1
+            submitted, hand = sub_pop(tid, None), hand_pop(tid, None)
+            if hand is None and submitted is None:
+                continue  # not tracked: nothing to keep
+            started = self._started.pop(tid, None) if self._started else None
+            earlier = self._earlier.pop(tid, None) if self._earlier else None
+            if started is not None:
+                self.task_seconds.observe(now - started)
+            if self._tb_bytes and len(fin) == fin.maxlen:
+                self._tb_bytes -= len(fin[0][8])
+            task = get(tid)
+            if task is None:
+                fin.append((tid, "?", "", True, 0, 0, now, "", "", submitted, hand, started,
+                            tuple(earlier) if earlier else None))
+            else:
+                fin.append((tid, task.fn, task.client, True, task.attempts, task.retries, now,
+                            "", "", submitted, hand, started,
+                            tuple(earlier) if earlier else None))
+        self.done += done
 
     def forget(self, tids: Iterable[str]) -> None:
         """Tasks dropped unfinished (cancelled, their client gone)."""
