@@ -8,11 +8,15 @@ come out whole however cheaply the hooks record them. About 0.1 s in all.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from netlet.cluster._head_stats import MAX_TRACEBACK, HeadMonitor, done_info
+from netlet.cluster._head_monitor import MAX_TRACEBACK, HeadMonitor, done_info
+from netlet.cluster._head_stats import HeadStatsMixin
 from netlet.cluster._sched_records import RUNNING, Deliver, Task
+from netlet.cluster._scheduler import Scheduler
 from netlet.cluster._stats import TaskInfo
 from netlet.errors import WorkerLost
 
@@ -190,3 +194,44 @@ def test_a_batch_of_results_is_recorded_as_one_by_one(tracking: bool) -> None:
     assert batched[:2] == (10, 2)
     assert batched[4] == 0
     assert len(batched[3]) == (12 if tracking else 2)
+
+
+class _Queries(HeadStatsMixin):
+    """The head's statistics queries over a real scheduler and monitor (no node)."""
+
+    def __init__(self, mon: HeadMonitor) -> None:
+        self._sched, self._monitor = Scheduler(), mon
+
+
+def test_unfiltered_task_pages_read_only_as_far_as_the_page() -> None:
+    mon = HeadMonitor(finished_max=50)
+    mon.track()
+    tasks = [_task(i) for i in range(120)]
+    mon.submitted_tasks(tasks)
+    mon.handed("w1", tasks)
+    for i, t in enumerate(tasks):
+        bad = i % 7 == 3
+        mon.error_detail(t.id, "KeyError", "Traceback\nKeyError" if bad else "")
+        mon.finished(t, t.id, not bad, None)
+    kept = list(mon.finished_raw())
+    assert mon.finished_count() == len(kept) == 50
+    assert mon.finished_count("failed") == sum(1 for r in kept if not r[3])
+    assert mon.finished_count("done") == sum(1 for r in kept if r[3])
+    queries = _Queries(mon)
+    for state in ("", "done", "failed"):
+        for offset in (0, 5, 40, 60):
+            fast = queries.task_page(state, offset=offset, limit=10)
+            full = queries.task_page(state, fn="mod:", offset=offset, limit=10)  # a full pass
+            assert fast == full
+    read = 0
+    every = mon.finished_raw
+
+    def counted() -> Iterator[Any]:
+        nonlocal read
+        for rec in every():
+            read += 1
+            yield rec
+
+    mon.finished_raw = counted  # type: ignore[method-assign]
+    assert queries.task_page("", offset=0, limit=10).total == 50
+    assert read <= 11

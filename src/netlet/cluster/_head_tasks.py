@@ -40,7 +40,7 @@ from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
 from netlet.node import Node, Proxy, current_peer, expose
 
 if TYPE_CHECKING:
-    from netlet.cluster._head_stats import HeadMonitor
+    from netlet.cluster._head_monitor import HeadMonitor
 
 __all__ = ["HeadConfig", "Member", "TaskDesk"]
 
