@@ -55,3 +55,12 @@ def test_a_program_s_own_freeze_is_left_alone() -> None:
     board.stop()
     assert running < frozen + 1000  # not frozen again: what the dashboard made is collected
     assert gc.get_freeze_count() > frozen * 0.9  # nor thawed (objects freed leave it)
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_a_dashboard_told_not_to_freeze_leaves_the_collector_alone() -> None:
+    board = Dashboard(listen="127.0.0.1:0", gc_freeze=False).start()
+    try:
+        assert gc.get_freeze_count() == 0
+    finally:
+        board.stop()

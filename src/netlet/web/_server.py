@@ -88,13 +88,16 @@ class Dashboard:
     dashboard binds beyond loopback or has ``control`` on (and refuses to start
     if it has no key to derive it from). ``header_timeout``, ``max_connections``
     and ``max_streams`` bound what web clients can make it hold (``_limits``).
+    ``gc_freeze``: keep the objects alive at its start out of full garbage
+    collections while it runs (``_freeze``).
     """
 
     def __init__(self, head: HeadSource | None = None, providers: list[Provider] | None = None,
                  *, listen: str = f"127.0.0.1:{DEFAULT_PORT}", token: str | None = None,
                  key: bytes | None = None, control: bool = False, title: str = "netlet",
                  interval: float = 1.0, header_timeout: float = HEADER_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, max_streams: int = MAX_STREAMS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, max_streams: int = MAX_STREAMS,
+                 gc_freeze: bool = True) -> None:
         host, port = parse_listen(listen)
         loopback = is_loopback(host)
         token = check_token(token)
@@ -117,7 +120,7 @@ class Dashboard:
             timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
             server_header=False, http=guarded_protocol(header_timeout, max_connections)))
         self._thread: threading.Thread | None = None
-        self._frozen = False
+        self._gc_freeze, self._frozen = gc_freeze, False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = port
 
@@ -159,7 +162,7 @@ class Dashboard:
             time.sleep(0.02)
         servers: Any = self._server.servers
         self.port = servers[0].sockets[0].getsockname()[1]
-        self._frozen = _freeze()
+        self._frozen = self._gc_freeze and _freeze()
         return self
 
     def stop(self) -> None:
