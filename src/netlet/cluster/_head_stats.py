@@ -1,38 +1,22 @@
-"""What the head remembers for its statistics: counters, events, dead workers, task history.
-
-``HeadMonitor`` is fed by the head as things happen (each hook O(1) per task
-it touches). Counters, events, recent deaths and failed tasks (with their
-remote traceback) are always kept, in bounded memory. Per-task timings and
-attempts cost a little on every task, so they are kept only once something
-asks for them (``track()``: a dashboard attaching).
+"""The head's statistics queries; what it remembers is ``HeadMonitor``'s (``_head_monitor.py``).
 
 ``HeadStatsMixin`` gives ``Head`` its local, non-exposed queries
 (``statistics()``, ``task_page()``, ``task_info()``, ``events()``): they run on
 the head's loop, read no private state of anything else, and return frozen
 records (``_stats.py``), imported when first asked for: a head that nobody
-watches never loads them. Events and dead workers are kept as tuples until they are read.
+watches never loads them.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
+from netlet.cluster._head_monitor import TASK_STATES, HeadMonitor, done_info, done_worker
 from netlet.cluster._head_tasks import Member
-from netlet.cluster._histogram import HistogramCounter
-from netlet.cluster._sched_records import (
-    ASSIGNED,
-    DONE,
-    QUEUED,
-    RUNNING,
-    Action,
-    Deliver,
-    Task,
-)
+from netlet.cluster._sched_records import ASSIGNED, DONE, QUEUED, RUNNING, Action, Deliver
 from netlet.cluster._scheduler import Scheduler
 from netlet.errors import CallCancelled
 from netlet.node import Node
@@ -42,183 +26,12 @@ if TYPE_CHECKING:
         ClusterEvent,
         HeadStatistics,
         NameInfo,
-        TaskAttempt,
         TaskInfo,
         TaskPage,
         WorkerStats,
     )
 
 __all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
-
-TASK_STATES = (QUEUED, ASSIGNED, RUNNING, "done", "failed")
-SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
-MAX_TRACEBACK = 8192
-TRACEBACKS_BUDGET = 8 * 1024 * 1024
-"""What the tracebacks of finished tasks may hold in all (then only their last lines)."""
-MAX_PENDING_ERRORS = 1024
-"""Error details waiting for their task's result to be delivered."""
-
-
-# A tracked task while it lives: [submitted, worker, handed, started, earlier attempts].
-_Live = list[Any]
-# A finished task: (id, fn, client, ok, attempts, retries, finished, error type,
-# traceback, its _Live or None). Kept raw; a TaskInfo is built only when shown.
-_Done = tuple[str, str, str, bool, int, int, float, str, str, "_Live | None"]
-
-
-class HeadMonitor:
-    def __init__(self, finished_max: int = 10_000, events_max: int = 1000,
-                 dead_max: int = 200) -> None:
-        self.tracking = False
-        self.submitted = self.done = self.failed = self.cancelled = 0
-        self._live: dict[str, _Live] = {}
-        self._finished: deque[_Done] = deque(maxlen=finished_max)
-        self._tb_bytes = 0
-        """Bytes of tracebacks kept with finished tasks (at most TRACEBACKS_BUDGET)."""
-        self._errors: dict[str, tuple[str, str]] = {}
-        """Error type and traceback a worker reported, until the result is delivered."""
-        self._events: deque[tuple[int, float, str, str, str, str, str]] = deque(
-            maxlen=events_max)
-        self._seq = 0
-        self._dead: deque[tuple[Any, ...]] = deque(maxlen=dead_max)  # WorkerStats fields
-        self.restarts: dict[str, int] = {}
-        """Actor restarts by name (kept while the actor is known)."""
-        self.task_seconds = HistogramCounter(SECONDS)
-        self.dispatch_seconds = HistogramCounter(SECONDS)
-
-    def track(self) -> None:
-        self.tracking = True
-
-    # -- hooks (each O(1) per task; the tracked ones only while tracking) -----------
-
-    def submitted_tasks(self, tasks: list[Task]) -> None:
-        self.submitted += len(tasks)
-        if self.tracking:
-            now = time.time()
-            live = self._live
-            for t in tasks:
-                live[t.id] = [now, "", 0.0, None, None]
-
-    def handed(self, worker: str, tasks: Iterable[Task]) -> None:
-        if not self.tracking:
-            return
-        now = time.time()
-        live = self._live
-        hist = self.dispatch_seconds
-        bounds, counts, waited = hist.bounds, hist.counts, 0.0
-        for t in tasks:
-            tr = live.get(t.id)
-            if tr is None:
-                continue
-            if tr[1]:  # handed out before: keep that attempt
-                if tr[4] is None:
-                    tr[4] = []
-                tr[4].append((tr[1], tr[2], tr[3]))
-            else:  # the dispatch histogram, inlined: this runs for every task
-                wait = now - tr[0]
-                counts[bisect.bisect_left(bounds, wait)] += 1
-                waited += wait
-            tr[1], tr[2], tr[3] = worker, now, None
-        hist.total += waited
-
-    def started(self, tids: Iterable[str]) -> None:
-        if not self.tracking:
-            return
-        now = time.time()
-        live = self._live
-        for tid in tids:
-            tr = live.get(tid)
-            if tr is not None:
-                tr[3] = now
-
-    def error_detail(self, tid: str, error_type: str, traceback: str) -> None:
-        if len(self._errors) < MAX_PENDING_ERRORS:
-            self._errors[tid] = (error_type[:200], traceback[-MAX_TRACEBACK:])
-
-    def finished(self, task: Task | None, tid: str, ok: bool, error: BaseException | None,
-                 ) -> None:
-        tr = self._live.pop(tid, None)
-        if ok:
-            self.done += 1
-            if tr is None:
-                return  # not tracked: nothing to keep
-        else:
-            self.failed += 1
-        now = time.time()
-        if tr is not None and tr[3] is not None:
-            self.task_seconds.observe(now - tr[3])
-        etype, tb = "", ""
-        if not ok:
-            etype, tb = self._errors.pop(tid, ("", ""))
-            if error is not None:
-                etype, tb = type(error).__name__, str(error)
-        if len(self._finished) == self._finished.maxlen:
-            self._tb_bytes -= len(self._finished[0][8])
-        if self._tb_bytes + len(tb) > TRACEBACKS_BUDGET:
-            tb = "...\n" + tb[-512:]  # the budget is spent: the tail says what was raised
-        self._tb_bytes += len(tb)
-        self._finished.append((tid, task.fn if task else "?", task.client if task else "", ok,
-                               task.attempts if task else 0, task.retries if task else 0,
-                               now, etype, tb, tr))
-
-    def forget(self, tids: Iterable[str]) -> None:
-        """Tasks dropped unfinished (cancelled, their client gone)."""
-        for tid in tids:
-            self._live.pop(tid, None)
-
-    def event(self, kind: str, node: str, role: str, name: str, detail: str = "") -> None:
-        self._seq += 1
-        self._events.append((self._seq, time.time(), kind, node, role, name, detail))
-
-    def worker_died(self, fields: tuple[Any, ...]) -> None:
-        """``fields``: the dead worker's ``worker_fields``."""
-        self._dead.append(fields)
-
-    # -- queries --------------------------------------------------------------------
-
-    @property
-    def last_event(self) -> int:
-        return self._seq
-
-    def events(self, after: int, limit: int) -> list[ClusterEvent]:
-        from netlet.cluster._stats import ClusterEvent
-
-        out = [ClusterEvent(*e) for e in reversed(self._events) if e[0] > after][:limit]
-        out.reverse()
-        return out
-
-    def dead(self) -> list[WorkerStats]:
-        from netlet.cluster._stats import WorkerStats
-
-        return [WorkerStats(*fields) for fields in self._dead]
-
-    def finished_raw(self) -> Iterator[_Done]:
-        """Newest first."""
-        return reversed(self._finished)
-
-    def live_info(self, task: Task) -> TaskInfo:
-        from netlet.cluster._stats import TaskInfo
-
-        tr = self._live.get(task.id)
-        return TaskInfo(task.id, task.fn, task.client, task.state, task.worker, task.attempts,
-                        task.retries, tr[0] if tr else None, None, "", "", _attempts(tr))
-
-
-def done_info(rec: _Done) -> TaskInfo:
-    from netlet.cluster._stats import TaskInfo
-
-    tid, fn, client, ok, attempts, retries, finished, etype, tb, tr = rec
-    return TaskInfo(tid, fn, client, "done" if ok else "failed", tr[1] if tr else "",
-                    attempts, retries, tr[0] if tr else None, finished, etype, tb,
-                    _attempts(tr))
-
-
-def _attempts(tr: _Live | None) -> tuple[TaskAttempt, ...]:
-    if tr is None or not tr[1]:
-        return ()
-    from netlet.cluster._stats import TaskAttempt
-
-    return tuple(TaskAttempt(*a) for a in [*(tr[4] or ()), (tr[1], tr[2], tr[3])])
 
 
 def _num(value: Any, kind: type) -> Any:
@@ -325,7 +138,8 @@ class HeadStatsMixin:
         """Tasks matching every filter given (substring for ``fn``, prefix for ids).
 
         Live tasks (oldest first) then finished ones (newest first). A page
-        costs one pass over the live tasks, never more.
+        costs one pass over the live tasks and the finished ones kept, never
+        more; with no filter but the state, only as far as the page reaches.
         """
         from netlet.cluster._stats import TaskPage
 
@@ -355,12 +169,18 @@ class HeadStatsMixin:
                         total = max(total, known)
                         break
         if state in ("", "done", "failed"):
+            # With no filter but the state the count is kept: stop once the page is full.
+            known = None if fn or worker or client else mon.finished_count(state)
+            before = total
             for rec in mon.finished_raw():
-                tr = rec[9]
-                if wanted(rec[1], "done" if rec[3] else "failed", tr[1] if tr else "", rec[2]):
+                if known is not None and total >= offset + limit:
+                    break
+                if wanted(rec[1], "done" if rec[3] else "failed", done_worker(rec), rec[2]):
                     if offset <= total < offset + limit:
                         page.append(done_info(rec))
                     total += 1
+            if known is not None:
+                total = before + known
         return TaskPage(total, offset, limit, tuple(page))
 
     def task_info(self, tid: str) -> TaskInfo | None:

@@ -40,7 +40,7 @@ from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
 from netlet.node import Node, Proxy, current_peer, expose
 
 if TYPE_CHECKING:
-    from netlet.cluster._head_stats import HeadMonitor
+    from netlet.cluster._head_monitor import HeadMonitor
 
 __all__ = ["HeadConfig", "Member", "TaskDesk"]
 
@@ -298,6 +298,7 @@ class TaskDesk:
 
     def _act(self, actions: list[Action]) -> None:
         """Carry out what the scheduler decided."""
+        delivers: list[Deliver] = []
         for action in actions:
             if isinstance(action, Handout):
                 if action.tasks:
@@ -308,7 +309,7 @@ class TaskDesk:
             elif isinstance(action, Deliver):
                 result = list(action.result)
                 tid, error = action.result[0], action.result[3]
-                self._monitor.finished(self._sched.tasks.get(tid), tid, action.result[1], error)
+                delivers.append(action)
                 if error is not None:  # the head's own verdict: WorkerLost, ConfigError
                     task = self._sched.tasks.get(tid)
                     _log_failed(task.fn if task else "?", tid, None,
@@ -329,6 +330,8 @@ class TaskDesk:
                         sink.claim(tid)
             elif isinstance(action, Reclaim):
                 self._spawn(self._steal(action))
+        if delivers:  # their tasks stay in the scheduler until delivered
+            self._monitor.results(delivers, self._sched.tasks)
 
     def _part(self) -> int:
         """The bytes of results one client may have waiting before its tasks are held."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -27,6 +28,40 @@ __all__ = ["DEFAULT_PORT", "Dashboard", "parse_listen"]
 
 DEFAULT_PORT = 8340
 log = logging.getLogger("netlet.web")
+
+_frozen_by = 0
+"""Dashboards started in this process that keep objects frozen (see ``_freeze``)."""
+_frozen_lock = threading.Lock()
+
+
+def _freeze() -> bool:
+    """Keep the objects alive now out of every later full garbage collection.
+
+    The web stack (FastAPI, pydantic, Starlette, Jinja2, uvicorn) leaves some
+    45,000 objects behind its imports, there for good; each full collection
+    walks them all, and a busy head (a task's records are containers) runs
+    several full collections a second: that walk was most of what an attached
+    dashboard cost a head (D1). Frozen objects are still freed when their last
+    reference goes; only a reference cycle among them waits until the last
+    dashboard stops (``_thaw``). A process that froze objects itself is left
+    alone. Returns whether this dashboard holds the freeze.
+    """
+    global _frozen_by
+    with _frozen_lock:
+        if _frozen_by == 0 and gc.get_freeze_count():
+            return False  # the program's own freeze (before a fork): not ours to manage
+        gc.collect()  # garbage now is not kept for the dashboard's lifetime
+        gc.freeze()
+        _frozen_by += 1
+        return True
+
+
+def _thaw() -> None:
+    global _frozen_by
+    with _frozen_lock:
+        _frozen_by -= 1
+        if _frozen_by == 0:
+            gc.unfreeze()
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
@@ -53,13 +88,16 @@ class Dashboard:
     dashboard binds beyond loopback or has ``control`` on (and refuses to start
     if it has no key to derive it from). ``header_timeout``, ``max_connections``
     and ``max_streams`` bound what web clients can make it hold (``_limits``).
+    ``gc_freeze``: keep the objects alive at its start out of full garbage
+    collections while it runs (``_freeze``).
     """
 
     def __init__(self, head: HeadSource | None = None, providers: list[Provider] | None = None,
                  *, listen: str = f"127.0.0.1:{DEFAULT_PORT}", token: str | None = None,
                  key: bytes | None = None, control: bool = False, title: str = "netlet",
                  interval: float = 1.0, header_timeout: float = HEADER_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, max_streams: int = MAX_STREAMS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, max_streams: int = MAX_STREAMS,
+                 gc_freeze: bool = True) -> None:
         host, port = parse_listen(listen)
         loopback = is_loopback(host)
         token = check_token(token)
@@ -82,6 +120,7 @@ class Dashboard:
             timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
             server_header=False, http=guarded_protocol(header_timeout, max_connections)))
         self._thread: threading.Thread | None = None
+        self._gc_freeze, self._frozen = gc_freeze, False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = port
 
@@ -123,6 +162,7 @@ class Dashboard:
             time.sleep(0.02)
         servers: Any = self._server.servers
         self.port = servers[0].sockets[0].getsockname()[1]
+        self._frozen = self._gc_freeze and _freeze()
         return self
 
     def stop(self) -> None:
@@ -134,6 +174,9 @@ class Dashboard:
             self._thread.join(10)
         if self.model.head is not None:
             self.model.head.close()
+        if self._frozen:
+            self._frozen = False
+            _thaw()
 
     def __enter__(self) -> Dashboard:
         return self.start()
