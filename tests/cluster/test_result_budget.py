@@ -16,6 +16,7 @@ client, once it runs again, resubmits what was dropped.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -162,8 +163,19 @@ def test_a_paused_client_holds_back_only_its_own_tasks(cluster_kit: ClusterKit,
         futures = [watcher.submit(tasks.add, i, 1) for i in range(20)]
         assert [f.result(20) for f in futures] == [i + 1 for i in range(20)]
         print(f"the other client's 20 tasks took {time.monotonic() - t0:.2f} s")
-        assert watcher.status()["queued"] > TASKS // 2, "the stopped client's tasks ran"
+        status = watcher.status()
+        assert status["queued"] > TASKS // 2, "the stopped client's tasks ran"
         assert client.alive
+        # The operator sees why those tasks wait: which client is held, and for how much.
+        held = [n for n in status["nodes"] if n.get("held")]
+        assert [n["pid"] for n in held] == [client.pid], status["nodes"]
+        assert held[0]["results_waiting"] > BUDGET_MIB * 1024 * 1024 // 4
+        assert status["results_waiting"] >= held[0]["results_waiting"]
+        shown = subprocess.run(
+            [sys.executable, "-c", "from netlet.cli import main; main()", "status",
+             "--head", head.address], capture_output=True, text=True, timeout=30, check=True)
+        assert f"held back: client {held[0]['node'][:8]}'s queued tasks" in shown.stdout, \
+            shown.stdout
     finally:
         client.signal(signal.SIGCONT)
     assert client.stdout.wait_for(r"^results \d+$", 120).group(0) == f"results {TASKS}"

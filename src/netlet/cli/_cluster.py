@@ -395,5 +395,21 @@ def _render(info: dict[str, Any]) -> Group:
         names.add_row(_shown(name), _shown(kind), _shown(address), _shown(str(owner)[:8]))
     tasks = (f"tasks: {_number(info['queued'])} queued, {_number(info['running'])} running"
              + (f", {_number(info['refused_results'])} results refused"
-                if info.get("refused_results") else ""))
-    return Group(nodes, names, Text.from_markup(tasks))
+                if info.get("refused_results") else "")
+             + (f", {_mib(info['results_waiting'])} of results waiting for clients"
+                if info.get("results_waiting") else ""))
+    lines = [tasks]
+    if info.get("paused"):
+        lines.append("hand-outs paused: results nobody took yet fill the head's result "
+                     "budget (they go on once clients read theirs)")
+    for n in info["nodes"]:
+        if n.get("held"):
+            lines.append(f"held back: client {_shown(n['id'])}'s queued tasks "
+                         f"({_mib(n.get('results_waiting', 0))} of its results wait unread; "
+                         "they go out again once it reads)")
+    return Group(nodes, names, Text.from_markup("\n".join(lines)))
+
+
+def _mib(value: Any) -> str:
+    return (f"{value / (1024 * 1024):.1f} MiB" if isinstance(value, (int, float))
+            else _shown(value))

@@ -450,8 +450,13 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
                   "pid": m.info.get("pid"),
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": self._sched.worker_load(m.node)[0], "done": m.done,
-                  "failed": m.failed}
+                  "failed": m.failed,
+                  # A client whose unread results passed its part of the result budget:
+                  # its queued tasks are held back until it reads (docs/cluster.md).
+                  "held": self._sched.held(m.node),
+                  "results_waiting": self._owed.get(m.node, 0)}
                  for m in self._members.values() if m.alive or m.role != "worker"]
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
                 "names": await self.names(), "queued": self._sched.queued,
-                "running": self._sched.running, "refused_results": self.refused_results}
+                "running": self._sched.running, "refused_results": self.refused_results,
+                "results_waiting": self._undelivered, "paused": self._paused}
