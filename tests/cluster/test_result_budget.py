@@ -176,7 +176,28 @@ def test_a_paused_client_holds_back_only_its_own_tasks(cluster_kit: ClusterKit,
              "--head", head.address], capture_output=True, text=True, timeout=30, check=True)
         assert f"held back: client {held[0]['node'][:8]}'s queued tasks" in shown.stdout, \
             shown.stdout
+        _dashboard_shows_held(head.address, held[0]["node"])
     finally:
         client.signal(signal.SIGCONT)
     assert client.stdout.wait_for(r"^results \d+$", 120).group(0) == f"results {TASKS}"
     assert client.wait(STEP) == 0
+
+
+def _dashboard_shows_held(address: str, client: str) -> None:
+    """The dashboard of that head (watching it as a client) says the same."""
+    import httpx
+
+    from netlet.transport import find_user_key
+    from netlet.web import Dashboard, RemoteHead
+
+    with Dashboard(RemoteHead(address, key=find_user_key(address)),
+                   listen="127.0.0.1:0") as board, \
+            httpx.Client(base_url=board.base_url, timeout=30) as web:
+        def notice() -> bool:
+            page = web.get("/").text
+            return f"/tasks?client={client}" in page and "Held back:" in page
+
+        wait_until(notice, STEP, "the overview's notice of the held client", interval=0.05)
+        metrics = web.get("/metrics").text
+        assert "netlet_head_clients_held 1.0" in metrics, metrics
+        assert client in web.get("/api/v1/overview").json()["statistics"]["held_clients"]

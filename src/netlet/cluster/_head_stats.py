@@ -74,6 +74,8 @@ class HeadStatsMixin:
     _monitor: HeadMonitor
     _clock: Clock
     started: float
+    _undelivered: int
+    _paused: bool
     _act: Callable[[list[Action]], None]
     cancel: Callable[[list[str]], Awaitable[list[str]]]
 
@@ -122,7 +124,8 @@ class HeadStatsMixin:
         workers = [worker_record(m, sched, now) for m in self._members.values()
                    if m.role == "worker" and m.alive]
         workers += mon.dead()
-        clients = sum(1 for m in self._members.values() if m.role == "client" and m.alive)
+        clients = [m.node for m in self._members.values() if m.role == "client" and m.alive]
+        held = tuple(c for c in clients if sched.held(c))
         st = sched.stats()
         counts = TaskCounts(st["queued"], st["unstarted"], st["running"], mon.submitted,
                             mon.done, mon.failed, st.get("retried", 0), mon.cancelled,
@@ -130,8 +133,9 @@ class HeadStatsMixin:
         return HeadStatistics(
             self._node.id, self._node.address or "", self.started, self._clock.time(),
             tuple(workers),
-            clients, counts, len(self._names), len(self._actors), mon.last_event, mon.tracking,
-            mon.task_seconds.snapshot(), mon.dispatch_seconds.snapshot())
+            len(clients), counts, len(self._names), len(self._actors), mon.last_event,
+            mon.tracking, mon.task_seconds.snapshot(), mon.dispatch_seconds.snapshot(),
+            held, self._undelivered, self._paused)
 
     def task_page(self, state: str = "", fn: str = "", worker: str = "", client: str = "",
                   offset: int = 0, limit: int = 50) -> TaskPage:

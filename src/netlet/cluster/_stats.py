@@ -124,6 +124,13 @@ class HeadStatistics:
     """Whether per-task history (timings, attempts) is kept: on once a dashboard asks."""
     task_seconds: Histogram
     dispatch_seconds: Histogram
+    held_clients: tuple[str, ...] = ()
+    """Clients whose queued tasks are held back: their unread results passed their
+    part of the result budget."""
+    results_waiting: int = 0
+    """Bytes of results waiting for their clients."""
+    paused: bool = False
+    """No task goes out: the results waiting fill the whole result budget."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -82,6 +82,10 @@ def head_families(s: HeadStatistics) -> Iterator[Metric]:
     yield gauge("netlet_head_workers", "Workers by state (dead: recently lost).", labels=[
         ({"state": "alive"}, alive), ({"state": "dead"}, len(s.workers) - alive)])
     yield gauge("netlet_head_clients", "Clients connected.", s.clients)
+    yield gauge("netlet_head_clients_held", "Clients whose queued tasks are held back for "
+                "unread results.", len(s.held_clients))
+    yield gauge("netlet_head_results_waiting_bytes", "Bytes of results waiting for their "
+                "clients.", s.results_waiting)
     yield histogram("netlet_head_task_duration_seconds",
                     "Time from a task's start on a worker to its result.", s.task_seconds)
     yield histogram("netlet_head_dispatch_latency_seconds",
