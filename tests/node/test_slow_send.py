@@ -64,8 +64,20 @@ class Relay:
         self.address = f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         self._stop = asyncio.Event()
         self._ready.set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         async with server:
             await self._stop.wait()
+        # Close everything on this loop before it closes: a stream left to the garbage
+        # collector later warns "loop is closed" inside whichever test runs then.
+        for w in self._writers:
+            w.close()
+        for t in self._handlers:
+            t.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for w in self._writers:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await w.wait_closed()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
@@ -76,7 +88,12 @@ class Relay:
         writer.close()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(cw)
         ur, uw = await asyncio.open_connection(*self._upstream)
+        self._writers.add(uw)
         for s in (cw, uw):  # small buffers: the cap, not the kernel, sets the pace
             sock = s.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
