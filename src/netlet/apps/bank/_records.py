@@ -126,14 +126,6 @@ class SqlBook:
         self.conn, self.key, self.seq = conn, key, seq
         self._rows: dict[str, list[Any]] = {}
 
-    def prefetched(self, cursor: Any, accounts: tuple[str, ...]) -> None:
-        """Take the ``(account, status, balance)`` rows of ``accounts`` from ``cursor``
-        (a query sent ahead, so one round trip serves several reads)."""
-        for account in accounts:
-            self._rows[account] = [None, 0]
-        for account, status, balance in cursor.fetchall():
-            self._rows[account] = [status, balance]
-
     def _one(self, sql: str, *args: object) -> Any:
         row = self.conn.execute(sql, args).fetchone()
         return None if row is None else row[0]
