@@ -182,3 +182,18 @@ def test_a_write_refused_by_the_database_fails_only_its_command(ledger: Ledger) 
     assert ledger.outcome("b1") is None
     assert ledger.balance("bob") == 0
     assert ledger.audit().ok
+
+
+def test_commands_after_a_fence_follow_it_in_the_journal(ledger: Ledger) -> None:
+    """A batch of a fence alone, then one that begins with a fence: the commands after them
+    take the next seqs (the writer once kept the head from before the fence, and every
+    later command failed on the journal's UNIQUE seq)."""
+    ledger.execute(OpenAccount("ann", "Ann", PIN_HASH), "o")
+    assert ledger.settle(["x1"])[0].error is not None
+    assert ledger.execute(Deposit("ann", 5), "d1")["balance"] == 5
+    results = in_one_batch(ledger, [lambda ledger: ledger.settle(["x2"]),
+                                    execute(Deposit("ann", 6), "d2")])
+    assert results[1]["balance"] == 11
+    assert ledger.execute(Deposit("ann", 7), "d3")["balance"] == 18
+    assert [o.key for o in ledger.journal()] == ["o", "x1", "d1", "x2", "d2", "d3"]
+    assert ledger.audit().ok

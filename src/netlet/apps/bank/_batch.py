@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from netlet.apps.bank._commands import (
     BankError,
@@ -38,7 +38,7 @@ from netlet.apps.bank._records import Conn, canonical
 from netlet.apps.bank._store import Head, Store
 from netlet.clock import Clock
 
-__all__ = ["CommandJob", "Run", "run_fast"]
+__all__ = ["CommandJob", "Run", "Writer", "run_fast"]
 
 _Done = tuple[Any, BaseException | None]
 _Item = tuple[Callable[[Conn, float], _Done], Any, bool]
@@ -49,12 +49,20 @@ def _nothing() -> None:
     pass
 
 
-def run_fast(conn: Conn, store: Store, batch: list[_Item], head: Head, clock: Clock
-             ) -> tuple[list[tuple[Any, Any, BaseException | None]], Head]:
+class Writer(Protocol):
+    """The ledger as ``run_fast`` sees it: the journal's head, which the jobs that are not
+    commands (a fence) move as they journal, and the fast runs move in between."""
+
+    _head: Head
+
+
+def run_fast(conn: Conn, store: Store, batch: list[_Item], writer: Writer, clock: Clock
+             ) -> list[tuple[Any, Any, BaseException | None]]:
     """Begin the writer's transaction and run ``batch`` in it: each run of command jobs
     applied in memory and written at once, any other job statement by statement (in a
-    savepoint). Each job's waiter and outcome, and the head; a failure raises."""
+    savepoint). Each job's waiter and outcome; ``writer._head`` follows. A failure raises."""
     done: list[tuple[Any, Any, BaseException | None]] = []
+    head = writer._head
     now, position, started = 0.0, 0, False
     while position < len(batch):
         end = position
@@ -76,15 +84,17 @@ def run_fast(conn: Conn, store: Store, batch: list[_Item], head: Head, clock: Cl
                 done.append((waiter, *run.apply(job)))
             run.send_writes()
             head = run.head
+        writer._head = head
         if end < len(batch):
             other, waiter, _ = batch[end]
             conn.execute("SAVEPOINT job")
-            value, error = other(conn, now)
+            value, error = other(conn, now)  # journals after ``writer._head``, and moves it
             conn.execute("RELEASE job")
             done.append((waiter, value, error))
+            head = writer._head
             end += 1
         position = end
-    return done, head
+    return done
 
 
 class CommandJob:

@@ -306,7 +306,7 @@ class Ledger(LedgerPins, LedgerReads):
         try:
             with self._store.pipeline(conn) as flush:
                 if not careful:
-                    done, self._head = run_fast(conn, self._store, batch, first, self._clock)
+                    done = run_fast(conn, self._store, batch, self, self._clock)
                 else:
                     self._run_careful(conn, batch, flush, done)
                 conn.execute("COMMIT")
