@@ -176,8 +176,7 @@ class Ledger(LedgerPins, LedgerReads):
                 raise self._closed_error()
             self._active += 1
             self._queue.put((run, (loop, future), True))
-        with self._meter.timed(type(command).__name__):
-            return await future
+        return await self._meter.waited(type(command).__name__, future)
 
     def _command_job(self, command: Command, key: str) -> CommandJob:
         check_key(key)

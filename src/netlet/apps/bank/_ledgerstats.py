@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
 
 from netlet.cluster import Histogram, HistogramCounter
 
 __all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS", "LedgerMeter"]
 
+T = TypeVar("T")
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 BATCH_BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 
@@ -39,6 +41,19 @@ class LedgerMeter:
         try:
             yield
         except BaseException as e:  # a refusal (InsufficientFunds, ...) or a failure
+            outcome = type(e).__name__
+            raise
+        finally:
+            self.command(kind, outcome, time.perf_counter() - t0)
+
+    async def waited(self, kind: str, future: Awaitable[T]) -> T:
+        """``timed`` around awaiting ``future``, without a context manager's generator (this
+        runs once per command on the bank's event loop)."""
+        t0 = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await future
+        except BaseException as e:
             outcome = type(e).__name__
             raise
         finally:
