@@ -197,3 +197,35 @@ def test_commands_after_a_fence_follow_it_in_the_journal(ledger: Ledger) -> None
     assert ledger.execute(Deposit("ann", 7), "d3")["balance"] == 18
     assert [o.key for o in ledger.journal()] == ["o", "x1", "d1", "x2", "d2", "d3"]
     assert ledger.audit().ok
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_batch_costs_the_same_round_trips_however_many_commands(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a batch waits for the server a fixed number of times (the reads sent
+    with BEGIN, the writes with COMMIT): 3 commands and 30 cost the same. It was one wait
+    per command or more."""
+    from psycopg._pipeline_base import BasePipeline
+
+    waits = [0]
+    fetch, sync = BasePipeline._fetch_gen, BasePipeline._sync_gen
+
+    def counted(real: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread().name == "netlet-ledger" and kwargs.get("flush", 1):
+                waits[0] += 1
+            return real(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(BasePipeline, "_fetch_gen", counted(fetch))
+    monkeypatch.setattr(BasePipeline, "_sync_gen", counted(sync))
+    for name in ("ann", "bob"):
+        ledger.execute(OpenAccount(name, name.title(), PIN_HASH), f"o-{name}")
+    counts = []
+    for n in (3, 30):
+        waits[0] = 0
+        in_one_batch(ledger, [execute(Transfer("ann", "bob", 1) if i % 2 else
+                                      Deposit("ann", 5), f"{n}-{i}") for i in range(n)])
+        counts.append(waits[0])
+    assert counts[0] == counts[1] <= 6, counts
+    assert ledger.audit().ok

@@ -3,7 +3,8 @@
 Every acknowledged command must survive a crash, so commits are durable before
 anyone is answered; one durable commit per command would cap throughput, so one
 writer thread gathers the commands that queue up while it commits into a single
-transaction (a SAVEPOINT each, so one refusal spoils nothing else) and wakes
+transaction (applied in memory and written at once, ``_batch``; if that fails,
+again with a SAVEPOINT each, so one failure spoils nothing else) and wakes
 each caller after the commit. Readers use a small pool of their own
 connections. Money moves only as double entries, deposits and withdrawals
 against the system account ``@cash``, so the journal always sums to zero;
