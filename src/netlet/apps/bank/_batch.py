@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -246,7 +247,7 @@ class _Book:
 
     def create(self, account: str, owner: str, pin_hash: str) -> None:
         self._rows[account] = ["open", 0]
-        self.created.append((account, owner, pin_hash, self.run.now))
+        self.created.append((account, owner, pin_hash, time.time()))  # as SqlBook.create
 
     def close(self, account: str) -> None:
         self._row(account)[0] = "closed"
