@@ -152,6 +152,7 @@ def test_a_fence_inside_a_batch(ledger: Ledger) -> None:
     assert results[4]["balance"] == 55
     assert ledger.balance("ann") == 55
     assert ledger.audit().ok
+    assert ledger.statistics().careful_batches == 0  # done in memory, not by the fallback
 
 
 def test_a_write_refused_by_the_database_fails_only_its_command(ledger: Ledger) -> None:
@@ -182,6 +183,7 @@ def test_a_write_refused_by_the_database_fails_only_its_command(ledger: Ledger) 
     assert ledger.outcome("b1") is None
     assert ledger.balance("bob") == 0
     assert ledger.audit().ok
+    assert ledger.statistics().careful_batches == 1
 
 
 def test_commands_after_a_fence_follow_it_in_the_journal(ledger: Ledger) -> None:
@@ -197,6 +199,7 @@ def test_commands_after_a_fence_follow_it_in_the_journal(ledger: Ledger) -> None
     assert ledger.execute(Deposit("ann", 7), "d3")["balance"] == 18
     assert [o.key for o in ledger.journal()] == ["o", "x1", "d1", "x2", "d2", "d3"]
     assert ledger.audit().ok
+    assert ledger.statistics().careful_batches == 0
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

@@ -271,6 +271,7 @@ class Ledger(LedgerPins, LedgerReads):
                 break
             except _Careful:
                 careful = True
+                self._meter.careful += 1
                 continue
             except _Retry:
                 if attempt == _RETRIES:

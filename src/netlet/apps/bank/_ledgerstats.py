@@ -26,6 +26,7 @@ class LedgerMeter:
         self.latency = HistogramCounter(LATENCY_BOUNDS)
         self.batch = HistogramCounter(BATCH_BOUNDS)
         self.commit = HistogramCounter(LATENCY_BOUNDS)
+        self.careful = 0  # batches that failed in memory and ran again job by job (writer)
 
     def command(self, kind: str, outcome: str, seconds: float) -> None:
         with self._lock:
@@ -65,7 +66,8 @@ class LedgerMeter:
             self.commit.observe(seconds)
 
     def snapshot(self) -> tuple[tuple[tuple[str, str, int], ...], Histogram, Histogram,
-                                Histogram]:
+                                Histogram, int]:
         with self._lock:
             ops = tuple(sorted((k, o, n) for (k, o), n in self._ops.items()))
-            return ops, self.latency.snapshot(), self.batch.snapshot(), self.commit.snapshot()
+            return (ops, self.latency.snapshot(), self.batch.snapshot(), self.commit.snapshot(),
+                    self.careful)

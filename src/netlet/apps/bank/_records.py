@@ -68,6 +68,9 @@ class LedgerStatistics:
     """Jobs per commit."""
     commit_seconds: Histogram | None = None
     """Time each commit took (its fsync included)."""
+    careful_batches: int = 0
+    """Batches that failed as a whole and ran again one command at a time (each in a
+    savepoint; see ``_batch``): a write the database refused, a lost connection."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
