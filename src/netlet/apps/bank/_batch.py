@@ -209,9 +209,9 @@ class Run:
             conn.executemany("UPDATE accounts SET status='closed' WHERE account=?", self.closed)
         if self.entries:
             write(conn, "entries", self.entries)
-        if self.deltas:
-            write(conn, "balances", [(delta, account) for account, delta in self.deltas.items()
-                                     if delta])
+        changes = [(delta, account) for account, delta in self.deltas.items() if delta]
+        if changes:  # moves may cancel out: no empty statement (PostgreSQL refuses one)
+            write(conn, "balances", changes)
         if self.reversals:
             conn.executemany("INSERT INTO reversals VALUES (?, ?)", list(self.reversals.items()))
         if self.commands:
