@@ -94,7 +94,7 @@ class _Retry(Exception):
 
 
 class _Careful(Exception):
-    """A pipelined batch failed somewhere: it runs again, waiting for each job's writes."""
+    """A batch run in memory failed somewhere: it runs again, job by job."""
 
 
 class Ledger(LedgerPins, LedgerReads):

@@ -52,7 +52,8 @@ class Store(Protocol):
     pins: PinGate | None
     """None: the ledger keeps PIN reservations in memory (one process per ledger)."""
     pipelined: bool
-    """Whether statements are sent ahead (``pipeline``): then reads are batched too."""
+    """Whether statements are sent ahead (``pipeline``): then a connection whose batch
+    failed may still owe answers, and is replaced rather than reused."""
 
     def pipeline(self, conn: Conn) -> AbstractContextManager[Callable[[], None]]:
         """A batch's statements, sent without waiting where no answer is needed; it gives
