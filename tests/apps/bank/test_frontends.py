@@ -11,6 +11,7 @@ front-end, and SIGKILLs one front-end mid-run.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -250,3 +251,26 @@ def test_three_front_ends_a_key_retried_on_another_applies_once(pg_server: PgSer
     finally:
         for front in fronts:
             front.kill()
+
+
+def test_the_pin_gate_keeps_a_connection_for_every_pin_thread(pg_server: PgServer) -> None:
+    """As many sign-ins at once as the ledger has PIN threads reuse their connections the
+    next time (the gate kept 8, and every sign-in beyond 8 at once paid a new connection
+    with its SCRAM handshake, then closed it)."""
+    from netlet.apps.bank._pinguard import PIN_THREADS
+
+    with Ledger(pg_server.new_db()) as ledger:
+        gate: Any = ledger._store.pins
+        opened = [0]
+        connect = gate._connect
+
+        def counting() -> Any:
+            opened[0] += 1
+            return connect()
+
+        gate._connect = counting
+        for _ in range(2):
+            with contextlib.ExitStack() as held:
+                for _ in range(PIN_THREADS):
+                    held.enter_context(gate._conn())
+        assert opened[0] == PIN_THREADS

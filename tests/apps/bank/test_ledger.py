@@ -696,23 +696,26 @@ def test_wal_and_full_sync(tmp_path: Path) -> None:
 
 
 def test_storage_error_in_one_command(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    from netlet.apps.bank import StorageError, _records
+    from netlet.apps.bank import StorageError, _batch, _records
 
     def broken(*args: object) -> None:
         raise ledger._store.errors[0]("disk I/O error")  # the database driver's own error
 
-    def failing(book: _records.SqlBook, *args: object) -> None:
-        book.conn.execute("INSERT INTO no_such_table VALUES (1)")  # the server refuses it
+    def failing(book: Any, *args: object) -> None:
+        conn = book.conn if isinstance(book, _records.SqlBook) else book.run.conn
+        conn.execute("INSERT INTO no_such_table VALUES (1)")  # the server refuses it
 
     before = snapshot(ledger)
-    with monkeypatch.context() as patch:
+    with monkeypatch.context() as patch:  # both ways a batch runs: in memory, then careful
         patch.setattr(_records.SqlBook, "move", broken)
+        patch.setattr(_batch._Book, "move", broken)
         with pytest.raises(StorageError, match="disk I/O error"):
             ledger.execute(Deposit("bob", 5), "k")
     assert snapshot(ledger) == before
     assert ledger.outcome("k") is None  # unknown outcome: the caller retries with the key
     with monkeypatch.context() as patch:
         patch.setattr(_records.SqlBook, "move", failing)
+        patch.setattr(_batch._Book, "move", failing)
         results: list[object] = []
         threads = [threading.Thread(target=lambda c=c, k=k: results.append(
             _try(ledger, c, k))) for c, k in [(Deposit("bob", 5), "k"),

@@ -3,7 +3,8 @@
 Every acknowledged command must survive a crash, so commits are durable before
 anyone is answered; one durable commit per command would cap throughput, so one
 writer thread gathers the commands that queue up while it commits into a single
-transaction (a SAVEPOINT each, so one refusal spoils nothing else) and wakes
+transaction (applied in memory and written at once, ``_batch``; if that fails,
+again with a SAVEPOINT each, so one failure spoils nothing else) and wakes
 each caller after the commit. Readers use a small pool of their own
 connections. Money moves only as double entries, deposits and withdrawals
 against the system account ``@cash``, so the journal always sums to zero;
@@ -28,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from netlet.apps.bank._batch import CommandJob, run_fast
 from netlet.apps.bank._commands import (
     BankError,
     Command,
@@ -92,7 +94,7 @@ class _Retry(Exception):
 
 
 class _Careful(Exception):
-    """A pipelined batch failed somewhere: it runs again, waiting for each job's writes."""
+    """A batch run in memory failed somewhere: it runs again, job by job."""
 
 
 class Ledger(LedgerPins, LedgerReads):
@@ -175,10 +177,9 @@ class Ledger(LedgerPins, LedgerReads):
                 raise self._closed_error()
             self._active += 1
             self._queue.put((run, (loop, future), True))
-        with self._meter.timed(type(command).__name__):
-            return await future
+        return await self._meter.waited(type(command).__name__, future)
 
-    def _command_job(self, command: Command, key: str) -> _Job:
+    def _command_job(self, command: Command, key: str) -> CommandJob:
         check_key(key)
         _no_fence(command)
         record = command_record(command)
@@ -187,7 +188,7 @@ class Ledger(LedgerPins, LedgerReads):
         def run(conn: Conn, now: float) -> _Done:
             return self._apply(conn, now, command, key, kind, text)
 
-        return run
+        return CommandJob(command, key, kind, text, run)
 
     def _journal_row(self, conn: Conn, key: str, kind: str, text: str, ok: int,
                      outcome: str, now: float) -> int:
@@ -205,15 +206,7 @@ class Ledger(LedgerPins, LedgerReads):
         found = conn.execute(sql, (key,))
         seq = self._head[0] + 1
         book = SqlBook(conn, key, seq)
-        movement = getattr(command, "movement", None)
-        if self._pipelined and movement is not None:  # both queries in one round trip
-            accounts = movement()[:2]
-            ahead = conn.execute("SELECT account, status, balance FROM accounts"
-                                 " WHERE account IN (?, ?)", accounts)
-            row = found.fetchone()
-            book.prefetched(ahead, accounts)
-        else:
-            row = found.fetchone()
+        row = found.fetchone()
         if row is not None:  # nothing written: the refusals below need no rollback
             if row[3] == "Fence":
                 return None, KeySettled(key)
@@ -270,7 +263,7 @@ class Ledger(LedgerPins, LedgerReads):
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
-        careful = not self._pipelined
+        careful = False
         t0 = time.perf_counter()
         for attempt in range(_RETRIES + 1):
             try:
@@ -278,6 +271,7 @@ class Ledger(LedgerPins, LedgerReads):
                 break
             except _Careful:
                 careful = True
+                self._meter.careful += 1
                 continue
             except _Retry:
                 if attempt == _RETRIES:
@@ -302,37 +296,20 @@ class Ledger(LedgerPins, LedgerReads):
                    ) -> list[tuple[_Waiter, Any, BaseException | None]]:
         """Run every job of ``batch`` in one transaction and commit it; their outcomes.
 
-        Pipelined (PostgreSQL), a job's writes go out with the next job's reads, so an
-        error may surface later than the job that made it: then the batch is rolled back
-        and runs again ``careful``ly, each job's writes waited for before the next.
+        At first the batch's commands are applied in memory and written at once
+        (``_batch.run_fast``), so an error may surface at the COMMIT, far from the job
+        that made it: then the batch is rolled back and runs again ``careful``ly, job by
+        job in a savepoint each, each job's writes waited for before the next.
         """
-        conn, done, first = self._conn, [], self._head
+        conn, first = self._conn, self._head
+        done: list[tuple[_Waiter, Any, BaseException | None]] = []
         self._after_commit.clear()  # a batch that runs again adds its hooks again
         try:
             with self._store.pipeline(conn) as flush:
-                head = self._store.begin_write(conn)
-                if head is not None:
-                    self._head = first = head  # another front-end may have journaled since
-                now = self._clock.time()
-                for job, future, _ in batch:
-                    conn.execute("SAVEPOINT job")
-                    before = self._head
-                    try:
-                        value, error = job(conn, now)
-                        conn.execute("RELEASE job")
-                        if careful:
-                            flush()  # a pipelined write's error belongs to this job
-                    except Exception as exc:
-                        if not careful:
-                            raise _Careful() from exc
-                        if self._store.retryable(exc):
-                            raise _Retry() from exc
-                        self._undo_job(conn, flush)
-                        self._head = before
-                        value, error = None, exc
-                        if isinstance(exc, self._errors):
-                            error = StorageError(f"ledger storage failed: {exc}")
-                    done.append((future, value, error))
+                if not careful:
+                    done = run_fast(conn, self._store, batch, self, self._clock)
+                else:
+                    self._run_careful(conn, batch, flush, done)
                 conn.execute("COMMIT")
                 flush()
         except Exception as exc:
@@ -347,12 +324,36 @@ class Ledger(LedgerPins, LedgerReads):
                         conn.execute("ROLLBACK")
                 except self._errors:
                     pass
-            if not careful and not isinstance(exc, _Retry | _Careful):
+            if not careful and not isinstance(exc, _Retry):
                 raise _Careful() from exc  # e.g. the last job's write failed at the COMMIT
             if not isinstance(exc, _Retry | _Careful) and self._store.retryable(exc):
                 raise _Retry() from exc
             raise
         return done
+
+    def _run_careful(self, conn: Conn, batch: list[_Item], flush: Callable[[], None],
+                     done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+        """Each job in a savepoint, its writes waited for: a failure is that job's alone."""
+        head = self._store.begin_write(conn)
+        if head is not None:
+            self._head = head  # another front-end may have journaled since
+        now = self._clock.time()
+        for job, future, _ in batch:
+            conn.execute("SAVEPOINT job")
+            before = self._head
+            try:
+                value, error = job(conn, now)
+                conn.execute("RELEASE job")
+                flush()  # a pipelined write's error belongs to this job
+            except Exception as exc:
+                if self._store.retryable(exc):
+                    raise _Retry() from exc
+                self._undo_job(conn, flush)
+                self._head = before
+                value, error = None, exc
+                if isinstance(exc, self._errors):
+                    error = StorageError(f"ledger storage failed: {exc}")
+            done.append((future, value, error))
 
     def _undo_job(self, conn: Conn, flush: Callable[[], None]) -> None:
         """Roll the failed job back to its savepoint (past a pipeline's aborted part)."""

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from netlet.apps.bank._commands import LedgerClosed
-from netlet.apps.bank._pinguard import PinGuard, PinRow, Place, Ticket, next_pin_state
+from netlet.apps.bank._pinguard import PIN_THREADS, PinGuard, PinRow, Place, Ticket, next_pin_state
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.apps.bank._records import Conn
 from netlet.apps.bank._store import Store
@@ -100,7 +100,7 @@ class LedgerPins:
                 if self._closed:
                     raise self._closed_error()
                 if self._pin_threads is None:
-                    self._pin_threads = ThreadPoolExecutor(32, "netlet-ledger-pins")
+                    self._pin_threads = ThreadPoolExecutor(PIN_THREADS, "netlet-ledger-pins")
                 threads = self._pin_threads
             ok: bool = await loop.run_in_executor(threads, self.check_pin, account, pin, now)
             return ok

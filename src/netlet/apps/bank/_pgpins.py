@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from netlet.apps.bank._commands import CardLocked
-from netlet.apps.bank._pinguard import next_pin_state
+from netlet.apps.bank._pinguard import PIN_THREADS, next_pin_state
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin, verify_pin
 from netlet.apps.bank._records import Conn
 from netlet.clock import Backoff
@@ -88,7 +88,8 @@ class PgPinGate:
                 conn.close()
             elif not conn.in_transaction:
                 with self._lock:
-                    keep = not self._closed and len(self._pool) < 8
+                    # One for each PIN thread (``_ledgerpins``): none opened twice.
+                    keep = not self._closed and len(self._pool) < PIN_THREADS
                     if keep:
                         self._pool.append(conn)
                 if not keep:

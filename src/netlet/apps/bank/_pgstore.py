@@ -81,6 +81,22 @@ CREATE TABLE pin_ghosts (
 CREATE TABLE ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)
 """
 _LOCK = "LOCK TABLE commands IN EXCLUSIVE MODE"
+_MANY = {  # write_many: WITH ORDINALITY keeps the rows' order (entries' ids follow it)
+    "commands": "INSERT INTO commands SELECT s, k, t, r, o, c, a, h FROM unnest("
+                "?::bigint[], ?::text[], ?::text[], ?::text[], ?::int[], ?::text[], "
+                "?::float8[], ?::text[]) WITH ORDINALITY AS u(s, k, t, r, o, c, a, h, n) "
+                "ORDER BY n",
+    "entries": "INSERT INTO entries(seq, account, amount, counterparty) SELECT s, a, m, c "
+               "FROM unnest(?::bigint[], ?::text[], ?::bigint[], ?::text[]) "
+               "WITH ORDINALITY AS u(s, a, m, c, n) ORDER BY n",
+    "balances": "UPDATE accounts SET balance = accounts.balance + u.change FROM "
+                "unnest(?::bigint[], ?::text[]) AS u(change, account) "
+                "WHERE accounts.account = u.account",
+}
+
+
+def _nothing() -> None:
+    pass
 
 
 def redact(url: str) -> str:
@@ -247,12 +263,21 @@ class PostgresStore:
         with raw.pipeline() as pipe:
             yield pipe.sync
 
-    def begin_write(self, conn: Conn) -> Head:
-        conn.execute("BEGIN")  # pipelined: these three are one round trip
+    def begin_write(self, conn: Conn, ahead: Callable[[], None] = _nothing) -> Head:
+        conn.execute("BEGIN")  # pipelined: these and ``ahead``'s are one round trip
         conn.execute(_LOCK)
-        row = conn.execute("SELECT seq, chain FROM commands ORDER BY seq DESC LIMIT 1"
-                           ).fetchone()
+        last = conn.execute("SELECT seq, chain FROM commands ORDER BY seq DESC LIMIT 1")
+        ahead()
+        row = last.fetchone()
         return (0, "") if row is None else (int(row[0]), str(row[1]))
+
+    def any_of(self, column: str, values: list[str]) -> tuple[str, Any]:
+        return f"{column} = ANY(?)", (values,)
+
+    def write_many(self, conn: Conn, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement for all ``rows``: their columns as arrays, unnested."""
+        columns = list(zip(*rows, strict=True))
+        conn.execute(_MANY[table], [list(column) for column in columns])
 
     def begin_read(self, conn: Conn) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

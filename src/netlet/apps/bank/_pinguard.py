@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from netlet.apps.bank._commands import BankError, CardLocked, WrongPin
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin, verify_pin
 
-__all__ = ["PinGuard", "PinRow", "Place", "Ticket", "next_pin_state"]
+__all__ = ["PIN_THREADS", "PinGuard", "PinRow", "Place", "Ticket", "next_pin_state"]
+
+PIN_THREADS = 32
+"""Threads that check slow PINs (and, on PostgreSQL, whole attempts) at once, per ledger."""
 
 _MAX_GHOSTS = 10_000
 

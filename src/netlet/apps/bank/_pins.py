@@ -9,6 +9,7 @@ smaller ``n``. PINs never appear in an error message, a log or a repr.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -62,7 +63,13 @@ def hash_pin(pin: str, *, n: int = DEFAULT_SCRYPT_N) -> str:
 
 
 def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
-    match = _HASH.fullmatch(stored) if isinstance(stored, str) else None
+    return _parse_text(stored) if isinstance(stored, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
+    """``_parse`` of a str; kept for the cards signed in most (each sign-in parses twice)."""
+    match = _HASH.fullmatch(stored)
     if match is None:
         return None
     n, r, p = (int(match[i]) for i in (1, 2, 3))

@@ -68,6 +68,9 @@ class LedgerStatistics:
     """Jobs per commit."""
     commit_seconds: Histogram | None = None
     """Time each commit took (its fsync included)."""
+    careful_batches: int = 0
+    """Batches that failed as a whole and ran again one command at a time (each in a
+    savepoint; see ``_batch``): a write the database refused, a lost connection."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -125,14 +128,6 @@ class SqlBook:
     def __init__(self, conn: Conn, key: str, seq: int) -> None:
         self.conn, self.key, self.seq = conn, key, seq
         self._rows: dict[str, list[Any]] = {}
-
-    def prefetched(self, cursor: Any, accounts: tuple[str, ...]) -> None:
-        """Take the ``(account, status, balance)`` rows of ``accounts`` from ``cursor``
-        (a query sent ahead, so one round trip serves several reads)."""
-        for account in accounts:
-            self._rows[account] = [None, 0]
-        for account, status, balance in cursor.fetchall():
-            self._rows[account] = [status, balance]
 
     def _one(self, sql: str, *args: object) -> Any:
         row = self.conn.execute(sql, args).fetchone()

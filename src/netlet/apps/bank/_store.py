@@ -19,7 +19,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from netlet.apps.bank._journal import AuditReport, HeadFile, audit, audit_file, prepare
 from netlet.apps.bank._ledgerfile import LedgerFile, open_ledger_file
@@ -52,7 +52,8 @@ class Store(Protocol):
     pins: PinGate | None
     """None: the ledger keeps PIN reservations in memory (one process per ledger)."""
     pipelined: bool
-    """Whether statements are sent ahead (``pipeline``): then reads are batched too."""
+    """Whether statements are sent ahead (``pipeline``): then a connection whose batch
+    failed may still owe answers, and is replaced rather than reused."""
 
     def pipeline(self, conn: Conn) -> AbstractContextManager[Callable[[], None]]:
         """A batch's statements, sent without waiting where no answer is needed; it gives
@@ -69,8 +70,20 @@ class Store(Protocol):
     def connect_writer(self) -> Conn:
         """A new connection for the writer, when the old one was lost (``broken``)."""
 
-    def begin_write(self, conn: Conn) -> Head | None:
-        """Begin the writer's transaction; the head if another process may have moved it."""
+    def begin_write(self, conn: Conn, ahead: Callable[[], None] = ...) -> Head | None:
+        """Begin the writer's transaction; the head if another process may have moved it.
+
+        ``ahead`` sends the batch's first reads, after the write lock is taken and before
+        the head is waited for (on PostgreSQL: the same round trip).
+        """
+
+    def any_of(self, column: str, values: list[str]) -> tuple[str, Any]:
+        """SQL that ``column`` is one of ``values``, and its parameters."""
+
+    def write_many(self, conn: Conn, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write ``rows`` in as few statements as the database allows: ``commands`` and
+        ``entries`` rows (their columns in order, ``entries`` without its id), or
+        ``balances``: ``(change, account)`` added to each account's balance."""
 
     def begin_read(self, conn: Conn) -> None:
         """Begin a read transaction: one snapshot for several statements."""
@@ -119,6 +132,13 @@ def _nothing() -> None:
     pass
 
 
+_SQLITE_MANY = {
+    "commands": "INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "entries": "INSERT INTO entries(seq, account, amount, counterparty) VALUES (?, ?, ?, ?)",
+    "balances": "UPDATE accounts SET balance = balance + ? WHERE account=?",
+}
+
+
 class SqliteStore:
     """The ledger in one SQLite file (WAL, ``synchronous=FULL``), held by this process alone."""
 
@@ -164,9 +184,16 @@ class SqliteStore:
     def pipeline(self, conn: Conn) -> Iterator[Callable[[], None]]:
         yield _nothing  # an embedded database: every statement is done when it returns
 
-    def begin_write(self, conn: Conn) -> Head | None:
+    def begin_write(self, conn: Conn, ahead: Callable[[], None] = _nothing) -> Head | None:
         conn.execute("BEGIN IMMEDIATE")
+        ahead()
         return None  # this process is the only writer: the ledger's own head is right
+
+    def any_of(self, column: str, values: list[str]) -> tuple[str, Any]:
+        return f"{column} IN ({','.join('?' * len(values))})", values
+
+    def write_many(self, conn: Conn, table: str, rows: list[tuple[Any, ...]]) -> None:
+        conn.executemany(_SQLITE_MANY[table], rows)
 
     def begin_read(self, conn: Conn) -> None:
         conn.execute("BEGIN")
