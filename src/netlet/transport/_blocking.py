@@ -22,7 +22,7 @@ from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
-from netlet.transport._framing import frame_parts, stream_lens
+from netlet.transport._framing import frame_parts, split_lens
 from netlet.transport._pool import (
     MIN_CACHED,
     bytes_api,
@@ -294,15 +294,7 @@ class BlockingFramer:
             self._fill(head)
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", self._buf, self._start + 8) if nbufs else ())
-            shm_lens: tuple[int, ...] = ()
-            if nbufs and any(n & SHM_FLAG for n in lens):
-                if self.shm is None:
-                    raise ProtocolError("a shared-memory buffer on a connection that did not "
-                                        "agree to shared memory")
-                shm_lens, (lens, size) = lens, stream_lens(lens)
-                if body_len + size > self.max_frame:
-                    raise FrameTooLarge(
-                        f"frame of {body_len + size} bytes (limit {self.max_frame})")
+            lens, shm_lens = split_lens(lens, body_len, self.shm is not None, self.max_frame)
             payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
@@ -313,19 +305,7 @@ class BlockingFramer:
                 body = self._read_body(head, body_len)
                 self._pending = LazyBuffers(self, lens[:])
                 return body, self._pending
-            if head + payload <= len(self._buf):
-                self._fill(head + payload)
-                p0 = self._start + head
-                self._start += head + payload
-                if self._start == self._end:
-                    self._start = self._end = 0
-                view = self._view[p0 : p0 + payload]
-                bufs = _split(view, body_len, lens, copy=True)
-                return view[:body_len], bufs
-            # A large frame: a buffer of its own that grows as the bytes come.
-            self._start += head
-            view = self.read_growing(payload)
-            return view[:body_len], _split(view, body_len, lens, copy=False)
+            return self._read_frame(head, body_len, lens)
         except _NoFrame:
             raise TimeoutError("no frame within the timeout") from None
         except (TimeoutError, BlockingIOError):  # SO_RCVTIMEO expired in mid-frame
@@ -345,11 +325,9 @@ class BlockingFramer:
             self._start = self._end = 0
         self.shm.acked(self._view[p0 : p0 + body_len])
 
-    def _recv_shm(self, head: int, body_len: int, lens: tuple[int, ...],
-                  shm_lens: tuple[int, ...]) -> tuple[memoryview, Sequence[Buffer]]:
-        """A frame with memfds: the body and descriptors, then the peer's maps; charged
-        (admitted first) like a frame read from the stream, and acked."""
-        assert self.shm is not None
+    def _read_frame(self, head: int, body_len: int,
+                    lens: tuple[int, ...]) -> tuple[memoryview, list[Buffer]]:
+        """The rest of a frame whose head is buffered: its body and buffers, read whole."""
         payload = body_len + sum(lens)
         if head + payload <= len(self._buf):
             self._fill(head + payload)
@@ -358,13 +336,18 @@ class BlockingFramer:
             if self._start == self._end:
                 self._start = self._end = 0
             view = self._view[p0 : p0 + payload]
-            bufs = _split(view, body_len, lens, copy=True)
-            body = view[:body_len]
-        else:
-            self._start += head
-            view = self.read_growing(payload)
-            bufs = _split(view, body_len, lens, copy=False)
-            body = view[:body_len]
+            return view[:body_len], _split(view, body_len, lens, copy=True)
+        # A large frame: a buffer of its own that grows as the bytes come.
+        self._start += head
+        view = self.read_growing(payload)
+        return view[:body_len], _split(view, body_len, lens, copy=False)
+
+    def _recv_shm(self, head: int, body_len: int, lens: tuple[int, ...],
+                  shm_lens: tuple[int, ...]) -> tuple[memoryview, Sequence[Buffer]]:
+        """A frame with memfds: the body and descriptors, then the peer's maps; charged
+        (admitted first) like a frame read from the stream, and acked."""
+        assert self.shm is not None
+        body, bufs = self._read_frame(head, body_len, lens)
         size = sum(n & MAX_SIZE for n in shm_lens if n & SHM_FLAG)
         account = self.account
         if account is not None:

@@ -29,7 +29,8 @@ from netlet.errors import FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._shm import ACK, DESCRIPTOR, MAX_SIZE, SHM_FLAG, ShmLink
 
-__all__ = ["FrameReader", "MessageHandler", "frame_parts", "frame_size", "stream_lens"]
+__all__ = ["FrameReader", "MessageHandler", "frame_parts", "frame_size", "split_lens",
+           "stream_lens"]
 
 _HEAD = struct.Struct(">II")
 _RING_MIN = 4 * 1024
@@ -69,6 +70,22 @@ def stream_lens(lens: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
     and the frame's buffers' total size in memory."""
     return (tuple(DESCRIPTOR.size if n & SHM_FLAG else n for n in lens),
             sum(n & MAX_SIZE if n & SHM_FLAG else n for n in lens))
+
+
+def split_lens(lens: tuple[int, ...], body_len: int, agreed: bool,
+               max_frame: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A frame head's buffer lengths as (what the stream carries, the raw lengths if any
+    buffer is a memfd, else ``()``); refused on a connection that did not agree, or
+    when the values the frame stands for pass ``max_frame``."""
+    if not any(n & SHM_FLAG for n in lens):
+        return lens, ()
+    if not agreed:
+        raise ProtocolError("a shared-memory buffer on a connection that did not agree to "
+                            "shared memory")
+    stream, size = stream_lens(lens)
+    if body_len + size > max_frame:
+        raise FrameTooLarge(f"frame of {body_len + size} bytes (limit {max_frame})")
+    return stream, lens
 
 
 def frame_size(parts: Sequence[Buffer]) -> int:
@@ -214,17 +231,8 @@ class FrameReader:
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", buf, start + 8) if nbufs else ()
             )
-            shm_lens: tuple[int, ...] = ()
+            lens, shm_lens = split_lens(lens, body_len, self.shm is not None, self.max_frame)
             payload = body_len + sum(lens)
-            if nbufs and any(n & SHM_FLAG for n in lens):
-                if self.shm is None:
-                    raise ProtocolError("a shared-memory buffer on a connection that did not "
-                                        "agree to shared memory")
-                shm_lens, (lens, size) = lens, stream_lens(lens)
-                if body_len + size > self.max_frame:
-                    raise FrameTooLarge(
-                        f"frame of {body_len + size} bytes (limit {self.max_frame})")
-                payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
             total = head + payload
