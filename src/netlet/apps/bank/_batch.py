@@ -35,7 +35,7 @@ from netlet.apps.bank._commands import (
     error_to_record,
 )
 from netlet.apps.bank._journal import link
-from netlet.apps.bank._records import Conn, canonical
+from netlet.apps.bank._records import Conn, RowBook, canonical
 from netlet.apps.bank._store import Head, Store
 from netlet.clock import Clock
 
@@ -218,7 +218,7 @@ class Run:
             write(conn, "commands", self.commands)
 
 
-class _Book:
+class _Book(RowBook):
     """The :class:`~netlet.apps.bank._commands.Book` one command of a :class:`Run` sees:
     its changes stay its own until ``keep`` (a refusal leaves nothing behind)."""
 
@@ -237,13 +237,6 @@ class _Book:
         if row is None:
             row = self._rows[account] = list(self.run.row(account))
         return row
-
-    def status(self, account: str) -> str | None:
-        status: str | None = self._row(account)[0]
-        return None if status == "system" else status
-
-    def balance(self, account: str) -> int:
-        return int(self._row(account)[1])
 
     def create(self, account: str, owner: str, pin_hash: str) -> None:
         self._rows[account] = ["open", 0]

@@ -27,6 +27,7 @@ __all__ = [
     "Conn",
     "LedgerStatistics",
     "Outcome",
+    "RowBook",
     "SqlBook",
     "StatementEntry",
     "canonical",
@@ -118,7 +119,24 @@ class AccountInfo:
     balance: int
 
 
-class SqlBook:
+class RowBook:
+    """What every :class:`Book` reads the same way: an account's ``[status, balance]``
+    row, from ``_row`` (the system account's status reads as None: not a customer's)."""
+
+    __slots__ = ()
+
+    def _row(self, account: str) -> list[Any]:
+        raise NotImplementedError
+
+    def status(self, account: str) -> str | None:
+        status: str | None = self._row(account)[0]
+        return None if status == "system" else status
+
+    def balance(self, account: str) -> int:
+        return int(self._row(account)[1])
+
+
+class SqlBook(RowBook):
     """The :class:`Book` a command sees: SQL on the writer's connection, inside its savepoint.
 
     Each account's status and balance are read once per command and kept up to date
@@ -141,13 +159,6 @@ class SqlBook:
                 "SELECT status, balance FROM accounts WHERE account=?", (account,)).fetchone()
             row = self._rows[account] = [None, 0] if found is None else list(found)
         return row
-
-    def status(self, account: str) -> str | None:
-        status: str | None = self._row(account)[0]
-        return None if status == "system" else status
-
-    def balance(self, account: str) -> int:
-        return int(self._row(account)[1])
 
     def create(self, account: str, owner: str, pin_hash: str) -> None:
         self.conn.execute(
