@@ -23,6 +23,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from netlet.cluster._batches import batches
 from netlet.cluster._sched_records import WorkerSlot
 from netlet.cluster._scheduler import (
     ASSIGNED,
@@ -35,7 +36,6 @@ from netlet.cluster._scheduler import (
     Scheduler,
     StaleEpoch,
     Started,
-    batches,
 )
 from netlet.errors import ConfigError, WorkerLost
 

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
+from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
-from netlet.cluster._scheduler import batches
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, WorkerLost
 from netlet.node import Node, Proxy, expose

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
+from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
 from netlet.cluster._scheduler import (
     Action,
@@ -33,7 +34,6 @@ from netlet.cluster._scheduler import (
     Scheduler,
     StaleEpoch,
     Started,
-    batches,
 )
 from netlet.cluster._store import HeadStore
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject

@@ -7,15 +7,12 @@ its actions (the head; the worker's batching of results).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = [
     "ASSIGNED", "DONE", "QUEUED", "RUNNING",
     "Action", "Deliver", "Handout", "Reclaim", "StaleEpoch", "Started", "Task", "TaskQueue",
     "WorkerSlot",
-    "batches",
 ]
 
 QUEUED, ASSIGNED, RUNNING, DONE = "queued", "assigned", "running", "done"
@@ -205,27 +202,3 @@ class TaskQueue:
             live = [t for t in self._ids if (x := self._tasks.get(t)) is not None
                     and x.state == QUEUED]
             self._ids = deque(dict.fromkeys(live))
-
-
-def batches(items: list[Any], size: Callable[[Any], int], max_bytes: int,
-            max_big: int, big: int) -> list[list[Any]]:
-    """Split ``items`` into messages a peer accepts: each under ``max_bytes`` in all
-    and with at most ``max_big`` items of ``big`` bytes or more (each of those
-    travels as an out-of-band buffer, of which a frame carries a bounded number).
-    An item alone always makes a message (the frame limit then judges it).
-    """
-    out: list[list[Any]] = []
-    cur: list[Any] = []
-    total = nbig = 0
-    for item in items:
-        n = size(item)
-        is_big = n >= big
-        if cur and (total + n > max_bytes or nbig + is_big > max_big):
-            out.append(cur)
-            cur, total, nbig = [], 0, 0
-        cur.append(item)
-        total += n
-        nbig += is_big
-    if cur:
-        out.append(cur)
-    return out

@@ -57,14 +57,12 @@ from netlet.cluster._sched_records import (
     Started,
     Task,
     WorkerSlot,
-    batches,
 )
 from netlet.errors import WorkerLost
 
 __all__ = [
     "ASSIGNED", "DONE", "QUEUED", "RUNNING",
     "Action", "Deliver", "Handout", "Reclaim", "Scheduler", "StaleEpoch", "Started", "Task",
-    "batches",
 ]
 
 class Scheduler(SchedulerHolds):

@@ -168,7 +168,7 @@ class WorkerTraffic:
         """
         if len(results) <= 1:
             return [results] if results else []
-        from netlet.cluster._sched_records import batches
+        from netlet.cluster._batches import batches
 
         limits = self.node.config.transport.limits
         return batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
