@@ -19,6 +19,7 @@ link to resolve references (docs/PROTOCOL.md 4.8).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
@@ -189,6 +190,14 @@ class _DirectClient:
             raise
 
 
+def _close_unclaimed(fut: concurrent.futures.Future[tuple[socket.socket | None, Any]]) -> None:
+    """A direct connection made after its caller gave up waiting: nobody will use it."""
+    if not fut.cancelled() and fut.exception() is None:
+        sock = fut.result()[0]
+        if sock is not None:
+            sock.close()
+
+
 def _left(until: float | None, now: float) -> float | None:
     """Seconds from ``now`` to ``until`` (None: no bound)."""
     return None if until is None else max(until - now, 0.0)
@@ -251,8 +260,13 @@ class DirectPool:
             return sock, peer
 
         t = node.config.transport
-        sock, peer = asyncio.run_coroutine_threadsafe(dial(), loop).result(
-            t.connect_timeout + t.handshake_timeout + 1)
+        fut = asyncio.run_coroutine_threadsafe(dial(), loop)
+        try:
+            sock, peer = fut.result(t.connect_timeout + t.handshake_timeout + 1)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()  # a dial that completes anyway closes what it made
+            fut.add_done_callback(_close_unclaimed)
+            raise
         if sock is None:
             raise ConnectionLost("direct connection unavailable on this transport")
         limits = t.limits
