@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from rich.text import Text
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_args, tls_config, tls_options
+from netlet.cli._types import Seconds
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
@@ -30,6 +32,7 @@ from netlet.transport import (
     find_user_key,
     is_local_address,
     load_key,
+    parse_address,
     save_user_key,
     server_user_key,
 )
@@ -61,6 +64,14 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
     return tuple(load_key(p) for p in old_key_files)
 
 
+def _open_store(state: str) -> HeadStore:
+    try:
+        return HeadStore(state)
+    except (sqlite3.Error, OSError) as e:
+        raise ConfigError(f"--state {state}: cannot use it as the head's state file ({e}); "
+                          "move it, or give another --state") from None
+
+
 @click.command()
 @click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
               show_envvar=True, help="Address to serve the head on.")
@@ -81,7 +92,7 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
                    "0.0.0.0 or :: [default: the address of the default route's interface, "
                    "else the first non-loopback address; with neither the head refuses "
                    "to start].")
-@click.option("--client-grace", type=click.FloatRange(0.1), default=60.0, show_default=True,
+@click.option("--client-grace", type=Seconds(0.1), default=60.0, show_default=True,
               metavar="SECONDS",
               help="How long finished results wait for a client that lost its connection, "
                    "and how long a head restarted from --state keeps the tasks of clients "
@@ -125,7 +136,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
         raise ConfigError("--allow-pickle needs a key (--key-file): pickles only travel "
                           "between peers that proved they hold it")
     old_keys = _old_keys(key_file, old_key_files)
-    store = HeadStore(state) if state else None
+    store = _open_store(state) if state else None
     try:
         node = Node(listen=listen, key=key, old_keys=old_keys, tls=tls, insecure=insecure,
                     allow_pickle=allow_pickle, call_timeout=None, advertise=advertise)
@@ -198,8 +209,13 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
     still reach the objects placed on it. With --tls-cert, --tls-key and
     --tls-ca the worker joins a TLS head and serves its objects over TLS.
     """
-    if credit != "auto" and not credit.isdigit():
+    if credit != "auto" and not (credit.isascii() and credit.isdigit()):
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
+    if listen is not None:
+        try:
+            parse_address(listen)  # here, not in each worker process: they would restart
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--listen") from None
     tls = tls_config(tls_cert, tls_key, tls_ca)
     old_keys = _old_keys(key_file, old_key_files)
     key = worker_key(join_addr, _load_key(key_file))
@@ -209,7 +225,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
            "--key-stdin", "--with-parent", *tls_args(tls)]
     if allow_pickle:
         cmd.append("--pickle")
-    if listen:
+    if listen is not None:
         cmd += ["--listen", listen]
     console = Console(stderr=True)
     stop = stop_on_signals()
@@ -282,7 +298,7 @@ def _check_key(address: str, key: bytes, old_keys: tuple[bytes, ...] = (),
 @click.option("--json", "as_json", is_flag=True,
               help="Print the status as JSON, for scripts (schema in docs/cluster.md).")
 @click.option("--watch", "-w", is_flag=True, help="Refresh the view until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+@click.option("--interval", type=Seconds(0.1, 86400), default=1.0, show_default=True,
               metavar="SECONDS", help="Seconds between refreshes with --watch.")
 def status(head_addr: str, key_file: str | None, tls_cert: str | None, tls_key: str | None,
            tls_ca: str | None, as_json: bool, watch: bool, interval: float) -> None:
