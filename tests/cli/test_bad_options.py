@@ -112,3 +112,23 @@ def test_status_watch_interval_must_be_a_sane_number_of_seconds(value: str) -> N
     result = _run("status", "--head", "tcp://127.0.0.1:1", "-w", "--interval", value)
     _refused(result, "--interval")
     assert result.returncode == 2
+
+
+# -- demo, dashboard ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("value", ["nan", "1e300"])
+def test_demo_time_limit_must_be_a_sane_number_of_seconds(value: str) -> None:
+    # Both reached Thread.join: ValueError / OverflowError, with a traceback.
+    result = _run("demo", "--part", "calls", "--time-limit", value)
+    _refused(result, "--time-limit")
+    assert result.returncode == 2
+
+
+@pytest.mark.timeout(30)
+def test_dashboard_on_a_host_that_is_not_here_says_why() -> None:
+    result = _run("head", "--listen", "tcp://127.0.0.1:0", "--dashboard",
+                  "no-such-host.invalid:0")
+    _refused(result, "could not listen on no-such-host.invalid:0")
+    assert not result.stderr.rstrip().endswith(": 3")  # uvicorn's exit code, not a reason
