@@ -266,6 +266,19 @@ def test_unreachable_head(primes: Coordinators) -> None:
     assert "cannot reach the head at tcp://127.0.0.1:" in done.stderr
 
 
+def test_a_search_that_fails_before_any_chunk_points_to_no_missing_file(
+        primes: Coordinators, tmp_path: Path) -> None:
+    """It said 'Finished chunks are kept in .netlet-primes-....db' and no such file existed."""
+    done = primes.run("--end", "100", "-w", "1", "--out", tmp_path / "missing" / "p.txt")
+    assert done.returncode == 1
+    assert "No such file or directory" in done.stderr
+    kept = [line for line in done.stderr.splitlines() if "are kept in" in line]
+    for line in kept:
+        path = line.split("are kept in ", 1)[1].split(":", 1)[0]
+        assert Path(path).exists(), line
+    assert "nothing to resume" in done.stderr
+
+
 # --- the coordinator dying -----------------------------------------------------------------
 
 

@@ -171,8 +171,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                    dashboard_token, dashboard_control)
             summary = _run(search, err)
         except KeyboardInterrupt:
-            _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
-                            "run the same command with --resume to go on", soft_wrap=True)
+            _stderr().print(f"interrupted: {_kept(config.state_path())}", soft_wrap=True)
             raise SystemExit(130) from None
         except (ConfigError, click.ClickException):
             raise
@@ -180,8 +179,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
             where = "; ".join(getattr(e, "__notes__", ()))
             raise click.ClickException(
                 f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
-                + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
-                "run the same command with --resume") from e
+                + f"; {_kept(config.state_path())}") from e
         finally:
             if board is not None:
                 board.stop()
@@ -283,6 +281,15 @@ def _wait_for_workers(cluster: Cluster, n: int, timeout: float = 15.0) -> None:
         if sum(1 for node in nodes if node["role"] == "worker" and node["alive"]) >= n:
             return
         time.sleep(0.02)
+
+
+def _kept(state: Path) -> str:
+    """Where the finished chunks are, or that none were recorded (then no file exists)."""
+    if state.exists():
+        return (f"the finished chunks are kept in {state}: fix the cause and run the same "
+                "command with --resume to go on")
+    return ("no finished chunk was recorded, so there is nothing to resume: fix the cause "
+            "and run the same command again")
 
 
 # --- the live view and the summary ------------------------------------------------------
