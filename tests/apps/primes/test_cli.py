@@ -279,6 +279,18 @@ def test_a_search_that_fails_before_any_chunk_points_to_no_missing_file(
     assert "nothing to resume" in done.stderr
 
 
+def test_state_and_out_cannot_be_one_file(primes: Coordinators, tmp_path: Path) -> None:
+    """--out p --state p said 'primes written to p', then removed p as the finished state."""
+    same = tmp_path / "same.txt"
+    (tmp_path / "link.txt").symlink_to(same)
+    for state in (same, tmp_path / "link.txt"):
+        done = primes.run("--end", "10**6", "-w", "1", "--out", same, "--state", state)
+        assert done.returncode == 2, done.stderr
+        assert "--state" in done.stderr
+        assert "--out" in done.stderr
+    assert not same.exists()  # nothing started
+
+
 # --- the coordinator dying -----------------------------------------------------------------
 
 

@@ -136,6 +136,9 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                "own workers do the work")
     if key_file is not None and head_addr is None:
         raise click.UsageError("--key-file is for a running cluster: give --head too")
+    if out is not None and state is not None and os.path.realpath(out) == os.path.realpath(state):
+        raise click.UsageError("--state and --out name the same file: the primes would be "
+                               "written into the state, and the state is removed at the end")
     config = SearchConfig(start, end, method, chunk, out=out, state=state, resume=resume,
                           keep_state=keep_state)
     if method == "sieve" and head_addr is None and not _have_numpy():
