@@ -132,3 +132,21 @@ def test_dashboard_on_a_host_that_is_not_here_says_why() -> None:
                   "no-such-host.invalid:0")
     _refused(result, "could not listen on no-such-host.invalid:0")
     assert not result.stderr.rstrip().endswith(": 3")  # uvicorn's exit code, not a reason
+
+
+# -- addresses: a usage error (2) in every command, as worker --listen is ----------
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("args", "option"), [
+    (["head", "--listen", "garbage"], "--listen"),
+    (["head", "--listen", "tcp://127.0.0.1:99999"], "--listen"),
+    (["worker", "--join", "", "-n", "1"], "--join"),
+    (["worker", "--join", "ftp://x:1", "-n", "1"], "--join"),
+    (["status", "--head", "garbage"], "--head"),
+    (["dashboard", "--head", "tcp://nohost"], "--head"),
+])
+def test_an_address_that_does_not_parse_is_a_usage_error(args: list[str], option: str) -> None:
+    result = _run(*args)
+    _refused(result, option)
+    assert result.returncode == 2

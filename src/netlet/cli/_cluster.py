@@ -21,7 +21,7 @@ from rich.text import Text
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_args, tls_config, tls_options
-from netlet.cli._types import Seconds
+from netlet.cli._types import Seconds, check_address
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
@@ -32,7 +32,6 @@ from netlet.transport import (
     find_user_key,
     is_local_address,
     load_key,
-    parse_address,
     save_user_key,
     server_user_key,
 )
@@ -74,7 +73,7 @@ def _open_store(state: str) -> HeadStore:
 
 @click.command()
 @click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
-              show_envvar=True, help="Address to serve the head on.")
+              show_envvar=True, callback=check_address, help="Address to serve the head on.")
 @_key_option
 @_old_key_option
 @tls_options
@@ -177,7 +176,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
 
 @click.command()
 @click.option("--join", "join_addr", required=True, envvar=ENV_HEAD, show_envvar=True,
-              metavar="ADDR", help="The head's address.")
+              metavar="ADDR", callback=check_address, help="The head's address.")
 @click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
               help="Worker processes to run [default: the machine's cores].")
 @_key_option
@@ -188,7 +187,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
 @click.option("--allow-pickle", is_flag=True,
               help="Run functions sent by value (pickled), when the head and the client "
                    "agreed too; the workers are keyed in any case.")
-@click.option("--listen", default=None,
+@click.option("--listen", default=None, callback=check_address,
               help="Where each worker serves objects placed on it "
                    "[default: an address the head can reach].")
 def worker(join_addr: str, processes: int | None, key_file: str | None,
@@ -211,11 +210,6 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
     """
     if credit != "auto" and not (credit.isascii() and credit.isdigit()):
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
-    if listen is not None:
-        try:
-            parse_address(listen)  # here, not in each worker process: they would restart
-        except ConfigError as e:
-            raise click.BadParameter(str(e), param_hint="--listen") from None
     tls = tls_config(tls_cert, tls_key, tls_ca)
     old_keys = _old_keys(key_file, old_key_files)
     key = worker_key(join_addr, _load_key(key_file))
@@ -292,7 +286,8 @@ def _check_key(address: str, key: bytes, old_keys: tuple[bytes, ...] = (),
 
 @click.command()
 @click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, metavar="ADDR",
-              envvar=ENV_HEAD, show_envvar=True, help="The head's address.")
+              envvar=ENV_HEAD, show_envvar=True, callback=check_address,
+              help="The head's address.")
 @_key_option
 @tls_options
 @click.option("--json", "as_json", is_flag=True,

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from netlet.cli._tls import tls_config, tls_options
+from netlet.cli._types import check_address
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.errors import ConfigError
 from netlet.transport import find_user_key, load_key
@@ -74,7 +75,7 @@ def start_dashboard(addr: str, *, head: HeadSource | None = None,
 
 @click.command()
 @click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
-              show_envvar=True, help="The head to watch.")
+              show_envvar=True, callback=check_address, help="The head to watch.")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, envvar=ENV_KEY_FILE,
               show_envvar=True,
               help="The cluster key (`netlet keygen`); without it, a head on this machine is "

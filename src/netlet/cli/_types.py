@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-__all__ = ["Seconds"]
+__all__ = ["Seconds", "check_address"]
 
 
 class Seconds(click.FloatRange):
@@ -25,3 +25,16 @@ class Seconds(click.FloatRange):
         if not math.isfinite(rv):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         return rv
+
+
+def check_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: an address option that does not parse is a usage error (exit 2)."""
+    from netlet.errors import ConfigError
+    from netlet.transport import parse_address
+
+    if value is not None:
+        try:
+            parse_address(value)
+        except ConfigError as e:
+            raise click.BadParameter(str(e), ctx, param) from None
+    return value
