@@ -82,7 +82,8 @@ def _open_store(state: str) -> HeadStore:
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
               help="SQLite file keeping the queue, the names and the spawned actors (with "
                    "their restart policy); a head restarted on it, even after kill -9, "
-                   "resumes from it.")
+                   "resumes from it. Only you can read it (0600); a file of another user "
+                   "is refused.")
 @click.option("--allow-pickle", is_flag=True,
               help="Let clients send functions by value to workers (lambdas, closures). "
                    "Only over keyed links, and only to workers started with --allow-pickle.")
