@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -150,6 +151,16 @@ def test_pi_of_a_million(primes: Coordinators, tmp_path: Path, method: str) -> N
     assert sum(n["share"] for n in summary["nodes"]) == pytest.approx(1)
     assert summary["numbers_per_second"] > 0
     assert not list(tmp_path.glob(".netlet-primes-*")), "no state is left after a good run"
+
+
+def test_json_keys_are_the_documented_ones(primes: Coordinators) -> None:
+    """docs/primes.md lists the summary's keys; start, end, method, numbers were missing."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "primes.md").read_text()
+    para = text.split("With `--json` the same summary comes as JSON:")[1].split("The exit")[0]
+    top, nodes = para.split("(a list of", 1)
+    summary = primes.summary("--end", "10**6", "--workers", "1")
+    assert set(summary) == set(re.findall(r"`(\w+)`", top))
+    assert set(summary["nodes"][0]) == set(re.findall(r"`(\w+)`", nodes.split(")")[0]))
 
 
 def test_resume_with_nothing_to_resume_says_so(primes: Coordinators) -> None:
