@@ -182,7 +182,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
             where = "; ".join(getattr(e, "__notes__", ()))
             raise click.ClickException(
                 f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
-                + f"; {_kept(config.state_path())}") from e
+                + f". Fix the cause; {_kept(config.state_path())}") from e
         finally:
             if board is not None:
                 board.stop()
@@ -289,10 +289,10 @@ def _wait_for_workers(cluster: Cluster, n: int, timeout: float = 15.0) -> None:
 def _kept(state: Path) -> str:
     """Where the finished chunks are, or that none were recorded (then no file exists)."""
     if state.exists():
-        return (f"the finished chunks are kept in {state}: fix the cause and run the same "
-                "command with --resume to go on")
-    return ("no finished chunk was recorded, so there is nothing to resume: fix the cause "
-            "and run the same command again")
+        return (f"the finished chunks are kept in {state}: run the same command with "
+                "--resume to go on")
+    return ("no finished chunk was recorded, so there is nothing to resume: run the same "
+            "command again")
 
 
 # --- the live view and the summary ------------------------------------------------------
