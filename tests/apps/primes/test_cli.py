@@ -39,6 +39,7 @@ from tests.cluster.conftest import (
     netlet_command,
     wait_until,
 )
+from tests.security._spawn import NOBODY_UID
 
 __all__: list[str] = []
 
@@ -303,6 +304,25 @@ def test_state_and_out_cannot_be_one_file(primes: Coordinators, tmp_path: Path) 
 
 
 # --- the coordinator dying -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="planting a file of another user needs root (chown)")
+def test_a_state_file_of_another_user_is_refused(primes: Coordinators, tmp_path: Path) -> None:
+    """Another user who can write where we run plants .netlet-primes-<hash>.db: its 'done'
+    chunks and --out length would steer our --resume (and cut our --out file)."""
+    out = tmp_path / "p.txt"
+    out.write_text("2\n3\n5\n")
+    state = tmp_path / "planted.db"
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.commit()
+    os.chown(state, NOBODY_UID, NOBODY_UID)
+    for resume in ([], ["--resume"]):
+        done = primes.run("--end", "10**6", "-w", "1", "--out", out, "--state", state, *resume)
+        assert done.returncode == 1, done.stderr
+        assert f"uid {NOBODY_UID}" in done.stderr
+    assert out.read_text() == "2\n3\n5\n"
 
 
 def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: Path) -> None:
