@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_args, tls_config, tls_options
 from netlet.cli._types import Seconds, check_address
@@ -127,6 +127,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
     of the same CA. The key is still required: TLS adds encryption and a
     certificate check, it does not replace the key.
     """
+    check_dashboard_options(dashboard_addr, dashboard_control)
     tls = tls_config(tls_cert, tls_key, tls_ca)
     key = _load_key(key_file)
     per_user = key is None and is_local_address(listen)

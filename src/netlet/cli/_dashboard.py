@@ -22,7 +22,7 @@ from netlet.transport import find_user_key, load_key
 if TYPE_CHECKING:
     from netlet.web import Dashboard, HeadSource
 
-__all__ = ["dashboard", "dashboard_options", "start_dashboard"]
+__all__ = ["check_dashboard_options", "dashboard", "dashboard_options", "start_dashboard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_TOKEN = "NETLET_DASHBOARD_TOKEN"
@@ -42,6 +42,19 @@ def dashboard_options(fn: F) -> F:
         "--dashboard", "dashboard_addr", metavar="HOST:PORT", default=None,
         help="Serve the web dashboard and /metrics here (e.g. 127.0.0.1:8340). Beyond "
              "loopback it needs a token. Needs netlet[web].")(fn)
+
+
+def check_dashboard_options(dashboard_addr: str | None, control: bool) -> None:
+    """--dashboard-control or --dashboard-token typed without --dashboard is a mistake.
+
+    (A token from $NETLET_DASHBOARD_TOKEN is not: the environment serves every command.)
+    """
+    if dashboard_addr:
+        return
+    source = click.get_current_context().get_parameter_source
+    if control or source("dashboard_token") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--dashboard-control and --dashboard-token are for the "
+                               "dashboard: give --dashboard HOST:PORT too")
 
 
 def _need_web() -> None:

@@ -32,7 +32,7 @@ from netlet.apps.primes._coordinator import (
     check_state,
 )
 from netlet.apps.primes._methods import METHODS
-from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
 from netlet.cluster import Cluster, Executor
 from netlet.errors import ConfigError, NetletError
 from netlet.transport import find_user_key, load_key
@@ -126,6 +126,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     Examples: `netlet primes --end 10**9`, `netlet primes --method naive --end
     300000 --workers 2`, `netlet primes --head tcp://10.0.0.5:7340 --end 10**10`.
     """
+    check_dashboard_options(dashboard_addr, dashboard_control)
     source = click.get_current_context().get_parameter_source
     if workers is not None and source("head_addr") == ParameterSource.ENVIRONMENT:
         head_addr = None  # --workers asks for local workers: $NETLET_HEAD steps aside
