@@ -69,7 +69,12 @@ def test_a_state_file_planted_by_another_user_is_refused(shared_dir: Path) -> No
     state.touch(mode=0o666)
     os.chown(state, NOBODY_UID, NOBODY_UID)  # the attacker's, writable by them
     head = _start_head(state)
-    _out, err = head.communicate(timeout=STEP)
+    try:
+        _out, err = head.communicate(timeout=STEP)
+    finally:
+        if head.poll() is None:  # it took the file: stop it, then fail below
+            head.kill()
+            head.communicate(timeout=STEP)
     assert head.returncode == 1, err
     assert "Traceback" not in err
     assert f"uid {NOBODY_UID}" in err
