@@ -23,6 +23,13 @@ def main() -> None:
     parser.add_argument("--key", help="the cluster key file [default: $NETLET_KEY_FILE]")
     parser.add_argument("--count", type=int, default=8, help="how many squares")
     args = parser.parse_args()
+    try:
+        run(args)
+    except netlet.NetletError as e:  # no head there, no key for it, a wrong key...
+        parser.exit(1, f"cluster_job.py: cannot use the cluster: {e}\n")
+
+
+def run(args: argparse.Namespace) -> None:
     with netlet.Executor(args.head, key_file=args.key) as executor:
         for n, (value, host, pid) in enumerate(executor.map(square, range(args.count))):
             print(f"{n}^2 = {value} (on {host}, worker pid {pid})")

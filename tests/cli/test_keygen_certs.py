@@ -191,6 +191,18 @@ def test_keygen_reports_an_unwritable_place(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("path", ["", "newdir/"])
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_keygen_refuses_a_path_that_names_no_file(tmp_path: Path, path: str, force: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # "" with --force was a ValueError traceback; "newdir/" wrote a file named newdir.
+    monkeypatch.chdir(tmp_path)
+    result = invoke("keygen", path, *force)
+    assert result.exit_code == 2, result.output
+    assert "names no file" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_keygen_console_script(tmp_path: Path) -> None:
     path = tmp_path / "real.key"
     done = subprocess.run(

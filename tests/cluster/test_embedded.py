@@ -148,3 +148,16 @@ def test_wait_workers_is_told_by_the_head_as_each_joins_and_leaves() -> None:
         assert emb.wait_workers(2, STEP)  # and the replacement in
     finally:
         emb.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_client_closed_after_its_shared_node_does_not_raise() -> None:
+    """`netlet demo --part primes --time-limit 0.05` on a loaded machine ended in a
+    'RuntimeError: Event loop is closed' traceback: the part's embedded cluster (and the
+    node the client shares with it) was closed before the tour closed the client."""
+    from netlet.cluster import EmbeddedCluster
+
+    emb = EmbeddedCluster(1)
+    cluster = netlet.Cluster(emb.address, node=emb.node)
+    emb.close()
+    cluster.close()  # nothing to drain on a closed loop: it returns quietly

@@ -286,3 +286,14 @@ def test_exit_waits_for_pending_tasks(short_tmp: Path, exit_env: dict[str, str],
     assert "atexit: cannot schedule new futures after" in done.stdout
     assert not list((tmp_path / "tmp").glob("netlet-*")), "a netlet-* directory stayed"
     assert "Traceback" not in done.stderr, done.stderr
+
+
+
+@pytest.mark.timeout(30)
+def test_max_workers_with_an_address_is_only_checked() -> None:
+    """docs/cluster.md: with an address, max_workers is checked and the running cluster's
+    workers do the work (the doc said it always asked for an embedded cluster)."""
+    with pytest.raises(ValueError, match="max_workers"):
+        netlet.Executor("tcp://127.0.0.1:1", max_workers=0)
+    with pytest.raises(netlet.PeerUnreachable):  # it went to the address, started nothing
+        netlet.Executor("tcp://127.0.0.1:1", max_workers=2)

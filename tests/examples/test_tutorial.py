@@ -583,3 +583,18 @@ def test_doc_commands_name_real_programs_and_options() -> None:
             assert option in help_text, f"{option} is not an option of: {command}"
         checked += 1
     assert checked >= 20
+
+
+def test_cluster_job_without_a_head_fails_cleanly(tmp_path: Path) -> None:
+    key = tmp_path / "cluster.key"
+    subprocess.run([sys.executable, "-m", "netlet", "keygen", str(key)], check=True,
+                   capture_output=True, timeout=STEP)
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{closed.getsockname()[1]}"
+        done = run("cluster_job.py", address, "--key", str(key), "--count", "2")
+        no_key = run("cluster_job.py", address, "--count", "2")
+    for result in (done, no_key):
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert address in result.stderr

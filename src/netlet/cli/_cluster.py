@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_args, tls_config, tls_options
+from netlet.cli._types import Seconds, check_address
 from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
@@ -61,9 +63,17 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
     return tuple(load_key(p) for p in old_key_files)
 
 
+def _open_store(state: str) -> HeadStore:
+    try:
+        return HeadStore(state)
+    except (sqlite3.Error, OSError) as e:
+        raise ConfigError(f"--state {state}: cannot use it as the head's state file ({e}); "
+                          "move it, or give another --state") from None
+
+
 @click.command()
 @click.option("--listen", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
-              show_envvar=True, help="Address to serve the head on.")
+              show_envvar=True, callback=check_address, help="Address to serve the head on.")
 @_key_option
 @_old_key_option
 @tls_options
@@ -72,7 +82,8 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
 @click.option("--state", type=click.Path(dir_okay=False), default=None,
               help="SQLite file keeping the queue, the names and the spawned actors (with "
                    "their restart policy); a head restarted on it, even after kill -9, "
-                   "resumes from it.")
+                   "resumes from it. Only you can read it (0600); a file of another user "
+                   "is refused.")
 @click.option("--allow-pickle", is_flag=True,
               help="Let clients send functions by value to workers (lambdas, closures). "
                    "Only over keyed links, and only to workers started with --allow-pickle.")
@@ -81,7 +92,7 @@ def _old_keys(key_file: str | None, old_key_files: tuple[str, ...]) -> tuple[byt
                    "0.0.0.0 or :: [default: the address of the default route's interface, "
                    "else the first non-loopback address; with neither the head refuses "
                    "to start].")
-@click.option("--client-grace", type=click.FloatRange(0.1), default=60.0, show_default=True,
+@click.option("--client-grace", type=Seconds(0.1), default=60.0, show_default=True,
               metavar="SECONDS",
               help="How long finished results wait for a client that lost its connection, "
                    "and how long a head restarted from --state keeps the tasks of clients "
@@ -116,6 +127,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
     of the same CA. The key is still required: TLS adds encryption and a
     certificate check, it does not replace the key.
     """
+    check_dashboard_options(dashboard_addr, dashboard_control)
     tls = tls_config(tls_cert, tls_key, tls_ca)
     key = _load_key(key_file)
     per_user = key is None and is_local_address(listen)
@@ -125,7 +137,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
         raise ConfigError("--allow-pickle needs a key (--key-file): pickles only travel "
                           "between peers that proved they hold it")
     old_keys = _old_keys(key_file, old_key_files)
-    store = HeadStore(state) if state else None
+    store = _open_store(state) if state else None
     try:
         node = Node(listen=listen, key=key, old_keys=old_keys, tls=tls, insecure=insecure,
                     allow_pickle=allow_pickle, call_timeout=None, advertise=advertise)
@@ -166,7 +178,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
 
 @click.command()
 @click.option("--join", "join_addr", required=True, envvar=ENV_HEAD, show_envvar=True,
-              metavar="ADDR", help="The head's address.")
+              metavar="ADDR", callback=check_address, help="The head's address.")
 @click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
               help="Worker processes to run [default: the machine's cores].")
 @_key_option
@@ -177,7 +189,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
 @click.option("--allow-pickle", is_flag=True,
               help="Run functions sent by value (pickled), when the head and the client "
                    "agreed too; the workers are keyed in any case.")
-@click.option("--listen", default=None,
+@click.option("--listen", default=None, callback=check_address,
               help="Where each worker serves objects placed on it "
                    "[default: an address the head can reach].")
 def worker(join_addr: str, processes: int | None, key_file: str | None,
@@ -198,7 +210,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
     still reach the objects placed on it. With --tls-cert, --tls-key and
     --tls-ca the worker joins a TLS head and serves its objects over TLS.
     """
-    if credit != "auto" and not credit.isdigit():
+    if credit != "auto" and not (credit.isascii() and credit.isdigit()):
         raise click.BadParameter("a whole number or 'auto'", param_hint="--credit")
     tls = tls_config(tls_cert, tls_key, tls_ca)
     old_keys = _old_keys(key_file, old_key_files)
@@ -209,7 +221,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
            "--key-stdin", "--with-parent", *tls_args(tls)]
     if allow_pickle:
         cmd.append("--pickle")
-    if listen:
+    if listen is not None:
         cmd += ["--listen", listen]
     console = Console(stderr=True)
     stop = stop_on_signals()
@@ -276,13 +288,14 @@ def _check_key(address: str, key: bytes, old_keys: tuple[bytes, ...] = (),
 
 @click.command()
 @click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, metavar="ADDR",
-              envvar=ENV_HEAD, show_envvar=True, help="The head's address.")
+              envvar=ENV_HEAD, show_envvar=True, callback=check_address,
+              help="The head's address.")
 @_key_option
 @tls_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print the status as JSON, for scripts (schema in docs/cluster.md).")
 @click.option("--watch", "-w", is_flag=True, help="Refresh the view until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+@click.option("--interval", type=Seconds(0.1, 86400), default=1.0, show_default=True,
               metavar="SECONDS", help="Seconds between refreshes with --watch.")
 def status(head_addr: str, key_file: str | None, tls_cert: str | None, tls_key: str | None,
            tls_ca: str | None, as_json: bool, watch: bool, interval: float) -> None:

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 
 from netlet.cli._tls import tls_config, tls_options
+from netlet.cli._types import check_address
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.errors import ConfigError
 from netlet.transport import find_user_key, load_key
@@ -21,7 +22,7 @@ from netlet.transport import find_user_key, load_key
 if TYPE_CHECKING:
     from netlet.web import Dashboard, HeadSource
 
-__all__ = ["dashboard", "dashboard_options", "start_dashboard"]
+__all__ = ["check_dashboard_options", "dashboard", "dashboard_options", "start_dashboard"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENV_TOKEN = "NETLET_DASHBOARD_TOKEN"
@@ -41,6 +42,19 @@ def dashboard_options(fn: F) -> F:
         "--dashboard", "dashboard_addr", metavar="HOST:PORT", default=None,
         help="Serve the web dashboard and /metrics here (e.g. 127.0.0.1:8340). Beyond "
              "loopback it needs a token. Needs netlet[web].")(fn)
+
+
+def check_dashboard_options(dashboard_addr: str | None, control: bool) -> None:
+    """--dashboard-control or --dashboard-token typed without --dashboard is a mistake.
+
+    (A token from $NETLET_DASHBOARD_TOKEN is not: the environment serves every command.)
+    """
+    if dashboard_addr:
+        return
+    source = click.get_current_context().get_parameter_source
+    if control or source("dashboard_token") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--dashboard-control and --dashboard-token are for the "
+                               "dashboard: give --dashboard HOST:PORT too")
 
 
 def _need_web() -> None:
@@ -74,7 +88,7 @@ def start_dashboard(addr: str, *, head: HeadSource | None = None,
 
 @click.command()
 @click.option("--head", "head_addr", default=DEFAULT_HEAD, show_default=True, envvar=ENV_HEAD,
-              show_envvar=True, help="The head to watch.")
+              show_envvar=True, callback=check_address, help="The head to watch.")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None, envvar=ENV_KEY_FILE,
               show_envvar=True,
               help="The cluster key (`netlet keygen`); without it, a head on this machine is "

@@ -25,13 +25,13 @@ def _write_new(path: Path, force: bool) -> None:
 @click.command()
 @click.argument(
     "path", default=DEFAULT_PATH, metavar="[PATH]",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False),
 )
 @click.option(
     "--force", is_flag=True,
     help="Replace an existing key file. Nodes that hold the old key can no longer join.",
 )
-def keygen(path: Path, force: bool) -> None:
+def keygen(path: str, force: bool) -> None:
     """Write a new random cluster key to PATH (default: netlet.key).
 
     The key is 32 random bytes, stored as hex in a file only you can read
@@ -46,8 +46,10 @@ def keygen(path: Path, force: bool) -> None:
 
     An existing file is kept unless --force is given.
     """
+    if not path or path.endswith(os.sep):
+        raise click.BadParameter(f"{path!r} names no file", param_hint="PATH")
     try:
-        _write_new(path, force)
+        _write_new(Path(path), force)
     except OSError as e:
         raise ConfigError(f"cannot write a key to {path}: {e.strerror or e}") from None
     where = os.path.abspath(path)

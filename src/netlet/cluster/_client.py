@@ -286,7 +286,13 @@ class Cluster:
             if self._jobs:
                 await asyncio.wait(list(self._jobs), timeout=timeout)
 
-        asyncio.run_coroutine_threadsafe(drain(), self.node.get_loop()).result(timeout + 1)
+        coro = drain()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.node.get_loop())
+        except RuntimeError:  # the node (shared, e.g. an embedded cluster's) closed first
+            coro.close()
+            return
+        future.result(timeout + 1)
 
     def wait_pending(self) -> None:
         """Block until every task submitted so far has finished or was cancelled."""

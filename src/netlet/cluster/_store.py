@@ -9,8 +9,10 @@ holds what was written); surviving a power cut would need ``FULL``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from netlet.codec import RemoteRef
+from netlet.errors import ConfigError
 
 if TYPE_CHECKING:
     from netlet.cluster._head import Task
@@ -54,11 +57,37 @@ def _pack_result(result: list[Any]) -> bytes:
     return msgpack.packb([tid, ok, body, None if error is None else str(error)])  # type: ignore[no-any-return]
 
 
+def _own_private_file(path: str) -> None:
+    """Create ``path`` 0600, or check an existing one is ours and make it 0600.
+
+    It holds every queued task's arguments and every result (another local user
+    must not read them), and the queue a restarted head runs (a file another
+    user planted, in a shared directory, must not become it). SQLite gives its
+    -wal and -shm files the database file's mode.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to us (uid "
+                              f"{os.getuid()}): another user could read or change the queue; "
+                              "give a --state file of your own")
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for side in (path + "-wal", path + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(side).st_uid == os.getuid():
+                os.chmod(side, 0o600)
+
+
 class HeadStore:
     """Synchronous SQLite writes from the head's loop; each call is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        _own_private_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import ssl
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,15 +157,40 @@ def write_key(
     return key
 
 
+_MAX_KEY_FILE = 4096
+"""Bytes of a key file read at most; keygen writes 65."""
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """Open ``path`` without blocking, and only if it is a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def load_key(path: str | os.PathLike[str]) -> bytes:
-    """Read a key file written by ``netlet keygen``."""
+    """Read a key file written by ``netlet keygen``.
+
+    Only a regular file is opened (a FIFO would block for ever, a device never
+    end), and only its first few KiB are read: a file that long, or not hex
+    text, is not one keygen wrote, and is refused rather than read whole.
+    """
     try:
-        text = Path(path).read_text().strip()
+        with open(path, "rb", opener=_open_regular) as f:
+            data = f.read(_MAX_KEY_FILE + 1)
     except OSError as e:
-        raise ConfigError(f"cannot read key file {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read key file {path}: {e.strerror or e}") from None
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
+        if len(data) > _MAX_KEY_FILE:
+            raise ValueError("too long")
+        key = bytes.fromhex(data.decode("ascii").strip())
+    except ValueError:  # UnicodeDecodeError is one
         raise ConfigError(f"{path} is not a netlet key file (expected hex)") from None
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: key too short")

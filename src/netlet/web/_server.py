@@ -154,9 +154,12 @@ class Dashboard:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if failure or not self._thread.is_alive():
+                # uvicorn logs why and exits (SystemExit(3)): its code is no reason.
+                why = failure[0] if failure and not isinstance(failure[0], SystemExit) else ""
                 raise ConfigError(f"the dashboard could not listen on {self.host}:{self.port}"
-                                  + (f": {failure[0]}" if failure and str(failure[0]) else
-                                     " (is the port taken?)"))
+                                  + (f": {why}" if str(why) else
+                                     " (is the host an address of this machine, is the "
+                                     "port taken?)"))
             if time.monotonic() > deadline:
                 raise ConfigError("the dashboard did not start in time")
             time.sleep(0.02)

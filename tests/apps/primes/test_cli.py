@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -38,6 +39,7 @@ from tests.cluster.conftest import (
     netlet_command,
     wait_until,
 )
+from tests.security._spawn import NOBODY_UID
 
 __all__: list[str] = []
 
@@ -150,6 +152,16 @@ def test_pi_of_a_million(primes: Coordinators, tmp_path: Path, method: str) -> N
     assert sum(n["share"] for n in summary["nodes"]) == pytest.approx(1)
     assert summary["numbers_per_second"] > 0
     assert not list(tmp_path.glob(".netlet-primes-*")), "no state is left after a good run"
+
+
+def test_json_keys_are_the_documented_ones(primes: Coordinators) -> None:
+    """docs/primes.md lists the summary's keys; start, end, method, numbers were missing."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "primes.md").read_text()
+    para = text.split("With `--json` the same summary comes as JSON:")[1].split("The exit")[0]
+    top, nodes = para.split("(a list of", 1)
+    summary = primes.summary("--end", "10**6", "--workers", "1")
+    assert set(summary) == set(re.findall(r"`(\w+)`", top))
+    assert set(summary["nodes"][0]) == set(re.findall(r"`(\w+)`", nodes.split(")")[0]))
 
 
 def test_resume_with_nothing_to_resume_says_so(primes: Coordinators) -> None:
@@ -266,7 +278,51 @@ def test_unreachable_head(primes: Coordinators) -> None:
     assert "cannot reach the head at tcp://127.0.0.1:" in done.stderr
 
 
+def test_a_search_that_fails_before_any_chunk_points_to_no_missing_file(
+        primes: Coordinators, tmp_path: Path) -> None:
+    """It said 'Finished chunks are kept in .netlet-primes-....db' and no such file existed."""
+    done = primes.run("--end", "100", "-w", "1", "--out", tmp_path / "missing" / "p.txt")
+    assert done.returncode == 1
+    assert "No such file or directory" in done.stderr
+    kept = [line for line in done.stderr.splitlines() if "are kept in" in line]
+    for line in kept:
+        path = line.split("are kept in ", 1)[1].split(":", 1)[0]
+        assert Path(path).exists(), line
+    assert "nothing to resume" in done.stderr
+
+
+def test_state_and_out_cannot_be_one_file(primes: Coordinators, tmp_path: Path) -> None:
+    """--out p --state p said 'primes written to p', then removed p as the finished state."""
+    same = tmp_path / "same.txt"
+    (tmp_path / "link.txt").symlink_to(same)
+    for state in (same, tmp_path / "link.txt"):
+        done = primes.run("--end", "10**6", "-w", "1", "--out", same, "--state", state)
+        assert done.returncode == 2, done.stderr
+        assert "--state" in done.stderr
+        assert "--out" in done.stderr
+    assert not same.exists()  # nothing started
+
+
 # --- the coordinator dying -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="planting a file of another user needs root (chown)")
+def test_a_state_file_of_another_user_is_refused(primes: Coordinators, tmp_path: Path) -> None:
+    """Another user who can write where we run plants .netlet-primes-<hash>.db: its 'done'
+    chunks and --out length would steer our --resume (and cut our --out file)."""
+    out = tmp_path / "p.txt"
+    out.write_text("2\n3\n5\n")
+    state = tmp_path / "planted.db"
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.commit()
+    os.chown(state, NOBODY_UID, NOBODY_UID)
+    for resume in ([], ["--resume"]):
+        done = primes.run("--end", "10**6", "-w", "1", "--out", out, "--state", state, *resume)
+        assert done.returncode == 1, done.stderr
+        assert f"uid {NOBODY_UID}" in done.stderr
+    assert out.read_text() == "2\n3\n5\n"
 
 
 def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: Path) -> None:
@@ -299,32 +355,33 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
 # --- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--end", "5", "--start", "10"], "end (5) is below start (10)"),
-    (["--end", "-5"], "end must be 0 or more"),
-    (["--start", "-1", "--end", "5"], "start must be 0 or more"),
-    (["--end", "lots"], "'lots' is not a whole number"),
-    (["--end", "10**99999"], "far too large"),
-    (["--end", "10**17"], "the sieve method goes up to end=10**16"),
-    (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers"),
-    (["--end", "100", "--chunk", "10**11"], "a chunk holds 1 to 10**10 numbers"),
-    (["--end", "100", "--chunk", "10**9", "--out", "p.txt"], "when writing the primes out"),
-    (["--end", "10**12", "--method", "naive", "--chunk", "1"], "use larger chunks"),
-    (["--end", "100", "--method", "fast"], "'fast' is not one of"),
-    (["--end", "100", "--workers", "0"], "--workers"),
-    (["--end", "100", "--head", "tcp://127.0.0.1:1", "--workers", "2"], "with --head"),
-    (["--end", "100", "--key-file", "k"], "give --head too"),
-    (["--end", "100", "--head", "nowhere"], "cannot use the head at nowhere"),
-    (["--end", "1__0"], "'1__0' is not a whole number"),
-    (["--end", "1.5"], "'1.5' is not a whole number"),
-    (["--end", "1.25e1"], "'1.25e1' is not a whole number"),
-    ([], "Missing option '--end'"),
+@pytest.mark.parametrize(("args", "message", "code"), [
+    (["--end", "5", "--start", "10"], "end (5) is below start (10)", 1),
+    (["--end", "-5"], "end must be 0 or more", 1),
+    (["--start", "-1", "--end", "5"], "start must be 0 or more", 1),
+    (["--end", "lots"], "'lots' is not a whole number", 2),
+    (["--end", "10**99999"], "far too large", 2),
+    (["--end", "10**17"], "the sieve method goes up to end=10**16", 1),
+    (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers", 1),
+    (["--end", "100", "--chunk", "10**11"], "a chunk holds 1 to 10**10 numbers", 1),
+    (["--end", "100", "--chunk", "10**9", "--out", "p.txt"], "when writing the primes out", 1),
+    (["--end", "10**12", "--method", "naive", "--chunk", "1"], "use larger chunks", 1),
+    (["--end", "100", "--method", "fast"], "'fast' is not one of", 2),
+    (["--end", "100", "--workers", "0"], "--workers", 2),
+    (["--end", "100", "--head", "tcp://127.0.0.1:1", "--workers", "2"], "with --head", 2),
+    (["--end", "100", "--key-file", "k"], "give --head too", 2),
+    (["--end", "100", "--head", "nowhere"], "cannot use the head at nowhere", 1),
+    (["--end", "1__0"], "'1__0' is not a whole number", 2),
+    (["--end", "1.5"], "'1.5' is not a whole number", 2),
+    (["--end", "1.25e1"], "'1.25e1' is not a whole number", 2),
+    ([], "Missing option '--end'", 2),
 ])
-def test_bad_input(args: list[str], message: str, tmp_path: Path,
+def test_bad_input(args: list[str], message: str, code: int, tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/primes.md: 2 for a command line it cannot use, 1 for values it refuses."""
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["primes", *args])
-    assert result.exit_code in (1, 2)
+    assert result.exit_code == code
     assert message in result.output
     assert "Traceback" not in result.output
     assert not list(tmp_path.iterdir()), "nothing started, nothing written"

@@ -32,7 +32,7 @@ from netlet.apps.primes._coordinator import (
     check_state,
 )
 from netlet.apps.primes._methods import METHODS
-from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
 from netlet.cluster import Cluster, Executor
 from netlet.errors import ConfigError, NetletError
 from netlet.transport import find_user_key, load_key
@@ -126,6 +126,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     Examples: `netlet primes --end 10**9`, `netlet primes --method naive --end
     300000 --workers 2`, `netlet primes --head tcp://10.0.0.5:7340 --end 10**10`.
     """
+    check_dashboard_options(dashboard_addr, dashboard_control)
     source = click.get_current_context().get_parameter_source
     if workers is not None and source("head_addr") == ParameterSource.ENVIRONMENT:
         head_addr = None  # --workers asks for local workers: $NETLET_HEAD steps aside
@@ -136,6 +137,9 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                "own workers do the work")
     if key_file is not None and head_addr is None:
         raise click.UsageError("--key-file is for a running cluster: give --head too")
+    if out is not None and state is not None and os.path.realpath(out) == os.path.realpath(state):
+        raise click.UsageError("--state and --out name the same file: the primes would be "
+                               "written into the state, and the state is removed at the end")
     config = SearchConfig(start, end, method, chunk, out=out, state=state, resume=resume,
                           keep_state=keep_state)
     if method == "sieve" and head_addr is None and not _have_numpy():
@@ -171,8 +175,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                    dashboard_token, dashboard_control)
             summary = _run(search, err)
         except KeyboardInterrupt:
-            _stderr().print(f"interrupted: the finished chunks are kept in {config.state_path()}; "
-                            "run the same command with --resume to go on", soft_wrap=True)
+            _stderr().print(f"interrupted: {_kept(config.state_path())}", soft_wrap=True)
             raise SystemExit(130) from None
         except (ConfigError, click.ClickException):
             raise
@@ -180,8 +183,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
             where = "; ".join(getattr(e, "__notes__", ()))
             raise click.ClickException(
                 f"the search stopped: {type(e).__name__}: {e}" + (f" ({where})" if where else "")
-                + f". Finished chunks are kept in {config.state_path()}: fix the cause and "
-                "run the same command with --resume") from e
+                + f". Fix the cause; {_kept(config.state_path())}") from e
         finally:
             if board is not None:
                 board.stop()
@@ -283,6 +285,15 @@ def _wait_for_workers(cluster: Cluster, n: int, timeout: float = 15.0) -> None:
         if sum(1 for node in nodes if node["role"] == "worker" and node["alive"]) >= n:
             return
         time.sleep(0.02)
+
+
+def _kept(state: Path) -> str:
+    """Where the finished chunks are, or that none were recorded (then no file exists)."""
+    if state.exists():
+        return (f"the finished chunks are kept in {state}: run the same command with "
+                "--resume to go on")
+    return ("no finished chunk was recorded, so there is nothing to resume: run the same "
+            "command again")
 
 
 # --- the live view and the summary ------------------------------------------------------

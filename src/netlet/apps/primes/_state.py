@@ -20,6 +20,7 @@ only opens a ``ChunkLog``, records rows and flushes.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from array import array
 from pathlib import Path
@@ -61,6 +62,7 @@ class ChunkLog:
         self._rows: list[tuple[int, int, int, int, str, int, float]] = []
         self._offset: int | None = None
         self._committed = clock.monotonic()
+        _refuse_foreign(path)
         if path.exists() and not resume:
             _refuse_unfinished(path)
             _remove(path)  # a finished run's kept state: a new run replaces it
@@ -195,11 +197,27 @@ def _refuse_unfinished(path: Path) -> None:
             "to continue it, or delete that file to start over")
 
 
+def _refuse_foreign(path: Path) -> None:
+    """A state file of another user (planted where we run) must not steer the run.
+
+    It says which chunks are done and how long the --out file is (a resume cuts the
+    file back to that length).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        owner = os.stat(path).st_uid
+        if owner != os.getuid():
+            raise ConfigError(f"{path} belongs to uid {owner}, not to us (uid {os.getuid()}): "
+                              "another user's state cannot steer this search; move it, or "
+                              "give another --state")
+
+
 def check_state(config: SearchConfig) -> None:
-    """Refuse now what ``PrimeSearch.run`` would: another run's unfinished state, no resume.
+    """Refuse now what ``PrimeSearch.run`` would: another run's unfinished state, no resume,
+    another user's file.
 
     Lets a caller fail before it starts a cluster.
     """
     path = config.state_path()
+    _refuse_foreign(path)
     if path.exists() and not config.resume:
         _refuse_unfinished(path)

@@ -29,6 +29,7 @@ from rich.table import Table
 from netlet.apps.tour._bank import bank as bank_part
 from netlet.apps.tour._core import Part, PartResult, Tour, run_part
 from netlet.apps.tour._parts import calls, cluster, primes
+from netlet.cli._types import Seconds
 
 __all__ = ["PARTS", "demo"]
 
@@ -73,7 +74,7 @@ _ELSEWHERE = {
               help="A much shorter tour (smaller searches, a two-second swarm): a smoke test.")
 @click.option("--part", "only", multiple=True, type=click.Choice([p.name for p in PARTS]),
               help="Run only this part (repeat for several).")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True),
+@click.option("--time-limit", type=Seconds(min=0, max=86400, min_open=True),
               default=DEFAULT_TIME_LIMIT, show_default=True,
               help="Seconds each part may take; a part that overruns is stopped and fails.")
 @click.option("--dashboard", "dashboard_addr", metavar="HOST:PORT", default=None,
