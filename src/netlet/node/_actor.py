@@ -73,7 +73,8 @@ class Held:
 
 
 def run_method(func: Callable[..., Any], name: str, held: Held, reply: Reply) -> None:
-    args, kwargs = held.take()
+    args, kwargs = held.args or [], held.kwargs  # taken: inline, as this runs per call
+    held.args = held.kwargs = None
     ok = False
     try:
         value = func(*args, **kwargs) if kwargs else func(*args)
@@ -92,12 +93,15 @@ def _canceller(job: asyncio.Task[None] | Future[None]) -> Callable[[], None]:
     return cancel
 
 
-class _Call:
-    __slots__ = ("cancelled", "ctx", "held", "info", "reply")
+class _Call(Held):
+    """A queued call: its arguments (``Held``, taken by whoever runs it) and the rest."""
+
+    __slots__ = ("cancelled", "ctx", "info", "reply")
 
     def __init__(self, info: MethodInfo, args: list[Any], kwargs: dict[str, Any] | None,
                  reply: Reply) -> None:
-        self.info, self.held, self.reply = info, Held(args, kwargs), reply
+        self.args, self.kwargs = args, kwargs
+        self.info, self.reply = info, reply
         self.cancelled = False
         self.ctx = contextvars.copy_context()  # who called (current_peer) travels along
 
@@ -191,13 +195,13 @@ class Actor:
                     continue
                 if call.info.is_async:
                     self._current = loop.create_task(
-                        self._run_coro(call.info, *call.held.take(), call.reply),
+                        self._run_coro(call.info, *call.take(), call.reply),
                         context=call.ctx)
                 else:
                     func = call.info.bind(self.obj)
                     self._current = loop.run_in_executor(
                         self._pool(), call.ctx.run, run_method, func, call.info.name,
-                        call.held, call.reply)
+                        call, call.reply)
                 try:
                     await self._current
                 except asyncio.CancelledError:
@@ -261,7 +265,7 @@ class Actor:
             more_follows(not mailbox.empty())
             with self.lock:
                 call.ctx.run(run_method, call.info.bind(self.obj), call.info.name,
-                             call.held, call.reply)
+                             call, call.reply)
             call = None  # not kept while waiting: its arguments die with the call
 
     def close(self) -> None:

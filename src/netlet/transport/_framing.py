@@ -231,7 +231,10 @@ class FrameReader:
             lens: tuple[int, ...] = (
                 struct.unpack_from(f">{nbufs}I", buf, start + 8) if nbufs else ()
             )
-            lens, shm_lens = split_lens(lens, body_len, self.shm is not None, self.max_frame)
+            shm_lens: tuple[int, ...] = ()
+            if nbufs:  # most frames carry no buffer: no call for them
+                lens, shm_lens = split_lens(lens, body_len, self.shm is not None,
+                                            self.max_frame)
             payload = body_len + sum(lens)
             if payload > self.max_frame:
                 raise FrameTooLarge(f"frame of {payload} bytes (limit {self.max_frame})")
