@@ -35,7 +35,7 @@ from netlet.apps.bank._commands import (
     error_to_record,
 )
 from netlet.apps.bank._journal import link
-from netlet.apps.bank._records import Conn, RowBook, canonical
+from netlet.apps.bank._records import Conn, RowBook, account_row, canonical
 from netlet.apps.bank._store import Head, Store
 from netlet.clock import Clock
 
@@ -191,12 +191,7 @@ class Run:
         return found
 
     def row(self, account: str) -> list[Any]:
-        row = self.rows.get(account)
-        if row is None:
-            found = self.conn.execute(
-                "SELECT status, balance FROM accounts WHERE account=?", (account,)).fetchone()
-            row = self.rows[account] = [None, 0] if found is None else list(found)
-        return row
+        return account_row(self.conn, self.rows, account)
 
     def send_writes(self) -> None:
         """Send every row this run made (without waiting for them: a failure surfaces at

@@ -30,6 +30,7 @@ __all__ = [
     "RowBook",
     "SqlBook",
     "StatementEntry",
+    "account_row",
     "canonical",
     "outcome_of",
 ]
@@ -119,6 +120,17 @@ class AccountInfo:
     balance: int
 
 
+def account_row(conn: Conn, rows: dict[str, list[Any]], account: str) -> list[Any]:
+    """``[status, balance]`` of ``account`` (``[None, 0]`` if there is none), read once
+    into ``rows`` and kept there, so later moves update it in place."""
+    row = rows.get(account)
+    if row is None:
+        found = conn.execute(
+            "SELECT status, balance FROM accounts WHERE account=?", (account,)).fetchone()
+        row = rows[account] = [None, 0] if found is None else list(found)
+    return row
+
+
 class RowBook:
     """What every :class:`Book` reads the same way: an account's ``[status, balance]``
     row, from ``_row`` (the system account's status reads as None: not a customer's)."""
@@ -152,13 +164,7 @@ class SqlBook(RowBook):
         return None if row is None else row[0]
 
     def _row(self, account: str) -> list[Any]:
-        """``[status, balance]`` of ``account`` (``[None, 0]`` if there is none)."""
-        row = self._rows.get(account)
-        if row is None:
-            found = self.conn.execute(
-                "SELECT status, balance FROM accounts WHERE account=?", (account,)).fetchone()
-            row = self._rows[account] = [None, 0] if found is None else list(found)
-        return row
+        return account_row(self.conn, self._rows, account)
 
     def create(self, account: str, owner: str, pin_hash: str) -> None:
         self.conn.execute(
