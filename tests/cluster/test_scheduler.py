@@ -153,6 +153,29 @@ def test_an_idle_worker_gets_tasks_another_has_not_started() -> None:
     assert h.tasks
 
 
+def test_tasks_a_worker_declines_to_give_back_are_not_asked_for_again() -> None:
+    """Found by the simulation: a worker that does not announce ``started`` (a SHOULD)
+    declined every give-back, and the head asked again at once, for ever: a busy
+    loop at the speed of the round trip, in the head and on the network."""
+    s = make()
+    ea, _ = s.join("a", 0)
+    s.submit("c", specs(4), 0)
+    [h] = handouts(s.pull("a", ea, 4, 0))
+    assert len(h.tasks) == 4
+    eb, _ = s.join("b", 0)
+    [r] = [a for a in s.pull("b", eb, 4, 0) if isinstance(a, Reclaim)]
+    assert list(r.tasks) == ["t1", "t2", "t3"]
+    dropped, out = s.gave_back(r, [])  # it runs t0 and has t1..t3 done or started
+    assert dropped == []
+    assert not [a for a in out if isinstance(a, Reclaim)]
+    # Nothing else that happens asks for them again either.
+    assert not [a for a in s.heartbeat("b", eb, [], 0, 1.0) if isinstance(a, Reclaim)]
+    s.submit("c", specs(1, start=10), 0)
+    out = s.results("a", ea, [(t.id, True, b"", t.lease) for t in h.tasks])
+    assert not [a for a in out if isinstance(a, Reclaim)]
+    assert s.tasks["t10"].state == ASSIGNED  # b took the new task meanwhile
+
+
 def test_cancel_drops_queued_tasks_and_reclaims_unstarted_ones() -> None:
     s = make()
     e, _ = s.join("w", 0)

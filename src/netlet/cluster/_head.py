@@ -131,6 +131,13 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         """The host is shutting down: members leaving now is expected, not news."""
         self._stopping = True
 
+    def halt(self) -> None:
+        """End the periodic sweep now (on the node's loop): the host is gone, as when a
+        simulation crashes it; its node is closed next."""
+        self._stopping = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
     def _start_sweeper(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

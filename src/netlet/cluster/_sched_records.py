@@ -47,6 +47,10 @@ class WorkerSlot:
     """Handed out, not started yet (in hand-out order)."""
     running: set[str] = field(default_factory=set)
     reclaiming: set[str] = field(default_factory=set)
+    kept: set[str] = field(default_factory=set)
+    """Assigned tasks it declined to give back: it has started them, or ended them with
+    the word on its way (or never got them, which its heartbeat settles). Never asked
+    for again: asking at once would find the same answer, over and over."""
     parked: int = 0
     """How many tasks its parked pull wants (0: no pull is parked)."""
     parked_at: float = 0.0

@@ -164,7 +164,7 @@ class SchedulerState:
         marked again when its pull is answered.
         """
         keep = 0 if w.running else 1
-        if (len(w.assigned) - len(w.reclaiming) > keep
+        if (len(w.assigned) - len(w.reclaiming) - len(w.kept) > keep
                 and w.node not in self._parked and w.node not in self._full
                 and w.node not in self._stuck):
             self._surplus[w.node] = None
@@ -193,6 +193,7 @@ class SchedulerState:
             w.running.discard(task.id)
             self._running -= 1
         w.reclaiming.discard(task.id)
+        w.kept.discard(task.id)
         self._mark(w)
         self._unfull(w)
 

@@ -295,7 +295,8 @@ class Scheduler(SchedulerHolds):
         for node in list(self._surplus):  # waiting workers are never in it (``_mark``)
             w = self._workers[node]
             keep = 0 if w.running else 1
-            extra = [t for t in list(w.assigned)[keep:] if t not in w.reclaiming
+            extra = [t for t in list(w.assigned)[keep:]
+                     if t not in w.reclaiming and t not in w.kept
                      and (able or any(self.tasks[t].fn not in lk for lk in lacking))]
             if extra or able:  # else kept for a waiting worker that can run them
                 del self._surplus[node]
@@ -318,8 +319,12 @@ class Scheduler(SchedulerHolds):
         back = set(returned)
         for tid in reclaim.tasks:
             w.reclaiming.discard(tid)
-            if tid not in back or tid not in w.assigned:
+            if tid not in w.assigned:
                 continue
+            if tid not in back:
+                w.kept.add(tid)
+                continue
+            w.kept.discard(tid)
             del w.assigned[tid]
             self._unstarted -= 1
             task = self.tasks[tid]
@@ -348,6 +353,7 @@ class Scheduler(SchedulerHolds):
                 continue  # finished already, taken back, or not this worker's
             del w.assigned[tid]
             w.reclaiming.discard(tid)
+            w.kept.discard(tid)
             w.running.add(tid)
             self._unstarted -= 1
             self._running += 1
@@ -384,6 +390,7 @@ class Scheduler(SchedulerHolds):
             if task.state == ASSIGNED:  # it ran and ended before its start was told
                 del w.assigned[tid]
                 w.reclaiming.discard(tid)
+                w.kept.discard(tid)
                 self._unstarted -= 1
                 self._unfull(w)
             else:
@@ -465,6 +472,7 @@ class Scheduler(SchedulerHolds):
             elif task.state == ASSIGNED:
                 w = self._workers[task.worker]
                 if tid not in w.reclaiming:
+                    w.kept.discard(tid)  # reclaiming and kept never share a task
                     w.reclaiming.add(tid)
                     self._mark(w)
                     reclaim.setdefault(w.node, []).append(tid)

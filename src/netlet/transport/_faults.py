@@ -38,9 +38,12 @@ class Faults:
     """Bytes per second at most."""
     cut_after: int | None = None
     """Close the connection when this many frames have gone this way."""
+    reset: float = 0.0
+    """Close the connection at a frame, which is lost (what TCP does once it gives up
+    on a segment: a stream loses data only by breaking)."""
 
     def __post_init__(self) -> None:
-        for name in ("drop", "duplicate", "reorder"):
+        for name in ("drop", "duplicate", "reorder", "reset"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"Faults.{name} is a probability in [0, 1]")
         bad_bw = self.bandwidth is not None and self.bandwidth <= 0
@@ -74,6 +77,10 @@ class _Direction:
             conn.close(ConnectionLost("fault injection: connection cut"))
             return
         rng = conn.rng
+        if f.reset and rng.random() < f.reset:
+            conn.partition()  # nothing more leaves or arrives, then the close is seen
+            conn.close(ConnectionLost("fault injection: connection reset"))
+            return
         if f.drop and rng.random() < f.drop:
             return
         copies = 2 if f.duplicate and rng.random() < f.duplicate else 1
@@ -138,6 +145,11 @@ class FaultyConnection(Connection):
 
     def heal(self) -> None:
         self.partitioned = False
+
+    def set_faults(self, out: Faults | None = None, into: Faults | None = None) -> None:
+        """From now on apply ``out`` and ``into`` (``None``: no faults) to new frames."""
+        self._out.faults = out or Faults()
+        self._in.faults = into or Faults()
 
     def set_handlers(self, on_message: MessageHandler, on_close: CloseHandler) -> None:
         self._on_message, self._on_close = on_message, on_close

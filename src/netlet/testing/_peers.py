@@ -1,0 +1,326 @@
+"""A simulated worker and client: each speaks the head protocol (PROTOCOL.md 16) as netlet's
+own do, on the simulation's loop instead of threads.
+
+The worker follows the rules a worker MUST follow: it sends its epoch with every
+request, joins again when told ``NoSuchObject`` or when its link breaks, keeps
+the results and ``holding`` of tasks leased to it across a rejoin, names every
+task it holds in its heartbeats with the largest hand-out ``seq`` it received,
+and gives back unstarted tasks when asked. A task squares its argument after a
+random virtual time; its value also carries the lease it ran under, so the
+client can tell which hand-out's result the head accepted.
+
+The client submits tasks, and when its link to the head breaks it joins again,
+asks the head which of its pending tasks it does not know (``resume``), and
+submits those again, as ``Cluster`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+from typing import Any
+
+from netlet.codec import Codec
+from netlet.errors import NetletError, NoSuchObject, WorkerLost
+from netlet.node import Proxy, expose
+from netlet.testing._process import Process
+
+__all__ = ["Ledger", "SimClient", "SimWorker"]
+
+HEAD = "netlet.head"
+_ERRORS = (NetletError, OSError, TimeoutError)
+
+
+class Ledger:
+    """What the simulation knows for its checks: every lease a worker received, in order.
+
+    ``received[tid]`` lists ``(incarnation, seq, lease)``: the head's incarnation
+    (it restarts from its store), and the hand-out's number within it.
+    """
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[tuple[int, int, str]]] = {}
+        self.incarnation = 0
+
+    def latest(self, tid: str) -> str | None:
+        leases = self.received.get(tid)
+        return max(leases)[2] if leases else None
+
+
+@expose(concurrent=True)
+class _Control:
+    """What the head may ask of a worker."""
+
+    def __init__(self, worker: SimWorker) -> None:
+        self._worker = worker
+
+    async def give_back(self, epoch: int, tids: list[str]) -> list[str]:
+        return self._worker.give_back(tids)
+
+
+class SimWorker(Process):
+    """A worker of the simulated cluster (see the module docstring)."""
+
+    head: Proxy
+    me: str
+    control: _Control
+
+    def __init__(self, name: str, head: str, ledger: Ledger, rng: random.Random,
+                 credit: int, announce: bool, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.announce = announce
+        """Send ``started`` as each task starts (a SHOULD; its result says so anyway)."""
+        self.head_address = head
+        self.ledger = ledger
+        self.rng = rng
+        self.credit = credit
+        self.codec = Codec()
+        self.epoch = 0
+        self.local: collections.deque[list[Any]] = collections.deque()
+        self.held: set[str] = set()
+        self.outbox: list[list[Any]] = []
+        self.seen = 0
+        self.joined = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._pulling = False
+        self._joining = asyncio.Lock()
+
+    async def start(self) -> None:
+        node = await self.start_node()
+        self.me = node.id
+        self.head = node.proxy(self.head_address, HEAD, timeout=10)
+        self.control = _Control(self)
+        self.spawn(self._work())
+        self.spawn(self._heartbeats())
+
+    async def _join(self) -> None:
+        """Join (again), with backoff, until the head answers; a new epoch each time."""
+        async with self._joining:
+            self.joined.clear()
+            delay = 0.05
+            while True:
+                try:
+                    reply = await self.head.join.aio(self.me, "worker",
+                                                     {"sim": self.name}, self.control)
+                except _ERRORS:
+                    await self.clock.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self.epoch = int(reply["epoch"])
+                self.rec.note(f"{self.name} joined epoch {self.epoch}")
+                self.joined.set()
+                return
+
+    async def _work(self) -> None:
+        """Run tasks one at a time; keep one exchange in flight while fewer than
+        ``credit + 1`` wait here (it carries the results, and hides the round trip)."""
+        await self._join()
+        while True:
+            await self.joined.wait()
+            if len(self.local) <= self.credit and not self._pulling:
+                self._pulling = True
+                self.spawn(self._exchange())
+            if not self.local:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            tid, _fn, body, lease = self.local.popleft()
+            (x,), _ = self.codec.decode_value(body)
+            if self.announce:
+                self._report(started=[tid])
+            await self.clock.sleep(self.rng.expovariate(1 / 0.05))
+            value = self.codec.encode_value([x * x, lease])
+            self.outbox.append([tid, True, value, lease])
+            if len(self.outbox) >= 4 or not self.local or self._pulling:
+                self._report()
+
+    def _report(self, started: list[str] | None = None) -> None:
+        results, self.outbox = self.outbox, []
+        try:
+            self.head.report.oneway(self.me, self.epoch, results, started)
+        except _ERRORS:
+            self.outbox[:0] = results  # send again on the next connection
+            return
+        self.held.difference_update(r[0] for r in results)  # written: no longer held
+
+    async def _exchange(self) -> None:
+        results, self.outbox = self.outbox, []
+        want = self.credit + 1 - len(self.local)
+        try:
+            call = self.head.with_options(timeout=None).exchange.aio(
+                self.me, self.epoch, results, [], want)
+            self.held.difference_update(r[0] for r in results)
+            batch, _fns, seq = await call
+        except _ERRORS as e:
+            self.outbox[:0] = results
+            self.held.update(r[0] for r in results)
+            if not isinstance(e, NoSuchObject):
+                await self.clock.sleep(0.1)
+            await self._join()
+            return
+        finally:
+            self._pulling = False
+            self._arrived.set()
+        for task in batch:
+            self.ledger.received.setdefault(task[0], []).append(
+                (self.ledger.incarnation, int(seq), task[3]))
+        if batch:
+            self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
+        self.local.extend(batch)
+        self.held.update(t[0] for t in batch)
+        self.seen = max(self.seen, int(seq))
+
+    def give_back(self, tids: list[str]) -> list[str]:
+        wanted = set(tids)
+        back = [t[0] for t in self.local if t[0] in wanted]
+        self.local = collections.deque(t for t in self.local if t[0] not in wanted)
+        self.held.difference_update(back)
+        return back
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await self.clock.sleep(0.5)
+            if not self.joined.is_set():
+                continue
+            try:
+                known = await self.head.with_options(timeout=2).heartbeat.aio(
+                    self.me, None, self.epoch, sorted(self.held), self.seen)
+            except _ERRORS:
+                continue
+            if not known:
+                self.spawn(self._join())
+
+
+@expose(concurrent=True)
+class _Sink:
+    """Where the head sends a client's results."""
+
+    def __init__(self, client: SimClient) -> None:
+        self._client = client
+
+    async def results(self, batch: list[list[Any]]) -> None:
+        self._client.on_results(batch)
+
+    async def started(self, tids: list[str]) -> None:
+        pass
+
+    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        pass
+
+    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
+        pass
+
+
+class SimClient(Process):
+    """A client of the simulated cluster (see the module docstring)."""
+
+    head: Proxy
+    me: str
+    sink: _Sink
+
+    def __init__(self, name: str, head: str, ledger: Ledger, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.head_address = head
+        self.ledger = ledger
+        self.codec = Codec()
+        self.specs: dict[str, list[Any]] = {}
+        self.expected: dict[str, int] = {}
+        self.outcome: dict[str, tuple[str, str | None]] = {}
+        """tid -> ("ok" or the error's type name, the lease of the accepted result)."""
+        self.duplicates = 0
+        self.head_node = ""
+        self._next = 0
+        self._reconnecting = False
+
+    async def start(self) -> None:
+        node = await self.start_node()
+        self.me = node.id
+        self.head = node.proxy(self.head_address, HEAD, timeout=10)
+        self.sink = _Sink(self)
+        node.on_peer_change(self._peer_changed)
+        await self._connect()
+
+    async def _connect(self) -> None:
+        """Join (again) and resubmit what the head does not know, until it works."""
+        delay = 0.05
+        while True:
+            try:
+                reply = await self.head.join.aio(self.me, "client", {"sim": self.name},
+                                                 None)
+                self.head_node = str(reply["head"])
+                pending = [t for t in self.specs if t not in self.outcome]
+                unknown = set(await self.head.resume.aio(self.me, self.sink, pending))
+                again = [self.specs[t] for t in pending if t in unknown]
+                if again:
+                    await self.head.submit.aio(self.me, self.sink, again, {})
+                    self.rec.note(f"{self.name} resubmitted {len(again)}")
+                return
+            except _ERRORS:
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _peer_changed(self, node: str, connected: bool) -> None:
+        if not connected and node == self.head_node and self.alive:
+            self.spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        if self._reconnecting:
+            return
+        self._reconnecting = True
+        try:
+            await self._connect()
+        finally:
+            self._reconnecting = False
+
+    async def submit(self, count: int, retries: int) -> None:
+        """Submit ``count`` new tasks; if the head does not take them, reconnecting does."""
+        batch = []
+        for _ in range(count):
+            self._next += 1
+            tid = f"{self.name}:{self._next}"
+            x = self._next
+            spec = [tid, "sim:square", self.codec.encode_value([[x], None]), retries]
+            self.specs[tid] = spec
+            self.expected[tid] = x * x
+            batch.append(spec)
+        self.rec.note(f"{self.name} submits {count}")
+        try:
+            await self.head.submit.aio(self.me, self.sink, batch, {})
+        except _ERRORS:
+            await self._reconnect()
+
+    def on_results(self, batch: list[list[Any]]) -> None:
+        for tid, ok, body, error, *_ in batch:
+            self._result(tid, ok, body, error)
+
+    def _result(self, tid: str, ok: bool, body: bytes | None, error: Any) -> None:
+        if tid not in self.expected:
+            self.rec.violation(f"{self.name} got a result for {tid!r}, which it never submitted")
+            return
+        if error is not None or not ok:
+            kind, lease = type(error).__name__ if error is not None else "failed", None
+            if not isinstance(error, WorkerLost):
+                self.rec.violation(f"{tid} ended with an undeclared error: {error!r}")
+        else:
+            value, lease = self.codec.decode_value(body or b"")
+            kind = "ok"
+            if value != self.expected[tid]:
+                self.rec.violation(f"{tid}: wrong value {value!r}, expected "
+                                   f"{self.expected[tid]!r}")
+            latest = self.ledger.latest(tid)
+            if lease != latest:
+                self.rec.violation(f"{tid}: the head accepted the result of lease {lease}, "
+                                   f"but the task's latest hand-out was lease {latest}")
+        first = self.outcome.get(tid)
+        if first is None:
+            self.outcome[tid] = (kind, lease)
+            self.rec.note(f"{tid} {kind}")
+        elif first != (kind, lease):
+            self.rec.violation(f"{tid} ended twice: {first} then {(kind, lease)}")
+        else:
+            self.duplicates += 1
+
+    @property
+    def pending(self) -> list[str]:
+        return [t for t in self.specs if t not in self.outcome]

@@ -1,0 +1,359 @@
+"""``simulate(seed)``: a whole cluster in one process, on virtual time, under faults the
+seed chooses; the same seed gives the same run, event for event.
+
+A run has three acts. *Chaos* (``chaos`` virtual seconds): clients submit tasks
+at random moments while the network delays, reorders, duplicates and resets
+frames, processes are partitioned and healed, workers are killed and new ones
+start, the head is killed and restarted from its SQLite store, and the clock
+jumps (every process paused at once, as a suspended VM) or its wall time steps.
+*Calm*: faults stop, partitions heal, the head and enough workers are up. *Settle*
+(at most ``settle`` virtual seconds): every task must end.
+
+The checks (``SimReport.violations``), the promises of docs/cluster.md and
+PROTOCOL.md 16 under attack:
+
+* every task of every client ends exactly once, with its right value, or with
+  ``WorkerLost`` once its retries are spent (a declared error);
+* no task is lost: all end within ``settle`` of the calm;
+* a result is accepted only from the task's latest lease (one from a lease the
+  head replaced, because its worker was presumed dead, is refused);
+* nothing in the simulated processes fails with an unexpected exception, and the
+  world never stalls.
+
+The models are TigerBeetle's VOPR and FoundationDB's simulation: real code on a
+simulated clock and network, every choice from one seed, a failing seed replayed
+with one command (``SimReport.replay``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from netlet.cluster import Head, HeadConfig, HeadStore
+from netlet.testing._loop import SimClock, SimLoop, Stalled
+from netlet.testing._net import SimNet
+from netlet.testing._peers import Ledger, SimClient, SimWorker
+from netlet.testing._process import Process
+from netlet.transport import Faults
+
+__all__ = ["SimConfig", "SimReport", "simulate"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """The shape of a simulated run; the seed chooses everything inside it."""
+
+    workers: int = 4
+    clients: int = 2
+    tasks: int = 40
+    """Tasks per client, submitted in a few batches during the chaos."""
+    chaos: float = 20.0
+    """Virtual seconds of faults."""
+    settle: float = 120.0
+    """Virtual seconds after the calm within which every task must end."""
+    faults: bool = True
+    """False: the same run with no fault at all (a baseline)."""
+    head_crashes: bool = True
+    retries: int = 3
+
+
+@dataclass(slots=True)
+class SimReport:
+    """What a run did and found. ``ok`` is no violation; ``digest`` names the run's
+    whole trace, so two runs of one seed can be compared in one line."""
+
+    seed: int
+    config: SimConfig
+    violations: list[str] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+    tasks: int = 0
+    ended_ok: int = 0
+    worker_lost: int = 0
+    duplicates: int = 0
+    refused_results: int = 0
+    virtual_seconds: float = 0.0
+    real_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()[:16]
+
+    @property
+    def replay(self) -> str:
+        """The one-line command that runs this seed again, printing its trace."""
+        c, base = self.config, SimConfig()
+        opts = "".join(f" --{name.replace('_', '-')} {getattr(c, name)}"
+                       for name in ("workers", "clients", "tasks", "chaos", "settle", "retries")
+                       if getattr(c, name) != getattr(base, name))
+        if not c.faults:
+            opts += " --no-faults"
+        if not c.head_crashes:
+            opts += " --no-head-crashes"
+        return f"python -m netlet.testing --seed {self.seed}{opts} --trace"
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok else f"{len(self.violations)} VIOLATION(S)"
+        return (f"seed {self.seed}: {verdict}; {self.tasks} tasks, {self.ended_ok} ok, "
+                f"{self.worker_lost} WorkerLost, {self.duplicates} duplicate deliveries, "
+                f"{self.refused_results} results refused; {self.virtual_seconds:.1f} s "
+                f"simulated in {self.real_seconds:.2f} s; trace {self.digest}")
+
+
+def simulate(seed: int, config: SimConfig | None = None) -> SimReport:
+    """Run one seed (see the module docstring); never raises for what it finds."""
+    config = config or SimConfig()
+    report = SimReport(seed, config)
+    loop = SimLoop()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="netlet-sim-") as tmp, _quiet():
+        world = _World(seed, config, loop, report, os.path.join(tmp, "head.db"))
+        try:
+            loop.run_until_complete(world.run())
+        except Stalled as e:
+            report.violations.append(f"the world stalled: {e}")
+        finally:
+            with contextlib.suppress(Stalled):
+                loop.run_until_complete(world.close())
+            loop.close()
+    report.virtual_seconds = loop.time() - 1000.0
+    report.real_seconds = time.perf_counter() - started
+    return report
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The faults make netlet log warnings by design; a run reports through its checks."""
+    logger = logging.getLogger("netlet")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _World:
+    """One run: the processes, the network, the director that applies the seed's schedule."""
+
+    def __init__(self, seed: int, config: SimConfig, loop: SimLoop, report: SimReport,
+                 store_path: str) -> None:
+        self.seed, self.cfg, self.loop, self.report = seed, config, loop, report
+        self.rng = random.Random(seed)
+        self.clock = SimClock(loop)
+        self.net = SimNet(random.Random(self.rng.getrandbits(64)), self.clock)
+        self.latency = Faults(delay=self.rng.choice((0.0, 0.0001, 0.001, 0.005)))
+        """Every frame's one-way delay when nothing goes wrong (order kept)."""
+        self.net.set_faults(self.latency, Faults())
+        self.ledger = Ledger()
+        self.store_path = store_path
+        self.address = f"mem://sim-{seed}-{id(self):x}"
+        self.head_proc: Process | None = None
+        self.head: Head | None = None
+        self.store: HeadStore | None = None
+        self.workers: list[SimWorker] = []
+        self.clients: list[SimClient] = []
+        self._names = 0
+
+    # -- the recorder -------------------------------------------------------------
+
+    def note(self, what: str) -> None:
+        self.report.trace.append(f"{self.loop.time() - 1000.0:10.4f} {what}")
+
+    def violation(self, what: str) -> None:
+        self.note(f"VIOLATION {what}")
+        self.report.violations.append(what)
+
+    # -- processes ----------------------------------------------------------------
+
+    async def start_head(self) -> None:
+        self.ledger.incarnation += 1
+        proc = Process("head", self.net, self.clock, self)
+        node = await proc.start_node(self.address)
+        self.store = HeadStore(self.store_path)
+        self.head = Head(node, HeadConfig(heartbeat=0.5, dead_after=3.0, pull_wait=1.0,
+                                          client_grace=60.0), self.store)
+        node.serve(self.head, "netlet.head")
+        self.head.start()
+        self.head_proc = proc
+        self.note(f"head {self.ledger.incarnation} up")
+
+    async def crash_head(self) -> None:
+        proc, head, store = self.head_proc, self.head, self.store
+        if proc is None or head is None or store is None or not proc.alive:
+            return
+        self.report.refused_results += head.refused_results
+        self.note("head killed")
+        await proc.crash(head.halt)
+        store.close()
+        self.head_proc = self.head = self.store = None
+
+    async def start_worker(self) -> None:
+        self._names += 1
+        w = SimWorker(f"w{self._names}", self.address, self.ledger,
+                      random.Random(self.rng.getrandbits(64)), credit=self.rng.choice((0, 1, 4)),
+                      announce=self.rng.random() < 0.5, net=self.net, clock=self.clock, rec=self)
+        self.workers.append(w)
+        await w.start()
+        self.note(f"{w.name} started (credit {w.credit}, announces starts: {w.announce})")
+
+    async def start_client(self) -> None:
+        c = SimClient(f"c{len(self.clients) + 1}", self.address, self.ledger,
+                      net=self.net, clock=self.clock, rec=self)
+        self.clients.append(c)
+        await c.start()
+
+    # -- the run --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        await self.start_head()
+        for _ in range(cfg.workers):
+            await self.start_worker()
+        for _ in range(cfg.clients):
+            await self.start_client()
+        t0 = self.loop.time()
+        plan = self._plan()
+        for at, action in plan:
+            await self.clock.sleep(max(0.0, t0 + at - self.loop.time()))
+            await self._act(action)
+        await self.clock.sleep(max(0.0, t0 + cfg.chaos - self.loop.time()))
+        await self._calm()
+        deadline = self.loop.time() + cfg.settle
+        while any(c.pending for c in self.clients) and self.loop.time() < deadline:
+            await self.clock.sleep(0.25)
+        self._check()
+
+    def _plan(self) -> list[tuple[float, tuple[str, ...]]]:
+        """The seed's schedule: when each client submits, and (with faults) what breaks."""
+        cfg, rng = self.cfg, self.rng
+        plan: list[tuple[float, tuple[str, ...]]] = []
+        for c in self.clients:
+            left = cfg.tasks
+            while left > 0:
+                n = min(left, rng.randint(1, max(1, cfg.tasks // 2)))
+                plan.append((rng.uniform(0, cfg.chaos * 0.8), ("submit", c.name, str(n))))
+                left -= n
+        if cfg.faults:
+            kinds = ["partition", "reset", "kill-worker", "jump", "wall", "frames"]
+            if cfg.head_crashes:
+                kinds.append("kill-head")
+            for _ in range(rng.randint(2, 10)):
+                kind = rng.choice(kinds)
+                plan.append((rng.uniform(0, cfg.chaos), (kind,)))
+        plan.sort(key=lambda p: p[0])
+        return plan
+
+    def _victim(self) -> str:
+        names = ["head"] + [w.name for w in self.workers if w.alive] + \
+                [c.name for c in self.clients]
+        return self.rng.choice(names)
+
+    async def _act(self, action: tuple[str, ...]) -> None:
+        kind, rng = action[0], self.rng
+        if kind == "submit":
+            client = next(c for c in self.clients if c.name == action[1])
+            client.spawn(client.submit(int(action[2]), self.cfg.retries))
+            return
+        if kind == "partition":
+            name, length = self._victim(), rng.uniform(0.5, 8.0)
+            self.note(f"partition {name} for {length:.2f} s")
+            self.net.partition(name)
+            self.loop.call_later(length, self._heal, name)
+        elif kind == "reset":
+            name = self._victim()
+            self.note(f"reset {name}")
+            self.net.reset(name)
+        elif kind == "kill-worker":
+            alive = [w for w in self.workers if w.alive]
+            if alive:
+                w = rng.choice(alive)
+                self.note(f"{w.name} killed")
+                await w.crash()
+            if rng.random() < 0.8 or not any(w.alive for w in self.workers):
+                await self.start_worker()
+        elif kind == "kill-head":
+            await self.crash_head()
+            await self.clock.sleep(rng.uniform(0.0, 5.0))
+            await self.start_head()
+        elif kind == "jump":
+            seconds = rng.uniform(0.5, 10.0)
+            self.note(f"clock jumps {seconds:.2f} s")
+            self.loop.jump(seconds)
+        elif kind == "wall":
+            seconds = rng.uniform(-3600, 3600)
+            self.note(f"wall clock steps {seconds:.0f} s")
+            self.clock.step_wall(seconds)
+        elif kind == "frames":
+            out = _frame_faults(rng, self.latency.delay)
+            self.note(f"frames now: {out}")
+            self.net.set_faults(out, Faults())
+
+    def _heal(self, name: str) -> None:
+        if self.net.silent(name):
+            self.note(f"heal {name}")
+            self.net.heal(name)
+
+    async def _calm(self) -> None:
+        self.note("calm")
+        self.net.set_faults(self.latency, Faults())
+        self.net.heal()
+        if self.head_proc is None:
+            await self.start_head()
+        if sum(w.alive for w in self.workers) < 2:
+            await self.start_worker()
+
+    # -- the checks -----------------------------------------------------------------
+
+    def _check(self) -> None:
+        report = self.report
+        for c in self.clients:
+            report.tasks += len(c.specs)
+            report.duplicates += c.duplicates
+            for kind, _ in c.outcome.values():
+                if kind == "ok":
+                    report.ended_ok += 1
+                else:
+                    report.worker_lost += 1
+            lost = c.pending
+            for tid in lost[:3]:
+                info = self.head.task_info(tid) if self.head is not None else None
+                self.note(f"lost {tid}: head says {info}; leases received "
+                          f"{self.ledger.received.get(tid)}; held by "
+                          f"{[w.name for w in self.workers if tid in w.held]}")
+            if lost:
+                self.violation(f"{c.name}: {len(lost)} task(s) never ended within "
+                               f"{self.cfg.settle:.0f} s of the calm, e.g. {lost[:3]}")
+        if self.head is not None:
+            report.refused_results += self.head.refused_results
+        self.note(f"end: {report.tasks} tasks, {report.ended_ok} ok, "
+                  f"{report.worker_lost} WorkerLost")
+
+    async def close(self) -> None:
+        if self.head is not None:
+            self.head.halt()
+        for proc in [*self.clients, *self.workers, self.head_proc]:
+            if proc is not None:
+                await proc.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def _frame_faults(rng: random.Random, latency: float) -> Faults:
+    """Per-frame faults for the rest of the chaos: mild to harsh, as the seed says."""
+    return Faults(reset=rng.choice((0.0, 0.0, 0.002, 0.01)),
+                  duplicate=rng.choice((0.0, 0.01, 0.05)),
+                  reorder=rng.choice((0.0, 0.01, 0.05)),
+                  delay=latency + rng.choice((0.0, 0.001, 0.02)),
+                  jitter=rng.choice((0.0, 0.005, 0.05)))
