@@ -225,6 +225,21 @@ def test_a_pull_with_no_work_waits_then_answers_empty() -> None:
     assert h.tasks == ()
 
 
+def test_a_worker_declared_dead_gets_its_parked_pull_answered() -> None:
+    """Found by the simulation: a worker silent past ``dead_after`` (a clock jump, a
+    partition shorter than the keepalive's three intervals) was forgotten with its
+    pull still parked; nothing ever answered that pull, so the worker, alive and
+    rejoined, waited on it for ever and took no task again."""
+    s = make()
+    e, _ = s.join("w", 0)
+    assert s.pull("w", e, 1, 10.0) == []  # parked: no work yet
+    out = s.worker_lost("w")
+    assert [(h.worker, h.tasks) for h in handouts(out)] == [("w", ())]
+    assert s.expire(100.0, 1.0) == []  # nothing of it is left to expire
+    with pytest.raises(StaleEpoch):
+        s.pull("w", e, 1, 100.0)  # its next pull: join again
+
+
 def test_a_pause_stops_every_hand_out() -> None:
     s = make()
     e, _ = s.join("w", 0)

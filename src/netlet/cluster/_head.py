@@ -132,9 +132,11 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         self._stopping = True
 
     def halt(self) -> None:
-        """End the periodic sweep now (on the node's loop): the host is gone, as when a
-        simulation crashes it; its node is closed next."""
+        """The host is gone (a simulation kills it): the periodic sweep ends and nothing
+        more reaches the store, whatever its node does while it is closed. On the
+        node's loop."""
         self._stopping = True
+        self._store = None
         if self._sweeper is not None:
             self._sweeper.cancel()
 

@@ -99,9 +99,9 @@ class Scheduler(SchedulerHolds):
         w = self._workers.pop(node, None)
         if w is None:
             return out
-        self._parked.pop(node, None)
-        self._full.pop(node, None)
-        self._stuck.pop(node, None)
+        waiting = [d.pop(node, 0) for d in (self._parked, self._full, self._stuck)]
+        if None in waiting:  # its pull still waits: answer it, or it would wait for ever
+            out.append(Handout(node, (), w.seq))
         self._drained -= w.draining
         self._surplus.pop(node, None)
         self._unstarted -= len(w.assigned)

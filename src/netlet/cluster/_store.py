@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from netlet.codec import RemoteRef
-from netlet.errors import ConfigError
+from netlet.errors import CallCancelled, ConfigError, NetletError, WorkerLost
 
 if TYPE_CHECKING:
     from netlet.cluster._head import Task
@@ -51,10 +51,26 @@ class StoredTask:
     result: tuple[Any, ...] | None
 
 
+_HEAD_ERRORS: dict[str, type[NetletError]] = {
+    cls.__name__: cls for cls in (WorkerLost, ConfigError, CallCancelled)}
+"""The errors a head makes itself (a task's own errors travel encoded in its body)."""
+
+
 def _pack_result(result: list[Any]) -> bytes:
     tid, ok, body, error = result
-    # A head-made error (WorkerLost) is kept as its text; the client rebuilds it.
-    return msgpack.packb([tid, ok, body, None if error is None else str(error)])  # type: ignore[no-any-return]
+    # A head-made error is kept as its type's name and its text.
+    kept = None if error is None else [type(error).__name__, str(error)]
+    return msgpack.packb([tid, ok, body, kept])  # type: ignore[no-any-return]
+
+
+def _unpack_result(data: bytes) -> tuple[Any, ...]:
+    """A stored result, its error made again (PROTOCOL.md 16.4: an exception, not text)."""
+    tid, ok, body, error = msgpack.unpackb(data)
+    if isinstance(error, str):  # written by an older head: only WorkerLost was kept so
+        error = WorkerLost(error)
+    elif isinstance(error, list) and len(error) == 2:
+        error = _HEAD_ERRORS.get(str(error[0]), WorkerLost)(str(error[1]))
+    return (tid, ok, body, error)
 
 
 def _own_private_file(path: str) -> None:
@@ -154,7 +170,7 @@ class HeadStore:
                 "SELECT id, client, fn, body, retries, attempts, state, result FROM tasks"
                 " ORDER BY rowid").fetchall()
         return [StoredTask(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6],
-                           tuple(msgpack.unpackb(r[7])) if r[7] is not None else None)
+                           _unpack_result(r[7]) if r[7] is not None else None)
                 for r in rows]
 
     def functions(self) -> dict[str, bytes]:

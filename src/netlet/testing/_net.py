@@ -46,7 +46,7 @@ class SimNet:
             faulty = FaultyConnection(conn, self.out, self.into,
                                       seed=self._rng.getrandbits(64), clock=self._clock)
             if name in self._silent:
-                faulty.partition()
+                faulty.partition(hold=True)
             self._conns.setdefault(name, []).append(faulty)
             return faulty
         return wrap
@@ -64,11 +64,11 @@ class SimNet:
                 conn.set_faults(out, into)
 
     def partition(self, name: str) -> None:
-        """``name`` hears nothing and is heard by no one (its links stay open until
-        keepalives notice), until ``heal``."""
+        """``name`` hears nothing and is heard by no one until ``heal``: frames wait (TCP
+        retransmits), and a link stays open until its keepalives give up on it."""
         self._silent.add(name)
         for conn in self._live(name):
-            conn.partition()
+            conn.partition(hold=True)
 
     def heal(self, name: str | None = None) -> None:
         """End the partition of ``name`` (``None``: of everyone)."""
@@ -85,8 +85,10 @@ class SimNet:
             conn.close(ConnectionLost("simulated: connection reset"))
 
     def crash(self, name: str) -> None:
-        """``name`` dies: its connections break, and it never sends another frame."""
-        self.reset(name)
+        """``name`` dies: its connections break, it never sends another frame, and it
+        does not hear of the break (a dead process runs no handler)."""
+        for conn in self._live(name):
+            conn.sever()
         self._silent.discard(name)
         self._conns.pop(name, None)
 

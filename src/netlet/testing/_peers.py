@@ -251,7 +251,9 @@ class SimClient(Process):
                 self.head_node = str(reply["head"])
                 pending = [t for t in self.specs if t not in self.outcome]
                 unknown = set(await self.head.resume.aio(self.me, self.sink, pending))
-                again = [self.specs[t] for t in pending if t in unknown]
+                # A result may have come while we asked (the head then forgot it).
+                again = [self.specs[t] for t in pending if t in unknown
+                         and t not in self.outcome]
                 if again:
                     await self.head.submit.aio(self.me, self.sink, again, {})
                     self.rec.note(f"{self.name} resubmitted {len(again)}")

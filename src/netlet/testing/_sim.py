@@ -27,6 +27,7 @@ with one command (``SimReport.replay``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -124,12 +125,29 @@ def simulate(seed: int, config: SimConfig | None = None) -> SimReport:
         except Stalled as e:
             report.violations.append(f"the world stalled: {e}")
         finally:
-            with contextlib.suppress(Stalled):
+            try:
                 loop.run_until_complete(world.close())
+            except Exception as e:
+                report.violations.append(f"closing the simulated processes failed: {e!r}")
+            with contextlib.suppress(Stalled):
+                _cancel_all(loop)
             loop.close()
     report.virtual_seconds = loop.time() - 1000.0
     report.real_seconds = time.perf_counter() - started
     return report
+
+
+def _cancel_all(loop: SimLoop) -> None:
+    """As ``asyncio.run`` does: nothing outlives the loop half-done (a killed process's
+    calls that were still waiting)."""
+    for _ in range(10):  # cancelling may start a few more (a close's handlers)
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        if not tasks:
+            break
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 @contextlib.contextmanager
@@ -164,6 +182,7 @@ class _World:
         self.store: HeadStore | None = None
         self.workers: list[SimWorker] = []
         self.clients: list[SimClient] = []
+        self.dead: list[object] = []
         self._names = 0
 
     # -- the recorder -------------------------------------------------------------
@@ -197,6 +216,7 @@ class _World:
         self.note("head killed")
         await proc.crash(head.halt)
         store.close()
+        self.dead.append(head)  # what it left waiting is cancelled at the end, not collected
         self.head_proc = self.head = self.store = None
 
     async def start_worker(self) -> None:

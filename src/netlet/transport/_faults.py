@@ -1,7 +1,7 @@
 """A connection wrapper that misbehaves on purpose, per direction, for tests.
 
 Wrap any transport's connection: drop, delay, duplicate or reorder frames, cap
-bandwidth, cut the connection after N frames, or partition it (silently drop
+bandwidth, cut the connection after N frames, reset it, or partition it (drop or hold
 everything both ways) until healed. Randomness comes from a seeded generator so
 a failing test can be replayed.
 """
@@ -64,6 +64,8 @@ class _Direction:
         self.emit = emit  # Callable[[_Frame], None], run on the loop
         self.count = 0
         self.held: _Frame | None = None
+        self.stalled: list[_Frame] = []
+        """Frames a holding partition keeps until it heals."""
         self.next_free = 0.0
         self.last_due = 0.0
 
@@ -71,6 +73,8 @@ class _Direction:
         """Loop thread: decide the fate of one frame."""
         f, conn = self.faults, self.conn
         if conn.partitioned:
+            if conn.holding:
+                self.stalled.append(frame)
             return
         self.count += 1
         if f.cut_after is not None and self.count > f.cut_after:
@@ -134,17 +138,35 @@ class FaultyConnection(Connection):
         self.clock = clock  # delays, bandwidth and reorder holds wait on it
         self.rng = random.Random(seed)
         self.partitioned = False
+        self.holding = False
         self._lock = threading.Lock()
         self._out = _Direction(self, out or Faults(), self._emit_out)
         self._in = _Direction(self, into or Faults(), self._emit_in)
         self._loop_thread = inner._loop_thread
 
     # Partition and heal are the knobs tests turn while traffic flows.
-    def partition(self) -> None:
+    def partition(self, hold: bool = False) -> None:
+        """Nothing gets through either way until ``heal``. Frames are lost, or with
+        ``hold`` they wait and go on at the heal, in order, as TCP's retransmissions
+        deliver them (a stream loses data only by breaking)."""
         self.partitioned = True
+        self.holding = hold
 
     def heal(self) -> None:
         self.partitioned = False
+        self.holding = False
+        for direction in (self._out, self._in):
+            stalled, direction.stalled = direction.stalled, []
+            for frame in stalled:
+                direction.push(frame)
+
+    def sever(self) -> None:
+        """The process owning this end died: it hears nothing more, not even the close
+        (its handlers never run again), sends nothing more, and the other end sees
+        the connection close, as after ``kill -9``."""
+        self.partitioned = True
+        self.inner.set_handlers(_ignore_message, _ignore_close)
+        self.inner.close(ConnectionLost("fault injection: the peer process died"))
 
     def set_faults(self, out: Faults | None = None, into: Faults | None = None) -> None:
         """From now on apply ``out`` and ``into`` (``None``: no faults) to new frames."""
@@ -195,3 +217,11 @@ class FaultyConnection(Connection):
 
     def close(self, reason: BaseException | None = None) -> None:
         self.inner.close(reason)
+
+
+def _ignore_message(body: memoryview, buffers: list[Buffer]) -> None:
+    """What a dead process does with a frame."""
+
+
+def _ignore_close(reason: BaseException | None) -> None:
+    """What a dead process does when its connection closes."""
