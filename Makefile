@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 # (workers, servers) recompiles the package from source, ~60 ms each.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck bench bytecode clean postgres chromium nodejs
+.PHONY: run test lint typecheck bench bytecode clean postgres chromium nodejs soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ nodejs:
 # free: the suite is mostly waiting on real sockets and child processes.
 test: lint typecheck bytecode postgres chromium nodejs
 	$(BIN)/pytest -q -n 2 --dist worksteal
+
+# 10,000 seeds of the whole-cluster simulation (docs/testing.md), one process per core:
+# about 15 minutes on 2 cores. `make test` runs 300 of them.
+soak: bytecode
+	$(BIN)/python -m netlet.testing --seeds 0-9999 --jobs $$(nproc)
 
 bench: $(BSTAMP) bytecode
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

@@ -19,7 +19,6 @@ import click
 
 from netlet.testing._sim import SimConfig, SimReport, simulate
 
-
 _D = SimConfig()
 
 

@@ -46,17 +46,18 @@ frames at one instant takes a few per frame)."""
 class _JumpSelector(selectors.DefaultSelector):
     """A real selector (asyncio's self-pipe lives in it) that jumps time instead of waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, spins: int) -> None:
         super().__init__()
         self.now = 0.0
         self._spins = 0
+        self._limit = spins
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
         events: list[tuple[Any, int]] = super().select(0)
         if events or timeout == 0:
             self._spins += 1
-            if self._spins > _SPINS:
-                raise Livelock(f"{_SPINS:,} turns of the loop at t={self.now:.6f} "
+            if self._spins > self._limit:
+                raise Livelock(f"{self._limit:,} turns of the loop at t={self.now:.6f} "
                                "without time moving on: something loops without waiting")
             return events
         if timeout is None:
@@ -69,8 +70,8 @@ class _JumpSelector(selectors.DefaultSelector):
 class SimLoop(asyncio.SelectorEventLoop):
     """``asyncio``'s selector loop on virtual time; see the module docstring."""
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self._jump = _JumpSelector()
+    def __init__(self, start: float = 1000.0, *, spins: int = _SPINS) -> None:
+        self._jump = _JumpSelector(spins)
         self._jump.now = start
         super().__init__(self._jump)
 
