@@ -24,7 +24,8 @@ The rules it keeps:
 * **Parallelism before prefetch.** A worker gets at most its fair share of
   what is queued, and when a worker waits for work while another holds tasks
   it has not started, those are taken back (the worker gives back only what
-  it has not started, so nothing runs twice) and handed to the idle one.
+  it has not started, so nothing runs twice; what it keeps is not asked for
+  again) and handed to the idle one.
 * **RUNNING means started.** A task counts as running once its worker says it
   started it; until then a cancel takes it back.
 * **Retries.** A task whose worker died while running it runs again, up to its
