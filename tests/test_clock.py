@@ -13,7 +13,7 @@ import concurrent.futures
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,13 +28,7 @@ from netlet.clock import (
     wait_future,
 )
 from netlet.testing import VirtualClock as PublicVirtualClock
-
-
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
+from tests._support import wait_until
 
 
 @pytest.fixture
@@ -82,7 +76,7 @@ def test_a_sleep_on_another_loop_ends_exactly_when_due(loop: asyncio.AbstractEve
         woke.append(clock.monotonic())
 
     fut = asyncio.run_coroutine_threadsafe(sleeper(), loop)
-    _wait_until(lambda: clock.pending == 1, "the sleep to be armed")
+    wait_until(lambda: clock.pending == 1, what="the sleep to be armed")
     clock.advance(0.75)
     assert woke == []
     clock.advance(0.25)  # advance returns once the woken task has run
@@ -120,7 +114,7 @@ def test_a_timeout_block_expires_exactly_when_due(loop: asyncio.AbstractEventLoo
             outcome.append("timed out")
 
     fut = asyncio.run_coroutine_threadsafe(guarded(), loop)
-    _wait_until(lambda: clock.pending == 1, "the timeout to be armed")
+    wait_until(lambda: clock.pending == 1, what="the timeout to be armed")
     clock.advance(2.75)
     assert outcome == []
     clock.advance(0.25)
@@ -169,7 +163,7 @@ def test_a_thread_wait_ends_exactly_when_due() -> None:
     results: list[bool] = []
     thread = threading.Thread(target=lambda: results.append(clock.wait(event.wait, 2.0)))
     thread.start()
-    _wait_until(lambda: clock.pending == 1, "the thread to wait")
+    wait_until(lambda: clock.pending == 1, what="the thread to wait")
     clock.advance(1.5)
     assert results == []
     clock.advance(0.5)  # returns once the thread saw it
@@ -197,7 +191,7 @@ def test_thread_helpers_follow_the_virtual_clock() -> None:
         got = pool.submit(queue_get, clock, q.get, 5.0)
         never: concurrent.futures.Future[int] = concurrent.futures.Future()
         result = pool.submit(wait_future, clock, never, 5.0)
-        _wait_until(lambda: clock.pending == 3, "three waits")
+        wait_until(lambda: clock.pending == 3, what="three waits")
         clock.advance(4.0)
         assert [slept.done(), got.done(), result.done()] == [False, False, False]
         clock.advance(1.0)

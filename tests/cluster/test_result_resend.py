@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,18 +23,12 @@ from netlet.cluster import Cluster, Head, HeadConfig
 from netlet.codec import Codec
 from netlet.node import expose
 from netlet.testing import VirtualClock
+from tests._support import wait_until
 
 KEY = bytes(range(32))
 
 NodeFactory = Callable[..., netlet.Node]
 
-
-def _wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-    return value
 
 
 @expose(concurrent=True)
@@ -87,20 +80,20 @@ def test_a_delivery_that_timed_out_is_sent_again(
     proxy.join(client.id, "client", {}, None)
     assert proxy.submit(client.id, sink, [["c:1", "tests.cluster.tasks:add", b"", 0]], {}) == 1
     _run_one(node_factory, address, 42)
-    _wait_until(lambda: sink.calls, "the first delivery")
+    wait_until(lambda: sink.calls, what="the first delivery")
     try:
         clock.advance(29.9)  # not yet: the head still waits for the first call
         assert client.id in h._delivering
         assert not h._outbox.get(client.id)
         assert len(sink.calls) == 1
         clock.advance(0.2)  # the call timed out: the head keeps the result...
-        _wait_until(lambda: h._outbox.get(client.id), "the result back in the outbox")
+        wait_until(lambda: h._outbox.get(client.id), what="the result back in the outbox")
         clock.advance(1.0)  # ...and sends it again a second later
-        _wait_until(lambda: len(sink.calls) == 2, "the second delivery")
+        wait_until(lambda: len(sink.calls) == 2, what="the second delivery")
     finally:
         sink.release.set()
     assert [r[0] for r in sink.calls[0]] == [r[0] for r in sink.calls[1]] == ["c:1"]
-    _wait_until(lambda: "c:1" not in h.scheduler.tasks, "the head forgetting the result")
+    wait_until(lambda: "c:1" not in h.scheduler.tasks, what="the head forgetting the result")
     assert h._undelivered == 0
 
 

@@ -8,7 +8,6 @@ silent for ``dead_after`` seconds of the head's clock, and not an instant before
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,18 +15,13 @@ import pytest
 import netlet
 from netlet.cluster import Head, HeadConfig
 from netlet.testing import VirtualClock
+from tests._support import wait_until
 
 KEY = bytes(range(32))
 STEP = 0.0625  # exact in binary
 
 NodeFactory = Callable[..., netlet.Node]
 
-
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def head(node_factory: NodeFactory) -> Iterator[tuple[Head, netlet.Proxy, str, V
     proxy = member.proxy(node.address, "netlet.head", timeout=10)
     proxy.join(member.id, "worker", {}, None)
     # The node's watchdog and the head's sweep are both waiting on the clock.
-    _wait_until(lambda: clock.pending >= 2, "the head's sweep to wait on the clock")
+    wait_until(lambda: clock.pending >= 2, what="the head's sweep to wait on the clock")
     yield head, proxy, member.id, clock
     head.stop()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import netlet
 from netlet.node import DEFAULT_TIMEOUT
 from netlet.testing import VirtualClock
 from netlet.transport import Connection, FaultyConnection
+from tests._support import wait_until
 
 NodeFactory = Callable[..., netlet.Node]
 
@@ -43,16 +43,10 @@ class Service:
         return "released"
 
 
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
 
 def _armed(clock: VirtualClock, n: int = 1) -> None:
     """Wait (real time) until ``n`` timers are armed: the node's tasks are waiting on it."""
-    _wait_until(lambda: clock.pending >= n, f"{n} timer(s) armed on the virtual clock")
+    wait_until(lambda: clock.pending >= n, what=f"{n} timer(s) armed on the virtual clock")
 
 
 @pytest.fixture
@@ -85,7 +79,7 @@ def test_a_silent_peer_is_closed_just_after_three_keepalives(
     proxy = client.proxy(server[0].address or "", "svc", timeout=None)
     assert proxy.echo("warm") == "warm"
     call = proxy.hang.future()
-    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    wait_until(lambda: server[1].waiting == 1, what="the call to start")
     conns[0].partition()  # from now on the server says nothing and hears nothing
     _armed(clock)
     clock.advance(2.5)  # silent for more than a keepalive: pinged (the ping is lost)
@@ -104,13 +98,13 @@ def test_a_peer_that_answers_pings_is_never_closed(
     client = _client(node_factory, clock, keepalive=2.0)
     proxy = client.proxy(server[0].address or "", "svc", timeout=None)
     call = proxy.hang.future()
-    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    wait_until(lambda: server[1].waiting == 1, what="the call to start")
     _armed(clock)
     for _ in range(40):  # 20 s of virtual time, ten keepalives: its pongs keep it
         clock.advance(0.5)
         # A ping went if it was quiet for a keepalive: let the pong land (real time).
-        _wait_until(lambda: clock.monotonic() - _last_heard(client) <= 2.0 or call.done(),
-                    "the pong")
+        wait_until(lambda: clock.monotonic() - _last_heard(client) <= 2.0 or call.done(),
+                   what="the pong")
     assert not call.done()
     server[1].release.set()
     assert call.result(10) == "released"
@@ -128,9 +122,9 @@ def test_a_call_idle_link_is_not_closed_when_a_long_call_starts(
     _armed(clock)
     clock.advance(60.0)  # idle: nothing pending, nothing said
     call = proxy.hang.future()
-    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    wait_until(lambda: server[1].waiting == 1, what="the call to start")
     clock.advance(0.5)  # the next liveness look: a ping goes, the peer answers
-    _wait_until(lambda: _last_heard(client) == clock.monotonic() or call.done(), "the pong")
+    wait_until(lambda: _last_heard(client) == clock.monotonic() or call.done(), what="the pong")
     clock.advance(0.5)
     assert not call.done(), call.exception()
     server[1].release.set()
@@ -157,7 +151,7 @@ def test_a_call_deadline_fires_exactly_when_due(
             return await proxy.hang.aio()
         assert client.loop is not None
         call = asyncio.run_coroutine_threadsafe(aio(), client.loop)
-    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    wait_until(lambda: server[1].waiting == 1, what="the call to start")
     _armed(clock)
     clock.advance(1.0 - SWEEP)  # just before its deadline: still waiting
     assert not call.done()
@@ -176,7 +170,7 @@ def test_a_blocking_call_deadline_follows_the_virtual_clock(
     assert proxy.echo("warm") == "warm"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(proxy.hang)
-        _wait_until(lambda: server[1].waiting == 1, "the call to start")
+        wait_until(lambda: server[1].waiting == 1, what="the call to start")
         clock.advance(0.75)
         assert not call.done()
         clock.advance(0.25)  # returns once the waiting thread has seen its deadline
@@ -199,7 +193,7 @@ def test_the_default_timeout_is_the_nodes_call_timeout(
     assert proxy.with_options(timeout=None).with_options(timeout=DEFAULT_TIMEOUT)._timeout is None
     assert repr(DEFAULT_TIMEOUT) == "DEFAULT_TIMEOUT"
     call = proxy.hang.future()
-    _wait_until(lambda: server[1].waiting == 1, "the call to start")
+    wait_until(lambda: server[1].waiting == 1, what="the call to start")
     clock.advance(2.0 - SWEEP)
     assert not call.done()
     clock.advance(SWEEP)
@@ -219,7 +213,7 @@ def test_a_direct_blocking_call_deadline_follows_the_virtual_clock(
     assert client._direct_pools, "the call did not take the direct path"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(proxy.hang)
-        _wait_until(lambda: server[1].waiting == 1, "the call to start")
+        wait_until(lambda: server[1].waiting == 1, what="the call to start")
         clock.advance(3599.0)
         assert not call.done()
         clock.advance(1.0)  # an hour of virtual time: it gives up now, not in an hour

@@ -33,6 +33,7 @@ import netlet
 from netlet.errors import CallTimeout, ConnectionLost
 from netlet.testing import VirtualClock
 from netlet.transport import Connection, Faults, FaultyConnection
+from tests._support import wait_until
 from tests.conftest import arun
 
 NodeFactory = Callable[..., netlet.Node]
@@ -141,12 +142,6 @@ def _deadlines_armed(node: netlet.Node, clock: VirtualClock, style: str, n: int 
     return sum(map(len, node._watch._deadlines.values())) >= n
 
 
-def _wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
-
 
 # On a virtual clock, a call times out exactly at its deadline and not an instant
 # before, whatever the transport and the style, and no test waits for it.
@@ -163,8 +158,8 @@ def test_dropped_reply_times_out_and_the_next_call_works(
     proxy = client.proxy(address, "svc", timeout=0.5)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pool.submit(call, proxy, style, "count", "first")
-        _wait_until(lambda: service.runs["first"] == 1 and _deadlines_armed(client, clock, style),
-                    "the call to run and its deadline to be set")
+        wait_until(lambda: service.runs["first"] == 1 and _deadlines_armed(client, clock, style),
+                   what="the call to run and its deadline to be set")
         clock.advance(BEFORE)
         assert not first.done()
         clock.advance(AT)
@@ -206,7 +201,7 @@ def test_everything_dropped_every_call_times_out(server: tuple[str, Service],
     client = node_factory(wrap_connection=Injector(out=Faults(drop=1.0)), clock=clock)
     proxy = client.proxy(address, "svc", timeout=0.5)
     futures = [proxy.echo.future(i) for i in range(20)]
-    _wait_until(lambda: _deadlines_armed(client, clock, "future", 20), "20 deadlines")
+    wait_until(lambda: _deadlines_armed(client, clock, "future", 20), what="20 deadlines")
     clock.advance(BEFORE)
     assert not any(f.done() for f in futures)
     clock.advance(AT)

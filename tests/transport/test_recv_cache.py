@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import resource
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import netlet
+from tests._support import wait_until
 
 MiB = 1024 * 1024
 np = pytest.importorskip("numpy")
@@ -40,12 +40,6 @@ class Store:
         h = hash(value)  # cached in the object: a reused one must not keep the old hash
         return h == hash(bytes(bytearray(value)))
 
-
-def _wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {cond}"
-        time.sleep(0.01)
 
 
 def _payload(kind: str, seed: int) -> Any:
@@ -138,7 +132,7 @@ def test_kept_buffers_count_in_the_budget_and_give_way(
     budget = server.budget
     for size in (3, 4, 5, 6, 7):  # each too unlike the others to reuse their buffer
         proxy.where(bytes(size * MiB))
-        _wait_until(lambda: budget.cached > 0)  # kept once the call's thread is done
+        wait_until(lambda: budget.cached > 0)  # kept once the call's thread is done
         assert budget.cached <= 12 * MiB
     # Hold 10 MiB in a running call while 10 MiB more arrive: only the cache can give way.
     release = threading.Event()
