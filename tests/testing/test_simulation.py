@@ -11,14 +11,16 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from netlet.codec import Codec
 from netlet.errors import WorkerLost
-from netlet.testing import SimConfig, simulate
+from netlet.testing import SimConfig, SimReport, simulate
 from netlet.testing._loop import Livelock, SimLoop, Stalled
 from netlet.testing._peers import Ledger, SimClient
+from netlet.testing._sim import _World
 
 SEEDS = 300
 CHUNK = 25
@@ -183,3 +185,27 @@ def test_the_command_line_says_what_is_wrong_and_replays() -> None:
                           capture_output=True, text=True, timeout=50)
     assert lost.returncode == 1
     assert "replay: python -m netlet.testing --seed 5" in lost.stdout
+
+
+@pytest.mark.timeout(60)
+def test_a_prime_search_under_faults_counts_exactly() -> None:
+    for seed in (3, 4):
+        report = simulate(seed, SimConfig(primes=1.0))
+        assert report.ok, report.violations
+        assert any("primes below 300,000: 25,997, exact" in line for line in report.trace)
+
+
+@pytest.mark.timeout(30)
+def test_the_prime_check_catches_a_wrong_or_missing_count(tmp_path: Path) -> None:
+    for counts, wanted in (({(0, 10): 4, (10, 20): 5}, "counted 9 primes"),
+                           ({(0, 10): 4}, "never counted [(10, 20)]")):
+        report = SimReport(1, SimConfig())
+        world = _World(1, SimConfig(), SimLoop(), report, str(tmp_path / "head.db"))
+        client = SimClient("c1", "mem://nowhere", world.ledger, net=world.net,
+                           clock=world.clock, rec=world)
+        world.clients.append(client)
+        world.searched = [(0, 10), (10, 20)]
+        client.prime_counts.update(counts)
+        world._check()
+        assert any(wanted in v for v in report.violations), report.violations
+        world.loop.close()

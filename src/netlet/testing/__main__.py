@@ -67,18 +67,22 @@ def _reports(seeds: Iterable[int], config: SimConfig, jobs: int) -> Iterator[Sim
               show_default=True, help="Virtual seconds every task has to end after the calm.")
 @click.option("--retries", type=click.IntRange(0, 100), default=_D.retries,
               show_default=True)
+@click.option("--primes", type=click.FloatRange(0.0, 1.0), default=_D.primes,
+              show_default=True,
+              help="Share of seeds that also run a prime search (checked against pi).")
 @click.option("--no-faults", is_flag=True, help="The same runs with no fault (a baseline).")
 @click.option("--no-head-crashes", is_flag=True, help="Never kill the head.")
 @click.option("--trace", is_flag=True, help="Print each run's events.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Processes running seeds side by side.")
 def main(seed: int | None, seed_spec: str, workers: int, clients: int, tasks: int,
-         chaos: float, settle: float, retries: int, no_faults: bool, no_head_crashes: bool,
+         chaos: float, settle: float, retries: int, primes: float, no_faults: bool,
+         no_head_crashes: bool,
          trace: bool, jobs: int) -> None:
     """Run seeded simulations of a whole netlet cluster and check its promises."""
     seeds = [seed] if seed is not None else _seeds(seed_spec)
     config = SimConfig(workers=workers, clients=clients, tasks=tasks, chaos=chaos,
-                       settle=settle, retries=retries, faults=not no_faults,
+                       settle=settle, retries=retries, primes=primes, faults=not no_faults,
                        head_crashes=not no_head_crashes)
     failed: list[SimReport] = []
     total = 0.0

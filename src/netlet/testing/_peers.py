@@ -21,6 +21,8 @@ import collections
 import random
 from typing import Any
 
+from netlet.apps.primes._tasks import TASK as PRIME_TASK
+from netlet.apps.primes._tasks import search_chunk
 from netlet.codec import Codec
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
 from netlet.node import Proxy, expose
@@ -125,12 +127,14 @@ class SimWorker(Process):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            tid, _fn, body, lease = self.local.popleft()
-            (x,), _ = self.codec.decode_value(body)
+            tid, fn, body, lease = self.local.popleft()
+            args, _ = self.codec.decode_value(body)
             if self.announce:
                 self._report(started=[tid])
             await self.clock.sleep(self.rng.expovariate(1 / 0.05))
-            value = self.codec.encode_value([x * x, lease])
+            # A prime search's chunk runs the search's own code; any other task squares.
+            answer = search_chunk(*args)["count"] if fn == PRIME_TASK else args[0] * args[0]
+            value = self.codec.encode_value([answer, lease])
             self.outbox.append([tid, True, value, lease])
             if len(self.outbox) >= 4 or not self.local or self._pulling:
                 self._report()
@@ -225,7 +229,11 @@ class SimClient(Process):
         self.ledger = ledger
         self.codec = Codec()
         self.specs: dict[str, list[Any]] = {}
-        self.expected: dict[str, int] = {}
+        self.expected: dict[str, int | None] = {}
+        """tid -> its value; None for a prime search's chunk (checked as a whole)."""
+        self.chunks: dict[str, tuple[int, int]] = {}
+        self.prime_counts: dict[tuple[int, int], int] = {}
+        self.retries = 3
         self.outcome: dict[str, tuple[str, str | None]] = {}
         """tid -> ("ok" or the error's type name, the lease of the accepted result)."""
         self.duplicates = 0
@@ -292,6 +300,26 @@ class SimClient(Process):
         except _ERRORS:
             await self._reconnect()
 
+    async def search_primes(self, ranges: list[tuple[int, int]]) -> None:
+        """Count the primes in each range, one task each (``search_chunk``, what ``netlet
+        primes`` submits); a chunk that ends ``WorkerLost`` is submitted again, as the
+        search's coordinator does."""
+        batch = []
+        for start, end in ranges:
+            self._next += 1
+            tid = f"{self.name}:p{self._next}"
+            body = self.codec.encode_value([["naive", start, end], None])
+            spec = [tid, PRIME_TASK, body, self.retries]
+            self.specs[tid] = spec
+            self.expected[tid] = None
+            self.chunks[tid] = (start, end)
+            batch.append(spec)
+        self.rec.note(f"{self.name} searches {len(ranges)} chunk(s) for primes")
+        try:
+            await self.head.submit.aio(self.me, self.sink, batch, {})
+        except _ERRORS:
+            await self._reconnect()
+
     def on_results(self, batch: list[list[Any]]) -> None:
         for tid, ok, body, error, *_ in batch:
             self._result(tid, ok, body, error)
@@ -304,10 +332,17 @@ class SimClient(Process):
             kind, lease = type(error).__name__ if error is not None else "failed", None
             if not isinstance(error, WorkerLost):
                 self.rec.violation(f"{tid} ended with an undeclared error: {error!r}")
+            elif tid in self.chunks and tid not in self.outcome:
+                self.spawn(self.search_primes([self.chunks[tid]]))
         else:
             value, lease = self.codec.decode_value(body or b"")
             kind = "ok"
-            if value != self.expected[tid]:
+            chunk = self.chunks.get(tid)
+            if chunk is not None:
+                if tid not in self.outcome and chunk in self.prime_counts:
+                    self.rec.violation(f"the primes in {chunk} were counted twice")
+                self.prime_counts.setdefault(chunk, value)
+            elif value != self.expected[tid]:
                 self.rec.violation(f"{tid}: wrong value {value!r}, expected "
                                    f"{self.expected[tid]!r}")
             latest = self.ledger.latest(tid)
