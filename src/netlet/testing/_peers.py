@@ -44,6 +44,9 @@ class Ledger:
     def __init__(self) -> None:
         self.received: dict[str, list[tuple[int, int, str]]] = {}
         self.incarnation = 0
+        self.ran: dict[str, list[tuple[float, SimWorker, int]]] = {}
+        """Each run of a task: when it started, on which worker, under the epoch of the
+        hand-out that brought it."""
 
     def latest(self, tid: str) -> str | None:
         leases = self.received.get(tid)
@@ -82,6 +85,8 @@ class SimWorker(Process):
         self.local: collections.deque[list[Any]] = collections.deque()
         self.held: set[str] = set()
         self.outbox: list[list[Any]] = []
+        self.handed_in: dict[str, int] = {}
+        """tid -> the epoch whose pull brought it."""
         self.seen = 0
         self.joined = asyncio.Event()
         self._arrived = asyncio.Event()
@@ -128,16 +133,27 @@ class SimWorker(Process):
                 await self._arrived.wait()
                 continue
             tid, fn, body, lease = self.local.popleft()
+            self.ledger.ran.setdefault(tid, []).append(
+                (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
             args, _ = self.codec.decode_value(body)
             if self.announce:
                 self._report(started=[tid])
             await self.clock.sleep(self.rng.expovariate(1 / 0.05))
-            # A prime search's chunk runs the search's own code; any other task squares.
-            answer = search_chunk(*args)["count"] if fn == PRIME_TASK else args[0] * args[0]
-            value = self.codec.encode_value([answer, lease])
-            self.outbox.append([tid, True, value, lease])
+            self.outbox.append(self._run(tid, fn, args, lease))
             if len(self.outbox) >= 4 or not self.local or self._pulling:
                 self._report()
+
+    def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> list[Any]:
+        """A prime search's chunk runs the search's own code; any other task squares its
+        argument, or raises ``ValueError`` for a multiple of 13 (a task's own error)."""
+        if fn == PRIME_TASK:
+            answer = search_chunk(*args)["count"]
+        elif args[0] % 13 == 0:
+            error = ValueError(f"{args[0]} under {lease}")
+            return [tid, False, self.codec.encode_value(error), lease]
+        else:
+            answer = args[0] * args[0]
+        return [tid, True, self.codec.encode_value([answer, lease]), lease]
 
     def _report(self, started: list[str] | None = None) -> None:
         results, self.outbox = self.outbox, []
@@ -151,9 +167,10 @@ class SimWorker(Process):
     async def _exchange(self) -> None:
         results, self.outbox = self.outbox, []
         want = self.credit + 1 - len(self.local)
+        epoch = self.epoch
         try:
             call = self.head.with_options(timeout=None).exchange.aio(
-                self.me, self.epoch, results, [], want)
+                self.me, epoch, results, [], want)
             self.held.difference_update(r[0] for r in results)
             batch, _fns, seq = await call
         except _ERRORS as e:
@@ -173,6 +190,7 @@ class SimWorker(Process):
             self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
         self.local.extend(batch)
         self.held.update(t[0] for t in batch)
+        self.handed_in.update((t[0], epoch) for t in batch)
         self.seen = max(self.seen, int(seq))
 
     def give_back(self, tids: list[str]) -> list[str]:
@@ -237,6 +255,10 @@ class SimClient(Process):
         self.outcome: dict[str, tuple[str, str | None]] = {}
         """tid -> ("ok" or the error's type name, the lease of the accepted result)."""
         self.duplicates = 0
+        self.cancelled: dict[str, float] = {}
+        """tid -> when the head said it cancelled it."""
+        self.unsure: set[str] = set()
+        """Tasks named in a cancel whose answer never came."""
         self.head_node = ""
         self._next = 0
         self._reconnecting = False
@@ -257,7 +279,7 @@ class SimClient(Process):
                 reply = await self.head.join.aio(self.me, "client", {"sim": self.name},
                                                  None)
                 self.head_node = str(reply["head"])
-                pending = [t for t in self.specs if t not in self.outcome]
+                pending = [t for t in self.specs if t not in self.outcome]  # unsure too
                 unknown = set(await self.head.resume.aio(self.me, self.sink, pending))
                 # A result may have come while we asked (the head then forgot it).
                 again = [self.specs[t] for t in pending if t in unknown
@@ -328,12 +350,21 @@ class SimClient(Process):
         if tid not in self.expected:
             self.rec.violation(f"{self.name} got a result for {tid!r}, which it never submitted")
             return
-        if error is not None or not ok:
-            kind, lease = type(error).__name__ if error is not None else "failed", None
+        lease: str | None = None
+        if error is not None:
+            kind = type(error).__name__
             if not isinstance(error, WorkerLost):
                 self.rec.violation(f"{tid} ended with an undeclared error: {error!r}")
             elif tid in self.chunks and tid not in self.outcome:
                 self.spawn(self.search_primes([self.chunks[tid]]))
+        elif not ok:  # the task raised: its exception travels in the body
+            exc = self.codec.decode_value(body or b"")
+            kind = type(exc).__name__
+            x = int(tid.rpartition(":")[2]) if tid not in self.chunks else -1
+            said, _, lease = str(exc).partition(" under ")
+            if not isinstance(exc, ValueError) or said != str(x) or x % 13:
+                self.rec.violation(f"{tid} raised {exc!r}, which its task never does")
+            self._check_lease(tid, lease)
         else:
             value, lease = self.codec.decode_value(body or b"")
             kind = "ok"
@@ -345,10 +376,7 @@ class SimClient(Process):
             elif value != self.expected[tid]:
                 self.rec.violation(f"{tid}: wrong value {value!r}, expected "
                                    f"{self.expected[tid]!r}")
-            latest = self.ledger.latest(tid)
-            if lease != latest:
-                self.rec.violation(f"{tid}: the head accepted the result of lease {lease}, "
-                                   f"but the task's latest hand-out was lease {latest}")
+            self._check_lease(tid, lease)
         first = self.outcome.get(tid)
         if first is None:
             self.outcome[tid] = (kind, lease)
@@ -358,6 +386,34 @@ class SimClient(Process):
         else:
             self.duplicates += 1
 
+    def _check_lease(self, tid: str, lease: str | None) -> None:
+        latest = self.ledger.latest(tid)
+        if lease != latest:
+            self.rec.violation(f"{tid}: the head accepted the result of lease {lease}, "
+                               f"but the task's latest hand-out was lease {latest}")
+
+    async def cancel_some(self, count: int) -> None:
+        """Cancel our ``count`` latest unfinished tasks. PROTOCOL.md 16.4: an id the head
+        returns never ran, and never ends otherwise; the others end as usual."""
+        tids = [t for t in self.pending if t not in self.chunks][-count:]  # not the search's
+        if not tids:
+            return
+        try:
+            cancelled = await self.head.cancel.aio(tids)
+        except _ERRORS:  # it may or may not have happened: they may end, or not
+            self.unsure.update(tids)
+            return
+        self.rec.note(f"{self.name} cancelled {sorted(cancelled)} of {len(tids)}")
+        for tid in cancelled:
+            if tid in self.outcome:  # cancelling twice is no news; after an ending it is
+                if self.outcome[tid][0] != "cancelled":
+                    self.rec.violation(f"{tid} was cancelled after it ended "
+                                       f"{self.outcome[tid]}")
+                continue
+            self.outcome[tid] = ("cancelled", None)
+            self.cancelled[tid] = self.clock.monotonic()
+
     @property
     def pending(self) -> list[str]:
-        return [t for t in self.specs if t not in self.outcome]
+        """Tasks not ended (those a failed cancel may have dropped left out)."""
+        return [t for t in self.specs if t not in self.outcome and t not in self.unsure]

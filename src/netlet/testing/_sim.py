@@ -85,6 +85,9 @@ class SimReport:
     tasks: int = 0
     ended_ok: int = 0
     worker_lost: int = 0
+    raised: int = 0
+    """Tasks that raised their own error (every multiple of 13), as they must."""
+    cancelled: int = 0
     duplicates: int = 0
     refused_results: int = 0
     virtual_seconds: float = 0.0
@@ -115,6 +118,7 @@ class SimReport:
     def summary(self) -> str:
         verdict = "ok" if self.ok else f"{len(self.violations)} VIOLATION(S)"
         return (f"seed {self.seed}: {verdict}; {self.tasks} tasks, {self.ended_ok} ok, "
+                f"{self.raised} raised, {self.cancelled} cancelled, "
                 f"{self.worker_lost} WorkerLost, {self.duplicates} duplicate deliveries, "
                 f"{self.refused_results} results refused; {self.virtual_seconds:.1f} s "
                 f"simulated in {self.real_seconds:.2f} s; trace {self.digest}")
@@ -274,6 +278,9 @@ class _World:
                 n = min(left, rng.randint(1, max(1, cfg.tasks // 2)))
                 plan.append((rng.uniform(0, cfg.chaos * 0.8), ("submit", c.name, str(n))))
                 left -= n
+        for _ in range(rng.randint(0, 3)):
+            c = rng.choice(self.clients)
+            plan.append((rng.uniform(0, cfg.chaos), ("cancel", c.name, str(rng.randint(1, 5)))))
         if self.clients and rng.random() < cfg.primes:
             plan.append((rng.uniform(0, cfg.chaos * 0.8), ("primes", self.clients[0].name)))
         if cfg.faults:
@@ -296,6 +303,10 @@ class _World:
         if kind == "submit":
             client = next(c for c in self.clients if c.name == action[1])
             client.spawn(client.submit(int(action[2]), self.cfg.retries))
+            return
+        if kind == "cancel":
+            client = next(c for c in self.clients if c.name == action[1])
+            client.spawn(client.cancel_some(int(action[2])))
             return
         if kind == "primes":
             client = next(c for c in self.clients if c.name == action[1])
@@ -356,13 +367,26 @@ class _World:
     def _check(self) -> None:
         report = self.report
         for c in self.clients:
+            # PROTOCOL.md 16.4: a cancelled task never starts again on a worker the head
+            # counts as alive (one it presumed dead, which has joined again since, may
+            # run it; its result is refused, which the outcome checks cover).
+            again = sorted(t for t, at in c.cancelled.items()
+                           if any(start > at and w.epoch == epoch
+                                  for start, w, epoch in self.ledger.ran.get(t, [])))
+            if again:
+                self.violation(f"{c.name}: {again} started after the head said it cancelled "
+                               "them")
             report.tasks += len(c.specs)
             report.duplicates += c.duplicates
             for kind, _ in c.outcome.values():
                 if kind == "ok":
                     report.ended_ok += 1
-                else:
+                elif kind == "WorkerLost":
                     report.worker_lost += 1
+                elif kind == "cancelled":
+                    report.cancelled += 1
+                else:
+                    report.raised += 1
             lost = c.pending
             for tid in lost[:3]:
                 info = self.head.task_info(tid) if self.head is not None else None
