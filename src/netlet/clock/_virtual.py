@@ -166,7 +166,7 @@ class VirtualClock:
 
         Returns once what they woke has run (see the module docstring). Called on
         an event loop's own thread, that loop's callbacks run after the caller
-        yields: use :meth:`advance_async` there.
+        yields: use :meth:`advance_aio` there.
         """
         if seconds < 0:
             raise ValueError("a clock only moves forward: advance() takes seconds >= 0")
@@ -188,7 +188,7 @@ class VirtualClock:
                     return
                 self._fire(due)
 
-    async def advance_async(self, seconds: float) -> None:
+    async def advance_aio(self, seconds: float) -> None:
         """``advance`` from a coroutine: lets this loop run what it woke before returning."""
         self.advance(seconds)
         for _ in range(5):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from netlet.node._node import Node
     from netlet.node._proxy import Proxy
 
-__all__ = ["call_async", "call_blocking", "call_future", "call_oneway"]
+__all__ = ["call_aio", "call_blocking", "call_future", "call_oneway"]
 
 log = logging.getLogger("netlet.node")
 
@@ -151,19 +151,19 @@ def _wait_sent(node: Node, link: Link, cid: int, waiter: _SyncWaiter, timeout: f
     raise CallTimeout(f"{what} got no reply in {timeout} s")
 
 
-def call_async(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
+def call_aio(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
     """Start a call from async code; eager when the link is up (no task per call)."""
     loop = asyncio.get_running_loop()
     link = proxy._link
     if loop is not node.loop or link is None or link.closed:
-        return loop.create_task(_call_async_slow(node, proxy, method, args, kwargs, timeout))
-    return _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
+        return loop.create_task(_call_aio_slow(node, proxy, method, args, kwargs, timeout))
+    return _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
 
 
-def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
-                 method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                 timeout: float | None) -> asyncio.Future[Any]:
+def _start_aio(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
+               method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+               timeout: float | None) -> asyncio.Future[Any]:
     fut = _CallFuture(loop=loop)
     waiter = functools.partial(_settle, fut)
     cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
@@ -173,20 +173,20 @@ def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy:
     return fut
 
 
-async def _call_async_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                           kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+async def _call_aio_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
+                         kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
     loop = asyncio.get_running_loop()
     if loop is not node.loop:  # another loop: run on ours, await the bridge
         if node.loop is None or node._closing:
             raise NodeClosed("the node is closed")
         cf = asyncio.run_coroutine_threadsafe(
-            _call_async_slow(node, proxy, method, args, kwargs, timeout), node.loop)
+            _call_aio_slow(node, proxy, method, args, kwargs, timeout), node.loop)
         return await asyncio.wrap_future(cf)
     link = proxy._link
     if link is None or link.closed:
         check_pinned(proxy)
         link = proxy._link = await link_to(node, proxy._ref)
-    return await _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
+    return await _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
 
 
 def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],

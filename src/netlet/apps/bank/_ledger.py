@@ -164,7 +164,7 @@ class Ledger(LedgerPins, LedgerReads):
                                                   is_command=True)
         return result
 
-    async def execute_async(self, command: Command, idem_key: str) -> dict[str, Any]:
+    async def execute_aio(self, command: Command, idem_key: str) -> dict[str, Any]:
         """``execute`` for a task on an event loop: the loop thread never blocks.
 
         The writer wakes the loop once per commit for all of its tasks, not once each.

@@ -83,7 +83,7 @@ class LedgerPins:
             if not queued:
                 self._pins.end(ticket)
 
-    async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
+    async def check_pin_aio(self, account: str, pin: str, now: float | None = None) -> bool:
         """``check_pin`` for a task on an event loop.
 
         A costly hash (the default, tens of milliseconds) is checked on a worker
@@ -106,7 +106,7 @@ class LedgerPins:
             return ok
         place: Place | None = None
         while True:
-            got = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop,
+            got = self._pins.begin_aio(account, lambda: self._pin_row(account), now, loop,
                                          place)
             if isinstance(got, Ticket):
                 ticket = got

@@ -140,7 +140,7 @@ class PinGuard:
                 while not place.ready:
                     self._cond.wait()
 
-    def begin_async(self, account: str, read: Callable[[], PinRow], now: float,
+    def begin_aio(self, account: str, read: Callable[[], PinRow], now: float,
                     loop: asyncio.AbstractEventLoop, place: Place | None = None
                     ) -> Ticket | Place:
         """:meth:`begin` for a task: a ticket, or a place in line whose ``future`` to await
