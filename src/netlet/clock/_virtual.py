@@ -23,6 +23,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from netlet.clock._waiter import settle_future
+
 __all__ = ["VirtualClock"]
 
 _LOOP, _THREAD = 0, 1
@@ -118,7 +120,7 @@ class VirtualClock:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        entry = self._arm(seconds, _LOOP, loop, _settle, (fut,))
+        entry = self._arm(seconds, _LOOP, loop, settle_future, (fut,))
         try:
             await fut
         finally:
@@ -226,11 +228,6 @@ class VirtualClock:
                     break
         with self._cond:
             self._cond.wait_for(lambda: self._unacked <= 0, timeout=limit)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _expire(cm: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:

@@ -71,18 +71,19 @@ class Waiter:
             if not fut.done():
                 fut.set_result(None)
             return
-        try:
-            self.loop.call_soon_threadsafe(settle_future, fut)
-        except RuntimeError:  # that loop is closed: nobody waits there any more
-            pass
+        self.loop.call_soon_threadsafe(settle_future, fut)  # RuntimeError: its loop is closed
 
     def __call__(self, ok: bool, value: Any) -> None:
-        """Complete with a call's outcome, unless someone completed or withdrew it first."""
+        """Complete with a call's outcome, unless someone completed or withdrew it first.
+
+        Unlike :meth:`complete` it never raises: a task's loop that is closed has
+        nobody waiting there any more.
+        """
         if self.claim():
-            if ok:
-                self.complete(0, value)
-            else:
-                self.complete(0, error=value)
+            try:
+                self.complete(0, value if ok else None, None if ok else value)
+            except RuntimeError:  # a task's loop that is closed: nobody waits there
+                pass
 
     def result(self) -> Any:
         """The value completed with, or its exception raised."""

@@ -19,9 +19,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from netlet.clock import Waiter
 from netlet.errors import CallTimeout, NetletError, NodeClosed
 from netlet.node._direct import DirectPool
-from netlet.node._link import Link, Waiter
+from netlet.node._link import Link, OnReply
 from netlet.node._links import check_pinned, known_link, link_blocking, link_to
 from netlet.transport import SocketConnection
 
@@ -79,25 +80,6 @@ class _CallFuture(asyncio.Future[Any]):
         return True
 
 
-class _SyncWaiter:
-    """A one-shot rendezvous for a blocking caller; a bare lock is the cheapest wake-up."""
-
-    __slots__ = ("_lock", "ok", "value")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.ok = False
-        self.value: Any = None
-
-    def __call__(self, ok: bool, value: Any) -> None:
-        self.ok, self.value = ok, value
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
-
-
 def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
     link = proxy._link
@@ -114,7 +96,7 @@ def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
             if ok:
                 return value
             raise value
-    waiter = _SyncWaiter()
+    waiter = Waiter()  # a thread's: wakes it with a bare lock, the cheapest way
     cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
     clock = node.config.clock
     if timeout is None:
@@ -123,12 +105,10 @@ def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
         _wait_sent(node, link, cid, waiter, timeout, f"{proxy._ref.name}.{method}()")
     elif link.unsent:
         link.unsent.pop(cid, None)
-    if waiter.ok:
-        return waiter.value
-    raise waiter.value
+    return waiter.result()
 
 
-def _wait_sent(node: Node, link: Link, cid: int, waiter: _SyncWaiter, timeout: float,
+def _wait_sent(node: Node, link: Link, cid: int, waiter: Waiter, timeout: float,
                what: str) -> None:
     """A blocking call's deadline came: wait on while its request is still going out
     to a peer that takes it (see ``_unsent``); raise CallTimeout if no reply comes."""
@@ -223,7 +203,7 @@ def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
     return fut
 
 
-def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: Waiter) -> None:
+def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: OnReply) -> None:
     try:
         link = link_blocking(node, proxy)
     except BaseException as e:

@@ -20,7 +20,7 @@ from netlet.apps.bank._pinguard import PIN_THREADS, PinGuard, PinRow, Place, Tic
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.apps.bank._records import Conn
 from netlet.apps.bank._store import Store
-from netlet.clock import Clock
+from netlet.clock import Clock, Waiter
 
 __all__ = ["LedgerPins"]
 
@@ -36,8 +36,6 @@ class LedgerPins:
     _pin_threads: ThreadPoolExecutor | None
     _lock: threading.Lock
     _closed: bool
-    _active: int
-    _queue: Any
     _after_commit: list[Callable[[], None]]
     _max_pin_attempts: int
     _lock_seconds: float
@@ -47,6 +45,9 @@ class LedgerPins:
         raise NotImplementedError
 
     def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _enqueue(self, job: _Job, waiter: Waiter, is_command: bool) -> None:
         raise NotImplementedError
 
     def _reader(self) -> AbstractContextManager[Conn]:
@@ -114,7 +115,7 @@ class LedgerPins:
             place = got
             assert place.future is not None
             try:
-                await place.future  # attempts ahead of this one, or being checked
+                await place.future.result_aio()  # attempts ahead of this one, or being checked
             except BaseException:
                 self._pins.leave(place)
                 raise
@@ -126,14 +127,11 @@ class LedgerPins:
                 good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
             if good and self._pins.alone(ticket):
                 return True
-            future: asyncio.Future[bool] = loop.create_future()
-            with self._lock:
-                if self._closed:
-                    raise self._closed_error()
-                self._active += 1
-                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
-                queued = True
-            return await future
+            waiter = Waiter(loop)
+            self._enqueue(self._pin_job(ticket, good, now), waiter, False)
+            queued = True
+            recorded: bool = await waiter.result_aio()
+            return recorded
         finally:
             if not queued:
                 self._pins.end(ticket)
