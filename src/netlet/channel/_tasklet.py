@@ -126,6 +126,7 @@ class Tasklet:
         return self._future.result(timeout)
 
     async def join_aio(self) -> Any:
+        """``join`` from async code."""
         self._observed = True
         return await asyncio.wrap_future(self._future)
 

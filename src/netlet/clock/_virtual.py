@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from netlet.clock._waiter import settle_future
+from netlet.clock._waiter import Waiter, settle_future
 
 __all__ = ["VirtualClock"]
 
@@ -219,9 +219,9 @@ class VirtualClock:
         for loop in loops:
             # Three round trips: the callbacks, the tasks they woke, what those started.
             for _ in range(3):
-                done = threading.Event()
+                done = Waiter()
                 try:
-                    loop.call_soon_threadsafe(done.set)
+                    loop.call_soon_threadsafe(done, True, None)
                 except RuntimeError:
                     break
                 if not done.wait(limit):

@@ -23,7 +23,7 @@ __all__ = ["Waiter", "settle_future", "wake_all"]
 
 
 class Waiter:
-    """Completed at most once with (case index, value) or an exception.
+    """Completed at most once with (case index, value) or an exception; one party waits.
 
     ``Waiter()`` wakes a thread, ``Waiter(loop)`` a task on ``loop``. Calling it
     as ``waiter(ok, value)`` completes it (claim included) with a call's outcome:
@@ -159,24 +159,21 @@ def wake_all(done: Iterable[tuple[Waiter, Any, BaseException | None]]) -> None:
     loop's: threads at once, and each loop's tasks with one ``call_soon_threadsafe`` (a
     batch of N tasks on a loop costs one wake-up, not N). A waiter claimed by someone
     else is skipped."""
-    loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[Waiter, Any, BaseException | None]]] = {}
     for waiter, value, error in done:
         if not waiter.claim():
             continue
         if waiter.loop is None:
             waiter.complete(0, value, error)
-            continue
-        waiter.index, waiter.value, waiter.error = 0, value, error
-        assert waiter._future is not None
-        loops.setdefault(waiter.loop, []).append(waiter._future)
-    for loop, futures in loops.items():
+        else:
+            loops.setdefault(waiter.loop, []).append((waiter, value, error))
+    for loop, items in loops.items():
         try:
-            loop.call_soon_threadsafe(_settle_all, futures)
+            loop.call_soon_threadsafe(_complete_all, items)
         except RuntimeError:  # that loop is closed: nobody waits there any more
             pass
 
 
-def _settle_all(futures: list[asyncio.Future[None]]) -> None:
-    for fut in futures:
-        if not fut.done():
-            fut.set_result(None)
+def _complete_all(items: list[tuple[Waiter, Any, BaseException | None]]) -> None:
+    for waiter, value, error in items:  # on their loop: each settles its future in place
+        waiter.complete(0, value, error)
