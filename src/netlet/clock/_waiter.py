@@ -79,11 +79,21 @@ class Waiter:
         Unlike :meth:`complete` it never raises: a task's loop that is closed has
         nobody waiting there any more.
         """
-        if self.claim():
-            try:
-                self.complete(0, value if ok else None, None if ok else value)
-            except RuntimeError:  # a task's loop that is closed: nobody waits there
-                pass
+        if not self._claim.acquire(False):
+            return
+        wake = self._wake
+        if wake is not None:  # a thread: the hot path of every blocking call
+            self.index = 0
+            if ok:
+                self.value = value
+            else:
+                self.error = value
+            wake.release()
+            return
+        try:
+            self.complete(0, value if ok else None, None if ok else value)
+        except RuntimeError:  # a task's loop that is closed: nobody waits there
+            pass
 
     def result(self) -> Any:
         """The value completed with, or its exception raised."""
