@@ -225,6 +225,10 @@ class Ledger(LedgerPins, LedgerReads):
         """Run ``job`` in the writer and wait for its outcome (thread code)."""
         waiter = Waiter()
         self._enqueue(job, waiter, is_command)
+        return self._wait_job(waiter)
+
+    def _wait_job(self, waiter: Waiter) -> Any:
+        """A thread waits for its queued job's outcome, then stops counting as active."""
         try:
             waiter.wait(None)
         finally:

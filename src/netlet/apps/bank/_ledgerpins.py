@@ -44,7 +44,7 @@ class LedgerPins:
     def _closed_error(self) -> LedgerClosed:
         raise NotImplementedError
 
-    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+    def _wait_job(self, waiter: Waiter) -> Any:
         raise NotImplementedError
 
     def _enqueue(self, job: _Job, waiter: Waiter, is_command: bool) -> None:
@@ -68,21 +68,16 @@ class LedgerPins:
                 raise self._closed_error()
             return gate.check(account, pin, now)
         ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
-        queued = False
         try:
             good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
-            if good and self._pins.alone(ticket):
-                return True
-            queued = True
-            try:
-                ok: bool = self._submit(self._pin_job(ticket, good, now))
-            except LedgerClosed:
-                self._pins.end(ticket)  # never queued
-                raise
-            return ok
-        finally:
-            if not queued:
-                self._pins.end(ticket)
+        except BaseException:
+            self._pins.end(ticket)
+            raise
+        waiter = self._settle_attempt(ticket, good, now, None)
+        if waiter is None:
+            return True
+        recorded: bool = self._wait_job(waiter)
+        return recorded
 
     async def check_pin_aio(self, account: str, pin: str, now: float | None = None) -> bool:
         """``check_pin`` for a task on an event loop.
@@ -108,7 +103,7 @@ class LedgerPins:
         place: Place | None = None
         while True:
             got = self._pins.begin_aio(account, lambda: self._pin_row(account), now, loop,
-                                         place)
+                                       place)
             if isinstance(got, Ticket):
                 ticket = got
                 break
@@ -119,22 +114,36 @@ class LedgerPins:
             except BaseException:
                 self._pins.leave(place)
                 raise
-        queued = False
         try:
             if pin_check_is_cheap(ticket.pin_hash):
                 good = self._pins.verify(ticket, pin)
             else:
                 good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
-            if good and self._pins.alone(ticket):
-                return True
-            waiter = Waiter(loop)
+        except BaseException:
+            self._pins.end(ticket)
+            raise
+        waiter = self._settle_attempt(ticket, good, now, loop)
+        if waiter is None:
+            return True
+        recorded: bool = await waiter.result_aio()
+        return recorded
+
+    def _settle_attempt(self, ticket: Ticket, good: bool, now: float,
+                        loop: asyncio.AbstractEventLoop | None) -> Waiter | None:
+        """What ``check_pin`` and ``check_pin_aio`` share once the PIN is checked: a right
+        one on a clean card, alone, records nothing (None; its reservation ends here);
+        any other attempt is queued to the writer, which ends the reservation after the
+        commit: the waiter (for a thread, or a task on ``loop``) of that record."""
+        if good and self._pins.alone(ticket):
+            self._pins.end(ticket)
+            return None
+        waiter = Waiter(loop)
+        try:
             self._enqueue(self._pin_job(ticket, good, now), waiter, False)
-            queued = True
-            recorded: bool = await waiter.result_aio()
-            return recorded
-        finally:
-            if not queued:
-                self._pins.end(ticket)
+        except BaseException:  # never queued (LedgerClosed)
+            self._pins.end(ticket)
+            raise
+        return waiter
 
     def _pin_row(self, account: str) -> PinRow:
         with self._reader() as conn:
