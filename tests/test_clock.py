@@ -147,9 +147,9 @@ def test_advance_async_on_the_callers_own_loop() -> None:
 
         task = asyncio.get_running_loop().create_task(sleeper())
         await asyncio.sleep(0)
-        await clock.advance_async(0.25)
+        await clock.advance_aio(0.25)
         assert woke == []
-        await clock.advance_async(0.25)
+        await clock.advance_aio(0.25)
         await task
         return woke
 

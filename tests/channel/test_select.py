@@ -1,4 +1,4 @@
-"""``select`` / ``aselect``: exactly one case happens, or none (timeout, ``WouldBlock``).
+"""``select`` / ``select_aio``: exactly one case happens, or none (timeout, ``WouldBlock``).
 
 Local only: select works on channels owned by this process (a select over
 another node's channels is that node's job, see ``RemoteChannel.remote_select``
@@ -93,7 +93,7 @@ def test_select_takes_exactly_one_ready_case_or_none(
 
     ready_cases = {j for j in range(len(cases)) if ready(j)}
     if use_async:
-        result = outcome(lambda: _run(netlet.aselect(*select_cases, timeout=0)))
+        result = outcome(lambda: _run(netlet.select_aio(*select_cases, timeout=0)))
     else:
         result = outcome(lambda: netlet.select(*select_cases, timeout=0))
 
@@ -205,13 +205,13 @@ def test_two_selects_meet_on_exactly_one_channel() -> None:
 # -- timeouts and closed channels ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["select", "aselect"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["select", "select_aio"])
 def test_select_timeout_moves_nothing(use_async: bool) -> None:
     a, b = netlet.channel(), netlet.channel()
     cases = (a.receiving(), b.sending("never"))
     began = time.monotonic()
     if use_async:
-        result = outcome(lambda: _run(netlet.aselect(*cases, timeout=SHORT)))
+        result = outcome(lambda: _run(netlet.select_aio(*cases, timeout=SHORT)))
     else:
         result = outcome(lambda: netlet.select(*cases, timeout=SHORT))
     assert result is ChannelTimeout
@@ -221,13 +221,13 @@ def test_select_timeout_moves_nothing(use_async: bool) -> None:
     assert outcome(b.receive.nowait) is WouldBlock  # no sender left behind
 
 
-@pytest.mark.parametrize("use_async", [False, True], ids=["select", "aselect"])
+@pytest.mark.parametrize("use_async", [False, True], ids=["select", "select_aio"])
 def test_select_timeout_zero_would_block_or_takes_a_ready_case(use_async: bool) -> None:
     a, b = netlet.channel(), netlet.channel(1)
 
     def sel(*cases: netlet.Case) -> Any:
         if use_async:
-            return outcome(lambda: _run(netlet.aselect(*cases, timeout=0)))
+            return outcome(lambda: _run(netlet.select_aio(*cases, timeout=0)))
         return outcome(lambda: netlet.select(*cases, timeout=0))
 
     assert sel(a.receiving(), b.receiving()) is WouldBlock
@@ -287,7 +287,7 @@ def test_select_raises_a_sent_exception() -> None:
 def test_aselect_meets_a_thread() -> None:
     a, b = netlet.channel(), netlet.channel()
     sender = in_thread(lambda: (wait_until(lambda: b.balance == -1), b.send("t", STEP)))
-    assert _run(netlet.aselect(a.receiving(), b.receiving(), timeout=STEP)) == (1, "t")
+    assert _run(netlet.select_aio(a.receiving(), b.receiving(), timeout=STEP)) == (1, "t")
     sender.result(STEP)
     assert a.balance == 0
 
@@ -297,7 +297,7 @@ def test_cancelled_aselect_does_not_swallow_a_value() -> None:
 
     async def give_up() -> None:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(netlet.aselect(a.receiving(), b.receiving()), SHORT)
+            await asyncio.wait_for(netlet.select_aio(a.receiving(), b.receiving()), SHORT)
 
     for i in range(5):
         _run(give_up())

@@ -104,7 +104,7 @@ def test_async_tasklet_on_the_running_loop() -> None:
 
         t = netlet.spawn(double, 1)
         await ch.send.aio(21, STEP)
-        return await t.join_async()
+        return await t.join_aio()
 
     assert _run(main()) == 43
 
@@ -264,7 +264,7 @@ def test_cancel_an_async_tasklet_blocked_on_a_channel() -> None:
         await _until(lambda: ch.balance == -1)
         assert t.cancel() is True
         with pytest.raises(TaskletExit):
-            await t.join_async()
+            await t.join_aio()
         assert ch.balance == 0
         assert outcome(lambda: ch.send.nowait("x")) is WouldBlock
 
@@ -322,7 +322,7 @@ def test_cancel_an_async_tasklet_blocked_on_a_remote_channel(remote_channel: Any
         await _until(lambda: rc.balance == -1)
         t.cancel()
         with pytest.raises(TaskletExit):
-            await t.join_async()
+            await t.join_aio()
 
     _run(main())
     wait_until(lambda: rc.balance == 0, what="the owner to withdraw the remote receive")

@@ -28,7 +28,7 @@ class Service:
     def add(self, a: int, b: int = 0) -> int:
         return a + b
 
-    async def aecho(self, value: Any) -> Any:
+    async def echo_aio(self, value: Any) -> Any:
         await asyncio.sleep(0)
         return value
 

@@ -77,7 +77,7 @@ def test_async_calls_on_the_callers_loop(server: Server) -> None:
     async def main() -> list[Any]:
         async with netlet.open_node() as node:
             svc = node.proxy(server.address, "svc")
-            return [await svc.echo.aio("x"), await svc.aecho.aio((1, 2)),
+            return [await svc.echo.aio("x"), await svc.echo_aio.aio((1, 2)),
                     await asyncio.gather(*(svc.add.aio(i, i) for i in range(50)))]
 
     assert asyncio.run(main()) == ["x", (1, 2), [2 * i for i in range(50)]]
@@ -323,7 +323,7 @@ def test_closing_a_server_lets_running_calls_reply_and_refuses_new_ones() -> Non
             time.sleep(seconds)  # the call's own work, running while the server closes
             return "finished"
 
-        async def awork(self, seconds: float) -> str:
+        async def work_aio(self, seconds: float) -> str:
             started.set()
             await asyncio.sleep(seconds)
             return "finished async"
@@ -337,7 +337,7 @@ def test_closing_a_server_lets_running_calls_reply_and_refuses_new_ones() -> Non
             blocking = pool.submit(slow.work, 0.3)  # the direct path
             assert started.wait(10)
             started.clear()
-            via_link = slow.awork.future(0.3)  # the main connection
+            via_link = slow.work_aio.future(0.3)  # the main connection
             assert started.wait(10)
             server.close()
             assert blocking.result(10) == "finished"

@@ -226,7 +226,7 @@ class Who:
     def who(self) -> Any:
         return netlet.node.current_peer()
 
-    async def who_async(self) -> Any:
+    async def who_aio(self) -> Any:
         return netlet.node.current_peer()
 
 
@@ -250,12 +250,12 @@ def test_the_owner_of_an_id_acts_for_it_and_a_claimant_does_not(
     who = client.proxy(server.address, "who", timeout=5)
     assert who.who() == client.id               # a direct connection, bound by its token
     assert who.who.future().result(5) == client.id  # the main link
-    assert who.who_async() == client.id
+    assert who.who_aio() == client.id
     with RawClient.connect(server.address) as raw:
         raw.node = client.id
         raw.handshake(KEY)
         assert _ask_who(raw, 1) == ""  # it claims the id; it does not own it
-        assert _ask_who(raw, 2, "who_async") == ""
+        assert _ask_who(raw, 2, "who_aio") == ""
         # The owner answers the server's ping, so the claim never succeeds.
         deadline, cid = time.monotonic() + 1.5, 3
         while time.monotonic() < deadline:

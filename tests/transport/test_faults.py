@@ -184,9 +184,9 @@ def test_dropped_reply_on_the_nodes_own_loop(server: tuple[str, Service]) -> Non
                 if _deadlines_armed(node, clock, "aio"):
                     break
                 await asyncio.sleep(0.002)
-            await clock.advance_async(BEFORE)
+            await clock.advance_aio(BEFORE)
             assert not lost.done()
-            await clock.advance_async(AT)
+            await clock.advance_aio(AT)
             with pytest.raises(CallTimeout):
                 await lost
             return [await proxy.echo.aio(i) for i in range(3)]

@@ -2,7 +2,7 @@
 
 from netlet.channel._channel import Case, Channel, ChannelStatistics, channel
 from netlet.channel._remote import ChannelEndpoint, RemoteChannel, connect_channel
-from netlet.channel._select import aselect, receiving, select, sending
+from netlet.channel._select import receiving, select, select_aio, sending
 from netlet.channel._tasklet import Tasklet, spawn, tasklet
 
 __all__ = [
@@ -12,11 +12,11 @@ __all__ = [
     "ChannelStatistics",
     "RemoteChannel",
     "Tasklet",
-    "aselect",
     "channel",
     "connect_channel",
     "receiving",
     "select",
+    "select_aio",
     "sending",
     "spawn",
     "tasklet",

@@ -73,7 +73,7 @@ class SendOp:
 
     def aio(self, value: Any, timeout: float | None = None) -> Awaitable[None]:
         """Send from async code."""
-        return self._core.send_async(value, timeout)
+        return self._core.send_aio(value, timeout)
 
     def nowait(self, value: Any) -> None:
         """Send only if a receiver waits or the buffer has room, else ``WouldBlock``."""
@@ -95,7 +95,7 @@ class ReceiveOp:
 
     def aio(self, timeout: float | None = None) -> Awaitable[Any]:
         """Receive from async code."""
-        return self._core.receive_async(timeout)
+        return self._core.receive_aio(timeout)
 
     def nowait(self) -> Any:
         """Receive only if a value is ready, else ``WouldBlock``."""
@@ -170,7 +170,7 @@ class Channel:
                 return
 
     async def __aiter__(self) -> AsyncIterator[Any]:
-        receive = self.core.receive_async
+        receive = self.core.receive_aio
         while True:
             try:
                 yield await receive(None)

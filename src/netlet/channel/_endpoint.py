@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from netlet.channel._channel import Channel, Raise
-from netlet.channel._select import Case, aselect
+from netlet.channel._select import Case, select_aio
 from netlet.errors import (
     CallCancelled,
     ChannelTimeout,
@@ -132,13 +132,13 @@ class ChannelEndpoint:
     # -- plain operations -----------------------------------------------------------------
 
     async def send(self, value: Any, timeout: float | None = None) -> None:
-        await self._core.send_async(value, timeout)
+        await self._core.send_aio(value, timeout)
 
     async def send_nowait(self, value: Any) -> None:
         self._core.send_now(value)
 
     async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
-        await self._core.send_async(Raise(exc), timeout)
+        await self._core.send_aio(Raise(exc), timeout)
 
     async def receive_nowait(self) -> Any:
         return self._pass(self._core.receive_raw_now())
@@ -163,7 +163,7 @@ class ChannelEndpoint:
             placed = core.try_send(None, 0, item)  # raises ChannelClosed when closed
             extra = core.reserve_now(want) if placed and want > 0 else 0
         if not placed:
-            await core.send_async(item, timeout)
+            await core.send_aio(item, timeout)
             return 0
         self._lend(sender, extra)
         return extra
@@ -335,7 +335,7 @@ class ChannelEndpoint:
         task = peer.waiting.pop(ticket, None)
         if task is not None:
             peer.cancelled.add(ticket)  # receive answers CallCancelled
-            task.cancel()  # _wait_async puts a value it already holds back at the front
+            task.cancel()  # _wait_aio puts a value it already holds back at the front
         entry = self._drop(peer, ticket)
         if entry is not None:
             self._core.requeue_front(entry[0])
@@ -343,7 +343,7 @@ class ChannelEndpoint:
     async def _receive_raw(self, timeout: float | None) -> Any:
         # Keeps a queued exception wrapped, so it travels as a value and is raised on
         # the receiving side.
-        return await self._core.receive_raw_async(timeout)
+        return await self._core.receive_raw_aio(timeout)
 
     @staticmethod
     def _pass(value: Any) -> Any:
@@ -372,7 +372,7 @@ class ChannelEndpoint:
         cases = []
         for send, name, value in specs:
             cases.append(Case(local_channel(self._node, name), bool(send), value))
-        index, value = await aselect(*cases, timeout=timeout)
+        index, value = await select_aio(*cases, timeout=timeout)
         return [index, value]
 
 

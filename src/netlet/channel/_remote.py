@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.channel._channel import Channel, ChannelStatistics, current_waiter_hook
 from netlet.channel._endpoint import ChannelEndpoint, local_channel
 from netlet.channel._select import Case
-from netlet.channel._waiter import Waiter
+from netlet.clock import Waiter
 from netlet.codec import RemoteRef
 from netlet.errors import ChannelClosed, ChannelTimeout, ConnectionLost, NetletError, NoSuchObject
 from netlet.node import Node, Proxy, default_node, register_ref_type, register_serve_adapter

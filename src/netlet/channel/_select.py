@@ -13,10 +13,10 @@ from typing import Any
 
 from netlet.channel._channel import Case, Channel
 from netlet.channel._core import ChannelCore, current_waiter_hook, unwrap
-from netlet.channel._waiter import Waiter
+from netlet.clock import Waiter
 from netlet.errors import ChannelTimeout, ConfigError, WouldBlock
 
-__all__ = ["Case", "aselect", "receiving", "select", "sending"]
+__all__ = ["Case", "receiving", "select", "select_aio", "sending"]
 
 
 def sending(ch: Any, value: Any) -> Case:
@@ -68,7 +68,13 @@ def _check(cases: Sequence[Case]) -> None:
                 "that selects (its channels are local there)")
 
 
-def _result(cases: Sequence[Case], waiter: Waiter) -> tuple[int, Any]:
+def _result(cases: Sequence[Case], waiter: Waiter, done: bool,
+            timeout: float | None) -> tuple[int, Any]:
+    """After the wait (blocking or async): withdrawn on timeout, or the case taken."""
+    if not done:
+        if timeout == 0:
+            raise WouldBlock("no case of the select is ready")
+        raise ChannelTimeout(f"select timed out after {timeout} s")
     if waiter.error is not None:
         raise waiter.error
     i = waiter.index
@@ -84,36 +90,26 @@ def select(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
     _check(cases)
     waiter = Waiter()
     if _start(cases, waiter):
-        return _result(cases, waiter)
-    if timeout == 0:
-        if waiter.claim():
-            raise WouldBlock("no case of the select is ready")
-        waiter.wait(None)
-        return _result(cases, waiter)
-    hook = current_waiter_hook.on_block
+        return _result(cases, waiter, True, timeout)
+    hook = current_waiter_hook.on_block if timeout != 0 else None
     if hook is not None:
         hook(waiter)
     try:
-        if not waiter.wait(timeout):
-            if waiter.claim():
-                raise ChannelTimeout(f"select timed out after {timeout} s")
-            waiter.wait(None)
+        done = waiter.wait_or_withdraw(timeout)
     finally:
         if hook is not None:
             hook(None)
-    return _result(cases, waiter)
+    return _result(cases, waiter, done, timeout)
 
 
-async def aselect(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
+async def select_aio(*cases: Case, timeout: float | None = None) -> tuple[int, Any]:
     """``select`` for async code."""
     _check(cases)
     waiter = Waiter(asyncio.get_running_loop())
     if _start(cases, waiter):
-        return _result(cases, waiter)
-    if timeout == 0 and waiter.claim():
-        raise WouldBlock("no case of the select is ready")
+        return _result(cases, waiter, True, timeout)
     try:
-        done = await waiter.wait_async(None if timeout == 0 else timeout)
+        done = await waiter.wait_or_withdraw_aio(timeout)
     except asyncio.CancelledError:
         cores = _cores(cases)
         for core in cores:
@@ -126,8 +122,4 @@ async def aselect(*cases: Case, timeout: float | None = None) -> tuple[int, Any]
         if not withdrawn and waiter.error is None and not cases[waiter.index].send:
             cases[waiter.index].channel.core.requeue_front(waiter.value)
         raise
-    if not done:
-        if waiter.claim():
-            raise ChannelTimeout(f"select timed out after {timeout} s")
-        await waiter.wait_async(None)
-    return _result(cases, waiter)
+    return _result(cases, waiter, done, timeout)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netlet.channel._channel import current_waiter_hook
-from netlet.channel._waiter import Waiter
+from netlet.clock import Waiter
 from netlet.errors import ConfigError, TaskletExit
 from netlet.node import default_node
 
@@ -125,7 +125,8 @@ class Tasklet:
         self._observed = True
         return self._future.result(timeout)
 
-    async def join_async(self) -> Any:
+    async def join_aio(self) -> Any:
+        """``join`` from async code."""
         self._observed = True
         return await asyncio.wrap_future(self._future)
 

@@ -20,6 +20,7 @@ from netlet.clock._clock import (
     wait_future,
 )
 from netlet.clock._virtual import VirtualClock
+from netlet.clock._waiter import Waiter, settle_future, wake_all
 
-__all__ = ["REAL_CLOCK", "Backoff", "Clock", "RealClock", "Timer", "VirtualClock",
-           "queue_get", "sleep_blocking", "wait_future"]
+__all__ = ["REAL_CLOCK", "Backoff", "Clock", "RealClock", "Timer", "VirtualClock", "Waiter",
+           "queue_get", "settle_future", "sleep_blocking", "wait_future", "wake_all"]

@@ -23,6 +23,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from netlet.clock._waiter import Waiter, settle_future
+
 __all__ = ["VirtualClock"]
 
 _LOOP, _THREAD = 0, 1
@@ -118,7 +120,7 @@ class VirtualClock:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        entry = self._arm(seconds, _LOOP, loop, _settle, (fut,))
+        entry = self._arm(seconds, _LOOP, loop, settle_future, (fut,))
         try:
             await fut
         finally:
@@ -166,7 +168,7 @@ class VirtualClock:
 
         Returns once what they woke has run (see the module docstring). Called on
         an event loop's own thread, that loop's callbacks run after the caller
-        yields: use :meth:`advance_async` there.
+        yields: use :meth:`advance_aio` there.
         """
         if seconds < 0:
             raise ValueError("a clock only moves forward: advance() takes seconds >= 0")
@@ -188,7 +190,7 @@ class VirtualClock:
                     return
                 self._fire(due)
 
-    async def advance_async(self, seconds: float) -> None:
+    async def advance_aio(self, seconds: float) -> None:
         """``advance`` from a coroutine: lets this loop run what it woke before returning."""
         self.advance(seconds)
         for _ in range(5):
@@ -217,20 +219,15 @@ class VirtualClock:
         for loop in loops:
             # Three round trips: the callbacks, the tasks they woke, what those started.
             for _ in range(3):
-                done = threading.Event()
+                done = Waiter()
                 try:
-                    loop.call_soon_threadsafe(done.set)
+                    loop.call_soon_threadsafe(done, True, None)
                 except RuntimeError:
                     break
                 if not done.wait(limit):
                     break
         with self._cond:
             self._cond.wait_for(lambda: self._unacked <= 0, timeout=limit)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _expire(cm: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from netlet.clock import Waiter
 from netlet.errors import BadArguments
 from netlet.node._expose import MethodInfo, exposed_methods, is_concurrent
 from netlet.transport import more_follows
@@ -172,14 +173,14 @@ class Actor:
             run_method(info.bind(self.obj), info.name, Held(args, kwargs), reply)
             return
         if self.concurrent or self.on_loop:
-            done = threading.Event()
+            done = Waiter()
 
             def settle(ok: bool, value: Any) -> None:
                 reply(ok, value)
-                done.set()
+                done(True, None)
 
             self._loop().call_soon_threadsafe(self.submit, info, args, kwargs, settle)
-            done.wait()
+            done.wait(None)
             return
         with self.lock:
             run_method(info.bind(self.obj), info.name, Held(args, kwargs), reply)

@@ -19,9 +19,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from netlet.clock import Waiter
 from netlet.errors import CallTimeout, NetletError, NodeClosed
 from netlet.node._direct import DirectPool
-from netlet.node._link import Link, Waiter
+from netlet.node._link import Link, OnReply
 from netlet.node._links import check_pinned, known_link, link_blocking, link_to
 from netlet.transport import SocketConnection
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from netlet.node._node import Node
     from netlet.node._proxy import Proxy
 
-__all__ = ["call_async", "call_blocking", "call_future", "call_oneway"]
+__all__ = ["call_aio", "call_blocking", "call_future", "call_oneway"]
 
 log = logging.getLogger("netlet.node")
 
@@ -79,25 +80,6 @@ class _CallFuture(asyncio.Future[Any]):
         return True
 
 
-class _SyncWaiter:
-    """A one-shot rendezvous for a blocking caller; a bare lock is the cheapest wake-up."""
-
-    __slots__ = ("_lock", "ok", "value")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.ok = False
-        self.value: Any = None
-
-    def __call__(self, ok: bool, value: Any) -> None:
-        self.ok, self.value = ok, value
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(timeout=-1 if timeout is None else timeout)
-
-
 def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
     link = proxy._link
@@ -114,7 +96,7 @@ def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
             if ok:
                 return value
             raise value
-    waiter = _SyncWaiter()
+    waiter = Waiter()  # a thread's: wakes it with a bare lock, the cheapest way
     cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
     clock = node.config.clock
     if timeout is None:
@@ -123,12 +105,10 @@ def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
         _wait_sent(node, link, cid, waiter, timeout, f"{proxy._ref.name}.{method}()")
     elif link.unsent:
         link.unsent.pop(cid, None)
-    if waiter.ok:
-        return waiter.value
-    raise waiter.value
+    return waiter.result()
 
 
-def _wait_sent(node: Node, link: Link, cid: int, waiter: _SyncWaiter, timeout: float,
+def _wait_sent(node: Node, link: Link, cid: int, waiter: Waiter, timeout: float,
                what: str) -> None:
     """A blocking call's deadline came: wait on while its request is still going out
     to a peer that takes it (see ``_unsent``); raise CallTimeout if no reply comes."""
@@ -151,19 +131,19 @@ def _wait_sent(node: Node, link: Link, cid: int, waiter: _SyncWaiter, timeout: f
     raise CallTimeout(f"{what} got no reply in {timeout} s")
 
 
-def call_async(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
+def call_aio(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
     """Start a call from async code; eager when the link is up (no task per call)."""
     loop = asyncio.get_running_loop()
     link = proxy._link
     if loop is not node.loop or link is None or link.closed:
-        return loop.create_task(_call_async_slow(node, proxy, method, args, kwargs, timeout))
-    return _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
+        return loop.create_task(_call_aio_slow(node, proxy, method, args, kwargs, timeout))
+    return _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
 
 
-def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
-                 method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                 timeout: float | None) -> asyncio.Future[Any]:
+def _start_aio(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
+               method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+               timeout: float | None) -> asyncio.Future[Any]:
     fut = _CallFuture(loop=loop)
     waiter = functools.partial(_settle, fut)
     cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
@@ -173,20 +153,20 @@ def _start_async(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy:
     return fut
 
 
-async def _call_async_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                           kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
+async def _call_aio_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
+                         kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
     loop = asyncio.get_running_loop()
     if loop is not node.loop:  # another loop: run on ours, await the bridge
         if node.loop is None or node._closing:
             raise NodeClosed("the node is closed")
         cf = asyncio.run_coroutine_threadsafe(
-            _call_async_slow(node, proxy, method, args, kwargs, timeout), node.loop)
+            _call_aio_slow(node, proxy, method, args, kwargs, timeout), node.loop)
         return await asyncio.wrap_future(cf)
     link = proxy._link
     if link is None or link.closed:
         check_pinned(proxy)
         link = proxy._link = await link_to(node, proxy._ref)
-    return await _start_async(node, loop, link, proxy, method, args, kwargs, timeout)
+    return await _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
 
 
 def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
@@ -223,7 +203,7 @@ def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
     return fut
 
 
-def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: Waiter) -> None:
+def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: OnReply) -> None:
     try:
         link = link_blocking(node, proxy)
     except BaseException as e:

@@ -62,11 +62,11 @@ if TYPE_CHECKING:
     from netlet.node._node import Node
     from netlet.node._stats import LinkStatistics
 
-__all__ = ["Link", "Waiter"]
+__all__ = ["Link", "OnReply"]
 
 log = logging.getLogger("netlet.node")
 
-Waiter = Callable[[bool, Any], None]
+OnReply = Callable[[bool, Any], None]
 """Settles one outgoing call: (True, value) or (False, exception). Runs on the loop."""
 
 _SEEN_WINDOW = 4096
@@ -105,7 +105,7 @@ class Link(Backpressure):
             ref_encoder=lambda obj: node._ref_for(obj, me()),  # type: ignore[arg-type]
             ref_decoder=lambda ref: node._from_ref(ref, me()),
         )
-        self.pending: dict[int, Waiter] = {}
+        self.pending: dict[int, OnReply] = {}
         self.unsent: dict[int, Unsent] = {}  # calls whose request is still going out
         self._ids = itertools.count(1)
         self._incoming: dict[int, Callable[[], None]] = {}  # call id -> cancel
@@ -151,7 +151,7 @@ class Link(Backpressure):
         self.conn.send(body, buffers)
         self._sent(body, buffers)
 
-    def start_call(self, waiter: Waiter | None, target: str, method: str,
+    def start_call(self, waiter: OnReply | None, target: str, method: str,
                    args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> int:
         """Register ``waiter`` and send the CALL; returns the call id (0 for oneway)."""
         if self.closed:

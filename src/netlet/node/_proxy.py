@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from netlet.codec import RemoteRef
-from netlet.node._calls import call_async, call_blocking, call_future, call_oneway
+from netlet.node._calls import call_aio, call_blocking, call_future, call_oneway
 
 if TYPE_CHECKING:
     from netlet.node._link import Link
@@ -102,7 +102,7 @@ class Method:
         Call it from async code; cancelling the awaitable asks the peer to stop.
         """
         p = self._proxy
-        return call_async(p._node, p, self._name, args, kwargs or None, p._timeout)
+        return call_aio(p._node, p, self._name, args, kwargs or None, p._timeout)
 
     def future(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call and return a future; ``cancel()`` asks the peer to stop it."""

@@ -1,6 +1,6 @@
 """The ledger from async code, one fsync per command against group commit, canonical text.
 
-``Ledger.execute_async`` is what the bank service uses: tasks on one event loop
+``Ledger.execute_aio`` is what the bank service uses: tasks on one event loop
 queue their commands without blocking the loop, the writer commits them in
 groups and wakes the loop once per commit. The same commands in the same order
 must give the same answers and the same books whatever the commit mode.
@@ -79,7 +79,7 @@ async def _run_all(ledger: Ledger, script: list[tuple[Command, str]]) -> list[An
 
     async def one(command: Command, key: str) -> Any:
         try:
-            return ("ok", await ledger.execute_async(command, key))
+            return ("ok", await ledger.execute_aio(command, key))
         except BankError as exc:
             return ("error", type(exc))
 
@@ -127,7 +127,7 @@ def test_sync_and_async_callers_share_the_writer(tmp_path: Path) -> None:
         async def main() -> None:
             sync = asyncio.gather(*(asyncio.to_thread(led.execute, Deposit("ann", 1), f"s{i}")
                                     for i in range(20)))
-            tasks = asyncio.gather(*(led.execute_async(Deposit("ann", 2), f"a{i}")
+            tasks = asyncio.gather(*(led.execute_aio(Deposit("ann", 2), f"a{i}")
                                      for i in range(20)))
             await asyncio.gather(sync, tasks)
 
@@ -140,15 +140,15 @@ def test_async_refusals_and_bad_input(tmp_path: Path) -> None:
     with Ledger(tmp_path / "bank.db") as led:
 
         async def main() -> None:
-            await led.execute_async(OpenAccount("ann", "Ann", PIN_HASH), "open")
+            await led.execute_aio(OpenAccount("ann", "Ann", PIN_HASH), "open")
             with pytest.raises(InsufficientFunds):
-                await led.execute_async(Withdraw("ann", 5), "w")
+                await led.execute_aio(Withdraw("ann", 5), "w")
             with pytest.raises(InsufficientFunds):  # the same refusal for the same key
-                await led.execute_async(Withdraw("ann", 5), "w")
+                await led.execute_aio(Withdraw("ann", 5), "w")
             with pytest.raises(IdempotencyConflict):
-                await led.execute_async(Deposit("ann", 5), "w")
+                await led.execute_aio(Deposit("ann", 5), "w")
             with pytest.raises(InvalidAmount):  # malformed: refused before it is queued
-                await led.execute_async(Deposit("ann", 0), "d")
+                await led.execute_aio(Deposit("ann", 0), "d")
             assert led.outcome("d") is None
 
         arun(main())
@@ -159,13 +159,13 @@ def test_a_cancelled_caller_does_not_undo_its_command(tmp_path: Path) -> None:
         led.execute(OpenAccount("ann", "Ann", PIN_HASH), "open")
 
         async def main() -> None:
-            task = asyncio.ensure_future(led.execute_async(Deposit("ann", 7), "d"))
+            task = asyncio.ensure_future(led.execute_aio(Deposit("ann", 7), "d"))
             await asyncio.sleep(0)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             # the writer finishes it all the same, and the next caller is served
-            assert (await led.execute_async(Deposit("ann", 7), "d"))["balance"] == 7
+            assert (await led.execute_aio(Deposit("ann", 7), "d"))["balance"] == 7
 
         arun(main())
         assert led.balance("ann") == 7
@@ -175,7 +175,7 @@ def test_closed_ledger_refuses_async_callers(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "bank.db")
     led.close()
     with pytest.raises(LedgerClosed):
-        arun(led.execute_async(Deposit("ann", 1), "k"))
+        arun(led.execute_aio(Deposit("ann", 1), "k"))
 
 
 flat_values = st.one_of(st.integers(-(10**20), 10**20), st.text(max_size=20), st.booleans(),

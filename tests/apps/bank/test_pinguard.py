@@ -41,45 +41,45 @@ class Card:
 def test_an_attempt_that_arrives_later_waits_behind_one_already_waiting(
         loop: asyncio.AbstractEventLoop) -> None:
     guard, card = PinGuard(3, 120), Card()
-    first, second = (guard.begin_async("a", card.read, NOW, loop) for _ in range(2))
+    first, second = (guard.begin_aio("a", card.read, NOW, loop) for _ in range(2))
     assert isinstance(first, Ticket)
     assert isinstance(second, Ticket)
     card.failed(1)  # the first is committed, not yet released: it counts twice, so...
-    third = guard.begin_async("a", card.read, NOW, loop)
+    third = guard.begin_aio("a", card.read, NOW, loop)
     assert isinstance(third, Place)  # ...the third waits
     guard.end(first)
     assert third.future is not None
     assert third.ready
     # The fourth comes before the third tried again: it must not go first.
-    fourth = guard.begin_async("a", card.read, NOW, loop)
+    fourth = guard.begin_aio("a", card.read, NOW, loop)
     assert isinstance(fourth, Place), "a later attempt overtook one waiting in line"
     assert not fourth.ready
-    got = guard.begin_async("a", card.read, NOW, loop, third)
+    got = guard.begin_aio("a", card.read, NOW, loop, third)
     assert isinstance(got, Ticket)
     assert fourth.ready  # the line moved up
     # Running: second and third, with one wrong PIN on record: the fourth waits on.
-    assert isinstance(guard.begin_async("a", card.read, NOW, loop, fourth), Place)
+    assert isinstance(guard.begin_aio("a", card.read, NOW, loop, fourth), Place)
     card.failed(0, NOW + 120)  # second and third were wrong: locked
     guard.end(second)
     guard.end(got)
     with pytest.raises(CardLocked):
-        guard.begin_async("a", card.read, NOW, loop, fourth)
+        guard.begin_aio("a", card.read, NOW, loop, fourth)
     with pytest.raises(CardLocked):  # and nobody is left in line
-        guard.begin_async("a", card.read, NOW, loop)
+        guard.begin_aio("a", card.read, NOW, loop)
 
 
 def test_one_that_gives_up_lets_the_next_move_up(loop: asyncio.AbstractEventLoop) -> None:
     guard, card = PinGuard(1, 120), Card()
-    running = guard.begin_async("a", card.read, NOW, loop)
+    running = guard.begin_aio("a", card.read, NOW, loop)
     assert isinstance(running, Ticket)
-    waiting = guard.begin_async("a", card.read, NOW, loop)
-    after = guard.begin_async("a", card.read, NOW, loop)
+    waiting = guard.begin_aio("a", card.read, NOW, loop)
+    after = guard.begin_aio("a", card.read, NOW, loop)
     assert isinstance(waiting, Place)
     assert isinstance(after, Place)
     guard.leave(waiting)
     assert after.ready
     guard.end(running)
-    assert isinstance(guard.begin_async("a", card.read, NOW, loop, after), Ticket)
+    assert isinstance(guard.begin_aio("a", card.read, NOW, loop, after), Ticket)
 
 
 @pytest.mark.timeout(10)

@@ -198,7 +198,7 @@ def test_async_check_locks_the_card_like_the_sync_one(new_db: Callable[[], str],
         led.execute(OpenAccount("alice", "Alice", stored), "open-alice")
 
         def check(pin: str, now: float) -> bool:
-            return arun(led.check_pin_async("alice", pin, now=now))
+            return arun(led.check_pin_aio("alice", pin, now=now))
 
         before = led.statistics().writes
         assert check("2468", 1_000.0) is True

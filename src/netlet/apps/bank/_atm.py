@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -181,15 +181,12 @@ class BankClient:
         self._links_up += up
         self._links_now = max(0, self._links_now + (1 if up else -1))
 
-    def run(self, coro: Awaitable[_T]) -> _T:
-        """Run ``coro`` on the node's loop and wait for it here (not from that loop)."""
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the node's loop and wait for it here (not from that loop): how
+        every blocking method is its ``_aio`` twin, waited for."""
         loop = self.node.loop
         assert loop is not None, "the client node is not running"
-
-        async def wrapped() -> _T:
-            return await coro
-
-        future = asyncio.run_coroutine_threadsafe(wrapped(), loop)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
         except BaseException:
@@ -432,37 +429,32 @@ class CardSession:
                                                 deadline=deadline))
 
     async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
-                         deadline: float | None = None) -> dict[str, Any]:
+                         what: str | None = None, deadline: float | None = None
+                         ) -> dict[str, Any]:
         """``deposit``, ``withdraw`` or ``transfer`` (by ``method``) from async code."""
         key = new_key() if key is None else key
-        result: dict[str, Any] = await self.request_aio(method, *args, key=key,
+        result: dict[str, Any] = await self.request_aio(method, *args, key=key, what=what,
                                                         deadline=deadline)
-        return result
-
-    def _mutate(self, method: str, *args: Any, key: str | None, what: str,
-                deadline: float | None) -> dict[str, Any]:
-        key = new_key() if key is None else key
-        result: dict[str, Any] = self._request(method, *args, key=key, what=what,
-                                               deadline=deadline)
         return result
 
     def deposit(self, amount: int, *, key: str | None = None,
                 deadline: float | None = None) -> dict[str, Any]:
         """Deposit ``amount`` cents; ``{account, amount, balance}``."""
-        return self._mutate("deposit", amount, key=key, deadline=deadline,
-                            what=f"deposit of {_money(amount)}")
+        return self.client.run(self.mutate_aio("deposit", amount, key=key, deadline=deadline,
+                                               what=f"deposit of {_money(amount)}"))
 
     def withdraw(self, amount: int, *, key: str | None = None,
                  deadline: float | None = None) -> dict[str, Any]:
         """Withdraw ``amount`` cents (InsufficientFunds: nothing withdrawn)."""
-        return self._mutate("withdraw", amount, key=key, deadline=deadline,
-                            what=f"withdrawal of {_money(amount)}")
+        return self.client.run(self.mutate_aio("withdraw", amount, key=key, deadline=deadline,
+                                               what=f"withdrawal of {_money(amount)}"))
 
     def transfer(self, dst: str, amount: int, *, key: str | None = None,
                  deadline: float | None = None) -> dict[str, Any]:
         """Move ``amount`` cents to ``dst``; ``{src, dst, amount, src_balance, dst_balance}``."""
-        return self._mutate("transfer", dst, amount, key=key, deadline=deadline,
-                            what=f"transfer of {_money(amount)} to {dst}")
+        return self.client.run(self.mutate_aio("transfer", dst, amount, key=key,
+                                               deadline=deadline,
+                                               what=f"transfer of {_money(amount)} to {dst}"))
 
     def balance(self) -> int:
         return int(self._request("balance", key=None, what="balance enquiry", deadline=None))

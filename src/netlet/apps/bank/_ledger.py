@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -61,27 +61,17 @@ from netlet.apps.bank._records import (
     outcome_of,
 )
 from netlet.apps.bank._store import open_store
-from netlet.clock import REAL_CLOCK, Clock, queue_get
+from netlet.clock import REAL_CLOCK, Clock, Waiter, queue_get, wake_all
 from netlet.errors import ConfigError
 
 __all__ = ["AccountInfo", "AuditReport", "Ledger", "LedgerStatistics", "Outcome", "StatementEntry"]
 
 _Done = tuple[Any, BaseException | None]
 _Job = Callable[[Conn, float], _Done]
-_Waiter = Future[Any] | tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
-"""Who waits for a job: a thread (a concurrent Future) or a task on an event loop."""
-_Item = tuple[_Job, _Waiter, bool]
+_Item = tuple[_Job, Waiter, bool]
+"""A job, who waits for it (a thread, or a task on an event loop), and whether it is a
+command."""
 _RETRIES = 5  # a batch that meets a serialization failure runs again this often
-
-
-def _settle_tasks(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, value, error in items:
-        if future.done():  # cancelled: the caller stopped waiting, the outcome is journaled
-            continue
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
 
 
 def _no_fence(command: Command) -> None:
@@ -164,20 +154,16 @@ class Ledger(LedgerPins, LedgerReads):
                                                   is_command=True)
         return result
 
-    async def execute_async(self, command: Command, idem_key: str) -> dict[str, Any]:
+    async def execute_aio(self, command: Command, idem_key: str) -> dict[str, Any]:
         """``execute`` for a task on an event loop: the loop thread never blocks.
 
         The writer wakes the loop once per commit for all of its tasks, not once each.
         """
-        run = self._command_job(command, idem_key)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        with self._lock:
-            if self._closed:
-                raise self._closed_error()
-            self._active += 1
-            self._queue.put((run, (loop, future), True))
-        return await self._meter.waited(type(command).__name__, future)
+        waiter = Waiter(asyncio.get_running_loop())
+        self._enqueue(self._command_job(command, idem_key), waiter, True)
+        result: dict[str, Any] = await self._meter.waited(type(command).__name__,
+                                                          waiter.result_aio())
+        return result
 
     def _command_job(self, command: Command, key: str) -> CommandJob:
         check_key(key)
@@ -223,18 +209,32 @@ class Ledger(LedgerPins, LedgerReads):
         self._journal_row(conn, key, kind, text, 1, canonical(result), now)
         return result, None
 
-    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
-        future: Future[Any] = Future()
+    def _enqueue(self, job: _Job, waiter: Waiter, is_command: bool) -> None:
+        """Hand ``job`` to the writer, which wakes ``waiter`` once it is committed.
+
+        A thread's waiter counts in ``_active`` until the thread runs again (it may be
+        back with its next job), a task's until the writer wakes its loop.
+        """
         with self._lock:
             if self._closed:
                 raise self._closed_error()
             self._active += 1
-            self._queue.put((job, future, is_command))
+            self._queue.put((job, waiter, is_command))
+
+    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+        """Run ``job`` in the writer and wait for its outcome (thread code)."""
+        waiter = Waiter()
+        self._enqueue(job, waiter, is_command)
+        return self._wait_job(waiter)
+
+    def _wait_job(self, waiter: Waiter) -> Any:
+        """A thread waits for its queued job's outcome, then stops counting as active."""
         try:
-            return future.result()
+            waiter.wait(None)
         finally:
             with self._lock:
                 self._active -= 1
+        return waiter.result()
 
     def _write_loop(self) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -293,7 +293,7 @@ class Ledger(LedgerPins, LedgerReads):
         self._wake(done)
 
     def _run_batch(self, batch: list[_Item], careful: bool
-                   ) -> list[tuple[_Waiter, Any, BaseException | None]]:
+                   ) -> list[tuple[Waiter, Any, BaseException | None]]:
         """Run every job of ``batch`` in one transaction and commit it; their outcomes.
 
         At first the batch's commands are applied in memory and written at once
@@ -302,7 +302,7 @@ class Ledger(LedgerPins, LedgerReads):
         job in a savepoint each, each job's writes waited for before the next.
         """
         conn, first = self._conn, self._head
-        done: list[tuple[_Waiter, Any, BaseException | None]] = []
+        done: list[tuple[Waiter, Any, BaseException | None]] = []
         self._after_commit.clear()  # a batch that runs again adds its hooks again
         try:
             with self._store.pipeline(conn) as flush:
@@ -332,7 +332,7 @@ class Ledger(LedgerPins, LedgerReads):
         return done
 
     def _run_careful(self, conn: Conn, batch: list[_Item], flush: Callable[[], None],
-                     done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+                     done: list[tuple[Waiter, Any, BaseException | None]]) -> None:
         """Each job in a savepoint, its writes waited for: a failure is that job's alone."""
         head = self._store.begin_write(conn)
         if head is not None:
@@ -384,25 +384,13 @@ class Ledger(LedgerPins, LedgerReads):
         for hook in hooks:
             hook()
 
-    def _wake(self, done: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+    def _wake(self, done: list[tuple[Waiter, Any, BaseException | None]]) -> None:
         """Hand each job its outcome: threads directly, each loop's tasks in one call."""
-        loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
-        for waiter, value, error in done:
-            if isinstance(waiter, Future):
-                if error is None:
-                    waiter.set_result(value)
-                else:
-                    waiter.set_exception(error)
-            else:
-                loops.setdefault(waiter[0], []).append((waiter[1], value, error))
-        if loops:
+        tasks = sum(1 for waiter, _, _ in done if waiter.loop is not None)
+        if tasks:
             with self._lock:
-                self._active -= sum(len(items) for items in loops.values())
-        for loop, items in loops.items():
-            try:
-                loop.call_soon_threadsafe(_settle_tasks, items)
-            except RuntimeError:  # that loop is closed: nobody waits there any more
-                pass
+                self._active -= tasks
+        wake_all(done)
 
     # -- reading ----------------------------------------------------------------
 

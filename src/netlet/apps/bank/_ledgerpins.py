@@ -20,7 +20,7 @@ from netlet.apps.bank._pinguard import PIN_THREADS, PinGuard, PinRow, Place, Tic
 from netlet.apps.bank._pins import pin_check_is_cheap
 from netlet.apps.bank._records import Conn
 from netlet.apps.bank._store import Store
-from netlet.clock import Clock
+from netlet.clock import Clock, Waiter
 
 __all__ = ["LedgerPins"]
 
@@ -36,8 +36,6 @@ class LedgerPins:
     _pin_threads: ThreadPoolExecutor | None
     _lock: threading.Lock
     _closed: bool
-    _active: int
-    _queue: Any
     _after_commit: list[Callable[[], None]]
     _max_pin_attempts: int
     _lock_seconds: float
@@ -46,7 +44,10 @@ class LedgerPins:
     def _closed_error(self) -> LedgerClosed:
         raise NotImplementedError
 
-    def _submit(self, job: _Job, *, is_command: bool = False) -> Any:
+    def _wait_job(self, waiter: Waiter) -> Any:
+        raise NotImplementedError
+
+    def _enqueue(self, job: _Job, waiter: Waiter, is_command: bool) -> None:
         raise NotImplementedError
 
     def _reader(self) -> AbstractContextManager[Conn]:
@@ -67,23 +68,18 @@ class LedgerPins:
                 raise self._closed_error()
             return gate.check(account, pin, now)
         ticket = self._pins.begin(account, lambda: self._pin_row(account), now)
-        queued = False
         try:
             good = self._pins.verify(ticket, pin)  # slow on purpose: outside the writer
-            if good and self._pins.alone(ticket):
-                return True
-            queued = True
-            try:
-                ok: bool = self._submit(self._pin_job(ticket, good, now))
-            except LedgerClosed:
-                self._pins.end(ticket)  # never queued
-                raise
-            return ok
-        finally:
-            if not queued:
-                self._pins.end(ticket)
+        except BaseException:
+            self._pins.end(ticket)
+            raise
+        waiter = self._settle_attempt(ticket, good, now, None)
+        if waiter is None:
+            return True
+        recorded: bool = self._wait_job(waiter)
+        return recorded
 
-    async def check_pin_async(self, account: str, pin: str, now: float | None = None) -> bool:
+    async def check_pin_aio(self, account: str, pin: str, now: float | None = None) -> bool:
         """``check_pin`` for a task on an event loop.
 
         A costly hash (the default, tens of milliseconds) is checked on a worker
@@ -106,37 +102,48 @@ class LedgerPins:
             return ok
         place: Place | None = None
         while True:
-            got = self._pins.begin_async(account, lambda: self._pin_row(account), now, loop,
-                                         place)
+            got = self._pins.begin_aio(account, lambda: self._pin_row(account), now, loop,
+                                       place)
             if isinstance(got, Ticket):
                 ticket = got
                 break
             place = got
             assert place.future is not None
             try:
-                await place.future  # attempts ahead of this one, or being checked
+                await place.future.result_aio()  # attempts ahead of this one, or being checked
             except BaseException:
                 self._pins.leave(place)
                 raise
-        queued = False
         try:
             if pin_check_is_cheap(ticket.pin_hash):
                 good = self._pins.verify(ticket, pin)
             else:
                 good = await loop.run_in_executor(None, self._pins.verify, ticket, pin)
-            if good and self._pins.alone(ticket):
-                return True
-            future: asyncio.Future[bool] = loop.create_future()
-            with self._lock:
-                if self._closed:
-                    raise self._closed_error()
-                self._active += 1
-                self._queue.put((self._pin_job(ticket, good, now), (loop, future), False))
-                queued = True
-            return await future
-        finally:
-            if not queued:
-                self._pins.end(ticket)
+        except BaseException:
+            self._pins.end(ticket)
+            raise
+        waiter = self._settle_attempt(ticket, good, now, loop)
+        if waiter is None:
+            return True
+        recorded: bool = await waiter.result_aio()
+        return recorded
+
+    def _settle_attempt(self, ticket: Ticket, good: bool, now: float,
+                        loop: asyncio.AbstractEventLoop | None) -> Waiter | None:
+        """What ``check_pin`` and ``check_pin_aio`` share once the PIN is checked: a right
+        one on a clean card, alone, records nothing (None; its reservation ends here);
+        any other attempt is queued to the writer, which ends the reservation after the
+        commit: the waiter (for a thread, or a task on ``loop``) of that record."""
+        if good and self._pins.alone(ticket):
+            self._pins.end(ticket)
+            return None
+        waiter = Waiter(loop)
+        try:
+            self._enqueue(self._pin_job(ticket, good, now), waiter, False)
+        except BaseException:  # never queued (LedgerClosed)
+            self._pins.end(ticket)
+            raise
+        return waiter
 
     def _pin_row(self, account: str) -> PinRow:
         with self._reader() as conn:

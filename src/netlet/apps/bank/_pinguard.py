@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from netlet.apps.bank._commands import BankError, CardLocked, WrongPin
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin, verify_pin
+from netlet.clock import Waiter
 
 __all__ = ["PIN_THREADS", "PinGuard", "PinRow", "Place", "Ticket", "next_pin_state"]
 
@@ -77,28 +78,21 @@ class Place:
     def __init__(self, account: str, loop: asyncio.AbstractEventLoop | None) -> None:
         self.account = account
         self.loop = loop  # None: a thread waits on the guard's condition
-        self.future: asyncio.Future[None] | None = None
+        self.future: Waiter | None = None
+        """A task's: completed when the attempt may try again (``await future.result_aio()``)."""
         self.ready = False
 
-    def arm(self) -> asyncio.Future[None]:
+    def arm(self) -> Waiter:
         assert self.loop is not None
         self.ready = False
-        self.future = self.loop.create_future()
+        self.future = Waiter(self.loop)
         return self.future
 
     def wake(self) -> None:
         """Let this attempt try again (the guard's lock is held)."""
         self.ready = True
-        if self.loop is not None and self.future is not None:
-            try:
-                self.loop.call_soon_threadsafe(_wake, self.future)
-            except RuntimeError:  # that loop is closed: nobody waits there any more
-                pass
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        if self.future is not None:
+            self.future(True, None)
 
 
 def _verify(pin: str, pin_hash: str) -> bool:
@@ -140,7 +134,7 @@ class PinGuard:
                 while not place.ready:
                     self._cond.wait()
 
-    def begin_async(self, account: str, read: Callable[[], PinRow], now: float,
+    def begin_aio(self, account: str, read: Callable[[], PinRow], now: float,
                     loop: asyncio.AbstractEventLoop, place: Place | None = None
                     ) -> Ticket | Place:
         """:meth:`begin` for a task: a ticket, or a place in line whose ``future`` to await

@@ -195,7 +195,7 @@ class BankService:
             pin = check_pin_format(pin)
         except ValueError:
             raise InvalidCommand("a PIN is a string of 4 to 12 digits") from None
-        await self._ledger.check_pin_async(account, pin)
+        await self._ledger.check_pin_aio(account, pin)
         token = secrets.token_urlsafe(32)
         now = self._clock()
         with self._sessions_lock:
@@ -251,18 +251,18 @@ class BankService:
     async def deposit(self, token: object, amount: object, key: object) -> dict[str, Any]:
         """Put ``amount`` cents into the session's account; ``{account, amount, balance}``."""
         command = Deposit(self._account(token), amount)  # type: ignore[arg-type]
-        return await self._execute_async(command, key)
+        return await self._execute_aio(command, key)
 
     async def withdraw(self, token: object, amount: object, key: object) -> dict[str, Any]:
         """Take ``amount`` cents out; InsufficientFunds rather than an overdraft."""
         command = Withdraw(self._account(token), amount)  # type: ignore[arg-type]
-        return await self._execute_async(command, key)
+        return await self._execute_aio(command, key)
 
     async def transfer(self, token: object, dst: object, amount: object,
                        key: object) -> dict[str, Any]:
         """Move ``amount`` cents from the session's account to ``dst``."""
         command = Transfer(self._account(token), dst, amount)  # type: ignore[arg-type]
-        return await self._execute_async(command, key)
+        return await self._execute_aio(command, key)
 
     def balance(self, token: object) -> int:
         """The session's account balance in cents, as committed."""
@@ -367,5 +367,5 @@ class BankService:
         # The ledger checks the key and validates the command before any bookkeeping.
         return self._ledger.execute(command, key)  # type: ignore[arg-type]
 
-    async def _execute_async(self, command: Command, key: object) -> dict[str, Any]:
-        return await self._ledger.execute_async(command, key)  # type: ignore[arg-type]
+    async def _execute_aio(self, command: Command, key: object) -> dict[str, Any]:
+        return await self._ledger.execute_aio(command, key)  # type: ignore[arg-type]
