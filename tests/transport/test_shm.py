@@ -83,8 +83,11 @@ def memfds(pid: int) -> tuple[int, int]:
 
 
 def dev_shm() -> set[str]:
+    """What netlet might have named in /dev/shm (its memfds are "netlet-..."); other
+    processes of the machine (a test running beside this one, a multiprocessing
+    semaphore) come and go there and are none of our business."""
     try:
-        return set(os.listdir("/dev/shm"))
+        return {n for n in os.listdir("/dev/shm") if "netlet" in n and "netlet-sim" not in n}
     except OSError:
         return set()
 
