@@ -30,13 +30,13 @@ from netlet.errors import (
     CallTimeout,
     ConnectionLost,
     DecodeError,
-    EncodeError,
     NetletError,
     NoSuchObject,
     NotExposed,
     ProtocolError,
 )
 from netlet.node._actor import CALLER
+from netlet.node._dispatch import encode_outcome
 from netlet.node._messages import (
     CALL as _CALL,
 )
@@ -367,10 +367,7 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             if not ok:
                 log.warning("oneway call %s.%s raised %r", target, method, value)
             return
-        try:
-            body, buffers = codec.encode([_REPLY, cid, value] if ok else [_ERROR, cid, value])
-        except EncodeError as e:
-            body, buffers = codec.encode([_ERROR, cid, e])
+        body, buffers = encode_outcome(codec, cid, ok, value)
         # A large reply waits in memory until the peer reads it: charge it meanwhile.
         size = len(body) + (sum(map(len, buffers)) if buffers else 0)
         counters.frames_out += 1

@@ -3,22 +3,25 @@
 A call names an object and a method; a link (on the loop) and a direct
 connection (on its own thread) both ask the dispatcher for the actor and the
 exposed method, and whom the call acts for, then run it their own way. So a
-refusal reads the same whichever path a call took.
+refusal, and an outcome that cannot travel, read the same whichever path a
+call took.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from netlet.codec import short
-from netlet.errors import NoSuchObject, NotExposed
+from netlet.codec import Buffer, Codec, short
+from netlet.errors import EncodeError, NoSuchObject, NotExposed
 from netlet.node._actor import Actor
 from netlet.node._expose import MethodInfo
 from netlet.node._identity import Identity
+from netlet.node._messages import ERROR, REPLY
 from netlet.node._objects import ObjectTable
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "encode_outcome"]
 
 log = logging.getLogger("netlet.node")
 
@@ -49,3 +52,15 @@ class Dispatcher:
             log.warning("refused a call from %s: %s.%s is not exposed", remote, target, name)
             raise NotExposed(f"{type(actor.obj).__name__}.{name} is not exposed for remote calls")
         return actor, info
+
+
+def encode_outcome(codec: Codec, cid: int, ok: bool, value: Any) -> tuple[bytes, list[Buffer]]:
+    """Call ``cid``'s outcome as a REPLY or ERROR frame (body, buffers).
+
+    An outcome that cannot travel becomes an ERROR saying why, so the caller is
+    told instead of left waiting.
+    """
+    try:
+        return codec.encode([REPLY, cid, value] if ok else [ERROR, cid, value])
+    except EncodeError as e:
+        return codec.encode([ERROR, cid, e])

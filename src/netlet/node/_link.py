@@ -33,6 +33,7 @@ from netlet.errors import (
 )
 from netlet.node._actor import CALLER, Actor
 from netlet.node._backpressure import Backpressure, Held
+from netlet.node._dispatch import encode_outcome
 from netlet.node._expose import MethodInfo
 from netlet.node._messages import (
     BYE as _BYE,
@@ -449,12 +450,7 @@ class Link(Backpressure):
         if not cid or self.closed or self._dropped:
             return
         try:
-            try:
-                body, buffers = self.codec.encode(
-                    [_REPLY, cid, value] if ok else [_ERROR, cid, value])
-            except EncodeError as e:
-                # The result cannot travel: tell the caller why instead of leaving it waiting.
-                body, buffers = self.codec.encode([_ERROR, cid, e])
+            body, buffers = encode_outcome(self.codec, cid, ok, value)
             if self.conn.pending_bytes() and self._account is not None:
                 # The peer is behind: check and queue as one step, so that threads
                 # replying at once cannot all pass on the same reading of the queue.
