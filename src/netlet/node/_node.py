@@ -108,8 +108,6 @@ class Node:
         """The loop's thread (``threading.get_ident()``): blocking there would deadlock."""
         self._thread: threading.Thread | None = None
         self._listener: Listener | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
         self._watch = Watchdog(self.config.keepalive, self.config.clock)
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -118,7 +116,7 @@ class Node:
         self._advertised: str | None = None
         self.budget = Budget(self.config.max_memory, self.config.max_connection_memory)
         self.counters = NodeCounters()
-        self.objects = ObjectTable(self.get_loop, self._get_pool)
+        self.objects = ObjectTable(self.get_loop, self.config.max_threads)
         self.links = LinkTable(self)
         self.dispatcher = Dispatcher(self.objects, self.links.identity,
                                      lambda: self.address or self.id[:8])
@@ -207,14 +205,11 @@ class Node:
         await self.links.let_calls_reply(grace)
         await self.links.close()
         self.caller.close()
-        for actor in self.objects.actors():
-            await asyncio.to_thread(actor.close)
+        await self.objects.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
         self.budget.drop_cache()  # receive buffers kept for reuse
         self._closed.set()
 
@@ -281,14 +276,6 @@ class Node:
         task = self.get_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        self.config.max_threads, thread_name_prefix="netlet-pool")
-        return self._pool
 
     def ref_for(self, obj: object, link: Link) -> RemoteRef | None:
         """The handle ``obj`` travels as to the peer of ``link``, or None (a plain value).

@@ -1,5 +1,8 @@
 """The node's object table: what it serves, by name, and what it serves only for a peer.
 
+It owns the actors (one per served object) and the thread pool the actors of
+concurrent objects run their calls on.
+
 An object is served under a name (``Node.serve``), or served automatically when
 it is passed by value to a peer: then it stays served for as long as some link
 it was handed to is open. Incoming calls find their actor here (``get``); the
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -26,10 +30,11 @@ __all__ = ["ObjectTable"]
 class ObjectTable:
     """Served objects by name (each behind its ``Actor``), with their per-peer exports."""
 
-    def __init__(self, loop: Callable[[], asyncio.AbstractEventLoop],
-                 pool: Callable[[], concurrent.futures.ThreadPoolExecutor]) -> None:
+    def __init__(self, loop: Callable[[], asyncio.AbstractEventLoop], max_threads: int) -> None:
         self._loop = loop
-        self._pool = pool
+        self._max_threads = max_threads
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._threads_lock = threading.Lock()
         self._actors: dict[str, Actor] = {}
         self._auto_names: dict[int, str] = {}  # id(obj) -> its automatic name
         self._export_counts: dict[str, int] = {}  # automatic name -> links holding it
@@ -74,6 +79,18 @@ class ObjectTable:
             else:
                 self._export_counts[name] = left
 
-    def actors(self) -> list[Actor]:
-        """Every actor now (the node closes them when it closes)."""
-        return list(self._actors.values())
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The actors' thread pool, started on first use."""
+        if self._threads is None:
+            with self._threads_lock:
+                if self._threads is None:
+                    self._threads = concurrent.futures.ThreadPoolExecutor(
+                        self._max_threads, thread_name_prefix="netlet-pool")
+        return self._threads
+
+    async def close(self) -> None:
+        """Close every actor (each finishes the call it runs), then stop the pool."""
+        for actor in list(self._actors.values()):
+            await asyncio.to_thread(actor.close)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
