@@ -105,19 +105,21 @@ class LinkTable:
 
     def _serve_direct(self, sock: socket.socket, peer: PeerInfo, remote: str,
                       main: Link | None, slot: Callable[[], None] | None) -> None:
-        node = self._node
-        limits = self._config.transport.limits
-        account = node.budget.account()
-        framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account,
-                                shm=peer.shm)
-        self._direct_framers.add(framer)
         try:
-            serve_direct(node, framer, peer, remote, main)
+            node = self._node
+            limits = self._config.transport.limits
+            account = node.budget.account()
+            framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account,
+                                    shm=peer.shm)
+            self._direct_framers.add(framer)
+            try:
+                serve_direct(node, framer, peer, remote, main)
+            finally:
+                self._direct_framers.discard(framer)
+                framer.close()
+                framer.release()
+                account.close()
         finally:
-            self._direct_framers.discard(framer)
-            framer.close()
-            framer.release()
-            account.close()
             self._direct_threads.discard(threading.current_thread())
             if slot is not None:
                 slot()
