@@ -314,8 +314,9 @@ class Link(Backpressure):
                     cancel()
             elif kind == _PING:
                 self.send([_PONG, msg[1]])
-            elif kind == _PONG:
-                pass  # a pong only proves the peer is alive: last_heard recorded it
+            elif kind == _PONG:  # it only proves the peer alive: last_heard recorded that
+                if len(msg) < 2:  # [6, token]: a short one is malformed, as any other kind
+                    raise IndexError(kind)
             elif kind == _BYE:
                 reason = msg[1] if type(msg[1]) is str and len(msg[1]) <= 200 else short(msg[1])
                 self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {reason}"))
