@@ -278,7 +278,7 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
     try:
         config = HeadConfig()
         head = Head(node, config)
-        loop = node._get_loop()
+        loop = node.get_loop()
 
         async def setup() -> list[Member]:
             now = clock.monotonic()

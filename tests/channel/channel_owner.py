@@ -77,7 +77,7 @@ class Control:
     def inflight(self) -> dict[str, list[Any]]:
         """Per peer node id: [incoming calls in flight, reading paused] on its main link."""
         return {link.peer.node: [len(link._incoming), link._paused]
-                for link in list(self._node._links)}
+                for link in self._node.links.all()}
 
 
 class _Job:

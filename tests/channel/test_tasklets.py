@@ -116,7 +116,7 @@ def test_async_tasklet_started_from_plain_code_runs_on_the_default_node() -> Non
 
     try:
         t = netlet.spawn(where)
-        assert t.join(STEP) == netlet.default_node()._loop_thread_id
+        assert t.join(STEP) == netlet.default_node().loop_thread_id
     finally:
         netlet.default_node().close()
 

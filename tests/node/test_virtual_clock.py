@@ -132,7 +132,7 @@ def test_a_call_idle_link_is_not_closed_when_a_long_call_starts(
 
 
 def _last_heard(node: netlet.Node) -> float:
-    links = list(node._links)
+    links = node.links.all()
     return max((link.last_heard for link in links), default=0.0)
 
 
@@ -186,11 +186,12 @@ def test_the_default_timeout_is_the_nodes_call_timeout(
     client = _client(node_factory, clock, call_timeout=2.0)
     address = server[0].address or ""
     proxy = client.proxy(address, "svc")
-    assert proxy._timeout == 2.0
-    assert client.proxy(address, "svc", timeout=DEFAULT_TIMEOUT)._timeout == 2.0
-    assert client.proxy(address, "svc", timeout=None)._timeout is None
-    assert proxy.with_options(timeout=5.0).with_options()._timeout == 5.0
-    assert proxy.with_options(timeout=None).with_options(timeout=DEFAULT_TIMEOUT)._timeout is None
+    assert proxy._route.timeout == 2.0
+    assert client.proxy(address, "svc", timeout=DEFAULT_TIMEOUT)._route.timeout == 2.0
+    assert client.proxy(address, "svc", timeout=None)._route.timeout is None
+    assert proxy.with_options(timeout=5.0).with_options()._route.timeout == 5.0
+    kept = proxy.with_options(timeout=None).with_options(timeout=DEFAULT_TIMEOUT)
+    assert kept._route.timeout is None
     assert repr(DEFAULT_TIMEOUT) == "DEFAULT_TIMEOUT"
     call = proxy.hang.future()
     wait_until(lambda: server[1].waiting == 1, what="the call to start")
@@ -210,7 +211,7 @@ def test_a_direct_blocking_call_deadline_follows_the_virtual_clock(
     client = node_factory(clock=clock)
     proxy = client.proxy(server[0].address or "", "svc", timeout=3600.0)
     assert proxy.echo("warm") == "warm"
-    assert client._direct_pools, "the call did not take the direct path"
+    assert client.caller.direct_pools(), "the call did not take the direct path"
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         call = pool.submit(proxy.hang)
         wait_until(lambda: server[1].waiting == 1, what="the call to start")

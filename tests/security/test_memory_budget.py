@@ -465,7 +465,7 @@ def test_closed_connections_leave_no_cycles(node_factory: Callable[..., Any]) ->
             c.send_raw(b"\x00\x00")  # cut in the handshake
         with RawClient.connect(server.address):
             pass  # closed before its first byte
-        wait_until(lambda: not server._links and not server._direct_threads
+        wait_until(lambda: not server.links and not server.links.serving_direct()
                    and not server._listener._handshakes, STEP,
                    "the server to drop its connections")
         budget = getattr(server, "budget", None)

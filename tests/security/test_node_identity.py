@@ -113,7 +113,7 @@ def test_an_impostor_link_does_not_get_the_victims_callbacks(
         node_factory: NodeFactory, impostors: list[Impostor]) -> None:
     server, victim, asker = _setup(node_factory)
     impostors.append(Impostor(server.address, victim.id))
-    _wait(lambda: len(server._links) == 2)
+    _wait(lambda: len(server.links) == 2)
     # A blocking call travels on a direct side connection; its callback is resolved
     # by the server, and must come back to the victim.
     assert asker.ask(Answer(42)) == 42
@@ -127,7 +127,7 @@ def test_an_impostor_that_came_first_does_not_get_them_either(
     server.serve(Asker(), "asker")
     victim = node_factory(key=KEY)
     impostors.append(Impostor(server.address, victim.id))
-    _wait(lambda: len(server._links) == 1)
+    _wait(lambda: len(server.links) == 1)
     asker = victim.proxy(server.address, "asker", timeout=5)
     assert asker.ask(Answer(42)) == 42
     assert asker.ask.future(Answer(43)).result(5) == 43
@@ -173,9 +173,9 @@ def test_legitimate_direct_connections_and_reconnects_still_work(
         t.join(10)
     assert sorted(results) == sorted(i * 10 + j for i in range(4) for j in range(5))
     # The server drops every connection of the victim; the victim comes back.
-    for link in list(server._links):
+    for link in server.links.all():
         link.conn.close()
-    _wait(lambda: not server._links)
+    _wait(lambda: not server.links)
     deadline = time.monotonic() + 5
     while True:
         try:
@@ -216,7 +216,7 @@ def test_a_handle_from_an_impostor_never_reroutes_to_the_real_node(
         ref = msgpack.ExtType(12, msgpack.packb([victim.id, "", "secret-answer", "object"]))
         raw.send_msg([1, 1, "hub", "keep", [ref], None])
         assert raw.recv_msg()[:2] == [2, 1]
-    _wait(lambda: len(server._links) == 1)
+    _wait(lambda: len(server.links) == 1)
     with pytest.raises(netlet.errors.ConnectionLost):
         hub.fire()
 
@@ -296,7 +296,7 @@ def test_an_announced_address_does_not_capture_calls_to_that_address(
         raw.recv_msg()  # the server's proof
         raw.send_msg({"proof": hmac_proof(KEY, b"client", raw.hello_body, reply_body)})
         assert raw.recv_msg() == {"ok": True}
-        _wait(lambda: len(server._links) == 1)
+        _wait(lambda: len(server.links) == 1)
         answer = server.proxy(victim.address, "answer", timeout=5)
         got = answer.answer.future()
         raw.sock.settimeout(0.05)

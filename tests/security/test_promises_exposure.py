@@ -98,7 +98,7 @@ def test_a_served_channels_private_methods_are_refused(node_factory: NodeFactory
     server.serve(ch, "jobs")
     ch.send("kept")
     assert server.address is not None
-    endpoint = server._actors["jobs"].obj
+    endpoint = server.served("jobs")
     privates = sorted(n for n, _ in inspect.getmembers(type(endpoint)) if n.startswith("_"))
     assert {"_peer_changed", "_lend", "_drop", "_take_back", "_wake"} <= set(privates)
     for name in privates:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
         WorkerStats,
     )
     from netlet.cluster._store import HeadStore
-    from netlet.cluster._worker import WorkerOptions, run_worker, worker_key
+    from netlet.cluster._worker import WorkerOptions, worker_key
+    from netlet.cluster._worker_main import run_worker
 
 __all__ = [
     "ALL_COMPLETED",
@@ -85,7 +86,7 @@ _WHERE = {
     "WorkerStats": "_stats",
     "function_ref": "_functions",
     "resolve_path": "_functions",
-    "run_worker": "_worker",
+    "run_worker": "_worker_main",
     "worker_key": "_worker",
 }
 

@@ -27,9 +27,10 @@ from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_pa
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
+from netlet.cluster._sink import ResultSink, Subscriber
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, WorkerLost
-from netlet.node import Node, Proxy, expose
+from netlet.node import Node, Proxy
 from netlet.transport import TLSConfig, find_user_key
 
 __all__ = ["Cluster"]
@@ -45,41 +46,6 @@ class _TaskFuture(concurrent.futures.Future[Any]):
     def __init__(self, task_id: str) -> None:
         super().__init__()
         self.task_id = task_id
-
-
-@expose(concurrent=True)
-class _ResultSink:
-    """Receives finished tasks from the head (on the client's loop)."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self._cluster = cluster
-
-    async def results(self, batch: list[list[Any]]) -> None:
-        self._cluster._on_results(batch)
-
-    async def started(self, tids: list[str]) -> None:
-        """Workers started these tasks: their futures are RUNNING."""
-        for tid in tids:
-            self._cluster._claim(tid)
-
-    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
-        """What our tasks printed on ``worker``: ``[[task id, stream, text], ...]``."""
-        self._cluster._on_output(worker, lines)
-
-    def print_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
-        """The same, called by a head on this very node."""
-        self._cluster._on_output(worker, lines)
-
-    def claim(self, tid: str) -> bool:
-        """Called by a head on this very node, on its loop, once a worker started a task."""
-        return self._cluster._claim(tid)
-
-    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
-        for callback in list(self._cluster._subscribers):
-            try:
-                callback(kind, node, role, info)
-            except Exception:
-                log.exception("membership callback failed")
 
 
 class Cluster:
@@ -129,9 +95,11 @@ class Cluster:
         self._pickle = transport.allow_pickle and transport.key is not None
         self.max_retries = max_retries
         self._head = self.node.proxy(address, HEAD_NAME)
-        self._sink = _ResultSink(self)
+        self._subscribers: list[Subscriber] = []
+        self._sink = ResultSink(self._on_results, self._claim, self._on_output,
+                                self._subscribers)
         self._codec = Codec(transport.limits, allow_pickle=self._pickle,
-                            ref_decoder=lambda ref: self.node._from_ref(ref, None))
+                            ref_decoder=lambda ref: self.node.from_ref(ref))
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
@@ -140,12 +108,11 @@ class Cluster:
         self._lock = threading.Lock()
         self._outbox: list[list[Any]] = []
         self._flush_scheduled = False
-        self._subscribers: list[Callable[[str, str, str, dict[str, Any]], None]] = []
         self._closed = False
         self._reconnecting = False
         self._jobs: set[asyncio.Task[None]] = set()
         self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
-        self._head_node = self._head._link.peer.node if self._head._link is not None else ""
+        self._head_node = self._head_peer()
         self._codec.allow_pickle = self._pickle and self._head_agreed_pickle()
         try:
             self._upload_code()
@@ -179,8 +146,13 @@ class Cluster:
 
     def _head_agreed_pickle(self) -> bool:
         """False when our link to the head did not agree to pickle (it would refuse)."""
-        link = self.node._known_link(self._head._ref)
-        return link is None or link.peer.pickle
+        peer = self.node.peer_of(self._head.__netlet_ref__())
+        return peer is None or peer.pickle
+
+    def _head_peer(self) -> str:
+        """The head's node id, once a call reached it ("" before)."""
+        peer = self.node.peer_of(self._head.__netlet_ref__())
+        return "" if peer is None else peer.node
 
     def _submit(self, fn_id: str, payload: bytes | None, call: list[Any],
                 retries: int) -> concurrent.futures.Future[Any]:
@@ -410,8 +382,7 @@ class Cluster:
                     with self._lock:
                         pending = list(self._specs)
                     unknown = set(self._head.resume(self.node.id, self._sink, pending))
-                    if self._head._link is not None:
-                        self._head_node = self._head._link.peer.node
+                    self._head_node = self._head_peer() or self._head_node
                     with self._lock:
                         again = [self._specs[t] for t in pending
                                  if t in unknown and t in self._specs]
@@ -438,7 +409,7 @@ class Cluster:
     def lookup(self, name: str) -> Any:
         """The object registered as ``name`` (a proxy or channel), or None."""
         ref = self._head.lookup(name)
-        return None if ref is None else self.node._from_ref(ref.__netlet_ref__(), None)
+        return None if ref is None else self.node.from_ref(ref.__netlet_ref__())
 
     def actor(self, name: str) -> Proxy:
         proxy = self.lookup(name)

@@ -484,8 +484,8 @@ def upload_packages(node: Node, head: Proxy, packages: list[Package]) -> None:
     """Send the head the packages it lacks (each once per hash, in chunks)."""
     if not packages:
         return
-    link = node._known_link(head._ref)
-    if node.config.transport.key is None or (link is not None and not link.peer.authenticated):
+    peer = node.peer_of(head.__netlet_ref__())
+    if node.config.transport.key is None or (peer is not None and not peer.authenticated):
         raise ConfigError(
             "shipping code (working_dir=, py_modules=) runs it on every worker, so it "
             "needs a keyed cluster: give the head's key (key_file=, or $NETLET_KEY_FILE) "

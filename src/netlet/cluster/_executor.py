@@ -47,7 +47,7 @@ def _python_exit() -> None:
 
 # What concurrent.futures uses: runs before threading joins threads and before
 # atexit hooks, while netlet's loop threads still run.
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]  # noqa: SLF001 stdlib hook
 
 
 class Executor(concurrent.futures.Executor):

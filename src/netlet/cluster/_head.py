@@ -321,7 +321,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
 
     async def subscribe(self, sink: Any) -> None:
         """Membership events: ``sink.event(kind, node, role, info)``, kind join/leave."""
-        key = repr(sink._ref) if isinstance(sink, Proxy) else f"local-{id(sink)}"
+        key = repr(sink.__netlet_ref__()) if isinstance(sink, Proxy) else f"local-{id(sink)}"
         self._subscribers[key] = sink
 
     # -- names ----------------------------------------------------------------------

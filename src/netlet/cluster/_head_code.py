@@ -100,8 +100,8 @@ class HeadCodeMixin:
         if self._node.config.transport.key is None:
             why = "this head has no cluster key (start it with --key-file)"
         elif node != self._node.id:
-            link = self._node._links_by_node.get(node)
-            if link is None or not link.peer.authenticated:
+            peer = self._node.peer(node)
+            if peer is None or not peer.authenticated:
                 why = "this connection did not prove it holds the cluster key"
         member = self._members.get(node)
         if why is None and (member is None or member.role != role or not member.alive):

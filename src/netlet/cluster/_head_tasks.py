@@ -165,8 +165,8 @@ class TaskDesk:
             return "the head was not started with --allow-pickle (and a key)"
         if client == self._node.id:
             return None  # a client on the head's own node (the embedded cluster)
-        link = self._node._links_by_node.get(client)
-        if link is None or not link.peer.pickle:
+        peer = self._node.peer(client)
+        if peer is None or not peer.pickle:
             return ("the client did not agree to pickle (it needs allow_pickle=True and "
                     "the cluster key)")
         return None

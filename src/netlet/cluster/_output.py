@@ -36,11 +36,12 @@ class _Stream(io.TextIOBase):
     def __init__(self, sink: _Sink, stream: int, real: Any) -> None:
         self._sink = sink
         self._stream = stream
-        self._real = real
+        self.real = real
+        """The stream this one stands in for (set by ``Capture.start``)."""
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return str(getattr(self._real, "encoding", "utf-8"))
+        return str(getattr(self.real, "encoding", "utf-8"))
 
     def writable(self) -> bool:
         return True
@@ -87,6 +88,11 @@ class _Sink:
                 "\n" in text and self._clock.monotonic() - self._last >= _EVERY):
             self.send(whole_lines=True)
 
+    def finish(self) -> None:
+        """Send what is left, if anything (the task ended)."""
+        if self._parts:
+            self.send()
+
     def send(self, whole_lines: bool = False) -> None:
         parts, keep = self._parts, []
         if whole_lines and parts and "\n" not in parts[-1][1][-1:] and self._held < _PIECE:
@@ -119,14 +125,13 @@ class Capture:
     def start(self, send: Send) -> None:
         self._sink.reset(send)
         self._real = sys.stdout, sys.stderr
-        self._out._real, self._err._real = self._real
+        self._out.real, self._err.real = self._real
         sys.stdout, sys.stderr = self._out, self._err
 
     def stop(self) -> None:
         sys.stdout, sys.stderr = self._real
         self._real = (None, None)
-        if self._sink._parts:
-            self._sink.send()
+        self._sink.finish()
 
 
 def write_output(prefix: str, worker: dict[str, Any], lines: list[list[Any]]) -> None:

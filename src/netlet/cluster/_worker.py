@@ -17,15 +17,12 @@ refuses to start if there is none.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import logging
 import math
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -36,7 +33,6 @@ from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
 from netlet.cluster._output import Capture
 from netlet.cluster._worker_address import host_of, listen_address
-from netlet.cluster._worker_exit import _exit_with_parent, _watch_parent
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
 from netlet.codec import Codec, RemoteRef
 from netlet.errors import (
@@ -50,7 +46,7 @@ from netlet.errors import (
 from netlet.node import Node, expose
 from netlet.transport import TLSConfig, find_user_key
 
-__all__ = ["WorkerControl", "WorkerOptions", "run_worker"]
+__all__ = ["Worker", "WorkerControl", "WorkerOptions", "worker_key"]
 
 log = logging.getLogger("netlet.cluster")
 
@@ -159,7 +155,7 @@ class Worker(WorkerTraffic):
         self.functions = FunctionCache(self._pickle_refusal)
         # Pickled arguments too only once the head agreed (see _pickle_refusal).
         self.codec = Codec(self.node.config.transport.limits, allow_pickle=False,
-                           ref_decoder=lambda ref: self.node._from_ref(ref, None))
+                           ref_decoder=lambda ref: self.node.from_ref(ref))
         self.code = CodeCache(self._fetch_code, self._code_size, parent=opts.code_dir)
         self._capture = Capture(opts.clock)
         self.control = WorkerControl(self.node, self.functions, self.codec, self.code, self)
@@ -236,6 +232,15 @@ class Worker(WorkerTraffic):
         self._fatal(SystemExit(EXIT_ADDRESS_CHANGED))
         return True
 
+    def terminate(self) -> None:
+        """SIGTERM (what ``netlet worker`` sends its workers) leaves by the front door:
+        the head is told, and the shipped code's directory is removed. A running task
+        is interrupted; otherwise the loop stops at once (an exception raised inside
+        netlet's own calls could be taken for a lost head)."""
+        if self._running is not None:
+            raise SystemExit(0)
+        self._fatal(SystemExit(0))
+
     def _fatal(self, why: str | SystemExit = "") -> None:
         """Stop the worker (``why``: an error, or the exit, to leave with)."""
         self.exit_reason = why
@@ -253,16 +258,16 @@ class Worker(WorkerTraffic):
         if not self.opts.allow_pickle:
             return (f"worker {self.opts.name} was not started with --allow-pickle "
                     "(pickle needs the client, the head and every worker to agree)")
-        link = self.node._known_link(self.head._ref)
-        if link is None or not link.peer.authenticated:
+        peer = self.node.peer_of(self.head.__netlet_ref__())
+        if peer is None or not peer.authenticated:
             return "the connection to the head is not authenticated with the cluster key"
-        if not link.peer.pickle:
+        if not peer.pickle:
             return "the head did not agree to pickle (start it with --allow-pickle)"
         return None
 
     def _code_link_ok(self) -> None:
-        link = self.node._known_link(self.head._ref)
-        if link is None or not link.peer.authenticated:
+        peer = self.node.peer_of(self.head.__netlet_ref__())
+        if peer is None or not peer.authenticated:
             raise ConfigError("refusing shipped code: the connection to the head is not "
                               "authenticated with the cluster key")
 
@@ -426,72 +431,6 @@ class Worker(WorkerTraffic):
             pass
         self.node.close()
         self.code.close()
-
-
-def run_worker(opts: WorkerOptions) -> None:
-    global _current
-    worker = _current = Worker(opts)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-
-
-_current: Worker | None = None
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (what ``netlet worker`` sends its workers) leaves by the front door:
-    the head is told, and the shipped code's directory is removed. A running task
-    is interrupted; otherwise the loop stops at once (an exception raised inside
-    netlet's own calls could be taken for a lost head)."""
-    worker = _current
-    if worker is None or worker._running is not None:
-        raise SystemExit(0)
-    worker._fatal(SystemExit(0))
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m netlet.cluster")
-    p.add_argument("--join", required=True)
-    p.add_argument("--key-stdin", action="store_true",
-                   help="read the cluster key (hex) on stdin, then any old keys of a "
-                        "rotation, on one line, separated by spaces")
-    p.add_argument("--pickle", action="store_true")
-    p.add_argument("--credit", default="1")
-    p.add_argument("--listen")
-    p.add_argument("--embedded", action="store_true", help="exit with the head and the parent")
-    p.add_argument("--with-parent", action="store_true", help="exit when the parent dies")
-    p.add_argument("--code-dir", help="extract shipped code under this directory")
-    for name in ("--tls-cert", "--tls-key", "--tls-ca"):
-        p.add_argument(name)
-    a = p.parse_args(argv)
-    if a.with_parent:
-        _exit_with_parent()
-    keys = [bytes.fromhex(k) for k in sys.stdin.readline().split()] if a.key_stdin else []
-    key, old_keys = (keys[0], tuple(keys[1:])) if keys else (None, ())
-    tls = TLSConfig(a.tls_cert, a.tls_key, a.tls_ca) if a.tls_cert else None
-    if a.embedded:
-        _watch_parent()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    credit: int | str = a.credit if a.credit == "auto" else int(a.credit)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(message)s")
-    try:
-        run_worker(WorkerOptions(a.join, key=key, allow_pickle=a.pickle, credit=credit,
-                                 listen=a.listen, exit_with_head=a.embedded,
-                                 code_dir=a.code_dir, old_keys=old_keys, tls=tls))
-    except KeyboardInterrupt:
-        pass
-    except KeyRefused as e:
-        print(e.message, file=sys.stderr)
-        raise
-    except OSError as e:
-        if not str(e.strerror or "").startswith("cannot listen"):
-            raise
-        print(f"netlet worker: {e.strerror}", file=sys.stderr)
-        raise SystemExit(EXIT_CANNOT_LISTEN) from None
-    except ConfigError as e:  # no key, a bad key directory: say what to do, no traceback
-        raise SystemExit(f"netlet worker: {e}") from None
 
 
 def _traceback_text(error: Any) -> str:

@@ -5,7 +5,7 @@ node's link on the loop), makes the future or rendezvous its caller waits on,
 arms its timeout and turns a cancellation into an abandon sent to the peer.
 This changes when a calling style or the fast path changes, not when the node
 learns to serve or connect differently, so it lives apart from ``_node.py``;
-the proxies call these functions with their node.
+each proxy holds a ``Route`` and calls the node's ``Caller`` with it.
 """
 
 from __future__ import annotations
@@ -20,17 +20,18 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Waiter
-from netlet.errors import CallTimeout, NetletError, NodeClosed
+from netlet.codec import RemoteRef
+from netlet.errors import CallTimeout, ConnectionLost, NetletError, NodeClosed
 from netlet.node._direct import DirectPool
 from netlet.node._link import Link, OnReply
-from netlet.node._links import check_pinned, known_link, link_blocking, link_to
+from netlet.node._links import LinkTable
+from netlet.node._watch import Watchdog
 from netlet.transport import SocketConnection
 
 if TYPE_CHECKING:
     from netlet.node._node import Node
-    from netlet.node._proxy import Proxy
 
-__all__ = ["call_aio", "call_blocking", "call_future", "call_oneway"]
+__all__ = ["Caller", "Route"]
 
 log = logging.getLogger("netlet.node")
 
@@ -80,171 +81,236 @@ class _CallFuture(asyncio.Future[Any]):
         return True
 
 
-def call_blocking(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
-    link = proxy._link
-    if link is None or link.closed:
-        link = link_blocking(node, proxy)
-    pool = _direct_pool(node, link)
-    if pool is not None:
-        client = pool.acquire()
-        if client is not None:
-            try:
-                ok, value = client.call(proxy._ref.name, method, args, kwargs, timeout)
-            finally:
-                pool.release(client)
-            if ok:
-                return value
-            raise value
-    waiter = Waiter()  # a thread's: wakes it with a bare lock, the cheapest way
-    cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-    clock = node.config.clock
-    if timeout is None:
-        clock.wait(waiter.wait, None)
-    elif not clock.wait(waiter.wait, link.first_look(cid, timeout)):
-        _wait_sent(node, link, cid, waiter, timeout, f"{proxy._ref.name}.{method}()")
-    elif link.unsent:
-        link.unsent.pop(cid, None)
-    return waiter.result()
+class Route:
+    """Where one proxy's calls go: the handle, the link that carries them now, the options.
 
-
-def _wait_sent(node: Node, link: Link, cid: int, waiter: Waiter, timeout: float,
-               what: str) -> None:
-    """A blocking call's deadline came: wait on while its request is still going out
-    to a peer that takes it (see ``_unsent``); raise CallTimeout if no reply comes."""
-    clock = node.config.clock
-    stalled = False
-    while True:
-        stalled = cid in link.unsent
-        due = link.due_again(cid, timeout)
-        if due is None:
-            break
-        if clock.wait(waiter.wait, max(due - clock.monotonic(), 0.0)):
-            link.unsent.pop(cid, None)
-            return
-    link.abandon(cid)
-    if waiter.wait(0):  # the reply slipped in meanwhile
-        return
-    if stalled:
-        raise CallTimeout(f"{what} could not send its request: the peer took none of it "
-                          f"for {timeout} s")
-    raise CallTimeout(f"{what} got no reply in {timeout} s")
-
-
-def call_aio(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-             kwargs: dict[str, Any] | None, timeout: float | None) -> Awaitable[Any]:
-    """Start a call from async code; eager when the link is up (no task per call)."""
-    loop = asyncio.get_running_loop()
-    link = proxy._link
-    if loop is not node.loop or link is None or link.closed:
-        return loop.create_task(_call_aio_slow(node, proxy, method, args, kwargs, timeout))
-    return _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
-
-
-def _start_aio(node: Node, loop: asyncio.AbstractEventLoop, link: Link, proxy: Proxy,
-               method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-               timeout: float | None) -> asyncio.Future[Any]:
-    fut = _CallFuture(loop=loop)
-    waiter = functools.partial(_settle, fut)
-    cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-    if timeout is not None:
-        node._watch.add_deadline(timeout, link, cid)
-    fut.call = (link, cid)
-    return fut
-
-
-async def _call_aio_slow(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                         kwargs: dict[str, Any] | None, timeout: float | None) -> Any:
-    loop = asyncio.get_running_loop()
-    if loop is not node.loop:  # another loop: run on ours, await the bridge
-        if node.loop is None or node._closing:
-            raise NodeClosed("the node is closed")
-        cf = asyncio.run_coroutine_threadsafe(
-            _call_aio_slow(node, proxy, method, args, kwargs, timeout), node.loop)
-        return await asyncio.wrap_future(cf)
-    link = proxy._link
-    if link is None or link.closed:
-        check_pinned(proxy)
-        link = proxy._link = await link_to(node, proxy._ref)
-    return await _start_aio(node, loop, link, proxy, method, args, kwargs, timeout)
-
-
-def call_future(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any] | None,
-                 timeout: float | None) -> concurrent.futures.Future[Any]:
-    """Start a call whose outcome lands in a ``concurrent.futures.Future``.
-
-    The future stays PENDING until the outcome comes, so ``cancel()`` works as
-    for any future not yet done: it asks the peer to stop the call (CANCEL),
-    and ``wait``/``as_completed`` see the cancellation.
+    ``link`` is set once a call found (or opened) the link, so later calls skip the
+    lookup. With ``pinned``, only that link may carry them: it came from a connection
+    that does not own the node id it names, so routing by that id could reach
+    someone else.
     """
-    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    fut.add_done_callback(_notify_if_cancelled)
-    waiter = functools.partial(_settle_concurrent, fut)
 
-    def start(link: Link) -> None:
-        if fut.done():
-            return  # cancelled before the link was up: nothing to send
-        try:
-            cid = link.start_call(waiter, proxy._ref.name, method, args, kwargs)
-        except BaseException as e:
-            waiter(False, e)
-            return
-        if timeout is not None:
-            node._watch.add_deadline(timeout, link, cid)
-        fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
+    __slots__ = ("caller", "link", "pinned", "ref", "timeout")
 
-    link = proxy._link
-    if link is not None and not link.closed:
-        start(link)
-    else:
-        threading.Thread(target=_start_later, args=(node, proxy, start, waiter),
-                         daemon=True).start()
-    return fut
+    def __init__(self, caller: Caller, ref: RemoteRef, link: Link | None, pinned: bool,
+                 timeout: float | None) -> None:
+        self.caller = caller
+        self.ref = ref
+        self.link = link
+        self.pinned = pinned
+        self.timeout = timeout
+
+    def check_pinned(self) -> None:
+        """A pinned route whose connection closed has nowhere else to go."""
+        if self.pinned:
+            raise ConnectionLost(f"the connection that handed over {self.ref.name!r} is closed")
+
+    def describe(self) -> str:
+        where = self.ref.address or f"node {self.ref.node[:8]}"
+        return f"{self.ref.name!r} at {where}"
 
 
-def _start_later(node: Node, proxy: Proxy, start: Callable[[Link], None], fail: OnReply) -> None:
-    try:
-        link = link_blocking(node, proxy)
-    except BaseException as e:
-        fail(False, e)
-        return
-    start(link)
+class Caller:
+    """Starts calls along routes: blocking, async, future and oneway.
 
+    Owns the direct-call pools (one per link whose peer takes direct
+    connections); links and deadlines come from the node's link table and
+    watchdog.
+    """
 
-def _direct_pool(node: Node, link: Link) -> DirectPool | None:
-    """The direct-call pool for a link's peer, when that path is possible."""
-    pool = node._direct_pools.get(link)
-    if pool is not None:
-        return None if pool.disabled else pool
-    if (not node.config.direct_calls or type(link.conn) is not SocketConnection
-            or node.config.wrap_connection is not None
-            or not link.dial_address or link.closed):
-        return None
-    pool = node._direct_pools[link] = DirectPool(node, link)
-    return pool
+    def __init__(self, node: Node, links: LinkTable, watch: Watchdog) -> None:
+        self._node = node
+        self._links = links
+        self._watch = watch
+        self._clock = node.config.clock
+        self._pools: dict[Link, DirectPool] = {}
 
+    def _link_blocking(self, route: Route) -> Link:
+        link = route.link
+        if link is not None and not link.closed:
+            return link
+        route.check_pinned()
+        link = route.link = self._links.blocking(route.ref)
+        return link
 
-def call_oneway(node: Node, proxy: Proxy, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any] | None) -> None:
-    link = proxy._link
-    if link is None or link.closed:
-        check_pinned(proxy)
-        link = known_link(node, proxy._ref)
-    if link is None and threading.get_ident() == node._loop_thread_id:
-        # On the loop: connect in a task rather than block the loop we need.
-        async def send_later() -> None:
-            try:
-                lk = await link_to(node, proxy._ref)
-            except (NetletError, OSError) as e:  # a oneway has nobody to tell
-                log.info("oneway %s not sent: %s", method, e)
+    def blocking(self, route: Route, method: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any] | None) -> Any:
+        """Call and wait for the outcome on this thread (direct path when it can)."""
+        link = route.link
+        if link is None or link.closed:
+            link = self._link_blocking(route)
+        pool = self._pools.get(link)
+        if pool is None or pool.disabled:
+            pool = self._direct_pool(link) if pool is None else None
+        timeout = route.timeout
+        target = route.ref.name
+        if pool is not None:
+            client = pool.acquire()
+            if client is not None:
+                try:
+                    ok, value = client.call(target, method, args, kwargs, timeout)
+                finally:
+                    pool.release(client)
+                if ok:
+                    return value
+                raise value
+        waiter = Waiter()  # a thread's: wakes it with a bare lock, the cheapest way
+        cid = link.start_call(waiter, target, method, args, kwargs)
+        clock = self._clock
+        if timeout is None:
+            clock.wait(waiter.wait, None)
+        elif not clock.wait(waiter.wait, link.first_look(cid, timeout)):
+            self._wait_sent(link, cid, waiter, timeout, f"{target}.{method}()")
+        elif link.unsent:
+            link.unsent.pop(cid, None)
+        return waiter.result()
+
+    def _wait_sent(self, link: Link, cid: int, waiter: Waiter, timeout: float,
+                   what: str) -> None:
+        """A blocking call's deadline came: wait on while its request is still going out
+        to a peer that takes it (see ``_unsent``); raise CallTimeout if no reply comes."""
+        clock = self._clock
+        stalled = False
+        while True:
+            stalled = cid in link.unsent
+            due = link.due_again(cid, timeout)
+            if due is None:
+                break
+            if clock.wait(waiter.wait, max(due - clock.monotonic(), 0.0)):
+                link.unsent.pop(cid, None)
                 return
-            lk.start_call(None, proxy._ref.name, method, args, kwargs)
+        link.abandon(cid)
+        if waiter.wait(0):  # the reply slipped in meanwhile
+            return
+        if stalled:
+            raise CallTimeout(f"{what} could not send its request: the peer took none of it "
+                              f"for {timeout} s")
+        raise CallTimeout(f"{what} got no reply in {timeout} s")
 
-        task = node._get_loop().create_task(send_later())
-        node._background.add(task)
-        task.add_done_callback(node._background.discard)
-        return
-    if link is None:
-        link = link_blocking(node, proxy)
-    link.start_call(None, proxy._ref.name, method, args, kwargs)
+    def start_aio(self, route: Route, method: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any] | None) -> Awaitable[Any]:
+        """Start a call from async code; eager when the link is up (no task per call)."""
+        loop = asyncio.get_running_loop()
+        link = route.link
+        if loop is not self._node.loop or link is None or link.closed:
+            return loop.create_task(self._call_aio_slow(route, method, args, kwargs))
+        return self._start_aio(loop, link, route, method, args, kwargs)
+
+    def _start_aio(self, loop: asyncio.AbstractEventLoop, link: Link, route: Route,
+                     method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None) -> asyncio.Future[Any]:
+        fut = _CallFuture(loop=loop)
+        waiter = functools.partial(_settle, fut)
+        cid = link.start_call(waiter, route.ref.name, method, args, kwargs)
+        timeout = route.timeout
+        if timeout is not None:
+            self._watch.add_deadline(timeout, link, cid)
+        fut.call = (link, cid)
+        return fut
+
+    async def _call_aio_slow(self, route: Route, method: str, args: tuple[Any, ...],
+                               kwargs: dict[str, Any] | None) -> Any:
+        loop = asyncio.get_running_loop()
+        node_loop = self._node.loop
+        if loop is not node_loop:  # another loop: run on ours, await the bridge
+            if node_loop is None or self._node.closed:
+                raise NodeClosed("the node is closed")
+            cf = asyncio.run_coroutine_threadsafe(
+                self._call_aio_slow(route, method, args, kwargs), node_loop)
+            return await asyncio.wrap_future(cf)
+        link = route.link
+        if link is None or link.closed:
+            route.check_pinned()
+            link = route.link = await self._links.link_to(route.ref)
+        return await self._start_aio(loop, link, route, method, args, kwargs)
+
+    def future(self, route: Route, method: str, args: tuple[Any, ...],
+               kwargs: dict[str, Any] | None) -> concurrent.futures.Future[Any]:
+        """Start a call whose outcome lands in a ``concurrent.futures.Future``.
+
+        The future stays PENDING until the outcome comes, so ``cancel()`` works as
+        for any future not yet done: it asks the peer to stop the call (CANCEL),
+        and ``wait``/``as_completed`` see the cancellation.
+        """
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut.add_done_callback(_notify_if_cancelled)
+        waiter = functools.partial(_settle_concurrent, fut)
+        timeout = route.timeout
+
+        def start(link: Link) -> None:
+            if fut.done():
+                return  # cancelled before the link was up: nothing to send
+            try:
+                cid = link.start_call(waiter, route.ref.name, method, args, kwargs)
+            except BaseException as e:
+                waiter(False, e)
+                return
+            if timeout is not None:
+                self._watch.add_deadline(timeout, link, cid)
+            fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
+
+        link = route.link
+        if link is not None and not link.closed:
+            start(link)
+        else:
+            threading.Thread(target=self._start_later, args=(route, start, waiter),
+                             daemon=True).start()
+        return fut
+
+    def _start_later(self, route: Route, start: Callable[[Link], None], fail: OnReply) -> None:
+        try:
+            link = self._link_blocking(route)
+        except BaseException as e:
+            fail(False, e)
+            return
+        start(link)
+
+    def oneway(self, route: Route, method: str, args: tuple[Any, ...],
+               kwargs: dict[str, Any] | None) -> None:
+        """Send the call and return; nobody hears of its outcome."""
+        node = self._node
+        link = route.link
+        if link is None or link.closed:
+            route.check_pinned()
+            link = self._links.known(route.ref)
+        target = route.ref.name
+        if link is None and threading.get_ident() == node.loop_thread_id:
+            # On the loop: connect in a task rather than block the loop we need.
+            async def send_later() -> None:
+                try:
+                    lk = await self._links.link_to(route.ref)
+                except (NetletError, OSError) as e:  # a oneway has nobody to tell
+                    log.info("oneway %s not sent: %s", method, e)
+                    return
+                lk.start_call(None, target, method, args, kwargs)
+
+            node.spawn(send_later())
+            return
+        if link is None:
+            link = self._link_blocking(route)
+        link.start_call(None, target, method, args, kwargs)
+
+    def _direct_pool(self, link: Link) -> DirectPool | None:
+        """A new direct-call pool for a link's peer, when that path is possible."""
+        config = self._node.config
+        if (not config.direct_calls or type(link.conn) is not SocketConnection
+                or config.wrap_connection is not None
+                or not link.dial_address or link.closed):
+            return None
+        pool = self._pools[link] = DirectPool(self._node, link)
+        return pool
+
+    def direct_pools(self) -> int:
+        """How many links have a direct-call pool (each opened on a blocking call)."""
+        return len(self._pools)
+
+    def forget(self, link: Link) -> None:
+        """``link`` closed: close its direct pool, if it had one."""
+        pool = self._pools.pop(link, None)
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        """Close every direct pool (the node is closing)."""
+        for pool in list(self._pools.values()):
+            pool.close()

@@ -30,13 +30,13 @@ from netlet.errors import (
     CallTimeout,
     ConnectionLost,
     DecodeError,
-    EncodeError,
     NetletError,
     NoSuchObject,
     NotExposed,
     ProtocolError,
 )
 from netlet.node._actor import CALLER
+from netlet.node._dispatch import encode_outcome
 from netlet.node._messages import (
     CALL as _CALL,
 )
@@ -86,12 +86,12 @@ def _codec(node: Node, peer: PeerInfo, link: Link | None) -> Codec:
     and handles naming its peer lead nowhere.
     """
     def encode_ref(obj: object) -> Any:
-        return None if link is None or link.closed else node._ref_for(obj, link)
+        return None if link is None or link.closed else node.ref_for(obj, link)
 
     def decode_ref(ref: RemoteRef) -> object:
         if link is None:
-            return node._from_unbound_ref(ref, peer.node)
-        return node._from_ref(ref, link)
+            return node.from_unbound_ref(ref, peer.node)
+        return node.from_ref(ref, link)
 
     return Codec(node.config.transport.limits, allow_pickle=peer.pickle,
                  ref_encoder=encode_ref, ref_decoder=decode_ref)
@@ -244,7 +244,7 @@ class DirectPool:
 
     def _open(self) -> _DirectClient:
         node = self.node
-        loop = node._get_loop()
+        loop = node.get_loop()
 
         async def dial() -> tuple[socket.socket | None, PeerInfo]:
             conn, peer = await connect(self.address, node.config.transport, node.id,
@@ -283,16 +283,16 @@ class DirectPool:
             client.codec.release()
 
 
-def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
+def serve_direct(node: Node, framer: BlockingFramer, peer: PeerInfo, remote: str,
                  link: Link | None) -> None:
-    """Server side: a thread reads calls from one direct connection and runs them."""
-    limits = node.config.transport.limits
-    account = node.budget.account()
-    framer = BlockingFramer(sock, limits.max_frame, limits.max_buffers, account, shm=peer.shm)
+    """Server side: read calls from one direct connection and run them (its own thread).
+
+    The link table owns the framer and closes it; this reads until the peer goes.
+    """
     codec = _codec(node, peer, link)
-    node._direct_sockets.add(framer)
     counters = node.counters
     counters.connections_total += 1
+    dispatcher = node.dispatcher
     try:
         while not node.closed:
             try:
@@ -325,7 +325,7 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
             _, cid, target, method, args, kwargs = msg
             del msg, body, bufs
             counters.calls_in += 1
-            caller = CALLER.set(node._caller_of(link) if link is not None else "")
+            caller = CALLER.set(dispatcher.caller_of(link) if link is not None else "")
             try:
                 _run_call(node, framer, codec, remote, cid, target, method, args, kwargs)
             finally:
@@ -333,10 +333,6 @@ def serve_direct(node: Node, sock: socket.socket, peer: PeerInfo, remote: str,
             del args, kwargs
             framer.release()  # the call is over: its frame leaves the budget
     finally:
-        node._direct_sockets.discard(framer)
-        framer.close()
-        framer.release()
-        account.close()
         codec.release()
 
 
@@ -371,10 +367,7 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             if not ok:
                 log.warning("oneway call %s.%s raised %r", target, method, value)
             return
-        try:
-            body, buffers = codec.encode([_REPLY, cid, value] if ok else [_ERROR, cid, value])
-        except EncodeError as e:
-            body, buffers = codec.encode([_ERROR, cid, e])
+        body, buffers = encode_outcome(codec, cid, ok, value)
         # A large reply waits in memory until the peer reads it: charge it meanwhile.
         size = len(body) + (sum(map(len, buffers)) if buffers else 0)
         counters.frames_out += 1
@@ -394,17 +387,9 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
             if account is not None:
                 account.unqueue(size)
 
-    actor = node._actors.get(target)
-    if actor is None:  # peer strings are cut short in logs and answers, as on a link
-        log.warning("refused a call from %s: no object named %s", remote, short(target))
-        reply(False, NoSuchObject(
-            f"no object named {short(target)} on node {node.address or node.id[:8]}"))
-        return
-    info = actor.methods.get(method)
-    if info is None:
-        name = method if len(method) <= 80 else method[:80] + "..."
-        log.warning("refused a call from %s: %s.%s is not exposed", remote, target, name)
-        reply(False, NotExposed(
-            f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
+    try:
+        actor, info = node.dispatcher.find(target, method, remote)
+    except (NoSuchObject, NotExposed) as e:
+        reply(False, e)
         return
     actor.run_inline(info, args, kwargs, reply)

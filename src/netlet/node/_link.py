@@ -33,6 +33,7 @@ from netlet.errors import (
 )
 from netlet.node._actor import CALLER, Actor
 from netlet.node._backpressure import Backpressure, Held
+from netlet.node._dispatch import encode_outcome
 from netlet.node._expose import MethodInfo
 from netlet.node._messages import (
     BYE as _BYE,
@@ -102,9 +103,12 @@ class Link(Backpressure):
         self.codec = Codec(
             node.config.transport.limits,
             allow_pickle=peer.pickle,
-            ref_encoder=lambda obj: node._ref_for(obj, me()),  # type: ignore[arg-type]
-            ref_decoder=lambda ref: node._from_ref(ref, me()),
+            ref_encoder=lambda obj: node.ref_for(obj, me()),  # type: ignore[arg-type]
+            ref_decoder=lambda ref: node.from_ref(ref, me()),
         )
+        dispatcher = node.dispatcher
+        self._find = dispatcher.find
+        self._caller_of = dispatcher.caller_of
         self.pending: dict[int, OnReply] = {}
         self.unsent: dict[int, Unsent] = {}  # calls whose request is still going out
         self._ids = itertools.count(1)
@@ -115,7 +119,7 @@ class Link(Backpressure):
         self.closed = False
         self.close_reason: BaseException | None = None
         self.exported: set[str] = set()  # auto-served object ids handed to this peer
-        self.dial_address = ""  # where to open side connections to this peer ("" if none)
+        self.dial_address: str = ""  # where to open side connections to this peer ("" if none)
         self._clock = node.config.clock
         self._now = self._clock.monotonic
         self.last_heard = self._now()
@@ -209,6 +213,18 @@ class Link(Backpressure):
                               self.conn.pending_bytes(),
                               max(0.0, self._now() - self.last_heard), self.closed)
 
+    def fail_pending(self, error: BaseException) -> None:
+        """Fail every call still waiting for a reply with ``error`` (the node is closing)."""
+        pending, self.pending = self.pending, {}
+        for waiter in pending.values():
+            waiter(False, error)
+
+    @property
+    def reading_paused(self) -> bool:
+        """We stopped reading the peer (too many of its calls in flight): it is busy,
+        not silent, so the keepalive must not judge it by what it says meanwhile."""
+        return self._paused
+
     def abandon(self, cid: int) -> None:
         """Stop waiting for ``cid`` and ask the peer to cancel it."""
         if self.pending.pop(cid, None) is not None and not self.closed:
@@ -298,8 +314,9 @@ class Link(Backpressure):
                     cancel()
             elif kind == _PING:
                 self.send([_PONG, msg[1]])
-            elif kind == _PONG:
-                self.node._on_pong(self, msg[1])
+            elif kind == _PONG:  # it only proves the peer alive: last_heard recorded that
+                if len(msg) < 2:  # [6, token]: a short one is malformed, as any other kind
+                    raise IndexError(kind)
             elif kind == _BYE:
                 reason = msg[1] if type(msg[1]) is str and len(msg[1]) <= 200 else short(msg[1])
                 self.conn.close(ConnectionLost(f"{self.conn.remote} said goodbye: {reason}"))
@@ -353,22 +370,12 @@ class Link(Backpressure):
             self._reply(cid, False, PeerUnreachable(
                 f"{self.node.address or 'the node'} is shutting down; the call was not run"))
             return
-        actor = self.node._actors.get(target)
-        if actor is None:
-            log.warning("refused a call from %s: no object named %s", self.conn.remote,
-                        short(target))
-            self._reply(cid, False, NoSuchObject(
-                f"no object named {short(target)} on node {self.node.address or self.node.id[:8]}"))
+        try:
+            actor, info = self._find(target, method, self.conn.remote)
+        except (NoSuchObject, NotExposed) as e:
+            self._reply(cid, False, e)
             return
-        info = actor.methods.get(method)
-        if info is None:
-            name = method if len(method) <= 80 else method[:80] + "..."
-            log.warning("refused a call from %s: %s.%s is not exposed",
-                        self.conn.remote, target, name)
-            self._reply(cid, False, NotExposed(
-                f"{type(actor.obj).__name__}.{name} is not exposed for remote calls"))
-            return
-        caller = CALLER.set(self.node._caller_of(self))
+        caller = CALLER.set(self._caller_of(self))
         try:
             self._start(actor, info, cid, target, method, args, kwargs)
         finally:
@@ -444,12 +451,7 @@ class Link(Backpressure):
         if not cid or self.closed or self._dropped:
             return
         try:
-            try:
-                body, buffers = self.codec.encode(
-                    [_REPLY, cid, value] if ok else [_ERROR, cid, value])
-            except EncodeError as e:
-                # The result cannot travel: tell the caller why instead of leaving it waiting.
-                body, buffers = self.codec.encode([_ERROR, cid, e])
+            body, buffers = encode_outcome(self.codec, cid, ok, value)
             if self.conn.pending_bytes() and self._account is not None:
                 # The peer is behind: check and queue as one step, so that threads
                 # replying at once cannot all pass on the same reading of the queue.
@@ -480,7 +482,7 @@ class Link(Backpressure):
         self._call_bytes.clear()  # the connection gave its whole account back
         self._held.clear()
         self.codec.release()
-        self.node._link_closed(self)
+        self.node.link_closed(self)
 
 
 def _malformed(msg: Any, error: Exception) -> str:

@@ -13,29 +13,25 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Unpack
 
 from netlet.codec import RemoteRef
 from netlet.errors import ConfigError, NodeClosed
-from netlet.node._actor import Actor
+from netlet.node._calls import Caller
 from netlet.node._config import NodeConfig, NodeOptions, make_config
 from netlet.node._counters import NodeCounters
-from netlet.node._direct import DirectPool
+from netlet.node._dispatch import Dispatcher
 from netlet.node._expose import is_exposed
-from netlet.node._identity import caller_of
 from netlet.node._link import Link
-from netlet.node._links import accepted, drop_link, known_link
-from netlet.node._messages import BYE
+from netlet.node._links import LinkTable
+from netlet.node._objects import ObjectTable
 from netlet.node._proxy import DEFAULT_TIMEOUT, Proxy, Timeout
 from netlet.node._watch import Watchdog
 from netlet.transport import (
-    BlockingFramer,
     Budget,
-    Connection,
     Listener,
     PeerInfo,
     advertised_address,
@@ -94,6 +90,12 @@ class Node:
     ``Node(listen="tcp://127.0.0.1:7000")`` starts at once on a background loop
     thread; use it from plain code and close it (or use ``with``). For async
     code use ``async with open_node(...)`` instead.
+
+    The node owns the loop, the listener and the lifecycle, and composes its
+    parts, each owning its state: ``objects`` (what is served, by name),
+    ``links`` (the connections, and who owns which node id), ``dispatcher``
+    (where an incoming call goes, for links and direct connections alike) and
+    ``caller`` (how a proxy's call goes out).
     """
 
     def __init__(self, listen: str | None = None, *, config: NodeConfig | None = None,
@@ -102,23 +104,10 @@ class Node:
         self.id = uuid.uuid4().hex
         self.listen_spec = listen
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread_id: int | None = None
+        self.loop_thread_id: int | None = None
+        """The loop's thread (``threading.get_ident()``): blocking there would deadlock."""
         self._thread: threading.Thread | None = None
         self._listener: Listener | None = None
-        self._actors: dict[str, Actor] = {}
-        self._auto_names: dict[int, str] = {}
-        self._export_counts: dict[str, int] = {}
-        self._links: set[Link] = set()
-        self._links_by_node: dict[str, Link] = {}  # id -> the link that owns it (_identity)
-        self._claimants: dict[str, Link] = {}  # id -> a later link waiting to own it
-        self._links_by_addr: dict[str, Link] = {}
-        self._connecting: dict[str, asyncio.Task[Link]] = {}
-        self._direct_pools: dict[Link, DirectPool] = {}
-        self._direct_sockets: set[BlockingFramer] = set()
-        self._direct_threads: set[threading.Thread] = set()
-        self._peer_listeners: list[Callable[[str, bool], None]] = []
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
         self._watch = Watchdog(self.config.keepalive, self.config.clock)
         self._sweeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -127,6 +116,11 @@ class Node:
         self._advertised: str | None = None
         self.budget = Budget(self.config.max_memory, self.config.max_connection_memory)
         self.counters = NodeCounters()
+        self.objects = ObjectTable(self.get_loop, self.config.max_threads)
+        self.links = LinkTable(self)
+        self.dispatcher = Dispatcher(self.objects, self.links.identity,
+                                     lambda: self.address or self.id[:8])
+        self.caller = Caller(self, self.links, self._watch)
         if start:
             self._start_thread()
 
@@ -184,12 +178,12 @@ class Node:
         if self.loop is not None:
             raise RuntimeError("node already started")
         self.loop = asyncio.get_running_loop()
-        self._loop_thread_id = threading.get_ident()
-        self._sweeper = self.loop.create_task(self._watch.run(lambda: self._links))
+        self.loop_thread_id = threading.get_ident()
+        self._sweeper = self.loop.create_task(self._watch.run(self.links.all))
         if self.listen_spec is not None:
             try:
                 self._listener = await listen(self.listen_spec, self.config.transport,
-                                              self.id, self._accepted, self.budget,
+                                              self.id, self.links.accepted, self.budget,
                                               self.config.max_connections)
             except BaseException:
                 self._sweeper.cancel()
@@ -207,44 +201,17 @@ class Node:
         self._closing = True
         if self._listener is not None:
             await self._listener.close()
-        for task in list(self._connecting.values()):
-            task.cancel()
-        await self._let_running_calls_reply(grace)
-        links = list(self._links)
-        for link in links:
-            with contextlib.suppress(Exception):
-                link.send([BYE, "node closing"])
-        await asyncio.gather(*(link.conn.drain_and_close(0.5) for link in links),
-                             return_exceptions=True)
-        for link in links:  # fail whatever still waits, with the clearer reason
-            pending, link.pending = link.pending, {}
-            for waiter in pending.values():
-                waiter(False, NodeClosed("the node was closed"))
-        for pool in list(self._direct_pools.values()):
-            pool.close()
-        for framer in list(self._direct_sockets):
-            framer.close()
-        for thread in list(self._direct_threads):
-            await asyncio.to_thread(thread.join, 5)
-        for actor in list(self._actors.values()):
-            await asyncio.to_thread(actor.close)
+        self.links.cancel_dials()
+        await self.links.let_calls_reply(grace)
+        await self.links.close()
+        self.caller.close()
+        await self.objects.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
         self.budget.drop_cache()  # receive buffers kept for reuse
         self._closed.set()
-
-    async def _let_running_calls_reply(self, grace: float) -> None:
-        for framer in list(self._direct_sockets):
-            framer.shutdown_read()  # its thread ends after the call it is running, if any
-        deadline = time.monotonic() + grace
-        for thread in list(self._direct_threads):
-            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
-        for link in list(self._links):
-            await link.calls_replied(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Close a node started with its own thread (blocking)."""
@@ -253,7 +220,7 @@ class Node:
             if self._closing:
                 return
             raise RuntimeError("this node runs on your loop: use 'await node.aclose()'")
-        if threading.get_ident() == self._loop_thread_id:
+        if threading.get_ident() == self.loop_thread_id:
             raise RuntimeError("close() called from the node's own loop; use aclose()")
         if not self._closing and loop.is_running():
             asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=15)
@@ -286,58 +253,46 @@ class Node:
         if not is_exposed(obj):
             raise ConfigError(f"{type(obj).__name__} has nothing exposed; mark it with @expose")
         name = name or f"obj-{uuid.uuid4().hex[:12]}"
-        if name in self._actors:
-            raise ConfigError(f"a different object is already served as {name!r}")
-        self._actors[name] = Actor(obj, name, self._get_loop, self._get_pool)
+        self.objects.add(name, obj)
         return RemoteRef(self.id, self.address or "", name)
 
     def served(self, name: str) -> object | None:
         """The object served here as ``name`` (what ``serve`` was given or adapted to), or None."""
-        actor = self._actors.get(name)
+        actor = self.objects.get(name)
         return None if actor is None else actor.obj
+
+    def unserve(self, name: str) -> None:
+        self.objects.remove(name)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         """The node's event loop; ``NodeClosed`` before it started."""
-        return self._get_loop()
-
-    def unserve(self, name: str) -> None:
-        actor = self._actors.pop(name, None)
-        if actor is not None:
-            self._auto_names.pop(id(actor.obj), None)
-            actor.close()
-
-    def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
             raise NodeClosed("the node is not started")
         return self.loop
 
-    def _get_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        self.config.max_threads, thread_name_prefix="netlet-pool")
-        return self._pool
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task on the node's loop (from the loop thread), kept until
+        it ends: the node's own background work (probes, oneway sends that dial)."""
+        task = self.get_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
-    def _ref_for(self, obj: object, link: Link) -> RemoteRef | None:
-        """Exposed objects passed as values are served automatically, for that peer."""
+    def ref_for(self, obj: object, link: Link) -> RemoteRef | None:
+        """The handle ``obj`` travels as to the peer of ``link``, or None (a plain value).
+
+        The codec of every link asks: exposed objects passed as values are served
+        automatically, for that peer; a higher layer's objects (channels) through
+        ``register_ref_type``.
+        """
         if not is_exposed(obj):
             for provider in _REF_PROVIDERS:
                 ref = provider(self, obj)
                 if ref is not None:
                     return ref
             return None
-        name = self._auto_names.get(id(obj))
-        if name is None or name not in self._actors:
-            name = f"auto-{uuid.uuid4().hex[:12]}"
-            self._actors[name] = Actor(obj, name, self._get_loop, self._get_pool)
-            self._auto_names[id(obj)] = name
-        if name not in link.exported:
-            link.exported.add(name)
-            self._export_counts[name] = self._export_counts.get(name, 0) + 1
-        return RemoteRef(self.id, self.address or "", name)
+        return RemoteRef(self.id, self.address or "", self.objects.export(obj, link))
 
-    def _from_unbound_ref(self, ref: RemoteRef, claimed: str) -> object:
+    def from_unbound_ref(self, ref: RemoteRef, claimed: str) -> object:
         """A REF from a direct connection that showed no main link of node ``claimed``.
 
         A handle naming that node cannot be routed by id (the id is only a claim):
@@ -345,21 +300,26 @@ class Node:
         """
         if ref.kind == "object" and ref.node == claimed and claimed != self.id:
             return Proxy(self, ref, pinned=True)
-        return self._from_ref(ref, None)
+        return self.from_ref(ref, None)
 
-    def _from_ref(self, ref: RemoteRef, link: Link | None) -> object:
+    def from_ref(self, ref: RemoteRef, link: Link | None = None) -> object:
+        """The local object a received handle stands for: ours, a proxy, or a channel.
+
+        ``link`` is the connection it came over (None: it came some other way, as
+        in a cluster's task records); a proxy's calls then go back over it.
+        """
         if ref.kind != "object":
             factory = _REF_FACTORIES.get(ref.kind)
             return factory(self, ref, link) if factory is not None else ref
         if ref.node == self.id:
-            actor = self._actors.get(ref.name)
+            actor = self.objects.get(ref.name)
             if actor is not None:
                 return actor.obj
         if link is None or link.peer.node != ref.node:
             return Proxy(self, ref)
         # A handle from the node at the other end: calls go back over this connection.
         # From a connection that does not own that id, they never go anywhere else.
-        pinned = self._links_by_node.get(ref.node) is not link
+        pinned = self.links.identity.owner(ref.node) is not link
         return Proxy(self, ref, link=link, pinned=pinned)
 
     # -- proxies -----------------------------------------------------------------
@@ -371,43 +331,36 @@ class Node:
     def proxy_for(self, ref: RemoteRef) -> Proxy:
         return Proxy(self, ref)
 
-    # -- links (the table's logic is in _links.py) -------------------------------
+    # -- links -----------------------------------------------------------------
 
-    def _accepted(self, conn: Connection, peer: PeerInfo) -> None:
-        accepted(self, conn, peer)
+    def peer_of(self, ref: RemoteRef) -> PeerInfo | None:
+        """What the peer that calls to ``ref`` would reach now proved in its handshake
+        (key, pickle), or None when no link to it is open (nothing is dialed)."""
+        link = self.links.known(ref)
+        return None if link is None else link.peer
 
-    def _known_link(self, ref: RemoteRef) -> Link | None:
-        """A live link to the owner of ``ref`` we already have (no connecting)."""
-        return known_link(self, ref)
+    def peer(self, node_id: str) -> PeerInfo | None:
+        """What the link that owns ``node_id`` proved in its handshake, or None.
 
-    def _caller_of(self, link: Link) -> str:
-        """The id a call over ``link`` may act for (see ``current_peer``)."""
-        return caller_of(self, link)
+        Only the owner speaks for an id (docs/PROTOCOL.md 4.8): a head checks a
+        member's key or pickle consent here, not on whatever link claims the id.
+        """
+        link = self.links.identity.owner(node_id)
+        return None if link is None else link.peer
 
     def on_peer_change(self, listener: Callable[[str, bool], None]) -> None:
         """Call ``listener(peer_node_id, connected)`` on the loop when a link opens or closes."""
-        self._peer_listeners.append(listener)
+        self.links.on_peer_change(listener)
 
     def connected_peers(self) -> set[str]:
-        return {lk.peer.node for lk in self._links if not lk.closed}
+        return self.links.connected_peers()
 
-    def _notify_peer(self, node_id: str, connected: bool) -> None:
-        for listener in list(self._peer_listeners):
-            try:
-                listener(node_id, connected)
-            except Exception:
-                log.exception("peer listener failed")
-
-    def _link_closed(self, link: Link) -> None:
-        """Forget the link, then what was served only for that peer."""
-        drop_link(self, link)
-        for name in link.exported:
-            left = self._export_counts.get(name, 1) - 1
-            if left <= 0:
-                self._export_counts.pop(name, None)
-                self.unserve(name)
-            else:
-                self._export_counts[name] = left
+    def link_closed(self, link: Link) -> None:
+        """A link calls this once its connection closed: forget it everywhere, then
+        what was served only for that peer."""
+        self.links.drop(link)
+        self.caller.forget(link)
+        self.objects.release(link)
 
     def statistics(self) -> NodeStatistics:
         """Counters and gauges of this node (cheap: O(1) but for counting its links)."""
@@ -417,15 +370,12 @@ class Node:
         failures = self._listener.handshake_failures if self._listener is not None else 0
         return NodeStatistics(self.id, self.address or "", c.calls_in, c.calls_out, c.errors,
                               c.bytes_in, c.bytes_out, c.frames_in, c.frames_out,
-                              sum(1 for lk in list(self._links) if not lk.closed),
+                              sum(1 for lk in self.links.all() if not lk.closed),
                               c.connections_total, failures)
 
     def link_statistics(self) -> tuple[LinkStatistics, ...]:
         """Each open connection's counters and gauges: O(connections)."""
-        return tuple(lk.statistics() for lk in list(self._links))
-
-    def _on_pong(self, link: Link, token: Any) -> None:
-        """A pong only proves the peer is alive; ``last_heard`` already recorded it."""
+        return tuple(lk.statistics() for lk in self.links.all())
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from netlet.codec import RemoteRef
-from netlet.node._calls import call_aio, call_blocking, call_future, call_oneway
+from netlet.node._calls import Route
 
 if TYPE_CHECKING:
     from netlet.node._link import Link
@@ -38,19 +38,19 @@ Timeout: TypeAlias = "float | Literal[_Default.TIMEOUT] | None"
 
 
 class Proxy:
-    """A handle to an object served by some node; calls go over the network."""
+    """A handle to an object served by some node; calls go over the network.
 
-    __slots__ = ("_link", "_methods", "_node", "_pinned", "_ref", "_timeout")
+    Any attribute not starting with ``_`` names a remote method, so the proxy's
+    own state lives in its ``Route`` (which the node's ``Caller`` reads).
+    """
+
+    __slots__ = ("_methods", "_node", "_route")
 
     def __init__(self, node: Node, ref: RemoteRef, *, timeout: Timeout = DEFAULT_TIMEOUT,
                  link: Link | None = None, pinned: bool = False) -> None:
         self._node = node
-        self._ref = ref
-        self._timeout = node.config.call_timeout if timeout is DEFAULT_TIMEOUT else timeout
-        self._link = link
-        self._pinned = pinned
-        """Only ``link`` may carry its calls: it came from a connection that does not
-        own the node id it names, so routing by that id could reach someone else."""
+        self._route = Route(node.caller, ref, link, pinned,
+                            node.config.call_timeout if timeout is DEFAULT_TIMEOUT else timeout)
         self._methods: dict[str, Method] = {}
 
     def __getattr__(self, name: str) -> Method:
@@ -58,26 +58,26 @@ class Proxy:
             raise AttributeError(name)
         m = self._methods.get(name)
         if m is None:
-            m = self._methods[name] = Method(self, name)
+            m = self._methods[name] = Method(self._route, name)
         return m
 
     def __netlet_ref__(self) -> RemoteRef:
-        return self._ref
+        return self._route.ref
 
     def with_options(self, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Proxy:
         """A copy of this proxy with other call options (``timeout=None``: wait forever)."""
-        return Proxy(self._node, self._ref, link=self._link, pinned=self._pinned,
-                     timeout=self._timeout if timeout is DEFAULT_TIMEOUT else timeout)
+        r = self._route
+        return Proxy(self._node, r.ref, link=r.link, pinned=r.pinned,
+                     timeout=r.timeout if timeout is DEFAULT_TIMEOUT else timeout)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Proxy) and other._ref == self._ref
+        return isinstance(other, Proxy) and other._route.ref == self._route.ref
 
     def __hash__(self) -> int:
-        return hash(self._ref)
+        return hash(self._route.ref)
 
     def __repr__(self) -> str:
-        where = self._ref.address or f"node {self._ref.node[:8]}"
-        return f"<netlet.Proxy {self._ref.name!r} at {where}>"
+        return f"<netlet.Proxy {self._route.describe()}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("proxies travel as netlet values, not pickles: pass them as arguments")
@@ -86,33 +86,33 @@ class Proxy:
 class Method:
     """One remote method; call it directly or pick another style."""
 
-    __slots__ = ("_name", "_proxy")
+    __slots__ = ("_name", "_route")
 
-    def __init__(self, proxy: Proxy, name: str) -> None:
-        self._proxy = proxy
+    def __init__(self, route: Route, name: str) -> None:
+        self._route = route
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        p = self._proxy
-        return call_blocking(p._node, p, self._name, args, kwargs or None, p._timeout)
+        r = self._route
+        return r.caller.blocking(r, self._name, args, kwargs or None)
 
     def aio(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
         """Send the call now and return an awaitable for its result.
 
         Call it from async code; cancelling the awaitable asks the peer to stop.
         """
-        p = self._proxy
-        return call_aio(p._node, p, self._name, args, kwargs or None, p._timeout)
+        r = self._route
+        return r.caller.start_aio(r, self._name, args, kwargs or None)
 
     def future(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         """Start the call and return a future; ``cancel()`` asks the peer to stop it."""
-        p = self._proxy
-        return call_future(p._node, p, self._name, args, kwargs or None, p._timeout)
+        r = self._route
+        return r.caller.future(r, self._name, args, kwargs or None)
 
     def oneway(self, *args: Any, **kwargs: Any) -> None:
         """Send the call and return at once; no result, errors are logged remotely."""
-        p = self._proxy
-        call_oneway(p._node, p, self._name, args, kwargs or None)
+        r = self._route
+        r.caller.oneway(r, self._name, args, kwargs or None)
 
     def __repr__(self) -> str:
-        return f"<netlet method {self._name!r} of {self._proxy!r}>"
+        return f"<netlet method {self._name!r} of <netlet.Proxy {self._route.describe()}>>"

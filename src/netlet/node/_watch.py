@@ -101,7 +101,7 @@ class Watchdog:
         pinged, self._pinged = self._pinged, {}
         due = float("inf")
         for link in links:
-            if link._paused and not link.closed:
+            if link.reading_paused and not link.closed:
                 # Busy, not dead: we stopped reading them, so say so before they decide.
                 # Their silence means nothing meanwhile: we are not reading what they say.
                 _ping(link)

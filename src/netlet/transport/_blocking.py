@@ -271,6 +271,12 @@ class BlockingFramer:
             if frame is not None:
                 return frame
 
+    def drained(self, lazy: LazyBuffers) -> None:
+        """``lazy``, a frame's buffers read on demand, was read to its end: the next
+        frame may start (nothing is left to drain first)."""
+        if self._pending is lazy:
+            self._pending = None
+
     def _recv(self, timeout: float | None) -> tuple[memoryview, Sequence[Buffer]] | None:
         """One frame, or None for an ack frame (taken care of)."""
         if self._pending is not None:
@@ -475,8 +481,7 @@ class LazyBuffers(Sequence[Buffer]):
     def drain(self) -> None:
         """Read whatever the decoder did not ask for, so the next frame starts right."""
         self._read_until(len(self._lens))
-        if self._framer._pending is self:
-            self._framer._pending = None
+        self._framer.drained(self)
 
 
 def received_size(body: Buffer, buffers: Sequence[Buffer]) -> int:

@@ -48,7 +48,11 @@ Callback = Callable[[], None]
 
 
 class Budget:
-    """The node's total: ``total`` bytes across all its connections."""
+    """The node's total: ``total`` bytes across all its connections.
+
+    It owns the lock that guards its counts and its accounts' (an account's
+    methods come here), and the callbacks waiting for memory to come back.
+    """
 
     def __init__(self, total: int, per_connection: int) -> None:
         self.total = total
@@ -58,7 +62,8 @@ class Budget:
         self.set_aside = 0
         """Bytes admitted large frames announced but have not brought yet."""
         self._lock = threading.Lock()
-        self._waiters: list[Account] = []
+        self._under: dict[Account, Callback] = {}  # accounts waiting for ``under_low_water``
+        self._drained: dict[Account, Callback] = {}  # accounts waiting for their queue to drain
         self._admissions: list[tuple[int, Callback]] = []
         self.cache = BufferCache(total // 2)
         """Large receive buffers kept for reuse (counted: ``cache.size``)."""
@@ -87,7 +92,7 @@ class Budget:
             account.used -= size
             self.used -= size
             dropped = self.cache.put(obj, size)
-            ready = self._ready() if self._waiters or self._admissions else []
+            ready = self._ready() if self._under or self._admissions else []
         del obj, dropped  # unmapped here, outside the lock
         _run(ready)
 
@@ -147,6 +152,78 @@ class Budget:
             self._dropped.extend(self.cache.shrink(max(0, self.total - held - n)))
         return held == 0 or held + self.cache.size + n <= self.total
 
+    # -- an account's counts (``Account`` calls these) ------------------------------
+
+    def charge(self, acct: Account, n: int) -> None:
+        """``acct`` holds ``n`` more bytes."""
+        with self._lock:
+            acct.used += n
+            self.used += n
+            dropped = self._room_for_used() if self.cache.size else None
+        del dropped
+
+    def release(self, acct: Account, n: int) -> None:
+        """``acct`` gave ``n`` bytes back (never more than it holds unqueued)."""
+        with self._lock:
+            n = min(n, acct.used - acct.queued)
+            acct.used -= n
+            self.used -= n
+            ready = self._ready() if self._under or self._admissions else []
+        _run(ready)
+
+    def queue(self, acct: Account, n: int) -> None:
+        """``n`` bytes wait to be sent to ``acct``'s peer."""
+        with self._lock:
+            acct.used += n
+            acct.queued += n
+            self.used += n
+            dropped = self._room_for_used() if self.cache.size else None
+        del dropped
+
+    def unqueue(self, acct: Account, n: int) -> None:
+        """``n`` bytes queued for ``acct``'s peer were sent (or dropped)."""
+        with self._lock:
+            n = min(n, acct.queued)
+            acct.used -= n
+            acct.queued -= n
+            self.used -= n
+            ready = self._ready() if self._under or self._admissions else []
+            if self._drained and acct.queued <= acct.limit // 2:
+                cb = self._drained.pop(acct, None)
+                if cb is not None:
+                    ready.append(cb)
+        _run(ready)
+
+    def when_drained(self, acct: Account, callback: Callback) -> None:
+        """Call ``callback`` once ``acct``'s queue is back under half its limit."""
+        with self._lock:
+            now = acct.queued <= acct.limit // 2
+            if now:
+                self._drained.pop(acct, None)
+            else:
+                self._drained[acct] = callback
+        if now:
+            callback()
+
+    def when_under(self, acct: Account, callback: Callback) -> None:
+        """Call ``callback`` once ``acct.under_low_water()``; at once if it already is."""
+        with self._lock:
+            now = acct.under_low_water()
+            if not now:
+                self._under[acct] = callback
+        if now:
+            callback()
+
+    def close_account(self, acct: Account) -> None:
+        """Give back all ``acct`` holds and forget its callbacks."""
+        with self._lock:
+            self.used -= acct.used
+            acct.used = acct.queued = 0
+            self._under.pop(acct, None)
+            self._drained.pop(acct, None)
+            ready = self._ready()
+        _run(ready)
+
     def _room_for_used(self) -> list[Any]:
         """Lock held: drop kept buffers that no longer fit beside what is held."""
         return self.cache.shrink(max(0, self.total - self.used - self.set_aside))
@@ -158,14 +235,11 @@ class Budget:
             n, cb = self._admissions.pop(0)
             self.set_aside += n
             ready.append(cb)
-        if self._waiters and self.used <= self.total * 3 // 4:
-            for acct in list(self._waiters):
-                cb2 = acct._on_under
-                if cb2 is None or acct.used - acct.queued <= acct.limit // 2:
-                    self._waiters.remove(acct)
-                    acct._on_under = None
-                    if cb2 is not None:
-                        ready.append(cb2)
+        if self._under and self.used <= self.total * 3 // 4:
+            for acct, cb in list(self._under.items()):
+                if acct.used - acct.queued <= acct.limit // 2:
+                    del self._under[acct]
+                    ready.append(cb)
         return ready
 
 
@@ -175,9 +249,13 @@ def _run(callbacks: list[Callback]) -> None:
 
 
 class Account:
-    """One connection's share of a ``Budget``; safe to charge from any thread."""
+    """One connection's share of a ``Budget``; safe to charge from any thread.
 
-    __slots__ = ("_on_drained", "_on_under", "budget", "limit", "queued", "used")
+    Its counts change under the budget's lock, so the methods that change them
+    are the budget's (these forward there).
+    """
+
+    __slots__ = ("budget", "limit", "queued", "used")
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
@@ -187,49 +265,20 @@ class Account:
         """Part of ``used`` that waits to be sent: it counts in the node's total, not
         against the connection's own limit (stopping reading does not drain it, and two
         nodes that each waited for the other to read would wait for ever)."""
-        self._on_under: Callback | None = None
-        self._on_drained: Callback | None = None
 
     def charge(self, n: int) -> None:
-        b = self.budget
-        with b._lock:
-            self.used += n
-            b.used += n
-            dropped = b._room_for_used() if b.cache.size else None
-        del dropped
+        self.budget.charge(self, n)
 
     def release(self, n: int) -> None:
-        b = self.budget
-        with b._lock:
-            n = min(n, self.used - self.queued)
-            self.used -= n
-            b.used -= n
-            ready = b._ready() if b._waiters or b._admissions else []
-        _run(ready)
+        self.budget.release(self, n)
 
     def queue(self, n: int) -> None:
         """``n`` bytes wait to be sent."""
-        b = self.budget
-        with b._lock:
-            self.used += n
-            self.queued += n
-            b.used += n
-            dropped = b._room_for_used() if b.cache.size else None
-        del dropped
+        self.budget.queue(self, n)
 
     def unqueue(self, n: int) -> None:
         """``n`` bytes were sent (or dropped)."""
-        b = self.budget
-        with b._lock:
-            n = min(n, self.queued)
-            self.used -= n
-            self.queued -= n
-            b.used -= n
-            ready = b._ready() if b._waiters or b._admissions else []
-            if self._on_drained is not None and self.queued <= self.limit // 2:
-                ready.append(self._on_drained)
-                self._on_drained = None
-        _run(ready)
+        self.budget.unqueue(self, n)
 
     def backlogged(self) -> bool:
         """More waits to be sent to the peer than the connection's limit: run none
@@ -239,11 +288,7 @@ class Account:
     def when_drained(self, callback: Callback) -> None:
         """Call ``callback`` (from whichever thread sends) once what waits to be sent
         is back under half the connection's limit; at once if it already is."""
-        with self.budget._lock:
-            now = self.queued <= self.limit // 2
-            self._on_drained = None if now else callback
-        if now:
-            callback()
+        self.budget.when_drained(self, callback)
 
     def over(self) -> bool:
         """This connection, or the node as a whole, holds more than it may."""
@@ -257,27 +302,11 @@ class Account:
     def when_under(self, callback: Callback) -> None:
         """Call ``callback`` (from whichever thread gives memory back) once
         ``under_low_water``; at once if it already is."""
-        b = self.budget
-        with b._lock:
-            now = self.under_low_water()
-            if not now:
-                self._on_under = callback
-                if self not in b._waiters:
-                    b._waiters.append(self)
-        if now:
-            callback()
+        self.budget.when_under(self, callback)
 
     def close(self) -> None:
         """Give everything back (the connection is gone) and forget any waiter."""
-        b = self.budget
-        with b._lock:
-            b.used -= self.used
-            self.used = self.queued = 0
-            self._on_under = self._on_drained = None
-            if self in b._waiters:
-                b._waiters.remove(self)
-            ready = b._ready()
-        _run(ready)
+        self.budget.close_account(self)
 
 
 def _populate(m: mmap.mmap, start: int, length: int) -> None:

@@ -142,7 +142,9 @@ class FaultyConnection(Connection):
         self._lock = threading.Lock()
         self._out = _Direction(self, out or Faults(), self._emit_out)
         self._in = _Direction(self, into or Faults(), self._emit_in)
-        self._loop_thread = inner._loop_thread
+
+    def in_loop_thread(self) -> bool:
+        return self.inner.in_loop_thread()
 
     # Partition and heal are the knobs tests turn while traffic flows.
     def partition(self, hold: bool = False) -> None:

@@ -34,7 +34,7 @@ class MemConnection(Connection):
     def send(self, body: Buffer, buffers: Sequence[Buffer] = ()) -> None:
         if self._closed:
             raise ConnectionLost(f"connection to {self.remote} is closed")
-        peer = self.peer
+        peer: MemConnection = self.peer
         frame = (memoryview(bytes(body)), [bytearray(b) for b in buffers])
         try:
             peer.loop.call_soon_threadsafe(peer._receive, frame)
@@ -46,12 +46,17 @@ class MemConnection(Connection):
             self._deliver(frame[0], list(frame[1]))
 
     def close(self, reason: BaseException | None = None) -> None:
-        for end, why in ((self, reason), (self.peer, ConnectionLost(f"{self.remote} closed"))):
-            if not end._closed:
-                try:
-                    end.loop.call_soon_threadsafe(end._finish, why)
-                except RuntimeError:
-                    end._closed = True
+        self._end(reason)
+        peer: MemConnection = self.peer
+        peer._end(ConnectionLost(f"{self.remote} closed"))
+
+    def _end(self, why: BaseException | None) -> None:
+        """Finish this end on its own loop (at once, if that loop is gone)."""
+        if not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(self._finish, why)
+            except RuntimeError:
+                self._closed = True
 
 
 def mem_listen(name: str, loop: asyncio.AbstractEventLoop, accept: Acceptor) -> None:

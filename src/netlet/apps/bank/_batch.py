@@ -54,16 +54,16 @@ class Writer(Protocol):
     """The ledger as ``run_fast`` sees it: the journal's head, which the jobs that are not
     commands (a fence) move as they journal, and the fast runs move in between."""
 
-    _head: Head
+    journal_head: Head
 
 
 def run_fast(conn: Conn, store: Store, batch: list[_Item], writer: Writer, clock: Clock
              ) -> list[tuple[Any, Any, BaseException | None]]:
     """Begin the writer's transaction and run ``batch`` in it: each run of command jobs
     applied in memory and written at once, any other job statement by statement (in a
-    savepoint). Each job's waiter and outcome; ``writer._head`` follows. A failure raises."""
+    savepoint). Each job's waiter and outcome; ``writer.journal_head`` follows. A failure raises."""
     done: list[tuple[Any, Any, BaseException | None]] = []
-    head = writer._head
+    head = writer.journal_head
     now, position, started = 0.0, 0, False
     while position < len(batch):
         end = position
@@ -85,14 +85,14 @@ def run_fast(conn: Conn, store: Store, batch: list[_Item], writer: Writer, clock
                 done.append((waiter, *run.apply(job)))
             run.send_writes()
             head = run.head
-        writer._head = head
+        writer.journal_head = head
         if end < len(batch):
             other, waiter, _ = batch[end]
             conn.execute("SAVEPOINT job")
-            value, error = other(conn, now)  # journals after ``writer._head``, and moves it
+            value, error = other(conn, now)  # journals after ``writer.journal_head``, and moves it
             conn.execute("RELEASE job")
             done.append((waiter, value, error))
-            head = writer._head
+            head = writer.journal_head
             end += 1
         position = end
     return done
@@ -158,7 +158,7 @@ class Run:
     def apply(self, job: CommandJob) -> _Done:
         """What ``Ledger._apply`` does for ``job``, in memory."""
         key, text = job.key, job.text
-        row = self.keys.get(key) if key in self.keys else self._stored_row(key)
+        row = self.keys.get(key) if key in self.keys else self.stored_row(key)
         if row is not None:
             record, ok, outcome, kind = row
             if kind == "Fence":
@@ -184,7 +184,8 @@ class Run:
         self.keys[key] = (text, ok, outcome, kind)
         self.head = (seq, chain)
 
-    def _stored_row(self, key: str) -> tuple[Any, ...] | None:
+    def stored_row(self, key: str) -> tuple[Any, ...] | None:
+        """The journaled command under ``key`` as stored, or None (kept in ``keys``)."""
         row = self.conn.execute("SELECT record, ok, outcome, kind FROM commands WHERE key=?",
                                 (key,)).fetchone()
         self.keys[key] = found = None if row is None else tuple(row)
@@ -249,7 +250,7 @@ class _Book(RowBook):
 
     def stored(self, key: str) -> tuple[Command, bool] | None:
         run = self.run
-        row = run.keys.get(key) if key in run.keys else run._stored_row(key)
+        row = run.keys.get(key) if key in run.keys else run.stored_row(key)
         return None if row is None else (command_from_record(json.loads(row[0])), bool(row[1]))
 
     def reversed_by(self, key: str) -> str | None:

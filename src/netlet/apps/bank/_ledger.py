@@ -121,7 +121,7 @@ class Ledger(LedgerPins, LedgerReads):
         self._store = open_store(self.path, max_pin_attempts=max_pin_attempts,
                                  lock_seconds=lock_seconds)
         self.location = self._store.location
-        self._conn, self._head = self._store.open(create)
+        self._conn, self.journal_head = self._store.open(create)
         self._errors = self._store.errors
         self._pipelined = self._store.pipelined
         self._lock = threading.Lock()
@@ -179,18 +179,18 @@ class Ledger(LedgerPins, LedgerReads):
     def _journal_row(self, conn: Conn, key: str, kind: str, text: str, ok: int,
                      outcome: str, now: float) -> int:
         """Insert the next command row, linked into the hash chain; its seq."""
-        seq = self._head[0] + 1
-        chain = link(self._head[1], seq, key, kind, text, ok, outcome, now)
+        seq = self.journal_head[0] + 1
+        chain = link(self.journal_head[1], seq, key, kind, text, ok, outcome, now)
         conn.execute("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      (seq, key, kind, text, ok, outcome, now, chain))
-        self._head = (seq, chain)
+        self.journal_head = (seq, chain)
         return seq
 
     def _apply(self, conn: Conn, now: float, command: Command, key: str, kind: str,
                text: str) -> _Done:
         sql = "SELECT record, ok, outcome, kind FROM commands WHERE key=?"
         found = conn.execute(sql, (key,))
-        seq = self._head[0] + 1
+        seq = self.journal_head[0] + 1
         book = SqlBook(conn, key, seq)
         row = found.fetchone()
         if row is not None:  # nothing written: the refusals below need no rollback
@@ -281,7 +281,7 @@ class Ledger(LedgerPins, LedgerReads):
             except Exception as exc:  # nothing of this batch was committed
                 self._fail(batch, StorageError(f"ledger commit failed: {exc}"))
                 return
-        self._store.committed(self._head)
+        self._store.committed(self.journal_head)
         self._meter.committed(len(batch), time.perf_counter() - t0)
         self._run_after_commit()
         with self._lock:
@@ -301,7 +301,7 @@ class Ledger(LedgerPins, LedgerReads):
         that made it: then the batch is rolled back and runs again ``careful``ly, job by
         job in a savepoint each, each job's writes waited for before the next.
         """
-        conn, first = self._conn, self._head
+        conn, first = self._conn, self.journal_head
         done: list[tuple[Waiter, Any, BaseException | None]] = []
         self._after_commit.clear()  # a batch that runs again adds its hooks again
         try:
@@ -313,7 +313,7 @@ class Ledger(LedgerPins, LedgerReads):
                 conn.execute("COMMIT")
                 flush()
         except Exception as exc:
-            self._head = first
+            self.journal_head = first
             if self._pipelined or self._store.broken(conn):
                 # A pipeline that failed half-way may still owe answers: never reuse it
                 # (closing it rolls the transaction back). The next try reconnects.
@@ -336,11 +336,11 @@ class Ledger(LedgerPins, LedgerReads):
         """Each job in a savepoint, its writes waited for: a failure is that job's alone."""
         head = self._store.begin_write(conn)
         if head is not None:
-            self._head = head  # another front-end may have journaled since
+            self.journal_head = head  # another front-end may have journaled since
         now = self._clock.time()
         for job, future, _ in batch:
             conn.execute("SAVEPOINT job")
-            before = self._head
+            before = self.journal_head
             try:
                 value, error = job(conn, now)
                 conn.execute("RELEASE job")
@@ -349,7 +349,7 @@ class Ledger(LedgerPins, LedgerReads):
                 if self._store.retryable(exc):
                     raise _Retry() from exc
                 self._undo_job(conn, flush)
-                self._head = before
+                self.journal_head = before
                 value, error = None, exc
                 if isinstance(exc, self._errors):
                     error = StorageError(f"ledger storage failed: {exc}")

@@ -117,7 +117,8 @@ class Tour:
             _, pending = concurrent.futures.wait(pending, timeout=0.25)
         return [f.result() for f in futures]
 
-    def _next_part(self) -> None:
+    def next_part(self) -> None:
+        """A new part starts: clear the abort flag and the last part's abort hooks."""
         with self._lock:
             self.aborted.clear()
             self._aborts = []
@@ -223,7 +224,7 @@ def _quietly(fn: Callable[[], None]) -> None:
 
 def run_part(tour: Tour, part: Part, limit: float) -> PartResult:
     """Run ``part`` in a thread; abort it after ``limit`` s. Ctrl-C aborts it and re-raises."""
-    tour._next_part()
+    tour.next_part()
     box: list[Figures | BaseException] = []
 
     def target() -> None:

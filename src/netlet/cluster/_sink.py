@@ -1,0 +1,62 @@
+"""What the head calls back on a client: finished tasks, started tasks, output, events.
+
+The sink is served on the client's node and handed to the head; it only
+forwards to the functions the ``Cluster`` gave it, so the head reaches no
+more of the client than these calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from netlet.node import expose
+
+__all__ = ["ResultSink", "Subscriber"]
+
+log = logging.getLogger("netlet.cluster")
+
+Subscriber = Callable[[str, str, str, dict[str, Any]], None]
+"""``callback(kind, node, role, info)`` for membership events."""
+
+
+@expose(concurrent=True)
+class ResultSink:
+    """Receives finished tasks from the head (on the client's loop)."""
+
+    def __init__(self, on_results: Callable[[list[list[Any]]], None],
+                 claim: Callable[[str], bool],
+                 on_output: Callable[[dict[str, Any], list[list[Any]]], None],
+                 subscribers: list[Subscriber]) -> None:
+        self._on_results = on_results
+        self._claim = claim
+        self._on_output = on_output
+        self._subscribers = subscribers  # the cluster's list: it adds to it
+
+    async def results(self, batch: list[list[Any]]) -> None:
+        self._on_results(batch)
+
+    async def started(self, tids: list[str]) -> None:
+        """Workers started these tasks: their futures are RUNNING."""
+        for tid in tids:
+            self._claim(tid)
+
+    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        """What our tasks printed on ``worker``: ``[[task id, stream, text], ...]``."""
+        self._on_output(worker, lines)
+
+    def print_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+        """The same, called by a head on this very node."""
+        self._on_output(worker, lines)
+
+    def claim(self, tid: str) -> bool:
+        """Called by a head on this very node, on its loop, once a worker started a task."""
+        return self._claim(tid)
+
+    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(kind, node, role, info)
+            except Exception:
+                log.exception("membership callback failed")
