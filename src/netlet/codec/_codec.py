@@ -214,7 +214,14 @@ class Codec:
 
     def unpack_inner(self, data: Buffer) -> Any:
         """A nested msgpack payload, under the limits of the message being decoded."""
-        return msgpack.unpackb(data, ext_hook=self._hook, **self._tls.state.options)
+        tls = self._tls
+        options = tls.state.options
+        if options is self._fast and len(data) <= REUSED_MAX:
+            # A payload in a payload finds the unpacker in use: it goes the usual way.
+            value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook, options)
+            if value is not _IN_USE:
+                return value
+        return msgpack.unpackb(data, ext_hook=self._hook, **options)
 
     def in_buffers(self) -> Sequence[Buffer]:
         """The out-of-band buffers of the frame this thread is decoding."""

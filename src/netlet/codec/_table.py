@@ -37,8 +37,8 @@ from netlet.codec._ndarray import is_ndarray, ndarray_fields, ndarray_from
 from netlet.codec._types import Buffer, Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
-__all__ = ["BY_CODE", "BY_TYPE", "Extension", "Packing", "Unpacking", "add", "encode_other",
-           "unknown"]
+__all__ = ["BY_CODE", "BY_TYPE", "Extension", "Packing", "Unpacking", "add", "claim",
+           "encode_other", "unknown"]
 
 
 class Packing(Protocol):
@@ -101,6 +101,16 @@ def add(ext: Extension) -> Extension:
     for t in ext.types:
         BY_TYPE[t] = ext
     return ext
+
+
+def claim(ext: Extension) -> None:
+    """Encode ``ext.types`` with ``ext`` (whose code is already in the table): records."""
+    if ext.code not in BY_CODE:
+        raise ValueError(f"extension code {ext.code} is not in the table")
+    for t in ext.types:
+        if t in BY_TYPE:
+            raise ValueError(f"{t.__qualname__} is already encoded as {BY_TYPE[t].name}")
+        BY_TYPE[t] = ext
 
 
 def unknown(code: int) -> DecodeError:
