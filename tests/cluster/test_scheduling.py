@@ -292,8 +292,9 @@ def test_tasks_a_worker_does_not_hold_go_back_to_the_queue(cluster_kit: ClusterK
     node, h = _fake_worker(head.address)
     try:
         epoch = h.join(node.id, "worker", {}, None)["epoch"]
-        batch, _fns, seq = h.pull(node.id, epoch, 2)
-        assert len(batch) == 2
+        pulled = h.pull(node.id, epoch, 2)
+        seq = pulled.seq
+        assert len(pulled.tasks) == 2
         assert cluster.status()["running"] == 2
         # Alive, heartbeating, but holding neither (the reply never reached it).
         assert h.heartbeat(node.id, {}, epoch, [], seq)

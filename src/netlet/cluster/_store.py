@@ -51,7 +51,7 @@ class StoredTask:
     result: tuple[Any, ...] | None
 
 
-def _pack_result(result: list[Any]) -> bytes:
+def _pack_result(result: tuple[str, bool, bytes | None, BaseException | None]) -> bytes:
     tid, ok, body, error = result
     # A head-made error (WorkerLost) is kept as its text; the client rebuilds it.
     return msgpack.packb([tid, ok, body, None if error is None else str(error)])  # type: ignore[no-any-return]
@@ -119,7 +119,8 @@ class HeadStore:
              [(t.id, t.client, t.fn, t.body, t.retries, t.attempts) for t in tasks]),
         ])
 
-    def finish(self, tid: str, result: list[Any]) -> None:
+    def finish(self, tid: str, result: tuple[str, bool, bytes | None, BaseException | None]
+               ) -> None:
         self._tx([("UPDATE tasks SET state='done', result=? WHERE id=?",
                    (_pack_result(result), tid))])
 

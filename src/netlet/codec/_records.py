@@ -157,15 +157,19 @@ def _compile(tp: Any, where: str) -> _Check:
                           "tuple", variadic=not args)
     if isinstance(tp, type) and (tp in _PLAIN or tp in BY_TYPE):
         return _Check(frozenset((tp,)), None, tp.__name__)
+    if isinstance(tp, type) and issubclass(tp, BaseException):  # ext 11, any subclass
+        return _Check(None, lambda v: isinstance(v, tp), f"exception ({tp.__name__})")
     raise TypeError(f"record field {where}: the decoder cannot check the type {tp!r} "
                     "(use str, bytes, bool, int, float, None, a record, an extension type, "
-                    "or list, dict, tuple and unions of them)")
+                    "an exception class, or list, dict, tuple and unions of them)")
 
 
 def _union(parts: list[_Check], where: str) -> _Check:
     text = " | ".join(p.text for p in parts)
-    if any(p.types is None for p in parts):
+    if any(p.types is None and p.deep is None for p in parts):
         return _Check(None, None, text)
+    if any(p.types is None for p in parts):  # an exception: tried in turn
+        return _Check(None, lambda v: any(p.ok(v) for p in parts), text)
     allowed: frozenset[type] = frozenset().union(*(p.types or () for p in parts))
     deep = [(p.types or frozenset(), p.deep) for p in parts if p.deep is not None]
     if sum(len(ts) for ts, _ in deep) != len(frozenset().union(*(ts for ts, _ in deep))):
