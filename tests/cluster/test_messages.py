@@ -77,7 +77,10 @@ def record_body(*payload: object) -> bytes:
     ((4, "t", True, "", "L", None, None), "WorkerResult: field body must be bytes"),
     ((4, "t", True, b"", "L"), "WorkerResult .wire id 4. has 6 fields, got 4"),
     ((2, "t", "f", b"", 9), "HandOut: field lease must be str, got int"),
-    ((3, [["t", "f", b"", "L"]], {}, 1), "Pulled: field tasks must be list.HandOut."),
+    ((3, [["t", "f", b"", 9]], {}, 1), "HandOut: field lease must be str, got int"),
+    ((3, [msgpack.ExtType(Ext.RECORD, msgpack.packb([2, "t", "f", b"", "L"]))], {}, 1),
+     r"HandOut \(in a field\) is an array of its fields, got HandOut"),
+    ((3, {}, {}, 1), "Pulled: field tasks must be list.HandOut., got dict"),
     ((5, "t", False, None, "WorkerLost"), "TaskResult: field error must be"),
 ])
 def test_a_malformed_head_message_is_refused_naming_the_record_and_field(

@@ -21,7 +21,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
-from netlet.cluster._messages import TaskResult, WorkerResult
+from netlet.cluster._messages import Delivery, Report, TaskResult, WorkerResult
 from netlet.codec import Codec
 from netlet.node import expose
 from netlet.testing import VirtualClock
@@ -44,11 +44,11 @@ class _SlowSink:
     """A client's sink whose first ``results`` call answers only when released."""
 
     def __init__(self) -> None:
-        self.calls: list[list[Any]] = []
+        self.calls: list[list[TaskResult]] = []
         self.release = threading.Event()
 
-    async def results(self, batch: list[list[Any]]) -> None:
-        self.calls.append(batch)
+    async def results(self, delivery: Delivery) -> None:
+        self.calls.append(delivery.results)
         if len(self.calls) == 1:
             await asyncio.to_thread(self.release.wait, 20)
 
@@ -75,8 +75,8 @@ def _run_one(node_factory: NodeFactory, address: str, value: int) -> None:
     h = worker.proxy(address, "netlet.head", timeout=10)
     epoch = h.join(worker.id, "worker", {}, None)["epoch"]
     (task,) = h.pull(worker.id, epoch, 1).tasks
-    h.report(worker.id, epoch, [WorkerResult(task.id, True, Codec().encode_value(value),
-                                             task.lease)])
+    h.report(worker.id, epoch, Report([WorkerResult(task.id, True, Codec().encode_value(value),
+                                                    task.lease)], []))
 
 
 @pytest.mark.timeout(30)
@@ -118,7 +118,7 @@ def test_a_client_takes_a_second_copy_of_a_result_harmlessly(
         assert future.result(10) == 5
         copy = TaskResult(future.task_id, True, Codec().encode_value(1337), None)
         sink = h._clients[cluster.node.id]  # the head's proxy to the client's sink
-        assert sink.results([copy]) is None  # the resend, over the real link
+        assert sink.results(Delivery([copy])) is None  # the resend, over the real link
         assert future.result(0) == 5
         assert cluster.submit(abs, -6) is not None  # the client goes on as before
     finally:

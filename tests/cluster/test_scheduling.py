@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.cluster._messages import Report
 from netlet.errors import NoSuchObject
 from netlet.node import Node
 from tests.cluster import tasks
@@ -273,7 +274,7 @@ def test_a_request_from_a_stale_epoch_gets_no_tasks(cluster_kit: ClusterKit) -> 
         with pytest.raises(NoSuchObject, match="epoch"):
             h.pull(node.id, old, 3)
         with pytest.raises(NoSuchObject, match="epoch"):
-            h.exchange(node.id, old, [], [], 3)
+            h.exchange(node.id, old, Report([], []), 3)
         assert cluster.status()["queued"] == 3, "a stale request took tasks"
     finally:
         node.close()

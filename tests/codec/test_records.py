@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,14 @@ def test_the_wire_form_is_the_wire_id_then_the_fields_in_order(p: Point) -> None
     assert body == ext_record(BASE + 1, p.x, p.y)
 
 
+def test_a_record_in_a_record_field_is_a_bare_array_of_its_fields() -> None:
+    value = Everything("n", b"", 1, 1.5, True, None, [], {}, (1, "x"), (), dt.datetime(2024, 1, 1),
+                       Point(1, 2), [Point(3, 4), Point(5, 6)], None)
+    payload = msgpack.unpackb(Codec().encode_value(value)[3:])  # after the ext 17 header
+    assert payload[0] == BASE + 2
+    assert payload[12:14] == [[1, 2], [[3, 4], [5, 6]]]
+
+
 def test_an_empty_record_is_its_wire_id_alone() -> None:
     body, _ = Codec().encode([Empty()])
     assert body == ext_record(BASE + 3)
@@ -128,7 +137,7 @@ def tup(*items: Any) -> msgpack.ExtType:
 def nested_field(i: int, value: Any) -> bytes:
     good: list[Any] = ["a", b"b", 1, 1.5, False, None, [1], {"k": 1}, tup(1, "x"), tup(1, 2),
                        msgpack.ExtType(Ext.DATETIME, b"2024-01-01T00:00:00"),
-                       msgpack.ExtType(Ext.RECORD, msgpack.packb([BASE + 1, 1, 2])), [], 0]
+                       [1, 2], [[3, 4]], 0]
     good[i] = value
     return ext_record(BASE + 2, *good)
 
@@ -138,11 +147,18 @@ def nested_field(i: int, value: Any) -> bytes:
     (6, [1, "2"], "ints"), (6, tup(1), "ints"), (7, {"k": "v"}, "table"), (7, {1: 1}, "table"),
     (8, [1, "x"], "pair"), (8, tup(1), "pair"), (8, tup(1, 2), "pair"), (9, tup("x"), "many"),
     (9, [1], "many"), (10, "2024", "when"),
-    (11, [1, 2], "point"), (12, [[1, 2]], "points"),
+    (11, msgpack.ExtType(Ext.RECORD, msgpack.packb([BASE + 1, 1, 2])), "point"),
+    (11, 1, "point"), (12, [msgpack.ExtType(Ext.RECORD, msgpack.packb([BASE + 1, 1, 2]))], "?"),
+    (12, [[1, "2"]], "?"), (12, [[1]], "?"),
 ])
 def test_every_field_type_is_checked(index: int, value: Any, field: str) -> None:
-    Codec().decode(nested_field(0, "a"))  # the template itself is good
-    with pytest.raises(DecodeError, match=f"record Everything: field {field} must be"):
+    assert Codec().decode(nested_field(0, "a"))[0].points == [Point(3, 4)]  # the template is good
+    if field == "?":  # an element of points: the error names the inner record
+        field_error = (r"record Point( \(in a field\))?: field y must be int|"
+                       r"record Point \(in a field\) (is an array|has 2 fields, got 1)")
+    else:
+        field_error = f"record Everything: field {field} must be"
+    with pytest.raises(DecodeError, match=field_error):
         Codec().decode(nested_field(index, value))
 
 
@@ -160,7 +176,7 @@ def test_hostile_payloads_decode_or_raise_decode_error(fields: list[Any], wire_i
 def test_a_record_field_never_unpickles_without_consent() -> None:
     body = ext_record(BASE + 2, "a", b"", 1, 1.5, False, None, [], {}, tup(1, "x"), tup(),
                       msgpack.ExtType(Ext.DATETIME, b"2024-01-01T00:00:00"),
-                      msgpack.ExtType(Ext.RECORD, msgpack.packb([BASE + 1, 1, 2])), [],
+                      [1, 2], [],
                       msgpack.ExtType(Ext.PICKLE, b"cos\nsystem\n(S'true'\ntR."))
     with pytest.raises(DecodeError, match="pickle"):
         Codec().decode(body)
@@ -204,3 +220,25 @@ def test_a_field_type_the_decoder_cannot_check_is_refused_at_definition() -> Non
             x: list[int] | list[str]
     assert BASE + 52 not in record_types()
     assert BASE + 53 not in record_types()
+
+
+@record(BASE + 5)
+@dataclass(frozen=True, slots=True)
+class WithDefaults:
+    a: int
+    b: str = "b"
+    c: str | None = None
+
+
+def test_records_built_in_python_keep_their_dataclass_behaviour() -> None:
+    assert WithDefaults(1) == WithDefaults(1, "b", None)
+    assert WithDefaults(1, c="c").c == "c"
+    assert dataclasses.replace(WithDefaults(1), b="x") == WithDefaults(1, "x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        WithDefaults(1).a = 2  # type: ignore[misc]
+    with pytest.raises(ValueError, match="positive"):
+        Positive(0)
+    with pytest.raises(TypeError):
+        WithDefaults()  # type: ignore[call-arg]
+    body, _ = Codec().encode([WithDefaults(1)])
+    assert body == ext_record(BASE + 5, 1, "b", None)  # defaults travel too

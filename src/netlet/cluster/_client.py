@@ -25,7 +25,7 @@ from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
-from netlet.cluster._messages import TaskResult
+from netlet.cluster._messages import Delivery, TaskResult
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.codec import Codec, RemoteRef
@@ -55,8 +55,8 @@ class _ResultSink:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
 
-    async def results(self, batch: list[TaskResult]) -> None:
-        self._cluster._on_results(batch)
+    async def results(self, delivery: Delivery) -> None:
+        self._cluster._on_results(delivery.results)
 
     async def started(self, tids: list[str]) -> None:
         """Workers started these tasks: their futures are RUNNING."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
-from netlet.cluster._messages import HandOut, Pulled, TaskResult, WorkerResult
+from netlet.cluster._messages import Delivery, HandOut, Pulled, Report, TaskResult
 from netlet.cluster._scheduler import (
     Action,
     Deliver,
@@ -241,15 +241,13 @@ class TaskDesk:
                 fns[fn] = self._functions[fn]
         return Pulled(batch, fns, handout.seq)
 
-    async def exchange(self, worker: str, epoch: int, results: list[WorkerResult],
-                       started: list[str], want: int) -> Pulled:
+    async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
-        await self.report(worker, epoch, results, started)
+        await self.report(worker, epoch, report)
         return await self.pull(worker, epoch, want)
 
-    async def report(self, worker: str, epoch: int, results: list[WorkerResult],
-                     started: list[str] | None = None) -> None:
-        """Tasks ``started`` and ``results``.
+    async def report(self, worker: str, epoch: int, report: Report) -> None:
+        """Tasks started, and results.
 
         Only the holder of a task's current lease completes it; anything else (a
         late result from an expired lease, a duplicate, a forgery) is refused,
@@ -257,11 +255,9 @@ class TaskDesk:
         from an older epoch of the worker is refused whole.
         """
         _as_itself(worker)
-        if not isinstance(results, list) or not all(type(r) is WorkerResult for r in results):
-            raise ConfigError("results are a list of WorkerResult records (PROTOCOL.md 16.2)")
-        if started is not None and not (isinstance(started, list)
-                                        and all(isinstance(t, str) for t in started)):
-            raise ConfigError("started is a list of task ids")
+        if type(report) is not Report:
+            raise ConfigError("a report is a Report record (PROTOCOL.md 16.5)")
+        results, started = report.results, report.started
         member = self._members.get(worker)
         if member is None or not member.alive:
             self._sched.refused_results += len(results)
@@ -430,9 +426,9 @@ class TaskDesk:
         """
         try:
             if isinstance(sink, Proxy):
-                await sink.with_options(timeout=30).results.aio(batch)
+                await sink.with_options(timeout=30).results.aio(Delivery(batch))
             else:  # a client on the head's own node (the embedded cluster)
-                await sink.results(batch)
+                await sink.results(Delivery(batch))
         except Exception as e:  # connection lost, timeout: keep them for the client
             if client not in self._clients:  # forgotten meanwhile (its grace ran out)
                 self._owe(client, -sum(_result_size(r) for r in batch))

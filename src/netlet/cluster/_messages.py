@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from netlet.codec import record
 
-__all__ = ["HandOut", "Pulled", "TaskResult", "WorkerResult"]
+__all__ = ["Delivery", "HandOut", "Pulled", "Report", "TaskResult", "WorkerResult"]
 
 
 @record(2)
@@ -69,3 +69,21 @@ class TaskResult:
     """As ``WorkerResult.body``; None when ``error`` is set."""
     error: BaseException | None
     """The head's own verdict (``WorkerLost``, ``ConfigError``, ``CallCancelled``)."""
+
+
+@record(6)
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a worker sends in ``report`` and ``exchange``: tasks it started and finished."""
+
+    results: list[WorkerResult]
+    started: list[str]
+    """Ids of tasks it began running (a result implies its task started)."""
+
+
+@record(7)
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Finished tasks, from the head to a client's sink ``results``."""
+
+    results: list[TaskResult]

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
-from netlet.cluster._messages import HandOut, Pulled, WorkerResult
+from netlet.cluster._messages import HandOut, Pulled, Report, WorkerResult
 from netlet.codec import short
 from netlet.errors import NetletError, NoSuchObject, ProtocolError
 
@@ -181,7 +181,7 @@ class WorkerTraffic:
         """Send results and ask for ``want`` tasks in one round trip (any thread)."""
         try:
             fut = self.head.with_options(timeout=None).exchange.future(
-                self.node.id, epoch, results, started, want)
+                self.node.id, epoch, Report(results, started), want)
         except (NetletError, OSError) as e:
             fut = concurrent.futures.Future()
             fut.set_exception(e)
@@ -244,7 +244,7 @@ class WorkerTraffic:
 
     def _report(self, epoch: int, results: list[WorkerResult], started: list[str]) -> None:
         try:
-            self.head.report.oneway(self.node.id, epoch, results, started)
+            self.head.report.oneway(self.node.id, epoch, Report(results, started))
         except (NetletError, OSError) as e:
             log.warning("could not report to the head (%s); will send again", e)
             self._keep(results, started)

@@ -11,6 +11,7 @@ numpy arrays are ``_ndarray.py``; the decoding bounds are ``_guard.py``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,16 @@ __all__ = [
 
 RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
+
+_ext_type = functools.partial(tuple.__new__, msgpack.ExtType)
+"""``msgpack.ExtType`` without its checks (in Python, they cost more than the packing),
+for codes of the table and payloads the codec packed itself."""
+
+_SPARES = 4
+"""Nesting levels of extension payloads packed by a kept Packer (deeper: packb)."""
+_INNER = ("", "inner1", "inner2", "inner3", "inner4")
+"""The thread's kept unpacker for the payloads of ext values nested this deep."""
+_DEEPEST = len(_INNER)
 
 _BINARY = (bytes, bytearray, memoryview)
 _BINARY_TYPES = frozenset(_BINARY)
@@ -62,6 +73,7 @@ class Codec:
         self._ref_decoder = ref_decoder
         self._tls = threading.local()
         lim = self.limits
+        self._max_depth = lim.max_depth
         # Fast: only str and bin map keys (their hashes are randomised), nothing
         # called per container. A body with other keys is decoded again, checked.
         self._fast: dict[str, Any] = {
@@ -115,9 +127,9 @@ class Codec:
             packer = tls.packer = msgpack.Packer(
                 default=self._tls_default, strict_types=True, datetime=False)
         tls.buffers = buffers
-        if tls.__dict__.get("spare") is None:
-            tls.spare = msgpack.Packer(
-                default=self._tls_default, strict_types=True, datetime=False)
+        if tls.__dict__.get("spares") is None:
+            tls.spares = [msgpack.Packer(default=self._tls_default, strict_types=True,
+                                         datetime=False) for _ in range(_SPARES)]
         try:
             return packer.pack(value)  # type: ignore[no-any-return]
         except BaseException as e:
@@ -131,22 +143,23 @@ class Codec:
             raise
 
     def _tls_default(self, obj: Any) -> Any:
-        if type(obj) is tuple:  # the most common extension value: no closure, no lookups
-            tls = self._tls
-            spare = tls.__dict__.get("spare")
-            if spare is not None and not tls.__dict__.get("spare_busy"):
-                tls.spare_busy = True
+        ext = BY_TYPE.get(type(obj))
+        if ext is None:
+            return encode_other(obj, self)
+        as_list = ext.as_list
+        if as_list is not None:  # tuples, sets, records: no closure, few lookups
+            kept = self._tls.__dict__
+            spares, level = kept.get("spares"), kept.get("level", 0)
+            if spares is not None and level < _SPARES:
+                kept["level"] = level + 1
                 try:
-                    return msgpack.ExtType(Ext.TUPLE, spare.pack(list(obj)))
+                    return _ext_type((ext.code, spares[level].pack(as_list(obj))))
                 except BaseException:
-                    tls.spare = None  # its buffer may hold half a value
+                    kept["spares"] = None  # a buffer may hold half a value
                     raise
                 finally:
-                    tls.spare_busy = False
-        ext = BY_TYPE.get(type(obj))
-        if ext is not None:
-            return ext.encode(obj, self)
-        return encode_other(obj, self)
+                    kept["level"] = level
+        return ext.encode(obj, self)
 
     def _has_large_binary(self, message: list[Any]) -> bool:
         # Called for every message: one set lookup per element that cannot hold one.
@@ -189,20 +202,20 @@ class Codec:
 
     def pack_inner(self, value: Any) -> bytes:
         """A nested value (an extension's payload) as msgpack, on this thread."""
-        # A spare Packer per thread for nested values; packb builds one per call.
-        tls = self._tls
-        spare = tls.__dict__.get("spare")
-        if spare is None or tls.__dict__.get("spare_busy"):
+        # A spare Packer per thread and nesting level; packb builds one per call.
+        kept = self._tls.__dict__
+        spares, level = kept.get("spares"), kept.get("level", 0)
+        if spares is None or level >= _SPARES:
             return msgpack.packb(  # type: ignore[no-any-return]
                 value, default=self._tls_default, strict_types=True, datetime=False)
-        tls.spare_busy = True
+        kept["level"] = level + 1
         try:
-            return spare.pack(value)  # type: ignore[no-any-return]
+            return spares[level].pack(value)  # type: ignore[no-any-return]
         except BaseException:
-            tls.spare = None  # its buffer may hold half a value
+            kept["spares"] = None  # a buffer may hold half a value
             raise
         finally:
-            tls.spare_busy = False
+            kept["level"] = level
 
     def out_of_band(self) -> list[Buffer]:
         """The out-of-band buffers of the message this thread is encoding."""
@@ -215,10 +228,11 @@ class Codec:
     def unpack_inner(self, data: Buffer) -> Any:
         """A nested msgpack payload, under the limits of the message being decoded."""
         tls = self._tls
-        options = tls.state.options
-        if options is self._fast and len(data) <= REUSED_MAX:
-            # A payload in a payload finds the unpacker in use: it goes the usual way.
-            value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook, options)
+        state = tls.state
+        options = state.options
+        if options is self._fast and len(data) <= REUSED_MAX and state.depth < len(_INNER):
+            value = unpack_reused(tls, _INNER[state.depth], data, len(data), self._hook,
+                                  options)
             if value is not _IN_USE:
                 return value
         return msgpack.unpackb(data, ext_hook=self._hook, **options)
@@ -282,25 +296,27 @@ class Codec:
         if type(state) is tuple:
             buffers, size, options = state
             state = tls.state = DecodeState(buffers, size, self.limits, options)
-        state.depth += 1
+        depth = state.depth = state.depth + 1
         try:
-            if state.depth > self.limits.max_depth:
-                raise DecodeError(f"values nested deeper than {self.limits.max_depth} levels")
-            state.ext_bytes += len(data)
+            if depth > self._max_depth:
+                raise DecodeError(f"values nested deeper than {self._max_depth} levels")
+            n = len(data)
+            state.ext_bytes += n
             if state.ext_bytes > state.ext_budget:
                 raise DecodeError("extension values nested too deeply for the message's size")
-            state.spend_items(1)
-            if code == Ext.TUPLE and state.options is self._fast and len(data) <= REUSED_MAX:
-                # A tuple in a tuple finds the unpacker in use: it goes the usual way.
-                value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook,
-                                      self._fast)
-                if value is not _IN_USE:
-                    if type(value) is not list:
-                        raise DecodeError(f"expected list, got {type(value).__name__}")
-                    return tuple(value)
+            state.items += 1
+            if state.items > state.max_items:
+                state.spend_items(0)  # raises
             ext = BY_CODE.get(code)
             if ext is None:
                 raise unknown(code)
+            build = ext.from_payload
+            if (build is not None and n <= REUSED_MAX and depth < _DEEPEST
+                    and state.options is self._fast):
+                # One unpacker per nesting level: a payload's own ext values have theirs.
+                value = unpack_reused(tls, _INNER[depth], data, n, self._hook, self._fast)
+                if value is not _IN_USE:
+                    return build(value)
             return ext.decode(data, self)
         finally:
             state.depth -= 1

@@ -38,7 +38,7 @@ from netlet.codec._types import Buffer, Ext, Limits, RemoteRef
 from netlet.errors import DecodeError, EncodeError, RemoteError
 
 __all__ = ["BY_CODE", "BY_TYPE", "Extension", "Packing", "Unpacking", "add", "claim",
-           "encode_other", "unknown"]
+           "encode_other", "from_payload", "unknown"]
 
 
 class Packing(Protocol):
@@ -82,6 +82,14 @@ class Extension:
     ``encode_other`` picks (exceptions, arrays, refs) and for code 0."""
     encode: Callable[[Any, Packing], Any]
     decode: Callable[[bytes, Unpacking], Any]
+    as_list: Callable[[Any], list[Any]] | None = None
+    """For a payload that is one msgpack array of the value's parts (tuples, sets,
+    records): those parts, which the codec packs on its fast path (``encode``
+    is the same, the slow way)."""
+    from_payload: Callable[[Any], Any] | None = None
+    """For a msgpack payload that needs nothing but itself to become the value:
+    the value from the unpacked payload, which the codec unpacks on its fast
+    path (``decode`` is the same, the slow way)."""
 
 
 BY_TYPE: dict[type, Extension] = {}
@@ -159,12 +167,20 @@ def _as_list(code: int) -> Callable[[Any, Packing], Any]:
     return lambda obj, p: _ext(code, p.pack_inner(list(obj)))
 
 
-TUPLE = add(Extension(Ext.TUPLE, "TUPLE", (tuple,), _as_list(Ext.TUPLE),
-                      lambda data, u: tuple(_expect(u.unpack_inner(data), list))))
-SET = add(Extension(Ext.SET, "SET", (set,), _as_list(Ext.SET),
-                    lambda data, u: set(_hashable(u.unpack_inner(data)))))
-FROZENSET = add(Extension(Ext.FROZENSET, "FROZENSET", (frozenset,), _as_list(Ext.FROZENSET),
-                          lambda data, u: frozenset(_hashable(u.unpack_inner(data)))))
+def from_payload(code: int, name: str, types: tuple[type, ...],
+                 encode: Callable[[Any, Packing], Any], build: Callable[[Any], Any],
+                 as_list: Callable[[Any], list[Any]] | None = None) -> Extension:
+    """An extension whose value is made from its unpacked msgpack payload alone."""
+    return Extension(code, name, types, encode, lambda data, u: build(u.unpack_inner(data)),
+                     as_list, build)
+
+
+TUPLE = add(from_payload(Ext.TUPLE, "TUPLE", (tuple,), _as_list(Ext.TUPLE),
+                         lambda v: tuple(_expect(v, list)), list))
+SET = add(from_payload(Ext.SET, "SET", (set,), _as_list(Ext.SET),
+                       lambda v: set(_hashable(v)), list))
+FROZENSET = add(from_payload(Ext.FROZENSET, "FROZENSET", (frozenset,), _as_list(Ext.FROZENSET),
+                             lambda v: frozenset(_hashable(v)), list))
 
 
 def _encode_int(obj: int, p: Packing) -> Any:
@@ -185,13 +201,13 @@ LONGINT = add(Extension(Ext.LONGINT, "LONGINT", (), _encode_int,
                         lambda data, u: long_int_from(data)))
 
 
-def _decode_timedelta(data: bytes, u: Unpacking) -> dt.timedelta:
-    d, s, us = _expect(u.unpack_inner(data), list)
+def _timedelta(value: Any) -> dt.timedelta:
+    d, s, us = _expect(value, list)
     return dt.timedelta(days=d, seconds=s, microseconds=us)
 
 
-def _decode_complex(data: bytes, u: Unpacking) -> complex:
-    re, im = _expect(u.unpack_inner(data), list)
+def _complex(value: Any) -> complex:
+    re, im = _expect(value, list)
     return complex(re, im)
 
 
@@ -201,19 +217,19 @@ DATETIME = add(Extension(Ext.DATETIME, "DATETIME", (dt.datetime,),
 DATE = add(Extension(Ext.DATE, "DATE", (dt.date,),
                      lambda obj, p: _ext(Ext.DATE, obj.isoformat().encode()),
                      lambda data, u: dt.date.fromisoformat(_iso(data))))
-TIMEDELTA = add(Extension(
+TIMEDELTA = add(from_payload(
     Ext.TIMEDELTA, "TIMEDELTA", (dt.timedelta,),
     lambda obj, p: _ext(Ext.TIMEDELTA, p.pack_inner([obj.days, obj.seconds, obj.microseconds])),
-    _decode_timedelta))
+    _timedelta))
 DECIMAL = add(Extension(Ext.DECIMAL, "DECIMAL", (Decimal,),
                         lambda obj, p: _ext(Ext.DECIMAL, str(obj).encode()),
                         lambda data, u: Decimal(data.decode())))
 UUID = add(Extension(Ext.UUID, "UUID", (uuid.UUID,),
                      lambda obj, p: _ext(Ext.UUID, obj.bytes),
                      lambda data, u: uuid.UUID(bytes=data)))
-COMPLEX = add(Extension(Ext.COMPLEX, "COMPLEX", (complex,),
-                        lambda obj, p: _ext(Ext.COMPLEX, p.pack_inner([obj.real, obj.imag])),
-                        _decode_complex))
+COMPLEX = add(from_payload(Ext.COMPLEX, "COMPLEX", (complex,),
+                           lambda obj, p: _ext(Ext.COMPLEX, p.pack_inner([obj.real, obj.imag])),
+                           _complex))
 
 
 # -- exceptions (PROTOCOL.md 7) --------------------------------------------
