@@ -271,6 +271,7 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
     import netlet
     from netlet.cluster import Head, HeadConfig
     from netlet.cluster._head_tasks import Member
+    from netlet.cluster._messages import Report
     from netlet.testing import VirtualClock
 
     clock = VirtualClock()
@@ -288,8 +289,8 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
                 nid = f"worker-{i:04d}"
                 head._members[nid] = Member(nid, "worker", {"name": nid}, None, 0.0, now)
                 epoch, _ = head.scheduler.join(nid, now)
-                batch, _, _ = await head.pull(nid, epoch, held)
-                await head.report(nid, epoch, [], [t[0] for t in batch[: held // 2]])
+                batch = (await head.pull(nid, epoch, held)).tasks
+                await head.report(nid, epoch, Report([], [t.id for t in batch[: held // 2]]))
             return list(head._members.values())
 
         members = asyncio.run_coroutine_threadsafe(setup(), loop).result(60)

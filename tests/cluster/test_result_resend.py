@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
+from netlet.cluster._messages import Delivery, Report, TaskResult, WorkerResult
 from netlet.codec import Codec
 from netlet.node import expose
 from netlet.testing import VirtualClock
@@ -36,11 +36,11 @@ class _SlowSink:
     """A client's sink whose first ``results`` call answers only when released."""
 
     def __init__(self) -> None:
-        self.calls: list[list[Any]] = []
+        self.calls: list[list[TaskResult]] = []
         self.release = threading.Event()
 
-    async def results(self, batch: list[list[Any]]) -> None:
-        self.calls.append(batch)
+    async def results(self, delivery: Delivery) -> None:
+        self.calls.append(delivery.results)
         if len(self.calls) == 1:
             await asyncio.to_thread(self.release.wait, 20)
 
@@ -66,8 +66,9 @@ def _run_one(node_factory: NodeFactory, address: str, value: int) -> None:
     worker = node_factory(key=KEY)
     h = worker.proxy(address, "netlet.head", timeout=10)
     epoch = h.join(worker.id, "worker", {}, None)["epoch"]
-    [[tid, _fn, _body, lease]], _, _ = h.pull(worker.id, epoch, 1)
-    h.report(worker.id, epoch, [[tid, True, Codec().encode_value(value), lease]])
+    (task,) = h.pull(worker.id, epoch, 1).tasks
+    h.report(worker.id, epoch, Report([WorkerResult(task.id, True, Codec().encode_value(value),
+                                                    task.lease)], []))
 
 
 @pytest.mark.timeout(30)
@@ -92,7 +93,7 @@ def test_a_delivery_that_timed_out_is_sent_again(
         wait_until(lambda: len(sink.calls) == 2, what="the second delivery")
     finally:
         sink.release.set()
-    assert [r[0] for r in sink.calls[0]] == [r[0] for r in sink.calls[1]] == ["c:1"]
+    assert [r.id for r in sink.calls[0]] == [r.id for r in sink.calls[1]] == ["c:1"]
     wait_until(lambda: "c:1" not in h.scheduler.tasks, what="the head forgetting the result")
     assert h._undelivered == 0
 
@@ -107,9 +108,9 @@ def test_a_client_takes_a_second_copy_of_a_result_harmlessly(
         future = cluster.submit(abs, -5)
         _run_one(node_factory, address, 5)
         assert future.result(10) == 5
-        copy = [future.task_id, True, Codec().encode_value(1337), None]
+        copy = TaskResult(future.task_id, True, Codec().encode_value(1337), None)
         sink = h._clients[cluster.node.id]  # the head's proxy to the client's sink
-        assert sink.results([copy]) is None  # the resend, over the real link
+        assert sink.results(Delivery([copy])) is None  # the resend, over the real link
         assert future.result(0) == 5
         assert cluster.submit(abs, -6) is not None  # the client goes on as before
     finally:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.cluster._messages import Report
 from netlet.errors import NoSuchObject
 from netlet.node import Node
 from tests.cluster import tasks
@@ -273,7 +274,7 @@ def test_a_request_from_a_stale_epoch_gets_no_tasks(cluster_kit: ClusterKit) -> 
         with pytest.raises(NoSuchObject, match="epoch"):
             h.pull(node.id, old, 3)
         with pytest.raises(NoSuchObject, match="epoch"):
-            h.exchange(node.id, old, [], [], 3)
+            h.exchange(node.id, old, Report([], []), 3)
         assert cluster.status()["queued"] == 3, "a stale request took tasks"
     finally:
         node.close()
@@ -292,8 +293,9 @@ def test_tasks_a_worker_does_not_hold_go_back_to_the_queue(cluster_kit: ClusterK
     node, h = _fake_worker(head.address)
     try:
         epoch = h.join(node.id, "worker", {}, None)["epoch"]
-        batch, _fns, seq = h.pull(node.id, epoch, 2)
-        assert len(batch) == 2
+        pulled = h.pull(node.id, epoch, 2)
+        seq = pulled.seq
+        assert len(pulled.tasks) == 2
         assert cluster.status()["running"] == 2
         # Alive, heartbeating, but holding neither (the reply never reached it).
         assert h.heartbeat(node.id, {}, epoch, [], seq)

@@ -87,8 +87,10 @@ big_ints = st.one_of(
     st.integers(min_value=-(2**300), max_value=-(2**63) - 1),
     st.sampled_from([2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**1000]),
     # Beyond 14,000 bits (ext 16); built, since hypothesis cannot repr a 4300-digit literal.
+    # Not much beyond: a 70,000-bit int six ext levels deep exceeds the documented ext
+    # budget (PROTOCOL.md 6.3, counted at every level) and is refused by design.
     st.builds(lambda bits, sign, low: sign * (2**bits + low),
-              st.sampled_from([13_999, 14_000, 14_001, 70_000]), st.sampled_from([1, -1]),
+              st.sampled_from([13_999, 14_000, 14_001]), st.sampled_from([1, -1]),
               st.integers(min_value=-1, max_value=2**64)),
 )
 floats = st.floats(allow_nan=True, allow_infinity=True)
@@ -142,6 +144,8 @@ values = st.recursive(
 @example(complex(float("nan"), float("inf")))
 @example(dt.datetime(2024, 3, 31, 2, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45))))
 @example({(1, 2): {frozenset({3}): [(), set()]}})
+@example(2**70_000 + 1)
+@example((-(2**70_000),))
 def test_every_value_type_round_trips_with_its_type(value: Any) -> None:
     assert same(roundtrip(value), value)
     # The same value inside a message (the path calls take) decodes the same way.

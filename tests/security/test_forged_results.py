@@ -24,6 +24,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
+from netlet.cluster._messages import Report, WorkerResult
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.codec import Codec
 from netlet.errors import ConfigError, NoSuchObject
@@ -89,10 +90,11 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
     forged = _codec().encode_value(1337)
     for tid in [*guessed, real]:
         for worker in (attacker.id, ""):
-            for report in ([tid, True, forged], [tid, True, forged, ""],
-                           [tid, True, forged, "0" * 24]):
+            for report in ([tid, True, forged], WorkerResult(tid, True, forged, ""),
+                           WorkerResult(tid, True, forged, "0" * 24)):
                 with contextlib.suppress(Exception):  # refused, or not even understood
-                    evil.report(worker, 0, [report])
+                    evil.report(worker, 0, Report([report], []) if isinstance(
+                        report, WorkerResult) else [report])
     assert not fut.done(), f"a forged result completed another client's task: {fut.result()}"
     assert head_obj.refused_results >= 2 * (len(guessed) + 1)
     with pytest.raises(ConfigError):
@@ -130,21 +132,25 @@ def test_a_late_result_from_an_expired_lease_is_refused_and_counted_once(
     h1 = w1.proxy(address, "netlet.head", timeout=5)
     h2 = w2.proxy(address, "netlet.head", timeout=5)
     e1 = h1.join(w1.id, "worker", {}, None)["epoch"]
-    [[tid, _fn, _body, lease1]], _, _ = h1.pull(w1.id, e1, 1)
+    ((tid, lease1),) = [(t.id, t.lease) for t in h1.pull(w1.id, e1, 1).tasks]
     h1.leave(w1.id)  # w1 is gone: its task goes back to the queue
     e2 = h2.join(w2.id, "worker", {}, None)["epoch"]
-    [[tid2, _fn, _body, lease2]], _, _ = h2.pull(w2.id, e2, 1)
+    ((tid2, lease2),) = [(t.id, t.lease) for t in h2.pull(w2.id, e2, 1).tasks]
     assert tid2 == tid
     assert lease2 != lease1
     codec = _codec()
+
+    def result_of(tid: str, value: int, lease: str) -> Report:
+        return Report([WorkerResult(tid, True, codec.encode_value(value), lease)], [])
+
     with pytest.raises(NoSuchObject):  # w1 left: it must join again first
-        h1.report(w1.id, e1, [[tid, True, codec.encode_value(1337), lease1]])  # late
-    h2.report(w2.id, e2, [[tid, True, codec.encode_value(1337), lease1]])  # the old lease
+        h1.report(w1.id, e1, result_of(tid, 1337, lease1))  # late
+    h2.report(w2.id, e2, result_of(tid, 1337, lease1))  # the old lease
     assert not fut.done()
     assert head_obj.refused_results == 2
-    h2.report(w2.id, e2, [[tid, True, codec.encode_value(42), lease2]])  # the holder
+    h2.report(w2.id, e2, result_of(tid, 42, lease2))  # the holder
     assert fut.result(5) == 42
-    h2.report(w2.id, e2, [[tid, True, codec.encode_value(7), lease2]])  # a duplicate
+    h2.report(w2.id, e2, result_of(tid, 7, lease2))  # a duplicate
     assert head_obj.refused_results == 3
     done = {n["node"]: n["done"] for n in client.status()["nodes"] if n["role"] == "worker"}
     # w1 left (a dead worker is not listed): the task is counted once, for its lease holder.

@@ -25,11 +25,12 @@ from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
+from netlet.cluster._messages import TaskResult
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._sink import ResultSink, Subscriber
 from netlet.codec import Codec, RemoteRef
-from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, WorkerLost
+from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed
 from netlet.node import Node, Proxy
 from netlet.transport import TLSConfig, find_user_key
 
@@ -295,8 +296,9 @@ class Cluster:
         if ours:
             write_output(self._log_prefix, worker, ours)
 
-    def _on_results(self, batch: list[list[Any]]) -> None:
-        for tid, ok, body, error in batch:
+    def _on_results(self, batch: list[TaskResult]) -> None:
+        for r in batch:
+            tid, ok, body, error = r.id, r.ok, r.body or b"", r.error
             with self._lock:
                 fut = self._futures.pop(tid, None)
                 spec = self._specs.pop(tid, None)
@@ -308,8 +310,7 @@ class Cluster:
                 continue  # an operator cancelled it before it started
             try:
                 if error is not None:
-                    fut.set_exception(error if isinstance(error, BaseException)
-                                      else WorkerLost(str(error)))
+                    fut.set_exception(error)
                 elif ok:
                     fut.set_result(self._codec.decode_value(body))
                 else:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
+from netlet.cluster._messages import Delivery, HandOut, Pulled, Report, TaskResult
 from netlet.cluster._scheduler import (
     Action,
     Deliver,
@@ -47,10 +48,10 @@ __all__ = ["HeadConfig", "Member", "TaskDesk"]
 log = logging.getLogger("netlet.cluster")
 
 
-def _result_size(result: list[Any]) -> int:
-    """Bytes a result ``[id, ok, body, error]`` holds (its body; the rest is small)."""
-    body = result[2]
-    return 64 + (len(body) if isinstance(body, bytes) else 0)
+def _result_size(result: TaskResult) -> int:
+    """Bytes a result holds (its body; the rest is small)."""
+    body = result.body
+    return 64 + (len(body) if body is not None else 0)
 
 
 def _pickled(fn: str) -> bool:
@@ -122,7 +123,7 @@ class TaskDesk:
     _functions: dict[str, bytes]
     _members: dict[str, Member]
     _clients: dict[str, Any]
-    _outbox: dict[str, list[list[Any]]]
+    _outbox: dict[str, list[TaskResult]]
     _started: dict[str, list[str]]
     _flush_scheduled: bool
     _delivering: set[str]
@@ -204,12 +205,11 @@ class TaskDesk:
             raise NoSuchObject("unknown worker: join first")
         return member
 
-    async def pull(self, worker: str, epoch: int, want: int) -> list[Any]:
-        """Up to ``want`` more tasks for ``worker``: ``[tasks, functions, seq]``.
+    async def pull(self, worker: str, epoch: int, want: int) -> Pulled:
+        """Up to ``want`` more tasks for ``worker``, in queue order.
 
-        ``tasks`` is ``[[id, fn, body, lease], ...]``; ``seq`` numbers this
-        hand-out (heartbeats acknowledge it). With no work the pull waits at
-        most ``pull_wait`` seconds and answers empty.
+        ``Pulled.seq`` numbers this hand-out (heartbeats acknowledge it). With no
+        work the pull waits at most ``pull_wait`` seconds and answers empty.
         """
         self._worker(worker)
         try:
@@ -231,25 +231,23 @@ class TaskDesk:
                     del self._pulls[worker]
         return self._handout_reply(mine)
 
-    def _handout_reply(self, handout: Handout) -> list[Any]:
-        batch: list[list[Any]] = []
+    def _handout_reply(self, handout: Handout) -> Pulled:
+        batch: list[HandOut] = []
         fns: dict[str, bytes] = {}
         for task in handout.tasks:
-            batch.append([task.id, task.fn, task.body, task.lease])
+            batch.append(HandOut(task.id, task.fn, task.body, task.lease))
             fn = task.fn.removeprefix("chunk:")
             if fn.startswith("pickle:") and fn in self._functions:
                 fns[fn] = self._functions[fn]
-        return [batch, fns, handout.seq]
+        return Pulled(batch, fns, handout.seq)
 
-    async def exchange(self, worker: str, epoch: int, results: list[list[Any]],
-                       started: list[str], want: int) -> list[Any]:
+    async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
-        await self.report(worker, epoch, results, started)
+        await self.report(worker, epoch, report)
         return await self.pull(worker, epoch, want)
 
-    async def report(self, worker: str, epoch: int, results: list[list[Any]],
-                     started: list[str] | None = None) -> None:
-        """Tasks ``started`` and results ``[id, ok, body, lease(, error type)]``.
+    async def report(self, worker: str, epoch: int, report: Report) -> None:
+        """Tasks started, and results.
 
         Only the holder of a task's current lease completes it; anything else (a
         late result from an expired lease, a duplicate, a forgery) is refused,
@@ -257,30 +255,24 @@ class TaskDesk:
         from an older epoch of the worker is refused whole.
         """
         _as_itself(worker)
-        if not isinstance(results, list) or not all(
-                isinstance(r, list) and len(r) in (4, 5, 6) and isinstance(r[0], str)
-                and isinstance(r[2], bytes) and isinstance(r[3], str) for r in results):
-            raise ConfigError("results are [[task_id: str, ok, body: bytes, lease: str"
-                              "(, error type: str(, traceback: str))], ...]")
-        if started is not None and not (isinstance(started, list)
-                                        and all(isinstance(t, str) for t in started)):
-            raise ConfigError("started is a list of task ids")
+        if type(report) is not Report:
+            raise ConfigError("a report is a Report record (PROTOCOL.md 16.5)")
+        results, started = report.results, report.started
         member = self._members.get(worker)
         if member is None or not member.alive:
             self._sched.refused_results += len(results)
             raise NoSuchObject("unknown worker: join first")
         _, done0, failed0 = self._sched.worker_load(worker)
         for r in results:
-            if len(r) >= 5 and not r[1]:  # shown by a dashboard, never decoded
-                task = self._sched.tasks.get(r[0])  # only from the lease holder
-                if task is not None and task.worker == worker and task.lease == r[3]:
-                    self._monitor.error_detail(r[0], str(r[4]),
-                                               str(r[5]) if len(r) == 6 else "")
+            if r.error_type is not None and not r.ok:  # shown by a dashboard, never decoded
+                task = self._sched.tasks.get(r.id)  # only from the lease holder
+                if task is not None and task.worker == worker and task.lease == r.lease:
+                    self._monitor.error_detail(r.id, r.error_type, r.traceback or "")
         try:
             actions = self._sched.started(worker, int(epoch), started) if started else []
             if results:
                 actions += self._sched.results(
-                    worker, int(epoch), [(r[0], bool(r[1]), r[2], r[3]) for r in results])
+                    worker, int(epoch), [(r.id, r.ok, r.body, r.lease) for r in results])
         except StaleEpoch as e:
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
@@ -288,7 +280,7 @@ class TaskDesk:
         member.done += done1 - done0
         member.failed += failed1 - failed0
         if failed1 != failed0:
-            types = {r[0]: str(r[4]) if len(r) >= 5 else "?" for r in results if not r[1]}
+            types = {r.id: r.error_type or "?" for r in results if not r.ok}
             for a in actions:
                 if isinstance(a, Deliver) and not a.result[1] and a.result[0] in types:
                     task = self._sched.tasks.get(a.result[0])
@@ -307,15 +299,15 @@ class TaskDesk:
                 if fut is not None and not fut.done():
                     fut.set_result(action)
             elif isinstance(action, Deliver):
-                result = list(action.result)
-                tid, error = action.result[0], action.result[3]
+                result = TaskResult(*action.result)
+                tid, error = result.id, result.error
                 delivers.append(action)
                 if error is not None:  # the head's own verdict: WorkerLost, ConfigError
                     task = self._sched.tasks.get(tid)
                     _log_failed(task.fn if task else "?", tid, None,
                                 f"{type(error).__name__}: {str(error)[:60]}")
                 if self._store is not None:
-                    self._store.finish(action.result[0], result)
+                    self._store.finish(tid, action.result)
                 self._outbox.setdefault(action.client, []).append(result)
                 self._owe(action.client, _result_size(result))
                 self._schedule_flush()
@@ -414,7 +406,7 @@ class TaskDesk:
             self._delivering.add(client)
             self._spawn(self._deliver(client, sink, first))
 
-    def _split(self, results: list[list[Any]]) -> list[list[list[Any]]]:
+    def _split(self, results: list[TaskResult]) -> list[list[TaskResult]]:
         limits = self._node.config.transport.limits
         return batches(results, _result_size, limits.max_frame // 4,
                        max(1, limits.max_buffers // 2), limits.oob_threshold)
@@ -425,7 +417,7 @@ class TaskDesk:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _deliver(self, client: str, sink: Any, batch: list[list[Any]]) -> None:
+    async def _deliver(self, client: str, sink: Any, batch: list[TaskResult]) -> None:
         """Forget results only once the client acknowledged them.
 
         A client that is slow to take them holds up only its own deliveries (one
@@ -434,9 +426,9 @@ class TaskDesk:
         """
         try:
             if isinstance(sink, Proxy):
-                await sink.with_options(timeout=30).results.aio(batch)
+                await sink.with_options(timeout=30).results.aio(Delivery(batch))
             else:  # a client on the head's own node (the embedded cluster)
-                await sink.results(batch)
+                await sink.results(Delivery(batch))
         except Exception as e:  # connection lost, timeout: keep them for the client
             if client not in self._clients:  # forgotten meanwhile (its grace ran out)
                 self._owe(client, -sum(_result_size(r) for r in batch))
@@ -448,7 +440,7 @@ class TaskDesk:
             return
         finally:
             self._delivering.discard(client)
-        done = [r[0] for r in batch]
+        done = [r.id for r in batch]
         self._sched.delivered(done)
         self._owe(client, -sum(_result_size(r) for r in batch))
         if self._store is not None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from netlet.cluster._messages import Delivery, TaskResult
 from netlet.node import expose
 
 __all__ = ["ResultSink", "Subscriber"]
@@ -25,7 +26,7 @@ Subscriber = Callable[[str, str, str, dict[str, Any]], None]
 class ResultSink:
     """Receives finished tasks from the head (on the client's loop)."""
 
-    def __init__(self, on_results: Callable[[list[list[Any]]], None],
+    def __init__(self, on_results: Callable[[list[TaskResult]], None],
                  claim: Callable[[str], bool],
                  on_output: Callable[[dict[str, Any], list[list[Any]]], None],
                  subscribers: list[Subscriber]) -> None:
@@ -34,8 +35,8 @@ class ResultSink:
         self._on_output = on_output
         self._subscribers = subscribers  # the cluster's list: it adds to it
 
-    async def results(self, batch: list[list[Any]]) -> None:
-        self._on_results(batch)
+    async def results(self, delivery: Delivery) -> None:
+        self._on_results(delivery.results)
 
     async def started(self, tids: list[str]) -> None:
         """Workers started these tasks: their futures are RUNNING."""

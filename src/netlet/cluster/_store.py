@@ -56,7 +56,7 @@ _HEAD_ERRORS: dict[str, type[NetletError]] = {
 """The errors a head makes itself (a task's own errors travel encoded in its body)."""
 
 
-def _pack_result(result: list[Any]) -> bytes:
+def _pack_result(result: tuple[str, bool, bytes | None, BaseException | None]) -> bytes:
     tid, ok, body, error = result
     # A head-made error is kept as its type's name and its text.
     kept = None if error is None else [type(error).__name__, str(error)]
@@ -135,7 +135,8 @@ class HeadStore:
              [(t.id, t.client, t.fn, t.body, t.retries, t.attempts) for t in tasks]),
         ])
 
-    def finish(self, tid: str, result: list[Any]) -> None:
+    def finish(self, tid: str, result: tuple[str, bool, bytes | None, BaseException | None]
+               ) -> None:
         self._tx([("UPDATE tasks SET state='done', result=? WHERE id=?",
                    (_pack_result(result), tid))])
 

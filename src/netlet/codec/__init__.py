@@ -2,6 +2,7 @@
 
 from netlet.codec._codec import Buffer, Codec, rebuild_exception, register_exception
 from netlet.codec._guard import SLICED_FROM, short
+from netlet.codec._records import RecordType, record, record_types
 from netlet.codec._types import Ext, Limits, RemoteRef
 
 __all__ = [
@@ -10,8 +11,11 @@ __all__ = [
     "Codec",
     "Ext",
     "Limits",
+    "RecordType",
     "RemoteRef",
     "rebuild_exception",
+    "record",
+    "record_types",
     "register_exception",
     "short",
 ]

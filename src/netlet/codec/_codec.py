@@ -4,45 +4,27 @@ One ``Codec`` serves one connection: it knows whether pickle was agreed, how to
 turn remote handles into local proxies, and the limits that bound decoding.
 Encoding may run on any thread; each call keeps its own state.
 
-Which exceptions may be rebuilt (and their traceback text) is ``_exceptions.py``;
+Each extension type (its code, encode and decode) is an entry of ``_table.py``;
+which exceptions may be rebuilt (and their traceback text) is ``_exceptions.py``;
 numpy arrays are ``_ndarray.py``; the decoding bounds are ``_guard.py``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import pickle
+import functools
 import threading
-import uuid
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import Any
 
 import msgpack
 
-from netlet.codec._exceptions import (
-    NEVER_REBUILT_TYPES,
-    SAFE_EXCEPTIONS,
-    format_traceback,
-    rebuild_exception,
-    register_exception,
-    type_name,
-    unpickle_exception,
-)
-from netlet.codec._guard import (
-    SLICED_FROM,
-    DecodeState,
-    check_hashes,
-    dict_from_pairs,
-    short,
-    sliced_options,
-)
-from netlet.codec._longint import DECIMAL_BITS, long_int_bytes, long_int_from
-from netlet.codec._ndarray import is_ndarray, ndarray_fields, ndarray_from
+from netlet.codec._exceptions import format_traceback, rebuild_exception, register_exception
+from netlet.codec._guard import SLICED_FROM, DecodeState, dict_from_pairs, sliced_options
 from netlet.codec._reuse import IN_USE as _IN_USE
 from netlet.codec._reuse import REUSED_MAX, unpack_reused
+from netlet.codec._table import BY_CODE, BY_TYPE, encode_other, unknown
 from netlet.codec._types import Buffer, Ext, Limits, RemoteRef
-from netlet.errors import DecodeError, EncodeError, RemoteError
+from netlet.errors import DecodeError, EncodeError
 
 __all__ = [
     "Buffer",
@@ -54,6 +36,16 @@ __all__ = [
 
 RefEncoder = Callable[[object], RemoteRef | None]
 RefDecoder = Callable[[RemoteRef], object]
+
+_ext_type = functools.partial(tuple.__new__, msgpack.ExtType)
+"""``msgpack.ExtType`` without its checks (in Python, they cost more than the packing),
+for codes of the table and payloads the codec packed itself."""
+
+_SPARES = 4
+"""Nesting levels of extension payloads packed by a kept Packer (deeper: packb)."""
+_INNER = ("", "inner1", "inner2", "inner3", "inner4")
+"""The thread's kept unpacker for the payloads of ext values nested this deep."""
+_DEEPEST = len(_INNER)
 
 _BINARY = (bytes, bytearray, memoryview)
 _BINARY_TYPES = frozenset(_BINARY)
@@ -81,6 +73,7 @@ class Codec:
         self._ref_decoder = ref_decoder
         self._tls = threading.local()
         lim = self.limits
+        self._max_depth = lim.max_depth
         # Fast: only str and bin map keys (their hashes are randomised), nothing
         # called per container. A body with other keys is decoded again, checked.
         self._fast: dict[str, Any] = {
@@ -134,9 +127,9 @@ class Codec:
             packer = tls.packer = msgpack.Packer(
                 default=self._tls_default, strict_types=True, datetime=False)
         tls.buffers = buffers
-        if tls.__dict__.get("spare") is None:
-            tls.spare = msgpack.Packer(
-                default=self._tls_default, strict_types=True, datetime=False)
+        if tls.__dict__.get("spares") is None:
+            tls.spares = [msgpack.Packer(default=self._tls_default, strict_types=True,
+                                         datetime=False) for _ in range(_SPARES)]
         try:
             return packer.pack(value)  # type: ignore[no-any-return]
         except BaseException as e:
@@ -150,19 +143,23 @@ class Codec:
             raise
 
     def _tls_default(self, obj: Any) -> Any:
-        if type(obj) is tuple:  # the most common extension value: no closure, no lookups
-            tls = self._tls
-            spare = tls.__dict__.get("spare")
-            if spare is not None and not tls.__dict__.get("spare_busy"):
-                tls.spare_busy = True
+        ext = BY_TYPE.get(type(obj))
+        if ext is None:
+            return encode_other(obj, self)
+        as_list = ext.as_list
+        if as_list is not None:  # tuples, sets, records: no closure, few lookups
+            kept = self._tls.__dict__
+            spares, level = kept.get("spares"), kept.get("level", 0)
+            if spares is not None and level < _SPARES:
+                kept["level"] = level + 1
                 try:
-                    return msgpack.ExtType(Ext.TUPLE, spare.pack(list(obj)))
+                    return _ext_type((ext.code, spares[level].pack(as_list(obj))))
                 except BaseException:
-                    tls.spare = None  # its buffer may hold half a value
+                    kept["spares"] = None  # a buffer may hold half a value
                     raise
                 finally:
-                    tls.spare_busy = False
-        return self._ext(obj, self._tls.buffers, self._tls_default)
+                    kept["level"] = level
+        return ext.encode(obj, self)
 
     def _has_large_binary(self, message: list[Any]) -> bool:
         # Called for every message: one set lookup per element that cannot hold one.
@@ -201,111 +198,56 @@ class Codec:
             return {k: self._lift(v, buffers, threshold, 1) for k, v in x.items()}
         return x
 
-    def _ext(self, obj: Any, buffers: list[Buffer], default: Callable[[Any], Any]) -> Any:
-        def pack(v: Any) -> bytes:
-            # A spare Packer per thread for nested values; packb builds one per call.
-            tls = self._tls
-            spare = tls.__dict__.get("spare")
-            if spare is None or tls.__dict__.get("spare_busy"):
-                return msgpack.packb(  # type: ignore[no-any-return]
-                    v, default=default, strict_types=True, datetime=False)
-            tls.spare_busy = True
-            try:
-                return spare.pack(v)  # type: ignore[no-any-return]
-            except BaseException:
-                tls.spare = None  # its buffer may hold half a value
-                raise
-            finally:
-                tls.spare_busy = False
+    # -- what the extension table's entries use (``Packing``, ``Unpacking``) ---
 
-        cls = type(obj)
-        if cls is tuple:
-            return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
-        if cls is set:
-            return msgpack.ExtType(Ext.SET, pack(list(obj)))
-        if cls is frozenset:
-            return msgpack.ExtType(Ext.FROZENSET, pack(list(obj)))
-        if cls is int:  # only called for ints msgpack cannot hold
-            if obj.bit_length() <= DECIMAL_BITS:
-                return msgpack.ExtType(Ext.BIGINT, str(obj).encode())
-            return msgpack.ExtType(Ext.LONGINT, long_int_bytes(obj))
-        if cls is dt.datetime:
-            return msgpack.ExtType(Ext.DATETIME, obj.isoformat().encode())
-        if cls is dt.date:
-            return msgpack.ExtType(Ext.DATE, obj.isoformat().encode())
-        if cls is dt.timedelta:
-            return msgpack.ExtType(Ext.TIMEDELTA, pack([obj.days, obj.seconds, obj.microseconds]))
-        if cls is Decimal:
-            return msgpack.ExtType(Ext.DECIMAL, str(obj).encode())
-        if cls is uuid.UUID:
-            return msgpack.ExtType(Ext.UUID, obj.bytes)
-        if cls is complex:
-            return msgpack.ExtType(Ext.COMPLEX, pack([obj.real, obj.imag]))
-        if isinstance(obj, BaseException):
-            return self._exception(obj, pack)
-        if is_ndarray(obj):
-            fields = ndarray_fields(obj, buffers, self.limits.oob_threshold,
-                                    self.limits.max_buffers)
-            if fields is not None:
-                return msgpack.ExtType(Ext.NDARRAY, pack(fields))
-            if self.allow_pickle:
-                return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(obj))
-            raise EncodeError("numpy arrays of Python objects need pickle")
-        ref = getattr(obj, "__netlet_ref__", None)
-        if ref is not None:
-            r = ref()
-            return msgpack.ExtType(Ext.REF, pack([r.node, r.address, r.name, r.kind]))
-        if self._ref_encoder is not None:
-            r = self._ref_encoder(obj)
-            if r is not None:
-                return msgpack.ExtType(Ext.REF, pack([r.node, r.address, r.name, r.kind]))
-        # Subclasses of the plain types travel as their base (IntEnum, namedtuple, ...).
-        if isinstance(obj, tuple):
-            return msgpack.ExtType(Ext.TUPLE, pack(list(obj)))
-        if isinstance(obj, str):
-            return str.__str__(obj)  # the value, also for (str, Enum) members
-        base: Any
-        for base in (bool, int, float, bytes, list, dict):
-            if isinstance(obj, base):
-                return base(obj)
-        if self.allow_pickle:
-            return msgpack.ExtType(Ext.PICKLE, _pickle_dumps(obj))
-        raise EncodeError(
-            f"cannot send a value of type {cls.__module__}.{cls.__qualname__}: expose it, "
-            "convert it to plain data, or enable pickle between authenticated peers"
-        )
-
-    def _exception(self, exc: BaseException, pack: Callable[[Any], bytes]) -> msgpack.ExtType:
-        tb_text = getattr(exc, "remote_traceback", None)
-        if tb_text is None:
-            tb_text = format_traceback(exc) if exc.__traceback__ else ""
-        if isinstance(exc, RemoteError):
-            args: list[Any] = [exc.remote_type, exc.message, exc.remote_traceback]
-        elif isinstance(exc, OSError) and exc.filename is not None and len(exc.args) == 2:
-            # OSError(errno, strerror, filename[, winerror, filename2]) keeps its file
-            # names out of args: rebuilt from args alone, a remote one lost them.
-            args = [*exc.args, exc.filename, None, exc.filename2]
-        else:
-            args = list(exc.args)
+    def pack_inner(self, value: Any) -> bytes:
+        """A nested value (an extension's payload) as msgpack, on this thread."""
+        # A spare Packer per thread and nesting level; packb builds one per call.
+        kept = self._tls.__dict__
+        spares, level = kept.get("spares"), kept.get("level", 0)
+        if spares is None or level >= _SPARES:
+            return msgpack.packb(  # type: ignore[no-any-return]
+                value, default=self._tls_default, strict_types=True, datetime=False)
+        kept["level"] = level + 1
         try:
-            packed_args = pack(args)
-        except (EncodeError, TypeError, ValueError, OverflowError):
-            packed_args = pack([str(a) for a in args])
-        fields = [type_name(exc), msgpack.ExtType(0, packed_args), str(exc), tb_text]
-        pickled = self._pickled_exception(exc)
-        if pickled is not None:
-            fields.append(pickled)
-        return msgpack.ExtType(Ext.EXCEPTION, pack(fields))
+            return spares[level].pack(value)  # type: ignore[no-any-return]
+        except BaseException:
+            kept["spares"] = None  # a buffer may hold half a value
+            raise
+        finally:
+            kept["level"] = level
 
-    def _pickled_exception(self, exc: BaseException) -> bytes | None:
-        """The exception itself, for a peer that agreed to pickle and cannot rebuild its type."""
-        if (not self.allow_pickle or isinstance(exc, (RemoteError, *NEVER_REBUILT_TYPES))
-                or SAFE_EXCEPTIONS.get(type_name(exc)) is type(exc)):
-            return None
-        try:
-            return _pickle_dumps(exc)
-        except Exception:  # unpicklable args or class: the peer gets a RemoteError
-            return None
+    def out_of_band(self) -> list[Buffer]:
+        """The out-of-band buffers of the message this thread is encoding."""
+        return self._tls.buffers  # type: ignore[no-any-return]
+
+    def ref_for(self, obj: object) -> RemoteRef | None:
+        """The reference this connection gives ``obj``, if it is an exposed object."""
+        return self._ref_encoder(obj) if self._ref_encoder is not None else None
+
+    def unpack_inner(self, data: Buffer) -> Any:
+        """A nested msgpack payload, under the limits of the message being decoded."""
+        tls = self._tls
+        state = tls.state
+        options = state.options
+        if options is self._fast and len(data) <= REUSED_MAX and state.depth < len(_INNER):
+            value = unpack_reused(tls, _INNER[state.depth], data, len(data), self._hook,
+                                  options)
+            if value is not _IN_USE:
+                return value
+        return msgpack.unpackb(data, ext_hook=self._hook, **options)
+
+    def in_buffers(self) -> Sequence[Buffer]:
+        """The out-of-band buffers of the frame this thread is decoding."""
+        return self._tls.state.buffers  # type: ignore[no-any-return]
+
+    def decode_state(self) -> DecodeState:
+        """What the decode running on this thread has spent so far."""
+        return self._tls.state  # type: ignore[no-any-return]
+
+    def ref_from(self, ref: RemoteRef) -> object:
+        """What a received reference becomes: a proxy, or the ref itself."""
+        return self._ref_decoder(ref) if self._ref_decoder is not None else ref
 
     # -- decoding ---------------------------------------------------------
 
@@ -348,132 +290,33 @@ class Codec:
                 done.options = {}  # holding the frame's buffers until the cyclic GC ran
                 done.buffers = ()
 
-    def _unpack(self, data: Buffer) -> Any:
-        return msgpack.unpackb(data, ext_hook=self._hook, **self._tls.state.options)
-
     def _hook(self, code: int, data: bytes) -> Any:
         tls = self._tls
         state = tls.state
         if type(state) is tuple:
             buffers, size, options = state
             state = tls.state = DecodeState(buffers, size, self.limits, options)
-        state.depth += 1
+        depth = state.depth = state.depth + 1
         try:
-            if state.depth > self.limits.max_depth:
-                raise DecodeError(f"values nested deeper than {self.limits.max_depth} levels")
-            state.ext_bytes += len(data)
+            if depth > self._max_depth:
+                raise DecodeError(f"values nested deeper than {self._max_depth} levels")
+            n = len(data)
+            state.ext_bytes += n
             if state.ext_bytes > state.ext_budget:
                 raise DecodeError("extension values nested too deeply for the message's size")
-            state.spend_items(1)
-            if code == Ext.TUPLE and state.options is self._fast and len(data) <= REUSED_MAX:
-                # A tuple in a tuple finds the unpacker in use: it goes the usual way.
-                value = unpack_reused(tls, "tuple_unpacker", data, len(data), self._hook,
-                                      self._fast)
+            state.items += 1
+            if state.items > state.max_items:
+                state.spend_items(0)  # raises
+            ext = BY_CODE.get(code)
+            if ext is None:
+                raise unknown(code)
+            build = ext.from_payload
+            if (build is not None and n <= REUSED_MAX and depth < _DEEPEST
+                    and state.options is self._fast):
+                # One unpacker per nesting level: a payload's own ext values have theirs.
+                value = unpack_reused(tls, _INNER[depth], data, n, self._hook, self._fast)
                 if value is not _IN_USE:
-                    return tuple(_expect(value, list))
-            return self._from_ext(code, data, self._unpack, state.buffers)
+                    return build(value)
+            return ext.decode(data, self)
         finally:
             state.depth -= 1
-
-    def _from_ext(
-        self, code: int, data: bytes, unpack: Callable[[Buffer], Any], buffers: Sequence[Buffer]
-    ) -> Any:
-        if code == Ext.TUPLE:
-            return tuple(_expect(unpack(data), list))
-        if code == Ext.SET:
-            return set(_hashable(unpack(data)))
-        if code == Ext.FROZENSET:
-            return frozenset(_hashable(unpack(data)))
-        if code == Ext.DATETIME:
-            return dt.datetime.fromisoformat(_iso(data))
-        if code == Ext.DATE:
-            return dt.date.fromisoformat(_iso(data))
-        if code == Ext.TIMEDELTA:
-            d, s, us = _expect(unpack(data), list)
-            return dt.timedelta(days=d, seconds=s, microseconds=us)
-        if code == Ext.DECIMAL:
-            return Decimal(data.decode())
-        if code == Ext.UUID:
-            return uuid.UUID(bytes=data)
-        if code == Ext.BIGINT:
-            if len(data) > 4300:  # CPython's own int-from-str limit guards the rest
-                raise DecodeError("integer too long")
-            return int(data.decode())
-        if code == Ext.LONGINT:
-            return long_int_from(data)
-        if code == Ext.COMPLEX:
-            re, im = _expect(unpack(data), list)
-            return complex(re, im)
-        if code == Ext.EXCEPTION:
-            state: DecodeState = self._tls.state
-            state.in_exception += 1
-            try:
-                fields = _expect(unpack(data), list)
-            finally:
-                state.in_exception -= 1
-            if len(fields) not in (4, 5):
-                raise DecodeError("malformed exception payload")
-            type_name, packed_args, message, tb_text = fields[:4]
-            if type(packed_args) is not msgpack.ExtType or packed_args.code != 0:
-                raise DecodeError("malformed exception payload")
-            if len(fields) == 5 and self.allow_pickle and isinstance(fields[4], bytes):
-                unpickled = unpickle_exception(fields[4], str(tb_text))
-                if unpickled is not None:
-                    return unpickled
-            args = _expect(unpack(packed_args.data), list)
-            return rebuild_exception(str(type_name), args, str(message), str(tb_text))
-        if code == Ext.REF:
-            node, address, name, kind = _expect(unpack(data), list)
-            ref = RemoteRef(str(node), str(address), str(name), str(kind))
-            return self._ref_decoder(ref) if self._ref_decoder is not None else ref
-        if code == Ext.BUFFER:
-            index = unpack(bytes(data))
-            _check_buffer_index(buffers, index)
-            as_bytes = getattr(buffers, "as_bytes", None)
-            if as_bytes is not None:  # received straight into the bytes we return
-                return as_bytes(index)
-            return bytes(buffers[index])
-        if code == Ext.NDARRAY:
-            descr, shape, raw = _expect(unpack(data), list)
-            if type(raw) is int:
-                _check_buffer_index(buffers, raw)
-                raw = buffers[raw]
-            return ndarray_from(descr, _expect(shape, list), raw)
-        if code == Ext.PICKLE:
-            if not self.allow_pickle:
-                raise DecodeError("pickled value on a connection that did not agree to pickle")
-            return pickle.loads(data)
-        if code == 0 and self._tls.state.in_exception:
-            return msgpack.ExtType(0, data)  # opaque inner payload (exception args)
-        raise DecodeError(f"unknown extension type {code}")
-
-
-def _expect(value: Any, cls: type) -> Any:
-    if type(value) is not cls:
-        raise DecodeError(f"expected {cls.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _iso(data: bytes) -> str:
-    if len(data) > 64:  # the longest isoformat() is 32 characters
-        raise DecodeError(f"date or datetime payload of {len(data)} bytes")
-    return data.decode()
-
-
-def _hashable(value: Any) -> list[Any]:
-    """The elements of a set or frozenset, once they cannot flood its hash table."""
-    check_hashes(_expect(value, list))
-    return value  # type: ignore[no-any-return]
-
-
-def _check_buffer_index(buffers: Sequence[Buffer], index: Any) -> None:
-    if type(index) is not int or not 0 <= index < len(buffers):
-        raise DecodeError(f"reference to missing out-of-band buffer {short(index)}")
-
-
-def _pickle_dumps(obj: Any) -> bytes:
-    try:
-        import cloudpickle
-    except ImportError:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]

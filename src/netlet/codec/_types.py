@@ -32,6 +32,7 @@ class Ext(IntEnum):
     NDARRAY = 14
     PICKLE = 15
     LONGINT = 16
+    RECORD = 17
 
 
 @dataclass(frozen=True, slots=True)

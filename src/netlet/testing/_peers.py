@@ -23,6 +23,7 @@ from typing import Any
 
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
 from netlet.apps.primes._tasks import search_chunk
+from netlet.cluster._messages import Delivery, HandOut, Report, TaskResult, WorkerResult
 from netlet.codec import Codec
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
 from netlet.node import Proxy, expose
@@ -82,9 +83,9 @@ class SimWorker(Process):
         self.credit = credit
         self.codec = Codec()
         self.epoch = 0
-        self.local: collections.deque[list[Any]] = collections.deque()
+        self.local: collections.deque[HandOut] = collections.deque()
         self.held: set[str] = set()
-        self.outbox: list[list[Any]] = []
+        self.outbox: list[WorkerResult] = []
         self.handed_in: dict[str, int] = {}
         """tid -> the epoch whose pull brought it."""
         self.seen = 0
@@ -132,7 +133,8 @@ class SimWorker(Process):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            tid, fn, body, lease = self.local.popleft()
+            task = self.local.popleft()
+            tid, fn, body, lease = task.id, task.fn, task.body, task.lease
             self.ledger.ran.setdefault(tid, []).append(
                 (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
             args, _ = self.codec.decode_value(body)
@@ -143,26 +145,26 @@ class SimWorker(Process):
             if len(self.outbox) >= 4 or not self.local or self._pulling:
                 self._report()
 
-    def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> list[Any]:
+    def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> WorkerResult:
         """A prime search's chunk runs the search's own code; any other task squares its
         argument, or raises ``ValueError`` for a multiple of 13 (a task's own error)."""
         if fn == PRIME_TASK:
             answer = search_chunk(*args)["count"]
         elif args[0] % 13 == 0:
             error = ValueError(f"{args[0]} under {lease}")
-            return [tid, False, self.codec.encode_value(error), lease]
+            return WorkerResult(tid, False, self.codec.encode_value(error), lease, "ValueError")
         else:
             answer = args[0] * args[0]
-        return [tid, True, self.codec.encode_value([answer, lease]), lease]
+        return WorkerResult(tid, True, self.codec.encode_value([answer, lease]), lease)
 
     def _report(self, started: list[str] | None = None) -> None:
         results, self.outbox = self.outbox, []
         try:
-            self.head.report.oneway(self.me, self.epoch, results, started)
+            self.head.report.oneway(self.me, self.epoch, Report(results, started or []))
         except _ERRORS:
             self.outbox[:0] = results  # send again on the next connection
             return
-        self.held.difference_update(r[0] for r in results)  # written: no longer held
+        self.held.difference_update(r.id for r in results)  # written: no longer held
 
     async def _exchange(self) -> None:
         results, self.outbox = self.outbox, []
@@ -170,12 +172,13 @@ class SimWorker(Process):
         epoch = self.epoch
         try:
             call = self.head.with_options(timeout=None).exchange.aio(
-                self.me, epoch, results, [], want)
-            self.held.difference_update(r[0] for r in results)
-            batch, _fns, seq = await call
+                self.me, epoch, Report(results, []), want)
+            self.held.difference_update(r.id for r in results)
+            pulled = await call
+            batch, seq = pulled.tasks, pulled.seq
         except _ERRORS as e:
             self.outbox[:0] = results
-            self.held.update(r[0] for r in results)
+            self.held.update(r.id for r in results)
             if not isinstance(e, NoSuchObject):
                 await self.clock.sleep(0.1)
             await self._join()
@@ -184,19 +187,19 @@ class SimWorker(Process):
             self._pulling = False
             self._arrived.set()
         for task in batch:
-            self.ledger.received.setdefault(task[0], []).append(
-                (self.ledger.incarnation, int(seq), task[3]))
+            self.ledger.received.setdefault(task.id, []).append(
+                (self.ledger.incarnation, int(seq), task.lease))
         if batch:
-            self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
+            self.rec.note(f"{self.name} got hand-out {seq}: {[t.id for t in batch]}")
         self.local.extend(batch)
-        self.held.update(t[0] for t in batch)
-        self.handed_in.update((t[0], epoch) for t in batch)
+        self.held.update(t.id for t in batch)
+        self.handed_in.update((t.id, epoch) for t in batch)
         self.seen = max(self.seen, int(seq))
 
     def give_back(self, tids: list[str]) -> list[str]:
         wanted = set(tids)
-        back = [t[0] for t in self.local if t[0] in wanted]
-        self.local = collections.deque(t for t in self.local if t[0] not in wanted)
+        back = [t.id for t in self.local if t.id in wanted]
+        self.local = collections.deque(t for t in self.local if t.id not in wanted)
         self.held.difference_update(back)
         return back
 
@@ -221,8 +224,8 @@ class _Sink:
     def __init__(self, client: SimClient) -> None:
         self._client = client
 
-    async def results(self, batch: list[list[Any]]) -> None:
-        self._client.on_results(batch)
+    async def results(self, delivery: Delivery) -> None:
+        self._client.on_results(delivery.results)
 
     async def started(self, tids: list[str]) -> None:
         pass
@@ -342,9 +345,9 @@ class SimClient(Process):
         except _ERRORS:
             await self._reconnect()
 
-    def on_results(self, batch: list[list[Any]]) -> None:
-        for tid, ok, body, error, *_ in batch:
-            self._result(tid, ok, body, error)
+    def on_results(self, batch: list[TaskResult]) -> None:
+        for r in batch:
+            self._result(r.id, r.ok, r.body, r.error)
 
     def _result(self, tid: str, ok: bool, body: bytes | None, error: Any) -> None:
         if tid not in self.expected:
