@@ -8,6 +8,8 @@ would not repeat. Here they run on the loop instead, through the same code:
 * ``SimLedger`` is the real ``Ledger`` whose async face (``execute_aio``,
   ``check_pin_aio``) calls the blocking one: the loop waits while the writer
   thread commits, as if the commit took no time, so nothing else runs meanwhile.
+  Its ``on_commit`` hook lets the simulation kill the bank right after a commit,
+  before the answer leaves: the moment that makes an applied request unknown.
 * ``BankFace`` serves the real ``BankService`` with every method async: a
   plain method runs on the loop, at once.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +54,14 @@ class SimLedger(Ledger):
         if missing:  # a new async method would hand work to a thread the loop cannot order
             raise TypeError(f"SimLedger does not run Ledger.{', '.join(missing)} on the loop")
         super().__init__(*args, **kw)
+        self.on_commit: Callable[[], None] | None = None
+        """Called once a request's command is committed, before its answer is sent."""
 
     async def execute_aio(self, command: Command, idem_key: str) -> dict[str, Any]:
-        return self.execute(command, idem_key)
+        result = self.execute(command, idem_key)
+        if self.on_commit is not None:
+            self.on_commit()
+        return result
 
     async def check_pin_aio(self, account: str, pin: str, now: float | None = None) -> bool:
         return self.check_pin(account, pin, now)

@@ -11,8 +11,9 @@ A run has the three acts of the cluster's (``_sim``). *Chaos*: while the ATMs
 work, the network delays, reorders, duplicates and resets frames, processes
 are partitioned and healed, ATMs are killed mid-request (their request stays
 unknown) and new ones start, the bank is killed (``kill -9``: it sends nothing
-more) and restarted from its SQLite file, and the clock jumps or its wall time
-steps. *Calm*: the faults stop, the bank is up, the ATMs take no new customer.
+more) and restarted from its SQLite file, at a random moment or right after
+its next commit (before that request's answer leaves), and the clock jumps or
+its wall time steps. *Calm*: the faults stop, the bank is up, the ATMs take no new customer.
 *Settle* (at most ``settle`` virtual seconds): every request in flight must end.
 Then a fresh operator client asks the bank the outcome of every key (which
 settles a key it never saw as not applied) and checks the books against what
@@ -21,6 +22,7 @@ the ATMs saw (``_bankcheck``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from dataclasses import dataclass
@@ -134,6 +136,8 @@ class _BankWorld(World):
         self.bank: Process | None = None
         self.ledger: SimLedger | None = None
         self.others: list[Process] = []
+        self._lifecycle = asyncio.Lock()  # one kill-and-restart of the bank at a time
+        self._pending: set[asyncio.Task[None]] = set()
 
     # -- processes ----------------------------------------------------------------
 
@@ -169,6 +173,23 @@ class _BankWorld(World):
         ledger.close()  # nothing is queued in it (see _bankparts); the file lock goes
         self.bank = self.ledger = None
 
+    async def restart_bank(self) -> None:
+        """Kill the bank (if it is up), and start it again 0-5 s later."""
+        async with self._lifecycle:
+            await self.crash_bank()
+            await self.clock.sleep(self.rng.uniform(0.0, 5.0))
+            await self.start_bank()
+
+    def _die_after_commit(self) -> None:
+        """The armed ``on_commit`` hook: the bank dies before the answer leaves."""
+        if self.ledger is not None:
+            self.ledger.on_commit = None
+        self.note("bank killed right after a commit")
+        self.net.crash("bank")  # at once: not one more frame leaves it
+        task = asyncio.get_running_loop().create_task(self.restart_bank())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def start_atm(self) -> None:
         atm = SimAtm(f"atm{len(self.atms) + 1}", self.plan,
                      random.Random(self.rng.getrandbits(64)), self.ops,
@@ -192,8 +213,11 @@ class _BankWorld(World):
         for atm in self.atms:
             atm.stopping = True
         self.calm_network()
-        if self.bank is None:
-            await self.start_bank()
+        async with self._lifecycle:
+            if self.ledger is not None:
+                self.ledger.on_commit = None
+            if self.bank is None:
+                await self.start_bank()
         deadline = self.loop.time() + cfg.settle
         while any(a.alive and a.busy for a in self.atms) and self.loop.time() < deadline:
             await self.clock.sleep(0.25)
@@ -209,7 +233,7 @@ class _BankWorld(World):
         if cfg.faults:
             kinds = ["partition", "reset", "kill-atm", "jump", "wall", "frames"]
             if cfg.bank_crashes:
-                kinds.append("kill-bank")
+                kinds += ["kill-bank", "kill-bank-after-commit"]
             for _ in range(rng.randint(2, 10)):
                 kind = rng.choice(kinds)
                 plan.append((rng.uniform(0, cfg.chaos), kind))
@@ -227,9 +251,11 @@ class _BankWorld(World):
             if rng.random() < 0.8 or not any(a.alive for a in self.atms):
                 await self.start_atm()
         elif kind == "kill-bank":
-            await self.crash_bank()
-            await self.clock.sleep(rng.uniform(0.0, 5.0))
-            await self.start_bank()
+            await self.restart_bank()
+        elif kind == "kill-bank-after-commit":
+            if self.ledger is not None and self.ledger.on_commit is None:
+                self.note("the bank will die right after its next commit")
+                self.ledger.on_commit = self._die_after_commit
         elif kind in NET_FAULTS:
             victims = ["bank"] + [a.name for a in self.atms if a.alive]
             self.fault(kind, victims)
