@@ -195,3 +195,17 @@ def test_the_checker_reports_the_audits_violations() -> None:
         audit.update(ok=False, violations=["a: cached balance 1 != journal 0"])
 
     assert "audit: a: cached balance 1 != journal 0" in _problems(doctor)
+
+
+def test_the_checker_holds_the_bank_to_what_it_told_an_atm() -> None:
+    def not_applied(ops: list[Op], outcomes: dict[str, Any], balances: dict[str, int],
+                    audit: dict[str, Any]) -> None:
+        ops[0].status, ops[0].told = "unknown", "not-applied"
+
+    def applied(ops: list[Op], outcomes: dict[str, Any], balances: dict[str, int],
+                audit: dict[str, Any]) -> None:
+        ops[4].told = "applied"
+
+    assert any("told its ATM the Deposit was not-applied, but in the end it is applied" in p
+               for p in _problems(not_applied))
+    assert any("was applied, but in the end it is not applied" in p for p in _problems(applied))

@@ -9,6 +9,7 @@ good), every account's balance, and its audit. The rules are the swarm's
 * a key's journaled command is the one its ATM sent;
 * an acknowledged request is applied; a refused one is not; one the client
   said never left the ATM (``BankUnavailable`` with ``reached`` false) is not;
+  one the bank said (``outcome``) was applied, or was not, is or is not;
 * each account holds exactly the sum of the requests applied to it, and money
   is neither made nor destroyed: the accounts hold what was deposited minus
   what was withdrawn;
@@ -61,7 +62,10 @@ def check_books(ops: Sequence[Op], outcomes: Mapping[str, dict[str, Any] | None]
         elif op.status == "unsent" and done:
             problems.append(f"{op.key}: {op.kind} was applied, but its client said nothing "
                             f"was sent ({op.error})")
-        elif op.status in ("unknown", "pending"):
+        if op.told and (op.told == "applied") != done:
+            problems.append(f"{op.key}: the bank told its ATM the {op.kind} was {op.told}, "
+                            f"but in the end it is {'' if done else 'not '}applied")
+        if op.status in ("unknown", "pending"):
             books.unknown_applied += done
             books.unknown_not_applied += not done
         if done:

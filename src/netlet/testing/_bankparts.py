@@ -17,6 +17,9 @@ An ATM (``SimAtm``) is a simulated process with a ``BankClient`` on its node:
 it signs customers in (now and then with a wrong PIN) and makes deposits,
 withdrawals and transfers under keys drawn from the seed, recording each
 request (``Op``) before it is sent, as the swarm does (``apps/bank/_swarm``).
+When a request ends unknown, the ATM often asks the bank what became of it
+(``outcome``): "not applied" is a final answer it may act upon (the bank fences
+the key), and the check holds the bank to it.
 """
 
 from __future__ import annotations
@@ -141,6 +144,8 @@ class Op:
     amount: int
     status: str = "pending"
     error: str = ""
+    told: str = ""
+    """For an unknown request whose ATM asked: ``applied`` or ``not-applied``."""
 
     def command(self) -> dict[str, Any]:
         """The command the bank should journal for this request (as ``outcomes`` shows it)."""
@@ -240,3 +245,20 @@ class SimAtm(Process):
             self.busy = False
         self.rec.note(f"{op.key} {op.kind} {op.account}>{op.dst} {op.amount}: {op.status}"
                       f"{' ' + op.error if op.status == 'refused' else ''}")
+        if op.status == "unknown" and rng.random() < 0.7:
+            await self._ask(card, op)
+
+    async def _ask(self, card: CardSession, op: Op) -> None:
+        """Ask the bank what became of ``op`` (an ATM deciding whether to pay out)."""
+        self.busy = True
+        try:
+            answer = await card.request_aio(
+                "outcome", op.key, key=None, what="asking for an outcome",
+                deadline=self.clock.monotonic() + self.plan.retry_for)
+        except (BankError, NetletError) as exc:
+            self.rec.note(f"{op.key}: no outcome: {type(exc).__name__}")
+            return
+        finally:
+            self.busy = False
+        op.told = "applied" if answer is not None and answer.get("ok") else "not-applied"
+        self.rec.note(f"{op.key}: the bank says {op.told}")
