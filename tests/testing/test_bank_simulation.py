@@ -209,3 +209,16 @@ def test_the_checker_holds_the_bank_to_what_it_told_an_atm() -> None:
     assert any("told its ATM the Deposit was not-applied, but in the end it is applied" in p
                for p in _problems(not_applied))
     assert any("was applied, but in the end it is not applied" in p for p in _problems(applied))
+
+
+@pytest.mark.timeout(60)
+def test_a_long_run_replays_in_the_same_process() -> None:
+    """Seed 91 of a long run (700 requests) found that the check's ``outcomes`` answer,
+    over 64 KiB, was decoded on the node's decode thread: the loop jumped past it, and
+    a second run in the same process differed. Answers are now kept small, and the loop
+    reports any wake-up from a thread."""
+    config = BankSimConfig(atms=6, chaos=60.0, retry_for=4.0)
+    a, b = simulate_bank(91, config), simulate_bank(91, config)
+    assert a.ok, a.violations
+    assert a.ops > 500
+    assert a.trace == b.trace

@@ -160,6 +160,10 @@ def run_world(report: R, make: Callable[[SimLoop, str], World]) -> R:
         except Stalled as e:
             world.violation(f"the world stalled: {e}")
         finally:
+            if loop.foreign_wakeups:
+                world.violation(f"{len(loop.foreign_wakeups)} callback(s) came from a thread "
+                                "the virtual clock cannot order, so this run may not replay: "
+                                f"{sorted(set(loop.foreign_wakeups))[:3]}")
             try:
                 loop.run_until_complete(world.close())
             except Exception as e:
