@@ -222,3 +222,14 @@ def test_a_long_run_replays_in_the_same_process() -> None:
     assert a.ok, a.violations
     assert a.ops > 500
     assert a.trace == b.trace
+
+
+@pytest.mark.timeout(60)
+def test_the_command_line_runs_bank_seeds_and_replays_a_failing_one() -> None:
+    done = subprocess.run([sys.executable, "-m", "netlet.testing", "--bank", "--seed", "1",
+                           "--settle", "0", "--chaos", "3", "--atms", "6"],
+                          capture_output=True, text=True, timeout=50)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "still in flight" in done.stdout
+    assert ("replay: python -m netlet.testing --bank --seed 1 --atms 6 --chaos 3.0 "
+            "--settle 0.0 --trace") in done.stdout
