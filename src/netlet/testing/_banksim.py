@@ -188,6 +188,7 @@ class _BankWorld(World):
             self.ledger.on_commit = None
         self.note("bank killed right after a commit")
         self.net.crash("bank")  # at once: not one more frame leaves it
+        self.net.partition("bank")  # nor reaches it, on a new connection, until it is gone
         task = asyncio.get_running_loop().create_task(self.restart_bank())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
