@@ -212,3 +212,28 @@ def test_the_prime_check_catches_a_wrong_or_missing_count(tmp_path: Path) -> Non
         world._check()
         assert any(wanted in v for v in report.violations), report.violations
         world.loop.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_that_wakes_the_loop_is_counted() -> None:
+    """Work finished on a real thread arrives at a moment the virtual clock cannot order:
+    the loop counts it, and a simulation reports it as a violation."""
+    import threading
+
+    loop = SimLoop()
+    woken: list[int] = []
+
+    async def hand_off() -> None:
+        here = asyncio.get_running_loop()
+        here.call_soon_threadsafe(woken.append, 1)  # from the loop's own thread: fine
+        thread = threading.Thread(target=here.call_soon_threadsafe, args=(woken.append, 2),
+                                  name="elsewhere")
+        thread.start()
+        thread.join()
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(hand_off())
+    loop.close()
+    assert sorted(woken) == [1, 2]
+    assert len(loop.foreign_wakeups) == 1
+    assert "from thread elsewhere" in loop.foreign_wakeups[0]

@@ -9,12 +9,16 @@ to pass. See docs/testing.md.
 ``simulate(seed)`` runs a head, workers and clients in one process, on virtual
 time, under faults the seed chooses, and checks the cluster's promises; the same
 seed gives the same run. ``python -m netlet.testing --help`` runs seeds from the
-command line. See docs/testing.md.
+command line. ``simulate_bank(seed)`` does the same for the bank: its real service
+and ledger, ATMs, and the bank's promises (money conserved, each key applied
+once, with the command its ATM sent). See docs/testing.md.
 """
 
 from __future__ import annotations
 
 from netlet.clock import VirtualClock
+from netlet.testing._banksim import BankReport, BankSimConfig, simulate_bank
 from netlet.testing._sim import SimConfig, SimReport, simulate
 
-__all__ = ["SimConfig", "SimReport", "VirtualClock", "simulate"]
+__all__ = ["BankReport", "BankSimConfig", "SimConfig", "SimReport", "VirtualClock", "simulate",
+           "simulate_bank"]

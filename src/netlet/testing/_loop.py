@@ -10,24 +10,30 @@ one seed, the same seed gives the same run, event for event.
 
 Work asyncio would hand to a thread (``asyncio.to_thread``, ``run_in_executor``)
 runs inline instead, at once: it is short in a simulation, and a thread would
-finish at a real moment the virtual clock cannot order. A loop with nothing ready
-and no timer armed can never move again: ``select`` raises ``Stalled`` then,
-rather than hanging.
+finish at a real moment the virtual clock cannot order. Work that still runs on a
+thread of its own and wakes the loop when done (``call_soon_threadsafe`` from
+another thread) would make a run differ from its replay, so the loop counts
+each such wake-up in ``foreign_wakeups``, and a simulation reports it. A loop
+with nothing ready and no timer armed can never move again: ``select`` raises
+``Stalled`` then, rather than hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import selectors
+import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 from netlet.clock import Timer
 
 __all__ = ["Livelock", "SimClock", "SimLoop", "Stalled"]
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class Stalled(RuntimeError):
@@ -73,6 +79,9 @@ class SimLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 1000.0, *, spins: int = _SPINS) -> None:
         self._jump = _JumpSelector(spins)
         self._jump.now = start
+        self._owner = threading.get_ident()
+        self.foreign_wakeups: list[str] = []
+        """What threads other than the loop's scheduled on it (see the module docstring)."""
         super().__init__(self._jump)
 
     def time(self) -> float:
@@ -93,6 +102,14 @@ class SimLoop(asyncio.SelectorEventLoop):
         except BaseException as e:  # the caller's await raises it, as with a thread
             future.set_exception(e)
         return future
+
+    def call_soon_threadsafe(self, callback: Callable[[Unpack[Ts]], object],
+                             *args: *Ts,
+                             context: contextvars.Context | None = None) -> asyncio.Handle:
+        if threading.get_ident() != self._owner:
+            self.foreign_wakeups.append(f"{getattr(callback, '__qualname__', callback)} "
+                                        f"from thread {threading.current_thread().name}")
+        return super().call_soon_threadsafe(callback, *args, context=context)
 
     def _write_to_self(self) -> None:
         """No thread can be waiting for this loop, so a wake-up byte is never needed."""

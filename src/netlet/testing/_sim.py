@@ -27,25 +27,17 @@ with one command (``SimReport.replay``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import logging
 import os
 import random
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from netlet.apps.primes._chunks import split_range
 from netlet.apps.primes._methods import KNOWN_PI
 from netlet.cluster import Head, HeadConfig, HeadStore
-from netlet.testing._loop import SimClock, SimLoop, Stalled
-from netlet.testing._net import SimNet
+from netlet.testing._loop import SimLoop
 from netlet.testing._peers import Ledger, SimClient, SimWorker
 from netlet.testing._process import Process
-from netlet.transport import Faults
+from netlet.testing._world import NET_FAULTS, Report, World, run_world
 
 __all__ = ["SimConfig", "SimReport", "simulate"]
 
@@ -74,14 +66,9 @@ class SimConfig:
 
 
 @dataclass(slots=True)
-class SimReport:
-    """What a run did and found. ``ok`` is no violation; ``digest`` names the run's
-    whole trace, so two runs of one seed can be compared in one line."""
+class SimReport(Report[SimConfig]):
+    """What a cluster run did and found (see ``Report``)."""
 
-    seed: int
-    config: SimConfig
-    violations: list[str] = field(default_factory=list)
-    trace: list[str] = field(default_factory=list)
     tasks: int = 0
     ended_ok: int = 0
     worker_lost: int = 0
@@ -90,16 +77,6 @@ class SimReport:
     cancelled: int = 0
     duplicates: int = 0
     refused_results: int = 0
-    virtual_seconds: float = 0.0
-    real_seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()[:16]
 
     @property
     def replay(self) -> str:
@@ -128,64 +105,22 @@ def simulate(seed: int, config: SimConfig | None = None) -> SimReport:
     """Run one seed (see the module docstring); never raises for what it finds."""
     config = config or SimConfig()
     report = SimReport(seed, config)
-    loop = SimLoop()
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="netlet-sim-") as tmp, _quiet():
-        world = _World(seed, config, loop, report, os.path.join(tmp, "head.db"))
-        try:
-            loop.run_until_complete(world.run())
-        except Stalled as e:
-            report.violations.append(f"the world stalled: {e}")
-        finally:
-            try:
-                loop.run_until_complete(world.close())
-            except Exception as e:
-                report.violations.append(f"closing the simulated processes failed: {e!r}")
-            with contextlib.suppress(Stalled):
-                _cancel_all(loop)
-            loop.close()
-    report.virtual_seconds = loop.time() - 1000.0
-    report.real_seconds = time.perf_counter() - started
-    return report
+
+    def make(loop: SimLoop, tmp: str) -> World:
+        return _World(seed, config, loop, report, os.path.join(tmp, "head.db"))
+
+    return run_world(report, make)
 
 
-def _cancel_all(loop: SimLoop) -> None:
-    """As ``asyncio.run`` does: nothing outlives the loop half-done (a killed process's
-    calls that were still waiting)."""
-    for _ in range(10):  # cancelling may start a few more (a close's handlers)
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        if not tasks:
-            break
-        for task in tasks:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The faults make netlet log warnings by design; a run reports through its checks."""
-    logger = logging.getLogger("netlet")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-class _World:
+class _World(World):
     """One run: the processes, the network, the director that applies the seed's schedule."""
+
+    report: SimReport
 
     def __init__(self, seed: int, config: SimConfig, loop: SimLoop, report: SimReport,
                  store_path: str) -> None:
-        self.seed, self.cfg, self.loop, self.report = seed, config, loop, report
-        self.rng = random.Random(seed)
-        self.clock = SimClock(loop)
-        self.net = SimNet(random.Random(self.rng.getrandbits(64)), self.clock)
-        self.latency = Faults(delay=self.rng.choice((0.0, 0.0001, 0.001, 0.005)))
-        """Every frame's one-way delay when nothing goes wrong (order kept)."""
-        self.net.set_faults(self.latency, Faults())
+        super().__init__(seed, loop, report)
+        self.cfg = config
         self.ledger = Ledger()
         self.store_path = store_path
         self.address = f"mem://sim-{seed}-{id(self):x}"
@@ -197,15 +132,6 @@ class _World:
         self.dead: list[object] = []
         self.searched: list[tuple[int, int]] = []
         self._names = 0
-
-    # -- the recorder -------------------------------------------------------------
-
-    def note(self, what: str) -> None:
-        self.report.trace.append(f"{self.loop.time() - 1000.0:10.4f} {what}")
-
-    def violation(self, what: str) -> None:
-        self.note(f"VIOLATION {what}")
-        self.report.violations.append(what)
 
     # -- processes ----------------------------------------------------------------
 
@@ -293,10 +219,9 @@ class _World:
         plan.sort(key=lambda p: p[0])
         return plan
 
-    def _victim(self) -> str:
-        names = ["head"] + [w.name for w in self.workers if w.alive] + \
-                [c.name for c in self.clients]
-        return self.rng.choice(names)
+    def _victims(self) -> list[str]:
+        return ["head"] + [w.name for w in self.workers if w.alive] + \
+               [c.name for c in self.clients]
 
     async def _act(self, action: tuple[str, ...]) -> None:
         kind, rng = action[0], self.rng
@@ -314,16 +239,7 @@ class _World:
             self.searched = split_range(0, PRIME_END, PRIME_END // 10)
             client.spawn(client.search_primes(self.searched))
             return
-        if kind == "partition":
-            name, length = self._victim(), rng.uniform(0.5, 8.0)
-            self.note(f"partition {name} for {length:.2f} s")
-            self.net.partition(name)
-            self.loop.call_later(length, self._heal, name)
-        elif kind == "reset":
-            name = self._victim()
-            self.note(f"reset {name}")
-            self.net.reset(name)
-        elif kind == "kill-worker":
+        if kind == "kill-worker":
             alive = [w for w in self.workers if w.alive]
             if alive:
                 w = rng.choice(alive)
@@ -335,28 +251,11 @@ class _World:
             await self.crash_head()
             await self.clock.sleep(rng.uniform(0.0, 5.0))
             await self.start_head()
-        elif kind == "jump":
-            seconds = rng.uniform(0.5, 10.0)
-            self.note(f"clock jumps {seconds:.2f} s")
-            self.loop.jump(seconds)
-        elif kind == "wall":
-            seconds = rng.uniform(-3600, 3600)
-            self.note(f"wall clock steps {seconds:.0f} s")
-            self.clock.step_wall(seconds)
-        elif kind == "frames":
-            out = _frame_faults(rng, self.latency.delay)
-            self.note(f"frames now: {out}")
-            self.net.set_faults(out, Faults())
-
-    def _heal(self, name: str) -> None:
-        if self.net.silent(name):
-            self.note(f"heal {name}")
-            self.net.heal(name)
+        elif kind in NET_FAULTS:
+            self.fault(kind, self._victims())
 
     async def _calm(self) -> None:
-        self.note("calm")
-        self.net.set_faults(self.latency, Faults())
-        self.net.heal()
+        self.calm_network()
         if self.head_proc is None:
             await self.start_head()
         if sum(w.alive for w in self.workers) < 2:
@@ -420,11 +319,3 @@ class _World:
         if self.store is not None:
             self.store.close()
 
-
-def _frame_faults(rng: random.Random, latency: float) -> Faults:
-    """Per-frame faults for the rest of the chaos: mild to harsh, as the seed says."""
-    return Faults(reset=rng.choice((0.0, 0.0, 0.002, 0.01)),
-                  duplicate=rng.choice((0.0, 0.01, 0.05)),
-                  reorder=rng.choice((0.0, 0.01, 0.05)),
-                  delay=latency + rng.choice((0.0, 0.001, 0.02)),
-                  jitter=rng.choice((0.0, 0.005, 0.05)))
