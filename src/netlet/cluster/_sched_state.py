@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netlet.cluster._sched_records import (
+    ASSIGNED,
     DONE,
+    QUEUED,
+    RUNNING,
     Action,
     Deliver,
     Handout,
@@ -209,6 +212,29 @@ class SchedulerState:
             mine.discard(task.id)
             if not mine:
                 del self._by_client[task.client]
+
+    def delivered(self, tids: Iterable[str]) -> None:
+        """The client acknowledged these results: forget the tasks."""
+        for tid in tids:
+            task = self.tasks.get(tid)
+            if task is not None and task.state == DONE:
+                self._drop(task)
+
+    def forget_client(self, client: str) -> list[str]:
+        """A client is gone for good: drop its tasks; returns their ids."""
+        gone = list(self._by_client.pop(client, ()))
+        for tid in gone:
+            task = self.tasks.pop(tid)
+            if task.state == QUEUED:
+                self._queue.left(task)
+            elif task.state in (ASSIGNED, RUNNING):
+                w = self._workers.get(task.worker)
+                if w is not None:
+                    self._detach(task, w)
+            task.state = DONE
+        self._queue.release(client)
+        self._queue.compact()
+        return gone
 
     def stats(self) -> dict[str, Any]:
         return {"queued": self._queue.total, "held": self._queue.held,

@@ -440,20 +440,13 @@ class Scheduler(SchedulerHolds):
                            f"({task.attempts} time(s); max_retries={task.retries})")
         self._finish(task, (task.id, False, None, error), out)
 
-    def delivered(self, tids: Iterable[str]) -> None:
-        """The client acknowledged these results: forget the tasks."""
-        for tid in tids:
-            task = self.tasks.get(tid)
-            if task is not None and task.state == DONE:
-                self._drop(task)
-
     def cancel(self, caller: str | None, tids: Iterable[str]) -> tuple[list[str], list[Action]]:
         """Cancel tasks not started yet; returns those cancelled now (O(1) each).
 
         A queued task is dropped where it stands. For one handed out but not
         started, a Reclaim asks its worker to give it back: only if it does
-        (``gave_back``) is it cancelled, so a cancelled task never ran. With a
-        ``caller`` (a network peer), only its own tasks.
+        (``gave_back``) is it cancelled, so no live worker runs a cancelled task.
+        With a ``caller`` (a network peer), only its own tasks.
         """
         cancelled: list[str] = []
         out: list[Action] = []
@@ -487,19 +480,3 @@ class Scheduler(SchedulerHolds):
             out.append(Reclaim(node, self._workers[node].epoch, tuple(mine), cancel=True))
         self._queue.compact()
         return cancelled, out
-
-    def forget_client(self, client: str) -> list[str]:
-        """A client is gone for good: drop its tasks; returns their ids."""
-        gone = list(self._by_client.pop(client, ()))
-        for tid in gone:
-            task = self.tasks.pop(tid)
-            if task.state == QUEUED:
-                self._queue.left(task)
-            elif task.state in (ASSIGNED, RUNNING):
-                w = self._workers.get(task.worker)
-                if w is not None:
-                    self._detach(task, w)
-            task.state = DONE
-        self._queue.release(client)
-        self._queue.compact()
-        return gone
