@@ -19,19 +19,15 @@ from netlet.apps.bank import BankService
 from netlet.testing import BankSimConfig, simulate_bank
 from netlet.testing._bankcheck import check_books
 from netlet.testing._bankparts import BankFace, Op, unordered_methods
+from tests.testing._seeds import failures
 
 SEEDS = 100
 CHUNK = 25
 
 
-def _failures(seeds: list[int], config: BankSimConfig | None = None) -> list[str]:
-    out = []
-    for seed in seeds:
-        report = simulate_bank(seed, config)
-        if not report.ok:
-            out.append(f"{report.summary()}\n    " + "\n    ".join(report.violations)
-                       + f"\n    replay: {report.replay}")
-    return out
+
+def _failures(seeds: list[int], config: Any = None) -> list[str]:
+    return failures(simulate_bank, seeds, config)
 
 
 @pytest.mark.timeout(120)

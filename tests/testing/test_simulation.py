@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,24 +23,21 @@ from netlet.testing import SimConfig, SimReport, simulate
 from netlet.testing._loop import Livelock, SimLoop, Stalled
 from netlet.testing._peers import Ledger, SimClient
 from netlet.testing._sim import _World
+from tests.testing._seeds import failures
 
 SEEDS = 300
 CHUNK = 25
 
 FOUND_BUGS = [101, 236, 332, 539, 574]
 """Seeds that found a defect (each fixed, each with its own test): a dead worker's
-parked pull never answered (101, 332, 539), a restored error sent as text and a
-killed head still writing its store (236), a resubmit racing a result (574)."""
+parked pull never answered (101, 332, 539), a restored error sent as text (236);
+and two of the simulation's own (a killed head that still wrote its store, 236; the
+simulated client resubmitting a task whose result came meanwhile, 574)."""
 
 
-def _failures(seeds: list[int], config: SimConfig | None = None) -> list[str]:
-    out = []
-    for seed in seeds:
-        report = simulate(seed, config)
-        if not report.ok:
-            out.append(f"{report.summary()}\n    " + "\n    ".join(report.violations)
-                       + f"\n    replay: {report.replay}")
-    return out
+
+def _failures(seeds: list[int], config: Any = None) -> list[str]:
+    return failures(simulate, seeds, config)
 
 
 @pytest.mark.timeout(120)

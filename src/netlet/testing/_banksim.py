@@ -41,7 +41,7 @@ from netlet.testing._bankcheck import check_books
 from netlet.testing._bankparts import AtmPlan, BankFace, Op, SimAtm, SimLedger
 from netlet.testing._loop import SimLoop
 from netlet.testing._process import Process
-from netlet.testing._world import NET_FAULTS, Report, World, run_world
+from netlet.testing._world import NET_FAULTS, Report, World, replay_command, run_world
 
 __all__ = ["BankReport", "BankSimConfig", "simulate_bank"]
 
@@ -88,15 +88,10 @@ class BankReport(Report[BankSimConfig]):
     @property
     def replay(self) -> str:
         """The one-line command that runs this seed again, printing its trace."""
-        c, base = self.config, BankSimConfig()
-        opts = "".join(f" --{name.replace('_', '-')} {getattr(c, name)}"
-                       for name in ("atms", "accounts", "chaos", "settle", "retry_for")
-                       if getattr(c, name) != getattr(base, name))
-        if not c.faults:
-            opts += " --no-faults"
-        if not c.bank_crashes:
-            opts += " --no-bank-crashes"
-        return f"python -m netlet.testing --bank --seed {self.seed}{opts} --trace"
+        return replay_command(self.seed, self.config,
+                              ("atms", "accounts", "chaos", "settle", "retry_for"),
+                              {"faults": "--no-faults", "bank_crashes": "--no-bank-crashes"},
+                              " --bank")
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else f"{len(self.violations)} VIOLATION(S)"

@@ -37,7 +37,7 @@ from netlet.cluster import Head, HeadConfig, HeadStore
 from netlet.testing._loop import SimLoop
 from netlet.testing._peers import Ledger, SimClient, SimWorker
 from netlet.testing._process import Process
-from netlet.testing._world import NET_FAULTS, Report, World, run_world
+from netlet.testing._world import NET_FAULTS, Report, World, replay_command, run_world
 
 __all__ = ["SimConfig", "SimReport", "simulate"]
 
@@ -81,16 +81,10 @@ class SimReport(Report[SimConfig]):
     @property
     def replay(self) -> str:
         """The one-line command that runs this seed again, printing its trace."""
-        c, base = self.config, SimConfig()
-        opts = "".join(f" --{name.replace('_', '-')} {getattr(c, name)}"
-                       for name in ("workers", "clients", "tasks", "chaos", "settle", "retries",
-                                    "primes")
-                       if getattr(c, name) != getattr(base, name))
-        if not c.faults:
-            opts += " --no-faults"
-        if not c.head_crashes:
-            opts += " --no-head-crashes"
-        return f"python -m netlet.testing --seed {self.seed}{opts} --trace"
+        return replay_command(self.seed, self.config,
+                              ("workers", "clients", "tasks", "chaos", "settle", "retries",
+                               "primes"),
+                              {"faults": "--no-faults", "head_crashes": "--no-head-crashes"})
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else f"{len(self.violations)} VIOLATION(S)"

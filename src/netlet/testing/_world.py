@@ -26,7 +26,7 @@ from netlet.testing._loop import SimClock, SimLoop, Stalled
 from netlet.testing._net import SimNet
 from netlet.transport import Faults
 
-__all__ = ["NET_FAULTS", "Report", "World", "frame_faults", "run_world"]
+__all__ = ["NET_FAULTS", "Report", "World", "frame_faults", "replay_command", "run_world"]
 
 C = TypeVar("C")
 R = TypeVar("R", bound="Report[Any]")
@@ -56,6 +56,18 @@ class Report(Generic[C]):
     @property
     def digest(self) -> str:
         return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()[:16]
+
+
+def replay_command(seed: int, config: Any, names: tuple[str, ...],
+                   flags: dict[str, str], prefix: str = "") -> str:
+    """The one-line command that runs ``seed`` of ``config`` again, printing its trace:
+    each of ``names`` that differs from the default config, then each boolean field of
+    ``flags`` that is off, as its ``--no-...`` flag."""
+    base = type(config)()
+    opts = "".join(f" --{name.replace('_', '-')} {getattr(config, name)}"
+                   for name in names if getattr(config, name) != getattr(base, name))
+    opts += "".join(f" {flag}" for name, flag in flags.items() if not getattr(config, name))
+    return f"python -m netlet.testing{prefix} --seed {seed}{opts} --trace"
 
 
 class World:
