@@ -240,6 +240,48 @@ def test_a_worker_declared_dead_gets_its_parked_pull_answered() -> None:
         s.pull("w", e, 1, 100.0)  # its next pull: join again
 
 
+def test_a_cancelled_task_stays_cancelled_whatever_copies_of_its_submit_come() -> None:
+    """Found by the simulation (seeds 2107, 3109, 3467, 3754 of 10,000): a cancel that
+    overtook its submit dropped only the first copy of that submit; a second copy (a
+    resubmit after a reconnect, a duplicated frame) queued the task, and it ran."""
+    s = make()
+    e, _ = s.join("w", 0)
+    cancelled, _ = s.cancel("c", ["t0"])
+    assert cancelled == ["t0"]
+    for _ in range(2):  # the submit, then a copy of it
+        new, _ = s.submit("c", specs(1), 0)
+        assert new == []
+    s.submit("c", specs(1, start=1), 0)
+    [h] = handouts(s.pull("w", e, 4, 0))
+    assert ids(h) == ["t1"]
+    cancelled, _ = s.cancel("c", ["t1"])  # handed out: given back first
+    assert cancelled == []
+    dropped, _ = s.gave_back(Reclaim("w", e, ("t1",), cancel=True), ["t1"])
+    assert dropped == ["t1"]
+    new, _ = s.submit("c", specs(1, start=1), 0)  # a late copy of its submit
+    assert new == []
+    assert s.queued == 0
+
+
+def test_a_finished_task_is_neither_run_again_nor_cancelled_by_a_late_message() -> None:
+    """Found by the simulation (seeds 1361, 3627): once a result was delivered and the
+    task forgotten, a cancel of it answered "cancelled" (it took the id for one whose
+    submit had not come yet), and a late copy of its submit would have run it again."""
+    s = make()
+    e, _ = s.join("w", 0)
+    s.submit("c", specs(1), 0)
+    [h] = handouts(s.pull("w", e, 1, 0))
+    [d] = [a for a in s.results("w", e, [("t0", True, b"x", h.tasks[0].lease)])
+           if isinstance(a, Deliver)]
+    s.delivered(["t0"])
+    assert "t0" not in s.tasks
+    cancelled, _ = s.cancel("c", ["t0"])
+    assert cancelled == []
+    new, _ = s.submit("c", specs(1), 0)
+    assert new == []
+    assert s.queued == 0
+
+
 def test_a_pause_stops_every_hand_out() -> None:
     s = make()
     e, _ = s.join("w", 0)

@@ -25,7 +25,17 @@ from netlet.cluster._sched_records import (
     WorkerSlot,
 )
 
-__all__ = ["SchedulerState"]
+__all__ = ["TOMBSTONES", "SchedulerState", "remember"]
+
+TOMBSTONES = 100_000
+"""Task ids remembered after their task is gone, per kind (a few MB at most)."""
+
+
+def remember(ids: dict[str, None], tid: str) -> None:
+    """Add ``tid`` to a bounded, oldest-first set of ids."""
+    ids[tid] = None
+    if len(ids) > TOMBSTONES:
+        del ids[next(iter(ids))]
 
 
 class SchedulerState:
@@ -55,6 +65,11 @@ class SchedulerState:
         """Workers holding unstarted tasks they could give back (see ``_rebalance``)."""
         self._by_client: dict[str, set[str]] = {}
         self._cancelled_early: dict[str, None] = {}
+        """Ids cancelled before their submit came (the newest ``TOMBSTONES``): a copy
+        of that submit arriving later, however often, is dropped."""
+        self._ended: dict[str, None] = {}
+        """Ids whose result their client has (the newest ``TOMBSTONES``): a late copy of
+        their submit does not run them again, nor does a cancel claim them."""
         self._epochs = 0
         self._handouts = 0
         self._paused = False
@@ -214,11 +229,12 @@ class SchedulerState:
                 del self._by_client[task.client]
 
     def delivered(self, tids: Iterable[str]) -> None:
-        """The client acknowledged these results: forget the tasks."""
+        """The client acknowledged these results: forget the tasks (but not their ids)."""
         for tid in tids:
             task = self.tasks.get(tid)
             if task is not None and task.state == DONE:
                 self._drop(task)
+                remember(self._ended, tid)
 
     def forget_client(self, client: str) -> list[str]:
         """A client is gone for good: drop its tasks; returns their ids."""

@@ -59,6 +59,7 @@ from netlet.cluster._sched_records import (
     Task,
     WorkerSlot,
 )
+from netlet.cluster._sched_state import remember
 from netlet.errors import WorkerLost
 
 __all__ = [
@@ -129,11 +130,10 @@ class Scheduler(SchedulerHolds):
         new: list[Task] = []
         out: list[Action] = []
         for tid, fn, body, retries in specs:
-            if tid in self.tasks:
-                continue  # a resubmission after a reconnect: already queued or done
+            if tid in self.tasks or tid in self._ended:
+                continue  # a resubmission, or a late copy: queued, running or done already
             if tid in self._cancelled_early:
-                del self._cancelled_early[tid]
-                continue  # its cancel overtook its submit
+                continue  # its cancel overtook its submit (every copy of it)
             task = Task(tid, client, fn, body, int(retries))
             self._add(task)
             new.append(task)
@@ -332,6 +332,7 @@ class Scheduler(SchedulerHolds):
             if reclaim.cancel:
                 task.state = DONE
                 self._drop(task)
+                remember(self._cancelled_early, tid)
                 dropped.append(tid)
             else:
                 self._enqueue(task, front=True)
@@ -454,9 +455,9 @@ class Scheduler(SchedulerHolds):
         for tid in tids:
             task = self.tasks.get(tid)
             if task is None:
-                self._cancelled_early[tid] = None  # its submit is on its way
-                if len(self._cancelled_early) > 100_000:
-                    del self._cancelled_early[next(iter(self._cancelled_early))]
+                if tid in self._ended:
+                    continue  # it ended and its client has the result: too late
+                remember(self._cancelled_early, tid)  # its submit is on its way
                 cancelled.append(tid)
                 continue
             if caller is not None and task.client != caller:
@@ -475,6 +476,7 @@ class Scheduler(SchedulerHolds):
                 continue
             task.state = DONE
             self._drop(task)
+            remember(self._cancelled_early, tid)  # a late copy of its submit stays dropped
             cancelled.append(tid)
         for node, mine in reclaim.items():
             out.append(Reclaim(node, self._workers[node].epoch, tuple(mine), cancel=True))

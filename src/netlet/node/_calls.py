@@ -279,10 +279,9 @@ class Caller:
             async def send_later() -> None:
                 try:
                     lk = await self._links.link_to(route.ref)
+                    lk.start_call(None, target, method, args, kwargs)
                 except (NetletError, OSError) as e:  # a oneway has nobody to tell
                     log.info("oneway %s not sent: %s", method, e)
-                    return
-                lk.start_call(None, target, method, args, kwargs)
 
             node.spawn(send_later())
             return
