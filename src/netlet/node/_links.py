@@ -176,8 +176,15 @@ class LinkTable:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._dial(addr))
             self._connecting[addr] = task
-            task.add_done_callback(lambda _: self._connecting.pop(addr, None))
+            task.add_done_callback(lambda t: self._dialled(addr, t))
         return await asyncio.shield(task)
+
+    def _dialled(self, addr: str, task: asyncio.Task[Link]) -> None:
+        """A dial ended. Its callers hear how; with none left (all cancelled: a crash,
+        a timeout), its error is looked at here, not reported as never retrieved."""
+        self._connecting.pop(addr, None)
+        if not task.cancelled():
+            task.exception()
 
     async def _dial(self, addr: str) -> Link:
         node = self._node

@@ -165,6 +165,8 @@ def run_world(report: R, make: Callable[[SimLoop, str], World]) -> R:
     directory that ends with it; never raises for what the run finds."""
     loop = SimLoop(_START)
     started = time.perf_counter()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(str(context.get("message"))))
     with tempfile.TemporaryDirectory(prefix="netlet-sim-", dir=_memory_dir()) as tmp, _quiet():
         world = make(loop, tmp)
         try:
@@ -172,6 +174,9 @@ def run_world(report: R, make: Callable[[SimLoop, str], World]) -> R:
         except Stalled as e:
             world.violation(f"the world stalled: {e}")
         finally:
+            if unhandled:  # an error nobody looked at: netlet lost track of something
+                world.violation(f"{len(unhandled)} error(s) reached asyncio's handler "
+                                f"unhandled: {sorted(set(unhandled))[:3]}")
             if loop.foreign_wakeups:
                 world.violation(f"{len(loop.foreign_wakeups)} callback(s) came from a thread "
                                 "the virtual clock cannot order, so this run may not replay: "
