@@ -870,3 +870,15 @@ def test_draining_a_worker_answers_its_parked_pull() -> None:
     assert [(x.worker, x.tasks) for x in out or [] if isinstance(x, Handout)] == [("a", ())]
     s.submit("c", specs(2), 1)  # no wake-up goes to it
     assert s.queued == 2
+
+
+def test_tombstones_keep_the_newest_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netlet.cluster import _sched_state
+
+    monkeypatch.setattr(_sched_state, "TOMBSTONES", 3)
+    stones = _sched_state.Tombstones()
+    for tid in ["a", "b", "c", "b", "d"]:
+        stones.add(tid)
+    assert len(stones) == 3
+    assert "a" not in stones
+    assert all(t in stones for t in "bcd")

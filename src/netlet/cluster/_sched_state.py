@@ -6,6 +6,7 @@ and no event scans the tasks or the workers.
 
 from __future__ import annotations
 
+import collections
 import math
 import secrets
 from collections.abc import Callable, Iterable
@@ -25,17 +26,38 @@ from netlet.cluster._sched_records import (
     WorkerSlot,
 )
 
-__all__ = ["TOMBSTONES", "SchedulerState", "remember"]
+__all__ = ["TOMBSTONES", "SchedulerState", "Tombstones"]
 
 TOMBSTONES = 100_000
 """Task ids remembered after their task is gone, per kind (a few MB at most)."""
 
 
-def remember(ids: dict[str, None], tid: str) -> None:
-    """Add ``tid`` to a bounded, oldest-first set of ids."""
-    ids[tid] = None
-    if len(ids) > TOMBSTONES:
-        del ids[next(iter(ids))]
+class Tombstones:
+    """The newest ``TOMBSTONES`` ids of tasks that are gone; O(1) to add and to ask.
+
+    (Not a dict trimmed from its front: deleted slots at a dict's start make every
+    ``next(iter(d))`` walk over them, which W7 caught as 5 µs more per task.)
+    """
+
+    __slots__ = ("_ids", "_order")
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._order: collections.deque[str] = collections.deque()
+
+    def __contains__(self, tid: object) -> bool:
+        return tid in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, tid: str) -> None:
+        if tid in self._ids:
+            return
+        self._ids.add(tid)
+        self._order.append(tid)
+        if len(self._order) > TOMBSTONES:
+            self._ids.discard(self._order.popleft())
 
 
 class SchedulerState:
@@ -64,10 +86,10 @@ class SchedulerState:
         self._surplus: dict[str, None] = {}
         """Workers holding unstarted tasks they could give back (see ``_rebalance``)."""
         self._by_client: dict[str, set[str]] = {}
-        self._cancelled_early: dict[str, None] = {}
-        """Ids cancelled before their submit came (the newest ``TOMBSTONES``): a copy
-        of that submit arriving later, however often, is dropped."""
-        self._ended: dict[str, None] = {}
+        self._cancelled_early = Tombstones()
+        """Ids cancelled before their submit came, or while queued or unstarted (the
+        newest ``TOMBSTONES``): a copy of their submit arriving later is dropped."""
+        self._ended = Tombstones()
         """Ids whose result their client has (the newest ``TOMBSTONES``): a late copy of
         their submit does not run them again, nor does a cancel claim them."""
         self._epochs = 0
@@ -234,7 +256,7 @@ class SchedulerState:
             task = self.tasks.get(tid)
             if task is not None and task.state == DONE:
                 self._drop(task)
-                remember(self._ended, tid)
+                self._ended.add(tid)
 
     def forget_client(self, client: str) -> list[str]:
         """A client is gone for good: drop its tasks; returns their ids."""

@@ -59,7 +59,6 @@ from netlet.cluster._sched_records import (
     Task,
     WorkerSlot,
 )
-from netlet.cluster._sched_state import remember
 from netlet.errors import WorkerLost
 
 __all__ = [
@@ -332,7 +331,7 @@ class Scheduler(SchedulerHolds):
             if reclaim.cancel:
                 task.state = DONE
                 self._drop(task)
-                remember(self._cancelled_early, tid)
+                self._cancelled_early.add(tid)
                 dropped.append(tid)
             else:
                 self._enqueue(task, front=True)
@@ -457,7 +456,7 @@ class Scheduler(SchedulerHolds):
             if task is None:
                 if tid in self._ended:
                     continue  # it ended and its client has the result: too late
-                remember(self._cancelled_early, tid)  # its submit is on its way
+                self._cancelled_early.add(tid)  # its submit is on its way
                 cancelled.append(tid)
                 continue
             if caller is not None and task.client != caller:
@@ -476,7 +475,7 @@ class Scheduler(SchedulerHolds):
                 continue
             task.state = DONE
             self._drop(task)
-            remember(self._cancelled_early, tid)  # a late copy of its submit stays dropped
+            self._cancelled_early.add(tid)  # a late copy of its submit stays dropped
             cancelled.append(tid)
         for node, mine in reclaim.items():
             out.append(Reclaim(node, self._workers[node].epoch, tuple(mine), cancel=True))
