@@ -273,6 +273,7 @@ def test_a_finished_task_is_neither_run_again_nor_cancelled_by_a_late_message() 
     [h] = handouts(s.pull("w", e, 1, 0))
     [d] = [a for a in s.results("w", e, [("t0", True, b"x", h.tasks[0].lease)])
            if isinstance(a, Deliver)]
+    assert d.result[:3] == ("t0", True, b"x")
     s.delivered(["t0"])
     assert "t0" not in s.tasks
     cancelled, _ = s.cancel("c", ["t0"])
