@@ -389,7 +389,7 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
 
     try:
         actor, info = node.dispatcher.find(target, method, remote)
-    except (NoSuchObject, NotExposed) as e:
-        reply(False, e)
+    except (NoSuchObject, NotExposed) as e:  # the node's own answer: no traceback
+        reply(False, e.with_traceback(None))
         return
     actor.run_inline(info, args, kwargs, reply)

@@ -372,8 +372,8 @@ class Link(Backpressure):
             return
         try:
             actor, info = self._find(target, method, self.conn.remote)
-        except (NoSuchObject, NotExposed) as e:
-            self._reply(cid, False, e)
+        except (NoSuchObject, NotExposed) as e:  # the node's own answer: no traceback
+            self._reply(cid, False, e.with_traceback(None))
             return
         caller = CALLER.set(self._caller_of(self))
         try:
