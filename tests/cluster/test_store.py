@@ -50,3 +50,17 @@ def test_a_store_written_by_an_older_head_still_reads(tmp_path: Path) -> None:
     [task] = HeadStore(path).tasks()
     assert task.result is not None
     assert isinstance(task.result[3], WorkerLost)
+
+
+@pytest.mark.timeout(10)
+def test_reserved_epochs_survive_a_restart_and_never_go_back(tmp_path: Path) -> None:
+    """Found by the simulation (half its seeds, once it checked): a head restarted from
+    its store handed out epochs from 1 again, below those its workers already had
+    (PROTOCOL.md 16.1: larger than any before)."""
+    path = tmp_path / "head.db"
+    store = HeadStore(path)
+    assert store.epoch_floor() == 0
+    store.reserve_epochs(64)
+    store.reserve_epochs(10)  # a lower reservation never lowers the floor
+    store.close()
+    assert HeadStore(path).epoch_floor() == 64

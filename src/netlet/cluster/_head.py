@@ -56,6 +56,9 @@ __all__ = ["Head", "HeadConfig", "Task"]
 
 log = logging.getLogger("netlet.cluster")
 
+_EPOCH_BLOCK = 64
+"""Worker epochs reserved in the store at a time (a restarted head starts above them)."""
+
 
 @dataclass(slots=True)
 class ActorSpec:
@@ -105,8 +108,12 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         self._restored: tuple[float, set[str], set[str]] | None = None
         """After a restore: when, the name owners and the clients that must come back."""
         node.on_peer_change(self._peer_changed)
+        self._epochs_reserved = 0
+        """Worker epochs up to here are recorded in the store as handed out."""
         if store is not None:
             self._restore(store)
+            self._epochs_reserved = store.epoch_floor()
+            self._sched.epochs_after(self._epochs_reserved)
 
     @property
     def refused_results(self) -> int:
@@ -209,7 +216,11 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
                  "dead_after": self.config.dead_after}
         if role == "worker":
-            reply["epoch"], actions = self._sched.join(node, self._clock.monotonic())
+            epoch, actions = self._sched.join(node, self._clock.monotonic())
+            reply["epoch"] = epoch
+            if self._store is not None and epoch > self._epochs_reserved:
+                self._epochs_reserved = epoch + _EPOCH_BLOCK  # a write per block
+                self._store.reserve_epochs(self._epochs_reserved)
             self._act(actions)
         self._event("join", member)
         self._monitor.event("join", node, role, str(member.info.get("name", "")))

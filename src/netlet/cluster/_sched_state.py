@@ -250,6 +250,11 @@ class SchedulerState:
             if not mine:
                 del self._by_client[task.client]
 
+    def epochs_after(self, floor: int) -> None:
+        """Hand out only epochs above ``floor`` from now on (a head restarted from its
+        store: its workers' epochs keep growing)."""
+        self._epochs = max(self._epochs, floor)
+
     def delivered(self, tids: Iterable[str]) -> None:
         """The client acknowledged these results: forget the tasks (but not their ids)."""
         for tid in tids:

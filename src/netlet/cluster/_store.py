@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS functions (id TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, node TEXT NOT NULL, ref BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS actors (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -173,6 +174,17 @@ class HeadStore:
         return [StoredTask(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6],
                            _unpack_result(r[7]) if r[7] is not None else None)
                 for r in rows]
+
+    def epoch_floor(self) -> int:
+        """No worker epoch handed out so far (by any run of the head) is above this."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='epochs'").fetchone()
+        return int(row[0]) if row else 0
+
+    def reserve_epochs(self, upto: int) -> None:
+        """The head may hand out epochs up to ``upto``; a restarted head starts above."""
+        self._tx([("INSERT INTO meta VALUES ('epochs', ?) ON CONFLICT(key) DO UPDATE "
+                   "SET value = max(value, excluded.value)", [(upto,)])])
 
     def functions(self) -> dict[str, bytes]:
         with self._lock:

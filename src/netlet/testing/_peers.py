@@ -115,7 +115,11 @@ class SimWorker(Process):
                     await self.clock.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
-                self.epoch = int(reply["epoch"])
+                epoch = int(reply["epoch"])
+                if epoch <= self.epoch:  # PROTOCOL.md 16.1: larger than any before
+                    self.rec.violation(f"{self.name} joined with epoch {epoch}, after "
+                                       f"{self.epoch}: an epoch went back")
+                self.epoch = epoch
                 self.rec.note(f"{self.name} joined epoch {self.epoch}")
                 self.joined.set()
                 return
