@@ -21,14 +21,13 @@ with nothing ready and no timer armed can never move again: ``select`` raises
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import selectors
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, TypeVarTuple, Unpack
 
-from netlet.clock import Timer
+from netlet.clock import RealClock
 
 __all__ = ["Livelock", "SimClock", "SimLoop", "Stalled"]
 
@@ -115,12 +114,15 @@ class SimLoop(asyncio.SelectorEventLoop):
         """No thread can be waiting for this loop, so a wake-up byte is never needed."""
 
 
-class SimClock:
+class SimClock(RealClock):
     """The ``netlet.clock.Clock`` of a simulation: the time of the ``SimLoop`` it runs on.
 
-    ``time()`` (wall time) can be moved apart from ``monotonic()`` to simulate a
-    wall clock stepped by NTP or by hand: ``step_wall(seconds)``, either way.
+    Its timers are the loop's own (``RealClock``'s, on virtual time). ``time()``
+    (wall time) can be moved apart from ``monotonic()`` to simulate a wall clock
+    stepped by NTP or by hand: ``step_wall(seconds)``, either way.
     """
+
+    __slots__ = ("_loop", "_offset")
 
     def __init__(self, loop: SimLoop, wall: float = 1_700_000_000.0) -> None:
         self._loop = loop
@@ -135,22 +137,10 @@ class SimClock:
     def step_wall(self, seconds: float) -> None:
         self._offset += seconds
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def call_later(self, loop: asyncio.AbstractEventLoop, delay: float,
-                   callback: Callable[..., object], *args: Any) -> Timer:
-        return loop.call_later(delay, callback, *args)
-
-    def timeout(self, seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
-        return asyncio.timeout(seconds)
-
-    def wait(self, block: Callable[[float | None], bool], timeout: float | None) -> bool:
+    def wait(self, block: Callable[[float | None], bool],  # type: ignore[override]
+             timeout: float | None) -> bool:
         """A thread would wait here; a simulation has none, so only look."""
         return block(0)
-
-    def io_slice(self, timeout: float | None) -> float | None:
-        return timeout
 
     def __repr__(self) -> str:
         return f"<SimClock at {self._loop.time():.6f}>"

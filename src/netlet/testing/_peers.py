@@ -23,6 +23,7 @@ from typing import Any
 
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
 from netlet.apps.primes._tasks import search_chunk
+from netlet.clock import Backoff
 from netlet.cluster._messages import Delivery, HandOut, Report, TaskResult, WorkerResult
 from netlet.codec import Codec
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
@@ -106,14 +107,13 @@ class SimWorker(Process):
         """Join (again), with backoff, until the head answers; a new epoch each time."""
         async with self._joining:
             self.joined.clear()
-            delay = 0.05
+            backoff = Backoff(0.05, 2.0)
             while True:
                 try:
                     reply = await self.head.join.aio(self.me, "worker",
                                                      {"sim": self.name}, self.control)
                 except _ERRORS:
-                    await self.clock.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await self.clock.sleep(backoff.next())
                     continue
                 epoch = int(reply["epoch"])
                 if epoch <= self.epoch:  # PROTOCOL.md 16.1: larger than any before
@@ -280,7 +280,7 @@ class SimClient(Process):
 
     async def _connect(self) -> None:
         """Join (again) and resubmit what the head does not know, until it works."""
-        delay = 0.05
+        backoff = Backoff(0.05, 2.0)
         while True:
             try:
                 reply = await self.head.join.aio(self.me, "client", {"sim": self.name},
@@ -296,8 +296,7 @@ class SimClient(Process):
                     self.rec.note(f"{self.name} resubmitted {len(again)}")
                 return
             except _ERRORS:
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await self.clock.sleep(backoff.next())
 
     def _peer_changed(self, node: str, connected: bool) -> None:
         if not connected and node == self.head_node and self.alive:
