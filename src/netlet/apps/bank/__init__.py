@@ -6,8 +6,9 @@ a ledger over netlet (card sessions, validation, the operator gate);
 :class:`BankClient` and :class:`CardSession` are the ATM side, retrying a
 request under its own key until the bank answers, and the bank's answers are
 records (``Session``, ``CashReceipt``, ``RequestOutcome`` ...; PROTOCOL.md 18).
-:class:`Swarm` runs many simulated ATMs and checks the bank's books afterwards. The ``netlet bank`` and
-``netlet atm`` commands live in ``_cli`` and are imported only when they run.
+:class:`Swarm` runs many simulated ATMs and checks the bank's books afterwards.
+The ``netlet bank`` and ``netlet atm`` commands live in ``_cli`` and are
+imported only when they run.
 See docs/bank.md.
 """
 
