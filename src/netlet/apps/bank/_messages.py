@@ -188,17 +188,22 @@ def expect(answer: object, cls: type[_T] | tuple[type, ...], what: str) -> _T:
     """``answer`` if it is a ``cls``; else the DecodeError that says what the bank sent."""
     if isinstance(answer, cls) and not (cls is int and type(answer) is bool):
         return answer  # type: ignore[return-value]
-    names = (" or ".join(c.__name__ for c in cls) if isinstance(cls, tuple)
-             else cls.__name__)
-    raise DecodeError(f"the bank answered {what} with {_shown(answer)}, not {names}")
+    raise DecodeError(f"expected {_names(cls)} from the bank ({what}), got {_shown(answer)}")
 
 
 def expect_list(answer: object, cls: type[_T] | tuple[type, ...], what: str) -> list[_T]:
     """``answer`` if it is a list of ``cls``; else the DecodeError that says what came."""
-    items = expect(answer, list, what)
-    for item in items:
-        expect(item, cls, f"{what} (an item)")
-    return items
+    if type(answer) is not list:
+        raise DecodeError(f"expected a list of {_names(cls)} from the bank ({what}), "
+                          f"got {_shown(answer)}")
+    for i, item in enumerate(answer):
+        expect(item, cls, f"{what}, item {i}")
+    return answer
+
+
+def _names(cls: type | tuple[type, ...]) -> str:
+    return " or ".join("None" if c is type(None) else c.__name__
+                       for c in (cls if isinstance(cls, tuple) else (cls,)))
 
 
 def _shown(value: object) -> str:
