@@ -328,3 +328,13 @@ def test_a_malformed_record_in_place_of_an_argument_is_refused_and_changes_nothi
 
 def _journal(ledger: Ledger) -> list[tuple[int, str, bool]]:
     return [(o.seq, o.key, o.ok) for o in ledger.journal(limit=100_000)]
+
+
+def test_the_python_example_of_bank_md_runs(bank: _Bank, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    text = (PROTOCOL.parent / "bank.md").read_text()
+    example = text[text.index("**From Python,**"):].split("```python")[1].split("```")[0]
+    exec(compile(example, "bank.md", "exec"), {"address": bank.address})
+    assert capsys.readouterr().out.splitlines() == [
+        "1250", "refused: account 'alice' holds 1250, less than 1000000",
+        "Deposit 1250 1250"]

@@ -16,7 +16,10 @@ have left this ATM (a connection to the bank was up while it was being
 sent), and :class:`BankUnavailable` with ``reached=False`` ("nothing was
 sent") before. One attempt, connecting and the handshake included, lasts at
 most ``timeout`` seconds; all attempts of a request end by its deadline
-(``retry_for`` seconds by default). The terminal ATM is in ``_terminal``.
+(``retry_for`` seconds by default). Every answer is checked to be the record
+its call answers (``_messages``); another one counts as no answer, since the
+request may have been applied. The failure types are in ``_atmerrors``, the
+terminal ATM in ``_terminal``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,12 @@
 
 Everything that arrives from the network is checked here (types, ranges,
 formats) before the ledger sees it, so a malformed request is refused with a
-clear error and changes nothing. Customers sign in once per card session with
-``login(account, pin)``: the PIN is checked with the slow scrypt hash there,
-and the short-lived token it returns carries the session, so the hash is paid
-per session, not per operation. Tokens live in memory only: a restarted bank
+clear error and changes nothing. Requests are calls with scalar arguments;
+every answer that is not a scalar is a record of ``_messages`` (PROTOCOL.md
+18). Customers sign in once per card session with ``login(account, pin)``:
+the PIN is checked with the slow scrypt hash there, and the short-lived token
+it returns carries the session, so the hash is paid per session, not per
+operation. Tokens live in memory only: a restarted bank
 has forgotten them, and clients sign in again (``SessionExpired``).
 
 Every mutating request carries an idempotency key made by the ATM and is
