@@ -33,6 +33,7 @@ from netlet.apps.bank import (
     Opened,
     OutcomeUnknown,
     RequestOutcome,
+    Reversal,
     Reversed,
     ServiceError,
     Session,
@@ -338,3 +339,21 @@ def test_the_python_example_of_bank_md_runs(bank: _Bank, capsys: pytest.CaptureF
     assert capsys.readouterr().out.splitlines() == [
         "1250", "refused: account 'alice' holds 1250, less than 1000000",
         "Deposit 1250 1250"]
+
+
+def test_outcomes_of_every_kind_of_command_are_their_receipts(bank: _Bank) -> None:
+    token = bank.api.login("alice", PIN).token
+    bank.api.deposit(token, 500, "d")
+    bank.api.transfer(token, "bob", 200, "t")
+    bank.ledger.execute(Reversal("t"), "r")
+    bank.api.withdraw(token, 500, "w")
+    bank.api.open_account("carol", "Carol", hash_pin(PIN, n=16), "o")
+    bank.api.close_account("carol", "c")
+    got = bank.api.outcomes(["open-alice", "d", "t", "r", "w", "c", "never"])
+    assert [o and o.result for o in got] == [
+        Opened("alice", "Alice"), CashReceipt("alice", 500, 500),
+        TransferReceipt("alice", "bob", 200, 300, 200),
+        Reversed("t", "Transfer", 200, {"alice": 500, "bob": 0}),
+        CashReceipt("alice", 500, 0), Closed("carol"), None]
+    assert got[0].command == {"type": "OpenAccount", "account": "alice", "owner": "Alice"}
+    assert all(o.ok and type(o.at) is float for o in got[:-1])
