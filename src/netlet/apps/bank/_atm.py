@@ -343,22 +343,24 @@ class CardSession:
 
     async def request_aio(self, method: str, *args: Any, key: str | None,
                           what: str | None = None, deadline: float | None = None,
-                          answer: type | tuple[type, ...] | None = None) -> Any:
+                          answer: type | tuple[type, ...] | None = None,
+                          many: bool = False) -> Any:
         """``method(token, *args[, key])`` at the bank, signing in (again) as needed.
 
         With a ``key`` (a mutating request) the failures follow the module's rule:
         a refusal of the request is raised as is; any other failure is OutcomeUnknown
         once the request may have been sent, BankUnavailable ("nothing was sent")
         before. Without one (a read) it is BankUnavailable either way. ``answer``: the
-        type(s) the bank must answer with; another answer is a DecodeError (a read),
-        or OutcomeUnknown (a mutating request: it may have been applied).
+        record(s) the bank must answer with (``many``: a list of them); another answer
+        is a DecodeError (a read), or OutcomeUnknown (a mutating request: it may have
+        been applied).
         """
         what = what or method
         clock = self.client.clock
         deadline = clock.monotonic() + self.client.retry_for if deadline is None else deadline
         reached: list[bool] = []
         extra = () if key is None else (key,)
-        check = None if answer is None else _checker(answer, what)
+        check = None if answer is None else _checker(answer, many, what)
         again = Backoff(_FIRST_DELAY, _MAX_DELAY)  # a bank that forgets the session each time
         refused = 0
         try:
@@ -403,9 +405,10 @@ class CardSession:
             raise OutcomeUnknown(key, describe(exc)) from exc
 
     def _request(self, method: str, *args: Any, key: str | None, what: str,
-                 deadline: float | None, answer: type | tuple[type, ...]) -> Any:
+                 deadline: float | None, answer: type | tuple[type, ...],
+                 many: bool = False) -> Any:
         return self.client.run(self.request_aio(method, *args, key=key, what=what,
-                                                deadline=deadline, answer=answer))
+                                                deadline=deadline, answer=answer, many=many))
 
     async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
                          what: str | None = None, deadline: float | None = None
@@ -446,7 +449,7 @@ class CardSession:
     def statement(self, limit: int = 10) -> list[StatementEntry]:
         """The last ``limit`` lines (at most 100), newest first."""
         return list(self._request("statement", limit, key=None, what="statement",
-                                  deadline=None, answer=list))
+                                  deadline=None, answer=StatementEntry, many=True))
 
     def outcome(self, key: str) -> RequestOutcome | None:
         """The bank's final word on ``key`` (None: not applied, and now it never will be).
@@ -464,10 +467,10 @@ def _money(amount: object) -> str:
     return format_amount(amount) if type(amount) is int else repr(amount)
 
 
-def _checker(answer: type | tuple[type, ...], what: str) -> Callable[[Any], Any]:
-    """The check of an answer that must be ``answer`` (a list: of StatementEntry)."""
-    if answer is list:
-        return lambda a: expect_list(a, StatementEntry, what)
+def _checker(answer: type | tuple[type, ...], many: bool, what: str) -> Callable[[Any], Any]:
+    """The check of an answer that must be ``answer`` (``many``: a list of them)."""
+    if many:
+        return lambda a: expect_list(a, answer, what)
     return lambda a: expect(a, answer, what)
 
 
