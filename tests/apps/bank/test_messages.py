@@ -243,6 +243,37 @@ def test_an_atm_refuses_an_answer_that_is_not_its_record(
             read()
 
 
+_BAD_RECEIPT = msgpack.ExtType(Ext.RECORD, msgpack.packb([101, "alice", 12.5, 0]))
+"""A CashReceipt whose amount is a float: no netlet bank sends it; the codec refuses it."""
+
+
+@expose
+class HostileBank(OtherBank):
+    """A bank whose answers are records the ATM cannot decode."""
+
+    def deposit(self, token: str, amount: int, key: str) -> Any:
+        return _BAD_RECEIPT
+
+    def balance(self, token: str) -> Any:
+        return _BAD_RECEIPT
+
+
+def test_an_undecodable_answer_is_an_unknown_outcome_never_nothing_sent(
+        node_factory: Callable[..., netlet.Node]) -> None:
+    """The bank answered, so the request reached it: the ATM must not say it was not sent."""
+    server = node_factory("tcp://127.0.0.1:0")
+    server.serve(HostileBank(), SERVICE_NAME)
+    assert server.address is not None
+    client = BankClient(server.address, node=node_factory(call_timeout=5), timeout=5,
+                        retry_for=2)
+    card = client.card("alice", PIN)
+    with pytest.raises(OutcomeUnknown, match="CashReceipt: field amount must be int") as exc:
+        card.deposit(500, key="d-1")
+    assert exc.value.key == "d-1"
+    with pytest.raises(DecodeError, match="CashReceipt: field amount must be int"):
+        card.balance()
+
+
 @dataclass
 class _Bank:
     ledger: Ledger

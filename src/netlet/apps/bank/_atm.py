@@ -162,8 +162,9 @@ class BankClient:
 
         ``reached`` becomes ``[True]`` once an attempt ran while a connection to the
         bank was up (the request may then have reached it). ``check`` gets the answer
-        and returns it, or raises DecodeError if it is not what ``method`` answers (an
-        answer, so ``reached`` becomes ``[True]``: the request may have been applied).
+        and returns it, or raises DecodeError if it is not what ``method`` answers. A
+        DecodeError (that one, or a reply the codec refused) is raised at once, with
+        ``reached`` ``[True]``: an answer came, so the request may have been applied.
         """
         func, retry = getattr(self.bank, method).aio, _Retry(self, what, deadline)
         while True:
@@ -175,14 +176,11 @@ class BankClient:
                 else:
                     async with self.clock.timeout(limit):  # connecting, or near the deadline
                         answer = await func(*args)
-                if check is None:
-                    return answer
-                try:
-                    return check(answer)
-                except DecodeError:
-                    if reached is not None:
-                        reached[:] = [True]
-                    raise
+                return answer if check is None else check(answer)
+            except DecodeError:  # an answer came, one this ATM cannot read: the request
+                if reached is not None:  # reached the bank, and may have been applied
+                    reached[:] = [True]
+                raise
             except _FATAL as exc:
                 if reached is not None and (linked or self._links_up != ups):
                     reached[:] = [True]
