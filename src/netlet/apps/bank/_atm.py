@@ -185,7 +185,7 @@ class BankClient:
                 if reached is not None and (linked or self._links_up != ups):
                     reached[:] = [True]
                 raise unavailable(f"the bank at {self.address} refused this ATM: {exc}",
-                                   reached=bool(reached), cls=NotAdmitted) from exc
+                                  reached=bool(reached), cls=NotAdmitted) from exc
             except _AGAIN as exc:
                 if linked or self._links_up != ups:
                     retry.reached = True
@@ -196,7 +196,7 @@ class BankClient:
                 await self.clock.sleep(retry.delay_after(error))
                 if self.stop.is_set():
                     raise unavailable("stopped while the bank was not answering",
-                                       reached=retry.reached) from exc
+                                      reached=retry.reached) from exc
 
     # -- operator calls -----------------------------------------------------------
 
@@ -284,7 +284,7 @@ class _Retry:
         why = f" ({describe(exc)})" if exc is not None else ""
         took = self.client.clock.monotonic() - self.start
         return unavailable(f"the bank at {self.client.address} did not answer for "
-                            f"{took:.0f} s{why}", reached=self.reached)
+                           f"{took:.0f} s{why}", reached=self.reached)
 
     def delay_after(self, exc: BaseException) -> float:
         """Seconds to wait before the next attempt; BankUnavailable if it is time to give up."""
@@ -369,7 +369,7 @@ class CardSession:
                     except BaseException as exc:
                         if reached and not isinstance(exc, asyncio.CancelledError):
                             raise unavailable(f"signing in again failed: {describe(exc)}",
-                                               reached=True) from exc
+                                              reached=True) from exc
                         raise
                 token = self._token
                 try:
@@ -387,7 +387,7 @@ class CardSession:
                         if not reached:  # every attempt was answered so: none applied
                             raise
                         raise unavailable("the bank kept forgetting the card session",
-                                           reached=True) from None
+                                          reached=True) from None
                     if wait:
                         await clock.sleep(wait)
         except BankUnavailable as exc:
@@ -399,7 +399,7 @@ class CardSession:
                 raise
             if not reached:  # the request itself never left: an unknown outcome it is not
                 raise unavailable(f"{describe(exc)}; nothing was sent",
-                                   reached=False) from exc
+                                  reached=False) from exc
             raise OutcomeUnknown(key, describe(exc)) from exc
 
     def _request(self, method: str, *args: Any, key: str | None, what: str,
