@@ -472,7 +472,6 @@ def _checker(answer: type | tuple[type, ...], many: bool, what: str) -> Callable
     return lambda a: expect(a, answer, what)
 
 
-
 def run_terminal(client: BankClient, term: Any = None) -> None:
     """Serve customers at this terminal until they quit (``q`` at the name prompt) or EOF."""
     from netlet.apps.bank._terminal import run_terminal as run
