@@ -1,4 +1,4 @@
-"""The bank's answers as records (PROTOCOL.md 19): what ``BankService`` sends back.
+"""The bank's answers as records (PROTOCOL.md 18): what ``BankService`` sends back.
 
 Requests stay method calls whose arguments are plain scalars (the service
 checks each one); every answer that is not a scalar is a codec record
