@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import netlet
-from netlet.apps.bank import CardLocked, WrongPin, register_errors
+from netlet.apps.bank import CardLocked, Session, WrongPin, register_errors
 from netlet.apps.bank._atm import BankClient
 from netlet.apps.bank._service import SERVICE_NAME, NotPermitted
 from netlet.transport import find_user_key
@@ -65,7 +65,7 @@ def _burst(node: netlet.Node, address: str, calls: list[tuple[str, str]]) -> lis
 
 
 def _pin_checks(client: BankClient) -> int:
-    return int(client.info()["pin_checks"])
+    return client.info().pin_checks
 
 
 @pytest.mark.timeout(120)
@@ -101,15 +101,15 @@ def test_signing_in_many_times_does_not_evict_other_customers(tmp_path: Path,
                        retry_for=5) as client:
         client.open_account("victim", "Victim", PIN, pin_cost=CHEAP)
         client.open_account("mallory", "Mallory", PIN, pin_cost=CHEAP)
-        victim = client.bank.login("victim", PIN)["token"]
+        victim = client.bank.login("victim", PIN).token
         answers = _burst(client_node, proc.address, [("mallory", PIN)] * 200)
-        assert all(isinstance(a, dict) for a in answers)
+        assert all(isinstance(a, Session) for a in answers)
         assert client.bank.balance(victim) == 0  # still signed in
         # Mallory keeps only her newest sessions, never more than the bank holds.
         live = 0
         for answer in answers:
             try:
-                client.bank.balance(answer["token"])
+                client.bank.balance(answer.token)
                 live += 1
             except netlet.NetletError:
                 pass

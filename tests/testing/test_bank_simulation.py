@@ -6,6 +6,7 @@ each of the bank's checks made to fire on a doctored record.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
@@ -15,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from netlet.apps.bank import BankService
+from netlet.apps.bank import (
+    AuditReport,
+    BankService,
+    Closed,
+    InsufficientFunds,
+    RequestOutcome,
+)
 from netlet.testing import BankSimConfig, simulate_bank
 from netlet.testing._bankcheck import check_books
 from netlet.testing._bankparts import BankFace, Op, unordered_methods
@@ -110,24 +117,28 @@ def test_the_face_serves_every_method_of_the_bank_service() -> None:
 # -- the checker on doctored records --------------------------------------------------
 
 
-def _books() -> tuple[list[Op], dict[str, dict[str, Any] | None], dict[str, int],
+def _books() -> tuple[list[Op], dict[str, RequestOutcome | None], dict[str, int],
                       dict[str, Any]]:
-    """A consistent record: 100 in, 30 moved, 10 out, one request refused, one unknown."""
+    """A consistent record: 100 in, 30 moved, 10 out, one request refused, one unknown.
+    (The audit is a dict a doctor may change; ``_problems`` makes it an AuditReport.)"""
     ops = [Op("k1", "Deposit", "a", "", 100, "ok"),
            Op("k2", "Transfer", "a", "b", 30, "ok"),
            Op("k3", "Withdraw", "b", "", 10, "ok"),
            Op("k4", "Withdraw", "b", "", 999, "refused", "InsufficientFunds"),
            Op("k5", "Deposit", "b", "", 5, "unknown")]
-    outcomes: dict[str, dict[str, Any] | None] = {
-        op.key: {"key": op.key, "ok": op.status == "ok", "command": op.command()}
-        for op in ops[:4]}
+    outcomes: dict[str, RequestOutcome | None] = {
+        op.key: RequestOutcome(op.key, seq, op.command(),
+                               Closed("a") if op.status == "ok" else None,
+                               None if op.status == "ok" else InsufficientFunds("b", 20, 999),
+                               1.0)
+        for seq, op in enumerate(ops[:4])}
     outcomes["k5"] = None  # never reached the bank: fenced when asked
     return ops, outcomes, {"a": 70, "b": 20}, {"ok": True, "commands": 5, "violations": []}
 
 
 def test_the_checker_passes_consistent_books() -> None:
     ops, outcomes, balances, audit = _books()
-    problems, books = check_books(ops, outcomes, balances, audit, other_commands=0)
+    problems, books = check_books(ops, outcomes, balances, _audit(audit), other_commands=0)
     assert problems == []
     assert (books.applied, books.unknown_applied, books.unknown_not_applied) == (3, 0, 1)
 
@@ -135,7 +146,11 @@ def test_the_checker_passes_consistent_books() -> None:
 def _problems(doctor: Any) -> list[str]:
     ops, outcomes, balances, audit = _books()
     doctor(ops, outcomes, balances, audit)
-    return check_books(ops, outcomes, balances, audit, other_commands=0)[0]
+    return check_books(ops, outcomes, balances, _audit(audit), other_commands=0)[0]
+
+
+def _audit(audit: dict[str, Any]) -> AuditReport:
+    return AuditReport(audit["ok"], 0, audit["commands"], 0, tuple(audit["violations"]))
 
 
 def test_the_checker_finds_an_acknowledged_request_not_applied() -> None:
@@ -162,7 +177,8 @@ def test_the_checker_finds_a_refused_or_unsent_request_applied() -> None:
 def test_the_checker_finds_another_command_under_a_key() -> None:
     def doctor(ops: list[Op], outcomes: dict[str, Any], balances: dict[str, int],
                audit: dict[str, Any]) -> None:
-        outcomes["k2"]["command"] = {**outcomes["k2"]["command"], "amount": 31}
+        k2 = outcomes["k2"]
+        outcomes["k2"] = dataclasses.replace(k2, command={**k2.command, "amount": 31})
 
     assert any("k2: the bank journaled" in p for p in _problems(doctor))
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from netlet.apps.bank._messages import AuditReport, RequestOutcome
 from netlet.testing._bankparts import Op
 
 __all__ = ["Books", "check_books"]
@@ -39,8 +39,8 @@ class Books:
     unknown_not_applied: int = 0
 
 
-def check_books(ops: Sequence[Op], outcomes: Mapping[str, dict[str, Any] | None],
-                balances: Mapping[str, int], audit: Mapping[str, Any],
+def check_books(ops: Sequence[Op], outcomes: Mapping[str, RequestOutcome | None],
+                balances: Mapping[str, int], audit: AuditReport,
                 other_commands: int) -> tuple[list[str], Books]:
     """Problems found (none: the books match), and counts. ``other_commands`` is how many
     journaled commands are no ATM's (the accounts' opening)."""
@@ -50,11 +50,11 @@ def check_books(ops: Sequence[Op], outcomes: Mapping[str, dict[str, Any] | None]
     flow = 0
     for op in ops:
         found = outcomes.get(op.key)
-        if found is not None and found.get("command") != op.command():
-            problems.append(f"{op.key}: the bank journaled {found.get('command')}, "
+        if found is not None and found.command != op.command():
+            problems.append(f"{op.key}: the bank journaled {found.command}, "
                             f"not {op.command()}")
             continue
-        done = found is not None and bool(found.get("ok"))
+        done = found is not None and found.ok
         if op.status == "ok" and not done:
             problems.append(f"{op.key}: acknowledged {op.kind} is not applied ({found})")
         elif op.status == "refused" and done:
@@ -83,9 +83,9 @@ def check_books(ops: Sequence[Op], outcomes: Mapping[str, dict[str, Any] | None]
     if sum(balances.values()) != flow:
         problems.append(f"money does not add up: the accounts hold {sum(balances.values())}, "
                         f"deposits minus withdrawals are {flow}")
-    journaled, keys = audit.get("commands"), len({op.key for op in ops}) + other_commands
+    journaled, keys = audit.n_commands, len({op.key for op in ops}) + other_commands
     if journaled != keys:
         problems.append(f"the journal holds {journaled} commands for {keys} keys")
-    if not audit.get("ok"):
-        problems.extend(f"audit: {v}" for v in audit.get("violations", ()) or ["not ok"])
+    if not audit.ok:
+        problems.extend(f"audit: {v}" for v in audit.violations or ["not ok"])
     return problems, books

@@ -42,6 +42,18 @@ from netlet.apps.bank import (
     OutcomeUnknown,
     ServiceError,
 )
+from netlet.apps.bank._messages import (
+    AccountInfo,
+    AuditReport,
+    BankInfo,
+    CashReceipt,
+    Closed,
+    Opened,
+    RequestOutcome,
+    Session,
+    StatementEntry,
+    TransferReceipt,
+)
 from netlet.errors import NetletError
 from netlet.node import expose
 from netlet.testing._process import Process
@@ -83,48 +95,48 @@ class BankFace:
     def __init__(self, service: BankService) -> None:
         self._s = service
 
-    async def login(self, account: object, pin: object) -> dict[str, Any]:
+    async def login(self, account: object, pin: object) -> Session:
         return await self._s.login(account, pin)
 
     async def logout(self, token: object) -> None:
         await self._s.logout(token)
 
-    async def deposit(self, token: object, amount: object, key: object) -> dict[str, Any]:
+    async def deposit(self, token: object, amount: object, key: object) -> CashReceipt:
         return await self._s.deposit(token, amount, key)
 
-    async def withdraw(self, token: object, amount: object, key: object) -> dict[str, Any]:
+    async def withdraw(self, token: object, amount: object, key: object) -> CashReceipt:
         return await self._s.withdraw(token, amount, key)
 
     async def transfer(self, token: object, dst: object, amount: object,
-                       key: object) -> dict[str, Any]:
+                       key: object) -> TransferReceipt:
         return await self._s.transfer(token, dst, amount, key)
 
     async def balance(self, token: object) -> int:
         return self._s.balance(token)
 
-    async def statement(self, token: object, limit: object = 10) -> list[dict[str, Any]]:
+    async def statement(self, token: object, limit: object = 10) -> list[StatementEntry]:
         return self._s.statement(token, limit)
 
-    async def outcome(self, token: object, key: object) -> dict[str, Any] | None:
+    async def outcome(self, token: object, key: object) -> RequestOutcome | None:
         return self._s.outcome(token, key)
 
     async def open_account(self, account: object, owner: object, pin_hash: object,
-                           key: object) -> dict[str, Any]:
+                           key: object) -> Opened:
         return self._s.open_account(account, owner, pin_hash, key)
 
-    async def close_account(self, account: object, key: object) -> dict[str, Any]:
+    async def close_account(self, account: object, key: object) -> Closed:
         return self._s.close_account(account, key)
 
-    async def accounts(self, prefix: object = "") -> list[dict[str, Any]]:
+    async def accounts(self, prefix: object = "") -> list[AccountInfo]:
         return self._s.accounts(prefix)
 
-    async def outcomes(self, keys: object) -> list[dict[str, Any] | None]:
+    async def outcomes(self, keys: object) -> list[RequestOutcome | None]:
         return self._s.outcomes(keys)
 
-    async def audit(self) -> dict[str, Any]:
+    async def audit(self) -> AuditReport:
         return self._s.audit()
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> BankInfo:
         return self._s.info()
 
 
@@ -254,11 +266,12 @@ class SimAtm(Process):
         try:
             answer = await card.request_aio(
                 "outcome", op.key, key=None, what="asking for an outcome",
-                deadline=self.clock.monotonic() + self.plan.retry_for)
+                deadline=self.clock.monotonic() + self.plan.retry_for,
+                answer=(RequestOutcome, type(None)))
         except (BankError, NetletError) as exc:
             self.rec.note(f"{op.key}: no outcome: {type(exc).__name__}")
             return
         finally:
             self.busy = False
-        op.told = "applied" if answer is not None and answer.get("ok") else "not-applied"
+        op.told = "applied" if answer is not None and answer.ok else "not-applied"
         self.rec.note(f"{op.key}: the bank says {op.told}")

@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from netlet.apps.bank import (
     SERVICE_NAME,
@@ -35,6 +34,13 @@ from netlet.apps.bank import (
     Deposit,
     OpenAccount,
     hash_pin,
+)
+from netlet.apps.bank._messages import (
+    AccountInfo,
+    AuditReport,
+    RequestOutcome,
+    expect,
+    expect_list,
 )
 from netlet.errors import NetletError
 from netlet.testing._bankcheck import check_books
@@ -269,17 +275,22 @@ class _BankWorld(World):
         ops = list(self.ops)
         keys = [op.key for op in ops]
         try:
-            outcomes: dict[str, dict[str, Any] | None] = {}
+            outcomes: dict[str, RequestOutcome | None] = {}
             for start in range(0, len(keys), _BATCH):
                 batch = keys[start:start + _BATCH]
-                answers = await client.call_aio("outcomes", batch, what="outcomes")
+                answers = await client.call_aio(
+                    "outcomes", batch, what="outcomes",
+                    check=lambda a: expect_list(a, (RequestOutcome, type(None)), "outcomes"))
                 outcomes.update(zip(batch, answers, strict=True))
-            listed = await client.call_aio("accounts", "", what="accounts")
-            audit = await client.call_aio("audit", what="audit")
+            listed = await client.call_aio(
+                "accounts", "", what="accounts",
+                check=lambda a: expect_list(a, AccountInfo, "accounts"))
+            audit = await client.call_aio("audit", what="audit",
+                                          check=lambda a: expect(a, AuditReport, "audit"))
         except NetletError as exc:
             self.violation(f"the bank did not answer the check after the calm: {exc!r}")
             return
-        balances = {a["account"]: a["balance"] for a in listed}
+        balances = {a.account: a.balance for a in listed}
         problems, books = check_books(ops, outcomes, balances, audit,
                                       other_commands=len(self.plan.accounts))
         for problem in problems:

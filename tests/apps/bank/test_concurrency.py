@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import netlet
-from netlet.apps.bank import InsufficientFunds
+from netlet.apps.bank import CashReceipt, InsufficientFunds
 from netlet.apps.bank._atm import BankClient
 from netlet.transport import find_user_key
 from tests.apps.bank.bank_server import BankProcess
@@ -86,12 +86,12 @@ def test_opposite_transfers_between_the_same_accounts(bank: BankProcess,
 
     run_all([threading.Thread(target=atm, args=(i,), name=f"atm-{i}") for i in range(ATMS)])
     assert errors == []
-    balances = {a["account"]: a["balance"] for a in operator.accounts()}
+    balances = {a.account: a.balance for a in operator.accounts()}
     assert balances == {"a": 100_000 + moved["a"], "b": 100_000 + moved["b"]}
     assert sum(balances.values()) == 200_000  # money is conserved
     assert min(balances.values()) >= 0
-    assert operator.audit()["ok"]
-    assert operator.audit()["commands"] == 4 + ATMS * TRANSFERS  # opens, seeds, transfers
+    assert operator.audit().ok
+    assert operator.audit().n_commands == 4 + ATMS * TRANSFERS  # opens, seeds, transfers
 
 
 def test_one_key_raced_by_many_atms_applies_once(bank: BankProcess,
@@ -108,7 +108,7 @@ def test_one_key_raced_by_many_atms_applies_once(bank: BankProcess,
 
     run_all([threading.Thread(target=atm, args=(i,)) for i in range(ATMS)])
     assert len(answers) == ATMS
-    assert all(a == {"account": "c", "amount": 1_234, "balance": 1_234} for a in answers)
+    assert all(a == CashReceipt("c", 1_234, 1_234) for a in answers)
     assert clients[0].card("c", PIN).balance() == 1_234
 
 

@@ -40,7 +40,7 @@ def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
                                             direct_calls=False),
             timeout=60, retry_for=5) as client:
         client.open_account("alice", "Alice", PIN, pin_cost=16)
-        token = client.bank.login("alice", PIN)["token"]
+        token = client.bank.login("alice", PIN).token
         with hold_writer(db):  # the bank's writer now waits for us
             with pytest.raises(CallTimeout):  # the caller gives up: the call is cancelled
                 client.bank.with_options(timeout=1.0).deposit(token, 500, "k-given-up")
@@ -57,7 +57,7 @@ def test_outcome_waits_for_a_queued_request_whose_caller_gave_up(
         if outcome is None:
             assert not applied, "outcome said 'never applied', then the bank applied it"
         else:
-            assert outcome["ok"]
+            assert outcome.ok
             assert applied
         assert client.bank.balance(token) == (501 if applied else 1)
 

@@ -21,11 +21,13 @@ import netlet
 from netlet.apps.bank import (
     AccountNotEmpty,
     CardLocked,
+    CashReceipt,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidAmount,
     InvalidCommand,
     Ledger,
+    Session,
     UnknownAccount,
     WrongPin,
     hash_pin,
@@ -109,10 +111,10 @@ def bank(tmp_path: Path, node_factory: Callable[..., netlet.Node]) -> Iterator[B
 
 def test_login_gives_a_token_that_carries_the_session(bank: Bank) -> None:
     answer = bank.client.bank.login("alice", PIN)
-    assert answer["account"] == "alice"
-    assert answer["expires_in"] == 300
-    token = answer["token"]
-    assert bank.client.bank.deposit(token, 500, "k1")["balance"] == 500
+    assert answer.account == "alice"
+    assert answer.expires_in == 300
+    token = answer.token
+    assert bank.client.bank.deposit(token, 500, "k1").balance == 500
     assert bank.client.bank.balance(token) == 500
 
 
@@ -131,18 +133,18 @@ def test_wrong_pins_lock_the_card_and_malformed_pins_do_not_count(bank: Bank) ->
     assert 0 < locked.value.retry_after <= 60
     with pytest.raises(CardLocked):  # even the right PIN, while locked
         bank.client.bank.login("alice", PIN)
-    assert bank.client.bank.login("bob", PIN)["account"] == "bob"  # other cards unaffected
+    assert bank.client.bank.login("bob", PIN).account == "bob"  # other cards unaffected
 
 
 def test_unknown_and_expired_tokens_are_refused(bank: Bank) -> None:
-    token = bank.client.bank.login("alice", PIN)["token"]
+    token = bank.client.bank.login("alice", PIN).token
     for bad in ("x" * 43, "", None, 7, "../../etc", "a" * 10_000):
         with pytest.raises(SessionExpired):
             bank.client.bank.deposit(bad, 100, "k-bad")
     bank.clock.advance(301)
     with pytest.raises(SessionExpired):
         bank.client.bank.balance(token)
-    token = bank.client.bank.login("alice", PIN)["token"]
+    token = bank.client.bank.login("alice", PIN).token
     bank.client.bank.logout(token)
     with pytest.raises(SessionExpired):
         bank.client.bank.balance(token)
@@ -150,7 +152,7 @@ def test_unknown_and_expired_tokens_are_refused(bank: Bank) -> None:
 
 
 def test_a_session_expires_exactly_at_its_ttl_on_the_virtual_clock(bank: Bank) -> None:
-    token = bank.client.bank.login("alice", PIN)["token"]
+    token = bank.client.bank.login("alice", PIN).token
     bank.clock.advance(299.75)  # just before the 300 s TTL: alive
     assert bank.client.bank.balance(token) == 0
     bank.clock.advance(0.25)  # exactly at it: gone, with no real wait
@@ -164,7 +166,7 @@ def test_card_session_signs_in_again_when_the_bank_forgot_it(bank: Bank) -> None
     signed_in_again: list[bool] = []
     card.on_sign_in_again = lambda: signed_in_again.append(True)
     bank.clock.advance(301)  # as if the bank restarted or the token expired
-    assert card.deposit(100)["balance"] == 200
+    assert card.deposit(100).balance == 200
     assert signed_in_again == [True]
 
 
@@ -173,13 +175,13 @@ def test_card_session_signs_in_again_when_the_bank_forgot_it(bank: Bank) -> None
 
 def test_operations_and_statement(bank: Bank) -> None:
     card = bank.client.card("alice", PIN)
-    assert card.deposit(10_000)["balance"] == 10_000
-    assert card.withdraw(2_500)["balance"] == 7_500
+    assert card.deposit(10_000).balance == 10_000
+    assert card.withdraw(2_500).balance == 7_500
     moved = card.transfer("bob", 1_000)
-    assert (moved["src_balance"], moved["dst_balance"]) == (6_500, 1_000)
+    assert (moved.src_balance, moved.dst_balance) == (6_500, 1_000)
     assert card.balance() == 6_500
     lines = card.statement(2)
-    assert [(e["kind"], e["amount"], e["balance_after"]) for e in lines] == [
+    assert [(e.kind, e.amount, e.balance_after) for e in lines] == [
         ("Transfer", -1_000, 6_500), ("Withdraw", -2_500, 7_500)]
     with pytest.raises(InsufficientFunds) as exc:
         card.withdraw(6_501)
@@ -190,7 +192,7 @@ def test_operations_and_statement(bank: Bank) -> None:
 @pytest.mark.parametrize("amount", [0, -1, -10**20, 1.5, 12.34, True, "100", None, 10**40,
                                     [100], {"amount": 1}])
 def test_bad_amounts_are_refused_and_change_nothing(bank: Bank, amount: object) -> None:
-    token = bank.client.bank.login("alice", PIN)["token"]
+    token = bank.client.bank.login("alice", PIN).token
     bank.client.bank.deposit(token, 1_000, "seed")
     before = bank.journal_size()
     for method, args in (("deposit", (amount,)), ("withdraw", (amount,)),
@@ -202,7 +204,7 @@ def test_bad_amounts_are_refused_and_change_nothing(bank: Bank, amount: object) 
 
 
 def test_malformed_requests_are_refused_and_change_nothing(bank: Bank) -> None:
-    token = bank.client.bank.login("alice", PIN)["token"]
+    token = bank.client.bank.login("alice", PIN).token
     api = bank.client.bank
     before = bank.ledger.journal(limit=100_000)[-1].seq
     cases: list[tuple[Callable[[], object], type[BaseException]]] = [
@@ -243,7 +245,7 @@ def test_pin_hashes_are_checked_when_accounts_open(bank: Bank) -> None:
     costly = hash_pin(PIN, n=2**16).replace("$8$", "$16$", 1)  # 128 MiB to check
     with pytest.raises(InvalidCommand, match="scrypt cost"):
         api.open_account("carol", "Carol", costly, "o2")
-    assert all(a["account"] != "carol" for a in bank.client.accounts())
+    assert all(a.account != "carol" for a in bank.client.accounts())
 
 
 # -- idempotency and outcomes ------------------------------------------------------------
@@ -253,7 +255,7 @@ def test_same_key_same_answer_different_request_refused(bank: Bank) -> None:
     card = bank.client.card("alice", PIN)
     first = card.deposit(700, key="dep-1")
     again = card.deposit(700, key="dep-1")
-    assert first == again == {"account": "alice", "amount": 700, "balance": 700}
+    assert first == again == CashReceipt("alice", 700, 700)
     with pytest.raises(IdempotencyConflict):
         card.deposit(800, key="dep-1")
     with pytest.raises(IdempotencyConflict):
@@ -273,21 +275,21 @@ def test_outcome_reports_and_settles_keys(bank: Bank) -> None:
         card.withdraw(10_000, key="o-wd")
     applied = card.outcome("o-dep")
     assert applied is not None
-    assert applied["ok"]
-    assert applied["command"] == {"type": "Deposit", "account": "alice", "amount": 300}
-    assert applied["result"]["balance"] == 300
+    assert applied.ok
+    assert applied.command == {"type": "Deposit", "account": "alice", "amount": 300}
+    assert applied.result == CashReceipt("alice", 300, 300)
     refused = card.outcome("o-wd")
     assert refused is not None
-    assert not refused["ok"]
-    assert refused["error"]["type"] == "InsufficientFunds"
+    assert not refused.ok
+    assert isinstance(refused.error, InsufficientFunds)
     assert card.outcome("never-sent") is None
     with pytest.raises(KeySettled):  # asking settled it: it can never apply now
         card.deposit(300, key="never-sent")
-    assert card.deposit(300, key="o-dep")["balance"] == 300  # known keys still answer
+    assert card.deposit(300, key="o-dep").balance == 300  # known keys still answer
     bob = bank.client.card("bob", PIN)
     with pytest.raises(NotPermitted):
         bob.outcome("o-dep")
-    assert [o and o["ok"] for o in bank.client.outcomes(["o-dep", "o-wd", "nope"])] == [
+    assert [o and o.ok for o in bank.client.outcomes(["o-dep", "o-wd", "nope"])] == [
         True, False, None]
 
 
@@ -304,7 +306,7 @@ def test_operator_calls_refused_when_the_bank_allows_none(
                      lambda: b.client.outcomes(["k"]), b.client.audit):
             with pytest.raises(NotPermitted, match="operator"):
                 call()
-        assert b.client.info()["operator"] is False
+        assert b.client.info().operator is False
         assert b.journal_size() == 0
     finally:
         next(gen, None)
@@ -325,7 +327,7 @@ def test_keyed_bank_refuses_peers_without_the_key(
         with pytest.raises(BankUnavailable, match="refused this ATM") as bad_key:
             wrong.accounts()
         assert not bad_key.value.reached
-        assert [a["balance"] for a in b.client.accounts()] == [0]
+        assert [a.balance for a in b.client.accounts()] == [0]
     finally:
         next(gen, None)
 
@@ -337,7 +339,7 @@ def test_close_needs_an_empty_account(bank: Bank) -> None:
         bank.client.close_account("bob")
     card.withdraw(100)
     bank.client.close_account("bob")
-    assert [a["status"] for a in bank.client.accounts("bob")] == ["closed"]
+    assert [a.status for a in bank.client.accounts("bob")] == ["closed"]
 
 
 # -- the client's retries ------------------------------------------------------------------
@@ -359,7 +361,9 @@ class _Flaky:
                 flaky.calls.append((name, *args))
                 if len(flaky.calls) <= flaky.failures:
                     raise flaky.error
-                return {"token": "t" * 43} if name == "login" else {"ok": name, "args": args}
+                if name == "login":
+                    return Session("t" * 43, "alice", 300.0)
+                return CashReceipt("alice", args[1], 100)
 
         return Method
 
@@ -396,7 +400,7 @@ def test_client_retries_the_same_request_and_tells(
     client.on_retry = notices.append
     card = client.card("alice", PIN)
     card._token = "t" * 43
-    assert _drive(clock, lambda: card.deposit(100, key="same"))["ok"] == "deposit"
+    assert _drive(clock, lambda: card.deposit(100, key="same")) == CashReceipt("alice", 100, 100)
     assert flaky.calls == [("deposit", "t" * 43, 100, "same")] * 4
     assert [n.attempt for n in notices] == [1, 2, 3]
     assert [n.delay for n in notices] == [0.05, 0.1, 0.2]  # the backoff, exactly
@@ -420,7 +424,7 @@ class _Restarting:
             async def aio(*args: Any) -> Any:
                 if name == "login":
                     outer.logins += 1
-                    return {"token": "t" * 43}
+                    return Session("t" * 43, "alice", 300.0)
                 outer.deposits += 1
                 if outer.deposits == 1:
                     raise netlet.ConnectionLost("cut after sending")

@@ -4,9 +4,11 @@ Operations are command objects executed by a :class:`Ledger` under an
 idempotency key; amounts are ints in minor units. :class:`BankService` serves
 a ledger over netlet (card sessions, validation, the operator gate);
 :class:`BankClient` and :class:`CardSession` are the ATM side, retrying a
-request under its own key until the bank answers; :class:`Swarm` runs many
-simulated ATMs and checks the bank's books afterwards. The ``netlet bank`` and
-``netlet atm`` commands live in ``_cli`` and are imported only when they run.
+request under its own key until the bank answers, and the bank's answers are
+records (``Session``, ``CashReceipt``, ``RequestOutcome`` ...; PROTOCOL.md 18).
+:class:`Swarm` runs many simulated ATMs and checks the bank's books afterwards.
+The ``netlet bank`` and ``netlet atm`` commands live in ``_cli`` and are
+imported only when they run.
 See docs/bank.md.
 """
 
@@ -62,6 +64,17 @@ from netlet.apps.bank._ledger import (
     Outcome,
     StatementEntry,
 )
+from netlet.apps.bank._messages import (
+    BankInfo,
+    CashReceipt,
+    Closed,
+    Opened,
+    Receipt,
+    RequestOutcome,
+    Reversed,
+    Session,
+    TransferReceipt,
+)
 from netlet.apps.bank._pins import hash_pin, verify_pin
 from netlet.apps.bank._service import (
     SERVICE_NAME,
@@ -88,12 +101,15 @@ __all__ = [
     "AuditReport",
     "BankClient",
     "BankError",
+    "BankInfo",
     "BankService",
     "BankUnavailable",
     "Book",
     "CardLocked",
     "CardSession",
+    "CashReceipt",
     "CloseAccount",
+    "Closed",
     "Command",
     "Deposit",
     "Fence",
@@ -109,11 +125,16 @@ __all__ = [
     "NotPermitted",
     "NotReversible",
     "OpenAccount",
+    "Opened",
     "Outcome",
     "OutcomeUnknown",
+    "Receipt",
+    "RequestOutcome",
     "RetryNotice",
     "Reversal",
+    "Reversed",
     "ServiceError",
+    "Session",
     "SessionExpired",
     "StatementEntry",
     "StorageError",
@@ -121,6 +142,7 @@ __all__ = [
     "SwarmConfig",
     "SwarmReport",
     "Transfer",
+    "TransferReceipt",
     "UnknownAccount",
     "UnknownTransaction",
     "Withdraw",

@@ -16,38 +16,53 @@ have left this ATM (a connection to the bank was up while it was being
 sent), and :class:`BankUnavailable` with ``reached=False`` ("nothing was
 sent") before. One attempt, connecting and the handshake included, lasts at
 most ``timeout`` seconds; all attempts of a request end by its deadline
-(``retry_for`` seconds by default). The terminal ATM is in ``_terminal``.
+(``retry_for`` seconds by default). Every answer is checked to be the record
+its call answers (``_messages``); another one counts as no answer, since the
+request may have been applied. The failure types are in ``_atmerrors``, the
+terminal ATM in ``_terminal``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from netlet.apps.bank._commands import (
-    BankError,
-    LedgerClosed,
-    StorageError,
-    error_from_record,
-    format_amount,
+from netlet.apps.bank._atmerrors import (
+    RETRYABLE,
+    BankUnavailable,
+    NotAdmitted,
+    OutcomeUnknown,
+    RetryNotice,
+    describe,
+    is_refusal,
+    new_key,
+    unanswered,
+    unavailable,
+)
+from netlet.apps.bank._commands import format_amount
+from netlet.apps.bank._messages import (
+    AccountInfo,
+    AuditReport,
+    BankInfo,
+    CashReceipt,
+    Closed,
+    Opened,
+    RequestOutcome,
+    Session,
+    StatementEntry,
+    TransferReceipt,
+    expect,
+    expect_list,
 )
 from netlet.apps.bank._pins import DEFAULT_SCRYPT_N, hash_pin
-from netlet.apps.bank._service import (
-    SERVICE_NAME,
-    ServiceError,
-    SessionExpired,
-    register_errors,
-)
+from netlet.apps.bank._service import SERVICE_NAME, SessionExpired, register_errors
 from netlet.clock import Backoff
 from netlet.errors import (
     AuthenticationError,
     CallTimeout,
-    HandshakeError,
-    NetletConnectionError,
+    DecodeError,
     NoSuchObject,
     VersionMismatch,
 )
@@ -63,15 +78,9 @@ __all__ = [
     "OutcomeUnknown",
     "RetryNotice",
     "new_key",
-    "outcome_error",
     "run_terminal",
 ]
 
-RETRYABLE: tuple[type[BaseException], ...] = (
-    NetletConnectionError, CallTimeout, HandshakeError, StorageError, LedgerClosed)
-"""Failures after which a request's fate is unknown: send it again under the same key.
-(A handshake that does not finish, as with a bank that is paused or still starting,
-is retried; a wrong key or protocol version is not.)"""
 _FATAL = (AuthenticationError, VersionMismatch)
 # NoSuchObject: a restarting bank listens a moment before it serves "bank"; the call
 # was not run, so trying again is safe (found by tests/apps/bank/test_jepsen.py).
@@ -86,63 +95,6 @@ _SESSION_REFUSALS = 5
 refusal answered (none lost on the way), is refused: SessionExpired, nothing applied.
 Retrying until ``retry_for`` would only make the answer hang on the clock: its last
 attempt, cut short by the deadline, would turn a refusal into "outcome unknown"."""
-
-
-class BankUnavailable(NetletConnectionError):
-    """The bank did not answer before the client gave up.
-
-    ``reached`` is False when no connection to the bank was up during any attempt:
-    then nothing was sent, and nothing can have been applied.
-    """
-
-    reached: bool = True
-
-
-class NotAdmitted(BankUnavailable):
-    """The bank refused this ATM's connection (a wrong key or protocol version)."""
-
-
-def _unavailable(message: str, *, reached: bool,
-                 cls: type[BankUnavailable] = BankUnavailable) -> BankUnavailable:
-    exc = cls(message)
-    exc.reached = reached
-    return exc
-
-
-class OutcomeUnknown(BankUnavailable):
-    """A mutating request got no answer: it may or may not have been applied.
-
-    It was applied at most once; ask the bank with ``key`` (``outcome``) for the final word.
-    """
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(key, reason)
-        self.key, self.reason = key, reason
-
-    def __str__(self) -> str:
-        return (f"no answer for request {self.key!r}: {self.reason}; it was applied at most "
-                "once, ask with its key")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryNotice:
-    """Told to ``on_retry`` before each retry: what is retried, why, and when."""
-
-    what: str
-    attempt: int
-    error: BaseException
-    delay: float
-    elapsed: float
-
-
-def new_key(prefix: str = "atm") -> str:
-    """A fresh idempotency key: unique across ATMs without coordination."""
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def _is_refusal(exc: BaseException) -> bool:
-    """The bank answered no (not a failure to get an answer)."""
-    return isinstance(exc, BankError | ServiceError) and not isinstance(exc, RETRYABLE)
 
 
 class BankClient:
@@ -194,20 +146,25 @@ class BankClient:
             raise
 
     def call(self, method: str, *args: Any, what: str = "request",
-             deadline: float | None = None, reached: list[bool] | None = None) -> Any:
+             deadline: float | None = None, reached: list[bool] | None = None,
+             check: Callable[[Any], Any] | None = None) -> Any:
         """``bank.method(*args)``, sent again after each RETRYABLE failure until ``deadline``.
 
         Raises BankUnavailable on giving up, or whatever the bank raised.
         """
         return self.run(self.call_aio(method, *args, what=what, deadline=deadline,
-                                      reached=reached))
+                                      reached=reached, check=check))
 
     async def call_aio(self, method: str, *args: Any, what: str = "request",
-                       deadline: float | None = None, reached: list[bool] | None = None) -> Any:
+                       deadline: float | None = None, reached: list[bool] | None = None,
+                       check: Callable[[Any], Any] | None = None) -> Any:
         """:meth:`call` from async code on the client node's loop: the task waits, not a thread.
 
         ``reached`` becomes ``[True]`` once an attempt ran while a connection to the
-        bank was up (the request may then have reached it).
+        bank was up (the request may then have reached it). ``check`` gets the answer
+        and returns it, or raises DecodeError if it is not what ``method`` answers. A
+        DecodeError (that one, or a reply the codec refused) is raised at once, with
+        ``reached`` ``[True]``: an answer came, so the request may have been applied.
         """
         func, retry = getattr(self.bank, method).aio, _Retry(self, what, deadline)
         while True:
@@ -215,14 +172,20 @@ class BankClient:
             ups, linked = self._links_up, self._links_now > 0
             try:
                 if linked and limit >= self.timeout:  # the proxy's own timeout bounds it
-                    return await func(*args)
-                async with self.clock.timeout(limit):  # connecting, or near the deadline
-                    return await func(*args)
+                    answer = await func(*args)
+                else:
+                    async with self.clock.timeout(limit):  # connecting, or near the deadline
+                        answer = await func(*args)
+                return answer if check is None else check(answer)
+            except DecodeError:  # an answer came, one this ATM cannot read: the request
+                if reached is not None:  # reached the bank, and may have been applied
+                    reached[:] = [True]
+                raise
             except _FATAL as exc:
                 if reached is not None and (linked or self._links_up != ups):
                     reached[:] = [True]
-                raise _unavailable(f"the bank at {self.address} refused this ATM: {exc}",
-                                   reached=bool(reached), cls=NotAdmitted) from exc
+                raise unavailable(f"the bank at {self.address} refused this ATM: {exc}",
+                                  reached=bool(reached), cls=NotAdmitted) from exc
             except _AGAIN as exc:
                 if linked or self._links_up != ups:
                     retry.reached = True
@@ -232,42 +195,55 @@ class BankClient:
                     exc, TimeoutError) and not isinstance(exc, CallTimeout) else exc
                 await self.clock.sleep(retry.delay_after(error))
                 if self.stop.is_set():
-                    raise _unavailable("stopped while the bank was not answering",
-                                       reached=retry.reached) from exc
+                    raise unavailable("stopped while the bank was not answering",
+                                      reached=retry.reached) from exc
 
     # -- operator calls -----------------------------------------------------------
 
     def open_account(self, account: str, owner: str, pin: str, *, key: str | None = None,
-                     pin_cost: int = DEFAULT_SCRYPT_N) -> dict[str, Any]:
+                     pin_cost: int = DEFAULT_SCRYPT_N) -> Opened:
         """Open ``account``; the PIN is hashed here, so it never travels."""
         pin_hash = hash_pin(pin, n=pin_cost)
-        return self._keyed("open_account", account, owner, pin_hash, key=key,
+        return self._keyed("open_account", Opened, account, owner, pin_hash, key=key,
                            what=f"opening {account}")
 
-    def close_account(self, account: str, *, key: str | None = None) -> dict[str, Any]:
-        return self._keyed("close_account", account, key=key, what=f"closing {account}")
+    def close_account(self, account: str, *, key: str | None = None) -> Closed:
+        return self._keyed("close_account", Closed, account, key=key,
+                           what=f"closing {account}")
 
-    def _keyed(self, method: str, *args: Any, key: str | None, what: str) -> dict[str, Any]:
+    def _keyed(self, method: str, answer: type[_T], *args: Any, key: str | None,
+               what: str) -> _T:
         key = new_key("op") if key is None else key
         reached: list[bool] = []
         try:
-            result: dict[str, Any] = self.call(method, *args, key, what=what, reached=reached)
+            result: _T = self.call(method, *args, key, what=what, reached=reached,
+                                   check=lambda a: expect(a, answer, what))
         except BankUnavailable as exc:
-            raise _unanswered(exc, key, bool(reached)) from exc
+            raise unanswered(exc, key, bool(reached)) from exc
+        except DecodeError as exc:
+            raise OutcomeUnknown(key, describe(exc)) from exc
         return result
 
-    def accounts(self, prefix: str = "") -> list[dict[str, Any]]:
-        return list(self.call("accounts", prefix, what="listing accounts"))
+    def accounts(self, prefix: str = "") -> list[AccountInfo]:
+        """Every account whose id starts with ``prefix``, by id."""
+        what = "listing accounts"
+        return self.call("accounts", prefix, what=what,  # type: ignore[no-any-return]
+                         check=lambda a: expect_list(a, AccountInfo, what))
 
-    def outcomes(self, keys: list[str]) -> list[dict[str, Any] | None]:
+    def outcomes(self, keys: list[str]) -> list[RequestOutcome | None]:
         """Each key's outcome; asking settles a key the bank never saw as not applied."""
-        return list(self.call("outcomes", keys, what="asking for outcomes"))
+        what = "asking for outcomes"
+        return self.call("outcomes", keys, what=what,  # type: ignore[no-any-return]
+                         check=lambda a: expect_list(a, (RequestOutcome, type(None)), what))
 
-    def audit(self) -> dict[str, Any]:
-        return dict(self.call("audit", what="audit"))
+    def audit(self) -> AuditReport:
+        """The bank's books, checked from its journal (an operator call)."""
+        return self.call("audit", what="audit",  # type: ignore[no-any-return]
+                         check=lambda a: expect(a, AuditReport, "audit"))
 
-    def info(self) -> dict[str, Any]:
-        return dict(self.call("info", what="info"))
+    def info(self) -> BankInfo:
+        return self.call("info", what="info",  # type: ignore[no-any-return]
+                         check=lambda a: expect(a, BankInfo, "info"))
 
     def card(self, account: str, pin: str) -> CardSession:
         """A card session for ``account`` (signs in on first use)."""
@@ -305,10 +281,10 @@ class _Retry:
         return max(min(self.client.timeout, left), 0.05)
 
     def _give_up(self, exc: BaseException | None) -> BankUnavailable:
-        why = f" ({_describe(exc)})" if exc is not None else ""
+        why = f" ({describe(exc)})" if exc is not None else ""
         took = self.client.clock.monotonic() - self.start
-        return _unavailable(f"the bank at {self.client.address} did not answer for "
-                            f"{took:.0f} s{why}", reached=self.reached)
+        return unavailable(f"the bank at {self.client.address} did not answer for "
+                           f"{took:.0f} s{why}", reached=self.reached)
 
     def delay_after(self, exc: BaseException) -> float:
         """Seconds to wait before the next attempt; BankUnavailable if it is time to give up."""
@@ -320,11 +296,6 @@ class _Retry:
             self.client.on_retry(RetryNotice(self.what, self.attempt, exc, delay,
                                              now - self.start))
         return self.backoff.next()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 120 else text[:117] + "..."
 
 
 class CardSession:
@@ -347,9 +318,10 @@ class CardSession:
 
     async def sign_in_aio(self, deadline: float | None = None) -> str:
         """:meth:`sign_in` from async code."""
-        answer = await self.client.call_aio("login", self.account, self._pin,
-                                            what="signing in", deadline=deadline)
-        self._token = str(answer["token"])
+        session: Session = await self.client.call_aio(
+            "login", self.account, self._pin, what="signing in", deadline=deadline,
+            check=lambda a: expect(a, Session, "signing in"))
+        self._token = session.token
         return self._token
 
     def sign_out(self) -> None:
@@ -368,19 +340,25 @@ class CardSession:
             self.on_sign_in_again()
 
     async def request_aio(self, method: str, *args: Any, key: str | None,
-                          what: str | None = None, deadline: float | None = None) -> Any:
+                          what: str | None = None, deadline: float | None = None,
+                          answer: type | tuple[type, ...] | None = None,
+                          many: bool = False) -> Any:
         """``method(token, *args[, key])`` at the bank, signing in (again) as needed.
 
         With a ``key`` (a mutating request) the failures follow the module's rule:
         a refusal of the request is raised as is; any other failure is OutcomeUnknown
         once the request may have been sent, BankUnavailable ("nothing was sent")
-        before. Without one (a read) it is BankUnavailable either way.
+        before. Without one (a read) it is BankUnavailable either way. ``answer``: the
+        record(s) the bank must answer with (``many``: a list of them); another answer
+        is a DecodeError (a read), or OutcomeUnknown (a mutating request: it may have
+        been applied).
         """
         what = what or method
         clock = self.client.clock
         deadline = clock.monotonic() + self.client.retry_for if deadline is None else deadline
         reached: list[bool] = []
         extra = () if key is None else (key,)
+        check = None if answer is None else _checker(answer, many, what)
         again = Backoff(_FIRST_DELAY, _MAX_DELAY)  # a bank that forgets the session each time
         refused = 0
         try:
@@ -390,13 +368,14 @@ class CardSession:
                         await self.sign_in_aio(deadline)
                     except BaseException as exc:
                         if reached and not isinstance(exc, asyncio.CancelledError):
-                            raise _unavailable(f"signing in again failed: {_describe(exc)}",
-                                               reached=True) from exc
+                            raise unavailable(f"signing in again failed: {describe(exc)}",
+                                              reached=True) from exc
                         raise
                 token = self._token
                 try:
                     return await self.client.call_aio(method, token, *args, *extra, what=what,
-                                                      deadline=deadline, reached=reached)
+                                                      deadline=deadline, reached=reached,
+                                                      check=check)
                 except SessionExpired:
                     self._forget()
                     refused += 1
@@ -407,87 +386,90 @@ class CardSession:
                     if clock.monotonic() + wait >= deadline:
                         if not reached:  # every attempt was answered so: none applied
                             raise
-                        raise _unavailable("the bank kept forgetting the card session",
-                                           reached=True) from None
+                        raise unavailable("the bank kept forgetting the card session",
+                                          reached=True) from None
                     if wait:
                         await clock.sleep(wait)
         except BankUnavailable as exc:
             if key is None:
                 raise
-            raise _unanswered(exc, key, bool(reached)) from exc
+            raise unanswered(exc, key, bool(reached)) from exc
         except Exception as exc:
-            if key is None or _is_refusal(exc):
+            if key is None or is_refusal(exc):
                 raise
             if not reached:  # the request itself never left: an unknown outcome it is not
-                raise _unavailable(f"{_describe(exc)}; nothing was sent",
-                                   reached=False) from exc
-            raise OutcomeUnknown(key, _describe(exc)) from exc
+                raise unavailable(f"{describe(exc)}; nothing was sent",
+                                  reached=False) from exc
+            raise OutcomeUnknown(key, describe(exc)) from exc
 
     def _request(self, method: str, *args: Any, key: str | None, what: str,
-                 deadline: float | None) -> Any:
+                 deadline: float | None, answer: type | tuple[type, ...],
+                 many: bool = False) -> Any:
         return self.client.run(self.request_aio(method, *args, key=key, what=what,
-                                                deadline=deadline))
+                                                deadline=deadline, answer=answer, many=many))
 
     async def mutate_aio(self, method: str, *args: Any, key: str | None = None,
                          what: str | None = None, deadline: float | None = None
-                         ) -> dict[str, Any]:
+                         ) -> CashReceipt | TransferReceipt:
         """``deposit``, ``withdraw`` or ``transfer`` (by ``method``) from async code."""
         key = new_key() if key is None else key
-        result: dict[str, Any] = await self.request_aio(method, *args, key=key, what=what,
-                                                        deadline=deadline)
+        answer = TransferReceipt if method == "transfer" else CashReceipt
+        result: CashReceipt | TransferReceipt = await self.request_aio(
+            method, *args, key=key, what=what, deadline=deadline, answer=answer)
         return result
 
     def deposit(self, amount: int, *, key: str | None = None,
-                deadline: float | None = None) -> dict[str, Any]:
-        """Deposit ``amount`` cents; ``{account, amount, balance}``."""
-        return self.client.run(self.mutate_aio("deposit", amount, key=key, deadline=deadline,
-                                               what=f"deposit of {_money(amount)}"))
+                deadline: float | None = None) -> CashReceipt:
+        """Deposit ``amount`` cents; the receipt has the balance after it."""
+        return self.client.run(self.mutate_aio(  # type: ignore[return-value]
+            "deposit", amount, key=key, deadline=deadline,
+            what=f"deposit of {_money(amount)}"))
 
     def withdraw(self, amount: int, *, key: str | None = None,
-                 deadline: float | None = None) -> dict[str, Any]:
+                 deadline: float | None = None) -> CashReceipt:
         """Withdraw ``amount`` cents (InsufficientFunds: nothing withdrawn)."""
-        return self.client.run(self.mutate_aio("withdraw", amount, key=key, deadline=deadline,
-                                               what=f"withdrawal of {_money(amount)}"))
+        return self.client.run(self.mutate_aio(  # type: ignore[return-value]
+            "withdraw", amount, key=key, deadline=deadline,
+            what=f"withdrawal of {_money(amount)}"))
 
     def transfer(self, dst: str, amount: int, *, key: str | None = None,
-                 deadline: float | None = None) -> dict[str, Any]:
-        """Move ``amount`` cents to ``dst``; ``{src, dst, amount, src_balance, dst_balance}``."""
-        return self.client.run(self.mutate_aio("transfer", dst, amount, key=key,
-                                               deadline=deadline,
-                                               what=f"transfer of {_money(amount)} to {dst}"))
+                 deadline: float | None = None) -> TransferReceipt:
+        """Move ``amount`` cents to ``dst``; the receipt has both balances after it."""
+        return self.client.run(self.mutate_aio(  # type: ignore[return-value]
+            "transfer", dst, amount, key=key, deadline=deadline,
+            what=f"transfer of {_money(amount)} to {dst}"))
 
     def balance(self) -> int:
-        return int(self._request("balance", key=None, what="balance enquiry", deadline=None))
+        """The account's balance in cents, as committed."""
+        return int(self._request("balance", key=None, what="balance enquiry", deadline=None,
+                                 answer=int))
 
-    def statement(self, limit: int = 10) -> list[dict[str, Any]]:
+    def statement(self, limit: int = 10) -> list[StatementEntry]:
+        """The last ``limit`` lines (at most 100), newest first."""
         return list(self._request("statement", limit, key=None, what="statement",
-                                  deadline=None))
+                                  deadline=None, answer=StatementEntry, many=True))
 
-    def outcome(self, key: str) -> dict[str, Any] | None:
+    def outcome(self, key: str) -> RequestOutcome | None:
         """The bank's final word on ``key`` (None: not applied, and now it never will be).
 
         Unanswered, it raises BankUnavailable (``reached`` says whether it may have been
         sent); asking again is always safe.
         """
-        answer: dict[str, Any] | None = self._request(
-            "outcome", key, key=None, what="asking for an outcome", deadline=None)
+        answer: RequestOutcome | None = self._request(
+            "outcome", key, key=None, what="asking for an outcome", deadline=None,
+            answer=(RequestOutcome, type(None)))
         return answer
-
-
-def _unanswered(exc: BankUnavailable, key: str, reached: bool) -> BankUnavailable:
-    """What a mutating request that got no answer raises: unknown outcome once it was sent."""
-    if not reached and not exc.reached:  # no connection was ever up: it never left this ATM
-        return _unavailable(f"{exc}; nothing was sent", reached=False, cls=type(exc))
-    return OutcomeUnknown(key, exc.args[0] if exc.args else str(exc))
 
 
 def _money(amount: object) -> str:
     return format_amount(amount) if type(amount) is int else repr(amount)
 
 
-def outcome_error(answer: dict[str, Any]) -> BankError | None:
-    """The refusal an ``outcome`` answer records, rebuilt, or None if it succeeded."""
-    return None if answer.get("ok") else error_from_record(answer.get("error", {}))
+def _checker(answer: type | tuple[type, ...], many: bool, what: str) -> Callable[[Any], Any]:
+    """The check of an answer that must be ``answer`` (``many``: a list of them)."""
+    if many:
+        return lambda a: expect_list(a, answer, what)
+    return lambda a: expect(a, answer, what)
 
 
 def run_terminal(client: BankClient, term: Any = None) -> None:

@@ -362,7 +362,7 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
                          ("balance", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(row["account"], row["owner"], row["status"], format_amount(row["balance"]))
+        table.add_row(row.account, row.owner, row.status, format_amount(row.balance))
     Console().print(table)
 
 

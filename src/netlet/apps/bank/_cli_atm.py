@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from netlet.apps.bank._atm import outcome_error, run_terminal
+from netlet.apps.bank._atm import CardSession, run_terminal
 from netlet.apps.bank._cli import (
     _answer,
     _bank_option,
@@ -166,7 +166,7 @@ def _look_up(head_addr: str, name: str, sec: _Security) -> str:
     return str(address.address)
 
 
-def _scripted(ctx: click.Context, what: str, run: Any) -> None:
+def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) -> None:
     """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit."""
     opts: _AtmOptions = ctx.obj
     if not opts.account:
@@ -210,9 +210,9 @@ def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Deposit AMOUNT (like 12.34)."""
     cents = _amount(amount)
 
-    def run(card: Any) -> str:
+    def run(card: CardSession) -> str:
         r = card.deposit(cents, key=idem_key)
-        return f"deposited {format_amount(cents)}; balance {format_amount(r['balance'])}"
+        return f"deposited {format_amount(cents)}; balance {format_amount(r.balance)}"
     _scripted(ctx, "deposit", run)
 
 
@@ -223,9 +223,9 @@ def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
     cents = _amount(amount)
 
-    def run(card: Any) -> str:
+    def run(card: CardSession) -> str:
         r = card.withdraw(cents, key=idem_key)
-        return f"withdrew {format_amount(cents)}; balance {format_amount(r['balance'])}"
+        return f"withdrew {format_amount(cents)}; balance {format_amount(r.balance)}"
     _scripted(ctx, "withdraw", run)
 
 
@@ -237,10 +237,10 @@ def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) ->
     """Transfer AMOUNT to account DST."""
     cents = _amount(amount)
 
-    def run(card: Any) -> str:
+    def run(card: CardSession) -> str:
         r = card.transfer(dst, cents, key=idem_key)
         return (f"transferred {format_amount(cents)} to {dst}; "
-                f"balance {format_amount(r['src_balance'])}")
+                f"balance {format_amount(r.src_balance)}")
     _scripted(ctx, "transfer", run)
 
 
@@ -254,9 +254,9 @@ def balance(ctx: click.Context) -> None:
 @click.option("-n", "limit", type=click.IntRange(0, 100), default=10, show_default=True)
 def statement(ctx: click.Context, limit: int) -> None:
     """Print the last N entries, newest first: key, kind, amount, balance after."""
-    def run(card: Any) -> str:
-        return "\n".join(f"{e['key']}\t{e['kind']}\t{format_amount(e['amount'])}\t"
-                         f"{format_amount(e['balance_after'])}" for e in card.statement(limit))
+    def run(card: CardSession) -> str:
+        return "\n".join(f"{e.key}\t{e.kind}\t{format_amount(e.amount)}\t"
+                         f"{format_amount(e.balance_after)}" for e in card.statement(limit))
     _scripted(ctx, "statement", run)
 
 
@@ -264,14 +264,14 @@ def statement(ctx: click.Context, limit: int) -> None:
 @click.argument("key")
 def outcome(ctx: click.Context, key: str) -> None:
     """What became of the request with KEY (asking settles it: an unseen key never applies)."""
-    def run(card: Any) -> str:
+    def run(card: CardSession) -> str:
         answer = card.outcome(key)
         if answer is None:
             return f"{key}: not applied (the bank never saw it, and now never will)"
-        error = outcome_error(answer)
-        if error is not None:
-            return f"{key}: refused: {error}"
-        return f"{key}: applied: {json.dumps(answer['result'], sort_keys=True)}"
+        if answer.error is not None:
+            return f"{key}: refused: {answer.error}"
+        applied = dataclasses.asdict(answer.unwrap())
+        return f"{key}: applied: {json.dumps(applied, sort_keys=True)}"
     _scripted(ctx, "outcome", run)
 
 

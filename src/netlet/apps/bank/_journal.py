@@ -35,6 +35,7 @@ from typing import Any
 from netlet.apps.bank._commands import CASH, Reversal, command_from_record
 from netlet.apps.bank._ledgerfile import LedgerDamaged, NotALedger
 from netlet.apps.bank._records import Conn
+from netlet.codec import record
 from netlet.errors import ConfigError
 
 __all__ = [
@@ -242,6 +243,7 @@ def check_tail(conn: Conn, path: str,
     return last
 
 
+@record(109)
 @dataclass(frozen=True, slots=True)
 class AuditReport:
     """``ok`` when the journal balances, nobody is overdrawn, the caches agree and the

@@ -20,6 +20,7 @@ from netlet.apps.bank._commands import (
     error_from_record,
 )
 from netlet.cluster import Histogram
+from netlet.codec import record
 
 __all__ = [
     "OUTCOME_SQL",
@@ -98,9 +99,11 @@ class Outcome:
         return self.result
 
 
+@record(107)
 @dataclass(frozen=True, slots=True)
 class StatementEntry:
-    """One line of a statement: ``amount`` > 0 is a credit, < 0 a debit."""
+    """One line of a statement (``statement`` answers a list of them, newest first):
+    ``amount`` > 0 is a credit, < 0 a debit; ``timestamp`` is when it was journaled."""
 
     key: str
     kind: str
@@ -110,9 +113,11 @@ class StatementEntry:
     balance_after: int
 
 
+@record(108)
 @dataclass(frozen=True, slots=True)
 class AccountInfo:
-    """One row of :meth:`Ledger.accounts`; ``status`` is ``open`` or ``closed``."""
+    """One row of :meth:`Ledger.accounts` (and of the ``accounts`` answer); ``status`` is
+    ``open`` or ``closed``."""
 
     account: str
     owner: str

@@ -2,10 +2,12 @@
 
 Everything that arrives from the network is checked here (types, ranges,
 formats) before the ledger sees it, so a malformed request is refused with a
-clear error and changes nothing. Customers sign in once per card session with
-``login(account, pin)``: the PIN is checked with the slow scrypt hash there,
-and the short-lived token it returns carries the session, so the hash is paid
-per session, not per operation. Tokens live in memory only: a restarted bank
+clear error and changes nothing. Requests are calls with scalar arguments;
+every answer that is not a scalar is a record of ``_messages`` (PROTOCOL.md
+18). Customers sign in once per card session with ``login(account, pin)``:
+the PIN is checked with the slow scrypt hash there, and the short-lived token
+it returns carries the session, so the hash is paid per session, not per
+operation. Tokens live in memory only: a restarted bank
 has forgotten them, and clients sign in again (``SessionExpired``).
 
 Every mutating request carries an idempotency key made by the ATM and is
@@ -30,7 +32,7 @@ import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from netlet.apps.bank._commands import (
     ERROR_TYPES,
@@ -45,9 +47,22 @@ from netlet.apps.bank._commands import (
     Withdraw,
     _check_account,
     check_key,
-    error_to_record,
 )
 from netlet.apps.bank._ledger import Ledger, Outcome
+from netlet.apps.bank._messages import (
+    AccountInfo,
+    AuditReport,
+    BankInfo,
+    CashReceipt,
+    Closed,
+    Opened,
+    RequestOutcome,
+    Session,
+    StatementEntry,
+    TransferReceipt,
+    receipt,
+    request_outcome,
+)
 from netlet.apps.bank._pins import check_pin_format, is_pin_hash
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import register_exception
@@ -84,6 +99,7 @@ MAX_SESSIONS_PER_ACCOUNT = 64
 """Sessions one account keeps at most: its own oldest ends, never another customer's."""
 _MAX_SCRYPT_MEMORY = 64 * 2**20  # refuse PIN hashes whose check would cost more
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
+_R = TypeVar("_R", CashReceipt, TransferReceipt, Opened, Closed)
 
 
 class ServiceError(NetletError):
@@ -134,20 +150,6 @@ def _check_pin_hash(pin_hash: object) -> str:
     return pin_hash
 
 
-def _outcome_dict(outcome: Outcome) -> dict[str, Any]:
-    record = outcome.command.to_record()
-    record.pop("pin_hash", None)  # never hand a PIN hash back out
-    answer: dict[str, Any] = {
-        "key": outcome.key, "seq": outcome.seq, "ok": outcome.ok, "command": record,
-        "at": outcome.at,
-    }
-    if outcome.error is not None:
-        answer["error"] = error_to_record(outcome.error)
-    else:
-        answer["result"] = outcome.result
-    return answer
-
-
 def _originator(command: Command) -> str | None:
     """The account whose session may ask about ``command``'s key (a fence: who asked)."""
     if isinstance(command, Deposit | Withdraw):
@@ -183,7 +185,7 @@ class BankService:
 
     # -- card sessions ---------------------------------------------------------
 
-    async def login(self, account: object, pin: object) -> dict[str, Any]:
+    async def login(self, account: object, pin: object) -> Session:
         """Check the PIN (slow on purpose: off the loop unless the hash is cheap), open a session.
 
         Raises WrongPin (with attempts left) or CardLocked; an unknown or closed
@@ -210,7 +212,7 @@ class BankService:
                 self._drop_oldest()
             self._sessions[token] = _Session(account, now + self._ttl)
             mine[token] = None
-        return {"token": token, "account": account, "expires_in": self._ttl}
+        return Session(token, account, float(self._ttl))
 
     async def logout(self, token: object) -> None:
         """End a card session; an unknown token is ignored. (Async: it never waits, so it
@@ -248,37 +250,33 @@ class BankService:
 
     # -- customer operations ------------------------------------------------------
 
-    async def deposit(self, token: object, amount: object, key: object) -> dict[str, Any]:
-        """Put ``amount`` cents into the session's account; ``{account, amount, balance}``."""
+    async def deposit(self, token: object, amount: object, key: object) -> CashReceipt:
+        """Put ``amount`` cents into the session's account."""
         command = Deposit(self._account(token), amount)  # type: ignore[arg-type]
-        return await self._execute_aio(command, key)
+        return await self._execute_aio(command, key, CashReceipt)
 
-    async def withdraw(self, token: object, amount: object, key: object) -> dict[str, Any]:
+    async def withdraw(self, token: object, amount: object, key: object) -> CashReceipt:
         """Take ``amount`` cents out; InsufficientFunds rather than an overdraft."""
         command = Withdraw(self._account(token), amount)  # type: ignore[arg-type]
-        return await self._execute_aio(command, key)
+        return await self._execute_aio(command, key, CashReceipt)
 
     async def transfer(self, token: object, dst: object, amount: object,
-                       key: object) -> dict[str, Any]:
+                       key: object) -> TransferReceipt:
         """Move ``amount`` cents from the session's account to ``dst``."""
         command = Transfer(self._account(token), dst, amount)  # type: ignore[arg-type]
-        return await self._execute_aio(command, key)
+        return await self._execute_aio(command, key, TransferReceipt)
 
     def balance(self, token: object) -> int:
         """The session's account balance in cents, as committed."""
         return self._ledger.balance(self._account(token))
 
-    def statement(self, token: object, limit: object = 10) -> list[dict[str, Any]]:
+    def statement(self, token: object, limit: object = 10) -> list[StatementEntry]:
         """The last ``limit`` (at most MAX_STATEMENT) entries, newest first."""
         account = self._account(token)
         limit = _check_int(limit, "limit", 0, MAX_STATEMENT)
-        return [
-            {"key": e.key, "kind": e.kind, "amount": e.amount, "counterparty": e.counterparty,
-             "timestamp": e.timestamp, "balance_after": e.balance_after}
-            for e in self._ledger.statement(account, limit)
-        ]
+        return self._ledger.statement(account, limit)
 
-    def outcome(self, token: object, key: object) -> dict[str, Any] | None:
+    def outcome(self, token: object, key: object) -> RequestOutcome | None:
         """What became of ``key`` (one of this account's own requests); None: never applied.
 
         The ledger answers in commit order, after any request with the key queued
@@ -294,14 +292,14 @@ class BankService:
         return self._answer(found, account)
 
     @staticmethod
-    def _answer(found: Outcome, account: str | None) -> dict[str, Any] | None:
+    def _answer(found: Outcome, account: str | None) -> RequestOutcome | None:
         """``found`` as an answer to ``account`` (None: an operator); None for a fence."""
         command = found.command
         if isinstance(command, Fence):
             if account is None or command.account in ("", account):
                 return None
         elif account is None or _originator(command) == account:
-            return _outcome_dict(found)
+            return request_outcome(found)
         raise NotPermitted("that key belongs to another account's request")
 
     # -- operator operations ---------------------------------------------------------
@@ -312,29 +310,26 @@ class BankService:
                                "that listens on loopback only")
 
     def open_account(self, account: object, owner: object, pin_hash: object,
-                     key: object) -> dict[str, Any]:
+                     key: object) -> Opened:
         """Open an account; the PIN is hashed by the caller, so it never travels."""
         self._require_operator()
         command = OpenAccount(_check_account(account), owner,  # type: ignore[arg-type]
                               _check_pin_hash(pin_hash))
-        return self._execute(command, key)
+        return self._execute(command, key, Opened)
 
-    def close_account(self, account: object, key: object) -> dict[str, Any]:
+    def close_account(self, account: object, key: object) -> Closed:
         """Close an empty account; AccountNotEmpty otherwise."""
         self._require_operator()
-        return self._execute(CloseAccount(_check_account(account)), key)
+        return self._execute(CloseAccount(_check_account(account)), key, Closed)
 
-    def accounts(self, prefix: object = "") -> list[dict[str, Any]]:
+    def accounts(self, prefix: object = "") -> list[AccountInfo]:
         """Every account whose id starts with ``prefix``: id, owner, status, balance."""
         self._require_operator()
         if not isinstance(prefix, str) or len(prefix) > 64:
             raise InvalidCommand("prefix must be a str of at most 64 characters")
-        return [
-            {"account": a.account, "owner": a.owner, "status": a.status, "balance": a.balance}
-            for a in self._ledger.accounts() if a.account.startswith(prefix)
-        ]
+        return [a for a in self._ledger.accounts() if a.account.startswith(prefix)]
 
-    def outcomes(self, keys: object) -> list[dict[str, Any] | None]:
+    def outcomes(self, keys: object) -> list[RequestOutcome | None]:
         """The outcome of each key (None: never seen, and now settled as not applied)."""
         self._require_operator()
         if not isinstance(keys, list) or len(keys) > MAX_OUTCOME_BATCH:
@@ -346,26 +341,30 @@ class BankService:
             found.update(zip(unseen, self._ledger.settle(unseen), strict=True))
         return [self._answer(found[key], None) for key in checked]  # type: ignore[arg-type]
 
-    def audit(self) -> dict[str, Any]:
+    def audit(self) -> AuditReport:
         """Recompute every balance from the journal; ``ok`` and any violations."""
         self._require_operator()
-        report = self._ledger.audit()
-        return {"ok": report.ok, "entries": report.n_entries, "commands": report.n_commands,
-                "total": report.total, "violations": list(report.violations)}
+        return self._ledger.audit()
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> BankInfo:
         """What this bank is: whether it allows operator calls and how its writer commits."""
         stats = self._ledger.statistics()
-        return {"operator": self._operator, "up_since": self._started,
-                "commands": stats.commands, "commits": stats.commits,
-                "mean_batch_size": stats.mean_batch_size, "max_batch_size": stats.max_batch_size,
-                "pin_checks": stats.pin_checks}
+        return BankInfo(self._operator, float(self._started), stats.commands, stats.commits,
+                        float(stats.mean_batch_size), stats.max_batch_size, stats.pin_checks)
 
     # -- keys ---------------------------------------------------------------------
 
-    def _execute(self, command: Command, key: object) -> dict[str, Any]:
+    def _execute(self, command: Command, key: object, answer: type[_R]) -> _R:
         # The ledger checks the key and validates the command before any bookkeeping.
-        return self._ledger.execute(command, key)  # type: ignore[arg-type]
+        return _receipt(command, self._ledger.execute(command, key), answer)  # type: ignore[arg-type]
 
-    async def _execute_aio(self, command: Command, key: object) -> dict[str, Any]:
-        return await self._ledger.execute_aio(command, key)  # type: ignore[arg-type]
+    async def _execute_aio(self, command: Command, key: object, answer: type[_R]) -> _R:
+        result = await self._ledger.execute_aio(command, key)  # type: ignore[arg-type]
+        return _receipt(command, result, answer)
+
+
+def _receipt(command: Command, result: dict[str, Any], answer: type[_R]) -> _R:
+    """The ledger's result of ``command`` as the receipt this method answers."""
+    made = receipt(command, result)
+    assert isinstance(made, answer)
+    return made

@@ -29,11 +29,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netlet.apps.bank._atm import BankClient, BankUnavailable, CardSession
 from netlet.apps.bank._commands import BankError
+from netlet.apps.bank._messages import AuditReport, BankInfo, RequestOutcome
 from netlet.apps.bank._pins import hash_pin
 from netlet.apps.bank._service import MAX_OUTCOME_BATCH, ServiceError
 from netlet.errors import ConfigError, NetletError
@@ -120,7 +121,10 @@ class SwarmReport:
     p99_ms: float
     max_ms: float
     problems: tuple[str, ...]
-    bank: dict[str, Any] = field(default_factory=dict)
+    bank: BankInfo | None = None
+    """What the bank said of itself after the run (``info``)."""
+    audit: AuditReport | None = None
+    """The bank's audit after the run."""
 
     @property
     def ok(self) -> bool:
@@ -314,7 +318,7 @@ class Swarm:
         client.stop.clear()
         client.retry_for = max(self.config.grace, _SETTLE_PATIENCE)
         ops = list(self.ops)
-        outcomes: dict[str, dict[str, Any] | None] = {}
+        outcomes: dict[str, RequestOutcome | None] = {}
         for start in range(0, len(ops), MAX_OUTCOME_BATCH):
             batch = [op.key for op in ops[start:start + MAX_OUTCOME_BATCH]]
             outcomes.update(zip(batch, client.outcomes(batch), strict=True))
@@ -322,10 +326,10 @@ class Swarm:
         flow = applied = resolved_yes = resolved_no = 0
         for op in ops:
             found = outcomes[op.key]
-            if found is not None and not self._same(op, found["command"]):
-                problems.append(f"{op.key}: the bank journaled {found['command']}, not {op}")
+            if found is not None and not self._same(op, found.command):
+                problems.append(f"{op.key}: the bank journaled {found.command}, not {op}")
                 continue
-            done = found is not None and found["ok"]
+            done = found is not None and found.ok
             if op.status == "ok" and not done:
                 problems.append(f"{op.key}: acknowledged {op.kind} is not applied ({found})")
             elif op.status == "refused" and done:
@@ -341,7 +345,7 @@ class Swarm:
                     expected[op.dst] += op.amount
                 else:
                     flow += sign * op.amount
-        balances = {a["account"]: a["balance"] for a in client.accounts(self.prefix)}
+        balances = {a.account: a.balance for a in client.accounts(self.prefix)}
         for n in range(self.config.accounts):
             name = self.account(n)
             if balances.get(name) != expected[name]:
@@ -351,13 +355,12 @@ class Swarm:
             problems.append(f"money does not add up: accounts hold {sum(balances.values())}, "
                             f"deposits minus withdrawals are {flow}")
         audit = client.audit()
-        if not audit["ok"]:
-            problems.extend(f"audit: {v}" for v in audit["violations"])
-        return self._report(problems, applied, resolved_yes, resolved_no,
-                            {"audit": audit, **client.info()})
+        if not audit.ok:
+            problems.extend(f"audit: {v}" for v in audit.violations)
+        return self._report(problems, applied, resolved_yes, resolved_no, client.info(), audit)
 
     @staticmethod
-    def _same(op: SwarmOp, command: dict[str, Any]) -> bool:
+    def _same(op: SwarmOp, command: dict[str, str | int]) -> bool:
         if op.kind == "Transfer":
             mine = {"type": "Transfer", "src": op.account, "dst": op.dst, "amount": op.amount}
         else:
@@ -365,7 +368,7 @@ class Swarm:
         return command == mine
 
     def _report(self, problems: list[str], applied: int, resolved_yes: int, resolved_no: int,
-                bank: dict[str, Any]) -> SwarmReport:
+                bank: BankInfo, audit: AuditReport) -> SwarmReport:
         latencies = sorted(x for per_atm in self._latencies for x in per_atm)
         refused = sum(1 for op in self.ops if op.status == "refused")
         return SwarmReport(
@@ -374,13 +377,13 @@ class Swarm:
             ops_per_s=len(latencies) / self.config.seconds,
             p50_ms=_percentile(latencies, 0.5) * 1e3, p99_ms=_percentile(latencies, 0.99) * 1e3,
             max_ms=(latencies[-1] * 1e3 if latencies else 0.0), problems=tuple(problems),
-            bank=bank)
+            bank=bank, audit=audit)
 
     def summary(self, r: SwarmReport) -> list[str]:
         """The report as lines: six that always appear, then one per problem."""
         info = r.bank
-        batch = (f"bank: {info['commands']} commands in {info['commits']} commits (mean batch "
-                 f"{info['mean_batch_size']:.1f}) since it started" if "commits" in info else
+        batch = (f"bank: {info.commands} commands in {info.commits} commits (mean batch "
+                 f"{info.mean_batch_size:.1f}) since it started" if info is not None else
                  "bank: no commit statistics")
         verdict = ("check OK: every acknowledged request applied exactly once, no refused one "
                    "applied, money adds up, audit clean" if r.ok else

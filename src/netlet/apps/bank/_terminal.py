@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from netlet.apps.bank._atm import (
     BankClient,
@@ -69,6 +69,7 @@ class ConsoleTerminal:
         print(text, flush=True)
 
 
+_R = TypeVar("_R")
 _MENU = "(D)eposit, (W)ithdraw, (B)alance, (T)ransfer, (S)tatement or (Q)uit? "
 
 
@@ -178,7 +179,7 @@ class _Atm:
             self.term.say(f"That is not an amount we can take: {exc}.")
             return None
 
-    def _keep_trying(self, key: str, run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    def _keep_trying(self, key: str, run: Callable[[str], _R]) -> _R:
         """Run ``run(key)``; when it times out, offer to go on with the same key."""
         while True:
             try:
@@ -195,14 +196,14 @@ class _Atm:
         if amount is not None:
             r = self._keep_trying(new_key(), lambda k: card.deposit(amount, key=k))
             self.term.say(f"Deposited {format_amount(amount)}. "
-                          f"Your balance is {format_amount(r['balance'])}.")
+                          f"Your balance is {format_amount(r.balance)}.")
 
     def _withdraw(self, card: CardSession) -> None:
         amount = self._amount()
         if amount is not None:
             r = self._keep_trying(new_key(), lambda k: card.withdraw(amount, key=k))
             self.term.say(f"Please take your cash: {format_amount(amount)}. "
-                          f"Your balance is {format_amount(r['balance'])}.")
+                          f"Your balance is {format_amount(r.balance)}.")
 
     def _transfer(self, card: CardSession) -> None:
         dst = self.term.ask("To account: ").strip()
@@ -210,7 +211,7 @@ class _Atm:
         if amount is not None:
             r = self._keep_trying(new_key(), lambda k: card.transfer(dst, amount, key=k))
             self.term.say(f"Transferred {format_amount(amount)} to {dst}. "
-                          f"Your balance is {format_amount(r['src_balance'])}.")
+                          f"Your balance is {format_amount(r.src_balance)}.")
 
     def _balance(self, card: CardSession) -> None:
         self.term.say(f"Your balance is {format_amount(card.balance())}.")
@@ -222,11 +223,11 @@ class _Atm:
             return
         self.term.say(f"{'date':<19}  {'what':<12} {'amount':>14} {'balance':>14}")
         for e in lines:
-            when = datetime.fromtimestamp(e["timestamp"]).strftime("%Y-%m-%d %H:%M:%S")
-            what = e["kind"] if e["kind"] != "Transfer" else (
-                f"to {e['counterparty']}" if e["amount"] < 0 else f"from {e['counterparty']}")
-            self.term.say(f"{when:<19}  {what[:12]:<12} {format_amount(e['amount']):>14} "
-                          f"{format_amount(e['balance_after']):>14}")
+            when = datetime.fromtimestamp(e.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+            what = e.kind if e.kind != "Transfer" else (
+                f"to {e.counterparty}" if e.amount < 0 else f"from {e.counterparty}")
+            self.term.say(f"{when:<19}  {what[:12]:<12} {format_amount(e.amount):>14} "
+                          f"{format_amount(e.balance_after):>14}")
 
 
 def _reason(exc: BaseException) -> str:
