@@ -95,6 +95,7 @@ def big_head(p: Params) -> Figures:
     cluster = require("netlet.cluster", "-e .")
     web = require("netlet.web", "-e '.[web]'")
     node_mod = require("netlet.node", "-e .")
+    messages = require("netlet.cluster._messages", "-e .")
     import httpx
 
     node = node_mod.Node()
@@ -105,8 +106,8 @@ def big_head(p: Params) -> Figures:
         for i in range(p["big_workers"]):
             await head.join(f"w{i:04d}" + "0" * 27, "worker",
                             {"name": f"worker-{i}", "host": "bench", "pid": 10_000 + i})
-        tasks = [[f"c:{i}", "math:sqrt", b"", 0] for i in range(p["big_tasks"])]
-        await head.submit(node.id, _Sink(), tasks, {})
+        tasks = [(f"c:{i}", "math:sqrt", b"", 0) for i in range(p["big_tasks"])]
+        await head.submit(node.id, _Sink(), messages.Tasks.of(tasks), {})
 
     asyncio.run_coroutine_threadsafe(fill(), loop).result(300)
     board = web.Dashboard(web.LocalHead(head), listen="127.0.0.1:0").start()

@@ -271,7 +271,7 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
     import netlet
     from netlet.cluster import Head, HeadConfig
     from netlet.cluster._head_tasks import Member
-    from netlet.cluster._messages import Report
+    from netlet.cluster._messages import Report, Tasks
     from netlet.testing import VirtualClock
 
     clock = VirtualClock()
@@ -283,14 +283,15 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
 
         async def setup() -> list[Member]:
             now = clock.monotonic()
-            await head.submit("client", None, [[f"0123456789abcdef:{i}", "bench.w7:noop", BODY, 3]
-                                               for i in range(workers * held * 2)], {})
+            await head.submit("client", None, Tasks.of([
+                (f"0123456789abcdef:{i}", "bench.w7:noop", BODY, 3)
+                for i in range(workers * held * 2)]), {})
             for i in range(workers):
                 nid = f"worker-{i:04d}"
                 head._members[nid] = Member(nid, "worker", {"name": nid}, None, 0.0, now)
                 epoch, _ = head.scheduler.join(nid, now)
-                batch = (await head.pull(nid, epoch, held)).tasks
-                await head.report(nid, epoch, Report([], [t.id for t in batch[: held // 2]]))
+                batch = (await head.pull(nid, epoch, held)).ids
+                await head.report(nid, epoch, Report.of([], batch[: held // 2]))
             return list(head._members.values())
 
         members = asyncio.run_coroutine_threadsafe(setup(), loop).result(60)

@@ -19,7 +19,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
-from netlet.cluster._messages import Delivery, Report, TaskResult, WorkerResult
+from netlet.cluster._messages import Delivery, Finished, Report, Tasks
 from netlet.codec import Codec
 from netlet.node import expose
 from netlet.testing import VirtualClock
@@ -36,11 +36,11 @@ class _SlowSink:
     """A client's sink whose first ``results`` call answers only when released."""
 
     def __init__(self) -> None:
-        self.calls: list[list[TaskResult]] = []
+        self.calls: list[list[Finished]] = []
         self.release = threading.Event()
 
     async def results(self, delivery: Delivery) -> None:
-        self.calls.append(delivery.results)
+        self.calls.append(list(delivery.rows()))
         if len(self.calls) == 1:
             await asyncio.to_thread(self.release.wait, 20)
 
@@ -66,9 +66,9 @@ def _run_one(node_factory: NodeFactory, address: str, value: int) -> None:
     worker = node_factory(key=KEY)
     h = worker.proxy(address, "netlet.head", timeout=10)
     epoch = h.join(worker.id, "worker", {}, None)["epoch"]
-    (task,) = h.pull(worker.id, epoch, 1).tasks
-    h.report(worker.id, epoch, Report([WorkerResult(task.id, True, Codec().encode_value(value),
-                                                    task.lease)], []))
+    ((tid, _, _, lease),) = h.pull(worker.id, epoch, 1).rows()
+    h.report(worker.id, epoch, Report.of(
+        [(tid, True, Codec().encode_value(value), lease, None, None)], []))
 
 
 @pytest.mark.timeout(30)
@@ -79,7 +79,8 @@ def test_a_delivery_that_timed_out_is_sent_again(
     sink = _SlowSink()
     proxy = client.proxy(address, "netlet.head", timeout=10)
     proxy.join(client.id, "client", {}, None)
-    assert proxy.submit(client.id, sink, [["c:1", "tests.cluster.tasks:add", b"", 0]], {}) == 1
+    assert proxy.submit(client.id, sink, Tasks(["c:1"], ["tests.cluster.tasks:add"], [b""], [0]),
+                        {}) == 1
     _run_one(node_factory, address, 42)
     wait_until(lambda: sink.calls, what="the first delivery")
     try:
@@ -93,7 +94,7 @@ def test_a_delivery_that_timed_out_is_sent_again(
         wait_until(lambda: len(sink.calls) == 2, what="the second delivery")
     finally:
         sink.release.set()
-    assert [r.id for r in sink.calls[0]] == [r.id for r in sink.calls[1]] == ["c:1"]
+    assert [r[0] for r in sink.calls[0]] == [r[0] for r in sink.calls[1]] == ["c:1"]
     wait_until(lambda: "c:1" not in h.scheduler.tasks, what="the head forgetting the result")
     assert h._undelivered == 0
 
@@ -108,9 +109,9 @@ def test_a_client_takes_a_second_copy_of_a_result_harmlessly(
         future = cluster.submit(abs, -5)
         _run_one(node_factory, address, 5)
         assert future.result(10) == 5
-        copy = TaskResult(future.task_id, True, Codec().encode_value(1337), None)
+        copy = Delivery([future.task_id], [True], [Codec().encode_value(1337)], [None])
         sink = h._clients[cluster.node.id]  # the head's proxy to the client's sink
-        assert sink.results(Delivery([copy])) is None  # the resend, over the real link
+        assert sink.results(copy) is None  # the resend, over the real link
         assert future.result(0) == 5
         assert cluster.submit(abs, -6) is not None  # the client goes on as before
     finally:

@@ -274,7 +274,7 @@ def test_a_request_from_a_stale_epoch_gets_no_tasks(cluster_kit: ClusterKit) -> 
         with pytest.raises(NoSuchObject, match="epoch"):
             h.pull(node.id, old, 3)
         with pytest.raises(NoSuchObject, match="epoch"):
-            h.exchange(node.id, old, Report([], []), 3)
+            h.exchange(node.id, old, Report.of([], []), 3)
         assert cluster.status()["queued"] == 3, "a stale request took tasks"
     finally:
         node.close()
@@ -295,7 +295,7 @@ def test_tasks_a_worker_does_not_hold_go_back_to_the_queue(cluster_kit: ClusterK
         epoch = h.join(node.id, "worker", {}, None)["epoch"]
         pulled = h.pull(node.id, epoch, 2)
         seq = pulled.seq
-        assert len(pulled.tasks) == 2
+        assert len(pulled.ids) == 2
         assert cluster.status()["running"] == 2
         # Alive, heartbeating, but holding neither (the reply never reached it).
         assert h.heartbeat(node.id, {}, epoch, [], seq)

@@ -107,9 +107,9 @@ def test_only_the_worker_holding_a_task_prints_for_it(
             proxy = n.proxy(head_node.address, "netlet.head")
             epochs.append(proxy.join(n.id, "worker", {"name": n.id[:8]}, None)["epoch"])
             heads.append(proxy)
-        batch = wait_until(lambda: heads[0].pull(holder.id, epochs[0], 1).tasks, STEP,
+        batch = wait_until(lambda: list(heads[0].pull(holder.id, epochs[0], 1).rows()), STEP,
                            "the task handed out")
-        tid, lease = batch[0].id, batch[0].lease
+        tid, lease = batch[0][0], batch[0][3]
         assert tid == future.task_id  # type: ignore[attr-defined]
 
         heads[1].task_output(other.id, [[tid, lease, 1, "stolen lease\n"]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,3 +243,72 @@ def test_records_built_in_python_keep_their_dataclass_behaviour() -> None:
         WithDefaults()  # type: ignore[call-arg]
     body, _ = Codec().encode([WithDefaults(1)])
     assert body == ext_record(BASE + 5, 1, "b", None)  # defaults travel too
+
+
+@record(BASE + 6, columns=("names", "blobs", "errors"))
+@dataclass(frozen=True, slots=True)
+class Rows:
+    names: list[str]
+    blobs: list[bytes | None]
+    errors: list[BaseException | None]
+    counts: list[int]
+    """Not a column: its length is its own."""
+    table: dict[str, bytes]
+
+
+def rows(*fields: Any) -> bytes:
+    good: list[Any] = [["a", "b"], [b"x", None], [None, None], [1], {"k": b"v"}]
+    for i, value in enumerate(fields):
+        if value is not ...:
+            good[i] = value
+    return ext_record(BASE + 6, *good)
+
+
+def test_columns_round_trip_and_may_hold_any_exception() -> None:
+    value = Rows(["a", "b", "c"], [b"x", None, b""], [None, KeyError("k"), None], [], {})
+    body, buffers = Codec().encode([value, Rows([], [], [], [1, 2], {"f": b"p"})])
+    got = Codec().decode(body, buffers)
+    assert got[1] == Rows([], [], [], [1, 2], {"f": b"p"})
+    assert (got[0].names, got[0].blobs, got[0].counts) == (["a", "b", "c"], [b"x", None, b""], [])
+    assert [type(e) for e in got[0].errors] == [type(None), KeyError, type(None)]
+    assert Codec().decode(rows())[0].names == ["a", "b"]  # the template is good
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ((["a"],), "record Rows: field blobs has 2 items, but names has 1 "
+               "(columns names, blobs, errors are of equal length)"),
+    ((..., ..., [None]), "field errors has 1 items, but names has 2"),
+    ((..., ..., ..., [1, 2, 3]), None),  # not a column: any length
+    ((["a", 1],), "field names must be list[str], got list"),
+    ((["a", b"b"],), "field names must be list[str], got list"),
+    ((..., [b"x", "y"]), "field blobs must be list[bytes | None], got list"),
+    ((..., ..., [None, "ValueError"]),
+     "field errors must be list[exception (BaseException) | None], got list"),
+    ((..., ..., ..., [True]), "field counts must be list[int], got list"),
+    ((..., ..., ..., [1.0]), "field counts must be list[int], got list"),
+    ((..., ..., ..., ..., {"k": "v"}), "field table must be dict[str, bytes], got dict"),
+    ((..., ..., ..., ..., {1: b"v"}), "field table must be dict[str, bytes], got dict"),
+    (({"a": 1},), "field names must be list[str], got dict"),
+])
+def test_columns_are_of_equal_length_and_each_item_has_its_type(
+        fields: tuple[Any, ...], error: str | None) -> None:
+    if error is None:
+        assert Codec().decode(rows(*fields))[0].counts == fields[-1]
+        return
+    with pytest.raises(DecodeError, match=re.escape(error)):
+        Codec().decode(rows(*fields))
+
+
+def test_columns_are_list_fields_named_by_the_record() -> None:
+    for columns, why in [(("names", "nothing"), "column 'nothing' is not a list field"),
+                         (("names", "count"), "column 'count' is not a list field"),
+                         (("names",), "two or more distinct fields"),
+                         (("names", "names"), "two or more distinct fields")]:
+        with pytest.raises(TypeError, match=why):
+            @record(BASE + 54, columns=columns)
+            @dataclass(frozen=True, slots=True)
+            class Bad:
+                names: list[str]
+                count: int
+    assert BASE + 54 not in record_types()
+    assert record_types()[BASE + 6].columns == ("names", "blobs", "errors")

@@ -2,8 +2,9 @@
 
     python protocol_server.py [--key-file PATH]
 
-Listens on a free loopback port, serves a ``Calc`` under the name ``calc`` and
-a channel with a buffer of 4 under the name ``box``,
+Listens on a free loopback port, serves a ``Calc`` under the name ``calc``, a
+channel with a buffer of 4 under the name ``box`` and, with a key, a cluster
+head under ``netlet.head`` (PROTOCOL.md 16),
 prints its address (``tcp://127.0.0.1:PORT``) as the first line on stdout and
 runs until it is killed. The test reads that line to know the server is ready.
 """
@@ -14,6 +15,7 @@ import argparse
 from typing import Any
 
 import netlet
+from netlet.cluster import Head
 
 __all__ = ["Calc", "main"]
 
@@ -56,6 +58,10 @@ def main() -> None:
     with netlet.Node(listen="tcp://127.0.0.1:0", key_file=args.key_file) as node:
         node.serve(Calc(), "calc")
         node.serve(netlet.channel(4), "box")
+        if args.key_file is not None:
+            head = Head(node)
+            node.serve(head, "netlet.head")
+            head.start()
         print(node.address, flush=True)
         node.wait()
 

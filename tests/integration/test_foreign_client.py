@@ -38,7 +38,7 @@ STEP = 5.0
 HEAD = struct.Struct(">II")  # body_len, nbufs; then nbufs x u32 buffer lengths
 
 CALL, REPLY, ERROR, CANCEL, PING, PONG, BYE = 1, 2, 3, 4, 5, 6, 7
-EXT_TUPLE, EXT_EXCEPTION, EXT_REF, EXT_BUFFER = 1, 11, 12, 13
+EXT_TUPLE, EXT_EXCEPTION, EXT_REF, EXT_BUFFER, EXT_RECORD = 1, 11, 12, 13, 17
 
 
 class Closed(Exception):
@@ -62,6 +62,13 @@ class Ref:
         self.node, self.address, self.name, self.kind = node, address, name, kind
 
 
+class Record:
+    """A record (extension type 17, §6.4): its wire id and its fields, in order."""
+
+    def __init__(self, wire_id: int, *fields: Any) -> None:
+        self.wire_id, self.fields = wire_id, list(fields)
+
+
 def frame(body: bytes, buffers: list[bytes] | tuple[bytes, ...] = ()) -> bytes:
     lens = b"".join(struct.pack(">I", len(b)) for b in buffers)
     return HEAD.pack(len(body), len(buffers)) + lens + body + b"".join(buffers)
@@ -73,6 +80,8 @@ def encode(value: Any) -> bytes:
             return msgpack.ExtType(EXT_TUPLE, encode(list(obj)))
         if isinstance(obj, Ref):
             return msgpack.ExtType(EXT_REF, encode([obj.node, obj.address, obj.name, obj.kind]))
+        if isinstance(obj, Record):
+            return msgpack.ExtType(EXT_RECORD, encode([obj.wire_id, *obj.fields]))
         raise TypeError(f"cannot encode {type(obj).__name__}")
 
     # strict_types: tuples reach ``default`` instead of being packed as arrays
@@ -93,6 +102,8 @@ def decode(body: bytes, buffers: list[bytes] | tuple[bytes, ...] = ()) -> Any:
             return Ref(*unpack(data))
         if code == EXT_BUFFER:
             return buffers[unpack(data)]
+        if code == EXT_RECORD:
+            return Record(*unpack(data))
         return msgpack.ExtType(code, data)  # 0 (exception args) and anything else: opaque
 
     return unpack(body)
@@ -572,3 +583,49 @@ def test_channel_value_not_acknowledged_goes_back_when_the_receiver_leaves(
         kind, (_, value) = second.call("box", "receive", 5.0, f"{second.node}:t")
         assert (kind, value) == (REPLY, "precious")
         assert second.call("box", "ack", f"{second.node}:t") == (REPLY, None)
+
+
+# -- the cluster head (§16): a client and a worker ---------------------------------------
+
+TASKS, PULLED, REPORT, DELIVERY = 30, 31, 32, 33  # §16.5
+
+
+def test_a_task_submitted_run_and_delivered_in_the_documented_records(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    with Client(keyed_server) as client, Client(keyed_server) as worker:
+        client.handshake(key)
+        worker.handshake(key)
+        head = "netlet.head"
+        assert client.call(head, "join", client.node, "client", {}, None)[0] == REPLY
+        sink = Ref(client.node, "", "my-sink")
+        body = msgpack.packb([[2, 3], None])
+        # §16.2: the tasks are columns; columns of unequal length are refused whole.
+        kind, exc = client.call(head, "submit", client.node, sink,
+                                Record(TASKS, ["c:1", "c:2"], ["m:add"], [body], [0]), {})
+        assert (kind, exc.type_name) == (ERROR, "netlet.errors.DecodeError")
+        assert "field fns has 1 items, but ids has 2" in exc.message
+        assert client.call(head, "submit", client.node, sink,
+                           Record(TASKS, ["c:1"], ["m:add"], [body], [0]), {}) == (REPLY, 1)
+
+        kind, reply = worker.call(head, "join", worker.node, "worker", {}, None)
+        assert kind == REPLY
+        epoch = reply["epoch"]
+        kind, pulled = worker.call(head, "pull", worker.node, epoch, 4)
+        assert (kind, pulled.wire_id) == (REPLY, PULLED)
+        ids, fns, bodies, leases, functions, seq = pulled.fields
+        assert (ids, fns, bodies, functions) == (["c:1"], ["m:add"], [body], {})
+        assert [type(leases[0]), type(seq)] == [str, int]
+        result = Record(REPORT, ids, [True], [msgpack.packb(5)], leases, [None], [None], [])
+        assert worker.call(head, "report", worker.node, epoch, result) == (REPLY, None)
+
+        # §16.4: the head calls our sink back on this connection (``started`` oneway first).
+        while True:
+            kind, cid, target, method, args, _ = client.recv_message()
+            assert (kind, target) == (CALL, "my-sink")
+            if method == "results":
+                break
+            assert (method, cid) == ("started", 0)
+        (delivery,) = args
+        assert delivery.wire_id == DELIVERY
+        assert delivery.fields == [["c:1"], [True], [msgpack.packb(5)], [None]]
+        client.send_frame(encode([REPLY, cid, None]))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from netlet.cluster import HeadStatistics
-from netlet.cluster._messages import Report, WorkerResult
+from netlet.cluster._messages import Report
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.web import Dashboard, derive_token
@@ -144,9 +144,9 @@ def test_a_member_cannot_make_the_head_keep_tracebacks_of_tasks_it_does_not_hold
     with Node(key=kit.embedded.key) as member:
         head = member.proxy(kit.embedded.address, "netlet.head")
         epoch = head.join(member.id, "worker", {"name": "forger"})["epoch"]
-        forged = [WorkerResult(f"nobody:{i}", False, b"x", "no-lease", "Err", "t" * 8192)
+        forged = [(f"nobody:{i}", False, b"x", "no-lease", "Err", "t" * 8192)
                   for i in range(64)]
-        head.report(member.id, epoch, Report(forged, []))
+        head.report(member.id, epoch, Report.of(forged, []))
     monitor = kit.embedded.head._monitor
     assert kit.on_head(lambda: len(monitor._errors)) == 0
     stats = kit.on_head(kit.embedded.head.statistics)

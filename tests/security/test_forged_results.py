@@ -24,7 +24,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
-from netlet.cluster._messages import Report, WorkerResult
+from netlet.cluster._messages import Report, Tasks
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.codec import Codec
 from netlet.errors import ConfigError, NoSuchObject
@@ -90,15 +90,17 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
     forged = _codec().encode_value(1337)
     for tid in [*guessed, real]:
         for worker in (attacker.id, ""):
-            for report in ([tid, True, forged], WorkerResult(tid, True, forged, ""),
-                           WorkerResult(tid, True, forged, "0" * 24)):
+            for report in ([tid, True, forged], Report([tid], [True], [forged], [""], [None],
+                                                       [None], []),
+                           Report.of([(tid, True, forged, "0" * 24, None, None)], [])):
                 with contextlib.suppress(Exception):  # refused, or not even understood
-                    evil.report(worker, 0, Report([report], []) if isinstance(
-                        report, WorkerResult) else [report])
+                    evil.report(worker, 0, report if isinstance(report, Report) else [report])
     assert not fut.done(), f"a forged result completed another client's task: {fut.result()}"
     assert head_obj.refused_results >= 2 * (len(guessed) + 1)
     with pytest.raises(ConfigError):
         evil.report(attacker.id, 0, [[real, True, forged]])  # a result with no lease
+    with pytest.raises(ConfigError, match="Tasks record"):  # the form before records
+        evil.submit(attacker.id, None, [[real, "tests.security:forty_two", b"", 0]], {})
     # A real worker then runs it: the victim gets its own result.
     worker = Worker(WorkerOptions(address, key=KEY))
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -132,16 +134,16 @@ def test_a_late_result_from_an_expired_lease_is_refused_and_counted_once(
     h1 = w1.proxy(address, "netlet.head", timeout=5)
     h2 = w2.proxy(address, "netlet.head", timeout=5)
     e1 = h1.join(w1.id, "worker", {}, None)["epoch"]
-    ((tid, lease1),) = [(t.id, t.lease) for t in h1.pull(w1.id, e1, 1).tasks]
+    ((tid, lease1),) = [(t[0], t[3]) for t in h1.pull(w1.id, e1, 1).rows()]
     h1.leave(w1.id)  # w1 is gone: its task goes back to the queue
     e2 = h2.join(w2.id, "worker", {}, None)["epoch"]
-    ((tid2, lease2),) = [(t.id, t.lease) for t in h2.pull(w2.id, e2, 1).tasks]
+    ((tid2, lease2),) = [(t[0], t[3]) for t in h2.pull(w2.id, e2, 1).rows()]
     assert tid2 == tid
     assert lease2 != lease1
     codec = _codec()
 
     def result_of(tid: str, value: int, lease: str) -> Report:
-        return Report([WorkerResult(tid, True, codec.encode_value(value), lease)], [])
+        return Report.of([(tid, True, codec.encode_value(value), lease, None, None)], [])
 
     with pytest.raises(NoSuchObject):  # w1 left: it must join again first
         h1.report(w1.id, e1, result_of(tid, 1337, lease1))  # late
@@ -170,7 +172,7 @@ def test_another_client_cannot_act_as_me(head: tuple[str, Head], node_factory: N
     evil = attacker.proxy(address, "netlet.head", timeout=5)
     for call in (lambda: evil.resume(victim.node.id, sink, [tid]),  # steal its results
                  lambda: evil.leave(victim.node.id),                # drop its tasks
-                 lambda: evil.submit(victim.node.id, sink, [], {}),  # redirect them
+                 lambda: evil.submit(victim.node.id, sink, Tasks.of([]), {}),  # redirect them
                  lambda: evil.join(victim.node.id, "client", {}, None),
                  lambda: evil.heartbeat(victim.node.id, {}),
                  lambda: evil.pull(victim.node.id, 1, 1)):

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from netlet.cluster._messages import TaskResult
 from netlet.codec import Codec
 from netlet.errors import WorkerLost
 from netlet.testing import SimConfig, SimReport, simulate
@@ -121,22 +120,22 @@ def test_the_client_checks_catch_a_wrong_value_a_stale_lease_and_two_endings() -
     codec = Codec()
     client, ledger, rec = _client()
     ledger.received["c1:1"] = [(1, 4, "old"), (1, 9, "new")]
-    client.on_results([TaskResult("c1:1", True, codec.encode_value([10, "new"]), None)])
+    client.on_results([("c1:1", True, codec.encode_value([10, "new"]), None)])
     assert any("wrong value" in v for v in rec.violations)
     client, ledger, rec = _client()
     ledger.received["c1:1"] = [(1, 4, "old"), (1, 9, "new")]
-    client.on_results([TaskResult("c1:1", True, codec.encode_value([9, "old"]), None)])
+    client.on_results([("c1:1", True, codec.encode_value([9, "old"]), None)])
     assert any("lease old" in v for v in rec.violations)
     client, ledger, rec = _client()
     ledger.received["c1:1"] = [(1, 4, "a"), (2, 1, "b")]  # a restarted head numbers anew
-    client.on_results([TaskResult("c1:1", True, codec.encode_value([9, "b"]), None)])
-    client.on_results([TaskResult("c1:1", True, codec.encode_value([9, "b"]), None)])  # resent
+    client.on_results([("c1:1", True, codec.encode_value([9, "b"]), None)])
+    client.on_results([("c1:1", True, codec.encode_value([9, "b"]), None)])  # resent
     assert rec.violations == []
     assert client.duplicates == 1
-    client.on_results([TaskResult("c1:1", False, None, WorkerLost("died"))])
+    client.on_results([("c1:1", False, None, WorkerLost("died"))])
     assert any("ended twice" in v for v in rec.violations)
     client, ledger, rec = _client()
-    client.on_results([TaskResult("c1:1", False, None, RuntimeError("?"))])
+    client.on_results([("c1:1", False, None, RuntimeError("?"))])
     assert any("undeclared error" in v for v in rec.violations)
 
 

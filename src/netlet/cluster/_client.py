@@ -25,7 +25,7 @@ from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
-from netlet.cluster._messages import TaskResult
+from netlet.cluster._messages import Finished, Spec, Tasks
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._sink import ResultSink, Subscriber
@@ -104,10 +104,10 @@ class Cluster:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
-        self._specs: dict[str, list[Any]] = {}
+        self._specs: dict[str, Spec] = {}
         self._fns = Payloads(self._pickle)
         self._lock = threading.Lock()
-        self._outbox: list[list[Any]] = []
+        self._outbox: list[Spec] = []
         self._flush_scheduled = False
         self._closed = False
         self._reconnecting = False
@@ -164,7 +164,7 @@ class Cluster:
             call = [*call, {"out": 1}]  # the worker sends what the task prints
         body = self._codec.encode_value(call)
         fut = _TaskFuture(tid)
-        spec = [tid, fn_id, body, retries]
+        spec = (tid, fn_id, body, retries)
         self._fns.hold(fn_id, payload)
         with self._lock:
             self._futures[tid] = fut
@@ -187,11 +187,11 @@ class Cluster:
         for part in batches(batch, lambda spec: 64 + len(spec[2]), limits.max_frame // 4,
                             max(1, limits.max_buffers // 2), limits.oob_threshold):
             fns = self._fns.for_specs(part)
-            task = asyncio.get_running_loop().create_task(self._send(part, fns))
+            task = asyncio.get_running_loop().create_task(self._send(Tasks.of(part), fns))
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
 
-    async def _send(self, batch: list[list[Any]], fns: dict[str, bytes]) -> None:
+    async def _send(self, batch: Tasks, fns: dict[str, bytes]) -> None:
         try:
             await self._head.submit.aio(self.node.id, self._sink, batch, fns)
         except NetletError as e:
@@ -296,9 +296,8 @@ class Cluster:
         if ours:
             write_output(self._log_prefix, worker, ours)
 
-    def _on_results(self, batch: list[TaskResult]) -> None:
-        for r in batch:
-            tid, ok, body, error = r.id, r.ok, r.body or b"", r.error
+    def _on_results(self, batch: Iterable[Finished]) -> None:
+        for tid, ok, body, error in batch:
             with self._lock:
                 fut = self._futures.pop(tid, None)
                 spec = self._specs.pop(tid, None)
@@ -312,9 +311,9 @@ class Cluster:
                 if error is not None:
                     fut.set_exception(error)
                 elif ok:
-                    fut.set_result(self._codec.decode_value(body))
+                    fut.set_result(self._codec.decode_value(body or b""))
                 else:
-                    exc = self._codec.decode_value(body)
+                    exc = self._codec.decode_value(body or b"")
                     if isinstance(exc, BaseException):
                         main_module_hint(exc)
                     fut.set_exception(exc)
@@ -389,7 +388,7 @@ class Cluster:
                                  if t in unknown and t in self._specs]
                     if again:
                         fns = self._fns.for_specs(again)
-                        self._head.submit(self.node.id, self._sink, again, fns)
+                        self._head.submit(self.node.id, self._sink, Tasks.of(again), fns)
                         log.info("resubmitted %d task(s) the head did not know", len(again))
                     return
                 except (NetletError, OSError) as e:

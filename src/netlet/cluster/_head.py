@@ -45,7 +45,7 @@ from netlet.cluster._head_tasks import (
     _pickled,
     _result_size,
 )
-from netlet.cluster._messages import TaskResult
+from netlet.cluster._messages import Finished
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef
@@ -85,7 +85,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         self._functions: dict[str, bytes] = {}
         self._members: dict[str, Member] = {}
         self._clients: dict[str, Any] = {}  # a Proxy, or the sink itself when on our node
-        self._outbox: dict[str, list[TaskResult]] = {}
+        self._outbox: dict[str, list[Finished]] = {}
         self._started: dict[str, list[str]] = {}
         self._flush_scheduled = False
         self._delivering: set[str] = set()
@@ -161,7 +161,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
                 result = tuple(t.result) if t.result is not None else (t.id, False, None, None)
             for action in self._sched.restore(task, result):
                 if isinstance(action, Deliver) and t.result is not None:
-                    done = TaskResult(*action.result)  # the store remade its error
+                    done = action.result  # the store remade its error
                     self._outbox.setdefault(task.client, []).append(done)
                     self._owe(task.client, _result_size(done))
         for name, ref, node in store.names():

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
-from netlet.cluster._messages import Delivery, HandOut, Pulled, Report, TaskResult
+from netlet.cluster._messages import Delivery, Finished, Pulled, Report, Tasks
 from netlet.cluster._scheduler import (
     Action,
     Deliver,
@@ -48,9 +48,9 @@ __all__ = ["HeadConfig", "Member", "TaskDesk"]
 log = logging.getLogger("netlet.cluster")
 
 
-def _result_size(result: TaskResult) -> int:
+def _result_size(result: Finished) -> int:
     """Bytes a result holds (its body; the rest is small)."""
-    body = result.body
+    body = result[2]
     return 64 + (len(body) if body is not None else 0)
 
 
@@ -123,7 +123,7 @@ class TaskDesk:
     _functions: dict[str, bytes]
     _members: dict[str, Member]
     _clients: dict[str, Any]
-    _outbox: dict[str, list[TaskResult]]
+    _outbox: dict[str, list[Finished]]
     _started: dict[str, list[str]]
     _flush_scheduled: bool
     _delivering: set[str]
@@ -136,15 +136,17 @@ class TaskDesk:
     _code: CodeStore
     _monitor: HeadMonitor
 
-    async def submit(self, client: str, sink: Proxy, tasks: list[list[Any]],
+    async def submit(self, client: str, sink: Proxy, tasks: Tasks,
                      functions: dict[str, bytes]) -> int:
-        """Queue tasks ``[id, fn, body, retries]``; returns how many were new."""
+        """Queue ``tasks``; returns how many were new."""
         _as_itself(client)
+        if type(tasks) is not Tasks:
+            raise ConfigError("a submit's tasks are a Tasks record (PROTOCOL.md 16.5)")
         self._clients[client] = sink
         refusal = self._pickle_refusal(client)
         if refusal is None:
             self._functions.update(functions)
-        specs = [(tid, fn, body, int(retries)) for tid, fn, body, retries in tasks]
+        specs = list(tasks.rows())
         if refusal is not None:  # never queued, never sent to a worker
             for tid, fn, body, _ in [s for s in specs if _pickled(s[1])]:
                 self._act(self._sched.reject(client, tid, fn, body, ConfigError(
@@ -232,14 +234,16 @@ class TaskDesk:
         return self._handout_reply(mine)
 
     def _handout_reply(self, handout: Handout) -> Pulled:
-        batch: list[HandOut] = []
-        fns: dict[str, bytes] = {}
-        for task in handout.tasks:
-            batch.append(HandOut(task.id, task.fn, task.body, task.lease))
-            fn = task.fn.removeprefix("chunk:")
+        tasks = handout.tasks
+        ids = [t.id for t in tasks]
+        fns = [t.fn for t in tasks]
+        pickled: dict[str, bytes] = {}
+        for fn in set(fns):
+            fn = fn.removeprefix("chunk:")
             if fn.startswith("pickle:") and fn in self._functions:
-                fns[fn] = self._functions[fn]
-        return Pulled(batch, fns, handout.seq)
+                pickled[fn] = self._functions[fn]
+        return Pulled(ids, fns, [t.body for t in tasks], [t.lease for t in tasks], pickled,
+                      handout.seq)
 
     async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
@@ -257,22 +261,23 @@ class TaskDesk:
         _as_itself(worker)
         if type(report) is not Report:
             raise ConfigError("a report is a Report record (PROTOCOL.md 16.5)")
-        results, started = report.results, report.started
+        ids, oks, started = report.ids, report.oks, report.started
         member = self._members.get(worker)
         if member is None or not member.alive:
-            self._sched.refused_results += len(results)
+            self._sched.refused_results += len(ids)
             raise NoSuchObject("unknown worker: join first")
         _, done0, failed0 = self._sched.worker_load(worker)
-        for r in results:
-            if r.error_type is not None and not r.ok:  # shown by a dashboard, never decoded
-                task = self._sched.tasks.get(r.id)  # only from the lease holder
-                if task is not None and task.worker == worker and task.lease == r.lease:
-                    self._monitor.error_detail(r.id, r.error_type, r.traceback or "")
+        failures = [] if all(oks) else [r for r in report.rows() if not r[1]]
+        for tid, _, _, lease, error_type, tb in failures:
+            if error_type is not None:  # shown by a dashboard, never decoded
+                task = self._sched.tasks.get(tid)  # only from the lease holder
+                if task is not None and task.worker == worker and task.lease == lease:
+                    self._monitor.error_detail(tid, error_type, tb or "")
         try:
             actions = self._sched.started(worker, int(epoch), started) if started else []
-            if results:
+            if ids:
                 actions += self._sched.results(
-                    worker, int(epoch), [(r.id, r.ok, r.body, r.lease) for r in results])
+                    worker, int(epoch), zip(ids, oks, report.bodies, report.leases, strict=True))
         except StaleEpoch as e:
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
@@ -280,7 +285,7 @@ class TaskDesk:
         member.done += done1 - done0
         member.failed += failed1 - failed0
         if failed1 != failed0:
-            types = {r.id: r.error_type or "?" for r in results if not r.ok}
+            types = {r[0]: r[4] or "?" for r in failures}
             for a in actions:
                 if isinstance(a, Deliver) and not a.result[1] and a.result[0] in types:
                     task = self._sched.tasks.get(a.result[0])
@@ -299,8 +304,8 @@ class TaskDesk:
                 if fut is not None and not fut.done():
                     fut.set_result(action)
             elif isinstance(action, Deliver):
-                result = TaskResult(*action.result)
-                tid, error = result.id, result.error
+                result = action.result
+                tid, error = result[0], result[3]
                 delivers.append(action)
                 if error is not None:  # the head's own verdict: WorkerLost, ConfigError
                     task = self._sched.tasks.get(tid)
@@ -406,7 +411,7 @@ class TaskDesk:
             self._delivering.add(client)
             self._spawn(self._deliver(client, sink, first))
 
-    def _split(self, results: list[TaskResult]) -> list[list[TaskResult]]:
+    def _split(self, results: list[Finished]) -> list[list[Finished]]:
         limits = self._node.config.transport.limits
         return batches(results, _result_size, limits.max_frame // 4,
                        max(1, limits.max_buffers // 2), limits.oob_threshold)
@@ -417,7 +422,7 @@ class TaskDesk:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _deliver(self, client: str, sink: Any, batch: list[TaskResult]) -> None:
+    async def _deliver(self, client: str, sink: Any, batch: list[Finished]) -> None:
         """Forget results only once the client acknowledged them.
 
         A client that is slow to take them holds up only its own deliveries (one
@@ -426,9 +431,9 @@ class TaskDesk:
         """
         try:
             if isinstance(sink, Proxy):
-                await sink.with_options(timeout=30).results.aio(Delivery(batch))
+                await sink.with_options(timeout=30).results.aio(Delivery.of(batch))
             else:  # a client on the head's own node (the embedded cluster)
-                await sink.results(Delivery(batch))
+                await sink.results(Delivery.of(batch))
         except Exception as e:  # connection lost, timeout: keep them for the client
             if client not in self._clients:  # forgotten meanwhile (its grace ran out)
                 self._owe(client, -sum(_result_size(r) for r in batch))
@@ -440,7 +445,7 @@ class TaskDesk:
             return
         finally:
             self._delivering.discard(client)
-        done = [r.id for r in batch]
+        done = [r[0] for r in batch]
         self._sched.delivered(done)
         self._owe(client, -sum(_result_size(r) for r in batch))
         if self._store is not None:

@@ -14,7 +14,7 @@ import pickle
 import pickletools
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from netlet.cluster._functions import function_ref
@@ -119,8 +119,8 @@ class Payloads:
                 self._users.pop(fn_id, None)
                 self._payloads.pop(fn_id, None)
 
-    def for_specs(self, specs: list[list[Any]]) -> dict[str, bytes]:
-        """The payloads the tasks ``[id, fn, body, retries]`` need, to send along with them."""
+    def for_specs(self, specs: Sequence[Sequence[Any]]) -> dict[str, bytes]:
+        """The payloads the tasks ``(id, fn, body, retries)`` need, to send along with them."""
         out: dict[str, bytes] = {}
         with self._lock:
             for spec in specs:

@@ -8,10 +8,11 @@ more of the client than these calls.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from netlet.cluster._messages import Delivery, TaskResult
+from netlet.cluster._messages import Delivery, Finished
+from netlet.errors import ConfigError
 from netlet.node import expose
 
 __all__ = ["ResultSink", "Subscriber"]
@@ -26,7 +27,7 @@ Subscriber = Callable[[str, str, str, dict[str, Any]], None]
 class ResultSink:
     """Receives finished tasks from the head (on the client's loop)."""
 
-    def __init__(self, on_results: Callable[[list[TaskResult]], None],
+    def __init__(self, on_results: Callable[[Iterable[Finished]], None],
                  claim: Callable[[str], bool],
                  on_output: Callable[[dict[str, Any], list[list[Any]]], None],
                  subscribers: list[Subscriber]) -> None:
@@ -36,7 +37,9 @@ class ResultSink:
         self._subscribers = subscribers  # the cluster's list: it adds to it
 
     async def results(self, delivery: Delivery) -> None:
-        self._on_results(delivery.results)
+        if type(delivery) is not Delivery:  # refused whole, never half read
+            raise ConfigError("results are a Delivery record (PROTOCOL.md 16.5)")
+        self._on_results(delivery.rows())
 
     async def started(self, tids: list[str]) -> None:
         """Workers started these tasks: their futures are RUNNING."""

@@ -31,7 +31,7 @@ from typing import Any
 from netlet.clock import REAL_CLOCK, Backoff, Clock
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
-from netlet.cluster._messages import HandOut, WorkerResult
+from netlet.cluster._messages import Done, Job
 from netlet.cluster._output import Capture
 from netlet.cluster._worker_address import host_of, listen_address
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
@@ -168,10 +168,10 @@ class Worker(WorkerTraffic):
         self._rtt = 0.001
         self._task_time: float | None = None  # unknown: assume long until measured
         self._lock = threading.Condition()
-        self._local: collections.deque[HandOut] = collections.deque()
+        self._local: collections.deque[Job] = collections.deque()
         self._running: str | None = None
         self._starting: dict[str, None] = {}  # started, not reported yet
-        self._outbox: list[WorkerResult] = []  # results, not reported yet
+        self._outbox: list[Done] = []  # results, not reported yet
         self._held: set[str] = set()  # every task received whose result is not sent
         self._seen = 0  # the last hand-out received
         self._epoch = 0
@@ -313,8 +313,7 @@ class Worker(WorkerTraffic):
                         self._lock.wait(0.5)
                     if self.stop.is_set():
                         break
-                    task = self._local.popleft()
-                    tid, fn_id, body, lease = task.id, task.fn, task.body, task.lease
+                    tid, fn_id, body, lease = self._local.popleft()
                     self._running = tid
                     tell_now = self._task_time is None or self._task_time > _HOLD
                     if not tell_now:
@@ -355,7 +354,7 @@ class Worker(WorkerTraffic):
         if self.exit_reason:
             raise SystemExit(self.exit_reason)
 
-    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> WorkerResult | None:
+    def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> Done | None:
         """Run one task; its result carries the lease it was handed out with.
 
         None when this worker cannot import the task's function: the head is
@@ -385,11 +384,11 @@ class Worker(WorkerTraffic):
             return None
         except NetletError as e:  # the task's code could not be fetched: that task fails
             self.failed += 1
-            return WorkerResult(tid, False, self.codec.encode_value(
-                ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError")
+            return (tid, False, self.codec.encode_value(
+                ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError", None)
 
     def _run_here(self, tid: str, fn_id: str, chunked: bool, body: bytes,
-                  lease: str) -> WorkerResult:
+                  lease: str) -> Done:
         t0 = time.perf_counter()
         try:
             fn = self.functions.get(fn_id)  # CannotImport: not a failure of the task
@@ -419,9 +418,9 @@ class Worker(WorkerTraffic):
             ok, out = False, self.codec.encode_value(value)
         if ok:
             self.done += 1
-            return WorkerResult(tid, ok, out, lease)
+            return (tid, ok, out, lease, None, None)
         self.failed += 1
-        return WorkerResult(tid, ok, out, lease, type(value).__name__, _traceback_text(value))
+        return (tid, ok, out, lease, type(value).__name__, _traceback_text(value))
 
     def close(self) -> None:
         self.stop.set()

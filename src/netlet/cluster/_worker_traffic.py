@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
-from netlet.cluster._messages import HandOut, Pulled, Report, WorkerResult
+from netlet.cluster._messages import Done, Job, Pulled, Report
 from netlet.codec import short
 from netlet.errors import NetletError, NoSuchObject, ProtocolError
 
@@ -71,10 +71,10 @@ class WorkerTraffic:
     failed: int
     _rtt: float
     _lock: threading.Condition
-    _local: collections.deque[HandOut]
+    _local: collections.deque[Job]
     _running: str | None
     _starting: dict[str, None]
-    _outbox: list[WorkerResult]
+    _outbox: list[Done]
     _held: set[str]
     _seen: int
     _epoch: int
@@ -144,7 +144,7 @@ class WorkerTraffic:
         with self._lock:
             results, self._outbox = self._outbox, []
             for r in results:
-                self._starting.pop(r.id, None)  # a result says it started
+                self._starting.pop(r[0], None)  # a result says it started
             want = self._want()
             held = len(self._local) + (self._running is not None)
             need = want - held  # one pull in flight whenever there is room: it hides the trip
@@ -162,7 +162,7 @@ class WorkerTraffic:
         if need > 0:
             self._pull(epoch, first, started, need)
 
-    def _batches(self, results: list[WorkerResult]) -> list[list[WorkerResult]]:
+    def _batches(self, results: list[Done]) -> list[list[Done]]:
         """``results`` in messages within the frame limits (the scheduler's ``batches``).
 
         No result or one makes at most one message: the scheduler's module, ~3 ms of
@@ -173,15 +173,15 @@ class WorkerTraffic:
         from netlet.cluster._batches import batches
 
         limits = self.node.config.transport.limits
-        return batches(results, lambda r: 64 + len(r.body), limits.max_frame // 4,
+        return batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
                        max(1, limits.max_buffers // 2), limits.oob_threshold)
 
-    def _pull(self, epoch: int, results: list[WorkerResult], started: list[str],
+    def _pull(self, epoch: int, results: list[Done], started: list[str],
               want: int) -> None:
         """Send results and ask for ``want`` tasks in one round trip (any thread)."""
         try:
             fut = self.head.with_options(timeout=None).exchange.future(
-                self.node.id, epoch, Report(results, started), want)
+                self.node.id, epoch, Report.of(results, started), want)
         except (NetletError, OSError) as e:
             fut = concurrent.futures.Future()
             fut.set_exception(e)
@@ -201,14 +201,14 @@ class WorkerTraffic:
 
         fut.add_done_callback(done)
 
-    def _pulled(self, fut: concurrent.futures.Future[Any], results: list[WorkerResult],
+    def _pulled(self, fut: concurrent.futures.Future[Any], results: list[Done],
                 started: list[str]) -> None:
         """The hand-out came (on the loop): queue it here, or recover from the error."""
         try:
             pulled = fut.result()
             if type(pulled) is not Pulled:
                 raise ProtocolError(f"a pull is answered with a Pulled record, not {short(pulled)}")
-            batch, fns, seq = pulled.tasks, pulled.functions, pulled.seq
+            ids, fns, seq = pulled.ids, pulled.functions, pulled.seq
         except BaseException as e:  # every failure means: rejoin, or stop
             self._keep(results, started)
             task = asyncio.get_running_loop().create_task(self._recover(e))
@@ -217,12 +217,12 @@ class WorkerTraffic:
             return
         self.functions.add_payloads(fns)
         with self._lock:  # leased to this node, whatever epoch asked for them
-            self._local.extend(batch)
-            self._held.update(t.id for t in batch)
+            self._local.extend(pulled.rows())
+            self._held.update(ids)
             self._seen = max(self._seen, seq)
             self._pulling = False
             self._lock.notify()
-        if not batch:  # the pull timed out at the head: ask again at once
+        if not ids:  # the pull timed out at the head: ask again at once
             self._flush()
         # Otherwise the running thread asks for more after its next task, with
         # that task's result riding along: one message, not two.
@@ -242,26 +242,26 @@ class WorkerTraffic:
                 self._pulling = False
             self._flush()
 
-    def _report(self, epoch: int, results: list[WorkerResult], started: list[str]) -> None:
+    def _report(self, epoch: int, results: list[Done], started: list[str]) -> None:
         try:
-            self.head.report.oneway(self.node.id, epoch, Report(results, started))
+            self.head.report.oneway(self.node.id, epoch, Report.of(results, started))
         except (NetletError, OSError) as e:
             log.warning("could not report to the head (%s); will send again", e)
             self._keep(results, started)
             return
         self._sent(results)
 
-    def _sent(self, results: list[WorkerResult]) -> None:
+    def _sent(self, results: list[Done]) -> None:
         """These results are on the wire, ahead of any later heartbeat: no longer held."""
         if results:
             with self._lock:
-                self._held.difference_update(r.id for r in results)
+                self._held.difference_update(r[0] for r in results)
 
-    def _keep(self, results: list[WorkerResult], started: list[str]) -> None:
+    def _keep(self, results: list[Done], started: list[str]) -> None:
         """A report did not go out: send it again on the next connection."""
         with self._lock:
             self._outbox[:0] = results
-            self._held.update(r.id for r in results)
+            self._held.update(r[0] for r in results)
             for t in started:
                 self._starting[t] = None
 
@@ -269,8 +269,8 @@ class WorkerTraffic:
         """The head takes back tasks for an idle worker: those not started yet go."""
         wanted = set(tids)
         with self._lock:
-            keep = collections.deque(t for t in self._local if t.id not in wanted)
-            back = [t.id for t in self._local if t.id in wanted]
+            keep = collections.deque(t for t in self._local if t[0] not in wanted)
+            back = [t[0] for t in self._local if t[0] in wanted]
             self._local = keep
             self._held.difference_update(back)
         self._flush()

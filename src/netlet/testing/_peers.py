@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
 from netlet.apps.primes._tasks import search_chunk
 from netlet.clock import Backoff
-from netlet.cluster._messages import Delivery, HandOut, Report, TaskResult, WorkerResult
+from netlet.cluster._messages import Delivery, Done, Finished, Job, Report, Spec, Tasks
 from netlet.codec import Codec
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
 from netlet.node import Proxy, expose
@@ -84,9 +85,9 @@ class SimWorker(Process):
         self.credit = credit
         self.codec = Codec()
         self.epoch = 0
-        self.local: collections.deque[HandOut] = collections.deque()
+        self.local: collections.deque[Job] = collections.deque()
         self.held: set[str] = set()
-        self.outbox: list[WorkerResult] = []
+        self.outbox: list[Done] = []
         self.handed_in: dict[str, int] = {}
         """tid -> the epoch whose pull brought it."""
         self.seen = 0
@@ -137,8 +138,7 @@ class SimWorker(Process):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            task = self.local.popleft()
-            tid, fn, body, lease = task.id, task.fn, task.body, task.lease
+            tid, fn, body, lease = self.local.popleft()
             self.ledger.ran.setdefault(tid, []).append(
                 (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
             args, _ = self.codec.decode_value(body)
@@ -149,26 +149,26 @@ class SimWorker(Process):
             if len(self.outbox) >= 4 or not self.local or self._pulling:
                 self._report()
 
-    def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> WorkerResult:
+    def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> Done:
         """A prime search's chunk runs the search's own code; any other task squares its
         argument, or raises ``ValueError`` for a multiple of 13 (a task's own error)."""
         if fn == PRIME_TASK:
             answer = search_chunk(*args)["count"]
         elif args[0] % 13 == 0:
             error = ValueError(f"{args[0]} under {lease}")
-            return WorkerResult(tid, False, self.codec.encode_value(error), lease, "ValueError")
+            return (tid, False, self.codec.encode_value(error), lease, "ValueError", None)
         else:
             answer = args[0] * args[0]
-        return WorkerResult(tid, True, self.codec.encode_value([answer, lease]), lease)
+        return (tid, True, self.codec.encode_value([answer, lease]), lease, None, None)
 
     def _report(self, started: list[str] | None = None) -> None:
         results, self.outbox = self.outbox, []
         try:
-            self.head.report.oneway(self.me, self.epoch, Report(results, started or []))
+            self.head.report.oneway(self.me, self.epoch, Report.of(results, started or []))
         except _ERRORS:
             self.outbox[:0] = results  # send again on the next connection
             return
-        self.held.difference_update(r.id for r in results)  # written: no longer held
+        self.held.difference_update(r[0] for r in results)  # written: no longer held
 
     async def _exchange(self) -> None:
         results, self.outbox = self.outbox, []
@@ -176,13 +176,13 @@ class SimWorker(Process):
         epoch = self.epoch
         try:
             call = self.head.with_options(timeout=None).exchange.aio(
-                self.me, epoch, Report(results, []), want)
-            self.held.difference_update(r.id for r in results)
+                self.me, epoch, Report.of(results, []), want)
+            self.held.difference_update(r[0] for r in results)
             pulled = await call
-            batch, seq = pulled.tasks, pulled.seq
+            batch, seq = list(pulled.rows()), pulled.seq
         except _ERRORS as e:
             self.outbox[:0] = results
-            self.held.update(r.id for r in results)
+            self.held.update(r[0] for r in results)
             if not isinstance(e, NoSuchObject):
                 await self.clock.sleep(0.1)
             await self._join()
@@ -190,20 +190,20 @@ class SimWorker(Process):
         finally:
             self._pulling = False
             self._arrived.set()
-        for task in batch:
-            self.ledger.received.setdefault(task.id, []).append(
-                (self.ledger.incarnation, int(seq), task.lease))
+        for tid, _, _, lease in batch:
+            self.ledger.received.setdefault(tid, []).append(
+                (self.ledger.incarnation, int(seq), lease))
         if batch:
-            self.rec.note(f"{self.name} got hand-out {seq}: {[t.id for t in batch]}")
+            self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
         self.local.extend(batch)
-        self.held.update(t.id for t in batch)
-        self.handed_in.update((t.id, epoch) for t in batch)
+        self.held.update(t[0] for t in batch)
+        self.handed_in.update((t[0], epoch) for t in batch)
         self.seen = max(self.seen, int(seq))
 
     def give_back(self, tids: list[str]) -> list[str]:
         wanted = set(tids)
-        back = [t.id for t in self.local if t.id in wanted]
-        self.local = collections.deque(t for t in self.local if t.id not in wanted)
+        back = [t[0] for t in self.local if t[0] in wanted]
+        self.local = collections.deque(t for t in self.local if t[0] not in wanted)
         self.held.difference_update(back)
         return back
 
@@ -229,7 +229,7 @@ class _Sink:
         self._client = client
 
     async def results(self, delivery: Delivery) -> None:
-        self._client.on_results(delivery.results)
+        self._client.on_results(delivery.rows())
 
     async def started(self, tids: list[str]) -> None:
         pass
@@ -253,7 +253,7 @@ class SimClient(Process):
         self.head_address = head
         self.ledger = ledger
         self.codec = Codec()
-        self.specs: dict[str, list[Any]] = {}
+        self.specs: dict[str, Spec] = {}
         self.expected: dict[str, int | None] = {}
         """tid -> its value; None for a prime search's chunk (checked as a whole)."""
         self.chunks: dict[str, tuple[int, int]] = {}
@@ -292,7 +292,7 @@ class SimClient(Process):
                 again = [self.specs[t] for t in pending if t in unknown
                          and t not in self.outcome]
                 if again:
-                    await self.head.submit.aio(self.me, self.sink, again, {})
+                    await self.head.submit.aio(self.me, self.sink, Tasks.of(again), {})
                     self.rec.note(f"{self.name} resubmitted {len(again)}")
                 return
             except _ERRORS:
@@ -313,18 +313,18 @@ class SimClient(Process):
 
     async def submit(self, count: int, retries: int) -> None:
         """Submit ``count`` new tasks; if the head does not take them, reconnecting does."""
-        batch = []
+        batch: list[Spec] = []
         for _ in range(count):
             self._next += 1
             tid = f"{self.name}:{self._next}"
             x = self._next
-            spec = [tid, "sim:square", self.codec.encode_value([[x], None]), retries]
+            spec = (tid, "sim:square", self.codec.encode_value([[x], None]), retries)
             self.specs[tid] = spec
             self.expected[tid] = x * x
             batch.append(spec)
         self.rec.note(f"{self.name} submits {count}")
         try:
-            await self.head.submit.aio(self.me, self.sink, batch, {})
+            await self.head.submit.aio(self.me, self.sink, Tasks.of(batch), {})
         except _ERRORS:
             await self._reconnect()
 
@@ -332,25 +332,25 @@ class SimClient(Process):
         """Count the primes in each range, one task each (``search_chunk``, what ``netlet
         primes`` submits); a chunk that ends ``WorkerLost`` is submitted again, as the
         search's coordinator does."""
-        batch = []
+        batch: list[Spec] = []
         for start, end in ranges:
             self._next += 1
             tid = f"{self.name}:p{self._next}"
             body = self.codec.encode_value([["naive", start, end], None])
-            spec = [tid, PRIME_TASK, body, self.retries]
+            spec = (tid, PRIME_TASK, body, self.retries)
             self.specs[tid] = spec
             self.expected[tid] = None
             self.chunks[tid] = (start, end)
             batch.append(spec)
         self.rec.note(f"{self.name} searches {len(ranges)} chunk(s) for primes")
         try:
-            await self.head.submit.aio(self.me, self.sink, batch, {})
+            await self.head.submit.aio(self.me, self.sink, Tasks.of(batch), {})
         except _ERRORS:
             await self._reconnect()
 
-    def on_results(self, batch: list[TaskResult]) -> None:
-        for r in batch:
-            self._result(r.id, r.ok, r.body, r.error)
+    def on_results(self, batch: Iterable[Finished]) -> None:
+        for tid, ok, body, error in batch:
+            self._result(tid, ok, body, error)
 
     def _result(self, tid: str, ok: bool, body: bytes | None, error: Any) -> None:
         if tid not in self.expected:
