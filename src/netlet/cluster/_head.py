@@ -42,13 +42,22 @@ from netlet.cluster._head_tasks import (
     Member,
     TaskDesk,
     _as_itself,
+    _expect,
     _pickled,
     _result_size,
+)
+from netlet.cluster._member_messages import (
+    Joined,
+    JoinInfo,
+    Load,
+    MemberEvent,
+    NameEntry,
+    Names,
 )
 from netlet.cluster._messages import Finished
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
 from netlet.cluster._store import HeadStore
-from netlet.codec import RemoteRef
+from netlet.codec import RemoteRef, short
 from netlet.errors import ConfigError, ConnectionLost
 from netlet.node import Node, Proxy, expose
 
@@ -197,54 +206,68 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
 
     # -- membership -----------------------------------------------------------------
 
-    async def join(self, node: str, role: str, info: dict[str, Any],
-                   control: Proxy | None = None) -> dict[str, Any]:
+    async def join(self, node: str, role: str, info: JoinInfo,
+                   control: Proxy | None = None) -> Joined:
         """A worker or client joins (or rejoins after a drop or a head restart).
 
         A worker gets a new ``epoch``: its requests carry it from now on, and
-        requests carrying an older one are refused.
+        requests carrying an older one are refused. Arguments of the wrong type
+        are refused before anything changes.
         """
         _as_itself(node)
         if role not in ("worker", "client"):
-            raise ConfigError(f"unknown role {role!r}")
+            raise ConfigError(f"unknown role {short(role)}: 'worker' or 'client'")
+        _expect("join", "info", info, JoinInfo)
+        if control is not None and not isinstance(control, Proxy):
+            raise ConfigError(f"join: control is a reference (REF) or nil, not {short(control)}")
         old = self._members.get(node)
-        member = Member(node, role, dict(info), control, since=self._clock.time(),
+        member = Member(node, role, info, control, since=self._clock.time(),
                         last_seen=self._clock.monotonic())
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
+            member.load, member.actors = old.load, old.actors
         self._members[node] = member
-        reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
-                 "dead_after": self.config.dead_after}
+        epoch = None
         if role == "worker":
             epoch, actions = self._sched.join(node, self._clock.monotonic())
-            reply["epoch"] = epoch
             if self._store is not None and epoch > self._epochs_reserved:
                 self._epochs_reserved = epoch + _EPOCH_BLOCK  # a write per block
                 self._store.reserve_epochs(self._epochs_reserved)
             self._act(actions)
         self._event("join", member)
-        self._monitor.event("join", node, role, str(member.info.get("name", "")))
+        self._monitor.event("join", node, role, info.name)
         if role == "worker":
             self._respawn_orphans()
-        return reply
+        return Joined(self._node.id, float(self.config.heartbeat),
+                      float(self.config.dead_after), epoch)
 
-    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None,
+    async def heartbeat(self, node: str, load: Load | None = None,
                         epoch: int | None = None, holding: list[str] | None = None,
                         seen: int = 0) -> bool:
         """A member is alive; a worker names the tasks it ``holding`` and the last
         hand-out it has ``seen``, and the head requeues any it handed out before
-        that the worker does not hold. False: rejoin (unknown here, or an old epoch)."""
+        that the worker does not hold. False: rejoin (unknown here, or an old epoch).
+        Arguments of the wrong type are refused before anything changes."""
         _as_itself(node)
+        if load is not None:
+            _expect("heartbeat", "load", load, Load)
+        if epoch is not None and type(epoch) is not int:
+            raise ConfigError(f"heartbeat: epoch is an int or nil, not {short(epoch)}")
+        if holding is not None and not (type(holding) is list
+                                        and all(type(t) is str for t in holding)):
+            raise ConfigError(f"heartbeat: holding is a list of task ids (str) or nil, "
+                              f"not {short(holding)}")
+        if type(seen) is not int:
+            raise ConfigError(f"heartbeat: seen is an int, not {short(seen)}")
         member = self._members.get(node)
         if member is None or not member.alive:
             return False  # unknown here (head restarted, or declared dead): rejoin
         member.last_seen = self._clock.monotonic()
-        if stats:
-            member.info.update(stats)
+        if load is not None:
+            member.load = load
         if member.role == "worker" and epoch is not None and holding is not None:
             try:
-                actions = self._sched.heartbeat(node, int(epoch), holding, int(seen),
-                                                member.last_seen)
+                actions = self._sched.heartbeat(node, epoch, holding, seen, member.last_seen)
             except StaleEpoch:
                 return False
             self._act(actions)
@@ -302,7 +325,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         log.log(level, "%s %s is gone (%s)", member.role, member.node[:8], why)
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
-        name = str(member.info.get("name", ""))
+        name = member.info.name
         self._monitor.event("left" if why == "left" else "dead", member.node, member.role, name,
                             why)
         if member.role == "worker":
@@ -320,20 +343,21 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
             if fut is not None and not fut.done():
                 fut.set_result(Handout(member.node, (), 0))
             self._respawn_orphans()
-        self._event("leave", member)
+        self._event("leave", member, why)
 
-    def _event(self, kind: str, member: Member) -> None:
+    def _event(self, kind: str, member: Member, detail: str = "") -> None:
+        event = MemberEvent(kind, member.node, member.role, member.info, detail)
         for key, sink in list(self._subscribers.items()):
             try:
                 if isinstance(sink, Proxy):
-                    sink.event.oneway(kind, member.node, member.role, member.info)
+                    sink.event.oneway(event)
                 else:  # a subscriber on the head's own node
-                    self._spawn(sink.event(kind, member.node, member.role, member.info))
+                    self._spawn(sink.event(event))
             except (ConnectionLost, OSError):
                 self._subscribers.pop(key, None)
 
     async def subscribe(self, sink: Any) -> None:
-        """Membership events: ``sink.event(kind, node, role, info)``, kind join/leave."""
+        """Membership events: ``sink.event(MemberEvent)``, kind join/leave."""
         key = repr(sink.__netlet_ref__()) if isinstance(sink, Proxy) else f"local-{id(sink)}"
         self._subscribers[key] = sink
 
@@ -355,8 +379,9 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         entry = self._names.get(name)
         return entry[0] if entry is not None else None
 
-    async def names(self) -> dict[str, list[str]]:
-        return {n: [r.kind, r.address, o] for n, (r, o) in self._names.items()}
+    async def names(self) -> Names:
+        """Every registered name, with its handle's kind and address and its owner."""
+        return Names([NameEntry(n, r.kind, r.address, o) for n, (r, o) in self._names.items()])
 
     async def unregister(self, name: str) -> bool:
         self._drop_actor(name)
@@ -399,12 +424,12 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         if not workers:
             raise ConfigError("no worker is available to host the object")
         member = min(workers, key=lambda m: (self._sched.worker_load(m.node)[0],
-                                             m.info.get("actors", 0)))
+                                             m.actors))
         assert member.control is not None
         raw = await member.control.create.aio(spec.cls, spec.body, spec.name, spec.functions)
         ref = raw.__netlet_ref__()
         spec.worker = member.node
-        member.info["actors"] = member.info.get("actors", 0) + 1
+        member.actors += 1
         self._names[spec.name] = (ref, member.node)
         if self._store is not None:
             self._store.put_name(spec.name, ref, member.node)
@@ -467,9 +492,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     async def status(self) -> dict[str, Any]:
         now = self._clock.monotonic()
         # A dead worker is gone for good (a restarted one joins with a new id): not shown.
-        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
-                  "address": m.info.get("address", ""), "host": m.info.get("host", ""),
-                  "pid": m.info.get("pid"),
+        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.name,
+                  "address": m.info.address, "host": m.info.host, "pid": m.info.pid,
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": self._sched.worker_load(m.node)[0], "done": m.done,
                   "failed": m.failed,
@@ -479,6 +503,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
                   "results_waiting": self._owed.get(m.node, 0)}
                  for m in self._members.values() if m.alive or m.role != "worker"]
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": self._sched.queued,
+                "names": {n: [r.kind, r.address, o] for n, (r, o) in self._names.items()},
+                "queued": self._sched.queued,
                 "running": self._sched.running, "refused_results": self.refused_results,
                 "results_waiting": self._undelivered, "paused": self._paused}
