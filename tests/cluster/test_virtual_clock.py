@@ -22,10 +22,7 @@ KEY = bytes(range(32))
 STEP = 0.0625  # exact in binary
 
 NodeFactory = Callable[..., netlet.Node]
-
-
 WORKER = JoinInfo("test", "", 1, "", 1)
-
 
 
 @pytest.fixture
