@@ -253,3 +253,18 @@ def test_names_answer_a_names_record(head: tuple[Head, str, VirtualClock],
     answer = call(proxy, "names")
     assert answer == Names([NameEntry("svc", "object", "", member.id)])
     assert call(proxy, "status")["names"] == {"svc": ["object", "", member.id]}
+
+
+@pytest.mark.timeout(30)
+def test_a_subscriber_that_is_not_a_reference_is_refused_and_joins_go_on(
+        head: tuple[Head, str, VirtualClock], node_factory: NodeFactory) -> None:
+    """A member that subscribes a str (not a REF) must not break every later join."""
+    h, address, _ = head
+    hostile = node_factory(key=KEY)
+    proxy = hostile.proxy(address, "netlet.head", timeout=10)
+    with pytest.raises(ConfigError, match="subscribe: sink is a reference"):
+        call(proxy, "subscribe", "not a sink")
+    assert not h._subscribers
+    other = node_factory(key=KEY)
+    good = other.proxy(address, "netlet.head", timeout=10)
+    assert call(good, "join", other.id, "worker", INFO, None).epoch is not None

@@ -59,7 +59,7 @@ from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEp
 from netlet.cluster._store import HeadStore
 from netlet.codec import RemoteRef, short
 from netlet.errors import ConfigError, ConnectionLost
-from netlet.node import Node, Proxy, expose
+from netlet.node import Node, Proxy, current_peer, expose
 
 __all__ = ["Head", "HeadConfig", "Task"]
 
@@ -357,7 +357,14 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
                 self._subscribers.pop(key, None)
 
     async def subscribe(self, sink: Any) -> None:
-        """Membership events: ``sink.event(MemberEvent)``, kind join/leave."""
+        """Membership events: ``sink.event(MemberEvent)``, kind join/leave.
+
+        Over the network the sink must be a reference (anything else would make
+        every later join fail); an object of the head's own process must have ``event``.
+        """
+        if not isinstance(sink, Proxy) and (current_peer() is not None
+                                            or not callable(getattr(sink, "event", None))):
+            raise ConfigError(f"subscribe: sink is a reference (REF), not {short(sink)}")
         key = repr(sink.__netlet_ref__()) if isinstance(sink, Proxy) else f"local-{id(sink)}"
         self._subscribers[key] = sink
 
