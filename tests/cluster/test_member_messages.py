@@ -268,3 +268,34 @@ def test_a_subscriber_that_is_not_a_reference_is_refused_and_joins_go_on(
     other = node_factory(key=KEY)
     good = other.proxy(address, "netlet.head", timeout=10)
     assert call(good, "join", other.id, "worker", INFO, None).epoch is not None
+
+
+@netlet.expose
+class _Sink:
+    async def results(self, delivery: Any) -> None: ...
+    async def started(self, tids: list[str]) -> None: ...
+
+
+@netlet.expose
+class _LyingControl:
+    """A worker's control object whose ``give_back`` answers what no worker would."""
+
+    def give_back(self, epoch: int, tids: list[str]) -> Any:
+        return [tids]  # a list of lists, not of ids
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_gives_back_garbage_cannot_fail_a_clients_cancel(
+        head: tuple[Head, str, VirtualClock], node_factory: NodeFactory) -> None:
+    """``give_back`` answers ``[str]`` (PROTOCOL.md 16.4); anything else counts as none."""
+    h, address, _ = head
+    client, worker = node_factory(key=KEY), node_factory(key=KEY)
+    cp = client.proxy(address, "netlet.head", timeout=10)
+    wp = worker.proxy(address, "netlet.head", timeout=10)
+    call(cp, "join", client.id, "client", JoinInfo("", "box", 1, "", 0), None)
+    assert call(cp, "submit", client.id, _Sink(), [["c:1", "m:f", b"\x92\x90\xc0", 0]], {}) == 1
+    epoch = call(wp, "join", worker.id, "worker", INFO, _LyingControl()).epoch
+    assert [t.id for t in call(wp, "pull", worker.id, epoch, 1).tasks] == ["c:1"]
+    assert call(cp, "cancel", ["c:1"]) == []  # not given back: it stays with the worker
+    assert call(cp, "cancel", ["c:1"]) == []  # and is asked for again, not stuck
+    assert h.scheduler.tasks["c:1"].worker == worker.id

@@ -383,8 +383,11 @@ class TaskDesk:
         returned: list[str] = []
         if member is not None and member.alive and member.control is not None:
             try:
-                returned = await member.control.with_options(timeout=10).give_back.aio(
+                answer = await member.control.with_options(timeout=10).give_back.aio(
                     action.epoch, list(action.tasks))
+                if not (type(answer) is list and all(type(t) is str for t in answer)):
+                    raise ConfigError(f"give_back answers a list of task ids, not {short(answer)}")
+                returned = answer
             except Exception as e:  # it keeps them; a heartbeat or its death settles it
                 log.info("worker %s did not give tasks back: %s", action.worker[:8], e)
         dropped, actions = self._sched.gave_back(action, returned)
