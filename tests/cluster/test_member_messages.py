@@ -299,3 +299,16 @@ def test_a_worker_that_gives_back_garbage_cannot_fail_a_clients_cancel(
     assert call(cp, "cancel", ["c:1"]) == []  # not given back: it stays with the worker
     assert call(cp, "cancel", ["c:1"]) == []  # and is asked for again, not stuck
     assert h.scheduler.tasks["c:1"].worker == worker.id
+
+
+@pytest.mark.timeout(30)
+def test_a_spawn_with_wrong_argument_types_is_refused(
+        head: tuple[Head, str, VirtualClock], node_factory: NodeFactory) -> None:
+    h, address, _ = head
+    member = node_factory(key=KEY)
+    proxy = member.proxy(address, "netlet.head", timeout=10)
+    for args in (["m:C", "not bin", "x", None, {}], ["m:C", b"", "", None, {}],
+                 ["m:C", b"", "x", None, {"m:C": "not bin"}], ["m:C", b"", "x", None, []]):
+        with pytest.raises(ConfigError, match="spawn: cls"):
+            call(proxy, "spawn", *args, member.id)
+    assert not h._actors

@@ -95,6 +95,11 @@ class HeadNamesMixin:
     async def spawn(self, cls: str, body: bytes, name: str, restart: str | None,
                     functions: dict[str, bytes], client: str = "") -> RemoteRef:
         """Place an exposed object on a worker and name it; returns its handle."""
+        if not (type(cls) is str and type(body) is bytes and type(name) is str and name
+                and type(client) is str and type(functions) is dict
+                and all(type(k) is str and type(v) is bytes for k, v in functions.items())):
+            raise ConfigError("spawn: cls (str), body (bin), name (a non-empty str), restart, "
+                              "functions (a map str -> bin) and client (str)")
         if restart not in (None, "on-failure"):
             raise ConfigError("restart is None or 'on-failure'")
         if name in self._names:
