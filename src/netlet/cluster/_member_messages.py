@@ -11,7 +11,6 @@ a digest, an offset) stay call arguments: a record is for a structured payload.
 
 from __future__ import annotations
 
-from collections.abc import Sized
 from dataclasses import dataclass
 
 from netlet.codec import record
@@ -74,19 +73,14 @@ class WorkerDesc:
     pid: int
 
 
-def _same_lengths(name: str, *columns: Sized) -> None:
-    if len({len(c) for c in columns}) > 1:
-        raise ValueError(f"the columns of {name} differ in length: "
-                         f"{', '.join(str(len(c)) for c in columns)}")
-
-
-@record(24)
+@record(24, columns=("tids", "leases", "streams", "texts"))
 @dataclass(frozen=True, slots=True)
 class TaskOutput:
     """Lines tasks printed, from the worker holding their leases (``task_output``).
 
     Columnar: entry ``i`` is task ``tids[i]`` under ``leases[i]`` writing
-    ``texts[i]`` to ``streams[i]`` (1 stdout, 2 stderr). The columns have one length.
+    ``texts[i]`` to ``streams[i]`` (1 stdout, 2 stderr); the decoder checks the
+    columns are of one length.
     """
 
     tids: list[str]
@@ -94,11 +88,8 @@ class TaskOutput:
     streams: list[int]
     texts: list[str]
 
-    def __post_init__(self) -> None:
-        _same_lengths("TaskOutput", self.tids, self.leases, self.streams, self.texts)
 
-
-@record(25)
+@record(25, columns=("tids", "streams", "texts"))
 @dataclass(frozen=True, slots=True)
 class OutputLines:
     """Lines a client's tasks printed, from the head to its sink ``output``.
@@ -110,9 +101,6 @@ class OutputLines:
     tids: list[str]
     streams: list[int]
     texts: list[str]
-
-    def __post_init__(self) -> None:
-        _same_lengths("OutputLines", self.tids, self.streams, self.texts)
 
 
 @record(26)
