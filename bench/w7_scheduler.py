@@ -271,6 +271,7 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
     import netlet
     from netlet.cluster import Head, HeadConfig
     from netlet.cluster._head_tasks import Member
+    from netlet.cluster._member_messages import JoinInfo
     from netlet.cluster._messages import Report, Tasks
     from netlet.testing import VirtualClock
 
@@ -288,7 +289,8 @@ def _head_sweep(workers: int, dying: int, held: int = 4) -> tuple[float, float]:
                 for i in range(workers * held * 2)]), {})
             for i in range(workers):
                 nid = f"worker-{i:04d}"
-                head._members[nid] = Member(nid, "worker", {"name": nid}, None, 0.0, now)
+                info = JoinInfo(nid, "", 0, "", 1)
+                head._members[nid] = Member(nid, "worker", info, None, 0.0, now)
                 epoch, _ = head.scheduler.join(nid, now)
                 batch = (await head.pull(nid, epoch, held)).ids
                 await head.report(nid, epoch, Report.of([], batch[: held // 2]))

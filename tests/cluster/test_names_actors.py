@@ -130,7 +130,10 @@ def test_membership_subscription_sees_join_and_leave(cluster_kit: ClusterKit) ->
     next_event("join", lambda e: e[1] == other.node.id and e[2] == "client")
 
     worker.kill()
-    _, _, role, _ = next_event("leave", lambda e: e[1] == node)
+    _, _, role, info = next_event("leave", lambda e: e[1] == node)
     assert role == "worker"
+    assert info["detail"] == "connection lost"  # and who it was: what it said at its join
+    assert info["pid"] == worker.pid
     other.close()
-    next_event("leave", lambda e: e[1] == other.node.id)
+    _, _, _, info = next_event("leave", lambda e: e[1] == other.node.id)
+    assert info["detail"] == "left"

@@ -19,6 +19,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
+from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Delivery, Finished, Report, Tasks
 from netlet.codec import Codec
 from netlet.node import expose
@@ -28,6 +29,10 @@ from tests._support import wait_until
 KEY = bytes(range(32))
 
 NodeFactory = Callable[..., netlet.Node]
+
+
+WORKER = JoinInfo("test", "", 1, "", 1)
+CLIENT = JoinInfo("", "", 1, "", 0)
 
 
 
@@ -65,7 +70,7 @@ def _run_one(node_factory: NodeFactory, address: str, value: int) -> None:
     """A worker by hand: join, take the one queued task, report ``value`` for it."""
     worker = node_factory(key=KEY)
     h = worker.proxy(address, "netlet.head", timeout=10)
-    epoch = h.join(worker.id, "worker", {}, None)["epoch"]
+    epoch = h.join(worker.id, "worker", WORKER, None).epoch
     ((tid, _, _, lease),) = h.pull(worker.id, epoch, 1).rows()
     h.report(worker.id, epoch, Report.of(
         [(tid, True, Codec().encode_value(value), lease, None, None)], []))
@@ -78,7 +83,7 @@ def test_a_delivery_that_timed_out_is_sent_again(
     client = node_factory(key=KEY)
     sink = _SlowSink()
     proxy = client.proxy(address, "netlet.head", timeout=10)
-    proxy.join(client.id, "client", {}, None)
+    proxy.join(client.id, "client", CLIENT, None)
     assert proxy.submit(client.id, sink, Tasks(["c:1"], ["tests.cluster.tasks:add"], [b""], [0]),
                         {}) == 1
     _run_one(node_factory, address, 42)

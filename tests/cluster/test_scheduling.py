@@ -24,11 +24,14 @@ from typing import Any
 import pytest
 
 import netlet
+from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Report
 from netlet.errors import NoSuchObject
 from netlet.node import Node
 from tests.cluster import tasks
 from tests.cluster.conftest import REPO, STEP, ClusterKit, child_env, wait_until
+
+WORKER = JoinInfo("test", "", 1, "", 1)
 
 
 def blob(i: int, size: int) -> bytes:
@@ -268,8 +271,8 @@ def test_a_request_from_a_stale_epoch_gets_no_tasks(cluster_kit: ClusterKit) -> 
     wait_until(lambda: cluster.status()["queued"] == 3, STEP, "3 tasks queued")
     node, h = _fake_worker(head.address)
     try:
-        old = h.join(node.id, "worker", {}, None)["epoch"]
-        new = h.join(node.id, "worker", {}, None)["epoch"]  # it came back
+        old = h.join(node.id, "worker", WORKER, None).epoch
+        new = h.join(node.id, "worker", WORKER, None).epoch  # it came back
         assert new != old
         with pytest.raises(NoSuchObject, match="epoch"):
             h.pull(node.id, old, 3)
@@ -292,13 +295,13 @@ def test_tasks_a_worker_does_not_hold_go_back_to_the_queue(cluster_kit: ClusterK
     wait_until(lambda: cluster.status()["queued"] == 2, STEP, "2 tasks queued")
     node, h = _fake_worker(head.address)
     try:
-        epoch = h.join(node.id, "worker", {}, None)["epoch"]
+        epoch = h.join(node.id, "worker", WORKER, None).epoch
         pulled = h.pull(node.id, epoch, 2)
         seq = pulled.seq
         assert len(pulled.ids) == 2
         assert cluster.status()["running"] == 2
         # Alive, heartbeating, but holding neither (the reply never reached it).
-        assert h.heartbeat(node.id, {}, epoch, [], seq)
+        assert h.heartbeat(node.id, None, epoch, [], seq)
         assert cluster.status()["queued"] == 2
         cluster_kit.worker(head.address)
         assert [f.result(STEP) for f in futures] == [1, 2]

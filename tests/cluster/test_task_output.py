@@ -15,6 +15,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head
+from netlet.cluster._member_messages import JoinInfo, TaskOutput
 from netlet.node import Node
 from netlet.transport import generate_key
 from tests.cluster import tasks
@@ -105,18 +106,18 @@ def test_only_the_worker_holding_a_task_prints_for_it(
         heads, epochs = [], []
         for n in (holder, other):
             proxy = n.proxy(head_node.address, "netlet.head")
-            epochs.append(proxy.join(n.id, "worker", {"name": n.id[:8]}, None)["epoch"])
+            epochs.append(proxy.join(n.id, "worker", JoinInfo(n.id[:8], "", 1, "", 1), None).epoch)
             heads.append(proxy)
         batch = wait_until(lambda: list(heads[0].pull(holder.id, epochs[0], 1).rows()), STEP,
                            "the task handed out")
         tid, lease = batch[0][0], batch[0][3]
         assert tid == future.task_id  # type: ignore[attr-defined]
 
-        heads[1].task_output(other.id, [[tid, lease, 1, "stolen lease\n"]])
-        heads[0].task_output(holder.id, [[tid, "0" * 24, 1, "wrong lease\n"]])
+        heads[1].task_output(other.id, TaskOutput([tid], [lease], [1], ["stolen lease\n"]))
+        heads[0].task_output(holder.id, TaskOutput([tid], ["0" * 24], [1], ["wrong lease\n"]))
         with pytest.raises(PermissionError):  # and nobody speaks for another node
-            heads[1].task_output(holder.id, [[tid, lease, 1, "as the holder\n"]])
-        heads[0].task_output(holder.id, [[tid, lease, 1, "the holder\n"]])
+            heads[1].task_output(holder.id, TaskOutput([tid], [lease], [1], ["as the holder\n"]))
+        heads[0].task_output(holder.id, TaskOutput([tid], [lease], [1], ["the holder\n"]))
         out = wait_until(lambda: capsys.readouterr().out, STEP, "the holder's line")
         assert out == "the holder\n"
         client.close()

@@ -14,6 +14,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Head, HeadConfig
+from netlet.cluster._member_messages import JoinInfo
 from netlet.testing import VirtualClock
 from tests._support import wait_until
 
@@ -21,7 +22,7 @@ KEY = bytes(range(32))
 STEP = 0.0625  # exact in binary
 
 NodeFactory = Callable[..., netlet.Node]
-
+WORKER = JoinInfo("test", "", 1, "", 1)
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def head(node_factory: NodeFactory) -> Iterator[tuple[Head, netlet.Proxy, str, V
     assert node.address is not None
     member = node_factory(key=KEY)
     proxy = member.proxy(node.address, "netlet.head", timeout=10)
-    proxy.join(member.id, "worker", {}, None)
+    proxy.join(member.id, "worker", WORKER, None)
     # The node's watchdog and the head's sweep are both waiting on the clock.
     wait_until(lambda: clock.pending >= 2, what="the head's sweep to wait on the clock")
     yield head, proxy, member.id, clock

@@ -588,6 +588,7 @@ def test_channel_value_not_acknowledged_goes_back_when_the_receiver_leaves(
 # -- the cluster head (§16): a client and a worker ---------------------------------------
 
 TASKS, PULLED, REPORT, DELIVERY = 30, 31, 32, 33  # §16.5
+JOIN_INFO, JOINED, LOAD = 20, 21, 22
 
 
 def test_a_task_submitted_run_and_delivered_in_the_documented_records(
@@ -596,7 +597,12 @@ def test_a_task_submitted_run_and_delivered_in_the_documented_records(
         client.handshake(key)
         worker.handshake(key)
         head = "netlet.head"
-        assert client.call(head, "join", client.node, "client", {}, None)[0] == REPLY
+        # §16.1: who we are is a JoinInfo record; the map of old is refused.
+        kind, exc = client.call(head, "join", client.node, "client", {"pid": 1}, None)
+        assert (kind, exc.type_name) == (ERROR, "netlet.errors.ConfigError")
+        kind, joined = client.call(head, "join", client.node, "client",
+                                   Record(JOIN_INFO, "", "box", 1, "", 0), None)
+        assert (kind, joined.wire_id, joined.fields[3]) == (REPLY, JOINED, None)
         sink = Ref(client.node, "", "my-sink")
         body = msgpack.packb([[2, 3], None])
         # §16.2: the tasks are columns; columns of unequal length are refused whole.
@@ -607,9 +613,13 @@ def test_a_task_submitted_run_and_delivered_in_the_documented_records(
         assert client.call(head, "submit", client.node, sink,
                            Record(TASKS, ["c:1"], ["m:add"], [body], [0]), {}) == (REPLY, 1)
 
-        kind, reply = worker.call(head, "join", worker.node, "worker", {}, None)
-        assert kind == REPLY
-        epoch = reply["epoch"]
+        kind, joined = worker.call(head, "join", worker.node, "worker",
+                                   Record(JOIN_INFO, "foreign", "box", 2, "", 1), None)
+        assert (kind, joined.wire_id) == (REPLY, JOINED)
+        _, heartbeat, dead_after, epoch = joined.fields
+        assert [type(heartbeat), type(dead_after), type(epoch)] == [float, float, int]
+        assert worker.call(head, "heartbeat", worker.node, Record(LOAD, 0, 0, None, None),
+                           epoch, [], 0) == (REPLY, True)
         kind, pulled = worker.call(head, "pull", worker.node, epoch, 4)
         assert (kind, pulled.wire_id) == (REPLY, PULLED)
         ids, fns, bodies, leases, functions, seq = pulled.fields

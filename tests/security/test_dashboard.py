@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from netlet.cluster import HeadStatistics
+from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Report
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
@@ -123,7 +124,7 @@ def test_what_members_report_is_escaped(kit: Kit,
     d = dashboard_for()
     with Node(key=kit.embedded.key) as member:
         member.proxy(kit.embedded.address, "netlet.head").join(
-            member.id, "worker", {"name": HOSTILE, "host": "<script>alert(2)</script>"})
+            member.id, "worker", JoinInfo(HOSTILE, "<script>alert(2)</script>", 1, "", 1))
         bad = kit.cluster.submit(f"{HOSTILE}:x", 1)
         with pytest.raises(NetletError):  # no worker can import it
             bad.result(10)
@@ -143,7 +144,7 @@ def test_a_member_cannot_make_the_head_keep_tracebacks_of_tasks_it_does_not_hold
         kit: Kit) -> None:
     with Node(key=kit.embedded.key) as member:
         head = member.proxy(kit.embedded.address, "netlet.head")
-        epoch = head.join(member.id, "worker", {"name": "forger"})["epoch"]
+        epoch = head.join(member.id, "worker", JoinInfo("forger", "", 1, "", 1)).epoch
         forged = [(f"nobody:{i}", False, b"x", "no-lease", "Err", "t" * 8192)
                   for i in range(64)]
         head.report(member.id, epoch, Report.of(forged, []))

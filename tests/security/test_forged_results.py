@@ -24,6 +24,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head, HeadConfig
+from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Report, Tasks
 from netlet.cluster._worker import Worker, WorkerOptions
 from netlet.codec import Codec
@@ -33,6 +34,10 @@ from tests.conftest import RawClient
 KEY = bytes(range(32))
 
 NodeFactory = Callable[..., netlet.Node]
+
+
+WORKER = JoinInfo("test", "", 1, "", 1)
+CLIENT = JoinInfo("", "", 1, "", 0)
 
 
 def forty_two() -> int:
@@ -82,7 +87,7 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
     _wait(lambda: head_obj._tasks)
     attacker = node_factory(key=KEY)
     evil = attacker.proxy(address, "netlet.head", timeout=5)
-    evil.join(attacker.id, "client", {}, None)
+    evil.join(attacker.id, "client", CLIENT, None)
     # What the attacker could learn: every member's node id.
     status = evil.status()
     guessed = [n["node"][:12] + ":1" for n in status["nodes"]]
@@ -133,10 +138,10 @@ def test_a_late_result_from_an_expired_lease_is_refused_and_counted_once(
     w1, w2 = node_factory(key=KEY), node_factory(key=KEY)
     h1 = w1.proxy(address, "netlet.head", timeout=5)
     h2 = w2.proxy(address, "netlet.head", timeout=5)
-    e1 = h1.join(w1.id, "worker", {}, None)["epoch"]
+    e1 = h1.join(w1.id, "worker", WORKER, None).epoch
     ((tid, lease1),) = [(t[0], t[3]) for t in h1.pull(w1.id, e1, 1).rows()]
     h1.leave(w1.id)  # w1 is gone: its task goes back to the queue
-    e2 = h2.join(w2.id, "worker", {}, None)["epoch"]
+    e2 = h2.join(w2.id, "worker", WORKER, None).epoch
     ((tid2, lease2),) = [(t[0], t[3]) for t in h2.pull(w2.id, e2, 1).rows()]
     assert tid2 == tid
     assert lease2 != lease1
@@ -173,8 +178,8 @@ def test_another_client_cannot_act_as_me(head: tuple[str, Head], node_factory: N
     for call in (lambda: evil.resume(victim.node.id, sink, [tid]),  # steal its results
                  lambda: evil.leave(victim.node.id),                # drop its tasks
                  lambda: evil.submit(victim.node.id, sink, Tasks.of([]), {}),  # redirect them
-                 lambda: evil.join(victim.node.id, "client", {}, None),
-                 lambda: evil.heartbeat(victim.node.id, {}),
+                 lambda: evil.join(victim.node.id, "client", CLIENT, None),
+                 lambda: evil.heartbeat(victim.node.id, None),
                  lambda: evil.pull(victim.node.id, 1, 1)):
         with pytest.raises(PermissionError):
             call()

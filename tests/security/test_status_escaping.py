@@ -21,6 +21,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Head, HeadConfig
+from netlet.cluster._member_messages import JoinInfo
 from netlet.transport import write_key
 
 NodeFactory = Callable[..., netlet.Node]
@@ -63,7 +64,7 @@ def test_hostile_member_strings_are_printed_inert(head: str, node_factory: NodeF
     hostile = node_factory(key=KEY)
     proxy = hostile.proxy(head, "netlet.head", timeout=5)
     proxy.join(hostile.id, "worker",
-               {"name": HOSTILE, "host": HOSTILE_HOST, "address": "tcp://\x1b[1mx:1"}, None)
+               JoinInfo(HOSTILE, HOSTILE_HOST, 1, "tcp://\x1b[1mx:1", 1), None)
     ref = hostile.serve(Thing(), "thing")
     proxy.register("[blink]name\x1b[5m", ref, hostile.id)
 

@@ -21,6 +21,7 @@ from netlet.apps.bank import Deposit, Ledger, OpenAccount, hash_pin
 from netlet.apps.bank._dashboard import BankProvider
 from netlet.apps.primes import PrimeSearch, SearchConfig
 from netlet.apps.primes._dashboard import PrimesProvider
+from netlet.cluster._member_messages import JoinInfo
 from netlet.node import Node
 from netlet.web import Dashboard, LocalHead
 from tests.web.browser import chromium
@@ -73,8 +74,8 @@ def test_the_token_is_enforced_and_hostile_names_are_text(
     d = dashboard_for(token=token)
     hostile = '<img src=x onerror="window.pwned=1">'
     with Node(key=kit.embedded.key) as member, browser.new_context() as context:
-        member.proxy(kit.embedded.address, "netlet.head").join(member.id, "worker",
-                                                               {"name": hostile})
+        member.proxy(kit.embedded.address, "netlet.head").join(
+            member.id, "worker", JoinInfo(hostile, "", 1, "", 1))
         page = context.new_page()
         response = page.goto(d.base_url + "/")
         assert response is not None

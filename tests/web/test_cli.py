@@ -1,3 +1,4 @@
+
 """``netlet head --dashboard`` and ``netlet dashboard --head``: real processes, real HTTP."""
 
 from __future__ import annotations
@@ -5,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from netlet.cluster._member_messages import JoinInfo
 from netlet.node import Node
 from netlet.transport import find_user_key
 from tests.cluster.conftest import ClusterKit, Proc, cluster_kit, netlet_command
@@ -22,7 +24,8 @@ def test_a_head_serves_its_dashboard_and_another_process_watches_it(
     url = head.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
     # A hostile member (it holds the key) names itself with markup.
     with Node(key=find_user_key(head.address)) as member:
-        member.proxy(head.address, "netlet.head").join(member.id, "worker", {"name": HOSTILE})
+        member.proxy(head.address, "netlet.head").join(
+            member.id, "worker", JoinInfo(HOSTILE, "", 1, "", 1))
         _watch(cluster_kit, head, url)
 
 

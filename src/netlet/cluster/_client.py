@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -25,12 +26,13 @@ from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
+from netlet.cluster._member_messages import JoinInfo, Names, OutputLines
 from netlet.cluster._messages import Finished, Spec, Tasks
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._sink import ResultSink, Subscriber
-from netlet.codec import Codec, RemoteRef
-from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed
+from netlet.codec import Codec, RemoteRef, short
+from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, ProtocolError
 from netlet.node import Node, Proxy
 from netlet.transport import TLSConfig, find_user_key
 
@@ -112,7 +114,8 @@ class Cluster:
         self._closed = False
         self._reconnecting = False
         self._jobs: set[asyncio.Task[None]] = set()
-        self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
+        self._info = JoinInfo("", socket.gethostname(), os.getpid(), "", 0)
+        self._head.join(self.node.id, "client", self._info, None)
         self._head_node = self._head_peer()
         self._codec.allow_pickle = self._pickle and self._head_agreed_pickle()
         try:
@@ -287,14 +290,13 @@ class Cluster:
         except RuntimeError:  # finished meanwhile (a late duplicate): nothing to run
             return False
 
-    def _on_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
-        if not self._log_to_driver or not isinstance(worker, dict) or not isinstance(lines,
-                                                                                    list):
+    def _on_output(self, lines: OutputLines) -> None:
+        if not self._log_to_driver:
             return
-        ours = [ln for ln in lines if isinstance(ln, list) and len(ln) == 3
-                and isinstance(ln[2], str) and ln[0] in self._futures]
+        ours = [(s, t) for tid, s, t in zip(lines.tids, lines.streams, lines.texts, strict=True)
+                if tid in self._futures]
         if ours:
-            write_output(self._log_prefix, worker, ours)
+            write_output(self._log_prefix, lines.worker, ours)
 
     def _on_results(self, batch: Iterable[Finished]) -> None:
         for tid, ok, body, error in batch:
@@ -377,7 +379,7 @@ class Cluster:
         try:
             while not self._closed:
                 try:
-                    self._head.join(self.node.id, "client", {"pid": os.getpid()}, None)
+                    self._head.join(self.node.id, "client", self._info, None)
                     self._upload_code()  # a restarted head has none of it
                     with self._lock:
                         pending = list(self._specs)
@@ -418,7 +420,11 @@ class Cluster:
         return proxy
 
     def names(self) -> dict[str, list[str]]:
-        return dict(self._head.names())
+        """``{name: [kind, address, owner node]}`` of every registered name."""
+        answer = self._head.names()
+        if type(answer) is not Names:
+            raise ProtocolError(f"names is answered with a Names record, not {short(answer)}")
+        return {e.name: [e.kind, e.address, e.node] for e in answer.entries}
 
     def unregister(self, name: str) -> bool:
         return bool(self._head.unregister(name))
@@ -438,7 +444,9 @@ class Cluster:
         return self.node.proxy_for(ref.__netlet_ref__())
 
     def subscribe(self, callback: Callable[[str, str, str, dict[str, Any]], None]) -> None:
-        """``callback(kind, node, role, info)`` on every join and leave."""
+        """``callback(kind, node, role, info)`` on every join and leave (``info``: what the
+        member said of itself, ``name``, ``host``, ``pid``, ``address``, ``cores``, and
+        ``detail``, why it left)."""
         self._subscribers.append(callback)
         if len(self._subscribers) == 1:
             self._head.subscribe(self._sink)

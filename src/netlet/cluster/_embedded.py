@@ -18,10 +18,10 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
 
 from netlet.clock import Backoff
 from netlet.cluster._head import Head, HeadConfig
+from netlet.cluster._member_messages import MemberEvent
 from netlet.node import Node
 from netlet.transport import generate_key
 
@@ -37,14 +37,14 @@ class _Joined:
         self._cond = threading.Condition()
         self._workers: set[str] = set()
 
-    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
-        if role != "worker":
+    async def event(self, event: MemberEvent) -> None:
+        if event.role != "worker":
             return
         with self._cond:
-            if kind == "join":
-                self._workers.add(node)
+            if event.kind == "join":
+                self._workers.add(event.node)
             else:
-                self._workers.discard(node)
+                self._workers.discard(event.node)
             self._cond.notify_all()
 
     def wait(self, n: int, timeout: float) -> bool:

@@ -31,26 +31,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from netlet.cluster._code import CodeStore
 from netlet.cluster._head_code import HeadCodeMixin
+from netlet.cluster._head_names import ActorSpec, HeadNamesMixin
 from netlet.cluster._head_stats import HeadMonitor, HeadStatsMixin, worker_fields
 from netlet.cluster._head_tasks import (
     HeadConfig,
     Member,
     TaskDesk,
     _as_itself,
-    _pickled,
+    _expect,
     _result_size,
 )
+from netlet.cluster._member_messages import Joined, JoinInfo, Load, MemberEvent
 from netlet.cluster._messages import Finished
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
 from netlet.cluster._store import HeadStore
-from netlet.codec import RemoteRef
+from netlet.codec import RemoteRef, short
 from netlet.errors import ConfigError, ConnectionLost
-from netlet.node import Node, Proxy, expose
+from netlet.node import Node, Proxy, current_peer, expose
 
 __all__ = ["Head", "HeadConfig", "Task"]
 
@@ -60,18 +61,8 @@ _EPOCH_BLOCK = 64
 """Worker epochs reserved in the store at a time (a restarted head starts above them)."""
 
 
-@dataclass(slots=True)
-class ActorSpec:
-    name: str
-    cls: str
-    body: bytes
-    restart: str | None
-    functions: dict[str, bytes]
-    worker: str = ""
-
-
 @expose(concurrent=True)
-class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
+class Head(TaskDesk, HeadCodeMixin, HeadNamesMixin, HeadStatsMixin):
     """The cluster's head; served as ``"netlet.head"``."""
 
     def __init__(self, node: Node, config: HeadConfig | None = None,
@@ -197,54 +188,68 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
 
     # -- membership -----------------------------------------------------------------
 
-    async def join(self, node: str, role: str, info: dict[str, Any],
-                   control: Proxy | None = None) -> dict[str, Any]:
+    async def join(self, node: str, role: str, info: JoinInfo,
+                   control: Proxy | None = None) -> Joined:
         """A worker or client joins (or rejoins after a drop or a head restart).
 
         A worker gets a new ``epoch``: its requests carry it from now on, and
-        requests carrying an older one are refused.
+        requests carrying an older one are refused. Arguments of the wrong type
+        are refused before anything changes.
         """
         _as_itself(node)
         if role not in ("worker", "client"):
-            raise ConfigError(f"unknown role {role!r}")
+            raise ConfigError(f"unknown role {short(role)}: 'worker' or 'client'")
+        _expect("join", "info", info, JoinInfo)
+        if control is not None and not isinstance(control, Proxy):
+            raise ConfigError(f"join: control is a reference (REF) or nil, not {short(control)}")
         old = self._members.get(node)
-        member = Member(node, role, dict(info), control, since=self._clock.time(),
+        member = Member(node, role, info, control, since=self._clock.time(),
                         last_seen=self._clock.monotonic())
         if old is not None and old.alive:
             member.since, member.done, member.failed = old.since, old.done, old.failed
+            member.load, member.actors = old.load, old.actors
         self._members[node] = member
-        reply = {"head": self._node.id, "heartbeat": self.config.heartbeat,
-                 "dead_after": self.config.dead_after}
+        epoch = None
         if role == "worker":
             epoch, actions = self._sched.join(node, self._clock.monotonic())
-            reply["epoch"] = epoch
             if self._store is not None and epoch > self._epochs_reserved:
                 self._epochs_reserved = epoch + _EPOCH_BLOCK  # a write per block
                 self._store.reserve_epochs(self._epochs_reserved)
             self._act(actions)
         self._event("join", member)
-        self._monitor.event("join", node, role, str(member.info.get("name", "")))
+        self._monitor.event("join", node, role, info.name)
         if role == "worker":
             self._respawn_orphans()
-        return reply
+        return Joined(self._node.id, float(self.config.heartbeat),
+                      float(self.config.dead_after), epoch)
 
-    async def heartbeat(self, node: str, stats: dict[str, Any] | None = None,
+    async def heartbeat(self, node: str, load: Load | None = None,
                         epoch: int | None = None, holding: list[str] | None = None,
                         seen: int = 0) -> bool:
         """A member is alive; a worker names the tasks it ``holding`` and the last
         hand-out it has ``seen``, and the head requeues any it handed out before
-        that the worker does not hold. False: rejoin (unknown here, or an old epoch)."""
+        that the worker does not hold. False: rejoin (unknown here, or an old epoch).
+        Arguments of the wrong type are refused before anything changes."""
         _as_itself(node)
+        if load is not None:
+            _expect("heartbeat", "load", load, Load)
+        if epoch is not None and type(epoch) is not int:
+            raise ConfigError(f"heartbeat: epoch is an int or nil, not {short(epoch)}")
+        if holding is not None and not (type(holding) is list
+                                        and all(type(t) is str for t in holding)):
+            raise ConfigError(f"heartbeat: holding is a list of task ids (str) or nil, "
+                              f"not {short(holding)}")
+        if type(seen) is not int:
+            raise ConfigError(f"heartbeat: seen is an int, not {short(seen)}")
         member = self._members.get(node)
         if member is None or not member.alive:
             return False  # unknown here (head restarted, or declared dead): rejoin
         member.last_seen = self._clock.monotonic()
-        if stats:
-            member.info.update(stats)
+        if load is not None:
+            member.load = load
         if member.role == "worker" and epoch is not None and holding is not None:
             try:
-                actions = self._sched.heartbeat(node, int(epoch), holding, int(seen),
-                                                member.last_seen)
+                actions = self._sched.heartbeat(node, epoch, holding, seen, member.last_seen)
             except StaleEpoch:
                 return False
             self._act(actions)
@@ -302,7 +307,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
         log.log(level, "%s %s is gone (%s)", member.role, member.node[:8], why)
         for name in [n for n, (_, owner) in self._names.items() if owner == member.node]:
             self._drop_name(name)
-        name = str(member.info.get("name", ""))
+        name = member.info.name
         self._monitor.event("left" if why == "left" else "dead", member.node, member.role, name,
                             why)
         if member.role == "worker":
@@ -320,113 +325,30 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
             if fut is not None and not fut.done():
                 fut.set_result(Handout(member.node, (), 0))
             self._respawn_orphans()
-        self._event("leave", member)
+        self._event("leave", member, why)
 
-    def _event(self, kind: str, member: Member) -> None:
+    def _event(self, kind: str, member: Member, detail: str = "") -> None:
+        event = MemberEvent(kind, member.node, member.role, member.info, detail)
         for key, sink in list(self._subscribers.items()):
             try:
                 if isinstance(sink, Proxy):
-                    sink.event.oneway(kind, member.node, member.role, member.info)
+                    sink.event.oneway(event)
                 else:  # a subscriber on the head's own node
-                    self._spawn(sink.event(kind, member.node, member.role, member.info))
+                    self._spawn(sink.event(event))
             except (ConnectionLost, OSError):
                 self._subscribers.pop(key, None)
 
     async def subscribe(self, sink: Any) -> None:
-        """Membership events: ``sink.event(kind, node, role, info)``, kind join/leave."""
+        """Membership events: ``sink.event(MemberEvent)``, kind join/leave.
+
+        Over the network the sink must be a reference (anything else would make
+        every later join fail); an object of the head's own process must have ``event``.
+        """
+        if not isinstance(sink, Proxy) and (current_peer() is not None
+                                            or not callable(getattr(sink, "event", None))):
+            raise ConfigError(f"subscribe: sink is a reference (REF), not {short(sink)}")
         key = repr(sink.__netlet_ref__()) if isinstance(sink, Proxy) else f"local-{id(sink)}"
         self._subscribers[key] = sink
-
-    # -- names ----------------------------------------------------------------------
-
-    async def register(self, name: str, ref: Any, node: str) -> None:
-        """Map ``name`` to a handle; it disappears when ``node`` dies."""
-        _as_itself(node)
-        if not isinstance(name, str) or not name:
-            raise ConfigError("a name is a non-empty string")
-        if not isinstance(ref, (Proxy, RemoteRef)) and not hasattr(ref, "__netlet_ref__"):
-            raise ConfigError("only handles (proxies, channels) can be registered")
-        raw = ref.__netlet_ref__()
-        self._names[name] = (raw, node)
-        if self._store is not None:
-            self._store.put_name(name, raw, node)
-
-    async def lookup(self, name: str) -> RemoteRef | None:
-        entry = self._names.get(name)
-        return entry[0] if entry is not None else None
-
-    async def names(self) -> dict[str, list[str]]:
-        return {n: [r.kind, r.address, o] for n, (r, o) in self._names.items()}
-
-    async def unregister(self, name: str) -> bool:
-        self._drop_actor(name)
-        return self._drop_name(name)
-
-    def _drop_actor(self, name: str) -> None:
-        if self._actors.pop(name, None) is not None and self._store is not None:
-            self._store.drop_actor(name)
-
-    def _drop_name(self, name: str) -> bool:
-        found = self._names.pop(name, None) is not None
-        if found and self._store is not None:
-            self._store.drop_name(name)
-        return found
-
-    # -- actors ---------------------------------------------------------------------
-
-    async def spawn(self, cls: str, body: bytes, name: str, restart: str | None,
-                    functions: dict[str, bytes], client: str = "") -> RemoteRef:
-        """Place an exposed object on a worker and name it; returns its handle."""
-        if restart not in (None, "on-failure"):
-            raise ConfigError("restart is None or 'on-failure'")
-        if name in self._names:
-            raise ConfigError(f"the name {name!r} is taken")
-        if _pickled(cls):
-            refusal = self._pickle_refusal(client)
-            if refusal is not None:
-                raise ConfigError(f"the head refuses the pickled class {cls}: {refusal}")
-        spec = ActorSpec(name, cls, body, restart, dict(functions))
-        ref = await self._place(spec)
-        self._actors[name] = spec
-        if self._store is not None:
-            self._store.put_actor(name, cls, body, restart, spec.functions, spec.worker)
-        return ref
-
-    async def _place(self, spec: ActorSpec, exclude: str = "") -> RemoteRef:
-        workers = [m for m in self._members.values()
-                   if m.role == "worker" and m.alive and m.control is not None
-                   and m.node != exclude]
-        if not workers:
-            raise ConfigError("no worker is available to host the object")
-        member = min(workers, key=lambda m: (self._sched.worker_load(m.node)[0],
-                                             m.info.get("actors", 0)))
-        assert member.control is not None
-        raw = await member.control.create.aio(spec.cls, spec.body, spec.name, spec.functions)
-        ref = raw.__netlet_ref__()
-        spec.worker = member.node
-        member.info["actors"] = member.info.get("actors", 0) + 1
-        self._names[spec.name] = (ref, member.node)
-        if self._store is not None:
-            self._store.put_name(spec.name, ref, member.node)
-        return ref  # type: ignore[no-any-return]
-
-    def _respawn_orphans(self) -> None:
-        for spec in list(self._actors.values()):
-            if spec.name in self._names:
-                continue
-            if spec.restart != "on-failure":
-                self._drop_actor(spec.name)
-                continue
-            self._spawn(self._replace(spec))
-
-    async def _replace(self, spec: ActorSpec) -> None:
-        try:
-            await self._place(spec, exclude=spec.worker)
-            log.info("restarted %s on worker %s", spec.name, spec.worker[:8])
-            self._monitor.event("restart", spec.worker, "actor", spec.name)
-            self._monitor.restarts[spec.name] = self._monitor.restarts.get(spec.name, 0) + 1
-        except Exception as e:
-            log.warning("cannot restart %s yet: %s", spec.name, e)
 
     # -- status -----------------------------------------------------------------------
 
@@ -467,9 +389,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
     async def status(self) -> dict[str, Any]:
         now = self._clock.monotonic()
         # A dead worker is gone for good (a restarted one joins with a new id): not shown.
-        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.get("name", ""),
-                  "address": m.info.get("address", ""), "host": m.info.get("host", ""),
-                  "pid": m.info.get("pid"),
+        nodes = [{"node": m.node, "role": m.role, "alive": m.alive, "name": m.info.name,
+                  "address": m.info.address, "host": m.info.host, "pid": m.info.pid,
                   "since": m.since, "heartbeat_age": now - m.last_seen,
                   "running": self._sched.worker_load(m.node)[0], "done": m.done,
                   "failed": m.failed,
@@ -479,6 +400,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadStatsMixin):
                   "results_waiting": self._owed.get(m.node, 0)}
                  for m in self._members.values() if m.alive or m.role != "worker"]
         return {"head": self._node.id, "started": self.started, "nodes": nodes,
-                "names": await self.names(), "queued": self._sched.queued,
+                "names": {n: [r.kind, r.address, o] for n, (r, o) in self._names.items()},
+                "queued": self._sched.queued,
                 "running": self._sched.running, "refused_results": self.refused_results,
                 "results_waiting": self._undelivered, "paused": self._paused}

@@ -12,7 +12,8 @@ from typing import Any
 
 from netlet.clock import Clock
 from netlet.cluster._code import CodeStore
-from netlet.cluster._head_tasks import Member, _as_itself
+from netlet.cluster._head_tasks import Member, _as_itself, _expect
+from netlet.cluster._member_messages import OutputLines, TaskOutput, WorkerDesc
 from netlet.cluster._scheduler import ASSIGNED, RUNNING, Action, Scheduler, Task
 from netlet.errors import ConfigError, ConnectionLost
 from netlet.node import Node, Proxy, expose
@@ -52,42 +53,48 @@ class HeadCodeMixin:
         at most once (see ``_sched_lacks``).
         """
         _as_itself(worker)
+        if not (type(tid) is str and type(lease) is str and type(message) is str):
+            raise ConfigError("unrunnable: task_id, lease and message are str")
         member = self._members.get(worker)
-        task = self._sched.tasks.get(tid) if isinstance(tid, str) else None
+        task = self._sched.tasks.get(tid)
         if (member is not None and task is not None and self._holds(member, task, lease)
                 and not self._sched.lacks(worker, task.fn)):
             log.warning("worker %s (%s) cannot import %s; other workers get it: %s",
-                        member.info.get("name", ""), worker[:8], task.fn[:200],
-                        str(message)[:300])
-        self._act(self._sched.unrunnable(worker, tid, lease, str(message), self._clock.monotonic()))
+                        member.info.name, worker[:8], task.fn[:200], message[:300])
+        self._act(self._sched.unrunnable(worker, tid, lease, message, self._clock.monotonic()))
 
-    async def task_output(self, worker: str, entries: list[list[Any]]) -> None:
-        """What tasks printed, ``[[id, lease, stream (1 or 2), text]]``: to their clients.
+    async def task_output(self, worker: str, output: TaskOutput) -> None:
+        """What tasks printed (a ``TaskOutput`` record): to their clients.
 
         Only the holder of a task's lease speaks for it; at most 64 entries of
-        64 Ki characters per message, the rest is ignored.
+        64 Ki characters per message, the rest is ignored. Anything but a
+        ``TaskOutput`` is refused.
         """
         _as_itself(worker)
+        _expect("task_output", "output", output, TaskOutput)
         member = self._members.get(worker)
-        if member is None or not isinstance(entries, list):
+        if member is None:
             return
-        out: dict[str, list[list[Any]]] = {}
-        for e in entries[:64]:
-            if not (isinstance(e, list) and len(e) == 4 and isinstance(e[0], str)
-                    and e[2] in (1, 2) and isinstance(e[3], str) and len(e[3]) <= 65536):
+        out: dict[str, tuple[list[str], list[int], list[str]]] = {}
+        for tid, lease, stream, text in zip(output.tids[:64], output.leases, output.streams,
+                                            output.texts, strict=False):
+            if stream not in (1, 2) or len(text) > 65536:
                 continue
-            task = self._sched.tasks.get(e[0])
-            if task is not None and self._holds(member, task, e[1]):
-                out.setdefault(task.client, []).append([e[0], e[2], e[3]])
-        who = {k: member.info.get(k, "") for k in ("name", "host", "pid")}
-        who["node"] = worker[:8]
-        for client, lines in out.items():
+            task = self._sched.tasks.get(tid)
+            if task is not None and self._holds(member, task, lease):
+                tids, streams, texts = out.setdefault(task.client, ([], [], []))
+                tids.append(tid)
+                streams.append(stream)
+                texts.append(text)
+        who = WorkerDesc(worker, member.info.name, member.info.host, member.info.pid)
+        for client, (tids, streams, texts) in out.items():
             sink = self._clients.get(client)
+            lines = OutputLines(who, tids, streams, texts)
             try:
                 if isinstance(sink, Proxy):
-                    sink.output.oneway(who, lines)
+                    sink.output.oneway(lines)
                 elif sink is not None:  # a client on the head's own node
-                    sink.print_output(who, lines)
+                    sink.print_output(lines)
             except (ConnectionLost, OSError):
                 pass
 

@@ -34,24 +34,17 @@ if TYPE_CHECKING:
 __all__ = ["TASK_STATES", "HeadMonitor", "HeadStatsMixin"]
 
 
-def _num(value: Any, kind: type) -> Any:
-    return value if isinstance(value, kind) and not isinstance(value, bool) else None
-
-
 def worker_fields(member: Member, sched: Scheduler, now: float, state: str = "alive",
                   why: str = "") -> tuple[Any, ...]:
     """A ``WorkerStats``'s fields, as they are now (kept raw for a worker that died)."""
-    info = member.info
+    info, load = member.info, member.load
     running, done, failed = sched.worker_load(member.node)
-    cpu = info.get("cpu_percent")
-    if not isinstance(cpu, int | float) or isinstance(cpu, bool):
-        cpu = None
     return (
-        member.node, str(info.get("name", ""))[:200], str(info.get("host", ""))[:200],
-        _num(info.get("pid"), int), str(info.get("address", ""))[:200], state, member.since,
-        max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
+        member.node, info.name[:200], info.host[:200], info.pid, info.address[:200], state,
+        member.since, max(0.0, now - member.last_seen) if state == "alive" else 0.0, running,
         max(done, member.done), max(failed, member.failed),
-        float(cpu) if cpu is not None else None, _num(info.get("rss_bytes"), int),
+        load.cpu_percent if load is not None else None,
+        load.rss_bytes if load is not None else None,
         time.time() if state == "dead" else None, why[:200],
         state == "alive" and sched.draining(member.node))
 
@@ -108,7 +101,7 @@ class HeadStatsMixin:
         self._act(actions)
         if was != bool(on):
             self._monitor.event("drained" if on else "undrained", node, "worker",
-                                str(member.info.get("name", ""))[:200])
+                                member.info.name[:200])
         return True
 
     def track_tasks(self) -> None:

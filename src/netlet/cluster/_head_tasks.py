@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
+from netlet.cluster._member_messages import JoinInfo, Load
 from netlet.cluster._messages import Delivery, Finished, Pulled, Report, Tasks
 from netlet.cluster._scheduler import (
     Action,
@@ -37,6 +38,7 @@ from netlet.cluster._scheduler import (
     Started,
 )
 from netlet.cluster._store import HeadStore
+from netlet.codec import short
 from netlet.errors import ConfigError, ConnectionLost, NoSuchObject
 from netlet.node import Node, Proxy, current_peer, expose
 
@@ -84,7 +86,7 @@ class HeadConfig:
 class Member:
     node: str
     role: str
-    info: dict[str, Any]
+    info: JoinInfo
     control: Proxy | None = None
     since: float = 0.0
     """Wall time it joined (the head's clock)."""
@@ -93,6 +95,10 @@ class Member:
     done: int = 0
     failed: int = 0
     alive: bool = True
+    load: Load | None = None
+    """What its last heartbeat said (a worker's CPU and memory use)."""
+    actors: int = 0
+    """Objects the head placed on it (``spawn``)."""
 
 
 def _as_itself(node: str) -> None:
@@ -104,9 +110,16 @@ def _as_itself(node: str) -> None:
             "pass your own node id (a connection claiming an id another one owns has none)")
 
 
+def _expect(method: str, arg: str, value: Any, cls: type) -> None:
+    """Refuse an argument that is not the record the protocol names (PROTOCOL.md 16.5)."""
+    if type(value) is not cls:
+        raise ConfigError(f"{method}: {arg} is a {cls.__name__} record (PROTOCOL.md 16.5), "
+                          f"not {type(value).__name__} {short(value)}")
+
+
 def _log_failed(fn: str, tid: str, member: Member | None, error: str) -> None:
     """One line per failed task: id, function, worker, error type."""
-    who = f"{member.info.get('name', '')} ({member.node[:8]})" if member is not None else "-"
+    who = f"{member.info.name} ({member.node[:8]})" if member is not None else "-"
     log.warning("task %s failed: function %s, worker %s, %s", tid[:40], fn[:200], who,
                 error[:100])
 
@@ -370,8 +383,11 @@ class TaskDesk:
         returned: list[str] = []
         if member is not None and member.alive and member.control is not None:
             try:
-                returned = await member.control.with_options(timeout=10).give_back.aio(
+                answer = await member.control.with_options(timeout=10).give_back.aio(
                     action.epoch, list(action.tasks))
+                if not (type(answer) is list and all(type(t) is str for t in answer)):
+                    raise ConfigError(f"give_back answers a list of task ids, not {short(answer)}")
+                returned = answer
             except Exception as e:  # it keeps them; a heartbeat or its death settles it
                 log.info("worker %s did not give tasks back: %s", action.worker[:8], e)
         dropped, actions = self._sched.gave_back(action, returned)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from netlet.clock import REAL_CLOCK, Clock
+from netlet.cluster._member_messages import WorkerDesc
 
 __all__ = ["MAX_TASK_OUTPUT", "Capture", "write_output"]
 
@@ -134,14 +135,14 @@ class Capture:
         self._sink.finish()
 
 
-def write_output(prefix: str, worker: dict[str, Any], lines: list[list[Any]]) -> None:
-    """On the client: write ``[[task id, stream, text], ...]`` behind ``prefix``."""
+def write_output(prefix: str, worker: WorkerDesc, lines: list[tuple[int, str]]) -> None:
+    """On the client: write ``[(stream, text), ...]`` behind ``prefix``."""
     try:
-        head = prefix.format(worker=worker.get("name", ""), host=worker.get("host", ""),
-                             pid=worker.get("pid", ""), node=worker.get("node", ""))
+        head = prefix.format(worker=worker.name, host=worker.host, pid=worker.pid,
+                             node=worker.node[:8])
     except (KeyError, IndexError, ValueError):
         head = prefix
-    for _, stream, text in lines:
+    for stream, text in lines:
         target = sys.stderr if stream == 2 else sys.stdout
         if target is None:
             continue

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from netlet.cluster._member_messages import MemberEvent, OutputLines
 from netlet.cluster._messages import Delivery, Finished
 from netlet.errors import ConfigError
 from netlet.node import expose
@@ -20,7 +21,8 @@ __all__ = ["ResultSink", "Subscriber"]
 log = logging.getLogger("netlet.cluster")
 
 Subscriber = Callable[[str, str, str, dict[str, Any]], None]
-"""``callback(kind, node, role, info)`` for membership events."""
+"""``callback(kind, node, role, info)`` for membership events (``info``: the member's
+``JoinInfo`` fields and ``detail``)."""
 
 
 @expose(concurrent=True)
@@ -29,7 +31,7 @@ class ResultSink:
 
     def __init__(self, on_results: Callable[[Iterable[Finished]], None],
                  claim: Callable[[str], bool],
-                 on_output: Callable[[dict[str, Any], list[list[Any]]], None],
+                 on_output: Callable[[OutputLines], None],
                  subscribers: list[Subscriber]) -> None:
         self._on_results = on_results
         self._claim = claim
@@ -46,21 +48,28 @@ class ResultSink:
         for tid in tids:
             self._claim(tid)
 
-    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
-        """What our tasks printed on ``worker``: ``[[task id, stream, text], ...]``."""
-        self._on_output(worker, lines)
+    async def output(self, lines: OutputLines) -> None:
+        """What our tasks printed on a worker."""
+        if type(lines) is not OutputLines:
+            raise TypeError(f"output takes an OutputLines record, not {type(lines).__name__}")
+        self._on_output(lines)
 
-    def print_output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+    def print_output(self, lines: OutputLines) -> None:
         """The same, called by a head on this very node."""
-        self._on_output(worker, lines)
+        self._on_output(lines)
 
     def claim(self, tid: str) -> bool:
         """Called by a head on this very node, on its loop, once a worker started a task."""
         return self._claim(tid)
 
-    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
+    async def event(self, event: MemberEvent) -> None:
+        if type(event) is not MemberEvent:
+            raise TypeError(f"event takes a MemberEvent record, not {type(event).__name__}")
+        i = event.info
+        info = {"name": i.name, "host": i.host, "pid": i.pid, "address": i.address,
+                "cores": i.cores, "detail": event.detail}
         for callback in list(self._subscribers):
             try:
-                callback(kind, node, role, info)
+                callback(event.kind, event.node, event.role, info)
             except Exception:
                 log.exception("membership callback failed")

@@ -31,11 +31,12 @@ from typing import Any
 from netlet.clock import REAL_CLOCK, Backoff, Clock
 from netlet.cluster._code import CodeCache, split_code
 from netlet.cluster._functions import CannotImport, FunctionCache, run_chunk
+from netlet.cluster._member_messages import Joined, JoinInfo, TaskOutput
 from netlet.cluster._messages import Done, Job
 from netlet.cluster._output import Capture
 from netlet.cluster._worker_address import host_of, listen_address
 from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
-from netlet.codec import Codec, RemoteRef
+from netlet.codec import Codec, RemoteRef, short
 from netlet.errors import (
     ConfigError,
     EncodeError,
@@ -43,6 +44,7 @@ from netlet.errors import (
     NetletConnectionError,
     NetletError,
     NodeClosed,
+    ProtocolError,
 )
 from netlet.node import Node, expose
 from netlet.transport import TLSConfig, find_user_key
@@ -193,12 +195,15 @@ class Worker(WorkerTraffic):
             if self._address_moved():
                 return
             try:
-                info = {"host": socket.gethostname(), "pid": os.getpid(), "name": self.opts.name,
-                        "address": self.node.address or "", "cores": os.cpu_count() or 1}
+                info = JoinInfo(str(self.opts.name), socket.gethostname(), os.getpid(),
+                                self.node.address or "", os.cpu_count() or 1)
                 reply = await self.head.join.aio(self.node.id, "worker", info, self.control)
+                if type(reply) is not Joined or reply.epoch is None:
+                    raise ProtocolError(f"join is answered with a Joined record with an epoch, "
+                                        f"not {short(reply)}")
                 self.codec.allow_pickle = self._pickle_refusal() is None
                 with self._lock:
-                    self._epoch = int(reply.get("epoch", 0))
+                    self._epoch = reply.epoch
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
@@ -397,7 +402,8 @@ class Worker(WorkerTraffic):
                 value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
             else:  # what it prints goes to its client
                 self._capture.start(lambda lines: self.head.task_output.oneway(
-                    self.node.id, [[tid, lease, s, t] for s, t in lines]))
+                    self.node.id, TaskOutput([tid] * len(lines), [lease] * len(lines),
+                                             [s for s, _ in lines], [t for _, t in lines])))
                 try:
                     value = run_chunk(fn, args) if chunked else fn(*args, **(kwargs or {}))
                 finally:

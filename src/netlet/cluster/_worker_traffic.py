@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from netlet.clock import Clock
+from netlet.cluster._member_messages import Load
 from netlet.cluster._messages import Done, Job, Pulled, Report
 from netlet.codec import short
 from netlet.errors import NetletError, NoSuchObject, ProtocolError
@@ -45,18 +46,18 @@ _REPORT_BATCH = 64
 _last_usage = [time.process_time(), time.monotonic()]
 
 
-def _usage() -> dict[str, Any]:
+def _usage() -> tuple[float, int | None]:
     """CPU use since the last heartbeat (percent of one core) and resident memory."""
     cpu, now = time.process_time(), time.monotonic()
     used, span = cpu - _last_usage[0], now - _last_usage[1]
     _last_usage[:] = [cpu, now]
-    out: dict[str, Any] = {"cpu_percent": round(100.0 * used / span, 1) if span > 0 else 0.0}
+    rss = None
     try:
         with open("/proc/self/statm") as f:
-            out["rss_bytes"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         pass  # not Linux: no RSS shown
-    return out
+    return (round(100.0 * used / span, 1) if span > 0 else 0.0), rss
 
 
 class WorkerTraffic:
@@ -285,8 +286,7 @@ class WorkerTraffic:
             try:
                 t0 = time.perf_counter()
                 known = await self.head.with_options(timeout=2).heartbeat.aio(
-                    self.node.id, {"done": self.done, "failed": self.failed, **_usage()},
-                    epoch, holding, seen)
+                    self.node.id, Load(self.done, self.failed, *_usage()), epoch, holding, seen)
                 # Heartbeats are answered at once: they measure the round trip that
                 # credit="auto" covers (a pull may wait at the head for work).
                 self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - t0)

@@ -25,6 +25,7 @@ from typing import Any
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
 from netlet.apps.primes._tasks import search_chunk
 from netlet.clock import Backoff
+from netlet.cluster._member_messages import Joined, JoinInfo, MemberEvent, OutputLines
 from netlet.cluster._messages import Delivery, Done, Finished, Job, Report, Spec, Tasks
 from netlet.codec import Codec
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
@@ -111,12 +112,15 @@ class SimWorker(Process):
             backoff = Backoff(0.05, 2.0)
             while True:
                 try:
-                    reply = await self.head.join.aio(self.me, "worker",
-                                                     {"sim": self.name}, self.control)
+                    reply = await self.head.join.aio(
+                        self.me, "worker", JoinInfo(self.name, "sim", 1, "", 1), self.control)
                 except _ERRORS:
                     await self.clock.sleep(backoff.next())
                     continue
-                epoch = int(reply["epoch"])
+                if type(reply) is not Joined or reply.epoch is None:
+                    self.rec.violation(f"{self.name} joined with the answer {reply!r}")
+                    return
+                epoch = reply.epoch
                 if epoch <= self.epoch:  # PROTOCOL.md 16.1: larger than any before
                     self.rec.violation(f"{self.name} joined with epoch {epoch}, after "
                                        f"{self.epoch}: an epoch went back")
@@ -234,10 +238,10 @@ class _Sink:
     async def started(self, tids: list[str]) -> None:
         pass
 
-    async def output(self, worker: dict[str, Any], lines: list[list[Any]]) -> None:
+    async def output(self, lines: OutputLines) -> None:
         pass
 
-    async def event(self, kind: str, node: str, role: str, info: dict[str, Any]) -> None:
+    async def event(self, event: MemberEvent) -> None:
         pass
 
 
@@ -283,9 +287,11 @@ class SimClient(Process):
         backoff = Backoff(0.05, 2.0)
         while True:
             try:
-                reply = await self.head.join.aio(self.me, "client", {"sim": self.name},
-                                                 None)
-                self.head_node = str(reply["head"])
+                reply = await self.head.join.aio(
+                    self.me, "client", JoinInfo("", "sim", 1, "", 0), None)
+                if type(reply) is not Joined:
+                    self.rec.violation(f"{self.name} joined with the answer {reply!r}")
+                self.head_node = reply.head
                 pending = [t for t in self.specs if t not in self.outcome]  # unsure too
                 unknown = set(await self.head.resume.aio(self.me, self.sink, pending))
                 # A result may have come while we asked (the head then forgot it).
