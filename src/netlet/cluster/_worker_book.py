@@ -1,0 +1,269 @@
+"""A worker's scheduling state and decisions: events in, what to send out.
+
+No locks, threads, event loop, sockets or clock reads (issue 13): the shell
+(``Worker`` and ``WorkerTraffic``) holds the lock, runs the tasks and the
+loop, passes in the time where it matters, and carries out what the book
+says; the simulation's worker (``netlet.testing``) drives the same book on
+its loop, so the seeded runs check this code, not a copy of it.
+
+The book never looks inside a task or a result, so the wire's shapes can
+change under it: a task and a result are whatever the shell keeps, and
+``task_id`` and ``result_id`` (C-level getters, ``operator.attrgetter("id")``
+or ``itemgetter(0)``: no per-task cost of ours) name their task.
+
+It keeps the rules of PROTOCOL.md §16: ``held`` names every task received
+whose result was not written yet (a result leaves it only in ``sent``, and
+comes back with ``kept`` when the message did not go out); ``give_back``
+drops only tasks not started; ``seen`` only grows.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from netlet.cluster._batches import batches
+
+__all__ = ["ARM", "HOLD", "REPORT_BATCH", "SEND", "WAIT", "WorkerBook", "want"]
+
+HOLD = 0.002
+"""Seconds a result or started notice may wait to share a message with others."""
+REPORT_BATCH = 64
+"""Results sent together at most, when nothing else sends them sooner."""
+
+WAIT = 0
+"""What the shell does next: nothing (a send or a timer is already on its way)."""
+ARM = 1
+"""What the shell does next: arm the ``HOLD`` timer, then ``tick`` when it fires."""
+SEND = 2
+"""What the shell does next: ``flush`` now (after ``take_next``: ``take_started``)."""
+
+T = TypeVar("T")
+"""A task: ``task_id`` gives its id."""
+R = TypeVar("R")
+"""A result: ``result_id`` gives its task's id."""
+
+
+def want(credit: int | str, rtt: float, task_time: float | None) -> int:
+    """How many tasks to hold: the one running plus the credit.
+
+    With ``credit="auto"``, prefetch what covers a round trip to the head, and
+    nothing for tasks far longer than one (or not measured yet): that costs
+    them under 5 % and lets a worker that joins a moment later take its share
+    instead of finding it held here.
+    """
+    if credit == "auto":
+        ratio = 0.0 if task_time is None else rtt / max(task_time, 1e-6)
+        credit = 0 if ratio < 0.05 else min(64, math.ceil(ratio))
+    return int(credit) + 1
+
+
+class WorkerBook(Generic[T, R]):
+    """What a worker holds, runs and owes its head, and when it says so.
+
+    A task handed in is in exactly one place: queued here (``local``),
+    running, its result waiting (``outbox``), its result sent, or given back.
+    """
+
+    __slots__ = ("_fixed", "_limits", "_result_id", "_result_size", "_task_id", "armed",
+                 "credit", "epoch", "held", "held_since", "local", "outbox", "pulling", "rtt",
+                 "running", "seen", "starting", "task_time")
+
+    def __init__(self, task_id: Callable[[T], str], result_id: Callable[[R], str],
+                 result_size: Callable[[R], int], limits: tuple[int, int, int],
+                 credit: int | str = 1) -> None:
+        """``limits``: a message's bytes of bodies at most, its big bodies at most, and
+        the size that makes a body big (PROTOCOL.md §16.2: each travels out of band)."""
+        self._task_id = task_id
+        self._result_id = result_id
+        self._result_size = result_size
+        self._limits = limits
+        self.credit = credit
+        self._fixed = credit + 1 if isinstance(credit, int) else 0
+        self.rtt = 0.001
+        """The round trip to the head, smoothed (``measured_rtt``)."""
+        self.task_time: float | None = None
+        """A task's run time, smoothed; None until one ran: assume long."""
+        self.local: collections.deque[T] = collections.deque()
+        """Tasks received and not started, in hand-out order."""
+        self.running: str | None = None
+        self.starting: dict[str, None] = {}
+        """Tasks started whose started notice was not sent (in order)."""
+        self.outbox: list[R] = []
+        """Results not sent yet."""
+        self.held: set[str] = set()
+        """Every task received whose result was not written (a heartbeat's ``holding``)."""
+        self.seen = 0
+        """The largest hand-out ``seq`` received."""
+        self.epoch = 0
+        self.pulling = False
+        """A pull (or exchange) is in flight: never two."""
+        self.armed = False
+        """The ``HOLD`` timer is armed (or ticking while a task runs)."""
+        self.held_since = 0.0
+        """When the oldest result in ``outbox`` finished."""
+
+    def want(self) -> int:
+        """How many tasks to hold (the module's ``want`` with this worker's figures)."""
+        return self._fixed or want(self.credit, self.rtt, self.task_time)
+
+    # -- events from the head -------------------------------------------------------
+
+    def rejoined(self, epoch: int) -> None:
+        """The head gave this worker a new epoch (larger than any before, §16.1)."""
+        self.epoch = epoch
+
+    def pulled(self, tasks: list[T], seq: int) -> bool:
+        """A hand-out came: queue its tasks. True when it brought none (the pull
+        waited at the head for nothing): ask again at once. Otherwise the next
+        result asks, riding along: one message, not two."""
+        self.local.extend(tasks)
+        self.held.update(map(self._task_id, tasks))
+        if seq > self.seen:
+            self.seen = seq
+        self.pulling = False
+        return not tasks
+
+    def pull_over(self) -> None:
+        """A failed pull was dealt with (the worker joined again): pulls may go."""
+        self.pulling = False
+
+    def give_back(self, tids: Iterable[str]) -> list[str]:
+        """The head takes back tasks (for an idle worker, or a cancel): those not
+        started go, and are no longer held; a started one stays. The shell
+        flushes after (there may be room to pull)."""
+        wanted = set(tids)
+        local, tid = self.local, self._task_id
+        back = [tid(t) for t in local if tid(t) in wanted]
+        if back:
+            self.local = collections.deque(t for t in local if tid(t) not in wanted)
+            self.held.difference_update(back)
+        return back
+
+    def heartbeat(self) -> tuple[int, list[str], int]:
+        """What a heartbeat says: the epoch, every task held, and ``seen``."""
+        return self.epoch, list(self.held), self.seen
+
+    def measured_rtt(self, seconds: float) -> None:
+        """A heartbeat's round trip (answered at once, unlike a pull that may wait)."""
+        self.rtt = 0.8 * self.rtt + 0.2 * seconds
+
+    # -- events from the running thread ---------------------------------------------
+
+    def take_next(self) -> T | None:
+        """The next task to run, now running (None: none here). Its started notice
+        waits in ``starting``; ``after_start`` says when it goes."""
+        local = self.local
+        if not local:
+            return None
+        task = local.popleft()
+        tid = self._task_id(task)
+        self.running = tid
+        self.starting[tid] = None
+        return task
+
+    def after_start(self) -> int:
+        """``SEND`` (the started notices now: ``take_started``) for tasks that take a
+        while, so their futures turn RUNNING at once; else the notice waits up
+        to ``HOLD`` for the result, which says it too (``ARM`` or ``WAIT``)."""
+        task_time = self.task_time
+        if task_time is None or task_time > HOLD:
+            return SEND
+        return self._arm()
+
+    def take_started(self) -> list[str]:
+        """The started notices to send now (``kept`` puts them back if they do not go)."""
+        started = list(self.starting)
+        self.starting.clear()
+        return started
+
+    def finished(self, result: R, now: float, took: float | None) -> int:
+        """The running task ended with ``result`` at ``now`` after ``took`` seconds
+        (None: not measured). ``SEND`` when the worker needs work, is about to
+        idle, holds many results or held one for ``HOLD``; else the timer sends it."""
+        self.running = None
+        if took is not None:
+            t = self.task_time
+            self.task_time = took if t is None else 0.8 * t + 0.2 * took
+        outbox = self.outbox
+        if not outbox:
+            self.held_since = now
+        outbox.append(result)
+        local = self.local
+        if (not local or len(outbox) >= REPORT_BATCH or now - self.held_since >= HOLD
+                or (not self.pulling and len(local) + 1 < self.want())):
+            return SEND
+        return self._arm()
+
+    def unrunnable(self, tid: str) -> int:
+        """The running task went back to the head without a result (its function
+        cannot be imported here, or its code could not be fetched): no longer held.
+        ``SEND`` when the worker would idle (a pull is due)."""
+        self.running = None
+        self.held.discard(tid)
+        self.starting.pop(tid, None)
+        return SEND if not self.local and not self.pulling else WAIT
+
+    def _arm(self) -> int:
+        if self.armed:
+            return WAIT
+        self.armed = True
+        return ARM
+
+    # -- what to send ---------------------------------------------------------------
+
+    def flush(self, stopping: bool = False) -> tuple[list[R], list[list[R]], list[str], int]:
+        """What to send now: ``(first, reports, started, pull)``.
+
+        The results waiting, cut into messages within the frame limits. When
+        there is room for ``pull`` > 0 more tasks and no pull is in flight, the
+        shell sends ``first`` (the first cut, maybe empty) and ``started`` with
+        a pull of that many (one exchange: a pull kept in flight hides the round
+        trip behind local tasks), else ``first`` and ``started`` are empty. Each
+        of ``reports`` goes in a report. The shell then says ``sent`` or ``kept``
+        for each message.
+        """
+        results, self.outbox = self.outbox, []
+        starting = self.starting
+        if starting and results:
+            rid = self._result_id
+            for r in results:
+                starting.pop(rid(r), None)  # a result says it started
+        need = self.want() - len(self.local) - (self.running is not None)
+        if need > 0 and not self.pulling and not stopping:
+            self.pulling = True
+            started = list(starting)
+            starting.clear()
+        else:
+            need, started = 0, []
+        if len(results) <= 1:
+            chunks = [results] if results else []
+        else:
+            chunks = batches(results, self._result_size, *self._limits)
+        first = chunks.pop(0) if chunks and need > 0 else []
+        return first, chunks, started, need
+
+    def tick(self) -> tuple[list[str], bool]:
+        """The ``HOLD`` timer fired (after a ``flush``): the started notices to send,
+        and whether to tick again (a task runs or results wait: the running thread
+        will not wake the timer then). Not ticking again disarms it."""
+        started = self.take_started()
+        busy = self.running is not None or bool(self.outbox)
+        if not busy:
+            self.armed = False
+        return started, busy
+
+    def sent(self, results: list[R]) -> None:
+        """These results were written to the connection, ahead of any later
+        heartbeat: no longer held."""
+        if results:
+            self.held.difference_update(map(self._result_id, results))
+
+    def kept(self, results: list[R], started: list[str]) -> None:
+        """A message did not go out (or its exchange failed): send it again, first."""
+        self.outbox[:0] = results
+        self.held.update(map(self._result_id, results))
+        for t in started:
+            self.starting[t] = None
