@@ -68,8 +68,8 @@ class WorkerBook(Generic[T, R]):
     """
 
     __slots__ = ("_fixed", "_limits", "_result_id", "_result_size", "_task_id", "armed",
-                 "credit", "epoch", "held", "held_since", "local", "outbox", "pulling", "rtt",
-                 "running", "seen", "starting", "task_time")
+                 "credit", "epoch", "gave_back", "held", "held_since", "local", "outbox",
+                 "pulling", "rtt", "running", "seen", "starting", "task_time")
 
     def __init__(self, task_id: Callable[[T], str], result_id: Callable[[R], str],
                  result_size: Callable[[R], int], limits: tuple[int, int, int],
@@ -104,6 +104,8 @@ class WorkerBook(Generic[T, R]):
         """The ``HOLD`` timer is armed (or ticking while a task runs)."""
         self.held_since = 0.0
         """When the oldest result in ``outbox`` finished."""
+        self.gave_back = False
+        """Tasks were given back since the last task ended: no prefetch until one does."""
 
     def want(self) -> int:
         """How many tasks to hold (the module's ``want`` with this worker's figures)."""
@@ -133,13 +135,19 @@ class WorkerBook(Generic[T, R]):
     def give_back(self, tids: Iterable[str]) -> list[str]:
         """The head takes back tasks (for an idle worker, or a cancel): those not
         started go, and are no longer held; a started one stays. The shell
-        flushes after (there may be room to pull)."""
+        flushes after: a worker left with nothing to run pulls again at once,
+        but one still running a task does not pull until it ends. The head
+        took those tasks for a worker with a pull waiting; pulling them straight
+        back would make the head take them back again for that one, and so on
+        at the speed of the round trip while both run a task (the simulation
+        found it, seed 1)."""
         wanted = set(tids)
         local, tid = self.local, self._task_id
         back = [tid(t) for t in local if tid(t) in wanted]
         if back:
             self.local = collections.deque(t for t in local if tid(t) not in wanted)
             self.held.difference_update(back)
+            self.gave_back = True
         return back
 
     def heartbeat(self) -> tuple[int, list[str], int]:
@@ -184,6 +192,7 @@ class WorkerBook(Generic[T, R]):
         (None: not measured). ``SEND`` when the worker needs work, is about to
         idle, holds many results or held one for ``HOLD``; else the timer sends it."""
         self.running = None
+        self.gave_back = False
         if took is not None:
             t = self.task_time
             self.task_time = took if t is None else 0.8 * t + 0.2 * took
@@ -202,6 +211,7 @@ class WorkerBook(Generic[T, R]):
         cannot be imported here, or its code could not be fetched): no longer held.
         ``SEND`` when the worker would idle (a pull is due)."""
         self.running = None
+        self.gave_back = False
         self.held.discard(tid)
         self.starting.pop(tid, None)
         return SEND if not self.local and not self.pulling else WAIT
@@ -232,6 +242,11 @@ class WorkerBook(Generic[T, R]):
             for r in results:
                 starting.pop(rid(r), None)  # a result says it started
         need = self.want() - len(self.local) - (self.running is not None)
+        if self.gave_back:  # see give_back
+            if self.running is not None or self.local:
+                need = 0
+            else:
+                self.gave_back = False
         if need > 0 and not self.pulling and not stopping:
             self.pulling = True
             started = list(starting)
