@@ -27,8 +27,10 @@ from tests.testing._seeds import failures
 SEEDS = 300
 CHUNK = 25
 
-FOUND_BUGS = [101, 236, 332, 539, 574, 1361, 2107, 3109, 3467, 3627, 3754]
-"""Seeds that found a defect (each fixed, each with its own test): a dead worker's
+FOUND_BUGS = [1, 101, 236, 332, 539, 574, 1361, 2107, 3109, 3467, 3627, 3754]
+"""Seeds that found a defect (each fixed, each with its own test): a worker that pulled
+right after giving tasks back, so a task bounced between two busy workers (1, once the
+simulated worker ran the real worker book), a dead worker's
 parked pull never answered (101, 332, 539), a restored error sent as text (236),
 a cancelled or finished task run again by a late copy of its submit, or a finished
 one claimed by a cancel (1361, 2107, 3109, 3467, 3627, 3754);

@@ -202,7 +202,8 @@ class WorkerBook(Generic[T, R]):
         outbox.append(result)
         local = self.local
         if (not local or len(outbox) >= REPORT_BATCH or now - self.held_since >= HOLD
-                or (not self.pulling and len(local) + 1 < self.want())):
+                or (not self.pulling and len(local) + 1
+                    < (self._fixed or want(self.credit, self.rtt, self.task_time)))):
             return SEND
         return self._arm()
 
@@ -241,7 +242,8 @@ class WorkerBook(Generic[T, R]):
             rid = self._result_id
             for r in results:
                 starting.pop(rid(r), None)  # a result says it started
-        need = self.want() - len(self.local) - (self.running is not None)
+        need = ((self._fixed or want(self.credit, self.rtt, self.task_time))
+                - len(self.local) - (self.running is not None))
         if self.gave_back:  # see give_back
             if self.running is not None or self.local:
                 need = 0
