@@ -256,6 +256,12 @@ class SimWorker(Process):
             if not self.joined.is_set():
                 continue
             epoch, holding, seen = self.book.heartbeat()
+            here = {t.id for t in self.book.local}
+            if self.book.running is not None:
+                here.add(self.book.running)
+            if not here <= set(holding):  # PROTOCOL.md 16.1: every task it holds
+                self.rec.violation(f"{self.name}'s heartbeat leaves out "
+                                   f"{sorted(here - set(holding))}, which it holds")
             t0 = self.clock.monotonic()
             try:
                 known = await self.head.with_options(timeout=2).heartbeat.aio(
