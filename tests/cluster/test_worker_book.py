@@ -252,6 +252,34 @@ def test_a_worker_left_with_nothing_after_giving_back_pulls_at_once() -> None:
     assert b.flush()[3] == 2
 
 
+def test_a_task_handed_again_stays_held_while_its_old_result_goes() -> None:
+    """The head requeued a task this worker held (its link broke: the head took it
+    for dead), and handed it back to it after it joined again, under a new lease,
+    while its old run's result still waited, or the old run went on. Sending that
+    old result must not take the new hand-out out of ``holding``: the head would
+    take it for lost and run it again elsewhere."""
+    b = make(credit=1)
+    b.pulled(tasks("t"), 1)
+    b.take_next()
+    b.finished(result("t"), 0.0, 0.1)
+    _, reports, _, _ = b.flush()
+    b.kept([result("t")], [])  # its report failed: the link broke
+    b.pulled([("t", "m:f", b"", "lease-2")], 2)  # after the rejoin, under a new lease
+    first, reports, _, _ = b.flush()
+    b.sent(first + [r for m in reports for r in m])
+    assert "t" in b.heartbeat()[1], "the new hand-out of t is not in holding"
+    # The same while the old run goes on.
+    b = make(credit=1)
+    b.pulled(tasks("u"), 1)
+    b.take_next()
+    b.pulled([("u", "m:f", b"", "lease-2")], 2)
+    b.finished(result("u"), 0.0, 0.1)
+    first, reports, _, _ = b.flush()
+    b.sent(first + [r for m in reports for r in m])
+    assert "u" in b.heartbeat()[1], "the new hand-out of u is not in holding"
+    assert b.take_next() == ("u", "m:f", b"", "lease-2")
+
+
 def test_epochs_are_the_heads() -> None:
     b = make()
     b.rejoined(3)
@@ -321,11 +349,19 @@ class WorkerBookMachine(RuleBasedStateMachine):
         _, _, n = self.pull
         k = data.draw(st.integers(0, n), label="tasks")
         ids = [f"t{next(self.ids)}" for _ in range(k)]
+        # The head may hand again a task it took back, or took this worker for dead
+        # for (under a new lease): one whose result was sent, waits, or is queued.
+        others = sorted(self.handed - {self.b.running} - set(ids))
+        if k and others and data.draw(st.booleans(), label="hand one again"):
+            again = data.draw(st.sampled_from(others), label="again")
+            ids[0] = again
+            self.sent.discard(again)
+            self.back.discard(again)
         self.handed.update(ids)
         seq = data.draw(st.integers(0, 50), label="seq")
         self.pull = None
         self.seen = max(self.seen, seq)
-        if self.b.pulled(tasks(*ids), seq):
+        if self.b.pulled([(t, "m:f", b"", f"lease-{seq}") for t in ids], seq):
             self.flush(data)
 
     @precondition(lambda self: self.pull is not None)

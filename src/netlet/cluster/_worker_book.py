@@ -121,12 +121,27 @@ class WorkerBook(Generic[T, R]):
         """A hand-out came: queue its tasks. True when it brought none (the pull
         waited at the head for nothing): ask again at once. Otherwise the next
         result asks, riding along: one message, not two."""
+        held, task_id = self.held, self._task_id
+        if held and not held.isdisjoint(map(task_id, tasks)):
+            self._handed_again({task_id(t) for t in tasks} & held)
         self.local.extend(tasks)
-        self.held.update(map(self._task_id, tasks))
+        held.update(map(task_id, tasks))
         if seq > self.seen:
             self.seen = seq
         self.pulling = False
         return not tasks
+
+    def _handed_again(self, again: set[str]) -> None:
+        """Tasks this worker holds came again: the head took it for dead (its link
+        broke, or it was silent too long), requeued them, and handed them back after
+        it joined again, under new leases. Older copies queued here, and their
+        results waiting, carry a lease the head no longer takes: they go (a run of
+        an older copy goes on; its result is refused). Rare: a pull only looks."""
+        task_id, result_id = self._task_id, self._result_id
+        self.local = collections.deque(t for t in self.local if task_id(t) not in again)
+        self.outbox = [r for r in self.outbox if result_id(r) not in again]
+        for tid in again:
+            self.starting.pop(tid, None)
 
     def pull_over(self) -> None:
         """A failed pull was dealt with (the worker joined again): pulls may go."""
@@ -151,8 +166,16 @@ class WorkerBook(Generic[T, R]):
         return back
 
     def heartbeat(self) -> tuple[int, list[str], int]:
-        """What a heartbeat says: the epoch, every task held, and ``seen``."""
-        return self.epoch, list(self.held), self.seen
+        """What a heartbeat says: the epoch, every task held, and ``seen``.
+
+        Every task queued or running is named, even when ``sent`` took its id out
+        of ``held`` for an older copy's result (a task handed again, see
+        ``_handed_again``); looked at twice a second, not per task.
+        """
+        holding = self.held.union(map(self._task_id, self.local))
+        if self.running is not None:
+            holding.add(self.running)
+        return self.epoch, list(holding), self.seen
 
     def measured_rtt(self, seconds: float) -> None:
         """A heartbeat's round trip (answered at once, unlike a pull that may wait)."""
