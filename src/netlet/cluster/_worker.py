@@ -247,6 +247,7 @@ class Worker(WorkerTraffic):
         self.exit_reason = why
         self.stop.set()
         with self._lock:
+            self.book.stopped()
             self._lock.notify_all()
 
     def _pickle_refusal(self) -> str | None:
@@ -312,7 +313,6 @@ class Worker(WorkerTraffic):
                 elif step == ARM:
                     self._arm()  # its started notice, unless its result comes first
                 tid, fn_id, body, lease = task
-                self._took = None
                 result = self._run_one(tid, fn_id, body, lease)
                 now = self.clock.monotonic()
                 with lock:
@@ -326,6 +326,8 @@ class Worker(WorkerTraffic):
                     self._arm()
         finally:
             self.stop.set()
+            with lock:
+                book.stopped()
             heartbeats.cancel()
         if isinstance(self.exit_reason, SystemExit):
             raise self.exit_reason
@@ -362,6 +364,7 @@ class Worker(WorkerTraffic):
             return None
         except NetletError as e:  # the task's code could not be fetched: that task fails
             self.failed += 1
+            self._took = None  # it did not run
             return (tid, False, self.codec.encode_value(
                 ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError", None)
 
@@ -403,6 +406,7 @@ class Worker(WorkerTraffic):
     def close(self) -> None:
         self.stop.set()
         with self._lock:
+            self.book.stopped()
             self._lock.notify_all()
         try:
             self.head.with_options(timeout=1).leave.oneway(self.node.id)

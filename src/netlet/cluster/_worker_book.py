@@ -69,7 +69,7 @@ class WorkerBook(Generic[T, R]):
 
     __slots__ = ("_fixed", "_limits", "_result_id", "_result_size", "_task_id", "armed",
                  "credit", "epoch", "gave_back", "held", "held_since", "local", "outbox",
-                 "pulling", "rtt", "running", "seen", "starting", "task_time")
+                 "pulling", "rtt", "running", "seen", "starting", "stopping", "task_time")
 
     def __init__(self, task_id: Callable[[T], str], result_id: Callable[[R], str],
                  result_size: Callable[[R], int], limits: tuple[int, int, int],
@@ -106,6 +106,8 @@ class WorkerBook(Generic[T, R]):
         """When the oldest result in ``outbox`` finished."""
         self.gave_back = False
         """Tasks were given back since the last task ended: no prefetch until one does."""
+        self.stopping = False
+        """The worker stops: no more pulls."""
 
     def want(self) -> int:
         """How many tasks to hold (the module's ``want`` with this worker's figures)."""
@@ -121,27 +123,33 @@ class WorkerBook(Generic[T, R]):
         """A hand-out came: queue its tasks. True when it brought none (the pull
         waited at the head for nothing): ask again at once. Otherwise the next
         result asks, riding along: one message, not two."""
-        held, task_id = self.held, self._task_id
-        if held and not held.isdisjoint(map(task_id, tasks)):
-            self._handed_again({task_id(t) for t in tasks} & held)
+        held = self.held
+        n = len(held)
+        held.update(map(self._task_id, tasks))
+        if len(held) - n != len(tasks):  # some were held already
+            self._handed_again(tasks)
         self.local.extend(tasks)
-        held.update(map(task_id, tasks))
         if seq > self.seen:
             self.seen = seq
         self.pulling = False
         return not tasks
 
-    def _handed_again(self, again: set[str]) -> None:
+    def _handed_again(self, tasks: list[T]) -> None:
         """Tasks this worker holds came again: the head took it for dead (its link
         broke, or it was silent too long), requeued them, and handed them back after
         it joined again, under new leases. Older copies queued here, and their
         results waiting, carry a lease the head no longer takes: they go (a run of
-        an older copy goes on; its result is refused). Rare: a pull only looks."""
+        an older copy goes on; its result is refused). Rare: a pull only counts."""
         task_id, result_id = self._task_id, self._result_id
+        again = set(map(task_id, tasks))
         self.local = collections.deque(t for t in self.local if task_id(t) not in again)
         self.outbox = [r for r in self.outbox if result_id(r) not in again]
-        for tid in again:
+        for tid in again:  # the new copies have not started
             self.starting.pop(tid, None)
+
+    def stopped(self) -> None:
+        """The worker stops: results still go, but it asks for no more work."""
+        self.stopping = True
 
     def pull_over(self) -> None:
         """A failed pull was dealt with (the worker joined again): pulls may go."""
@@ -248,7 +256,7 @@ class WorkerBook(Generic[T, R]):
 
     # -- what to send ---------------------------------------------------------------
 
-    def flush(self, stopping: bool = False) -> tuple[list[R], list[list[R]], list[str], int]:
+    def flush(self) -> tuple[list[R], list[list[R]], list[str], int]:
         """What to send now: ``(first, reports, started, pull)``.
 
         The results waiting, cut into messages within the frame limits. When
@@ -272,7 +280,7 @@ class WorkerBook(Generic[T, R]):
                 need = 0
             else:
                 self.gave_back = False
-        if need > 0 and not self.pulling and not stopping:
+        if need > 0 and not self.pulling and not self.stopping:
             self.pulling = True
             started = list(starting)
             starting.clear()

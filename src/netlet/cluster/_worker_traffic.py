@@ -123,7 +123,7 @@ class WorkerTraffic:
         holds many results), and by the timer (``_arm``) for what waits longer.
         """
         with self._lock:
-            first, chunks, started, need = self.book.flush(self.stop.is_set())
+            first, chunks, started, need = self.book.flush()
             epoch = self.book.epoch
         for chunk in chunks:
             self._report(epoch, chunk, [])

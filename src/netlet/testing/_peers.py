@@ -256,7 +256,7 @@ class SimWorker(Process):
             if not self.joined.is_set():
                 continue
             epoch, holding, seen = self.book.heartbeat()
-            here = {t.id for t in self.book.local}
+            here = {t[0] for t in self.book.local}
             if self.book.running is not None:
                 here.add(self.book.running)
             if not here <= set(holding):  # PROTOCOL.md 16.1: every task it holds
