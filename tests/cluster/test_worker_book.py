@@ -280,6 +280,20 @@ def test_a_task_handed_again_stays_held_while_its_old_result_goes() -> None:
     assert b.take_next() == ("u", "m:f", b"", "lease-2")
 
 
+def test_a_task_handed_again_replaces_its_older_copies() -> None:
+    """Their leases are no longer the task's: running an older copy again, or
+    sending its result, is work the head refuses."""
+    b = make(credit=4)
+    b.pulled(tasks("s", "t", "v"), 1)
+    b.take_next()
+    b.finished(result("s"), 0.0, 0.1)  # its result waits
+    b.pulled([("s", "m:f", b"", "lease-2"), ("t", "m:f", b"", "lease-2")], 2)
+    assert list(b.local) == [tasks("v")[0], ("s", "m:f", b"", "lease-2"),
+                             ("t", "m:f", b"", "lease-2")]
+    assert b.outbox == []
+    assert b.held == {"s", "t", "v"}
+
+
 def test_epochs_are_the_heads() -> None:
     b = make()
     b.rejoined(3)
