@@ -30,6 +30,11 @@ def tasks(*ids: str) -> list[Task]:
     return [(t, "m:f", b"", f"lease-{t}") for t in ids]
 
 
+def hand(b: WorkerBook[Task, Result], rows: list[Task], seq: int) -> bool:
+    """A hand-out of ``rows`` numbered ``seq`` (their ids, as a columnar one has them)."""
+    return b.pulled([r[0] for r in rows], rows, seq)
+
+
 def result(tid: str, size: int = 1) -> Result:
     return (tid, b"x" * size)
 
@@ -57,11 +62,11 @@ def test_auto_credit_covers_a_round_trip_and_nothing_for_long_or_unmeasured_task
 
 def test_a_hand_out_is_queued_and_held_and_seen_only_grows() -> None:
     b = make()
-    assert b.pulled(tasks("a", "b"), 7) is False
+    assert hand(b, tasks("a", "b"), 7) is False
     assert [t[0] for t in b.local] == ["a", "b"]
     assert b.held == {"a", "b"}
     assert b.seen == 7
-    b.pulled(tasks("c"), 5)  # a later reply of an earlier hand-out
+    hand(b, tasks("c"), 5)  # a later reply of an earlier hand-out
     assert b.seen == 7
     assert b.heartbeat()[2] == 7
 
@@ -70,7 +75,7 @@ def test_an_empty_hand_out_asks_again_at_once() -> None:
     b = make()
     assert b.flush()[3] == 2
     assert b.pulling
-    assert b.pulled([], 0) is True
+    assert hand(b, [], 0) is True
     assert not b.pulling
 
 
@@ -86,7 +91,7 @@ def test_one_pull_in_flight_at_a_time_and_none_when_stopping() -> None:
 def test_a_pull_asks_for_the_room_left() -> None:
     b = make(credit=4)
     b.flush()
-    b.pulled(tasks("a", "b"), 1)
+    hand(b, tasks("a", "b"), 1)
     b.take_next()
     assert b.flush()[3] == 5 - 1 - 1  # one queued, one running
 
@@ -95,7 +100,7 @@ def test_a_pull_asks_for_the_room_left() -> None:
 
 def test_a_start_is_told_at_once_until_tasks_are_known_to_be_short() -> None:
     b = make()
-    b.pulled(tasks("a", "b", "c"), 1)
+    hand(b, tasks("a", "b", "c"), 1)
     assert b.take_next() == tasks("a")[0]
     assert b.running == "a"
     assert b.after_start() == SEND  # not measured: assume long
@@ -115,7 +120,7 @@ def test_a_start_is_told_at_once_until_tasks_are_known_to_be_short() -> None:
 
 def test_a_result_says_its_task_started() -> None:
     b = make()
-    b.pulled(tasks("a"), 1)
+    hand(b, tasks("a"), 1)
     b.take_next()
     assert b.starting == {"a": None}
     b.finished(result("a"), 0.0, 0.1)
@@ -127,7 +132,7 @@ def test_a_result_says_its_task_started() -> None:
 def test_a_result_goes_when_the_worker_needs_work_or_holds_it_too_long() -> None:
     b = make(credit=4)
     b.flush()
-    b.pulled(tasks("a", "b", "c", "d", "e"), 1)
+    hand(b, tasks("a", "b", "c", "d", "e"), 1)
     b.task_time = HOLD / 10
     b.take_next()
     assert b.finished(result("a"), 10.0, None) == ARM  # four queued, a pull would ask for 1
@@ -147,7 +152,7 @@ def test_a_result_goes_when_the_worker_needs_work_or_holds_it_too_long() -> None
 def test_many_results_go_without_waiting_for_the_timer() -> None:
     b = make(credit=100)
     b.flush()
-    b.pulled(tasks(*(f"t{i}" for i in range(REPORT_BATCH + 2))), 1)
+    hand(b, tasks(*(f"t{i}" for i in range(REPORT_BATCH + 2))), 1)
     b.flush()  # a pull in flight
     b.task_time = HOLD / 10
     steps = []
@@ -161,7 +166,7 @@ def test_many_results_go_without_waiting_for_the_timer() -> None:
 def test_results_are_cut_into_messages_within_the_frame_limits() -> None:
     b = make(credit=0, limits=(1000, 2, 300))
     b.flush()
-    b.pulled(tasks("a", "b", "c", "d"), 1)
+    hand(b, tasks("a", "b", "c", "d"), 1)
     for tid, size in (("a", 400), ("b", 400), ("c", 400), ("d", 10)):
         b.take_next()
         b.finished(result(tid, size), 0.0, 0.1)
@@ -174,7 +179,7 @@ def test_results_are_cut_into_messages_within_the_frame_limits() -> None:
 def test_a_result_stays_held_until_written_and_a_failed_send_goes_again_first() -> None:
     b = make(credit=0)
     b.flush()
-    b.pulled(tasks("a", "b"), 1)
+    hand(b, tasks("a", "b"), 1)
     b.take_next()
     b.finished(result("a"), 0.0, 0.1)
     _, reports, _, _ = b.flush()
@@ -195,7 +200,7 @@ def test_a_result_stays_held_until_written_and_a_failed_send_goes_again_first() 
 def test_a_task_that_cannot_run_here_is_no_longer_held() -> None:
     b = make(credit=0)
     b.flush()
-    b.pulled(tasks("a"), 1)
+    hand(b, tasks("a"), 1)
     b.take_next()
     assert b.unrunnable("a") == SEND  # nothing else here: ask for work
     assert b.held == set()
@@ -205,7 +210,7 @@ def test_a_task_that_cannot_run_here_is_no_longer_held() -> None:
 
 def test_the_timer_disarms_when_nothing_runs_or_waits() -> None:
     b = make()
-    b.pulled(tasks("a"), 1)
+    hand(b, tasks("a"), 1)
     b.task_time = HOLD / 10
     b.take_next()
     assert b.after_start() == ARM
@@ -221,7 +226,7 @@ def test_the_timer_disarms_when_nothing_runs_or_waits() -> None:
 def test_give_back_drops_only_tasks_not_started() -> None:
     b = make(credit=4)
     b.flush()
-    b.pulled(tasks("a", "b", "c"), 1)
+    hand(b, tasks("a", "b", "c"), 1)
     b.take_next()
     assert b.give_back(["a", "c", "nope"]) == ["c"]
     assert [t[0] for t in b.local] == ["b"]
@@ -235,7 +240,7 @@ def test_a_worker_that_gave_back_while_running_does_not_pull_them_back_at_once()
     (the head took it back for the other's waiting pull, the worker pulled again
     right after giving it back)."""
     b = make(credit=1)
-    b.pulled(tasks("a", "b"), 1)
+    hand(b, tasks("a", "b"), 1)
     assert b.take_next() == tasks("a")[0]
     assert b.give_back(["b"]) == ["b"]
     assert b.flush()[3] == 0, "it pulled right after giving back, while still running a task"
@@ -247,7 +252,7 @@ def test_a_worker_that_gave_back_while_running_does_not_pull_them_back_at_once()
 
 def test_a_worker_left_with_nothing_after_giving_back_pulls_at_once() -> None:
     b = make(credit=1)
-    b.pulled(tasks("a", "b"), 1)
+    hand(b, tasks("a", "b"), 1)
     assert b.give_back(["a", "b"]) == ["a", "b"]
     assert b.flush()[3] == 2
 
@@ -259,20 +264,20 @@ def test_a_task_handed_again_stays_held_while_its_old_result_goes() -> None:
     old result must not take the new hand-out out of ``holding``: the head would
     take it for lost and run it again elsewhere."""
     b = make(credit=1)
-    b.pulled(tasks("t"), 1)
+    hand(b, tasks("t"), 1)
     b.take_next()
     b.finished(result("t"), 0.0, 0.1)
     _, reports, _, _ = b.flush()
     b.kept([result("t")], [])  # its report failed: the link broke
-    b.pulled([("t", "m:f", b"", "lease-2")], 2)  # after the rejoin, under a new lease
+    hand(b, [("t", "m:f", b"", "lease-2")], 2)  # after the rejoin, under a new lease
     first, reports, _, _ = b.flush()
     b.sent(first + [r for m in reports for r in m])
     assert "t" in b.heartbeat()[1], "the new hand-out of t is not in holding"
     # The same while the old run goes on.
     b = make(credit=1)
-    b.pulled(tasks("u"), 1)
+    hand(b, tasks("u"), 1)
     b.take_next()
-    b.pulled([("u", "m:f", b"", "lease-2")], 2)
+    hand(b, [("u", "m:f", b"", "lease-2")], 2)
     b.finished(result("u"), 0.0, 0.1)
     first, reports, _, _ = b.flush()
     b.sent(first + [r for m in reports for r in m])
@@ -284,10 +289,10 @@ def test_a_task_handed_again_replaces_its_older_copies() -> None:
     """Their leases are no longer the task's: running an older copy again, or
     sending its result, is work the head refuses."""
     b = make(credit=4)
-    b.pulled(tasks("s", "t", "v"), 1)
+    hand(b, tasks("s", "t", "v"), 1)
     b.take_next()
     b.finished(result("s"), 0.0, 0.1)  # its result waits
-    b.pulled([("s", "m:f", b"", "lease-2"), ("t", "m:f", b"", "lease-2")], 2)
+    hand(b, [("s", "m:f", b"", "lease-2"), ("t", "m:f", b"", "lease-2")], 2)
     assert list(b.local) == [tasks("v")[0], ("s", "m:f", b"", "lease-2"),
                              ("t", "m:f", b"", "lease-2")]
     assert b.outbox == []
@@ -375,7 +380,7 @@ class WorkerBookMachine(RuleBasedStateMachine):
         seq = data.draw(st.integers(0, 50), label="seq")
         self.pull = None
         self.seen = max(self.seen, seq)
-        if self.b.pulled([(t, "m:f", b"", f"lease-{seq}") for t in ids], seq):
+        if hand(self.b, [(t, "m:f", b"", f"lease-{seq}") for t in ids], seq):
             self.flush(data)
 
     @precondition(lambda self: self.pull is not None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Generic, TypeVar
 
 from netlet.cluster._batches import batches
@@ -119,29 +119,30 @@ class WorkerBook(Generic[T, R]):
         """The head gave this worker a new epoch (larger than any before, §16.1)."""
         self.epoch = epoch
 
-    def pulled(self, tasks: list[T], seq: int) -> bool:
-        """A hand-out came: queue its tasks. True when it brought none (the pull
-        waited at the head for nothing): ask again at once. Otherwise the next
-        result asks, riding along: one message, not two."""
+    def pulled(self, ids: Collection[str], tasks: Iterable[T], seq: int) -> bool:
+        """A hand-out came: queue its ``tasks``, whose ids are ``ids`` (in order; a
+        columnar hand-out has them as a list already). True when it brought none
+        (the pull waited at the head for nothing): ask again at once. Otherwise
+        the next result asks, riding along: one message, not two."""
         held = self.held
         n = len(held)
-        held.update(map(self._task_id, tasks))
-        if len(held) - n != len(tasks):  # some were held already
-            self._handed_again(tasks)
+        held.update(ids)
+        if len(held) - n != len(ids):  # some were held already
+            self._handed_again(ids)
         self.local.extend(tasks)
         if seq > self.seen:
             self.seen = seq
         self.pulling = False
-        return not tasks
+        return not ids
 
-    def _handed_again(self, tasks: list[T]) -> None:
+    def _handed_again(self, ids: Collection[str]) -> None:
         """Tasks this worker holds came again: the head took it for dead (its link
         broke, or it was silent too long), requeued them, and handed them back after
         it joined again, under new leases. Older copies queued here, and their
         results waiting, carry a lease the head no longer takes: they go (a run of
         an older copy goes on; its result is refused). Rare: a pull only counts."""
         task_id, result_id = self._task_id, self._result_id
-        again = set(map(task_id, tasks))
+        again = set(ids)
         self.local = collections.deque(t for t in self.local if task_id(t) not in again)
         self.outbox = [r for r in self.outbox if result_id(r) not in again]
         for tid in again:  # the new copies have not started

@@ -171,7 +171,7 @@ class WorkerTraffic:
             return
         self.functions.add_payloads(fns)
         with self._lock:  # leased to this node, whatever epoch asked for them
-            again = self.book.pulled(list(pulled.rows()), seq)
+            again = self.book.pulled(pulled.ids, pulled.rows(), seq)
             self._lock.notify()
         if again:  # the pull timed out at the head: ask again at once
             self._flush()

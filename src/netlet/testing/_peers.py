@@ -240,7 +240,7 @@ class SimWorker(Process):
         if batch:
             self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
         self.handed_in.update((t[0], epoch) for t in batch)
-        again = self.book.pulled(batch, seq)
+        again = self.book.pulled([t[0] for t in batch], batch, seq)
         self._arrived.set()
         if again:  # the pull waited at the head for nothing: ask again at once
             self._flush()
