@@ -9,7 +9,6 @@ after every step. Each test takes well under a second; the machine about 3 s.
 from __future__ import annotations
 
 import itertools
-from operator import itemgetter
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,7 +22,7 @@ Result = tuple[str, bytes]
 
 def make(credit: int | str = 1, limits: tuple[int, int, int] = (1 << 20, 32, 1 << 16),
          ) -> WorkerBook[Task, Result]:
-    return WorkerBook(itemgetter(0), itemgetter(0), lambda r: 64 + len(r[1]), limits, credit)
+    return WorkerBook(lambda r: 64 + len(r[1]), limits, credit)
 
 
 def tasks(*ids: str) -> list[Task]:
@@ -103,11 +102,11 @@ def test_a_start_is_told_at_once_until_tasks_are_known_to_be_short() -> None:
     hand(b, tasks("a", "b", "c"), 1)
     assert b.take_next() == tasks("a")[0]
     assert b.running == "a"
-    assert b.after_start() == SEND  # not measured: assume long
+    assert b.step == SEND  # not measured: assume long
     assert b.take_started() == ["a"]
     assert b.finished(result("a"), 0.0, HOLD / 10) == ARM  # its result waits too
     b.take_next()
-    assert b.after_start() == WAIT  # short: the notice waits for the timer, armed already
+    assert b.step == WAIT  # short: the notice waits for the timer, armed already
     started, busy = b.tick()
     assert started == ["b"]
     assert busy
@@ -115,7 +114,7 @@ def test_a_start_is_told_at_once_until_tasks_are_known_to_be_short() -> None:
     b.flush()
     assert b.tick() == ([], False)
     b.take_next()
-    assert b.after_start() == ARM
+    assert b.step == ARM
 
 
 def test_a_result_says_its_task_started() -> None:
@@ -135,7 +134,8 @@ def test_a_result_goes_when_the_worker_needs_work_or_holds_it_too_long() -> None
     hand(b, tasks("a", "b", "c", "d", "e"), 1)
     b.task_time = HOLD / 10
     b.take_next()
-    assert b.finished(result("a"), 10.0, None) == ARM  # four queued, a pull would ask for 1
+    assert b.step == ARM  # a short task: its notice waits for the timer
+    assert b.finished(result("a"), 10.0, None) == WAIT  # four queued: the timer sends it
     b.take_next()
     assert b.finished(result("b"), 10.0 + HOLD / 2, None) == SEND  # room for two: pull
     first, _, _, pull = b.flush()
@@ -213,7 +213,7 @@ def test_the_timer_disarms_when_nothing_runs_or_waits() -> None:
     hand(b, tasks("a"), 1)
     b.task_time = HOLD / 10
     b.take_next()
-    assert b.after_start() == ARM
+    assert b.step == ARM
     assert b.tick() == (["a"], True)  # running: tick again
     assert b.finished(result("a"), 0.0, None) == SEND
     b.flush()
@@ -402,7 +402,7 @@ class WorkerBookMachine(RuleBasedStateMachine):
         task = self.b.take_next()
         if task is None:
             return
-        step = self.b.after_start()
+        step = self.b.step
         if step == SEND:
             started = self.b.take_started()
             assert task[0] in started

@@ -24,7 +24,6 @@ import socket
 import threading
 import time
 import traceback
-from operator import itemgetter
 from typing import Any
 
 from netlet.clock import REAL_CLOCK, Backoff, Clock
@@ -170,7 +169,7 @@ class Worker(WorkerTraffic):
         self._lock = threading.Condition()
         limits = self.node.config.transport.limits
         self.book: WorkerBook[Job, Done] = WorkerBook(
-            itemgetter(0), itemgetter(0), _result_size,
+            _result_size,
             (limits.max_frame // 4, max(1, limits.max_buffers // 2), limits.oob_threshold),
             opts.credit)
         self._took: float | None = None  # the last task's run time (None: not measured)
@@ -305,7 +304,7 @@ class Worker(WorkerTraffic):
                         break
                     task = book.take_next()
                     assert task is not None
-                    step = book.after_start()
+                    step = book.step
                     started = book.take_started() if step == SEND else None
                     epoch = book.epoch
                 if started:  # tasks here take a while: its future turns RUNNING at once

@@ -6,10 +6,10 @@ loop, passes in the time where it matters, and carries out what the book
 says; the simulation's worker (``netlet.testing``) drives the same book on
 its loop, so the seeded runs check this code, not a copy of it.
 
-The book never looks inside a task or a result, so the wire's shapes can
-change under it: a task and a result are whatever the shell keeps, and
-``task_id`` and ``result_id`` (C-level getters, ``operator.attrgetter("id")``
-or ``itemgetter(0)``: no per-task cost of ours) name their task.
+The book never looks inside a task or a result past its first item, so the
+wire's shapes can change under it: a task and a result are tuples (the rows
+of the columnar records, PROTOCOL.md §16.5) whose first item is the task's
+id; the rest (function, body, lease; ok, error) is the shell's.
 
 It keeps the rules of PROTOCOL.md §16: ``held`` names every task received
 whose result was not written yet (a result leaves it only in ``sent``, and
@@ -22,7 +22,8 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable, Collection, Iterable
-from typing import Generic, TypeVar
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 from netlet.cluster._batches import batches
 
@@ -40,10 +41,12 @@ ARM = 1
 SEND = 2
 """What the shell does next: ``flush`` now (after ``take_next``: ``take_started``)."""
 
-T = TypeVar("T")
-"""A task: ``task_id`` gives its id."""
-R = TypeVar("R")
-"""A result: ``result_id`` gives its task's id."""
+T = TypeVar("T", bound=tuple[Any, ...])
+"""A task: a tuple whose first item is its id."""
+R = TypeVar("R", bound=tuple[Any, ...])
+"""A result: a tuple whose first item is its task's id."""
+
+_first = itemgetter(0)
 
 
 def want(credit: int | str, rtt: float, task_time: float | None) -> int:
@@ -67,17 +70,14 @@ class WorkerBook(Generic[T, R]):
     running, its result waiting (``outbox``), its result sent, or given back.
     """
 
-    __slots__ = ("_fixed", "_limits", "_result_id", "_result_size", "_task_id", "armed",
+    __slots__ = ("_fixed", "_limits", "_result_size", "armed",
                  "credit", "epoch", "gave_back", "held", "held_since", "local", "outbox",
-                 "pulling", "rtt", "running", "seen", "starting", "stopping", "task_time")
+                 "pulling", "rtt", "running", "seen", "starting", "step", "stopping", "task_time")
 
-    def __init__(self, task_id: Callable[[T], str], result_id: Callable[[R], str],
-                 result_size: Callable[[R], int], limits: tuple[int, int, int],
+    def __init__(self, result_size: Callable[[R], int], limits: tuple[int, int, int],
                  credit: int | str = 1) -> None:
         """``limits``: a message's bytes of bodies at most, its big bodies at most, and
         the size that makes a body big (PROTOCOL.md §16.2: each travels out of band)."""
-        self._task_id = task_id
-        self._result_id = result_id
         self._result_size = result_size
         self._limits = limits
         self.credit = credit
@@ -108,6 +108,8 @@ class WorkerBook(Generic[T, R]):
         """Tasks were given back since the last task ended: no prefetch until one does."""
         self.stopping = False
         """The worker stops: no more pulls."""
+        self.step = WAIT
+        """What the shell does after ``take_next`` (``SEND``, ``ARM`` or ``WAIT``)."""
 
     def want(self) -> int:
         """How many tasks to hold (the module's ``want`` with this worker's figures)."""
@@ -141,10 +143,9 @@ class WorkerBook(Generic[T, R]):
         it joined again, under new leases. Older copies queued here, and their
         results waiting, carry a lease the head no longer takes: they go (a run of
         an older copy goes on; its result is refused). Rare: a pull only counts."""
-        task_id, result_id = self._task_id, self._result_id
         again = set(ids)
-        self.local = collections.deque(t for t in self.local if task_id(t) not in again)
-        self.outbox = [r for r in self.outbox if result_id(r) not in again]
+        self.local = collections.deque(t for t in self.local if t[0] not in again)
+        self.outbox = [r for r in self.outbox if r[0] not in again]
         for tid in again:  # the new copies have not started
             self.starting.pop(tid, None)
 
@@ -166,10 +167,10 @@ class WorkerBook(Generic[T, R]):
         at the speed of the round trip while both run a task (the simulation
         found it, seed 1)."""
         wanted = set(tids)
-        local, tid = self.local, self._task_id
-        back = [tid(t) for t in local if tid(t) in wanted]
+        local = self.local
+        back = [t[0] for t in local if t[0] in wanted]
         if back:
-            self.local = collections.deque(t for t in local if tid(t) not in wanted)
+            self.local = collections.deque(t for t in local if t[0] not in wanted)
             self.held.difference_update(back)
             self.gave_back = True
         return back
@@ -181,7 +182,7 @@ class WorkerBook(Generic[T, R]):
         of ``held`` for an older copy's result (a task handed again, see
         ``_handed_again``); looked at twice a second, not per task.
         """
-        holding = self.held.union(map(self._task_id, self.local))
+        holding = self.held.union(map(_first, self.local))
         if self.running is not None:
             holding.add(self.running)
         return self.epoch, list(holding), self.seen
@@ -193,25 +194,30 @@ class WorkerBook(Generic[T, R]):
     # -- events from the running thread ---------------------------------------------
 
     def take_next(self) -> T | None:
-        """The next task to run, now running (None: none here). Its started notice
-        waits in ``starting``; ``after_start`` says when it goes."""
+        """The next task to run, now running (None: none here); ``step`` then says
+        what the shell does (one call per task, not two).
+
+        Its started notice waits in ``starting``. For tasks that take a while
+        it goes now (``SEND``: ``take_started``), so their futures turn RUNNING
+        at once; else it waits up to ``HOLD`` for the result, which says it too
+        (``ARM`` the timer, or ``WAIT``: it is armed).
+        """
         local = self.local
         if not local:
             return None
         task = local.popleft()
-        tid = self._task_id(task)
+        tid = task[0]
         self.running = tid
         self.starting[tid] = None
-        return task
-
-    def after_start(self) -> int:
-        """``SEND`` (the started notices now: ``take_started``) for tasks that take a
-        while, so their futures turn RUNNING at once; else the notice waits up
-        to ``HOLD`` for the result, which says it too (``ARM`` or ``WAIT``)."""
         task_time = self.task_time
         if task_time is None or task_time > HOLD:
-            return SEND
-        return self._arm()
+            self.step = SEND
+        elif self.armed:
+            self.step = WAIT
+        else:
+            self.armed = True
+            self.step = ARM
+        return task
 
     def take_started(self) -> list[str]:
         """The started notices to send now (``kept`` puts them back if they do not go)."""
@@ -224,7 +230,8 @@ class WorkerBook(Generic[T, R]):
         (None: not measured). ``SEND`` when the worker needs work, is about to
         idle, holds many results or held one for ``HOLD``; else the timer sends it."""
         self.running = None
-        self.gave_back = False
+        if self.gave_back:
+            self.gave_back = False
         if took is not None:
             t = self.task_time
             self.task_time = took if t is None else 0.8 * t + 0.2 * took
@@ -271,9 +278,8 @@ class WorkerBook(Generic[T, R]):
         results, self.outbox = self.outbox, []
         starting = self.starting
         if starting and results:
-            rid = self._result_id
             for r in results:
-                starting.pop(rid(r), None)  # a result says it started
+                starting.pop(r[0], None)  # a result says it started
         need = ((self._fixed or want(self.credit, self.rtt, self.task_time))
                 - len(self.local) - (self.running is not None))
         if self.gave_back:  # see give_back
@@ -308,11 +314,11 @@ class WorkerBook(Generic[T, R]):
         """These results were written to the connection, ahead of any later
         heartbeat: no longer held."""
         if results:
-            self.held.difference_update(map(self._result_id, results))
+            self.held.difference_update(map(_first, results))
 
     def kept(self, results: list[R], started: list[str]) -> None:
         """A message did not go out (or its exchange failed): send it again, first."""
         self.outbox[:0] = results
-        self.held.update(map(self._result_id, results))
+        self.held.update(map(_first, results))
         for t in started:
             self.starting[t] = None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import Any
 
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
@@ -95,7 +94,7 @@ class SimWorker(Process):
         self.codec = Codec()
         limits = Limits()
         self.book: WorkerBook[Job, Done] = WorkerBook(
-            itemgetter(0), itemgetter(0), lambda r: 64 + len(r[2]),
+            lambda r: 64 + len(r[2]),
             (limits.max_frame // 4, max(1, limits.max_buffers // 2), limits.oob_threshold),
             credit)
         self.handed_in: dict[str, int] = {}
@@ -156,7 +155,7 @@ class SimWorker(Process):
             tid, fn, body, lease = task
             self.ledger.ran.setdefault(tid, []).append(
                 (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
-            step = book.after_start()
+            step = book.step
             if step == SEND:
                 self._report(book.epoch, [], book.take_started())
             elif step == ARM:
