@@ -313,7 +313,9 @@ class WorkerBook(Generic[T, R]):
     def sent(self, results: list[R]) -> None:
         """These results were written to the connection, ahead of any later
         heartbeat: no longer held."""
-        if results:
+        if len(results) == 1:
+            self.held.discard(results[0][0])
+        elif results:
             self.held.difference_update(map(_first, results))
 
     def kept(self, results: list[R], started: list[str]) -> None:
