@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from netlet.cluster._worker_book import WorkerBook
 from netlet.codec import Codec
 from netlet.errors import WorkerLost
 from netlet.testing import SimConfig, SimReport, simulate
@@ -27,8 +28,10 @@ from tests.testing._seeds import failures
 SEEDS = 300
 CHUNK = 25
 
-FOUND_BUGS = [101, 236, 332, 539, 574, 1361, 2107, 3109, 3467, 3627, 3754]
-"""Seeds that found a defect (each fixed, each with its own test): a dead worker's
+FOUND_BUGS = [1, 101, 236, 332, 539, 574, 1361, 2107, 3109, 3467, 3627, 3754]
+"""Seeds that found a defect (each fixed, each with its own test): a worker that pulled
+right after giving tasks back, so a task bounced between two busy workers (1, once the
+simulated worker ran the real worker book), a dead worker's
 parked pull never answered (101, 332, 539), a restored error sent as text (236),
 a cancelled or finished task run again by a late copy of its submit, or a finished
 one claimed by a cancel (1361, 2107, 3109, 3467, 3627, 3754);
@@ -137,6 +140,22 @@ def test_the_client_checks_catch_a_wrong_value_a_stale_lease_and_two_endings() -
     client, ledger, rec = _client()
     client.on_results([("c1:1", False, None, RuntimeError("?"))])
     assert any("undeclared error" in v for v in rec.violations)
+
+
+@pytest.mark.timeout(60)
+def test_a_heartbeat_that_leaves_out_a_task_its_worker_holds_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulated worker runs the real book; a book whose heartbeat forgot a task
+    it holds (PROTOCOL.md 16.1) is a violation."""
+    heartbeat = WorkerBook.heartbeat
+
+    def forgetful(book: WorkerBook[Any, Any]) -> tuple[int, list[str], int]:
+        epoch, holding, seen = heartbeat(book)
+        return epoch, sorted(holding)[1:], seen
+
+    monkeypatch.setattr(WorkerBook, "heartbeat", forgetful)
+    report = simulate(3, SimConfig(faults=False))
+    assert any("heartbeat leaves out" in v for v in report.violations), report.violations
 
 
 @pytest.mark.timeout(30)

@@ -18,9 +18,7 @@ refuses to start if there is none.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import math
 import os
 import socket
 import threading
@@ -35,7 +33,8 @@ from netlet.cluster._member_messages import Joined, JoinInfo, TaskOutput
 from netlet.cluster._messages import Done, Job
 from netlet.cluster._output import Capture
 from netlet.cluster._worker_address import host_of, listen_address
-from netlet.cluster._worker_traffic import _HOLD, _REPORT_BATCH, WorkerTraffic
+from netlet.cluster._worker_book import ARM, SEND, WorkerBook
+from netlet.cluster._worker_traffic import WorkerTraffic
 from netlet.codec import Codec, RemoteRef, short
 from netlet.errors import (
     ConfigError,
@@ -142,9 +141,9 @@ def worker_key(head: str, key: bytes | None) -> bytes:
 class Worker(WorkerTraffic):
     """Runs tasks on the thread that calls ``run``; its node's loop does all the talking.
 
-    The two share a small state under one lock: tasks received and not started
-    (``_local``), the one running, tasks started and results finished but not
-    yet reported (what travels, and when, is ``WorkerTraffic``'s part).
+    The two share the worker's book (``_worker_book``: tasks received and not
+    started, the one running, started notices and results not yet reported,
+    and the decisions on them) under one lock; sending is ``WorkerTraffic``'s part.
     """
 
     def __init__(self, opts: WorkerOptions) -> None:
@@ -167,18 +166,13 @@ class Worker(WorkerTraffic):
         self.stop = threading.Event()
         self.done = 0
         self.failed = 0
-        self._rtt = 0.001
-        self._task_time: float | None = None  # unknown: assume long until measured
         self._lock = threading.Condition()
-        self._local: collections.deque[Job] = collections.deque()
-        self._running: str | None = None
-        self._starting: dict[str, None] = {}  # started, not reported yet
-        self._outbox: list[Done] = []  # results, not reported yet
-        self._held: set[str] = set()  # every task received whose result is not sent
-        self._seen = 0  # the last hand-out received
-        self._epoch = 0
-        self._pulling = False
-        self._armed = False
+        limits = self.node.config.transport.limits
+        self.book: WorkerBook[Job, Done] = WorkerBook(
+            _result_size,
+            (limits.max_frame // 4, max(1, limits.max_buffers // 2), limits.oob_threshold),
+            opts.credit)
+        self._took: float | None = None  # the last task's run time (None: not measured)
         self._jobs: set[asyncio.Task[None]] = set()
         self.exit_reason: str | SystemExit = ""
         """Why the worker stopped, if it must say so (the head refused it)."""
@@ -203,7 +197,7 @@ class Worker(WorkerTraffic):
                                         f"not {short(reply)}")
                 self.codec.allow_pickle = self._pickle_refusal() is None
                 with self._lock:
-                    self._epoch = reply.epoch
+                    self.book.rejoined(reply.epoch)
                 log.info("worker %s joined %s", self.node.id[:8], self.opts.head)
                 return
             except HandshakeError as e:
@@ -243,7 +237,7 @@ class Worker(WorkerTraffic):
         the head is told, and the shipped code's directory is removed. A running task
         is interrupted; otherwise the loop stops at once (an exception raised inside
         netlet's own calls could be taken for a lost head)."""
-        if self._running is not None:
+        if self.book.running is not None:
             raise SystemExit(0)
         self._fatal(SystemExit(0))
 
@@ -252,6 +246,7 @@ class Worker(WorkerTraffic):
         self.exit_reason = why
         self.stop.set()
         with self._lock:
+            self.book.stopped()
             self._lock.notify_all()
 
     def _pickle_refusal(self) -> str | None:
@@ -292,17 +287,6 @@ class Worker(WorkerTraffic):
         return (f"worker {self.opts.name} (host {socket.gethostname()}, pid {os.getpid()}, "
                 f"node {self.node.id[:8]})")
 
-    def _want(self) -> int:
-        """How many tasks to hold: the one running plus the credit."""
-        credit = self.opts.credit
-        if credit == "auto":
-            # Prefetch what covers a round trip to the head, and nothing for tasks far
-            # longer than one: that costs them under 5 % and lets a worker that joins a
-            # moment later take its share instead of finding it held here.
-            ratio = 0.0 if self._task_time is None else self._rtt / max(self._task_time, 1e-6)
-            credit = 0 if ratio < 0.05 else min(64, math.ceil(ratio))
-        return int(credit) + 1
-
     # -- the running thread's side --------------------------------------------------
 
     def run(self) -> None:
@@ -310,49 +294,39 @@ class Worker(WorkerTraffic):
         loop = self.node.get_loop()
         heartbeats = asyncio.run_coroutine_threadsafe(self._heartbeats(), loop)
         self._flush()  # the first pull
-        held_since = 0.0
+        book, lock = self.book, self._lock
         try:
             while True:
-                with self._lock:
-                    while not self._local and not self.stop.is_set():
-                        self._lock.wait(0.5)
+                with lock:
+                    while not book.local and not self.stop.is_set():
+                        lock.wait(0.5)
                     if self.stop.is_set():
                         break
-                    tid, fn_id, body, lease = self._local.popleft()
-                    self._running = tid
-                    tell_now = self._task_time is None or self._task_time > _HOLD
-                    if not tell_now:
-                        self._starting[tid] = None
-                    epoch = self._epoch
-                if tell_now:  # tasks here take a while: its future turns RUNNING at once
-                    self._report(epoch, [], [tid])
-                else:
+                    task = book.take_next()
+                    assert task is not None
+                    step = book.step
+                    started = book.take_started() if step == SEND else None
+                    epoch = book.epoch
+                if started:  # tasks here take a while: its future turns RUNNING at once
+                    self._report(epoch, [], started)
+                elif step == ARM:
                     self._arm()  # its started notice, unless its result comes first
+                tid, fn_id, body, lease = task
                 result = self._run_one(tid, fn_id, body, lease)
                 now = self.clock.monotonic()
-                with self._lock:
-                    self._running = None
+                with lock:
                     if result is None:  # not importable here: handed back to the head
-                        self._held.discard(tid)
-                        self._starting.pop(tid, None)
-                        send = not self._local and not self._pulling
-                if result is None:
-                    if send:
-                        self._flush()
-                    continue
-                with self._lock:
-                    if not self._outbox:
-                        held_since = now
-                    self._outbox.append(result)
-                    send = (not self._local or len(self._outbox) >= _REPORT_BATCH
-                            or now - held_since >= _HOLD
-                            or (not self._pulling and len(self._local) + 1 < self._want()))
-                if send:
+                        step = book.unrunnable(tid)
+                    else:
+                        step = book.finished(result, now, self._took)
+                if step == SEND:
                     self._flush()  # here: the loop may not get the GIL for a while
-                else:
+                elif step == ARM:
                     self._arm()
         finally:
             self.stop.set()
+            with lock:
+                book.stopped()
             heartbeats.cancel()
         if isinstance(self.exit_reason, SystemExit):
             raise self.exit_reason
@@ -389,6 +363,7 @@ class Worker(WorkerTraffic):
             return None
         except NetletError as e:  # the task's code could not be fetched: that task fails
             self.failed += 1
+            self._took = None  # it did not run
             return (tid, False, self.codec.encode_value(
                 ConfigError(f"{self._whoami()}: {e}")), lease, "ConfigError", None)
 
@@ -415,8 +390,7 @@ class Worker(WorkerTraffic):
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             value, ok = e, False
-        took = time.perf_counter() - t0
-        self._task_time = took if self._task_time is None else 0.8 * self._task_time + 0.2 * took
+        self._took = time.perf_counter() - t0
         try:
             out = self.codec.encode_value(value)
         except (EncodeError, RecursionError) as e:
@@ -431,6 +405,7 @@ class Worker(WorkerTraffic):
     def close(self) -> None:
         self.stop.set()
         with self._lock:
+            self.book.stopped()
             self._lock.notify_all()
         try:
             self.head.with_options(timeout=1).leave.oneway(self.node.id)
@@ -438,6 +413,11 @@ class Worker(WorkerTraffic):
             pass
         self.node.close()
         self.code.close()
+
+
+def _result_size(r: Done) -> int:
+    """What a result weighs in a message, for cutting reports within the frame limits."""
+    return 64 + len(r[2])
 
 
 def _traceback_text(error: Any) -> str:

@@ -3,18 +3,21 @@
 Results go out the moment they are worth a message and never wait for the
 next task: the running thread sends when it needs work (one pull is kept in
 flight while there is room, so the trip is hidden behind local tasks), is
-about to idle, or holds ``_REPORT_BATCH`` results; a timer on the node's loop
-sends whatever waits longer than ``_HOLD`` (the loop gets the GIL when the
+about to idle, or holds ``REPORT_BATCH`` results; a timer on the node's loop
+sends whatever waits longer than ``HOLD`` (the loop gets the GIL when the
 task blocks, or within the switch interval when it computes). A started notice
 goes at once for tasks that take a while; for short ones their result says it.
 Every message stays within the frame limits, carries the worker's epoch, and
 the heartbeat names every task held (see PROTOCOL.md §16).
+
+What to send and when is decided by the worker's book (``_worker_book``, no
+threads or I/O); this module is the shell that carries it out: it holds the
+lock, arms the timer on the node's loop and makes the calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import logging
 import os
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._member_messages import Load
 from netlet.cluster._messages import Done, Job, Pulled, Report
+from netlet.cluster._worker_book import HOLD, WorkerBook
 from netlet.codec import short
 from netlet.errors import NetletError, NoSuchObject, ProtocolError
 
@@ -36,12 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["WorkerTraffic"]
 
 log = logging.getLogger("netlet.cluster")
-
-_HOLD = 0.002
-"""Seconds a result or started notice may wait to share a message with others."""
-_REPORT_BATCH = 64
-"""Results sent together at most, when nothing else sends them sooner."""
-
 
 _last_usage = [time.process_time(), time.monotonic()]
 
@@ -61,7 +59,8 @@ def _usage() -> tuple[float, int | None]:
 
 
 class WorkerTraffic:
-    """The sending half of ``Worker`` (which holds the state and runs the tasks)."""
+    """The sending half of ``Worker`` (which runs the tasks); both call the book
+    under ``_lock``."""
 
     node: Node
     head: Proxy
@@ -70,20 +69,10 @@ class WorkerTraffic:
     opts: Any
     done: int
     failed: int
-    _rtt: float
+    book: WorkerBook[Job, Done]
     _lock: threading.Condition
-    _local: collections.deque[Job]
-    _running: str | None
-    _starting: dict[str, None]
-    _outbox: list[Done]
-    _held: set[str]
-    _seen: int
-    _epoch: int
-    _pulling: bool
-    _armed: bool
     _jobs: set[asyncio.Task[None]]
     clock: Clock
-    _task_time: float | None
 
     def statistics(self) -> WorkerProcessStatistics:
         """A snapshot of this worker's counters (any thread)."""
@@ -91,13 +80,10 @@ class WorkerTraffic:
         from netlet.cluster._stats import WorkerProcessStatistics
 
         with self._lock:
+            b = self.book
             return WorkerProcessStatistics(
-                self.node.id, str(self.opts.name), self._epoch, self.done, self.failed,
-                len(self._held), len(self._local), self._running or "", len(self._outbox),
-                self._rtt, self._task_time)
-
-    def _want(self) -> int:
-        raise NotImplementedError
+                self.node.id, str(self.opts.name), b.epoch, self.done, self.failed,
+                len(b.held), len(b.local), b.running or "", len(b.outbox), b.rtt, b.task_time)
 
     async def _join(self) -> None:
         raise NotImplementedError
@@ -106,35 +92,29 @@ class WorkerTraffic:
         raise NotImplementedError
 
     def _arm(self) -> None:
-        """Something waits to be sent: flush it within ``_HOLD`` seconds (once per batch).
+        """The book armed its timer (something waits to be sent): flush within ``HOLD``.
 
         The timer runs on the loop, which gets the GIL when the running task
         blocks, or within the interpreter's switch interval when it computes:
         a result never waits for the next task to end.
         """
-        if not self._armed:
-            self._armed = True
-            try:
-                loop = self.node.get_loop()
-                loop.call_soon_threadsafe(self.clock.call_later, loop, _HOLD, self._tick)
-            except RuntimeError:  # the loop is closed: we are stopping
-                pass
+        try:
+            loop = self.node.get_loop()
+            loop.call_soon_threadsafe(self.clock.call_later, loop, HOLD, self._tick)
+        except RuntimeError:  # the loop is closed: we are stopping
+            pass
 
     def _tick(self) -> None:
         """Send what waited; keep ticking while a task runs (no wake-up from the
         running thread then: the loop's own timer suffices)."""
         self._flush()
         with self._lock:
-            started = list(self._starting)
-            self._starting.clear()
-            epoch = self._epoch
-            busy = self._running is not None or bool(self._outbox)
-            if not busy:
-                self._armed = False
+            started, busy = self.book.tick()
+            epoch = self.book.epoch
         if started:
             self._report(epoch, [], started)
         if busy and not self.stop.is_set():
-            self.clock.call_later(asyncio.get_running_loop(), _HOLD, self._tick)
+            self.clock.call_later(asyncio.get_running_loop(), HOLD, self._tick)
 
     def _flush(self) -> None:
         """Report what finished, and ask for work if the local queue runs low.
@@ -143,39 +123,12 @@ class WorkerTraffic:
         holds many results), and by the timer (``_arm``) for what waits longer.
         """
         with self._lock:
-            results, self._outbox = self._outbox, []
-            for r in results:
-                self._starting.pop(r[0], None)  # a result says it started
-            want = self._want()
-            held = len(self._local) + (self._running is not None)
-            need = want - held  # one pull in flight whenever there is room: it hides the trip
-            epoch = self._epoch
-            if need > 0 and not self._pulling and not self.stop.is_set():
-                self._pulling = True
-                started = list(self._starting)
-                self._starting.clear()
-            else:
-                need, started = 0, []
-        chunks = self._batches(results)
-        first = chunks.pop(0) if chunks and need > 0 else []
+            first, chunks, started, need = self.book.flush()
+            epoch = self.book.epoch
         for chunk in chunks:
             self._report(epoch, chunk, [])
         if need > 0:
             self._pull(epoch, first, started, need)
-
-    def _batches(self, results: list[Done]) -> list[list[Done]]:
-        """``results`` in messages within the frame limits (the scheduler's ``batches``).
-
-        No result or one makes at most one message: the scheduler's module, ~3 ms of
-        a worker's start-up, is loaded only when several results wait at once.
-        """
-        if len(results) <= 1:
-            return [results] if results else []
-        from netlet.cluster._batches import batches
-
-        limits = self.node.config.transport.limits
-        return batches(results, lambda r: 64 + len(r[2]), limits.max_frame // 4,
-                       max(1, limits.max_buffers // 2), limits.oob_threshold)
 
     def _pull(self, epoch: int, results: list[Done], started: list[str],
               want: int) -> None:
@@ -209,7 +162,7 @@ class WorkerTraffic:
             pulled = fut.result()
             if type(pulled) is not Pulled:
                 raise ProtocolError(f"a pull is answered with a Pulled record, not {short(pulled)}")
-            ids, fns, seq = pulled.ids, pulled.functions, pulled.seq
+            fns, seq = pulled.functions, pulled.seq
         except BaseException as e:  # every failure means: rejoin, or stop
             self._keep(results, started)
             task = asyncio.get_running_loop().create_task(self._recover(e))
@@ -218,15 +171,10 @@ class WorkerTraffic:
             return
         self.functions.add_payloads(fns)
         with self._lock:  # leased to this node, whatever epoch asked for them
-            self._local.extend(pulled.rows())
-            self._held.update(ids)
-            self._seen = max(self._seen, seq)
-            self._pulling = False
+            again = self.book.pulled(pulled.ids, pulled.rows(), seq)
             self._lock.notify()
-        if not ids:  # the pull timed out at the head: ask again at once
+        if again:  # the pull timed out at the head: ask again at once
             self._flush()
-        # Otherwise the running thread asks for more after its next task, with
-        # that task's result riding along: one message, not two.
 
     async def _recover(self, e: BaseException) -> None:
         """A pull failed: join again (the head forgot us, or the link broke), or stop."""
@@ -240,7 +188,7 @@ class WorkerTraffic:
             await self._join()
         finally:
             with self._lock:
-                self._pulling = False
+                self.book.pull_over()
             self._flush()
 
     def _report(self, epoch: int, results: list[Done], started: list[str]) -> None:
@@ -256,24 +204,17 @@ class WorkerTraffic:
         """These results are on the wire, ahead of any later heartbeat: no longer held."""
         if results:
             with self._lock:
-                self._held.difference_update(r[0] for r in results)
+                self.book.sent(results)
 
     def _keep(self, results: list[Done], started: list[str]) -> None:
         """A report did not go out: send it again on the next connection."""
         with self._lock:
-            self._outbox[:0] = results
-            self._held.update(r[0] for r in results)
-            for t in started:
-                self._starting[t] = None
+            self.book.kept(results, started)
 
     def give_back(self, tids: list[str]) -> list[str]:
         """The head takes back tasks for an idle worker: those not started yet go."""
-        wanted = set(tids)
         with self._lock:
-            keep = collections.deque(t for t in self._local if t[0] not in wanted)
-            back = [t[0] for t in self._local if t[0] in wanted]
-            self._local = keep
-            self._held.difference_update(back)
+            back = self.book.give_back(tids)
         self._flush()
         return back
 
@@ -281,15 +222,15 @@ class WorkerTraffic:
         while not self.stop.is_set():
             await self.clock.sleep(0.5)
             with self._lock:
-                epoch, seen = self._epoch, self._seen
-                holding = list(self._held)
+                epoch, holding, seen = self.book.heartbeat()
             try:
                 t0 = time.perf_counter()
                 known = await self.head.with_options(timeout=2).heartbeat.aio(
                     self.node.id, Load(self.done, self.failed, *_usage()), epoch, holding, seen)
                 # Heartbeats are answered at once: they measure the round trip that
                 # credit="auto" covers (a pull may wait at the head for work).
-                self._rtt = 0.8 * self._rtt + 0.2 * (time.perf_counter() - t0)
+                with self._lock:
+                    self.book.measured_rtt(time.perf_counter() - t0)
                 if not known:
                     await self._join()
             except (NetletError, OSError):

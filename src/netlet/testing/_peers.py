@@ -1,13 +1,15 @@
 """A simulated worker and client: each speaks the head protocol (PROTOCOL.md 16) as netlet's
 own do, on the simulation's loop instead of threads.
 
-The worker follows the rules a worker MUST follow: it sends its epoch with every
-request, joins again when told ``NoSuchObject`` or when its link breaks, keeps
-the results and ``holding`` of tasks leased to it across a rejoin, names every
-task it holds in its heartbeats with the largest hand-out ``seq`` it received,
-and gives back unstarted tasks when asked. A task squares its argument after a
-random virtual time; its value also carries the lease it ran under, so the
-client can tell which hand-out's result the head accepted.
+The worker is a shell around netlet's own worker book (``netlet.cluster._worker_book``,
+the scheduling state and decisions ``Worker`` runs on): what it holds, when it pulls and
+how many, when results and started notices go and in which batches, what it gives back
+and what its heartbeats say. So the seeded runs check the worker's real scheduling. The
+shell, like ``Worker``'s, sends its epoch with every request, joins again when told
+``NoSuchObject``, when its link breaks or when a heartbeat is not known, and runs the
+tasks it holds meanwhile. A task squares its argument after a random virtual time; its
+value also carries the lease it ran under, so the client can tell which hand-out's
+result the head accepted.
 
 The client submits tasks, and when its link to the head breaks it joins again,
 asks the head which of its pending tasks it does not know (``resume``), and
@@ -17,7 +19,6 @@ submits those again, as ``Cluster`` does.
 from __future__ import annotations
 
 import asyncio
-import collections
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -27,7 +28,8 @@ from netlet.apps.primes._tasks import search_chunk
 from netlet.clock import Backoff
 from netlet.cluster._member_messages import Joined, JoinInfo, MemberEvent, OutputLines
 from netlet.cluster._messages import Delivery, Done, Finished, Job, Report, Spec, Tasks
-from netlet.codec import Codec
+from netlet.cluster._worker_book import ARM, HOLD, SEND, WorkerBook
+from netlet.codec import Codec, Limits
 from netlet.errors import NetletError, NoSuchObject, WorkerLost
 from netlet.node import Proxy, expose
 from netlet.testing._process import Process
@@ -76,26 +78,35 @@ class SimWorker(Process):
     control: _Control
 
     def __init__(self, name: str, head: str, ledger: Ledger, rng: random.Random,
-                 credit: int, announce: bool, **kw: Any) -> None:
+                 credit: int | str, announce: bool, task_time: float = 0.05,
+                 **kw: Any) -> None:
         super().__init__(name, **kw)
         self.announce = announce
-        """Send ``started`` as each task starts (a SHOULD; its result says so anyway)."""
+        """Send ``started`` notices (a SHOULD; a result says so anyway): a worker that
+        does not drops those its book gives it."""
         self.head_address = head
         self.ledger = ledger
         self.rng = rng
         self.credit = credit
+        self.task_time = task_time
+        """A task's mean run time (virtual seconds, exponentially distributed): under
+        the book's ``HOLD``, results and started notices wait for its timer."""
         self.codec = Codec()
-        self.epoch = 0
-        self.local: collections.deque[Job] = collections.deque()
-        self.held: set[str] = set()
-        self.outbox: list[Done] = []
+        limits = Limits()
+        self.book: WorkerBook[Job, Done] = WorkerBook(
+            lambda r: 64 + len(r[2]),
+            (limits.max_frame // 4, max(1, limits.max_buffers // 2), limits.oob_threshold),
+            credit)
         self.handed_in: dict[str, int] = {}
         """tid -> the epoch whose pull brought it."""
-        self.seen = 0
         self.joined = asyncio.Event()
         self._arrived = asyncio.Event()
-        self._pulling = False
         self._joining = asyncio.Lock()
+
+    @property
+    def held(self) -> set[str]:
+        """The tasks this worker's heartbeats name (its book's)."""
+        return self.book.held
 
     async def start(self) -> None:
         node = await self.start_node()
@@ -121,37 +132,42 @@ class SimWorker(Process):
                     self.rec.violation(f"{self.name} joined with the answer {reply!r}")
                     return
                 epoch = reply.epoch
-                if epoch <= self.epoch:  # PROTOCOL.md 16.1: larger than any before
+                if epoch <= self.book.epoch:  # PROTOCOL.md 16.1: larger than any before
                     self.rec.violation(f"{self.name} joined with epoch {epoch}, after "
-                                       f"{self.epoch}: an epoch went back")
-                self.epoch = epoch
-                self.rec.note(f"{self.name} joined epoch {self.epoch}")
+                                       f"{self.book.epoch}: an epoch went back")
+                self.book.rejoined(epoch)
+                self.rec.note(f"{self.name} joined epoch {epoch}")
                 self.joined.set()
                 return
 
     async def _work(self) -> None:
-        """Run tasks one at a time; keep one exchange in flight while fewer than
-        ``credit + 1`` wait here (it carries the results, and hides the round trip)."""
+        """Run the tasks the book hands over, one at a time, and do what it says after
+        each start and each end (as ``Worker.run``)."""
         await self._join()
+        book = self.book
+        self._flush()  # the first pull
         while True:
-            await self.joined.wait()
-            if len(self.local) <= self.credit and not self._pulling:
-                self._pulling = True
-                self.spawn(self._exchange())
-            if not self.local:
+            task = book.take_next()
+            if task is None:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            tid, fn, body, lease = self.local.popleft()
+            tid, fn, body, lease = task
             self.ledger.ran.setdefault(tid, []).append(
                 (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
+            step = book.step
+            if step == SEND:
+                self._report(book.epoch, [], book.take_started())
+            elif step == ARM:
+                self.spawn(self._timer())
             args, _ = self.codec.decode_value(body)
-            if self.announce:
-                self._report(started=[tid])
-            await self.clock.sleep(self.rng.expovariate(1 / 0.05))
-            self.outbox.append(self._run(tid, fn, args, lease))
-            if len(self.outbox) >= 4 or not self.local or self._pulling:
-                self._report()
+            took = self.rng.expovariate(1 / self.task_time)
+            await self.clock.sleep(took)
+            step = book.finished(self._run(tid, fn, args, lease), self.clock.monotonic(), took)
+            if step == SEND:
+                self._flush()
+            elif step == ARM:
+                self.spawn(self._timer())
 
     def _run(self, tid: str, fn: str, args: list[Any], lease: str) -> Done:
         """A prime search's chunk runs the search's own code; any other task squares its
@@ -165,50 +181,72 @@ class SimWorker(Process):
             answer = args[0] * args[0]
         return (tid, True, self.codec.encode_value([answer, lease]), lease, None, None)
 
-    def _report(self, started: list[str] | None = None) -> None:
-        results, self.outbox = self.outbox, []
-        try:
-            self.head.report.oneway(self.me, self.epoch, Report.of(results, started or []))
-        except _ERRORS:
-            self.outbox[:0] = results  # send again on the next connection
-            return
-        self.held.difference_update(r[0] for r in results)  # written: no longer held
+    async def _timer(self) -> None:
+        """The book's ``HOLD`` timer: flush, send the started notices that waited, and
+        tick again while a task runs or results wait (``WorkerTraffic._tick``)."""
+        while True:
+            await self.clock.sleep(HOLD)
+            self._flush()
+            started, busy = self.book.tick()
+            if started:
+                self._report(self.book.epoch, [], started)
+            if not busy:
+                return
 
-    async def _exchange(self) -> None:
-        results, self.outbox = self.outbox, []
-        want = self.credit + 1 - len(self.local)
-        epoch = self.epoch
+    def _flush(self) -> None:
+        first, chunks, started, need = self.book.flush()
+        epoch = self.book.epoch
+        for chunk in chunks:
+            self._report(epoch, chunk, [])
+        if need > 0:
+            self.spawn(self._exchange(epoch, first, started, need))
+
+    def _report(self, epoch: int, results: list[Done], started: list[str]) -> None:
+        if not self.announce:
+            started = []
+        if not results and not started:
+            return
+        try:
+            self.head.report.oneway(self.me, epoch, Report.of(results, started))
+        except _ERRORS:
+            self.book.kept(results, started)  # send again on the next connection
+            return
+        self.book.sent(results)  # written: no longer held
+
+    async def _exchange(self, epoch: int, results: list[Done], started: list[str],
+                        want: int) -> None:
+        """Send results and ask for ``want`` tasks in one round trip; on a failure, join
+        again and pull anew (``WorkerTraffic._pull``, ``_recover``)."""
+        if not self.announce:
+            started = []
         try:
             call = self.head.with_options(timeout=None).exchange.aio(
-                self.me, epoch, Report.of(results, []), want)
-            self.held.difference_update(r[0] for r in results)
+                self.me, epoch, Report.of(results, started), want)
+            self.book.sent(results)
             pulled = await call
-            batch, seq = list(pulled.rows()), pulled.seq
+            batch, seq = list(pulled.rows()), int(pulled.seq)
         except _ERRORS as e:
-            self.outbox[:0] = results
-            self.held.update(r[0] for r in results)
+            self.book.kept(results, started)
             if not isinstance(e, NoSuchObject):
                 await self.clock.sleep(0.1)
             await self._join()
+            self.book.pull_over()
+            self._flush()
             return
-        finally:
-            self._pulling = False
-            self._arrived.set()
         for tid, _, _, lease in batch:
             self.ledger.received.setdefault(tid, []).append(
-                (self.ledger.incarnation, int(seq), lease))
+                (self.ledger.incarnation, seq, lease))
         if batch:
             self.rec.note(f"{self.name} got hand-out {seq}: {[t[0] for t in batch]}")
-        self.local.extend(batch)
-        self.held.update(t[0] for t in batch)
         self.handed_in.update((t[0], epoch) for t in batch)
-        self.seen = max(self.seen, int(seq))
+        again = self.book.pulled([t[0] for t in batch], batch, seq)
+        self._arrived.set()
+        if again:  # the pull waited at the head for nothing: ask again at once
+            self._flush()
 
     def give_back(self, tids: list[str]) -> list[str]:
-        wanted = set(tids)
-        back = [t[0] for t in self.local if t[0] in wanted]
-        self.local = collections.deque(t for t in self.local if t[0] not in wanted)
-        self.held.difference_update(back)
+        back = self.book.give_back(tids)
+        self._flush()
         return back
 
     async def _heartbeats(self) -> None:
@@ -216,11 +254,20 @@ class SimWorker(Process):
             await self.clock.sleep(0.5)
             if not self.joined.is_set():
                 continue
+            epoch, holding, seen = self.book.heartbeat()
+            here = {t[0] for t in self.book.local}
+            if self.book.running is not None:
+                here.add(self.book.running)
+            if not here <= set(holding):  # PROTOCOL.md 16.1: every task it holds
+                self.rec.violation(f"{self.name}'s heartbeat leaves out "
+                                   f"{sorted(here - set(holding))}, which it holds")
+            t0 = self.clock.monotonic()
             try:
                 known = await self.head.with_options(timeout=2).heartbeat.aio(
-                    self.me, None, self.epoch, sorted(self.held), self.seen)
+                    self.me, None, epoch, sorted(holding), seen)
             except _ERRORS:
                 continue
+            self.book.measured_rtt(self.clock.monotonic() - t0)
             if not known:
                 self.spawn(self._join())
 

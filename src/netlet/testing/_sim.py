@@ -155,11 +155,14 @@ class _World(World):
     async def start_worker(self) -> None:
         self._names += 1
         w = SimWorker(f"w{self._names}", self.address, self.ledger,
-                      random.Random(self.rng.getrandbits(64)), credit=self.rng.choice((0, 1, 4)),
-                      announce=self.rng.random() < 0.5, net=self.net, clock=self.clock, rec=self)
+                      random.Random(self.rng.getrandbits(64)),
+                      credit=self.rng.choice((0, 1, 4, "auto")),
+                      announce=self.rng.random() < 0.5, task_time=self.rng.choice((0.05, 0.001)),
+                      net=self.net, clock=self.clock, rec=self)
         self.workers.append(w)
         await w.start()
-        self.note(f"{w.name} started (credit {w.credit}, announces starts: {w.announce})")
+        self.note(f"{w.name} started (credit {w.credit}, announces starts: {w.announce}, "
+                  f"tasks of {w.task_time * 1000:g} ms)")
 
     async def start_client(self) -> None:
         c = SimClient(f"c{len(self.clients) + 1}", self.address, self.ledger,
@@ -264,7 +267,7 @@ class _World(World):
             # counts as alive (one it presumed dead, which has joined again since, may
             # run it; its result is refused, which the outcome checks cover).
             again = sorted(t for t, at in c.cancelled.items()
-                           if any(start > at and w.epoch == epoch
+                           if any(start > at and w.book.epoch == epoch
                                   for start, w, epoch in self.ledger.ran.get(t, [])))
             if again:
                 self.violation(f"{c.name}: {again} started after the head said it cancelled "
