@@ -174,6 +174,7 @@ class Worker(WorkerTraffic):
             opts.credit)
         self._took: float | None = None  # the last task's run time (None: not measured)
         self._jobs: set[asyncio.Task[None]] = set()
+        self._joining: asyncio.Future[None] | None = None
         self.exit_reason: str | SystemExit = ""
         """Why the worker stopped, if it must say so (the head refused it)."""
 
@@ -184,6 +185,15 @@ class Worker(WorkerTraffic):
         asyncio.run_coroutine_threadsafe(self._join(), self.node.get_loop()).result()
 
     async def _join(self) -> None:
+        """Join again, or share the join already going (a failed pull and a heartbeat
+        the head did not know often ask at once: two joins would be two epochs, and
+        the first epoch's hand-out would be refused, its tasks run twice)."""
+        joining = self._joining
+        if joining is None or joining.done():
+            joining = self._joining = asyncio.ensure_future(self._join_once())
+        await asyncio.shield(joining)
+
+    async def _join_once(self) -> None:
         backoff = Backoff(0.05, 2.0)
         while not self.stop.is_set():
             if self._address_moved():
