@@ -9,6 +9,8 @@ then refused whole, and the head runs its tasks again. About 0.2 s.
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -48,3 +50,15 @@ def test_joins_asked_at_once_are_one_join(head: str) -> None:
         assert worker.book.epoch == first + 2
     finally:
         worker.close()
+
+
+def test_a_worker_closed_before_it_runs_stops_without_a_stray_coroutine(head: str) -> None:
+    """``close()`` from another thread can come before ``run()`` reaches its first step
+    (a test's teardown, a signal at start-up): ``run`` then returns, and leaves no
+    coroutine that was never awaited (an unraisable warning, an error in this suite)."""
+    worker = Worker(WorkerOptions(head, key=KEY))
+    worker.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worker.run()
+        gc.collect()

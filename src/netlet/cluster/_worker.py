@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from netlet.clock import REAL_CLOCK, Backoff, Clock
@@ -175,6 +176,7 @@ class Worker(WorkerTraffic):
         self._took: float | None = None  # the last task's run time (None: not measured)
         self._jobs: set[asyncio.Task[None]] = set()
         self._joining: asyncio.Future[None] | None = None
+        self._beating: asyncio.Task[None] | None = None
         self.exit_reason: str | SystemExit = ""
         """Why the worker stopped, if it must say so (the head refused it)."""
 
@@ -182,7 +184,15 @@ class Worker(WorkerTraffic):
 
     def join(self) -> None:
         """Join the head, retrying with backoff while it is away."""
-        asyncio.run_coroutine_threadsafe(self._join(), self.node.get_loop()).result()
+        if self.stop.is_set():
+            return
+        joining = self._join()
+        try:
+            done = asyncio.run_coroutine_threadsafe(joining, self.node.get_loop())
+        except RuntimeError:  # the node's loop closed: the worker is stopping
+            joining.close()
+            return
+        done.result()
 
     async def _join(self) -> None:
         """Join again, or share the join already going (a failed pull and a heartbeat
@@ -301,8 +311,7 @@ class Worker(WorkerTraffic):
 
     def run(self) -> None:
         self.join()
-        loop = self.node.get_loop()
-        heartbeats = asyncio.run_coroutine_threadsafe(self._heartbeats(), loop)
+        self._on_loop(self._start_heartbeats)
         self._flush()  # the first pull
         book, lock = self.book, self._lock
         try:
@@ -337,11 +346,31 @@ class Worker(WorkerTraffic):
             self.stop.set()
             with lock:
                 book.stopped()
-            heartbeats.cancel()
+            self._on_loop(self._stop_heartbeats)
         if isinstance(self.exit_reason, SystemExit):
             raise self.exit_reason
         if self.exit_reason:
             raise SystemExit(self.exit_reason)
+
+    def _on_loop(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the node's loop, unless that loop has closed (we are stopping)."""
+        try:
+            self.node.get_loop().call_soon_threadsafe(call)
+        except RuntimeError:
+            pass
+
+    def _start_heartbeats(self) -> None:
+        """On the loop: the heartbeat task is made there, and only while the worker runs.
+
+        A coroutine made on the running thread and handed over would, if the loop
+        closed first, never be awaited (an unraisable warning at its collection).
+        """
+        if not self.stop.is_set():
+            self._beating = asyncio.get_running_loop().create_task(self._heartbeats())
+
+    def _stop_heartbeats(self) -> None:
+        if self._beating is not None:
+            self._beating.cancel()
 
     def _run_one(self, tid: str, fn_id: str, body: bytes, lease: str) -> Done | None:
         """Run one task; its result carries the lease it was handed out with.
