@@ -272,6 +272,7 @@ def attack_tls(key_file: str, good: str, evil: str, *addresses: str) -> None:
     attacker's making). Prints one ``refused``/``ACCEPTED`` line per attempt
     and address (the attempt's name, then the address).
     """
+    import netlet.apps.bank  # the bank answers records of its own (PROTOCOL.md 18)
     from netlet.transport import TLSConfig, generate_key, load_key
 
     def pair(d: str, name: str, *, verify: bool = True) -> TLSConfig:

@@ -109,4 +109,4 @@ def test_an_atm_swarm_cut_off_for_10_s_still_applies_everything_exactly_once(
     print(f"\nFIGURES reliable/bank: answers again {recovered:.2f} s after restore; "
           f"{summary['answered']} answered, {summary['applied']} applied, "
           f"{summary['refused']} refused, slowest answer {summary['max_ms'] / 1000:.1f} s, "
-          f"problems {summary['problems']}, audit ok {summary['bank']['audit']['ok']}")
+          f"problems {summary['problems']}, audit ok {summary['audit']['ok']}")

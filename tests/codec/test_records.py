@@ -113,7 +113,8 @@ def test_the_registry_lists_every_record() -> None:
 
 
 @pytest.mark.parametrize(("body", "error"), [
-    (ext_record(BASE + 99, 1), f"unknown record wire id {BASE + 99}"),
+    (ext_record(BASE + 99, 1), f"unknown record wire id {BASE + 99}: no record type of this "
+     "process has it; import the module that defines it"),
     (ext_record("1", 1), "unknown record wire id '1'"),
     (ext_record(True, 1), "unknown record wire id True"),
     (ext_record(), "a record is an array"),

@@ -229,7 +229,9 @@ def _record(value: Any) -> Any:
     wire_id = value[0]
     build = _BUILD.get(wire_id) if type(wire_id) is int else None
     if build is None:
-        raise DecodeError(f"unknown record wire id {short(wire_id)}")
+        raise DecodeError(f"unknown record wire id {short(wire_id)}: no record type of this "
+                          "process has it; import the module that defines it (netlet's own: "
+                          "1-99 netlet.cluster, 100-199 netlet.apps.bank)")
     try:
         return build(value)
     except (TypeError, ValueError) as e:  # refused by the class's own __post_init__
