@@ -158,6 +158,33 @@ def test_a_heartbeat_that_leaves_out_a_task_its_worker_holds_is_caught(
     assert any("heartbeat leaves out" in v for v in report.violations), report.violations
 
 
+@pytest.mark.timeout(60)
+def test_a_cancelled_task_started_on_a_live_worker_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that says it gave a task back but keeps it (and starts it later)
+    breaks PROTOCOL.md 16.4's promise to the client that cancelled it: seeds 76
+    and 223 cancel tasks held unstarted on a live worker."""
+
+    def liar(book: WorkerBook[Any, Any], ids: list[str]) -> list[str]:
+        wanted = set(ids)
+        return [t[0] for t in book.local if t[0] in wanted]  # and keeps them
+
+    monkeypatch.setattr(WorkerBook, "give_back", liar)
+    for seed in (76, 223):
+        report = simulate(seed)
+        assert any("started after the head said it cancelled" in v
+                   for v in report.violations), (seed, report.violations)
+
+
+def test_a_worker_the_head_presumed_dead_may_start_a_task_cancelled_meanwhile() -> None:
+    """Seed 6153: a worker silent past dead_after (a clock jump, then a partition)
+    starts a task from its own queue after the head, taking it for dead, requeued
+    and cancelled it. PROTOCOL.md 16.4 allows that (the head cannot reach it; its
+    result is refused); the check once counted such a worker alive until it joined
+    again, and called this a violation."""
+    assert simulate(6153).violations == []
+
+
 @pytest.mark.timeout(30)
 def test_a_busy_loop_is_caught_not_run_for_ever() -> None:
     loop = SimLoop(spins=10_000)

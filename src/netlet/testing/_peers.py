@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netlet.apps.primes._tasks import TASK as PRIME_TASK
@@ -50,9 +50,13 @@ class Ledger:
     def __init__(self) -> None:
         self.received: dict[str, list[tuple[int, int, str]]] = {}
         self.incarnation = 0
-        self.ran: dict[str, list[tuple[float, SimWorker, int]]] = {}
-        """Each run of a task: when it started, on which worker, under the epoch of the
-        hand-out that brought it."""
+        self.ran: dict[str, list[tuple[float, SimWorker, bool]]] = {}
+        """Each run of a task: when it started, on which worker, and whether the head
+        then counted that worker alive under the epoch of the hand-out that brought it
+        (a worker the head presumed dead may run it, PROTOCOL.md 16.4)."""
+        self.head_epoch: Callable[[str], int | None] = lambda node: None
+        """The epoch the running head counts a worker's node alive under (the world
+        sets it; None: no head, or not a live member of it)."""
 
     def latest(self, tid: str) -> str | None:
         leases = self.received.get(tid)
@@ -154,7 +158,8 @@ class SimWorker(Process):
                 continue
             tid, fn, body, lease = task
             self.ledger.ran.setdefault(tid, []).append(
-                (self.clock.monotonic(), self, self.handed_in.get(tid, -1)))
+                (self.clock.monotonic(), self,
+                 self.ledger.head_epoch(self.me) == self.handed_in.get(tid, -1)))
             step = book.step
             if step == SEND:
                 self._report(book.epoch, [], book.take_started())

@@ -116,6 +116,7 @@ class _World(World):
         super().__init__(seed, loop, report)
         self.cfg = config
         self.ledger = Ledger()
+        self.ledger.head_epoch = self._head_epoch
         self.store_path = store_path
         self.address = f"mem://sim-{seed}-{id(self):x}"
         self.head_proc: Process | None = None
@@ -260,15 +261,19 @@ class _World(World):
 
     # -- the checks -----------------------------------------------------------------
 
+    def _head_epoch(self, node: str) -> int | None:
+        """The epoch the running head counts ``node`` alive under, if any."""
+        return None if self.head is None else self.head.scheduler.epoch(node)
+
     def _check(self) -> None:
         report = self.report
         for c in self.clients:
             # PROTOCOL.md 16.4: a cancelled task never starts again on a worker the head
-            # counts as alive (one it presumed dead, which has joined again since, may
-            # run it; its result is refused, which the outcome checks cover).
+            # counts as alive (one it presumed dead may run it, even before it learns
+            # so; its result is refused, which the outcome checks cover).
             again = sorted(t for t, at in c.cancelled.items()
-                           if any(start > at and w.book.epoch == epoch
-                                  for start, w, epoch in self.ledger.ran.get(t, [])))
+                           if any(start > at and counted
+                                  for start, _, counted in self.ledger.ran.get(t, [])))
             if again:
                 self.violation(f"{c.name}: {again} started after the head said it cancelled "
                                "them")
