@@ -34,6 +34,10 @@ class Check:
     text: str
     of_type: Callable[[type], bool] | None = None
     """The same test on a value's exact type, when its type alone decides (else None)."""
+    elements: frozenset[type] | None = None
+    """For a list or tuple whose elements' exact types decide (``list[str]``): those
+    types, so a generated decoder tests ``elements.issuperset(map(type, xs))`` inline
+    (``deep`` does the same through two calls, ~0.1 µs a field)."""
 
     def ok(self, value: Any) -> bool:
         return ((self.types is None or type(value) in self.types)
@@ -113,7 +117,9 @@ def _container(cls: type, parts: list[Check], name: str, variadic: bool = True) 
         keys, values = (_every(p) for p in parts)
         return Check(frozenset((cls,)), lambda d: keys(d) and values(d.values()), text)
     if variadic:
-        return Check(frozenset((cls,)), _every(parts[0]), text)
+        inner = parts[0]
+        elements = inner.types if inner.types is not None and inner.deep is None else None
+        return Check(frozenset((cls,)), _every(inner), text, elements=elements)
     return Check(frozenset((cls,)), lambda xs: len(xs) == len(parts) and all(
         p.ok(x) for p, x in zip(parts, xs, strict=False)), text)
 

@@ -161,7 +161,8 @@ def _generate_build(rt: RecordType, bare: bool) -> Callable[[Any], Any]:
     """``payload -> record``: the fields' types tested in one expression, the record
     built; anything else goes to ``_refuse``, which says what is wrong."""
     cls = rt.cls
-    env: dict[str, Any] = {"new": object.__new__, "cls": cls, "list": list,
+    env: dict[str, Any] = {"new": object.__new__, "cls": cls, "list": list, "map": map,
+                           "type": type,
                            "refuse": lambda v: _refuse(rt, v, bare),
                            "post": getattr(cls, "__post_init__", None)}
     pre = ["type(value) is list"] if bare else []
@@ -174,7 +175,10 @@ def _generate_build(rt: RecordType, bare: bool) -> Callable[[Any], Any]:
             env[f"b{i}"] = _BARE_BUILD[inline[0].cls]
             convert += (f"   f{i} = [b{i}(x) for x in f{i}]\n" if inline[1]
                         else f"   f{i} = b{i}(f{i})\n")
-        if check.types is not None and len(check.types) == 1 and check.deep is None:
+        if check.elements is not None and check.types is not None and len(check.types) == 1:
+            env[f"t{i}"], env[f"e{i}"] = next(iter(check.types)), check.elements
+            tests.append(f"type(f{i}) is t{i} and e{i}.issuperset(map(type, f{i}))")
+        elif check.types is not None and len(check.types) == 1 and check.deep is None:
             env[f"t{i}"] = next(iter(check.types))
             tests.append(f"type(f{i}) is t{i}")
         elif check.types is not None and check.deep is None:
