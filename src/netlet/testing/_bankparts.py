@@ -54,6 +54,7 @@ from netlet.apps.bank._messages import (
     StatementEntry,
     TransferReceipt,
 )
+from netlet.apps.bank._tally import journal_form
 from netlet.errors import NetletError
 from netlet.node import expose
 from netlet.testing._process import Process
@@ -159,12 +160,9 @@ class Op:
     told: str = ""
     """For an unknown request whose ATM asked: ``applied`` or ``not-applied``."""
 
-    def command(self) -> dict[str, Any]:
+    def command(self) -> dict[str, str | int]:
         """The command the bank should journal for this request (as ``outcomes`` shows it)."""
-        if self.kind == "Transfer":
-            return {"type": "Transfer", "src": self.account, "dst": self.dst,
-                    "amount": self.amount}
-        return {"type": self.kind, "account": self.account, "amount": self.amount}
+        return journal_form(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from netlet.apps.bank._commands import BankError
 from netlet.apps.bank._messages import AuditReport, BankInfo, RequestOutcome
 from netlet.apps.bank._pins import hash_pin
 from netlet.apps.bank._service import MAX_OUTCOME_BATCH, ServiceError
+from netlet.apps.bank._tally import tally
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
 from netlet.transport import TLSConfig, find_user_key
@@ -313,7 +314,6 @@ class Swarm:
 
     def verify(self) -> SwarmReport:
         """Settle unknown keys with the bank and check its books against what the ATMs saw."""
-        problems: list[str] = []
         client = self._clients[0]
         client.stop.clear()
         client.retry_for = max(self.config.grace, _SETTLE_PATIENCE)
@@ -322,50 +322,17 @@ class Swarm:
         for start in range(0, len(ops), MAX_OUTCOME_BATCH):
             batch = [op.key for op in ops[start:start + MAX_OUTCOME_BATCH]]
             outcomes.update(zip(batch, client.outcomes(batch), strict=True))
-        expected = collections.Counter[str]()
-        flow = applied = resolved_yes = resolved_no = 0
-        for op in ops:
-            found = outcomes[op.key]
-            if found is not None and not self._same(op, found.command):
-                problems.append(f"{op.key}: the bank journaled {found.command}, not {op}")
-                continue
-            done = found is not None and found.ok
-            if op.status == "ok" and not done:
-                problems.append(f"{op.key}: acknowledged {op.kind} is not applied ({found})")
-            elif op.status == "refused" and done:
-                problems.append(f"{op.key}: refused {op.kind} ({op.error}) was applied")
-            elif op.status in ("unknown", "pending"):
-                op.status = "applied" if done else "not-applied"
-                resolved_yes, resolved_no = resolved_yes + done, resolved_no + (not done)
-            if done:
-                applied += 1
-                sign = -1 if op.kind != "Deposit" else 1
-                expected[op.account] += sign * op.amount
-                if op.kind == "Transfer":
-                    expected[op.dst] += op.amount
-                else:
-                    flow += sign * op.amount
-        balances = {a.account: a.balance for a in client.accounts(self.prefix)}
-        for n in range(self.config.accounts):
-            name = self.account(n)
-            if balances.get(name) != expected[name]:
-                problems.append(f"{name}: the bank holds {balances.get(name)}, the ATMs saw "
-                                f"{expected[name]} applied")
-        if sum(balances.values()) != flow:
-            problems.append(f"money does not add up: accounts hold {sum(balances.values())}, "
-                            f"deposits minus withdrawals are {flow}")
+        t = tally(ops, outcomes)
+        for op in ops:  # settled now: each unknown one was applied, or for good was not
+            if op.status in ("unknown", "pending") and op.key in t.done:
+                op.status = "applied" if t.done[op.key] else "not-applied"
+        t.balances({a.account: a.balance for a in client.accounts(self.prefix)},
+                   (self.account(n) for n in range(self.config.accounts)))
         audit = client.audit()
         if not audit.ok:
-            problems.extend(f"audit: {v}" for v in audit.violations)
-        return self._report(problems, applied, resolved_yes, resolved_no, client.info(), audit)
-
-    @staticmethod
-    def _same(op: SwarmOp, command: dict[str, str | int]) -> bool:
-        if op.kind == "Transfer":
-            mine = {"type": "Transfer", "src": op.account, "dst": op.dst, "amount": op.amount}
-        else:
-            mine = {"type": op.kind, "account": op.account, "amount": op.amount}
-        return command == mine
+            t.problems.extend(f"audit: {v}" for v in audit.violations)
+        return self._report(t.problems, t.applied, t.unknown_applied, t.unknown_not_applied,
+                            client.info(), audit)
 
     def _report(self, problems: list[str], applied: int, resolved_yes: int, resolved_no: int,
                 bank: BankInfo, audit: AuditReport) -> SwarmReport:
