@@ -55,6 +55,18 @@ def test_the_real_clock_is_the_systems() -> None:
     assert abs(REAL_CLOCK.time() - time.time()) < 1.0
     assert REAL_CLOCK.io_slice(3.0) == 3.0
     assert REAL_CLOCK.wait(lambda t: t == 2.5, 2.5)  # the timeout goes straight through
+    seen: list[float | None] = []
+
+    def look(t: float | None) -> bool:
+        seen.append(t)
+        return False
+
+    since = time.monotonic() - 10.0  # ten seconds ago: 2.5 s from then is already past
+    assert not REAL_CLOCK.wait(look, 2.5, since)
+    assert seen == [0.0]
+    assert not REAL_CLOCK.wait(look, 2.5, time.monotonic())
+    assert seen[1] is not None
+    assert 2.0 < seen[1] <= 2.5
 
 
 def test_virtual_time_moves_only_when_advanced() -> None:
@@ -169,6 +181,26 @@ def test_a_thread_wait_ends_exactly_when_due() -> None:
     clock.advance(0.5)  # returns once the thread saw it
     assert results == [False]
     thread.join(5)
+
+
+@pytest.mark.timeout(20)
+def test_a_thread_wait_counts_from_since_when_given() -> None:
+    # Time that moved after ``since`` (before the thread got to wait) counts.
+    clock = VirtualClock()
+    since = clock.monotonic()
+    clock.advance(1.5)
+    event = threading.Event()
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(clock.wait(event.wait, 2.0, since)))
+    thread.start()
+    wait_until(lambda: clock.pending == 1, what="the thread to wait")
+    assert clock.next_deadline() == since + 2.0
+    clock.advance(0.5)  # two seconds after ``since``
+    assert results == [False]
+    thread.join(5)
+    clock.advance(5.0)  # already past: it only looks, and arms nothing
+    assert clock.wait(lambda t: t == 0, 2.0, since) is True
+    assert clock.pending == 0
 
 
 @pytest.mark.timeout(20)

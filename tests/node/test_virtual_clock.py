@@ -178,6 +178,50 @@ def test_a_blocking_call_deadline_follows_the_virtual_clock(
             call.result(10)
 
 
+class _SlowSend(FaultyConnection):
+    """A connection whose next send takes ``moves`` seconds of the clock: time passes
+    after the request went and before the caller goes on (a thread descheduled there,
+    or a test that saw the call arrive and moved the clock)."""
+
+    def __init__(self, inner: Connection, clock: VirtualClock) -> None:
+        super().__init__(inner)
+        self.virtual = clock
+        self.moves = 0.0
+
+    def send(self, body: Any, buffers: Any = ()) -> None:
+        super().send(body, buffers)
+        moves, self.moves = self.moves, 0.0
+        if moves:
+            self.virtual.advance(moves)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("style", ["future", "blocking"])
+def test_a_call_deadline_counts_from_before_its_request_went(
+        node_factory: NodeFactory, server: tuple[netlet.Node, Service], style: str) -> None:
+    # CI once saw a future call never time out: the clock moved between the request
+    # going out and its deadline being set, so the deadline moved with it.
+    clock = VirtualClock()
+    conns: list[_SlowSend] = []
+
+    def wrap(conn: Connection) -> Connection:
+        conns.append(_SlowSend(conn, clock))
+        return conns[-1]
+
+    client = node_factory(clock=clock, direct_calls=False, wrap_connection=wrap)
+    proxy = client.proxy(server[0].address or "", "svc", timeout=1.0)
+    assert proxy.echo("warm") == "warm"
+    conns[0].moves = 1.0 - SWEEP
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = proxy.hang.future() if style == "future" else pool.submit(proxy.hang)
+        wait_until(lambda: server[1].waiting == 1, what="the call to start")
+        wait_until(lambda: clock.monotonic() > 1000.5, what="the send to move the clock")
+        assert not call.done()
+        clock.advance(SWEEP)  # one second after the request went: its deadline
+        with pytest.raises(netlet.CallTimeout):
+            call.result(10)
+
+
 @pytest.mark.timeout(30)
 def test_the_default_timeout_is_the_nodes_call_timeout(
         node_factory: NodeFactory, server: tuple[netlet.Node, Service]) -> None:

@@ -31,7 +31,9 @@ class Clock(Protocol):
       (``timeout`` is ``asyncio.timeout``: it raises ``TimeoutError`` in the block);
     * ``wait(block, timeout)``: a thread waits; ``block(t)`` blocks up to ``t`` real
       seconds (``None``: for ever) and returns True once what it waits for happened;
-      ``wait`` returns False when ``timeout`` seconds of this clock passed first;
+      ``wait`` returns False when ``timeout`` seconds of this clock passed first,
+      counted from ``since`` (an earlier ``monotonic()``: when what is waited for
+      began, so time that moved since then counts) or else from now;
     * ``io_slice(t)``: the real seconds a blocking I/O call that cannot ask the clock
       (a socket read) may wait before it looks at the clock again.
     """
@@ -47,7 +49,8 @@ class Clock(Protocol):
 
     def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]: ...
 
-    def wait(self, block: Callable[[float | None], bool], timeout: float | None) -> bool: ...
+    def wait(self, block: Callable[[float | None], bool], timeout: float | None,
+             since: float | None = None) -> bool: ...
 
     def io_slice(self, timeout: float | None) -> float | None: ...
 
@@ -68,7 +71,10 @@ class RealClock:
         return loop.call_later(delay, callback, *args)
 
     @staticmethod
-    def wait(block: Callable[[float | None], bool], timeout: float | None) -> bool:
+    def wait(block: Callable[[float | None], bool], timeout: float | None,
+             since: float | None = None) -> bool:
+        if since is not None and timeout is not None:
+            timeout = max(since + timeout - time.monotonic(), 0.0)
         return block(timeout)
 
     @staticmethod

@@ -108,6 +108,17 @@ class VirtualClock:
             heapq.heappush(self._heap, (entry.when, next(self._seq), entry))
         return entry
 
+    def _arm_at(self, since: float | None, timeout: float) -> _Entry | None:
+        """A thread's timer ``timeout`` s after ``since`` (else now): None if already due.
+        The check and the arming are one step, so an ``advance`` cannot fall between."""
+        with self._cond:
+            when = (self._now if since is None else since) + timeout
+            if when <= self._now:
+                return None
+            entry = _Entry(when, _THREAD, None, None, ())
+            heapq.heappush(self._heap, (entry.when, next(self._seq), entry))
+        return entry
+
     def call_later(self, loop: asyncio.AbstractEventLoop, delay: float,
                    callback: Callable[..., object], *args: Any) -> Any:
         if delay <= 0:
@@ -139,12 +150,13 @@ class VirtualClock:
             finally:
                 entry.cancel()
 
-    def wait(self, block: Callable[[float | None], bool], timeout: float | None) -> bool:
+    def wait(self, block: Callable[[float | None], bool], timeout: float | None,
+             since: float | None = None) -> bool:
         if timeout is None:
             return block(None)
-        if timeout <= 0:
+        entry = self._arm_at(since, timeout)
+        if entry is None:
             return block(0)
-        entry = self._arm(timeout, _THREAD, None, None, ())
         try:
             while True:
                 if block(self._poll):

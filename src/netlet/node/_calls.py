@@ -155,11 +155,12 @@ class Caller:
                     return value
                 raise value
         waiter = Waiter()  # a thread's: wakes it with a bare lock, the cheapest way
-        cid = link.start_call(waiter, target, method, args, kwargs)
         clock = self._clock
+        since = clock.monotonic()  # the deadline counts from before the request goes
+        cid = link.start_call(waiter, target, method, args, kwargs)
         if timeout is None:
             clock.wait(waiter.wait, None)
-        elif not clock.wait(waiter.wait, link.first_look(cid, timeout)):
+        elif not clock.wait(waiter.wait, link.first_look(cid, timeout), since):
             self._wait_sent(link, cid, waiter, timeout, f"{target}.{method}()")
         elif link.unsent:
             link.unsent.pop(cid, None)
@@ -176,7 +177,7 @@ class Caller:
             due = link.due_again(cid, timeout)
             if due is None:
                 break
-            if clock.wait(waiter.wait, max(due - clock.monotonic(), 0.0)):
+            if clock.wait(waiter.wait, due, 0.0):  # until the clock reads ``due``
                 link.unsent.pop(cid, None)
                 return
         link.abandon(cid)
@@ -201,10 +202,11 @@ class Caller:
                      kwargs: dict[str, Any] | None) -> asyncio.Future[Any]:
         fut = _CallFuture(loop=loop)
         waiter = functools.partial(_settle, fut)
-        cid = link.start_call(waiter, route.ref.name, method, args, kwargs)
         timeout = route.timeout
+        since = self._clock.monotonic()  # the deadline counts from before the request goes
+        cid = link.start_call(waiter, route.ref.name, method, args, kwargs)
         if timeout is not None:
-            self._watch.add_deadline(timeout, link, cid)
+            self._watch.add_deadline(since, timeout, link, cid)
         fut.call = (link, cid)
         return fut
 
@@ -240,13 +242,14 @@ class Caller:
         def start(link: Link) -> None:
             if fut.done():
                 return  # cancelled before the link was up: nothing to send
+            since = self._clock.monotonic()
             try:
                 cid = link.start_call(waiter, route.ref.name, method, args, kwargs)
             except BaseException as e:
                 waiter(False, e)
                 return
             if timeout is not None:
-                self._watch.add_deadline(timeout, link, cid)
+                self._watch.add_deadline(since, timeout, link, cid)
             fut.add_done_callback(lambda f: link.abandon(cid) if f.cancelled() else None)
 
         link = route.link

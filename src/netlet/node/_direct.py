@@ -139,13 +139,12 @@ class _DirectClient:
         counters.bytes_out += len(body) + (sum(map(len, buffers)) if buffers else 0)
         try:
             try:  # the timeout bounds a stall while sending, then the wait for the reply
-                self.framer.send(body, buffers, timeout, clock)
+                start = self.framer.send(body, buffers, timeout, clock)
             except SendStalled:
                 self.broken = True  # cut mid-frame
                 stalled = CallTimeout(f"{target}.{method}() could not send its request: the "
                                       f"peer took none of it for {timeout} s")
                 return False, stalled
-            start = clock.monotonic()
             deadline = None if timeout is None else start + timeout
             look = None if ka is None else start + ka  # next look at the peer's liveness
             # The first wait is exactly min(timeout, keepalive), the same each call, so

@@ -41,10 +41,13 @@ class Watchdog:
         self._pinged: dict[Link, float] = {}  # links pinged with no word since: when
         self._due = float("inf")  # when the next keepalive step (ping or close) falls
 
-    def add_deadline(self, timeout: float, link: Link, cid: int) -> None:
-        """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s from now (or,
-        while its request is still going out, as ``Link.due_again`` says)."""
-        self._add(self.clock.monotonic() + link.first_look(cid, timeout), link, cid, timeout)
+    def add_deadline(self, since: float, timeout: float, link: Link, cid: int) -> None:
+        """Fail call ``cid`` on ``link`` if it has no reply ``timeout`` s after ``since``
+        (or, while its request is still going out, as ``Link.due_again`` says).
+
+        ``since`` is the clock read before the request went out: the peer may answer,
+        or time may move, before this runs."""
+        self._add(since + link.first_look(cid, timeout), link, cid, timeout)
 
     def _add(self, due: float, link: Link, cid: int, timeout: float) -> None:
         slot = int(due / _SWEEP)

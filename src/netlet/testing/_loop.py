@@ -138,7 +138,7 @@ class SimClock(RealClock):
         self._offset += seconds
 
     def wait(self, block: Callable[[float | None], bool],  # type: ignore[override]
-             timeout: float | None) -> bool:
+             timeout: float | None, since: float | None = None) -> bool:
         """A thread would wait here; a simulation has none, so only look."""
         return block(0)
 

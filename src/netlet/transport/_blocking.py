@@ -72,23 +72,28 @@ class BlockingFramer:
         self._pending: LazyBuffers | None = None
 
     def send(self, body: Buffer, buffers: Sequence[Buffer] = (), stall: float | None = None,
-             clock: Clock = REAL_CLOCK) -> None:
+             clock: Clock = REAL_CLOCK) -> float:
         """Send one frame. With ``stall``, raise ``SendStalled`` once the peer took none
         of it for ``stall`` s of ``clock`` (a frozen peer, its buffers full): a slow
-        link that keeps taking bytes is waited on. The frame is then cut short."""
+        link that keeps taking bytes is waited on. The frame is then cut short.
+
+        Returns ``clock``'s time just before the write that finished the frame: the
+        peer may have answered, and time moved, before this returns (a reply deadline
+        counts from it)."""
         if not buffers and len(body) < 16384 and (stall is None or
                                                   clock.io_slice(stall) == stall):
             if stall != self._send_timeout:  # a real-time stall: the kernel's timeout is it
                 self._set_send_timeout(stall)
+            before = clock.monotonic()
             try:
                 self.sock.sendall(_HEAD.pack(len(body), 0) + body)
             except (BlockingIOError, TimeoutError):
                 raise SendStalled(f"the peer took none of the frame for {stall} s") from None
             except OSError as e:
                 raise ConnectionLost(f"send failed: {e}") from None
-            return
+            return before
         parts = [memoryview(p).cast("B") for p in frame_parts(body, buffers, self.shm)]
-        moved = clock.monotonic()
+        moved = before = clock.monotonic()
         if stall is None and self._send_timeout is not None:
             self._set_send_timeout(None)
         try:
@@ -96,6 +101,7 @@ class BlockingFramer:
                 if stall is not None:
                     self._set_send_timeout(clock.io_slice(max(moved + stall - clock.monotonic(),
                                                               0.0)))
+                before = moved
                 try:
                     sent = self.sock.sendmsg(parts)
                 except (BlockingIOError, TimeoutError):  # SO_SNDTIMEO: nothing taken
@@ -117,6 +123,7 @@ class BlockingFramer:
             raise
         except OSError as e:
             raise ConnectionLost(f"send failed: {e}") from None
+        return before
 
     def _fill(self, need: int) -> None:
         """Make at least ``need`` bytes available from ``_start`` in the buffer."""
