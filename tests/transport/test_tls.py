@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+import netlet
 from netlet.codec import Buffer
 from netlet.errors import (
     AuthenticationError,
@@ -317,3 +320,52 @@ def test_hostname_is_checked_against_subject_alt_names(pki: PKI) -> None:
             assert server.accepted == []
 
     run(main)
+
+
+# -- closing leaves no socket behind -----------------------------------------------
+
+
+def _sockets_on(port: int) -> set[str]:
+    """This process's open TCP sockets with ``port`` at either end (their inodes)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                ends = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+                if port in ends and f"socket:[{cols[9]}]" in mine:
+                    found.add(cols[9])
+    return found
+
+
+@netlet.expose
+class _One:
+    def one(self) -> int:
+        return 1
+
+
+@pytest.mark.timeout(60)
+def test_closed_tls_nodes_leave_no_socket_open(pki: PKI) -> None:
+    # A polite TLS close waits for the peer's close_notify; a node that stopped
+    # its loop meanwhile left the socket open until garbage collection (an fd
+    # leak, and a ResourceWarning that a parallel run blamed on another test).
+    key = generate_key()
+    gc.collect()
+    gc.disable()  # what is left open stays open: nothing collects it behind our back
+    try:
+        for _ in range(20):
+            server = netlet.Node("tcp://127.0.0.1:0", key=key, tls=pki.tls(pki.good, "server"))
+            port = int((server.address or "").rsplit(":", 1)[1])
+            client = netlet.Node(key=key, tls=pki.tls(pki.good, "client"))
+            server.serve(_One(), "one")
+            assert client.proxy(server.address or "", "one").one() == 1
+            assert _sockets_on(port)
+            client.close()
+            server.close()
+            assert _sockets_on(port) == set()
+    finally:
+        gc.enable()

@@ -35,6 +35,7 @@ from netlet.transport import (
     Listener,
     PeerInfo,
     advertised_address,
+    cut_unfinished_closes,
     listen,
 )
 
@@ -211,6 +212,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self.budget.drop_cache()  # receive buffers kept for reuse
+        cut_unfinished_closes(asyncio.get_running_loop())  # no socket outlives the node
         self._closed.set()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from netlet.transport._config import (
 from netlet.transport._framing import FrameReader, frame_parts
 from netlet.transport._handshake import PROTOCOL_VERSION
 from netlet.transport._socket import SocketConnection, more_follows
+from netlet.transport._tls import cut_unfinished_closes
 from netlet.transport._userkey import (
     find_user_key,
     is_local_address,
@@ -55,6 +56,7 @@ __all__ = [
     "TransportConfig",
     "advertised_address",
     "connect",
+    "cut_unfinished_closes",
     "find_user_key",
     "frame_parts",
     "generate_key",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Sequence
 
 from netlet.codec import Buffer
@@ -20,7 +21,19 @@ from netlet.transport._budget import Account
 from netlet.transport._framed import FramedConnection
 from netlet.transport._framing import frame_parts
 
-__all__ = ["StreamConnection"]
+__all__ = ["StreamConnection", "cut_unfinished_closes"]
+
+# Connections closed politely whose peer has not yet answered the close_notify:
+# their sockets stay open until it does, so a loop about to stop cuts them off.
+_UNFINISHED: weakref.WeakSet[StreamConnection] = weakref.WeakSet()
+
+
+def cut_unfinished_closes(loop: asyncio.AbstractEventLoop) -> None:
+    """Abort the TLS connections on ``loop`` still waiting for their peer's close_notify
+    (on the loop's thread, before it stops: nothing would close their sockets)."""
+    for conn in list(_UNFINISHED):
+        if conn.loop is loop:
+            conn.cut()
 
 
 class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
@@ -38,6 +51,9 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         self._given = 0  # bytes of every frame sent, since the start (see send_progress)
         self._hop_lock = threading.Lock()
         self._aborting = False  # closed with a reason from another thread: write no more
+        # Set once the transport let go of its socket. Closing TLS politely sends a
+        # close_notify and waits for the peer's: until then the socket stays open.
+        self._gone: asyncio.Future[None] = loop.create_future()
 
     def pending_bytes(self) -> int:
         t = self._transport
@@ -77,6 +93,9 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        _UNFINISHED.discard(self)
+        if not self._gone.done():
+            self._gone.set_result(None)
         self._finish(ConnectionLost(f"{self.remote} closed the connection: {exc or 'EOF'}"))
 
     # -- Connection -----------------------------------------------------
@@ -115,14 +134,39 @@ class StreamConnection(FramedConnection, asyncio.BufferedProtocol):
             self.loop.call_soon_threadsafe(self._close_now, reason)
 
     async def drain_and_close(self, timeout: float = 1.0) -> None:
-        # An asyncio transport's close() already flushes what is buffered.
-        if not self._closed and self._transport is not None:
-            self._transport.close()
-            self._finish(None)
+        """Close politely and wait (up to ``timeout`` s) until the socket is closed.
+
+        An asyncio transport's close() flushes what is buffered, then TLS waits for
+        the peer's close_notify; a peer that does not send it within ``timeout``
+        is cut off (abort), so no socket outlives a closing node's loop.
+        """
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._closed:
+            self._close_now(None)
+        if self._gone.done():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._gone)
+        except TimeoutError:
+            self.cut()
+
+    def cut(self) -> None:
+        """Close the socket now, without waiting for the peer's close_notify (loop thread)."""
+        if self._transport is not None:
+            self._transport.abort()
+        self._finish(ConnectionLost(f"connection to {self.remote} cut off"))
 
     def _close_now(self, reason: BaseException | None) -> None:
         if self._closed:
             return
         if self._transport is not None:
-            self._transport.abort() if reason is not None else self._transport.close()
+            if reason is not None:
+                self._transport.abort()
+            else:
+                self._transport.close()
+                if not self._gone.done():
+                    _UNFINISHED.add(self)
         self._finish(reason)
