@@ -263,3 +263,27 @@ def test_blocking_framer_times_out_without_a_frame(
     framer = BlockingFramer(b, 1000, 2)
     with pytest.raises(TimeoutError):
         framer.recv(timeout=0.05)
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=60, deadline=None)
+@given(bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=20),
+       cuts=st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_blocking_framer_small_frames_in_any_pieces(bodies: list[bytes], cuts: list[int]) -> None:
+    # Small bodies without buffers take the reader's quick path: several in one read,
+    # one split across reads, one ending exactly where the read did.
+    data = wire([(body, []) for body in bodies])
+    a, b = socket.socketpair()
+    with a, b:
+        pos, i = 0, 0
+        while pos < len(data):
+            n = cuts[i % len(cuts)]
+            a.sendall(data[pos:pos + n])
+            pos, i = pos + n, i + 1
+        framer = BlockingFramer(b, MAX_FRAME, 64)
+        got = []
+        for _ in bodies:
+            body, bufs = framer.recv(timeout=10)
+            got.append(bytes(body))
+            assert not bufs
+        assert got == bodies

@@ -167,7 +167,7 @@ class _DirectClient:
                     left, to_look = _left(deadline, now), _left(look, now)
                     continue
                 counters.frames_in += 1
-                counters.bytes_in += received_size(rbody, rbufs)
+                counters.bytes_in += received_size(rbody, rbufs) if rbufs else len(rbody)
                 try:
                     msg = self.codec.decode(rbody, rbufs)
                 except DecodeError as e:
@@ -309,7 +309,8 @@ def serve_direct(node: Node, framer: BlockingFramer, peer: PeerInfo, remote: str
             except OSError:
                 return
             counters.frames_in += 1
-            counters.bytes_in += received_size(body, bufs)  # never reads lazy buffers
+            # Never reads lazy buffers (most frames have none).
+            counters.bytes_in += received_size(body, bufs) if bufs else len(body)
             try:
                 msg = codec.decode(body, bufs)
             except DecodeError as e:

@@ -298,6 +298,16 @@ class BlockingFramer:
                         raise _NoFrame from None
                     raise
             body_len, nbufs = _HEAD.unpack_from(self._buf, self._start)
+            if not nbufs and body_len <= self.max_frame:
+                # Most frames: a body alone. Is it all here already (one read brought it)?
+                p0 = self._start + 8
+                end = p0 + body_len
+                if end <= self._end:
+                    if end == self._end:
+                        self._start = self._end = 0
+                    else:
+                        self._start = end
+                    return self._view[p0:end], ()
             if nbufs > self.max_buffers:
                 if nbufs == ACK and self.shm is not None:
                     self._take_ack(body_len)
