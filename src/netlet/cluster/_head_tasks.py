@@ -117,6 +117,12 @@ def _expect(method: str, arg: str, value: Any, cls: type) -> None:
                           f"not {type(value).__name__} {short(value)}")
 
 
+def _expect_int(method: str, arg: str, value: Any) -> None:
+    """Refuse an epoch or a count that is not an int (a bool is not one, PROTOCOL.md 6.4)."""
+    if type(value) is not int:
+        raise ConfigError(f"{method}: {arg} is an int, not {short(value)}")
+
+
 def _log_failed(fn: str, tid: str, member: Member | None, error: str) -> None:
     """One line per failed task: id, function, worker, error type."""
     who = f"{member.info.name} ({member.node[:8]})" if member is not None else "-"
@@ -226,9 +232,12 @@ class TaskDesk:
         ``Pulled.seq`` numbers this hand-out (heartbeats acknowledge it). With no
         work the pull waits at most ``pull_wait`` seconds and answers empty.
         """
+        _as_itself(worker)
+        _expect_int("pull", "epoch", epoch)
+        _expect_int("pull", "want", want)
         self._worker(worker)
         try:
-            actions = self._sched.pull(worker, int(epoch), int(want), self._clock.monotonic())
+            actions = self._sched.pull(worker, epoch, want, self._clock.monotonic())
         except StaleEpoch as e:
             raise NoSuchObject(str(e)) from None
         mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
@@ -260,6 +269,9 @@ class TaskDesk:
 
     async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
+        _as_itself(worker)
+        _expect_int("exchange", "epoch", epoch)
+        _expect_int("exchange", "want", want)
         await self.report(worker, epoch, report)
         return await self.pull(worker, epoch, want)
 
@@ -272,6 +284,7 @@ class TaskDesk:
         from an older epoch of the worker is refused whole.
         """
         _as_itself(worker)
+        _expect_int("report", "epoch", epoch)
         if type(report) is not Report:
             raise ConfigError("a report is a Report record (PROTOCOL.md 16.5)")
         ids, oks, started = report.ids, report.oks, report.started
@@ -287,10 +300,15 @@ class TaskDesk:
                 if task is not None and task.worker == worker and task.lease == lease:
                     self._monitor.error_detail(tid, error_type, tb or "")
         try:
-            actions = self._sched.started(worker, int(epoch), started) if started else []
+            actions = self._sched.started(worker, epoch, started) if started else []
+        except StaleEpoch as e:  # refused whole: its results count as refused too
+            self._sched.refused_results += len(ids)
+            log.info("refused a report from %s: %s", worker[:8], e)
+            raise NoSuchObject(str(e)) from None
+        try:
             if ids:
                 actions += self._sched.results(
-                    worker, int(epoch), zip(ids, oks, report.bodies, report.leases, strict=True))
+                    worker, epoch, zip(ids, oks, report.bodies, report.leases, strict=True))
         except StaleEpoch as e:
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
