@@ -436,3 +436,74 @@ def test_shipping_code_needs_the_right_role(keyed_server: tuple[str, int], key: 
         kind, missing = client.call(HEAD, "code_missing", client.node, [digest])
         assert (kind, missing) == (REPLY, [digest])
         _error(client.call(HEAD, "code_missing", client.node, [digest] * 65), config, "64")
+
+
+def test_a_worker_that_dies_charges_the_task_it_ran_and_frees_the_rest(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.2: a started task (or the oldest unstarted hand-out of a worker running
+    none) is charged an attempt; past `retries` it ends with WorkerLost (16.4: an
+    error made by the head, body nil). Others lost before they started go back free."""
+    with _connect(keyed_server, key) as client:
+        _submit(client, "wl:1", "wl:2")
+        with _connect(keyed_server, key) as worker:
+            epoch = _join_worker(worker)
+            _, pulled = worker.call(HEAD, "pull", worker.node, epoch, 2)
+            assert pulled.fields[0] == ["wl:1", "wl:2"]
+        ids, oks, bodies, errors = _delivery(client).fields  # retries 0: no second try
+        assert (ids, oks, bodies) == (["wl:1"], [False], [None])
+        assert errors[0].type_name == "netlet.errors.WorkerLost"
+        kind, status = client.call(HEAD, "status")
+        assert (kind, status["queued"], status["running"]) == (REPLY, 1, 0)
+
+
+def test_unrunnable_from_the_lease_holder_fails_the_task_once_all_workers_said_so(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """§17: without the current lease, `unrunnable` is counted and changes nothing;
+    from every live worker, the task fails with ConfigError carrying the message."""
+    with _connect(keyed_server, key) as client, _connect(keyed_server, key) as worker:
+        _submit(client, "un:1", fn="nowhere:f")
+        epoch = _join_worker(worker)
+        _, pulled = worker.call(HEAD, "pull", worker.node, epoch, 1)
+        (lease,) = pulled.fields[3]
+        before = _refused(client)
+        assert worker.call(HEAD, "unrunnable", worker.node, "un:1", "forged", "no") == (
+            REPLY, None)
+        assert _refused(client) == before + 1
+        assert worker.call(HEAD, "unrunnable", worker.node, "un:1", lease,
+                           "No module named 'nowhere'") == (REPLY, None)
+        ids, oks, bodies, errors = _delivery(client).fields
+        assert (ids, oks, bodies) == (["un:1"], [False], [None])
+        assert errors[0].type_name == "netlet.errors.ConfigError"
+        assert "No module named 'nowhere'" in errors[0].message
+        # later submits of that function fail the same way, without a worker
+        sink = Ref(client.node, "", "sink")
+        assert client.call(HEAD, "submit", client.node, sink,
+                           Record(TASKS, ["un:2"], ["nowhere:f"], [BODY], [0]), {})[0] == REPLY
+        ids, _, _, errors = _delivery(client).fields
+        assert (ids, errors[0].type_name) == (["un:2"], "netlet.errors.ConfigError")
+
+
+def test_give_back_is_called_on_the_control_object_and_answered_by_the_worker(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.4: while a worker waits for work and another holds unstarted tasks, the head
+    calls `give_back(epoch, ids)` on the holder's control object; the ids it answers
+    are queued again and reach the waiting worker."""
+    with _connect(keyed_server, key) as client, _connect(keyed_server, key) as a, \
+            _connect(keyed_server, key) as b:
+        kind, joined = a.call(HEAD, "join", a.node, "worker", _info(),
+                              Ref(a.node, "", "netlet.worker"))
+        ea = joined.fields[3]
+        _submit(client, "gb:1", "gb:2")
+        _, pulled = a.call(HEAD, "pull", a.node, ea, 2)
+        assert pulled.fields[0] == ["gb:1", "gb:2"]
+        eb = _join_worker(b)
+        waiting = b.start_call(HEAD, "pull", b.node, eb, 2)
+        kind, cid, target, method, args, _ = a.recv_message()
+        assert (kind, target, method) == (CALL, "netlet.worker", "give_back")
+        assert cid != 0
+        epoch, asked = args
+        assert epoch == ea
+        assert asked == ["gb:2"]  # all but one: a runs none yet
+        a.send_frame(encode([REPLY, cid, asked]))
+        kind, got, pulled = b.recv_message()
+        assert (kind, got, pulled.fields[0]) == (REPLY, waiting, ["gb:2"])
