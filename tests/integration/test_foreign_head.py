@@ -23,6 +23,8 @@ from netlet.transport import write_key
 from tests.integration.test_foreign_client import (
     CALL,
     ERROR,
+    PING,
+    PONG,
     REPLY,
     Client,
     Closed,
@@ -507,3 +509,52 @@ def test_give_back_is_called_on_the_control_object_and_answered_by_the_worker(
         a.send_frame(encode([REPLY, cid, asked]))
         kind, got, pulled = b.recv_message()
         assert (kind, got, pulled.fields[0]) == (REPLY, waiting, ["gb:2"])
+
+
+def _hex(text: str) -> bytes:
+    return bytes.fromhex(" ".join(w for w in text.split() if len(w) == 2))
+
+
+def test_the_documented_join_bytes_get_the_documented_answer(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.1 Example: the join frame sent byte for byte, by a connection whose node id
+    is "w1"; the answer is laid out as documented (floats as float64)."""
+    join = _hex("""00 00 00 4e 00 00 00 00 96 01 01
+        ab 6e 65 74 6c 65 74 2e 68 65 61 64 a4 6a 6f 69 6e 94 a2 77 31
+        a6 77 6f 72 6b 65 72 c7 0e 11 96 14 a2 77 31 a3 62 6f 78 cd 10 92 a0 08
+        c7 1a 0c 94 a2 77 31 a0 ad 6e 65 74 6c 65 74 2e 77 6f 72 6b 65 72
+        a6 6f 62 6a 65 63 74 c0""")
+    assert len(join) == 8 + 0x4E
+    with Client(keyed_server, node="w1") as w:
+        w.handshake(key)
+        w.sock.sendall(join)
+        w._next_id = 2  # the join used call id 1 (§5.4: a reused id is never answered)
+        body, buffers = w.recv_frame()
+        assert buffers == []
+        epoch = msgpack.unpackb(body)[2].data[-1:]  # a fixint epoch: the last byte
+        epoch_value = msgpack.unpackb(epoch)
+        assert type(epoch_value) is int
+        payload = (b"\x95\x15" + msgpack.packb(w.server["node"])
+                   + _hex("cb 3f e0 00 00 00 00 00 00 cb 40 08 00 00 00 00 00 00") + epoch)
+        assert body == bytes([0x93, 0x02, 0x01, 0xC7, len(payload), 0x11]) + payload
+        assert w.call(HEAD, "heartbeat", "w1", None, epoch_value, [], 0) == (REPLY, True)
+
+
+def test_a_connection_that_does_not_own_its_id_acts_for_no_member(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16 and §4.8: a second connection announcing a live owner's id is served, but the
+    head refuses it anything that names a member (PermissionError)."""
+    with _connect(keyed_server, key) as owner:
+        epoch = _join_worker(owner)
+        with Client(keyed_server, node=owner.node) as twin:
+            twin.handshake(key)
+            _error(twin.call(HEAD, "pull", owner.node, epoch, 1), "builtins.PermissionError")
+            _error(twin.call(HEAD, "join", owner.node, "worker", _info(), None),
+                   "builtins.PermissionError")
+            kind, _ = twin.call(HEAD, "status")  # naming nobody: served
+            assert kind == REPLY
+        # Meanwhile the server PINGs the owner (§4.8), which answers and keeps its id.
+        cid = owner.start_call(HEAD, "heartbeat", owner.node, None, epoch, [], 0)
+        while (msg := owner.recv_message())[0] == PING:
+            owner.send_frame(encode([PONG, msg[1]]))
+        assert msg == [REPLY, cid, True]
