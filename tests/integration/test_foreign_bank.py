@@ -132,3 +132,18 @@ def test_refusals_have_their_documented_types_and_change_nothing(
         assert c.call(BANK, "outcome", token, "never-sent") == (REPLY, None)
         _refused(c.call(BANK, "deposit", token, 5, "never-sent"), ERRORS + "KeySettled")
         assert c.call(BANK, "balance", token) == (REPLY, 100)
+
+
+def test_operator_lists_have_their_documented_bounds(bank: tuple[str, int], key: bytes) -> None:
+    """§18.1: `outcomes` takes at most 1000 keys, `accounts` a prefix of at most 64
+    characters; one answer per key, nil for a key never seen."""
+    with Client(bank) as c:
+        c.handshake(key)
+        _open(c, "dave", "1357")
+        assert c.call(BANK, "outcomes", ["open-dave", "nobody"])[1][1] is None
+        _refused(c.call(BANK, "outcomes", [f"k{i}" for i in range(1001)]),
+                 ERRORS + "InvalidCommand")
+        kind, accounts = c.call(BANK, "accounts", "da")
+        assert kind == REPLY
+        assert [a.fields for a in accounts] == [["dave", "Owner", "open", 0]]
+        _refused(c.call(BANK, "accounts", "d" * 65), ERRORS + "InvalidCommand")

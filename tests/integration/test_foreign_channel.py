@@ -182,3 +182,15 @@ def test_arguments_of_the_wrong_type_are_a_protocol_error_and_change_nothing(
         _error(c.call(BOX, method, *args), "netlet.errors.ProtocolError")
         _error(c.call(BOX, "receive_nowait"), "netlet.errors.WouldBlock")
         assert c.call(BOX, "statistics")[1]["sent"] == 0
+
+
+def test_a_reserving_send_that_had_to_wait_reserves_nothing(server: tuple[str, int]) -> None:
+    """§15 Pipelined sends: "A value that had to wait reserves nothing: the result is 0"."""
+    with _connect(server) as c:
+        for i in range(4):
+            assert c.call(BOX, "send", i, None) == (REPLY, None)
+        waiting = c.start_call(BOX, "send_reserving", f"{c.node}:00000002", "late", False, 3, 5.0)
+        with _connect(server) as other:
+            assert other.call(BOX, "receive", 1.0, None) == (REPLY, ["value", 0])
+        assert c.recv_message() == [REPLY, waiting, 0]
+        assert c.call(BOX, "statistics")[1]["buffered"] == 4

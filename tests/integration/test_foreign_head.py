@@ -558,3 +558,20 @@ def test_a_connection_that_does_not_own_its_id_acts_for_no_member(
         while (msg := owner.recv_message())[0] == PING:
             owner.send_frame(encode([PONG, msg[1]]))
         assert msg == [REPLY, cid, True]
+
+
+def test_a_spawn_the_head_cannot_place_is_a_config_error(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.6: a taken name, another `restart`, or no worker that can host it: ConfigError."""
+    with _connect(keyed_server, key) as member:
+        body = msgpack.packb([[], None])
+        config = "netlet.errors.ConfigError"
+        _error(member.call(HEAD, "spawn", "m:C", body, "obj", None, {}, member.node), config,
+               "no worker")
+        _error(member.call(HEAD, "spawn", "m:C", body, "obj", "always", {}, member.node), config,
+               "restart")
+        assert member.call(HEAD, "register", "taken", Ref(member.node, "", "svc"),
+                           member.node) == (REPLY, None)
+        _join_worker(member)
+        _error(member.call(HEAD, "spawn", "m:C", body, "taken", None, {}, member.node), config,
+               "taken")
