@@ -232,10 +232,9 @@ class TaskDesk:
         ``Pulled.seq`` numbers this hand-out (heartbeats acknowledge it). With no
         work the pull waits at most ``pull_wait`` seconds and answers empty.
         """
-        _as_itself(worker)
+        self._worker(worker)
         _expect_int("pull", "epoch", epoch)
         _expect_int("pull", "want", want)
-        self._worker(worker)
         try:
             actions = self._sched.pull(worker, epoch, want, self._clock.monotonic())
         except StaleEpoch as e:
@@ -269,9 +268,7 @@ class TaskDesk:
 
     async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
-        _as_itself(worker)
-        _expect_int("exchange", "epoch", epoch)
-        _expect_int("exchange", "want", want)
+        _expect_int("exchange", "want", want)  # before the report is taken
         await self.report(worker, epoch, report)
         return await self.pull(worker, epoch, want)
 
@@ -301,15 +298,12 @@ class TaskDesk:
                     self._monitor.error_detail(tid, error_type, tb or "")
         try:
             actions = self._sched.started(worker, epoch, started) if started else []
-        except StaleEpoch as e:  # refused whole: its results count as refused too
-            self._sched.refused_results += len(ids)
-            log.info("refused a report from %s: %s", worker[:8], e)
-            raise NoSuchObject(str(e)) from None
-        try:
             if ids:
                 actions += self._sched.results(
                     worker, epoch, zip(ids, oks, report.bodies, report.leases, strict=True))
         except StaleEpoch as e:
+            if started:  # refused before its results were looked at: they count too
+                self._sched.refused_results += len(ids)
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
         _, done1, failed1 = self._sched.worker_load(worker)
