@@ -11,6 +11,7 @@ Each takes well under a second, but for the two whose pull must wait
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -575,3 +576,62 @@ def test_a_spawn_the_head_cannot_place_is_a_config_error(
         _join_worker(member)
         _error(member.call(HEAD, "spawn", "m:C", body, "taken", None, {}, member.node), config,
                "taken")
+
+
+def test_a_package_uploaded_in_chunks_is_checked_then_served_to_workers(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """§17: code_put appends at `offset` and returns the bytes held (`size` once
+    complete); a SHA-256 mismatch drops it (ConfigError); at most 4 uploads in progress
+    per client; a worker reads the package with code_size and code_get."""
+    config = "netlet.errors.ConfigError"
+    data = os.urandom(3000)
+    digest = hashlib.sha256(data).hexdigest()
+    with _connect(keyed_server, key) as client, _connect(keyed_server, key) as worker:
+        _submit(client, "pkg:1")
+        assert client.call(HEAD, "code_put", client.node, digest, 3000, 0, data[:1000]) == (
+            REPLY, 1000)
+        _error(client.call(HEAD, "code_put", client.node, digest, 3000, 500, data[500:]),
+               config, "follow")  # not at the bytes held
+        assert client.call(HEAD, "code_put", client.node, digest, 3000, 1000, data[1000:]) == (
+            REPLY, 3000)
+        assert client.call(HEAD, "code_missing", client.node, [digest]) == (REPLY, [])
+        wrong = hashlib.sha256(b"other").hexdigest()
+        _error(client.call(HEAD, "code_put", client.node, wrong, 4, 0, b"data"), config,
+               "SHA-256")
+        assert client.call(HEAD, "code_missing", client.node, [wrong]) == (REPLY, [wrong])
+        partial = [hashlib.sha256(bytes([i])).hexdigest() for i in range(5)]
+        for d in partial[:4]:
+            assert client.call(HEAD, "code_put", client.node, d, 2, 0, b"x") == (REPLY, 1)
+        _error(client.call(HEAD, "code_put", client.node, partial[4], 2, 0, b"x"), config,
+               "at most 4")
+        _join_worker(worker)
+        assert worker.call(HEAD, "code_size", worker.node, digest) == (REPLY, 3000)
+        assert worker.call(HEAD, "code_get", worker.node, digest, 1000, 5000) == (
+            REPLY, data[1000:])
+
+
+def test_a_give_back_answered_with_an_error_leaves_the_tasks_with_the_worker(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.4: tasks stay with the worker when `give_back` answers an ERROR; a cancel of
+    them then returns none of them."""
+    with _connect(keyed_server, key) as client, _connect(keyed_server, key) as a:
+        _, joined = a.call(HEAD, "join", a.node, "worker", _info(),
+                           Ref(a.node, "", "netlet.worker"))
+        ea = joined.fields[3]
+        _submit(client, "ge:1")
+        _, pulled = a.call(HEAD, "pull", a.node, ea, 1)
+        assert pulled.fields[0] == ["ge:1"]
+        cancelling = client.start_call(HEAD, "cancel", ["ge:1"])
+        kind, cid, target, method, args, _ = a.recv_message()
+        assert (kind, target, method, args) == (CALL, "netlet.worker", "give_back", [ea, ["ge:1"]])
+        a.send_frame(encode([ERROR, cid, _an_exception()]))
+        assert client.recv_message() == [REPLY, cancelling, []]
+        assert a.call(HEAD, "report", a.node, ea, _result(["ge:1"], pulled.fields[3])) == (
+            REPLY, None)
+        assert _delivery(client).fields[:2] == [["ge:1"], [True]]
+
+
+def _an_exception() -> msgpack.ExtType:
+    """An exception (ext 11, §7): [type name, args as ext 0, message, traceback]."""
+    args = msgpack.ExtType(0, msgpack.packb(["no"]))
+    return msgpack.ExtType(11, msgpack.packb(["builtins.RuntimeError", args, "no", ""]))
