@@ -147,3 +147,19 @@ def test_operator_lists_have_their_documented_bounds(bank: tuple[str, int], key:
         assert kind == REPLY
         assert [a.fields for a in accounts] == [["dave", "Owner", "open", 0]]
         _refused(c.call(BANK, "accounts", "d" * 65), ERRORS + "InvalidCommand")
+
+
+def test_logout_and_closing_an_account(bank: tuple[str, int], key: bytes) -> None:
+    """§18.1-2: logout of an unknown token is ignored; a closed account is listed as
+    `closed`; a session's token is refused after logout (SessionExpired)."""
+    with Client(bank) as c:
+        c.handshake(key)
+        token = _open(c, "erin", "1111")
+        assert c.call(BANK, "logout", "no-such-token") == (REPLY, None)
+        assert c.call(BANK, "logout", token) == (REPLY, None)
+        _refused(c.call(BANK, "balance", token), "netlet.apps.bank._service.SessionExpired")
+        kind, closed = c.call(BANK, "close_account", "erin", "close-erin")
+        assert kind == REPLY
+        assert _types(closed, 104, str) == ["erin"]
+        kind, accounts = c.call(BANK, "accounts", "erin")
+        assert [a.fields[2] for a in accounts] == ["closed"]

@@ -420,6 +420,12 @@ def test_names_subscribe_and_status_speak_the_documented_shapes(
         assert member.call(HEAD, "unregister", name) == (REPLY, True)
         assert member.call(HEAD, "unregister", name) == (REPLY, False)
         _error(member.call(HEAD, "dashboard", "no such view", None), config)
+        kind, stats = member.call(HEAD, "dashboard", "statistics", None)  # 16.3
+        assert kind == REPLY
+        assert {"head", "address", "started", "time", "workers", "clients", "tasks", "names",
+                "actors", "last_event", "tracking", "task_seconds",
+                "dispatch_seconds"} <= set(stats)
+        assert {"bounds", "counts", "total"} <= set(stats["task_seconds"])
 
 
 def test_shipping_code_needs_the_right_role(keyed_server: tuple[str, int], key: bytes) -> None:
