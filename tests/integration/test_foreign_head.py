@@ -641,3 +641,30 @@ def _an_exception() -> msgpack.ExtType:
     """An exception (ext 11, §7): [type name, args as ext 0, message, traceback]."""
     args = msgpack.ExtType(0, msgpack.packb(["no"]))
     return msgpack.ExtType(11, msgpack.packb(["builtins.RuntimeError", args, "no", ""]))
+
+
+def test_a_sink_that_is_not_a_reference_is_refused_and_queues_nothing(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.2: `sink` is a REF the head calls back (16.4); anything else would leave the
+    tasks' results with nowhere to go: ConfigError naming the sink, nothing queued."""
+    with _connect(keyed_server, key) as client:
+        client.call(HEAD, "join", client.node, "client", Record(JOIN_INFO, "", "b", 1, "", 0),
+                    None)
+        tasks = Record(TASKS, ["sk:1"], ["m:f"], [BODY], [0])
+        config = "netlet.errors.ConfigError"
+        _error(client.call(HEAD, "submit", client.node, "not a ref", tasks, {}), config, "sink")
+        _error(client.call(HEAD, "resume", client.node, 7, []), config, "sink")
+        kind, status = client.call(HEAD, "status")
+        assert (kind, status["queued"]) == (REPLY, 0)
+        sink = Ref(client.node, "", "sink")
+        assert client.call(HEAD, "submit", client.node, sink, tasks, {}) == (REPLY, 1)
+
+
+@pytest.mark.parametrize(("what", "args"), [("tasks", {"limit": "x"}), ("tasks", [1]),
+                                            ("events", "x"), ("events", {"after": None})])
+def test_dashboard_arguments_of_the_wrong_type_are_a_config_error(
+        keyed_server: tuple[str, int], key: bytes, what: str, args: Any) -> None:
+    """16.3: `args` is a map (or nil) with the documented keys; ints where ints belong."""
+    with _connect(keyed_server, key) as c:
+        _error(c.call(HEAD, "dashboard", what, args), "netlet.errors.ConfigError")
+        assert c.call(HEAD, "dashboard", what, None)[0] == REPLY

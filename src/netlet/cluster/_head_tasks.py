@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
+from netlet.cluster._head_checks import _as_itself, _expect_int, _expect_sink
 from netlet.cluster._member_messages import JoinInfo, Load
 from netlet.cluster._messages import Delivery, Finished, Pulled, Report, Tasks
 from netlet.cluster._scheduler import (
@@ -101,28 +102,6 @@ class Member:
     """Objects the head placed on it (``spawn``)."""
 
 
-def _as_itself(node: str) -> None:
-    """Refuse a call from the network that names a member other than its caller."""
-    caller = current_peer()
-    if caller is not None and caller != node:
-        raise PermissionError(
-            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
-            "pass your own node id (a connection claiming an id another one owns has none)")
-
-
-def _expect(method: str, arg: str, value: Any, cls: type) -> None:
-    """Refuse an argument that is not the record the protocol names (PROTOCOL.md 16.5)."""
-    if type(value) is not cls:
-        raise ConfigError(f"{method}: {arg} is a {cls.__name__} record (PROTOCOL.md 16.5), "
-                          f"not {type(value).__name__} {short(value)}")
-
-
-def _expect_int(method: str, arg: str, value: Any) -> None:
-    """Refuse an epoch or a count that is not an int (a bool is not one, PROTOCOL.md 6.4)."""
-    if type(value) is not int:
-        raise ConfigError(f"{method}: {arg} is an int, not {short(value)}")
-
-
 def _log_failed(fn: str, tid: str, member: Member | None, error: str) -> None:
     """One line per failed task: id, function, worker, error type."""
     who = f"{member.info.name} ({member.node[:8]})" if member is not None else "-"
@@ -159,6 +138,7 @@ class TaskDesk:
                      functions: dict[str, bytes]) -> int:
         """Queue ``tasks``; returns how many were new."""
         _as_itself(client)
+        _expect_sink("submit", sink)
         if type(tasks) is not Tasks:
             raise ConfigError("a submit's tasks are a Tasks record (PROTOCOL.md 16.5)")
         self._clients[client] = sink
@@ -196,6 +176,7 @@ class TaskDesk:
     async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
         """A client came back: deliver what finished meanwhile; return ids we never saw."""
         _as_itself(client)
+        _expect_sink("resume", sink)
         self._clients[client] = sink
         member = self._members.get(client)
         if member is not None:
