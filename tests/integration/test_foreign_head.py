@@ -668,3 +668,18 @@ def test_dashboard_arguments_of_the_wrong_type_are_a_config_error(
     with _connect(keyed_server, key) as c:
         _error(c.call(HEAD, "dashboard", what, args), "netlet.errors.ConfigError")
         assert c.call(HEAD, "dashboard", what, None)[0] == REPLY
+
+
+def test_exchange_takes_the_report_then_hands_out_the_next_task(
+        keyed_server: tuple[str, int], key: bytes) -> None:
+    """16.2: `exchange` is a `report` then a `pull` in one round trip."""
+    with _connect(keyed_server, key) as client, _connect(keyed_server, key) as worker:
+        _submit(client, "ex:1", "ex:2")
+        epoch = _join_worker(worker)
+        _, first = worker.call(HEAD, "pull", worker.node, epoch, 1)
+        assert first.fields[0] == ["ex:1"]
+        kind, second = worker.call(HEAD, "exchange", worker.node, epoch,
+                                   _result(["ex:1"], first.fields[3]), 1)
+        assert (kind, second.wire_id, second.fields[0]) == (REPLY, PULLED, ["ex:2"])
+        assert second.fields[5] > first.fields[5]
+        assert _delivery(client).fields[0] == ["ex:1"]
