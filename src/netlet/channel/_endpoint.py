@@ -72,6 +72,21 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
+def _count(value: Any, what: str) -> int:
+    """A `want` or `n` (§15): an int, a bool not being one (§6.4)."""
+    if type(value) is not int:
+        raise ProtocolError(f"{what} is an int, not {type(value).__name__}")
+    return value
+
+
+def _exception(value: Any) -> BaseException:
+    """What `send_exception` and a raising send place: an exception (ext 11, §15)."""
+    if not isinstance(value, BaseException):
+        raise ProtocolError(f"an exception to send is an exception (ext 11), "
+                            f"not {type(value).__name__}")
+    return value
+
+
 class _Peer:
     """What the owner keeps for one peer (one node id)."""
 
@@ -138,7 +153,7 @@ class ChannelEndpoint:
         self._core.send_now(value)
 
     async def send_exception(self, exc: BaseException, timeout: float | None = None) -> None:
-        await self._core.send_aio(Raise(exc), timeout)
+        await self._core.send_aio(Raise(_exception(exc)), timeout)
 
     async def receive_nowait(self) -> Any:
         return self._pass(self._core.receive_raw_now())
@@ -156,9 +171,9 @@ class ChannelEndpoint:
         so room that frees up takes it in the same step.
         """
         sender = _name(sender, "sender name")
-        want = self._may_reserve(sender, int(want))
+        want = self._may_reserve(sender, _count(want, "want"))
         core = self._core
-        item = Raise(value) if raise_it else value
+        item = Raise(_exception(value)) if raise_it else value
         with core.lock:
             placed = core.try_send(None, 0, item)  # raises ChannelClosed when closed
             extra = core.reserve_now(want) if placed and want > 0 else 0
@@ -178,6 +193,11 @@ class ChannelEndpoint:
         sender = _name(sender, "sender name")
         if type(values) is not list or type(raises) is not list:
             raise ProtocolError("push takes a list of values and a list of indexes")
+        _count(want, "want")
+        for i in raises:
+            if type(i) is not int or not 0 <= i < len(values):
+                raise ProtocolError(f"push: raises holds indexes into values, not {i!r}"[:120])
+            _exception(values[i])
         core = self._core
         peer = self._peers.get(self._scope())
         held = peer.reserved.get(sender, 0) if peer is not None else 0
@@ -191,7 +211,7 @@ class ChannelEndpoint:
             marked = set(raises)
             values = [Raise(v) if i in marked else v for i, v in enumerate(values)]
         core.put_reserved(values)
-        want = self._may_reserve(sender, int(want))
+        want = self._may_reserve(sender, want)
         if want <= 0:
             return 0
         with core.lock:
@@ -201,10 +221,11 @@ class ChannelEndpoint:
 
     async def release(self, sender: str, n: int) -> None:
         sender = _name(sender, "sender name")
+        n = _count(n, "n")
         peer = self._peers.get(self._scope())
         if peer is None or sender not in peer.reserved:
             return  # nothing lent under this name to this connection: nothing to free
-        n = self._take_back(peer, sender, max(0, int(n)))
+        n = self._take_back(peer, sender, max(0, n))
         self._core.release(n)
 
     def _may_reserve(self, sender: str, want: int) -> int:
@@ -370,6 +391,9 @@ class ChannelEndpoint:
     async def select(self, specs: list[list[Any]], timeout: float | None) -> list[Any]:
         """A select over channels all owned by this node, on behalf of a remote caller."""
         cases = []
+        if type(specs) is not list or not all(
+                type(spec) is list and len(spec) == 3 and type(spec[1]) is str for spec in specs):
+            raise ProtocolError("select takes specs [[is_send, channel_name, value], ...]")
         for send, name, value in specs:
             cases.append(Case(local_channel(self._node, name), bool(send), value))
         index, value = await select_aio(*cases, timeout=timeout)

@@ -34,17 +34,11 @@ import logging
 from typing import Any
 
 from netlet.cluster._code import CodeStore
+from netlet.cluster._head_checks import _as_itself, _expect
 from netlet.cluster._head_code import HeadCodeMixin
 from netlet.cluster._head_names import ActorSpec, HeadNamesMixin
 from netlet.cluster._head_stats import HeadMonitor, HeadStatsMixin, worker_fields
-from netlet.cluster._head_tasks import (
-    HeadConfig,
-    Member,
-    TaskDesk,
-    _as_itself,
-    _expect,
-    _result_size,
-)
+from netlet.cluster._head_tasks import HeadConfig, Member, TaskDesk, _result_size
 from netlet.cluster._member_messages import Joined, JoinInfo, Load, MemberEvent
 from netlet.cluster._messages import Finished
 from netlet.cluster._scheduler import DONE, Deliver, Handout, Scheduler, StaleEpoch, Task
@@ -362,6 +356,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadNamesMixin, HeadStatsMixin):
         """
         from netlet.cluster._stats import as_dict  # the records load with the first query
 
+        if args is not None and type(args) is not dict:
+            raise ConfigError(f"dashboard: args is a map or nil, not {short(args)}")
         self.track_tasks()
         args = dict(args or {})
         if what == "statistics":
@@ -371,8 +367,7 @@ class Head(TaskDesk, HeadCodeMixin, HeadNamesMixin, HeadStatsMixin):
         if what == "tasks":
             return as_dict(self.task_page(
                 str(args.get("state", "")), str(args.get("fn", "")), str(args.get("worker", "")),
-                str(args.get("client", "")), int(args.get("offset", 0)),
-                int(args.get("limit", 50))))
+                str(args.get("client", "")), _int(args, "offset", 0), _int(args, "limit", 50)))
         if what == "task":
             info = self.task_info(str(args.get("id", "")))
             return as_dict(info) if info is not None else None
@@ -381,8 +376,8 @@ class Head(TaskDesk, HeadCodeMixin, HeadNamesMixin, HeadStatsMixin):
         if what == "links":
             return [as_dict(lk) for lk in self._node.link_statistics()]
         if what == "events":
-            return [as_dict(e) for e in self.events(int(args.get("after", 0)),
-                                                   int(args.get("limit", 200)))]
+            return [as_dict(e) for e in self.events(_int(args, "after", 0),
+                                                   _int(args, "limit", 200))]
         raise ConfigError(f"unknown dashboard query {str(what)[:40]!r}: statistics, node, "
                           "links, names, tasks, task or events")
 
@@ -404,3 +399,11 @@ class Head(TaskDesk, HeadCodeMixin, HeadNamesMixin, HeadStatsMixin):
                 "queued": self._sched.queued,
                 "running": self._sched.running, "refused_results": self.refused_results,
                 "results_waiting": self._undelivered, "paused": self._paused}
+
+
+def _int(args: dict[str, Any], name: str, default: int) -> int:
+    """An int argument of a dashboard query (PROTOCOL.md 16.3): else ConfigError."""
+    value = args.get(name, default)
+    if type(value) is not int:
+        raise ConfigError(f"dashboard: {name} is an int, not {short(value)}")
+    return value

@@ -12,7 +12,8 @@ from typing import Any
 
 from netlet.clock import Clock
 from netlet.cluster._code import CodeStore
-from netlet.cluster._head_tasks import Member, _as_itself, _expect
+from netlet.cluster._head_checks import _as_itself, _expect
+from netlet.cluster._head_tasks import Member
 from netlet.cluster._member_messages import OutputLines, TaskOutput, WorkerDesc
 from netlet.cluster._scheduler import ASSIGNED, RUNNING, Action, Scheduler, Task
 from netlet.errors import ConfigError, ConnectionLost

@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from netlet.cluster._head_checks import _as_itself
 from netlet.cluster._head_monitor import HeadMonitor
-from netlet.cluster._head_tasks import Member, _as_itself, _pickled
+from netlet.cluster._head_tasks import Member, _pickled
 from netlet.cluster._member_messages import NameEntry, Names
 from netlet.cluster._scheduler import Scheduler
 from netlet.cluster._store import HeadStore

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from netlet.clock import Clock
 from netlet.cluster._batches import batches
 from netlet.cluster._code import MAX_PACKAGE, MAX_TOTAL, CodeStore
+from netlet.cluster._head_checks import _as_itself, _expect_int, _expect_sink
 from netlet.cluster._member_messages import JoinInfo, Load
 from netlet.cluster._messages import Delivery, Finished, Pulled, Report, Tasks
 from netlet.cluster._scheduler import (
@@ -101,22 +102,6 @@ class Member:
     """Objects the head placed on it (``spawn``)."""
 
 
-def _as_itself(node: str) -> None:
-    """Refuse a call from the network that names a member other than its caller."""
-    caller = current_peer()
-    if caller is not None and caller != node:
-        raise PermissionError(
-            f"this connection may act only for its own node, not {str(node)[:8]!r}: "
-            "pass your own node id (a connection claiming an id another one owns has none)")
-
-
-def _expect(method: str, arg: str, value: Any, cls: type) -> None:
-    """Refuse an argument that is not the record the protocol names (PROTOCOL.md 16.5)."""
-    if type(value) is not cls:
-        raise ConfigError(f"{method}: {arg} is a {cls.__name__} record (PROTOCOL.md 16.5), "
-                          f"not {type(value).__name__} {short(value)}")
-
-
 def _log_failed(fn: str, tid: str, member: Member | None, error: str) -> None:
     """One line per failed task: id, function, worker, error type."""
     who = f"{member.info.name} ({member.node[:8]})" if member is not None else "-"
@@ -153,6 +138,7 @@ class TaskDesk:
                      functions: dict[str, bytes]) -> int:
         """Queue ``tasks``; returns how many were new."""
         _as_itself(client)
+        _expect_sink("submit", sink)
         if type(tasks) is not Tasks:
             raise ConfigError("a submit's tasks are a Tasks record (PROTOCOL.md 16.5)")
         self._clients[client] = sink
@@ -190,6 +176,7 @@ class TaskDesk:
     async def resume(self, client: str, sink: Proxy, pending: list[str]) -> list[str]:
         """A client came back: deliver what finished meanwhile; return ids we never saw."""
         _as_itself(client)
+        _expect_sink("resume", sink)
         self._clients[client] = sink
         member = self._members.get(client)
         if member is not None:
@@ -227,8 +214,10 @@ class TaskDesk:
         work the pull waits at most ``pull_wait`` seconds and answers empty.
         """
         self._worker(worker)
+        _expect_int("pull", "epoch", epoch)
+        _expect_int("pull", "want", want)
         try:
-            actions = self._sched.pull(worker, int(epoch), int(want), self._clock.monotonic())
+            actions = self._sched.pull(worker, epoch, want, self._clock.monotonic())
         except StaleEpoch as e:
             raise NoSuchObject(str(e)) from None
         mine = next((a for a in actions if isinstance(a, Handout) and a.worker == worker
@@ -260,6 +249,7 @@ class TaskDesk:
 
     async def exchange(self, worker: str, epoch: int, report: Report, want: int) -> Pulled:
         """``report`` then ``pull`` in one round trip: what a busy worker sends."""
+        _expect_int("exchange", "want", want)  # before the report is taken
         await self.report(worker, epoch, report)
         return await self.pull(worker, epoch, want)
 
@@ -272,6 +262,7 @@ class TaskDesk:
         from an older epoch of the worker is refused whole.
         """
         _as_itself(worker)
+        _expect_int("report", "epoch", epoch)
         if type(report) is not Report:
             raise ConfigError("a report is a Report record (PROTOCOL.md 16.5)")
         ids, oks, started = report.ids, report.oks, report.started
@@ -287,11 +278,13 @@ class TaskDesk:
                 if task is not None and task.worker == worker and task.lease == lease:
                     self._monitor.error_detail(tid, error_type, tb or "")
         try:
-            actions = self._sched.started(worker, int(epoch), started) if started else []
+            actions = self._sched.started(worker, epoch, started) if started else []
             if ids:
                 actions += self._sched.results(
-                    worker, int(epoch), zip(ids, oks, report.bodies, report.leases, strict=True))
+                    worker, epoch, zip(ids, oks, report.bodies, report.leases, strict=True))
         except StaleEpoch as e:
+            if started:  # refused before its results were looked at: they count too
+                self._sched.refused_results += len(ids)
             log.info("refused a report from %s: %s", worker[:8], e)
             raise NoSuchObject(str(e)) from None
         _, done1, failed1 = self._sched.worker_load(worker)
