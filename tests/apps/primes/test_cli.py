@@ -361,6 +361,13 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     (["--start", "-1", "--end", "5"], "start must be 0 or more", 1),
     (["--end", "lots"], "'lots' is not a whole number", 2),
     (["--end", "10**99999"], "far too large", 2),
+    # Digits past Python's int-conversion limit (4300), and a long base raised to a
+    # short power: a clean "far too large", not a traceback (nor minutes of big-int work).
+    (["--end", "9" * 5000], "far too large", 2),
+    (["--end", "9" * 3000 + "**999"], "far too large", 2),
+    (["--end", "9" * 5000 + "*10**6"], "far too large", 2),
+    (["--end", "9" * 40 + "e900"], "far too large", 2),
+    (["--chunk", "9" * 5000, "--end", "100"], "far too large", 2),
     (["--end", "10**17"], "the sieve method goes up to end=10**16", 1),
     (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers", 1),
     (["--end", "100", "--chunk", "10**11"], "a chunk holds 1 to 10**10 numbers", 1),
