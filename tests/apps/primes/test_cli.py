@@ -352,6 +352,28 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     assert not state.exists()
 
 
+def test_ctrl_c_exits_130_with_every_finished_chunk_committed(primes: Coordinators,
+                                                              tmp_path: Path) -> None:
+    """docs/primes.md: "It is 130 after Ctrl-C", and finished chunks are committed "all
+    of them when the search fails or is interrupted (Ctrl-C)": with --out, the state's
+    recorded length of the file is then the file's length (nothing written uncounted)."""
+    state, out = tmp_path / "s.db", tmp_path / "p.txt"
+    run = primes.start("--method", "naive", "--end", "5_000_000", "--chunk", "20_000",
+                       "--workers", "1", "--state", state, "--out", out)
+    wait_until(lambda: len(finished_chunks(state)) >= 3, STEP * 2, "three finished chunks")
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=STEP)
+    assert run.returncode == 130, err
+    assert "run the same command with --resume" in err
+    assert "Traceback" not in err
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        [(offset,)] = db.execute("SELECT value FROM meta WHERE key = 'out_offset'").fetchall()
+        counts = [c for (c,) in db.execute("SELECT count FROM chunks")]
+    assert int(offset) == out.stat().st_size > 0
+    assert len(counts) < 250  # interrupted, not finished
+    assert out.read_text().count("\n") == sum(counts)
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
