@@ -352,6 +352,7 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     assert not state.exists()
 
 
+@pytest.mark.timeout(60)
 def test_ctrl_c_exits_130_with_every_finished_chunk_committed(primes: Coordinators,
                                                               tmp_path: Path) -> None:
     """docs/primes.md: "It is 130 after Ctrl-C", and finished chunks are committed "all
