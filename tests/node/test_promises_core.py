@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import sys
 import threading
 import uuid
@@ -253,3 +254,28 @@ def test_a_value_over_the_decoding_budget_fails_its_call_not_the_node(
         for _ in range(20):
             deep = [{"k": deep}]
         assert proxy.echo(deep) == deep
+
+
+# -- tutorial §6: "A process that cannot be reached at all gives netlet.PeerUnreachable."
+#    A frozen process's kernel still accepts the TCP connection (into its backlog); the
+#    handshake then never comes. That is unreachable, not "the peer sent something we
+#    refuse" (HandshakeError, which a worker takes for a wrong key and exits on).
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("style", ["blocking", "future", "aio"])
+def test_a_listener_that_never_answers_is_unreachable(style: str) -> None:
+    with socket.socket() as frozen, netlet.Node(handshake_timeout=1.0) as client:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)  # never accepts: connections wait in the kernel's backlog
+        address = f"tcp://127.0.0.1:{frozen.getsockname()[1]}"
+        proxy = client.proxy(address, "svc", timeout=STEP)
+
+        async def by_aio() -> Any:
+            return await proxy.echo.aio(1)
+
+        attempt: Callable[[], Any] = {"blocking": lambda: proxy.echo(1),
+                                      "future": lambda: proxy.echo.future(1).result(STEP),
+                                      "aio": lambda: asyncio.run(by_aio())}[style]
+        with pytest.raises(netlet.PeerUnreachable, match="did not complete the handshake"):
+            attempt()
