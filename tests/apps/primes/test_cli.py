@@ -375,6 +375,38 @@ def test_ctrl_c_exits_130_with_every_finished_chunk_committed(primes: Coordinato
     assert out.read_text().count("\n") == sum(counts)
 
 
+@pytest.mark.timeout(60)
+def test_on_a_terminal_the_live_view_shows_progress_primes_rate_and_shares(
+        tmp_path: Path) -> None:
+    """docs/primes.md: "When stderr is a terminal, a live view shows: a progress bar; the
+    number of primes found so far; how many numbers are checked per second; each worker's
+    share (host:pid, chunks, numbers, primes, busy time, share)." Only a terminal takes
+    that path: no other test draws the view."""
+    import pexpect
+
+    # About a second of trial division: the view (redrawn 8 times a second) has chunks.
+    child = pexpect.spawn(netlet_command()[0], [*netlet_command()[1:], "primes", "--method",
+                                                "naive", "--end", "10**6", "--chunk", "10_000",
+                                                "-w", "1"],
+                          dimensions=(40, 160), encoding="utf-8", timeout=STEP * 3,
+                          cwd=str(tmp_path), env=child_env())
+    try:
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.before)
+    assert child.exitstatus == 0, shown[-2000:]
+    assert "Traceback" not in shown
+    views = shown.split("naive [0, 1,000,000)")[1:]
+    live = [v for v in views if "numbers/s" in v and "chunks " in v and "/100 of " in v]
+    assert live, shown[-2000:]
+    last = live[-1]
+    assert re.search(r"\d+% [\d,]+ primes [\d.]+ [kMG]? ?numbers/s", last), last
+    assert re.search(r"node +chunks +numbers +primes +busy +share", last), last
+    assert re.search(r"\S+:\d+ +\d+ +[\d,]+ +[\d,]+ +[\d.]+ s +[\d.]+%", last), last
+    assert "78,498 primes in [0, 1,000,000) by naive = the known pi(N)" in shown
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
