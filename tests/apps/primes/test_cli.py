@@ -407,6 +407,26 @@ def test_on_a_terminal_the_live_view_shows_progress_primes_rate_and_shares(
     assert "78,498 primes in [0, 1,000,000) by naive = the known pi(N)" in shown
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_database_that_is_not_a_state_file_is_never_written_nor_removed(
+        primes: Coordinators, tmp_path: Path, resume: bool) -> None:
+    """--state names a file of the user's own: if it is not a prime-search state file,
+    the search refuses it ("is in the way"), with or without --resume. With --resume it
+    used to add its tables to that database, run, and then delete the file."""
+    precious = tmp_path / "precious.db"
+    with contextlib.closing(sqlite3.connect(precious)) as db, db:
+        db.execute("CREATE TABLE accounts (name TEXT, balance INTEGER)")
+        db.execute("INSERT INTO accounts VALUES ('alice', 100)")
+    before = precious.read_bytes()
+    done = primes.run("--end", "10**6", "--workers", "1", "--state", precious,
+                      *(["--resume"] if resume else []))
+    assert done.returncode == 1, done.stdout
+    assert "is in the way and is not a prime-search state file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert precious.read_bytes() == before
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
