@@ -23,8 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netlet.apps.primes import KNOWN_PI, _cli, count_sieve
 from netlet.apps.primes._cli import NUMBER
@@ -496,6 +499,24 @@ def test_local_workers_get_one_blas_thread_unless_the_user_chose(
     ("1.5e6", 1_500_000), ("2.5e1", 25), ("1_000.5e1", 10_005)])
 def test_numbers_can_be_written_as_powers(text: str, value: int) -> None:
     assert NUMBER.convert(text, None, None) == value
+
+
+_NUMBER_PARTS = st.one_of(st.sampled_from(["*", "**", "^", "e", "E", ".", "_", " ", "-"]),
+                          st.integers(0, 10**6).map(str), st.just("9" * 5000))
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.lists(_NUMBER_PARTS, max_size=7).map("".join)))
+def test_any_text_is_a_whole_number_or_a_clean_usage_error(text: str) -> None:
+    """A number from the command line is read or refused with a message (exit 2), for any
+    text: never another exception, never minutes of big-integer work."""
+    try:
+        value = NUMBER.convert(text, None, None)
+    except click.BadParameter:
+        return
+    assert type(value) is int
+    assert abs(value) < 10**101
 
 
 def test_listed_in_help() -> None:
