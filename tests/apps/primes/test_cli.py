@@ -445,6 +445,9 @@ def test_a_database_that_is_not_a_state_file_is_never_written_nor_removed(
     (["--end", "9" * 3000 + "**999"], "far too large", 2),
     (["--end", "9" * 5000 + "*10**6"], "far too large", 2),
     (["--end", "9" * 40 + "e900"], "far too large", 2),
+    (["--end", "9" * 5000 + "**0"], "far too large", 2),
+    (["--end", "0" * 5000 + "1"], "far too large", 2),
+    (["--end", "1." + "0" * 5000], "far too large", 2),
     (["--chunk", "9" * 5000, "--end", "100"], "far too large", 2),
     (["--end", "10**17"], "the sieve method goes up to end=10**16", 1),
     (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers", 1),
@@ -502,7 +505,8 @@ def test_numbers_can_be_written_as_powers(text: str, value: int) -> None:
 
 
 _NUMBER_PARTS = st.one_of(st.sampled_from(["*", "**", "^", "e", "E", ".", "_", " ", "-"]),
-                          st.integers(0, 10**6).map(str), st.just("9" * 5000))
+                          st.integers(0, 10**6).map(str), st.just("9" * 5000),
+                          st.just("0" * 5000))
 
 
 @pytest.mark.timeout(60)

@@ -82,15 +82,17 @@ class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
 
 
 _MOST_DIGITS = 100
-"""Longer numbers are refused before they are computed (the largest range end is 10**18)."""
+"""Numbers written with more digits, or whose value would have more, are refused before
+they are computed (the largest range end is 10**18)."""
 
 
 def _digits(factor: str | None, base: str, power: str | None, exponent: str | None) -> int:
     """An upper bound on the digits of the value, found without computing it."""
-    whole = base.split(".")[0].replace("_", "").lstrip("0")
+    written = (base + (factor or "")).replace("_", "")
+    whole = base.replace("_", "").partition(".")[0].lstrip("0")
     digits = len(whole) * int(power) if power is not None else len(whole)
     digits += int(exponent or 0) + len((factor or "").replace("_", "").lstrip("0"))
-    return digits
+    return max(digits, len(written))  # (every digit written is read, zeros too)
 
 
 NUMBER = _Number()
