@@ -279,3 +279,44 @@ def test_a_listener_that_never_answers_is_unreachable(style: str) -> None:
                                       "aio": lambda: asyncio.run(by_aio())}[style]
         with pytest.raises(netlet.PeerUnreachable, match="did not complete the handshake"):
             attempt()
+
+
+# -- README "No hangs": a timeout the caller gives (any float, or something else) either
+#    bounds the call or is refused at once. timeout=float("inf") on a node with no
+#    connection yet raised OverflowError on a background thread and the call never ended.
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("style", ["blocking", "future", "aio"])
+def test_an_infinite_timeout_waits_for_the_reply_and_bad_ones_are_refused(
+        style: str, served: tuple[netlet.Node, Service]) -> None:
+    node, _ = served
+
+    def attempt(proxy: netlet.Proxy) -> Any:
+        async def by_aio() -> Any:
+            return await proxy.aecho.aio("v")
+
+        return {"blocking": lambda: proxy.echo("v"),
+                "future": lambda: proxy.echo.future("v").result(STEP),
+                "aio": lambda: asyncio.run(by_aio())}[style]()
+
+    with netlet.Node() as client:  # fresh: the first call also opens the connection
+        assert attempt(client.proxy(_address(node), "svc", timeout=float("inf"))) == "v"
+    with netlet.Node() as client:
+        proxy = client.proxy(_address(node), "svc")
+        assert attempt(proxy.with_options(timeout=float("inf"))) == "v"
+        with pytest.raises(ValueError, match="timeout"):
+            attempt(proxy.with_options(timeout=float("nan")))
+        with pytest.raises(TypeError, match="timeout"):
+            attempt(proxy.with_options(timeout="5"))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+def test_a_remote_receive_with_an_infinite_timeout_gets_its_value() -> None:
+    with netlet.Node(listen="tcp://127.0.0.1:0") as owner, netlet.Node() as user:
+        ch = netlet.channel()
+        owner.serve(ch, "c")
+        remote = netlet.connect_channel(_address(owner), "c", node=user)
+        got = netlet.spawn(remote.receive, timeout=float("inf"))
+        ch.send("v", timeout=STEP)
+        assert got.join(STEP) == "v"
