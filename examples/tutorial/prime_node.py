@@ -59,10 +59,10 @@ def main() -> int:
     checker = Checker(args.name)
     try:
         with netlet.Node(key_file=args.key) as node:
-            # join() lasts as long as the search, so no call timeout. A call
-            # made as a future travels on the node's main connection, where
-            # keepalive turns a server that died or froze into ConnectionLost
-            # within seconds (a plain blocking call would wait forever).
+            # join() lasts as long as the search, so no call timeout. Keepalive
+            # still turns a server that died or froze into ConnectionLost
+            # within seconds (on the main connection a future travels on, as on
+            # a blocking call's side connection).
             server = node.proxy(args.server, "primes", timeout=None)
             server.join.future(args.name, checker).result()
     except KeyboardInterrupt:

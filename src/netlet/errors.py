@@ -13,7 +13,7 @@
     │       └── AuthenticationError         a peer could not prove it holds the key
     ├── EncodeError(TypeError)              a value netlet cannot send
     ├── NetletConnectionError(ConnectionError)
-    │   ├── PeerUnreachable                 could not connect at all
+    │   ├── PeerUnreachable                 could not connect, or no handshake came back
     │   ├── ConnectionLost                  the connection dropped with calls pending
     │   └── WorkerLost                      a task's worker died more often than it may retry
     ├── CallTimeout(TimeoutError)           no answer within the call's timeout
@@ -110,7 +110,8 @@ class NetletConnectionError(NetletError, ConnectionError):
 
 
 class PeerUnreachable(NetletConnectionError):
-    """No connection could be made to the address."""
+    """No connection could be made to the address, or the peer took it and never
+    completed the handshake (frozen, overloaded, or not a netlet node)."""
 
 
 class ConnectionLost(NetletConnectionError):

@@ -17,6 +17,7 @@ import pytest
 from netlet import Node, expose
 from netlet.errors import NetletError, NoSuchObject
 from netlet.transport import TLSConfig, generate_key
+from tests._support import STEP, Proc
 
 NETLET = str(Path(sys.executable).parent / "netlet")
 
@@ -148,3 +149,22 @@ def test_tls_with_the_wrong_ca(node_factory: Callable[..., Any], certs: Path) ->
     message = _failure(client, server.address)
     assert "not trusted by our CA" in message
 
+
+
+@pytest.mark.timeout(40)
+def test_a_worker_waits_for_a_head_that_took_the_connection_but_does_not_answer(
+        busy_port: int, tmp_path: Path) -> None:
+    """A frozen or overloaded head (the kernel takes the connection, nothing answers) is
+    out of reach, not a refusal: the worker keeps trying. It used to exit at once with
+    "wrong cluster key" (the handshake's timeout was a HandshakeError)."""
+    key = tmp_path / "k.key"
+    assert _run("keygen", str(key)).returncode == 0
+    worker = Proc.spawn([NETLET, "worker", "--join", f"tcp://127.0.0.1:{busy_port}",
+                         "--key-file", key, "-n", "1"])
+    try:
+        worker.stderr.wait_for(r"cannot join .* did not complete the handshake in 5 s\); "
+                               r"retrying", timeout=STEP * 2)
+        assert worker.alive()
+        assert "wrong cluster key" not in worker.stderr.text()
+    finally:
+        worker.kill()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import math
+import numbers
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
@@ -37,6 +39,23 @@ Timeout: TypeAlias = "float | Literal[_Default.TIMEOUT] | None"
 """A call timeout: seconds, ``None`` (wait for ever), or ``DEFAULT_TIMEOUT``."""
 
 
+def checked_timeout(timeout: object) -> float | None:
+    """A call timeout as given, made safe: seconds, or None for none (``inf`` too).
+
+    Checked here, in the caller's thread: a NaN or an infinity reaching the deadline
+    sweep failed on a background thread, and the call never ended."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"a call timeout is a number of seconds or None, not {timeout!r}")
+    seconds = float(timeout)
+    if math.isnan(seconds):
+        raise ValueError("a call timeout cannot be NaN: give seconds, or None for none")
+    if math.isinf(seconds):
+        return None if seconds > 0 else 0.0
+    return seconds
+
+
 class Proxy:
     """A handle to an object served by some node; calls go over the network.
 
@@ -49,8 +68,8 @@ class Proxy:
     def __init__(self, node: Node, ref: RemoteRef, *, timeout: Timeout = DEFAULT_TIMEOUT,
                  link: Link | None = None, pinned: bool = False) -> None:
         self._node = node
-        self._route = Route(node.caller, ref, link, pinned,
-                            node.config.call_timeout if timeout is DEFAULT_TIMEOUT else timeout)
+        self._route = Route(node.caller, ref, link, pinned, checked_timeout(
+            node.config.call_timeout if timeout is DEFAULT_TIMEOUT else timeout))
         self._methods: dict[str, Method] = {}
 
     def __getattr__(self, name: str) -> Method:

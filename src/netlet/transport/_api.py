@@ -21,7 +21,6 @@ from netlet.clock import Backoff, Timer
 from netlet.errors import (
     ConfigError,
     ConnectionLost,
-    HandshakeError,
     InsecureListenError,
     NetletError,
     PeerUnreachable,
@@ -113,7 +112,8 @@ async def connect(
     address: str, config: TransportConfig, node: str, listen_address: str = "",
     role: str = "link", budget: Budget | None = None, link_token: bytes = b"",
 ) -> tuple[Connection, PeerInfo]:
-    """Connect and authenticate; raises ``PeerUnreachable`` or a ``HandshakeError``.
+    """Connect and authenticate; raises ``PeerUnreachable`` (also for a peer that never
+    answers the handshake) or a ``HandshakeError`` (one that answered wrong).
 
     With a ``budget``, what the connection holds is charged to it.
     """
@@ -129,8 +129,11 @@ async def connect(
     try:
         peer = await client_handshake(conn, config, node, listen_address, role, link_token)
     except TimeoutError:
+        # It took the connection and said nothing (frozen, overloaded, not netlet): that
+        # is a peer out of reach, not one that sent something we refuse.
         conn.close()
-        raise HandshakeError(f"{addr} did not complete the handshake in time") from None
+        raise PeerUnreachable(f"{addr} accepted the connection but did not complete the "
+                              f"handshake in {config.handshake_timeout:g} s") from None
     except ConnectionLost as e:
         conn.close()
         if config.tls is None and addr.scheme == "tcp":

@@ -23,8 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netlet.apps.primes import KNOWN_PI, _cli, count_sieve
 from netlet.apps.primes._cli import NUMBER
@@ -352,6 +355,81 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     assert not state.exists()
 
 
+@pytest.mark.timeout(60)
+def test_ctrl_c_exits_130_with_every_finished_chunk_committed(primes: Coordinators,
+                                                              tmp_path: Path) -> None:
+    """docs/primes.md: "It is 130 after Ctrl-C", and finished chunks are committed "all
+    of them when the search fails or is interrupted (Ctrl-C)": with --out, the state's
+    recorded length of the file is then the file's length (nothing written uncounted)."""
+    state, out = tmp_path / "s.db", tmp_path / "p.txt"
+    run = primes.start("--method", "naive", "--end", "5_000_000", "--chunk", "20_000",
+                       "--workers", "1", "--state", state, "--out", out)
+    wait_until(lambda: len(finished_chunks(state)) >= 3, STEP * 2, "three finished chunks")
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=STEP)
+    assert run.returncode == 130, err
+    assert "run the same command with --resume" in err
+    assert "Traceback" not in err
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        [(offset,)] = db.execute("SELECT value FROM meta WHERE key = 'out_offset'").fetchall()
+        counts = [c for (c,) in db.execute("SELECT count FROM chunks")]
+    assert int(offset) == out.stat().st_size > 0
+    assert len(counts) < 250  # interrupted, not finished
+    assert out.read_text().count("\n") == sum(counts)
+
+
+@pytest.mark.timeout(60)
+def test_on_a_terminal_the_live_view_shows_progress_primes_rate_and_shares(
+        tmp_path: Path) -> None:
+    """docs/primes.md: "When stderr is a terminal, a live view shows: a progress bar; the
+    number of primes found so far; how many numbers are checked per second; each worker's
+    share (host:pid, chunks, numbers, primes, busy time, share)." Only a terminal takes
+    that path: no other test draws the view."""
+    import pexpect
+
+    # About a second of trial division: the view (redrawn 8 times a second) has chunks.
+    child = pexpect.spawn(netlet_command()[0], [*netlet_command()[1:], "primes", "--method",
+                                                "naive", "--end", "10**6", "--chunk", "10_000",
+                                                "-w", "1"],
+                          dimensions=(40, 160), encoding="utf-8", timeout=STEP * 3,
+                          cwd=str(tmp_path), env=child_env())
+    try:
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", child.before)
+    assert child.exitstatus == 0, shown[-2000:]
+    assert "Traceback" not in shown
+    views = shown.split("naive [0, 1,000,000)")[1:]
+    live = [v for v in views if "numbers/s" in v and "chunks " in v and "/100 of " in v]
+    assert live, shown[-2000:]
+    last = live[-1]
+    assert re.search(r"\d+% [\d,]+ primes [\d.]+ [kMG]? ?numbers/s", last), last
+    assert re.search(r"node +chunks +numbers +primes +busy +share", last), last
+    assert re.search(r"\S+:\d+ +\d+ +[\d,]+ +[\d,]+ +[\d.]+ s +[\d.]+%", last), last
+    assert "78,498 primes in [0, 1,000,000) by naive = the known pi(N)" in shown
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_database_that_is_not_a_state_file_is_never_written_nor_removed(
+        primes: Coordinators, tmp_path: Path, resume: bool) -> None:
+    """--state names a file of the user's own: if it is not a prime-search state file,
+    the search refuses it ("is in the way"), with or without --resume. With --resume it
+    used to add its tables to that database, run, and then delete the file."""
+    precious = tmp_path / "precious.db"
+    with contextlib.closing(sqlite3.connect(precious)) as db, db:
+        db.execute("CREATE TABLE accounts (name TEXT, balance INTEGER)")
+        db.execute("INSERT INTO accounts VALUES ('alice', 100)")
+    before = precious.read_bytes()
+    done = primes.run("--end", "10**6", "--workers", "1", "--state", precious,
+                      *(["--resume"] if resume else []))
+    assert done.returncode == 1, done.stdout
+    assert "is in the way and is not a prime-search state file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert precious.read_bytes() == before
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
@@ -361,6 +439,16 @@ def test_resume_after_the_coordinator_is_killed(primes: Coordinators, tmp_path: 
     (["--start", "-1", "--end", "5"], "start must be 0 or more", 1),
     (["--end", "lots"], "'lots' is not a whole number", 2),
     (["--end", "10**99999"], "far too large", 2),
+    # Digits past Python's int-conversion limit (4300), and a long base raised to a
+    # short power: a clean "far too large", not a traceback (nor minutes of big-int work).
+    (["--end", "9" * 5000], "far too large", 2),
+    (["--end", "9" * 3000 + "**999"], "far too large", 2),
+    (["--end", "9" * 5000 + "*10**6"], "far too large", 2),
+    (["--end", "9" * 40 + "e900"], "far too large", 2),
+    (["--end", "9" * 5000 + "**0"], "far too large", 2),
+    (["--end", "0" * 5000 + "1"], "far too large", 2),
+    (["--end", "1." + "0" * 5000], "far too large", 2),
+    (["--chunk", "9" * 5000, "--end", "100"], "far too large", 2),
     (["--end", "10**17"], "the sieve method goes up to end=10**16", 1),
     (["--end", "100", "--chunk", "0"], "a chunk holds 1 to 10**10 numbers", 1),
     (["--end", "100", "--chunk", "10**11"], "a chunk holds 1 to 10**10 numbers", 1),
@@ -414,6 +502,25 @@ def test_local_workers_get_one_blas_thread_unless_the_user_chose(
     ("1.5e6", 1_500_000), ("2.5e1", 25), ("1_000.5e1", 10_005)])
 def test_numbers_can_be_written_as_powers(text: str, value: int) -> None:
     assert NUMBER.convert(text, None, None) == value
+
+
+_NUMBER_PARTS = st.one_of(st.sampled_from(["*", "**", "^", "e", "E", ".", "_", " ", "-"]),
+                          st.integers(0, 10**6).map(str), st.just("9" * 5000),
+                          st.just("0" * 5000))
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.lists(_NUMBER_PARTS, max_size=7).map("".join)))
+def test_any_text_is_a_whole_number_or_a_clean_usage_error(text: str) -> None:
+    """A number from the command line is read or refused with a message (exit 2), for any
+    text: never another exception, never minutes of big-integer work."""
+    try:
+        value = NUMBER.convert(text, None, None)
+    except click.BadParameter:
+        return
+    assert type(value) is int
+    assert abs(value) < 10**101
 
 
 def test_listed_in_help() -> None:

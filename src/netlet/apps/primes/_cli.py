@@ -67,7 +67,8 @@ class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
                       "1e6, 1.5e6 or 5*10**6)", param, ctx)
         factor, base, power, exponent = m.groups()
         raised = power or exponent
-        if raised is not None and len(raised) > 3:
+        too_long = raised is not None and len(raised) > 3
+        if too_long or _digits(factor, base, power, exponent) > _MOST_DIGITS:
             self.fail(f"{text!r} is far too large", param, ctx)
         number = Fraction(base.replace("_", ""))
         if power is not None:
@@ -78,6 +79,20 @@ class _Number(click.ParamType):  # type: ignore[type-arg,unused-ignore]
         if number.denominator != 1:
             self.fail(f"{text!r} is not a whole number", param, ctx)
         return sign * int(number)
+
+
+_MOST_DIGITS = 100
+"""Numbers written with more digits, or whose value would have more, are refused before
+they are computed (the largest range end is 10**18)."""
+
+
+def _digits(factor: str | None, base: str, power: str | None, exponent: str | None) -> int:
+    """An upper bound on the digits of the value, found without computing it."""
+    written = (base + (factor or "")).replace("_", "")
+    whole = base.replace("_", "").partition(".")[0].lstrip("0")
+    digits = len(whole) * int(power) if power is not None else len(whole)
+    digits += int(exponent or 0) + len((factor or "").replace("_", "").lstrip("0"))
+    return max(digits, len(written))  # (every digit written is read, zeros too)
 
 
 NUMBER = _Number()

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS chunks (
 """
 
 
+_TABLES = {"meta", "chunks"}
+"""The tables of a state file (``_SCHEMA``): a file with others is not one."""
+
+
 class ChunkLog:
     """The finished chunks of one search, in SQLite (WAL, one commit per ``commit_every``).
 
@@ -63,6 +67,7 @@ class ChunkLog:
         self._offset: int | None = None
         self._committed = clock.monotonic()
         _refuse_foreign(path)
+        _refuse_not_state(path)
         if path.exists() and not resume:
             _refuse_unfinished(path)
             _remove(path)  # a finished run's kept state: a new run replaces it
@@ -183,6 +188,26 @@ def _remove(path: Path) -> None:
             Path(f"{path}{suffix}").unlink()
 
 
+def _refuse_not_state(path: Path) -> None:
+    """A file at ``path`` that is neither empty nor a state file holds someone's data: a
+    search must not add its tables to it, nor remove it when done."""
+    try:
+        if path.stat().st_size == 0:
+            return
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in
+                      db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except FileNotFoundError:
+        return
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"{path} is in the way and is not a prime-search state file ({e}); "
+                          "move it, or give another --state") from None
+    if not tables <= _TABLES:
+        raise ConfigError(f"{path} is in the way and is not a prime-search state file (it "
+                          f"holds tables {', '.join(sorted(tables - _TABLES))}); move it, or "
+                          "give another --state")
+
+
 def _refuse_unfinished(path: Path) -> None:
     """Raise ``ConfigError`` unless the state file at ``path`` records a finished run."""
     try:
@@ -219,5 +244,6 @@ def check_state(config: SearchConfig) -> None:
     """
     path = config.state_path()
     _refuse_foreign(path)
+    _refuse_not_state(path)
     if path.exists() and not config.resume:
         _refuse_unfinished(path)
