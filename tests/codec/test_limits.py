@@ -17,6 +17,8 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netlet.codec import Codec, Ext, Limits
 from netlet.errors import ConfigError, DecodeError, EncodeError
@@ -249,3 +251,44 @@ def test_a_socket_cannot_be_sent() -> None:
 def test_limits_refuse_nonsense(bad: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         Limits(**bad)
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=40, deadline=None)
+@given(depth=st.integers(1, 12), size=st.sampled_from([0, 1000, 30_000, 100_000]),
+       kind=st.sampled_from(["tuple", "set", "mixed"]))
+def test_what_the_encoder_accepts_the_decoder_takes(depth: int, size: int, kind: str) -> None:
+    # The decoder takes extension values apart within a budget (4 x the body + 64 KiB,
+    # counted at every level); the encoder keeps to it, refusing with EncodeError what
+    # a peer would refuse, so a value that leaves is one the peer decodes.
+    value: Any = "x" * size
+    for level in range(depth):
+        wrap = frozenset if kind == "set" or (kind == "mixed" and level % 2) else tuple
+        value = wrap((value,))
+    codec = Codec()
+    refused: list[str] = []
+    try:
+        body, buffers = codec.encode([1, value])
+    except EncodeError as e:
+        refused.append(str(e))
+    if refused:
+        assert "nested too deeply for its size" in refused[0]
+    else:
+        assert codec.decode(body, buffers) == [1, value]
+
+
+def test_the_encoder_refuses_what_the_decoders_budget_would() -> None:
+    value: Any = "x" * 100_000
+    for _ in range(6):  # 6 levels of 100 KB: 600 KB of payloads in a 100 KB message
+        value = (value,)
+    with pytest.raises(EncodeError, match="nested too deeply for its size"):
+        Codec().encode([1, value])
+    raw: Any = "x" * 100_000  # the same value packed by hand, as a peer without the check
+    for _ in range(6):
+        raw = msgpack.ExtType(Ext.TUPLE, msgpack.packb([raw]))
+    with pytest.raises(DecodeError, match="nested too deeply for the message's size"):
+        Codec().decode(msgpack.packb([1, raw]))
+    lists: Any = "x" * 100_000
+    for _ in range(20):  # lists nest freely
+        lists = [lists]
+    assert Codec().decode(*Codec().encode([1, lists])) == [1, lists]

@@ -218,9 +218,6 @@ def test_values_round_trip_exactly_through_every_call_style(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=(
-    "the encoder builds nested ext payloads the decoder's budget refuses (codec/_codec.py: "
-    "the encoder should count nested ext bytes as the decoder does and raise EncodeError)"))
 def test_a_value_the_sender_encodes_is_one_the_peer_decodes(
         served: tuple[netlet.Node, Service]) -> None:
     node, _ = served

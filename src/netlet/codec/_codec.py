@@ -19,7 +19,13 @@ from typing import Any
 import msgpack
 
 from netlet.codec._exceptions import format_traceback, rebuild_exception, register_exception
-from netlet.codec._guard import SLICED_FROM, DecodeState, dict_from_pairs, sliced_options
+from netlet.codec._guard import (
+    EXT_BYTES_FACTOR,
+    SLICED_FROM,
+    DecodeState,
+    dict_from_pairs,
+    sliced_options,
+)
 from netlet.codec._reuse import IN_USE as _IN_USE
 from netlet.codec._reuse import REUSED_MAX, unpack_reused
 from netlet.codec._table import BY_CODE, BY_TYPE, encode_other, unknown
@@ -131,9 +137,10 @@ class Codec:
             tls.spares = [msgpack.Packer(default=self._tls_default, strict_types=True,
                                          datetime=False) for _ in range(_SPARES)]
         try:
-            return packer.pack(value)  # type: ignore[no-any-return]
+            body: bytes = packer.pack(value)
         except BaseException as e:
             tls.packer = None  # its internal buffer may hold a partial message
+            tls.ext_bytes = 0
             if isinstance(e, EncodeError):
                 raise
             if isinstance(e, RecursionError):
@@ -141,11 +148,22 @@ class Codec:
             if isinstance(e, (TypeError, ValueError, OverflowError)):
                 raise EncodeError(f"cannot encode value: {e}") from e
             raise
+        nested = tls.__dict__.get("ext_bytes")
+        if nested:  # the peer takes extension values apart within a budget: keep to it
+            tls.ext_bytes = 0
+            if nested > EXT_BYTES_FACTOR * len(body) + 64 * 1024:
+                raise EncodeError(
+                    f"value nested too deeply for its size: its tuples, sets and records "
+                    f"hold {nested} bytes in all levels together, more than a peer decodes "
+                    f"for a message of {len(body)} bytes ({EXT_BYTES_FACTOR} x its size + "
+                    "64 KiB); nest fewer of them, or use lists, which nest freely")
+        return body
 
     def _tls_default(self, obj: Any) -> Any:
+        # Every extension value's payload is counted (``ext_bytes``), as the decoder does.
         ext = BY_TYPE.get(type(obj))
         if ext is None:
-            return encode_other(obj, self)
+            return self._counted(encode_other(obj, self))
         as_list = ext.as_list
         if as_list is not None:  # tuples, sets, records: no closure, few lookups
             kept = self._tls.__dict__
@@ -153,13 +171,21 @@ class Codec:
             if spares is not None and level < _SPARES:
                 kept["level"] = level + 1
                 try:
-                    return _ext_type((ext.code, spares[level].pack(as_list(obj))))
+                    data = spares[level].pack(as_list(obj))
                 except BaseException:
                     kept["spares"] = None  # a buffer may hold half a value
                     raise
                 finally:
                     kept["level"] = level
-        return ext.encode(obj, self)
+                kept["ext_bytes"] = kept.get("ext_bytes", 0) + len(data)
+                return _ext_type((ext.code, data))
+        return self._counted(ext.encode(obj, self))
+
+    def _counted(self, value: Any) -> Any:
+        if type(value) is msgpack.ExtType:
+            kept = self._tls.__dict__
+            kept["ext_bytes"] = kept.get("ext_bytes", 0) + len(value.data)
+        return value
 
     def _has_large_binary(self, message: list[Any]) -> bool:
         # Called for every message: one set lookup per element that cannot hold one.
