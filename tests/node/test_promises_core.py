@@ -88,12 +88,7 @@ _CALLER = {
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("style", [
-    "future", "aio",
-    pytest.param("blocking", marks=pytest.mark.xfail(strict=True, reason=(
-        "a blocking call is served on a direct connection, whose thread waits for the "
-        "method without reading the socket: a caller killed meanwhile is noticed only "
-        "when the method returns (fix in node/_direct.py: watch the socket while waiting)"))),
-])
+    "future", "aio", "blocking"])
 def test_a_killed_callers_running_async_call_is_cancelled(
         style: str, served: tuple[netlet.Node, Service], tmp_path: Path) -> None:
     node, service = served
@@ -115,6 +110,24 @@ def test_a_killed_callers_running_async_call_is_cancelled(
     finally:
         service.release.set()
         caller.kill()
+
+
+@pytest.mark.timeout(30)
+def test_a_blocking_call_that_timed_out_is_cancelled_at_the_server(
+        served: tuple[netlet.Node, Service]) -> None:
+    # The caller gave up (CANCEL, then it closed its side connection): the method
+    # running for it is cancelled, and the node serves the next blocking call.
+    node, service = served
+    with netlet.Node() as client:
+        proxy = client.proxy(_address(node), "svc", timeout=1.0)
+        assert proxy.echo("warm") == "warm"
+        assert client.caller.direct_pools(), "the call did not take the direct path"
+        with pytest.raises(netlet.CallTimeout):
+            proxy.wait("timed-out")
+        wait_until(lambda: "timed-out" in service.cancelled, timeout=3,
+                   what="the timed-out call to be cancelled at the server")
+        assert proxy.echo("after") == "after"
+    service.release.set()
 
 
 # -- tutorial §3: "All channel operations from one process to a given address share that

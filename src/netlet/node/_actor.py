@@ -73,6 +73,10 @@ class Held:
         return args if args is not None else [], kwargs
 
 
+_LOOK_GONE = 0.25
+"""Seconds between looks at a direct caller's socket while its call runs on the loop."""
+
+
 def run_method(func: Callable[..., Any], name: str, held: Held, reply: Reply) -> None:
     args, kwargs = held.args or [], held.kwargs  # taken: inline, as this runs per call
     held.args = held.kwargs = None
@@ -167,20 +171,34 @@ class Actor:
         return lambda: setattr(call, "cancelled", True)
 
     def run_inline(self, info: MethodInfo, args: list[Any],
-                   kwargs: dict[str, Any] | None, reply: Reply) -> None:
-        """Run one call from a direct-connection thread, with the same rules."""
+                   kwargs: dict[str, Any] | None, reply: Reply,
+                   gone: Callable[[], bool] | None = None) -> None:
+        """Run one call from a direct-connection thread, with the same rules.
+
+        A call run on the loop is cancelled, as over a link, once ``gone()`` says
+        the caller went away (asked every ``_LOOK_GONE`` s while it runs).
+        """
         if self.concurrent and not info.is_async:
             run_method(info.bind(self.obj), info.name, Held(args, kwargs), reply)
             return
         if self.concurrent or self.on_loop:
             done = Waiter()
+            cancel: list[Callable[[], None]] = []
 
             def settle(ok: bool, value: Any) -> None:
                 reply(ok, value)
                 done(True, None)
 
-            self._loop().call_soon_threadsafe(self.submit, info, args, kwargs, settle)
-            done.wait(None)
+            def start() -> None:
+                cancel.append(self.submit(info, args, kwargs, settle))
+
+            loop = self._loop()
+            loop.call_soon_threadsafe(start)
+            while not done.wait(None if gone is None else _LOOK_GONE):
+                if gone is not None and gone():
+                    # Cancelled, it sends no reply: nobody is left to read one.
+                    loop.call_soon_threadsafe(lambda: cancel and cancel[0]())
+                    return
             return
         with self.lock:
             run_method(info.bind(self.obj), info.name, Held(args, kwargs), reply)

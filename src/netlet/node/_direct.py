@@ -392,4 +392,18 @@ def _run_call(node: Node, framer: BlockingFramer, codec: Codec, remote: str, cid
     except (NoSuchObject, NotExposed) as e:  # the node's own answer: no traceback
         reply(False, e.with_traceback(None))
         return
-    actor.run_inline(info, args, kwargs, reply)
+    actor.run_inline(info, args, kwargs, reply, gone=lambda: _peer_gone(framer.sock))
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the caller at the other end of ``sock`` gave up on its running call: it
+    closed the socket, the socket broke, or it sent something. While its call runs a
+    direct caller sends nothing but a CANCEL, after its timeout, and then closes. What
+    it sent stays unread here: the serving loop reads it next."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        pass
+    return True
