@@ -95,3 +95,40 @@ def test_live_streams_beyond_the_limit_get_503_and_their_slots_come_back(
                 break
         assert time.monotonic() < deadline, "a closed stream never gave its slot back"
         time.sleep(0.1)  # poll interval of a loop with a deadline
+
+
+@pytest.fixture
+def bare_board() -> Iterator[Dashboard]:
+    """A read-only loopback dashboard with no token and no head: what any local user reaches."""
+    board = Dashboard(None, [], listen="127.0.0.1:0", header_timeout=1.0).start()
+    yield board
+    board.stop()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("request_head", [
+    b"POST /api/v1/tasks/x/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+    b"GET /api/v1/apps HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+], ids=["refused-post", "get"])
+def test_a_request_whose_body_trickles_is_closed(bare_board: Dashboard,
+                                                 request_head: bytes) -> None:
+    """A whole head, then a body byte every 0.2 s (slowloris on the body): the request must
+    arrive whole within the same time as its head, answered or not. (uvicorn kept reading
+    and dropping such a body for ever, each byte resetting its keep-alive timer, so 128 of
+    these, no token needed, locked everyone out of a loopback dashboard.)"""
+    with _connect(bare_board) as trickle:
+        trickle.sendall(request_head)
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < 6.0:
+            try:
+                trickle.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            if _closed_by_peer(trickle, 0.2):  # also the attacker's pace
+                closed = True
+                break
+        assert closed, "a request whose body trickled was kept open"
+    with httpx.Client(base_url=bare_board.base_url, timeout=10) as web:  # the control
+        assert web.get("/api/v1/apps").status_code == 200

@@ -4,9 +4,11 @@ uvicorn accepts every connection and waits for its first request for ever, so
 idle or trickling connections (slowloris) would pile up until the process ran
 out of file descriptors: the head's, since the dashboard usually runs inside
 it, and a head that cannot accept cannot let a worker join. Here each
-connection has ``header_timeout`` seconds to deliver a complete request head
-(again after every response, for the next one), and beyond ``max_connections``
-a new connection is closed at once. Live streams are capped separately
+connection has ``header_timeout`` seconds to deliver a complete request, head
+and body (again after every response, for the next one; a body still coming
+when the answer is sent counts too: uvicorn reads and drops it, each byte
+resetting its keep-alive timer), and beyond ``max_connections`` a new
+connection is closed at once. Live streams are capped separately
 (``_app``): each costs a render per interval.
 """
 
@@ -21,7 +23,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 __all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_STREAMS", "StreamSlots", "guarded_protocol"]
 
 HEADER_TIMEOUT = 10.0
-"""Seconds a connection may take to send a request's head (as Go's ReadHeaderTimeout)."""
+"""Seconds a connection may take to send a request, head and body (the dashboard takes no
+large bodies; as Go's ReadHeaderTimeout, with the body)."""
 MAX_CONNECTIONS = 128
 """Open connections at once: tabs, scrapers and scripts; beyond it new ones are closed."""
 MAX_STREAMS = 32
@@ -29,9 +32,12 @@ MAX_STREAMS = 32
 
 log = logging.getLogger("netlet.web")
 
+_ARRIVING = (h11.IDLE, h11.SEND_BODY)
+"""The client's states while a request is still on its way (its head, then its body)."""
+
 
 def guarded_protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with a deadline for each request head and a connection cap."""
+    """uvicorn's h11 protocol with a deadline for each request and a connection cap."""
 
     class GuardedH11(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
@@ -55,7 +61,7 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[asynci
             if self._refused:
                 return
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the request's head has come
+            if self.conn.their_state not in _ARRIVING:  # the whole request has come
                 self._disarm_header_timer()
 
         def on_response_complete(self) -> None:
@@ -74,8 +80,8 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[asynci
 
         def _header_late(self) -> None:
             self._header_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()  # nothing (or half a request) in header_timeout
+            if self.conn.their_state in _ARRIVING and not self.transport.is_closing():
+                self.transport.close()  # nothing (or part of a request) in header_timeout
 
     return GuardedH11
 
