@@ -10,6 +10,8 @@ token; what members report about themselves is shown as text.
 from __future__ import annotations
 
 import re
+import select
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -179,3 +181,31 @@ def test_draining_a_worker_needs_control_the_token_and_a_csrf_token(
         # The refusals changed nothing.
         assert not any(w["draining"] for w in
                        web.get(control.base_url + "/api/v1/workers", headers=auth).json())
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("framing", [f"Content-Length: {1 << 30}", "Transfer-Encoding: chunked"])
+def test_a_control_post_cannot_make_the_dashboard_hold_a_huge_body(framing: str) -> None:
+    """A control POST without X-CSRF-Token has its form read for the CSRF token: the whole
+    body was read into memory first (1 GiB announced, 8 MiB sent, no answer). A form is
+    small: beyond 4 KiB the answer is 413 and the rest is never kept."""
+    board = Dashboard(None, [], listen="127.0.0.1:0", token=TOKEN, control=True).start()
+    try:
+        with socket.create_connection(("127.0.0.1", board.port), timeout=10) as sock:
+            sock.sendall(f"POST /apps/bank/audit HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         f"Authorization: Bearer {TOKEN}\r\n{framing}\r\n"
+                         "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode())
+            chunk = b"csrf=" + b"a" * 65531
+            if "chunked" in framing:
+                chunk = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            answer, sent = b"", 0
+            while not answer and sent < 8 << 20:
+                readable, writable, _ = select.select([sock], [sock], [], 5)
+                if readable:
+                    answer = sock.recv(4096)
+                elif writable:
+                    sent += sock.send(chunk)
+            assert answer, f"{sent >> 20} MiB of a control form read with no answer"
+            assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    finally:
+        board.stop()
