@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import select
+import subprocess
+
 import httpx
 import pytest
 
 from netlet.cluster._member_messages import JoinInfo
 from netlet.node import Node
 from netlet.transport import find_user_key
-from tests.cluster.conftest import ClusterKit, Proc, cluster_kit, netlet_command
+from netlet.web import derive_token
+from netlet.web._security import csrf_token
+from tests.cluster.conftest import ClusterKit, Proc, child_env, cluster_kit, netlet_command
 
 __all__ = ["cluster_kit"]
 
@@ -60,3 +67,59 @@ def test_a_remote_dashboard_without_the_key_is_refused(cluster_kit: ClusterKit,
                           "--listen", "127.0.0.1:0")
     assert out.returncode != 0
     assert "key" in out.stderr.lower()
+
+
+def test_a_piped_head_prints_no_token_and_its_control_dashboard_needs_one(
+        cluster_kit: ClusterKit) -> None:
+    """--dashboard-control on loopback with the per-user key: the token is derived from that
+    key, every request needs it, and into a pipe (a log) neither the URL nor the log lines
+    (-v) carry it."""
+    head = cluster_kit.head(extra=["--dashboard", "127.0.0.1:0", "--dashboard-control"])
+    url = head.stderr.wait_for(r"dashboard at (http://\S+) \(control on\)").group(1)
+    token = derive_token(find_user_key(head.address) or b"")
+    assert "token" not in url
+    assert token not in head.stderr.text() + head.stdout.text()
+    drain = "/api/v1/workers/nobody/drain"
+    with httpx.Client(base_url=url.rstrip("/"), timeout=10) as web:
+        assert web.get("/api/v1/statistics").status_code == 401
+        assert web.post(drain, headers={"x-csrf-token": csrf_token(token)}).status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        assert web.get("/api/v1/statistics", headers=auth).status_code == 200
+        assert web.post(drain, headers={**auth, "x-csrf-token": csrf_token(token)}
+                        ).status_code == 404  # control is on: no such worker, not 403
+    assert token not in head.stderr.text() + head.stdout.text()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+@pytest.mark.timeout(60)
+def test_the_url_printed_to_a_terminal_opens_the_dashboard(cluster_kit: ClusterKit) -> None:
+    """At a terminal the URL carries the token, and must be the one that opens the page, for
+    any token --dashboard-token accepts: rich read ``[bold]`` in a token as markup (and
+    dropped it from the URL) and ``[/]`` as a closing tag, and ``+&#%`` went into the query
+    string unquoted."""
+    token = "tok[bold]en[/]+&#%41-0123456789"
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [*netlet_command(), "head", "--listen", "tcp://127.0.0.1:0", "--dashboard",
+         "127.0.0.1:0", "--dashboard-token", token], env=child_env(TERM="xterm"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary)
+    os.close(secondary)
+    try:
+        seen = ""
+        while "(read-only)" not in seen:
+            ready, _, _ = select.select([primary], [], [], 15)
+            assert ready, f"the head printed no dashboard URL: {seen!r}"
+            try:
+                seen += _ANSI.sub("", os.read(primary, 4096).decode(errors="replace"))
+            except OSError:  # the terminal closed: the head died
+                pytest.fail(f"the head died: {seen!r}")
+        url = re.search(r"dashboard at (http://\S+) \(read-only\)", seen)
+        assert url is not None, seen
+        with httpx.Client(timeout=10, follow_redirects=True) as web:
+            assert web.get(url.group(1)).status_code == 200, url.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.close(primary)

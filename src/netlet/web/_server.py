@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 
@@ -128,7 +129,7 @@ class Dashboard:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         base = f"http://{host}:{self.port}/"
-        return base + (f"?token={self.token}" if self.token else "")
+        return base + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     @property
     def base_url(self) -> str:
