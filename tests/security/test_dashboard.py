@@ -22,7 +22,7 @@ from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Report
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
-from netlet.web import Dashboard, derive_token
+from netlet.web import Dashboard, RemoteHead, derive_token
 from netlet.web._security import csrf_token
 from tests.web.conftest import Kit, dashboard_for, kit, wait_until
 
@@ -209,3 +209,93 @@ def test_a_control_post_cannot_make_the_dashboard_hold_a_huge_body(framing: str)
             assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     finally:
         board.stop()
+
+
+def _policy(header: str) -> dict[str, str]:
+    return {d.split(" ", 1)[0]: d.split(" ", 1)[-1] for d in
+            (part.strip() for part in header.split(";")) if d}
+
+
+@pytest.mark.timeout(60)
+def test_every_answer_carries_the_security_headers_and_pages_load_only_their_own_script(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    """Refusals, redirects, errors, streams, static files and pages alike: a strict CSP
+    (only the dashboard's own script and style, nothing inline), no framing, nosniff, no
+    referrer. A page's one script is ``/static/dashboard.js``; nothing comes from a CDN."""
+    d = dashboard_for(token=TOKEN, max_streams=1)
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    answers: list[httpx.Response] = []
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        answers += [web.get("/"), web.get("/", headers={"host": "attacker.example"}),
+                    web.get(f"/tasks?token={TOKEN}"), web.put("/", headers=auth),
+                    web.post("/api/v1/tasks/x/cancel", headers=auth)]
+        pages = [web.get(p, headers=auth) for p in ("/", "/tasks", "/names", "/events")]
+        answers += pages
+        answers += [web.get(p, headers=auth) for p in (
+            "/tasks/nope", "/static/dashboard.js", "/static/style.css", "/static/../x",
+            "/api/v1/statistics", "/api/v1/tasks?limit=501", "/metrics", "/nowhere")]
+        with web.stream("GET", "/stream/overview", headers=auth) as stream:
+            answers += [stream, web.get("/stream/overview", headers=auth)]
+    assert sorted({a.status_code for a in answers}) == [
+        200, 303, 401, 403, 404, 405, 421, 422, 503]
+    for a in answers:
+        where = f"{a.request.method} {a.request.url.path} -> {a.status_code}"
+        policy = _policy(a.headers.get("content-security-policy", ""))
+        assert policy.get("default-src") == "'none'", where
+        assert policy.get("script-src") == "'self'", where
+        assert policy.get("style-src") == "'self'", where
+        assert policy.get("frame-ancestors") == "'none'", where
+        assert "unsafe" not in a.headers["content-security-policy"], where
+        assert a.headers.get("x-frame-options") == "DENY", where
+        assert a.headers.get("x-content-type-options") == "nosniff", where
+        assert a.headers.get("referrer-policy") == "no-referrer", where
+    for page in pages:
+        html = page.text
+        assert re.findall(r"<script[^>]*>", html) == [
+            '<script src="/static/dashboard.js" defer>'], page.request.url
+        assert not re.search(r"(?:src|href|action)=\"(?:[a-z]+:)?//", html), page.request.url
+        assert "<style" not in html
+        assert " style=" not in html
+
+
+def test_control_on_loopback_without_a_token_makes_one_up_and_needs_it(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    d = dashboard_for(control=True)  # no token given, no key to derive one from
+    assert d.token is not None
+    assert d.token != dashboard_for(control=True).token  # made up, not a constant
+    node = next(m["node"] for m in kit.cluster.status()["nodes"] if m["role"] == "worker")
+    drain = f"/api/v1/workers/{node}/drain"
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        assert web.get("/").status_code == 401
+        assert web.post(drain, headers={"x-csrf-token": csrf_token(d.token)}).status_code == 401
+        auth = {"authorization": f"Bearer {d.token}"}
+        assert web.get("/", headers=auth).status_code == 200
+        assert not any(w["draining"] for w in web.get("/api/v1/workers", headers=auth).json())
+
+
+def test_a_remote_dashboard_with_control_can_neither_cancel_nor_drain(kit: Kit) -> None:
+    """Only a task's client cancels it, and only the head's own dashboard drains: a dashboard
+    watching the head as a client, even with control on and every token right, is refused."""
+    futures = [kit.cluster.submit("time:sleep", 3.0) for _ in range(8)]
+    node = next(m["node"] for m in kit.cluster.status()["nodes"] if m["role"] == "worker")
+    source = RemoteHead(kit.embedded.address, key=kit.embedded.key)
+    d = Dashboard(source, listen="127.0.0.1:0", token=TOKEN, control=True).start()
+    ok = {"authorization": f"Bearer {TOKEN}", "x-csrf-token": csrf_token(TOKEN)}
+    try:
+        with httpx.Client(base_url=d.base_url, timeout=10, headers=ok) as web:
+            queued = wait_until(lambda: web.get("/api/v1/tasks", params={"state": "queued"}
+                                                ).json()["tasks"], what="a queued task")
+            tid = queued[-1]["id"]
+            r = web.post(f"/api/v1/tasks/{tid}/cancel")
+            assert r.status_code == 403
+            assert "cannot cancel" in r.text
+            assert web.post(f"/api/v1/workers/{node}/drain").status_code == 403
+            assert web.post(f"/workers/{node}/drain", data={"csrf": csrf_token(TOKEN)}
+                            ).status_code == 403
+            assert "/cancel" not in web.get(f"/tasks/{tid}").text
+            assert "/drain" not in web.get("/").text
+            assert web.get(f"/api/v1/tasks/{tid}").json()["state"] in ("queued", "assigned")
+            assert not any(w["draining"] for w in web.get("/api/v1/workers").json())
+    finally:
+        d.stop()
+    assert not any(f.cancelled() for f in futures)
