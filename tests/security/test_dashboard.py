@@ -13,10 +13,13 @@ import re
 import select
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
+from netlet.apps.bank import Ledger
+from netlet.apps.bank._dashboard import BankProvider
 from netlet.cluster import HeadStatistics
 from netlet.cluster._member_messages import JoinInfo
 from netlet.cluster._messages import Report
@@ -299,3 +302,18 @@ def test_a_remote_dashboard_with_control_can_neither_cancel_nor_drain(kit: Kit) 
     finally:
         d.stop()
     assert not any(f.cancelled() for f in futures)
+
+
+def test_a_read_only_dashboard_runs_no_application_action(tmp_path: Path) -> None:
+    with Ledger(str(tmp_path / "bank.db")) as ledger, \
+            Dashboard(None, [BankProvider(ledger)], listen="127.0.0.1:0", token=TOKEN) as d, \
+            httpx.Client(base_url=d.base_url, timeout=10,
+                         headers={"authorization": f"Bearer {TOKEN}"}) as web:
+        csrf = csrf_token(TOKEN)
+        r = web.post("/api/v1/apps/bank/actions/audit", headers={"x-csrf-token": csrf})
+        assert r.status_code == 403
+        assert "read-only" in r.text
+        assert web.post("/apps/bank/audit", data={"csrf": csrf}).status_code == 403
+        assert web.get("/api/v1/apps/bank/actions/audit").status_code == 405
+        assert "/audit" not in web.get("/apps/bank").text  # no button
+        assert web.get("/api/v1/apps/bank").json()["audit"] is None  # nothing ran

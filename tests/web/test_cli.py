@@ -55,6 +55,9 @@ def _watch(cluster_kit: ClusterKit, head: Proc, url: str) -> None:
         assert HOSTILE in [w["name"] for w in stats["workers"]]
         assert "netlet_head_tasks_submitted_total" in web.get("/metrics").text
         assert HOSTILE not in web.get("/").text
+        r = web.post("/api/v1/tasks/x/cancel")  # `netlet dashboard` has no control
+        assert r.status_code == 403
+        assert "read-only" in r.text
 
 
 def test_a_remote_dashboard_without_the_key_is_refused(cluster_kit: ClusterKit,
