@@ -9,10 +9,13 @@ token; what members report about themselves is shown as text.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -317,3 +320,57 @@ def test_a_read_only_dashboard_runs_no_application_action(tmp_path: Path) -> Non
         assert web.get("/api/v1/apps/bank/actions/audit").status_code == 405
         assert "/audit" not in web.get("/apps/bank").text  # no button
         assert web.get("/api/v1/apps/bank").json()["audit"] is None  # nothing ran
+
+
+class _Count(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _dashboard_log() -> Iterator[_Count]:
+    """What the dashboard's loggers (its own and uvicorn's) pass on to their handlers.
+    (After the dashboard is made: uvicorn's logging setup drops the handlers it finds.)"""
+    count = _Count()
+    loggers = [logging.getLogger(n) for n in ("netlet.web", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(count)
+    try:
+        yield count
+    finally:
+        for logger in loggers:
+            logger.removeHandler(count)
+
+
+@pytest.mark.timeout(60)
+def test_a_flood_of_bad_requests_and_connections_cannot_flood_the_log() -> None:
+    """The dashboard usually runs inside the head: anyone who reaches its port (no token
+    needed) could write a warning line into the head's log per malformed request, and per
+    connection beyond the cap, as fast as they could connect. At most 50 a kind per 10 s."""
+    board = Dashboard(None, [], listen="127.0.0.1:0", max_connections=4).start()
+    try:
+        with _dashboard_log() as dashboard_log:
+            _flood(board)
+    finally:
+        board.stop()
+    lines = [r.getMessage() for r in dashboard_log.records if r.levelno >= logging.WARNING]
+    assert len(lines) <= 2 * 50 + 2, f"{len(lines)} warnings, e.g. {lines[-1]!r}"
+
+
+def _flood(board: Dashboard) -> None:
+    for _ in range(300):
+        with socket.create_connection(("127.0.0.1", board.port), timeout=10) as s:
+            s.sendall(b"\x00 not http\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 400")
+    with ExitStack() as stack:
+        for _ in range(4):
+            stack.enter_context(socket.create_connection(("127.0.0.1", board.port)))
+        for _ in range(300):
+            with socket.create_connection(("127.0.0.1", board.port), timeout=10) as s:
+                assert s.recv(100) == b""  # closed at once
+    with httpx.Client(base_url=board.base_url, timeout=10) as web:  # still serving
+        assert web.get("/api/v1/apps").status_code == 200

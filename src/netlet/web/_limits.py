@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_STREAMS", "StreamSlots", "guarded_protocol"]
+__all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_STREAMS", "QuietFlood", "StreamSlots",
+           "guarded_protocol", "quiet_floods"]
 
 HEADER_TIMEOUT = 10.0
 """Seconds a connection may take to send a request, head and body (the dashboard takes no
@@ -101,3 +104,45 @@ class StreamSlots:
 
     def give(self) -> None:
         self.used -= 1
+
+
+class QuietFlood(logging.Filter):
+    """At most ``burst`` warnings of one kind (one format string) per ``interval`` seconds;
+    the first after a quiet spell says how many were left out. Records below WARNING pass."""
+
+    def __init__(self, interval: float = 10.0, burst: int = 50) -> None:
+        super().__init__()
+        self.interval, self.burst = interval, burst
+        self._lock = threading.Lock()
+        self._kinds: dict[object, list[float]] = {}  # kind -> [start, count, skipped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = time.monotonic()
+        with self._lock:
+            kind = self._kinds.setdefault(record.msg, [-self.interval, 0, 0])
+            if now - kind[0] >= self.interval:
+                skipped = int(kind[2])
+                self._kinds[record.msg] = kind = [now, 0, 0]
+                if skipped:
+                    record.msg = f"{record.getMessage()} ({skipped} more like this in the " \
+                                 f"last {self.interval:g} s were not logged)"
+                    record.args = ()
+            if kind[1] >= self.burst:
+                kind[2] += 1
+                return False
+            kind[1] += 1
+            return True
+
+
+_quiet = QuietFlood()
+
+
+def quiet_floods() -> None:
+    """Put the flood filter on the dashboard's loggers and uvicorn's (once; again after
+    uvicorn's own logging setup, which each server's config runs)."""
+    for name in ("netlet.web", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if _quiet not in logger.filters:
+            logger.addFilter(_quiet)

@@ -20,7 +20,13 @@ import uvicorn
 
 from netlet.errors import ConfigError
 from netlet.web._app import build_app
-from netlet.web._limits import HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS, guarded_protocol
+from netlet.web._limits import (
+    HEADER_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_STREAMS,
+    guarded_protocol,
+    quiet_floods,
+)
 from netlet.web._model import DashboardModel
 from netlet.web._security import Guard, check_token, derive_token, is_loopback, new_token
 from netlet.web._sources import HeadSource, Provider
@@ -120,6 +126,7 @@ class Dashboard:
             log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
             server_header=False, http=guarded_protocol(header_timeout, max_connections)))
+        quiet_floods()  # after uvicorn's config, which sets up its loggers
         self._thread: threading.Thread | None = None
         self._gc_freeze, self._frozen = gc_freeze, False
         self._loop: asyncio.AbstractEventLoop | None = None
