@@ -76,6 +76,23 @@ def test_every_request_needs_the_token(dashboard_for: Callable[..., Dashboard]) 
         assert web.get("/tasks?state=done").status_code == 200  # the client kept the cookie
 
 
+@pytest.mark.parametrize("token", ['semi;colon-0123456789', 'quote"mark-0123456789',
+                                   'back\\slash-0123456789', "mixed+&#%[]=,'-0123456789"])
+def test_the_url_opens_the_dashboard_for_any_accepted_token(token: str) -> None:
+    """A browser opens the printed URL: whatever token --dashboard-token accepted must come
+    through the query string and the cookie intact (a ; or a " cut the cookie short, and the
+    browser was refused for ever), and no one without it gets in."""
+    with Dashboard(None, [], listen="127.0.0.1:0", token=token) as d, \
+            httpx.Client(base_url=d.base_url, timeout=10) as web:
+        assert web.get(d.url).status_code == 303
+        assert web.get("/api/v1/apps").status_code == 200  # by the cookie alone
+        web.cookies.clear()
+        assert web.get("/api/v1/apps").status_code == 401
+        for near in (token[:-1], token[:5], token.split(token[5])[0]):
+            web.cookies.set("netlet_dashboard", near)
+            assert web.get("/api/v1/apps").status_code == 401, near
+
+
 def test_a_rebound_host_name_is_refused(dashboard_for: Callable[..., Dashboard]) -> None:
     d = dashboard_for()
     with httpx.Client(base_url=d.base_url, timeout=10) as web:

@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from netlet.errors import ConfigError
 
@@ -109,7 +109,7 @@ class Guard:
         except Exception:
             return None, False
         morsel = jar.get(COOKIE)
-        return (morsel.value if morsel is not None else None), False
+        return (unquote(morsel.value) if morsel is not None else None), False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,7 +146,8 @@ class Guard:
                  if k != "token"]
         location = scope["path"] + ("?" + urlencode(query) if query else "")
         assert self.token is not None
-        cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        # Quoted: a token may hold a semicolon, a quote or a backslash; a cookie value cannot.
+        cookie = f"{COOKIE}={quote(self.token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
         await send({"type": "http.response.start", "status": 303,
                     "headers": [(b"location", location.encode("latin-1")),
                                 (b"set-cookie", cookie.encode("latin-1")), *HEADERS]})
