@@ -132,7 +132,7 @@ def test_pages_load_nothing_from_elsewhere_and_break_no_policy(
     their Content-Security-Policy (an inline style or script would be, and say so)."""
     with Ledger(str(tmp_path / "bank.db")) as ledger:
         d = dashboard_for(providers=[BankProvider(ledger)])
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="math domain error"):
             kit.cluster.submit("math:sqrt", -1.0).result(10)
         requests: list[str] = []
         complaints: list[str] = []
