@@ -256,7 +256,8 @@ def test_every_answer_carries_the_security_headers_and_pages_load_only_their_own
         answers += pages
         answers += [web.get(p, headers=auth) for p in (
             "/tasks/nope", "/static/dashboard.js", "/static/style.css", "/static/../x",
-            "/api/v1/statistics", "/api/v1/tasks?limit=501", "/metrics", "/nowhere")]
+            "/api/v1/statistics", "/api/v1/tasks?limit=501", "/metrics", "/nowhere",
+            "/docs", "/redoc")]  # no Swagger UI or ReDoc: they would load from a CDN
         with web.stream("GET", "/stream/overview", headers=auth) as stream:
             answers += [stream, web.get("/stream/overview", headers=auth)]
     assert sorted({a.status_code for a in answers}) == [
@@ -272,6 +273,9 @@ def test_every_answer_carries_the_security_headers_and_pages_load_only_their_own
         assert a.headers.get("x-frame-options") == "DENY", where
         assert a.headers.get("x-content-type-options") == "nosniff", where
         assert a.headers.get("referrer-policy") == "no-referrer", where
+        assert "access-control-allow-origin" not in a.headers, where  # no page elsewhere reads it
+    assert [a.status_code for a in answers if a.request.url.path in ("/docs", "/redoc")
+            ] == [404, 404]
     for page in pages:
         html = page.text
         assert re.findall(r"<script[^>]*>", html) == [

@@ -132,3 +132,27 @@ def test_a_request_whose_body_trickles_is_closed(bare_board: Dashboard,
         assert closed, "a request whose body trickled was kept open"
     with httpx.Client(base_url=bare_board.base_url, timeout=10) as web:  # the control
         assert web.get("/api/v1/apps").status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_the_documented_bounds_are_the_defaults() -> None:
+    """docs/dashboard.md: at most 128 connections and 32 live views with no options given."""
+    board = Dashboard(None, [], listen="127.0.0.1:0").start()
+    try:
+        with ExitStack() as stack:
+            streams = []
+            for _ in range(32):
+                s = stack.enter_context(_connect(board))
+                s.sendall(b"GET /stream/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                streams.append(s)
+            for s in streams:
+                assert s.recv(12) == b"HTTP/1.1 200"
+            with _connect(board) as extra:
+                extra.sendall(b"GET /stream/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert extra.recv(12) == b"HTTP/1.1 503"
+            idle = [stack.enter_context(_connect(board)) for _ in range(128 - 32)]
+            assert not _closed_by_peer(idle[-1], 0.05)
+            with _connect(board) as extra:
+                assert _closed_by_peer(extra, 5.0), "a 129th connection was kept"
+    finally:
+        board.stop()
