@@ -126,3 +126,30 @@ def test_the_url_printed_to_a_terminal_opens_the_dashboard(cluster_kit: ClusterK
         proc.terminate()
         proc.wait(10)
         os.close(primary)
+
+
+@pytest.mark.parametrize("command", ["head", "bank"])
+def test_beyond_loopback_a_cli_dashboard_needs_the_token_of_its_key(
+        cluster_kit: ClusterKit, command: str) -> None:
+    """`--dashboard 0.0.0.0:PORT` with no --dashboard-token: the token is derived from the
+    server's key (here its per-user key), and every request without it is refused."""
+    if command == "head":
+        proc = cluster_kit.head(extra=["--dashboard", "0.0.0.0:0"])
+    else:
+        proc = cluster_kit.spawn(
+            [*netlet_command(), "bank", "serve", "--listen", "tcp://127.0.0.1:0", "--db",
+             str(cluster_kit.tmp_path / "bank.db"), "--dashboard", "0.0.0.0:0"], name="bank")
+        proc.address = proc.stdout.wait_for(r"^tcp://\S+$").group(0).strip()
+    url = proc.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+    port = re.search(r":(\d+)/$", url)
+    assert port is not None, url
+    token = derive_token(find_user_key(proc.address) or b"")
+    assert token not in proc.stderr.text() + proc.stdout.text()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port.group(1)}", timeout=10) as web:
+        for path in ("/", "/api/v1/apps", "/metrics"):
+            assert web.get(path).status_code == 401, path
+            assert web.get(path, headers={"authorization": "Bearer " + "0" * 40}
+                           ).status_code == 401, path
+        r = web.get("/metrics", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        assert ("netlet_head_" if command == "head" else "netlet_bank_") in r.text
