@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +18,8 @@ from netlet.node import Node
 from netlet.transport import find_user_key
 from netlet.web import derive_token
 from netlet.web._security import csrf_token
-from tests.cluster.conftest import ClusterKit, Proc, child_env, cluster_kit, netlet_command
+from tests._support import wait_until
+from tests.cluster.conftest import REPO, ClusterKit, Proc, child_env, cluster_kit, netlet_command
 
 __all__ = ["cluster_kit"]
 
@@ -153,3 +156,39 @@ def test_beyond_loopback_a_cli_dashboard_needs_the_token_of_its_key(
         r = web.get("/metrics", headers={"authorization": f"Bearer {token}"})
         assert r.status_code == 200
         assert ("netlet_head_" if command == "head" else "netlet_bank_") in r.text
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+@pytest.mark.timeout(60)
+def test_the_demo_dashboard_runs_a_cluster_a_bank_and_a_search_until_ctrl_c(
+        tmp_path: Path) -> None:
+    """`netlet demo --dashboard`: a cluster, a bank under load and a prime search, watched
+    until Ctrl-C; then nothing is left running and its temp directory is gone. (~5 s)"""
+    demo = Proc.spawn([*netlet_command(), "demo", "--dashboard", "127.0.0.1:0"],
+                      env=child_env(TMPDIR=str(tmp_path)), cwd=REPO, name="demo")
+    try:
+        url = demo.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+        with httpx.Client(base_url=url.rstrip("/"), timeout=10) as web:
+            assert {a["name"] for a in web.get("/api/v1/apps").json()} == {"bank", "primes"}
+            wait_until(lambda: sum(w["state"] == "alive"
+                                   for w in web.get("/api/v1/workers").json()) >= 2,
+                       what="the demo's workers")
+
+            def busy() -> bool:
+                text = web.get("/metrics").text
+                return (_metric(text, "netlet_bank_ops_total") > 0
+                        and _metric(text, "netlet_primes_numbers_checked_total") > 0)
+
+            wait_until(busy, what="the bank and the search at work")
+            assert web.post("/api/v1/tasks/x/cancel").status_code == 403  # read-only
+        children = demo.descendants()
+        assert children
+        demo.signal(signal.SIGINT)
+        assert demo.wait(20) == 0
+    finally:
+        demo.stop()
+    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+    assert list(tmp_path.iterdir()) == []
