@@ -7,7 +7,9 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -192,3 +194,27 @@ def test_the_demo_dashboard_runs_a_cluster_a_bank_and_a_search_until_ctrl_c(
         demo.stop()
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_a_head_and_a_watcher_while_their_dashboards_are_busy(
+        cluster_kit: ClusterKit) -> None:
+    """Stops on SIGTERM: a live stream open and a request half sent must not keep either
+    process (a head serving its dashboard, `netlet dashboard` watching it) alive."""
+    head = cluster_kit.head(extra=["--dashboard", "127.0.0.1:0"])
+    url = head.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+    watcher = cluster_kit.spawn([*netlet_command(), "dashboard", "--head", head.address,
+                                 "--listen", "127.0.0.1:0"], name="dashboard")
+    url2 = watcher.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+    for proc, base in ((watcher, url2), (head, url)):
+        port = int(base.rstrip("/").rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stream, \
+                socket.create_connection(("127.0.0.1", port), timeout=10) as half:
+            stream.sendall(b"GET /stream/overview HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert stream.recv(12) == b"HTTP/1.1 200"
+            half.sendall(b"POST /api/v1/tasks/x/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 100\r\n\r\n")
+            start = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+            assert time.monotonic() - start < 8.0
