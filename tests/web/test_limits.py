@@ -5,6 +5,7 @@ user could starve a head of descriptors through its read-only loopback dashboard
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -156,3 +157,19 @@ def test_the_documented_bounds_are_the_defaults() -> None:
                 assert _closed_by_peer(extra, 5.0), "a 129th connection was kept"
     finally:
         board.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_request_head_that_never_ends_is_refused_before_it_grows(bare_board: Dashboard) -> None:
+    """A header line that goes on for ever: answered 400 once it passes h11's bound
+    (16 KiB), long before the 8 MiB sent here (the rest sits in socket buffers)."""
+    with _connect(bare_board) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: ")
+        answer, sent = b"", 0
+        while not answer and sent < 8 << 20:
+            readable, writable, _ = select.select([sock], [sock], [], 5)
+            if readable:
+                answer = sock.recv(4096)
+            elif writable:
+                sent += sock.send(b"a" * 65536)
+        assert answer.startswith(b"HTTP/1.1 400"), f"{sent >> 10} KiB sent, answer {answer!r}"
