@@ -218,3 +218,33 @@ def test_sigterm_stops_a_head_and_a_watcher_while_their_dashboards_are_busy(
             proc.signal(signal.SIGTERM)
             assert proc.wait(15) == 0
             assert time.monotonic() - start < 8.0
+
+
+@pytest.mark.timeout(60)
+def test_the_tour_prints_its_cluster_s_dashboard_url(cluster_kit: ClusterKit) -> None:
+    """docs/dashboard.md: the tour prints its cluster's dashboard URL while it runs: a
+    loopback, read-only one, so it carries no token to leak into a pipe. (~1 s)"""
+    run = cluster_kit.run("demo", "--quick", "--part", "cluster", timeout=50)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout + run.stderr
+    assert re.search(r"the dashboard is at http://127\.0\.0\.1:\d+/\s", out), out[-2000:]
+    assert "token=" not in out
+
+
+@pytest.mark.timeout(60)
+def test_a_token_from_the_environment_is_required_and_never_printed(tmp_path: Path) -> None:
+    """--dashboard-token's env var, NETLET_DASHBOARD_TOKEN: every request needs it, on
+    loopback too, and a piped head never prints it."""
+    token = "env-token-0123456789abcdef"
+    head = Proc.spawn([*netlet_command(), "-v", "head", "--listen", "tcp://127.0.0.1:0",
+                       "--dashboard", "127.0.0.1:0"],
+                      env=child_env(NETLET_DASHBOARD_TOKEN=token), cwd=REPO, name="head")
+    try:
+        url = head.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+        with httpx.Client(base_url=url.rstrip("/"), timeout=10) as web:
+            assert web.get("/api/v1/statistics").status_code == 401
+            assert web.get("/api/v1/statistics", headers={"authorization": f"Bearer {token}"}
+                           ).status_code == 200
+        assert token not in head.stderr.text() + head.stdout.text()
+    finally:
+        head.stop()
