@@ -248,3 +248,25 @@ def test_a_token_from_the_environment_is_required_and_never_printed(tmp_path: Pa
         assert token not in head.stderr.text() + head.stdout.text()
     finally:
         head.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_prime_search_serves_its_page_and_its_cluster_read_only(tmp_path: Path) -> None:
+    """`netlet primes --dashboard`: the search's page with the embedded cluster it runs on,
+    read-only, no token on loopback. (Killed at the end: Ctrl-C waits for running chunks.)"""
+    search = Proc.spawn([*netlet_command(), "primes", "--end", "10**13", "--method", "naive",
+                         "--workers", "1", "--dashboard", "127.0.0.1:0"],
+                        env=child_env(), cwd=tmp_path, name="primes")
+    try:
+        url = search.stderr.wait_for(r"dashboard at (http://\S+) \(read-only\)").group(1)
+        assert "token=" not in url
+        with httpx.Client(base_url=url.rstrip("/"), timeout=10) as web:
+            assert [a["name"] for a in web.get("/api/v1/apps").json()] == ["primes"]
+            assert web.get("/api/v1/statistics").status_code == 200
+            wait_until(lambda: _metric(web.get("/metrics").text,
+                                       "netlet_primes_chunks_in_flight") > 0,
+                       what="chunks in flight")
+            assert web.post("/api/v1/tasks/x/cancel").status_code == 403
+            assert web.post("/api/v1/apps/primes/actions/x").status_code == 403
+    finally:
+        search.kill()
