@@ -97,9 +97,14 @@ def test_a_rebound_host_name_is_refused(dashboard_for: Callable[..., Dashboard])
     d = dashboard_for()
     with httpx.Client(base_url=d.base_url, timeout=10) as web:
         assert web.get("/api/v1/statistics").status_code == 200
-        for host in ("attacker.example", f"attacker.example:{d.port}", "10.0.0.1"):
+        for host in ("attacker.example", f"attacker.example:{d.port}", "10.0.0.1",
+                     "127.0.0.1.attacker.example", "localhost.attacker.example",
+                     "attacker.localhost", "localhost.", f"localhost:{d.port}:x", "",
+                     "[::ffff:127.0.0.1]", "0x7f000001"):
             r = web.get("/api/v1/statistics", headers={"host": host})
             assert r.status_code == 421, host
+        for host in ("localhost", f"localhost:{d.port}", f"[::1]:{d.port}", "127.0.0.1"):
+            assert web.get("/api/v1/statistics", headers={"host": host}).status_code == 200
 
 
 def test_read_only_unless_control_is_on(kit: Kit,
