@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -18,7 +19,7 @@ import pytest
 from netlet.cluster._member_messages import JoinInfo
 from netlet.node import Node
 from netlet.transport import find_user_key
-from netlet.web import derive_token
+from netlet.web import Dashboard, RemoteHead, derive_token
 from netlet.web._security import csrf_token
 from tests._support import wait_until
 from tests.cluster.conftest import REPO, ClusterKit, Proc, child_env, cluster_kit, netlet_command
@@ -270,3 +271,37 @@ def test_a_prime_search_serves_its_page_and_its_cluster_read_only(tmp_path: Path
             assert web.post("/api/v1/apps/primes/actions/x").status_code == 403
     finally:
         search.kill()
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.timeout(60)
+def test_a_watched_head_that_dies_is_answered_503_without_a_traceback(
+        cluster_kit: ClusterKit) -> None:
+    """The head a dashboard watches crashes: pages, API and /metrics say it is away (503, so
+    a scraper sees the target down), and the log gets no traceback per request (it got an
+    "Exception in ASGI application" traceback and a 500 for each)."""
+    head = cluster_kit.head()
+    board = Dashboard(RemoteHead(head.address, key=find_user_key(head.address), timeout=5),
+                      listen="127.0.0.1:0").start()
+    errors = _Errors()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        with httpx.Client(base_url=board.base_url, timeout=20) as web:
+            assert web.get("/api/v1/statistics").status_code == 200
+            head.kill()
+            for path in ("/api/v1/statistics", "/", "/metrics", "/tasks"):
+                r = web.get(path)
+                assert r.status_code == 503, (path, r.status_code, r.text[:200])
+                assert "head" in r.text
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
+        board.stop()
+    assert errors.lines == []

@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from markupsafe import escape
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
@@ -26,6 +33,7 @@ from netlet.cluster import (
     TaskPage,
     WorkerStats,
 )
+from netlet.errors import CallTimeout, NetletConnectionError, NodeClosed
 from netlet.node import LinkStatistics, NodeStatistics
 from netlet.web import metrics as _metrics
 from netlet.web._limits import MAX_STREAMS, StreamSlots
@@ -124,6 +132,17 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                   description="Read-only views of a netlet cluster's statistics; control "
                               "actions only when the dashboard was started with control on.")
     app.state.stop = stop
+
+    async def head_away(request: Request, exc: Exception) -> Response:
+        """The head (or the link to it) is gone: 503, as a scraper expects of a target
+        that is down, and no traceback per request in the log."""
+        text = f"the head is away: {type(exc).__name__}: {str(exc)[:200]}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": text}, 503)
+        return PlainTextResponse(text, 503)
+
+    for away in (NetletConnectionError, CallTimeout, NodeClosed):
+        app.add_exception_handler(away, head_away)
 
     def head() -> Any:
         if model.head is None:
