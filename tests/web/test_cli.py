@@ -301,6 +301,8 @@ def test_a_watched_head_that_dies_is_answered_503_without_a_traceback(
                 r = web.get(path)
                 assert r.status_code == 503, (path, r.status_code, r.text[:200])
                 assert "head" in r.text
+            with web.stream("GET", "/stream/overview") as stream:  # a page left open
+                assert any("The head does not answer" in line for line in stream.iter_lines())
     finally:
         logging.getLogger("uvicorn.error").removeHandler(errors)
         board.stop()
