@@ -32,6 +32,8 @@ from netlet.web import Dashboard, RemoteHead, derive_token
 from netlet.web._security import csrf_token
 from tests.web.conftest import Kit, dashboard_for, kit, wait_until
 
+parser = pytest.importorskip("prometheus_client.parser")
+
 __all__ = ["dashboard_for", "kit"]
 
 pytestmark = pytest.mark.timeout(60)
@@ -400,3 +402,26 @@ def _flood(board: Dashboard) -> None:
                 assert s.recv(100) == b""  # closed at once
     with httpx.Client(base_url=board.base_url, timeout=10) as web:  # still serving
         assert web.get("/api/v1/apps").status_code == 200
+
+
+def test_a_member_cannot_break_the_scrape_by_mimicking_a_worker_s_id(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    """A key holder joins as a worker whose node id shares a real worker's first 12
+    characters: /metrics showed two samples with one label set (the id cut to 12), which
+    Prometheus refuses as a whole scrape, hiding the cluster's metrics."""
+    d = dashboard_for()
+    victim = next(m["node"] for m in kit.cluster.status()["nodes"] if m["role"] == "worker")
+    with Node(key=kit.embedded.key) as member:
+        member.id = victim[:12] + "0" * (len(victim) - 12)
+        member.proxy(kit.embedded.address, "netlet.head").join(
+            member.id, "worker", JoinInfo("mimic", "", 1, "", 1))
+        with httpx.Client(base_url=d.base_url, timeout=10) as web:
+            text = web.get("/metrics").text
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            assert key not in seen, f"two samples {key}"
+            seen.add(key)
+    assert any(name == "netlet_worker_running_tasks" and ("worker", victim) in labels
+               for name, labels in seen)
