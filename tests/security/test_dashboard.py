@@ -24,7 +24,7 @@ import pytest
 from netlet.apps.bank import Ledger
 from netlet.apps.bank._dashboard import BankProvider
 from netlet.cluster import HeadStatistics
-from netlet.cluster._member_messages import JoinInfo
+from netlet.cluster._member_messages import JoinInfo, Load
 from netlet.cluster._messages import Report
 from netlet.errors import ConfigError, NetletError
 from netlet.node import Node
@@ -425,3 +425,24 @@ def test_a_member_cannot_break_the_scrape_by_mimicking_a_worker_s_id(
             seen.add(key)
     assert any(name == "netlet_worker_running_tasks" and ("worker", victim) in labels
                for name, labels in seen)
+
+
+def test_a_member_reporting_absurd_numbers_cannot_break_the_pages(
+        kit: Kit, dashboard_for: Callable[..., Dashboard]) -> None:
+    """Members report their own pid, cores, CPU and memory, and netlet carries integers of
+    any size: a 5,000-digit one made the overview page answer 500 for everyone (Python
+    refuses to print it), and its live part say the head was away."""
+    d = dashboard_for()
+    huge = 10**5000
+    with Node(key=kit.embedded.key) as member:
+        head = member.proxy(kit.embedded.address, "netlet.head")
+        joined = head.join(member.id, "worker", JoinInfo("absurd", "host", huge, "", huge))
+        assert head.heartbeat(member.id, Load(huge, -huge, float("inf"), huge), joined.epoch,
+                              [], 0)
+        with httpx.Client(base_url=d.base_url, timeout=10) as web:
+            for path in ("/", "/tasks", "/events", "/names", "/metrics", "/api/v1/workers"):
+                assert web.get(path).status_code == 200, path
+            assert "absurd" in web.get("/").text
+            with web.stream("GET", "/stream/overview") as stream:
+                update = next(line for line in stream.iter_lines() if line.startswith("data"))
+    assert "does not answer" not in update
