@@ -95,6 +95,22 @@ def test_the_url_opens_the_dashboard_for_any_accepted_token(token: str) -> None:
             assert web.get("/api/v1/apps").status_code == 401, near
 
 
+def test_the_token_redirect_keeps_any_path_inside_its_location(
+        dashboard_for: Callable[..., Dashboard]) -> None:
+    """The ?token= visit's redirect names the path asked for: an encoded CR LF in it must
+    not split the Location header (h11 refused it: the connection dropped), nor a
+    character beyond latin-1 be sent raw."""
+    d = dashboard_for(token=TOKEN)
+    with httpx.Client(base_url=d.base_url, timeout=10) as web:
+        for path, location in (("/x%0D%0ASet-Cookie:%20a=b", "/x%0D%0ASet-Cookie%3A%20a%3Db"),
+                               ("/t%C3%A4sks", "/t%C3%A4sks"), ("/tasks", "/tasks")):
+            r = web.get(f"{path}?state=done&token={TOKEN}")
+            assert r.status_code == 303, path
+            assert r.headers["location"] == location + "?state=done"
+            assert r.headers.get_list("set-cookie") == [r.headers["set-cookie"]]
+            assert r.headers["set-cookie"].startswith("netlet_dashboard=")
+
+
 def test_a_rebound_host_name_is_refused(dashboard_for: Callable[..., Dashboard]) -> None:
     d = dashboard_for()
     with httpx.Client(base_url=d.base_url, timeout=10) as web:

@@ -144,7 +144,8 @@ class Guard:
         """Move a token from the address bar to an HttpOnly, same-site cookie."""
         query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"))
                  if k != "token"]
-        location = scope["path"] + ("?" + urlencode(query) if query else "")
+        # Quoted: the decoded path may hold CR LF or characters beyond latin-1.
+        location = quote(scope["path"]) + ("?" + urlencode(query) if query else "")
         assert self.token is not None
         # Quoted: a token may hold a semicolon, a quote or a backslash; a cookie value cannot.
         cookie = f"{COOKIE}={quote(self.token, safe='')}; Path=/; HttpOnly; SameSite=Strict"
