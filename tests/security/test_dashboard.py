@@ -91,7 +91,7 @@ def test_the_url_opens_the_dashboard_for_any_accepted_token(token: str) -> None:
         web.cookies.clear()
         assert web.get("/api/v1/apps").status_code == 401
         for near in (token[:-1], token[:5], token.split(token[5])[0]):
-            web.cookies.set("netlet_dashboard", near)
+            web.cookies.set(f"netlet_dashboard_{d.port}", near)
             assert web.get("/api/v1/apps").status_code == 401, near
 
 
@@ -108,7 +108,29 @@ def test_the_token_redirect_keeps_any_path_inside_its_location(
             assert r.status_code == 303, path
             assert r.headers["location"] == location + "?state=done"
             assert r.headers.get_list("set-cookie") == [r.headers["set-cookie"]]
-            assert r.headers["set-cookie"].startswith("netlet_dashboard=")
+            assert r.headers["set-cookie"].startswith(f"netlet_dashboard_{d.port}=")
+
+
+def test_two_dashboards_of_one_host_keep_their_cookies_apart_and_no_cookie_is_a_token(
+        ) -> None:
+    """docs: a head's dashboard on 8340 and a bank's on 8341. A browser keeps cookies by
+    host, not port: both set one cookie name, so opening one logged you out of the other;
+    and the cookie carried the token itself, which every port of the host receives."""
+    other = TOKEN[::-1]
+    with Dashboard(None, [], listen="127.0.0.1:0", token=TOKEN) as a, \
+            Dashboard(None, [], listen="127.0.0.1:0", token=other) as b, \
+            httpx.Client(timeout=10) as browser:
+        for board in (a, b):
+            r = browser.get(board.url)
+            assert r.status_code == 303
+            assert board.token is not None
+            assert board.token not in r.headers["set-cookie"]
+        assert browser.get(a.base_url + "/api/v1/apps").status_code == 200
+        assert browser.get(b.base_url + "/api/v1/apps").status_code == 200
+        with httpx.Client(timeout=10) as stranger:  # a token as a cookie is no session
+            stranger.cookies.set(f"netlet_dashboard_{a.port}", TOKEN)
+            stranger.cookies.set("netlet_dashboard", TOKEN)
+            assert stranger.get(a.base_url + "/api/v1/apps").status_code == 401
 
 
 def test_a_rebound_host_name_is_refused(dashboard_for: Callable[..., Dashboard]) -> None:
