@@ -123,3 +123,31 @@ def test_bank_and_prime_pages_update(kit: Kit, browser: Any, tmp_path: Path) -> 
             stop.set()
             bank.join(10)
             d.stop()
+
+
+def test_pages_load_nothing_from_elsewhere_and_break_no_policy(
+        kit: Kit, browser: Any, dashboard_for: Callable[..., Dashboard], tmp_path: Path) -> None:
+    """It works with no internet: every request a page makes, live updates included, goes to
+    the dashboard itself, and nothing the pages or their streamed parts hold is refused by
+    their Content-Security-Policy (an inline style or script would be, and say so)."""
+    with Ledger(str(tmp_path / "bank.db")) as ledger:
+        d = dashboard_for(providers=[BankProvider(ledger)])
+        with pytest.raises(ValueError, match="math domain error"):
+            kit.cluster.submit("math:sqrt", -1.0).result(10)
+        requests: list[str] = []
+        complaints: list[str] = []
+        with browser.new_context() as context:
+            context.on("request", lambda r: requests.append(r.url))
+            page = context.new_page()
+            page.on("console", lambda m: complaints.append(m.text)
+                    if m.type in ("error", "warning") else None)
+            page.goto(d.base_url + "/tasks?state=failed")
+            expect(page.locator("#status")).to_have_text("live", timeout=STEP)
+            page.locator("tr.task.failed a").first.click()
+            for path in ("", "/names", "/events", "/apps/bank"):
+                expect(page.locator("#status")).to_have_text("live", timeout=STEP)
+                page.goto(d.base_url + (path or "/"))
+            expect(page.locator("#status")).to_have_text("live", timeout=STEP)
+    assert requests
+    assert [u for u in requests if not u.startswith(d.base_url + "/")] == []
+    assert [c for c in complaints if "Content Security Policy" in c or "Refused" in c] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import netlet
 from netlet.apps.bank import Deposit, Ledger, OpenAccount, hash_pin
 from netlet.apps.bank._dashboard import BankProvider
+from netlet.apps.primes import PrimeSearch, SearchConfig
+from netlet.apps.primes._dashboard import PrimesProvider
 from netlet.node import Node, expose
 from netlet.web import Dashboard
 from netlet.web._security import csrf_token
@@ -171,3 +174,47 @@ def test_latency_quantiles_are_interpolated_inside_their_bucket() -> None:
     assert quantile(h, 0.5) == pytest.approx(0.001 + 0.004 * 10 / 20)  # rank 20 of 10..30
     assert quantile(h, 1.0) == pytest.approx(0.01)
     assert quantile(Histogram((0.001,), (0, 0), 0.0), 0.5) is None
+
+
+def _documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    """docs/dashboard.md's metrics table: name -> (type, label names)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
+    table = text[text.index("## Metrics"):text.index("Useful Grafana queries")]
+    found: dict[str, tuple[str, set[str]]] = {}
+    for row in table.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`netlet_"):
+            continue
+        labels = set(re.findall(r"`(\w+)`", cells[2]))
+        for name in re.findall(r"`(netlet_\w+)`", cells[0]):
+            found[name] = (cells[1], labels)
+    return found
+
+
+@pytest.mark.timeout(60)
+def test_metrics_are_exactly_the_documented_ones(kit: Kit, tmp_path: Path,
+                                                 dashboard_for: Callable[..., Dashboard]) -> None:
+    """Grafana boards are built from docs/dashboard.md: every metric it names is scraped with
+    its type and labels, and nothing it does not name is."""
+    documented = _documented_metrics()
+    assert len(documented) > 30, "the metrics table was not found or not parsed"
+    with Ledger(str(tmp_path / "bank.db")) as ledger:
+        ledger.execute(OpenAccount("alice", "Alice", hash_pin("1234", n=16)), "open")
+        ledger.execute(Deposit("alice", 5), "d1")
+        bank = BankProvider(ledger)
+        bank.run_audit()
+        search = PrimeSearch(kit.cluster, SearchConfig(0, 1000, "naive", chunk=1000,
+                                                       state=tmp_path / "p.db"))
+        d = dashboard_for(providers=[bank, PrimesProvider(search)])
+        kit.cluster.submit("math:sqrt", 4.0).result(10)
+        with httpx.Client(base_url=d.base_url, timeout=10) as web:
+            text = web.get("/metrics").text
+    scraped = {}
+    for family in text_string_to_metric_families(text):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {k for s in family.samples for k in s.labels if k not in ("le", "quantile")}
+        scraped[name] = (family.type, labels)
+    assert sorted(set(scraped) - set(documented)) == [], "scraped but not documented"
+    assert sorted(set(documented) - set(scraped)) == [], "documented but not scraped"
+    for name, (kind, labels) in documented.items():
+        assert scraped[name] == (kind, labels), name

@@ -69,7 +69,7 @@ def test_a_drained_worker_gets_no_new_tasks_while_another_does(
                         data={"csrf": csrf.group(1)}).status_code == 303
         stats = {w["node"]: w for w in web.get("/api/v1/workers").json()}
         assert not stats[drained]["draining"]
-        assert f'netlet_worker_draining{{worker="{drained[:12]}"}} 0.0' in web.get("/metrics").text
+        assert f'netlet_worker_draining{{worker="{drained}"}} 0.0' in web.get("/metrics").text
         kinds = [(e["kind"], e["node"]) for e in web.get("/api/v1/events").json()]
         assert ("drained", drained) in kinds
         assert ("undrained", drained) in kinds

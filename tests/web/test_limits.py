@@ -5,6 +5,7 @@ user could starve a head of descriptors through its read-only loopback dashboard
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -95,3 +96,80 @@ def test_live_streams_beyond_the_limit_get_503_and_their_slots_come_back(
                 break
         assert time.monotonic() < deadline, "a closed stream never gave its slot back"
         time.sleep(0.1)  # poll interval of a loop with a deadline
+
+
+@pytest.fixture
+def bare_board() -> Iterator[Dashboard]:
+    """A read-only loopback dashboard with no token and no head: what any local user reaches."""
+    board = Dashboard(None, [], listen="127.0.0.1:0", header_timeout=1.0).start()
+    yield board
+    board.stop()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("request_head", [
+    b"POST /api/v1/tasks/x/cancel HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+    b"GET /api/v1/apps HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+], ids=["refused-post", "get"])
+def test_a_request_whose_body_trickles_is_closed(bare_board: Dashboard,
+                                                 request_head: bytes) -> None:
+    """A whole head, then a body byte every 0.2 s (slowloris on the body): the request must
+    arrive whole within the same time as its head, answered or not. (uvicorn kept reading
+    and dropping such a body for ever, each byte resetting its keep-alive timer, so 128 of
+    these, no token needed, locked everyone out of a loopback dashboard.)"""
+    with _connect(bare_board) as trickle:
+        trickle.sendall(request_head)
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < 6.0:
+            try:
+                trickle.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            if _closed_by_peer(trickle, 0.2):  # also the attacker's pace
+                closed = True
+                break
+        assert closed, "a request whose body trickled was kept open"
+    with httpx.Client(base_url=bare_board.base_url, timeout=10) as web:  # the control
+        assert web.get("/api/v1/apps").status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_the_documented_bounds_are_the_defaults() -> None:
+    """docs/dashboard.md: at most 128 connections and 32 live views with no options given."""
+    board = Dashboard(None, [], listen="127.0.0.1:0").start()
+    try:
+        with ExitStack() as stack:
+            streams = []
+            for _ in range(32):
+                s = stack.enter_context(_connect(board))
+                s.sendall(b"GET /stream/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                streams.append(s)
+            for s in streams:
+                assert s.recv(12) == b"HTTP/1.1 200"
+            with _connect(board) as extra:
+                extra.sendall(b"GET /stream/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert extra.recv(12) == b"HTTP/1.1 503"
+            idle = [stack.enter_context(_connect(board)) for _ in range(128 - 32)]
+            assert not _closed_by_peer(idle[-1], 0.05)
+            with _connect(board) as extra:
+                assert _closed_by_peer(extra, 5.0), "a 129th connection was kept"
+    finally:
+        board.stop()
+
+
+@pytest.mark.timeout(30)
+def test_a_request_head_that_never_ends_is_refused_before_it_grows(bare_board: Dashboard) -> None:
+    """A header line that goes on for ever: answered 400 once it passes h11's bound
+    (16 KiB), long before the 8 MiB sent here (the rest sits in socket buffers)."""
+    with _connect(bare_board) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: ")
+        answer, sent = b"", 0
+        while not answer and sent < 8 << 20:
+            readable, writable, _ = select.select([sock], [sock], [], 5)
+            if readable:
+                answer = sock.recv(4096)
+            elif writable:
+                sent += sock.send(b"a" * 65536)
+        assert answer.startswith(b"HTTP/1.1 400"), f"{sent >> 10} KiB sent, answer {answer!r}"

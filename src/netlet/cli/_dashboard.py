@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from netlet.cli._tls import tls_config, tls_options
 from netlet.cli._types import check_address
@@ -82,7 +83,8 @@ def start_dashboard(addr: str, *, head: HeadSource | None = None,
         note = ("; it needs its token: the one given, or derived from the cluster key "
                 "(netlet.web.derive_token)" if token or key else
                 "; it needs a token: give --dashboard-token to know it")
-    console.print(f"dashboard at [cyan]{url}[/] ({mode}){note}", soft_wrap=True)
+    # escape(): a token may hold "[" (any printable character is allowed), not markup.
+    console.print(f"dashboard at [cyan]{escape(url)}[/] ({mode}){note}", soft_wrap=True)
     return board
 
 

@@ -13,8 +13,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from markupsafe import escape
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from netlet.cluster import (
@@ -25,6 +33,7 @@ from netlet.cluster import (
     TaskPage,
     WorkerStats,
 )
+from netlet.errors import CallTimeout, NetletConnectionError, NodeClosed
 from netlet.node import LinkStatistics, NodeStatistics
 from netlet.web import metrics as _metrics
 from netlet.web._limits import MAX_STREAMS, StreamSlots
@@ -37,6 +46,8 @@ __all__ = ["build_app"]
 State = Literal["", "queued", "assigned", "running", "done", "failed"]
 Text = Annotated[str, Query(max_length=200)]
 PAGE = 50
+FORM_MAX = 4096
+"""Bytes of a control form at most (it carries a CSRF token): a body is never kept whole."""
 STATIC = {"dashboard.js": "text/javascript", "style.css": "text/css"}
 
 
@@ -66,6 +77,24 @@ class Drained:
 
 def _collect(provider: Any) -> list[Any]:
     return list(provider.metrics())
+
+
+async def _small_form(request: Request) -> dict[str, str]:
+    """The form of a control POST, refused (413, connection closed) beyond ``FORM_MAX``."""
+    too_big = HTTPException(413, f"a control form is at most {FORM_MAX} bytes",
+                            headers={"connection": "close"})
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > FORM_MAX:
+        raise too_big
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_MAX:
+                raise too_big
+    except ClientDisconnect:
+        raise HTTPException(400, "the request ended before its body") from None
+    return dict(parse_qsl(body.decode("latin-1")))
 
 
 class _SlotStream(StreamingResponse):
@@ -103,6 +132,17 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
                   description="Read-only views of a netlet cluster's statistics; control "
                               "actions only when the dashboard was started with control on.")
     app.state.stop = stop
+
+    async def head_away(request: Request, exc: Exception) -> Response:
+        """The head (or the link to it) is gone: 503, as a scraper expects of a target
+        that is down, and no traceback per request in the log."""
+        text = f"the head is away: {type(exc).__name__}: {str(exc)[:200]}"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": text}, 503)
+        return PlainTextResponse(text, 503)
+
+    for away in (NetletConnectionError, CallTimeout, NodeClosed):
+        app.add_exception_handler(away, head_away)
 
     def head() -> Any:
         if model.head is None:
@@ -269,8 +309,7 @@ def build_app(model: DashboardModel, *, token: str | None, control: bool,
             raise HTTPException(403, "cross-origin request refused")
         given = request.headers.get("x-csrf-token")
         if given is None:
-            form = dict(parse_qsl((await request.body())[:4096].decode("latin-1")))
-            given = form.get("csrf")
+            given = (await _small_form(request)).get("csrf")
         if not given or not hmac.compare_digest(given.encode(), csrf.encode()):
             raise HTTPException(403, "missing or wrong CSRF token: reload the page")
 

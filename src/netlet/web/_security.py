@@ -5,6 +5,9 @@
   carries it: ``Authorization: Bearer <token>``, or the cookie set when a
   browser first opens the URL with ``?token=<token>`` (the token then leaves
   the address bar at once). The API and the event stream are checked alike.
+  The cookie holds a random session of this process, not the token (a browser
+  sends it to every port of the host), under a name of its own port (two
+  dashboards of one host would overwrite each other's).
 * On loopback the Host header must name a loopback host: a web page
   elsewhere cannot reach it by rebinding its own name to 127.0.0.1.
 * It is read-only unless started with control on, which needs a token even on
@@ -25,13 +28,14 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from netlet.errors import ConfigError
 
 __all__ = ["COOKIE", "Guard", "csrf_token", "derive_token", "is_loopback", "new_token"]
 
 COOKIE = "netlet_dashboard"
+"""The cookie's name, followed by ``_<port>`` of the dashboard."""
 HEADERS = [
     (b"content-security-policy",
      b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -86,6 +90,8 @@ class Guard:
     def __init__(self, app: ASGIApp, *, token: str | None, loopback: bool) -> None:
         self.app, self.token, self.loopback = app, token, loopback
         self.csrf = csrf_token(token) if token else ""
+        self.session = secrets.token_urlsafe(32)
+        """What the cookie holds: worth this process's token while it runs, nothing more."""
 
     def allowed_host(self, host: str) -> bool:
         if not self.loopback:
@@ -93,23 +99,23 @@ class Guard:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return is_loopback(name)
 
-    def presented(self, scope: Scope) -> tuple[str | None, bool]:
-        """The token the request carries, and whether it came in the query string."""
+    def presented(self, scope: Scope) -> tuple[str | None, str]:
+        """What the request carries, and where: "bearer", "query" or "cookie"."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
-            return auth[7:].strip(), False
+            return auth[7:].strip(), "bearer"
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if "token" in query:
-            return query["token"], True
+            return query["token"], "query"
         jar: SimpleCookie = SimpleCookie()
         try:
             jar.load(headers.get("cookie", ""))
         except Exception:
-            return None, False
-        morsel = jar.get(COOKIE)
-        return (morsel.value if morsel is not None else None), False
+            return None, "cookie"
+        morsel = jar.get(_cookie_name(scope))
+        return (morsel.value if morsel is not None else None), "cookie"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,13 +128,14 @@ class Guard:
                                     "(127.0.0.1, localhost, [::1])")
             return
         if self.token is not None:
-            given, in_query = self.presented(scope)
-            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+            given, source = self.presented(scope)
+            expected = self.session if source == "cookie" else self.token
+            if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
                 await _plain(send, 401, "this dashboard needs its token: open the URL it "
                                         "printed (with ?token=...), or send Authorization: "
                                         "Bearer <token>")
                 return
-            if in_query and scope["method"] == "GET" and not scope["path"].startswith(
+            if source == "query" and scope["method"] == "GET" and not scope["path"].startswith(
                     ("/api/", "/metrics", "/stream")):
                 await self._set_cookie(scope, send)
                 return
@@ -141,16 +148,21 @@ class Guard:
         await self.app(scope, receive, send_with_headers)
 
     async def _set_cookie(self, scope: Scope, send: Send) -> None:
-        """Move a token from the address bar to an HttpOnly, same-site cookie."""
+        """Take the token out of the address bar; an HttpOnly, same-site session cookie."""
         query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"))
                  if k != "token"]
-        location = scope["path"] + ("?" + urlencode(query) if query else "")
-        assert self.token is not None
-        cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        # Quoted: the decoded path may hold CR LF or characters beyond latin-1.
+        location = quote(scope["path"]) + ("?" + urlencode(query) if query else "")
+        cookie = f"{_cookie_name(scope)}={self.session}; Path=/; HttpOnly; SameSite=Strict"
         await send({"type": "http.response.start", "status": 303,
                     "headers": [(b"location", location.encode("latin-1")),
                                 (b"set-cookie", cookie.encode("latin-1")), *HEADERS]})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _cookie_name(scope: Scope) -> str:
+    server = scope.get("server")
+    return f"{COOKIE}_{server[1]}" if server else COOKIE
 
 
 async def _plain(send: Send, status: int, text: str) -> None:

@@ -14,12 +14,19 @@ import logging
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import uvicorn
 
 from netlet.errors import ConfigError
 from netlet.web._app import build_app
-from netlet.web._limits import HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_STREAMS, guarded_protocol
+from netlet.web._limits import (
+    HEADER_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_STREAMS,
+    guarded_protocol,
+    quiet_floods,
+)
 from netlet.web._model import DashboardModel
 from netlet.web._security import Guard, check_token, derive_token, is_loopback, new_token
 from netlet.web._sources import HeadSource, Provider
@@ -119,6 +126,7 @@ class Dashboard:
             log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=2, ws="none", proxy_headers=False,
             server_header=False, http=guarded_protocol(header_timeout, max_connections)))
+        quiet_floods()  # after uvicorn's config, which sets up its loggers
         self._thread: threading.Thread | None = None
         self._gc_freeze, self._frozen = gc_freeze, False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +136,7 @@ class Dashboard:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         base = f"http://{host}:{self.port}/"
-        return base + (f"?token={self.token}" if self.token else "")
+        return base + (f"?token={quote(self.token, safe='')}" if self.token else "")
 
     @property
     def base_url(self) -> str:

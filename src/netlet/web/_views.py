@@ -35,9 +35,23 @@ def _clock(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
+TOO_BIG = 10**18
+"""Members report some numbers themselves (pid, cores, memory), and netlet carries integers
+of any size; Python refuses to print one of over 4,300 digits. Beyond this, a "?"."""
+
+
+def _shown(value: Any) -> Any:
+    """Every ``{{ value }}`` of the templates passes here (``finalize``)."""
+    if isinstance(value, int) and abs(value) >= TOO_BIG:
+        return "?"
+    return value
+
+
 def _bytes(n: float | None) -> str:
     if n is None:
         return "-"
+    if abs(n) >= TOO_BIG:
+        return "?"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -48,6 +62,8 @@ def _bytes(n: float | None) -> str:
 def _num(n: float | None, digits: int = 1) -> str:
     if n is None:
         return "-"
+    if isinstance(n, int) and abs(n) >= TOO_BIG:
+        return "?"
     if isinstance(n, int) or float(n).is_integer():
         return f"{int(n):,}"
     return f"{n:,.{digits}f}"
@@ -81,7 +97,7 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("netlet.web", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True)
+        lstrip_blocks=True, finalize=_shown)
     env.filters.update({"ago": _ago, "clock": _clock, "bytes": _bytes, "num": _num,
                         "short": lambda s: str(s)[:8]})
     env.globals["chart"] = chart

@@ -95,11 +95,11 @@ def head_families(s: HeadStatistics) -> Iterator[Metric]:
     workers = [w for w in s.workers if w.state == "alive"]
     if workers:
         yield gauge("netlet_worker_running_tasks", "Tasks a worker holds.", labels=[
-            ({"worker": w.node[:12]}, w.running) for w in workers])
+            ({"worker": w.node}, w.running) for w in workers])
         yield gauge("netlet_worker_heartbeat_age_seconds", "Seconds since a worker was heard.",
-                    labels=[({"worker": w.node[:12]}, w.heartbeat_age) for w in workers])
+                    labels=[({"worker": w.node}, w.heartbeat_age) for w in workers])
         yield gauge("netlet_worker_draining", "1 while a worker is drained (no new tasks).",
-                    labels=[({"worker": w.node[:12]}, int(w.draining)) for w in workers])
+                    labels=[({"worker": w.node}, int(w.draining)) for w in workers])
 
 
 def node_families(n: NodeStatistics, component: str = "node") -> Iterator[Metric]:
