@@ -105,7 +105,7 @@ def test_another_client_cannot_complete_my_task(head: tuple[str, Head],
     with pytest.raises(ConfigError):
         evil.report(attacker.id, 0, [[real, True, forged]])  # a result with no lease
     with pytest.raises(ConfigError, match="Tasks record"):  # the form before records
-        evil.submit(attacker.id, None, [[real, "tests.security:forty_two", b"", 0]], {})
+        evil.submit(attacker.id, evil, [[real, "tests.security:forty_two", b"", 0]], {})
     # A real worker then runs it: the victim gets its own result.
     worker = Worker(WorkerOptions(address, key=KEY))
     thread = threading.Thread(target=worker.run, daemon=True)
