@@ -107,6 +107,7 @@ class Cluster:
         self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._specs: dict[str, Spec] = {}
+        self._unheard_cancels: set[str] = set()
         self._fns = Payloads(self._pickle)
         self._lock = threading.Lock()
         self._outbox: list[Spec] = []
@@ -220,10 +221,19 @@ class Cluster:
             return  # the head dropped it already (cancel_queued, close)
         self._fns.release(spec[1])
         if not unsent and not self._closed:
-            try:
-                self._head.cancel.future([tid])
-            except NetletError:
-                pass
+            self._tell_cancelled([tid])
+
+    def _tell_cancelled(self, tids: list[str]) -> None:
+        """Until the head heard it, a reconnect says it again: a head restarted from
+        --state still holds the tasks, and would run them."""
+        self._unheard(tids, add=True)
+        with contextlib.suppress(NetletError):
+            self._head.cancel.future(tids).add_done_callback(lambda f: self._unheard(
+                tids, add=f.cancelled() or f.exception() is not None))
+
+    def _unheard(self, tids: Iterable[str], *, add: bool) -> None:
+        with self._lock:
+            (self._unheard_cancels.update if add else self._unheard_cancels.difference_update)(tids)
 
     def cancel_queued(self) -> int:
         """Cancel every task no worker has taken yet; returns how many.
@@ -239,7 +249,8 @@ class Cluster:
             self._drain_sends(10.0)  # the head knows them all, and assigned what it could
             dropped = set(self._head.with_options(timeout=10).cancel(pending))
         except (NetletError, OSError):
-            dropped = set(pending)  # the head is away: it forgets them when we leave
+            dropped = set(pending)  # the head is away: told when we reconnect
+            self._unheard(pending, add=True)
         cancelled = 0
         for tid in pending:
             if tid not in dropped:
@@ -392,6 +403,11 @@ class Cluster:
                         fns = self._fns.for_specs(again)
                         self._head.submit(self.node.id, self._sink, Tasks.of(again), fns)
                         log.info("resubmitted %d task(s) the head did not know", len(again))
+                    with self._lock:  # cancelled while the head was away
+                        unheard = list(self._unheard_cancels)
+                    if unheard:
+                        self._head.cancel(unheard)
+                        self._unheard(unheard, add=False)
                     return
                 except (NetletError, OSError) as e:
                     delay = backoff.next()

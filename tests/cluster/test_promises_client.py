@@ -1,0 +1,116 @@
+"""The ``Cluster`` methods docs/cluster.md promises, attacked across real processes.
+
+``cancel_queued()`` says how many it cancelled and those never run;
+``wait_pending()`` returns only once every task finished or was cancelled;
+``unregister()`` says whether the name existed and takes a spawned actor's
+restart policy with it; a task cancelled while a head with ``--state`` is down
+stays cancelled when that head comes back. A real head, real workers; each
+test takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import tasks
+from tests.cluster.conftest import STEP, ClusterKit, free_port, wait_until
+
+
+@pytest.mark.timeout(60)
+def test_cancel_queued_counts_what_it_cancelled_and_those_never_run(
+        cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    head = cluster_kit.head()
+    cluster = cluster_kit.client(head.address)
+    # No worker yet: every task is queued, none can have started.
+    queued = [cluster.submit(tasks.square_and_record, str(trace), x) for x in range(5)]
+
+    assert cluster.cancel_queued() == 5
+    assert all(f.cancelled() for f in queued)
+    assert cluster.cancel_queued() == 0  # nothing left to cancel
+
+    cluster_kit.worker(head.address)
+    cluster_kit.wait_workers(cluster, 1)
+    after = cluster.submit(tasks.square_and_record, str(trace), 7)
+    assert after.result(STEP) == 49
+    # One worker runs in queue order: a cancelled task would have run before this one.
+    assert [int(x) for _, _, x in tasks.read_trace(trace)] == [7]
+    assert cluster.status()["queued"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_wait_pending_returns_once_every_task_finished_or_was_cancelled(
+        cluster_kit: ClusterKit) -> None:
+    _, _, cluster = cluster_kit.start(workers=1)
+    running = cluster.submit(tasks.slow_square, 3, 0.5)
+    queued = [cluster.submit(tasks.slow_square, x, 0.3) for x in range(3)]
+    wait_until(running.running, STEP, "the first task starting")
+    assert queued[-1].cancel()
+
+    cluster.wait_pending()
+
+    assert all(f.done() for f in [running, *queued])
+    assert running.result() == 9
+    assert [f.result() for f in queued[:-1]] == [0, 1]
+    assert queued[-1].cancelled()
+
+
+@pytest.mark.timeout(60)
+def test_unregister_says_whether_the_name_existed_and_drops_the_restart_policy(
+        cluster_kit: ClusterKit) -> None:
+    head = cluster_kit.head()
+    first = cluster_kit.worker(head.address)
+    cluster = cluster_kit.client(head.address)
+    cluster_kit.wait_workers(cluster, 1)
+    # Both actors on the one worker; "control" keeps its policy, "gone" loses it.
+    gone = cluster.spawn(tasks.Counter, 1, name="gone", restart="on-failure")
+    control = cluster.spawn(tasks.Counter, 2, name="control", restart="on-failure")
+    assert gone.pid() == control.pid() == first.pid
+
+    assert cluster.unregister("gone") is True
+    assert cluster.unregister("gone") is False
+    assert cluster.unregister("never-registered") is False
+    assert cluster.lookup("gone") is None
+
+    second = cluster_kit.worker(head.address)
+    cluster_kit.wait_workers(cluster, 2)
+    first.kill()
+    # The control is placed again on the other worker; "gone" must not come back.
+    wait_until(lambda: cluster.lookup("control") is not None
+               and cluster.actor("control").pid() == second.pid, STEP, "control moving")
+    head.stderr.wait_for(r"restarted control")
+    assert cluster.lookup("gone") is None
+    assert "gone" not in cluster.names()
+    assert "restarted gone" not in head.stderr.text()
+
+
+@pytest.mark.timeout(60)
+def test_a_task_cancelled_while_a_stateful_head_is_down_stays_cancelled(
+        cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    """The head keeps queued tasks in --state; a cancel said while it was away must
+    reach it when it is back, or the task runs though ``cancel()`` returned True."""
+    trace, state, port = tmp_path / "trace", tmp_path / "head.db", free_port()
+    head = cluster_kit.head(port, state=state)
+    cluster = cluster_kit.client(head.address)
+    by_hand = cluster.submit(tasks.square_and_record, str(trace), 1)
+    by_queue = cluster.submit(tasks.square_and_record, str(trace), 2)
+    wait_until(lambda: cluster.status()["queued"] == 2, STEP, "both tasks at the head")
+
+    head.kill()
+    assert by_hand.cancel()
+    assert cluster.cancel_queued() == 1
+    assert by_queue.cancelled()
+
+    head = cluster_kit.head(port, state=state)
+    head.stderr.wait_for(r"head restored 2 tasks")
+    # The client rejoins by itself and must take both tasks back before any worker comes.
+    wait_until(lambda: cluster.status()["queued"] == 0, STEP, "the cancels reaching the head")
+    cluster_kit.worker(head.address)
+    cluster_kit.wait_workers(cluster, 1)
+    assert cluster.submit(tasks.square_and_record, str(trace), 3).result(STEP) == 9
+    assert [int(x) for _, _, x in tasks.read_trace(trace)] == [3]
+    done, _ = concurrent.futures.wait([by_hand, by_queue], timeout=0)
+    assert len(done) == 2
