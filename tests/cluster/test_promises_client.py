@@ -114,3 +114,18 @@ def test_a_task_cancelled_while_a_stateful_head_is_down_stays_cancelled(
     assert [int(x) for _, _, x in tasks.read_trace(trace)] == [3]
     done, _ = concurrent.futures.wait([by_hand, by_queue], timeout=0)
     assert len(done) == 2
+
+
+@pytest.mark.timeout(60)
+def test_spawn_places_an_actor_on_the_least_busy_worker(cluster_kit: ClusterKit) -> None:
+    _, workers, cluster = cluster_kit.start(workers=2)
+    # Both idle: the one hosting fewer actors.
+    first = cluster.spawn(tasks.Counter, name="a").pid()
+    assert cluster.spawn(tasks.Counter, name="b").pid() != first
+
+    busy_task = cluster.submit(tasks.pid_after, 5.0)  # the test ends long before it does
+    wait_until(busy_task.running, STEP, "the task starting")
+    busy = next(w["pid"] for w in cluster_kit.alive_workers(cluster) if w["running"])
+    idle = ({w.pid for w in workers} - {busy}).pop()
+    # One actor each: not the one running a task.
+    assert cluster.spawn(tasks.Counter, name="c").pid() == idle
