@@ -118,3 +118,30 @@ def test_a_package_with_names_outside_its_directory_writes_nothing_there(
 
     assert seen == {"cwd": ["probe_mod.py"], "exist": [False] * len(paths)}
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_package_of_more_than_100_000_files_is_refused_by_the_worker(
+        cluster_kit: ClusterKit, tmp_path: Path) -> None:
+    """The client counts files before it sends; a hand-made zip skips that check, and the
+    worker must count again before extracting (docs: "Per package ... 100,000 files")."""
+    key = generate_key()
+    key_file = tmp_path / "cluster.key"
+    key_file.write_text(key.hex() + "\n")
+    key_file.chmod(0o600)
+    head = cluster_kit.head(key_file=key_file)
+    cluster_kit.worker(head.address, key=key)
+    cluster = cluster_kit.client(head.address, key_file=str(key_file))
+    cluster_kit.wait_workers(cluster, 1)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("many_mod.py", "def f():\n    return 'ran'\n")
+        for i in range(100_000):
+            zf.writestr(f"d/{i}", b"")
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    upload_packages(cluster.node, cluster._head, [Package("w", digest, data, "many")])
+
+    with pytest.raises(ConfigError, match="100000 files"):
+        cluster.submit(f"many_mod:f@w{digest}").result(STEP)
+    assert cluster.submit("tests.cluster.tasks:add", 1, 2).result(STEP) == 3  # worker lives
