@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from netlet.errors import EncodeError
 from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, free_port, wait_until
 
@@ -129,3 +130,40 @@ def test_spawn_places_an_actor_on_the_least_busy_worker(cluster_kit: ClusterKit)
     idle = ({w.pid for w in workers} - {busy}).pop()
     # One actor each: not the one running a task.
     assert cluster.spawn(tasks.Counter, name="c").pid() == idle
+
+
+@pytest.mark.timeout(60)
+def test_a_task_too_large_for_a_frame_fails_and_the_client_goes_on(
+        cluster_kit: ClusterKit) -> None:
+    """PROTOCOL.md: a value larger than max_frame (64 MiB) is an EncodeError when sending.
+    A task whose arguments pass it must fail with that error, not be retried as if the
+    head were away (the future would never end) nor hold up the tasks behind it."""
+    _, _, cluster = cluster_kit.start(workers=1)
+    limit = cluster.node.config.transport.limits.max_frame
+    with pytest.raises(EncodeError, match="exceeds the limit"):
+        cluster.submit(tasks.identity, b"x" * (limit + 1)).result(STEP)
+    assert cluster.submit(tasks.add, 1, 2).result(STEP) == 3
+    assert cluster.map(tasks.add, [1, 2], [3, 4]) is not None
+    assert list(cluster.map(tasks.add, [1, 2], [3, 4])) == [4, 6]
+
+
+@pytest.mark.timeout(60)
+def test_a_head_restarted_without_state_gets_every_task_again_whatever_their_size(
+        cluster_kit: ClusterKit) -> None:
+    """docs: "the head restarts, without --state: clients reconnect and resubmit every
+    task they still wait for". Tasks that together pass one frame (64 MiB) too."""
+    port = free_port()
+    head = cluster_kit.head(port)
+    cluster = cluster_kit.client(head.address)
+    limit = cluster.node.config.transport.limits.max_frame
+    arg = b"x" * (4 << 20)
+    n = limit // len(arg) + 4  # more than one frame's worth, each one far below it
+    futures = [cluster.submit("builtins:len", arg) for _ in range(n)]
+    wait_until(lambda: cluster.status()["queued"] == n, STEP, f"{n} tasks at the head")
+
+    head.kill()
+    cluster_kit.head(port)  # knows nothing: the client must send them all again
+    cluster_kit.worker(head.address)
+    done, not_done = concurrent.futures.wait(futures, timeout=STEP * 2)
+    assert not not_done, f"{len(not_done)} of {n} tasks never came back"
+    assert {f.result() for f in done} == {len(arg)}
