@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+import netlet
+from netlet.cluster import Cluster, Head
 from netlet.errors import EncodeError
+from netlet.node import Node
+from netlet.transport import generate_key
 from tests.cluster import tasks
 from tests.cluster.conftest import STEP, ClusterKit, free_port, wait_until
 
@@ -167,3 +171,39 @@ def test_a_head_restarted_without_state_gets_every_task_again_whatever_their_siz
     done, not_done = concurrent.futures.wait(futures, timeout=STEP * 2)
     assert not not_done, f"{len(not_done)} of {n} tasks never came back"
     assert {f.result() for f in done} == {len(arg)}
+
+
+@pytest.mark.timeout(60)
+def test_more_waiting_tasks_than_one_message_holds_ids_for_are_sent_cancelled_and_resumed(
+        tmp_path: Path) -> None:
+    """A message holds at most ``max_array`` items in a list (1 Mi by default): a million
+    tasks waiting in a ``map`` must still be submitted, cancelled with ``cancel_queued()``
+    and resumed after a restart of the head. The same, at a small ``max_array``."""
+    limits = netlet.Limits(max_array=400)
+    key = generate_key()
+    port = free_port()
+
+    def start_head() -> Node:
+        node = Node(f"tcp://127.0.0.1:{port}", key=key, limits=limits)
+        node.serve(Head(node), "netlet.head")
+        return node
+
+    head = start_head()
+    client = Node(key=key, limits=limits)
+    cluster = Cluster(f"tcp://127.0.0.1:{port}", node=client)
+    try:
+        n = 1000  # no worker: they all wait at the head
+        futures = [cluster.submit("builtins:len", "x") for _ in range(n)]
+        wait_until(lambda: cluster.status()["queued"] == n, STEP, f"{n} tasks at the head")
+
+        head.close()
+        head = start_head()  # knows nothing: the client resumes and resubmits them all
+        wait_until(lambda: cluster.status()["queued"] == n, STEP, f"{n} tasks at the new head")
+
+        assert cluster.cancel_queued() == n
+        assert cluster.status()["queued"] == 0
+        assert all(f.cancelled() for f in futures)
+    finally:
+        cluster.close()
+        client.close()
+        head.close()

@@ -203,7 +203,13 @@ class Cluster(ClusterNamesMixin):
     def _parts(self, specs: list[Spec]) -> list[list[Spec]]:
         limits = self.node.config.transport.limits
         return batches(specs, lambda spec: 64 + len(spec[2]), limits.max_frame // 4,
-                       max(1, limits.max_buffers // 2), limits.oob_threshold)
+                       max(1, limits.max_buffers // 2), limits.oob_threshold,
+                       max(1, limits.max_array // 2))
+
+    def _slices(self, ids: list[str]) -> list[list[str]]:
+        """Task ids cut to what a list in one message may hold (``Limits.max_array``)."""
+        n = max(1, self.node.config.transport.limits.max_array // 2)
+        return [ids[i:i + n] for i in range(0, len(ids), n)]
 
     def _unsendable(self, part: list[Spec], error: EncodeError) -> None:
         """Tasks too large for one message: sending again cannot help, so they fail."""
@@ -271,7 +277,8 @@ class Cluster(ClusterNamesMixin):
             return 0
         try:
             self._drain_sends(10.0)  # the head knows them all, and assigned what it could
-            dropped = set(self._head.with_options(timeout=10).cancel(pending))
+            head = self._head.with_options(timeout=10)
+            dropped = {t for part in self._slices(pending) for t in head.cancel(part)}
         except (NetletError, OSError):
             dropped = set(pending)  # the head is away: told when we reconnect
             self._unheard(pending, add=True)
@@ -398,7 +405,8 @@ class Cluster(ClusterNamesMixin):
                     self._upload_code()  # a restarted head has none of it
                     with self._lock:
                         pending = list(self._specs)
-                    unknown = set(self._head.resume(self.node.id, self._sink, pending))
+                    unknown = {t for ids in self._slices(pending) or [[]]
+                               for t in self._head.resume(self.node.id, self._sink, ids)}
                     self._head_node = self._head_peer() or self._head_node
                     with self._lock:
                         again = [self._specs[t] for t in pending
@@ -413,9 +421,9 @@ class Cluster(ClusterNamesMixin):
                         log.info("resubmitted %d task(s) the head did not know", len(again))
                     with self._lock:  # cancelled while the head was away
                         unheard = list(self._unheard_cancels)
-                    if unheard:
-                        self._head.cancel(unheard)
-                        self._unheard(unheard, add=False)
+                    for told in self._slices(unheard):
+                        self._head.cancel(told)
+                        self._unheard(told, add=False)
                     return
                 except (NetletError, OSError) as e:
                     delay = backoff.next()
