@@ -207,3 +207,17 @@ def test_more_waiting_tasks_than_one_message_holds_ids_for_are_sent_cancelled_an
         cluster.close()
         client.close()
         head.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_result_too_large_for_a_frame_fails_its_task_and_the_worker_goes_on(
+        cluster_kit: ClusterKit) -> None:
+    """PROTOCOL.md: "EncodeError: the result cannot be encoded, or is larger than
+    max_frame". A task returning more than a frame must fail with it, not wedge its worker
+    (which took the refused report for a lost head, rejoined and sent it again, forever)."""
+    _, workers, cluster = cluster_kit.start(workers=1)
+    limit = cluster.node.config.transport.limits.max_frame
+    with pytest.raises(EncodeError, match="cannot be sent"):
+        cluster.submit("builtins:bytes", limit).result(STEP)
+    assert cluster.submit(tasks.add, 1, 2).result(STEP) == 3  # the same, only worker
+    assert workers[0].alive()
