@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from netlet.cluster import Cluster, Head
-from netlet.cluster._code import CHUNK, Package, upload_packages
+from netlet.cluster._code import CHUNK, Package, build_packages, upload_packages
 from netlet.errors import ConfigError
 from netlet.node import Node
 from netlet.transport import generate_key
@@ -145,3 +145,20 @@ def test_a_package_of_more_than_100_000_files_is_refused_by_the_worker(
     with pytest.raises(ConfigError, match="100000 files"):
         cluster.submit(f"many_mod:f@w{digest}").result(STEP)
     assert cluster.submit("tests.cluster.tasks:add", 1, 2).result(STEP) == 3  # worker lives
+
+
+def test_symlinked_directories_are_not_followed(tmp_path: Path) -> None:
+    """docs: "Symlinked directories are not followed": a link to a home directory, or a
+    loop back to the root, ships nothing of what it points at (and does not loop)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not for the workers")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.py").write_text("X = 1\n")
+    (project / "home").symlink_to(outside, target_is_directory=True)
+    (project / "loop").symlink_to(project, target_is_directory=True)
+
+    [package] = build_packages(project, [])
+
+    assert zipfile.ZipFile(io.BytesIO(package.data)).namelist() == ["main.py"]
