@@ -17,7 +17,7 @@ import pytest
 
 import netlet
 from netlet.cluster import Cluster, Head
-from netlet.errors import EncodeError
+from netlet.errors import ConfigError, EncodeError
 from netlet.node import Node
 from netlet.transport import generate_key
 from tests.cluster import tasks
@@ -221,3 +221,13 @@ def test_a_result_too_large_for_a_frame_fails_its_task_and_the_worker_goes_on(
         cluster.submit("builtins:bytes", limit).result(STEP)
     assert cluster.submit(tasks.add, 1, 2).result(STEP) == 3  # the same, only worker
     assert workers[0].alive()
+
+
+@pytest.mark.parametrize("bad", [None, "3", 2.5, -1, True])
+def test_max_retries_that_is_not_a_count_is_refused_at_once(bad: object) -> None:
+    """docs: max_retries is "how many times a task ... runs again". Given None, the head
+    refused every submit and the client, taking that for a lost head, retried forever."""
+    with pytest.raises(ConfigError, match="max_retries"):
+        Cluster("tcp://127.0.0.1:1", key=generate_key(), max_retries=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_retries"):
+        netlet.Executor("tcp://127.0.0.1:1", max_retries=bad)  # type: ignore[arg-type]

@@ -82,6 +82,8 @@ class Cluster(ClusterNamesMixin):
                  py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
                  max_code_bytes: int = MAX_PACKAGE, log_to_driver: bool = False,
                  log_prefix: str = "({worker}) ") -> None:
+        if type(max_retries) is not int or max_retries < 0:  # the head would refuse each submit
+            raise ConfigError(f"max_retries is a whole number >= 0, not {max_retries!r}")
         self._packages: list[Package] = build_packages(working_dir, py_modules, excludes,
                                                        max_code_bytes)
         self._code_suffix = ("@" + ",".join(p.ref for p in self._packages)
