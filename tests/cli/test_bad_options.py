@@ -164,3 +164,17 @@ def test_dashboard_options_without_a_dashboard_are_a_usage_error(
                             timeout=25, check=False, cwd=tmp_path, stdin=subprocess.DEVNULL)
     _refused(result, "--dashboard HOST:PORT")
     assert result.returncode == 2
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("args", "option"), [
+    (["head", "--listen", "tcp://127.0.0.1:0", "--result-budget", "0"], "--result-budget"),
+    (["head", "--listen", "tcp://127.0.0.1:0", "--result-budget", "0.5"], "--result-budget"),
+    (["worker", "--join", "tcp://127.0.0.1:1", "-n", "0"], "--processes"),
+    (["worker", "--join", "tcp://127.0.0.1:1", "-n", "1025"], "--processes"),
+], ids=["budget-0", "budget-fraction", "processes-0", "processes-1025"])
+def test_ranges_the_help_gives_are_enforced(args: list[str], option: str) -> None:
+    result = _run(*args)
+    _refused(result, option)
+    assert result.returncode == 2
+    assert "exited" not in result.stderr  # no worker process was started

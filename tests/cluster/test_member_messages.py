@@ -32,7 +32,7 @@ from netlet.cluster._member_messages import (
     TaskOutput,
     WorkerDesc,
 )
-from netlet.cluster._messages import Tasks
+from netlet.cluster._messages import Report, Tasks
 from netlet.codec import Codec, Ext, RemoteRef, record_types
 from netlet.errors import ConfigError, DecodeError
 from netlet.testing import VirtualClock
@@ -306,3 +306,50 @@ def test_a_spawn_with_wrong_argument_types_is_refused(
         with pytest.raises(ConfigError, match="spawn: cls"):
             call(proxy, "spawn", *args, member.id)
     assert not h._actors
+
+
+@netlet.expose
+class _RecordingSink:
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+
+    async def results(self, delivery: Any) -> None:
+        self.delivered.extend(delivery.ids)
+
+    async def started(self, tids: list[str]) -> None: ...
+
+    async def output(self, lines: Any) -> None: ...
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("method", ["submit", "resume"])
+def test_a_client_whose_sink_is_not_a_reference_is_refused_and_others_get_results(
+        head: tuple[Head, str, VirtualClock], node_factory: NodeFactory, method: str) -> None:
+    """A submit's or resume's sink is where the head sends results (PROTOCOL.md 16.6):
+    a str there must be an error to its sender, not break a worker's report for the
+    tasks of every client in it."""
+    h, address, _ = head
+    hostile, honest, worker = (node_factory(key=KEY) for _ in range(3))
+    hp, cp, wp = (n.proxy(address, "netlet.head", timeout=10) for n in (hostile, honest, worker))
+    for node, proxy in ((hostile, hp), (honest, cp)):
+        call(proxy, "join", node.id, "client", JoinInfo("", "box", 1, "", 0), None)
+    body = b"\x92\x90\xc0"  # [[], nil]: no arguments
+    tasks = Tasks(["h:1"], ["m:f"], [body], [0])
+    if method == "resume":  # submitted as it should be, then resumed with a str
+        assert call(hp, "submit", hostile.id, _RecordingSink(), tasks, {}) == 1
+        with pytest.raises(ConfigError, match="sink is a reference"):
+            call(hp, "resume", hostile.id, "not a sink", ["h:1"])
+    else:
+        with pytest.raises(ConfigError, match="sink is a reference"):
+            call(hp, "submit", hostile.id, "not a sink", tasks, {})
+    sink = _RecordingSink()
+    assert call(cp, "submit", honest.id, sink, Tasks(["c:1"], ["m:f"], [body], [0]), {}) == 1
+
+    epoch = call(wp, "join", worker.id, "worker", INFO, None).epoch
+    pulled = call(wp, "pull", worker.id, epoch, 2)
+    done = [(tid, True, b"\x2a", lease, None, None) for tid, lease in zip(
+        pulled.ids, pulled.leases, strict=True)]
+    assert call(wp, "report", worker.id, epoch, Report.of(done, list(pulled.ids))) is None
+
+    wait_until(lambda: sink.delivered == ["c:1"], what="the honest client's result")
+    assert h.scheduler.refused_results == 0

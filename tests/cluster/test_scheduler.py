@@ -764,7 +764,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         for w in self.epoch:
             if w in self.parked:
                 continue
+            # Tasks it declined to give back are not asked for again (see
+            # test_tasks_a_worker_declines_to_give_back_are_not_asked_for_again): one it
+            # never got (a lost hand-out) goes back to the queue with its next heartbeat.
+            kept = self.s._workers[w].kept
             unstarted = [t for t in self.s.unstarted(w) if t not in being_reclaimed
+                         and t not in kept
                          and any(not self.s.lacks(i, self.s.tasks[t].fn) for i in idle)]
             allowed = 0 if any(self.s.tasks[t].state == RUNNING for t in self.s.holds(w)) else 1
             assert len(unstarted) <= allowed, (w, unstarted, idle)

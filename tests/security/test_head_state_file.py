@@ -17,9 +17,10 @@ import pytest
 
 from netlet import Cluster
 from tests.conftest import STEP
-from tests.security._spawn import NOBODY_UID
+from tests.security._spawn import NOBODY_UID, as_nobody, nobody_available
 
 NETLET = str(Path(sys.executable).parent / "netlet")
+DAEMON_UID = 1  # a second user, who plants files for the head's user (nobody)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,3 +80,37 @@ def test_a_state_file_planted_by_another_user_is_refused(shared_dir: Path) -> No
     assert "Traceback" not in err
     assert f"uid {NOBODY_UID}" in err
     assert state.stat().st_size == 0  # not made into a queue
+
+
+_OPEN_STATE = """\
+import sys
+from netlet.cluster._store import HeadStore
+from netlet.errors import ConfigError
+try:
+    store = HeadStore(sys.argv[1])
+    store._db.execute("CREATE TABLE secrets (x)")
+    store._db.execute("INSERT INTO secrets VALUES ('a task argument')")
+    print("opened", flush=True)
+except ConfigError as e:
+    print("refused:", e, flush=True)
+"""
+
+
+@pytest.mark.skipif(nobody_available() is not None, reason=str(nobody_available()))
+def test_side_files_planted_by_another_user_are_refused(shared_dir: Path) -> None:
+    """SQLite keeps the newest writes in head.db-wal (and its index in -shm), and uses
+    such files as it finds them: planted world-writable by another user in a shared
+    directory, they would hold every task's arguments for that user to read."""
+    shared = shared_dir
+    shared.chmod(0o1777)  # as /tmp is: the attacker can write in it, the head too
+    planted = [shared / "head.db-wal", shared / "head.db-shm"]
+    for p in planted:
+        p.touch(mode=0o666)
+        p.chmod(0o666)
+        os.chown(p, DAEMON_UID, DAEMON_UID)  # the attacker's, not the head's (nobody)
+
+    result = as_nobody(_OPEN_STATE, str(shared / "head.db"))
+
+    assert result.stdout.startswith("refused:"), result.stdout + result.stderr
+    assert f"uid {DAEMON_UID}" in result.stdout
+    assert [p.stat().st_size for p in planted] == [0, 0]  # nothing written to them

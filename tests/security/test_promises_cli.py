@@ -101,3 +101,35 @@ def test_a_signal_right_at_ready_stops_a_server_cleanly(tmp_path: Path, command:
             proc.wait(STEP)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+
+def _outward_ip() -> str | None:
+    """This machine's address on its default route (no packet is sent), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        ip = str(s.getsockname()[0])
+    return None if ip.startswith("127.") else ip
+
+
+def test_an_insecure_head_serves_beyond_loopback_keyless_and_says_so(servers: Servers) -> None:
+    """head --help: "--insecure  Listen beyond loopback WITHOUT a key (anyone reaching
+    it can run code)". It must warn, and admit a keyless peer on a non-loopback address."""
+    from netlet.node import Node
+
+    ip = _outward_ip()
+    if ip is None:
+        pytest.skip("this machine has no address beyond loopback")
+    head = servers.start("head", "--listen", "tcp://0.0.0.0:0", "--insecure")
+    head.stderr.wait_for("INSECURE")
+    assert head.address is not None
+    assert head.address.startswith(f"tcp://{ip}:")
+    stranger = Node()  # no key at all, from beyond loopback
+    try:
+        status = stranger.proxy(head.address, "netlet.head").status()
+    finally:
+        stranger.close()
+    assert status["queued"] == 0

@@ -12,10 +12,11 @@ __all__ = ["batches"]
 
 
 def batches(items: list[Any], size: Callable[[Any], int], max_bytes: int,
-            max_big: int, big: int) -> list[list[Any]]:
+            max_big: int, big: int, max_count: int | None = None) -> list[list[Any]]:
     """Split ``items`` into messages a peer accepts: each under ``max_bytes`` in all
     and with at most ``max_big`` items of ``big`` bytes or more (each of those
-    travels as an out-of-band buffer, of which a frame carries a bounded number).
+    travels as an out-of-band buffer, of which a frame carries a bounded number),
+    and at most ``max_count`` items (a list in a message holds ``max_array``).
     An item alone always makes a message (the frame limit then judges it).
     """
     out: list[list[Any]] = []
@@ -24,7 +25,8 @@ def batches(items: list[Any], size: Callable[[Any], int], max_bytes: int,
     for item in items:
         n = size(item)
         is_big = n >= big
-        if cur and (total + n > max_bytes or nbig + is_big > max_big):
+        if cur and (total + n > max_bytes or nbig + is_big > max_big
+                    or (max_count is not None and len(cur) >= max_count)):
             out.append(cur)
             cur, total, nbig = [], 0, 0
         cur.append(item)

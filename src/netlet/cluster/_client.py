@@ -22,18 +22,26 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from netlet.clock import Backoff, Clock, sleep_blocking, wait_future
+from netlet.clock import Backoff, sleep_blocking
 from netlet.cluster._batches import batches
+from netlet.cluster._client_names import ClusterNamesMixin
 from netlet.cluster._code import MAX_PACKAGE, Package, build_packages, upload_packages
 from netlet.cluster._env import ENV_HEAD, env_head, env_key_file
-from netlet.cluster._member_messages import JoinInfo, Names, OutputLines
+from netlet.cluster._member_messages import JoinInfo, OutputLines
 from netlet.cluster._messages import Finished, Spec, Tasks
+from netlet.cluster._ordered import ordered_results
 from netlet.cluster._output import write_output
 from netlet.cluster._payloads import Payloads, main_module_hint
 from netlet.cluster._sink import ResultSink, Subscriber
-from netlet.codec import Codec, RemoteRef, short
-from netlet.errors import CallCancelled, ConfigError, NetletError, NodeClosed, ProtocolError
-from netlet.node import Node, Proxy
+from netlet.codec import Codec
+from netlet.errors import (
+    CallCancelled,
+    ConfigError,
+    EncodeError,
+    NetletError,
+    NodeClosed,
+)
+from netlet.node import Node
 from netlet.transport import TLSConfig, find_user_key
 
 __all__ = ["Cluster"]
@@ -51,7 +59,7 @@ class _TaskFuture(concurrent.futures.Future[Any]):
         self.task_id = task_id
 
 
-class Cluster:
+class Cluster(ClusterNamesMixin):
     """A connection to a cluster's head: run tasks, place objects, use the name service.
 
     Given no ``address``, ``$NETLET_HEAD`` names the head; given no ``node``, ``key``
@@ -74,6 +82,8 @@ class Cluster:
                  py_modules: Iterable[Any] = (), excludes: Iterable[str] = (),
                  max_code_bytes: int = MAX_PACKAGE, log_to_driver: bool = False,
                  log_prefix: str = "({worker}) ") -> None:
+        if type(max_retries) is not int or max_retries < 0:  # the head would refuse each submit
+            raise ConfigError(f"max_retries is a whole number >= 0, not {max_retries!r}")
         self._packages: list[Package] = build_packages(working_dir, py_modules, excludes,
                                                        max_code_bytes)
         self._code_suffix = ("@" + ",".join(p.ref for p in self._packages)
@@ -107,6 +117,7 @@ class Cluster:
         self._prefix = secrets.token_hex(8) + ":"  # not the node id: others see that
         self._futures: dict[str, concurrent.futures.Future[Any]] = {}
         self._specs: dict[str, Spec] = {}
+        self._unheard_cancels: set[str] = set()
         self._fns = Payloads(self._pickle)
         self._lock = threading.Lock()
         self._outbox: list[Spec] = []
@@ -186,17 +197,39 @@ class Cluster:
             self._flush_scheduled = False
         if not batch:
             return
-        limits = self.node.config.transport.limits
-        for part in batches(batch, lambda spec: 64 + len(spec[2]), limits.max_frame // 4,
-                            max(1, limits.max_buffers // 2), limits.oob_threshold):
-            fns = self._fns.for_specs(part)
-            task = asyncio.get_running_loop().create_task(self._send(Tasks.of(part), fns))
+        for part in self._parts(batch):
+            task = asyncio.get_running_loop().create_task(self._send(part))
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
 
-    async def _send(self, batch: Tasks, fns: dict[str, bytes]) -> None:
+    def _parts(self, specs: list[Spec]) -> list[list[Spec]]:
+        limits = self.node.config.transport.limits
+        return batches(specs, lambda spec: 64 + len(spec[2]), limits.max_frame // 4,
+                       max(1, limits.max_buffers // 2), limits.oob_threshold,
+                       max(1, limits.max_array // 2))
+
+    def _slices(self, ids: list[str]) -> list[list[str]]:
+        """Task ids cut to what a list in one message may hold (``Limits.max_array``)."""
+        n = max(1, self.node.config.transport.limits.max_array // 2)
+        return [ids[i:i + n] for i in range(0, len(ids), n)]
+
+    def _unsendable(self, part: list[Spec], error: EncodeError) -> None:
+        """Tasks too large for one message: sending again cannot help, so they fail."""
+        for spec in part:
+            with self._lock:
+                fut, known = self._futures.pop(spec[0], None), self._specs.pop(spec[0], None)
+            if known is not None:
+                self._fns.release(spec[1])
+            if fut is not None:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    fut.set_exception(EncodeError(f"cannot send the task to the head: {error}"))
+
+    async def _send(self, part: list[Spec]) -> None:
         try:
-            await self._head.submit.aio(self.node.id, self._sink, batch, fns)
+            await self._head.submit.aio(self.node.id, self._sink, Tasks.of(part),
+                                        self._fns.for_specs(part))
+        except EncodeError as e:
+            self._unsendable(part, e)
         except NetletError as e:
             if self._closed:
                 return  # closing: the head forgets what we sent when we leave
@@ -220,10 +253,19 @@ class Cluster:
             return  # the head dropped it already (cancel_queued, close)
         self._fns.release(spec[1])
         if not unsent and not self._closed:
-            try:
-                self._head.cancel.future([tid])
-            except NetletError:
-                pass
+            self._tell_cancelled([tid])
+
+    def _tell_cancelled(self, tids: list[str]) -> None:
+        """Until the head heard it, a reconnect says it again: a head restarted from
+        --state still holds the tasks, and would run them."""
+        self._unheard(tids, add=True)
+        with contextlib.suppress(NetletError):
+            self._head.cancel.future(tids).add_done_callback(lambda f: self._unheard(
+                tids, add=f.cancelled() or f.exception() is not None))
+
+    def _unheard(self, tids: Iterable[str], *, add: bool) -> None:
+        with self._lock:
+            (self._unheard_cancels.update if add else self._unheard_cancels.difference_update)(tids)
 
     def cancel_queued(self) -> int:
         """Cancel every task no worker has taken yet; returns how many.
@@ -237,9 +279,11 @@ class Cluster:
             return 0
         try:
             self._drain_sends(10.0)  # the head knows them all, and assigned what it could
-            dropped = set(self._head.with_options(timeout=10).cancel(pending))
+            head = self._head.with_options(timeout=10)
+            dropped = {t for part in self._slices(pending) for t in head.cancel(part)}
         except (NetletError, OSError):
-            dropped = set(pending)  # the head is away: it forgets them when we leave
+            dropped = set(pending)  # the head is away: told when we reconnect
+            self._unheard(pending, add=True)
         cancelled = 0
         for tid in pending:
             if tid not in dropped:
@@ -339,27 +383,7 @@ class Cluster:
                                     [[list(a) for a in items[i:i + chunksize]], None],
                                     self.max_retries)
                        for i in range(0, len(items), chunksize)]
-        return self._results(self.node.config.clock, futures, timeout, chunksize > 1)
-
-    @staticmethod
-    def _results(clock: Clock, futures: list[concurrent.futures.Future[Any]],
-                 timeout: float | None, chunked: bool) -> Iterator[Any]:
-        """Yield results in order, holding none of them (nor a chunk's) while paused."""
-        deadline = None if timeout is None else clock.monotonic() + timeout
-        try:
-            futures.reverse()
-            while futures:
-                left = None if deadline is None else max(0.0, deadline - clock.monotonic())
-                if not chunked:
-                    yield wait_future(clock, futures.pop(), left)
-                    continue
-                chunk = wait_future(clock, futures.pop(), left)
-                chunk.reverse()
-                while chunk:
-                    yield chunk.pop()
-        finally:
-            for f in futures:
-                f.cancel()
+        return ordered_results(self.node.config.clock, futures, timeout, chunksize > 1)
 
     # -- reconnecting ------------------------------------------------------------------
 
@@ -383,15 +407,25 @@ class Cluster:
                     self._upload_code()  # a restarted head has none of it
                     with self._lock:
                         pending = list(self._specs)
-                    unknown = set(self._head.resume(self.node.id, self._sink, pending))
+                    unknown = {t for ids in self._slices(pending) or [[]]
+                               for t in self._head.resume(self.node.id, self._sink, ids)}
                     self._head_node = self._head_peer() or self._head_node
                     with self._lock:
                         again = [self._specs[t] for t in pending
                                  if t in unknown and t in self._specs]
+                    for part in self._parts(again):  # as many messages as a submit takes
+                        try:
+                            self._head.submit(self.node.id, self._sink, Tasks.of(part),
+                                              self._fns.for_specs(part))
+                        except EncodeError as e:
+                            self._unsendable(part, e)
                     if again:
-                        fns = self._fns.for_specs(again)
-                        self._head.submit(self.node.id, self._sink, Tasks.of(again), fns)
                         log.info("resubmitted %d task(s) the head did not know", len(again))
+                    with self._lock:  # cancelled while the head was away
+                        unheard = list(self._unheard_cancels)
+                    for told in self._slices(unheard):
+                        self._head.cancel(told)
+                        self._unheard(told, add=False)
                     return
                 except (NetletError, OSError) as e:
                     delay = backoff.next()
@@ -399,60 +433,6 @@ class Cluster:
                     sleep_blocking(self.node.config.clock, delay)
         finally:
             self._reconnecting = False
-
-    # -- names, actors, membership ----------------------------------------------------
-
-    def register(self, name: str, obj: Any) -> RemoteRef:
-        """Publish an object (exposed, a proxy or a channel) under a cluster-wide name."""
-        ref = obj.__netlet_ref__() if hasattr(obj, "__netlet_ref__") else self.node.serve(obj)
-        self._head.register(name, ref, self.node.id)
-        return ref
-
-    def lookup(self, name: str) -> Any:
-        """The object registered as ``name`` (a proxy or channel), or None."""
-        ref = self._head.lookup(name)
-        return None if ref is None else self.node.from_ref(ref.__netlet_ref__())
-
-    def actor(self, name: str) -> Proxy:
-        proxy = self.lookup(name)
-        if not isinstance(proxy, Proxy):
-            raise ConfigError(f"no object is registered as {name!r}")
-        return proxy
-
-    def names(self) -> dict[str, list[str]]:
-        """``{name: [kind, address, owner node]}`` of every registered name."""
-        answer = self._head.names()
-        if type(answer) is not Names:
-            raise ProtocolError(f"names is answered with a Names record, not {short(answer)}")
-        return {e.name: [e.kind, e.address, e.node] for e in answer.entries}
-
-    def unregister(self, name: str) -> bool:
-        return bool(self._head.unregister(name))
-
-    def spawn(self, cls: type | str, *args: Any, name: str | None = None,
-              restart: str | None = None, **kwargs: Any) -> Proxy:
-        """Create an exposed object on a worker, named cluster-wide; returns a proxy.
-
-        ``restart="on-failure"`` recreates it (with the same arguments) on another
-        worker when its worker dies; the name moves with it (look it up again).
-        """
-        fn_id, payload = self._ref(cls)
-        fns = {fn_id: payload} if payload is not None else {}
-        body = self._codec.encode_value([list(args), kwargs or None])
-        name = name or f"actor-{next(self._ids)}-{self.node.id[:6]}"
-        ref = self._head.spawn(fn_id, body, name, restart, fns, self.node.id)
-        return self.node.proxy_for(ref.__netlet_ref__())
-
-    def subscribe(self, callback: Callable[[str, str, str, dict[str, Any]], None]) -> None:
-        """``callback(kind, node, role, info)`` on every join and leave (``info``: what the
-        member said of itself, ``name``, ``host``, ``pid``, ``address``, ``cores``, and
-        ``detail``, why it left)."""
-        self._subscribers.append(callback)
-        if len(self._subscribers) == 1:
-            self._head.subscribe(self._sink)
-
-    def status(self) -> dict[str, Any]:
-        return dict(self._head.status())
 
     # -- closing ------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ holds what was written); surviving a power cut would need ``FULL``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import stat
@@ -79,24 +78,31 @@ def _own_private_file(path: str) -> None:
 
     It holds every queued task's arguments and every result (another local user
     must not read them), and the queue a restarted head runs (a file another
-    user planted, in a shared directory, must not become it). SQLite gives its
-    -wal and -shm files the database file's mode.
+    user planted, in a shared directory, must not become it). SQLite keeps the
+    newest writes in the -wal file and uses a -wal or -shm it finds as it is:
+    those are made here, 0600, or must be ours too.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.getuid():
-            raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to us (uid "
-                              f"{os.getuid()}): another user could read or change the queue; "
-                              "give a --state file of your own")
+        _check_ours(path, st)
         if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
             os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
     for side in (path + "-wal", path + "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(side).st_uid == os.getuid():
-                os.chmod(side, 0o600)
+        try:  # made now, it is ours: a planted one cannot take its place in a sticky dir
+            os.close(os.open(side, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except FileExistsError:
+            _check_ours(side, os.lstat(side))
+            os.chmod(side, 0o600)
+
+
+def _check_ours(path: str, st: os.stat_result) -> None:
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{path} belongs to uid {st.st_uid}, not to us (uid "
+                          f"{os.getuid()}): another user could read or change the queue; "
+                          "give a --state file of your own")
 
 
 class HeadStore:

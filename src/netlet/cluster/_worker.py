@@ -430,8 +430,12 @@ class Worker(WorkerTraffic):
                 raise
             value, ok = e, False
         self._took = time.perf_counter() - t0
+        room = self.node.config.transport.limits.max_frame - 65536  # a report's own fields
         try:
             out = self.codec.encode_value(value)
+            if len(out) > room:  # the report would be refused, and sent again, forever
+                raise EncodeError(f"{len(out)} bytes, over the {room} a message carries "
+                                  "(max_frame)")
         except (EncodeError, RecursionError) as e:
             value = EncodeError(f"the result of task {tid} cannot be sent: {e}")
             ok, out = False, self.codec.encode_value(value)
