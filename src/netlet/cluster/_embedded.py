@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 from netlet.clock import Backoff
 from netlet.cluster._head import Head, HeadConfig
@@ -52,11 +51,28 @@ class _Joined:
             return self._cond.wait_for(lambda: len(self._workers) >= n, timeout)
 
 
+_SUN_PATH = 107
+"""Bytes a unix socket's path may have (``sun_path`` holds 108, with its NUL)."""
+_LONGEST_NAME = 24
+"""Room for the longest socket name made in the directory ("/w1023-99999999.sock")."""
+
+
+def _socket_dir() -> str:
+    """A private directory short enough for our sockets' paths: the temporary
+    directory's, or one under /tmp when that is too deep (a CI's or container's)."""
+    made = tempfile.mkdtemp(prefix="netlet-")
+    if len(os.fsencode(made)) + _LONGEST_NAME > _SUN_PATH:
+        os.rmdir(made)
+        made = tempfile.mkdtemp(prefix="netlet-", dir="/tmp")
+    os.chmod(made, 0o700)
+    return made
+
+
 class EmbeddedCluster:
     def __init__(self, workers: int, *, credit: int | str = "auto",
                  config: HeadConfig | None = None) -> None:
-        self._dir = tempfile.mkdtemp(prefix="netlet-")
-        os.chmod(self._dir, 0o700)
+        self._dir = _socket_dir()
+        self._started = 0  # workers started so far: each listens on a new name
         self.key = generate_key()
         self.node = Node(listen=f"unix://{self._dir}/head.sock", key=self.key,
                          allow_pickle=True, call_timeout=None)
@@ -96,13 +112,17 @@ class EmbeddedCluster:
         proc = subprocess.Popen(
             [sys.executable, "-m", "netlet.cluster", "--join", self.address,
              "--key-stdin", "--pickle", "--embedded", "--credit", str(credit),
-             "--listen", f"unix://{self._dir}/worker-{slot}-{time.monotonic_ns()}.sock",
+             "--listen", f"unix://{self._dir}/w{slot}-{self._next_start()}.sock",
              "--code-dir", self._dir],  # shipped code goes when the directory does
             stdin=subprocess.PIPE)
         assert proc.stdin is not None
         proc.stdin.write(self.key.hex().encode() + b"\n")
         proc.stdin.flush()  # stdin stays open: its EOF tells the worker we are gone
         return proc
+
+    def _next_start(self) -> int:
+        self._started += 1  # under self._lock
+        return self._started
 
     def _keep(self, slot: int, credit: int | str) -> None:
         """Replace the worker in ``slot`` when it dies, as multiprocessing.Pool does.
