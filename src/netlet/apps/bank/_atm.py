@@ -197,6 +197,11 @@ class BankClient:
                 if self.stop.is_set():
                     raise unavailable("stopped while the bank was not answering",
                                       reached=retry.reached) from exc
+            except Exception as exc:  # an error no refusal means (a bug at the bank, a type
+                if (reached is not None and not is_refusal(exc)  # we cannot rebuild): sent
+                        and (linked or self._links_up != ups)):  # while a link was up, the
+                    reached[:] = [True]  # request may have been applied
+                raise
 
     # -- operator calls -----------------------------------------------------------
 
@@ -222,6 +227,11 @@ class BankClient:
             raise unanswered(exc, key, bool(reached)) from exc
         except DecodeError as exc:
             raise OutcomeUnknown(key, describe(exc)) from exc
+        except Exception as exc:
+            if is_refusal(exc):
+                raise
+            raise unanswered(unavailable(describe(exc), reached=False), key,
+                             bool(reached)) from exc
         return result
 
     def accounts(self, prefix: str = "") -> list[AccountInfo]:

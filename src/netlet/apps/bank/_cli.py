@@ -150,8 +150,10 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
                 "" if "nothing was sent" in str(exc) else "; nothing was sent")
     except (BankError, ServiceError) as exc:
         raise _refused(exc) from None
-    except NetletError as exc:  # e.g. an error the bank did not mean to answer with
-        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as exc:  # an error the bank did not mean to answer with (a bug there,
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"  # a type not ours)
     click.echo(text, err=True)
     if ctx is not None:
         ctx.exit(code)
