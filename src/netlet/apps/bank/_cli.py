@@ -46,7 +46,6 @@ from netlet.apps.bank._store import audit_ledger
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_config, tls_options
-from netlet.errors import NetletError
 from netlet.node import Node
 from netlet.transport import (
     TLSConfig,
