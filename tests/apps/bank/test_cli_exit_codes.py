@@ -135,3 +135,31 @@ def test_a_refusal_is_exit_1_and_a_wrong_pin_too(bank: BankProcess) -> None:
     wrong = netlet("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
                    "balance", stdin="9999\n")
     assert wrong.returncode == 1, wrong.stderr
+
+
+@pytest.mark.timeout(90)
+def test_an_operators_unknown_outcome_is_settled_by_bank_outcome(bank: BankProcess) -> None:
+    """Exit 3 of ``bank open`` prints a key; ``netlet bank outcome KEY`` gives the final word
+    (``atm outcome`` cannot: an operator's key belongs to no card)."""
+    blocker = sqlite3.connect(bank.db, isolation_level=None, timeout=1)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the bank's writer waits: no answer comes
+        r = netlet("bank", "open", "carol", "--bank", bank.address, "--pin-stdin",
+                   "--timeout", "1", "--retry-for", "2", stdin=PIN)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert r.returncode == 3, r.stderr
+    match = re.search(r"^key: (\S+)$", r.stderr, re.M)
+    assert match, r.stderr
+    key = match[1]
+    asked = netlet("bank", "outcome", key, "never-sent-1", "--bank", bank.address)
+    assert asked.returncode == 0, asked.stderr
+    assert re.search(rf"^{key}: applied: .*carol", asked.stdout, re.M), asked.stdout
+    assert "never-sent-1: not applied" in asked.stdout
+    with sqlite3.connect(bank.db) as conn:  # the unseen key is fenced: it never applies
+        kinds = dict(conn.execute("SELECT key, kind FROM commands WHERE key IN (?, ?)",
+                                  (key, "never-sent-1")).fetchall())
+    assert kinds == {key: "OpenAccount", "never-sent-1": "Fence"}
+    refused = netlet("bank", "outcome", "", "--bank", bank.address)
+    assert refused.returncode == 1, refused.stderr  # a malformed key: the bank says no

@@ -10,6 +10,8 @@ KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from netlet.apps.bank._commands import (
     format_amount,
 )
 from netlet.apps.bank._ledger import Ledger
+from netlet.apps.bank._messages import RequestOutcome
 from netlet.apps.bank._pins import check_pin_format
 from netlet.apps.bank._service import (
     MAX_SESSIONS,
@@ -56,7 +59,7 @@ from netlet.transport import (
     server_user_key,
 )
 
-__all__ = ["atm", "bank"]  # noqa: F822  (atm: see __getattr__ at the end)
+__all__ = ["atm", "bank", "outcome_line"]  # noqa: F822  (atm: see __getattr__ at the end)
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
 EXIT_REFUSED = 1
@@ -195,7 +198,7 @@ def bank() -> None:
     \b
     netlet bank serve --listen tcp://127.0.0.1:7350 --db bank.db
     netlet bank open alice --bank tcp://127.0.0.1:7350
-    netlet bank list / close NAME / audit --db bank.db
+    netlet bank list / close NAME / outcome KEY / audit --db bank.db
     """
 
 
@@ -365,6 +368,35 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
     for row in rows:
         table.add_row(row.account, row.owner, row.status, format_amount(row.balance))
     Console().print(table)
+
+
+@bank.command()
+@click.argument("keys", metavar="KEY...", nargs=-1, required=True)
+@_bank_option
+@_security
+@_patience
+def outcome(keys: tuple[str, ...], bank_addr: str, key_file: str | None,
+            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, timeout: float,
+            retry_for: float) -> None:
+    """What became of each request KEY, any account's or an operator's (an operator call).
+
+    Asking settles a key: one the bank never saw is recorded as never applied, for good.
+    """
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        answers = _answer(None, "outcome enquiry", lambda: client.outcomes(list(keys)))
+    for key, answer in zip(keys, answers, strict=True):
+        click.echo(outcome_line(key, answer))
+
+
+def outcome_line(key: str, answer: RequestOutcome | None) -> str:
+    """The bank's final word on ``key``, as one line."""
+    if answer is None:
+        return f"{key}: not applied (the bank never saw it, and now never will)"
+    if answer.error is not None:
+        return f"{key}: refused: {answer.error}"
+    applied = dataclasses.asdict(answer.unwrap())
+    return f"{key}: applied: {json.dumps(applied, sort_keys=True)}"
 
 
 @bank.command()

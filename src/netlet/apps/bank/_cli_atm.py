@@ -27,6 +27,7 @@ from netlet.apps.bank._cli import (
     _Security,
     _security,
     _security_from,
+    outcome_line,
 )
 from netlet.apps.bank._commands import BankError, format_amount, parse_amount
 from netlet.apps.bank._service import SERVICE_NAME
@@ -265,13 +266,7 @@ def statement(ctx: click.Context, limit: int) -> None:
 def outcome(ctx: click.Context, key: str) -> None:
     """What became of the request with KEY (asking settles it: an unseen key never applies)."""
     def run(card: CardSession) -> str:
-        answer = card.outcome(key)
-        if answer is None:
-            return f"{key}: not applied (the bank never saw it, and now never will)"
-        if answer.error is not None:
-            return f"{key}: refused: {answer.error}"
-        applied = dataclasses.asdict(answer.unwrap())
-        return f"{key}: applied: {json.dumps(applied, sort_keys=True)}"
+        return outcome_line(key, card.outcome(key))
     _scripted(ctx, "outcome", run)
 
 
