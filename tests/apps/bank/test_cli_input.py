@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.bank.bank_server import BankProcess, netlet
+from tests.apps.bank.bank_server import BankProcess, free_port, netlet
 
 PIN = "4321\n"
 
@@ -72,3 +72,23 @@ def test_atm_options_are_accepted_after_the_subcommand(tmp_path: Path) -> None:
         swarm = netlet("atm", "swarm", "--bank", bank.address, "--key-file", key, "--atms", "2",
                        "--seconds", "1", "--accounts", "4", "--grace", "5", "--plain")
         assert swarm.returncode == 0, swarm.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_password_in_a_postgresql_url_is_never_printed(tmp_path: Path) -> None:
+    """docs/bank.md: a password given in the URL anyway is never printed: in the user
+    part, or as libpq's ``password`` parameter in the query (its name percent-encoded too)."""
+    pytest.importorskip("psycopg")
+    port = free_port()  # nothing listens: every command fails and says where it tried
+    urls = [f"postgresql://bank:SECRET1@127.0.0.1:{port}/x",
+            f"postgresql://bank@127.0.0.1:{port}/x?password=SECRET2&connect_timeout=2",
+            f"postgresql://127.0.0.1:{port}/x?user=bank&pass%77ord=SECRET3",
+            f"postgresql:///x?host=127.0.0.1&port={port}&PASSWORD=x&password=SECRET4"]
+    for n, url in enumerate(urls, 1):
+        for args in (("bank", "audit", "--db", url),
+                     ("bank", "serve", "--listen", f"tcp://127.0.0.1:{free_port()}",
+                      "--db", url)):
+            r = netlet(*args)
+            assert r.returncode == 1, r.stderr
+            assert f"127.0.0.1" in r.stderr, r.stderr  # it says which database it tried
+            assert f"SECRET{n}" not in r.stdout + r.stderr, r.stderr
