@@ -90,5 +90,5 @@ def test_a_password_in_a_postgresql_url_is_never_printed(tmp_path: Path) -> None
                       "--db", url)):
             r = netlet(*args)
             assert r.returncode == 1, r.stderr
-            assert f"127.0.0.1" in r.stderr, r.stderr  # it says which database it tried
+            assert "127.0.0.1" in r.stderr, r.stderr  # it says which database it tried
             assert f"SECRET{n}" not in r.stdout + r.stderr, r.stderr
