@@ -163,3 +163,51 @@ def test_an_operators_unknown_outcome_is_settled_by_bank_outcome(bank: BankProce
     assert kinds == {key: "OpenAccount", "never-sent-1": "Fence"}
     refused = netlet("bank", "outcome", "", "--bank", bank.address)
     assert refused.returncode == 1, refused.stderr  # a malformed key: the bank says no
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_commits_what_is_queued_and_every_answer_is_true(bank: BankProcess) -> None:
+    """``bank serve`` stops on SIGTERM after committing what is queued: a deposit waiting
+    for the writer when the signal comes is journaled, and its ATM says 0 or 3, never 1/4."""
+    assert bank.proc is not None
+    blocker = sqlite3.connect(bank.db, isolation_level=None, timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits: the deposit stays queued
+    proc = subprocess.Popen(
+        [*NETLET, "atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+         "--timeout", "1", "--retry-for", "4", "deposit", "5", "--key", "term-1"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=ENV)
+    stderr = LineReader(proc.stderr, "atm stderr")
+    stdout = LineReader(proc.stdout, "atm stdout")
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(PIN)
+        proc.stdin.close()
+        stderr.wait_for(r"not answering", timeout=30)  # sent on a live link, unanswered
+        bank.proc.send_signal(signal.SIGTERM)
+        blocker.execute("ROLLBACK")
+        assert bank.proc.wait(30) == 0, bank.stderr.text() if bank.stderr else ""
+        code = proc.wait(30)
+    finally:
+        blocker.close()
+        proc.kill()
+        proc.wait()
+        for reader in (stderr, stdout):
+            reader.join()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    with sqlite3.connect(bank.db) as conn:
+        kind = conn.execute("SELECT kind FROM commands WHERE key='term-1'").fetchone()
+    assert kind == ("Deposit",), stderr.text()
+    assert _balance(bank.db) == 500
+    assert code in (0, 3), stderr.text()
+    if code == 3:
+        assert re.search(r"^key: term-1$", stderr.text(), re.M), stderr.text()
+    else:
+        assert "deposited 5.00" in stdout.text()
+    bank.kill()
+    bank.start()  # and the restarted bank answers the key as applied
+    asked = _atm(bank, "outcome", "term-1")
+    assert asked.returncode == 0, asked.stderr
+    assert "term-1: applied" in asked.stdout
