@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.apps.bank.bank_server import BankProcess, free_port, netlet
+from tests.security._spawn import Servers
 
 PIN = "4321\n"
 
@@ -92,3 +93,31 @@ def test_a_password_in_a_postgresql_url_is_never_printed(tmp_path: Path) -> None
             assert r.returncode == 1, r.stderr
             assert "127.0.0.1" in r.stderr, r.stderr  # it says which database it tried
             assert f"SECRET{n}" not in r.stdout + r.stderr, r.stderr
+
+
+@pytest.mark.timeout(90)
+def test_atms_find_the_bank_by_name_at_a_head(tmp_path: Path) -> None:
+    """docs/bank.md: ``bank serve --head H`` registers the bank; ``netlet atm --head H
+    [--name N]`` finds it there (keys: the head's per-user key, found by both)."""
+    servers = Servers()
+    try:
+        head = servers.start("head", "--listen", "tcp://127.0.0.1:0")
+        bank = servers.start("bank", "serve", "--listen", "tcp://127.0.0.1:0", "--db",
+                             tmp_path / "bank.db", "--head", head.address, "--name", "bank2")
+        opened = netlet("bank", "open", "alice", "--bank", bank.address, "--pin-stdin",
+                        stdin=PIN)
+        assert opened.returncode == 0, opened.stderr
+        dep = netlet("atm", "--head", head.address, "--name", "bank2", "--account", "alice",
+                     "--pin-stdin", "deposit", "5", stdin=PIN)
+        assert dep.returncode == 0, dep.stderr
+        assert "balance 5.00" in dep.stdout
+        other = netlet("atm", "--head", head.address, "--name", "nosuch", "--account",
+                       "alice", "--pin-stdin", "deposit", "5", stdin=PIN)
+        assert other.returncode == 1, other.stderr
+        assert "no bank is registered as 'nosuch'" in other.stderr
+        assert "Traceback" not in other.stderr
+    finally:
+        servers.close()
+    with sqlite3.connect(tmp_path / "bank.db") as conn:
+        assert conn.execute("SELECT balance FROM accounts WHERE account='alice'"
+                            ).fetchone() == (500,)
