@@ -113,11 +113,35 @@ def test_atms_find_the_bank_by_name_at_a_head(tmp_path: Path) -> None:
         assert "balance 5.00" in dep.stdout
         other = netlet("atm", "--head", head.address, "--name", "nosuch", "--account",
                        "alice", "--pin-stdin", "deposit", "5", stdin=PIN)
-        assert other.returncode == 1, other.stderr
-        assert "no bank is registered as 'nosuch'" in other.stderr
+        assert other.returncode == 4, other.stderr  # nothing was sent to any bank
+        assert "NOT SENT: no bank is registered as 'nosuch'" in other.stderr
         assert "Traceback" not in other.stderr
     finally:
         servers.close()
     with sqlite3.connect(tmp_path / "bank.db") as conn:
         assert conn.execute("SELECT balance FROM accounts WHERE account='alice'"
                             ).fetchone() == (500,)
+
+
+@pytest.mark.timeout(60)
+def test_bad_settings_are_bad_usage_never_a_refusal(tmp_path: Path) -> None:
+    """Exit 1 means the bank answered no; a bad address, key file or TLS setting is the
+    command line's mistake (exit 2), and an unreachable head sends nothing (exit 4)."""
+    (tmp_path / "short.key").write_text("hi\n")
+    bad = [("--bank", "foo"), ("--bank", "http://x:1"), ("--bank", ""),
+           ("--key-file", str(tmp_path / "missing.key")),
+           ("--key-file", str(tmp_path / "short.key")),
+           ("--tls-cert", str(tmp_path / "short.key"))]
+    for option, value in bad:
+        for cmd, stdin in ((("atm", option, value, "--account", "alice", "--pin-stdin",
+                             "deposit", "5"), PIN),
+                           (("bank", "open", "carol", "--pin-stdin", option, value), PIN),
+                           (("bank", "list", option, value), None)):
+            r = netlet(*cmd, stdin=stdin)
+            assert r.returncode == 2, (cmd, r.stderr)
+            assert "Traceback" not in r.stderr, r.stderr
+    head = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    r = netlet("atm", "--head", head, "--account", "alice", "--pin-stdin", "deposit", "5",
+               stdin=PIN)
+    assert r.returncode == 4, r.stderr
+    assert "NOT SENT: cannot ask the head" in r.stderr

@@ -49,6 +49,7 @@ from netlet.apps.bank._store import audit_ledger
 from netlet.cli._dashboard import dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_config, tls_options
+from netlet.errors import NetletError
 from netlet.node import Node
 from netlet.transport import (
     TLSConfig,
@@ -103,16 +104,28 @@ class _Security:
 
 def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | None,
                    tls_ca: str | None) -> _Security:
-    """The key and TLS settings of a command. With no --key-file the key is None, and
-    the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
+    """The key and TLS settings of a client command. With no --key-file the key is None,
+    and the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
+    try:
+        return _server_security(key_file, tls_cert, tls_key, tls_ca)
+    except NetletError as exc:  # the command line's mistake (exit 2), never a refusal (1)
+        raise click.UsageError(str(exc)) from None
+
+
+def _server_security(key_file: str | None, tls_cert: str | None, tls_key: str | None,
+                     tls_ca: str | None) -> _Security:
+    """:func:`_security_from` for ``bank serve``: its mistakes exit 1, as other servers'."""
     tls = tls_config(tls_cert, tls_key, tls_ca)
     return _Security(load_key(key_file) if key_file else None, tls)
 
 
 def _client(bank_addr: str, sec: _Security, timeout: float = 10.0,
             retry_for: float = 30.0, *, quiet: bool = False) -> BankClient:
-    client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
-                        retry_for=retry_for)
+    try:
+        client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
+                            retry_for=retry_for)
+    except NetletError as exc:  # a bad address: bad usage (exit 2), and nothing was sent
+        raise click.UsageError(str(exc)) from None
     if not quiet:
         client.on_retry = _say_retrying(bank_addr, retry_for)
     return client
@@ -251,7 +264,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     find it by themselves, other users are refused. Beyond loopback without a
     key only --insecure serves, to customers only.
     """
-    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    sec = _server_security(key_file, tls_cert, tls_key, tls_ca)
     # The ledger first: a file another bank holds, or that is not a sound ledger, is
     # refused before anything is created or the port is bound.
     ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,

@@ -13,13 +13,14 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 
 from netlet.apps.bank._atm import CardSession, run_terminal
 from netlet.apps.bank._cli import (
+    EXIT_NOT_SENT,
     _answer,
     _bank_option,
     _client,
@@ -150,21 +151,30 @@ def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool
 
 
 def _look_up(head_addr: str, name: str, sec: _Security) -> str:
-    """The address the bank registered under ``name`` at the cluster head."""
+    """The address the bank registered under ``name`` at the cluster head; without one,
+    exit 4 (NOT SENT: no bank was reached, so nothing was done)."""
     from netlet.cluster import Cluster
 
-    node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
+    try:
+        node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
+    except NetletError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         with Cluster(head_addr, node=node) as cluster:
             found = cluster.lookup(name)
     except NetletError as exc:
-        raise click.ClickException(f"cannot ask the head at {head_addr}: {exc}") from None
+        _not_sent(f"cannot ask the head at {head_addr}: {exc}")
     finally:
         node.close()
     address = getattr(found, "__netlet_ref__", lambda: None)()
     if address is None or not address.address:
-        raise click.ClickException(f"no bank is registered as {name!r} at {head_addr}")
+        _not_sent(f"no bank is registered as {name!r} at {head_addr}")
     return str(address.address)
+
+
+def _not_sent(why: str) -> NoReturn:
+    click.echo(f"NOT SENT: {why}; nothing was sent", err=True)
+    raise SystemExit(EXIT_NOT_SENT)
 
 
 def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) -> None:
