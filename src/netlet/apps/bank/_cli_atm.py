@@ -130,8 +130,10 @@ def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool
     netlet atm --bank ADDR --account A --pin-stdin deposit 12.34
     netlet atm swarm --bank ADDR --atms 64 --seconds 30
 
-    Scripted operations exit 0 on success, 1 when refused, 3 when the bank did
-    not answer in time (the request's key is printed; it was applied at most once).
+    Scripted operations exit 0 on success, 1 when the bank refused, 2 on bad
+    usage (nothing sent), 3 when the outcome is unknown (the request's key is
+    printed; it was applied at most once: ask with `outcome KEY`), 4 when
+    nothing was sent (the bank was never reached).
     """
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     if head_addr:
