@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netlet.apps.bank import BankClient
 from tests.apps.bank.bank_server import BankProcess, free_port, netlet
 from tests.security._spawn import Servers
 
@@ -145,3 +146,26 @@ def test_bad_settings_are_bad_usage_never_a_refusal(tmp_path: Path) -> None:
                stdin=PIN)
     assert r.returncode == 4, r.stderr
     assert "NOT SENT: cannot ask the head" in r.stderr
+
+
+@pytest.mark.timeout(60)
+def test_malformed_pins_are_not_sent_and_session_ttl_is_what_serve_was_given(
+        tmp_path: Path) -> None:
+    """A malformed PIN is bad usage (exit 2), never sent, so it does not count toward the
+    lock; ``--session-ttl`` is the token's life the bank hands out."""
+    with BankProcess(tmp_path / "bank.db", "--session-ttl", "7") as bank:
+        opened = netlet("bank", "open", "alice", "--bank", bank.address, "--pin-stdin",
+                        stdin=PIN)
+        assert opened.returncode == 0, opened.stderr
+        for bad in ("12ab\n", "123\n", "1234567890123\n", "١٢٣٤\n"):
+            r = netlet("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+                       "balance", stdin=bad)
+            assert r.returncode == 2, r.stderr
+            assert "a PIN is 4 to 12 digits" in r.stderr
+        with BankClient(bank.address, timeout=10, retry_for=5) as client:
+            assert client.info().pin_checks == 0  # none of them reached the bank
+            session = client.call("login", "alice", PIN.strip())
+            assert session.expires_in == 7.0
+        ok = netlet("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+                    "balance", stdin=PIN)
+        assert ok.returncode == 0, ok.stderr  # not locked
