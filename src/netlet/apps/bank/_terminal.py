@@ -158,6 +158,8 @@ class _Atm:
                 continue
             try:
                 action(card)
+            except EOFError:  # input ended at a prompt of the operation: nothing was sent
+                return
             except InsufficientFunds as exc:
                 self.term.say(f"Sorry, your balance is {format_amount(exc.balance)}, less than "
                               f"{format_amount(exc.amount)}. Nothing was taken.")
@@ -187,7 +189,11 @@ class _Atm:
             except KeyboardInterrupt:
                 raise OutcomeUnknown(key, "interrupted") from None
             except BankUnavailable:  # sent or not: the same key again is always safe
-                answer = self.term.ask("The bank is still not answering. Keep trying? [Y/n] ")
+                try:
+                    answer = self.term.ask("The bank is still not answering. "
+                                           "Keep trying? [Y/n] ")
+                except EOFError:  # the customer left: stop, and give the reference
+                    answer = "n"
                 if answer.strip().lower().startswith("n"):
                     raise
 
