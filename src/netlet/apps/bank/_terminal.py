@@ -194,6 +194,8 @@ class _Atm:
                                            "Keep trying? [Y/n] ")
                 except EOFError:  # the customer left: stop, and give the reference
                     answer = "n"
+                except KeyboardInterrupt:
+                    raise OutcomeUnknown(key, "interrupted") from None
                 if answer.strip().lower().startswith("n"):
                     raise
 
