@@ -211,3 +211,43 @@ def test_sigterm_commits_what_is_queued_and_every_answer_is_true(bank: BankProce
     asked = _atm(bank, "outcome", "term-1")
     assert asked.returncode == 0, asked.stderr
     assert "term-1: applied" in asked.stdout
+
+
+@pytest.mark.timeout(90)
+def test_an_interrupted_request_is_unknown_with_its_key_never_refused(
+        bank: BankProcess) -> None:
+    """Ctrl-C (SIGINT) while a deposit waits for its answer: exit 3 with the key the ATM
+    made, never exit 1 (which says the bank refused it); the bank then applies it."""
+    blocker = sqlite3.connect(bank.db, isolation_level=None, timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")  # the writer waits: the deposit stays unanswered
+    proc = subprocess.Popen(
+        [*NETLET, "atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+         "--timeout", "1", "--retry-for", "30", "deposit", "5"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=ENV)
+    stderr = LineReader(proc.stderr, "atm stderr")
+    stdout = LineReader(proc.stdout, "atm stdout")
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(PIN)
+        proc.stdin.close()
+        stderr.wait_for(r"not answering", timeout=30)  # sent on a live link, unanswered
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        proc.kill()
+        proc.wait()
+        for reader in (stderr, stdout):
+            reader.join()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert code == 3, stderr.text()
+    match = re.search(r"^key: (\S+)$", stderr.text(), re.M)
+    assert match, stderr.text()
+    asked = _atm(bank, "outcome", match[1])
+    assert asked.returncode == 0, asked.stderr
+    assert f"{match[1]}: applied" in asked.stdout
+    assert _balance(bank.db) == 500

@@ -27,6 +27,7 @@ from netlet.apps.bank._atm import (
     NotAdmitted,
     OutcomeUnknown,
     RetryNotice,
+    new_key,
 )
 from netlet.apps.bank._commands import (
     AccountNotEmpty,
@@ -145,11 +146,20 @@ def _say_retrying(address: str, retry_for: float) -> Callable[[RetryNotice], Non
 _R = TypeVar("_R")
 
 
-def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
-    """``func()``, with each way of not getting an answer mapped to its exit status."""
+def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
+            key: str | None = None) -> _R:
+    """``func()``, with each way of not getting an answer mapped to its exit status.
+
+    ``key``: the idempotency key of a mutating request, printed if it is interrupted
+    (Ctrl-C): it may have been sent, so exit 3, never 1 (a refusal).
+    """
     code, text = 0, ""
     try:
         return func()
+    except KeyboardInterrupt:
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} was interrupted; it may have been sent"
+        if key is not None:
+            text += f" (and applied at most once: ask with its key)\nkey: {key}"
     except OutcomeUnknown as exc:
         code, text = EXIT_UNKNOWN, f"UNKNOWN: {exc}\nkey: {exc.key}"
     except NotAdmitted as exc:
@@ -343,9 +353,10 @@ def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
     """Open ACCOUNT (an operator call); asks for its PIN, hashed here with scrypt."""
     pin = _read_pin(pin_stdin, confirm=True)
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    key = new_key("op")
     with _client(bank_addr, sec, timeout, retry_for) as client:
         _answer(None, f"opening of {account}",
-                lambda: client.open_account(account, owner or account, pin))
+                lambda: client.open_account(account, owner or account, pin, key=key), key)
     click.echo(f"opened account {account}")
 
 
@@ -359,7 +370,9 @@ def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | No
     """Close ACCOUNT, which must be empty (an operator call)."""
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     with _client(bank_addr, sec, timeout, retry_for) as client:
-        _answer(None, f"closing of {account}", lambda: client.close_account(account))
+        key = new_key("op")
+        _answer(None, f"closing of {account}", lambda: client.close_account(account, key=key),
+                key)
     click.echo(f"closed account {account}")
 
 

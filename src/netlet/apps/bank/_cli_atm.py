@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from netlet.apps.bank._atm import CardSession, run_terminal
+from netlet.apps.bank._atm import CardSession, new_key, run_terminal
 from netlet.apps.bank._cli import (
     EXIT_NOT_SENT,
     _answer,
@@ -179,8 +179,10 @@ def _not_sent(why: str) -> NoReturn:
     raise SystemExit(EXIT_NOT_SENT)
 
 
-def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) -> None:
-    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit."""
+def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str],
+              key: str | None = None) -> None:
+    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit
+    (``key``: a mutating request's, shown if it is interrupted)."""
     opts: _AtmOptions = ctx.obj
     if not opts.account:
         raise click.UsageError(f"{what} needs --account (and the PIN, e.g. --pin-stdin)")
@@ -188,7 +190,7 @@ def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) 
     with _client(opts.bank, opts.sec, opts.timeout, opts.retry_for) as client:
         card = client.card(opts.account, pin)
         try:
-            message = _answer(ctx, what, lambda: run(card))
+            message = _answer(ctx, what, lambda: run(card), key)
         finally:
             card.sign_out()  # best effort: it never changes the result
     click.echo(message)
@@ -222,11 +224,12 @@ def _amount(text: str) -> int:
 def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Deposit AMOUNT (like 12.34)."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.deposit(cents, key=idem_key)
+        r = card.deposit(cents, key=key)
         return f"deposited {format_amount(cents)}; balance {format_amount(r.balance)}"
-    _scripted(ctx, "deposit", run)
+    _scripted(ctx, "deposit", run, key)
 
 
 @_atm_command(context_settings=_AMOUNT_ARGS)
@@ -235,11 +238,12 @@ def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
 def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.withdraw(cents, key=idem_key)
+        r = card.withdraw(cents, key=key)
         return f"withdrew {format_amount(cents)}; balance {format_amount(r.balance)}"
-    _scripted(ctx, "withdraw", run)
+    _scripted(ctx, "withdraw", run, key)
 
 
 @_atm_command(context_settings=_AMOUNT_ARGS)
@@ -249,12 +253,13 @@ def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
 def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) -> None:
     """Transfer AMOUNT to account DST."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.transfer(dst, cents, key=idem_key)
+        r = card.transfer(dst, cents, key=key)
         return (f"transferred {format_amount(cents)} to {dst}; "
                 f"balance {format_amount(r.src_balance)}")
-    _scripted(ctx, "transfer", run)
+    _scripted(ctx, "transfer", run, key)
 
 
 @_atm_command()
