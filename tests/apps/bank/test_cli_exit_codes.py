@@ -214,10 +214,12 @@ def test_sigterm_commits_what_is_queued_and_every_answer_is_true(bank: BankProce
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_request_is_unknown_with_its_key_never_refused(
-        bank: BankProcess) -> None:
-    """Ctrl-C (SIGINT) while a deposit waits for its answer: exit 3 with the key the ATM
-    made, never exit 1 (which says the bank refused it); the bank then applies it."""
+        bank: BankProcess, sig: signal.Signals) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM while a deposit waits for its answer: exit 3 with the key
+    the ATM made, never exit 1 (which says the bank refused it) or death by the signal;
+    the bank then applies it."""
     blocker = sqlite3.connect(bank.db, isolation_level=None, timeout=1)
     blocker.execute("BEGIN IMMEDIATE")  # the writer waits: the deposit stays unanswered
     proc = subprocess.Popen(
@@ -232,7 +234,7 @@ def test_an_interrupted_request_is_unknown_with_its_key_never_refused(
         proc.stdin.write(PIN)
         proc.stdin.close()
         stderr.wait_for(r"not answering", timeout=30)  # sent on a live link, unanswered
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         code = proc.wait(30)
     finally:
         blocker.execute("ROLLBACK")

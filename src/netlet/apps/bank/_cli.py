@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -151,9 +153,12 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
     """``func()``, with each way of not getting an answer mapped to its exit status.
 
     ``key``: the idempotency key of a mutating request, printed if it is interrupted
-    (Ctrl-C): it may have been sent, so exit 3, never 1 (a refusal).
+    (Ctrl-C or SIGTERM): it may have been sent, so exit 3, never 1 (a refusal) or death
+    by a signal.
     """
     code, text = 0, ""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as Ctrl-C does
     try:
         return func()
     except KeyboardInterrupt:
