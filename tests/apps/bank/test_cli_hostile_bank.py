@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pexpect
 import pytest
 
 import netlet
@@ -22,6 +23,7 @@ from netlet import expose
 from netlet.apps.bank import Session
 from netlet.apps.bank._service import SERVICE_NAME
 from netlet.transport import write_key
+from tests.apps.bank.bank_server import ENV, NETLET
 from tests.apps.bank.bank_server import netlet as run_netlet
 
 PIN = "4321\n"
@@ -112,3 +114,36 @@ def test_an_error_answered_to_a_read_is_unknown_not_a_traceback(
                         "--retry-for", "3")
     assert listed.returncode == 3, listed.stderr
     assert "Traceback" not in listed.stderr, listed.stderr
+
+
+@pytest.mark.timeout(60)
+def test_the_terminal_atm_survives_such_errors_and_gives_the_reference(
+        broken: tuple[BrokenBank, str, Path]) -> None:
+    bank, address, key_file = broken
+    child = pexpect.spawn(NETLET[0], [*NETLET[1:], "atm", "--bank", address, "--key-file",
+                                      str(key_file), "--retry-for", "1"],
+                          encoding="utf-8", timeout=15, env=ENV, dimensions=(40, 200))
+    try:
+        child.expect("Please enter your name or account number: ")
+        child.sendline("alice")
+        child.expect("PIN: ")
+        child.sendline("4321")
+        child.expect(re.escape("(Q)uit? "))
+        child.sendline("b")
+        child.expect(r"Sorry, the bank could not answer")  # a read: nothing to settle
+        child.expect(re.escape("(Q)uit? "))
+        child.sendline("d")
+        child.expect("Amount: ")
+        child.sendline("5")
+        child.expect(re.escape("Keep trying? [Y/n] "))
+        child.sendline("n")
+        child.expect(r"reference is (atm-[0-9a-f]+)")
+        assert child.match.group(1) in bank.applied
+        child.expect(re.escape("(Q)uit? "))
+        child.sendline("q")
+        child.expect("Please enter your name or account number: ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        assert "Traceback" not in (child.before or "")
+    finally:
+        child.close(force=True)

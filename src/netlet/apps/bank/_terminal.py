@@ -172,6 +172,8 @@ class _Atm:
                 self.term.say(f"Sorry, the bank cannot be reached right now ({exc}).{done}")
             except (BankError, ServiceError) as exc:
                 self.term.say(f"Sorry: {_sentence(exc)}")
+            except Exception as exc:  # an error the bank did not mean (a read: nothing to settle)
+                self.term.say(f"Sorry, the bank could not answer ({type(exc).__name__}).")
 
     def _amount(self, prompt: str = "Amount: ") -> int | None:
         text = self.term.ask(prompt)
