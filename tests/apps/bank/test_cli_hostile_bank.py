@@ -12,6 +12,7 @@ socket, keyed; the ATM is the real ``netlet`` command.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 import netlet
 from netlet import expose
-from netlet.apps.bank import Session
+from netlet.apps.bank import CashReceipt, Session
 from netlet.apps.bank._service import SERVICE_NAME
 from netlet.transport import write_key
 from tests.apps.bank.bank_server import ENV, NETLET
@@ -147,3 +148,33 @@ def test_the_terminal_atm_survives_such_errors_and_gives_the_reference(
         assert "Traceback" not in (child.before or "")
     finally:
         child.close(force=True)
+
+
+@expose
+class VanishingBank(BrokenBank):
+    """Answers a deposit, then goes away at once: the ATM's sign-out cannot reach it."""
+
+    def __init__(self, node: netlet.Node) -> None:
+        super().__init__()
+        self.node = node
+
+    def deposit(self, token: str, amount: int, key: str) -> object:
+        self.applied.append(key)
+        threading.Thread(target=self.node.close, daemon=True).start()
+        return CashReceipt("alice", amount, amount)
+
+    def logout(self, token: str) -> None:
+        raise RuntimeError("never reached")
+
+
+@pytest.mark.timeout(60)
+def test_a_sign_out_that_fails_after_the_answer_never_changes_the_result(
+        tmp_path: Path, node_factory: Callable[..., netlet.Node]) -> None:
+    key_file = tmp_path / "bank.key"
+    server = node_factory("tcp://127.0.0.1:0", key=write_key(key_file))
+    bank = VanishingBank(server)
+    server.serve(bank, SERVICE_NAME)
+    assert server.address is not None
+    code, err = _atm(server.address, key_file, "deposit", "5", "--key", "dep-v")
+    assert code == 0, err
+    assert bank.applied == ["dep-v"]
