@@ -7,13 +7,15 @@ serve`` in a child process.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from netlet.apps.bank import BankClient
-from tests.apps.bank.bank_server import BankProcess, free_port, netlet
+from tests._support import STEP, LineReader
+from tests.apps.bank.bank_server import ENV, NETLET, BankProcess, free_port, netlet
 from tests.security._spawn import Servers
 
 PIN = "4321\n"
@@ -169,3 +171,30 @@ def test_malformed_pins_are_not_sent_and_session_ttl_is_what_serve_was_given(
         ok = netlet("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
                     "balance", stdin=PIN)
         assert ok.returncode == 0, ok.stderr  # not locked
+
+
+@pytest.mark.timeout(60)
+def test_db_defaults_to_bank_db_here_and_owner_to_the_account(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*NETLET, "bank", "serve", "--listen", f"tcp://127.0.0.1:{port}"],
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    out, err = LineReader(proc.stdout, "bank stdout"), LineReader(proc.stderr, "bank stderr")
+    try:
+        address = out.wait_for(r"^tcp://\S+$", timeout=STEP).group(0)
+        assert (tmp_path / "bank.db").is_file()
+        for args in (("alice",), ("bob", "--owner", "Bob Jones")):
+            opened = netlet("bank", "open", *args, "--bank", address, "--pin-stdin", stdin=PIN)
+            assert opened.returncode == 0, opened.stderr
+    finally:
+        proc.terminate()
+        proc.wait(STEP)
+        out.join()
+        err.join()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    with sqlite3.connect(tmp_path / "bank.db") as conn:
+        owners = dict(conn.execute("SELECT account, owner FROM accounts WHERE account "
+                                   "NOT LIKE '@%'"))
+    assert owners == {"alice": "alice", "bob": "Bob Jones"}
