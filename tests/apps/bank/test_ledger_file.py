@@ -155,3 +155,13 @@ def test_the_audit_catches_an_edit_in_the_middle(tmp_path: Path, edit: str) -> N
     assert r.returncode == 1, r.stdout
     assert "VIOLATION" in r.stderr
     _refused(_serve(db), "damaged")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("listen", ["tcp://127.0.0.1:99999", "http://127.0.0.1:1", "tcp://foo",
+                                    "unix://", "tcp://0.0.0.0:0"])
+def test_a_bad_listen_address_is_refused_before_any_file(tmp_path: Path, listen: str) -> None:
+    r = netlet("bank", "serve", "--listen", listen, "--db", tmp_path / "bank.db")
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no ledger, -wal or -shm left behind

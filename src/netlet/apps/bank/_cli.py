@@ -59,6 +59,7 @@ from netlet.transport import (
     find_user_key,
     is_local_address,
     load_key,
+    parse_address,
     save_user_key,
     server_user_key,
 )
@@ -280,6 +281,10 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     key only --insecure serves, to customers only.
     """
     sec = _server_security(key_file, tls_cert, tls_key, tls_ca)
+    try:
+        parse_address(listen)  # a bad address is refused before the ledger makes a file
+    except NetletError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
     # The ledger first: a file another bank holds, or that is not a sound ledger, is
     # refused before anything is created or the port is bound.
     ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
