@@ -319,6 +319,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     console = Console(stderr=True)
     cluster = None
     board = None
+    ready = False
     try:
         if dashboard_addr:
             from netlet.apps.bank._dashboard import BankProvider
@@ -339,6 +340,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
                       + (f"; registered as {name!r} at {head_addr}" if cluster else ""),
                       soft_wrap=True)
         print(node.address, flush=True)
+        ready = True
         while not stop.wait(0.5):
             pass
     finally:
@@ -347,7 +349,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
         if cluster is not None:
             cluster.close()
         node.close()
-        ledger.close()
+        ledger.close(discard=not ready)  # a refused start: a new ledger that took nothing
 
 
 @bank.command("open")
