@@ -9,6 +9,7 @@ another SQLite connection that holds the write lock.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sqlite3
@@ -252,4 +253,24 @@ def test_an_interrupted_request_is_unknown_with_its_key_never_refused(
     asked = _atm(bank, "outcome", match[1])
     assert asked.returncode == 0, asked.stderr
     assert f"{match[1]}: applied" in asked.stdout
+    assert _balance(bank.db) == 500
+
+
+@pytest.mark.timeout(60)
+def test_a_closed_stdout_does_not_turn_a_done_request_into_a_refusal(
+        bank: BankProcess) -> None:
+    """``netlet atm deposit 5 | reader`` whose reader is gone: the deposit was applied, so
+    exit 0, never click's exit 1 for a broken pipe (which says the bank refused)."""
+    for args in (("atm", "--bank", bank.address, "--account", "alice", "--pin-stdin",
+                  "deposit", "5"),
+                 ("bank", "open", "carol", "--bank", bank.address, "--pin-stdin"),
+                 ("bank", "outcome", "never-1", "--bank", bank.address)):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody will read what it prints
+        try:
+            r = subprocess.run([*NETLET, *args], input=PIN, stdout=write_end,
+                               stderr=subprocess.PIPE, text=True, env=ENV, timeout=60)
+        finally:
+            os.close(write_end)
+        assert r.returncode == 0, (args, r.stderr)
     assert _balance(bank.db) == 500

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -64,7 +65,7 @@ from netlet.transport import (
     server_user_key,
 )
 
-__all__ = ["atm", "bank", "outcome_line"]  # noqa: F822  (atm: see __getattr__ at the end)
+__all__ = ["atm", "bank", "outcome_line", "say_done"]  # noqa: F822  (atm: see __getattr__ at the end)
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
 EXIT_REFUSED = 1
@@ -189,6 +190,19 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
     if ctx is not None:
         ctx.exit(code)
     raise SystemExit(code)
+
+
+def say_done(text: str) -> None:
+    """Print what a request did. A stdout nobody reads any more (a pipe whose reader is
+    gone) must not change the exit status: the request is done (0), whereas click
+    would exit 1 for the broken pipe, which says the bank refused it."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail too
+        os.close(devnull)
 
 
 def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
@@ -369,7 +383,7 @@ def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
     with _client(bank_addr, sec, timeout, retry_for) as client:
         _answer(None, f"opening of {account}",
                 lambda: client.open_account(account, owner or account, pin, key=key), key)
-    click.echo(f"opened account {account}")
+    say_done(f"opened account {account}")
 
 
 @bank.command()
@@ -385,7 +399,7 @@ def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | No
         key = new_key("op")
         _answer(None, f"closing of {account}", lambda: client.close_account(account, key=key),
                 key)
-    click.echo(f"closed account {account}")
+    say_done(f"closed account {account}")
 
 
 @bank.command("list")
@@ -423,8 +437,8 @@ def outcome(keys: tuple[str, ...], bank_addr: str, key_file: str | None,
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     with _client(bank_addr, sec, timeout, retry_for) as client:
         answers = _answer(None, "outcome enquiry", lambda: client.outcomes(list(keys)))
-    for key, answer in zip(keys, answers, strict=True):
-        click.echo(outcome_line(key, answer))
+    say_done("\n".join(outcome_line(key, answer)
+                        for key, answer in zip(keys, answers, strict=True)))
 
 
 def outcome_line(key: str, answer: RequestOutcome | None) -> str:

@@ -29,6 +29,7 @@ from netlet.apps.bank._cli import (
     _security,
     _security_from,
     outcome_line,
+    say_done,
 )
 from netlet.apps.bank._commands import BankError, format_amount, parse_amount
 from netlet.apps.bank._service import SERVICE_NAME
@@ -193,7 +194,7 @@ def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str],
             message = _answer(ctx, what, lambda: run(card), key)
         finally:
             card.sign_out()  # best effort: it never changes the result
-    click.echo(message)
+    say_done(message)
 
 
 def _check_key(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
