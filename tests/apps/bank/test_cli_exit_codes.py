@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.apps.bank.bank_server import ENV, NETLET, BankProcess, free_port, netlet
+from tests.apps.bank.conftest import hold_writer
 from tests.conftest import LineReader
 
 PIN = "4321\n"
@@ -274,3 +275,14 @@ def test_a_closed_stdout_does_not_turn_a_done_request_into_a_refusal(
             os.close(write_end)
         assert r.returncode == 0, (args, r.stderr)
     assert _balance(bank.db) == 500
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # and an unknown outcome with nobody reading stderr either: still 3
+    try:
+        with hold_writer(str(bank.db)):
+            r = subprocess.run([*NETLET, "atm", "--bank", bank.address, "--account", "alice",
+                                "--pin-stdin", "--timeout", "1", "--retry-for", "1",
+                                "deposit", "5"], input=PIN, stdout=write_end,
+                               stderr=write_end, text=True, env=ENV, timeout=60)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 3

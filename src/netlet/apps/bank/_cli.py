@@ -141,9 +141,9 @@ def _say_retrying(address: str, retry_for: float) -> Callable[[RetryNotice], Non
     def notice(n: RetryNotice) -> None:
         if n.attempt == 1 or n.attempt % 10 == 0:
             text = str(n.error) or type(n.error).__name__
-            click.echo(f"the bank at {address} is not answering ({text[:120]}); still trying "
-                       f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
-                       f"{retry_for:.0f} s)", err=True)
+            say_done(f"the bank at {address} is not answering ({text[:120]}); still trying "
+                     f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
+                     f"{retry_for:.0f} s)", err=True)
     return notice
 
 
@@ -186,22 +186,23 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
         raise
     except Exception as exc:  # an error the bank did not mean to answer with (a bug there,
         code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"  # a type not ours)
-    click.echo(text, err=True)
+    say_done(text, err=True)
     if ctx is not None:
         ctx.exit(code)
     raise SystemExit(code)
 
 
-def say_done(text: str) -> None:
-    """Print what a request did. A stdout nobody reads any more (a pipe whose reader is
-    gone) must not change the exit status: the request is done (0), whereas click
-    would exit 1 for the broken pipe, which says the bank refused it."""
+def say_done(text: str, *, err: bool = False) -> None:
+    """Print what became of a request. A stdout or stderr nobody reads any more (a pipe
+    whose reader is gone) must not change the exit status, whereas click would exit 1
+    for the broken pipe, which says the bank refused the request."""
+    stream = sys.stderr if err else sys.stdout
     try:
-        click.echo(text)
-        sys.stdout.flush()
+        click.echo(text, err=err)
+        stream.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail too
+        os.dup2(devnull, stream.fileno())  # so the flush at exit does not fail too
         os.close(devnull)
 
 
