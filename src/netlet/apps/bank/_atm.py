@@ -197,10 +197,12 @@ class BankClient:
                 if self.stop.is_set():
                     raise unavailable("stopped while the bank was not answering",
                                       reached=retry.reached) from exc
-            except Exception as exc:  # an error no refusal means (a bug at the bank, a type
-                if (reached is not None and not is_refusal(exc)  # we cannot rebuild): sent
-                        and (linked or self._links_up != ups)):  # while a link was up, the
-                    reached[:] = [True]  # request may have been applied
+            except Exception as exc:
+                # An error no refusal means (a bug at the bank, a type this ATM cannot
+                # rebuild), met while a link was up: the request may have been applied.
+                if (reached is not None and not is_refusal(exc)
+                        and (linked or self._links_up != ups)):
+                    reached[:] = [True]
                 raise
 
     # -- operator calls -----------------------------------------------------------

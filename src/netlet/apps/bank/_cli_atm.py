@@ -176,7 +176,7 @@ def _look_up(head_addr: str, name: str, sec: _Security) -> str:
 
 
 def _not_sent(why: str) -> NoReturn:
-    click.echo(f"NOT SENT: {why}; nothing was sent", err=True)
+    say_done(f"NOT SENT: {why}; nothing was sent", err=True)
     raise SystemExit(EXIT_NOT_SENT)
 
 
