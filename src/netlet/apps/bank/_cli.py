@@ -65,7 +65,8 @@ from netlet.transport import (
     server_user_key,
 )
 
-__all__ = ["atm", "bank", "outcome_line", "say_done"]  # noqa: F822  (atm: see __getattr__ at the end)
+# atm: see __getattr__ at the end
+__all__ = ["atm", "bank", "outcome_line", "say_done"]  # noqa: F822
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
 EXIT_REFUSED = 1
@@ -184,8 +185,8 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
         raise _refused(exc) from None
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
-    except Exception as exc:  # an error the bank did not mean to answer with (a bug there,
-        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"  # a type not ours)
+    except Exception as exc:  # an error the bank did not mean (a bug there, a type not ours)
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"
     say_done(text, err=True)
     if ctx is not None:
         ctx.exit(code)
