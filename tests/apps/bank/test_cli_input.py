@@ -198,3 +198,16 @@ def test_db_defaults_to_bank_db_here_and_owner_to_the_account(tmp_path: Path) ->
         owners = dict(conn.execute("SELECT account, owner FROM accounts WHERE account "
                                    "NOT LIKE '@%'"))
     assert owners == {"alice": "alice", "bob": "Bob Jones"}
+
+
+@pytest.mark.timeout(60)
+def test_a_swarm_report_that_cannot_be_written_is_refused_before_the_run(
+        bank: BankProcess, tmp_path: Path) -> None:
+    r = netlet("atm", "swarm", "--bank", bank.address, "--atms", "2", "--seconds", "1",
+               "--accounts", "2", "--report", tmp_path / "missing" / "report.json")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "--report" in r.stderr
+    with sqlite3.connect(bank.db) as conn:  # nothing was sent: no swarm account opened
+        assert conn.execute("SELECT COUNT(*) FROM accounts WHERE account LIKE 'swarm-%'"
+                            ).fetchone() == (0,)

@@ -7,6 +7,7 @@ is found where it always was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -312,31 +313,36 @@ def swarm(ctx: click.Context, atms: int, seconds: float, accounts: int,
     """
     opts: _AtmOptions = ctx.obj
     address = opts.bank
+    try:  # a report that cannot be written is refused before the run, not after it
+        report_file = open(report, "w") if report else None  # noqa: SIM115
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {report}: {exc.strerror}",
+                                 param_hint="--report") from None
     config = SwarmConfig(atms=atms, seconds=seconds, accounts=accounts, grace=grace,
                          timeout=min(opts.timeout, 5.0), seed=seed)
     console = Console(stderr=True)
-    sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
-    try:
-        console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
+    with report_file or contextlib.nullcontext():
+        sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
         try:
-            sw.prepare()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
-        run_with_display(sw, console, plain=plain or not console.is_terminal)
-        console.print("checking the bank's books against what the ATMs saw ...")
-        try:
-            result = sw.verify()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot check against the bank: {exc}") from None
-    finally:
-        sw.close()
-    lines = sw.summary(result)
-    click.echo("\n".join(lines[:6]))
-    for line in lines[6:]:
-        click.echo(line, err=True)
-    if report:
-        with open(report, "w") as f:
+            console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
+            try:
+                sw.prepare()
+            except (BankError, NetletError) as exc:
+                raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
+            run_with_display(sw, console, plain=plain or not console.is_terminal)
+            console.print("checking the bank's books against what the ATMs saw ...")
+            try:
+                result = sw.verify()
+            except (BankError, NetletError) as exc:
+                raise click.ClickException(f"cannot check against the bank: {exc}") from None
+        finally:
+            sw.close()
+        lines = sw.summary(result)
+        click.echo("\n".join(lines[:6]))
+        for line in lines[6:]:
+            click.echo(line, err=True)
+        if report_file is not None:
             json.dump({"run": sw.run_id, "summary": dataclasses.asdict(result),
-                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, f)
+                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, report_file)
     if not result.ok:
         raise SystemExit(1)
