@@ -145,6 +145,35 @@ def test_another_user_cannot_make_operator_calls_on_a_local_bank(
 
 
 @needs_nobody
+def test_another_user_cannot_make_operator_calls_on_a_bank_on_a_unix_socket(
+        servers: Servers, tmp_path: Path) -> None:
+    """README: a bank on a unix socket without --key-file holds its per-user key too. The
+    socket is left open to everyone here, so only the key stands in the way."""
+    public = Path(tempfile.mkdtemp(prefix="netlet-unix-bank-"))
+    try:
+        public.chmod(0o755)
+        sock = public / "bank.sock"
+        bank = servers.start("bank", "serve", "--listen", f"unix://{sock}",
+                             "--db", tmp_path / "bank.db")
+        sock.chmod(0o777)  # anyone may connect: the handshake must refuse them
+        assert stat.S_IMODE(user_key_path(bank.address).stat().st_mode) == 0o600
+        mine = servers.run("bank", "open", "alice", "--bank", bank.address, "--pin-stdin",
+                           stdin="4321\n")
+        assert mine.returncode == 0, mine.stderr  # its own user finds the key
+        out = as_nobody(ATTACK_BANK, bank.address)
+        assert out.stdout.startswith("REFUSED "), (out.stdout, out.stderr)
+        assert "requires the cluster key" in out.stdout, (out.stdout, out.stderr)
+        listed = servers.run("bank", "list", "--bank", bank.address)
+        assert listed.returncode == 0, listed.stderr
+        assert "alice" in listed.stdout
+    finally:
+        servers.close()
+        for leftover in public.iterdir():
+            leftover.unlink()
+        public.rmdir()
+
+
+@needs_nobody
 def test_the_per_user_key_file_is_unreadable_by_another_user(servers: Servers) -> None:
     head = servers.start("head", "--listen", "tcp://127.0.0.1:0")
     path = user_key_path(head.address)

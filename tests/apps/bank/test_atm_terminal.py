@@ -168,3 +168,44 @@ def test_locked_card_and_unknown_account(bank: BankProcess) -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+@pytest.mark.timeout(60)
+def test_end_of_input_while_the_bank_is_silent_still_tells_the_reference(
+        bank: BankProcess) -> None:
+    """Ctrl-C or Ctrl-D at "Keep trying?" is the customer stopping: the ATM gives the
+    reference of the request it sent, as for "n", and does not end without it."""
+    blocker = sqlite3.connect(bank.db, isolation_level=None, timeout=1)
+    child = spawn_atm(bank.address, "--retry-for", "0.5", "--timeout", "1")
+    try:
+        child.sendline("bob")
+        child.expect("PIN: ")
+        child.sendline("4321")
+        child.expect(r"Hello, bob\.")
+        blocker.execute("BEGIN IMMEDIATE")  # the bank's writer waits: no answer comes
+        keys = []
+        for amount, stop in (("5", child.sendintr), ("7", child.sendeof)):  # Ctrl-C, Ctrl-D
+            choose(child, "d", ("Amount: ", amount))
+            child.expect(re.escape("Keep trying? [Y/n] "))
+            stop()
+            child.expect(r"reference is (atm-[0-9a-f]+)")
+            keys.append(child.match.group(1))
+        choose(child, "w")  # it carries on; input that ends at a prompt ends the session
+        child.expect(re.escape("Amount: "))
+        child.sendeof()
+        child.expect(NAME)
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        assert "Traceback" not in (child.before or "")
+        assert "Aborted" not in (child.before or "")
+    finally:
+        if blocker.in_transaction:
+            blocker.execute("ROLLBACK")
+        blocker.close()
+        child.close(force=True)
+    for key in keys:
+        asked = netlet("atm", "--bank", bank.address, "--account", "bob", "--pin-stdin",
+                       "outcome", key, stdin="4321\n")
+        assert asked.returncode == 0, asked.stderr
+        assert f"{key}: applied" in asked.stdout  # the writer went on once free
+    assert balances(bank.db)["bob"] == 1200

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from netlet.apps.bank import Ledger, OpenAccount, hash_pin
 from tests.apps.bank.bank_server import ENV, NETLET, BankProcess, free_port, netlet
 
 PIN = "4321\n"
@@ -155,3 +156,43 @@ def test_the_audit_catches_an_edit_in_the_middle(tmp_path: Path, edit: str) -> N
     assert r.returncode == 1, r.stdout
     assert "VIOLATION" in r.stderr
     _refused(_serve(db), "damaged")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("listen", ["tcp://127.0.0.1:99999", "http://127.0.0.1:1", "tcp://foo",
+                                    "unix://", "tcp://0.0.0.0:0"])
+def test_a_bad_listen_address_is_refused_before_any_file(tmp_path: Path, listen: str) -> None:
+    r = netlet("bank", "serve", "--listen", listen, "--db", tmp_path / "bank.db")
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no ledger, -wal or -shm left behind
+
+
+@pytest.mark.timeout(60)
+def test_a_start_refused_after_listening_leaves_no_new_ledger(tmp_path: Path) -> None:
+    """A head that cannot be reached, or a dashboard port that is taken, ends the start
+    after the ledger was made: the new, empty ledger goes too."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra in (("--head", f"tcp://127.0.0.1:{free_port()}"),
+                      ("--dashboard", f"127.0.0.1:{port}")):
+            r = netlet("bank", "serve", "--listen", "tcp://127.0.0.1:0", "--db",
+                       tmp_path / "bank.db", *extra)
+            _refused(r)
+            assert list(tmp_path.iterdir()) == [], extra
+
+
+@pytest.mark.timeout(30)
+def test_discarding_never_removes_a_ledger_that_took_a_command(tmp_path: Path) -> None:
+    """What a refused start removes is a new ledger with nothing in it; one that took a
+    command (a client quick enough to reach the bank before it failed) is kept."""
+    empty, used = tmp_path / "empty.db", tmp_path / "used.db"
+    Ledger(empty).close(discard=True)
+    assert not empty.exists()
+    ledger = Ledger(used)
+    ledger.execute(OpenAccount("alice", "Alice", hash_pin("4321", n=16)), "open-alice")
+    ledger.close(discard=True)
+    with sqlite3.connect(used) as conn:
+        assert conn.execute("SELECT key FROM commands").fetchall() == [("open-alice",)]

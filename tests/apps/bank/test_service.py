@@ -293,6 +293,20 @@ def test_outcome_reports_and_settles_keys(bank: Bank) -> None:
         True, False, None]
 
 
+def test_keys_are_one_namespace_the_first_customer_takes_a_key(bank: Bank) -> None:
+    """docs/bank.md: a key another customer used, or asked about, first is theirs."""
+    alice, bob = bank.client.card("alice", PIN), bank.client.card("bob", PIN)
+    alice.deposit(100, key="pay-1")
+    with pytest.raises(IdempotencyConflict):  # the same amount, but bob's account
+        bob.deposit(100, key="pay-1")
+    assert alice.outcome("pay-2") is None  # alice asks first: fenced under her name
+    with pytest.raises(KeySettled):
+        bob.deposit(100, key="pay-2")
+    with pytest.raises(NotPermitted):  # and bob may not ask about her fence
+        bob.outcome("pay-2")
+    assert (alice.balance(), bob.balance()) == (100, 0)
+
+
 # -- the operator gate and keys -------------------------------------------------------------
 
 

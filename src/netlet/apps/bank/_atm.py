@@ -197,6 +197,13 @@ class BankClient:
                 if self.stop.is_set():
                     raise unavailable("stopped while the bank was not answering",
                                       reached=retry.reached) from exc
+            except Exception as exc:
+                # An error no refusal means (a bug at the bank, a type this ATM cannot
+                # rebuild), met while a link was up: the request may have been applied.
+                if (reached is not None and not is_refusal(exc)
+                        and (linked or self._links_up != ups)):
+                    reached[:] = [True]
+                raise
 
     # -- operator calls -----------------------------------------------------------
 
@@ -222,6 +229,11 @@ class BankClient:
             raise unanswered(exc, key, bool(reached)) from exc
         except DecodeError as exc:
             raise OutcomeUnknown(key, describe(exc)) from exc
+        except Exception as exc:
+            if is_refusal(exc):
+                raise
+            raise unanswered(unavailable(describe(exc), reached=False), key,
+                             bool(reached)) from exc
         return result
 
     def accounts(self, prefix: str = "") -> list[AccountInfo]:

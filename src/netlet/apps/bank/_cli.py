@@ -10,7 +10,12 @@ KEY``), 4 not sent (no connection to the bank was ever up: nothing was done).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,6 +30,7 @@ from netlet.apps.bank._atm import (
     NotAdmitted,
     OutcomeUnknown,
     RetryNotice,
+    new_key,
 )
 from netlet.apps.bank._commands import (
     AccountNotEmpty,
@@ -33,6 +39,7 @@ from netlet.apps.bank._commands import (
     format_amount,
 )
 from netlet.apps.bank._ledger import Ledger
+from netlet.apps.bank._messages import RequestOutcome
 from netlet.apps.bank._pins import check_pin_format
 from netlet.apps.bank._service import (
     MAX_SESSIONS,
@@ -53,11 +60,13 @@ from netlet.transport import (
     find_user_key,
     is_local_address,
     load_key,
+    parse_address,
     save_user_key,
     server_user_key,
 )
 
-__all__ = ["atm", "bank"]  # noqa: F822  (atm: see __getattr__ at the end)
+# atm: see __getattr__ at the end
+__all__ = ["atm", "bank", "outcome_line", "say_done"]  # noqa: F822
 
 DEFAULT_BANK = "tcp://127.0.0.1:7350"
 EXIT_REFUSED = 1
@@ -101,16 +110,28 @@ class _Security:
 
 def _security_from(key_file: str | None, tls_cert: str | None, tls_key: str | None,
                    tls_ca: str | None) -> _Security:
-    """The key and TLS settings of a command. With no --key-file the key is None, and
-    the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
+    """The key and TLS settings of a client command. With no --key-file the key is None,
+    and the clients (BankClient, Swarm) use the per-user key of a local bank, if any."""
+    try:
+        return _server_security(key_file, tls_cert, tls_key, tls_ca)
+    except NetletError as exc:  # the command line's mistake (exit 2), never a refusal (1)
+        raise click.UsageError(str(exc)) from None
+
+
+def _server_security(key_file: str | None, tls_cert: str | None, tls_key: str | None,
+                     tls_ca: str | None) -> _Security:
+    """:func:`_security_from` for ``bank serve``: its mistakes exit 1, as other servers'."""
     tls = tls_config(tls_cert, tls_key, tls_ca)
     return _Security(load_key(key_file) if key_file else None, tls)
 
 
 def _client(bank_addr: str, sec: _Security, timeout: float = 10.0,
             retry_for: float = 30.0, *, quiet: bool = False) -> BankClient:
-    client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
-                        retry_for=retry_for)
+    try:
+        client = BankClient(bank_addr, key=sec.key, tls=sec.tls, timeout=timeout,
+                            retry_for=retry_for)
+    except NetletError as exc:  # a bad address: bad usage (exit 2), and nothing was sent
+        raise click.UsageError(str(exc)) from None
     if not quiet:
         client.on_retry = _say_retrying(bank_addr, retry_for)
     return client
@@ -121,20 +142,32 @@ def _say_retrying(address: str, retry_for: float) -> Callable[[RetryNotice], Non
     def notice(n: RetryNotice) -> None:
         if n.attempt == 1 or n.attempt % 10 == 0:
             text = str(n.error) or type(n.error).__name__
-            click.echo(f"the bank at {address} is not answering ({text[:120]}); still trying "
-                       f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
-                       f"{retry_for:.0f} s)", err=True)
+            say_done(f"the bank at {address} is not answering ({text[:120]}); still trying "
+                     f"the {n.what} (attempt {n.attempt + 1}, {n.elapsed:.0f} of at most "
+                     f"{retry_for:.0f} s)", err=True)
     return notice
 
 
 _R = TypeVar("_R")
 
 
-def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
-    """``func()``, with each way of not getting an answer mapped to its exit status."""
+def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R],
+            key: str | None = None) -> _R:
+    """``func()``, with each way of not getting an answer mapped to its exit status.
+
+    ``key``: the idempotency key of a mutating request, printed if it is interrupted
+    (Ctrl-C or SIGTERM): it may have been sent, so exit 3, never 1 (a refusal) or death
+    by a signal.
+    """
     code, text = 0, ""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops as Ctrl-C does
     try:
         return func()
+    except KeyboardInterrupt:
+        code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} was interrupted; it may have been sent"
+        if key is not None:
+            text += f" (and applied at most once: ask with its key)\nkey: {key}"
     except OutcomeUnknown as exc:
         code, text = EXIT_UNKNOWN, f"UNKNOWN: {exc}\nkey: {exc.key}"
     except NotAdmitted as exc:
@@ -150,12 +183,28 @@ def _answer(ctx: click.Context | None, what: str, func: Callable[[], _R]) -> _R:
                 "" if "nothing was sent" in str(exc) else "; nothing was sent")
     except (BankError, ServiceError) as exc:
         raise _refused(exc) from None
-    except NetletError as exc:  # e.g. an error the bank did not mean to answer with
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as exc:  # an error the bank did not mean (a bug there, a type not ours)
         code, text = EXIT_UNKNOWN, f"UNKNOWN: the {what} failed: {exc}"
-    click.echo(text, err=True)
+    say_done(text, err=True)
     if ctx is not None:
         ctx.exit(code)
     raise SystemExit(code)
+
+
+def say_done(text: str, *, err: bool = False) -> None:
+    """Print what became of a request. A stdout or stderr nobody reads any more (a pipe
+    whose reader is gone) must not change the exit status, whereas click would exit 1
+    for the broken pipe, which says the bank refused the request."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        click.echo(text, err=err)
+        stream.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # so the flush at exit does not fail too
+        os.close(devnull)
 
 
 def _read_pin(pin_stdin: bool, confirm: bool = False) -> str:
@@ -194,7 +243,7 @@ def bank() -> None:
     \b
     netlet bank serve --listen tcp://127.0.0.1:7350 --db bank.db
     netlet bank open alice --bank tcp://127.0.0.1:7350
-    netlet bank list / close NAME / audit --db bank.db
+    netlet bank list / close NAME / outcome KEY / audit --db bank.db
     """
 
 
@@ -247,7 +296,11 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     find it by themselves, other users are refused. Beyond loopback without a
     key only --insecure serves, to customers only.
     """
-    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    sec = _server_security(key_file, tls_cert, tls_key, tls_ca)
+    try:
+        parse_address(listen)  # a bad address is refused before the ledger makes a file
+    except NetletError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
     # The ledger first: a file another bank holds, or that is not a sound ledger, is
     # refused before anything is created or the port is bound.
     ledger = Ledger(db, group_commit=group_commit, max_batch=max_batch,
@@ -282,6 +335,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     console = Console(stderr=True)
     cluster = None
     board = None
+    ready = False
     try:
         if dashboard_addr:
             from netlet.apps.bank._dashboard import BankProvider
@@ -302,6 +356,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
                       + (f"; registered as {name!r} at {head_addr}" if cluster else ""),
                       soft_wrap=True)
         print(node.address, flush=True)
+        ready = True
         while not stop.wait(0.5):
             pass
     finally:
@@ -310,7 +365,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
         if cluster is not None:
             cluster.close()
         node.close()
-        ledger.close()
+        ledger.close(discard=not ready)  # a refused start: a new ledger that took nothing
 
 
 @bank.command("open")
@@ -326,10 +381,11 @@ def open_(account: str, owner: str | None, pin_stdin: bool, bank_addr: str,
     """Open ACCOUNT (an operator call); asks for its PIN, hashed here with scrypt."""
     pin = _read_pin(pin_stdin, confirm=True)
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    key = new_key("op")
     with _client(bank_addr, sec, timeout, retry_for) as client:
         _answer(None, f"opening of {account}",
-                lambda: client.open_account(account, owner or account, pin))
-    click.echo(f"opened account {account}")
+                lambda: client.open_account(account, owner or account, pin, key=key), key)
+    say_done(f"opened account {account}")
 
 
 @bank.command()
@@ -342,8 +398,10 @@ def close(account: str, bank_addr: str, key_file: str | None, tls_cert: str | No
     """Close ACCOUNT, which must be empty (an operator call)."""
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     with _client(bank_addr, sec, timeout, retry_for) as client:
-        _answer(None, f"closing of {account}", lambda: client.close_account(account))
-    click.echo(f"closed account {account}")
+        key = new_key("op")
+        _answer(None, f"closing of {account}", lambda: client.close_account(account, key=key),
+                key)
+    say_done(f"closed account {account}")
 
 
 @bank.command("list")
@@ -364,6 +422,35 @@ def list_(prefix: str, bank_addr: str, key_file: str | None, tls_cert: str | Non
     for row in rows:
         table.add_row(row.account, row.owner, row.status, format_amount(row.balance))
     Console().print(table)
+
+
+@bank.command()
+@click.argument("keys", metavar="KEY...", nargs=-1, required=True)
+@_bank_option
+@_security
+@_patience
+def outcome(keys: tuple[str, ...], bank_addr: str, key_file: str | None,
+            tls_cert: str | None, tls_key: str | None, tls_ca: str | None, timeout: float,
+            retry_for: float) -> None:
+    """What became of each request KEY, any account's or an operator's (an operator call).
+
+    Asking settles a key: one the bank never saw is recorded as never applied, for good.
+    """
+    sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
+    with _client(bank_addr, sec, timeout, retry_for) as client:
+        answers = _answer(None, "outcome enquiry", lambda: client.outcomes(list(keys)))
+    say_done("\n".join(outcome_line(key, answer)
+                        for key, answer in zip(keys, answers, strict=True)))
+
+
+def outcome_line(key: str, answer: RequestOutcome | None) -> str:
+    """The bank's final word on ``key``, as one line."""
+    if answer is None:
+        return f"{key}: not applied (the bank never saw it, and now never will)"
+    if answer.error is not None:
+        return f"{key}: refused: {answer.error}"
+    applied = dataclasses.asdict(answer.unwrap())
+    return f"{key}: applied: {json.dumps(applied, sort_keys=True)}"
 
 
 @bank.command()

@@ -7,19 +7,21 @@ is found where it always was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 
-from netlet.apps.bank._atm import CardSession, run_terminal
+from netlet.apps.bank._atm import CardSession, new_key, run_terminal
 from netlet.apps.bank._cli import (
+    EXIT_NOT_SENT,
     _answer,
     _bank_option,
     _client,
@@ -27,6 +29,8 @@ from netlet.apps.bank._cli import (
     _Security,
     _security,
     _security_from,
+    outcome_line,
+    say_done,
 )
 from netlet.apps.bank._commands import BankError, format_amount, parse_amount
 from netlet.apps.bank._service import SERVICE_NAME
@@ -128,8 +132,10 @@ def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool
     netlet atm --bank ADDR --account A --pin-stdin deposit 12.34
     netlet atm swarm --bank ADDR --atms 64 --seconds 30
 
-    Scripted operations exit 0 on success, 1 when refused, 3 when the bank did
-    not answer in time (the request's key is printed; it was applied at most once).
+    Scripted operations exit 0 on success, 1 when the bank refused, 2 on bad
+    usage (nothing sent), 3 when the outcome is unknown (the request's key is
+    printed; it was applied at most once: ask with `outcome KEY`), 4 when
+    nothing was sent (the bank was never reached).
     """
     sec = _security_from(key_file, tls_cert, tls_key, tls_ca)
     if head_addr:
@@ -149,25 +155,36 @@ def atm(ctx: click.Context, bank_addr: str, account: str | None, pin_stdin: bool
 
 
 def _look_up(head_addr: str, name: str, sec: _Security) -> str:
-    """The address the bank registered under ``name`` at the cluster head."""
+    """The address the bank registered under ``name`` at the cluster head; without one,
+    exit 4 (NOT SENT: no bank was reached, so nothing was done)."""
     from netlet.cluster import Cluster
 
-    node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
+    try:
+        node = Node(key=sec.key or find_user_key(head_addr), tls=sec.tls, call_timeout=10)
+    except NetletError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         with Cluster(head_addr, node=node) as cluster:
             found = cluster.lookup(name)
     except NetletError as exc:
-        raise click.ClickException(f"cannot ask the head at {head_addr}: {exc}") from None
+        _not_sent(f"cannot ask the head at {head_addr}: {exc}")
     finally:
         node.close()
     address = getattr(found, "__netlet_ref__", lambda: None)()
     if address is None or not address.address:
-        raise click.ClickException(f"no bank is registered as {name!r} at {head_addr}")
+        _not_sent(f"no bank is registered as {name!r} at {head_addr}")
     return str(address.address)
 
 
-def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) -> None:
-    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit."""
+def _not_sent(why: str) -> NoReturn:
+    say_done(f"NOT SENT: {why}; nothing was sent", err=True)
+    raise SystemExit(EXIT_NOT_SENT)
+
+
+def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str],
+              key: str | None = None) -> None:
+    """Sign in with --account and the PIN, run ``run(card)`` and map the outcome to an exit
+    (``key``: a mutating request's, shown if it is interrupted)."""
     opts: _AtmOptions = ctx.obj
     if not opts.account:
         raise click.UsageError(f"{what} needs --account (and the PIN, e.g. --pin-stdin)")
@@ -175,10 +192,10 @@ def _scripted(ctx: click.Context, what: str, run: Callable[[CardSession], str]) 
     with _client(opts.bank, opts.sec, opts.timeout, opts.retry_for) as client:
         card = client.card(opts.account, pin)
         try:
-            message = _answer(ctx, what, lambda: run(card))
+            message = _answer(ctx, what, lambda: run(card), key)
         finally:
             card.sign_out()  # best effort: it never changes the result
-    click.echo(message)
+    say_done(message)
 
 
 def _check_key(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -209,11 +226,12 @@ def _amount(text: str) -> int:
 def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Deposit AMOUNT (like 12.34)."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.deposit(cents, key=idem_key)
+        r = card.deposit(cents, key=key)
         return f"deposited {format_amount(cents)}; balance {format_amount(r.balance)}"
-    _scripted(ctx, "deposit", run)
+    _scripted(ctx, "deposit", run, key)
 
 
 @_atm_command(context_settings=_AMOUNT_ARGS)
@@ -222,11 +240,12 @@ def deposit(ctx: click.Context, amount: str, idem_key: str | None) -> None:
 def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
     """Withdraw AMOUNT; refused (nothing taken) if the balance is lower."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.withdraw(cents, key=idem_key)
+        r = card.withdraw(cents, key=key)
         return f"withdrew {format_amount(cents)}; balance {format_amount(r.balance)}"
-    _scripted(ctx, "withdraw", run)
+    _scripted(ctx, "withdraw", run, key)
 
 
 @_atm_command(context_settings=_AMOUNT_ARGS)
@@ -236,12 +255,13 @@ def withdraw(ctx: click.Context, amount: str, idem_key: str | None) -> None:
 def transfer(ctx: click.Context, dst: str, amount: str, idem_key: str | None) -> None:
     """Transfer AMOUNT to account DST."""
     cents = _amount(amount)
+    key = idem_key or new_key()
 
     def run(card: CardSession) -> str:
-        r = card.transfer(dst, cents, key=idem_key)
+        r = card.transfer(dst, cents, key=key)
         return (f"transferred {format_amount(cents)} to {dst}; "
                 f"balance {format_amount(r.src_balance)}")
-    _scripted(ctx, "transfer", run)
+    _scripted(ctx, "transfer", run, key)
 
 
 @_atm_command()
@@ -265,13 +285,7 @@ def statement(ctx: click.Context, limit: int) -> None:
 def outcome(ctx: click.Context, key: str) -> None:
     """What became of the request with KEY (asking settles it: an unseen key never applies)."""
     def run(card: CardSession) -> str:
-        answer = card.outcome(key)
-        if answer is None:
-            return f"{key}: not applied (the bank never saw it, and now never will)"
-        if answer.error is not None:
-            return f"{key}: refused: {answer.error}"
-        applied = dataclasses.asdict(answer.unwrap())
-        return f"{key}: applied: {json.dumps(applied, sort_keys=True)}"
+        return outcome_line(key, card.outcome(key))
     _scripted(ctx, "outcome", run)
 
 
@@ -299,31 +313,36 @@ def swarm(ctx: click.Context, atms: int, seconds: float, accounts: int,
     """
     opts: _AtmOptions = ctx.obj
     address = opts.bank
+    try:  # a report that cannot be written is refused before the run, not after it
+        report_file = open(report, "w") if report else None  # noqa: SIM115
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {report}: {exc.strerror}",
+                                 param_hint="--report") from None
     config = SwarmConfig(atms=atms, seconds=seconds, accounts=accounts, grace=grace,
                          timeout=min(opts.timeout, 5.0), seed=seed)
     console = Console(stderr=True)
-    sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
-    try:
-        console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
+    with report_file or contextlib.nullcontext():
+        sw = Swarm(address, config, key=opts.sec.key, tls=opts.sec.tls)
         try:
-            sw.prepare()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
-        run_with_display(sw, console, plain=plain or not console.is_terminal)
-        console.print("checking the bank's books against what the ATMs saw ...")
-        try:
-            result = sw.verify()
-        except (BankError, NetletError) as exc:
-            raise click.ClickException(f"cannot check against the bank: {exc}") from None
-    finally:
-        sw.close()
-    lines = sw.summary(result)
-    click.echo("\n".join(lines[:6]))
-    for line in lines[6:]:
-        click.echo(line, err=True)
-    if report:
-        with open(report, "w") as f:
+            console.print(f"swarm {sw.run_id}: opening {accounts} accounts at {address} ...")
+            try:
+                sw.prepare()
+            except (BankError, NetletError) as exc:
+                raise click.ClickException(f"cannot open the swarm's accounts: {exc}") from None
+            run_with_display(sw, console, plain=plain or not console.is_terminal)
+            console.print("checking the bank's books against what the ATMs saw ...")
+            try:
+                result = sw.verify()
+            except (BankError, NetletError) as exc:
+                raise click.ClickException(f"cannot check against the bank: {exc}") from None
+        finally:
+            sw.close()
+        lines = sw.summary(result)
+        click.echo("\n".join(lines[:6]))
+        for line in lines[6:]:
+            click.echo(line, err=True)
+        if report_file is not None:
             json.dump({"run": sw.run_id, "summary": dataclasses.asdict(result),
-                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, f)
+                       "ops": [dataclasses.asdict(op) for op in sw.ops]}, report_file)
     if not result.ok:
         raise SystemExit(1)

@@ -461,7 +461,8 @@ class Ledger(LedgerPins, LedgerReads):
     def close(self, *, discard: bool = False) -> None:
         """Finish the commands already queued, stop the writer and close every connection.
 
-        ``discard``: if this ledger created its file, remove it (a start that was refused).
+        ``discard``: if this ledger created its file and committed nothing to it, remove
+        it (a start that was refused); a ledger that took any command is always kept.
         """
         with self._lock:
             if self._closed:
@@ -477,7 +478,10 @@ class Ledger(LedgerPins, LedgerReads):
         for conn in pool:
             conn.close()
         self._conn.close()
-        self._store.close(discard=discard)
+        with self._lock:
+            # commits, or a journal that has anything: the queue above is finished now
+            committed = self._stats[2] > 0 or self.journal_head[0] > 0
+        self._store.close(discard=discard and not committed)
 
     def __enter__(self) -> Ledger:
         return self

@@ -100,13 +100,19 @@ def _nothing() -> None:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
+    """``url`` without its password, for messages and logs: the user part's, and libpq's
+    ``password`` parameter in the query (its name percent-encoded or not)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = urllib.parse.quote(parts.username or "", safe="")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = urllib.parse.quote(parts.username or "", safe="")
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    params = parts.query.split("&")
+    for i, param in enumerate(params):
+        name, sep, _ = param.partition("=")
+        if sep and urllib.parse.unquote(name).strip().lower() == "password":
+            params[i] = f"{name}=***"
+    return urllib.parse.urlunsplit(parts._replace(query="&".join(params)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -158,6 +158,8 @@ class _Atm:
                 continue
             try:
                 action(card)
+            except EOFError:  # input ended at a prompt of the operation: nothing was sent
+                return
             except InsufficientFunds as exc:
                 self.term.say(f"Sorry, your balance is {format_amount(exc.balance)}, less than "
                               f"{format_amount(exc.amount)}. Nothing was taken.")
@@ -170,6 +172,8 @@ class _Atm:
                 self.term.say(f"Sorry, the bank cannot be reached right now ({exc}).{done}")
             except (BankError, ServiceError) as exc:
                 self.term.say(f"Sorry: {_sentence(exc)}")
+            except Exception as exc:  # an error the bank did not mean (a read: nothing to settle)
+                self.term.say(f"Sorry, the bank could not answer ({type(exc).__name__}).")
 
     def _amount(self, prompt: str = "Amount: ") -> int | None:
         text = self.term.ask(prompt)
@@ -187,7 +191,13 @@ class _Atm:
             except KeyboardInterrupt:
                 raise OutcomeUnknown(key, "interrupted") from None
             except BankUnavailable:  # sent or not: the same key again is always safe
-                answer = self.term.ask("The bank is still not answering. Keep trying? [Y/n] ")
+                try:
+                    answer = self.term.ask("The bank is still not answering. "
+                                           "Keep trying? [Y/n] ")
+                except EOFError:  # the customer left: stop, and give the reference
+                    answer = "n"
+                except KeyboardInterrupt:
+                    raise OutcomeUnknown(key, "interrupted") from None
                 if answer.strip().lower().startswith("n"):
                     raise
 
