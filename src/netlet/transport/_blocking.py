@@ -16,13 +16,13 @@ import socket
 import struct
 import threading
 from collections.abc import Sequence
-from typing import overload
 
 from netlet.clock import REAL_CLOCK, Clock
 from netlet.codec import Buffer
 from netlet.errors import ConnectionLost, FrameTooLarge, ProtocolError
 from netlet.transport._budget import Account, GrowingBuffer
 from netlet.transport._framing import frame_parts, split_lens
+from netlet.transport._lazy import LazyBuffers, received_size
 from netlet.transport._pool import (
     MIN_CACHED,
     bytes_api,
@@ -33,6 +33,8 @@ from netlet.transport._pool import (
 from netlet.transport._shm import ACK, MAX_SIZE, SHM_FLAG, ShmLink, ShmPeer, ack_frame
 
 __all__ = ["BlockingFramer", "LazyBuffers", "SendStalled", "received_size"]
+
+# LazyBuffers and received_size live in _lazy (re-exported here for the framer's users).
 
 _HEAD = struct.Struct(">II")
 _SMALL = 64 * 1024
@@ -443,67 +445,3 @@ class _KeptBytes:
                 acct.budget.keep(obj, len(obj), acct)
             else:
                 acct.release(len(obj))
-
-
-class LazyBuffers(Sequence[Buffer]):
-    """The out-of-band buffers of one frame, read in order as the decoder asks.
-
-    ``as_bytes(i)`` receives buffer ``i`` straight into the ``bytes`` object the
-    caller keeps; indexing receives into a writable buffer (numpy arrays view it).
-    """
-
-    def __init__(self, framer: BlockingFramer, lens: tuple[int, ...]) -> None:
-        self._framer = framer
-        self._lens = lens
-        self._got: list[Buffer] = []
-
-    def __len__(self) -> int:
-        return len(self._lens)
-
-    @property
-    def nbytes(self) -> int:
-        """The buffers' total size, known from the frame's head: nothing is read."""
-        return sum(self._lens)
-
-    def _read_until(self, index: int) -> None:
-        while len(self._got) < index:
-            n = self._lens[len(self._got)]
-            self._got.append(self._framer.read_growing(n))
-
-    @overload
-    def __getitem__(self, index: int) -> Buffer: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Buffer]: ...
-
-    def __getitem__(self, index: int | slice) -> Buffer | Sequence[Buffer]:
-        if isinstance(index, slice):
-            self._read_until(len(self._lens))
-            return self._got[index]
-        if not 0 <= index < len(self._lens):
-            raise IndexError(index)
-        self._read_until(index + 1)
-        return self._got[index]
-
-    def as_bytes(self, index: int) -> bytes:
-        if not 0 <= index < len(self._lens):
-            raise IndexError(index)
-        if index < len(self._got):
-            return bytes(self._got[index])
-        self._read_until(index)
-        n = self._lens[index]
-        obj = self._framer.read_bytes(n)
-        self._got.append(obj)
-        return obj
-
-    def drain(self) -> None:
-        """Read whatever the decoder did not ask for, so the next frame starts right."""
-        self._read_until(len(self._lens))
-        self._framer.drained(self)
-
-
-def received_size(body: Buffer, buffers: Sequence[Buffer]) -> int:
-    """The bytes of a received frame, for counters: a lazy frame's buffers are not read
-    for it (reading them before the decoder asks copies bytes into fresh memory)."""
-    if type(buffers) is LazyBuffers:
-        return len(body) + buffers.nbytes
-    return len(body) + (sum(map(len, buffers)) if buffers else 0)
