@@ -176,3 +176,20 @@ def test_an_executor_works_under_a_long_temporary_directory(
     monkeypatch.setattr("tempfile.tempdir", str(deep))
     with netlet.Executor(max_workers=1) as ex:
         assert ex.submit(tasks.add, 2, 3).result(STEP) == 5
+
+
+@pytest.mark.timeout(60)
+def test_the_default_worker_count_is_the_cpus_the_process_may_use() -> None:
+    # As ProcessPoolExecutor from Python 3.13: a process limited to one CPU (taskset,
+    # a container's cpuset) starts one worker, not one per CPU of the machine.
+    script = textwrap.dedent("""
+        import os, netlet
+        from netlet.cluster import usable_cpus
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        with netlet.Executor() as ex:
+            print(usable_cpus(), len(ex._embedded.procs))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=50, env=child_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]

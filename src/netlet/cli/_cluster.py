@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from netlet.cli._dashboard import check_dashboard_options, dashboard_options, st
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_args, tls_config, tls_options
 from netlet.cli._types import Seconds, check_address
-from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, worker_key
+from netlet.cluster import Cluster, Head, HeadConfig, HeadStore, usable_cpus, worker_key
 from netlet.cluster._env import DEFAULT_HEAD, ENV_HEAD, ENV_KEY_FILE
 from netlet.cluster._worker import EXIT_CANNOT_LISTEN, EXIT_KEY_REFUSED
 from netlet.errors import ConfigError, HandshakeError, NetletError
@@ -180,7 +179,7 @@ def head(listen: str, key_file: str | None, old_key_files: tuple[str, ...],
 @click.option("--join", "join_addr", required=True, envvar=ENV_HEAD, show_envvar=True,
               metavar="ADDR", callback=check_address, help="The head's address.")
 @click.option("--processes", "-n", type=click.IntRange(1, 1024), default=None,
-              help="Worker processes to run [default: the machine's cores].")
+              help="Worker processes to run [default: the CPUs this process may use].")
 @_key_option
 @_old_key_option
 @tls_options
@@ -216,7 +215,7 @@ def worker(join_addr: str, processes: int | None, key_file: str | None,
     old_keys = _old_keys(key_file, old_key_files)
     key = worker_key(join_addr, _load_key(key_file))
     _check_key(join_addr, key, old_keys, tls)
-    n = processes or os.cpu_count() or 1
+    n = processes or usable_cpus()
     cmd = [sys.executable, "-m", "netlet.cluster", "--join", join_addr, "--credit", credit,
            "--key-stdin", "--with-parent", *tls_args(tls)]
     if allow_pickle:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from netlet.cluster._client import Cluster
+    from netlet.cluster._cpus import usable_cpus
     from netlet.cluster._embedded import EmbeddedCluster
     from netlet.cluster._executor import Executor
     from netlet.cluster._functions import function_ref, resolve_path
@@ -61,6 +62,7 @@ __all__ = [
     "function_ref",
     "resolve_path",
     "run_worker",
+    "usable_cpus",
     "wait",
     "worker_key",
 ]
@@ -87,6 +89,7 @@ _WHERE = {
     "function_ref": "_functions",
     "resolve_path": "_functions",
     "run_worker": "_worker_main",
+    "usable_cpus": "_cpus",
     "worker_key": "_worker",
 }
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from netlet.cluster._client import Cluster
+from netlet.cluster._cpus import usable_cpus
 from netlet.cluster._embedded import EmbeddedCluster
 from netlet.cluster._env import env_head
 from netlet.cluster._head import Head
@@ -54,7 +55,7 @@ class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` on a netlet cluster.
 
     With no address it starts an embedded cluster (a head in this process and
-    ``max_workers`` local worker processes, default: the machine's cores);
+    ``max_workers`` local worker processes, default: the CPUs this process may use);
     with an address it uses that cluster. Code written for
     ``ProcessPoolExecutor`` works unchanged, ``Executor(4)`` included.
     A task whose worker dies runs again elsewhere, up to ``max_retries``
@@ -96,7 +97,7 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot start an executor after interpreter shutdown")
         self._embedded: EmbeddedCluster | None = None
         if address is None:
-            self._embedded = EmbeddedCluster(max_workers or os.cpu_count() or 1)
+            self._embedded = EmbeddedCluster(max_workers or usable_cpus())
             try:
                 self._cluster = Cluster(
                     self._embedded.address, node=self._embedded.node, max_retries=max_retries,

@@ -33,7 +33,7 @@ from netlet.apps.primes._coordinator import (
 )
 from netlet.apps.primes._methods import METHODS
 from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
-from netlet.cluster import Cluster, Executor
+from netlet.cluster import Cluster, Executor, usable_cpus
 from netlet.errors import ConfigError, NetletError
 from netlet.transport import find_user_key, load_key
 
@@ -107,8 +107,8 @@ NUMBER = _Number()
               show_default=True,
               help="sieve: segmented sieve of Eratosthenes (numpy); naive: trial division.")
 @click.option("--workers", "-w", type=click.IntRange(1, 1024), default=None,
-              help="Local worker processes of the embedded cluster [default: the machine's "
-                   "cores]. Not with --head.")
+              help="Local worker processes of the embedded cluster [default: the CPUs this "
+                   "process may use]. Not with --head.")
 @click.option("--head", "head_addr", default=None, envvar="NETLET_HEAD", show_envvar=True,
               help="Use the running cluster at this address (see `netlet head`).")
 @click.option("--key-file", type=click.Path(dir_okay=False), default=None,
@@ -273,7 +273,7 @@ def _dashboard(addr: str, search: PrimeSearch, executor: Executor | None,
 
 
 def _local_workers(workers: int | None) -> int:
-    return workers or os.cpu_count() or 1
+    return workers or usable_cpus()
 
 
 def _connect(head_addr: str | None, key_file: str | None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from netlet.cluster import Cluster, EmbeddedCluster
+from netlet.cluster import Cluster, EmbeddedCluster, usable_cpus
 
 __all__ = ["Part", "PartFailed", "PartResult", "Tour", "run_part"]
 
@@ -72,7 +71,7 @@ class Tour:
         self.console = console
         self.tmp = tmp
         self.quick = quick
-        self.workers = 2 if quick else max(2, min(os.cpu_count() or 1, 8))
+        self.workers = 2 if quick else max(2, min(usable_cpus(), 8))
         self.aborted = threading.Event()
         self._aborts: list[Callable[[], None]] = []
         self._lock = threading.Lock()
