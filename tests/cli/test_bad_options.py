@@ -154,12 +154,13 @@ def test_an_address_that_does_not_parse_is_a_usage_error(args: list[str], option
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("command", [["head", "--listen", "tcp://127.0.0.1:0"],
-                                     ["primes", "--end", "100", "-w", "1"]])
+                                     ["primes", "--end", "100", "-w", "1"],
+                                     ["bank", "serve", "--listen", "tcp://127.0.0.1:0"]])
 @pytest.mark.parametrize("option", [["--dashboard-control"],
                                     ["--dashboard-token", "x" * 32]])
 def test_dashboard_options_without_a_dashboard_are_a_usage_error(
         command: list[str], option: list[str], tmp_path: Path) -> None:
-    # Both were silently ignored: a head ran (no dashboard), a search ran.
+    # Both were silently ignored: a head ran (no dashboard), a search ran, a bank served.
     result = subprocess.run([NETLET, *command, *option], capture_output=True, text=True,
                             timeout=25, check=False, cwd=tmp_path, stdin=subprocess.DEVNULL)
     _refused(result, "--dashboard HOST:PORT")

@@ -50,7 +50,7 @@ from netlet.apps.bank._service import (
     ServiceError,
 )
 from netlet.apps.bank._store import audit_ledger
-from netlet.cli._dashboard import dashboard_options, start_dashboard
+from netlet.cli._dashboard import check_dashboard_options, dashboard_options, start_dashboard
 from netlet.cli._signals import stop_on_signals
 from netlet.cli._tls import tls_config, tls_options
 from netlet.errors import NetletError
@@ -296,6 +296,7 @@ def serve(listen: str, db: str, create: bool, key_file: str | None, tls_cert: st
     find it by themselves, other users are refused. Beyond loopback without a
     key only --insecure serves, to customers only.
     """
+    check_dashboard_options(dashboard_addr, dashboard_control)
     sec = _server_security(key_file, tls_cert, tls_key, tls_ca)
     try:
         parse_address(listen)  # a bad address is refused before the ledger makes a file
