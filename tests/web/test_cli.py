@@ -194,6 +194,8 @@ def test_the_demo_dashboard_runs_a_cluster_a_bank_and_a_search_until_ctrl_c() ->
         assert children
         demo.signal(signal.SIGINT)
         assert demo.wait(20) == 0
+        demo.stderr.join()
+        assert "Traceback" not in demo.stderr.text(), demo.stderr.text()[-2000:]
     finally:
         demo.kill()
         left = list(tmp_path.iterdir())

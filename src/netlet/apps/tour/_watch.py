@@ -45,7 +45,12 @@ def _search_forever(ex: Executor, tmp: Path, stop: threading.Event) -> None:
         search = PrimeSearch(ex.cluster, SearchConfig(0, 2_000_000, "naive", chunk=20_000,
                                                       state=tmp / f"primes-{n}.db"))
         _current[0] = search
-        search.run()
+        try:
+            search.run()
+        except Exception:
+            if stop.is_set():  # Ctrl-C: the executor cancelled its chunks
+                return
+            raise
 
 
 _current: list[PrimeSearch | None] = [None]
