@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -166,16 +168,20 @@ def test_a_client_closed_after_its_shared_node_does_not_raise() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("length", [70, 96])
 def test_an_executor_works_under_a_long_temporary_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, length: int) -> None:
     # A unix socket's path holds at most 107 bytes. A long TMPDIR (a CI's, a
     # container's) left room for the head's socket but not for the workers' (70),
     # which then failed to listen and were started again for ever, or for neither
     # (96), and the Executor could not start.
-    deep = tmp_path / ("t" * (length - len(str(tmp_path)) - 1))
-    deep.mkdir()
-    monkeypatch.setattr("tempfile.tempdir", str(deep))
-    with netlet.Executor(max_workers=1) as ex:
-        assert ex.submit(tasks.add, 2, 3).result(STEP) == 5
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # tmp_path may be longer than `length`
+    try:
+        deep = base / ("t" * (length - len(str(base)) - 1))
+        deep.mkdir()
+        monkeypatch.setattr("tempfile.tempdir", str(deep))
+        with netlet.Executor(max_workers=1) as ex:
+            assert ex.submit(tasks.add, 2, 3).result(STEP) == 5
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.timeout(60)

@@ -41,7 +41,7 @@ class Service:
     def echo(self, value: Any) -> Any:
         return value
 
-    async def aecho(self, value: Any) -> Any:
+    async def echo_aio(self, value: Any) -> Any:
         return value
 
     def nested(self, depth: int) -> Any:
@@ -206,13 +206,13 @@ def test_values_round_trip_exactly_through_every_call_style(
         proxy = client.proxy(_address(node), "svc", timeout=STEP)
 
         async def by_aio(value: Any) -> Any:
-            return await proxy.aecho.aio(value)
+            return await proxy.echo_aio.aio(value)
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(_values)
         def check(value: Any) -> None:
             assert same(proxy.echo(value), value)
-            assert same(proxy.aecho.future(value).result(STEP), value)
+            assert same(proxy.echo_aio.future(value).result(STEP), value)
             assert same(asyncio.run(by_aio(value)), value)
 
         check()
@@ -304,7 +304,7 @@ def test_an_infinite_timeout_waits_for_the_reply_and_bad_ones_are_refused(
 
     def attempt(proxy: netlet.Proxy) -> Any:
         async def by_aio() -> Any:
-            return await proxy.aecho.aio("v")
+            return await proxy.echo_aio.aio("v")
 
         return {"blocking": lambda: proxy.echo("v"),
                 "future": lambda: proxy.echo.future("v").result(STEP),
