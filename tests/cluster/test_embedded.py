@@ -199,3 +199,26 @@ def test_the_default_worker_count_is_the_cpus_the_process_may_use() -> None:
                          timeout=50, env=child_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.timeout(60)
+def test_terminate_workers_stops_a_running_task_at_once(tmp_path: Path) -> None:
+    # As ProcessPoolExecutor.terminate_workers (Python 3.14): no waiting for a task
+    # that would run for a minute; the running future fails, the queued one is
+    # cancelled, the worker process is gone, and the executor takes no more work.
+    trace = tmp_path / "trace"
+    ex = netlet.Executor(max_workers=1)
+    running = ex.submit(tasks.sleep_and_record, str(trace), 60, "late")
+    queued = ex.submit(tasks.add, 1, 2)
+    first = wait_until(lambda: tasks.read_trace(trace), STEP, "the task starting")
+    worker = int(first[0][0])
+    ex.terminate_workers()
+    assert queued.cancelled()
+    with pytest.raises(NodeClosed):
+        running.result(STEP)
+    wait_until(lambda: not Path(f"/proc/{worker}").exists()
+               or "Z" in Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0],
+               STEP, "the worker process to end")
+    with pytest.raises(RuntimeError):
+        ex.submit(tasks.add, 1, 2)
+    ex.shutdown()  # after terminate_workers: nothing left to wait for

@@ -157,6 +157,8 @@ class EmbeddedCluster:
                 self.procs[slot] = self._start(slot, credit)
 
     def close(self) -> None:
+        if self._closing.is_set():
+            return  # closed, or being closed by another thread
         self._closing.set()
         self.head.stop()
         with self._lock:

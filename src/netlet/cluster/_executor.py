@@ -205,6 +205,24 @@ class Executor(concurrent.futures.Executor):
         if wait:
             finisher.join()
 
+    def terminate_workers(self) -> None:
+        """Stop now, as ``ProcessPoolExecutor.terminate_workers`` (Python 3.14) does.
+
+        Queued futures are cancelled and running ones fail with ``NodeClosed``; an
+        embedded cluster's worker processes are terminated, their running tasks
+        abandoned. On a running cluster (an address) only this client leaves: the
+        workers are the cluster's. What a Ctrl-C handler calls to exit at once.
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._cluster.close(cancel_pending=True)
+        with _live_lock:
+            _live.discard(self)
+        if self._dashboard is not None:
+            self._dashboard.stop()
+        if self._embedded is not None:
+            self._embedded.close()
+
     def _finish(self) -> None:
         try:
             self._cluster.wait_pending()

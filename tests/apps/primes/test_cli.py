@@ -378,6 +378,43 @@ def test_ctrl_c_exits_130_with_every_finished_chunk_committed(primes: Coordinato
     assert out.read_text().count("\n") == sum(counts)
 
 
+def _busiest_descendant_cpu(pid: int) -> float:
+    """CPU seconds of the busiest process below ``pid`` (a worker at its chunk)."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    below, stack = [], list(children.get(pid, []))
+    while stack:
+        p = stack.pop()
+        below.append(p)
+        stack.extend(children.get(p, []))
+    return max((cpu.get(p, 0.0) for p in below), default=0.0)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_exits_at_once_while_a_long_chunk_runs(primes: Coordinators,
+                                                      tmp_path: Path) -> None:
+    # One chunk of trial division near 10**12 takes minutes. Ctrl-C waited for it to
+    # finish (the executor's shutdown waits for running tasks); it now stops the
+    # workers: the chunk is not committed, and --resume computes it again.
+    state = tmp_path / "s.db"
+    run = primes.start("--method", "naive", "--start", "10**12", "--end", "1_000_001_000_000",
+                       "--chunk", "10**6", "--workers", "1", "--state", state)
+    wait_until(lambda: _busiest_descendant_cpu(run.pid) > 1.0, STEP * 4,
+               "a worker at its chunk")
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=STEP * 2)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err
+    assert finished_chunks(state) == []
+
+
 @pytest.mark.timeout(60)
 def test_on_a_terminal_the_live_view_shows_progress_primes_rate_and_shares(
         tmp_path: Path) -> None:

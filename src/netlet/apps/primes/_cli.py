@@ -165,6 +165,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
     executor: Executor | None = None
     cluster: Cluster | None = None
     board: Any = None
+    interrupted = False
     # Local workers start with one BLAS thread each, also those started to replace one.
     with _one_blas_thread() if head_addr is None else contextlib.nullcontext():
         try:
@@ -190,6 +191,7 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
                                    dashboard_token, dashboard_control)
             summary = _run(search, err)
         except KeyboardInterrupt:
+            interrupted = True
             _stderr().print(f"interrupted: {_kept(config.state_path())}", soft_wrap=True)
             raise SystemExit(130) from None
         except (ConfigError, click.ClickException):
@@ -202,7 +204,9 @@ def primes(start: int, end: int, method: str, workers: int | None, head_addr: st
         finally:
             if board is not None:
                 board.stop()
-            if executor is not None:
+            if executor is not None and interrupted:
+                executor.terminate_workers()  # now: a running chunk may take minutes
+            elif executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
             elif cluster is not None:
                 cluster.close()
