@@ -560,3 +560,24 @@ def test_local_channel_rejects_a_bad_buffer() -> None:
     for bad in (-1, 1.5, "2"):
         with pytest.raises(netlet.ConfigError):
             netlet.channel(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(30)
+def test_an_infinite_timeout_waits_and_a_nan_one_is_refused_parking_nothing() -> None:
+    # As for calls (README): inf means no timeout (a thread's lock refused it with
+    # OverflowError), NaN or a non-number is refused before anything waits.
+    ch = netlet.channel()
+    got = in_thread(ch.receive, timeout=float("inf"))
+    wait_until(lambda: ch.balance == -1, what="the receiver to wait")
+    ch.send("v")
+    assert got.result(STEP) == "v"
+    for bad in (float("nan"), "1"):
+        with pytest.raises((ValueError, TypeError)):
+            ch.receive(timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises((ValueError, TypeError)):
+            ch.send("x", timeout=bad)  # type: ignore[arg-type]
+        with pytest.raises((ValueError, TypeError)):
+            asyncio.run(ch.receive.aio(timeout=bad))  # type: ignore[arg-type]
+    assert ch.balance == 0  # nobody was left parked
+    with pytest.raises(WouldBlock):
+        ch.send.nowait("nobody takes it")

@@ -16,6 +16,7 @@ from typing import Any
 
 from netlet.clock import Waiter
 from netlet.errors import ChannelClosed, ChannelTimeout, WouldBlock
+from netlet.node import checked_timeout
 
 __all__ = ["ChannelCore", "Raise", "current_waiter_hook", "unwrap"]
 
@@ -274,6 +275,8 @@ class ChannelCore:
 
     def send_blocking(self, value: Any, timeout: float | None = None) -> None:
         """Send ``value``; blocks until taken (or buffered). Thread code."""
+        if timeout is not None:  # inf: no timeout; NaN or not a number: refused
+            timeout = checked_timeout(timeout)
         with self.lock:
             if self.try_send(None, 0, value):
                 return
@@ -283,6 +286,8 @@ class ChannelCore:
 
     def receive_blocking(self, timeout: float | None = None) -> Any:
         """Receive one value; blocks until one comes. Thread code."""
+        if timeout is not None:  # inf: no timeout; NaN or not a number: refused
+            timeout = checked_timeout(timeout)
         with self.lock:
             ok, value = self.try_receive(None, 0)
             if ok:
@@ -306,6 +311,8 @@ class ChannelCore:
 
     async def send_aio(self, value: Any, timeout: float | None = None) -> None:
         """Send from async code."""
+        if timeout is not None:  # inf: no timeout; NaN or not a number: refused
+            timeout = checked_timeout(timeout)
         with self.lock:
             if self.try_send(None, 0, value):
                 return
@@ -315,6 +322,8 @@ class ChannelCore:
 
     async def receive_raw_aio(self, timeout: float | None = None) -> Any:
         """Receive from async code; a ``Raise`` stays wrapped (to travel as a value)."""
+        if timeout is not None:  # inf: no timeout; NaN or not a number: refused
+            timeout = checked_timeout(timeout)
         with self.lock:
             ok, value = self.try_receive(None, 0)
             if ok:
@@ -325,6 +334,8 @@ class ChannelCore:
 
     async def receive_aio(self, timeout: float | None = None) -> Any:
         """Receive from async code."""
+        if timeout is not None:  # inf: no timeout; NaN or not a number: refused
+            timeout = checked_timeout(timeout)
         with self.lock:
             ok, value = self.try_receive(None, 0)
             if ok:

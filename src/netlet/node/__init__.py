@@ -21,7 +21,7 @@ from netlet.node._node import (
     register_ref_type,
     register_serve_adapter,
 )
-from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout
+from netlet.node._proxy import DEFAULT_TIMEOUT, Method, Proxy, Timeout, checked_timeout
 
 if TYPE_CHECKING:
     from netlet.node._stats import LinkStatistics, NodeStatistics
@@ -41,6 +41,7 @@ __all__ = [
     "RefFactory",
     "RefProvider",
     "Timeout",
+    "checked_timeout",
     "current_peer",
     "default_node",
     "expose",
