@@ -216,21 +216,20 @@ class Executor(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._shutdown = True
         self._cluster.close(cancel_pending=True)
-        with _live_lock:
-            _live.discard(self)
-        if self._dashboard is not None:
-            self._dashboard.stop()
-        if self._embedded is not None:
-            self._embedded.close()
+        self._release()
 
     def _finish(self) -> None:
         try:
             self._cluster.wait_pending()
             self._cluster.close(cancel_pending=False)
         finally:
-            if self._dashboard is not None:
-                self._dashboard.stop()
-            if self._embedded is not None:
-                self._embedded.close()
-            with _live_lock:
-                _live.discard(self)
+            self._release()
+
+    def _release(self) -> None:
+        """What the executor holds beside its client: the dashboard, the embedded cluster."""
+        if self._dashboard is not None:
+            self._dashboard.stop()
+        if self._embedded is not None:
+            self._embedded.close()
+        with _live_lock:
+            _live.discard(self)
