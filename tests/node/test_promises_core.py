@@ -1,9 +1,6 @@
 """Promises of README.md and docs/tutorial.md about calls and values, attacked for real.
 
-Each test names the sentence it tries to break. Real sockets and real processes;
-the ones marked ``xfail(strict=True)`` are defects found here whose fix belongs
-in a file another change owns (see their reasons): they flip to a failure, and
-so to a reminder, the day the defect is fixed.
+Each test names the sentence it tries to break. Real sockets and real processes.
 """
 
 from __future__ import annotations
